@@ -1,0 +1,189 @@
+//! Layers: a convolution ([`ConvLayer`]) or a fully connected map ([`LinearLayer`]).
+
+use ndarray::{Array1, Array2, Array4};
+
+use crate::error::{ensure_finite, ensure_nonempty, Error, Result};
+use crate::shape::ActShape;
+use crate::spec::ConvSpec;
+use crate::weight::Conv4d;
+
+/// A convolution: kernel, optional bias and hyper-parameters, validated together.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConvLayer {
+    weight: Conv4d,
+    bias: Option<Array1<f32>>,
+    spec: ConvSpec,
+}
+
+impl ConvLayer {
+    /// Validates that `groups` divides the output channels and that the bias
+    /// (when given) has one finite entry per output channel.
+    pub fn new(weight: Conv4d, bias: Option<Array1<f32>>, spec: ConvSpec) -> Result<Self> {
+        spec.validate()?;
+        let out = weight.out_channels();
+        if out % spec.groups != 0 {
+            return Err(Error::InvalidGroups {
+                groups: spec.groups,
+                in_channels: weight.in_channels_per_group() * spec.groups,
+                out_channels: out,
+            });
+        }
+        if let Some(b) = &bias {
+            if b.len() != out {
+                return Err(Error::shape("bias length", out, b.len()));
+            }
+            ensure_finite("bias", b.iter())?;
+        }
+        Ok(ConvLayer { weight, bias, spec })
+    }
+
+    /// A layer from an OIHW array, no bias.
+    pub fn from_array(weight: Array4<f32>, spec: ConvSpec) -> Result<Self> {
+        ConvLayer::new(Conv4d::new(weight)?, None, spec)
+    }
+
+    /// The kernel.
+    pub fn weight(&self) -> &Conv4d {
+        &self.weight
+    }
+
+    /// The bias, one entry per output channel.
+    pub fn bias(&self) -> Option<&Array1<f32>> {
+        self.bias.as_ref()
+    }
+
+    /// Stride, padding, dilation and groups.
+    pub fn spec(&self) -> &ConvSpec {
+        &self.spec
+    }
+
+    /// Output channels.
+    pub fn out_channels(&self) -> usize {
+        self.weight.out_channels()
+    }
+
+    /// Input channels (all groups).
+    pub fn in_channels(&self) -> usize {
+        self.weight.in_channels_per_group() * self.spec.groups
+    }
+
+    /// The same layer with another kernel of the same shape.
+    pub fn with_weight(&self, weight: Conv4d) -> Result<Self> {
+        ConvLayer::new(weight, self.bias.clone(), self.spec)
+    }
+
+    /// Output shape for an input of shape `input`.
+    pub fn output_shape(&self, input: ActShape) -> Result<ActShape> {
+        if input.channels != self.in_channels() {
+            return Err(Error::shape(
+                "convolution input channels",
+                self.in_channels(),
+                input.channels,
+            ));
+        }
+        ensure_nonempty("convolution input", &[input.height, input.width])?;
+        let (kh, kw) = self.weight.kernel_hw();
+        let (oh, ow) = self.spec.output_hw(input.height, input.width, kh, kw)?;
+        Ok(ActShape::new(self.out_channels(), oh, ow))
+    }
+}
+
+/// A fully connected layer `y = W x + b`, `W` of shape `[out, in]`.
+///
+/// Applied to an NCHW activation it flattens each sample (C·H·W must equal
+/// `in`) and produces `[N, out, 1, 1]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinearLayer {
+    weight: Array2<f32>,
+    bias: Option<Array1<f32>>,
+}
+
+impl LinearLayer {
+    /// Validates non-empty, finite weights and a matching bias.
+    pub fn new(weight: Array2<f32>, bias: Option<Array1<f32>>) -> Result<Self> {
+        ensure_nonempty("linear weight", weight.shape())?;
+        ensure_finite("linear weight", weight.iter())?;
+        if let Some(b) = &bias {
+            if b.len() != weight.nrows() {
+                return Err(Error::shape("bias length", weight.nrows(), b.len()));
+            }
+            ensure_finite("bias", b.iter())?;
+        }
+        Ok(LinearLayer {
+            weight: weight.as_standard_layout().into_owned(),
+            bias,
+        })
+    }
+
+    /// Builds a layer from a row-major `[out, in]` slice.
+    pub fn from_slice(
+        out: usize,
+        inp: usize,
+        values: &[f32],
+        bias: Option<&[f32]>,
+    ) -> Result<Self> {
+        if values.len() != out * inp {
+            return Err(Error::shape(
+                "linear weight slice length",
+                out * inp,
+                values.len(),
+            ));
+        }
+        let w = Array2::from_shape_vec((out, inp), values.to_vec())
+            .map_err(|e| Error::shape("linear weight", format!("{out} × {inp}"), e))?;
+        LinearLayer::new(w, bias.map(|b| Array1::from(b.to_vec())))
+    }
+
+    /// The weight matrix `[out, in]`.
+    pub fn weight(&self) -> &Array2<f32> {
+        &self.weight
+    }
+
+    /// The bias.
+    pub fn bias(&self) -> Option<&Array1<f32>> {
+        self.bias.as_ref()
+    }
+
+    /// Output features.
+    pub fn out_features(&self) -> usize {
+        self.weight.nrows()
+    }
+
+    /// Input features.
+    pub fn in_features(&self) -> usize {
+        self.weight.ncols()
+    }
+
+    /// Output shape: `out × 1 × 1`, after checking that the input flattens to `in`.
+    pub fn output_shape(&self, input: ActShape) -> Result<ActShape> {
+        if input.len() != self.in_features() {
+            return Err(Error::shape(
+                "linear input features (C·H·W)",
+                self.in_features(),
+                format!("{} ({input})", input.len()),
+            ));
+        }
+        Ok(ActShape::flat(self.out_features()))
+    }
+}
+
+/// A layer a [`crate::Transform`] can compress.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Layer {
+    /// A convolution.
+    Conv(ConvLayer),
+    /// A fully connected layer.
+    Linear(LinearLayer),
+}
+
+impl From<ConvLayer> for Layer {
+    fn from(l: ConvLayer) -> Self {
+        Layer::Conv(l)
+    }
+}
+
+impl From<LinearLayer> for Layer {
+    fn from(l: LinearLayer) -> Self {
+        Layer::Linear(l)
+    }
+}

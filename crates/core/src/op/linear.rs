@@ -1,0 +1,69 @@
+//! Fully connected layer `y = W x + b` (section 5, eq. (2), is its SVD).
+
+use ndarray::Array4;
+
+use super::{input_shape_of, Operator};
+use crate::cost::Cost;
+use crate::error::Result;
+use crate::layer::LinearLayer;
+use crate::shape::ActShape;
+
+impl Operator for LinearLayer {
+    fn kind(&self) -> &'static str {
+        "linear"
+    }
+
+    fn output_shape(&self, input: ActShape) -> Result<ActShape> {
+        LinearLayer::output_shape(self, input)
+    }
+
+    fn cost(&self, input: ActShape) -> Result<Cost> {
+        let out = LinearLayer::output_shape(self, input)?;
+        let macs = self.weight().len() as u64;
+        let params = macs + self.bias().map_or(0, |b| b.len() as u64);
+        Ok(Cost::f32_op(macs, params, input.len(), out.len()))
+    }
+
+    /// `y[n, o] = b[o] + Σ_i W[o, i] · x[n, i]` over the flattened sample, in f64.
+    fn reference_forward(&self, input: &Array4<f32>) -> Result<Array4<f32>> {
+        let shape = input_shape_of(input)?;
+        let out = LinearLayer::output_shape(self, shape)?;
+        let batch = input.shape()[0];
+        let flat = input
+            .as_standard_layout()
+            .into_owned()
+            .into_shape_with_order((batch, shape.len()))
+            .expect("element count preserved");
+        let w = self.weight();
+        let mut y = Array4::<f32>::zeros(out.batched(batch));
+        for n in 0..batch {
+            for o in 0..w.nrows() {
+                let mut acc = self.bias().map_or(0.0, |b| f64::from(b[o]));
+                for i in 0..w.ncols() {
+                    acc += f64::from(w[[o, i]]) * f64::from(flat[[n, i]]);
+                }
+                y[[n, o, 0, 0]] = acc as f32;
+            }
+        }
+        Ok(y)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::Array;
+
+    #[test]
+    fn hand_computed_linear_flattens_chw() {
+        // Input 2×1×2 = [1, 2, 3, 4]; W = [[1, 0, 0, 1], [0, 1, 1, 0]], b = [0.5, -0.5].
+        let l =
+            LinearLayer::from_slice(2, 4, &[1., 0., 0., 1., 0., 1., 1., 0.], Some(&[0.5, -0.5]))
+                .unwrap();
+        let x = Array::from_shape_vec((1, 2, 1, 2), vec![1., 2., 3., 4.]).unwrap();
+        let y = l.reference_forward(&x).unwrap();
+        assert_eq!(y.shape(), &[1, 2, 1, 1]);
+        assert_eq!(y.iter().copied().collect::<Vec<_>>(), vec![5.5, 4.5]);
+        assert!(l.output_shape(ActShape::new(3, 1, 1)).is_err());
+    }
+}

@@ -1,0 +1,135 @@
+//! Convolution hyper-parameters: stride, zero padding, dilation and groups.
+
+use crate::error::{Error, Result};
+
+/// Zero padding on each side of the spatial plane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Padding {
+    /// Rows of zeros above the input.
+    pub top: usize,
+    /// Rows of zeros below the input.
+    pub bottom: usize,
+    /// Columns of zeros left of the input.
+    pub left: usize,
+    /// Columns of zeros right of the input.
+    pub right: usize,
+}
+
+impl Padding {
+    /// The same padding `p` on all four sides.
+    pub const fn same(p: usize) -> Self {
+        Padding::symmetric(p, p)
+    }
+
+    /// `ph` rows above and below, `pw` columns left and right.
+    pub const fn symmetric(ph: usize, pw: usize) -> Self {
+        Padding {
+            top: ph,
+            bottom: ph,
+            left: pw,
+            right: pw,
+        }
+    }
+}
+
+/// Stride, padding, dilation and groups of a convolution (PyTorch semantics).
+///
+/// Output size along one axis is
+/// `(in + pad_before + pad_after − dilation·(k − 1) − 1) / stride + 1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConvSpec {
+    /// Vertical and horizontal stride, each ≥ 1.
+    pub stride: (usize, usize),
+    /// Zero padding.
+    pub padding: Padding,
+    /// Vertical and horizontal dilation, each ≥ 1.
+    pub dilation: (usize, usize),
+    /// Number of groups, ≥ 1; `groups == channels` is a depthwise convolution.
+    pub groups: usize,
+}
+
+impl Default for ConvSpec {
+    fn default() -> Self {
+        ConvSpec {
+            stride: (1, 1),
+            padding: Padding::default(),
+            dilation: (1, 1),
+            groups: 1,
+        }
+    }
+}
+
+impl ConvSpec {
+    /// Stride 1, no padding, no dilation, one group.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the same stride on both axes.
+    pub fn with_stride(mut self, s: usize) -> Self {
+        self.stride = (s, s);
+        self
+    }
+
+    /// Sets the stride per axis.
+    pub fn with_stride_hw(mut self, sh: usize, sw: usize) -> Self {
+        self.stride = (sh, sw);
+        self
+    }
+
+    /// Sets the same padding on all sides.
+    pub fn with_padding(mut self, p: usize) -> Self {
+        self.padding = Padding::same(p);
+        self
+    }
+
+    /// Sets an arbitrary padding.
+    pub fn with_padding_sides(mut self, padding: Padding) -> Self {
+        self.padding = padding;
+        self
+    }
+
+    /// Sets the same dilation on both axes.
+    pub fn with_dilation(mut self, d: usize) -> Self {
+        self.dilation = (d, d);
+        self
+    }
+
+    /// Sets the group count.
+    pub fn with_groups(mut self, g: usize) -> Self {
+        self.groups = g;
+        self
+    }
+
+    /// Checks that stride, dilation and groups are positive.
+    pub fn validate(&self) -> Result<()> {
+        for (name, v) in [
+            ("stride (vertical)", self.stride.0),
+            ("stride (horizontal)", self.stride.1),
+            ("dilation (vertical)", self.dilation.0),
+            ("dilation (horizontal)", self.dilation.1),
+            ("groups", self.groups),
+        ] {
+            if v == 0 {
+                return Err(Error::param(name, v, ">= 1"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Output height and width for a `kh × kw` kernel on an `h × w` input.
+    pub fn output_hw(&self, h: usize, w: usize, kh: usize, kw: usize) -> Result<(usize, usize)> {
+        self.validate()?;
+        let ph = h + self.padding.top + self.padding.bottom;
+        let pw = w + self.padding.left + self.padding.right;
+        let eh = self.dilation.0 * (kh.max(1) - 1) + 1;
+        let ew = self.dilation.1 * (kw.max(1) - 1) + 1;
+        if kh == 0 || kw == 0 || eh > ph || ew > pw {
+            return Err(Error::KernelLargerThanInput {
+                kernel: (eh, ew),
+                padded_input: (ph, pw),
+            });
+        }
+        Ok(((ph - eh) / self.stride.0 + 1, (pw - ew) / self.stride.1 + 1))
+    }
+}

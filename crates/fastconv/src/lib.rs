@@ -1,0 +1,3 @@
+//! # hasten-fastconv
+//!
+//! Fast CPU execution of the Hasten op IR.
