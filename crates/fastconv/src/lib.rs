@@ -21,37 +21,38 @@
 //! # Ok::<(), hasten_core::Error>(())
 //! ```
 
+mod aligned;
 mod conv;
-mod dispatch;
 mod elementwise;
+mod gemm;
+mod isa;
 mod linear;
+mod plan;
+mod pool;
 mod shift;
-mod shuffle;
 mod tiling;
+
+pub use isa::Isa;
+pub use plan::Plan;
 
 use hasten_core::ndarray::Array4;
 use hasten_core::op::input_shape_of;
 use hasten_core::{Block, Op, Result};
 
-/// Runs every op of `block` on the NCHW batch `input` with the fast kernels.
+/// Runs every op of `block` on the NCHW batch `input` with the fast kernels:
+/// a convenience wrapper that builds a [`Plan`] for this input and runs it
+/// once (build the plan yourself to run many batches without re-packing).
 ///
 /// The whole chain's shapes are validated before any work is done; an input
 /// the block cannot take is an error naming the offending op.
 pub fn forward(block: &Block, input: &Array4<f32>) -> Result<Array4<f32>> {
-    block.shapes(input_shape_of(input)?)?;
-    let (first, rest) = block
-        .ops()
-        .split_first()
-        .expect("a Block holds at least one op");
-    let mut x = forward_op(first, input)?;
-    for op in rest {
-        x = forward_op(op, &x)?;
-    }
-    Ok(x)
+    let shape = input_shape_of(input)?;
+    let mut plan = Plan::new(block, shape, input.shape()[0])?;
+    Ok(plan.run(input)?.to_owned())
 }
 
 /// Runs one op on the NCHW batch `input` with its fast kernel, or with its
 /// reference semantics where it has none.
 pub fn forward_op(op: &Op, input: &Array4<f32>) -> Result<Array4<f32>> {
-    dispatch::run_op(op, input)
+    forward(&Block::single(op.clone()), input)
 }

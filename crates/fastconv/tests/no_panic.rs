@@ -43,3 +43,32 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn plan_never_panics(
+        (t, c_g, k, groups) in (1..=4usize, 1..=3usize, 1..=3usize, 1..=2usize),
+        (c, h, w, batch) in (0..=7usize, 0..=6usize, 0..=6usize, 0..=3usize),
+        (rn, rc, rh, rw) in (0..=3usize, 0..=7usize, 0..=6usize, 0..=6usize),
+        (isa, seed) in (0..3usize, any::<u64>()),
+    ) {
+        let mut rng = SeededRng::new(seed);
+        let spec = ConvSpec::new().with_padding(1).with_groups(groups);
+        let Ok(layer) = ConvLayer::from_array(rng.normal_array((t * groups, c_g, k, k), 1.0), spec) else {
+            return Ok(());
+        };
+        let block = Block::single(layer);
+        let isa = [hasten_fastconv::Isa::Avx512, hasten_fastconv::Isa::Avx2, hasten_fastconv::Isa::Scalar][isa];
+        let shape = hasten_core::ActShape::new(c, h, w);
+        let plan = hasten_fastconv::Plan::with_isa(&block, shape, batch, isa);
+        let valid = batch > 0 && isa.is_supported() && !shape.is_empty() && block.shapes(shape).is_ok();
+        prop_assert_eq!(plan.is_ok(), valid, "{:?}", plan.as_ref().err());
+        if let Ok(mut plan) = plan {
+            let x: Array4<f32> = rng.normal_array((rn, rc, rh, rw), 1.0);
+            let same = [rn, rc, rh, rw] == shape.batched(batch);
+            prop_assert_eq!(plan.run(&x).is_ok(), same);
+        }
+    }
+}

@@ -90,37 +90,47 @@ impl Geometry {
     }
 
     /// The output columns `[x0, x1)` whose tap at kernel column `j` reads
-    /// inside the image (the rest read zero padding).
-    pub fn valid_x(&self, j: usize) -> (usize, usize) {
-        valid_range(self.ow, self.sw, j * self.dw, self.pl, self.w)
+    /// inside the image, for a channel viewed with horizontal offset `dx`
+    /// (the conv reads logical column `x`, which holds image column `x − dx`;
+    /// both must lie inside the image, else the value is zero).
+    pub fn valid_x(&self, j: usize, dx: isize) -> (usize, usize) {
+        let off = (j * self.dw) as isize - self.pl as isize;
+        intersect(
+            valid_range(self.ow, self.sw, off, self.w),
+            valid_range(self.ow, self.sw, off - dx, self.w),
+        )
     }
 
-    /// The output rows `[y0, y1)` whose tap at kernel row `i` reads inside the
-    /// image.
-    pub fn valid_y(&self, i: usize) -> (usize, usize) {
-        valid_range(self.oh, self.sh, i * self.dh, self.pt, self.h)
+    /// The output rows `[y0, y1)` whose tap at kernel row `i` reads inside
+    /// the image, for a channel viewed with vertical offset `dy`.
+    pub fn valid_y(&self, i: usize, dy: isize) -> (usize, usize) {
+        let off = (i * self.dh) as isize - self.pt as isize;
+        intersect(
+            valid_range(self.oh, self.sh, off, self.h),
+            valid_range(self.oh, self.sh, off - dy, self.h),
+        )
     }
 }
 
-/// Outputs `o ∈ [0, n_out)` with `0 ≤ o·stride + offset − pad < len`, as a range.
-fn valid_range(
-    n_out: usize,
-    stride: usize,
-    offset: usize,
-    pad: usize,
-    len: usize,
-) -> (usize, usize) {
-    // o·stride ≥ pad − offset  ⇔  o ≥ ceil((pad − offset) / stride)
-    let lo = if pad > offset {
-        (pad - offset).div_ceil(stride)
-    } else {
+/// Outputs `o ∈ [0, n_out)` with `0 ≤ o·stride + off < len`, as a range.
+fn valid_range(n_out: usize, stride: usize, off: isize, len: usize) -> (usize, usize) {
+    let s = stride as isize;
+    // o·s + off ≥ 0  ⇔  o ≥ ceil(−off / s)
+    let lo = if off < 0 { (-off + s - 1) / s } else { 0 };
+    // o·s + off ≤ len − 1  ⇔  o ≤ floor((len − 1 − off) / s)
+    let top = len as isize - 1 - off;
+    let hi = if top < 0 {
         0
-    };
-    // o·stride + offset − pad ≤ len − 1  ⇔  o ≤ (len − 1 + pad − offset) / stride
-    let hi = if len + pad > offset {
-        ((len - 1 + pad - offset) / stride + 1).min(n_out)
     } else {
-        0
+        (top / s + 1).min(n_out as isize)
     };
-    (lo.min(hi), hi)
+    let lo = lo.min(hi);
+    (lo as usize, hi as usize)
+}
+
+/// The intersection of two ranges (empty ranges collapse to `(lo, lo)`).
+fn intersect(a: (usize, usize), b: (usize, usize)) -> (usize, usize) {
+    let lo = a.0.max(b.0);
+    let hi = a.1.min(b.1).max(lo);
+    (lo, hi)
 }
