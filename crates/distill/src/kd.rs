@@ -172,7 +172,7 @@ pub fn distillation_loss_with_targets<F: Real>(
     if let Some(labels) = labels {
         check_labels(labels, student_logits.dim())?;
     }
-    Ok(combine(student_logits, targets, labels, config)?)
+    combine(student_logits, targets, labels, config)
 }
 
 /// Loss (20) with a teacher's logits: targets are `softmax(z^T/τ)`.
