@@ -32,7 +32,9 @@
 //! # Ok::<(), hasten_core::Error>(())
 //! ```
 
+pub mod ensemble;
 pub mod kd;
+pub mod logit_matching;
 pub mod loss_grad;
 pub mod real;
 pub mod softmax;
@@ -41,11 +43,13 @@ mod validate;
 #[cfg(test)]
 mod grad_check;
 
+pub use ensemble::{ensemble_distillation_loss, ensemble_soft_targets};
 pub use kd::{
     distillation_loss, distillation_loss_with_targets, hard_label_loss, soft_target_loss,
     Distillation, DistillationConfig, SoftTargetDivergence,
 };
 
+pub use logit_matching::logit_matching_loss;
 pub use loss_grad::LossGrad;
 pub use real::Real;
 pub use softmax::{log_softmax, softmax};
