@@ -33,6 +33,7 @@
 //! ```
 
 pub mod ensemble;
+pub mod hint;
 pub mod kd;
 pub mod logit_matching;
 pub mod loss_grad;
@@ -44,6 +45,7 @@ mod validate;
 mod grad_check;
 
 pub use ensemble::{ensemble_distillation_loss, ensemble_soft_targets};
+pub use hint::{hint_loss_conv, hint_loss_linear, HintGrad, HintRegressor};
 pub use kd::{
     distillation_loss, distillation_loss_with_targets, hard_label_loss, soft_target_loss,
     Distillation, DistillationConfig, SoftTargetDivergence,
