@@ -32,6 +32,7 @@
 //! # Ok::<(), hasten_core::Error>(())
 //! ```
 
+pub mod attention;
 pub mod ensemble;
 pub mod hint;
 pub mod kd;
@@ -44,6 +45,7 @@ mod validate;
 #[cfg(test)]
 mod grad_check;
 
+pub use attention::{attention_map, attention_transfer_loss};
 pub use ensemble::{ensemble_distillation_loss, ensemble_soft_targets};
 pub use hint::{hint_loss_conv, hint_loss_linear, HintGrad, HintRegressor};
 pub use kd::{
