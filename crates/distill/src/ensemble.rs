@@ -1,9 +1,9 @@
 //! Distillation from an ensemble of teachers (Bucila, Caruana &
-//! Niculescu-Mizil [78]; Zeng & Martinez [79]; survey §7).
+//! Niculescu-Mizil \[78\]; Zeng & Martinez \[79\]; survey §7).
 //!
 //! The target is the average of the teachers' probability vectors at
 //! temperature τ, `q = (1/K) Σ_k softmax(z^{T_k}/τ)` — whole posterior vectors,
-//! not argmax labels, as [79] stresses — and the student is trained with the
+//! not argmax labels, as \[79\] stresses — and the student is trained with the
 //! distillation loss (20) against `q` (see [`crate::kd`]). Averaging
 //! probabilities (not logits) keeps `q` a distribution; each row sums to 1.
 //! The gradient is that of [`crate::kd`]: `(p − onehot(y))/N + λ s (p^S_τ − q)/(τ N)`.

@@ -1,4 +1,4 @@
-//! FitNets hints (Romero et al. [82]) — equation (21) of the survey:
+//! FitNets hints (Romero et al. \[82\]) — equation (21) of the survey:
 //!
 //! `L_h = ½ ‖u_T − r(u_S)‖²`,
 //!

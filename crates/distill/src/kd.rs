@@ -1,9 +1,9 @@
 //! Knowledge distillation with soft targets — equation (20) of the survey
-//! (Hinton, Vinyals & Dean [80]):
+//! (Hinton, Vinyals & Dean \[80\]):
 //!
 //! `L = H(p^y, p^S) + λ · s · D(p^T_τ ‖ p^S_τ)`,
 //!
-//! where `p_τ = softmax(z/τ)` (equation (19), see [`crate::softmax`]), the
+//! where `p_τ = softmax(z/τ)` (equation (19), see [`mod@crate::softmax`]), the
 //! hard-label term `H(p^y, p^S) = −log p^S_y` uses the student's logits at
 //! temperature 1 (as Hinton et al. prescribe), and `s = τ²` when
 //! [`DistillationConfig::with_tau_squared`] is on (the default), else `s = 1`.
@@ -21,7 +21,7 @@
 //! **Why τ².** The soft-term gradient carries a factor `1/τ` and, for large τ,
 //! `p^S_τ − p^T_τ = O(1/τ)` as well, so it shrinks as `1/τ²`. Multiplying by
 //! τ² keeps the relative contribution of hard and soft targets roughly
-//! unchanged when the temperature is tuned (Hinton et al. [80], §2).
+//! unchanged when the temperature is tuned (Hinton et al. \[80\], §2).
 //!
 //! **Reduction.** Batch mean ("batchmean"): summed over classes, divided by the
 //! batch size `N`. With `p = softmax(z^S)`, the gradient w.r.t. the student
@@ -70,7 +70,7 @@ impl<F: Real> DistillationConfig<F> {
         })
     }
 
-    /// Turns the τ² scaling of the soft term (Hinton et al. [80]) on or off.
+    /// Turns the τ² scaling of the soft term (Hinton et al. \[80\]) on or off.
     pub fn with_tau_squared(mut self, on: bool) -> Self {
         self.tau_squared = on;
         self

@@ -6,11 +6,11 @@
 //!
 //! | module | method | survey |
 //! | --- | --- | --- |
-//! | [`softmax`] | stable softmax / log-softmax at temperature τ | eq. (19) |
-//! | [`kd`] | distillation loss `H(y, p^S) + λ·H(p^T_τ, p^S_τ)` (Hinton et al. [80]) | eq. (20) |
-//! | [`ensemble`] | averaged soft targets of several teachers (Bucila et al. [78], Zeng & Martinez [79]) | §7 |
-//! | [`logit_matching`] | ½‖z_S − z_T‖² on zero-mean logits, the high-temperature limit (Li et al. [81]) | §7 |
-//! | [`hint`] | FitNets hint loss `½‖u_T − r(u_S)‖²` with a linear / 1×1-conv regressor (Romero et al. [82]) | eq. (21) |
+//! | [`mod@softmax`] | stable softmax / log-softmax at temperature τ | eq. (19) |
+//! | [`kd`] | distillation loss `H(y, p^S) + λ·H(p^T_τ, p^S_τ)` (Hinton et al. \[80\]) | eq. (20) |
+//! | [`ensemble`] | averaged soft targets of several teachers (Bucila et al. \[78\], Zeng & Martinez \[79\]) | §7 |
+//! | [`logit_matching`] | ½‖z_S − z_T‖² on zero-mean logits, the high-temperature limit (Li et al. \[81\]) | §7 |
+//! | [`hint`] | FitNets hint loss `½‖u_T − r(u_S)‖²` with a linear / 1×1-conv regressor (Romero et al. \[82\]) | eq. (21) |
 //! | [`attention`] | attention transfer (Zagoruyko & Komodakis), beyond the survey | — |
 //! | [`relational`] | relational KD, distance- and angle-wise (Park et al.), beyond the survey | — |
 //!
@@ -39,6 +39,7 @@ pub mod kd;
 pub mod logit_matching;
 pub mod loss_grad;
 pub mod real;
+pub mod relational;
 pub mod softmax;
 mod validate;
 
@@ -56,4 +57,5 @@ pub use kd::{
 pub use logit_matching::logit_matching_loss;
 pub use loss_grad::LossGrad;
 pub use real::Real;
+pub use relational::{rkd_angle_loss, rkd_distance_loss, rkd_loss, RkdConfig};
 pub use softmax::{log_softmax, softmax};

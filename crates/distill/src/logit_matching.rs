@@ -1,4 +1,4 @@
-//! Logit matching (Li, Zhao, Huang & Gong [81]; Ba & Caruana), the
+//! Logit matching (Li, Zhao, Huang & Gong \[81\]; Ba & Caruana), the
 //! high-temperature limit of distillation (survey §7, after eq. (20)):
 //!
 //! `L = (1/(2N)) Σ_n ‖P (z^S_n − z^T_n)‖²`,  `∂L/∂z^S = (1/N) P (z^S − z^T)`,

@@ -19,7 +19,6 @@ impl Real for f64 {}
 
 /// Converts an `f64` constant or a count to `F` (never panics: a value that
 /// cannot be represented becomes NaN, which the callers' finiteness checks catch).
-#[allow(dead_code)]
 pub(crate) fn lit<F: Real>(x: f64) -> F {
     F::from(x).unwrap_or_else(F::nan)
 }

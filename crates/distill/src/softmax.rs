@@ -1,5 +1,5 @@
 //! Numerically stable softmax and log-softmax at temperature τ — equation (19)
-//! of the survey (Hinton et al. [80]):
+//! of the survey (Hinton et al. \[80\]):
 //!
 //! `p_i = exp(z_i/τ) / Σ_j exp(z_j/τ)`.
 //!
