@@ -205,7 +205,7 @@ fn distances<F: Real>(x: &Array2<F>) -> Array2<F> {
 /// Mean of the distances over `i < j`; zero means every sample is identical.
 fn mean_distance<F: Real>(d: &Array2<F>, who: &str) -> Result<F> {
     let n = d.nrows();
-    let pairs = count::<F>(n * (n - 1) / 2);
+    let pairs = count::<F>(n) * count::<F>(n - 1) / (F::one() + F::one());
     let mut sum = F::zero();
     for i in 0..n {
         for j in (i + 1)..n {
@@ -223,7 +223,7 @@ fn mean_distance<F: Real>(d: &Array2<F>, who: &str) -> Result<F> {
 
 fn distance_term<F: Real>(s: &Scaled<F>, t: &Scaled<F>, delta: F) -> Result<LossGrad<F>> {
     let n = s.unit.nrows();
-    let pairs = count::<F>(n * (n - 1) / 2);
+    let pairs = count::<F>(n) * count::<F>(n - 1) / (F::one() + F::one());
     let (ds, dt) = (distances(&s.unit), distances(&t.unit));
     let (mu_s, mu_t) = (
         mean_distance(&ds, "student")?,
@@ -283,7 +283,7 @@ fn unit_vectors<F: Real>(x: &Array2<F>, d: &Array2<F>, j: usize, who: &str) -> R
 
 fn angle_term<F: Real>(s: &Scaled<F>, t: &Scaled<F>, delta: F) -> Result<LossGrad<F>> {
     let n = s.unit.nrows();
-    let triplets = count::<F>(n * (n - 1) * (n - 2));
+    let triplets = count::<F>(n) * count::<F>(n - 1) * count::<F>(n - 2);
     let two = F::one() + F::one();
     let (ds, dt) = (distances(&s.unit), distances(&t.unit));
     let mut value = F::zero();
