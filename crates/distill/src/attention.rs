@@ -252,4 +252,29 @@ mod tests {
             }
         }
     }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        #[test]
+        fn attention_map_never_panics_and_is_unit_norm(
+            n in 0usize..3, c in 0usize..3, h in 0usize..3,
+            vals in proptest::collection::vec(prop_oneof![
+                6 => -1e30f64..1e30, 2 => Just(0.0f64), 1 => Just(f64::NEG_INFINITY)], 16),
+            p in 0.0f64..5.0,
+        ) {
+            let a = Array4::from_shape_fn((n, c, h, 2), |(i, j, k, l)| vals[(i + 3 * j + 5 * k + l) % 16]);
+            let valid = n > 0 && c > 0 && h > 0 && p >= 1.0
+                && a.iter().all(|v| v.is_finite())
+                && a.outer_iter().all(|m| m.iter().any(|&v| v != 0.0));
+            match attention_map(a.view(), p) {
+                Ok(q) => {
+                    prop_assert!(valid);
+                    for row in q.rows() {
+                        prop_assert!((row.dot(&row) - 1.0).abs() < 1e-12);
+                    }
+                }
+                Err(_) => prop_assert!(!valid),
+            }
+        }
+    }
 }

@@ -170,4 +170,28 @@ mod tests {
             }
         }
     }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+        #[test]
+        fn ensemble_loss_never_panics(
+            k in 0usize..3, n in 0usize..3, ns in 0usize..3, c in 1usize..4,
+            vals in proptest::collection::vec(prop_oneof![
+                9 => -1e4f32..1e4, 1 => Just(f32::INFINITY)], 12),
+            labels in proptest::collection::vec(0usize..5, 0..4),
+        ) {
+            let ts: Vec<Array2<f32>> = (0..k)
+                .map(|t| Array2::from_shape_fn((n, c), |(i, j)| vals[(t + i * c + j) % 12]))
+                .collect();
+            let views: Vec<_> = ts.iter().map(|t| t.view()).collect();
+            let zs = Array2::from_shape_fn((ns, c), |(i, j)| vals[(3 + i + j) % 12]);
+            let cfg = DistillationConfig::new(3.0f32, 1.0).unwrap();
+            let valid = k > 0 && n > 0 && ns == n
+                && ts.iter().chain(std::iter::once(&zs)).all(|t| t.iter().all(|v| v.is_finite()))
+                && labels.len() == n && labels.iter().all(|&y| y < c);
+            let res = ensemble_distillation_loss(zs.view(), &views, Some(&labels), &cfg);
+            if !valid { prop_assert!(res.is_err()); }
+            if let Ok(out) = res { prop_assert!(out.loss.value.is_finite()); }
+        }
+    }
 }

@@ -497,4 +497,34 @@ mod tests {
             }
         }
     }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        #[test]
+        fn regressor_methods_never_panic(
+            n in 0usize..4, nt in 0usize..4, cs in 0usize..3, ct in 0usize..3, rs in 1usize..3,
+            vals in proptest::collection::vec(prop_oneof![
+                9 => -1e3f64..1e3, 1 => Just(f64::NAN)], 16),
+            big in prop_oneof![Just(1.0f64), Just(1e300)],
+        ) {
+            let v = |i: usize| vals[i % 16];
+            let us = Array2::from_shape_fn((n, cs), |(a, b)| v(a + 3 * b));
+            let ut = Array2::from_shape_fn((nt, ct), |(a, b)| v(7 + a + b));
+            let finite = us.iter().chain(ut.iter()).all(|x| x.is_finite());
+            let fit_ok = n > 0 && n == nt && cs > 0 && ct > 0 && finite;
+            prop_assert_eq!(HintRegressor::fit_linear(us.view(), ut.view()).is_ok(), fit_ok);
+            let r = HintRegressor::new(
+                Array2::from_shape_fn((2, rs), |(a, b)| (a + b) as f64 * big),
+                Array1::zeros(2),
+            ).unwrap();
+            let us_ok = n > 0 && cs > 0 && us.iter().all(|x| x.is_finite());
+            let lin = r.apply_linear(us.view());
+            prop_assert_eq!(lin.is_ok(), us_ok && cs == rs);
+            let maps = Array4::from_shape_fn((n, cs, 2, 1), |(a, b, c, _)| v(a + b + 5 * c));
+            let maps_ok = n > 0 && cs > 0 && maps.iter().all(|x| x.is_finite());
+            prop_assert_eq!(r.apply_conv(maps.view()).is_ok(), maps_ok && cs == rs);
+            // 1e300 does not fit in f32: a typed error, not a panic.
+            prop_assert_eq!(r.to_conv_layer().is_ok(), big == 1.0);
+        }
+    }
 }

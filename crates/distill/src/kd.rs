@@ -510,4 +510,38 @@ mod tests {
             }
         }
     }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        #[test]
+        fn target_and_label_losses_never_panic(
+            n in 0usize..4, c in 0usize..4, nt in 0usize..4,
+            vals in proptest::collection::vec(prop_oneof![
+                8 => -50.0f64..50.0, 1 => Just(f64::NAN)], 16),
+            probs in proptest::collection::vec(prop_oneof![
+                6 => 0.0f64..1.0, 1 => Just(-0.1), 1 => Just(f64::INFINITY)], 16),
+            normalise in any::<bool>(),
+            labels in proptest::collection::vec(0usize..5, 0..5),
+        ) {
+            let z = Array2::from_shape_fn((n, c), |(i, j)| vals[(i * c + j) % 16]);
+            let mut q = Array2::from_shape_fn((nt, c), |(i, j)| probs[(i * c + j) % 16]);
+            if normalise {
+                for mut row in q.rows_mut() {
+                    let s: f64 = row.sum();
+                    if s > 0.0 && s.is_finite() { row.mapv_inplace(|v| v / s); }
+                }
+            }
+            let cfg = DistillationConfig::new(2.0, 0.5).unwrap();
+            let z_ok = n > 0 && c > 0 && z.iter().all(|v| v.is_finite());
+            let q_ok = nt == n && q.iter().all(|&v| v.is_finite() && v >= 0.0)
+                && q.rows().into_iter().all(|r| (r.sum() - 1.0).abs() <= f64::EPSILON.sqrt());
+            let l_ok = labels.len() == n && labels.iter().all(|&y| y < c);
+            prop_assert_eq!(soft_target_loss(z.view(), q.view(), &cfg).is_ok(), z_ok && q_ok);
+            prop_assert_eq!(hard_label_loss(z.view(), &labels).is_ok(), z_ok && l_ok);
+            prop_assert_eq!(
+                distillation_loss_with_targets(z.view(), q.view(), Some(&labels), &cfg).is_ok(),
+                z_ok && q_ok && l_ok
+            );
+        }
+    }
 }

@@ -513,4 +513,27 @@ mod tests {
             }
         }
     }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        #[test]
+        fn single_terms_never_panic(
+            n in 0usize..5, nt in 0usize..5, d in 0usize..3,
+            vals in proptest::collection::vec(prop_oneof![
+                6 => -1e3f64..1e3, 2 => Just(1.0f64), 1 => Just(f64::NAN)], 16),
+            delta in -0.5f64..2.0,
+        ) {
+            let s = Array2::from_shape_fn((n, d), |(i, k)| vals[(3 * i + k) % 16]);
+            let t = Array2::from_shape_fn((nt, d), |(i, k)| vals[(7 + 5 * i + k) % 16]);
+            let ok = n == nt && d > 0 && delta > 0.0
+                && s.iter().chain(t.iter()).all(|v| v.is_finite());
+            let dist = rkd_distance_loss(s.view(), t.view(), delta);
+            let angle = rkd_angle_loss(s.view(), t.view(), delta);
+            if !(ok && n >= 2) { prop_assert!(dist.is_err()); }
+            if !(ok && n >= 3) { prop_assert!(angle.is_err()); }
+            for out in [dist, angle].into_iter().flatten() {
+                prop_assert!(out.value.is_finite() && out.value >= 0.0);
+            }
+        }
+    }
 }
