@@ -31,9 +31,7 @@ use hasten_core::{Error, Result};
 use ndarray::{ArrayView2, Axis, Zip};
 
 use crate::real::count;
-use crate::softmax::{
-    cross_entropy_rows, log_softmax_unchecked, neg_entropy_rows, softmax_unchecked,
-};
+use crate::softmax::{cross_entropy_rows, kl_rows, log_softmax_unchecked, softmax_unchecked};
 use crate::{validate, LossGrad, Real};
 
 /// Which value of the soft term is reported (the gradient is the same).
@@ -258,14 +256,9 @@ fn soft_unchecked<F: Real>(
     let s = config.soft_scale();
     let n = count::<F>(z.nrows());
     let log_p = log_softmax_unchecked(z, tau);
-    let ce = cross_entropy_rows(q, log_p.view());
-    let per_row: Vec<F> = match config.divergence {
-        SoftTargetDivergence::CrossEntropy => ce,
-        SoftTargetDivergence::KullbackLeibler => ce
-            .iter()
-            .zip(neg_entropy_rows(q))
-            .map(|(&c, ne)| c + ne)
-            .collect(),
+    let per_row = match config.divergence {
+        SoftTargetDivergence::CrossEntropy => cross_entropy_rows(q, log_p.view()),
+        SoftTargetDivergence::KullbackLeibler => kl_rows(q, log_p.view()),
     };
     let value = per_row.iter().fold(F::zero(), |a, &b| a + b) * s / n;
     let coef = s / (tau * n);

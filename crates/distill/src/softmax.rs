@@ -46,13 +46,18 @@ pub(crate) fn softmax_unchecked<F: Real>(logits: ArrayView2<F>, temperature: F) 
     log_softmax_unchecked(logits, temperature).mapv_into(F::exp)
 }
 
-/// `Σ_j q_j log q_j` per row, with the limit `0 · log 0 = 0` (negative entropy).
-pub(crate) fn neg_entropy_rows<F: Real>(q: ArrayView2<F>) -> Vec<F> {
-    q.axis_iter(Axis(0))
-        .map(|row| {
-            row.iter()
-                .filter(|&&v| v > F::zero())
-                .fold(F::zero(), |s, &v| s + v * v.ln())
+/// `Σ_j q_j (log q_j − log p_j)` per row (Kullback–Leibler divergence), with
+/// `0 · log 0 = 0`. Summed term by term rather than as cross-entropy minus
+/// entropy, which would cancel catastrophically when `p ≈ q` (high τ).
+pub(crate) fn kl_rows<F: Real>(q: ArrayView2<F>, log_p: ArrayView2<F>) -> Vec<F> {
+    q.rows()
+        .into_iter()
+        .zip(log_p.rows())
+        .map(|(qr, lr)| {
+            qr.iter()
+                .zip(lr.iter())
+                .filter(|(&qv, _)| qv > F::zero())
+                .fold(F::zero(), |s, (&qv, &lv)| s + qv * (qv.ln() - lv))
         })
         .collect()
 }
