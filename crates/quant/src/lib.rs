@@ -20,13 +20,16 @@
 //! | quantization-aware training | eq. (5) | [`ste`] | — |
 
 pub mod binary;
+pub mod kmeans;
 pub mod kmeans1d;
+pub mod product;
 pub mod scalar;
 pub mod ste;
 pub mod ternary;
 pub mod weights;
 
 pub use binary::{xnor_alpha, Binarize, StochasticBinarize};
+pub use product::ProductQuantize;
 pub use scalar::{ScalarKMeans, Solver};
 pub use ternary::Ternarize;
 pub use weights::{relative_error, Granularity, LayerWeights};
