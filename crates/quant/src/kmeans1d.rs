@@ -235,7 +235,7 @@ fn kmeans_pp(s: &Sorted, k: usize, rng: &mut SeededRng) -> Vec<f64> {
 
 /// Lloyd iterations on sorted points from sorted `centroids`; returns the
 /// iterations run.
-fn lloyd_iterations(s: &Sorted, c: &mut Vec<f64>, max_iter: usize) -> usize {
+fn lloyd_iterations(s: &Sorted, c: &mut [f64], max_iter: usize) -> usize {
     let mut prev: Vec<usize> = Vec::new();
     for it in 0..max_iter {
         let b = s.boundaries(c);
