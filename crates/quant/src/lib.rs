@@ -20,6 +20,9 @@
 //! | quantization-aware training | eq. (5) | [`ste`] | — |
 
 pub mod binary;
+pub mod dorefa;
+pub mod fixed_point;
+pub mod int8;
 pub mod kmeans;
 pub mod kmeans1d;
 pub mod product;
@@ -29,6 +32,9 @@ pub mod ternary;
 pub mod weights;
 
 pub use binary::{xnor_alpha, Binarize, StochasticBinarize};
+pub use dorefa::DoReFa;
+pub use fixed_point::{calibrate, Calibration, FixedPoint, Mode, UniformQuantizer};
+pub use int8::{activation_params, Int8Quantize};
 pub use product::ProductQuantize;
 pub use scalar::{ScalarKMeans, Solver};
 pub use ternary::Ternarize;
