@@ -1,4 +1,4 @@
-//! DoReFa-Net k-bit weights and activations (Zhou et al. [61], survey
+//! DoReFa-Net k-bit weights and activations (Zhou et al. \[61\], survey
 //! section 5).
 //!
 //! Weights: `w_k = 2 · quantize_k( tanh(w) / (2 · max |tanh(W)|) + ½ ) − 1`,

@@ -1,5 +1,5 @@
-//! Fixed-point (uniform k-bit) quantization: Vanhoucke et al. [49] and Anwar
-//! et al. [53] (survey section 5; the `q` of eq. (5)).
+//! Fixed-point (uniform k-bit) quantization: Vanhoucke et al. \[49\] and Anwar
+//! et al. \[53\] (survey section 5; the `q` of eq. (5)).
 //!
 //! A real value `x` is coded as an unsigned `b`-bit integer `u` with
 //! `x ≈ scale · u + offset`:

@@ -1,4 +1,4 @@
-//! 8-bit integer inference (Vanhoucke et al. [49], survey section 5): i8
+//! 8-bit integer inference (Vanhoucke et al. \[49\], survey section 5): i8
 //! weights with per-channel (or per-tensor) symmetric scales, u8 or i8
 //! activations with a calibrated range, i32 accumulation and optional
 //! fixed-point requantization of the output, in an [`Int8Conv`].

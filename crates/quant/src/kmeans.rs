@@ -1,5 +1,5 @@
 //! Vector k-means (Lloyd's algorithm with k-means++ seeding), the clustering
-//! step of product quantization (Jégou et al. [52], survey section 5) and of
+//! step of product quantization (Jégou et al. \[52\], survey section 5) and of
 //! the LCNN dictionary initialisation.
 //!
 //! Points are the rows of a matrix. An empty cluster is repaired by moving

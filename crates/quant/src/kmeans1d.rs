@@ -1,5 +1,5 @@
 //! One-dimensional k-means, the engine of scalar quantization (survey eq. (4),
-//! Gong et al. [51]): every weight is replaced by its nearest centroid.
+//! Gong et al. \[51\]): every weight is replaced by its nearest centroid.
 //!
 //! Scalars are sorted once; then
 //! - [`lloyd_1d`]: k-means++ seeding and Lloyd iterations in which a cluster

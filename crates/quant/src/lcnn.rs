@@ -1,4 +1,4 @@
-//! Lookup-based CNN (LCNN, Bagherinezhad et al. [63]; survey section 5,
+//! Lookup-based CNN (LCNN, Bagherinezhad et al. \[63\]; survey section 5,
 //! eq. (10)–(12)).
 //!
 //! Every filter slice over the input channels, `v = W[t, :, i, j]`, is coded

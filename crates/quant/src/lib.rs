@@ -11,12 +11,12 @@
 //! | --- | --- | --- | --- |
 //! | binarization, XNOR-Net | eq. (3), (8), (9) | [`binary`] | `BinaryConv` |
 //! | BinaryConnect stochastic binarization | eq. (6)–(7) | [`binary`] | `BinaryConv` |
-//! | ternary (Lin et al., TWN) | [55] | [`ternary`] | `TernaryConv` |
-//! | scalar k-means | eq. (4), [51] | [`scalar`], [`kmeans1d`] | `CodebookConv` |
-//! | product quantization | [52] | [`product`], [`kmeans`] | `ProductQuantizedConv` |
-//! | fixed point, int8 | [49], [53] | [`fixed_point`], [`int8`] | `FixedPointConv`, `Int8Conv` |
-//! | DoReFa | [61] | [`dorefa`] | `FixedPointConv` |
-//! | LCNN | eq. (10)–(12), [63] | [`lcnn`] | `LcnnConv` |
+//! | ternary (Lin et al., TWN) | \[55\] | [`ternary`] | `TernaryConv` |
+//! | scalar k-means | eq. (4), \[51\] | [`scalar`], [`kmeans1d`] | `CodebookConv` |
+//! | product quantization | \[52\] | [`product`], [`kmeans`] | `ProductQuantizedConv` |
+//! | fixed point, int8 | \[49\], \[53\] | [`fixed_point`], [`int8`] | `FixedPointConv`, `Int8Conv` |
+//! | DoReFa | \[61\] | [`dorefa`] | `FixedPointConv` |
+//! | LCNN | eq. (10)–(12), \[63\] | [`lcnn`] | `LcnnConv` |
 //! | quantization-aware training | eq. (5) | [`ste`] | — |
 
 pub mod binary;

@@ -1,5 +1,5 @@
-//! Product quantization of a weight matrix (Jégou et al. [52], applied to
-//! network weights by Gong et al. [51]; survey section 5): `W = [W_1 … W_s]`
+//! Product quantization of a weight matrix (Jégou et al. \[52\], applied to
+//! network weights by Gong et al. \[51\]; survey section 5): `W = [W_1 … W_s]`
 //! is split by columns into `s` sub-matrices, the rows of each are clustered
 //! by k-means and stored as `⌈log₂ k⌉`-bit codes plus a `k × (row_len / s)`
 //! codebook, in a [`ProductQuantizedConv`]. For a convolution, a row is a
