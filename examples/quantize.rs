@@ -16,6 +16,7 @@ use hasten::core::{
 };
 use hasten::quant::fixed_point::{calibrate, Calibration, Mode};
 use hasten::quant::int8::activation_params;
+use hasten::quant::kmeans1d::{assign_1d, lloyd_1d};
 use hasten::quant::ternary::Ternarize;
 use hasten::quant::{
     Binarize, DoReFa, FixedPoint, Granularity, Int8Quantize, Lcnn, ProductQuantize, ScalarKMeans,
@@ -96,8 +97,8 @@ fn main() -> Result<()> {
             Box::new(ScalarKMeans::new(256, Granularity::PerTensor, lloyd(1))?),
         ),
         (
-            "PQ s=576 (d=4), k=64".into(),
-            Box::new(ProductQuantize::new(576, 64, 50, 1)?),
+            "PQ s=256 (d=9), k=32".into(),
+            Box::new(ProductQuantize::new(256, 32, 50, 1)?),
         ),
         (
             "PQ s=288 (d=8), k=16".into(),
@@ -156,5 +157,34 @@ fn main() -> Result<()> {
             secs
         );
     }
+
+    // XNOR-Net binarizes its input: it belongs after batch normalisation
+    // (zero-mean inputs), not after a ReLU, whose outputs all have sign +1.
+    let x_bn: Array4<f32> = rng.normal_array((1, c, hw, hw), 1.0);
+    let xnor = Binarize::xnor_net().apply(&layer, input)?;
+    println!(
+        "| XNOR-Net, eq. (9), zero-mean (BN-output) inputs | {:.3} | {:.1}× | {:.2}× | {:.4} | {:.4} | — |",
+        xnor.report.bits_per_weight(),
+        xnor.report.compression_ratio(),
+        xnor.report.mac_speedup(),
+        xnor.report.weight_error.unwrap_or(f64::NAN),
+        rel(&xnor.block.reference_forward(&x_bn)?, &conv.reference_forward(&x_bn)?),
+    );
+
+    // Speed of the sorted 1-D Lloyd solver on a 512×512×3×3 kernel.
+    let big: Vec<f32> = (0..512 * 512 * 9)
+        .map(|_| (rng.normal() * 0.02) as f32)
+        .collect();
+    let start = Instant::now();
+    let km = lloyd_1d(&big, 256, 100, &mut SeededRng::new(1))?;
+    let codes = assign_1d(&big, &km.centroids);
+    println!();
+    println!(
+        "k-means k=256 on 512×512×3×3 ({} weights): {} Lloyd iterations, fit + assign {:.3} s ({} codes)",
+        big.len(),
+        km.iterations,
+        start.elapsed().as_secs_f64(),
+        codes.len()
+    );
     Ok(())
 }
