@@ -271,4 +271,28 @@ mod tests {
         let wrong = PackedCodes::pack(&[0; 27], 1, 27, 1).unwrap();
         assert!(BinaryConv::new(l, wrong, Array1::ones(4), None, false).is_err());
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        #[test]
+        fn constructor_and_forward_never_panic(
+            rows in 1usize..4, cols in 1usize..20, code_rows in 0usize..4, bits in 0u32..3,
+            alpha_len in 0usize..5, nan in proptest::bool::ANY, bias_len in proptest::option::of(0usize..5),
+            xnor in proptest::bool::ANY, in_c in 1usize..25,
+        ) {
+            let layout = WeightLayout::linear(rows, cols).unwrap();
+            let codes = PackedCodes::pack(&vec![1; code_rows * cols], code_rows, cols, bits);
+            let mut alpha = Array1::<f32>::ones(alpha_len);
+            if nan && alpha_len > 0 { alpha[0] = f32::NAN; }
+            let bias = bias_len.map(Array1::<f32>::zeros);
+            let valid = code_rows == rows && bits == 1 && alpha_len == rows && !nan
+                && bias_len.is_none_or(|b| b == rows);
+            let r = codes.and_then(|c| BinaryConv::new(layout, c, alpha, bias, xnor));
+            proptest::prop_assert_eq!(r.is_ok(), valid);
+            if let Ok(op) = r {
+                let x = Array4::<f32>::ones((1, in_c, 1, 1));
+                proptest::prop_assert_eq!(op.reference_forward(&x).is_ok(), in_c == cols);
+            }
+        }
+    }
 }

@@ -177,4 +177,20 @@ mod tests {
         let nan = Array2::from_elem((1, 3), f32::NAN);
         assert!(CodebookConv::new(l, ok, nan, None).is_err());
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        #[test]
+        fn constructor_never_panics(
+            rows in 1usize..4, cols in 1usize..20, k in 0usize..9, groups in 0usize..5,
+            code in 0u32..9, bits in 1u32..5,
+        ) {
+            let layout = WeightLayout::linear(rows, cols).unwrap();
+            let codes = PackedCodes::pack(&vec![code; rows * cols], rows, cols, bits);
+            let valid = k >= 1 && (groups == 1 || groups == rows) && bits == bits_for(k)
+                && (code as usize) < k && code < (1 << bits);
+            let r = codes.and_then(|c| CodebookConv::new(layout, c, Array2::zeros((groups, k)), None));
+            proptest::prop_assert_eq!(r.is_ok(), valid);
+        }
+    }
 }

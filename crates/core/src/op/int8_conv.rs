@@ -488,4 +488,28 @@ mod tests {
         )
         .is_err());
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        #[test]
+        fn constructor_and_forward_never_panic(
+            rows in 1usize..4, cols in 1usize..10, w_rows in 1usize..4, s_len in 0usize..5,
+            scale in -2.0f32..2.0, zp in -300i32..300, signed in proptest::bool::ANY,
+            x in proptest::collection::vec(-1e9f32..1e9, 1..12),
+        ) {
+            let layout = WeightLayout::linear(rows, cols).unwrap();
+            let dtype = if signed { IntType::I8 } else { IntType::U8 };
+            let p = QuantParams::new(scale, zp, dtype);
+            let (lo, hi) = dtype.range();
+            proptest::prop_assert_eq!(p.is_ok(), scale > 0.0 && (lo..=hi).contains(&zp));
+            let Ok(p) = p else { return Ok(()) };
+            let r = Int8Conv::new(layout, Array2::ones((w_rows, cols)), Array1::ones(s_len), p, None, Some(p));
+            proptest::prop_assert_eq!(r.is_ok(), w_rows == rows && (s_len == 1 || s_len == rows));
+            if let Ok(op) = r {
+                let n = x.len();
+                let input = Array4::from_shape_vec((1, n, 1, 1), x).unwrap();
+                proptest::prop_assert_eq!(op.reference_forward(&input).is_ok(), n == cols);
+            }
+        }
+    }
 }

@@ -323,4 +323,23 @@ mod tests {
         );
         assert!(LcnnConv::new(l, d, vec![0, 1], vec![1], vec![1.0], None).is_ok());
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        #[test]
+        fn constructor_never_panics(
+            out in 1usize..4, c in 1usize..4, m in 0usize..4, width in 0usize..5,
+            taps in proptest::collection::vec((0u16..5, -2.0f32..2.0), 0..6),
+        ) {
+            let layout = WeightLayout::conv([out, c, 2, 2], ConvSpec::new()).unwrap();
+            let slices = out * 4;
+            // Spread the taps over the first slice; the rest are empty.
+            let mut offsets = vec![0u32; slices + 1];
+            for o in offsets.iter_mut().skip(1) { *o = taps.len() as u32; }
+            let (idx, coef): (Vec<u16>, Vec<f32>) = taps.iter().copied().unzip();
+            let valid = m >= 1 && width == c && idx.iter().all(|&i| (i as usize) < m);
+            let r = LcnnConv::new(layout, Array2::ones((m, width)), offsets, idx, coef, None);
+            proptest::prop_assert_eq!(r.is_ok(), valid);
+        }
+    }
 }

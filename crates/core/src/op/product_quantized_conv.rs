@@ -183,4 +183,19 @@ mod tests {
         )
         .is_err());
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        #[test]
+        fn constructor_never_panics(
+            rows in 1usize..5, cols in 1usize..9, s in 0usize..5, k in 0usize..5, d in 0usize..5,
+            code_rows in 1usize..5, bits in 1u32..4,
+        ) {
+            let layout = WeightLayout::linear(rows, cols).unwrap();
+            let codes = PackedCodes::pack(&vec![0; code_rows * rows], code_rows, rows, bits);
+            let valid = s * d == cols && s >= 1 && k >= 1 && d >= 1 && code_rows == s && bits == bits_for(k);
+            let r = codes.and_then(|c| ProductQuantizedConv::new(layout, c, Array3::zeros((s, k, d)), None));
+            proptest::prop_assert_eq!(r.is_ok(), valid);
+        }
+    }
 }
