@@ -259,6 +259,24 @@ mod tests {
     }
 
     #[test]
+    fn xnor_linear_uses_mean_abs_of_the_sample() {
+        // Linear 1×3: K = mean |x|; out = (sign(x)·B) · K · α.
+        let l = WeightLayout::linear(1, 3).unwrap();
+        let op = BinaryConv::new(
+            l,
+            PackedCodes::pack(&[1, 1, 0], 1, 3, 1).unwrap(),
+            Array1::from(vec![0.5]),
+            Some(Array1::from(vec![1.0])),
+            true,
+        )
+        .unwrap();
+        let x = Array4::from_shape_vec((1, 3, 1, 1), vec![2.0, -1.0, -3.0]).unwrap();
+        // signs (+1, −1, −1)·(+1, +1, −1) = 1; K = 2; 1·2·0.5 + 1 = 2.
+        assert_eq!(op.reference_forward(&x).unwrap()[[0, 0, 0, 0]], 2.0);
+        assert_eq!(op.kind(), "xnor_conv");
+    }
+
+    #[test]
     fn rejects_bad_parts() {
         let l = layout();
         let ok = PackedCodes::pack(&vec![0; 108], 4, 27, 1).unwrap();

@@ -24,7 +24,7 @@
 use ndarray::{Array1, Array2, Array4};
 
 use super::weight_layout::WeightLayout;
-use super::{input_shape_of, Operator};
+use super::Operator;
 use crate::cost::Cost;
 use crate::error::{ensure_finite, Error, Result};
 use crate::shape::ActShape;
@@ -280,7 +280,9 @@ impl Int8Conv {
 
     /// Step 2: the i32 accumulators `[N, rows, oh, ow]` from input codes.
     pub fn accumulate(&self, codes: &Array4<i32>) -> Result<Array4<i32>> {
-        let shape = input_shape_of(&codes.mapv(|_| 0f32))?;
+        let dims = codes.shape();
+        crate::error::ensure_nonempty("input codes (NCHW)", dims)?;
+        let shape = ActShape::new(dims[1], dims[2], dims[3]);
         let out = self.layout.output_shape(shape)?;
         let (lo, hi) = self.input.dtype.range();
         if let Some(bad) = codes.iter().find(|&&q| q < lo || q > hi) {
