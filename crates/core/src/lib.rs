@@ -33,6 +33,7 @@ pub mod cost;
 pub mod error;
 pub mod layer;
 pub mod linalg;
+pub mod metrics;
 pub mod op;
 pub mod rng;
 pub mod shape;
@@ -45,6 +46,7 @@ pub use block::Block;
 pub use cost::Cost;
 pub use error::{Error, Result};
 pub use layer::{ConvLayer, Layer, LinearLayer};
+pub use metrics::relative_error;
 pub use op::{
     BatchNorm, BinaryConv, ChannelShuffle, CodebookConv, FixedPointConv, Int8Conv, IntType,
     LcnnConv, Op, Operator, ProductQuantizedConv, QuantParams, Relu, Requant, Shift, TernaryConv,
