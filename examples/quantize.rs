@@ -12,7 +12,8 @@ use std::time::Instant;
 
 use hasten::core::ndarray::Array4;
 use hasten::core::{
-    ActShape, ConvLayer, ConvSpec, IntType, Layer, Operator, Result, SeededRng, Transform,
+    relative_error, ActShape, ConvLayer, ConvSpec, IntType, Layer, Operator, Result, SeededRng,
+    Transform,
 };
 use hasten::quant::fixed_point::{calibrate, Calibration, Mode};
 use hasten::quant::int8::activation_params;
@@ -22,15 +23,6 @@ use hasten::quant::{
     Binarize, DoReFa, FixedPoint, Granularity, Int8Quantize, Lcnn, ProductQuantize, ScalarKMeans,
     Solver, StochasticBinarize,
 };
-
-fn rel(a: &Array4<f32>, b: &Array4<f32>) -> f64 {
-    let (mut num, mut den) = (0.0f64, 0.0f64);
-    for (&x, &y) in a.iter().zip(b.iter()) {
-        num += (f64::from(x) - f64::from(y)).powi(2);
-        den += f64::from(y).powi(2);
-    }
-    (num / den).sqrt()
-}
 
 fn main() -> Result<()> {
     let (c, t, hw) = (256usize, 256usize, 14usize);
@@ -153,7 +145,7 @@ fn main() -> Result<()> {
             r.compression_ratio(),
             r.mac_speedup(),
             r.weight_error.unwrap_or(f64::NAN),
-            rel(&y, &dense),
+            relative_error(&dense, &y),
             secs
         );
     }
@@ -168,7 +160,7 @@ fn main() -> Result<()> {
         xnor.report.compression_ratio(),
         xnor.report.mac_speedup(),
         xnor.report.weight_error.unwrap_or(f64::NAN),
-        rel(&xnor.block.reference_forward(&x_bn)?, &conv.reference_forward(&x_bn)?),
+        relative_error(&conv.reference_forward(&x_bn)?, &xnor.block.reference_forward(&x_bn)?),
     );
 
     // Speed of the sorted 1-D Lloyd solver on a 512×512×3×3 kernel.

@@ -401,7 +401,7 @@ mod tests {
                     .dequantized();
         }
         mean /= 400.0;
-        assert!(crate::weights::relative_error(&w, &mean) < 0.35);
+        assert!(hasten_core::relative_error(&w, &mean) < 0.35);
         assert!(StochasticBinarize::new(0).with_scale(0.0).is_err());
     }
 

@@ -40,4 +40,4 @@ pub use lcnn::Lcnn;
 pub use product::ProductQuantize;
 pub use scalar::{ScalarKMeans, Solver};
 pub use ternary::Ternarize;
-pub use weights::{relative_error, Granularity, LayerWeights};
+pub use weights::{Granularity, LayerWeights};

@@ -35,7 +35,7 @@ use crate::shape::ActShape;
 /// Binary weights (1 bit each) with per-filter scales; optionally XNOR inputs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BinaryConv {
-    layout: WeightLayout,
+    layout: Box<WeightLayout>,
     signs: PackedCodes,
     alpha: Array1<f32>,
     bias: Option<Array1<f32>>,
@@ -66,7 +66,7 @@ impl BinaryConv {
         ensure_finite("binary alpha", alpha.iter())?;
         check_bias(bias.as_ref(), layout.rows())?;
         Ok(BinaryConv {
-            layout,
+            layout: Box::new(layout),
             signs,
             alpha,
             bias,
@@ -125,7 +125,7 @@ impl BinaryConv {
     pub fn scaling_map(&self, input: &Array4<f32>) -> Result<Array4<f32>> {
         let shape = input_shape_of(input)?;
         self.layout.output_shape(shape)?;
-        let (box_layout, rows) = match self.layout {
+        let (box_layout, rows) = match *self.layout {
             WeightLayout::Conv { dims, spec } => (
                 WeightLayout::conv([spec.groups, dims[1], dims[2], dims[3]], spec)?,
                 spec.groups,

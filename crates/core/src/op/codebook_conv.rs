@@ -22,7 +22,7 @@ use crate::shape::ActShape;
 /// Weights as `⌈log₂ k⌉`-bit indices into per-layer or per-channel codebooks.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CodebookConv {
-    layout: WeightLayout,
+    layout: Box<WeightLayout>,
     codes: PackedCodes,
     codebooks: Array2<f32>,
     bias: Option<Array1<f32>>,
@@ -56,7 +56,7 @@ impl CodebookConv {
         )?;
         check_bias(bias.as_ref(), layout.rows())?;
         Ok(CodebookConv {
-            layout,
+            layout: Box::new(layout),
             codes,
             codebooks: codebooks.as_standard_layout().into_owned(),
             bias,

@@ -26,7 +26,7 @@ use crate::shape::ActShape;
 /// Uniformly quantized weights: `bits`-bit codes with affine dequantization.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FixedPointConv {
-    layout: WeightLayout,
+    layout: Box<WeightLayout>,
     codes: PackedCodes,
     scales: Array1<f32>,
     offsets: Array1<f32>,
@@ -61,7 +61,7 @@ impl FixedPointConv {
         ensure_finite("fixed-point offsets", offsets.iter())?;
         check_bias(bias.as_ref(), layout.rows())?;
         Ok(FixedPointConv {
-            layout,
+            layout: Box::new(layout),
             codes,
             scales,
             offsets,

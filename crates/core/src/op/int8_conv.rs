@@ -158,7 +158,7 @@ impl Requant {
 /// i8 weights, quantized activations, i32 accumulation, optional requantization.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Int8Conv {
-    layout: WeightLayout,
+    layout: Box<WeightLayout>,
     weights: Array2<i8>,
     weight_scales: Array1<f32>,
     input: QuantParams,
@@ -223,7 +223,7 @@ impl Int8Conv {
                 .collect::<Result<_>>()?,
         };
         Ok(Int8Conv {
-            layout,
+            layout: Box::new(layout),
             weights: weights.as_standard_layout().into_owned(),
             weight_scales,
             input,
@@ -291,7 +291,7 @@ impl Int8Conv {
         let z = self.input.zero_point;
         let batch = codes.shape()[0];
         let mut acc = Array4::<i32>::zeros(out.batched(batch));
-        match self.layout {
+        match *self.layout {
             WeightLayout::Linear { .. } => {
                 let flat: Vec<i32> = codes.iter().map(|&q| q - z).collect();
                 let f = shape.len();

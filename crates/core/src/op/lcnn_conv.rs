@@ -30,7 +30,7 @@ use crate::spec::ConvSpec;
 /// A dictionary `1 × 1` convolution, shifts and a sparse combination, eq. (12).
 #[derive(Debug, Clone, PartialEq)]
 pub struct LcnnConv {
-    layout: WeightLayout,
+    layout: Box<WeightLayout>,
     dictionary: Array2<f32>,
     offsets: Vec<u32>,
     indices: Vec<u16>,
@@ -105,7 +105,7 @@ impl LcnnConv {
         ensure_finite("LCNN coefficients", coeffs.iter())?;
         check_bias(bias.as_ref(), layout.rows())?;
         Ok(LcnnConv {
-            layout,
+            layout: Box::new(layout),
             dictionary: dictionary.as_standard_layout().into_owned(),
             offsets,
             indices,
@@ -122,7 +122,7 @@ impl LcnnConv {
     }
 
     fn geometry(&self) -> ([usize; 4], ConvSpec) {
-        match self.layout {
+        match *self.layout {
             WeightLayout::Conv { dims, spec } => (dims, spec),
             WeightLayout::Linear { out, inp } => ([out, inp, 1, 1], ConvSpec::new()),
         }
@@ -181,7 +181,7 @@ impl LcnnConv {
     /// The dictionary responses `S = D ∗ U`, `[N, m, H, W]` (`[N, m, 1, 1]` for linear).
     pub fn dictionary_responses(&self, input: &Array4<f32>) -> Result<Array4<f32>> {
         let m = self.dictionary.nrows();
-        let dict_layout = match self.layout {
+        let dict_layout = match *self.layout {
             WeightLayout::Conv { dims, .. } => {
                 WeightLayout::conv([m, dims[1], 1, 1], ConvSpec::new())?
             }
@@ -208,7 +208,7 @@ impl Operator for LcnnConv {
         let dict = self.dictionary.len() as u64;
         let nnz = self.coeffs.len() as u64;
         let b = bias_len(self.bias.as_ref());
-        let spatial = match self.layout {
+        let spatial = match *self.layout {
             WeightLayout::Conv { .. } => input.area() as u64,
             WeightLayout::Linear { .. } => 1,
         };

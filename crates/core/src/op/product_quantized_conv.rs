@@ -27,7 +27,7 @@ use crate::shape::ActShape;
 /// Product-quantized weights: per sub-block codes into `k × d` codebooks.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProductQuantizedConv {
-    layout: WeightLayout,
+    layout: Box<WeightLayout>,
     codes: PackedCodes,
     codebooks: Array3<f32>,
     bias: Option<Array1<f32>>,
@@ -62,7 +62,7 @@ impl ProductQuantizedConv {
         codes.check("product codes", s, layout.rows(), k as u32)?;
         check_bias(bias.as_ref(), layout.rows())?;
         Ok(ProductQuantizedConv {
-            layout,
+            layout: Box::new(layout),
             codes,
             codebooks: codebooks.as_standard_layout().into_owned(),
             bias,

@@ -40,7 +40,7 @@ pub fn ternary_value(code: u32) -> f32 {
 /// Ternary weights, 2 bits each, with a per-filter scale.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TernaryConv {
-    layout: WeightLayout,
+    layout: Box<WeightLayout>,
     codes: PackedCodes,
     scales: Array1<f32>,
     bias: Option<Array1<f32>>,
@@ -68,7 +68,7 @@ impl TernaryConv {
         ensure_finite("ternary scales", scales.iter())?;
         check_bias(bias.as_ref(), layout.rows())?;
         Ok(TernaryConv {
-            layout,
+            layout: Box::new(layout),
             codes,
             scales,
             bias,
