@@ -18,6 +18,25 @@
 //! | DoReFa | \[61\] | [`dorefa`] | `FixedPointConv` |
 //! | LCNN | eq. (10)–(12), \[63\] | [`lcnn`] | `LcnnConv` |
 //! | quantization-aware training | eq. (5) | [`ste`] | — |
+//!
+//! ```
+//! use hasten_core::{ActShape, ConvLayer, ConvSpec, Layer, SeededRng, Transform};
+//! use hasten_quant::{Granularity, ScalarKMeans, Solver};
+//!
+//! let mut rng = SeededRng::new(0);
+//! let layer: Layer = ConvLayer::from_array(
+//!     rng.normal_array((64, 64, 3, 3), 0.05),
+//!     ConvSpec::new().with_padding(1),
+//! )?
+//! .into();
+//! let k16 = ScalarKMeans::new(16, Granularity::PerTensor, Solver::Optimal)?;
+//! let c = k16.apply(&layer, ActShape::new(64, 8, 8))?;
+//! // 4-bit indices (576 per filter = 36 words) plus a 16-entry codebook.
+//! assert_eq!(c.report.after.weight_bytes, 64 * 36 * 8 + 16 * 4);
+//! assert!(c.report.compression_ratio() > 7.9);
+//! assert!(c.report.weight_error.unwrap() < 0.12);
+//! # Ok::<(), hasten_core::Error>(())
+//! ```
 
 pub mod binary;
 pub mod dorefa;
