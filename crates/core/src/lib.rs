@@ -44,6 +44,7 @@ pub use cost::Cost;
 pub use error::{Error, Result};
 pub use layer::{ConvLayer, Layer, LinearLayer};
 pub use op::{BatchNorm, ChannelShuffle, Op, Operator, Relu, Shift};
+pub use op::{Csr, GroupwiseConv, PerforatedConv, SparseConv, SparseLinear};
 pub use rng::SeededRng;
 pub use shape::ActShape;
 pub use spec::{ConvSpec, Padding};

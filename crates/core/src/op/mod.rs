@@ -8,14 +8,25 @@
 mod batch_norm;
 mod channel_shuffle;
 mod conv;
+mod csr;
+mod groupwise_conv;
 mod linear;
+mod patch;
+mod perforated_conv;
 mod relu;
 mod shift;
+mod sparse_conv;
+mod sparse_linear;
 
 pub use batch_norm::BatchNorm;
 pub use channel_shuffle::ChannelShuffle;
+pub use csr::Csr;
+pub use groupwise_conv::GroupwiseConv;
+pub use perforated_conv::PerforatedConv;
 pub use relu::Relu;
 pub use shift::Shift;
+pub use sparse_conv::SparseConv;
+pub use sparse_linear::SparseLinear;
 
 use ndarray::Array4;
 
@@ -76,6 +87,14 @@ ops! {
     BatchNorm(BatchNorm),
     /// Rectified linear unit.
     Relu(Relu),
+    /// Group-wise pruned convolution: a subset of (channel, row, column) taps.
+    GroupwiseConv(GroupwiseConv),
+    /// Unstructured sparse convolution, filter matrix in CSR form.
+    SparseConv(SparseConv),
+    /// Unstructured sparse fully connected layer, CSR weights.
+    SparseLinear(SparseLinear),
+    /// Convolution evaluated at a subset of output positions.
+    PerforatedConv(PerforatedConv),
 }
 
 impl Operator for Op {
