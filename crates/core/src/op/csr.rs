@@ -1,8 +1,8 @@
 //! [`Csr`]: compressed sparse rows, the storage of the unstructured-sparsity
 //! ops [`super::SparseConv`] and [`super::SparseLinear`] (survey section 6.1:
-//! magnitude pruning of individual weights, [72]).
+//! magnitude pruning of individual weights, \[72\]).
 //!
-//! Layout: `row_ptr` has `rows + 1` entries, `row_ptr[0] = 0`, non-decreasing,
+//! Layout: `row_ptr` has `rows + 1` entries, `row_ptr\[0\] = 0`, non-decreasing,
 //! `row_ptr[rows] = nnz`; the non-zeros of row `r` are
 //! `values[row_ptr[r]..row_ptr[r + 1]]` at columns
 //! `col_idx[row_ptr[r]..row_ptr[r + 1]]`, strictly increasing within a row.

@@ -1,4 +1,4 @@
-//! Group-wise pruned convolution (survey section 6.1; Lebedev & Lempitsky [66]):
+//! Group-wise pruned convolution (survey section 6.1; Lebedev & Lempitsky \[66\]):
 //! the survey's slice `W(i, j, s, :)` — `W[:, c, i, j]` here — is kept or
 //! removed for all filters at once, so each input channel keeps its own subset
 //! of kernel taps ("non-square filters"). The custom im2col builds only the

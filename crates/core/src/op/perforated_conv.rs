@@ -1,4 +1,4 @@
-//! Perforated convolution (survey section 6.1; Figurnov et al. [68]): columns
+//! Perforated convolution (survey section 6.1; Figurnov et al. \[68\]): columns
 //! of the patch matrix `Û` of eq. (13) are removed, i.e. the convolution is
 //! evaluated only at a subset of output positions (the same for every channel
 //! and sample) and every other position copies the value of its nearest

@@ -1,4 +1,4 @@
-//! Pruning criteria `Θ` (survey section 6.2, after Molchanov et al. [71]).
+//! Pruning criteria `Θ` (survey section 6.2, after Molchanov et al. \[71\]).
 //!
 //! Every criterion returns one importance score per slice or channel,
 //! **higher = more important**; the pruner removes the lowest. Data-driven

@@ -1,4 +1,4 @@
-//! ThiNet (Luo et al. [74], survey section 6.2): filters of layer `i` are
+//! ThiNet (Luo et al. \[74\], survey section 6.2): filters of layer `i` are
 //! chosen by the reconstruction error of layer `i+1`'s output — the input of
 //! layer `i+2`, the first whose input size is unaffected. For sampled outputs
 //! `ŷ = Σ_c x̂_c` of the consumer (bias excluded), `x̂_c` being input channel
@@ -99,7 +99,11 @@ pub fn thinet_select(contributions: &Array2<f64>, keep: usize) -> Result<ThinetS
     hasten_core::error::ensure_finite("ThiNet contributions", contributions.iter())?;
     let (m, c) = contributions.dim();
     if keep == 0 || keep > c {
-        return Err(Error::param("ThiNet kept channels", keep, format!("1..={c}")));
+        return Err(Error::param(
+            "ThiNet kept channels",
+            keep,
+            format!("1..={c}"),
+        ));
     }
     let mut residual = vec![0.0f64; m];
     let mut removed_mask = vec![false; c];
@@ -107,7 +111,11 @@ pub fn thinet_select(contributions: &Array2<f64>, keep: usize) -> Result<ThinetS
         let mut best = (f64::INFINITY, usize::MAX);
         for ch in (0..c).filter(|&ch| !removed_mask[ch]) {
             let col = contributions.column(ch);
-            let e: f64 = residual.iter().zip(col.iter()).map(|(r, v)| (r + v).powi(2)).sum();
+            let e: f64 = residual
+                .iter()
+                .zip(col.iter())
+                .map(|(r, v)| (r + v).powi(2))
+                .sum();
             if e < best.0 {
                 best = (e, ch);
             }
@@ -120,7 +128,11 @@ pub fn thinet_select(contributions: &Array2<f64>, keep: usize) -> Result<ThinetS
     let kept: Vec<usize> = (0..c).filter(|&ch| !removed_mask[ch]).collect();
     let removed: Vec<usize> = (0..c).filter(|&ch| removed_mask[ch]).collect();
     let target = contributions.sum_axis(Axis(1));
-    let norm = target.iter().map(|v| v * v).sum::<f64>().max(f64::MIN_POSITIVE);
+    let norm = target
+        .iter()
+        .map(|v| v * v)
+        .sum::<f64>()
+        .max(f64::MIN_POSITIVE);
     let error_unscaled = residual.iter().map(|r| r * r).sum::<f64>() / norm;
     let scales = thinet_scales(contributions, &kept)?;
     let a = contributions.select(Axis(1), &kept);
@@ -148,7 +160,7 @@ pub fn thinet_scales(contributions: &Array2<f64>, kept: &[usize]) -> Result<Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hasten_core::{ConvLayer, ConvSpec, Conv4d};
+    use hasten_core::{Conv4d, ConvLayer, ConvSpec};
 
     #[test]
     fn finds_planted_redundant_channels() {
@@ -161,9 +173,8 @@ mod tests {
         for &p in &planted {
             w.index_axis_mut(Axis(1), p).mapv_inplace(|v| v * 1e-3);
         }
-        let consumer = Consumer::Conv(
-            ConvLayer::from_array(w, ConvSpec::new().with_padding(1)).unwrap(),
-        );
+        let consumer =
+            Consumer::Conv(ConvLayer::from_array(w, ConvSpec::new().with_padding(1)).unwrap());
         let mut x = rng.normal_array((4, 10, 6, 6), 1.0);
         for &p in &planted {
             x.index_axis_mut(Axis(1), p).mapv_inplace(|v| v * 10.0);
@@ -184,13 +195,17 @@ mod tests {
         for t in 0..5 {
             w[[t, 1, 0, 0]] = 0.5 * w[[t, 0, 0, 0]];
         }
-        let consumer = Consumer::Conv(ConvLayer::new(Conv4d::new(w).unwrap(), None, ConvSpec::new()).unwrap());
+        let consumer =
+            Consumer::Conv(ConvLayer::new(Conv4d::new(w).unwrap(), None, ConvSpec::new()).unwrap());
         let mut x = rng.normal_array((3, 3, 4, 4), 1.0);
         let copy = x.index_axis(Axis(1), 0).to_owned();
         x.index_axis_mut(Axis(1), 1).assign(&copy);
         let contrib = thinet_contributions(&consumer, &x, 100, &mut rng).unwrap();
         let s = thinet_scales(&contrib, &[0, 2]).unwrap();
-        assert!((s[0] - 1.5).abs() < 1e-9 && (s[1] - 1.0).abs() < 1e-9, "{s:?}");
+        assert!(
+            (s[0] - 1.5).abs() < 1e-9 && (s[1] - 1.0).abs() < 1e-9,
+            "{s:?}"
+        );
     }
 
     #[test]
@@ -199,7 +214,9 @@ mod tests {
         assert!(thinet_select(&c, 0).is_err());
         assert!(thinet_select(&c, 4).is_err());
         assert!(thinet_scales(&c, &[3]).is_err());
-        let consumer = Consumer::Conv(ConvLayer::from_array(ndarray::Array4::ones((2, 3, 1, 1)), ConvSpec::new()).unwrap());
+        let consumer = Consumer::Conv(
+            ConvLayer::from_array(ndarray::Array4::ones((2, 3, 1, 1)), ConvSpec::new()).unwrap(),
+        );
         let x = ndarray::Array4::<f32>::ones((1, 4, 2, 2));
         assert!(thinet_contributions(&consumer, &x, 10, &mut SeededRng::new(0)).is_err());
     }
