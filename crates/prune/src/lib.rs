@@ -35,3 +35,6 @@ pub use driver::{
 };
 pub use removal::{prune_channels, prune_filters, Consumer, FilterPruned};
 pub use slice::Slicing;
+
+#[cfg(test)]
+mod no_panic_tests;

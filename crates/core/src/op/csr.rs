@@ -201,4 +201,19 @@ mod tests {
         assert!(Csr::new(1, 2, vec![0, 1], vec![0], vec![f32::NAN]).is_err());
         assert!(Csr::new(0, 2, vec![0], vec![], vec![]).is_err());
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        #[test]
+        fn random_parts_never_panic(
+            rows in 0usize..4, cols in 0usize..4,
+            row_ptr in proptest::collection::vec(0u32..6, 0..6),
+            col_idx in proptest::collection::vec(0u32..6, 0..6),
+            values in proptest::collection::vec(-2.0f32..2.0, 0..6),
+        ) {
+            if let Ok(c) = Csr::new(rows, cols, row_ptr, col_idx, values) {
+                proptest::prop_assert_eq!(Csr::from_dense(c.to_dense().view()).map(|d| d.to_dense()), Ok(c.to_dense()));
+            }
+        }
+    }
 }

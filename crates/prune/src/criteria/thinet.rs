@@ -76,6 +76,13 @@ pub fn thinet_contributions(
         }
         Consumer::Linear(l) => {
             let per = h * w;
+            if l.in_features() != c * per {
+                return Err(Error::shape(
+                    "linear consumer input features (C·H·W of its input)",
+                    l.in_features(),
+                    format!("{} ({c}×{h}×{w})", c * per),
+                ));
+            }
             for m in 0..samples {
                 let (s, o) = (rng.below(n), rng.below(l.out_features()));
                 for ch in 0..c {
@@ -243,22 +250,39 @@ mod tests {
         // output (bias excluded) deviates from the original by about the
         // sampled relative error ThiNet reports.
         let mut rng = SeededRng::new(44);
-        let producer = ConvLayer::from_array(rng.normal_array((12, 3, 3, 3), 0.5), ConvSpec::new().with_padding(1)).unwrap();
+        let producer = ConvLayer::from_array(
+            rng.normal_array((12, 3, 3, 3), 0.5),
+            ConvSpec::new().with_padding(1),
+        )
+        .unwrap();
         let mut w = rng.normal_array((6, 12, 3, 3), 0.5);
         for p in [0usize, 3, 4, 9] {
             w.index_axis_mut(Axis(1), p).mapv_inplace(|v| v * 0.01);
         }
-        let consumer = Consumer::Conv(ConvLayer::from_array(w, ConvSpec::new().with_padding(1)).unwrap());
+        let consumer =
+            Consumer::Conv(ConvLayer::from_array(w, ConvSpec::new().with_padding(1)).unwrap());
         let x = rng.normal_array((4, 3, 8, 8), 1.0);
         let a = producer.reference_forward(&x).unwrap().mapv(|v| v.max(0.0));
-        let (pruned, sel) = thinet_prune(&producer, None, &consumer, &a, 8, 2000, &mut rng).unwrap();
+        let (pruned, sel) =
+            thinet_prune(&producer, None, &consumer, &a, 8, 2000, &mut rng).unwrap();
         assert_eq!(sel.removed, vec![0, 3, 4, 9]);
-        let Consumer::Conv(orig) = &consumer else { unreachable!() };
-        let Consumer::Conv(new) = &pruned.consumer else { unreachable!() };
+        let Consumer::Conv(orig) = &consumer else {
+            unreachable!()
+        };
+        let Consumer::Conv(new) = &pruned.consumer else {
+            unreachable!()
+        };
         let y0 = orig.reference_forward(&a).unwrap();
-        let a1 = pruned.producer.reference_forward(&x).unwrap().mapv(|v| v.max(0.0));
+        let a1 = pruned
+            .producer
+            .reference_forward(&x)
+            .unwrap()
+            .mapv(|v| v.max(0.0));
         let y1 = new.reference_forward(&a1).unwrap();
-        let err = (&y0 - &y1).iter().map(|v| f64::from(*v).powi(2)).sum::<f64>()
+        let err = (&y0 - &y1)
+            .iter()
+            .map(|v| f64::from(*v).powi(2))
+            .sum::<f64>()
             / y0.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>();
         // A 2000-sample estimate of a ratio of sums of squares: within a factor 2.
         let ratio = err / sel.error_scaled;
