@@ -9,14 +9,16 @@
 //!   [`crate::criteria`]; data-driven ones need the caller's activations). It
 //!   is called again before every step of an iterative schedule, which is
 //!   where a caller fine-tunes.
-//! - **Per-layer** scope removes the same fraction of every layer (for MAC or
-//!   parameter targets the common fraction is found by bisection); **global**
+//! - **Per-layer** scope removes the same fraction of every layer (the
+//!   smallest common fraction meeting the target, found by bisection); **global**
 //!   scope ranks all filters together after L2-normalising each layer's
 //!   scores (Molchanov et al. \[71\]).
-//! - Kept counts are rounded **up** to a multiple (e.g. 8 or 16) for kernel
-//!   efficiency, so the achieved reduction may fall slightly short of the
-//!   target; the report states what was achieved. A layer never loses all its
-//!   filters.
+//! - Kept counts are rounded up to a multiple of `multiple` (e.g. 8 or 16;
+//!   a layer's full width also qualifies) for kernel efficiency, and the
+//!   target is met *after* rounding, so the achieved reduction can exceed it
+//!   by up to one rounding step. When it cannot be met (every layer at its
+//!   minimum) the driver prunes as far as it can; the report states what was
+//!   achieved. A layer never loses all its filters.
 
 use hasten_core::{
     ActShape, BatchNorm, Block, ConvLayer, Cost, Error, LinearLayer, Op, Relu, Result,
@@ -297,15 +299,19 @@ pub fn prune_network(
     }
     let orig: Vec<usize> = net.layers.iter().map(|l| l.conv.out_channels()).collect();
     let before = net.cost(input)?;
-    let measure = |c: &Cost| match config.target {
-        Target::Macs(_) => c.macs as f64,
-        Target::Params(_) => c.params as f64,
-        Target::Slices(_) => 0.0,
+    // The quantity the target constrains, as a function of per-layer filter counts.
+    let value = |counts: &[usize]| -> Result<f64> {
+        Ok(match config.target {
+            Target::Slices(_) => prunable.iter().map(|&l| counts[l] as f64).sum(),
+            Target::Macs(_) => net.cost_with_counts(input, counts)?.macs as f64,
+            Target::Params(_) => net.cost_with_counts(input, counts)?.params as f64,
+        })
     };
+    let full = value(&orig)?;
     let mut ids: Vec<Vec<usize>> = orig.iter().map(|&n| (0..n).collect()).collect();
     let mut cur = net.clone();
     for step in 1..=steps {
-        let f = target * step as f64 / steps as f64;
+        let goal = (1.0 - target * step as f64 / steps as f64) * full;
         let mut scores: Vec<Vec<f64>> = vec![Vec::new(); orig.len()];
         for &l in &prunable {
             let s = scorer(&cur, l)?;
@@ -319,28 +325,24 @@ pub fn prune_network(
             hasten_core::error::ensure_finite(&format!("scores of layer {l}"), s.iter())?;
             scores[l] = s;
         }
-        let counts_for = |p: f64| -> Result<Vec<usize>> {
-            (0..orig.len())
-                .map(|l| {
-                    let k = round_up_to(keep_count(orig[l], p)?, config.multiple, orig[l])?;
-                    Ok(k.min(ids[l].len()))
-                })
-                .collect()
+        let rounded = |l: usize, k: usize| -> Result<usize> {
+            Ok(round_up_to(k, config.multiple, orig[l])?.min(ids[l].len()))
         };
-        let keep: Vec<Vec<usize>> = match (config.scope, config.target) {
-            (Scope::PerLayer, Target::Slices(_)) => {
-                let counts = counts_for(f)?;
-                prunable
-                    .iter()
-                    .map(|&l| top_k(&scores[l], counts[l]))
-                    .collect::<Result<_>>()?
-            }
-            (Scope::PerLayer, _) => {
-                let goal = (1.0 - f) * measure(&before);
+        let keep: Vec<Vec<usize>> = match config.scope {
+            Scope::PerLayer => {
+                // The smallest common fraction whose rounded counts meet the goal.
+                let counts_for = |p: f64| -> Result<Vec<usize>> {
+                    (0..orig.len())
+                        .map(|l| rounded(l, keep_count(orig[l], p)?))
+                        .collect()
+                };
                 let (mut lo, mut hi) = (0.0f64, 1.0 - 1e-9);
-                for _ in 0..40 {
+                if value(&counts_for(lo)?)? <= goal {
+                    hi = lo;
+                }
+                for _ in 0..50 {
                     let mid = 0.5 * (lo + hi);
-                    if measure(&cur.cost_with_counts(input, &counts_for(mid)?)?) <= goal {
+                    if value(&counts_for(mid)?)? <= goal {
                         hi = mid;
                     } else {
                         lo = mid;
@@ -352,9 +354,7 @@ pub fn prune_network(
                     .map(|&l| top_k(&scores[l], counts[l]))
                     .collect::<Result<_>>()?
             }
-            (Scope::Global, _) => global_keep(
-                &cur, input, config, f, &prunable, &scores, &orig, &before, &measure,
-            )?,
+            Scope::Global => global_keep(&ids, &prunable, &scores, goal, &value, &rounded)?,
         };
         for (&l, k) in prunable.iter().zip(&keep) {
             cur = cur.prune_layer(l, k)?;
@@ -377,18 +377,16 @@ pub fn prune_network(
     Ok((cur, report))
 }
 
-/// Global ranking: remove the lowest L2-normalised scores until the target is met.
-#[allow(clippy::too_many_arguments)]
+/// Global ranking: removes filters in increasing order of L2-normalised
+/// score until the rounded counts meet `goal`, then re-admits the best
+/// removed filters that rounding up keeps.
 fn global_keep(
-    cur: &ChainNet,
-    input: ActShape,
-    config: &PruneConfig,
-    f: f64,
+    ids: &[Vec<usize>],
     prunable: &[usize],
     scores: &[Vec<f64>],
-    orig: &[usize],
-    before: &Cost,
-    measure: &dyn Fn(&Cost) -> f64,
+    goal: f64,
+    value: &dyn Fn(&[usize]) -> Result<f64>,
+    rounded: &dyn Fn(usize, usize) -> Result<usize>,
 ) -> Result<Vec<Vec<usize>>> {
     let mut cand: Vec<(f64, usize, usize)> = Vec::new();
     for &l in prunable {
@@ -397,21 +395,21 @@ fn global_keep(
         }
     }
     cand.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
-    let mut counts: Vec<usize> = cur.layers.iter().map(|l| l.conv.out_channels()).collect();
-    let total_orig: usize = prunable.iter().map(|&l| orig[l]).sum();
+    let mut counts: Vec<usize> = ids.iter().map(Vec::len).collect();
     let mut dropped: Vec<Vec<bool>> = counts.iter().map(|&n| vec![false; n]).collect();
-    let goal = (1.0 - f) * measure(before);
-    let met = |counts: &[usize]| -> Result<bool> {
-        Ok(match config.target {
-            Target::Slices(_) => {
-                let kept: usize = prunable.iter().map(|&l| counts[l]).sum();
-                (total_orig - kept) as f64 >= f * total_orig as f64
-            }
-            _ => measure(&cur.cost_with_counts(input, counts)?) <= goal,
-        })
+    let rounded_all = |counts: &[usize]| -> Result<Vec<usize>> {
+        (0..counts.len())
+            .map(|l| {
+                if prunable.contains(&l) {
+                    rounded(l, counts[l])
+                } else {
+                    Ok(counts[l])
+                }
+            })
+            .collect()
     };
     for &(_, l, i) in &cand {
-        if met(&counts)? {
+        if value(&rounded_all(&counts)?)? <= goal {
             break;
         }
         if counts[l] > 1 {
@@ -419,10 +417,10 @@ fn global_keep(
             dropped[l][i] = true;
         }
     }
+    let counts = rounded_all(&counts)?;
     prunable
         .iter()
         .map(|&l| {
-            let k = round_up_to(counts[l], config.multiple, orig[l])?.min(dropped[l].len());
             // Kept filters first, then the best dropped ones (re-admitted by rounding up).
             let mut order: Vec<usize> = (0..dropped[l].len()).collect();
             order.sort_by(|&a, &b| {
@@ -431,7 +429,7 @@ fn global_keep(
                     .then(scores[l][b].total_cmp(&scores[l][a]))
                     .then(a.cmp(&b))
             });
-            let mut keep = order[..k].to_vec();
+            let mut keep = order[..counts[l]].to_vec();
             keep.sort_unstable();
             Ok(keep)
         })
@@ -537,6 +535,30 @@ mod tests {
             .unwrap();
             let achieved = 1.0 - r.after.params as f64 / r.before.params as f64;
             assert!((0.4..0.55).contains(&achieved), "{scope:?}: {achieved}");
+        }
+    }
+
+    #[test]
+    fn targets_are_met_after_rounding_to_multiples() {
+        let mut rng = SeededRng::new(12);
+        let n = net(&mut rng, &[]);
+        for scope in [Scope::PerLayer, Scope::Global] {
+            for target in [Target::Macs(0.3), Target::Params(0.3), Target::Slices(0.3)] {
+                let mut c = cfg(target, scope);
+                c.multiple = 8;
+                let (_, r) = prune_network(&n, INPUT, &c, filter_magnitude(Norm::L2)).unwrap();
+                assert!(
+                    r.channels_after.iter().all(|&k| k % 8 == 0),
+                    "{:?}",
+                    r.channels_after
+                );
+                let achieved = match target {
+                    Target::Macs(_) => 1.0 - r.after.macs as f64 / r.before.macs as f64,
+                    Target::Params(_) => 1.0 - r.after.params as f64 / r.before.params as f64,
+                    Target::Slices(_) => r.fraction_removed(),
+                };
+                assert!(achieved >= 0.3, "{scope:?} {target:?}: {achieved}");
+            }
         }
     }
 
