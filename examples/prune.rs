@@ -36,8 +36,8 @@ use hasten::prune::{
 };
 
 /// Measured speed-up of `cand` over `base` with `hasten-fastconv` plans:
-/// the two are run alternately `reps` times (so both see the same machine
-/// load) and the ratio of their median times is returned.
+/// the two are run alternately up to `reps` times (so both see the same
+/// machine load) and the ratio of their median times is returned.
 fn speedup(base: &Block, cand: &Block, x: &Array4<f32>, reps: usize) -> Result<f64> {
     let shape = ActShape::new(x.shape()[1], x.shape()[2], x.shape()[3]);
     let mut plans = [
@@ -45,7 +45,12 @@ fn speedup(base: &Block, cand: &Block, x: &Array4<f32>, reps: usize) -> Result<f
         Plan::new(cand, shape, x.shape()[0])?,
     ];
     let mut times = [Vec::new(), Vec::new()];
+    let start = Instant::now();
     for rep in 0..=reps {
+        // Slow (reference-fallback) ops: stop after 3 timed runs past 3 s.
+        if rep > 3 && start.elapsed().as_secs_f64() > 3.0 {
+            break;
+        }
         for (k, plan) in plans.iter_mut().enumerate() {
             let s = Instant::now();
             let v = plan.run(x)?[[0, 0, 0, 0]];
@@ -162,8 +167,7 @@ fn conv_input_grad(layer: &ConvLayer, a: &Array4<f32>, y: &Array4<f32>) -> Array
 
 fn main() -> Result<()> {
     let mut rng = SeededRng::new(2024);
-    // Ops that fall back to the reference forward are slow: fewer repetitions.
-    let (reps, slow_reps) = (21, 3);
+    let reps = 21;
     let mut rows = Vec::new();
 
     // --- Filter pruning on a ResNet-18 stage-2 pair: conv → BN → ReLU → conv, 128 ch, 28×28.
@@ -284,7 +288,7 @@ fn main() -> Result<()> {
                 criterion: criterion.into(),
                 removed,
                 mac_speedup: out.report.mac_speedup(),
-                measured: speedup(&dense, &out.block, &a, slow_reps)?,
+                measured: speedup(&dense, &out.block, &a, reps)?,
                 error: relative_error(&y_dense, &fast(&out.block, &a)?),
             });
             Ok(())
@@ -445,5 +449,34 @@ fn main() -> Result<()> {
     }
 
     print(&rows);
+
+    // --- Density sweep: group-wise and CSR against dense on a ResNet-18
+    // layer3 3×3 convolution (256 → 256, 14×14), interleaved medians.
+    let (ch, hw3) = (256usize, 14usize);
+    let l3 = ConvLayer::from_array(he(&mut rng, ch, ch, 3), ConvSpec::new().with_padding(1))?;
+    let in3 = ActShape::new(ch, hw3, hw3);
+    let x3 = rng.normal_array((1, ch, hw3, hw3), 1.0);
+    let d3 = Block::single(l3.clone());
+    let l3 = Layer::Conv(l3);
+    println!();
+    println!("| density | group-wise MAC speed-up | group-wise measured | CSR MAC speed-up | CSR measured |");
+    println!("|---:|---:|---:|---:|---:|");
+    for density in [0.05, 0.1, 0.25, 0.5, 0.75, 0.9] {
+        let gw = GroupwisePrune {
+            fraction: 1.0 - density,
+        }
+        .apply(&l3, in3)?;
+        let sp = MagnitudeSparse {
+            fraction: 1.0 - density,
+        }
+        .apply(&l3, in3)?;
+        println!(
+            "| {density:.2} | {:.2}× | {:.2}× | {:.2}× | {:.2}× |",
+            gw.report.mac_speedup(),
+            speedup(&d3, &gw.block, &x3, reps)?,
+            sp.report.mac_speedup(),
+            speedup(&d3, &sp.block, &x3, reps)?,
+        );
+    }
     Ok(())
 }
