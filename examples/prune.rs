@@ -184,7 +184,7 @@ fn conv_input_grad(layer: &ConvLayer, a: &Array4<f32>, y: &Array4<f32>) -> Array
 
 fn main() -> Result<()> {
     let mut rng = SeededRng::new(2024);
-    let reps = 21;
+    let reps = 41;
     let mut rows = Vec::new();
 
     // --- Filter pruning on a ResNet-18 stage-2 pair: conv → BN → ReLU → conv, 128 ch, 28×28.
