@@ -179,7 +179,7 @@ pub fn thinet_prune(
     samples: usize,
     rng: &mut SeededRng,
 ) -> Result<(FilterPruned, ThinetSelection)> {
-    if consumer_input.ndim() == 4 && consumer_input.shape()[1] != producer.out_channels() {
+    if consumer_input.shape()[1] != producer.out_channels() {
         return Err(Error::shape(
             "consumer input channels (= producer filters)",
             producer.out_channels(),
