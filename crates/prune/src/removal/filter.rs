@@ -386,6 +386,31 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+        #[test]
+        fn removal_equals_zeroing_for_random_keep_sets(
+            mask in proptest::collection::vec(any::<bool>(), 6),
+            linear in any::<bool>(),
+            with_bn in any::<bool>(),
+            seed in 0u64..1000,
+        ) {
+            let keep: Vec<usize> = (0..6).filter(|&i| mask[i]).collect();
+            prop_assume!(!keep.is_empty());
+            let mut rng = SeededRng::new(seed);
+            let (p, bn, c) = setup(&mut rng, linear);
+            let bn = with_bn.then_some(&bn);
+            let x = rng.normal_array((1, 3, 5, 5), 1.0);
+            let pruned = prune_filters(&p, bn, &c, &keep).unwrap();
+            let (zp, zbn) = zero_filters(&p, bn, &pruned.removed).unwrap();
+            let zeroed = chain(&zp, zbn.as_ref(), &c).reference_forward(&x).unwrap();
+            let removed = chain(&pruned.producer, pruned.bn.as_ref(), &pruned.consumer)
+                .reference_forward(&x)
+                .unwrap();
+            prop_assert!(max_diff(&zeroed, &removed) < 1e-5);
+        }
+    }
+
+    proptest! {
         #![proptest_config(ProptestConfig::with_cases(48))]
         #[test]
         fn random_keep_lists_never_panic(keep in proptest::collection::vec(0usize..9, 0..8)) {
