@@ -47,11 +47,7 @@ pub use cost::Cost;
 pub use error::{Error, Result};
 pub use layer::{ConvLayer, Layer, LinearLayer};
 pub use metrics::relative_error;
-pub use op::{
-    BatchNorm, BinaryConv, ChannelShuffle, CodebookConv, FixedPointConv, Int8Conv, IntType,
-    LcnnConv, Op, Operator, ProductQuantizedConv, QuantParams, Relu, Requant, Shift, TernaryConv,
-    WeightLayout,
-};
+pub use op::{BatchNorm, BinaryConv, ChannelShuffle, CodebookConv, FixedPointConv, Int8Conv, IntType, LcnnConv, Op, Operator, ProductQuantizedConv, QuantParams, Relu, Requant, Shift, TernaryConv, WeightLayout, Csr, GroupwiseConv, PerforatedConv, SparseConv, SparseLinear, ChannelGather, TtLinear};
 pub use rng::SeededRng;
 pub use shape::ActShape;
 pub use spec::{ConvSpec, Padding};
