@@ -2,4 +2,28 @@
 //!
 //! Tensor decompositions of section 2 of the survey (and the FC-layer SVD of
 //! section 5, eq. (2)): each method is a [`hasten_core::Transform`] that
-//! replaces a layer by a block of cheaper convolutions.
+//! replaces a layer by a block of cheaper convolutions, and each exposes its
+//! raw algorithm for users who want the factors.
+//!
+//! | method | transform | block |
+//! | --- | --- | --- |
+//! | truncated SVD (eq. (2)) / channel SVD | [`TruncatedSvd`] | `Linear, Linear` / `k×k C→K, 1×1 K→N` |
+//! | separable filters, Jaderberg et al. [15] | [`SeparableFilters`] | `d×1 C→K, 1×d K→N` |
+//!
+//! Every rank is chosen by one [`RankSpec`]: fixed, energy, target MAC
+//! speed-up or EVBMF. Computations run in f64 through `hasten_core::linalg`.
+
+pub mod common;
+pub mod evbmf;
+pub mod rank;
+pub mod separable;
+pub mod svd;
+pub mod tensor;
+
+pub use evbmf::{evbmf, Evbmf};
+pub use rank::RankSpec;
+pub use separable::SeparableFilters;
+pub use svd::{low_rank, LowRank, TruncatedSvd};
+
+#[cfg(test)]
+mod testutil;
