@@ -9,17 +9,20 @@
 //! | --- | --- | --- |
 //! | truncated SVD (eq. (2)) / channel SVD | [`TruncatedSvd`] | `Linear, Linear` / `k×k C→K, 1×1 K→N` |
 //! | separable filters, Jaderberg et al. [15] | [`SeparableFilters`] | `d×1 C→K, 1×d K→N` |
+//! | CP (ALS, deflation [17], power method [19], LM [18]) | [`CpConv`] | `1×1 C→K, d×1 dw, 1×d dw, 1×1 K→N` |
 //!
 //! Every rank is chosen by one [`RankSpec`]: fixed, energy, target MAC
 //! speed-up or EVBMF. Computations run in f64 through `hasten_core::linalg`.
 
 pub mod common;
+pub mod cp;
 pub mod evbmf;
 pub mod rank;
 pub mod separable;
 pub mod svd;
 pub mod tensor;
 
+pub use cp::CpConv;
 pub use evbmf::{evbmf, Evbmf};
 pub use rank::RankSpec;
 pub use separable::SeparableFilters;

@@ -287,7 +287,9 @@ impl Mttkrp {
         let mut tmp = vec![0.0f64; r];
         for p in 0..partial.nrows() {
             // `idx` is the multi-index of row `p` (row-major over `dims`).
-            tmp.copy_from_slice(partial.row(p).as_slice().expect("standard layout"));
+            for (t, &v) in tmp.iter_mut().zip(partial.row(p)) {
+                *t = v;
+            }
             for (g, &k) in group.iter().enumerate() {
                 if g == local {
                     continue;
