@@ -9,6 +9,7 @@
 //! | --- | --- | --- |
 //! | truncated SVD (eq. (2)) / channel SVD | [`TruncatedSvd`] | `Linear, Linear` / `k×k C→K, 1×1 K→N` |
 //! | separable filters, Jaderberg et al. [15] | [`SeparableFilters`] | `d×1 C→K, 1×d K→N` |
+//! | Tucker-2 (HOOI), Kim et al. [24] | [`Tucker2`] | `1×1 C→R₁, d×d R₁→R₂, 1×1 R₂→N` |
 //! | CP (ALS, deflation [17], power method [19], LM [18]) | [`CpConv`] | `1×1 C→K, d×1 dw, 1×d dw, 1×1 K→N` |
 //!
 //! Every rank is chosen by one [`RankSpec`]: fixed, energy, target MAC
@@ -21,12 +22,14 @@ pub mod rank;
 pub mod separable;
 pub mod svd;
 pub mod tensor;
+pub mod tucker;
 
 pub use cp::CpConv;
 pub use evbmf::{evbmf, Evbmf};
 pub use rank::RankSpec;
 pub use separable::SeparableFilters;
 pub use svd::{low_rank, LowRank, TruncatedSvd};
+pub use tucker::{partial_tucker, tucker2, Tucker2};
 
 #[cfg(test)]
 mod testutil;
