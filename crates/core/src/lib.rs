@@ -43,7 +43,7 @@ pub use block::Block;
 pub use cost::Cost;
 pub use error::{Error, Result};
 pub use layer::{ConvLayer, Layer, LinearLayer};
-pub use op::{BatchNorm, ChannelShuffle, Op, Operator, Relu, Shift};
+pub use op::{BatchNorm, ChannelGather, ChannelShuffle, Op, Operator, Relu, Shift, TtLinear};
 pub use rng::SeededRng;
 pub use shape::ActShape;
 pub use spec::{ConvSpec, Padding};

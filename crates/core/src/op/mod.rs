@@ -6,16 +6,20 @@
 //! new file, one [`Operator`] impl and one line in the `ops!` list below.
 
 mod batch_norm;
+mod channel_gather;
 mod channel_shuffle;
 mod conv;
 mod linear;
 mod relu;
 mod shift;
+mod tt_linear;
 
 pub use batch_norm::BatchNorm;
+pub use channel_gather::ChannelGather;
 pub use channel_shuffle::ChannelShuffle;
 pub use relu::Relu;
 pub use shift::Shift;
+pub use tt_linear::TtLinear;
 
 use ndarray::Array4;
 
@@ -76,6 +80,10 @@ ops! {
     BatchNorm(BatchNorm),
     /// Rectified linear unit.
     Relu(Relu),
+    /// Tensor-Train (TT-matrix) fully connected layer.
+    TtLinear(TtLinear),
+    /// Channel gather (permutation / selection / replication).
+    ChannelGather(ChannelGather),
 }
 
 impl Operator for Op {
