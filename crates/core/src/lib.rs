@@ -32,6 +32,7 @@ pub mod cost;
 pub mod error;
 pub mod layer;
 pub mod linalg;
+pub mod metrics;
 pub mod op;
 pub mod rng;
 pub mod shape;
@@ -43,7 +44,10 @@ pub use block::Block;
 pub use cost::Cost;
 pub use error::{Error, Result};
 pub use layer::{ConvLayer, Layer, LinearLayer};
-pub use op::{BatchNorm, ChannelGather, ChannelShuffle, Op, Operator, Relu, Shift, TtLinear};
+pub use metrics::relative_error;
+pub use op::{
+    BatchNorm, ChannelGather, ChannelShuffle, Op, Operator, Relu, Shift, TtLinear,
+};
 pub use rng::SeededRng;
 pub use shape::ActShape;
 pub use spec::{ConvSpec, Padding};

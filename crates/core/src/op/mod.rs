@@ -104,7 +104,7 @@ impl Operator for Op {
 /// Checks that an NCHW batch is non-empty and returns its per-sample shape.
 pub fn input_shape_of(input: &Array4<f32>) -> Result<ActShape> {
     let s = input.shape();
-    if s.iter().any(|&d| d == 0) {
+    if s.contains(&0) {
         return Err(Error::EmptyDimension {
             what: "input activation (NCHW)".into(),
             shape: format!("{s:?}"),
