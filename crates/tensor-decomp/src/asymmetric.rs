@@ -249,7 +249,7 @@ pub fn asymmetric_reconstruction(
     let ry = y.mapv(relu);
     let ry_norm = ry.iter().map(|v| v * v).sum::<f64>().max(f64::MIN_POSITIVE);
     let predict = |p: &Array2<f64>, q: &Array2<f64>, b: &Array1<f64>| -> Array2<f64> {
-        y_hat.dot(&p.dot(q).t()) + &b.view().insert_axis(Axis(0))
+        y_hat.dot(&p.dot(q).t()) + b.view().insert_axis(Axis(0))
     };
     let relu_error = |pred: &Array2<f64>| -> f64 {
         pred.iter()
@@ -470,7 +470,7 @@ mod tests {
         let sym = asymmetric_reconstruction(&layer, x_hat.view(), y_sym.view(), 4, &opts).unwrap();
         let err = |f: &AsymmetricResult| {
             let pred = x_hat.mapv(f64::from).dot(&f.filter_matrix().t())
-                + &f.bias.view().insert_axis(Axis(0));
+                + f.bias.view().insert_axis(Axis(0));
             let d = &pred - &y.mapv(f64::from);
             d.iter().map(|v| v * v).sum::<f64>()
         };
@@ -510,7 +510,7 @@ mod tests {
         assert!(best < 0.95 * start, "{start} → {best}");
         // The returned factors achieve the best ReLU error.
         let pred =
-            x.mapv(f64::from).dot(&fit.filter_matrix().t()) + &fit.bias.view().insert_axis(Axis(0));
+            x.mapv(f64::from).dot(&fit.filter_matrix().t()) + fit.bias.view().insert_axis(Axis(0));
         let ry = y.mapv(|v| f64::from(v).max(0.0));
         let e = pred
             .iter()
@@ -573,7 +573,7 @@ mod tests {
             let t: Array2<f32> = SeededRng::new(10).normal_array((s, n_t), 1.0);
             let r = AsymmetricReconstruction::new(RankSpec::Fixed(rank), p, t).nonlinear(nonlinear)
                 .apply(&as_layer(&layer), ActShape::new(2, 5, 5));
-            prop_assert_eq!(r.is_ok(), s >= 1 && cols == 18 && n_t == 6 && rank >= 1 && rank <= 6);
+            prop_assert_eq!(r.is_ok(), s >= 1 && cols == 18 && n_t == 6 && (1..=6).contains(&rank));
         }
     }
 }

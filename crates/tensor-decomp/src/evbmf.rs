@@ -62,7 +62,7 @@ pub fn evbmf(y: ArrayView2<f64>) -> Result<Evbmf> {
     let tail = &s[first..];
     let tail_mean = tail.iter().map(|v| v * v).sum::<f64>() / tail.len() as f64;
     let mut lower = (s[first] * s[first] / (m * x_bar)).max(tail_mean / m);
-    if !(lower > 0.0) || lower >= upper {
+    if lower.is_nan() || lower <= 0.0 || lower >= upper {
         lower = upper * 1e-12;
     }
     let objective = |sigma2: f64| free_energy(sigma2, l, m, &s, alpha, x_bar);

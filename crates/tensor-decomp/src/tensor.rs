@@ -35,7 +35,7 @@ fn check_mode(t_ndim: usize, mode: usize) -> Result<()> {
 pub fn unfold(t: &ArrayD<f64>, mode: usize) -> Result<Array2<f64>> {
     check_mode(t.ndim(), mode)?;
     let rows = t.shape()[mode];
-    let cols = if rows == 0 { 0 } else { t.len() / rows };
+    let cols = t.len().checked_div(rows).unwrap_or(0);
     let mut axes: Vec<usize> = vec![mode];
     axes.extend((0..t.ndim()).filter(|&a| a != mode));
     let moved = t.view().permuted_axes(IxDyn(&axes));

@@ -143,10 +143,7 @@ pub fn cp_als(tensor: &ArrayD<f64>, rank: usize, options: &CpOptions) -> Result<
     let norm2: f64 = tensor.iter().map(|v| v * v).sum();
     let start = initial(tensor, rank, options)?;
     if norm2 == 0.0 {
-        let zero = CpTensor::new(
-            Array1::zeros(rank),
-            start.factors.iter().map(|f| f.clone()).collect(),
-        )?;
+        let zero = CpTensor::new(Array1::zeros(rank), start.factors.to_vec())?;
         return Ok(CpResult {
             cp: zero,
             error_history: vec![0.0],

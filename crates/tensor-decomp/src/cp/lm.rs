@@ -234,7 +234,7 @@ fn pcg(
     for _ in 0..iters.max(1) {
         let ap = apply_a(&p);
         let pap = dot(&p, &ap);
-        if !(pap > 0.0) {
+        if pap.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
             break;
         }
         let alpha = rz / pap;
