@@ -45,9 +45,7 @@ pub use cost::Cost;
 pub use error::{Error, Result};
 pub use layer::{ConvLayer, Layer, LinearLayer};
 pub use metrics::relative_error;
-pub use op::{
-    BatchNorm, ChannelGather, ChannelShuffle, Op, Operator, Relu, Shift, TtLinear,
-};
+pub use op::{BatchNorm, ChannelGather, ChannelShuffle, Op, Operator, Relu, Shift, TtLinear};
 pub use rng::SeededRng;
 pub use shape::ActShape;
 pub use spec::{ConvSpec, Padding};

@@ -1,4 +1,4 @@
-//! Asymmetric reconstruction, Zhang et al. [23] (survey section 2).
+//! Asymmetric reconstruction, Zhang et al. \[23\] (survey section 2).
 //!
 //! The layer's responses `y = W x + b` (`W` the `[N, C·kh·kw]` filter matrix,
 //! `x` an input patch) are approximated by `M ŷ + b′`, `ŷ = W x̂`, with
@@ -12,7 +12,7 @@
 //!   unconstrained least-squares `M̂` projected on the `K` leading left
 //!   singular vectors `U_K` of its fitted values: `P = U_K`, `Q̃ = U_Kᵀ M̂`.
 //! - Non-linear solution: minimises `Σ ‖r(y_i) − r(M ŷ_i + b′)‖²` with
-//!   `r = ReLU` by the relaxation of [23]: auxiliary responses `z_i`,
+//!   `r = ReLU` by the relaxation of \[23\]: auxiliary responses `z_i`,
 //!   alternately solving for `(M, b′)` (the linear problem with targets `z`)
 //!   and for `z` (element-wise closed form), with the penalty weight `λ`
 //!   growing from `λ₀` to `λ₁` geometrically.

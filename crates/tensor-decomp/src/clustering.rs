@@ -1,4 +1,4 @@
-//! Clustering approximations of Denton et al. [17] (survey section 2,
+//! Clustering approximations of Denton et al. \[17\] (survey section 2,
 //! Table 1): the kernel's slices are clustered and each cluster is
 //! approximated separately.
 //!
@@ -35,7 +35,7 @@ use crate::rank::{RankProblem, RankSpec};
 
 const KMEANS_ITERATIONS: usize = 50;
 
-/// Monochromatic approximation with `clusters` colour centroids ([17], §3.1).
+/// Monochromatic approximation with `clusters` colour centroids (\[17\], §3.1).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Monochromatic {
     clusters: usize,
@@ -280,7 +280,7 @@ impl Biclusters {
     }
 }
 
-/// Biclustering + SVD ([17], §3.2).
+/// Biclustering + SVD (\[17\], §3.2).
 #[derive(Debug, Clone, PartialEq)]
 pub struct BiclusterSvd {
     input_clusters: usize,
@@ -423,7 +423,7 @@ impl Transform for BiclusterSvd {
     }
 }
 
-/// Biclustering + outer product (rank-`K` CP per bicluster) ([17], §3.2).
+/// Biclustering + outer product (rank-`K` CP per bicluster) (\[17\], §3.2).
 #[derive(Debug, Clone, PartialEq)]
 pub struct BiclusterCp {
     input_clusters: usize,

@@ -1,7 +1,7 @@
 //! Empirical variational Bayesian matrix factorisation (EVBMF): the analytic
 //! global solution of Nakajima, Sugiyama, Babacan & Tomioka (JMLR 2013).
 //!
-//! Kim et al. [24] (survey section 2) choose the Tucker-2 ranks of a kernel
+//! Kim et al. \[24\] (survey section 2) choose the Tucker-2 ranks of a kernel
 //! by running EVBMF on its mode unfoldings: EVBMF estimates the noise variance
 //! `σ²` by minimising the free energy, and keeps exactly the singular values
 //! above the threshold `√(M σ² (1 + τ̄)(1 + α/τ̄))`, `α = L/M`, `τ̄ ≈ 2.5129 √α`.

@@ -1,6 +1,6 @@
 //! Seeded k-means (k-means++ start, Lloyd iterations), optionally balanced
 //! (every cluster exactly `n / k` points), used by the clustering
-//! approximations of Denton et al. [17].
+//! approximations of Denton et al. \[17\].
 
 use hasten_core::error::{ensure_finite, ensure_nonempty, Error, Result};
 use hasten_core::ndarray::{Array2, ArrayView1};

@@ -8,12 +8,12 @@
 //! | method | transform | block |
 //! | --- | --- | --- |
 //! | truncated SVD (eq. (2)) / channel SVD | [`TruncatedSvd`] | `Linear, Linear` / `k×k C→K, 1×1 K→N` |
-//! | separable filters, Jaderberg et al. [15] | [`SeparableFilters`] | `d×1 C→K, 1×d K→N` |
-//! | Tucker-2 (HOOI), Kim et al. [24] | [`Tucker2`] | `1×1 C→R₁, d×d R₁→R₂, 1×1 R₂→N` |
-//! | Tensor-Train (TT-SVD), Novikov et al. [26] | [`TtMatrix`], [`TtConv`] | `TtLinear` / `1×1, kh×1, 1×kw, 1×1` |
-//! | asymmetric reconstruction, Zhang et al. [23] | [`AsymmetricReconstruction`] | `k×k C→K, 1×1 K→N` |
-//! | clustering, Denton et al. [17] | [`Monochromatic`], [`BiclusterSvd`], [`BiclusterCp`] | gathers and grouped convolutions |
-//! | CP (ALS, deflation [17], power method [19], LM [18]) | [`CpConv`] | `1×1 C→K, d×1 dw, 1×d dw, 1×1 K→N` |
+//! | separable filters, Jaderberg et al. \[15\] | [`SeparableFilters`] | `d×1 C→K, 1×d K→N` |
+//! | Tucker-2 (HOOI), Kim et al. \[24\] | [`Tucker2`] | `1×1 C→R₁, d×d R₁→R₂, 1×1 R₂→N` |
+//! | Tensor-Train (TT-SVD), Novikov et al. \[26\] | [`TtMatrix`], [`TtConv`] | `TtLinear` / `1×1, kh×1, 1×kw, 1×1` |
+//! | asymmetric reconstruction, Zhang et al. \[23\] | [`AsymmetricReconstruction`] | `k×k C→K, 1×1 K→N` |
+//! | clustering, Denton et al. \[17\] | [`Monochromatic`], [`BiclusterSvd`], [`BiclusterCp`] | gathers and grouped convolutions |
+//! | CP (ALS, deflation \[17\], power method \[19\], LM \[18\]) | [`CpConv`] | `1×1 C→K, d×1 dw, 1×d dw, 1×1 K→N` |
 //!
 //! Every rank is chosen by one [`RankSpec`]: fixed, energy, target MAC
 //! speed-up or EVBMF. Computations run in f64 through `hasten_core::linalg`.

@@ -5,7 +5,7 @@
 //! specification serves all of them: a fixed rank, a fraction of the spectral
 //! energy to keep, a target MAC speed-up (Table 1's operation counts), or the
 //! rank that empirical variational Bayesian matrix factorisation (EVBMF,
-//! Nakajima et al.; used for Tucker-2 by Kim et al. [24]) selects.
+//! Nakajima et al.; used for Tucker-2 by Kim et al. \[24\]) selects.
 
 use hasten_core::error::{Error, Result};
 use hasten_core::ndarray::ArrayView2;

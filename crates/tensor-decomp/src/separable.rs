@@ -1,11 +1,11 @@
-//! Separable filters, Jaderberg, Vedaldi & Zisserman [15] (survey section 2,
+//! Separable filters, Jaderberg, Vedaldi & Zisserman \[15\] (survey section 2,
 //! Table 1 "two-component": `K·d·(C + N)` MACs per pixel).
 //!
 //! The `d×d, C→N` kernel is replaced by a vertical `d×1, C→K` convolution
 //! followed by a horizontal `1×d, K→N` convolution (their scheme 2):
 //! `W[n, c, i, j] ≈ Σ_k V[k, c, i] · H[n, k, j]`.
 //! This is a rank-`K` factorisation of the matrix `M[(c, i), (n, j)]`, so the
-//! filter-reconstruction objective of [15] is minimised by alternating least
+//! filter-reconstruction objective of \[15\] is minimised by alternating least
 //! squares; started from the truncated SVD of `M` (the Eckart–Young optimum)
 //! ALS stays there, started at random it converges to it.
 //!
@@ -33,7 +33,7 @@ pub enum SeparableInit {
     Random(u64),
 }
 
-/// Separable (`d×1` then `1×d`) approximation of a convolution, [15].
+/// Separable (`d×1` then `1×d`) approximation of a convolution, \[15\].
 #[derive(Debug, Clone, PartialEq)]
 pub struct SeparableFilters {
     rank: RankSpec,

@@ -2,7 +2,7 @@
 //! `W ≈ U′Vᵀ`, two smaller linear maps) and the channel SVD of a convolution
 //! (the kernel's filter matrix `[T, C·kh·kw]` factored into a `kh×kw, C→K`
 //! convolution followed by a `1×1, K→T` convolution; the data-free special
-//! case of Zhang et al. [23]).
+//! case of Zhang et al. \[23\]).
 //!
 //! Both are optimal in the Frobenius norm for their rank (Eckart–Young).
 

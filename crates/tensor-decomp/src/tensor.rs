@@ -1,4 +1,4 @@
-//! N-way tensor helpers on `ArrayD<f64>` (Kolda & Bader, the review [20] the
+//! N-way tensor helpers on `ArrayD<f64>` (Kolda & Bader, the review \[20\] the
 //! survey recommends): mode unfolding and folding, the mode-`n` product, the
 //! Khatri–Rao product, the MTTKRP and the CP reconstruction.
 //!

@@ -1,5 +1,5 @@
 //! Tensor-Train decomposition (TT-SVD, Oseledets) of N-way tensors, of fully
-//! connected layers in TT-matrix format (Novikov et al. [26], survey
+//! connected layers in TT-matrix format (Novikov et al. \[26\], survey
 //! section 2) and of convolution kernels.
 //!
 //! - [`tt_svd`]: sequential truncated SVDs of the unfoldings, with a maximal
@@ -199,7 +199,7 @@ fn tt_speedup_rank(
     RankSpec::Speedup(target).resolve(&problem)
 }
 
-/// TT-matrix decomposition of a fully connected layer (Novikov et al. [26]).
+/// TT-matrix decomposition of a fully connected layer (Novikov et al. \[26\]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TtMatrix {
     out_modes: Vec<usize>,

@@ -1,5 +1,5 @@
 //! Tucker decomposition by higher-order orthogonal iteration (HOOI), and the
-//! Tucker-2 block of Kim et al. [24] (survey section 2).
+//! Tucker-2 block of Kim et al. \[24\] (survey section 2).
 //!
 //! [`partial_tucker`] factors any N-way tensor over a chosen set of modes:
 //! `X ≈ G ×_{n∈modes} U_n` with orthonormal `U_n` (HOSVD start, then HOOI:
@@ -145,7 +145,7 @@ pub fn partial_tucker(
     })
 }
 
-/// Tucker-2 decomposition of a convolution (Kim et al. [24]).
+/// Tucker-2 decomposition of a convolution (Kim et al. \[24\]).
 ///
 /// ```
 /// use hasten_core::{ActShape, ConvLayer, ConvSpec, Layer, SeededRng, Transform};

@@ -1,7 +1,7 @@
 //! Channel gather: output channel `o` is a copy of input channel `index[o]`.
 //!
 //! A permutation, a selection or a replication of channels at no arithmetic
-//! cost. The clustering approximations of Denton et al. [17] (survey
+//! cost. The clustering approximations of Denton et al. \[17\] (survey
 //! section 2, Table 1) use it to route each cluster's channels to the grouped
 //! convolution that serves the cluster.
 

@@ -1,4 +1,4 @@
-//! Tensor-Train (TT-matrix) fully connected layer, Novikov et al. [26]
+//! Tensor-Train (TT-matrix) fully connected layer, Novikov et al. \[26\]
 //! (survey section 2).
 //!
 //! The `out × in` weight with `out = Π m_k`, `in = Π n_k` is stored as cores

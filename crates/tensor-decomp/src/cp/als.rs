@@ -1,5 +1,5 @@
 //! CP-ALS: alternating least squares for the CP decomposition (Kolda & Bader,
-//! the review [20] of survey section 2).
+//! the review \[20\] of survey section 2).
 //!
 //! Each sweep solves, for every mode `n`, the linear least-squares problem
 //! `A_n = X_(n) (⊙_{k≠n} A_k) · V⁻¹`, `V = ⊛_{k≠n} A_kᵀA_k (+ λ_reg I)`.

@@ -1,5 +1,5 @@
 //! [`CpConv`]: the CP decomposition of a convolution kernel as a block
-//! (survey section 2, Fig. 1; Lebedev et al. [18]).
+//! (survey section 2, Fig. 1; Lebedev et al. \[18\]).
 //!
 //! `W[n, c, i, j] ≈ Σ_r A_N[n, r] A_C[c, r] A_H[i, r] A_W[j, r]` becomes
 //! `1×1 C→R`, `kh×1` depthwise on `R`, `1×kw` depthwise on `R`, `1×1 R→N`:
@@ -37,9 +37,9 @@ pub enum CpVariant {
 pub enum CpAlgorithm {
     /// CP-ALS with the start of its options.
     Als,
-    /// Greedy rank-1 deflation (Denton et al. [17]).
+    /// Greedy rank-1 deflation (Denton et al. \[17\]).
     Deflation,
-    /// Tensor power method (Astrid & Lee [19]).
+    /// Tensor power method (Astrid & Lee \[19\]).
     Power,
     /// Greedy deflation, then CP-ALS from it.
     DeflationThenAls,
@@ -107,7 +107,7 @@ impl CpConv {
         self
     }
 
-    /// Refines the factors with Levenberg–Marquardt (Lebedev et al. [18]).
+    /// Refines the factors with Levenberg–Marquardt (Lebedev et al. \[18\]).
     pub fn with_lm_refinement(mut self, options: LmOptions) -> Self {
         self.lm = Some(options);
         self

@@ -1,5 +1,5 @@
 //! Greedy rank-1 deflation: the "outer product decomposition" Denton et al.
-//! [17] use for the CP decomposition of a kernel (survey section 2).
+//! \[17\] use for the CP decomposition of a kernel (survey section 2).
 //!
 //! Component `r` is the best rank-1 fit (rank-1 ALS, i.e. the higher-order
 //! power method) to the residual left by components `0..r`, which is then

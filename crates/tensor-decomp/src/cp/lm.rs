@@ -1,5 +1,5 @@
 //! Levenberg–Marquardt (damped Gauss–Newton) refinement of a CP
-//! decomposition: the non-linear least squares Lebedev et al. [18] use to
+//! decomposition: the non-linear least squares Lebedev et al. \[18\] use to
 //! obtain a better CP approximation of a kernel than greedy or ALS fits
 //! (survey section 2).
 //!

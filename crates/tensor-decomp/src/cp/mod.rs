@@ -2,15 +2,15 @@
 //! kernels (survey section 2, Table 1 "cp-decomposition": `K(C + 2d + N)` MACs
 //! per pixel; Fig. 1).
 //!
-//! - [`cp_als`]: alternating least squares (Kolda & Bader [20]) with SVD or
+//! - [`cp_als`]: alternating least squares (Kolda & Bader \[20\]) with SVD or
 //!   random start, optional l2 regularisation, Bro's line search,
 //!   normalisation, tolerance, iteration cap and error history;
 //! - [`cp_deflation`]: greedy rank-1 deflation, the "outer product
-//!   decomposition" of Denton et al. [17];
+//!   decomposition" of Denton et al. \[17\];
 //! - [`cp_power`]: the tensor power method with restarts argued for by Astrid
-//!   & Lee [19];
+//!   & Lee \[19\];
 //! - [`cp_lm`]: damped Gauss–Newton (Levenberg–Marquardt) refinement, the
-//!   non-linear least squares of Lebedev et al. [18];
+//!   non-linear least squares of Lebedev et al. \[18\];
 //! - [`CpConv`]: the transform; its block is `1×1 C→K`, `d×1` depthwise,
 //!   `1×d` depthwise, `1×1 K→N` (or one `d×d` depthwise core for the 3-way
 //!   variant).

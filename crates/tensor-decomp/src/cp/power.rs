@@ -1,6 +1,6 @@
 //! The tensor power method with restarts and deflation, argued for by Astrid
-//! & Lee [19] as the initial CP decomposition of a kernel (survey section 2;
-//! the robust tensor power method of Anandkumar et al. [21]).
+//! & Lee \[19\] as the initial CP decomposition of a kernel (survey section 2;
+//! the robust tensor power method of Anandkumar et al. \[21\]).
 //!
 //! For every component, `restarts` random starts are iterated by the
 //! (asymmetric) power update `a_n ← X ×_{k≠n} a_k / ‖·‖`; the run with the
