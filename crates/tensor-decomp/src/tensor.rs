@@ -31,18 +31,29 @@ fn check_mode(t_ndim: usize, mode: usize) -> Result<()> {
     Ok(())
 }
 
+/// `(Π_{k<mode} I_k, I_mode, Π_{k>mode} I_k)`.
+fn split_dims(shape: &[usize], mode: usize) -> (usize, usize, usize) {
+    let pre: usize = shape[..mode].iter().product();
+    let post: usize = shape[mode + 1..].iter().product();
+    (pre, shape[mode], post)
+}
+
 /// Mode-`mode` unfolding `X_(mode)`: `I_mode × Π_{k≠mode} I_k`.
+///
+/// Viewed as the 3-way `(pre, I_mode, post)` array, the unfolding is the
+/// axis permutation `(I_mode, pre, post)`: one static-rank copy.
 pub fn unfold(t: &ArrayD<f64>, mode: usize) -> Result<Array2<f64>> {
     check_mode(t.ndim(), mode)?;
-    let rows = t.shape()[mode];
-    let cols = t.len().checked_div(rows).unwrap_or(0);
-    let mut axes: Vec<usize> = vec![mode];
-    axes.extend((0..t.ndim()).filter(|&a| a != mode));
-    let moved = t.view().permuted_axes(IxDyn(&axes));
-    let owned = moved.as_standard_layout().into_owned();
-    owned
-        .into_shape_with_order((rows, cols))
-        .map_err(|e| Error::shape("unfolding", format!("{rows} × {cols}"), e))
+    let (pre, rows, post) = split_dims(t.shape(), mode);
+    let standard = t.as_standard_layout();
+    let three = standard
+        .view()
+        .into_shape_with_order((pre, rows, post))
+        .map_err(|e| Error::shape("unfolding", format!("{pre} × {rows} × {post}"), e))?;
+    let moved = three.permuted_axes([1, 0, 2]).as_standard_layout().into_owned();
+    moved
+        .into_shape_with_order((rows, pre * post))
+        .map_err(|e| Error::shape("unfolding", format!("{rows} × {}", pre * post), e))
 }
 
 /// Inverse of [`unfold`]: folds a mode-`mode` unfolding back to `shape`.
@@ -56,27 +67,16 @@ pub fn fold(m: &Array2<f64>, mode: usize, shape: &[usize]) -> Result<ArrayD<f64>
             format!("{} × {}", m.nrows(), m.ncols()),
         ));
     }
-    let mut moved_shape = vec![shape[mode]];
-    moved_shape.extend((0..shape.len()).filter(|&a| a != mode).map(|a| shape[a]));
-    let moved = m
-        .as_standard_layout()
-        .into_owned()
-        .into_shape_with_order(IxDyn(&moved_shape))
-        .map_err(|e| Error::shape("fold", format!("{moved_shape:?}"), e))?;
-    // Axis `a` of the result sits at position `inverse[a]` of `moved`.
-    let mut inverse = vec![0usize; shape.len()];
-    inverse[mode] = 0;
-    let mut pos = 1;
-    for a in 0..shape.len() {
-        if a != mode {
-            inverse[a] = pos;
-            pos += 1;
-        }
-    }
-    Ok(moved
-        .permuted_axes(IxDyn(&inverse))
-        .as_standard_layout()
-        .into_owned())
+    let (pre, rows, post) = split_dims(shape, mode);
+    let standard = m.as_standard_layout();
+    let three = standard
+        .view()
+        .into_shape_with_order((rows, pre, post))
+        .map_err(|e| Error::shape("fold", format!("{rows} × {pre} × {post}"), e))?;
+    let moved = three.permuted_axes([1, 0, 2]).as_standard_layout().into_owned();
+    moved
+        .into_shape_with_order(IxDyn(shape))
+        .map_err(|e| Error::shape("fold", format!("{shape:?}"), e))
 }
 
 /// The mode-`mode` product `X ×_mode M` with `M` of shape `J × I_mode`.

@@ -25,7 +25,8 @@ use crate::tensor::{check_tensor, mode_product, norm, unfold};
 pub struct TuckerOptions {
     /// HOOI sweeps after the HOSVD start (0: plain truncated HOSVD).
     pub max_iter: usize,
-    /// Stop when the relative error decreases by less than this.
+    /// Stop when the relative error decreases by less than this (default
+    /// `1e-6`: HOOI gains little after its first sweeps).
     pub tol: f64,
 }
 
@@ -33,7 +34,7 @@ impl Default for TuckerOptions {
     fn default() -> Self {
         TuckerOptions {
             max_iter: 10,
-            tol: 1e-8,
+            tol: 1e-6,
         }
     }
 }
@@ -45,7 +46,7 @@ pub struct TuckerResult {
     pub core: ArrayD<f64>,
     /// `(mode, U)` with `U` of shape `I_mode × rank`, orthonormal columns.
     pub factors: Vec<(usize, Array2<f64>)>,
-    /// Relative error after the start and after each HOOI sweep.
+    /// Relative error after each HOOI sweep (of the HOSVD when `max_iter = 0`).
     pub error_history: Vec<f64>,
 }
 
@@ -61,12 +62,10 @@ impl TuckerResult {
 }
 
 /// Leading `r` left singular vectors of `m` (through the eigenvectors of
-/// `m mᵀ`, which share them), as an `rows × r` matrix.
-fn leading_subspace(m: &Array2<f64>, r: usize) -> Result<Array2<f64>> {
-    let gram = m.dot(&m.t());
-    let (_vals, vecs) = linalg::sym_eig(gram.view())?;
-    let d = vecs.ncols();
-    Ok(vecs.slice(s![.., d - r..;-1]).to_owned())
+/// `m mᵀ`, which share them), as an `rows × r` matrix, and the energy they
+/// capture (`‖Uᵀ m‖²`, the sum of the `r` largest eigenvalues).
+fn leading_subspace(m: &Array2<f64>, r: usize) -> Result<(Array2<f64>, f64)> {
+    leading_gram(&m.dot(&m.t()), r)
 }
 
 /// Tucker decomposition of `tensor` over `modes` with `ranks[i]` for
@@ -102,11 +101,14 @@ pub fn partial_tucker(
         return Err(Error::param("tol", options.tol, "a finite value >= 0"));
     }
     let norm_x = norm(tensor);
-    let mut factors: Vec<Array2<f64>> = modes
-        .iter()
-        .zip(ranks)
-        .map(|(&m, &r)| leading_subspace(&unfold(tensor, m)?, r))
-        .collect::<Result<_>>()?;
+    let norm2 = norm_x * norm_x;
+    let error = |energy: f64| -> f64 {
+        if norm_x == 0.0 {
+            0.0
+        } else {
+            (norm2 - energy).max(0.0).sqrt() / norm_x
+        }
+    };
     let project = |factors: &[Array2<f64>], skip: Option<usize>| -> Result<ArrayD<f64>> {
         let mut t = tensor.clone();
         for (i, (&m, u)) in modes.iter().zip(factors).enumerate() {
@@ -116,28 +118,50 @@ pub fn partial_tucker(
         }
         Ok(t)
     };
-    let error = |core: &ArrayD<f64>| -> f64 {
-        if norm_x == 0.0 {
-            return 0.0;
-        }
-        let c = norm(core);
-        (norm_x * norm_x - c * c).max(0.0).sqrt() / norm_x
-    };
-    let mut core = project(&factors, None)?;
-    let mut history = vec![error(&core)];
+    // HOSVD start. The first sweep recomputes the first mode's factor from
+    // the others, so with HOOI sweeps only the other modes need a start.
+    let first = usize::from(options.max_iter > 0);
+    let mut factors: Vec<Array2<f64>> = Vec::with_capacity(modes.len());
+    for (i, (&m, &r)) in modes.iter().zip(ranks).enumerate() {
+        factors.push(if i < first {
+            Array2::zeros((tensor.shape()[m], r))
+        } else {
+            leading_subspace(&unfold(tensor, m)?, r)?.0
+        });
+    }
+    if options.max_iter == 0 {
+        let core = project(&factors, None)?;
+        let c = norm(&core);
+        return Ok(TuckerResult {
+            core,
+            factors: modes.iter().copied().zip(factors).collect(),
+            error_history: vec![error(c * c)],
+        });
+    }
+    let last = modes.len() - 1;
+    let mut history: Vec<f64> = Vec::with_capacity(options.max_iter);
+    let mut last_projection = None;
     for _ in 0..options.max_iter {
+        let mut energy = 0.0;
         for i in 0..modes.len() {
             let y = project(&factors, Some(i))?;
-            factors[i] = leading_subspace(&unfold(&y, modes[i])?, ranks[i])?;
+            let (u, e) = leading_subspace(&unfold(&y, modes[i])?, ranks[i])?;
+            factors[i] = u;
+            energy = e;
+            if i == last {
+                last_projection = Some(y);
+            }
         }
-        core = project(&factors, None)?;
-        let e = error(&core);
-        let prev = *history.last().expect("non-empty");
+        // ‖core‖² is the energy the last update captured.
+        let e = error(energy);
+        let prev = history.last().copied();
         history.push(e);
-        if (prev - e).abs() < options.tol {
+        if prev.is_some_and(|p| (p - e).abs() < options.tol) {
             break;
         }
     }
+    let y = last_projection.expect("max_iter >= 1");
+    let core = mode_product(&y, factors[last].t(), modes[last])?;
     Ok(TuckerResult {
         core,
         factors: modes.iter().copied().zip(factors).collect(),
@@ -194,26 +218,114 @@ impl Tucker2Factors {
     }
 }
 
-/// HOOI over the two channel modes of a kernel `[N, C, kh, kw]`.
+/// HOOI over the two channel modes of a kernel `[N, C, kh, kw]`
+/// (`1 ≤ output_rank ≤ N`, `1 ≤ input_rank ≤ C`).
+///
+/// The same iteration as [`partial_tucker`] over modes 0 and 1, with the
+/// contractions arranged for kernels: the kernel is stored once as
+/// `X[n, (s, c)]` (`s` the spatial position), so that every step is one GEMM
+/// and the Grams of both projected unfoldings are single GEMMs too.
 pub fn tucker2(
     kernel: &Array4<f64>,
     output_rank: usize,
     input_rank: usize,
     options: &TuckerOptions,
 ) -> Result<Tucker2Factors> {
-    let x = kernel.clone().into_dyn();
-    let mut res = partial_tucker(&x, &[0, 1], &[output_rank, input_rank], options)?;
-    let input = res.factors.pop().expect("two factors").1;
-    let output = res.factors.pop().expect("two factors").1;
+    check_tensor("Tucker-2 kernel", &kernel.clone().into_dyn())?;
+    let (n, c, kh, kw) = kernel.dim();
+    let sp = kh * kw;
+    if output_rank == 0 || output_rank > n {
+        return Err(Error::InvalidRank { rank: output_rank, max: n });
+    }
+    if input_rank == 0 || input_rank > c {
+        return Err(Error::InvalidRank { rank: input_rank, max: c });
+    }
+    if !(options.tol >= 0.0 && options.tol.is_finite()) {
+        return Err(Error::param("tol", options.tol, "a finite value >= 0"));
+    }
+    let shape_err = |e| Error::shape("Tucker-2 reshape", format!("{n} × {c} × {kh} × {kw}"), e);
+    // X[n, s, c] as an N × (S·C) matrix and as an (N·S) × C matrix.
+    let x_nsc = kernel
+        .view()
+        .into_shape_with_order((n, c, sp))
+        .map_err(shape_err)?
+        .permuted_axes([0, 2, 1])
+        .as_standard_layout()
+        .into_owned()
+        .into_shape_with_order((n, sp * c))
+        .map_err(shape_err)?;
+    let x_rows = x_nsc.view().into_shape_with_order((n * sp, c)).map_err(shape_err)?;
+    let norm2: f64 = x_nsc.iter().map(|v| v * v).sum();
+    let error = |energy: f64| {
+        if norm2 == 0.0 {
+            0.0
+        } else {
+            ((norm2 - energy).max(0.0) / norm2).sqrt()
+        }
+    };
+    // Projection on the output factor: D[(s, r), c] = Σ_n U_out[n, r] X[n, s, c].
+    let project_out = |u_out: &Array2<f64>| -> Result<Array2<f64>> {
+        let d = u_out.t().dot(&x_nsc); // [r_out, (s, c)]
+        d.into_shape_with_order((output_rank, sp, c))
+            .map_err(shape_err)
+            .map(|d| d.permuted_axes([1, 0, 2]).as_standard_layout().into_owned())?
+            .into_shape_with_order((sp * output_rank, c))
+            .map_err(shape_err)
+    };
+    let mut u_in = leading_gram(&x_rows.t().dot(&x_rows), input_rank)?.0;
+    let mut history = Vec::new();
+    let (u_out, d) = if options.max_iter == 0 {
+        let u_out = leading_gram(&x_nsc.dot(&x_nsc.t()), output_rank)?.0;
+        let d = project_out(&u_out)?;
+        let core = d.dot(&u_in);
+        history.push(error(core.iter().map(|v| v * v).sum()));
+        (u_out, d)
+    } else {
+        let mut last = None;
+        for _ in 0..options.max_iter {
+            // Mode 0: B[n, (s, r)] = Σ_c X[n, s, c] U_in[c, r].
+            let b = x_rows
+                .dot(&u_in)
+                .into_shape_with_order((n, sp * input_rank))
+                .map_err(shape_err)?;
+            let u_out = leading_gram(&b.dot(&b.t()), output_rank)?.0;
+            // Mode 1: Gram of D over its (s, r) rows.
+            let d = project_out(&u_out)?;
+            let (u, energy) = leading_gram(&d.t().dot(&d), input_rank)?;
+            u_in = u;
+            let e = error(energy);
+            let prev = history.last().copied();
+            history.push(e);
+            last = Some((u_out, d));
+            if prev.is_some_and(|p: f64| (p - e).abs() < options.tol) {
+                break;
+            }
+        }
+        last.expect("max_iter >= 1")
+    };
+    // core[r_out, r_in, s] from D[(s, r_out), c] U_in[c, r_in].
+    let core = d
+        .dot(&u_in)
+        .into_shape_with_order((sp, output_rank, input_rank))
+        .map_err(shape_err)?
+        .permuted_axes([1, 2, 0])
+        .as_standard_layout()
+        .into_owned()
+        .into_shape_with_order((output_rank, input_rank, kh, kw))
+        .map_err(shape_err)?;
     Ok(Tucker2Factors {
-        core: res
-            .core
-            .into_dimensionality::<Ix4>()
-            .map_err(|e| Error::shape("Tucker-2 core", 4, e))?,
-        output,
-        input,
-        error_history: res.error_history,
+        core,
+        output: u_out,
+        input: u_in,
+        error_history: history,
     })
+}
+
+/// Leading `r` eigenvectors (and their eigenvalue sum) of a symmetric PSD Gram.
+fn leading_gram(gram: &Array2<f64>, r: usize) -> Result<(Array2<f64>, f64)> {
+    let (vals, vecs) = linalg::sym_eig(gram.view())?;
+    let d = vecs.ncols();
+    Ok((vecs.slice(s![.., d - r..;-1]).to_owned(), vals.slice(s![d - r..]).sum()))
 }
 
 impl Tucker2 {
@@ -364,10 +476,16 @@ mod tests {
                 .iter()
                 .all(|v| v.abs() < 1e-10));
         }
-        // HOOI never increases the error.
+        // HOOI never increases the error, starts no worse than the HOSVD,
+        // and its history ends at the true error.
         for w in small.error_history.windows(2) {
             assert!(w[1] <= w[0] + 1e-12);
         }
+        let hosvd = partial_tucker(&x, &[0, 1, 2], &[2, 3, 1], &TuckerOptions { max_iter: 0, tol: 0.0 }).unwrap();
+        let true_err = |t: &TuckerResult| relative_error(&x, &t.to_tensor().unwrap()).unwrap();
+        assert!((hosvd.error_history[0] - true_err(&hosvd)).abs() < 1e-9);
+        assert!((small.error_history.last().unwrap() - true_err(&small)).abs() < 1e-9);
+        assert!(true_err(&small) <= true_err(&hosvd) + 1e-12);
     }
 
     #[test]
@@ -390,6 +508,23 @@ mod tests {
             assert!(res.report.weight_error.unwrap() < 1e-5);
             let fit = tucker2(&kernel, r_out, r_in, &TuckerOptions::default()).unwrap();
             assert_block_is_conv(&res.block, &conv, &fit.reconstruct(), (c, 9, 8));
+        }
+    }
+
+    #[test]
+    fn tucker2_fast_path_equals_partial_tucker() {
+        let kernel = SeededRng::new(8).normal_array_f64((9, 7, 3, 2), 1.0);
+        for max_iter in [0, 1, 4] {
+            let opts = TuckerOptions { max_iter, tol: 0.0 };
+            let fast = tucker2(&kernel, 4, 3, &opts).unwrap();
+            let general = partial_tucker(&kernel.clone().into_dyn(), &[0, 1], &[4, 3], &opts).unwrap();
+            let a = fast.reconstruct().into_dyn();
+            let b = general.to_tensor().unwrap();
+            assert!(relative_error(&b, &a).unwrap() < 1e-9, "max_iter {max_iter}");
+            for (x, y) in fast.error_history.iter().zip(&general.error_history) {
+                assert!((x - y).abs() < 1e-9);
+            }
+            assert!((relative_error(&kernel.clone().into_dyn(), &a).unwrap() - fast.error_history.last().unwrap()).abs() < 1e-9);
         }
     }
 
