@@ -54,7 +54,10 @@ fn bench(c: &mut Criterion) {
     g.bench_function("tucker2_hooi_64x64_default", |b| {
         b.iter(|| tucker2(&w, 64, 64, &TuckerOptions::default()).unwrap())
     });
-    let hosvd = TuckerOptions { max_iter: 0, tol: 0.0 };
+    let hosvd = TuckerOptions {
+        max_iter: 0,
+        tol: 0.0,
+    };
     g.bench_function("tucker2_hosvd_64x64", |b| {
         b.iter(|| tucker2(&w, 64, 64, &hosvd).unwrap())
     });

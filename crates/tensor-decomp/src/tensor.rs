@@ -50,7 +50,10 @@ pub fn unfold(t: &ArrayD<f64>, mode: usize) -> Result<Array2<f64>> {
         .view()
         .into_shape_with_order((pre, rows, post))
         .map_err(|e| Error::shape("unfolding", format!("{pre} × {rows} × {post}"), e))?;
-    let moved = three.permuted_axes([1, 0, 2]).as_standard_layout().into_owned();
+    let moved = three
+        .permuted_axes([1, 0, 2])
+        .as_standard_layout()
+        .into_owned();
     moved
         .into_shape_with_order((rows, pre * post))
         .map_err(|e| Error::shape("unfolding", format!("{rows} × {}", pre * post), e))
@@ -73,7 +76,10 @@ pub fn fold(m: &Array2<f64>, mode: usize, shape: &[usize]) -> Result<ArrayD<f64>
         .view()
         .into_shape_with_order((rows, pre, post))
         .map_err(|e| Error::shape("fold", format!("{rows} × {pre} × {post}"), e))?;
-    let moved = three.permuted_axes([1, 0, 2]).as_standard_layout().into_owned();
+    let moved = three
+        .permuted_axes([1, 0, 2])
+        .as_standard_layout()
+        .into_owned();
     moved
         .into_shape_with_order(IxDyn(shape))
         .map_err(|e| Error::shape("fold", format!("{shape:?}"), e))

@@ -235,10 +235,16 @@ pub fn tucker2(
     let (n, c, kh, kw) = kernel.dim();
     let sp = kh * kw;
     if output_rank == 0 || output_rank > n {
-        return Err(Error::InvalidRank { rank: output_rank, max: n });
+        return Err(Error::InvalidRank {
+            rank: output_rank,
+            max: n,
+        });
     }
     if input_rank == 0 || input_rank > c {
-        return Err(Error::InvalidRank { rank: input_rank, max: c });
+        return Err(Error::InvalidRank {
+            rank: input_rank,
+            max: c,
+        });
     }
     if !(options.tol >= 0.0 && options.tol.is_finite()) {
         return Err(Error::param("tol", options.tol, "a finite value >= 0"));
@@ -254,7 +260,10 @@ pub fn tucker2(
         .into_owned()
         .into_shape_with_order((n, sp * c))
         .map_err(shape_err)?;
-    let x_rows = x_nsc.view().into_shape_with_order((n * sp, c)).map_err(shape_err)?;
+    let x_rows = x_nsc
+        .view()
+        .into_shape_with_order((n * sp, c))
+        .map_err(shape_err)?;
     let norm2: f64 = x_nsc.iter().map(|v| v * v).sum();
     let error = |energy: f64| {
         if norm2 == 0.0 {
@@ -325,7 +334,10 @@ pub fn tucker2(
 fn leading_gram(gram: &Array2<f64>, r: usize) -> Result<(Array2<f64>, f64)> {
     let (vals, vecs) = linalg::sym_eig(gram.view())?;
     let d = vecs.ncols();
-    Ok((vecs.slice(s![.., d - r..;-1]).to_owned(), vals.slice(s![d - r..]).sum()))
+    Ok((
+        vecs.slice(s![.., d - r..;-1]).to_owned(),
+        vals.slice(s![d - r..]).sum(),
+    ))
 }
 
 impl Tucker2 {
@@ -481,7 +493,16 @@ mod tests {
         for w in small.error_history.windows(2) {
             assert!(w[1] <= w[0] + 1e-12);
         }
-        let hosvd = partial_tucker(&x, &[0, 1, 2], &[2, 3, 1], &TuckerOptions { max_iter: 0, tol: 0.0 }).unwrap();
+        let hosvd = partial_tucker(
+            &x,
+            &[0, 1, 2],
+            &[2, 3, 1],
+            &TuckerOptions {
+                max_iter: 0,
+                tol: 0.0,
+            },
+        )
+        .unwrap();
         let true_err = |t: &TuckerResult| relative_error(&x, &t.to_tensor().unwrap()).unwrap();
         assert!((hosvd.error_history[0] - true_err(&hosvd)).abs() < 1e-9);
         assert!((small.error_history.last().unwrap() - true_err(&small)).abs() < 1e-9);
@@ -517,14 +538,23 @@ mod tests {
         for max_iter in [0, 1, 4] {
             let opts = TuckerOptions { max_iter, tol: 0.0 };
             let fast = tucker2(&kernel, 4, 3, &opts).unwrap();
-            let general = partial_tucker(&kernel.clone().into_dyn(), &[0, 1], &[4, 3], &opts).unwrap();
+            let general =
+                partial_tucker(&kernel.clone().into_dyn(), &[0, 1], &[4, 3], &opts).unwrap();
             let a = fast.reconstruct().into_dyn();
             let b = general.to_tensor().unwrap();
-            assert!(relative_error(&b, &a).unwrap() < 1e-9, "max_iter {max_iter}");
+            assert!(
+                relative_error(&b, &a).unwrap() < 1e-9,
+                "max_iter {max_iter}"
+            );
             for (x, y) in fast.error_history.iter().zip(&general.error_history) {
                 assert!((x - y).abs() < 1e-9);
             }
-            assert!((relative_error(&kernel.clone().into_dyn(), &a).unwrap() - fast.error_history.last().unwrap()).abs() < 1e-9);
+            assert!(
+                (relative_error(&kernel.clone().into_dyn(), &a).unwrap()
+                    - fast.error_history.last().unwrap())
+                .abs()
+                    < 1e-9
+            );
         }
     }
 
