@@ -69,14 +69,34 @@ pub struct MonochromaticFactors {
 }
 
 impl MonochromaticFactors {
-    /// The kernel `W[n, c] = colour[k(n), c] · filter[n]`.
-    pub fn reconstruct(&self) -> Array4<f64> {
+    /// The kernel `W[n, c] = colour[k(n), c] · filter[n]`; fails when the
+    /// parts do not fit together.
+    pub fn reconstruct(&self) -> Result<Array4<f64>> {
         let (kh, kw) = self.kernel_hw;
         let n = self.filters.nrows();
         let c = self.colours.ncols();
-        Array4::from_shape_fn((n, c, kh, kw), |(o, ch, i, j)| {
+        if self.assignment.len() != n
+            || self.filters.ncols() != kh * kw
+            || self.assignment.iter().any(|&k| k >= self.colours.nrows())
+        {
+            return Err(Error::shape(
+                "monochromatic factors",
+                format!(
+                    "{n} assignments below {} and {n} × {} filters",
+                    self.colours.nrows(),
+                    kh * kw
+                ),
+                format!(
+                    "{} assignments and {} × {} filters",
+                    self.assignment.len(),
+                    n,
+                    self.filters.ncols()
+                ),
+            ));
+        }
+        Ok(Array4::from_shape_fn((n, c, kh, kw), |(o, ch, i, j)| {
             self.colours[[self.assignment[o], ch]] * self.filters[[o, i * kw + j]]
-        })
+        }))
     }
 }
 
@@ -172,7 +192,7 @@ impl Transform for Monochromatic {
             ChannelGather::new(f.assignment.clone(), self.clusters)?.into(),
             conv_op(&depthwise, conv.bias(), with_groups(conv.spec(), n))?,
         ])?;
-        let err = kernel_error(conv.weight(), &f.reconstruct())?;
+        let err = kernel_error(conv.weight(), &f.reconstruct()?)?;
         Compressed::new(self.name(), layer, block, input, Some(err))
     }
 }
@@ -487,7 +507,7 @@ impl BiclusterCp {
                 let fit = if sub.iter().all(|&v| v == 0.0) {
                     None
                 } else {
-                    Some(cp_als(&x, k, &self.options)?.cp.balanced())
+                    Some(cp_als(&x, k, &self.options)?.cp.balanced()?)
                 };
                 let gh = g * h_n + h;
                 if let Some(f) = &fit {
@@ -600,7 +620,7 @@ mod tests {
                 res.report.weight_error
             );
             let f = fit_monochromatic(&kernel, c1, 0).unwrap();
-            assert_block_is_conv(&res.block, &conv, &f.reconstruct(), (c, 9, 8));
+            assert_block_is_conv(&res.block, &conv, &f.reconstruct().unwrap(), (c, 9, 8));
         }
         let conv = layer_from(&kernel, ConvSpec::new().with_padding(1), 0);
         let res = Monochromatic::new(c1)

@@ -64,4 +64,6 @@ pub use tt::{tt_svd, TtConv, TtMatrix, TtRank, TtTensor};
 pub use tucker::{partial_tucker, tucker2, Tucker2};
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod testutil;

@@ -147,15 +147,28 @@ pub fn fit_separable(
 }
 
 impl SeparableFactors {
-    /// The kernel `Σ_k V[k, c, i] H[n, k, j]` the factors represent.
-    pub fn reconstruct(&self) -> Array4<f64> {
-        let (k, c, kh, _) = self.vertical.dim();
-        let (n, _, _, kw) = self.horizontal.dim();
+    /// The kernel `Σ_k V[k, c, i] H[n, k, j]` the factors represent; fails
+    /// when the factor shapes do not fit together.
+    pub fn reconstruct(&self) -> Result<Array4<f64>> {
+        let (k, c, kh, one_v) = self.vertical.dim();
+        let (n, k2, one_h, kw) = self.horizontal.dim();
+        if k != k2 || one_v != 1 || one_h != 1 {
+            return Err(Error::shape(
+                "separable factors ([K, C, kh, 1] and [N, K, 1, kw])",
+                format!("[{k}, {c}, {kh}, 1] and [{n}, {k}, 1, {kw}]"),
+                format!(
+                    "{:?} and {:?}",
+                    self.vertical.shape(),
+                    self.horizontal.shape()
+                ),
+            ));
+        }
         let v = self
             .vertical
-            .view()
+            .as_standard_layout()
+            .into_owned()
             .into_shape_with_order((k, c * kh))
-            .expect("standard layout");
+            .expect("element count");
         let h = self
             .horizontal
             .view()
@@ -165,11 +178,11 @@ impl SeparableFactors {
             .into_shape_with_order((k, n * kw))
             .expect("element count");
         let m = v.t().dot(&h); // [(c, i), (n, j)]
-        m.into_shape_with_order((c, kh, n, kw))
+        Ok(m.into_shape_with_order((c, kh, n, kw))
             .expect("element count")
             .permuted_axes([2, 0, 1, 3])
             .as_standard_layout()
-            .into_owned()
+            .into_owned())
     }
 }
 
@@ -217,7 +230,7 @@ impl Transform for SeparableFilters {
             conv_op(&f.vertical, None, vertical_spec(conv.spec(), 1))?,
             conv_op(&f.horizontal, conv.bias(), horizontal_spec(conv.spec(), 1))?,
         ])?;
-        let err = kernel_error(conv.weight(), &f.reconstruct())?;
+        let err = kernel_error(conv.weight(), &f.reconstruct()?)?;
         Compressed::new(self.name(), layer, block, input, Some(err))
     }
 }
@@ -237,7 +250,7 @@ mod tests {
             horizontal: rng.normal_array_f64((n, k, 1, d), 1.0),
             error_history: vec![],
         };
-        f.reconstruct()
+        f.reconstruct().unwrap()
     }
 
     #[test]
@@ -248,7 +261,7 @@ mod tests {
             horizontal: rng.normal_array_f64((4, 2, 1, 3), 1.0),
             error_history: vec![],
         };
-        let w = f.reconstruct();
+        let w = f.reconstruct().unwrap();
         let mut e = 0.0;
         for k in 0..2 {
             e += f.vertical[[k, 2, 1, 0]] * f.horizontal[[3, k, 0, 2]];
@@ -267,7 +280,7 @@ mod tests {
                 .unwrap();
             assert!(res.report.weight_error.unwrap() < 1e-5);
             let f = fit_separable(&kernel, k, SeparableInit::Svd, 5).unwrap();
-            assert_block_is_conv(&res.block, &conv, &f.reconstruct(), (c, 9, 10));
+            assert_block_is_conv(&res.block, &conv, &f.reconstruct().unwrap(), (c, 9, 10));
         }
     }
 

@@ -27,9 +27,16 @@ pub struct LowRank {
 }
 
 impl LowRank {
-    /// The rank-`r` product `left · right`.
-    pub fn reconstruct(&self) -> Array2<f64> {
-        self.left.dot(&self.right)
+    /// The rank-`r` product `left · right`; fails when the inner sizes differ.
+    pub fn reconstruct(&self) -> Result<Array2<f64>> {
+        if self.left.ncols() != self.right.nrows() {
+            return Err(Error::shape(
+                "low-rank factors (left columns = right rows)",
+                self.left.ncols(),
+                self.right.nrows(),
+            ));
+        }
+        Ok(self.left.dot(&self.right))
     }
 }
 
@@ -96,7 +103,7 @@ impl TruncatedSvd {
         let lr = from_svd(&svd, rank)?;
         let first = LinearLayer::new(lr.right.mapv(|v| v as f32), None)?;
         let second = LinearLayer::new(lr.left.mapv(|v| v as f32), l.bias().cloned())?;
-        let err = matrix_error(&w, &lr.reconstruct());
+        let err = matrix_error(&w, &lr.reconstruct()?);
         let block = Block::new(vec![first.into(), second.into()])?;
         Compressed::new(self.name(), layer, block, input, Some(err))
     }
@@ -136,7 +143,7 @@ impl Transform for TruncatedSvd {
             conv_op(&spatial, None, *conv.spec())?,
             pointwise_op(&lr.left, conv.bias())?,
         ])?;
-        let err = matrix_error(&fm, &lr.reconstruct());
+        let err = matrix_error(&fm, &lr.reconstruct()?);
         Compressed::new(self.name(), layer, block, input, Some(err))
     }
 }

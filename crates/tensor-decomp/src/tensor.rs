@@ -248,6 +248,7 @@ impl Mttkrp {
     /// `X_{(L)} · (⊙_{right} A)` for a left mode, `X_{(L)}ᵀ · (⊙_{left} A)` for
     /// a right one.
     pub fn partial(&self, factors: &[Array2<f64>], mode: usize) -> Result<Array2<f64>> {
+        check_mode(self.order(), mode)?;
         self.check_factors(factors)?;
         let (range, other) = if self.is_left(mode) {
             (self.split..self.order(), true)
@@ -274,12 +275,22 @@ impl Mttkrp {
         factors: &[Array2<f64>],
         mode: usize,
     ) -> Result<Array2<f64>> {
+        check_mode(self.order(), mode)?;
+        self.check_factors(factors)?;
         let group: Vec<usize> = if self.is_left(mode) {
             (0..self.split).collect()
         } else {
             (self.split..self.order()).collect()
         };
         let dims: Vec<usize> = group.iter().map(|&k| self.shape[k]).collect();
+        let rows: usize = dims.iter().product();
+        if partial.nrows() != rows || partial.ncols() != factors[0].ncols() {
+            return Err(Error::shape(
+                "MTTKRP partial product",
+                format!("{rows} × {}", factors[0].ncols()),
+                format!("{} × {}", partial.nrows(), partial.ncols()),
+            ));
+        }
         let local = group
             .iter()
             .position(|&k| k == mode)

@@ -39,6 +39,34 @@ pub struct TtTensor {
 }
 
 impl TtTensor {
+    /// Checks the train: at least one core, boundary ranks 1, adjacent ranks
+    /// equal, no empty dimension, finite values.
+    pub fn validate(&self) -> Result<()> {
+        let first = self.cores.first().ok_or_else(|| Error::EmptyDimension {
+            what: "tensor train".into(),
+            shape: "0 cores".into(),
+        })?;
+        if first.shape()[0] != 1 {
+            return Err(Error::shape("TT first core left rank", 1, first.shape()[0]));
+        }
+        for (k, g) in self.cores.iter().enumerate() {
+            hasten_core::error::ensure_nonempty(&format!("TT core {k}"), g.shape())?;
+            hasten_core::error::ensure_finite(&format!("TT core {k}"), g.iter())?;
+            if k > 0 && g.shape()[0] != self.cores[k - 1].shape()[2] {
+                return Err(Error::shape(
+                    format!("TT core {k} left rank"),
+                    self.cores[k - 1].shape()[2],
+                    g.shape()[0],
+                ));
+            }
+        }
+        let last = self.cores.last().expect("non-empty").shape()[2];
+        if last != 1 {
+            return Err(Error::shape("TT last core right rank", 1, last));
+        }
+        Ok(())
+    }
+
     /// Bond ranks `r_0 = 1, …, r_d = 1`.
     pub fn ranks(&self) -> Vec<usize> {
         let mut r = vec![1];
@@ -51,8 +79,9 @@ impl TtTensor {
         self.cores.iter().map(|g| g.shape()[1]).collect()
     }
 
-    /// The full tensor.
+    /// The full tensor; fails on an invalid train (see [`TtTensor::validate`]).
     pub fn to_tensor(&self) -> Result<ArrayD<f64>> {
+        self.validate()?;
         let mut acc = Array2::<f64>::ones((1, 1)); // [Π I_{≤k}, r_k]
         for g in &self.cores {
             let (r0, i, r1) = g.dim();
@@ -383,6 +412,7 @@ impl TtConv {
     /// The block for a conv-ordered train of `conv`'s kernel.
     pub fn block(conv: &ConvLayer, tt: &TtTensor) -> Result<Block> {
         let [n, c, kh, kw] = conv.weight().dims();
+        tt.validate()?;
         let r = tt.ranks();
         if tt.shape() != [c, kh, kw, n] {
             return Err(Error::shape(

@@ -207,14 +207,13 @@ pub struct Tucker2Factors {
 }
 
 impl Tucker2Factors {
-    /// The kernel the factors represent.
-    pub fn reconstruct(&self) -> Array4<f64> {
+    /// The kernel the factors represent; fails when the shapes disagree.
+    pub fn reconstruct(&self) -> Result<Array4<f64>> {
         let core = self.core.clone().into_dyn();
-        let t = mode_product(&core, self.output.view(), 0).expect("shapes agree");
-        mode_product(&t, self.input.view(), 1)
-            .expect("shapes agree")
+        let t = mode_product(&core, self.output.view(), 0)?;
+        mode_product(&t, self.input.view(), 1)?
             .into_dimensionality::<Ix4>()
-            .expect("4-way")
+            .map_err(|e| Error::shape("Tucker-2 kernel", 4, e))
     }
 }
 
@@ -454,7 +453,7 @@ impl Transform for Tucker2 {
         let (r_out, r_in) = self.ranks(conv, layer, input)?;
         let f = tucker2(&conv.weight().to_f64(), r_out, r_in, &self.options)?;
         let block = tucker2_block(conv, &f)?;
-        let err = kernel_error(conv.weight(), &f.reconstruct())?;
+        let err = kernel_error(conv.weight(), &f.reconstruct()?)?;
         Compressed::new(self.name(), layer, block, input, Some(err))
     }
 }
@@ -520,7 +519,7 @@ mod tests {
             input: orthonormal(c, r_in, &mut rng),
             error_history: vec![],
         };
-        let kernel = f.reconstruct();
+        let kernel = f.reconstruct().unwrap();
         for (i, spec) in specs().into_iter().enumerate() {
             let conv = layer_from(&kernel, spec, i as u64);
             let res = Tucker2::with_ranks(r_out, r_in)
@@ -528,7 +527,7 @@ mod tests {
                 .unwrap();
             assert!(res.report.weight_error.unwrap() < 1e-5);
             let fit = tucker2(&kernel, r_out, r_in, &TuckerOptions::default()).unwrap();
-            assert_block_is_conv(&res.block, &conv, &fit.reconstruct(), (c, 9, 8));
+            assert_block_is_conv(&res.block, &conv, &fit.reconstruct().unwrap(), (c, 9, 8));
         }
     }
 
@@ -540,7 +539,7 @@ mod tests {
             let fast = tucker2(&kernel, 4, 3, &opts).unwrap();
             let general =
                 partial_tucker(&kernel.clone().into_dyn(), &[0, 1], &[4, 3], &opts).unwrap();
-            let a = fast.reconstruct().into_dyn();
+            let a = fast.reconstruct().unwrap().into_dyn();
             let b = general.to_tensor().unwrap();
             assert!(
                 relative_error(&b, &a).unwrap() < 1e-9,
@@ -568,7 +567,7 @@ mod tests {
             input: orthonormal(c, r_in, &mut rng),
             error_history: vec![],
         };
-        let noisy = f.reconstruct() + rng.normal_array_f64((n, c, 3, 3), 0.01);
+        let noisy = f.reconstruct().unwrap() + rng.normal_array_f64((n, c, 3, 3), 0.01);
         let conv = layer_from(&noisy, ConvSpec::new().with_padding(1), 0);
         let input = ActShape::new(c, 6, 6);
         let out_area = 36u64;

@@ -187,7 +187,7 @@ pub fn cp_als(tensor: &ArrayD<f64>, rank: usize, options: &CpOptions) -> Result<
         }
     }
     Ok(CpResult {
-        cp: state.cp.normalized(),
+        cp: state.cp.normalized()?,
         error_history: history,
         iterations,
         converged,
@@ -324,6 +324,7 @@ fn initial(tensor: &ArrayD<f64>, rank: usize, options: &CpOptions) -> Result<CpT
     let shape = tensor.shape();
     match &options.init {
         CpInit::Given(cp) => {
+            cp.validate()?;
             if cp.shape() != shape || cp.rank() != rank {
                 return Err(Error::shape(
                     "given CP start",

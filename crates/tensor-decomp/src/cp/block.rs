@@ -162,7 +162,7 @@ impl CpConv {
     /// The block `1×1, (d×1 dw, 1×d dw | d×d dw), 1×1` for CP factors of `conv`'s kernel.
     pub fn block(&self, conv: &ConvLayer, cp: &CpTensor) -> Result<Block> {
         let [n, c, kh, kw] = conv.weight().dims();
-        let cp = cp.balanced();
+        let cp = cp.balanced()?;
         let r = cp.rank();
         let expected = match self.variant {
             CpVariant::FourWay => vec![n, c, kh, kw],

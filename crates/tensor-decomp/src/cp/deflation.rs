@@ -47,7 +47,7 @@ pub fn cp_deflation(tensor: &ArrayD<f64>, rank: usize, options: &CpOptions) -> R
         });
     }
     Ok(CpResult {
-        cp: model.expect("rank >= 1").normalized(),
+        cp: model.expect("rank >= 1").normalized()?,
         error_history: history,
         iterations,
         converged: true,

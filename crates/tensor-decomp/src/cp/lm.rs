@@ -91,6 +91,7 @@ fn gauss_newton_product(factors: &Factors, grams: &[Array2<f64>], v: &Factors) -
 /// accepted step (non-increasing).
 pub fn cp_lm(tensor: &ArrayD<f64>, start: &CpTensor, options: &LmOptions) -> Result<CpResult> {
     check_tensor("CP-LM tensor", tensor)?;
+    start.validate()?;
     check_rank(tensor.shape(), start.rank())?;
     if start.shape() != tensor.shape() {
         return Err(Error::shape(
@@ -109,7 +110,7 @@ pub fn cp_lm(tensor: &ArrayD<f64>, start: &CpTensor, options: &LmOptions) -> Res
     let r = start.rank();
     let plan = Mttkrp::new(tensor, r)?;
     let norm2: f64 = tensor.iter().map(|v| v * v).sum();
-    let mut factors: Factors = start.balanced().factors;
+    let mut factors: Factors = start.balanced()?.factors;
     let ones = Array1::<f64>::ones(r);
     let cp_of = |f: &Factors| CpTensor {
         weights: ones.clone(),
@@ -123,7 +124,7 @@ pub fn cp_lm(tensor: &ArrayD<f64>, start: &CpTensor, options: &LmOptions) -> Res
     let mut history = vec![err];
     if norm2 == 0.0 {
         return Ok(CpResult {
-            cp: cp_of(&factors).normalized(),
+            cp: cp_of(&factors).normalized()?,
             error_history: history,
             iterations: 0,
             converged: true,
@@ -189,7 +190,7 @@ pub fn cp_lm(tensor: &ArrayD<f64>, start: &CpTensor, options: &LmOptions) -> Res
         }
     }
     Ok(CpResult {
-        cp: cp_of(&factors).normalized(),
+        cp: cp_of(&factors).normalized()?,
         error_history: history,
         iterations,
         converged,

@@ -54,6 +54,18 @@ impl CpTensor {
         Ok(CpTensor { weights, factors })
     }
 
+    /// Checks the invariants [`CpTensor::new`] establishes (useful after
+    /// editing the public fields): ≥ 2 factors, each with `weights.len()`
+    /// columns, all values finite.
+    pub fn validate(&self) -> Result<()> {
+        CpTensor::new(self.weights.clone(), self.factors.clone())?;
+        hasten_core::error::ensure_finite("CP weights", self.weights.iter())?;
+        for f in &self.factors {
+            hasten_core::error::ensure_finite("CP factor", f.iter())?;
+        }
+        Ok(())
+    }
+
     /// Number of components `R`.
     pub fn rank(&self) -> usize {
         self.weights.len()
@@ -70,8 +82,10 @@ impl CpTensor {
     }
 
     /// The same tensor with unit-norm factor columns, the norms moved into the
-    /// weights, and components sorted by decreasing `|λ_r|`.
-    pub fn normalized(&self) -> CpTensor {
+    /// weights, and components sorted by decreasing `|λ_r|`; fails on an
+    /// invalid tensor (see [`CpTensor::validate`]).
+    pub fn normalized(&self) -> Result<CpTensor> {
+        self.validate()?;
         let r = self.rank();
         let mut weights = self.weights.clone();
         let mut factors = self.factors.clone();
@@ -86,18 +100,18 @@ impl CpTensor {
         }
         let mut order: Vec<usize> = (0..r).collect();
         order.sort_by(|&a, &b| weights[b].abs().total_cmp(&weights[a].abs()));
-        CpTensor {
+        Ok(CpTensor {
             weights: order.iter().map(|&k| weights[k]).collect(),
             factors: factors.iter().map(|f| f.select(Axis(1), &order)).collect(),
-        }
+        })
     }
 
     /// Distributes `|λ_r|` evenly over the factors (`|λ_r|^{1/N}` each, the sign
     /// on the first factor) and sets the weights to one: the best-conditioned
-    /// form for f32 storage of the factors.
-    pub fn balanced(&self) -> CpTensor {
+    /// form for f32 storage of the factors; fails on an invalid tensor.
+    pub fn balanced(&self) -> Result<CpTensor> {
         let n = self.factors.len() as f64;
-        let norm = self.normalized();
+        let norm = self.normalized()?;
         let mut factors = norm.factors.clone();
         for (k, &w) in norm.weights.iter().enumerate() {
             let root = w.abs().powf(1.0 / n);
@@ -106,10 +120,10 @@ impl CpTensor {
                 f.column_mut(k).mapv_inplace(|v| v * s);
             }
         }
-        CpTensor {
+        Ok(CpTensor {
             weights: Array1::ones(self.rank()),
             factors,
-        }
+        })
     }
 
     /// Concatenates the components of two CP tensors of the same shape.

@@ -92,7 +92,7 @@ pub fn cp_power(tensor: &ArrayD<f64>, rank: usize, options: &PowerOptions) -> Re
         });
     }
     Ok(CpResult {
-        cp: model.expect("rank >= 1").normalized(),
+        cp: model.expect("rank >= 1").normalized()?,
         error_history: history,
         iterations,
         converged: true,
