@@ -64,6 +64,8 @@ pub use tt::{tt_svd, TtConv, TtMatrix, TtRank, TtTensor};
 pub use tucker::{partial_tucker, tucker2, Tucker2};
 
 #[cfg(test)]
+mod contract_tests;
+#[cfg(test)]
 mod proptests;
 #[cfg(test)]
 mod testutil;
