@@ -216,7 +216,10 @@ impl Operator for TtLinear {
         Ok(Cost::f32_op(macs, params, input.len(), out.len()))
     }
 
-    /// `y = W x + b` with `W` = [`TtLinear::to_dense`], in f64.
+    /// `y = W x + b` by contracting the cores one at a time
+    /// ([`TtLinear::contract`], f64), never forming the dense `W` — which
+    /// would not fit in memory for the large layers TT is meant for. The
+    /// tests check it against the dense product of the cores.
     fn reference_forward(&self, input: &ndarray::Array4<f32>) -> Result<ndarray::Array4<f32>> {
         let shape = input_shape_of(input)?;
         let out = self.output_shape(shape)?;
@@ -225,19 +228,17 @@ impl Operator for TtLinear {
             .as_standard_layout()
             .into_owned()
             .into_shape_with_order((batch, shape.len()))
-            .expect("element count preserved");
-        let w = self.to_dense();
-        let mut y = ndarray::Array4::<f32>::zeros(out.batched(batch));
+            .expect("element count preserved")
+            .mapv(f64::from);
+        let y = self.contract(&flat)?;
+        let mut result = ndarray::Array4::<f32>::zeros(out.batched(batch));
         for s in 0..batch {
-            for o in 0..w.nrows() {
-                let mut acc = self.bias.as_ref().map_or(0.0, |b| f64::from(b[o]));
-                for i in 0..w.ncols() {
-                    acc += w[[o, i]] * f64::from(flat[[s, i]]);
-                }
-                y[[s, o, 0, 0]] = acc as f32;
+            for o in 0..out.channels {
+                let b = self.bias.as_ref().map_or(0.0, |b| f64::from(b[o]));
+                result[[s, o, 0, 0]] = (y[[s, o]] + b) as f32;
             }
         }
-        Ok(y)
+        Ok(result)
     }
 }
 
