@@ -67,3 +67,44 @@ fn weight_error_bounds_output_error() {
         }
     }
 }
+
+#[test]
+fn speedup_targets_are_met_with_stride_and_padding() {
+    let kernel = SeededRng::new(13).normal_array_f64((16, 12, 3, 3), 1.0);
+    let target = 2.5;
+    let s = RankSpec::Speedup(target);
+    let quick = CpOptions::default().with_max_iter(3);
+    let transforms: Vec<Box<dyn Transform>> = vec![
+        Box::new(TruncatedSvd::new(s)),
+        Box::new(SeparableFilters::new(s)),
+        Box::new(CpConv::new(s).with_als_options(quick.clone())),
+        Box::new(
+            CpConv::new(s)
+                .with_variant(CpVariant::ThreeWay)
+                .with_als_options(quick.clone()),
+        ),
+        Box::new(Tucker2::new(s)),
+        Box::new(TtConv::new(s)),
+        Box::new(BiclusterCp::new(2, 2, s).with_cp_options(quick)),
+    ];
+    for spec in [
+        ConvSpec::new().with_padding(1).with_stride(2),
+        ConvSpec::new().with_padding_sides(hasten_core::Padding {
+            top: 2,
+            bottom: 0,
+            left: 1,
+            right: 1,
+        }),
+    ] {
+        let layer = Layer::Conv(layer_from(&kernel, spec, 1));
+        for t in &transforms {
+            let c = t.apply(&layer, ActShape::new(12, 9, 9)).unwrap();
+            assert!(
+                c.report.mac_speedup() >= target,
+                "{}: {}",
+                t.name(),
+                c.report.mac_speedup()
+            );
+        }
+    }
+}
