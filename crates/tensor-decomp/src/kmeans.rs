@@ -31,7 +31,7 @@ pub fn kmeans(
             format!("1..={n} (the number of points)"),
         ));
     }
-    if balanced && n % k != 0 {
+    if balanced && !n.is_multiple_of(k) {
         return Err(Error::param(
             "cluster count",
             k,
