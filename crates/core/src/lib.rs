@@ -47,7 +47,12 @@ pub use cost::Cost;
 pub use error::{Error, Result};
 pub use layer::{ConvLayer, Layer, LinearLayer};
 pub use metrics::relative_error;
-pub use op::{BatchNorm, BinaryConv, ChannelShuffle, CodebookConv, FixedPointConv, Int8Conv, IntType, LcnnConv, Op, Operator, ProductQuantizedConv, QuantParams, Relu, Requant, Shift, TernaryConv, WeightLayout, Csr, GroupwiseConv, PerforatedConv, SparseConv, SparseLinear, ChannelGather, TtLinear};
+pub use op::{
+    BatchNorm, BinaryConv, ChannelGather, ChannelShuffle, CodebookConv, Csr, FixedPointConv,
+    GroupwiseConv, Int8Conv, IntType, LcnnConv, Op, Operator, PerforatedConv, ProductQuantizedConv,
+    QuantParams, Relu, Requant, Shift, SparseConv, SparseLinear, TernaryConv, TtLinear,
+    WeightLayout,
+};
 pub use rng::SeededRng;
 pub use shape::ActShape;
 pub use spec::{ConvSpec, Padding};
