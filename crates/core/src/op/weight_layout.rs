@@ -39,7 +39,7 @@ impl WeightLayout {
     pub fn conv(dims: [usize; 4], spec: ConvSpec) -> Result<Self> {
         ensure_nonempty("convolution kernel dims", &dims)?;
         spec.validate()?;
-        if dims[0] % spec.groups != 0 {
+        if !dims[0].is_multiple_of(spec.groups) {
             return Err(Error::InvalidGroups {
                 groups: spec.groups,
                 in_channels: dims[1] * spec.groups,
