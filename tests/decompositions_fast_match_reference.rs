@@ -7,7 +7,9 @@
 
 mod common;
 
-use common::{check_conv_transform, check_linear_transform, conv_layer, linear_layer, specs, BiasRule};
+use common::{
+    check_conv_transform, check_linear_transform, conv_layer, linear_layer, specs, BiasRule,
+};
 use hasten::core::{ActShape, Layer, Transform};
 use hasten::tensor_decomp::asymmetric::{layer_responses, sample_patches};
 use hasten::tensor_decomp::cp::{CpAlgorithm, CpVariant};
@@ -32,7 +34,10 @@ fn each_spec(make: impl Fn(&hasten::core::ConvLayer) -> Box<dyn Transform>, bias
 
 #[test]
 fn channel_svd_conv() {
-    each_spec(|_| Box::new(TruncatedSvd::new(RankSpec::Fixed(3))), BiasRule::Kept);
+    each_spec(
+        |_| Box::new(TruncatedSvd::new(RankSpec::Fixed(3))),
+        BiasRule::Kept,
+    );
 }
 
 #[test]
@@ -44,12 +49,18 @@ fn svd_linear() {
 
 #[test]
 fn separable_filters() {
-    each_spec(|_| Box::new(SeparableFilters::new(RankSpec::Fixed(4))), BiasRule::Kept);
+    each_spec(
+        |_| Box::new(SeparableFilters::new(RankSpec::Fixed(4))),
+        BiasRule::Kept,
+    );
 }
 
 #[test]
 fn cp_four_way() {
-    each_spec(|_| Box::new(CpConv::new(RankSpec::Fixed(5))), BiasRule::Kept);
+    each_spec(
+        |_| Box::new(CpConv::new(RankSpec::Fixed(5))),
+        BiasRule::Kept,
+    );
 }
 
 #[test]
@@ -75,7 +86,10 @@ fn tucker2() {
 
 #[test]
 fn tt_conv() {
-    each_spec(|_| Box::new(TtConv::new(RankSpec::Fixed(3))), BiasRule::Kept);
+    each_spec(
+        |_| Box::new(TtConv::new(RankSpec::Fixed(3))),
+        BiasRule::Kept,
+    );
 }
 
 #[test]
@@ -87,12 +101,18 @@ fn tt_matrix_linear() {
 
 #[test]
 fn monochromatic() {
-    each_spec(|_| Box::new(Monochromatic::new(2).with_seed(1)), BiasRule::Kept);
+    each_spec(
+        |_| Box::new(Monochromatic::new(2).with_seed(1)),
+        BiasRule::Kept,
+    );
 }
 
 #[test]
 fn bicluster_svd() {
-    each_spec(|_| Box::new(BiclusterSvd::new(2, 2, 2, 2).with_seed(2)), BiasRule::Kept);
+    each_spec(
+        |_| Box::new(BiclusterSvd::new(2, 2, 2, 2).with_seed(2)),
+        BiasRule::Kept,
+    );
 }
 
 #[test]
@@ -115,7 +135,9 @@ fn asymmetric(layer: &hasten::core::ConvLayer, nonlinear: bool) -> Box<dyn Trans
         iterations: 5,
         ..AsymmetricOptions::default()
     };
-    Box::new(AsymmetricReconstruction::new(RankSpec::Fixed(3), patches, targets).with_options(options))
+    Box::new(
+        AsymmetricReconstruction::new(RankSpec::Fixed(3), patches, targets).with_options(options),
+    )
 }
 
 #[test]
@@ -142,6 +164,10 @@ fn conv_only_transforms_reject_linear_layers() {
         Box::new(Monochromatic::new(2)),
     ];
     for t in conv_only {
-        assert!(t.apply(&layer, input).is_err(), "{} accepted a linear layer", t.name());
+        assert!(
+            t.apply(&layer, input).is_err(),
+            "{} accepted a linear layer",
+            t.name()
+        );
     }
 }

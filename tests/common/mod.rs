@@ -31,9 +31,7 @@ pub fn specs() -> Vec<ConvSpec> {
 }
 
 /// `‖x‖_F`.
-pub fn norm<D: hasten::core::ndarray::Dimension>(
-    x: &hasten::core::ndarray::Array<f32, D>,
-) -> f64 {
+pub fn norm<D: hasten::core::ndarray::Dimension>(x: &hasten::core::ndarray::Array<f32, D>) -> f64 {
     x.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>().sqrt()
 }
 
@@ -134,7 +132,14 @@ pub fn assert_report_error(reported: Option<f64>, probed: f64, what: &str) {
 /// `‖Δy‖² ≤ ‖ΔW‖_F² Σ_p ‖patch_p‖²`, and every input pixel lies in at most
 /// `⌈kh/sy⌉·⌈kw/sx⌉` patches (dilation 1; padding adds zeros only), so
 /// `‖Δy‖ ≤ ε ‖W‖_F √(⌈kh/sy⌉⌈kw/sx⌉) ‖x‖_F`.
-pub fn conv_error_bound(eps: f64, w_norm: f64, kh: usize, kw: usize, spec: &ConvSpec, x: f64) -> f64 {
+pub fn conv_error_bound(
+    eps: f64,
+    w_norm: f64,
+    kh: usize,
+    kw: usize,
+    spec: &ConvSpec,
+    x: f64,
+) -> f64 {
     let overlap = kh.div_ceil(spec.stride.0) * kw.div_ceil(spec.stride.1);
     eps * w_norm * (overlap as f64).sqrt() * x
 }
@@ -258,7 +263,10 @@ pub fn check_linear_transform(
     );
     assert_report_error(out.report.weight_error, eps, &what);
     let b = layer.bias().cloned().unwrap_or_else(|| Array1::zeros(o));
-    assert!(relative_error(&b, &b_tilde) < FAST_TOL, "{what}: bias not kept");
+    assert!(
+        relative_error(&b, &b_tilde) < FAST_TOL,
+        "{what}: bias not kept"
+    );
     let y_block = out.block.reference_forward(&x).unwrap();
     let dense = hasten::core::LinearLayer::new(w_tilde, Some(b_tilde)).unwrap();
     let y_dense = Block::single(dense).reference_forward(&x).unwrap();
@@ -268,7 +276,10 @@ pub fn check_linear_transform(
     let bound = eps * norm(w) * norm(&x);
     let slack = 1e-5 * norm(&y_layer);
     let got = diff_norm(&y_block, &y_layer);
-    assert!(got <= bound + slack, "{what}: output error {got} above {bound}");
+    assert!(
+        got <= bound + slack,
+        "{what}: output error {got} above {bound}"
+    );
     out
 }
 
