@@ -40,6 +40,24 @@ fn channel_svd_conv() {
     );
 }
 
+/// Ranks chosen from the spectrum or a MAC target (which depends on the
+/// output size, so on the stride) give blocks with the same guarantees.
+#[test]
+fn data_chosen_ranks() {
+    each_spec(
+        |_| Box::new(TruncatedSvd::new(RankSpec::Energy(0.8))),
+        BiasRule::Kept,
+    );
+    each_spec(
+        |_| Box::new(Tucker2::new(RankSpec::Speedup(1.5))),
+        BiasRule::Kept,
+    );
+    each_spec(
+        |_| Box::new(CpConv::new(RankSpec::Speedup(2.0))),
+        BiasRule::Kept,
+    );
+}
+
 #[test]
 fn svd_linear() {
     let layer = linear_layer(8, 12, 3);
