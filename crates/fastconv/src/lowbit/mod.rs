@@ -1,0 +1,126 @@
+//! Low-bit and sparse convolution kernels: the fast execution of the packed
+//! weight formats of the survey's Section 3 (quantization, binarization,
+//! codebooks, product quantization) and Section 4 (pruning).
+//!
+//! The survey notes that "the actual speed ups brought by quantization methods
+//! are not nearly as high as the operation-count based prediction suggests"
+//! because implementations are rarely published. This module publishes ours:
+//!
+//! - [`bitpack`] / [`popcount`] / [`binary_gemm`]: XNOR–popcount convolution
+//!   for binary weights *and* activations (XNOR-Net, survey ref. on
+//!   binarization), with exact zero-padding correction;
+//! - [`ternary`]: ternary weights as two bit-planes on the binary kernel;
+//! - [`int8_gemm`]: u8 × i8 → i32 convolution (AVX-512 VNNI `vpdpbusd`, AVX2
+//!   `vpmaddubsw` with an overflow-free split) with fused per-channel
+//!   requantisation;
+//! - [`codebook`]: scalar-codebook (k-means) and product-quantized fully
+//!   connected layers, decoding codes in registers or through lookup tables;
+//! - [`csr`]: CSR-sparse convolution (direct, no im2col) and FC;
+//! - [`groupwise`]: group-wise pruned convolution, im2col without the pruned rows.
+//!
+//! Every SIMD path sits behind runtime feature detection and can be forced
+//! with an [`Isa`] argument (an unavailable ISA is an error, never undefined
+//! behaviour), so tests check each path against a naive scalar truth.
+
+pub mod binary_gemm;
+pub mod bitpack;
+pub mod codebook;
+pub mod csr;
+pub mod geometry;
+pub mod groupwise;
+pub mod int8_gemm;
+pub mod popcount;
+pub mod ternary;
+
+use hasten_core::{Error, Result};
+
+/// An instruction-set level a kernel can be forced to use.
+///
+/// What each level needs depends on the kernel (e.g. the binary kernel's
+/// `Avx512` needs `avx512f` + `avx512vpopcntdq`, the int8 kernel's needs
+/// `avx512f` + `avx512bw` + `avx512vnni`); each kernel module documents it and
+/// rejects a level the machine lacks with [`Error::Unsupported`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Isa {
+    /// Portable Rust, no intrinsics.
+    Scalar,
+    /// 256-bit AVX2 (+ FMA where the kernel uses floating point).
+    Avx2,
+    /// 512-bit AVX-512 with the kernel's extensions.
+    Avx512,
+}
+
+impl Isa {
+    /// All levels, from the widest to the portable one.
+    pub const ALL: [Isa; 3] = [Isa::Avx512, Isa::Avx2, Isa::Scalar];
+}
+
+/// Which CPU extensions a kernel family needs at each [`Isa`] level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Needs {
+    /// Binary / ternary popcount kernels (AVX-512: `VPOPCNTDQ`).
+    Popcount,
+    /// Integer u8 × i8 dot products (AVX-512: `VNNI` + `BW`).
+    Int8Dot,
+    /// Floating-point gathers and FMAs (AVX-512F; AVX2 + FMA).
+    Float,
+}
+
+/// Whether `isa` is usable on this machine for kernels of kind `needs`.
+pub(crate) fn isa_available(isa: Isa, needs: Needs) -> bool {
+    match isa {
+        Isa::Scalar => true,
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => {
+            std::arch::is_x86_feature_detected!("avx2")
+                && (needs != Needs::Float || std::arch::is_x86_feature_detected!("fma"))
+        }
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => {
+            std::arch::is_x86_feature_detected!("avx512f")
+                && match needs {
+                    Needs::Popcount => std::arch::is_x86_feature_detected!("avx512vpopcntdq"),
+                    Needs::Int8Dot => {
+                        std::arch::is_x86_feature_detected!("avx512bw")
+                            && std::arch::is_x86_feature_detected!("avx512vnni")
+                    }
+                    Needs::Float => true,
+                }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        _ => false,
+    }
+}
+
+/// The widest available level for `needs`.
+pub(crate) fn best_isa(needs: Needs) -> Isa {
+    Isa::ALL
+        .into_iter()
+        .find(|&isa| isa_available(isa, needs))
+        .unwrap_or(Isa::Scalar)
+}
+
+/// `Ok(isa)` if usable, else a typed error naming the missing level.
+pub(crate) fn check_isa(isa: Option<Isa>, needs: Needs, kernel: &str) -> Result<Isa> {
+    match isa {
+        None => Ok(best_isa(needs)),
+        Some(isa) if isa_available(isa, needs) => Ok(isa),
+        Some(isa) => Err(Error::unsupported(
+            kernel,
+            format!("{isa:?} on this CPU (missing extensions for {needs:?})"),
+        )),
+    }
+}
+
+/// The ISA levels usable for `needs` on this machine (for tests and reports).
+pub(crate) fn available_isas(needs: Needs) -> Vec<Isa> {
+    Isa::ALL
+        .into_iter()
+        .filter(|&isa| isa_available(isa, needs))
+        .collect()
+}
+
+/// Rounds `x` up to a multiple of `m` (`m ≥ 1`).
+pub(crate) const fn round_up(x: usize, m: usize) -> usize {
+    x.div_ceil(m) * m
+}
