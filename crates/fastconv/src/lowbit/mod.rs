@@ -26,6 +26,7 @@ pub mod binary_gemm;
 pub mod bitpack;
 pub mod codebook;
 pub mod csr;
+pub mod dense;
 pub mod geometry;
 pub mod groupwise;
 pub mod int8_gemm;
