@@ -376,3 +376,28 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod wide_tests {
+    use super::*;
+    use hasten_core::{ConvLayer, Operator, Padding, SeededRng};
+
+    #[test]
+    fn rows_wider_than_one_register_block() {
+        // 70 and 130 output columns: the 64-wide AVX-512 block, its masked tail.
+        let mut rng = SeededRng::new(5);
+        for w in [70, 130] {
+            let spec = ConvSpec::new().with_padding_sides(Padding::symmetric(1, 1));
+            let x = rng.normal_array((1, 3, 3, w), 1.0);
+            let wt = rng.normal_array((4, 3, 3, 3), 1.0).mapv(|v: f32| if v > 0.3 { v } else { 0.0 });
+            let truth = ConvLayer::from_array(wt.clone(), spec).unwrap().reference_forward(&x).unwrap();
+            let conv = CsrConv::from_dense(wt.view(), None, spec).unwrap();
+            for isa in crate::lowbit::available_isas(Needs::Float) {
+                let y = conv.forward(&x, Some(isa)).unwrap();
+                for (a, b) in y.iter().zip(truth.iter()) {
+                    assert!((a - b).abs() < 1e-4, "{isa:?} {a} vs {b}");
+                }
+            }
+        }
+    }
+}
