@@ -1,0 +1,63 @@
+//! Lazy im2col (Chellapilla et al.; the lowering that makes equation (1) a
+//! matrix product): row `k = (s, i, j)` of the `[C_g·kh·kw, OH·OW]` matrix of
+//! group `g` is produced on demand from the image while `B` is packed, so the
+//! lowered matrix is never stored whole (as in the best CPU runtimes).
+
+use std::ops::Range;
+
+use super::{ChannelView, Geometry};
+use crate::gemm::BSource;
+
+/// The im2col matrix of one sample and group, read straight from the image.
+pub(crate) struct ImageSource<'a> {
+    /// Sizes.
+    pub geo: &'a Geometry,
+    /// Channel view absorbed from a preceding shuffle / shift.
+    pub view: &'a ChannelView,
+    /// The sample, `C × H × W` row-major (image channels).
+    pub sample: &'a [f32],
+    /// Group.
+    pub group: usize,
+}
+
+impl BSource for ImageSource<'_> {
+    fn row<'b>(&'b self, k: usize, cols: Range<usize>, tmp: &'b mut [f32]) -> &'b [f32] {
+        let geo = self.geo;
+        let taps = geo.kh * geo.kw;
+        let (s, i, j) = (k / taps, (k % taps) / geo.kw, k % geo.kw);
+        let (c, dy, dx) = self.view.channel(self.group * geo.c_g + s);
+        let plane = &self.sample[c * geo.in_area()..][..geo.in_area()];
+        let (y0, y1) = geo.valid_y(i, dy);
+        let (x0, x1) = geo.valid_x(j, dx);
+        let dst = &mut tmp[..cols.len()];
+        let mut p = cols.start;
+        while p < cols.end {
+            let (oy, ox) = (p / geo.ow, p % geo.ow);
+            let seg = (geo.ow - ox).min(cols.end - p);
+            let d = &mut dst[p - cols.start..][..seg];
+            if oy < y0 || oy >= y1 {
+                d.fill(0.0);
+            } else {
+                // Image row and column of output (oy, x): iy = oy·sh + i·dh − pt − dy.
+                let iy = (oy * geo.sh + i * geo.dh) as isize - geo.pt as isize - dy;
+                let src = &plane[iy as usize * geo.w..][..geo.w];
+                let base = (j * geo.dw) as isize - geo.pl as isize - dx;
+                let (a, b) = (x0.clamp(ox, ox + seg), x1.clamp(ox, ox + seg));
+                d[..a - ox].fill(0.0);
+                d[b - ox..].fill(0.0);
+                if a == b {
+                    // Every column of this segment reads padding.
+                } else if geo.sw == 1 {
+                    let start = (a as isize + base) as usize;
+                    d[a - ox..b - ox].copy_from_slice(&src[start..start + (b - a)]);
+                } else {
+                    for (x, v) in (a..b).zip(d[a - ox..b - ox].iter_mut()) {
+                        *v = src[((x * geo.sw) as isize + base) as usize];
+                    }
+                }
+            }
+            p += seg;
+        }
+        dst
+    }
+}

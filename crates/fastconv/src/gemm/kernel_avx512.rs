@@ -1,0 +1,83 @@
+//! AVX-512F GEMM microkernel: a 12×32 tile held in 24 zmm accumulators,
+//! two B vectors and one broadcast per k step (27 of 32 registers).
+
+use super::Epilogue;
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+/// Rows of the microtile.
+pub(crate) const MR: usize = 12;
+/// Columns of the microtile.
+pub(crate) const NR: usize = 32;
+
+/// `C[MR×NR] (+)= A·B` then the epilogue; see [`super::KernelFn`].
+///
+/// # Safety
+/// The CPU supports AVX-512F; `a` holds `kc·MR` floats, `b` holds
+/// `kc·NR` floats, `c` addresses `MR` rows of `NR` writable floats `rsc`
+/// apart; `epi.bias`, when non-null, holds `MR` floats.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn kernel(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    rsc: usize,
+    epi: Epilogue,
+) {
+    // SAFETY: AVX-512F is enabled on this function and guaranteed by the
+    // caller; every pointer offset stays inside the extents documented above.
+    unsafe {
+        let mut c0 = [_mm512_setzero_ps(); MR];
+        let mut c1 = [_mm512_setzero_ps(); MR];
+        let (mut ap, mut bp) = (a, b);
+        for _ in 0..kc {
+            let b0 = _mm512_loadu_ps(bp);
+            let b1 = _mm512_loadu_ps(bp.add(16));
+            for i in 0..MR {
+                let av = _mm512_set1_ps(*ap.add(i));
+                c0[i] = _mm512_fmadd_ps(av, b0, c0[i]);
+                c1[i] = _mm512_fmadd_ps(av, b1, c1[i]);
+            }
+            ap = ap.add(MR);
+            bp = bp.add(NR);
+        }
+        let zero = _mm512_setzero_ps();
+        for i in 0..MR {
+            let row = c.add(i * rsc);
+            let (mut v0, mut v1) = (c0[i], c1[i]);
+            if !epi.bias.is_null() {
+                let bv = _mm512_set1_ps(*epi.bias.add(i));
+                v0 = _mm512_add_ps(v0, bv);
+                v1 = _mm512_add_ps(v1, bv);
+            }
+            if epi.accumulate {
+                v0 = _mm512_add_ps(v0, _mm512_loadu_ps(row));
+                v1 = _mm512_add_ps(v1, _mm512_loadu_ps(row.add(16)));
+            }
+            if epi.relu {
+                v0 = _mm512_max_ps(v0, zero);
+                v1 = _mm512_max_ps(v1, zero);
+            }
+            _mm512_storeu_ps(row, v0);
+            _mm512_storeu_ps(row.add(16), v1);
+        }
+    }
+}
+
+/// Never called: [`crate::Isa::Avx512`] is unsupported off x86-64.
+///
+/// # Safety
+/// Unreachable; present so the dispatch compiles on every target.
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) unsafe fn kernel(
+    _kc: usize,
+    _a: *const f32,
+    _b: *const f32,
+    _c: *mut f32,
+    _rsc: usize,
+    _epi: Epilogue,
+) {
+    unreachable!("AVX-512 kernel selected off x86-64")
+}

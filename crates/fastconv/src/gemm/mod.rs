@@ -1,0 +1,187 @@
+//! Our own f32 GEMM, `C = A·B` with a fused epilogue, BLIS-style (Van Zee &
+//! van de Geijn): `A` (the filters, `M × K`) is packed once into `MR`-row
+//! panels per `KC` block, `B` (the lowered image, `K × N`) is packed per task
+//! into `NR`-column panels straight from its source — for a convolution the
+//! image itself (lazy im2col) — and a register-blocked microkernel computes
+//! each `MR × NR` tile. Bias and ReLU are applied as the tile is stored.
+//!
+//! This is the lowering of equation (1) of the survey to matrix
+//! multiplication; the microkernels per instruction set live in
+//! `kernel_avx512.rs`, `kernel_avx2.rs` and `kernel_scalar.rs`.
+
+mod kernel_avx2;
+mod kernel_avx512;
+mod kernel_scalar;
+pub(crate) mod pack;
+
+use std::ops::Range;
+
+use crate::aligned::AlignedVec;
+use crate::Isa;
+pub(crate) use pack::{BSource, PackedA};
+
+/// What the microkernel does when it stores its tile.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Epilogue {
+    /// Add the tile to what `C` holds (every `K` block after the first).
+    pub accumulate: bool,
+    /// `MR` per-row biases to add, or null.
+    pub bias: *const f32,
+    /// Clamp at zero after the last `K` block.
+    pub relu: bool,
+}
+
+/// A microkernel: `(kc, packed A panel, packed B panel, C, row stride of C,
+/// epilogue)`; computes `C[MR×NR] (+)= A·B` and applies the epilogue.
+pub(crate) type KernelFn = unsafe fn(usize, *const f32, *const f32, *mut f32, usize, Epilogue);
+
+/// Largest `MR·NR` of any microkernel (the edge-tile buffer).
+const MAX_TILE: usize = kernel_avx512::MR * kernel_avx512::NR;
+
+/// A microkernel with its tile shape and blocking, for one [`Isa`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Kernel {
+    /// Tile rows.
+    pub mr: usize,
+    /// Tile columns.
+    pub nr: usize,
+    /// Depth of one packed block.
+    pub kc: usize,
+    /// Columns of `B` per task (a multiple of `nr`).
+    pub nc: usize,
+    func: KernelFn,
+}
+
+impl Kernel {
+    /// The microkernel of `isa`; `isa` must be supported by this CPU (checked
+    /// by [`Isa::ensure_supported`] where plans are built).
+    pub fn new(isa: Isa) -> Kernel {
+        let (mr, nr, func): (usize, usize, KernelFn) = match isa {
+            Isa::Avx512 => (kernel_avx512::MR, kernel_avx512::NR, kernel_avx512::kernel),
+            Isa::Avx2 => (kernel_avx2::MR, kernel_avx2::NR, kernel_avx2::kernel),
+            Isa::Scalar => (kernel_scalar::MR, kernel_scalar::NR, kernel_scalar::kernel),
+        };
+        assert!(
+            isa.is_supported(),
+            "kernel for {isa} requested on a CPU without it"
+        );
+        Kernel {
+            mr,
+            nr,
+            kc: 256,
+            nc: 256usize.div_ceil(nr) * nr,
+            func,
+        }
+    }
+}
+
+/// Per-thread buffers of the GEMM: the packed `B` block, one lowered row and
+/// the edge tile.
+#[derive(Debug, Default)]
+pub(crate) struct Scratch {
+    packed_b: AlignedVec,
+    row: Vec<f32>,
+    tile: Vec<f32>,
+}
+
+/// Where one task writes: `C` with row stride `rsc` (floats), the bias of
+/// every row (padded to whole panels) and whether to apply ReLU.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Output<'a> {
+    /// `C[0, 0]`.
+    pub c: *mut f32,
+    /// Row stride of `C`.
+    pub rsc: usize,
+    /// One bias per row of `A`, padded with zeros to whole `MR` panels.
+    pub bias: Option<&'a [f32]>,
+    /// Fused ReLU.
+    pub relu: bool,
+}
+
+/// Computes rows `panels` (in `MR` units) × columns `cols` of `C = A·B`.
+///
+/// # Safety
+/// `out.c` addresses a writable `a.rows() × (cols.end)` matrix with row stride
+/// `out.rsc ≥ cols.end` that no other thread writes in these rows and
+/// columns; `kernel` is the one `a` was packed for and its ISA is supported.
+pub(crate) unsafe fn gemm(
+    kernel: &Kernel,
+    a: &PackedA,
+    panels: Range<usize>,
+    b: &impl BSource,
+    cols: Range<usize>,
+    out: Output<'_>,
+    scratch: &mut Scratch,
+) {
+    let (mr, nr) = (kernel.mr, kernel.nr);
+    let m = a.rows();
+    let k = a.depth();
+    let nc = cols.len();
+    let n_panels = nc.div_ceil(nr);
+    scratch.tile.resize(MAX_TILE, 0.0);
+    let mut k0 = 0;
+    while k0 < k {
+        let kc = kernel.kc.min(k - k0);
+        let first = k0 == 0;
+        let last = k0 + kc == k;
+        scratch.packed_b.resize(kc * n_panels * nr);
+        pack::pack_b(
+            b,
+            k0..k0 + kc,
+            cols.clone(),
+            nr,
+            &mut scratch.row,
+            scratch.packed_b.as_mut_slice(),
+        );
+        let bp = scratch.packed_b.as_slice();
+        for jp in 0..n_panels {
+            let col = cols.start + jp * nr;
+            let nv = nr.min(cols.end - col);
+            let b_panel = bp[jp * kc * nr..].as_ptr();
+            for ip in panels.clone() {
+                let row = ip * mr;
+                let mv = mr.min(m - row);
+                let epi = Epilogue {
+                    accumulate: !first,
+                    bias: match out.bias {
+                        Some(bias) if first => bias[row..row + mr].as_ptr(),
+                        _ => std::ptr::null(),
+                    },
+                    relu: last && out.relu,
+                };
+                let a_panel = a.panel(k0, ip);
+                // SAFETY: the packed panels hold kc·mr and kc·nr floats; the
+                // destination is either the full tile inside C (rows
+                // row..row+mr < m, columns col..col+nr ≤ cols.end, owned by
+                // this task per the contract) or the local edge tile of
+                // MAX_TILE ≥ mr·nr floats with row stride nr.
+                unsafe {
+                    let c_tile = out.c.add(row * out.rsc + col);
+                    if mv == mr && nv == nr {
+                        (kernel.func)(kc, a_panel, b_panel, c_tile, out.rsc, epi);
+                    } else {
+                        let t = scratch.tile.as_mut_ptr();
+                        if !first {
+                            for i in 0..mv {
+                                std::ptr::copy_nonoverlapping(
+                                    c_tile.add(i * out.rsc),
+                                    t.add(i * nr),
+                                    nv,
+                                );
+                            }
+                        }
+                        (kernel.func)(kc, a_panel, b_panel, t, nr, epi);
+                        for i in 0..mv {
+                            std::ptr::copy_nonoverlapping(
+                                t.add(i * nr),
+                                c_tile.add(i * out.rsc),
+                                nv,
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        k0 += kc;
+    }
+}

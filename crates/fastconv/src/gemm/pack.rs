@@ -1,0 +1,96 @@
+//! Packing: `A` into `MR`-row panels per `KC` block (once, when a plan is
+//! built) and a `KC × NC` block of `B` into `NR`-column panels (per task,
+//! straight from the source, zero-padded at the edges).
+
+use std::ops::Range;
+
+use super::Kernel;
+use crate::aligned::AlignedVec;
+
+/// A row-major `M × K` matrix packed for one microkernel: for every `KC`
+/// block, `⌈M/MR⌉` panels of `kc × MR` values, `k` outer, `MR` rows inner.
+#[derive(Debug, Clone)]
+pub(crate) struct PackedA {
+    data: AlignedVec,
+    m: usize,
+    k: usize,
+    mr: usize,
+    kc: usize,
+}
+
+impl PackedA {
+    /// Packs the `m × k` matrix `a` (row stride `k`) for `kernel`.
+    pub fn new(kernel: &Kernel, a: &[f32], m: usize, k: usize) -> Self {
+        let (mr, kc) = (kernel.mr, kernel.kc);
+        let m_pad = m.div_ceil(mr) * mr;
+        let mut data = AlignedVec::zeros(m_pad * k);
+        let d = data.as_mut_slice();
+        let mut k0 = 0;
+        while k0 < k {
+            let len = kc.min(k - k0);
+            for ip in 0..m_pad / mr {
+                let panel = &mut d[k0 * m_pad + ip * mr * len..][..mr * len];
+                for kk in 0..len {
+                    for i in 0..mr {
+                        let row = ip * mr + i;
+                        panel[kk * mr + i] = if row < m { a[row * k + k0 + kk] } else { 0.0 };
+                    }
+                }
+            }
+            k0 += len;
+        }
+        PackedA { data, m, k, mr, kc }
+    }
+
+    /// Rows `M`.
+    pub fn rows(&self) -> usize {
+        self.m
+    }
+
+    /// Depth `K`.
+    pub fn depth(&self) -> usize {
+        self.k
+    }
+
+    /// Number of `MR`-row panels.
+    pub fn panels(&self) -> usize {
+        self.m.div_ceil(self.mr)
+    }
+
+    /// The panel `ip` of the block starting at depth `k0` (a multiple of `KC`).
+    pub fn panel(&self, k0: usize, ip: usize) -> *const f32 {
+        debug_assert_eq!(k0 % self.kc, 0);
+        let m_pad = self.panels() * self.mr;
+        let len = self.kc.min(self.k - k0);
+        self.data.as_slice()[k0 * m_pad + ip * self.mr * len..].as_ptr()
+    }
+}
+
+/// A `K × N` matrix that can produce any row segment on demand.
+pub(crate) trait BSource: Sync {
+    /// `B[k, cols]`: either a slice of the source itself or `tmp`, filled.
+    fn row<'a>(&'a self, k: usize, cols: Range<usize>, tmp: &'a mut [f32]) -> &'a [f32];
+}
+
+/// Packs rows `ks` × columns `cols` of `b` into `nr`-column panels
+/// (`dst[jp·kc·nr + kk·nr + q]`), zero-padding the last panel.
+pub(crate) fn pack_b(
+    b: &impl BSource,
+    ks: Range<usize>,
+    cols: Range<usize>,
+    nr: usize,
+    row_tmp: &mut Vec<f32>,
+    dst: &mut [f32],
+) {
+    let kc = ks.len();
+    let nc = cols.len();
+    row_tmp.resize(nc, 0.0);
+    for (kk, k) in ks.enumerate() {
+        let row = b.row(k, cols.clone(), row_tmp);
+        for (jp, chunk) in row.chunks(nr).enumerate() {
+            let panel = &mut dst[jp * kc * nr + kk * nr..][..nr];
+            panel[..chunk.len()].copy_from_slice(chunk);
+            panel[chunk.len()..].fill(0.0);
+        }
+    }
+}

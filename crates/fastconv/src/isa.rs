@@ -1,0 +1,76 @@
+//! Instruction-set selection: which SIMD path the kernels take.
+//!
+//! [`Isa::detect`] picks the widest path this CPU supports at run time
+//! (`is_x86_feature_detected!`); every path, including the portable scalar
+//! one, computes the same function and is tested against the reference.
+
+use std::fmt;
+
+use hasten_core::{Error, Result};
+
+/// A kernel family: AVX-512, AVX2 with FMA, or portable Rust.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Isa {
+    /// AVX-512F registers (32 × 512 bit): the 12×32 GEMM microkernel.
+    Avx512,
+    /// AVX2 + FMA registers (16 × 256 bit): the 6×16 GEMM microkernel.
+    Avx2,
+    /// Portable code with no instruction-set assumption: the 4×8 microkernel.
+    Scalar,
+}
+
+impl Isa {
+    /// The fastest path this CPU supports.
+    pub fn detect() -> Isa {
+        [Isa::Avx512, Isa::Avx2]
+            .into_iter()
+            .find(|isa| isa.is_supported())
+            .unwrap_or(Isa::Scalar)
+    }
+
+    /// Every path this CPU can run, fastest first (always ends with `Scalar`).
+    pub fn supported() -> Vec<Isa> {
+        [Isa::Avx512, Isa::Avx2, Isa::Scalar]
+            .into_iter()
+            .filter(|isa| isa.is_supported())
+            .collect()
+    }
+
+    /// Whether this CPU can run the path.
+    pub fn is_supported(self) -> bool {
+        match self {
+            Isa::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => {
+                std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
+    }
+
+    /// `Ok(self)` when supported, else an [`Error::Unsupported`] naming it.
+    pub fn ensure_supported(self) -> Result<Isa> {
+        if self.is_supported() {
+            Ok(self)
+        } else {
+            Err(Error::unsupported(
+                "fastconv kernel selection",
+                format!("instruction set {self} on this CPU"),
+            ))
+        }
+    }
+}
+
+impl fmt::Display for Isa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Isa::Avx512 => "AVX-512",
+            Isa::Avx2 => "AVX2+FMA",
+            Isa::Scalar => "scalar",
+        })
+    }
+}

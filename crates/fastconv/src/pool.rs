@@ -1,0 +1,32 @@
+//! Per-thread scratch buffers owned by a plan, so running it allocates
+//! nothing once the buffers have grown to their working size.
+
+use std::sync::Mutex;
+
+use crate::gemm::Scratch;
+
+/// One [`Scratch`] per rayon worker (plus one for callers outside the pool).
+#[derive(Debug)]
+pub(crate) struct ScratchPool {
+    slots: Vec<Mutex<Scratch>>,
+}
+
+impl ScratchPool {
+    /// A slot for every thread of the current rayon pool.
+    pub fn new() -> Self {
+        let n = rayon::current_num_threads() + 1;
+        ScratchPool {
+            slots: (0..n).map(|_| Mutex::new(Scratch::default())).collect(),
+        }
+    }
+
+    /// Runs `f` with the calling thread's scratch. Slots are indexed by the
+    /// rayon thread index, so the lock is uncontended inside the pool that
+    /// built the plan; elsewhere it is still correct, only serialised.
+    pub fn with<R>(&self, f: impl FnOnce(&mut Scratch) -> R) -> R {
+        let i =
+            rayon::current_thread_index().map_or(self.slots.len() - 1, |i| i % self.slots.len());
+        let mut guard = self.slots[i].lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut guard)
+    }
+}
