@@ -52,6 +52,7 @@ pub use op::{
     LcnnConv, Op, Operator, ProductQuantizedConv, QuantParams, Relu, Requant, Shift, TernaryConv,
     WeightLayout,
 };
+pub use op::{Csr, GroupwiseConv, PerforatedConv, SparseConv, SparseLinear};
 pub use rng::SeededRng;
 pub use shape::ActShape;
 pub use spec::{ConvSpec, Padding};

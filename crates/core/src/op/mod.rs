@@ -10,13 +10,19 @@ mod binary_conv;
 mod channel_shuffle;
 mod codebook_conv;
 mod conv;
+mod csr;
 mod fixed_point_conv;
+mod groupwise_conv;
 mod int8_conv;
 mod lcnn_conv;
 mod linear;
+mod patch;
+mod perforated_conv;
 mod product_quantized_conv;
 mod relu;
 mod shift;
+mod sparse_conv;
+mod sparse_linear;
 mod ternary_conv;
 mod weight_layout;
 
@@ -24,12 +30,17 @@ pub use batch_norm::BatchNorm;
 pub use binary_conv::{binary_sign, BinaryConv};
 pub use channel_shuffle::ChannelShuffle;
 pub use codebook_conv::CodebookConv;
+pub use csr::Csr;
 pub use fixed_point_conv::FixedPointConv;
+pub use groupwise_conv::GroupwiseConv;
 pub use int8_conv::{Int8Conv, IntType, QuantParams, Requant};
 pub use lcnn_conv::LcnnConv;
+pub use perforated_conv::PerforatedConv;
 pub use product_quantized_conv::ProductQuantizedConv;
 pub use relu::Relu;
 pub use shift::Shift;
+pub use sparse_conv::SparseConv;
+pub use sparse_linear::SparseLinear;
 pub use ternary_conv::{ternary_value, TernaryConv, TERNARY_MINUS, TERNARY_PLUS, TERNARY_ZERO};
 pub use weight_layout::WeightLayout;
 
@@ -106,6 +117,14 @@ ops! {
     Int8Conv(Int8Conv),
     /// LCNN dictionary 1×1 convolution, shifts and sparse combination.
     LcnnConv(LcnnConv),
+    /// Group-wise pruned convolution: a subset of (channel, row, column) taps.
+    GroupwiseConv(GroupwiseConv),
+    /// Unstructured sparse convolution, filter matrix in CSR form.
+    SparseConv(SparseConv),
+    /// Unstructured sparse fully connected layer, CSR weights.
+    SparseLinear(SparseLinear),
+    /// Convolution evaluated at a subset of output positions.
+    PerforatedConv(PerforatedConv),
 }
 
 impl Operator for Op {

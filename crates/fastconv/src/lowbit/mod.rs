@@ -114,6 +114,7 @@ pub(crate) fn check_isa(isa: Option<Isa>, needs: Needs, kernel: &str) -> Result<
 }
 
 /// The ISA levels usable for `needs` on this machine (for tests and reports).
+#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn available_isas(needs: Needs) -> Vec<Isa> {
     Isa::ALL
         .into_iter()
