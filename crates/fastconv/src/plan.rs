@@ -46,6 +46,8 @@ enum Kind {
     Linear(hasten_core::LinearLayer),
     /// A pending shuffle / shift written out (no convolution followed).
     Remap(ChannelView),
+    /// A packed-format op on its low-bit or sparse kernel.
+    Lowbit(Box<crate::lowbit::prepare::Prepared>),
     /// An op without a fast kernel: its reference forward.
     Reference(Op),
 }
@@ -186,6 +188,13 @@ impl Step {
                     .zip(src.par_chunks(len))
                     .for_each(|(d, s)| view.materialize(s, d, h, w));
             }
+            Kind::Lowbit(p) => {
+                let x = Array4::from_shape_vec(self.input.batched(batch), src.to_vec())
+                    .map_err(|e| Error::shape("low-bit step input", self.input, e))?;
+                let y = p.forward(&x)?;
+                let y = y.as_standard_layout();
+                dst.copy_from_slice(y.as_slice().expect("standard layout"));
+            }
             Kind::Reference(op) => {
                 let x = Array4::from_shape_vec(self.input.batched(batch), src.to_vec())
                     .map_err(|e| Error::shape("reference step input", self.input, e))?;
@@ -202,6 +211,12 @@ impl Step {
 /// into steps, fusing `Conv → BatchNorm? → Relu?` and absorbing
 /// `ChannelShuffle` / `Shift` into the next convolution's reads.
 fn compile(ops: &[Op], shapes: &[ActShape], isa: Isa) -> Result<Vec<Step>> {
+    // Weight-only quantized ops on real inputs run as dense ops with decoded weights.
+    let decoded = ops
+        .iter()
+        .map(crate::lowbit::prepare::decode_weight_only)
+        .collect::<Result<Vec<Op>>>()?;
+    let ops = &decoded[..];
     let mut steps = Vec::new();
     let mut view = ChannelView::identity(shapes[0].channels);
     let mut i = 0;
@@ -246,7 +261,10 @@ fn compile(ops: &[Op], shapes: &[ActShape], isa: Isa) -> Result<Vec<Step>> {
                 })
             }
             Op::Linear(layer) => Some(Kind::Linear(layer.clone())),
-            other => Some(Kind::Reference(other.clone())),
+            other => Some(match crate::lowbit::prepare::prepare(other)? {
+                Some(p) => Kind::Lowbit(Box::new(p)),
+                None => Kind::Reference(other.clone()),
+            }),
         };
         if let Some(kind) = kind {
             if !matches!(kind, Kind::Conv(_)) {

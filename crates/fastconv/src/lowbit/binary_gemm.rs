@@ -398,7 +398,7 @@ impl BinaryConv {
                     let pix = ((n * hp + y + next_padding.top) * wp + x + next_padding.left) * words;
                     for (t, &d) in src.iter().enumerate() {
                         let b = self.bias.as_ref().map_or(0.0, |b| b[t]);
-                        if self.alpha[t] * d as f32 + b < 0.0 {
+                        if !(self.alpha[t] * d as f32 + b >= 0.0) {
                             bits[pix + t / 64] |= 1 << (t % 64);
                         }
                     }
@@ -716,7 +716,7 @@ pub(crate) mod tests {
             let next = conv.forward_packed(&packed, Padding::same(1), None).unwrap();
             let signs = next.to_signs();
             for (s, v) in signs.iter().zip(y.iter()) {
-                prop_assert_eq!(*s, if *v < 0.0 { -1.0 } else { 1.0 });
+                prop_assert_eq!(*s, if *v >= 0.0 { 1.0 } else { -1.0 });
             }
             // XNOR-Net K scaling against a direct f64 evaluation.
             let conv_k = BinaryConv::new(wt.view(), alpha.clone(), None, spec, ActivationScale::XnorK).unwrap();

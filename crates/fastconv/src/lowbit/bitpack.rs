@@ -1,6 +1,7 @@
 //! Sign bit-packing of activations along channels (XNOR-Net's binarised input,
 //! survey §3): bit `c mod 64` of word `c / 64` of a pixel is 1 when
-//! `x[c] < 0` (value −1) and 0 when `x[c] ≥ 0` (value +1).
+//! `x[c] ≥ 0` is false (value −1: negative, or NaN) and 0 when `x[c] ≥ 0`
+//! (value +1) — the `binary_sign` convention of the core ops.
 //!
 //! The packed layout is pixel-major (`[n][y][x][word]`, "NHWC in bits") and
 //! carries the convolution's zero padding: padded pixels and the unused high
@@ -169,7 +170,7 @@ fn pack_pixel_scalar(plane: &[f32], offset: usize, stride: usize, channels: usiz
         let mut bits = 0u64;
         for b in 0..64.min(channels - wi * 64) {
             let c = wi * 64 + b;
-            bits |= u64::from(plane[c * stride + offset] < 0.0) << b;
+            bits |= u64::from(!(plane[c * stride + offset] >= 0.0)) << b;
         }
         *word = bits;
     }
@@ -214,7 +215,7 @@ mod x86 {
                     plane.as_ptr().add(offset + c * stride),
                 )
             };
-            let m = _mm512_mask_cmp_ps_mask::<_CMP_LT_OQ>(valid, v, zero);
+            let m = _mm512_mask_cmp_ps_mask::<_CMP_NGE_UQ>(valid, v, zero);
             dst[c / 64] |= u64::from(m) << (c % 64);
             c += 16;
         }
@@ -243,12 +244,12 @@ mod x86 {
             let v = unsafe {
                 _mm256_i32gather_ps::<4>(plane.as_ptr().add(offset + c * stride), lanes)
             };
-            let m = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_LT_OQ>(v, zero)) as u32;
+            let m = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_NGE_UQ>(v, zero)) as u32;
             dst[c / 64] |= u64::from(m) << (c % 64);
             c += 8;
         }
         while c < channels {
-            dst[c / 64] |= u64::from(plane[offset + c * stride] < 0.0) << (c % 64);
+            dst[c / 64] |= u64::from(!(plane[offset + c * stride] >= 0.0)) << (c % 64);
             c += 1;
         }
     }
@@ -273,12 +274,13 @@ mod tests {
             // Exact zeros and negative zeros are +1 (x ≥ 0 is false only for x < 0).
             x[[0, 0, 0, 0]] = 0.0;
             x[[n - 1, c - 1, h - 1, w - 1]] = -0.0;
+            if c > 2 { x[[0, 2, 0, 0]] = f32::NAN; }
             let padding = Padding::symmetric(pad, pad + 1);
             for isa in available_isas(Needs::Float) {
                 let p = pack_signs(x.view(), padding, Some(isa)).unwrap();
                 let signs = p.to_signs();
                 for ((i, &v), &s) in x.indexed_iter().zip(signs.iter()) {
-                    prop_assert_eq!(s, if v < 0.0 { -1.0 } else { 1.0 }, "{:?} {:?}", isa, i);
+                    prop_assert_eq!(s, if v >= 0.0 { 1.0 } else { -1.0 }, "{:?} {:?}", isa, i);
                 }
                 // Padding and tail bits are zero.
                 let (hp, wp) = p.padded_hw();

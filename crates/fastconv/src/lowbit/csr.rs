@@ -160,21 +160,35 @@ pub struct CsrConv {
 impl CsrConv {
     /// Keeps the non-zeros of OIHW `weights` (`groups = 1`).
     pub fn from_dense(weights: ArrayView4<'_, f32>, bias: Option<Vec<f32>>, spec: ConvSpec) -> Result<Self> {
-        spec.validate()?;
-        if spec.groups != 1 {
-            return Err(Error::unsupported("CsrConv", format!("groups = {}", spec.groups)));
-        }
         let s = weights.shape();
         hasten_core::error::ensure_nonempty("CsrConv weights (OIHW)", s)?;
         let w = weights.as_standard_layout();
         let matrix = CsrMatrix::from_dense(w.as_slice().expect("standard layout"), s[0], s[1] * s[2] * s[3])?;
+        Self::from_csr(matrix, s[1], (s[2], s[3]), spec, bias)
+    }
+
+    /// Filters already in CSR form: `[T, C·kh·kw]`, column `(c·kh + i)·kw + j`.
+    pub fn from_csr(
+        matrix: CsrMatrix,
+        in_channels: usize,
+        kernel: (usize, usize),
+        spec: ConvSpec,
+        bias: Option<Vec<f32>>,
+    ) -> Result<Self> {
+        spec.validate()?;
+        if spec.groups != 1 {
+            return Err(Error::unsupported("CsrConv", format!("groups = {}", spec.groups)));
+        }
+        if matrix.cols != in_channels * kernel.0 * kernel.1 {
+            return Err(Error::shape("CsrConv filter matrix columns", in_channels * kernel.0 * kernel.1, matrix.cols));
+        }
         if let Some(b) = &bias {
-            if b.len() != s[0] {
-                return Err(Error::shape("CsrConv bias", s[0], b.len()));
+            if b.len() != matrix.rows {
+                return Err(Error::shape("CsrConv bias", matrix.rows, b.len()));
             }
             hasten_core::error::ensure_finite("CsrConv bias", b.iter())?;
         }
-        Ok(CsrConv { matrix, in_channels: s[1], kernel: (s[2], s[3]), spec, bias })
+        Ok(CsrConv { matrix, in_channels, kernel, spec, bias })
     }
 
     /// The filters as a `[T, C·kh·kw]` CSR matrix.

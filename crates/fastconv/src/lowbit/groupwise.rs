@@ -82,6 +82,40 @@ impl GroupwiseConv {
         Ok(GroupwiseConv { out_channels: t_n, in_channels: c_n, kernel: (kh, kw), spec, groups, bias })
     }
 
+    /// One layer-wide group (the paper's pattern): `rows` are the kept im2col
+    /// rows `(c·kh + i)·kw + j`, strictly increasing, and `weights` the dense
+    /// `[out_channels, rows.len()]` block multiplying them.
+    pub fn from_rows(
+        out_channels: usize,
+        in_channels: usize,
+        kernel: (usize, usize),
+        spec: ConvSpec,
+        rows: Vec<u32>,
+        weights: Vec<f32>,
+        bias: Option<Vec<f32>>,
+    ) -> Result<Self> {
+        let k = in_channels * kernel.0 * kernel.1;
+        hasten_core::error::ensure_nonempty("GroupwiseConv [T, C, kh, kw]", &[out_channels, in_channels, kernel.0, kernel.1])?;
+        if rows.windows(2).any(|w| w[0] >= w[1]) || rows.last().is_some_and(|&r| r as usize >= k) {
+            return Err(Error::param("group-wise kept rows", format!("{rows:?}"), format!("strictly increasing, < {k}")));
+        }
+        if weights.len() != out_channels * rows.len() {
+            return Err(Error::shape("group-wise weights", out_channels * rows.len(), weights.len()));
+        }
+        let mut dense = Array4::<f32>::zeros((out_channels, in_channels, kernel.0, kernel.1));
+        let d = dense.as_slice_mut().expect("fresh array");
+        for t in 0..out_channels {
+            for (e, &r) in rows.iter().enumerate() {
+                d[t * k + r as usize] = weights[t * rows.len() + e];
+            }
+        }
+        let mut layer = Self::from_dense(dense.view(), bias, spec, out_channels)?;
+        // Keep the given rows even where a whole row happens to be zero.
+        layer.groups[0].rows = rows;
+        layer.groups[0].weights = weights;
+        Ok(layer)
+    }
+
     /// Fraction of the dense weight matrix that is multiplied.
     pub fn density(&self) -> f64 {
         let kept: usize = self.groups.iter().map(|g| g.count * g.rows.len()).sum();

@@ -160,7 +160,9 @@ impl Int8Conv {
         self.input
     }
 
-    /// The exact accumulators `Σ_{valid taps, c} v · (q − z_x)`, NHWC
+    /// The exact accumulators `Σ_{valid taps, c} v · (q − z_x)` (computed as
+    /// `Σ v·q − z_x·Σ v` in wrapping i32, hence exact whenever the result fits
+    /// in i32), NHWC
     /// `[n][y][x][t]`, with the output height and width.
     pub fn accumulators(&self, q: ArrayView4<'_, u8>, isa: Option<Isa>) -> Result<(Vec<i32>, (usize, usize))> {
         let isa = check_isa(isa, Needs::Int8Dot, "Int8Conv")?;
@@ -192,7 +194,8 @@ impl Int8Conv {
                 for x in 0..ow {
                     for t in 0..t_n {
                         out_row[x * t_n + t] =
-                            acc[x * self.t_pad + t] - i32::from(self.input.zero_point) * self.weight_sum[t];
+                            acc[x * self.t_pad + t]
+                            .wrapping_sub(i32::from(self.input.zero_point).wrapping_mul(self.weight_sum[t]));
                     }
                 }
             },
@@ -250,19 +253,26 @@ impl Int8Conv {
         let (hp, wp) = g.padded_hw;
         let (h, w) = g.in_hw;
         let (pt, pl) = g.pad_top_left;
-        let c4 = self.c4;
+        let (c_n, c4) = (self.in_channels, self.c4);
+        let q = q.as_standard_layout();
+        let qs = q.as_slice().expect("standard layout");
+        let z = self.input.zero_point;
         let mut img = vec![0u8; g.batch * hp * wp * c4];
         img.par_chunks_mut(wp * c4).enumerate().for_each(|(row, dst)| {
             let (n, yp) = (row / hp, row % hp);
+            let inside_row = yp >= pt && yp < pt + h;
             for xp in 0..wp {
-                let inside = yp >= pt && yp < pt + h && xp >= pl && xp < pl + w;
-                let px = &mut dst[xp * c4..(xp + 1) * c4];
-                if inside {
-                    for c in 0..self.in_channels {
-                        px[c] = q[[n, c, yp - pt, xp - pl]];
+                if !inside_row || xp < pl || xp >= pl + w {
+                    dst[xp * c4..xp * c4 + c_n].fill(z);
+                }
+            }
+            if inside_row {
+                let y = yp - pt;
+                for c in 0..c_n {
+                    let src = &qs[((n * c_n + c) * h + y) * w..][..w];
+                    for (x, &v) in src.iter().enumerate() {
+                        dst[(x + pl) * c4 + c] = v;
                     }
-                } else {
-                    px[..self.in_channels].fill(self.input.zero_point);
                 }
             }
         });
@@ -284,7 +294,7 @@ impl Int8Conv {
                         let wbase = ((i * kw + j) * (c4 / 4) + cq) * tp * 4;
                         for (t, d) in dst.iter_mut().enumerate() {
                             let wv = &self.packed[wbase + t * 4..wbase + t * 4 + 4];
-                            *d += (0..4).map(|l| i32::from(xs[l]) * i32::from(wv[l])).sum::<i32>();
+                            *d = (0..4).fold(*d, |a, l| a.wrapping_add(i32::from(xs[l]) * i32::from(wv[l])));
                         }
                     }
                 }

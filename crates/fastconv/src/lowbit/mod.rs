@@ -31,30 +31,21 @@ pub mod geometry;
 pub mod groupwise;
 pub mod int8_gemm;
 pub mod popcount;
+pub mod prepare;
 pub mod ternary;
 
 use hasten_core::{Error, Result};
 
-/// An instruction-set level a kernel can be forced to use.
-///
-/// What each level needs depends on the kernel (e.g. the binary kernel's
-/// `Avx512` needs `avx512f` + `avx512vpopcntdq`, the int8 kernel's needs
-/// `avx512f` + `avx512bw` + `avx512vnni`); each kernel module documents it and
-/// rejects a level the machine lacks with [`Error::Unsupported`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Isa {
-    /// Portable Rust, no intrinsics.
-    Scalar,
-    /// 256-bit AVX2 (+ FMA where the kernel uses floating point).
-    Avx2,
-    /// 512-bit AVX-512 with the kernel's extensions.
-    Avx512,
-}
+/// The instruction-set level a kernel can be forced to use — the crate's
+/// [`crate::Isa`]. What each level needs depends on the kernel: the binary
+/// kernel's `Avx512` needs `avx512f` + `avx512vpopcntdq`, the int8 kernel's
+/// `avx512f` + `avx512bw` + `avx512vnni`, the float kernels' `avx512f` (AVX2:
+/// `avx2`, plus `fma` for floating point); a level the machine lacks is
+/// rejected with [`Error::Unsupported`].
+pub use crate::Isa;
 
-impl Isa {
-    /// All levels, from the widest to the portable one.
-    pub const ALL: [Isa; 3] = [Isa::Avx512, Isa::Avx2, Isa::Scalar];
-}
+/// Levels from the widest to the portable one.
+const ALL_ISAS: [Isa; 3] = [Isa::Avx512, Isa::Avx2, Isa::Scalar];
 
 /// Which CPU extensions a kernel family needs at each [`Isa`] level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,7 +86,7 @@ pub(crate) fn isa_available(isa: Isa, needs: Needs) -> bool {
 
 /// The widest available level for `needs`.
 pub(crate) fn best_isa(needs: Needs) -> Isa {
-    Isa::ALL
+    ALL_ISAS
         .into_iter()
         .find(|&isa| isa_available(isa, needs))
         .unwrap_or(Isa::Scalar)
@@ -116,7 +107,7 @@ pub(crate) fn check_isa(isa: Option<Isa>, needs: Needs, kernel: &str) -> Result<
 /// The ISA levels usable for `needs` on this machine (for tests and reports).
 #[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn available_isas(needs: Needs) -> Vec<Isa> {
-    Isa::ALL
+    ALL_ISAS
         .into_iter()
         .filter(|&isa| isa_available(isa, needs))
         .collect()
