@@ -31,6 +31,7 @@ use rayon::prelude::*;
 
 use super::bitpack::{pack_signs, PackedSigns};
 use super::geometry::ConvGeometry;
+use super::layout::nhwc_to_nchw;
 use super::{check_isa, round_up, Isa, Needs};
 
 /// Filters are padded to a multiple of this (the AVX-512 block: 4 × 8 lanes).
@@ -352,17 +353,13 @@ impl BinaryConv {
         let (oh, ow) = g.out_hw;
         let t_n = self.filters.out_channels;
         let mut y = Array4::<f32>::zeros((g.batch, t_n, oh, ow));
-        let ys = y.as_slice_mut().expect("fresh array");
-        ys.par_chunks_mut(oh * ow)
-            .enumerate()
-            .for_each(|(nt, plane)| {
-                let (n, t) = (nt / t_n, nt % t_n);
-                let b = self.bias.as_ref().map_or(0.0, |b| b[t]);
-                for (p, v) in plane.iter_mut().enumerate() {
-                    let kp = k.as_ref().map_or(1.0, |k| k[n * oh * ow + p]);
-                    *v = self.alpha[t] * kp * dots[(n * oh * ow + p) * t_n + t] as f32 + b;
-                }
-            });
+        let area = oh * ow;
+        let out = y.as_slice_mut().expect("fresh array");
+        nhwc_to_nchw(&dots, g.batch, area, t_n, out, |d, n, t, p| {
+            let kp = k.as_ref().map_or(1.0, |k| k[n * area + p]);
+            let b = self.bias.as_ref().map_or(0.0, |b| b[t]);
+            self.alpha[t] * kp * d as f32 + b
+        });
         Ok(y)
     }
 

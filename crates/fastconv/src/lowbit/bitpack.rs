@@ -8,8 +8,10 @@
 //! bits of the last word are all zero. A padded pixel therefore *reads* as +1;
 //! [`crate::lowbit::binary_gemm`] subtracts its contribution exactly.
 //!
-//! Sign extraction is vectorised: 16 (AVX-512) or 8 (AVX2) channels of one
-//! pixel are gathered and compared with zero in one instruction each, the
+//! Sign extraction is vectorised: each image row is first transposed to
+//! channel-minor order in a small buffer (one pass over `C` plane rows, not a
+//! gather across `C` pages per pixel), then 16 (AVX-512) or 8 (AVX2)
+//! contiguous channels are compared with zero in one instruction, the
 //! comparison mask being the packed bits.
 
 use hasten_core::{Error, Padding, Result};
@@ -119,60 +121,56 @@ pub fn pack_signs(x: ArrayView4<'_, f32>, padding: Padding, isa: Option<Isa>) ->
     let dims = x.shape();
     let (batch, channels, h, w) = (dims[0], dims[1], dims[2], dims[3]);
     hasten_core::error::ensure_nonempty("pack_signs input (NCHW)", dims)?;
-    if channels.saturating_mul(h).saturating_mul(w) >= (i32::MAX as usize) {
-        return Err(Error::param(
-            "pack_signs sample size",
-            channels * h * w,
-            "< 2^31 elements per sample",
-        ));
-    }
     let x = x.as_standard_layout();
     let data = x.as_slice().expect("standard layout");
     let mut packed = PackedSigns::zeroed(batch, channels, (h, w), padding);
     let (hp, wp) = packed.padded_hw();
     let words = packed.words;
     let sample = channels * h * w;
-    packed
-        .bits
-        .par_chunks_mut(wp * words)
-        .enumerate()
-        .for_each(|(row, out)| {
+    packed.bits.par_chunks_mut(wp * words).enumerate().for_each_init(
+        || vec![0f32; w * channels],
+        |row_buf, (row, out)| {
             let (n, yp) = (row / hp, row % hp);
             if yp < padding.top || yp >= padding.top + h {
                 return;
             }
             let y = yp - padding.top;
             let plane = &data[n * sample..(n + 1) * sample];
+            for c in 0..channels {
+                let src = &plane[(c * h + y) * w..][..w];
+                for (x, &v) in src.iter().enumerate() {
+                    row_buf[x * channels + c] = v;
+                }
+            }
             for x in 0..w {
                 let dst = &mut out[(x + padding.left) * words..(x + padding.left + 1) * words];
-                pack_pixel(isa, plane, y * w + x, h * w, channels, dst);
+                pack_pixel(isa, &row_buf[x * channels..(x + 1) * channels], dst);
             }
-        });
+        },
+    );
     Ok(packed)
 }
 
-/// Packs the `channels` values `plane[c·stride + offset]` into `dst`.
-fn pack_pixel(isa: Isa, plane: &[f32], offset: usize, stride: usize, channels: usize, dst: &mut [u64]) {
+/// Packs the signs of one pixel's contiguous channel values into `dst`.
+fn pack_pixel(isa: Isa, values: &[f32], dst: &mut [u64]) {
     match isa {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `isa` was validated by check_isa (avx512f); indices are
-        // `offset + c·stride < plane.len()` for c < channels.
-        Isa::Avx512 => unsafe { x86::pack_pixel_avx512(plane, offset, stride, channels, dst) },
+        // SAFETY: `isa` was validated by check_isa (avx512f);
+        // dst.len() = ⌈values.len() / 64⌉.
+        Isa::Avx512 => unsafe { x86::pack_pixel_avx512(values, dst) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above, with avx2.
-        Isa::Avx2 => unsafe { x86::pack_pixel_avx2(plane, offset, stride, channels, dst) },
-        _ => pack_pixel_scalar(plane, offset, stride, channels, dst),
+        Isa::Avx2 => unsafe { x86::pack_pixel_avx2(values, dst) },
+        _ => pack_pixel_scalar(values, dst),
     }
 }
 
-fn pack_pixel_scalar(plane: &[f32], offset: usize, stride: usize, channels: usize, dst: &mut [u64]) {
-    for (wi, word) in dst.iter_mut().enumerate() {
-        let mut bits = 0u64;
-        for b in 0..64.min(channels - wi * 64) {
-            let c = wi * 64 + b;
-            bits |= u64::from(!(plane[c * stride + offset] >= 0.0)) << b;
-        }
-        *word = bits;
+fn pack_pixel_scalar(values: &[f32], dst: &mut [u64]) {
+    for (word, chunk) in dst.iter_mut().zip(values.chunks(64)) {
+        *word = chunk
+            .iter()
+            .enumerate()
+            .fold(0u64, |bits, (b, &v)| bits | (u64::from(!(v >= 0.0)) << b));
     }
 }
 
@@ -181,40 +179,17 @@ mod x86 {
     use std::arch::x86_64::*;
 
     /// # Safety
-    /// AVX-512F available; `offset + (channels − 1)·stride < plane.len()`,
-    /// `stride · channels < 2^31`, `dst.len() = ⌈channels/64⌉`.
+    /// AVX-512F available; `dst.len() = ⌈values.len() / 64⌉`.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn pack_pixel_avx512(
-        plane: &[f32],
-        offset: usize,
-        stride: usize,
-        channels: usize,
-        dst: &mut [u64],
-    ) {
-        let s = stride as i32;
-        let lanes = _mm512_mullo_epi32(
-            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-            _mm512_set1_epi32(s),
-        );
+    pub(super) unsafe fn pack_pixel_avx512(values: &[f32], dst: &mut [u64]) {
+        let n = values.len();
         let zero = _mm512_setzero_ps();
         dst.fill(0);
         let mut c = 0;
-        while c < channels {
-            let valid: __mmask16 = if channels - c >= 16 {
-                0xffff
-            } else {
-                (1u16 << (channels - c)) - 1
-            };
-            // SAFETY: lanes c..c+16 masked to c < channels; every gathered
-            // index offset + lane·stride stays inside `plane`.
-            let v = unsafe {
-                _mm512_mask_i32gather_ps::<4>(
-                    zero,
-                    valid,
-                    lanes,
-                    plane.as_ptr().add(offset + c * stride),
-                )
-            };
+        while c < n {
+            let valid: __mmask16 = if n - c >= 16 { 0xffff } else { (1u16 << (n - c)) - 1 };
+            // SAFETY: masked lanes ≥ n are not read.
+            let v = unsafe { _mm512_maskz_loadu_ps(valid, values.as_ptr().add(c)) };
             let m = _mm512_mask_cmp_ps_mask::<_CMP_NGE_UQ>(valid, v, zero);
             dst[c / 64] |= u64::from(m) << (c % 64);
             c += 16;
@@ -222,34 +197,22 @@ mod x86 {
     }
 
     /// # Safety
-    /// AVX2 available; same bounds as [`pack_pixel_avx512`].
+    /// AVX2 available; `dst.len() = ⌈values.len() / 64⌉`.
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn pack_pixel_avx2(
-        plane: &[f32],
-        offset: usize,
-        stride: usize,
-        channels: usize,
-        dst: &mut [u64],
-    ) {
-        let s = stride as i32;
-        let lanes = _mm256_mullo_epi32(
-            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
-            _mm256_set1_epi32(s),
-        );
+    pub(super) unsafe fn pack_pixel_avx2(values: &[f32], dst: &mut [u64]) {
+        let n = values.len();
         let zero = _mm256_setzero_ps();
         dst.fill(0);
         let mut c = 0;
-        while c + 8 <= channels {
-            // SAFETY: c + 7 < channels, so every index is inside `plane`.
-            let v = unsafe {
-                _mm256_i32gather_ps::<4>(plane.as_ptr().add(offset + c * stride), lanes)
-            };
+        while c + 8 <= n {
+            // SAFETY: c + 8 ≤ n.
+            let v = unsafe { _mm256_loadu_ps(values.as_ptr().add(c)) };
             let m = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_NGE_UQ>(v, zero)) as u32;
             dst[c / 64] |= u64::from(m) << (c % 64);
             c += 8;
         }
-        while c < channels {
-            dst[c / 64] |= u64::from(!(plane[offset + c * stride] >= 0.0)) << (c % 64);
+        while c < n {
+            dst[c / 64] |= u64::from(!(values[c] >= 0.0)) << (c % 64);
             c += 1;
         }
     }

@@ -30,9 +30,19 @@ pub fn im2col_rows(sample: &[f32], g: &ConvGeometry, rows: &[u32], cols: &mut [f
                 continue;
             }
             let src = &plane[iy as usize * w..(iy as usize + 1) * w];
-            for (x, o) in out.iter_mut().enumerate() {
-                let ix = (x * g.stride.1 + j * g.dilation.1) as isize - pl as isize;
-                *o = if ix < 0 || ix >= w as isize { 0.0 } else { src[ix as usize] };
+            // Columns x with 0 ≤ x·σ + j·δ − p_l < w read the input; the rest is padding.
+            let (sw, off) = (g.stride.1 as isize, (j * g.dilation.1) as isize - pl as isize);
+            let x_lo = if off < 0 { ((-off + sw - 1) / sw) as usize } else { 0 }.min(ow);
+            let x_hi = if (w as isize) > off { ((w as isize - off + sw - 1) / sw) as usize } else { 0 }.clamp(x_lo, ow);
+            out[..x_lo].fill(0.0);
+            out[x_hi..].fill(0.0);
+            let start = (x_lo as isize * sw + off) as usize;
+            if sw == 1 {
+                out[x_lo..x_hi].copy_from_slice(&src[start..start + (x_hi - x_lo)]);
+            } else {
+                for (k, o) in out[x_lo..x_hi].iter_mut().enumerate() {
+                    *o = src[start + k * sw as usize];
+                }
             }
         }
     });

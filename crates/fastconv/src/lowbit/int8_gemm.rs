@@ -27,6 +27,7 @@ use ndarray::{Array4, ArrayView4};
 use rayon::prelude::*;
 
 use super::geometry::ConvGeometry;
+use super::layout::nhwc_to_nchw;
 use super::{check_isa, round_up, Isa, Needs};
 
 /// Filters are padded to a multiple of this (the AVX-512 block: 4 × 16 lanes).
@@ -52,7 +53,13 @@ impl U8Quant {
 
     /// `clamp(round_half_even(x / scale) + zero_point, 0, 255)`.
     pub fn quantize(&self, x: f32) -> u8 {
-        ((x / self.scale).round_ties_even() + f32::from(self.zero_point)).clamp(0.0, 255.0) as u8
+        // Beyond ±512 steps every zero point saturates, so clamping first is
+        // exact; then adding and subtracting 1.5·2^23 rounds half to even
+        // without a libm call (round-to-nearest-even is the FP default).
+        const MAGIC: f32 = 12_582_912.0;
+        let t = (x / self.scale).clamp(-512.0, 512.0);
+        let r = (t + MAGIC) - MAGIC;
+        (r + f32::from(self.zero_point)).clamp(0.0, 255.0) as u8
     }
 
     /// Quantises an NCHW batch.
@@ -227,16 +234,8 @@ impl Int8Conv {
         let batch = q.shape()[0];
         let t_n = self.out_channels;
         let mut y = Array4::<f32>::zeros((batch, t_n, oh, ow));
-        y.as_slice_mut()
-            .expect("fresh array")
-            .par_chunks_mut(oh * ow)
-            .enumerate()
-            .for_each(|(nt, plane)| {
-                let (n, t) = (nt / t_n, nt % t_n);
-                for (p, v) in plane.iter_mut().enumerate() {
-                    *v = self.requantize(acc[(n * oh * ow + p) * t_n + t], t, output);
-                }
-            });
+        let out = y.as_slice_mut().expect("fresh array");
+        nhwc_to_nchw(&acc, batch, oh * ow, t_n, out, |a, _, t, _| self.requantize(a, t, output));
         Ok(y)
     }
 
@@ -244,7 +243,14 @@ impl Int8Conv {
     /// it, returning dequantised f32.
     pub fn forward(&self, x: &Array4<f32>) -> Result<Array4<f32>> {
         hasten_core::error::ensure_finite("Int8Conv input", x.iter())?;
-        let q = self.input.quantize_array(x.view());
+        let x = x.as_standard_layout();
+        let xs = x.as_slice().expect("standard layout");
+        let mut q = Array4::<u8>::zeros(x.raw_dim());
+        q.as_slice_mut()
+            .expect("fresh array")
+            .par_chunks_mut(4096)
+            .zip(xs.par_chunks(4096))
+            .for_each(|(d, s)| d.iter_mut().zip(s).for_each(|(d, &v)| *d = self.input.quantize(v)));
         self.forward_quantized(q.view(), Int8Output::F32, None)
     }
 
@@ -477,6 +483,16 @@ mod tests {
             let r = Int8Conv::new(w.view(), &vec![0.1; ns], None, ConvSpec::new().with_groups(groups),
                 U8Quant { scale, zero_point: 0 });
             prop_assert_eq!(r.is_ok(), scale > 0.0 && ns == 2 && groups == 1);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn quantize_rounds_half_to_even(x in -2000.0f32..2000.0, half in any::<bool>(), z in any::<u8>(), scale in 0.01f32..4.0) {
+            let q = U8Quant::new(scale, z).unwrap();
+            let x = if half { (x.trunc() + 0.5) * scale } else { x };
+            let want = ((x / scale).round_ties_even() + f32::from(z)).clamp(0.0, 255.0) as u8;
+            prop_assert_eq!(q.quantize(x), want);
         }
     }
 

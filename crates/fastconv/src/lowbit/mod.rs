@@ -30,6 +30,7 @@ pub mod dense;
 pub mod geometry;
 pub mod groupwise;
 pub mod int8_gemm;
+pub mod layout;
 pub mod popcount;
 pub mod prepare;
 pub mod ternary;
