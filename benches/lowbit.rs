@@ -26,23 +26,42 @@ fn conv_128x28(c: &mut Criterion) {
 
     let block = Block::single(Op::Conv(ConvLayer::from_array(w.clone(), spec).unwrap()));
     let mut plan = Plan::new(&block, ActShape::new(ch, hw, hw), 1).unwrap();
-    group.bench_function("f32_plan", |b| b.iter(|| black_box(plan.run(black_box(&x)).unwrap().len())));
+    group.bench_function("f32_plan", |b| {
+        b.iter(|| black_box(plan.run(black_box(&x)).unwrap().len()))
+    });
 
     let bin = BinaryConv::new(w.view(), vec![0.05; ch], None, spec, ActivationScale::None).unwrap();
     let packed = bin.pack_input(x.view(), None).unwrap();
-    group.bench_function("xnor_kernel", |b| b.iter(|| black_box(bin.dot_products(black_box(&packed), None).unwrap())));
-    group.bench_function("xnor_end_to_end", |b| b.iter(|| black_box(bin.forward(black_box(&x)).unwrap())));
+    group.bench_function("xnor_kernel", |b| {
+        b.iter(|| black_box(bin.dot_products(black_box(&packed), None).unwrap()))
+    });
+    group.bench_function("xnor_end_to_end", |b| {
+        b.iter(|| black_box(bin.forward(black_box(&x)).unwrap()))
+    });
 
     let wq = w.mapv(|v| (v / 0.002).round().clamp(-127.0, 127.0) as i8);
-    let int8 = Int8Conv::new(wq.view(), &vec![0.002; ch], None, spec, U8Quant::new(0.02, 128).unwrap()).unwrap();
+    let int8 = Int8Conv::new(
+        wq.view(),
+        &vec![0.002; ch],
+        None,
+        spec,
+        U8Quant::new(0.02, 128).unwrap(),
+    )
+    .unwrap();
     let q = int8.input_quant().quantize_array(x.view());
-    group.bench_function("int8_kernel", |b| b.iter(|| black_box(int8.accumulators(black_box(q.view()), None).unwrap())));
-    group.bench_function("int8_end_to_end", |b| b.iter(|| black_box(int8.forward(black_box(&x)).unwrap())));
+    group.bench_function("int8_kernel", |b| {
+        b.iter(|| black_box(int8.accumulators(black_box(q.view()), None).unwrap()))
+    });
+    group.bench_function("int8_end_to_end", |b| {
+        b.iter(|| black_box(int8.forward(black_box(&x)).unwrap()))
+    });
 
     for density in [0.25, 0.1] {
         let ws = w.mapv(|v| if rng.uniform() < density { v } else { 0.0 });
         let csr = CsrConv::from_dense(ws.view(), None, spec).unwrap();
-        group.bench_function(format!("csr_density_{density}"), |b| b.iter(|| black_box(csr.forward(black_box(&x), None).unwrap())));
+        group.bench_function(format!("csr_density_{density}"), |b| {
+            b.iter(|| black_box(csr.forward(black_box(&x), None).unwrap()))
+        });
     }
     for density in [1.0, 0.5, 0.25] {
         let mut wg = w.clone();
@@ -50,13 +69,16 @@ fn conv_128x28(c: &mut Criterion) {
             for i in 0..3 {
                 for j in 0..3 {
                     if rng.uniform() >= density {
-                        wg.slice_mut(hasten::core::ndarray::s![.., cc, i, j]).fill(0.0);
+                        wg.slice_mut(hasten::core::ndarray::s![.., cc, i, j])
+                            .fill(0.0);
                     }
                 }
             }
         }
         let gw = GroupwiseConv::from_dense(wg.view(), None, spec, ch).unwrap();
-        group.bench_function(format!("groupwise_density_{density}"), |b| b.iter(|| black_box(gw.forward(black_box(&x)).unwrap())));
+        group.bench_function(format!("groupwise_density_{density}"), |b| {
+            b.iter(|| black_box(gw.forward(black_box(&x)).unwrap()))
+        });
     }
     group.finish();
 }
@@ -68,11 +90,15 @@ fn fc_4096(c: &mut Criterion) {
     let x: Vec<f32> = (0..i).map(|_| rng.normal() as f32).collect();
     let mut group = c.benchmark_group("fc_4096x4096_batch1");
     group.sample_size(20);
-    group.bench_function("f32_gemv", |b| b.iter(|| black_box(dense_gemv(&w, o, black_box(&x), None).unwrap())));
+    group.bench_function("f32_gemv", |b| {
+        b.iter(|| black_box(dense_gemv(&w, o, black_box(&x), None).unwrap()))
+    });
     let cb: Vec<f32> = (0..256).map(|k| (k as f32 - 127.5) * 0.0004).collect();
     let codes: Vec<u8> = (0..o * i).map(|_| rng.below(256) as u8).collect();
     let layer = CodebookLinear::new(o, i, cb, codes, None).unwrap();
-    group.bench_function("codebook_8bit", |b| b.iter(|| black_box(layer.forward(black_box(&x), 1, None).unwrap())));
+    group.bench_function("codebook_8bit", |b| {
+        b.iter(|| black_box(layer.forward(black_box(&x), 1, None).unwrap()))
+    });
     group.finish();
 }
 

@@ -7,8 +7,8 @@
 
 use std::time::Instant;
 
-use hasten::core::{Block, ConvLayer, ConvSpec, LinearLayer, Op, SeededRng};
 use hasten::core::ndarray::{Array2, Array4};
+use hasten::core::{Block, ConvLayer, ConvSpec, LinearLayer, Op, SeededRng};
 use hasten::fastconv::lowbit::binary_gemm::{ActivationScale, BinaryConv};
 use hasten::fastconv::lowbit::codebook::{CodebookLinear, PqLinear};
 use hasten::fastconv::lowbit::csr::{CsrConv, CsrLinear, CsrMatrix};
@@ -46,7 +46,10 @@ fn f32_plan_ms(layer: &ConvLayer, x: &Array4<f32>) -> f64 {
 }
 
 fn main() {
-    let threads = std::env::var("RAYON_NUM_THREADS").ok().and_then(|v| v.parse::<usize>().ok()).unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let threads = std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     println!("# Low-bit and sparse kernels: measured speed-ups\n");
     println!("threads: {threads}; batch 1; median wall times; f32 = hasten_fastconv Plan (own GEMM), im2col = im2col + matrixmultiply sgemm\n");
     let mut rng = SeededRng::new(7);
@@ -64,7 +67,8 @@ fn main() {
         let im2col_ms = median_ms(|| {
             dense_conv(w.view(), &x, &spec).unwrap();
         });
-        let bin = BinaryConv::new(w.view(), vec![0.05; c], None, spec, ActivationScale::None).unwrap();
+        let bin =
+            BinaryConv::new(w.view(), vec![0.05; c], None, spec, ActivationScale::None).unwrap();
         let packed = bin.pack_input(x.view(), None).unwrap();
         let xnor_kernel = median_ms(|| {
             bin.dot_products(&packed, None).unwrap();
@@ -72,13 +76,35 @@ fn main() {
         let xnor_e2e = median_ms(|| {
             bin.forward(&x).unwrap();
         });
-        let levels = w.mapv(|v| if v > 0.03 { 1.0 } else if v < -0.03 { -1.0 } else { 0.0 });
-        let ter = TernaryConv::new(levels.view(), vec![0.05; c], None, spec, ActivationScale::None).unwrap();
+        let levels = w.mapv(|v| {
+            if v > 0.03 {
+                1.0
+            } else if v < -0.03 {
+                -1.0
+            } else {
+                0.0
+            }
+        });
+        let ter = TernaryConv::new(
+            levels.view(),
+            vec![0.05; c],
+            None,
+            spec,
+            ActivationScale::None,
+        )
+        .unwrap();
         let ter_e2e = median_ms(|| {
             ter.forward(&x).unwrap();
         });
         let wq = w.mapv(|v| (v / 0.002).round().clamp(-127.0, 127.0) as i8);
-        let int8 = Int8Conv::new(wq.view(), &vec![0.002; c], None, spec, U8Quant::new(0.02, 128).unwrap()).unwrap();
+        let int8 = Int8Conv::new(
+            wq.view(),
+            &vec![0.002; c],
+            None,
+            spec,
+            U8Quant::new(0.02, 128).unwrap(),
+        )
+        .unwrap();
         let q = int8.input_quant().quantize_array(x.view());
         let int8_kernel = median_ms(|| {
             int8.accumulators(q.view(), None).unwrap();
@@ -132,13 +158,34 @@ fn main() {
     });
     println!("| kernel | weight bytes | ms | × vs f32 Plan | × vs f32 GEMV | prediction |");
     println!("|---|---|---|---|---|---|");
-    println!("| f32 Plan (Linear) | {} | {f32_fc:.3} | 1.00 | {:.2} | |", 4 * o * i, f32_fc / gemv);
-    println!("| f32 GEMV (AVX-512) | {} | {gemv:.3} | {:.2} | 1.00 | |", 4 * o * i, gemv / f32_fc);
-    println!("| codebook, 8-bit codes | {} | {cb_ms:.3} | {:.2} | {:.2} | 4× (bytes) |", cbl.weight_bytes(), f32_fc / cb_ms, gemv / cb_ms);
-    println!("| PQ, d = {d}, k = {k} | {} | {pq_ms:.3} | {:.2} | {:.2} | {:.1}× (ops), {:.1}× (bytes) |", pq.weight_bytes(), f32_fc / pq_ms, gemv / pq_ms,
-        (o * i) as f64 / ((o * i / d) + k * i) as f64, (4 * o * i) as f64 / pq.weight_bytes() as f64);
+    println!(
+        "| f32 Plan (Linear) | {} | {f32_fc:.3} | 1.00 | {:.2} | |",
+        4 * o * i,
+        f32_fc / gemv
+    );
+    println!(
+        "| f32 GEMV (AVX-512) | {} | {gemv:.3} | {:.2} | 1.00 | |",
+        4 * o * i,
+        gemv / f32_fc
+    );
+    println!(
+        "| codebook, 8-bit codes | {} | {cb_ms:.3} | {:.2} | {:.2} | 4× (bytes) |",
+        cbl.weight_bytes(),
+        f32_fc / cb_ms,
+        gemv / cb_ms
+    );
+    println!(
+        "| PQ, d = {d}, k = {k} | {} | {pq_ms:.3} | {:.2} | {:.2} | {:.1}× (ops), {:.1}× (bytes) |",
+        pq.weight_bytes(),
+        f32_fc / pq_ms,
+        gemv / pq_ms,
+        (o * i) as f64 / ((o * i / d) + k * i) as f64,
+        (4 * o * i) as f64 / pq.weight_bytes() as f64
+    );
 
-    println!("\n## Sparse (CSR, direct) and group-wise pruned 3×3 convolution, 128 channels, 28×28\n");
+    println!(
+        "\n## Sparse (CSR, direct) and group-wise pruned 3×3 convolution, 128 channels, 28×28\n"
+    );
     let (c, hw) = (128, 28);
     let w = rng.normal_array((c, c, 3, 3), 0.05);
     let x = rng.normal_array((1, c, hw, hw), 1.0);
@@ -148,7 +195,9 @@ fn main() {
     let dense_gw_ms = median_ms(|| {
         dense_gw.forward(&x).unwrap();
     });
-    println!("f32 Plan: {f32_ms:.3} ms; im2col + sgemm (group-wise at density 1): {dense_gw_ms:.3} ms\n");
+    println!(
+        "f32 Plan: {f32_ms:.3} ms; im2col + sgemm (group-wise at density 1): {dense_gw_ms:.3} ms\n"
+    );
     println!("| density | CSR ms | CSR × vs f32 Plan | group-wise ms | group-wise × vs density 1 | × / (1/density) | group-wise × vs f32 Plan |");
     println!("|---|---|---|---|---|---|---|");
     for density in [1.0, 0.75, 0.5, 0.25, 0.1, 0.05] {
@@ -188,7 +237,10 @@ fn main() {
     println!("| density | CSR ms | × vs GEMV |");
     println!("|---|---|---|");
     for density in [0.5, 0.25, 0.1, 0.05] {
-        let ws: Vec<f32> = wfc.iter().map(|&v| if rng.uniform() < density { v } else { 0.0 }).collect();
+        let ws: Vec<f32> = wfc
+            .iter()
+            .map(|&v| if rng.uniform() < density { v } else { 0.0 })
+            .collect();
         let m = CsrMatrix::from_dense(&ws, o, i).unwrap();
         let l = CsrLinear::new(m, None).unwrap();
         let ms = median_ms(|| {

@@ -49,7 +49,7 @@ enum Kind {
     /// A packed-format op on its low-bit or sparse kernel.
     Lowbit(Box<crate::lowbit::prepare::Prepared>),
     /// An op without a fast kernel: its reference forward.
-    Reference(Op),
+    Reference(Box<Op>),
 }
 
 impl Plan {
@@ -263,7 +263,7 @@ fn compile(ops: &[Op], shapes: &[ActShape], isa: Isa) -> Result<Vec<Step>> {
             Op::Linear(layer) => Some(Kind::Linear(layer.clone())),
             other => Some(match crate::lowbit::prepare::prepare(other)? {
                 Some(p) => Kind::Lowbit(Box::new(p)),
-                None => Kind::Reference(other.clone()),
+                None => Kind::Reference(Box::new(other.clone())),
             }),
         };
         if let Some(kind) = kind {

@@ -292,7 +292,10 @@ impl BinaryConv {
     ) -> Result<Self> {
         spec.validate()?;
         if spec.groups != 1 {
-            return Err(Error::unsupported("BinaryConv", format!("groups = {}", spec.groups)));
+            return Err(Error::unsupported(
+                "BinaryConv",
+                format!("groups = {}", spec.groups),
+            ));
         }
         let t = filters.out_channels;
         if alpha.len() != t {
@@ -325,7 +328,11 @@ impl BinaryConv {
 
     /// Exact dot products `Σ w · sign(x)` (zero padding contributes 0), NHWC
     /// `[n][y][x][t]`, with the output height and width.
-    pub fn dot_products(&self, input: &PackedSigns, isa: Option<Isa>) -> Result<(Vec<i32>, (usize, usize))> {
+    pub fn dot_products(
+        &self,
+        input: &PackedSigns,
+        isa: Option<Isa>,
+    ) -> Result<(Vec<i32>, (usize, usize))> {
         let isa = check_isa(isa, Needs::Popcount, "BinaryConv")?;
         let (g, d) = self.filters.dot_products(input, &self.spec, isa)?;
         Ok((d, g.out_hw))
@@ -392,10 +399,11 @@ impl BinaryConv {
             for y in 0..oh {
                 for x in 0..ow {
                     let src = &dots[((n * oh + y) * ow + x) * t_n..][..t_n];
-                    let pix = ((n * hp + y + next_padding.top) * wp + x + next_padding.left) * words;
+                    let pix =
+                        ((n * hp + y + next_padding.top) * wp + x + next_padding.left) * words;
                     for (t, &d) in src.iter().enumerate() {
                         let b = self.bias.as_ref().map_or(0.0, |b| b[t]);
-                        if !(self.alpha[t] * d as f32 + b >= 0.0) {
+                        if super::bitpack::reads_as_minus_one(self.alpha[t] * d as f32 + b) {
                             bits[pix + t / 64] |= 1 << (t % 64);
                         }
                     }
@@ -485,14 +493,16 @@ mod x86 {
                 for i in 0..kh {
                     let row = (y * g.stride.0 + i * g.dilation.0) * wp;
                     for j in 0..kw {
-                        let pix: [usize; 4] =
-                            std::array::from_fn(|q| (row + xs[q] * g.stride.1 + j * g.dilation.1) * nw);
+                        let pix: [usize; 4] = std::array::from_fn(|q| {
+                            (row + xs[q] * g.stride.1 + j * g.dilation.1) * nw
+                        });
                         for wi in 0..nw {
                             let wo = ((i * kw + j) * nw + wi) * tp + tb;
                             // SAFETY: wo + 32 ≤ taps·nw·t_pad = sign.len() (= mask.len()).
                             let (s, m) = unsafe {
                                 (
-                                    [0, 8, 16, 24].map(|r| _mm512_loadu_si512(sp.add(wo + r).cast())),
+                                    [0, 8, 16, 24]
+                                        .map(|r| _mm512_loadu_si512(sp.add(wo + r).cast())),
                                     [0, 8, 16, 24].map(|r| {
                                         if TERN {
                                             _mm512_loadu_si512(mp.add(wo + r).cast())
@@ -511,7 +521,8 @@ mod x86 {
                                     } else {
                                         _mm512_xor_si512(xv, s[r])
                                     };
-                                    a[q * 4 + r] = _mm512_add_epi64(a[q * 4 + r], _mm512_popcnt_epi64(d));
+                                    a[q * 4 + r] =
+                                        _mm512_add_epi64(a[q * 4 + r], _mm512_popcnt_epi64(d));
                                 }
                             }
                         }
@@ -564,14 +575,16 @@ mod x86 {
                 for i in 0..kh {
                     let row = (y * g.stride.0 + i * g.dilation.0) * wp;
                     for j in 0..kw {
-                        let pix: [usize; 2] =
-                            std::array::from_fn(|q| (row + xs[q] * g.stride.1 + j * g.dilation.1) * nw);
+                        let pix: [usize; 2] = std::array::from_fn(|q| {
+                            (row + xs[q] * g.stride.1 + j * g.dilation.1) * nw
+                        });
                         for wi in 0..nw {
                             let wo = ((i * kw + j) * nw + wi) * tp + tb;
                             // SAFETY: wo + 16 ≤ sign.len() (t_pad is a multiple of 32).
                             let (s, m) = unsafe {
                                 (
-                                    [0, 4, 8, 12].map(|r| _mm256_loadu_si256(sp.add(wo + r).cast())),
+                                    [0, 4, 8, 12]
+                                        .map(|r| _mm256_loadu_si256(sp.add(wo + r).cast())),
                                     [0, 4, 8, 12].map(|r| {
                                         if TERN {
                                             _mm256_loadu_si256(mp.add(wo + r).cast())
@@ -589,7 +602,8 @@ mod x86 {
                                     if TERN {
                                         d = _mm256_and_si256(d, m[r]);
                                     }
-                                    a[q * 4 + r] = _mm256_add_epi64(a[q * 4 + r], popcnt_epi64_avx2(d));
+                                    a[q * 4 + r] =
+                                        _mm256_add_epi64(a[q * 4 + r], popcnt_epi64_avx2(d));
                                 }
                             }
                         }
@@ -642,7 +656,11 @@ pub(crate) mod tests {
                                     if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
                                         continue;
                                     }
-                                    let a = if x[[n, c, iy as usize, ix as usize]] < 0.0 { -1 } else { 1 };
+                                    let a = if x[[n, c, iy as usize, ix as usize]] < 0.0 {
+                                        -1
+                                    } else {
+                                        1
+                                    };
                                     s += w[[t, c, i, j]] as i32 * a;
                                 }
                             }
@@ -655,8 +673,12 @@ pub(crate) mod tests {
         out
     }
 
-    pub(crate) fn sign_weights(rng: &mut SeededRng, shape: (usize, usize, usize, usize)) -> Array4<f32> {
-        rng.normal_array(shape, 1.0).mapv(|v: f32| if v < 0.0 { -1.0 } else { 1.0 })
+    pub(crate) fn sign_weights(
+        rng: &mut SeededRng,
+        shape: (usize, usize, usize, usize),
+    ) -> Array4<f32> {
+        rng.normal_array(shape, 1.0)
+            .mapv(|v: f32| if v < 0.0 { -1.0 } else { 1.0 })
     }
 
     prop_compose! {
@@ -746,11 +768,25 @@ pub(crate) mod tests {
     #[test]
     fn channel_mismatch_and_kernel_too_large_are_errors() {
         let w = Array4::<f32>::ones((2, 3, 3, 3));
-        let conv = BinaryConv::new(w.view(), vec![1.0; 2], None, ConvSpec::new(), ActivationScale::None).unwrap();
+        let conv = BinaryConv::new(
+            w.view(),
+            vec![1.0; 2],
+            None,
+            ConvSpec::new(),
+            ActivationScale::None,
+        )
+        .unwrap();
         assert!(conv.forward(&Array4::zeros((1, 4, 5, 5))).is_err());
         assert!(conv.forward(&Array4::zeros((1, 3, 2, 2))).is_err());
         let mut bad = w.clone();
         bad[[0, 0, 0, 0]] = f32::NAN;
-        assert!(BinaryConv::new(bad.view(), vec![1.0; 2], None, ConvSpec::new(), ActivationScale::None).is_err());
+        assert!(BinaryConv::new(
+            bad.view(),
+            vec![1.0; 2],
+            None,
+            ConvSpec::new(),
+            ActivationScale::None
+        )
+        .is_err());
     }
 }

@@ -20,6 +20,11 @@ use rayon::prelude::*;
 
 use super::{check_isa, Isa, Needs};
 
+/// The binarisation rule: −1 unless `v ≥ 0` (so NaN reads as −1, −0.0 as +1).
+pub fn reads_as_minus_one(v: f32) -> bool {
+    matches!(v.partial_cmp(&0.0), None | Some(std::cmp::Ordering::Less))
+}
+
 /// Channel-packed signs of an NCHW batch, with zero padding built in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PackedSigns {
@@ -116,7 +121,11 @@ impl PackedSigns {
 
 /// Packs the signs of `x` (NCHW) with `padding` zero pixels around each plane.
 /// `isa = None` picks the widest path (AVX-512F or AVX2 gathers, else scalar).
-pub fn pack_signs(x: ArrayView4<'_, f32>, padding: Padding, isa: Option<Isa>) -> Result<PackedSigns> {
+pub fn pack_signs(
+    x: ArrayView4<'_, f32>,
+    padding: Padding,
+    isa: Option<Isa>,
+) -> Result<PackedSigns> {
     let isa = check_isa(isa, Needs::Float, "pack_signs")?;
     let dims = x.shape();
     let (batch, channels, h, w) = (dims[0], dims[1], dims[2], dims[3]);
@@ -127,27 +136,31 @@ pub fn pack_signs(x: ArrayView4<'_, f32>, padding: Padding, isa: Option<Isa>) ->
     let (hp, wp) = packed.padded_hw();
     let words = packed.words;
     let sample = channels * h * w;
-    packed.bits.par_chunks_mut(wp * words).enumerate().for_each_init(
-        || vec![0f32; w * channels],
-        |row_buf, (row, out)| {
-            let (n, yp) = (row / hp, row % hp);
-            if yp < padding.top || yp >= padding.top + h {
-                return;
-            }
-            let y = yp - padding.top;
-            let plane = &data[n * sample..(n + 1) * sample];
-            for c in 0..channels {
-                let src = &plane[(c * h + y) * w..][..w];
-                for (x, &v) in src.iter().enumerate() {
-                    row_buf[x * channels + c] = v;
+    packed
+        .bits
+        .par_chunks_mut(wp * words)
+        .enumerate()
+        .for_each_init(
+            || vec![0f32; w * channels],
+            |row_buf, (row, out)| {
+                let (n, yp) = (row / hp, row % hp);
+                if yp < padding.top || yp >= padding.top + h {
+                    return;
                 }
-            }
-            for x in 0..w {
-                let dst = &mut out[(x + padding.left) * words..(x + padding.left + 1) * words];
-                pack_pixel(isa, &row_buf[x * channels..(x + 1) * channels], dst);
-            }
-        },
-    );
+                let y = yp - padding.top;
+                let plane = &data[n * sample..(n + 1) * sample];
+                for c in 0..channels {
+                    let src = &plane[(c * h + y) * w..][..w];
+                    for (x, &v) in src.iter().enumerate() {
+                        row_buf[x * channels + c] = v;
+                    }
+                }
+                for x in 0..w {
+                    let dst = &mut out[(x + padding.left) * words..(x + padding.left + 1) * words];
+                    pack_pixel(isa, &row_buf[x * channels..(x + 1) * channels], dst);
+                }
+            },
+        );
     Ok(packed)
 }
 
@@ -167,10 +180,9 @@ fn pack_pixel(isa: Isa, values: &[f32], dst: &mut [u64]) {
 
 fn pack_pixel_scalar(values: &[f32], dst: &mut [u64]) {
     for (word, chunk) in dst.iter_mut().zip(values.chunks(64)) {
-        *word = chunk
-            .iter()
-            .enumerate()
-            .fold(0u64, |bits, (b, &v)| bits | (u64::from(!(v >= 0.0)) << b));
+        *word = chunk.iter().enumerate().fold(0u64, |bits, (b, &v)| {
+            bits | (u64::from(reads_as_minus_one(v)) << b)
+        });
     }
 }
 
@@ -187,7 +199,11 @@ mod x86 {
         dst.fill(0);
         let mut c = 0;
         while c < n {
-            let valid: __mmask16 = if n - c >= 16 { 0xffff } else { (1u16 << (n - c)) - 1 };
+            let valid: __mmask16 = if n - c >= 16 {
+                0xffff
+            } else {
+                (1u16 << (n - c)) - 1
+            };
             // SAFETY: masked lanes ≥ n are not read.
             let v = unsafe { _mm512_maskz_loadu_ps(valid, values.as_ptr().add(c)) };
             let m = _mm512_mask_cmp_ps_mask::<_CMP_NGE_UQ>(valid, v, zero);
@@ -212,7 +228,7 @@ mod x86 {
             c += 8;
         }
         while c < n {
-            dst[c / 64] |= u64::from(!(values[c] >= 0.0)) << (c % 64);
+            dst[c / 64] |= u64::from(super::reads_as_minus_one(values[c])) << (c % 64);
             c += 1;
         }
     }
@@ -249,7 +265,7 @@ mod tests {
                 let (hp, wp) = p.padded_hw();
                 for nn in 0..n { for y in 0..hp { for xx in 0..wp {
                     let base = ((nn * hp + y) * wp + xx) * p.words_per_pixel();
-                    let inside = y >= pad && y < pad + h && xx >= pad + 1 && xx < pad + 1 + w;
+                    let inside = y >= pad && y < pad + h && xx > pad && xx < pad + 1 + w;
                     for wi in 0..p.words_per_pixel() {
                         let word = p.bits()[base + wi];
                         if !inside { prop_assert_eq!(word, 0); }

@@ -27,7 +27,10 @@ fn check_input(what: &str, x: &[f32], batch: usize, in_features: usize) -> Resul
     if batch == 0 || x.len() != batch * in_features {
         return Err(Error::shape(
             format!("{what} input [batch, in]"),
-            format!("[{batch} >= 1, {in_features}] = {} values", batch * in_features),
+            format!(
+                "[{batch} >= 1, {in_features}] = {} values",
+                batch * in_features
+            ),
             x.len(),
         ));
     }
@@ -65,19 +68,40 @@ impl CodebookLinear {
         codes: Vec<u8>,
         bias: Option<Vec<f32>>,
     ) -> Result<Self> {
-        hasten_core::error::ensure_nonempty("CodebookLinear [out, in]", &[out_features, in_features])?;
+        hasten_core::error::ensure_nonempty(
+            "CodebookLinear [out, in]",
+            &[out_features, in_features],
+        )?;
         if codebook.is_empty() || codebook.len() > 256 {
-            return Err(Error::param("codebook size", codebook.len(), "1..=256 centroids"));
+            return Err(Error::param(
+                "codebook size",
+                codebook.len(),
+                "1..=256 centroids",
+            ));
         }
         hasten_core::error::ensure_finite("codebook", codebook.iter())?;
         if codes.len() != out_features * in_features {
-            return Err(Error::shape("CodebookLinear codes", out_features * in_features, codes.len()));
+            return Err(Error::shape(
+                "CodebookLinear codes",
+                out_features * in_features,
+                codes.len(),
+            ));
         }
         if let Some(&bad) = codes.iter().find(|&&c| usize::from(c) >= codebook.len()) {
-            return Err(Error::param("code", bad, format!("< codebook size {}", codebook.len())));
+            return Err(Error::param(
+                "code",
+                bad,
+                format!("< codebook size {}", codebook.len()),
+            ));
         }
         check_bias("CodebookLinear", &bias, out_features)?;
-        Ok(CodebookLinear { out_features, in_features, codebook, codes, bias })
+        Ok(CodebookLinear {
+            out_features,
+            in_features,
+            codebook,
+            codes,
+            bias,
+        })
     }
 
     /// Output features.
@@ -101,24 +125,26 @@ impl CodebookLinear {
         let (o_n, i_n) = (self.out_features, self.in_features);
         // Output transposed to [out][batch] so that row chunks are contiguous.
         let mut yt = vec![0f32; o_n * batch];
-        yt.par_chunks_mut(ROW_CHUNK * batch).enumerate().for_each_init(
-            || vec![0f32; i_n],
-            |tile, (chunk, dst)| {
-                for (r, yo) in dst.chunks_mut(batch).enumerate() {
-                    let o = chunk * ROW_CHUNK + r;
-                    let codes = &self.codes[o * i_n..(o + 1) * i_n];
-                    let b = self.bias.as_ref().map_or(0.0, |b| b[o]);
-                    if batch == 1 {
-                        yo[0] = decode_dot(isa, &self.codebook, codes, x) + b;
-                    } else {
-                        decode_row(&self.codebook, codes, tile);
-                        for (s, v) in yo.iter_mut().enumerate() {
-                            *v = dot(isa, tile, &x[s * i_n..(s + 1) * i_n]) + b;
+        yt.par_chunks_mut(ROW_CHUNK * batch)
+            .enumerate()
+            .for_each_init(
+                || vec![0f32; i_n],
+                |tile, (chunk, dst)| {
+                    for (r, yo) in dst.chunks_mut(batch).enumerate() {
+                        let o = chunk * ROW_CHUNK + r;
+                        let codes = &self.codes[o * i_n..(o + 1) * i_n];
+                        let b = self.bias.as_ref().map_or(0.0, |b| b[o]);
+                        if batch == 1 {
+                            yo[0] = decode_dot(isa, &self.codebook, codes, x) + b;
+                        } else {
+                            decode_row(&self.codebook, codes, tile);
+                            for (s, v) in yo.iter_mut().enumerate() {
+                                *v = dot(isa, tile, &x[s * i_n..(s + 1) * i_n]) + b;
+                            }
                         }
                     }
-                }
-            },
-        );
+                },
+            );
         Ok(transpose(&yt, o_n, batch))
     }
 }
@@ -146,7 +172,11 @@ fn decode_dot(isa: Isa, codebook: &[f32], codes: &[u8], x: &[f32]) -> f32 {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: isa checked (avx2 + fma); same invariants.
         Isa::Avx2 => unsafe { x86::decode_dot_avx2(codebook, codes, x) },
-        _ => codes.iter().zip(x).map(|(&c, &v)| codebook[usize::from(c)] * v).sum(),
+        _ => codes
+            .iter()
+            .zip(x)
+            .map(|(&c, &v)| codebook[usize::from(c)] * v)
+            .sum(),
     }
 }
 
@@ -195,9 +225,16 @@ impl PqLinear {
         codes: Vec<u8>,
         bias: Option<Vec<f32>>,
     ) -> Result<Self> {
-        hasten_core::error::ensure_nonempty("PqLinear [out, in, d]", &[out_features, in_features, sub_dim])?;
-        if in_features % sub_dim != 0 {
-            return Err(Error::param("PQ sub-vector length d", sub_dim, format!("a divisor of in = {in_features}")));
+        hasten_core::error::ensure_nonempty(
+            "PqLinear [out, in, d]",
+            &[out_features, in_features, sub_dim],
+        )?;
+        if !in_features.is_multiple_of(sub_dim) {
+            return Err(Error::param(
+                "PQ sub-vector length d",
+                sub_dim,
+                format!("a divisor of in = {in_features}"),
+            ));
         }
         let s_n = in_features / sub_dim;
         let k = codebooks.len() / in_features;
@@ -210,7 +247,11 @@ impl PqLinear {
         }
         hasten_core::error::ensure_finite("PQ codebooks", codebooks.iter())?;
         if codes.len() != out_features * s_n {
-            return Err(Error::shape("PQ codes [out, S]", out_features * s_n, codes.len()));
+            return Err(Error::shape(
+                "PQ codes [out, S]",
+                out_features * s_n,
+                codes.len(),
+            ));
         }
         if let Some(&bad) = codes.iter().find(|&&c| usize::from(c) >= k) {
             return Err(Error::param("PQ code", bad, format!("< {k} centroids")));
@@ -222,7 +263,15 @@ impl PqLinear {
                 t[s * out_features + o] = codes[o * s_n + s];
             }
         }
-        Ok(PqLinear { out_features, in_features, sub_dim, centroids: k, codebooks, codes: t, bias })
+        Ok(PqLinear {
+            out_features,
+            in_features,
+            sub_dim,
+            centroids: k,
+            codebooks,
+            codes: t,
+            bias,
+        })
     }
 
     /// Output features.
@@ -247,28 +296,38 @@ impl PqLinear {
             let xb = &x[b * self.in_features..(b + 1) * self.in_features];
             lut.par_chunks_mut(k).enumerate().for_each(|(s, ls)| {
                 for (c, l) in ls.iter_mut().enumerate() {
-                    *l = dot(isa, &self.codebooks[(s * k + c) * d..(s * k + c + 1) * d], &xb[s * d..(s + 1) * d]);
+                    *l = dot(
+                        isa,
+                        &self.codebooks[(s * k + c) * d..(s * k + c + 1) * d],
+                        &xb[s * d..(s + 1) * d],
+                    );
                 }
             });
-            yb.par_chunks_mut(ROW_CHUNK).enumerate().for_each(|(chunk, dst)| {
-                let o0 = chunk * ROW_CHUNK;
-                match isa {
-                    #[cfg(target_arch = "x86_64")]
-                    // SAFETY: isa checked (avx512f); codes < k so every gathered
-                    // index s·k + code < lut.len().
-                    Isa::Avx512 => unsafe { x86::pq_sum_avx512(&self.codes, &lut, o_n, k, s_n, o0, dst) },
-                    _ => {
-                        for (r, v) in dst.iter_mut().enumerate() {
-                            *v = (0..s_n).map(|s| lut[s * k + usize::from(self.codes[s * o_n + o0 + r])]).sum();
+            yb.par_chunks_mut(ROW_CHUNK)
+                .enumerate()
+                .for_each(|(chunk, dst)| {
+                    let o0 = chunk * ROW_CHUNK;
+                    match isa {
+                        #[cfg(target_arch = "x86_64")]
+                        // SAFETY: isa checked (avx512f); codes < k so every gathered
+                        // index s·k + code < lut.len().
+                        Isa::Avx512 => unsafe {
+                            x86::pq_sum_avx512(&self.codes, &lut, o_n, k, s_n, o0, dst)
+                        },
+                        _ => {
+                            for (r, v) in dst.iter_mut().enumerate() {
+                                *v = (0..s_n)
+                                    .map(|s| lut[s * k + usize::from(self.codes[s * o_n + o0 + r])])
+                                    .sum();
+                            }
                         }
                     }
-                }
-                if let Some(bias) = &self.bias {
-                    for (r, v) in dst.iter_mut().enumerate() {
-                        *v += bias[o0 + r];
+                    if let Some(bias) = &self.bias {
+                        for (r, v) in dst.iter_mut().enumerate() {
+                            *v += bias[o0 + r];
+                        }
                     }
-                }
-            });
+                });
         }
         Ok(y)
     }
@@ -357,13 +416,25 @@ mod x86 {
         while i + 64 <= n {
             for (u, s) in acc.iter_mut().enumerate() {
                 // SAFETY: i + 64 ≤ n.
-                unsafe { *s = _mm512_fmadd_ps(_mm512_loadu_ps(ap.add(i + 16 * u)), _mm512_loadu_ps(bp.add(i + 16 * u)), *s) };
+                unsafe {
+                    *s = _mm512_fmadd_ps(
+                        _mm512_loadu_ps(ap.add(i + 16 * u)),
+                        _mm512_loadu_ps(bp.add(i + 16 * u)),
+                        *s,
+                    )
+                };
             }
             i += 64;
         }
         while i + 16 <= n {
             // SAFETY: i + 16 ≤ n.
-            unsafe { acc[0] = _mm512_fmadd_ps(_mm512_loadu_ps(ap.add(i)), _mm512_loadu_ps(bp.add(i)), acc[0]) };
+            unsafe {
+                acc[0] = _mm512_fmadd_ps(
+                    _mm512_loadu_ps(ap.add(i)),
+                    _mm512_loadu_ps(bp.add(i)),
+                    acc[0],
+                )
+            };
             i += 16;
         }
         let s = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
@@ -385,7 +456,13 @@ mod x86 {
         while i + 32 <= n {
             for (u, s) in acc.iter_mut().enumerate() {
                 // SAFETY: i + 32 ≤ n.
-                unsafe { *s = _mm256_fmadd_ps(_mm256_loadu_ps(ap.add(i + 8 * u)), _mm256_loadu_ps(bp.add(i + 8 * u)), *s) };
+                unsafe {
+                    *s = _mm256_fmadd_ps(
+                        _mm256_loadu_ps(ap.add(i + 8 * u)),
+                        _mm256_loadu_ps(bp.add(i + 8 * u)),
+                        *s,
+                    )
+                };
             }
             i += 32;
         }
@@ -406,7 +483,15 @@ mod x86 {
     /// AVX-512F; `codes` is `[S][out]` with codes < k, `lut` is `[S][k]`,
     /// `o0 + dst.len() ≤ out`.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn pq_sum_avx512(codes: &[u8], lut: &[f32], out: usize, k: usize, s_n: usize, o0: usize, dst: &mut [f32]) {
+    pub(super) unsafe fn pq_sum_avx512(
+        codes: &[u8],
+        lut: &[f32],
+        out: usize,
+        k: usize,
+        s_n: usize,
+        o0: usize,
+        dst: &mut [f32],
+    ) {
         let lp = lut.as_ptr();
         let mut r = 0;
         while r + 16 <= dst.len() {
@@ -415,7 +500,9 @@ mod x86 {
                 // SAFETY: s·out + o0 + r + 16 ≤ codes.len(); gathered indices < lut.len().
                 unsafe {
                     let idx = _mm512_add_epi32(
-                        _mm512_cvtepu8_epi32(_mm_loadu_si128(codes.as_ptr().add(s * out + o0 + r).cast())),
+                        _mm512_cvtepu8_epi32(_mm_loadu_si128(
+                            codes.as_ptr().add(s * out + o0 + r).cast(),
+                        )),
                         _mm512_set1_epi32((s * k) as i32),
                     );
                     acc[s & 1] = _mm512_add_ps(acc[s & 1], _mm512_i32gather_ps::<4>(idx, lp));
@@ -426,7 +513,9 @@ mod x86 {
             r += 16;
         }
         for (rr, v) in dst.iter_mut().enumerate().skip(r) {
-            *v = (0..s_n).map(|s| lut[s * k + usize::from(codes[s * out + o0 + rr])]).sum();
+            *v = (0..s_n)
+                .map(|s| lut[s * k + usize::from(codes[s * out + o0 + rr])])
+                .sum();
         }
     }
 }

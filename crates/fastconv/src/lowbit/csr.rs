@@ -34,10 +34,18 @@ impl CsrMatrix {
     pub fn from_dense(dense: &[f32], rows: usize, cols: usize) -> Result<Self> {
         hasten_core::error::ensure_nonempty("CsrMatrix [rows, cols]", &[rows, cols])?;
         if dense.len() != rows * cols {
-            return Err(Error::shape("CsrMatrix dense input", rows * cols, dense.len()));
+            return Err(Error::shape(
+                "CsrMatrix dense input",
+                rows * cols,
+                dense.len(),
+            ));
         }
         if cols > u32::MAX as usize || dense.len() > u32::MAX as usize {
-            return Err(Error::param("CsrMatrix size", dense.len(), "< 2^32 entries"));
+            return Err(Error::param(
+                "CsrMatrix size",
+                dense.len(),
+                "< 2^32 entries",
+            ));
         }
         hasten_core::error::ensure_finite("CsrMatrix values", dense.iter())?;
         let mut row_ptr = Vec::with_capacity(rows + 1);
@@ -52,27 +60,56 @@ impl CsrMatrix {
             }
             row_ptr.push(values.len() as u32);
         }
-        Ok(CsrMatrix { rows, cols, row_ptr, col_idx, values })
+        Ok(CsrMatrix {
+            rows,
+            cols,
+            row_ptr,
+            col_idx,
+            values,
+        })
     }
 
     /// Validates raw CSR arrays (`row_ptr` non-decreasing from 0 to `nnz`,
     /// every column `< cols`, finite values).
-    pub fn from_parts(rows: usize, cols: usize, row_ptr: Vec<u32>, col_idx: Vec<u32>, values: Vec<f32>) -> Result<Self> {
+    pub fn from_parts(
+        rows: usize,
+        cols: usize,
+        row_ptr: Vec<u32>,
+        col_idx: Vec<u32>,
+        values: Vec<f32>,
+    ) -> Result<Self> {
         hasten_core::error::ensure_nonempty("CsrMatrix [rows, cols]", &[rows, cols])?;
         if row_ptr.len() != rows + 1 {
             return Err(Error::shape("CSR row_ptr length", rows + 1, row_ptr.len()));
         }
         if col_idx.len() != values.len() {
-            return Err(Error::shape("CSR col_idx / values lengths", values.len(), col_idx.len()));
+            return Err(Error::shape(
+                "CSR col_idx / values lengths",
+                values.len(),
+                col_idx.len(),
+            ));
         }
-        if row_ptr[0] != 0 || row_ptr[rows] as usize != values.len() || row_ptr.windows(2).any(|w| w[0] > w[1]) {
-            return Err(Error::param("CSR row_ptr", format!("{row_ptr:?}"), format!("non-decreasing from 0 to nnz = {}", values.len())));
+        if row_ptr[0] != 0
+            || row_ptr[rows] as usize != values.len()
+            || row_ptr.windows(2).any(|w| w[0] > w[1])
+        {
+            return Err(Error::param(
+                "CSR row_ptr",
+                format!("{row_ptr:?}"),
+                format!("non-decreasing from 0 to nnz = {}", values.len()),
+            ));
         }
         if let Some(&c) = col_idx.iter().find(|&&c| c as usize >= cols) {
             return Err(Error::param("CSR column index", c, format!("< {cols}")));
         }
         hasten_core::error::ensure_finite("CsrMatrix values", values.iter())?;
-        Ok(CsrMatrix { rows, cols, row_ptr, col_idx, values })
+        Ok(CsrMatrix {
+            rows,
+            cols,
+            row_ptr,
+            col_idx,
+            values,
+        })
     }
 
     /// Rows.
@@ -126,7 +163,11 @@ impl CsrLinear {
         let isa = check_isa(isa, Needs::Float, "CsrLinear")?;
         let (o_n, i_n) = (self.matrix.rows, self.matrix.cols);
         if batch == 0 || x.len() != batch * i_n {
-            return Err(Error::shape("CsrLinear input [batch, in]", format!("[{batch} >= 1, {i_n}]"), x.len()));
+            return Err(Error::shape(
+                "CsrLinear input [batch, in]",
+                format!("[{batch} >= 1, {i_n}]"),
+                x.len(),
+            ));
         }
         let mut y = vec![0f32; batch * o_n];
         for (b, yb) in y.chunks_mut(o_n).enumerate() {
@@ -137,7 +178,11 @@ impl CsrLinear {
                     #[cfg(target_arch = "x86_64")]
                     // SAFETY: isa checked (avx512f); every column < xb.len().
                     Isa::Avx512 => unsafe { x86::sparse_dot_avx512(cols, vals, xb) },
-                    _ => cols.iter().zip(vals).map(|(&c, &w)| w * xb[c as usize]).sum(),
+                    _ => cols
+                        .iter()
+                        .zip(vals)
+                        .map(|(&c, &w)| w * xb[c as usize])
+                        .sum(),
                 };
                 *v = s + self.bias.as_ref().map_or(0.0, |bias| bias[o]);
             });
@@ -159,11 +204,19 @@ pub struct CsrConv {
 
 impl CsrConv {
     /// Keeps the non-zeros of OIHW `weights` (`groups = 1`).
-    pub fn from_dense(weights: ArrayView4<'_, f32>, bias: Option<Vec<f32>>, spec: ConvSpec) -> Result<Self> {
+    pub fn from_dense(
+        weights: ArrayView4<'_, f32>,
+        bias: Option<Vec<f32>>,
+        spec: ConvSpec,
+    ) -> Result<Self> {
         let s = weights.shape();
         hasten_core::error::ensure_nonempty("CsrConv weights (OIHW)", s)?;
         let w = weights.as_standard_layout();
-        let matrix = CsrMatrix::from_dense(w.as_slice().expect("standard layout"), s[0], s[1] * s[2] * s[3])?;
+        let matrix = CsrMatrix::from_dense(
+            w.as_slice().expect("standard layout"),
+            s[0],
+            s[1] * s[2] * s[3],
+        )?;
         Self::from_csr(matrix, s[1], (s[2], s[3]), spec, bias)
     }
 
@@ -177,10 +230,17 @@ impl CsrConv {
     ) -> Result<Self> {
         spec.validate()?;
         if spec.groups != 1 {
-            return Err(Error::unsupported("CsrConv", format!("groups = {}", spec.groups)));
+            return Err(Error::unsupported(
+                "CsrConv",
+                format!("groups = {}", spec.groups),
+            ));
         }
         if matrix.cols != in_channels * kernel.0 * kernel.1 {
-            return Err(Error::shape("CsrConv filter matrix columns", in_channels * kernel.0 * kernel.1, matrix.cols));
+            return Err(Error::shape(
+                "CsrConv filter matrix columns",
+                in_channels * kernel.0 * kernel.1,
+                matrix.cols,
+            ));
         }
         if let Some(b) = &bias {
             if b.len() != matrix.rows {
@@ -188,7 +248,13 @@ impl CsrConv {
             }
             hasten_core::error::ensure_finite("CsrConv bias", b.iter())?;
         }
-        Ok(CsrConv { matrix, in_channels, kernel, spec, bias })
+        Ok(CsrConv {
+            matrix,
+            in_channels,
+            kernel,
+            spec,
+            bias,
+        })
     }
 
     /// The filters as a `[T, C·kh·kw]` CSR matrix.
@@ -201,7 +267,11 @@ impl CsrConv {
         let isa = check_isa(isa, Needs::Float, "CsrConv")?;
         let xs = x.shape();
         if xs[1] != self.in_channels {
-            return Err(Error::shape("CsrConv input channels", self.in_channels, xs[1]));
+            return Err(Error::shape(
+                "CsrConv input channels",
+                self.in_channels,
+                xs[1],
+            ));
         }
         let g = ConvGeometry::new([xs[0], xs[1], xs[2], xs[3]], self.kernel, &self.spec)?;
         let padded = pad_input(x, &g);
@@ -228,7 +298,10 @@ impl CsrConv {
             .enumerate()
             .for_each(|(nt, plane)| {
                 let (n, t) = (nt / t_n, nt % t_n);
-                let (a, b) = (self.matrix.row_ptr[t] as usize, self.matrix.row_ptr[t + 1] as usize);
+                let (a, b) = (
+                    self.matrix.row_ptr[t] as usize,
+                    self.matrix.row_ptr[t + 1] as usize,
+                );
                 let (offs, vals) = (&offsets[a..b], &self.matrix.values[a..b]);
                 let img = &padded[n * sample..(n + 1) * sample];
                 let bias = self.bias.as_ref().map_or(0.0, |bv| bv[t]);
@@ -239,7 +312,9 @@ impl CsrConv {
                         #[cfg(target_arch = "x86_64")]
                         // SAFETY: isa checked (avx512f); for every non-zero,
                         // base + off + (ow − 1)·1 < img.len() (window inside the padded plane).
-                        Isa::Avx512 if g.stride.1 == 1 => unsafe { x86::sparse_row_avx512(img, base, offs, vals, bias, row) },
+                        Isa::Avx512 if g.stride.1 == 1 => unsafe {
+                            x86::sparse_row_avx512(img, base, offs, vals, bias, row)
+                        },
                         _ => {
                             row.fill(bias);
                             for (&off, &v) in offs.iter().zip(vals) {
@@ -262,14 +337,16 @@ fn pad_input(x: &Array4<f32>, g: &ConvGeometry) -> Vec<f32> {
     let (h, w) = g.in_hw;
     let (pt, pl) = g.pad_top_left;
     let mut out = vec![0f32; g.batch * g.in_channels * hp * wp];
-    out.par_chunks_mut(hp * wp).enumerate().for_each(|(nc, dst)| {
-        let (n, c) = (nc / g.in_channels, nc % g.in_channels);
-        for y in 0..h {
-            for xx in 0..w {
-                dst[(y + pt) * wp + xx + pl] = x[[n, c, y, xx]];
+    out.par_chunks_mut(hp * wp)
+        .enumerate()
+        .for_each(|(nc, dst)| {
+            let (n, c) = (nc / g.in_channels, nc % g.in_channels);
+            for y in 0..h {
+                for xx in 0..w {
+                    dst[(y + pt) * wp + xx + pl] = x[[n, c, y, xx]];
+                }
             }
-        }
-    });
+        });
     out
 }
 
@@ -285,7 +362,11 @@ mod x86 {
         let mut acc = _mm512_setzero_ps();
         let mut e = 0;
         while e < n {
-            let m: __mmask16 = if n - e >= 16 { 0xffff } else { (1u16 << (n - e)) - 1 };
+            let m: __mmask16 = if n - e >= 16 {
+                0xffff
+            } else {
+                (1u16 << (n - e)) - 1
+            };
             // SAFETY: masked lanes are neither loaded nor gathered; active
             // columns index `x`.
             unsafe {
@@ -305,14 +386,27 @@ mod x86 {
     /// # Safety
     /// AVX-512F; `base + offs[e] + row.len() ≤ img.len()` for every `e`.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn sparse_row_avx512(img: &[f32], base: usize, offs: &[u32], vals: &[f32], bias: f32, row: &mut [f32]) {
+    pub(super) unsafe fn sparse_row_avx512(
+        img: &[f32],
+        base: usize,
+        offs: &[u32],
+        vals: &[f32],
+        bias: f32,
+        row: &mut [f32],
+    ) {
         let ow = row.len();
         let ip = img.as_ptr();
         let mut x0 = 0;
         while x0 < ow {
             let masks: [__mmask16; 4] = std::array::from_fn(|r| {
                 let start = x0 + 16 * r;
-                if start >= ow { 0 } else if ow - start >= 16 { 0xffff } else { (1u16 << (ow - start)) - 1 }
+                if start >= ow {
+                    0
+                } else if ow - start >= 16 {
+                    0xffff
+                } else {
+                    (1u16 << (ow - start)) - 1
+                }
             });
             let mut acc = [_mm512_set1_ps(bias); 4];
             for (&off, &v) in offs.iter().zip(vals) {
@@ -326,7 +420,9 @@ mod x86 {
             }
             for r in 0..4 {
                 // SAFETY: masked store inside `row`.
-                unsafe { _mm512_mask_storeu_ps(row.as_mut_ptr().add(x0 + 16 * r), masks[r], acc[r]) };
+                unsafe {
+                    _mm512_mask_storeu_ps(row.as_mut_ptr().add(x0 + 16 * r), masks[r], acc[r])
+                };
             }
             x0 += 64;
         }
@@ -403,8 +499,13 @@ mod wide_tests {
         for w in [70, 130] {
             let spec = ConvSpec::new().with_padding_sides(Padding::symmetric(1, 1));
             let x = rng.normal_array((1, 3, 3, w), 1.0);
-            let wt = rng.normal_array((4, 3, 3, 3), 1.0).mapv(|v: f32| if v > 0.3 { v } else { 0.0 });
-            let truth = ConvLayer::from_array(wt.clone(), spec).unwrap().reference_forward(&x).unwrap();
+            let wt = rng
+                .normal_array((4, 3, 3, 3), 1.0)
+                .mapv(|v: f32| if v > 0.3 { v } else { 0.0 });
+            let truth = ConvLayer::from_array(wt.clone(), spec)
+                .unwrap()
+                .reference_forward(&x)
+                .unwrap();
             let conv = CsrConv::from_dense(wt.view(), None, spec).unwrap();
             for isa in crate::lowbit::available_isas(Needs::Float) {
                 let y = conv.forward(&x, Some(isa)).unwrap();

@@ -18,34 +18,49 @@ pub fn im2col_rows(sample: &[f32], g: &ConvGeometry, rows: &[u32], cols: &mut [f
     let (h, w) = g.in_hw;
     let (oh, ow) = g.out_hw;
     let (pt, pl) = g.pad_top_left;
-    cols.par_chunks_mut(oh * ow).zip(rows).for_each(|(dst, &r)| {
-        let r = r as usize;
-        let (c, i, j) = (r / (kh * kw), (r / kw) % kh, r % kw);
-        let plane = &sample[c * h * w..(c + 1) * h * w];
-        for y in 0..oh {
-            let iy = (y * g.stride.0 + i * g.dilation.0) as isize - pt as isize;
-            let out = &mut dst[y * ow..(y + 1) * ow];
-            if iy < 0 || iy >= h as isize {
-                out.fill(0.0);
-                continue;
-            }
-            let src = &plane[iy as usize * w..(iy as usize + 1) * w];
-            // Columns x with 0 ≤ x·σ + j·δ − p_l < w read the input; the rest is padding.
-            let (sw, off) = (g.stride.1 as isize, (j * g.dilation.1) as isize - pl as isize);
-            let x_lo = if off < 0 { ((-off + sw - 1) / sw) as usize } else { 0 }.min(ow);
-            let x_hi = if (w as isize) > off { ((w as isize - off + sw - 1) / sw) as usize } else { 0 }.clamp(x_lo, ow);
-            out[..x_lo].fill(0.0);
-            out[x_hi..].fill(0.0);
-            let start = (x_lo as isize * sw + off) as usize;
-            if sw == 1 {
-                out[x_lo..x_hi].copy_from_slice(&src[start..start + (x_hi - x_lo)]);
-            } else {
-                for (k, o) in out[x_lo..x_hi].iter_mut().enumerate() {
-                    *o = src[start + k * sw as usize];
+    cols.par_chunks_mut(oh * ow)
+        .zip(rows)
+        .for_each(|(dst, &r)| {
+            let r = r as usize;
+            let (c, i, j) = (r / (kh * kw), (r / kw) % kh, r % kw);
+            let plane = &sample[c * h * w..(c + 1) * h * w];
+            for y in 0..oh {
+                let iy = (y * g.stride.0 + i * g.dilation.0) as isize - pt as isize;
+                let out = &mut dst[y * ow..(y + 1) * ow];
+                if iy < 0 || iy >= h as isize {
+                    out.fill(0.0);
+                    continue;
+                }
+                let src = &plane[iy as usize * w..(iy as usize + 1) * w];
+                // Columns x with 0 ≤ x·σ + j·δ − p_l < w read the input; the rest is padding.
+                let (sw, off) = (
+                    g.stride.1 as isize,
+                    (j * g.dilation.1) as isize - pl as isize,
+                );
+                let x_lo = if off < 0 {
+                    ((-off + sw - 1) / sw) as usize
+                } else {
+                    0
+                }
+                .min(ow);
+                let x_hi = if (w as isize) > off {
+                    ((w as isize - off + sw - 1) / sw) as usize
+                } else {
+                    0
+                }
+                .clamp(x_lo, ow);
+                out[..x_lo].fill(0.0);
+                out[x_hi..].fill(0.0);
+                let start = (x_lo as isize * sw + off) as usize;
+                if sw == 1 {
+                    out[x_lo..x_hi].copy_from_slice(&src[start..start + (x_hi - x_lo)]);
+                } else {
+                    for (k, o) in out[x_lo..x_hi].iter_mut().enumerate() {
+                        *o = src[start + k * sw as usize];
+                    }
                 }
             }
-        }
-    });
+        });
 }
 
 /// `c[m×n] = a[m×k] · b[k×n]` (row-major, overwriting `c`) with the
@@ -56,17 +71,30 @@ pub fn sgemm(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], c: &mut [f32]) 
     // strides describe exactly those layouts.
     unsafe {
         matrixmultiply::sgemm(
-            m, k, n, 1.0,
-            a.as_ptr(), k as isize, 1,
-            b.as_ptr(), n as isize, 1,
+            m,
+            k,
+            n,
+            1.0,
+            a.as_ptr(),
+            k as isize,
+            1,
+            b.as_ptr(),
+            n as isize,
+            1,
             0.0,
-            c.as_mut_ptr(), n as isize, 1,
+            c.as_mut_ptr(),
+            n as isize,
+            1,
         );
     }
 }
 
 /// The dense f32 baseline: im2col + sgemm, `groups = 1`, no bias.
-pub fn dense_conv(weights: ArrayView4<'_, f32>, x: &Array4<f32>, spec: &ConvSpec) -> Result<Array4<f32>> {
+pub fn dense_conv(
+    weights: ArrayView4<'_, f32>,
+    x: &Array4<f32>,
+    spec: &ConvSpec,
+) -> Result<Array4<f32>> {
     let ws = weights.shape();
     let [t_n, c_n, kh, kw] = [ws[0], ws[1], ws[2], ws[3]];
     let xs = x.shape();
@@ -96,7 +124,11 @@ pub fn dense_conv(weights: ArrayView4<'_, f32>, x: &Array4<f32>, spec: &ConvSpec
 pub fn dense_gemv(w: &[f32], out: usize, x: &[f32], isa: Option<Isa>) -> Result<Vec<f32>> {
     let isa = check_isa(isa, Needs::Float, "dense_gemv")?;
     if out == 0 || x.is_empty() || w.len() != out * x.len() {
-        return Err(Error::shape("dense_gemv matrix", format!("[{out}, {}]", x.len()), w.len()));
+        return Err(Error::shape(
+            "dense_gemv matrix",
+            format!("[{out}, {}]", x.len()),
+            w.len(),
+        ));
     }
     let i_n = x.len();
     let mut y = vec![0f32; out];
@@ -115,17 +147,32 @@ mod tests {
     fn dense_conv_matches_the_reference() {
         let mut rng = SeededRng::new(1);
         for (s, p, d) in [(1, 1, 1), (2, 0, 1), (1, 2, 2)] {
-            let spec = ConvSpec::new().with_stride(s).with_dilation(d)
-                .with_padding_sides(Padding { top: p, bottom: 0, left: p, right: 1 });
+            let spec = ConvSpec::new()
+                .with_stride(s)
+                .with_dilation(d)
+                .with_padding_sides(Padding {
+                    top: p,
+                    bottom: 0,
+                    left: p,
+                    right: 1,
+                });
             let w = rng.normal_array((5, 3, 3, 3), 1.0);
             let x = rng.normal_array((2, 3, 7, 6), 1.0);
-            let truth = ConvLayer::from_array(w.clone(), spec).unwrap().reference_forward(&x).unwrap();
+            let truth = ConvLayer::from_array(w.clone(), spec)
+                .unwrap()
+                .reference_forward(&x)
+                .unwrap();
             let y = dense_conv(w.view(), &x, &spec).unwrap();
             for (a, b) in y.iter().zip(truth.iter()) {
                 assert!((a - b).abs() < 1e-4, "{a} vs {b}");
             }
         }
-        assert!(dense_conv(Array4::zeros((1, 2, 1, 1)).view(), &Array4::zeros((1, 3, 2, 2)), &ConvSpec::new()).is_err());
+        assert!(dense_conv(
+            Array4::zeros((1, 2, 1, 1)).view(),
+            &Array4::zeros((1, 3, 2, 2)),
+            &ConvSpec::new()
+        )
+        .is_err());
     }
 
     #[test]
@@ -136,7 +183,9 @@ mod tests {
         for isa in crate::lowbit::available_isas(Needs::Float) {
             let y = dense_gemv(&w, 37, &x, Some(isa)).unwrap();
             for o in 0..37 {
-                let want: f64 = (0..101).map(|c| f64::from(w[o * 101 + c]) * f64::from(x[c])).sum();
+                let want: f64 = (0..101)
+                    .map(|c| f64::from(w[o * 101 + c]) * f64::from(x[c]))
+                    .sum();
                 assert!((f64::from(y[o]) - want).abs() < 1e-4);
             }
         }

@@ -47,7 +47,10 @@ impl GroupwiseConv {
     ) -> Result<Self> {
         spec.validate()?;
         if spec.groups != 1 {
-            return Err(Error::unsupported("GroupwiseConv", format!("groups = {}", spec.groups)));
+            return Err(Error::unsupported(
+                "GroupwiseConv",
+                format!("groups = {}", spec.groups),
+            ));
         }
         if filters_per_group == 0 {
             return Err(Error::param("filters_per_group", 0, ">= 1"));
@@ -76,10 +79,22 @@ impl GroupwiseConv {
                 let weights = (first..first + count)
                     .flat_map(|t| rows.iter().map(move |&r| w[t * k + r as usize]))
                     .collect();
-                FilterGroup { first, count, rows, weights }
+                FilterGroup {
+                    first,
+                    count,
+                    rows,
+                    weights,
+                }
             })
             .collect();
-        Ok(GroupwiseConv { out_channels: t_n, in_channels: c_n, kernel: (kh, kw), spec, groups, bias })
+        Ok(GroupwiseConv {
+            out_channels: t_n,
+            in_channels: c_n,
+            kernel: (kh, kw),
+            spec,
+            groups,
+            bias,
+        })
     }
 
     /// One layer-wide group (the paper's pattern): `rows` are the kept im2col
@@ -95,12 +110,23 @@ impl GroupwiseConv {
         bias: Option<Vec<f32>>,
     ) -> Result<Self> {
         let k = in_channels * kernel.0 * kernel.1;
-        hasten_core::error::ensure_nonempty("GroupwiseConv [T, C, kh, kw]", &[out_channels, in_channels, kernel.0, kernel.1])?;
+        hasten_core::error::ensure_nonempty(
+            "GroupwiseConv [T, C, kh, kw]",
+            &[out_channels, in_channels, kernel.0, kernel.1],
+        )?;
         if rows.windows(2).any(|w| w[0] >= w[1]) || rows.last().is_some_and(|&r| r as usize >= k) {
-            return Err(Error::param("group-wise kept rows", format!("{rows:?}"), format!("strictly increasing, < {k}")));
+            return Err(Error::param(
+                "group-wise kept rows",
+                format!("{rows:?}"),
+                format!("strictly increasing, < {k}"),
+            ));
         }
         if weights.len() != out_channels * rows.len() {
-            return Err(Error::shape("group-wise weights", out_channels * rows.len(), weights.len()));
+            return Err(Error::shape(
+                "group-wise weights",
+                out_channels * rows.len(),
+                weights.len(),
+            ));
         }
         let mut dense = Array4::<f32>::zeros((out_channels, in_channels, kernel.0, kernel.1));
         let d = dense.as_slice_mut().expect("fresh array");
@@ -127,14 +153,23 @@ impl GroupwiseConv {
     pub fn forward(&self, x: &Array4<f32>) -> Result<Array4<f32>> {
         let xs = x.shape();
         if xs[1] != self.in_channels {
-            return Err(Error::shape("GroupwiseConv input channels", self.in_channels, xs[1]));
+            return Err(Error::shape(
+                "GroupwiseConv input channels",
+                self.in_channels,
+                xs[1],
+            ));
         }
         let g = ConvGeometry::new([xs[0], xs[1], xs[2], xs[3]], self.kernel, &self.spec)?;
         let p = g.out_area();
         let x = x.as_standard_layout();
         let xa = x.as_slice().expect("standard layout");
         let sample = g.in_channels * g.in_hw.0 * g.in_hw.1;
-        let max_rows = self.groups.iter().map(|gr| gr.rows.len()).max().unwrap_or(0);
+        let max_rows = self
+            .groups
+            .iter()
+            .map(|gr| gr.rows.len())
+            .max()
+            .unwrap_or(0);
         let mut cols = vec![0f32; max_rows * p];
         let mut y = Array4::<f32>::zeros((g.batch, self.out_channels, g.out_hw.0, g.out_hw.1));
         for (n, mut yn) in y.outer_iter_mut().enumerate() {

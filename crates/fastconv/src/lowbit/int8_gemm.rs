@@ -46,7 +46,11 @@ impl U8Quant {
     /// Validated parameters.
     pub fn new(scale: f32, zero_point: u8) -> Result<Self> {
         if !(scale.is_finite() && scale > 0.0) {
-            return Err(Error::param("u8 quantisation scale", scale, "finite and > 0"));
+            return Err(Error::param(
+                "u8 quantisation scale",
+                scale,
+                "finite and > 0",
+            ));
         }
         Ok(U8Quant { scale, zero_point })
     }
@@ -116,12 +120,19 @@ impl Int8Conv {
         hasten_core::error::ensure_nonempty("Int8Conv weights (OIHW)", s)?;
         spec.validate()?;
         if spec.groups != 1 {
-            return Err(Error::unsupported("Int8Conv", format!("groups = {}", spec.groups)));
+            return Err(Error::unsupported(
+                "Int8Conv",
+                format!("groups = {}", spec.groups),
+            ));
         }
         U8Quant::new(input.scale, input.zero_point)?;
         let [t_n, c_n, kh, kw] = [s[0], s[1], s[2], s[3]];
         if weight_scale.len() != t_n {
-            return Err(Error::shape("Int8Conv weight scales", t_n, weight_scale.len()));
+            return Err(Error::shape(
+                "Int8Conv weight scales",
+                t_n,
+                weight_scale.len(),
+            ));
         }
         if let Some(&bad) = weight_scale.iter().find(|v| !(v.is_finite() && **v > 0.0)) {
             return Err(Error::param("Int8Conv weight scale", bad, "finite and > 0"));
@@ -171,11 +182,19 @@ impl Int8Conv {
     /// `Σ v·q − z_x·Σ v` in wrapping i32, hence exact whenever the result fits
     /// in i32), NHWC
     /// `[n][y][x][t]`, with the output height and width.
-    pub fn accumulators(&self, q: ArrayView4<'_, u8>, isa: Option<Isa>) -> Result<(Vec<i32>, (usize, usize))> {
+    pub fn accumulators(
+        &self,
+        q: ArrayView4<'_, u8>,
+        isa: Option<Isa>,
+    ) -> Result<(Vec<i32>, (usize, usize))> {
         let isa = check_isa(isa, Needs::Int8Dot, "Int8Conv")?;
         let s = q.shape();
         if s.len() == 4 && s[1] != self.in_channels {
-            return Err(Error::shape("Int8Conv input channels", self.in_channels, s[1]));
+            return Err(Error::shape(
+                "Int8Conv input channels",
+                self.in_channels,
+                s[1],
+            ));
         }
         let g = ConvGeometry::new([s[0], s[1], s[2], s[3]], self.kernel, &self.spec)?;
         let img = self.to_padded_nhwc(q, &g);
@@ -200,9 +219,9 @@ impl Int8Conv {
                 }
                 for x in 0..ow {
                     for t in 0..t_n {
-                        out_row[x * t_n + t] =
-                            acc[x * self.t_pad + t]
-                            .wrapping_sub(i32::from(self.input.zero_point).wrapping_mul(self.weight_sum[t]));
+                        out_row[x * t_n + t] = acc[x * self.t_pad + t].wrapping_sub(
+                            i32::from(self.input.zero_point).wrapping_mul(self.weight_sum[t]),
+                        );
                     }
                 }
             },
@@ -229,13 +248,20 @@ impl Int8Conv {
 
     /// Runs on a quantised NCHW batch; returns NCHW values (u8 codes as f32
     /// for [`Int8Output::U8`]).
-    pub fn forward_quantized(&self, q: ArrayView4<'_, u8>, output: Int8Output, isa: Option<Isa>) -> Result<Array4<f32>> {
+    pub fn forward_quantized(
+        &self,
+        q: ArrayView4<'_, u8>,
+        output: Int8Output,
+        isa: Option<Isa>,
+    ) -> Result<Array4<f32>> {
         let (acc, (oh, ow)) = self.accumulators(q, isa)?;
         let batch = q.shape()[0];
         let t_n = self.out_channels;
         let mut y = Array4::<f32>::zeros((batch, t_n, oh, ow));
         let out = y.as_slice_mut().expect("fresh array");
-        nhwc_to_nchw(&acc, batch, oh * ow, t_n, out, |a, _, t, _| self.requantize(a, t, output));
+        nhwc_to_nchw(&acc, batch, oh * ow, t_n, out, |a, _, t, _| {
+            self.requantize(a, t, output)
+        });
         Ok(y)
     }
 
@@ -250,7 +276,11 @@ impl Int8Conv {
             .expect("fresh array")
             .par_chunks_mut(4096)
             .zip(xs.par_chunks(4096))
-            .for_each(|(d, s)| d.iter_mut().zip(s).for_each(|(d, &v)| *d = self.input.quantize(v)));
+            .for_each(|(d, s)| {
+                d.iter_mut()
+                    .zip(s)
+                    .for_each(|(d, &v)| *d = self.input.quantize(v))
+            });
         self.forward_quantized(q.view(), Int8Output::F32, None)
     }
 
@@ -264,24 +294,26 @@ impl Int8Conv {
         let qs = q.as_slice().expect("standard layout");
         let z = self.input.zero_point;
         let mut img = vec![0u8; g.batch * hp * wp * c4];
-        img.par_chunks_mut(wp * c4).enumerate().for_each(|(row, dst)| {
-            let (n, yp) = (row / hp, row % hp);
-            let inside_row = yp >= pt && yp < pt + h;
-            for xp in 0..wp {
-                if !inside_row || xp < pl || xp >= pl + w {
-                    dst[xp * c4..xp * c4 + c_n].fill(z);
-                }
-            }
-            if inside_row {
-                let y = yp - pt;
-                for c in 0..c_n {
-                    let src = &qs[((n * c_n + c) * h + y) * w..][..w];
-                    for (x, &v) in src.iter().enumerate() {
-                        dst[(x + pl) * c4 + c] = v;
+        img.par_chunks_mut(wp * c4)
+            .enumerate()
+            .for_each(|(row, dst)| {
+                let (n, yp) = (row / hp, row % hp);
+                let inside_row = yp >= pt && yp < pt + h;
+                for xp in 0..wp {
+                    if !inside_row || xp < pl || xp >= pl + w {
+                        dst[xp * c4..xp * c4 + c_n].fill(z);
                     }
                 }
-            }
-        });
+                if inside_row {
+                    let y = yp - pt;
+                    for c in 0..c_n {
+                        let src = &qs[((n * c_n + c) * h + y) * w..][..w];
+                        for (x, &v) in src.iter().enumerate() {
+                            dst[(x + pl) * c4 + c] = v;
+                        }
+                    }
+                }
+            });
         img
     }
 
@@ -294,13 +326,18 @@ impl Int8Conv {
             dst.fill(0);
             for i in 0..kh {
                 for j in 0..kw {
-                    let pix = ((y * g.stride.0 + i * g.dilation.0) * wp + x * g.stride.1 + j * g.dilation.1) * c4;
+                    let pix = ((y * g.stride.0 + i * g.dilation.0) * wp
+                        + x * g.stride.1
+                        + j * g.dilation.1)
+                        * c4;
                     for cq in 0..c4 / 4 {
                         let xs = &img[pix + cq * 4..pix + cq * 4 + 4];
                         let wbase = ((i * kw + j) * (c4 / 4) + cq) * tp * 4;
                         for (t, d) in dst.iter_mut().enumerate() {
                             let wv = &self.packed[wbase + t * 4..wbase + t * 4 + 4];
-                            *d = (0..4).fold(*d, |a, l| a.wrapping_add(i32::from(xs[l]) * i32::from(wv[l])));
+                            *d = (0..4).fold(*d, |a, l| {
+                                a.wrapping_add(i32::from(xs[l]) * i32::from(wv[l]))
+                            });
                         }
                     }
                 }
@@ -320,7 +357,13 @@ mod x86 {
     /// AVX-512F/BW/VNNI available; `img` is one sample's padded NHWC image
     /// matching `g` and `f.c4`; `acc.len() ≥ ow · t_pad`.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    pub(super) unsafe fn row_vnni(f: &Int8Conv, g: &ConvGeometry, img: &[u8], y: usize, acc: &mut [i32]) {
+    pub(super) unsafe fn row_vnni(
+        f: &Int8Conv,
+        g: &ConvGeometry,
+        img: &[u8],
+        y: usize,
+        acc: &mut [i32],
+    ) {
         let (kh, kw) = g.kernel;
         let wp = g.padded_hw.1;
         let ow = g.out_hw.1;
@@ -337,15 +380,22 @@ mod x86 {
                 for i in 0..kh {
                     let row = (y * g.stride.0 + i * g.dilation.0) * wp;
                     for j in 0..kw {
-                        let pix: [usize; 4] = std::array::from_fn(|q| (row + xs[q] * g.stride.1 + j * g.dilation.1) * c4);
+                        let pix: [usize; 4] = std::array::from_fn(|q| {
+                            (row + xs[q] * g.stride.1 + j * g.dilation.1) * c4
+                        });
                         let tap = i * kw + j;
                         for cq in 0..cq_n {
                             let wo = ((tap * cq_n + cq) * tp + tb) * 4;
                             // SAFETY: wo + 256 ≤ packed.len() (tb + 64 ≤ t_pad).
-                            let w = unsafe { [0, 64, 128, 192].map(|r| _mm512_loadu_si512(wptr.add(wo + r).cast())) };
+                            let w = unsafe {
+                                [0, 64, 128, 192]
+                                    .map(|r| _mm512_loadu_si512(wptr.add(wo + r).cast()))
+                            };
                             for q in 0..4 {
                                 // SAFETY: pix[q] + cq·4 + 4 ≤ img.len() (window inside the padded plane).
-                                let xv = _mm512_set1_epi32(unsafe { ip.add(pix[q] + cq * 4).cast::<i32>().read_unaligned() });
+                                let xv = _mm512_set1_epi32(unsafe {
+                                    ip.add(pix[q] + cq * 4).cast::<i32>().read_unaligned()
+                                });
                                 for r in 0..4 {
                                     a[q * 4 + r] = _mm512_dpbusd_epi32(a[q * 4 + r], xv, w[r]);
                                 }
@@ -356,7 +406,12 @@ mod x86 {
                 for q in 0..4.min(ow - x0) {
                     for r in 0..4 {
                         // SAFETY: (x0+q)·t_pad + tb + r·16 + 16 ≤ ow·t_pad ≤ acc.len().
-                        unsafe { _mm512_storeu_si512(acc.as_mut_ptr().add((x0 + q) * tp + tb + r * 16).cast(), a[q * 4 + r]) };
+                        unsafe {
+                            _mm512_storeu_si512(
+                                acc.as_mut_ptr().add((x0 + q) * tp + tb + r * 16).cast(),
+                                a[q * 4 + r],
+                            )
+                        };
                     }
                 }
                 tb += 64;
@@ -370,7 +425,13 @@ mod x86 {
     /// # Safety
     /// AVX2 available; same contract as [`row_vnni`].
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn row_avx2(f: &Int8Conv, g: &ConvGeometry, img: &[u8], y: usize, acc: &mut [i32]) {
+    pub(super) unsafe fn row_avx2(
+        f: &Int8Conv,
+        g: &ConvGeometry,
+        img: &[u8],
+        y: usize,
+        acc: &mut [i32],
+    ) {
         let (kh, kw) = g.kernel;
         let wp = g.padded_hw.1;
         let ow = g.out_hw.1;
@@ -390,21 +451,30 @@ mod x86 {
                 for i in 0..kh {
                     let row = (y * g.stride.0 + i * g.dilation.0) * wp;
                     for j in 0..kw {
-                        let pix: [usize; 2] = std::array::from_fn(|q| (row + xs[q] * g.stride.1 + j * g.dilation.1) * c4);
+                        let pix: [usize; 2] = std::array::from_fn(|q| {
+                            (row + xs[q] * g.stride.1 + j * g.dilation.1) * c4
+                        });
                         let tap = i * kw + j;
                         for cq in 0..cq_n {
                             let wo = ((tap * cq_n + cq) * tp + tb) * 4;
                             // SAFETY: wo + 128 ≤ packed.len() (tb + 32 ≤ t_pad).
-                            let w = unsafe { [0, 32, 64, 96].map(|r| _mm256_loadu_si256(wptr.add(wo + r).cast())) };
+                            let w = unsafe {
+                                [0, 32, 64, 96].map(|r| _mm256_loadu_si256(wptr.add(wo + r).cast()))
+                            };
                             for q in 0..2 {
                                 // SAFETY: window inside the padded plane.
-                                let xv = _mm256_set1_epi32(unsafe { ip.add(pix[q] + cq * 4).cast::<i32>().read_unaligned() });
+                                let xv = _mm256_set1_epi32(unsafe {
+                                    ip.add(pix[q] + cq * 4).cast::<i32>().read_unaligned()
+                                });
                                 let lo = _mm256_and_si256(xv, low7);
                                 let hi = _mm256_and_si256(xv, high1);
                                 for r in 0..4 {
-                                    let plo = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, w[r]), ones);
-                                    let phi = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, w[r]), ones);
-                                    a[q * 4 + r] = _mm256_add_epi32(a[q * 4 + r], _mm256_add_epi32(plo, phi));
+                                    let plo =
+                                        _mm256_madd_epi16(_mm256_maddubs_epi16(lo, w[r]), ones);
+                                    let phi =
+                                        _mm256_madd_epi16(_mm256_maddubs_epi16(hi, w[r]), ones);
+                                    a[q * 4 + r] =
+                                        _mm256_add_epi32(a[q * 4 + r], _mm256_add_epi32(plo, phi));
                                 }
                             }
                         }
@@ -413,7 +483,12 @@ mod x86 {
                 for q in 0..2.min(ow - x0) {
                     for r in 0..4 {
                         // SAFETY: (x0+q)·t_pad + tb + r·8 + 8 ≤ acc.len().
-                        unsafe { _mm256_storeu_si256(acc.as_mut_ptr().add((x0 + q) * tp + tb + r * 8).cast(), a[q * 4 + r]) };
+                        unsafe {
+                            _mm256_storeu_si256(
+                                acc.as_mut_ptr().add((x0 + q) * tp + tb + r * 8).cast(),
+                                a[q * 4 + r],
+                            )
+                        };
                     }
                 }
                 tb += 32;
@@ -426,8 +501,8 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lowbit::binary_gemm::tests::conv_case;
     use crate::lowbit::available_isas;
+    use crate::lowbit::binary_gemm::tests::conv_case;
     use hasten_core::SeededRng;
     use proptest::prelude::*;
 
@@ -437,16 +512,32 @@ mod tests {
         let [n_n, _, h, wd] = [q.shape()[0], q.shape()[1], q.shape()[2], q.shape()[3]];
         let (oh, ow) = spec.output_hw(h, wd, kh, kw).unwrap();
         let mut out = Vec::new();
-        for n in 0..n_n { for y in 0..oh { for x in 0..ow { for t in 0..t_n {
-            let mut s = 0i64;
-            for c in 0..c_n { for i in 0..kh { for j in 0..kw {
-                let iy = (y * spec.stride.0 + i * spec.dilation.0) as isize - spec.padding.top as isize;
-                let ix = (x * spec.stride.1 + j * spec.dilation.1) as isize - spec.padding.left as isize;
-                if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize { continue; }
-                s += i64::from(w[[t, c, i, j]]) * (i64::from(q[[n, c, iy as usize, ix as usize]]) - i64::from(z));
-            }}}
-            out.push(s as i32);
-        }}}}
+        for n in 0..n_n {
+            for y in 0..oh {
+                for x in 0..ow {
+                    for t in 0..t_n {
+                        let mut s = 0i64;
+                        for c in 0..c_n {
+                            for i in 0..kh {
+                                for j in 0..kw {
+                                    let iy = (y * spec.stride.0 + i * spec.dilation.0) as isize
+                                        - spec.padding.top as isize;
+                                    let ix = (x * spec.stride.1 + j * spec.dilation.1) as isize
+                                        - spec.padding.left as isize;
+                                    if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
+                                        continue;
+                                    }
+                                    s += i64::from(w[[t, c, i, j]])
+                                        * (i64::from(q[[n, c, iy as usize, ix as usize]])
+                                            - i64::from(z));
+                                }
+                            }
+                        }
+                        out.push(s as i32);
+                    }
+                }
+            }
+        }
         out
     }
 
@@ -503,13 +594,24 @@ mod tests {
         let spec = ConvSpec::new().with_padding(1);
         let q = Array4::from_shape_fn((1, 5, 4, 4), |_| rng.below(256) as u8);
         let wt = Array4::from_shape_fn((3, 5, 3, 3), |_| (rng.below(255) as i32 - 127) as i8);
-        let conv = Int8Conv::new(wt.view(), &[0.1, 0.2, 0.3], None, spec, U8Quant::new(0.05, 128).unwrap()).unwrap();
-        let y = conv.forward_quantized(q.view(), Int8Output::F32, None).unwrap();
+        let conv = Int8Conv::new(
+            wt.view(),
+            &[0.1, 0.2, 0.3],
+            None,
+            spec,
+            U8Quant::new(0.05, 128).unwrap(),
+        )
+        .unwrap();
+        let y = conv
+            .forward_quantized(q.view(), Int8Output::F32, None)
+            .unwrap();
         let truth = naive(&wt, &q, 128, &spec);
         for ((_, t, yy, xx), &v) in y.indexed_iter() {
             let want = 0.05 * [0.1, 0.2, 0.3][t] * f64::from(truth[(yy * 4 + xx) * 3 + t]);
             assert!((f64::from(v) - want).abs() < 1e-4 * (1.0 + want.abs()));
         }
-        assert!(conv.accumulators(Array4::<u8>::zeros((1, 4, 4, 4)).view(), None).is_err());
+        assert!(conv
+            .accumulators(Array4::<u8>::zeros((1, 4, 4, 4)).view(), None)
+            .is_err());
     }
 }

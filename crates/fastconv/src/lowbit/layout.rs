@@ -10,8 +10,14 @@ const PLANE_BLOCK: usize = 16;
 
 /// `out[n][t][p] = f(acc[n][p][t], n, t, p)` for `batch` samples of `area`
 /// pixels and `channels` planes. `out.len() = acc.len() = batch·area·channels`.
-pub fn nhwc_to_nchw<F>(acc: &[i32], batch: usize, area: usize, channels: usize, out: &mut [f32], f: F)
-where
+pub fn nhwc_to_nchw<F>(
+    acc: &[i32],
+    batch: usize,
+    area: usize,
+    channels: usize,
+    out: &mut [f32],
+    f: F,
+) where
     F: Fn(i32, usize, usize, usize) -> f32 + Sync,
 {
     debug_assert_eq!(acc.len(), batch * area * channels);
@@ -51,7 +57,10 @@ mod tests {
             for n in 0..batch {
                 for t in 0..channels {
                     for p in 0..area {
-                        assert_eq!(out[(n * channels + t) * area + p], ((n * area + p) * channels + t) as f32);
+                        assert_eq!(
+                            out[(n * channels + t) * area + p],
+                            ((n * area + p) * channels + t) as f32
+                        );
                     }
                 }
             }

@@ -44,7 +44,11 @@ impl TernaryConv {
     }
 
     /// Exact `Σ_{valid taps} level · sign(x)`, NHWC `[n][y][x][t]`.
-    pub fn dot_products(&self, input: &PackedSigns, isa: Option<Isa>) -> Result<(Vec<i32>, (usize, usize))> {
+    pub fn dot_products(
+        &self,
+        input: &PackedSigns,
+        isa: Option<Isa>,
+    ) -> Result<(Vec<i32>, (usize, usize))> {
         self.inner.dot_products(input, isa)
     }
 
@@ -59,7 +63,12 @@ impl TernaryConv {
     }
 
     /// Signs of `y`, packed for the next binary layer.
-    pub fn forward_packed(&self, input: &PackedSigns, next_padding: Padding, isa: Option<Isa>) -> Result<PackedSigns> {
+    pub fn forward_packed(
+        &self,
+        input: &PackedSigns,
+        next_padding: Padding,
+        isa: Option<Isa>,
+    ) -> Result<PackedSigns> {
         self.inner.forward_packed(input, next_padding, isa)
     }
 }
