@@ -3,7 +3,18 @@
 
 use std::sync::Mutex;
 
-use crate::gemm::Scratch;
+use crate::gemm;
+
+/// One thread's buffers.
+#[derive(Debug, Default)]
+pub(crate) struct Scratch {
+    /// GEMM packing buffers.
+    pub gemm: gemm::Scratch,
+    /// Floats for a kernel's own use (e.g. a de-interleaved plane).
+    pub floats: Vec<f32>,
+    /// Per-tap valid ranges.
+    pub ranges: Vec<(usize, usize, isize)>,
+}
 
 /// One [`Scratch`] per rayon worker (plus one for callers outside the pool).
 #[derive(Debug)]

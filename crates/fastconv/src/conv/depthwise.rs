@@ -3,11 +3,13 @@
 //! survey Fig. 1 and section 3) as a direct kernel. It is memory-bound
 //! (`kh·kw` MACs per output value), so it streams each output row once,
 //! accumulating every tap into it while it sits in L1; the inner loops are
-//! unit-stride saxpys that the compiler vectorises for the selected ISA.
+//! unit-stride saxpys (strided layers read column-phase copies) that the
+//! compiler vectorises for the selected ISA.
 
 use rayon::prelude::*;
 
 use super::{ChannelView, Geometry};
+use crate::pool::{Scratch, ScratchPool};
 use crate::Isa;
 
 /// A depthwise (channel-multiplier `T_g ≥ 1`) convolution, ready to run.
@@ -47,7 +49,7 @@ impl DepthwiseConv {
     }
 
     /// Runs on `batch` samples, one task per output plane.
-    pub fn run(&self, input: &[f32], output: &mut [f32], batch: usize) {
+    pub fn run(&self, input: &[f32], output: &mut [f32], batch: usize, pool: &ScratchPool) {
         let geo = &self.geo;
         let (in_area, out_area, taps) = (geo.in_area(), geo.out_area(), geo.kh * geo.kw);
         let (c_all, t_all) = (geo.in_channels(), geo.out_channels());
@@ -58,25 +60,27 @@ impl DepthwiseConv {
                 let (n, t) = (plane / t_all, plane % t_all);
                 let (c, dy, dx) = self.view.channel(t / geo.t_g);
                 let src = &input[(n * c_all + c) * in_area..][..in_area];
-                let job = PlaneJob {
-                    geo,
-                    src,
-                    w: &self.weights[t * taps..][..taps],
-                    bias: self.bias.as_ref().map_or(0.0, |b| b[t]),
-                    relu: self.relu,
-                    dy,
-                    dx,
-                };
-                match self.isa {
-                    // SAFETY: plans only select supported ISAs
-                    // (`Isa::ensure_supported`).
-                    #[cfg(target_arch = "x86_64")]
-                    Isa::Avx512 => unsafe { plane_avx512(&job, out) },
-                    // SAFETY: as above.
-                    #[cfg(target_arch = "x86_64")]
-                    Isa::Avx2 => unsafe { plane_avx2(&job, out) },
-                    _ => run_plane(&job, out),
-                }
+                pool.with(|scratch| {
+                    let job = PlaneJob {
+                        geo,
+                        src,
+                        w: &self.weights[t * taps..][..taps],
+                        bias: self.bias.as_ref().map_or(0.0, |b| b[t]),
+                        relu: self.relu,
+                        dy,
+                        dx,
+                    };
+                    match self.isa {
+                        // SAFETY: plans only select supported ISAs
+                        // (`Isa::ensure_supported`).
+                        #[cfg(target_arch = "x86_64")]
+                        Isa::Avx512 => unsafe { plane_avx512(&job, out, scratch) },
+                        // SAFETY: as above.
+                        #[cfg(target_arch = "x86_64")]
+                        Isa::Avx2 => unsafe { plane_avx2(&job, out, scratch) },
+                        _ => run_plane(&job, out, scratch),
+                    }
+                });
             });
     }
 }
@@ -98,8 +102,8 @@ struct PlaneJob<'a> {
 /// The CPU supports AVX-512F.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn plane_avx512(job: &PlaneJob<'_>, out: &mut [f32]) {
-    run_plane(job, out)
+unsafe fn plane_avx512(job: &PlaneJob<'_>, out: &mut [f32], scratch: &mut Scratch) {
+    run_plane(job, out, scratch)
 }
 
 /// [`run_plane`] compiled for AVX2 + FMA.
@@ -108,41 +112,68 @@ unsafe fn plane_avx512(job: &PlaneJob<'_>, out: &mut [f32]) {
 /// The CPU supports AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn plane_avx2(job: &PlaneJob<'_>, out: &mut [f32]) {
-    run_plane(job, out)
+unsafe fn plane_avx2(job: &PlaneJob<'_>, out: &mut [f32], scratch: &mut Scratch) {
+    run_plane(job, out, scratch)
 }
 
-/// Computes one output plane: every row starts at the bias and receives each
-/// tap that reads inside the image.
+/// Computes one output plane. The valid output range of every tap is found
+/// once per plane; with a horizontal stride `s > 1` the input plane is first
+/// split into `s` column phases (`phase[p][y][m] = src[y][m·s + p]`) so that
+/// every tap reads a unit-stride run. Each output row then starts at the
+/// bias and receives each in-image tap as a vectorised `y += w·x`.
 #[inline(always)]
-fn run_plane(job: &PlaneJob<'_>, out: &mut [f32]) {
+fn run_plane(job: &PlaneJob<'_>, out: &mut [f32], scratch: &mut Scratch) {
     let geo = job.geo;
+    let (kh, kw, sw) = (geo.kh, geo.kw, geo.sw);
+    // Rows: (y0, y1, first image row read by output row 0).
+    // Columns: (x0, x1, offset of tap j in its phase row: m = x + offset).
+    let ranges = &mut scratch.ranges;
+    ranges.clear();
+    for i in 0..kh {
+        let (y0, y1) = geo.valid_y(i, job.dy);
+        ranges.push((y0, y1, (i * geo.dh) as isize - geo.pt as isize - job.dy));
+    }
+    for j in 0..kw {
+        let (x0, x1) = geo.valid_x(j, job.dx);
+        let c = (j * geo.dw) as isize - geo.pl as isize - job.dx;
+        ranges.push((x0, x1, c));
+    }
+    let (rows, cols) = ranges.split_at(kh);
+    // Column phases: phase p holds image columns p, p + s, p + 2s, …
+    let phase_w = geo.w.div_ceil(sw);
+    let src: &[f32] = if sw == 1 {
+        job.src
+    } else {
+        let phases = &mut scratch.floats;
+        phases.resize(sw * geo.h * phase_w, 0.0);
+        for (y, row) in job.src.chunks_exact(geo.w).enumerate() {
+            for (m, chunk) in row.chunks(sw).enumerate() {
+                for (p, &v) in chunk.iter().enumerate() {
+                    phases[(p * geo.h + y) * phase_w + m] = v;
+                }
+            }
+        }
+        phases
+    };
+    let row_len = if sw == 1 { geo.w } else { phase_w };
     for (oy, row) in out.chunks_exact_mut(geo.ow).enumerate() {
         row.fill(job.bias);
-        for i in 0..geo.kh {
-            let (y0, y1) = geo.valid_y(i, job.dy);
+        for (i, &(y0, y1, ry)) in rows.iter().enumerate() {
             if oy < y0 || oy >= y1 {
                 continue;
             }
-            let iy = (oy * geo.sh + i * geo.dh) as isize - geo.pt as isize - job.dy;
-            let src = &job.src[iy as usize * geo.w..][..geo.w];
-            for j in 0..geo.kw {
-                let (x0, x1) = geo.valid_x(j, job.dx);
+            let iy = ((oy * geo.sh) as isize + ry) as usize;
+            for (j, &(x0, x1, c)) in cols.iter().enumerate() {
                 if x0 >= x1 {
                     continue;
                 }
-                let wv = job.w[i * geo.kw + j];
-                let base =
-                    ((x0 * geo.sw + j * geo.dw) as isize - geo.pl as isize - job.dx) as usize;
+                let wv = job.w[i * kw + j];
+                let p = c.rem_euclid(sw as isize) as usize;
+                let start = (x0 as isize + (c - p as isize) / sw as isize) as usize;
+                let line = &src[(p * geo.h + iy) * row_len..][..row_len];
                 let dst = &mut row[x0..x1];
-                if geo.sw == 1 {
-                    for (o, &s) in dst.iter_mut().zip(&src[base..base + (x1 - x0)]) {
-                        *o += wv * s;
-                    }
-                } else {
-                    for (o, &s) in dst.iter_mut().zip(src[base..].iter().step_by(geo.sw)) {
-                        *o += wv * s;
-                    }
+                for (o, &s) in dst.iter_mut().zip(&line[start..start + (x1 - x0)]) {
+                    *o += wv * s;
                 }
             }
         }

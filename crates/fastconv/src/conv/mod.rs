@@ -81,7 +81,7 @@ impl ConvStep {
     pub fn run(&self, input: &[f32], output: &mut [f32], batch: usize, pool: &ScratchPool) {
         match self {
             ConvStep::Gemm(c) => c.run(input, output, batch, pool),
-            ConvStep::Depthwise(c) => c.run(input, output, batch),
+            ConvStep::Depthwise(c) => c.run(input, output, batch, pool),
         }
     }
 }

@@ -80,8 +80,18 @@ impl Kernel {
 #[derive(Debug, Default)]
 pub(crate) struct Scratch {
     packed_b: AlignedVec,
-    row: Vec<f32>,
+    pub(crate) row: Vec<f32>,
     tile: Vec<f32>,
+}
+
+/// The `B` operand of a task: a source packed on the fly, or a column tile
+/// packed beforehand by [`pack::pack_b`] block by block (`KC` block at depth
+/// `k0` starting at `k0 · ⌈nc/NR⌉ · NR`).
+pub(crate) enum BOperand<'a, S: BSource> {
+    /// Pack from this source per `KC` block.
+    Source(&'a S),
+    /// Already packed.
+    Packed(&'a [f32]),
 }
 
 /// Where one task writes: `C` with row stride `rsc` (floats), the bias of
@@ -108,7 +118,7 @@ pub(crate) unsafe fn gemm(
     kernel: &Kernel,
     a: &PackedA,
     panels: Range<usize>,
-    b: &impl BSource,
+    b: BOperand<'_, impl BSource>,
     cols: Range<usize>,
     out: Output<'_>,
     scratch: &mut Scratch,
@@ -124,16 +134,21 @@ pub(crate) unsafe fn gemm(
         let kc = kernel.kc.min(k - k0);
         let first = k0 == 0;
         let last = k0 + kc == k;
-        scratch.packed_b.resize(kc * n_panels * nr);
-        pack::pack_b(
-            b,
-            k0..k0 + kc,
-            cols.clone(),
-            nr,
-            &mut scratch.row,
-            scratch.packed_b.as_mut_slice(),
-        );
-        let bp = scratch.packed_b.as_slice();
+        let bp = match &b {
+            BOperand::Source(src) => {
+                scratch.packed_b.resize(kc * n_panels * nr);
+                pack::pack_b(
+                    *src,
+                    k0..k0 + kc,
+                    cols.clone(),
+                    nr,
+                    &mut scratch.row,
+                    scratch.packed_b.as_mut_slice(),
+                );
+                scratch.packed_b.as_slice()
+            }
+            BOperand::Packed(all) => &all[k0 * n_panels * nr..][..kc * n_panels * nr],
+        };
         for jp in 0..n_panels {
             let col = cols.start + jp * nr;
             let nv = nr.min(cols.end - col);
