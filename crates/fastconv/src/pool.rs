@@ -12,8 +12,8 @@ pub(crate) struct Scratch {
     pub gemm: gemm::Scratch,
     /// Floats for a kernel's own use (e.g. a de-interleaved plane).
     pub floats: Vec<f32>,
-    /// Per-tap valid ranges.
-    pub ranges: Vec<(usize, usize, isize)>,
+    /// A second float buffer.
+    pub floats2: Vec<f32>,
 }
 
 /// One [`Scratch`] per rayon worker (plus one for callers outside the pool).

@@ -2,8 +2,9 @@
 //! `d×d`, `d×1` and `1×d` layers of CP-decomposed and MobileNet blocks,
 //! survey Fig. 1 and section 3) as a direct kernel. It is memory-bound
 //! (`kh·kw` MACs per output value), so it streams each output row once,
-//! accumulating every tap into it while it sits in L1; the inner loops are
-//! unit-stride saxpys (strided layers read column-phase copies) that the
+//! accumulating every tap into it while it sits in L1; every tap is a
+//! unit-stride `y += w·x` over a padded copy of the channel (long runs across
+//! rows at stride 1, column-phase copies at larger strides) that the
 //! compiler vectorises for the selected ISA.
 
 use rayon::prelude::*;
@@ -116,69 +117,123 @@ unsafe fn plane_avx2(job: &PlaneJob<'_>, out: &mut [f32], scratch: &mut Scratch)
     run_plane(job, out, scratch)
 }
 
-/// Computes one output plane. The valid output range of every tap is found
-/// once per plane; with a horizontal stride `s > 1` the input plane is first
-/// split into `s` column phases (`phase[p][y][m] = src[y][m·s + p]`) so that
-/// every tap reads a unit-stride run. Each output row then starts at the
-/// bias and receives each in-image tap as a vectorised `y += w·x`.
+/// Output values accumulated per chunk in the stride-1 path (16 KiB: the
+/// chunk and the input rows it reads stay in L1).
+const CHUNK: usize = 4096;
+
+/// Computes one output plane. The channel (with its view offset and zero
+/// padding) is first copied into a padded plane `P` holding exactly the
+/// rows and columns the taps read, so no tap needs a bounds test. With unit
+/// strides, output `(y, x)` and tap `(i, j)` read `P` at flat index
+/// `y·Wp + x + (i·δh·Wp + j·δw)`: computing outputs at every padded column
+/// (`Wp` per row, the surplus dropped afterwards) turns each tap into one
+/// long vectorised `acc += w·P[q + offset]` over chunks of the plane. With
+/// larger strides `P` is split into column phases
+/// (`phase[p][y][m] = P[y][m·s + p]`) so every tap reads a unit-stride run
+/// per output row.
 #[inline(always)]
 fn run_plane(job: &PlaneJob<'_>, out: &mut [f32], scratch: &mut Scratch) {
     let geo = job.geo;
-    let (kh, kw, sw) = (geo.kh, geo.kw, geo.sw);
-    // Rows: (y0, y1, first image row read by output row 0).
-    // Columns: (x0, x1, offset of tap j in its phase row: m = x + offset).
-    let ranges = &mut scratch.ranges;
-    ranges.clear();
-    for i in 0..kh {
-        let (y0, y1) = geo.valid_y(i, job.dy);
-        ranges.push((y0, y1, (i * geo.dh) as isize - geo.pt as isize - job.dy));
-    }
-    for j in 0..kw {
-        let (x0, x1) = geo.valid_x(j, job.dx);
-        let c = (j * geo.dw) as isize - geo.pl as isize - job.dx;
-        ranges.push((x0, x1, c));
-    }
-    let (rows, cols) = ranges.split_at(kh);
-    // Column phases: phase p holds image columns p, p + s, p + 2s, …
-    let phase_w = geo.w.div_ceil(sw);
-    let src: &[f32] = if sw == 1 {
-        job.src
-    } else {
-        let phases = &mut scratch.floats;
-        phases.resize(sw * geo.h * phase_w, 0.0);
-        for (y, row) in job.src.chunks_exact(geo.w).enumerate() {
-            for (m, chunk) in row.chunks(sw).enumerate() {
-                for (p, &v) in chunk.iter().enumerate() {
-                    phases[(p * geo.h + y) * phase_w + m] = v;
+    let (kh, kw, sh, sw) = (geo.kh, geo.kw, geo.sh, geo.sw);
+    let hp = (geo.oh - 1) * sh + (kh - 1) * geo.dh + 1;
+    let wp = (geo.ow - 1) * sw + (kw - 1) * geo.dw + 1;
+    let padded = &mut scratch.floats;
+    fill_padded(job, hp, wp, padded);
+    if sh == 1 && sw == 1 {
+        let acc = &mut scratch.floats2;
+        acc.resize(CHUNK, 0.0);
+        let total = (geo.oh - 1) * wp + geo.ow;
+        let mut q0 = 0;
+        while q0 < total {
+            let len = CHUNK.min(total - q0);
+            let acc = &mut acc[..len];
+            acc.fill(job.bias);
+            for i in 0..kh {
+                for j in 0..kw {
+                    let wv = job.w[i * kw + j];
+                    let src = &padded[q0 + i * geo.dh * wp + j * geo.dw..][..len];
+                    for (a, &v) in acc.iter_mut().zip(src) {
+                        *a += wv * v;
+                    }
                 }
+            }
+            // Keep the first `ow` columns of every padded row in the chunk.
+            let mut q = q0;
+            while q < q0 + len {
+                let (oy, x) = (q / wp, q % wp);
+                let end = (oy * wp + wp).min(q0 + len);
+                if x < geo.ow {
+                    let n = (geo.ow - x).min(end - q);
+                    let dst = &mut out[oy * geo.ow + x..][..n];
+                    let src = &acc[q - q0..][..n];
+                    if job.relu {
+                        dst.iter_mut().zip(src).for_each(|(d, &s)| *d = s.max(0.0));
+                    } else {
+                        dst.copy_from_slice(src);
+                    }
+                }
+                q = end;
+            }
+            q0 += len;
+        }
+        return;
+    }
+    // Column phases of P.
+    let phase_w = wp.div_ceil(sw);
+    let phases = &mut scratch.floats2;
+    phases.resize(sw * hp * phase_w, 0.0);
+    for (y, row) in padded.chunks_exact(wp).enumerate() {
+        for (m, chunk) in row.chunks(sw).enumerate() {
+            for (p, &v) in chunk.iter().enumerate() {
+                phases[(p * hp + y) * phase_w + m] = v;
             }
         }
-        phases
-    };
-    let row_len = if sw == 1 { geo.w } else { phase_w };
+    }
     for (oy, row) in out.chunks_exact_mut(geo.ow).enumerate() {
         row.fill(job.bias);
-        for (i, &(y0, y1, ry)) in rows.iter().enumerate() {
-            if oy < y0 || oy >= y1 {
-                continue;
-            }
-            let iy = ((oy * geo.sh) as isize + ry) as usize;
-            for (j, &(x0, x1, c)) in cols.iter().enumerate() {
-                if x0 >= x1 {
-                    continue;
-                }
+        for i in 0..kh {
+            let yp = oy * sh + i * geo.dh;
+            for j in 0..kw {
                 let wv = job.w[i * kw + j];
-                let p = c.rem_euclid(sw as isize) as usize;
-                let start = (x0 as isize + (c - p as isize) / sw as isize) as usize;
-                let line = &src[(p * geo.h + iy) * row_len..][..row_len];
-                let dst = &mut row[x0..x1];
-                for (o, &s) in dst.iter_mut().zip(&line[start..start + (x1 - x0)]) {
-                    *o += wv * s;
+                let (p, m0) = ((j * geo.dw) % sw, (j * geo.dw) / sw);
+                let line = &phases[(p * hp + yp) * phase_w + m0..][..geo.ow];
+                for (o, &v) in row.iter_mut().zip(line) {
+                    *o += wv * v;
                 }
             }
         }
         if job.relu {
             row.iter_mut().for_each(|v| *v = v.max(0.0));
         }
+    }
+}
+
+/// Writes the padded plane `P` (`hp × wp`): `P[yp, xp]` is the view's
+/// logical value at `(yp − pt, xp − pl)` — image `(yp − pt − dy, xp − pl − dx)`
+/// — or zero outside the image.
+#[inline(always)]
+fn fill_padded(job: &PlaneJob<'_>, hp: usize, wp: usize, padded: &mut Vec<f32>) {
+    let geo = job.geo;
+    padded.clear();
+    padded.resize(hp * wp, 0.0);
+    let (h, w) = (geo.h as isize, geo.w as isize);
+    // Logical columns that are inside the image both before and after the
+    // view's shift, and inside P.
+    let lx0 = job.dx.max(0).max(-(geo.pl as isize));
+    let lx1 = (w + job.dx.min(0)).min(wp as isize - geo.pl as isize);
+    if lx0 >= lx1 {
+        return;
+    }
+    for (yp, dst) in padded.chunks_exact_mut(wp).enumerate() {
+        let ly = yp as isize - geo.pt as isize;
+        let sy = ly - job.dy;
+        if ly < 0 || ly >= h || sy < 0 || sy >= h {
+            continue;
+        }
+        let src = &job.src[sy as usize * geo.w..][..geo.w];
+        let n = (lx1 - lx0) as usize;
+        let xp0 = (lx0 + geo.pl as isize) as usize;
+        let sx0 = (lx0 - job.dx) as usize;
+        dst[xp0..xp0 + n].copy_from_slice(&src[sx0..sx0 + n]);
     }
 }
