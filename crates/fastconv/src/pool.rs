@@ -14,6 +14,8 @@ pub(crate) struct Scratch {
     pub floats: Vec<f32>,
     /// A second float buffer.
     pub floats2: Vec<f32>,
+    /// Precomputed offsets (e.g. of every tap of a kernel).
+    pub offsets: Vec<usize>,
 }
 
 /// One [`Scratch`] per rayon worker (plus one for callers outside the pool).

@@ -2,16 +2,19 @@
 //! `d×d`, `d×1` and `1×d` layers of CP-decomposed and MobileNet blocks,
 //! survey Fig. 1 and section 3) as a direct kernel. It is memory-bound
 //! (`kh·kw` MACs per output value), so it streams each output row once,
-//! accumulating every tap into it while it sits in L1; every tap is a
-//! unit-stride `y += w·x` over a padded copy of the channel (long runs across
-//! rows at stride 1, column-phase copies at larger strides) that the
-//! compiler vectorises for the selected ISA.
+//! summing every tap of a run of 16 output columns in registers; taps read
+//! unit-stride runs of a padded copy of the channel (column-phase copies at
+//! larger strides), and the compiler vectorises the fixed-width lane loop for
+//! the selected ISA.
 
 use rayon::prelude::*;
 
 use super::{ChannelView, Geometry};
 use crate::pool::{Scratch, ScratchPool};
 use crate::Isa;
+
+/// Output values per task at least (planes are grouped up to this size).
+const MIN_TASK: usize = 8192;
 
 /// A depthwise (channel-multiplier `T_g ≥ 1`) convolution, ready to run.
 #[derive(Debug)]
@@ -54,32 +57,41 @@ impl DepthwiseConv {
         let geo = &self.geo;
         let (in_area, out_area, taps) = (geo.in_area(), geo.out_area(), geo.kh * geo.kw);
         let (c_all, t_all) = (geo.in_channels(), geo.out_channels());
-        output[..batch * t_all * out_area]
-            .par_chunks_mut(out_area)
+        // Enough planes per task to amortise scheduling on small planes,
+        // enough tasks to balance the threads.
+        let planes = batch * t_all;
+        let per_task = (MIN_TASK / out_area)
+            .max(1)
+            .min(planes.div_ceil(4 * rayon::current_num_threads()))
+            .max(1);
+        output[..planes * out_area]
+            .par_chunks_mut(per_task * out_area)
             .enumerate()
-            .for_each(|(plane, out)| {
-                let (n, t) = (plane / t_all, plane % t_all);
-                let (c, dy, dx) = self.view.channel(t / geo.t_g);
-                let src = &input[(n * c_all + c) * in_area..][..in_area];
+            .for_each(|(task, outs)| {
                 pool.with(|scratch| {
-                    let job = PlaneJob {
-                        geo,
-                        src,
-                        w: &self.weights[t * taps..][..taps],
-                        bias: self.bias.as_ref().map_or(0.0, |b| b[t]),
-                        relu: self.relu,
-                        dy,
-                        dx,
-                    };
-                    match self.isa {
-                        // SAFETY: plans only select supported ISAs
-                        // (`Isa::ensure_supported`).
-                        #[cfg(target_arch = "x86_64")]
-                        Isa::Avx512 => unsafe { plane_avx512(&job, out, scratch) },
-                        // SAFETY: as above.
-                        #[cfg(target_arch = "x86_64")]
-                        Isa::Avx2 => unsafe { plane_avx2(&job, out, scratch) },
-                        _ => run_plane(&job, out, scratch),
+                    for (k, out) in outs.chunks_exact_mut(out_area).enumerate() {
+                        let plane = task * per_task + k;
+                        let (n, t) = (plane / t_all, plane % t_all);
+                        let (c, dy, dx) = self.view.channel(t / geo.t_g);
+                        let job = PlaneJob {
+                            geo,
+                            src: &input[(n * c_all + c) * in_area..][..in_area],
+                            w: &self.weights[t * taps..][..taps],
+                            bias: self.bias.as_ref().map_or(0.0, |b| b[t]),
+                            relu: self.relu,
+                            dy,
+                            dx,
+                        };
+                        match self.isa {
+                            // SAFETY: plans only select supported ISAs
+                            // (`Isa::ensure_supported`).
+                            #[cfg(target_arch = "x86_64")]
+                            Isa::Avx512 => unsafe { plane_avx512(&job, out, scratch) },
+                            // SAFETY: as above.
+                            #[cfg(target_arch = "x86_64")]
+                            Isa::Avx2 => unsafe { plane_avx2(&job, out, scratch) },
+                            _ => run_plane(&job, out, scratch),
+                        }
                     }
                 });
             });
@@ -117,93 +129,95 @@ unsafe fn plane_avx2(job: &PlaneJob<'_>, out: &mut [f32], scratch: &mut Scratch)
     run_plane(job, out, scratch)
 }
 
-/// Output values accumulated per chunk in the stride-1 path (16 KiB: the
-/// chunk and the input rows it reads stay in L1).
-const CHUNK: usize = 4096;
+/// Output columns computed together: one vector register of accumulators
+/// (16 lanes of AVX-512, two AVX2 registers, four SSE registers).
+const LANES: usize = 16;
 
 /// Computes one output plane. The channel (with its view offset and zero
 /// padding) is first copied into a padded plane `P` holding exactly the
-/// rows and columns the taps read, so no tap needs a bounds test. With unit
-/// strides, output `(y, x)` and tap `(i, j)` read `P` at flat index
-/// `y·Wp + x + (i·δh·Wp + j·δw)`: computing outputs at every padded column
-/// (`Wp` per row, the surplus dropped afterwards) turns each tap into one
-/// long vectorised `acc += w·P[q + offset]` over chunks of the plane. With
-/// larger strides `P` is split into column phases
-/// (`phase[p][y][m] = P[y][m·s + p]`) so every tap reads a unit-stride run
-/// per output row.
+/// rows and columns the taps read (plus `LANES` floats of slack), so no tap
+/// needs a bounds test; with a horizontal stride `s > 1`, `P` is split into
+/// column phases (`phase[p][y][m] = P[y][m·s + p]`) so every tap reads a
+/// unit-stride run. Each run of `LANES` output columns then sums all
+/// `kh·kw` taps in registers and is stored once.
 #[inline(always)]
 fn run_plane(job: &PlaneJob<'_>, out: &mut [f32], scratch: &mut Scratch) {
     let geo = job.geo;
     let (kh, kw, sh, sw) = (geo.kh, geo.kw, geo.sh, geo.sw);
     let hp = (geo.oh - 1) * sh + (kh - 1) * geo.dh + 1;
     let wp = (geo.ow - 1) * sw + (kw - 1) * geo.dw + 1;
-    let padded = &mut scratch.floats;
-    fill_padded(job, hp, wp, padded);
-    if sh == 1 && sw == 1 {
-        let acc = &mut scratch.floats2;
-        acc.resize(CHUNK, 0.0);
-        let total = (geo.oh - 1) * wp + geo.ow;
-        let mut q0 = 0;
-        while q0 < total {
-            let len = CHUNK.min(total - q0);
-            let acc = &mut acc[..len];
-            acc.fill(job.bias);
-            for i in 0..kh {
-                for j in 0..kw {
-                    let wv = job.w[i * kw + j];
-                    let src = &padded[q0 + i * geo.dh * wp + j * geo.dw..][..len];
-                    for (a, &v) in acc.iter_mut().zip(src) {
-                        *a += wv * v;
-                    }
+    fill_padded(job, hp, wp, &mut scratch.floats);
+    let (buf, pitch): (&[f32], usize) = if sw == 1 {
+        (&scratch.floats, wp)
+    } else {
+        let pw = wp.div_ceil(sw);
+        let phases = &mut scratch.floats2;
+        phases.clear();
+        phases.resize(sw * hp * pw + LANES, 0.0);
+        let (ph0, rest) = phases.split_at_mut(hp * pw);
+        for (y, row) in scratch.floats[..hp * wp].chunks_exact(wp).enumerate() {
+            let d0 = &mut ph0[y * pw..][..pw];
+            if sw == 2 {
+                // The common case, vectorised as one de-interleave.
+                let d1 = &mut rest[y * pw..][..pw];
+                for ((a, b), pair) in d0.iter_mut().zip(d1.iter_mut()).zip(row.chunks_exact(2)) {
+                    *a = pair[0];
+                    *b = pair[1];
                 }
-            }
-            // Keep the first `ow` columns of every padded row in the chunk.
-            let mut q = q0;
-            while q < q0 + len {
-                let (oy, x) = (q / wp, q % wp);
-                let end = (oy * wp + wp).min(q0 + len);
-                if x < geo.ow {
-                    let n = (geo.ow - x).min(end - q);
-                    let dst = &mut out[oy * geo.ow + x..][..n];
-                    let src = &acc[q - q0..][..n];
-                    if job.relu {
-                        dst.iter_mut().zip(src).for_each(|(d, &s)| *d = s.max(0.0));
+                if wp % 2 == 1 {
+                    d0[wp / 2] = row[wp - 1];
+                }
+            } else {
+                for (m, &v) in row.iter().enumerate() {
+                    let p = m % sw;
+                    let dst = if p == 0 {
+                        &mut *d0
                     } else {
-                        dst.copy_from_slice(src);
-                    }
+                        &mut rest[((p - 1) * hp + y) * pw..][..pw]
+                    };
+                    dst[m / sw] = v;
                 }
-                q = end;
-            }
-            q0 += len;
-        }
-        return;
-    }
-    // Column phases of P.
-    let phase_w = wp.div_ceil(sw);
-    let phases = &mut scratch.floats2;
-    phases.resize(sw * hp * phase_w, 0.0);
-    for (y, row) in padded.chunks_exact(wp).enumerate() {
-        for (m, chunk) in row.chunks(sw).enumerate() {
-            for (p, &v) in chunk.iter().enumerate() {
-                phases[(p * hp + y) * phase_w + m] = v;
             }
         }
+        (&scratch.floats2, pw)
+    };
+    // Flat offset of tap (i, j) relative to output (oy, x) = buf[oy·sh·pitch + x].
+    let offsets = &mut scratch.offsets;
+    offsets.clear();
+    for i in 0..kh {
+        for j in 0..kw {
+            let (p, m) = ((j * geo.dw) % sw, (j * geo.dw) / sw);
+            offsets.push((p * hp + i * geo.dh) * pitch + m);
+        }
     }
+    let w = &job.w[..offsets.len()];
     for (oy, row) in out.chunks_exact_mut(geo.ow).enumerate() {
-        row.fill(job.bias);
-        for i in 0..kh {
-            let yp = oy * sh + i * geo.dh;
-            for j in 0..kw {
-                let wv = job.w[i * kw + j];
-                let (p, m0) = ((j * geo.dw) % sw, (j * geo.dw) / sw);
-                let line = &phases[(p * hp + yp) * phase_w + m0..][..geo.ow];
-                for (o, &v) in row.iter_mut().zip(line) {
-                    *o += wv * v;
+        let base = oy * sh * pitch;
+        let mut x0 = 0;
+        while x0 < geo.ow {
+            let n = LANES.min(geo.ow - x0);
+            let mut acc = [job.bias; LANES];
+            for (&wv, &off) in w.iter().zip(offsets.iter()) {
+                let src = &buf[base + x0 + off..][..LANES];
+                for l in 0..LANES {
+                    acc[l] += wv * src[l];
                 }
             }
-        }
-        if job.relu {
-            row.iter_mut().for_each(|v| *v = v.max(0.0));
+            let floor = if job.relu { 0.0 } else { f32::NEG_INFINITY };
+            if let Ok(dst) = <&mut [f32; LANES]>::try_from(&mut row[x0..x0 + n]) {
+                // A full run: one vector max and store.
+                for l in 0..LANES {
+                    dst[l] = acc[l].max(floor);
+                }
+            } else {
+                // The row's tail: store the whole vector locally, copy `n`.
+                let mut tail = [0.0f32; LANES];
+                for l in 0..LANES {
+                    tail[l] = acc[l].max(floor);
+                }
+                row[x0..x0 + n].copy_from_slice(&tail[..n]);
+            }
+            x0 += n;
         }
     }
 }
@@ -215,7 +229,7 @@ fn run_plane(job: &PlaneJob<'_>, out: &mut [f32], scratch: &mut Scratch) {
 fn fill_padded(job: &PlaneJob<'_>, hp: usize, wp: usize, padded: &mut Vec<f32>) {
     let geo = job.geo;
     padded.clear();
-    padded.resize(hp * wp, 0.0);
+    padded.resize(hp * wp + LANES, 0.0);
     let (h, w) = (geo.h as isize, geo.w as isize);
     // Logical columns that are inside the image both before and after the
     // view's shift, and inside P.
@@ -224,7 +238,7 @@ fn fill_padded(job: &PlaneJob<'_>, hp: usize, wp: usize, padded: &mut Vec<f32>) 
     if lx0 >= lx1 {
         return;
     }
-    for (yp, dst) in padded.chunks_exact_mut(wp).enumerate() {
+    for (yp, dst) in padded[..hp * wp].chunks_exact_mut(wp).enumerate() {
         let ly = yp as isize - geo.pt as isize;
         let sy = ly - job.dy;
         if ly < 0 || ly >= h || sy < 0 || sy >= h {
