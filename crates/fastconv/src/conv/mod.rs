@@ -67,7 +67,7 @@ impl ConvStep {
             ))
         } else {
             ConvStep::Gemm(GemmConv::new(
-                Kernel::new(isa),
+                Kernel::for_rows(isa, geo.t_g),
                 geo,
                 &weights,
                 bias.as_deref(),

@@ -53,11 +53,23 @@ pub(crate) struct Kernel {
 }
 
 impl Kernel {
-    /// The microkernel of `isa`; `isa` must be supported by this CPU (checked
-    /// by [`Isa::ensure_supported`] where plans are built).
-    pub fn new(isa: Isa) -> Kernel {
+    /// The microkernel of `isa` best suited to `m` rows (AVX-512 has a
+    /// narrow 8-row tile for row counts that 8 divides and 12 does not);
+    /// `isa` must be supported by this CPU (checked by
+    /// [`Isa::ensure_supported`] where plans are built).
+    pub fn for_rows(isa: Isa, m: usize) -> Kernel {
+        let narrow = m > 0 && m % kernel_avx512::MR_NARROW == 0 && m % kernel_avx512::MR != 0;
         let (mr, nr, func): (usize, usize, KernelFn) = match isa {
-            Isa::Avx512 => (kernel_avx512::MR, kernel_avx512::NR, kernel_avx512::kernel),
+            Isa::Avx512 if narrow => (
+                kernel_avx512::MR_NARROW,
+                kernel_avx512::NR,
+                kernel_avx512::kernel::<{ kernel_avx512::MR_NARROW }>,
+            ),
+            Isa::Avx512 => (
+                kernel_avx512::MR,
+                kernel_avx512::NR,
+                kernel_avx512::kernel::<{ kernel_avx512::MR }>,
+            ),
             Isa::Avx2 => (kernel_avx2::MR, kernel_avx2::NR, kernel_avx2::kernel),
             Isa::Scalar => (kernel_scalar::MR, kernel_scalar::NR, kernel_scalar::kernel),
         };
