@@ -58,7 +58,9 @@ impl Kernel {
     /// `isa` must be supported by this CPU (checked by
     /// [`Isa::ensure_supported`] where plans are built).
     pub fn for_rows(isa: Isa, m: usize) -> Kernel {
-        let narrow = m > 0 && m % kernel_avx512::MR_NARROW == 0 && m % kernel_avx512::MR != 0;
+        let narrow = m > 0
+            && m.is_multiple_of(kernel_avx512::MR_NARROW)
+            && !m.is_multiple_of(kernel_avx512::MR);
         let (mr, nr, func): (usize, usize, KernelFn) = match isa {
             Isa::Avx512 if narrow => (
                 kernel_avx512::MR_NARROW,
