@@ -157,11 +157,16 @@ fn main() -> hasten::core::Result<()> {
     let (mut gemm, gemm_flops) = gemm_job(isa)?;
     let (mut copy, copy_bytes) = copy_job();
     let filter = std::env::args().nth(2).unwrap_or_default();
-    let all: Vec<Workload> = workloads::all(7)?
+    let everything = workloads::all(7)?;
+    // Matching workloads, plus the dense layer of every matching block.
+    let keep: Vec<String> = everything
+        .iter()
+        .filter(|w| w.name.contains(&filter))
+        .flat_map(|w| std::iter::once(w.name.clone()).chain(w.replaces.clone()))
+        .collect();
+    let all: Vec<Workload> = everything
         .into_iter()
-        .filter(|w| {
-            w.name.contains(&filter) || w.replaces.as_ref().is_some_and(|d| d.contains(&filter))
-        })
+        .filter(|w| keep.contains(&w.name))
         .collect();
     let mut rows = Vec::new();
     let (g, c) = interleaved(&mut gemm, &mut copy, threads);

@@ -228,26 +228,27 @@ fn run_plane(job: &PlaneJob<'_>, out: &mut [f32], scratch: &mut Scratch) {
 #[inline(always)]
 fn fill_padded(job: &PlaneJob<'_>, hp: usize, wp: usize, padded: &mut Vec<f32>) {
     let geo = job.geo;
-    padded.clear();
+    // Every element of the first hp·wp is written below (the slack after
+    // them only feeds lanes that are never stored).
     padded.resize(hp * wp + LANES, 0.0);
     let (h, w) = (geo.h as isize, geo.w as isize);
-    // Logical columns that are inside the image both before and after the
-    // view's shift, and inside P.
-    let lx0 = job.dx.max(0).max(-(geo.pl as isize));
+    // Logical columns inside the image both before and after the view's
+    // shift, and inside P.
+    let lx0 = job.dx.max(0);
     let lx1 = (w + job.dx.min(0)).min(wp as isize - geo.pl as isize);
-    if lx0 >= lx1 {
-        return;
-    }
     for (yp, dst) in padded[..hp * wp].chunks_exact_mut(wp).enumerate() {
         let ly = yp as isize - geo.pt as isize;
         let sy = ly - job.dy;
-        if ly < 0 || ly >= h || sy < 0 || sy >= h {
+        if lx0 >= lx1 || ly < 0 || ly >= h || sy < 0 || sy >= h {
+            dst.fill(0.0);
             continue;
         }
         let src = &job.src[sy as usize * geo.w..][..geo.w];
         let n = (lx1 - lx0) as usize;
         let xp0 = (lx0 + geo.pl as isize) as usize;
         let sx0 = (lx0 - job.dx) as usize;
+        dst[..xp0].fill(0.0);
         dst[xp0..xp0 + n].copy_from_slice(&src[sx0..sx0 + n]);
+        dst[xp0 + n..].fill(0.0);
     }
 }
