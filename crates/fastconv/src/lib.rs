@@ -33,6 +33,8 @@ mod pool;
 mod shift;
 mod tiling;
 
+pub mod workloads;
+
 pub use isa::Isa;
 pub use plan::Plan;
 

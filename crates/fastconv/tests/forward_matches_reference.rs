@@ -153,6 +153,9 @@ fn large_layers_match_reference() {
         (30, 40, 1, 20, 1, 0),
         (24, 20, 3, 31, 2, 1),
         (13, 300, 1, 5, 1, 0),
+        // Row counts that take the narrow 8-row AVX-512 tile.
+        (64, 20, 3, 15, 1, 1),
+        (16, 9, 3, 9, 2, 1),
     ] {
         let mut rng = SeededRng::new(t as u64);
         let layer = ConvLayer::new(

@@ -67,7 +67,7 @@ impl ConvStep {
             ))
         } else {
             ConvStep::Gemm(GemmConv::new(
-                Kernel::new(isa),
+                Kernel::for_rows(isa, geo.t_g),
                 geo,
                 &weights,
                 bias.as_deref(),
@@ -81,7 +81,7 @@ impl ConvStep {
     pub fn run(&self, input: &[f32], output: &mut [f32], batch: usize, pool: &ScratchPool) {
         match self {
             ConvStep::Gemm(c) => c.run(input, output, batch, pool),
-            ConvStep::Depthwise(c) => c.run(input, output, batch),
+            ConvStep::Depthwise(c) => c.run(input, output, batch, pool),
         }
     }
 }
