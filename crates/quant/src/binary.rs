@@ -1,6 +1,6 @@
 //! Binarization: the thresholding of survey eq. (3), BinaryConnect's
-//! stochastic binarization (Courbariaux et al. [54], eq. (6)–(7)) and
-//! XNOR-Net (Rastegari et al. [59], eq. (8)–(9)).
+//! stochastic binarization (Courbariaux et al. \[54\], eq. (6)–(7)) and
+//! XNOR-Net (Rastegari et al. \[59\], eq. (8)–(9)).
 //!
 //! All produce a [`BinaryConv`]: one bit per weight, packed per filter, with
 //! a per-filter scale `α`.
@@ -401,7 +401,7 @@ mod tests {
                     .dequantized();
         }
         mean /= 400.0;
-        assert!(crate::weights::relative_error(&w, &mean) < 0.35);
+        assert!(hasten_core::relative_error(&w, &mean) < 0.35);
         assert!(StochasticBinarize::new(0).with_scale(0.0).is_err());
     }
 

@@ -1,5 +1,5 @@
 //! One-dimensional k-means, the engine of scalar quantization (survey eq. (4),
-//! Gong et al. [51]): every weight is replaced by its nearest centroid.
+//! Gong et al. \[51\]): every weight is replaced by its nearest centroid.
 //!
 //! Scalars are sorted once; then
 //! - [`lloyd_1d`]: k-means++ seeding and Lloyd iterations in which a cluster
@@ -235,7 +235,7 @@ fn kmeans_pp(s: &Sorted, k: usize, rng: &mut SeededRng) -> Vec<f64> {
 
 /// Lloyd iterations on sorted points from sorted `centroids`; returns the
 /// iterations run.
-fn lloyd_iterations(s: &Sorted, c: &mut Vec<f64>, max_iter: usize) -> usize {
+fn lloyd_iterations(s: &Sorted, c: &mut [f64], max_iter: usize) -> usize {
     let mut prev: Vec<usize> = Vec::new();
     for it in 0..max_iter {
         let b = s.boundaries(c);

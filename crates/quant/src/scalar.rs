@@ -1,4 +1,4 @@
-//! Scalar quantization by k-means, survey eq. (4) (Gong et al. [51]): the
+//! Scalar quantization by k-means, survey eq. (4) (Gong et al. \[51\]): the
 //! weights of a layer (or of each output channel) are clustered into `k`
 //! centroids and each weight is stored as the `⌈log₂ k⌉`-bit index of its
 //! nearest centroid, in a [`CodebookConv`].

@@ -1,5 +1,5 @@
 //! Training helpers for quantized networks: the three-step loop of survey
-//! eq. (5) (Anwar et al. [53]; BinaryConnect [54]) with a straight-through
+//! eq. (5) (Anwar et al. \[53\]; BinaryConnect \[54\]) with a straight-through
 //! estimator, the hard sigmoid of eq. (7) and weight clipping.
 //!
 //! The loop keeps full-precision weights `W` and, each step,
@@ -31,7 +31,7 @@ pub fn clip_weights(weights: &mut [f32], limit: f32) -> Result<()> {
 }
 
 /// Straight-through gradient: `∂L/∂W = ∂L/∂Ŵ` where `|W| ≤ limit`, 0 elsewhere
-/// (the saturating STE of Hubara et al. [56]); `limit = ∞` passes everything.
+/// (the saturating STE of Hubara et al. \[56\]); `limit = ∞` passes everything.
 pub fn straight_through(weights: &[f32], grad_quantized: &[f32], limit: f32) -> Result<Vec<f32>> {
     if weights.len() != grad_quantized.len() {
         return Err(Error::shape(

@@ -4,7 +4,7 @@
 //!   `Δ = 0.7 · mean |W|`, weights with `|w| > Δ` keep their sign, the rest
 //!   become 0, and `α = mean { |w| : |w| > Δ }` (the least-squares scale for
 //!   that support);
-//! - [`Ternarize::stochastic`]: the stochastic procedure of Lin et al. [55]
+//! - [`Ternarize::stochastic`]: the stochastic procedure of Lin et al. \[55\]
 //!   (survey section 5): with `w / scale ∈ [−1, 1]`, the interval is split
 //!   into `[−1, 0]` and `[0, 1]` and eq. (6) is applied on the matching
 //!   half: `w ≥ 0` becomes `+1` with probability `w`, else `0`; `w < 0`
@@ -27,7 +27,7 @@ pub const TWN_THRESHOLD: f64 = 0.7;
 pub enum TernaryRule {
     /// Ternary weight networks: threshold `Δ = 0.7·mean|W|`, scale `α`.
     Threshold,
-    /// Lin et al. [55]: stochastic rounding on `[−1, 0]` / `[0, 1]`, seeded.
+    /// Lin et al. \[55\]: stochastic rounding on `[−1, 0]` / `[0, 1]`, seeded.
     Stochastic {
         /// RNG seed.
         seed: u64,

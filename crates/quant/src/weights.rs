@@ -3,7 +3,7 @@
 //! shared finishing step that wraps a packed op into a [`Compressed`].
 
 use hasten_core::ndarray::{Array1, Array2};
-use hasten_core::{ActShape, Block, Compressed, Layer, Op, Result, WeightLayout};
+use hasten_core::{relative_error, ActShape, Block, Compressed, Layer, Op, Result, WeightLayout};
 
 /// A layer seen as a weight matrix.
 #[derive(Debug, Clone)]
@@ -29,20 +29,6 @@ impl LayerWeights {
             matrix,
             bias,
         }
-    }
-}
-
-/// `‖a − b‖_F / ‖a‖_F` in f64 (`‖a − b‖_F` when `a = 0`).
-pub fn relative_error(a: &Array2<f32>, b: &Array2<f32>) -> f64 {
-    let (mut num, mut den) = (0.0f64, 0.0f64);
-    for (&x, &y) in a.iter().zip(b.iter()) {
-        num += (f64::from(x) - f64::from(y)).powi(2);
-        den += f64::from(x).powi(2);
-    }
-    if den == 0.0 {
-        num.sqrt()
-    } else {
-        (num / den).sqrt()
     }
 }
 

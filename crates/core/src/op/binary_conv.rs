@@ -35,7 +35,7 @@ use crate::shape::ActShape;
 /// Binary weights (1 bit each) with per-filter scales; optionally XNOR inputs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BinaryConv {
-    layout: WeightLayout,
+    layout: Box<WeightLayout>,
     signs: PackedCodes,
     alpha: Array1<f32>,
     bias: Option<Array1<f32>>,
@@ -66,7 +66,7 @@ impl BinaryConv {
         ensure_finite("binary alpha", alpha.iter())?;
         check_bias(bias.as_ref(), layout.rows())?;
         Ok(BinaryConv {
-            layout,
+            layout: Box::new(layout),
             signs,
             alpha,
             bias,
@@ -125,7 +125,7 @@ impl BinaryConv {
     pub fn scaling_map(&self, input: &Array4<f32>) -> Result<Array4<f32>> {
         let shape = input_shape_of(input)?;
         self.layout.output_shape(shape)?;
-        let (box_layout, rows) = match self.layout {
+        let (box_layout, rows) = match *self.layout {
             WeightLayout::Conv { dims, spec } => (
                 WeightLayout::conv([spec.groups, dims[1], dims[2], dims[3]], spec)?,
                 spec.groups,
@@ -259,6 +259,24 @@ mod tests {
     }
 
     #[test]
+    fn xnor_linear_uses_mean_abs_of_the_sample() {
+        // Linear 1×3: K = mean |x|; out = (sign(x)·B) · K · α.
+        let l = WeightLayout::linear(1, 3).unwrap();
+        let op = BinaryConv::new(
+            l,
+            PackedCodes::pack(&[1, 1, 0], 1, 3, 1).unwrap(),
+            Array1::from(vec![0.5]),
+            Some(Array1::from(vec![1.0])),
+            true,
+        )
+        .unwrap();
+        let x = Array4::from_shape_vec((1, 3, 1, 1), vec![2.0, -1.0, -3.0]).unwrap();
+        // signs (+1, −1, −1)·(+1, +1, −1) = 1; K = 2; 1·2·0.5 + 1 = 2.
+        assert_eq!(op.reference_forward(&x).unwrap()[[0, 0, 0, 0]], 2.0);
+        assert_eq!(op.kind(), "xnor_conv");
+    }
+
+    #[test]
     fn rejects_bad_parts() {
         let l = layout();
         let ok = PackedCodes::pack(&vec![0; 108], 4, 27, 1).unwrap();
@@ -270,5 +288,29 @@ mod tests {
         assert!(BinaryConv::new(l, two, Array1::ones(4), None, false).is_err());
         let wrong = PackedCodes::pack(&[0; 27], 1, 27, 1).unwrap();
         assert!(BinaryConv::new(l, wrong, Array1::ones(4), None, false).is_err());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        #[test]
+        fn constructor_and_forward_never_panic(
+            rows in 1usize..4, cols in 1usize..20, code_rows in 0usize..4, bits in 0u32..3,
+            alpha_len in 0usize..5, nan in proptest::bool::ANY, bias_len in proptest::option::of(0usize..5),
+            xnor in proptest::bool::ANY, in_c in 1usize..25,
+        ) {
+            let layout = WeightLayout::linear(rows, cols).unwrap();
+            let codes = PackedCodes::pack(&vec![1; code_rows * cols], code_rows, cols, bits);
+            let mut alpha = Array1::<f32>::ones(alpha_len);
+            if nan && alpha_len > 0 { alpha[0] = f32::NAN; }
+            let bias = bias_len.map(Array1::<f32>::zeros);
+            let valid = code_rows == rows && bits == 1 && alpha_len == rows && !nan
+                && bias_len.is_none_or(|b| b == rows);
+            let r = codes.and_then(|c| BinaryConv::new(layout, c, alpha, bias, xnor));
+            proptest::prop_assert_eq!(r.is_ok(), valid);
+            if let Ok(op) = r {
+                let x = Array4::<f32>::ones((1, in_c, 1, 1));
+                proptest::prop_assert_eq!(op.reference_forward(&x).is_ok(), in_c == cols);
+            }
+        }
     }
 }

@@ -22,7 +22,7 @@ use crate::shape::ActShape;
 /// Weights as `⌈log₂ k⌉`-bit indices into per-layer or per-channel codebooks.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CodebookConv {
-    layout: WeightLayout,
+    layout: Box<WeightLayout>,
     codes: PackedCodes,
     codebooks: Array2<f32>,
     bias: Option<Array1<f32>>,
@@ -56,7 +56,7 @@ impl CodebookConv {
         )?;
         check_bias(bias.as_ref(), layout.rows())?;
         Ok(CodebookConv {
-            layout,
+            layout: Box::new(layout),
             codes,
             codebooks: codebooks.as_standard_layout().into_owned(),
             bias,
@@ -176,5 +176,21 @@ mod tests {
         assert!(CodebookConv::new(l, ok.clone(), Array2::zeros((2, 3)), None).is_err());
         let nan = Array2::from_elem((1, 3), f32::NAN);
         assert!(CodebookConv::new(l, ok, nan, None).is_err());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        #[test]
+        fn constructor_never_panics(
+            rows in 1usize..4, cols in 1usize..20, k in 0usize..9, groups in 0usize..5,
+            code in 0u32..9, bits in 1u32..5,
+        ) {
+            let layout = WeightLayout::linear(rows, cols).unwrap();
+            let codes = PackedCodes::pack(&vec![code; rows * cols], rows, cols, bits);
+            let valid = k >= 1 && (groups == 1 || groups == rows) && bits == bits_for(k)
+                && (code as usize) < k && code < (1 << bits);
+            let r = codes.and_then(|c| CodebookConv::new(layout, c, Array2::zeros((groups, k)), None));
+            proptest::prop_assert_eq!(r.is_ok(), valid);
+        }
     }
 }

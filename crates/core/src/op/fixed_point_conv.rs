@@ -26,7 +26,7 @@ use crate::shape::ActShape;
 /// Uniformly quantized weights: `bits`-bit codes with affine dequantization.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FixedPointConv {
-    layout: WeightLayout,
+    layout: Box<WeightLayout>,
     codes: PackedCodes,
     scales: Array1<f32>,
     offsets: Array1<f32>,
@@ -61,7 +61,7 @@ impl FixedPointConv {
         ensure_finite("fixed-point offsets", offsets.iter())?;
         check_bias(bias.as_ref(), layout.rows())?;
         Ok(FixedPointConv {
-            layout,
+            layout: Box::new(layout),
             codes,
             scales,
             offsets,
@@ -175,5 +175,22 @@ mod tests {
             None
         )
         .is_err());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        #[test]
+        fn constructor_never_panics(
+            rows in 1usize..4, cols in 1usize..20, bits in 0u32..18, s_len in 0usize..5,
+            o_len in 0usize..5, inf in proptest::bool::ANY,
+        ) {
+            let layout = WeightLayout::linear(rows, cols).unwrap();
+            let codes = PackedCodes::pack(&vec![0; rows * cols], rows, cols, bits);
+            let mut s = Array1::<f32>::ones(s_len);
+            if inf && s_len > 0 { s[0] = f32::INFINITY; }
+            let valid = (1..=16).contains(&bits) && (s_len == 1 || s_len == rows) && o_len == s_len && !inf;
+            let r = codes.and_then(|c| FixedPointConv::new(layout, c, s, Array1::zeros(o_len), None));
+            proptest::prop_assert_eq!(r.is_ok(), valid);
+        }
     }
 }

@@ -24,7 +24,7 @@
 use ndarray::{Array1, Array2, Array4};
 
 use super::weight_layout::WeightLayout;
-use super::{input_shape_of, Operator};
+use super::Operator;
 use crate::cost::Cost;
 use crate::error::{ensure_finite, Error, Result};
 use crate::shape::ActShape;
@@ -158,7 +158,7 @@ impl Requant {
 /// i8 weights, quantized activations, i32 accumulation, optional requantization.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Int8Conv {
-    layout: WeightLayout,
+    layout: Box<WeightLayout>,
     weights: Array2<i8>,
     weight_scales: Array1<f32>,
     input: QuantParams,
@@ -223,7 +223,7 @@ impl Int8Conv {
                 .collect::<Result<_>>()?,
         };
         Ok(Int8Conv {
-            layout,
+            layout: Box::new(layout),
             weights: weights.as_standard_layout().into_owned(),
             weight_scales,
             input,
@@ -280,7 +280,9 @@ impl Int8Conv {
 
     /// Step 2: the i32 accumulators `[N, rows, oh, ow]` from input codes.
     pub fn accumulate(&self, codes: &Array4<i32>) -> Result<Array4<i32>> {
-        let shape = input_shape_of(&codes.mapv(|_| 0f32))?;
+        let dims = codes.shape();
+        crate::error::ensure_nonempty("input codes (NCHW)", dims)?;
+        let shape = ActShape::new(dims[1], dims[2], dims[3]);
         let out = self.layout.output_shape(shape)?;
         let (lo, hi) = self.input.dtype.range();
         if let Some(bad) = codes.iter().find(|&&q| q < lo || q > hi) {
@@ -289,7 +291,7 @@ impl Int8Conv {
         let z = self.input.zero_point;
         let batch = codes.shape()[0];
         let mut acc = Array4::<i32>::zeros(out.batched(batch));
-        match self.layout {
+        match *self.layout {
             WeightLayout::Linear { .. } => {
                 let flat: Vec<i32> = codes.iter().map(|&q| q - z).collect();
                 let f = shape.len();
@@ -487,5 +489,29 @@ mod tests {
             None
         )
         .is_err());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        #[test]
+        fn constructor_and_forward_never_panic(
+            rows in 1usize..4, cols in 1usize..10, w_rows in 1usize..4, s_len in 0usize..5,
+            scale in -2.0f32..2.0, zp in -300i32..300, signed in proptest::bool::ANY,
+            x in proptest::collection::vec(-1e9f32..1e9, 1..12),
+        ) {
+            let layout = WeightLayout::linear(rows, cols).unwrap();
+            let dtype = if signed { IntType::I8 } else { IntType::U8 };
+            let p = QuantParams::new(scale, zp, dtype);
+            let (lo, hi) = dtype.range();
+            proptest::prop_assert_eq!(p.is_ok(), scale > 0.0 && (lo..=hi).contains(&zp));
+            let Ok(p) = p else { return Ok(()) };
+            let r = Int8Conv::new(layout, Array2::ones((w_rows, cols)), Array1::ones(s_len), p, None, Some(p));
+            proptest::prop_assert_eq!(r.is_ok(), w_rows == rows && (s_len == 1 || s_len == rows));
+            if let Ok(op) = r {
+                let n = x.len();
+                let input = Array4::from_shape_vec((1, n, 1, 1), x).unwrap();
+                proptest::prop_assert_eq!(op.reference_forward(&input).is_ok(), n == cols);
+            }
+        }
     }
 }

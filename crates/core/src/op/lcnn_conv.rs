@@ -30,7 +30,7 @@ use crate::spec::ConvSpec;
 /// A dictionary `1 × 1` convolution, shifts and a sparse combination, eq. (12).
 #[derive(Debug, Clone, PartialEq)]
 pub struct LcnnConv {
-    layout: WeightLayout,
+    layout: Box<WeightLayout>,
     dictionary: Array2<f32>,
     offsets: Vec<u32>,
     indices: Vec<u16>,
@@ -105,7 +105,7 @@ impl LcnnConv {
         ensure_finite("LCNN coefficients", coeffs.iter())?;
         check_bias(bias.as_ref(), layout.rows())?;
         Ok(LcnnConv {
-            layout,
+            layout: Box::new(layout),
             dictionary: dictionary.as_standard_layout().into_owned(),
             offsets,
             indices,
@@ -122,7 +122,7 @@ impl LcnnConv {
     }
 
     fn geometry(&self) -> ([usize; 4], ConvSpec) {
-        match self.layout {
+        match *self.layout {
             WeightLayout::Conv { dims, spec } => (dims, spec),
             WeightLayout::Linear { out, inp } => ([out, inp, 1, 1], ConvSpec::new()),
         }
@@ -181,7 +181,7 @@ impl LcnnConv {
     /// The dictionary responses `S = D ∗ U`, `[N, m, H, W]` (`[N, m, 1, 1]` for linear).
     pub fn dictionary_responses(&self, input: &Array4<f32>) -> Result<Array4<f32>> {
         let m = self.dictionary.nrows();
-        let dict_layout = match self.layout {
+        let dict_layout = match *self.layout {
             WeightLayout::Conv { dims, .. } => {
                 WeightLayout::conv([m, dims[1], 1, 1], ConvSpec::new())?
             }
@@ -208,7 +208,7 @@ impl Operator for LcnnConv {
         let dict = self.dictionary.len() as u64;
         let nnz = self.coeffs.len() as u64;
         let b = bias_len(self.bias.as_ref());
-        let spatial = match self.layout {
+        let spatial = match *self.layout {
             WeightLayout::Conv { .. } => input.area() as u64,
             WeightLayout::Linear { .. } => 1,
         };
@@ -322,5 +322,24 @@ mod tests {
             LcnnConv::new(g, Array2::ones((1, 1)), vec![0, 0, 0], vec![], vec![], None).is_err()
         );
         assert!(LcnnConv::new(l, d, vec![0, 1], vec![1], vec![1.0], None).is_ok());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        #[test]
+        fn constructor_never_panics(
+            out in 1usize..4, c in 1usize..4, m in 0usize..4, width in 0usize..5,
+            taps in proptest::collection::vec((0u16..5, -2.0f32..2.0), 0..6),
+        ) {
+            let layout = WeightLayout::conv([out, c, 2, 2], ConvSpec::new()).unwrap();
+            let slices = out * 4;
+            // Spread the taps over the first slice; the rest are empty.
+            let mut offsets = vec![0u32; slices + 1];
+            for o in offsets.iter_mut().skip(1) { *o = taps.len() as u32; }
+            let (idx, coef): (Vec<u16>, Vec<f32>) = taps.iter().copied().unzip();
+            let valid = m >= 1 && width == c && idx.iter().all(|&i| (i as usize) < m);
+            let r = LcnnConv::new(layout, Array2::ones((m, width)), offsets, idx, coef, None);
+            proptest::prop_assert_eq!(r.is_ok(), valid);
+        }
     }
 }

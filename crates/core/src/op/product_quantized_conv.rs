@@ -27,7 +27,7 @@ use crate::shape::ActShape;
 /// Product-quantized weights: per sub-block codes into `k × d` codebooks.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProductQuantizedConv {
-    layout: WeightLayout,
+    layout: Box<WeightLayout>,
     codes: PackedCodes,
     codebooks: Array3<f32>,
     bias: Option<Array1<f32>>,
@@ -62,7 +62,7 @@ impl ProductQuantizedConv {
         codes.check("product codes", s, layout.rows(), k as u32)?;
         check_bias(bias.as_ref(), layout.rows())?;
         Ok(ProductQuantizedConv {
-            layout,
+            layout: Box::new(layout),
             codes,
             codebooks: codebooks.as_standard_layout().into_owned(),
             bias,
@@ -182,5 +182,20 @@ mod tests {
             None
         )
         .is_err());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        #[test]
+        fn constructor_never_panics(
+            rows in 1usize..5, cols in 1usize..9, s in 0usize..5, k in 0usize..5, d in 0usize..5,
+            code_rows in 1usize..5, bits in 1u32..4,
+        ) {
+            let layout = WeightLayout::linear(rows, cols).unwrap();
+            let codes = PackedCodes::pack(&vec![0; code_rows * rows], code_rows, rows, bits);
+            let valid = s * d == cols && s >= 1 && k >= 1 && d >= 1 && code_rows == s && bits == bits_for(k);
+            let r = codes.and_then(|c| ProductQuantizedConv::new(layout, c, Array3::zeros((s, k, d)), None));
+            proptest::prop_assert_eq!(r.is_ok(), valid);
+        }
     }
 }

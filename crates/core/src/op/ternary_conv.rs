@@ -40,7 +40,7 @@ pub fn ternary_value(code: u32) -> f32 {
 /// Ternary weights, 2 bits each, with a per-filter scale.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TernaryConv {
-    layout: WeightLayout,
+    layout: Box<WeightLayout>,
     codes: PackedCodes,
     scales: Array1<f32>,
     bias: Option<Array1<f32>>,
@@ -68,7 +68,7 @@ impl TernaryConv {
         ensure_finite("ternary scales", scales.iter())?;
         check_bias(bias.as_ref(), layout.rows())?;
         Ok(TernaryConv {
-            layout,
+            layout: Box::new(layout),
             codes,
             scales,
             bias,
@@ -176,5 +176,21 @@ mod tests {
         let l = WeightLayout::conv([1, 1, 1, 2], ConvSpec::new()).unwrap();
         let bad = PackedCodes::pack(&[3, 0], 1, 2, 2).unwrap();
         assert!(TernaryConv::new(l, bad, Array1::ones(1), None).is_err());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        #[test]
+        fn constructor_never_panics(
+            rows in 1usize..4, cols in 1usize..20, code in 0u32..4, bits in 1u32..4,
+            scales_len in 0usize..5, bias_len in proptest::option::of(0usize..5),
+        ) {
+            let layout = WeightLayout::linear(rows, cols).unwrap();
+            let codes = PackedCodes::pack(&vec![code; rows * cols], rows, cols, bits);
+            let bias = bias_len.map(Array1::<f32>::zeros);
+            let valid = bits == 2 && code < 3 && scales_len == rows && bias_len.is_none_or(|b| b == rows);
+            let r = codes.and_then(|c| TernaryConv::new(layout, c, Array1::ones(scales_len), bias));
+            proptest::prop_assert_eq!(r.is_ok(), valid);
+        }
     }
 }
