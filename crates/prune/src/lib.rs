@@ -14,8 +14,8 @@
 //!   residual branches ([`removal::ResidualNet`]) and perforation
 //!   ([`perforation::Perforation`] → [`hasten_core::PerforatedConv`]).
 //! - **Criteria** (§6.2, [`criteria`]): magnitude (eq. (14)), activation
-//!   energy (eq. (15)), APoZ [73], OBD (eq. (16)), first-order Taylor
-//!   (eq. (17)), ThiNet [74], random.
+//!   energy (eq. (15)), APoZ \[73\], OBD (eq. (16)), first-order Taylor
+//!   (eq. (17)), ThiNet \[74\], random.
 //! - **Regularizers** (§6.3, [`regularizer`]): L1, group lasso `L2,1`
 //!   (eq. (18)), network slimming.
 //!
@@ -30,6 +30,11 @@ pub mod removal;
 pub mod select;
 pub mod slice;
 
-
+pub use driver::{
+    prune_network, ChainLayer, ChainNet, PruneConfig, PruneReport, Schedule, Scope, Target,
+};
 pub use removal::{prune_channels, prune_filters, Consumer, FilterPruned};
 pub use slice::Slicing;
+
+#[cfg(test)]
+mod no_panic_tests;

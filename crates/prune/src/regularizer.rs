@@ -5,8 +5,8 @@
 //! - L1, `Ω₁(w) = λ Σ |w|`: unstructured sparsity.
 //! - Group lasso `L2,1`, eq. (18): `Ω(w) = λ Σ_g sqrt(Σ_{j ∈ g} w_j²)` over the
 //!   groups of any [`Slicing`] (the survey's eq. (18) drops the square under
-//!   the root; this is the standard form of Wen et al. [70]).
-//! - Network slimming (Liu et al. [75]): L1 on batch-norm scales `γ`, driving
+//!   the root; this is the standard form of Wen et al. \[70\]).
+//! - Network slimming (Liu et al. \[75\]): L1 on batch-norm scales `γ`, driving
 //!   whole channels to zero.
 //!
 //! At non-differentiable points (a weight or a whole group at zero) the
@@ -28,7 +28,11 @@ pub struct Penalty<G> {
 
 fn check_lambda(lambda: f64) -> Result<()> {
     if !(lambda.is_finite() && lambda >= 0.0) {
-        return Err(Error::param("regularization strength λ", lambda, "finite and >= 0"));
+        return Err(Error::param(
+            "regularization strength λ",
+            lambda,
+            "finite and >= 0",
+        ));
     }
     Ok(())
 }
@@ -86,9 +90,15 @@ mod tests {
             let (mut p, mut m) = (w.clone(), w.clone());
             p[idx] += h;
             m[idx] -= h;
-            let (hp, hm) = (f64::from(w[idx] + h) - f64::from(w[idx]), f64::from(w[idx]) - f64::from(w[idx] - h));
+            let (hp, hm) = (
+                f64::from(w[idx] + h) - f64::from(w[idx]),
+                f64::from(w[idx]) - f64::from(w[idx] - h),
+            );
             let fd = (f(&p) - f(&m)) / (hp + hm);
-            assert!((fd - g).abs() < 1e-4 * (1.0 + g.abs()), "{idx:?}: fd {fd} vs {g}");
+            assert!(
+                (fd - g).abs() < 1e-4 * (1.0 + g.abs()),
+                "{idx:?}: fd {fd} vs {g}"
+            );
         }
     }
 
@@ -99,7 +109,11 @@ mod tests {
         for slicing in Slicing::ALL {
             let lambda = 0.7;
             let pen = group_lasso(&Conv4d::new(w.clone()).unwrap(), slicing, lambda).unwrap();
-            let f = |a: &Array4<f32>| group_lasso(&Conv4d::new(a.clone()).unwrap(), slicing, lambda).unwrap().value;
+            let f = |a: &Array4<f32>| {
+                group_lasso(&Conv4d::new(a.clone()).unwrap(), slicing, lambda)
+                    .unwrap()
+                    .value
+            };
             if slicing == Slicing::Weight {
                 // Groups of one weight: group lasso is exactly L1.
                 let l = l1(&Conv4d::new(w.clone()).unwrap(), lambda).unwrap();
@@ -124,20 +138,27 @@ mod tests {
     fn slimming_and_l1_gradients_match_finite_differences() {
         let mut rng = SeededRng::new(2);
         let gamma: Array1<f32> = rng.normal_array(5, 1.0);
-        let mk = |g: Array1<f32>| BatchNorm::new(g, Array1::zeros(5), Array1::zeros(5), Array1::ones(5), 1e-5).unwrap();
+        let mk = |g: Array1<f32>| {
+            BatchNorm::new(g, Array1::zeros(5), Array1::zeros(5), Array1::ones(5), 1e-5).unwrap()
+        };
         let p = bn_slimming(&mk(gamma.clone()), 0.3).unwrap();
         let h = 1e-3f32;
         for c in 0..5 {
             let (mut a, mut b) = (gamma.clone(), gamma.clone());
             a[c] += h;
             b[c] -= h;
-            let fd = (bn_slimming(&mk(a.clone()), 0.3).unwrap().value - bn_slimming(&mk(b.clone()), 0.3).unwrap().value)
+            let fd = (bn_slimming(&mk(a.clone()), 0.3).unwrap().value
+                - bn_slimming(&mk(b.clone()), 0.3).unwrap().value)
                 / (f64::from(a[c]) - f64::from(b[c]));
             assert!((fd - p.grad[c]).abs() < 1e-6, "{fd} vs {}", p.grad[c]);
         }
         let w = rng.normal_array((2, 2, 1, 1), 1.0);
         let pen = l1(&Conv4d::new(w.clone()).unwrap(), 0.5).unwrap();
-        fd_check(&w, |a| l1(&Conv4d::new(a.clone()).unwrap(), 0.5).unwrap().value, &pen.grad);
+        fd_check(
+            &w,
+            |a| l1(&Conv4d::new(a.clone()).unwrap(), 0.5).unwrap().value,
+            &pen.grad,
+        );
         assert!(l1(&Conv4d::new(w).unwrap(), -1.0).is_err());
         assert!(bn_slimming(&mk(gamma), f64::NAN).is_err());
     }

@@ -25,7 +25,11 @@ pub fn round_up_to(kept: usize, multiple: usize, n: usize) -> Result<usize> {
     if multiple == 0 {
         return Err(Error::param("channel multiple", 0, ">= 1"));
     }
-    Ok(kept.div_ceil(multiple).saturating_mul(multiple).min(n).max(1))
+    Ok(kept
+        .div_ceil(multiple)
+        .saturating_mul(multiple)
+        .min(n)
+        .max(1))
 }
 
 /// Indices of the `k` highest scores, ascending (ties keep the lower index).
@@ -45,7 +49,7 @@ pub fn top_k(scores: &[f64], k: usize) -> Result<Vec<usize>> {
     Ok(keep)
 }
 
-/// Scores divided by their L2 norm (Molchanov et al. [71]), so layers compare
+/// Scores divided by their L2 norm (Molchanov et al. \[71\]), so layers compare
 /// in global pruning; an all-zero vector stays zero.
 pub fn l2_normalise(scores: &[f64]) -> Vec<f64> {
     let norm = scores.iter().map(|s| s * s).sum::<f64>().sqrt();

@@ -1,5 +1,5 @@
-//! Sparsity structures (survey section 6.1, after Anwar et al. [69] and
-//! Wen et al. [70]): each [`Slicing`] partitions the OIHW kernel
+//! Sparsity structures (survey section 6.1, after Anwar et al. \[69\] and
+//! Wen et al. \[70\]): each [`Slicing`] partitions the OIHW kernel
 //! `W[t, c, i, j]` (the survey's `W(i, j, s, t)` with `s = c`) into slices
 //! that are kept or removed together.
 
@@ -17,7 +17,7 @@ pub enum Slicing {
     KernelTap,
     /// `W[t, c, :, :]`: the connection between input `c` and output `t`.
     Connection,
-    /// `W[:, c, i, j]`: the survey's `W(i, j, s, :)`, group-wise sparsity [66].
+    /// `W[:, c, i, j]`: the survey's `W(i, j, s, :)`, group-wise sparsity \[66\].
     Groupwise,
     /// One weight `W[t, c, i, j]`: unstructured sparsity.
     Weight,

@@ -1,8 +1,8 @@
 //! [`Csr`]: compressed sparse rows, the storage of the unstructured-sparsity
 //! ops [`super::SparseConv`] and [`super::SparseLinear`] (survey section 6.1:
-//! magnitude pruning of individual weights, [72]).
+//! magnitude pruning of individual weights, \[72\]).
 //!
-//! Layout: `row_ptr` has `rows + 1` entries, `row_ptr[0] = 0`, non-decreasing,
+//! Layout: `row_ptr` has `rows + 1` entries, `row_ptr\[0\] = 0`, non-decreasing,
 //! `row_ptr[rows] = nnz`; the non-zeros of row `r` are
 //! `values[row_ptr[r]..row_ptr[r + 1]]` at columns
 //! `col_idx[row_ptr[r]..row_ptr[r + 1]]`, strictly increasing within a row.
@@ -200,5 +200,20 @@ mod tests {
         assert!(Csr::new(2, 2, vec![0, 1, 0], vec![0], vec![1.0]).is_err());
         assert!(Csr::new(1, 2, vec![0, 1], vec![0], vec![f32::NAN]).is_err());
         assert!(Csr::new(0, 2, vec![0], vec![], vec![]).is_err());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        #[test]
+        fn random_parts_never_panic(
+            rows in 0usize..4, cols in 0usize..4,
+            row_ptr in proptest::collection::vec(0u32..6, 0..6),
+            col_idx in proptest::collection::vec(0u32..6, 0..6),
+            values in proptest::collection::vec(-2.0f32..2.0, 0..6),
+        ) {
+            if let Ok(c) = Csr::new(rows, cols, row_ptr, col_idx, values) {
+                proptest::prop_assert_eq!(Csr::from_dense(c.to_dense().view()).map(|d| d.to_dense()), Ok(c.to_dense()));
+            }
+        }
     }
 }

@@ -1,4 +1,4 @@
-//! Group-wise pruned convolution (survey section 6.1; Lebedev & Lempitsky [66]):
+//! Group-wise pruned convolution (survey section 6.1; Lebedev & Lempitsky \[66\]):
 //! the survey's slice `W(i, j, s, :)` — `W[:, c, i, j]` here — is kept or
 //! removed for all filters at once, so each input channel keeps its own subset
 //! of kernel taps ("non-square filters"). The custom im2col builds only the
@@ -299,5 +299,23 @@ mod tests {
             s.with_groups(2)
         )
         .is_err());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        #[test]
+        fn random_parts_and_inputs_never_panic(
+            c in 0usize..3, k in 0usize..3, t in 0usize..3,
+            taps in proptest::collection::vec((0usize..3, 0usize..3, 0usize..3), 0..5),
+            h in 0usize..5, pad in 0usize..2, stride in 0usize..3,
+        ) {
+            let w = Array2::<f32>::ones((t, taps.len()));
+            let spec = ConvSpec::new().with_padding(pad).with_stride(stride);
+            if let Ok(op) = GroupwiseConv::new(c, (k, k), taps, w, None, spec) {
+                let x = Array4::<f32>::ones((1, c, h, h));
+                let _ = op.reference_forward(&x);
+                let _ = op.cost(ActShape::new(c, h, h));
+            }
+        }
     }
 }

@@ -1,4 +1,4 @@
-//! Perforated convolution (survey section 6.1; Figurnov et al. [68]): columns
+//! Perforated convolution (survey section 6.1; Figurnov et al. \[68\]): columns
 //! of the patch matrix `Û` of eq. (13) are removed, i.e. the convolution is
 //! evaluated only at a subset of output positions (the same for every channel
 //! and sample) and every other position copies the value of its nearest
@@ -227,5 +227,20 @@ mod tests {
         assert!(perf.output_shape(ActShape::new(2, 4, 6)).is_err());
         assert!(PerforatedConv::new(conv.clone(), (oh, ow), vec![false; oh * ow]).is_err());
         assert!(PerforatedConv::new(conv, (oh, ow), vec![true; 3]).is_err());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        #[test]
+        fn random_masks_and_inputs_never_panic(oh in 0usize..5, ow in 0usize..5, bits in proptest::collection::vec(proptest::bool::ANY, 0..30), h in 0usize..6) {
+            let conv = ConvLayer::from_array(Array4::ones((2, 1, 3, 3)), ConvSpec::new().with_padding(1)).unwrap();
+            let ok = bits.len() == oh * ow && bits.iter().any(|&b| b);
+            let p = PerforatedConv::new(conv, (oh, ow), bits);
+            proptest::prop_assert_eq!(p.is_ok(), ok);
+            if let Ok(p) = p {
+                let r = p.reference_forward(&Array4::<f32>::ones((1, 1, h, h)));
+                proptest::prop_assert_eq!(r.is_ok(), h == oh && h == ow);
+            }
+        }
     }
 }

@@ -224,4 +224,17 @@ mod tests {
         );
         assert!(SparseConv::new(csr, 2, (2, 2), Some(Array1::zeros(3)), ConvSpec::new()).is_err());
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        #[test]
+        fn random_shapes_never_panic(t in 1usize..3, c in 0usize..3, k in 0usize..3, cin in 0usize..4, h in 0usize..5, groups in 0usize..3) {
+            let csr = Csr::from_dense(ndarray::Array2::<f32>::ones((t, (c * k * k).max(1))).view()).unwrap();
+            let spec = ConvSpec::new().with_padding(1).with_groups(groups);
+            if let Ok(op) = SparseConv::new(csr, c, (k, k), None, spec) {
+                let _ = op.reference_forward(&Array4::<f32>::ones((1, cin, h, h)));
+                let _ = op.cost(ActShape::new(cin, h, h));
+            }
+        }
+    }
 }

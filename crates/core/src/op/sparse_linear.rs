@@ -1,5 +1,5 @@
 //! Unstructured sparse fully connected layer: `y = W x + b` with `W`
-//! (`[out, in]`) held as a [`Csr`] (survey section 6.1, magnitude pruning [72]).
+//! (`[out, in]`) held as a [`Csr`] (survey section 6.1, magnitude pruning \[72\]).
 
 use ndarray::{Array1, Array4};
 

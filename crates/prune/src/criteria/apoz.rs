@@ -1,4 +1,4 @@
-//! Average Percentage of Zeros (APoZ), Hu et al. [73] (survey section 6.2):
+//! Average Percentage of Zeros (APoZ), Hu et al. \[73\] (survey section 6.2):
 //! after a ReLU, channels that are mostly zero contribute little.
 
 use hasten_core::Result;

@@ -1,5 +1,5 @@
-//! Magnitude criterion, eq. (14): `Θ(w) = |w|` (Han et al. [72] for single
-//! weights, Wen et al. [18] for groups), aggregated over each slice by an L1
+//! Magnitude criterion, eq. (14): `Θ(w) = |w|` (Han et al. \[72\] for single
+//! weights, Wen et al. \[18\] for groups), aggregated over each slice by an L1
 //! or L2 norm.
 
 use hasten_core::Conv4d;

@@ -1,4 +1,4 @@
-//! Pruning criteria `Θ` (survey section 6.2, after Molchanov et al. [71]).
+//! Pruning criteria `Θ` (survey section 6.2, after Molchanov et al. \[71\]).
 //!
 //! Every criterion returns one importance score per slice or channel,
 //! **higher = more important**; the pruner removes the lowest. Data-driven
@@ -19,7 +19,9 @@ pub use magnitude::{magnitude, Norm};
 pub use obd::obd;
 pub use random::random_scores;
 pub use taylor::taylor;
-pub use thinet::{thinet_contributions, thinet_scales, thinet_select, ThinetSelection};
+pub use thinet::{
+    thinet_contributions, thinet_prune, thinet_scales, thinet_select, ThinetSelection,
+};
 
 use hasten_core::{Error, Result};
 use ndarray::Array4;

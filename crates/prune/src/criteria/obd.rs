@@ -1,7 +1,7 @@
-//! Optimal Brain Damage, eq. (16) (LeCun et al. [64]): with the gradient zero
+//! Optimal Brain Damage, eq. (16) (LeCun et al. \[64\]): with the gradient zero
 //! at convergence ("extremal approximation") and mixed second derivatives
 //! neglected, deleting weight `w_k` raises the loss by `½ · ∂²C/∂w_k² · w_k²`.
-//! (The survey prints `w_k`; the saliency of [64] is quadratic in the weight.)
+//! (The survey prints `w_k`; the saliency of \[64\] is quadratic in the weight.)
 //! A slice's score is the sum of its weights' saliencies.
 
 use hasten_core::{Conv4d, Error, Result};
@@ -52,7 +52,13 @@ mod tests {
         let z = rng.normal_array_f64((p.nrows(), t), 1.0);
         let w_opt = linalg::lstsq(p.view(), z.view()).unwrap(); // [C·k·k, T]
         let w = Conv4d::new(
-            w_opt.t().as_standard_layout().into_owned().into_shape_with_order((t, c, k, k)).unwrap().mapv(|v| v as f32),
+            w_opt
+                .t()
+                .as_standard_layout()
+                .into_owned()
+                .into_shape_with_order((t, c, k, k))
+                .unwrap()
+                .mapv(|v| v as f32),
         )
         .unwrap();
         let loss = |wa: &Array4<f64>| {
@@ -75,12 +81,21 @@ mod tests {
             let mut del = w64.clone();
             del[idx] = 0.0;
             let exact = loss(&del) - c0;
-            assert!((sal[n] - exact).abs() < 1e-4 * (1.0 + exact.abs()), "{idx:?} w={wv}: obd {} vs {exact}", sal[n]);
+            assert!(
+                (sal[n] - exact).abs() < 1e-4 * (1.0 + exact.abs()),
+                "{idx:?} w={wv}: obd {} vs {exact}",
+                sal[n]
+            );
         }
         // Slice scores are sums of the weights' saliencies.
         let per_filter = obd(&w, &h, Slicing::Filter).unwrap();
         let half = sal.len() / 2;
         assert!((per_filter[0] - sal[..half].iter().sum::<f64>()).abs() < 1e-9);
-        assert!(obd(&w, &h.index_axis(Axis(0), 0).to_owned().insert_axis(Axis(0)), Slicing::Filter).is_err());
+        assert!(obd(
+            &w,
+            &h.index_axis(Axis(0), 0).to_owned().insert_axis(Axis(0)),
+            Slicing::Filter
+        )
+        .is_err());
     }
 }

@@ -1,5 +1,5 @@
 //! First-order Taylor criterion, eq. (17): `Θ(a) = |∂C/∂a · a|`
-//! (Molchanov et al. [71], Figurnov et al. [68]). Removing channel `k` sets
+//! (Molchanov et al. \[71\], Figurnov et al. \[68\]). Removing channel `k` sets
 //! its activations to zero, changing the loss by `−Σ_m ∂C/∂a_m · a_m` to
 //! first order; the score is the magnitude of that change.
 
@@ -48,9 +48,12 @@ mod tests {
         let r: Vec<f64> = (0..l.nrows())
             .map(|o| (0..v.len()).map(|i| l[[o, i]] * v[i]).sum::<f64>() - y[o])
             .collect();
-        let loss = 0.5 * r.iter().map(|x| x * x).sum::<f64>() + v.iter().map(|x| 0.1 * x.powi(3)).sum::<f64>();
+        let loss = 0.5 * r.iter().map(|x| x * x).sum::<f64>()
+            + v.iter().map(|x| 0.1 * x.powi(3)).sum::<f64>();
         let g: Vec<f32> = (0..v.len())
-            .map(|i| ((0..l.nrows()).map(|o| l[[o, i]] * r[o]).sum::<f64>() + 0.3 * v[i] * v[i]) as f32)
+            .map(|i| {
+                ((0..l.nrows()).map(|o| l[[o, i]] * r[o]).sum::<f64>() + 0.3 * v[i] * v[i]) as f32
+            })
             .collect();
         (loss, Array4::from_shape_vec(a.raw_dim(), g).unwrap())
     }
@@ -67,10 +70,15 @@ mod tests {
         let eps = 1e-4f32;
         for k in 0..4 {
             let mut b = a.clone();
-            b.index_axis_mut(Axis(1), k).mapv_inplace(|v| v * (1.0 - eps));
+            b.index_axis_mut(Axis(1), k)
+                .mapv_inplace(|v| v * (1.0 - eps));
             let (c1, _) = loss_and_grad(&b, &l, &y);
             let fd = ((c0 - c1) / f64::from(eps)).abs();
-            assert!((fd - scores[k]).abs() < 2e-3 * (1.0 + fd), "channel {k}: fd {fd} vs {}", scores[k]);
+            assert!(
+                (fd - scores[k]).abs() < 2e-3 * (1.0 + fd),
+                "channel {k}: fd {fd} vs {}",
+                scores[k]
+            );
         }
         assert!(taylor(&a, &Array4::zeros((1, 4, 3, 2))).is_err());
     }

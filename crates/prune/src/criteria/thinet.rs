@@ -1,4 +1,4 @@
-//! ThiNet (Luo et al. [74], survey section 6.2): filters of layer `i` are
+//! ThiNet (Luo et al. \[74\], survey section 6.2): filters of layer `i` are
 //! chosen by the reconstruction error of layer `i+1`'s output — the input of
 //! layer `i+2`, the first whose input size is unaffected. For sampled outputs
 //! `ŷ = Σ_c x̂_c` of the consumer (bias excluded), `x̂_c` being input channel
@@ -9,7 +9,9 @@
 use hasten_core::{linalg, Error, Result, SeededRng};
 use ndarray::{Array2, Axis};
 
-use crate::removal::Consumer;
+use hasten_core::{BatchNorm, ConvLayer};
+
+use crate::removal::{prune_filters, Consumer, FilterPruned};
 
 /// The result of ThiNet channel selection.
 #[derive(Debug, Clone, PartialEq)]
@@ -74,6 +76,13 @@ pub fn thinet_contributions(
         }
         Consumer::Linear(l) => {
             let per = h * w;
+            if l.in_features() != c * per {
+                return Err(Error::shape(
+                    "linear consumer input features (C·H·W of its input)",
+                    l.in_features(),
+                    format!("{} ({c}×{h}×{w})", c * per),
+                ));
+            }
             for m in 0..samples {
                 let (s, o) = (rng.below(n), rng.below(l.out_features()));
                 for ch in 0..c {
@@ -99,7 +108,11 @@ pub fn thinet_select(contributions: &Array2<f64>, keep: usize) -> Result<ThinetS
     hasten_core::error::ensure_finite("ThiNet contributions", contributions.iter())?;
     let (m, c) = contributions.dim();
     if keep == 0 || keep > c {
-        return Err(Error::param("ThiNet kept channels", keep, format!("1..={c}")));
+        return Err(Error::param(
+            "ThiNet kept channels",
+            keep,
+            format!("1..={c}"),
+        ));
     }
     let mut residual = vec![0.0f64; m];
     let mut removed_mask = vec![false; c];
@@ -107,7 +120,11 @@ pub fn thinet_select(contributions: &Array2<f64>, keep: usize) -> Result<ThinetS
         let mut best = (f64::INFINITY, usize::MAX);
         for ch in (0..c).filter(|&ch| !removed_mask[ch]) {
             let col = contributions.column(ch);
-            let e: f64 = residual.iter().zip(col.iter()).map(|(r, v)| (r + v).powi(2)).sum();
+            let e: f64 = residual
+                .iter()
+                .zip(col.iter())
+                .map(|(r, v)| (r + v).powi(2))
+                .sum();
             if e < best.0 {
                 best = (e, ch);
             }
@@ -120,7 +137,11 @@ pub fn thinet_select(contributions: &Array2<f64>, keep: usize) -> Result<ThinetS
     let kept: Vec<usize> = (0..c).filter(|&ch| !removed_mask[ch]).collect();
     let removed: Vec<usize> = (0..c).filter(|&ch| removed_mask[ch]).collect();
     let target = contributions.sum_axis(Axis(1));
-    let norm = target.iter().map(|v| v * v).sum::<f64>().max(f64::MIN_POSITIVE);
+    let norm = target
+        .iter()
+        .map(|v| v * v)
+        .sum::<f64>()
+        .max(f64::MIN_POSITIVE);
     let error_unscaled = residual.iter().map(|r| r * r).sum::<f64>() / norm;
     let scales = thinet_scales(contributions, &kept)?;
     let a = contributions.select(Axis(1), &kept);
@@ -145,10 +166,37 @@ pub fn thinet_scales(contributions: &Array2<f64>, kept: &[usize]) -> Result<Vec<
     Ok(s.column(0).to_vec())
 }
 
+/// ThiNet end to end: selects `keep` producer filters from `samples` sampled
+/// consumer outputs on `consumer_input` (the consumer's NCHW input on
+/// calibration data), removes the others ([`prune_filters`]) and applies the
+/// least-squares scales to the consumer's kept input channels.
+pub fn thinet_prune(
+    producer: &ConvLayer,
+    bn: Option<&BatchNorm>,
+    consumer: &Consumer,
+    consumer_input: &Array4<f32>,
+    keep: usize,
+    samples: usize,
+    rng: &mut SeededRng,
+) -> Result<(FilterPruned, ThinetSelection)> {
+    if consumer_input.ndim() == 4 && consumer_input.shape()[1] != producer.out_channels() {
+        return Err(Error::shape(
+            "consumer input channels (= producer filters)",
+            producer.out_channels(),
+            consumer_input.shape()[1],
+        ));
+    }
+    let contrib = thinet_contributions(consumer, consumer_input, samples, rng)?;
+    let sel = thinet_select(&contrib, keep)?;
+    let mut pruned = prune_filters(producer, bn, consumer, &sel.kept)?;
+    pruned.consumer = pruned.consumer.scale_inputs(&sel.scales)?;
+    Ok((pruned, sel))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hasten_core::{ConvLayer, ConvSpec, Conv4d};
+    use hasten_core::{Conv4d, ConvSpec, Operator};
 
     #[test]
     fn finds_planted_redundant_channels() {
@@ -161,9 +209,8 @@ mod tests {
         for &p in &planted {
             w.index_axis_mut(Axis(1), p).mapv_inplace(|v| v * 1e-3);
         }
-        let consumer = Consumer::Conv(
-            ConvLayer::from_array(w, ConvSpec::new().with_padding(1)).unwrap(),
-        );
+        let consumer =
+            Consumer::Conv(ConvLayer::from_array(w, ConvSpec::new().with_padding(1)).unwrap());
         let mut x = rng.normal_array((4, 10, 6, 6), 1.0);
         for &p in &planted {
             x.index_axis_mut(Axis(1), p).mapv_inplace(|v| v * 10.0);
@@ -184,13 +231,63 @@ mod tests {
         for t in 0..5 {
             w[[t, 1, 0, 0]] = 0.5 * w[[t, 0, 0, 0]];
         }
-        let consumer = Consumer::Conv(ConvLayer::new(Conv4d::new(w).unwrap(), None, ConvSpec::new()).unwrap());
+        let consumer =
+            Consumer::Conv(ConvLayer::new(Conv4d::new(w).unwrap(), None, ConvSpec::new()).unwrap());
         let mut x = rng.normal_array((3, 3, 4, 4), 1.0);
         let copy = x.index_axis(Axis(1), 0).to_owned();
         x.index_axis_mut(Axis(1), 1).assign(&copy);
         let contrib = thinet_contributions(&consumer, &x, 100, &mut rng).unwrap();
         let s = thinet_scales(&contrib, &[0, 2]).unwrap();
-        assert!((s[0] - 1.5).abs() < 1e-9 && (s[1] - 1.0).abs() < 1e-9, "{s:?}");
+        assert!(
+            (s[0] - 1.5).abs() < 1e-9 && (s[1] - 1.0).abs() < 1e-9,
+            "{s:?}"
+        );
+    }
+
+    #[test]
+    fn end_to_end_reconstruction_error_matches_the_selection() {
+        // Producer conv → ReLU → consumer conv; the pruned chain's consumer
+        // output (bias excluded) deviates from the original by about the
+        // sampled relative error ThiNet reports.
+        let mut rng = SeededRng::new(44);
+        let producer = ConvLayer::from_array(
+            rng.normal_array((12, 3, 3, 3), 0.5),
+            ConvSpec::new().with_padding(1),
+        )
+        .unwrap();
+        let mut w = rng.normal_array((6, 12, 3, 3), 0.5);
+        for p in [0usize, 3, 4, 9] {
+            w.index_axis_mut(Axis(1), p).mapv_inplace(|v| v * 0.01);
+        }
+        let consumer =
+            Consumer::Conv(ConvLayer::from_array(w, ConvSpec::new().with_padding(1)).unwrap());
+        let x = rng.normal_array((4, 3, 8, 8), 1.0);
+        let a = producer.reference_forward(&x).unwrap().mapv(|v| v.max(0.0));
+        let (pruned, sel) =
+            thinet_prune(&producer, None, &consumer, &a, 8, 2000, &mut rng).unwrap();
+        assert_eq!(sel.removed, vec![0, 3, 4, 9]);
+        let Consumer::Conv(orig) = &consumer else {
+            unreachable!()
+        };
+        let Consumer::Conv(new) = &pruned.consumer else {
+            unreachable!()
+        };
+        let y0 = orig.reference_forward(&a).unwrap();
+        let a1 = pruned
+            .producer
+            .reference_forward(&x)
+            .unwrap()
+            .mapv(|v| v.max(0.0));
+        let y1 = new.reference_forward(&a1).unwrap();
+        let err = (&y0 - &y1)
+            .iter()
+            .map(|v| f64::from(*v).powi(2))
+            .sum::<f64>()
+            / y0.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>();
+        // A 2000-sample estimate of a ratio of sums of squares: within a factor 2.
+        let ratio = err / sel.error_scaled;
+        assert!((0.5..2.0).contains(&ratio), "{err} vs {}", sel.error_scaled);
+        assert!(thinet_prune(&producer, None, &consumer, &x, 8, 10, &mut rng).is_err());
     }
 
     #[test]
@@ -199,7 +296,9 @@ mod tests {
         assert!(thinet_select(&c, 0).is_err());
         assert!(thinet_select(&c, 4).is_err());
         assert!(thinet_scales(&c, &[3]).is_err());
-        let consumer = Consumer::Conv(ConvLayer::from_array(ndarray::Array4::ones((2, 3, 1, 1)), ConvSpec::new()).unwrap());
+        let consumer = Consumer::Conv(
+            ConvLayer::from_array(ndarray::Array4::ones((2, 3, 1, 1)), ConvSpec::new()).unwrap(),
+        );
         let x = ndarray::Array4::<f32>::ones((1, 4, 2, 2));
         assert!(thinet_contributions(&consumer, &x, 10, &mut SeededRng::new(0)).is_err());
     }

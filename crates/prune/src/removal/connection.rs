@@ -1,11 +1,11 @@
 //! Connection pruning → grouped convolution (survey section 6.1, slice
-//! `W(:, :, s, t)` — here `W[t, c, :, :]`; grouped convolution [7]): when the
+//! `W(:, :, s, t)` — here `W[t, c, :, :]`; grouped convolution \[7\]): when the
 //! kept connections between outputs `t` and inputs `c` are block-diagonal
 //! (`t / (T/g) == c / (C/g)`), the layer is exactly a `g`-group convolution
 //! with `g`× fewer MACs.
 
 use hasten_core::{
-    ActShape, Block, Compressed, ConvLayer, Conv4d, Error, Layer, Result, Transform,
+    ActShape, Block, Compressed, Conv4d, ConvLayer, Error, Layer, Result, Transform,
 };
 use ndarray::{s, Array4};
 
@@ -15,7 +15,10 @@ fn check_groups(layer: &ConvLayer, groups: usize) -> Result<(usize, usize)> {
     if layer.spec().groups != 1 {
         return Err(Error::unsupported(
             "connection pruning",
-            format!("a convolution that already has {} groups", layer.spec().groups),
+            format!(
+                "a convolution that already has {} groups",
+                layer.spec().groups
+            ),
         ));
     }
     let [t, c, _, _] = layer.weight().dims();
@@ -132,7 +135,10 @@ mod tests {
         let grouped = connection_to_grouped(&layer, 4).unwrap();
         assert_eq!(grouped.spec().groups, 4);
         let x = rng.normal_array((2, c, 6, 5), 1.0);
-        let (a, b) = (layer.reference_forward(&x).unwrap(), grouped.reference_forward(&x).unwrap());
+        let (a, b) = (
+            layer.reference_forward(&x).unwrap(),
+            grouped.reference_forward(&x).unwrap(),
+        );
         assert!(a.iter().zip(b.iter()).all(|(p, q)| (p - q).abs() < 1e-5));
         let rep = ConnectionGroups { groups: 4 }
             .apply(&Layer::Conv(layer.clone()), ActShape::new(c, 6, 5))
@@ -142,7 +148,8 @@ mod tests {
         assert!((rep.mac_speedup() - 4.0).abs() < 1e-12);
         // Not block-diagonal for 3 or 8 groups of this layout.
         assert!(connection_to_grouped(&layer, 8).is_err() || t % 8 != 0);
-        let dense = ConvLayer::from_array(rng.normal_array((4, 4, 1, 1), 1.0), ConvSpec::new()).unwrap();
+        let dense =
+            ConvLayer::from_array(rng.normal_array((4, 4, 1, 1), 1.0), ConvSpec::new()).unwrap();
         assert!(connection_to_grouped(&dense, 2).is_err());
         assert_eq!(detect_groups(&dense).unwrap(), 1);
         assert!(connection_to_grouped(&dense, 3).is_err());

@@ -13,7 +13,7 @@
 //! and its batch-norm `γ` and `β` to zero. Any element-wise map `f` with
 //! `f(0) = 0` (ReLU) may sit between producer and consumer.
 
-use hasten_core::{BatchNorm, ConvLayer, Conv4d, Error, LinearLayer, Result};
+use hasten_core::{BatchNorm, Conv4d, ConvLayer, Error, LinearLayer, Result};
 use ndarray::{Array1, Axis};
 
 /// The layer that reads the producer's output channels.
@@ -73,13 +73,14 @@ impl Consumer {
         Ok(match self {
             Consumer::Conv(c) => {
                 let w = c.weight().array().select(Axis(1), keep);
-                Consumer::Conv(ConvLayer::new(Conv4d::new(w)?, c.bias().cloned(), *c.spec())?)
+                Consumer::Conv(ConvLayer::new(
+                    Conv4d::new(w)?,
+                    c.bias().cloned(),
+                    *c.spec(),
+                )?)
             }
             Consumer::Linear(l) => {
-                let cols: Vec<usize> = keep
-                    .iter()
-                    .flat_map(|&t| t * per..(t + 1) * per)
-                    .collect();
+                let cols: Vec<usize> = keep.iter().flat_map(|&t| t * per..(t + 1) * per).collect();
                 Consumer::Linear(LinearLayer::new(
                     l.weight().select(Axis(1), &cols),
                     l.bias().cloned(),
@@ -154,14 +155,19 @@ pub fn check_keep(keep: &[usize], channels: usize) -> Result<Vec<usize>> {
             "strictly increasing indices",
         ));
     }
-    Ok((0..channels).filter(|c| keep.binary_search(c).is_err()).collect())
+    Ok((0..channels)
+        .filter(|c| keep.binary_search(c).is_err())
+        .collect())
 }
 
 fn check_chain(producer: &ConvLayer, bn: Option<&BatchNorm>, consumer: &Consumer) -> Result<usize> {
     if producer.spec().groups != 1 {
         return Err(Error::unsupported(
             "filter removal",
-            format!("a producer convolution with {} groups", producer.spec().groups),
+            format!(
+                "a producer convolution with {} groups",
+                producer.spec().groups
+            ),
         ));
     }
     let t = producer.out_channels();
@@ -234,12 +240,19 @@ pub fn zero_filters(
             if bn.channels() != t {
                 return Err(Error::shape("batch-norm channels", t, bn.channels()));
             }
-            let (mut g, mut b): (Array1<f32>, Array1<f32>) = (bn.gamma().clone(), bn.beta().clone());
+            let (mut g, mut b): (Array1<f32>, Array1<f32>) =
+                (bn.gamma().clone(), bn.beta().clone());
             for &d in drop {
                 g[d] = 0.0;
                 b[d] = 0.0;
             }
-            Some(BatchNorm::new(g, b, bn.mean().clone(), bn.var().clone(), bn.eps())?)
+            Some(BatchNorm::new(
+                g,
+                b,
+                bn.mean().clone(),
+                bn.var().clone(),
+                bn.eps(),
+            )?)
         }
     };
     Ok((p, bn))
@@ -264,7 +277,10 @@ mod tests {
 
     fn max_diff(a: &Array4<f32>, b: &Array4<f32>) -> f32 {
         assert_eq!(a.shape(), b.shape());
-        a.iter().zip(b.iter()).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+        a.iter()
+            .zip(b.iter())
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
     }
 
     fn setup(rng: &mut SeededRng, linear: bool) -> (ConvLayer, BatchNorm, Consumer) {
@@ -284,8 +300,11 @@ mod tests {
         .unwrap();
         let c = if linear {
             Consumer::Linear(
-                LinearLayer::new(rng.normal_array((4, 6 * 5 * 5), 0.3), Some(rng.normal_array(4, 1.0)))
-                    .unwrap(),
+                LinearLayer::new(
+                    rng.normal_array((4, 6 * 5 * 5), 0.3),
+                    Some(rng.normal_array(4, 1.0)),
+                )
+                .unwrap(),
             )
         } else {
             Consumer::Conv(
@@ -316,7 +335,10 @@ mod tests {
             let removed = chain(&pruned.producer, pruned.bn.as_ref(), &pruned.consumer)
                 .reference_forward(&x)
                 .unwrap();
-            assert!(max_diff(&zeroed, &removed) < 1e-5, "linear={linear} bn={with_bn}");
+            assert!(
+                max_diff(&zeroed, &removed) < 1e-5,
+                "linear={linear} bn={with_bn}"
+            );
             // And the removal really changed the function (the test can fail).
             let full = chain(&p, bn, &c).reference_forward(&x).unwrap();
             assert!(max_diff(&full, &removed) > 1e-3);
@@ -354,8 +376,12 @@ mod tests {
         let small_bn = bn.select(&[0, 1]).unwrap();
         assert!(prune_filters(&p, Some(&small_bn), &c, &[0]).is_err());
         let (_, _, lin) = setup(&mut rng, true);
-        let Consumer::Linear(l) = lin else { unreachable!() };
-        let odd = Consumer::Linear(LinearLayer::new(l.weight().slice(ndarray::s![.., 1..]).to_owned(), None).unwrap());
+        let Consumer::Linear(l) = lin else {
+            unreachable!()
+        };
+        let odd = Consumer::Linear(
+            LinearLayer::new(l.weight().slice(ndarray::s![.., 1..]).to_owned(), None).unwrap(),
+        );
         assert!(prune_filters(&p, None, &odd, &[0]).is_err());
     }
 

@@ -1,4 +1,4 @@
-//! Group-wise pruning (survey section 6.1; Lebedev & Lempitsky [66]): the
+//! Group-wise pruning (survey section 6.1; Lebedev & Lempitsky \[66\]): the
 //! slices `W[:, c, i, j]` with the smallest L2 norm (eq. (14) per group) are
 //! removed and the layer becomes a [`GroupwiseConv`] whose im2col omits them.
 
@@ -15,7 +15,11 @@ use crate::slice::Slicing;
 pub fn groupwise_keep(layer: &ConvLayer, scores: &[f64], keep: usize) -> Result<GroupwiseConv> {
     let [_, c, kh, kw] = layer.weight().dims();
     if scores.len() != c * kh * kw {
-        return Err(Error::shape("group-wise scores (C·kh·kw)", c * kh * kw, scores.len()));
+        return Err(Error::shape(
+            "group-wise scores (C·kh·kw)",
+            c * kh * kw,
+            scores.len(),
+        ));
     }
     let taps = top_k(scores, keep)?
         .into_iter()
@@ -27,7 +31,10 @@ pub fn groupwise_keep(layer: &ConvLayer, scores: &[f64], keep: usize) -> Result<
 /// Removes `fraction ∈ [0, 1)` of the group-wise slices by L2 magnitude.
 pub fn groupwise_prune(layer: &ConvLayer, fraction: f64) -> Result<GroupwiseConv> {
     if layer.spec().groups != 1 {
-        return Err(Error::unsupported("group-wise pruning", format!("{} groups", layer.spec().groups)));
+        return Err(Error::unsupported(
+            "group-wise pruning",
+            format!("{} groups", layer.spec().groups),
+        ));
     }
     let scores = magnitude(layer.weight(), Slicing::Groupwise, Norm::L2);
     groupwise_keep(layer, &scores, keep_count(scores.len(), fraction)?)
@@ -78,13 +85,20 @@ mod tests {
         assert_eq!(cols, strong);
         let dense = gw.to_dense().unwrap();
         let x = rng.normal_array((1, 4, 5, 5), 1.0);
-        let (a, b) = (dense.reference_forward(&x).unwrap(), gw.reference_forward(&x).unwrap());
+        let (a, b) = (
+            dense.reference_forward(&x).unwrap(),
+            gw.reference_forward(&x).unwrap(),
+        );
         assert!(a.iter().zip(b.iter()).all(|(p, q)| (p - q).abs() < 1e-5));
-        let rep = GroupwisePrune { fraction: 24.0 / 36.0 }
-            .apply(&Layer::Conv(layer), ActShape::new(4, 5, 5))
-            .unwrap()
-            .report;
+        let rep = GroupwisePrune {
+            fraction: 24.0 / 36.0,
+        }
+        .apply(&Layer::Conv(layer), ActShape::new(4, 5, 5))
+        .unwrap()
+        .report;
         assert!((rep.mac_speedup() - 3.0).abs() < 1e-9);
-        assert!(GroupwisePrune { fraction: 1.0 }.apply(&Layer::Conv(dense), ActShape::new(4, 5, 5)).is_err());
+        assert!(GroupwisePrune { fraction: 1.0 }
+            .apply(&Layer::Conv(dense), ActShape::new(4, 5, 5))
+            .is_err());
     }
 }

@@ -1,5 +1,5 @@
 //! Kernel-shape trimming (survey section 6.1, slice `W(i, j, :, :)` — here
-//! `W[:, :, i, j]`, after Wen et al. [70]): a window of kernel rows
+//! `W[:, :, i, j]`, after Wen et al. \[70\]): a window of kernel rows
 //! `i0..i1` and columns `j0..j1` is kept for every filter, e.g. 5×5 → 3×3.
 //!
 //! Padding is adjusted so outputs keep their size and alignment: output `y`
@@ -11,7 +11,7 @@
 use std::ops::Range;
 
 use hasten_core::{
-    ActShape, Block, Compressed, ConvLayer, Conv4d, Error, Layer, Padding, Result, Transform,
+    ActShape, Block, Compressed, Conv4d, ConvLayer, Error, Layer, Padding, Result, Transform,
 };
 use ndarray::s;
 
@@ -49,7 +49,11 @@ pub fn trim_kernel(layer: &ConvLayer, rows: Range<usize>, cols: Range<usize>) ->
         .array()
         .slice(s![.., .., rows, cols])
         .to_owned();
-    ConvLayer::new(Conv4d::new(w)?, layer.bias().cloned(), spec.with_padding_sides(padding))
+    ConvLayer::new(
+        Conv4d::new(w)?,
+        layer.bias().cloned(),
+        spec.with_padding_sides(padding),
+    )
 }
 
 /// The smallest window holding every non-zero tap; exact by construction.
@@ -61,10 +65,20 @@ pub fn trim_zero_taps(layer: &ConvLayer) -> Result<ConvLayer> {
         .map(|k| (k / kw, k % kw))
         .collect();
     if nz.is_empty() {
-        return Err(Error::param("kernel", "all zero", "at least one non-zero tap"));
+        return Err(Error::param(
+            "kernel",
+            "all zero",
+            "at least one non-zero tap",
+        ));
     }
-    let (i0, i1) = (nz.iter().map(|p| p.0).min().unwrap_or(0), nz.iter().map(|p| p.0).max().unwrap_or(0) + 1);
-    let (j0, j1) = (nz.iter().map(|p| p.1).min().unwrap_or(0), nz.iter().map(|p| p.1).max().unwrap_or(0) + 1);
+    let (i0, i1) = (
+        nz.iter().map(|p| p.0).min().unwrap_or(0),
+        nz.iter().map(|p| p.0).max().unwrap_or(0) + 1,
+    );
+    let (j0, j1) = (
+        nz.iter().map(|p| p.1).min().unwrap_or(0),
+        nz.iter().map(|p| p.1).max().unwrap_or(0) + 1,
+    );
     trim_kernel(layer, i0..i1, j0..j1)
 }
 
@@ -82,13 +96,20 @@ impl KernelTrim {
         let [_, _, kh, kw] = layer.weight().dims();
         let (h, w) = self.size;
         if h == 0 || w == 0 || h > kh || w > kw {
-            return Err(Error::param("trimmed kernel size", format!("{h}×{w}"), format!("1..={kh} × 1..={kw}")));
+            return Err(Error::param(
+                "trimmed kernel size",
+                format!("{h}×{w}"),
+                format!("1..={kh} × 1..={kw}"),
+            ));
         }
         let energy = Slicing::KernelTap.aggregate(layer.weight().array(), |v| v * v);
         let mut best = (f64::NEG_INFINITY, 0, 0);
         for i0 in 0..=kh - h {
             for j0 in 0..=kw - w {
-                let e: f64 = (i0..i0 + h).flat_map(|i| (j0..j0 + w).map(move |j| (i, j))).map(|(i, j)| energy[i * kw + j]).sum();
+                let e: f64 = (i0..i0 + h)
+                    .flat_map(|i| (j0..j0 + w).map(move |j| (i, j)))
+                    .map(|(i, j)| energy[i * kw + j])
+                    .sum();
                 if e > best.0 {
                     best = (e, i0, j0);
                 }
@@ -127,22 +148,41 @@ mod tests {
 
     fn max_diff(a: &Array4<f32>, b: &Array4<f32>) -> f32 {
         assert_eq!(a.shape(), b.shape());
-        a.iter().zip(b.iter()).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+        a.iter()
+            .zip(b.iter())
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
     }
 
     #[test]
     fn trimming_zero_taps_is_exact_5x5_to_3x3_and_off_centre() {
         let mut rng = SeededRng::new(9);
-        for (rows, cols, stride, dil) in [(1..4, 1..4, 1, 1), (0..3, 2..5, 2, 1), (1..3, 0..3, 1, 2)] {
+        for (rows, cols, stride, dil) in
+            [(1..4, 1..4, 1, 1), (0..3, 2..5, 2, 1), (1..3, 0..3, 1, 2)]
+        {
             let mut w = Array4::<f32>::zeros((4, 3, 5, 5));
             let inner = rng.normal_array((4, 3, rows.len(), cols.len()), 1.0);
-            w.slice_mut(s![.., .., rows.clone(), cols.clone()]).assign(&inner);
-            let spec = ConvSpec::new().with_padding(2 * dil).with_stride(stride).with_dilation(dil);
-            let layer = ConvLayer::new(Conv4d::new(w).unwrap(), Some(rng.normal_array(4, 1.0)), spec).unwrap();
+            w.slice_mut(s![.., .., rows.clone(), cols.clone()])
+                .assign(&inner);
+            let spec = ConvSpec::new()
+                .with_padding(2 * dil)
+                .with_stride(stride)
+                .with_dilation(dil);
+            let layer = ConvLayer::new(
+                Conv4d::new(w).unwrap(),
+                Some(rng.normal_array(4, 1.0)),
+                spec,
+            )
+            .unwrap();
             let trimmed = trim_zero_taps(&layer).unwrap();
             assert_eq!(trimmed.weight().kernel_hw(), (rows.len(), cols.len()));
             let x = rng.normal_array((2, 3, 9, 8), 1.0);
-            assert!(max_diff(&layer.reference_forward(&x).unwrap(), &trimmed.reference_forward(&x).unwrap()) < 1e-5);
+            assert!(
+                max_diff(
+                    &layer.reference_forward(&x).unwrap(),
+                    &trimmed.reference_forward(&x).unwrap()
+                ) < 1e-5
+            );
         }
     }
 
@@ -150,11 +190,14 @@ mod tests {
     fn transform_picks_the_energetic_window() {
         let mut rng = SeededRng::new(1);
         let mut w = rng.normal_array((4, 2, 5, 5), 0.001);
-        w.slice_mut(s![.., .., 1..4, 1..4]).mapv_inplace(|v| v * 1000.0);
+        w.slice_mut(s![.., .., 1..4, 1..4])
+            .mapv_inplace(|v| v * 1000.0);
         let layer = ConvLayer::from_array(w, ConvSpec::new().with_padding(2)).unwrap();
         let t = KernelTrim { size: (3, 3) };
         assert_eq!(t.window(&layer).unwrap(), (1..4, 1..4));
-        let c = t.apply(&Layer::Conv(layer), ActShape::new(2, 8, 8)).unwrap();
+        let c = t
+            .apply(&Layer::Conv(layer), ActShape::new(2, 8, 8))
+            .unwrap();
         assert!((c.report.mac_speedup() - 25.0 / 9.0).abs() < 1e-9);
         assert!(c.report.weight_error.unwrap() < 0.01);
     }

@@ -14,4 +14,4 @@ pub use filter::{check_keep, prune_channels, prune_filters, zero_filters, Consum
 pub use groupwise::{groupwise_prune, GroupwisePrune};
 pub use kernel_shape::{trim_kernel, trim_zero_taps, KernelTrim};
 pub use residual::{ResidualBlock, ResidualNet};
-pub use sparse::{MagnitudeSparse, sparse_prune};
+pub use sparse::{sparse_prune, MagnitudeSparse};

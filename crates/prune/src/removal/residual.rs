@@ -20,7 +20,11 @@ impl ResidualBlock {
     pub fn new(branch: Block, input: ActShape) -> Result<Self> {
         let out = branch.output_shape(input)?;
         if out != input {
-            return Err(Error::shape("residual branch output (= its input)", input, out));
+            return Err(Error::shape(
+                "residual branch output (= its input)",
+                input,
+                out,
+            ));
         }
         Ok(ResidualBlock { branch })
     }
@@ -55,7 +59,10 @@ impl ResidualNet {
     /// A network of `blocks` (at least one), each checked against `shape`.
     pub fn new(shape: ActShape, blocks: Vec<Block>) -> Result<Self> {
         if blocks.is_empty() {
-            return Err(Error::EmptyDimension { what: "residual network".into(), shape: "0 blocks".into() });
+            return Err(Error::EmptyDimension {
+                what: "residual network".into(),
+                shape: "0 blocks".into(),
+            });
         }
         let blocks = blocks
             .into_iter()
@@ -109,10 +116,16 @@ impl ResidualNet {
     /// returns the new network and the removed block indices.
     pub fn prune(&self, scores: &[f64], fraction: f64) -> Result<(ResidualNet, Vec<usize>)> {
         if scores.len() != self.blocks.len() {
-            return Err(Error::shape("block scores", self.blocks.len(), scores.len()));
+            return Err(Error::shape(
+                "block scores",
+                self.blocks.len(),
+                scores.len(),
+            ));
         }
         let keep = top_k(scores, keep_count(scores.len(), fraction)?)?;
-        let removed = (0..self.blocks.len()).filter(|k| !keep.contains(k)).collect();
+        let removed = (0..self.blocks.len())
+            .filter(|k| !keep.contains(k))
+            .collect();
         Ok((self.keep_blocks(&keep)?, removed))
     }
 }
@@ -123,8 +136,16 @@ mod tests {
     use hasten_core::{ConvLayer, ConvSpec, Relu, SeededRng};
 
     fn branch(rng: &mut SeededRng, scale: f64) -> Block {
-        let c1 = ConvLayer::from_array(rng.normal_array((4, 4, 3, 3), 0.2), ConvSpec::new().with_padding(1)).unwrap();
-        let c2 = ConvLayer::from_array(rng.normal_array((4, 4, 3, 3), 0.2 * scale), ConvSpec::new().with_padding(1)).unwrap();
+        let c1 = ConvLayer::from_array(
+            rng.normal_array((4, 4, 3, 3), 0.2),
+            ConvSpec::new().with_padding(1),
+        )
+        .unwrap();
+        let c2 = ConvLayer::from_array(
+            rng.normal_array((4, 4, 3, 3), 0.2 * scale),
+            ConvSpec::new().with_padding(1),
+        )
+        .unwrap();
         Block::new(vec![c1.into(), Relu.into(), c2.into()]).unwrap()
     }
 
@@ -132,7 +153,11 @@ mod tests {
     fn removes_the_planted_weak_branch() {
         let mut rng = SeededRng::new(5);
         let shape = ActShape::new(4, 6, 6);
-        let blocks = vec![branch(&mut rng, 1.0), branch(&mut rng, 1e-4), branch(&mut rng, 1.0)];
+        let blocks = vec![
+            branch(&mut rng, 1.0),
+            branch(&mut rng, 1e-4),
+            branch(&mut rng, 1.0),
+        ];
         let net = ResidualNet::new(shape, blocks).unwrap();
         let x = rng.normal_array((2, 4, 6, 6), 1.0);
         let scores = net.branch_energy(&x).unwrap();
@@ -140,11 +165,17 @@ mod tests {
         assert_eq!(removed, vec![1]);
         assert_eq!(small.blocks().len(), 2);
         let (a, b) = (net.forward(&x).unwrap(), small.forward(&x).unwrap());
-        let err = a.iter().zip(b.iter()).map(|(p, q)| (p - q).abs()).fold(0.0, f32::max);
+        let err = a
+            .iter()
+            .zip(b.iter())
+            .map(|(p, q)| (p - q).abs())
+            .fold(0.0, f32::max);
         assert!(err < 1e-3, "{err}");
         assert!(net.prune(&scores, 1.0).is_err());
         assert!(net.keep_blocks(&[]).is_err());
-        let odd = Block::single(ConvLayer::from_array(rng.normal_array((3, 4, 1, 1), 1.0), ConvSpec::new()).unwrap());
+        let odd = Block::single(
+            ConvLayer::from_array(rng.normal_array((3, 4, 1, 1), 1.0), ConvSpec::new()).unwrap(),
+        );
         assert!(ResidualNet::new(shape, vec![odd]).is_err());
     }
 }

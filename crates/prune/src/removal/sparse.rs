@@ -1,11 +1,10 @@
 //! Unstructured magnitude pruning (survey section 6.1, eq. (14); Han et al.
-//! [72]) into CSR: the smallest `|w|` are removed and the layer becomes a
+//! \[72\]) into CSR: the smallest `|w|` are removed and the layer becomes a
 //! [`SparseConv`] or [`SparseLinear`] that multiplies only the rest. The
 //! survey notes this pays off only below ≈ 10 % density.
 
 use hasten_core::{
-    ActShape, Block, Compressed, Csr, Error, Layer, Op, Result, SparseConv, SparseLinear,
-    Transform,
+    ActShape, Block, Compressed, Csr, Error, Layer, Op, Result, SparseConv, SparseLinear, Transform,
 };
 use ndarray::{Array2, ArrayView2};
 
@@ -31,17 +30,27 @@ pub fn sparse_prune(layer: &Layer, fraction: f64) -> Result<(Op, f64)> {
             d += (f64::from(a) - f64::from(b)).powi(2);
             n += f64::from(a).powi(2);
         }
-        if n > 0.0 { (d / n).sqrt() } else { d.sqrt() }
+        if n > 0.0 {
+            (d / n).sqrt()
+        } else {
+            d.sqrt()
+        }
     };
     match layer {
         Layer::Conv(c) => {
             if c.spec().groups != 1 {
-                return Err(Error::unsupported("CSR pruning", format!("{} groups", c.spec().groups)));
+                return Err(Error::unsupported(
+                    "CSR pruning",
+                    format!("{} groups", c.spec().groups),
+                ));
             }
             let [_, ch, kh, kw] = c.weight().dims();
             let (csr, pruned) = keep_largest(c.weight().filter_matrix(), fraction)?;
             let err = rel(c.weight().filter_matrix(), &pruned);
-            Ok((SparseConv::new(csr, ch, (kh, kw), c.bias().cloned(), *c.spec())?.into(), err))
+            Ok((
+                SparseConv::new(csr, ch, (kh, kw), c.bias().cloned(), *c.spec())?.into(),
+                err,
+            ))
         }
         Layer::Linear(l) => {
             let (csr, pruned) = keep_largest(l.weight().view(), fraction)?;
@@ -77,18 +86,38 @@ mod tests {
     #[test]
     fn csr_keeps_the_largest_and_matches_zeroed_dense() {
         let mut rng = SeededRng::new(14);
-        let layer = ConvLayer::from_array(rng.normal_array((8, 4, 3, 3), 1.0), ConvSpec::new().with_padding(1)).unwrap();
+        let layer = ConvLayer::from_array(
+            rng.normal_array((8, 4, 3, 3), 1.0),
+            ConvSpec::new().with_padding(1),
+        )
+        .unwrap();
         let c = MagnitudeSparse { fraction: 0.75 }
             .apply(&Layer::Conv(layer.clone()), ActShape::new(4, 6, 6))
             .unwrap();
-        let Op::SparseConv(sp) = &c.block.ops()[0] else { panic!("not CSR") };
+        let Op::SparseConv(sp) = &c.block.ops()[0] else {
+            panic!("not CSR")
+        };
         assert_eq!(sp.filters().nnz(), 72);
-        let thr = sp.filters().values().iter().map(|v| v.abs()).fold(f32::INFINITY, f32::min);
-        let dropped_max = layer.weight().array().iter().map(|v| v.abs()).filter(|&v| v < thr).fold(0.0, f32::max);
+        let thr = sp
+            .filters()
+            .values()
+            .iter()
+            .map(|v| v.abs())
+            .fold(f32::INFINITY, f32::min);
+        let dropped_max = layer
+            .weight()
+            .array()
+            .iter()
+            .map(|v| v.abs())
+            .filter(|&v| v < thr)
+            .fold(0.0, f32::max);
         assert!(dropped_max <= thr);
         let x = rng.normal_array((1, 4, 6, 6), 1.0);
         let dense = sp.to_dense().unwrap();
-        let (a, b) = (dense.reference_forward(&x).unwrap(), sp.reference_forward(&x).unwrap());
+        let (a, b) = (
+            dense.reference_forward(&x).unwrap(),
+            sp.reference_forward(&x).unwrap(),
+        );
         assert!(a.iter().zip(b.iter()).all(|(p, q)| (p - q).abs() < 1e-5));
         assert!((c.report.mac_speedup() - 4.0).abs() < 1e-9);
         let lin = LinearLayer::new(rng.normal_array((3, 10), 1.0), None).unwrap();
