@@ -51,12 +51,14 @@ pub fn im2col_rows(sample: &[f32], g: &ConvGeometry, rows: &[u32], cols: &mut [f
                 .clamp(x_lo, ow);
                 out[..x_lo].fill(0.0);
                 out[x_hi..].fill(0.0);
-                let start = (x_lo as isize * sw + off) as usize;
-                if sw == 1 {
-                    out[x_lo..x_hi].copy_from_slice(&src[start..start + (x_hi - x_lo)]);
-                } else {
-                    for (k, o) in out[x_lo..x_hi].iter_mut().enumerate() {
-                        *o = src[start + k * sw as usize];
+                if x_hi > x_lo {
+                    let start = (x_lo as isize * sw + off) as usize;
+                    if sw == 1 {
+                        out[x_lo..x_hi].copy_from_slice(&src[start..start + (x_hi - x_lo)]);
+                    } else {
+                        for (k, o) in out[x_lo..x_hi].iter_mut().enumerate() {
+                            *o = src[start + k * sw as usize];
+                        }
                     }
                 }
             }
@@ -146,7 +148,14 @@ mod tests {
     #[test]
     fn dense_conv_matches_the_reference() {
         let mut rng = SeededRng::new(1);
-        for (s, p, d) in [(1, 1, 1), (2, 0, 1), (1, 2, 2)] {
+        for (s, p, d) in [
+            (1, 1, 1),
+            (2, 0, 1),
+            (1, 2, 2),
+            (2, 3, 2),
+            (3, 4, 3),
+            (1, 5, 1),
+        ] {
             let spec = ConvSpec::new()
                 .with_stride(s)
                 .with_dilation(d)
