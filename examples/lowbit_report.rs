@@ -18,31 +18,35 @@ use hasten::fastconv::lowbit::int8_gemm::{Int8Conv, U8Quant};
 use hasten::fastconv::lowbit::ternary::TernaryConv;
 use hasten::fastconv::Plan;
 
-/// Median wall time of `f` in milliseconds over enough runs to fill ~0.3 s.
-fn median_ms(mut f: impl FnMut()) -> f64 {
-    f();
-    let t0 = Instant::now();
-    f();
-    let once = t0.elapsed().as_secs_f64();
-    let runs = ((0.3 / once.max(1e-6)) as usize).clamp(5, 200);
-    let mut times: Vec<f64> = (0..runs)
-        .map(|_| {
-            let t = Instant::now();
+/// Median wall times (ms) of several closures run *interleaved* — one call of
+/// each per round — so that all of them see the same machine load; rounds
+/// continue until ~0.6 s have passed (at least 7, at most 300).
+fn interleaved_ms(fs: &mut [&mut dyn FnMut()]) -> Vec<f64> {
+    for f in fs.iter_mut() {
+        f();
+    }
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); fs.len()];
+    let start = Instant::now();
+    while times[0].len() < 7 || (start.elapsed().as_secs_f64() < 0.6 && times[0].len() < 300) {
+        for (f, t) in fs.iter_mut().zip(times.iter_mut()) {
+            let t0 = Instant::now();
             f();
-            t.elapsed().as_secs_f64() * 1e3
+            t.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    times
+        .into_iter()
+        .map(|mut t| {
+            t.sort_by(|a, b| a.total_cmp(b));
+            t[t.len() / 2]
         })
-        .collect();
-    times.sort_by(|a, b| a.total_cmp(b));
-    times[runs / 2]
+        .collect()
 }
 
-fn f32_plan_ms(layer: &ConvLayer, x: &Array4<f32>) -> f64 {
+fn f32_plan(layer: &ConvLayer, x: &Array4<f32>) -> Plan {
     let block = Block::new(vec![Op::Conv(layer.clone())]).unwrap();
     let shape = hasten::core::ActShape::new(x.shape()[1], x.shape()[2], x.shape()[3]);
-    let mut plan = Plan::new(&block, shape, x.shape()[0]).unwrap();
-    median_ms(|| {
-        plan.run(x).unwrap();
-    })
+    Plan::new(&block, shape, x.shape()[0]).unwrap()
 }
 
 fn main() {
@@ -51,31 +55,25 @@ fn main() {
         .and_then(|v| v.parse::<usize>().ok())
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     println!("# Low-bit and sparse kernels: measured speed-ups\n");
-    println!("threads: {threads}; batch 1; median wall times; f32 = hasten_fastconv Plan (own GEMM), im2col = im2col + matrixmultiply sgemm\n");
+    println!(
+        "threads: {threads}; batch 1; medians of interleaved runs; f32 = hasten_fastconv Plan \
+         (own GEMM, pre-packed weights); im2col = im2col + matrixmultiply sgemm\n"
+    );
     let mut rng = SeededRng::new(7);
     let spec = ConvSpec::new().with_padding(1);
     let shapes = [(64, 56), (128, 28), (256, 14), (512, 7)];
 
     println!("## Binary (XNOR), ternary and int8 3×3 convolutions, ResNet-18 shapes\n");
-    println!("| C=T, H=W | f32 ms | im2col ms | XNOR ms (kernel / end-to-end) | XNOR × (kernel / e2e) | ternary × (e2e) | int8 ms (kernel / e2e) | int8 × (kernel / e2e) |");
+    println!("| C=T, H=W | f32 ms | im2col ms | XNOR ms kernel / e2e | XNOR × kernel / e2e | ternary × e2e | int8 ms kernel / e2e | int8 × kernel / e2e |");
     println!("|---|---|---|---|---|---|---|---|");
     for &(c, hw) in &shapes {
         let w = rng.normal_array((c, c, 3, 3), 0.05);
         let x = rng.normal_array((1, c, hw, hw), 1.0);
         let layer = ConvLayer::from_array(w.clone(), spec).unwrap();
-        let f32_ms = f32_plan_ms(&layer, &x);
-        let im2col_ms = median_ms(|| {
-            dense_conv(w.view(), &x, &spec).unwrap();
-        });
+        let mut plan = f32_plan(&layer, &x);
         let bin =
             BinaryConv::new(w.view(), vec![0.05; c], None, spec, ActivationScale::None).unwrap();
         let packed = bin.pack_input(x.view(), None).unwrap();
-        let xnor_kernel = median_ms(|| {
-            bin.dot_products(&packed, None).unwrap();
-        });
-        let xnor_e2e = median_ms(|| {
-            bin.forward(&x).unwrap();
-        });
         let levels = w.mapv(|v| {
             if v > 0.03 {
                 1.0
@@ -93,9 +91,6 @@ fn main() {
             ActivationScale::None,
         )
         .unwrap();
-        let ter_e2e = median_ms(|| {
-            ter.forward(&x).unwrap();
-        });
         let wq = w.mapv(|v| (v / 0.002).round().clamp(-127.0, 127.0) as i8);
         let int8 = Int8Conv::new(
             wq.view(),
@@ -106,22 +101,40 @@ fn main() {
         )
         .unwrap();
         let q = int8.input_quant().quantize_array(x.view());
-        let int8_kernel = median_ms(|| {
-            int8.accumulators(q.view(), None).unwrap();
-        });
-        let int8_e2e = median_ms(|| {
-            int8.forward(&x).unwrap();
-        });
+        let t = interleaved_ms(&mut [
+            &mut || {
+                plan.run(&x).unwrap();
+            },
+            &mut || {
+                dense_conv(w.view(), &x, &spec).unwrap();
+            },
+            &mut || {
+                bin.dot_products(&packed, None).unwrap();
+            },
+            &mut || {
+                bin.forward(&x).unwrap();
+            },
+            &mut || {
+                ter.forward(&x).unwrap();
+            },
+            &mut || {
+                int8.accumulators(q.view(), None).unwrap();
+            },
+            &mut || {
+                int8.forward(&x).unwrap();
+            },
+        ]);
         println!(
-            "| {c}, {hw} | {f32_ms:.3} | {im2col_ms:.3} | {xnor_kernel:.3} / {xnor_e2e:.3} | {:.1} / {:.1} | {:.1} | {int8_kernel:.3} / {int8_e2e:.3} | {:.2} / {:.2} |",
-            f32_ms / xnor_kernel,
-            f32_ms / xnor_e2e,
-            f32_ms / ter_e2e,
-            f32_ms / int8_kernel,
-            f32_ms / int8_e2e,
+            "| {c}, {hw} | {:.3} | {:.3} | {:.3} / {:.3} | {:.1} / {:.1} | {:.1} | {:.3} / {:.3} | {:.2} / {:.2} |",
+            t[0], t[1], t[2], t[3], t[0] / t[2], t[0] / t[3], t[0] / t[4], t[5], t[6], t[0] / t[5], t[0] / t[6],
         );
     }
-    println!("\nOperation-count prediction: XNOR 64× (one 64-bit XNOR + popcount per 64 MACs), int8 4× (4× the lanes per vector instruction). Kernel = packed input to exact integer dot products / i32 accumulators; e2e = f32 NCHW in, f32 NCHW out (sign packing or u8 quantisation, layout change and epilogue included).\n");
+    println!(
+        "\nOperation-count prediction: XNOR 64× (one 64-bit XNOR + popcount per 64 MACs), int8 4× \
+         (4× the lanes per vector instruction). kernel = packed input → exact integer dot products \
+         / i32 accumulators; e2e = f32 NCHW in → f32 NCHW out (sign packing or u8 quantisation, \
+         layout change and epilogue included).\n"
+    );
 
     println!("## Codebook and product-quantized FC layer, 4096 → 4096, batch 1\n");
     let (o, i) = (4096, 4096);
@@ -131,18 +144,9 @@ fn main() {
     let block = Block::new(vec![Op::Linear(lin)]).unwrap();
     let xfc4 = Array4::from_shape_vec((1, i, 1, 1), xfc.clone()).unwrap();
     let mut plan = Plan::new(&block, hasten::core::ActShape::new(i, 1, 1), 1).unwrap();
-    let f32_fc = median_ms(|| {
-        plan.run(&xfc4).unwrap();
-    });
-    let gemv = median_ms(|| {
-        dense_gemv(&wfc, o, &xfc, None).unwrap();
-    });
     let cb: Vec<f32> = (0..256).map(|k| (k as f32 - 127.5) * 0.0004).collect();
     let codes: Vec<u8> = (0..o * i).map(|_| rng.below(256) as u8).collect();
     let cbl = CodebookLinear::new(o, i, cb, codes, None).unwrap();
-    let cb_ms = median_ms(|| {
-        cbl.forward(&xfc, 1, None).unwrap();
-    });
     let (d, k) = (4, 256);
     let pq = PqLinear::new(
         o,
@@ -153,32 +157,47 @@ fn main() {
         None,
     )
     .unwrap();
-    let pq_ms = median_ms(|| {
-        pq.forward(&xfc, 1, None).unwrap();
-    });
+    let t = interleaved_ms(&mut [
+        &mut || {
+            plan.run(&xfc4).unwrap();
+        },
+        &mut || {
+            dense_gemv(&wfc, o, &xfc, None).unwrap();
+        },
+        &mut || {
+            cbl.forward(&xfc, 1, None).unwrap();
+        },
+        &mut || {
+            pq.forward(&xfc, 1, None).unwrap();
+        },
+    ]);
     println!("| kernel | weight bytes | ms | × vs f32 Plan | × vs f32 GEMV | prediction |");
     println!("|---|---|---|---|---|---|");
     println!(
-        "| f32 Plan (Linear) | {} | {f32_fc:.3} | 1.00 | {:.2} | |",
+        "| f32 Plan (Linear) | {} | {:.3} | 1.00 | {:.2} | |",
         4 * o * i,
-        f32_fc / gemv
+        t[0],
+        t[1] / t[0]
     );
     println!(
-        "| f32 GEMV (AVX-512) | {} | {gemv:.3} | {:.2} | 1.00 | |",
+        "| f32 GEMV (AVX-512 dot per row) | {} | {:.3} | {:.2} | 1.00 | |",
         4 * o * i,
-        gemv / f32_fc
+        t[1],
+        t[0] / t[1]
     );
     println!(
-        "| codebook, 8-bit codes | {} | {cb_ms:.3} | {:.2} | {:.2} | 4× (bytes) |",
+        "| codebook, 8-bit codes, k = 256 | {} | {:.3} | {:.2} | {:.2} | 4× (bytes) |",
         cbl.weight_bytes(),
-        f32_fc / cb_ms,
-        gemv / cb_ms
+        t[2],
+        t[0] / t[2],
+        t[1] / t[2]
     );
     println!(
-        "| PQ, d = {d}, k = {k} | {} | {pq_ms:.3} | {:.2} | {:.2} | {:.1}× (ops), {:.1}× (bytes) |",
+        "| PQ, d = {d}, k = {k} | {} | {:.3} | {:.2} | {:.2} | {:.1}× (ops), {:.1}× (bytes) |",
         pq.weight_bytes(),
-        f32_fc / pq_ms,
-        gemv / pq_ms,
+        t[3],
+        t[0] / t[3],
+        t[1] / t[3],
         (o * i) as f64 / ((o * i / d) + k * i) as f64,
         (4 * o * i) as f64 / pq.weight_bytes() as f64
     );
@@ -190,23 +209,14 @@ fn main() {
     let w = rng.normal_array((c, c, 3, 3), 0.05);
     let x = rng.normal_array((1, c, hw, hw), 1.0);
     let layer = ConvLayer::from_array(w.clone(), spec).unwrap();
-    let f32_ms = f32_plan_ms(&layer, &x);
+    let mut plan = f32_plan(&layer, &x);
     let dense_gw = GroupwiseConv::from_dense(w.view(), None, spec, c).unwrap();
-    let dense_gw_ms = median_ms(|| {
-        dense_gw.forward(&x).unwrap();
-    });
-    println!(
-        "f32 Plan: {f32_ms:.3} ms; im2col + sgemm (group-wise at density 1): {dense_gw_ms:.3} ms\n"
-    );
-    println!("| density | CSR ms | CSR × vs f32 Plan | group-wise ms | group-wise × vs density 1 | × / (1/density) | group-wise × vs f32 Plan |");
-    println!("|---|---|---|---|---|---|---|");
+    println!("| density (group-wise kept) | f32 Plan ms | CSR ms | CSR × vs f32 Plan | group-wise ms | group-wise × vs its density 1 | that × density | group-wise × vs f32 Plan |");
+    println!("|---|---|---|---|---|---|---|---|");
     for density in [1.0, 0.75, 0.5, 0.25, 0.1, 0.05] {
         let ws = w.mapv(|v| if rng.uniform() < density { v } else { 0.0 });
         let csr = CsrConv::from_dense(ws.view(), None, spec).unwrap();
-        let csr_ms = median_ms(|| {
-            csr.forward(&x, None).unwrap();
-        });
-        // Group-wise: prune whole im2col rows (layer-wide pattern).
+        // Group-wise: prune whole im2col rows (the layer-wide pattern).
         let mut wg = w.clone();
         for cc in 0..c {
             for a in 0..3 {
@@ -220,32 +230,55 @@ fn main() {
             }
         }
         let gw = GroupwiseConv::from_dense(wg.view(), None, spec, c).unwrap();
-        let gw_ms = median_ms(|| {
-            gw.forward(&x).unwrap();
-        });
-        let gw_speed = dense_gw_ms / gw_ms;
+        let t = interleaved_ms(&mut [
+            &mut || {
+                plan.run(&x).unwrap();
+            },
+            &mut || {
+                dense_gw.forward(&x).unwrap();
+            },
+            &mut || {
+                csr.forward(&x, None).unwrap();
+            },
+            &mut || {
+                gw.forward(&x).unwrap();
+            },
+        ]);
+        let gw_speed = t[1] / t[3];
         println!(
-            "| {density} (gw {:.2}) | {csr_ms:.3} | {:.2} | {gw_ms:.3} | {gw_speed:.2} | {:.2} | {:.2} |",
+            "| {density} ({:.2}) | {:.3} | {:.3} | {:.2} | {:.3} | {gw_speed:.2} | {:.2} | {:.2} |",
             gw.density(),
-            f32_ms / csr_ms,
+            t[0],
+            t[2],
+            t[0] / t[2],
+            t[3],
             gw_speed * gw.density(),
-            f32_ms / gw_ms,
+            t[0] / t[3],
         );
     }
 
-    println!("\n## Sparse FC (CSR), 4096 → 4096, batch 1 (vs f32 GEMV {gemv:.3} ms)\n");
-    println!("| density | CSR ms | × vs GEMV |");
-    println!("|---|---|---|");
+    println!("\n## Sparse FC (CSR), 4096 → 4096, batch 1\n");
+    println!("| density | f32 GEMV ms | CSR ms | × vs GEMV |");
+    println!("|---|---|---|---|");
     for density in [0.5, 0.25, 0.1, 0.05] {
         let ws: Vec<f32> = wfc
             .iter()
             .map(|&v| if rng.uniform() < density { v } else { 0.0 })
             .collect();
-        let m = CsrMatrix::from_dense(&ws, o, i).unwrap();
-        let l = CsrLinear::new(m, None).unwrap();
-        let ms = median_ms(|| {
-            l.forward(&xfc, 1, None).unwrap();
-        });
-        println!("| {density} | {ms:.3} | {:.2} |", gemv / ms);
+        let l = CsrLinear::new(CsrMatrix::from_dense(&ws, o, i).unwrap(), None).unwrap();
+        let t = interleaved_ms(&mut [
+            &mut || {
+                dense_gemv(&wfc, o, &xfc, None).unwrap();
+            },
+            &mut || {
+                l.forward(&xfc, 1, None).unwrap();
+            },
+        ]);
+        println!(
+            "| {density} | {:.3} | {:.3} | {:.2} |",
+            t[0],
+            t[1],
+            t[0] / t[1]
+        );
     }
 }
