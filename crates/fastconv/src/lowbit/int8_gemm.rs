@@ -197,7 +197,13 @@ impl Int8Conv {
             ));
         }
         let g = ConvGeometry::new([s[0], s[1], s[2], s[3]], self.kernel, &self.spec)?;
-        let img = self.to_padded_nhwc(q, &g);
+        let q = q.as_standard_layout();
+        let img = self.padded_nhwc(q.as_slice().expect("standard layout"), &g, |v| v);
+        Ok((self.accumulate(&img, &g, isa), g.out_hw))
+    }
+
+    /// The accumulators of a padded NHWC image, NHWC `[n][y][x][t]`.
+    fn accumulate(&self, img: &[u8], g: &ConvGeometry, isa: Isa) -> Vec<i32> {
         let (hp, wp) = g.padded_hw;
         let img_len = hp * wp * self.c4;
         let (oh, ow) = g.out_hw;
@@ -211,11 +217,11 @@ impl Int8Conv {
                 match isa {
                     #[cfg(target_arch = "x86_64")]
                     // SAFETY: check_isa confirmed avx512f/bw/vnni; bounds per the kernel contract.
-                    Isa::Avx512 => unsafe { x86::row_vnni(self, &g, img, y, acc) },
+                    Isa::Avx512 => unsafe { x86::row_vnni(self, g, img, y, acc) },
                     #[cfg(target_arch = "x86_64")]
                     // SAFETY: check_isa confirmed avx2; same bounds.
-                    Isa::Avx2 => unsafe { x86::row_avx2(self, &g, img, y, acc) },
-                    _ => self.row_scalar(&g, img, y, acc),
+                    Isa::Avx2 => unsafe { x86::row_avx2(self, g, img, y, acc) },
+                    _ => self.row_scalar(g, img, y, acc),
                 }
                 for x in 0..ow {
                     for t in 0..t_n {
@@ -226,7 +232,7 @@ impl Int8Conv {
                 }
             },
         );
-        Ok((out, g.out_hw))
+        out
     }
 
     /// The fused epilogue for filter `t`: `y = s_x·s_w[t]·acc + b[t]`, then
@@ -254,44 +260,61 @@ impl Int8Conv {
         output: Int8Output,
         isa: Option<Isa>,
     ) -> Result<Array4<f32>> {
-        let (acc, (oh, ow)) = self.accumulators(q, isa)?;
-        let batch = q.shape()[0];
+        let (acc, out_hw) = self.accumulators(q, isa)?;
+        Ok(self.epilogue(&acc, q.shape()[0], out_hw, output))
+    }
+
+    /// NHWC accumulators → NCHW outputs through [`Self::requantize`].
+    fn epilogue(
+        &self,
+        acc: &[i32],
+        batch: usize,
+        (oh, ow): (usize, usize),
+        output: Int8Output,
+    ) -> Array4<f32> {
         let t_n = self.out_channels;
         let mut y = Array4::<f32>::zeros((batch, t_n, oh, ow));
         let out = y.as_slice_mut().expect("fresh array");
-        nhwc_to_nchw(&acc, batch, oh * ow, t_n, out, |a, _, t, _| {
+        nhwc_to_nchw(acc, batch, oh * ow, t_n, out, |a, _, t, _| {
             self.requantize(a, t, output)
         });
-        Ok(y)
+        y
     }
 
-    /// Quantises an f32 NCHW batch with the layer's input parameters and runs
-    /// it, returning dequantised f32.
+    /// Quantises an f32 NCHW batch with the layer's input parameters (fused
+    /// into the NHWC copy) and runs it, returning dequantised f32.
     pub fn forward(&self, x: &Array4<f32>) -> Result<Array4<f32>> {
         hasten_core::error::ensure_finite("Int8Conv input", x.iter())?;
+        let s = x.shape();
+        if s[1] != self.in_channels {
+            return Err(Error::shape(
+                "Int8Conv input channels",
+                self.in_channels,
+                s[1],
+            ));
+        }
+        let g = ConvGeometry::new([s[0], s[1], s[2], s[3]], self.kernel, &self.spec)?;
+        let isa = check_isa(None, Needs::Int8Dot, "Int8Conv")?;
         let x = x.as_standard_layout();
-        let xs = x.as_slice().expect("standard layout");
-        let mut q = Array4::<u8>::zeros(x.raw_dim());
-        q.as_slice_mut()
-            .expect("fresh array")
-            .par_chunks_mut(4096)
-            .zip(xs.par_chunks(4096))
-            .for_each(|(d, s)| {
-                d.iter_mut()
-                    .zip(s)
-                    .for_each(|(d, &v)| *d = self.input.quantize(v))
-            });
-        self.forward_quantized(q.view(), Int8Output::F32, None)
+        let img = self.padded_nhwc(x.as_slice().expect("standard layout"), &g, |v| {
+            self.input.quantize(v)
+        });
+        let acc = self.accumulate(&img, &g, isa);
+        Ok(self.epilogue(&acc, g.batch, g.out_hw, Int8Output::F32))
     }
 
-    /// NCHW u8 → padded NHWC with `c4` channels, padding = zero point.
-    fn to_padded_nhwc(&self, q: ArrayView4<'_, u8>, g: &ConvGeometry) -> Vec<u8> {
+    /// NCHW values → padded NHWC u8 codes (`code` maps each value) with `c4`
+    /// channels; padding pixels hold the zero point.
+    fn padded_nhwc<T: Copy + Sync>(
+        &self,
+        src: &[T],
+        g: &ConvGeometry,
+        code: impl Fn(T) -> u8 + Sync,
+    ) -> Vec<u8> {
         let (hp, wp) = g.padded_hw;
         let (h, w) = g.in_hw;
         let (pt, pl) = g.pad_top_left;
         let (c_n, c4) = (self.in_channels, self.c4);
-        let q = q.as_standard_layout();
-        let qs = q.as_slice().expect("standard layout");
         let z = self.input.zero_point;
         let mut img = vec![0u8; g.batch * hp * wp * c4];
         img.par_chunks_mut(wp * c4)
@@ -307,9 +330,9 @@ impl Int8Conv {
                 if inside_row {
                     let y = yp - pt;
                     for c in 0..c_n {
-                        let src = &qs[((n * c_n + c) * h + y) * w..][..w];
-                        for (x, &v) in src.iter().enumerate() {
-                            dst[(x + pl) * c4 + c] = v;
+                        let row_src = &src[((n * c_n + c) * h + y) * w..][..w];
+                        for (x, &v) in row_src.iter().enumerate() {
+                            dst[(x + pl) * c4 + c] = code(v);
                         }
                     }
                 }
@@ -613,5 +636,15 @@ mod tests {
         assert!(conv
             .accumulators(Array4::<u8>::zeros((1, 4, 4, 4)).view(), None)
             .is_err());
+        // The fused f32 path = quantise, then the u8 path.
+        let x = rng.normal_array((2, 5, 6, 5), 3.0);
+        let fused = conv.forward(&x).unwrap();
+        let q = conv.input_quant().quantize_array(x.view());
+        assert_eq!(
+            fused,
+            conv.forward_quantized(q.view(), Int8Output::F32, None)
+                .unwrap()
+        );
+        assert!(conv.forward(&Array4::zeros((1, 4, 6, 5))).is_err());
     }
 }
