@@ -283,6 +283,14 @@ impl CsrConv {
             ));
         }
         let g = ConvGeometry::new([xs[0], xs[1], xs[2], xs[3]], self.kernel, &self.spec)?;
+        let sample_len = g.in_channels * g.padded_hw.0 * g.padded_hw.1;
+        if sample_len > u32::MAX as usize {
+            return Err(Error::param(
+                "CsrConv padded sample size",
+                sample_len,
+                "< 2^32 values",
+            ));
+        }
         let padded = pad_input(x, &g);
         let (hp, wp) = g.padded_hw;
         let (kh, kw) = g.kernel;

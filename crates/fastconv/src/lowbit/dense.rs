@@ -13,7 +13,7 @@ use super::{check_isa, Isa, Needs};
 
 /// Writes the im2col rows `rows` (row id `(c·kh + i)·kw + j`) of one CHW
 /// sample into `cols` (`[rows.len()][out_h·out_w]`), zero for padding.
-pub fn im2col_rows(sample: &[f32], g: &ConvGeometry, rows: &[u32], cols: &mut [f32]) {
+pub(crate) fn im2col_rows(sample: &[f32], g: &ConvGeometry, rows: &[u32], cols: &mut [f32]) {
     let (kh, kw) = g.kernel;
     let (h, w) = g.in_hw;
     let (oh, ow) = g.out_hw;
@@ -67,7 +67,7 @@ pub fn im2col_rows(sample: &[f32], g: &ConvGeometry, rows: &[u32], cols: &mut [f
 
 /// `c[m×n] = a[m×k] · b[k×n]` (row-major, overwriting `c`) with the
 /// `matrixmultiply` sgemm.
-pub fn sgemm(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
+pub(crate) fn sgemm(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
     assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n);
     // SAFETY: the slices hold m·k, k·n and m·n row-major elements (asserted);
     // strides describe exactly those layouts.

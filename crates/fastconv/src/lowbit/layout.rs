@@ -10,7 +10,7 @@ const PLANE_BLOCK: usize = 16;
 
 /// `out[n][t][p] = f(acc[n][p][t], n, t, p)` for `batch` samples of `area`
 /// pixels and `channels` planes. `out.len() = acc.len() = batch·area·channels`.
-pub fn nhwc_to_nchw<F>(
+pub(crate) fn nhwc_to_nchw<F>(
     acc: &[i32],
     batch: usize,
     area: usize,

@@ -30,7 +30,7 @@ pub mod dense;
 pub mod geometry;
 pub mod groupwise;
 pub mod int8_gemm;
-pub mod layout;
+pub(crate) mod layout;
 pub mod popcount;
 pub mod prepare;
 pub mod ternary;
@@ -117,4 +117,54 @@ pub(crate) fn available_isas(needs: Needs) -> Vec<Isa> {
 /// Rounds `x` up to a multiple of `m` (`m ≥ 1`).
 pub(crate) const fn round_up(x: usize, m: usize) -> usize {
     x.div_ceil(m) * m
+}
+
+#[cfg(test)]
+mod no_panic_tests {
+    use super::binary_gemm::{ActivationScale, BinaryConv};
+    use super::csr::CsrConv;
+    use super::groupwise::GroupwiseConv;
+    use super::int8_gemm::{Int8Conv, U8Quant};
+    use super::ternary::TernaryConv;
+    use hasten_core::ndarray::Array4;
+    use hasten_core::{ConvSpec, Padding};
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        /// Arbitrary (also invalid) shapes, specs and channel counts: every
+        /// kernel returns `Ok` or `Err`, never panics, and `Ok` only when the
+        /// geometry is valid.
+        #[test]
+        fn kernels_never_panic(
+            x_dims in proptest::array::uniform4(0usize..5),
+            w_dims in proptest::array::uniform4(0usize..4),
+            stride in 0usize..3, dil in 0usize..3, pad in 0usize..3, groups in 0usize..3,
+        ) {
+            let spec = ConvSpec::new().with_stride(stride).with_dilation(dil).with_groups(groups)
+                .with_padding_sides(Padding { top: pad, bottom: 0, left: 0, right: pad });
+            let x = Array4::<f32>::from_elem(x_dims, -0.5);
+            let w = Array4::<f32>::from_elem(w_dims, 1.0);
+            let valid = x_dims.iter().all(|&d| d > 0) && w_dims.iter().all(|&d| d > 0)
+                && groups == 1 && x_dims[1] == w_dims[1]
+                && spec.output_hw(x_dims[2], x_dims[3], w_dims[2], w_dims[3]).is_ok();
+            let t = w_dims[0];
+            if let Ok(b) = BinaryConv::new(w.view(), vec![1.0; t], None, spec, ActivationScale::XnorK) {
+                prop_assert_eq!(b.forward(&x).is_ok(), valid);
+            }
+            if let Ok(tc) = TernaryConv::new(w.view(), vec![1.0; t], None, spec, ActivationScale::None) {
+                prop_assert_eq!(tc.forward(&x).is_ok(), valid);
+            }
+            let wq = w.mapv(|v| v as i8);
+            if let Ok(q) = Int8Conv::new(wq.view(), &vec![1.0; t], None, spec, U8Quant { scale: 0.1, zero_point: 3 }) {
+                prop_assert_eq!(q.forward(&x).is_ok(), valid);
+            }
+            if let Ok(c) = CsrConv::from_dense(w.view(), None, spec) {
+                prop_assert_eq!(c.forward(&x, None).is_ok(), valid);
+            }
+            if let Ok(g) = GroupwiseConv::from_dense(w.view(), None, spec, 2) {
+                prop_assert_eq!(g.forward(&x).is_ok(), valid);
+            }
+        }
+    }
 }
