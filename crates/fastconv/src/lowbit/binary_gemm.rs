@@ -1,5 +1,7 @@
 //! XNOR–popcount convolution: binary weights and binary activations
-//! (XNOR-Net, Rastegari et al., in the survey's §3 on binarization).
+//! (XNOR-Net, Rastegari et al. [59]; survey Section 5, equation (9):
+//! `I ∗ W ≃ (sign(I) ∗ sign(W)) ⊙ Kα`, predicted there at 58× fewer
+//! floating-point operations).
 //!
 //! With signs packed as bits (1 = −1), the dot product of two ±1 vectors of
 //! length `n` is `n − 2·popcount(w ⊕ a)`, so one 512-bit `VPOPCNTQ` replaces

@@ -1,6 +1,6 @@
-//! Codebook (scalar k-means, Gong et al.) and product-quantized (PQ, Jégou et
-//! al.; Wu et al.'s quantized CNN) fully connected layers — survey §3,
-//! "quantization" with clustering.
+//! Codebook (scalar k-means, Gong et al. [51], survey Section 5, equation (4))
+//! and product-quantized (Jégou et al. [52], applied to weights by [51])
+//! fully connected layers.
 //!
 //! - [`CodebookLinear`]: every weight is `codebook[code[o, c]]` with `k ≤ 256`
 //!   8-bit codes. The kernel decodes 16 weights per `vpgatherdd` from the

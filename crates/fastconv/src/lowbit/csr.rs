@@ -1,5 +1,6 @@
-//! Sparse (pruned) layers in compressed sparse row form — survey §4,
-//! connection pruning (Optimal Brain Damage / Han et al.'s magnitude pruning).
+//! Sparse (pruned) layers in compressed sparse row form — survey Section 6.1:
+//! pruning individual weights (Han et al. [72]), where `Ŵ` of equation (13)
+//! `V̂ = Ŵ Û` is stored sparse.
 //!
 //! - [`CsrLinear`]: `y = W x` with `W` in CSR; batch 1 gathers `x[col]` 16
 //!   at a time (`vgatherdps`) and FMAs them with the stored values.

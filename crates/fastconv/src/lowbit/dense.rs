@@ -1,6 +1,7 @@
 //! The f32 dense baselines the low-bit and sparse kernels are measured
 //! against, and the im2col they share: convolution as `W [T, C·kh·kw] ×
-//! im2col(x) [C·kh·kw, P]` (survey §2, the GEMM form of equation (1)) with the
+//! im2col(x) [C·kh·kw, P]` (survey Section 6.1, equation (13) `V̂ = Ŵ Û`: the GEMM form of
+//! equation (1)) with the
 //! `matrixmultiply` sgemm, and a SIMD f32 matrix–vector product.
 
 use hasten_core::{ConvSpec, Error, Result};

@@ -1,6 +1,6 @@
 //! Low-bit and sparse convolution kernels: the fast execution of the packed
-//! weight formats of the survey's Section 3 (quantization, binarization,
-//! codebooks, product quantization) and Section 4 (pruning).
+//! weight formats of the survey's Section 5 (quantization, binarization,
+//! codebooks, product quantization) and Section 6 (pruning).
 //!
 //! The survey notes that "the actual speed ups brought by quantization methods
 //! are not nearly as high as the operation-count based prediction suggests"

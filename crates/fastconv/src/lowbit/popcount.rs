@@ -1,5 +1,6 @@
 //! Population count of 64-bit words, the inner operation of XNOR-Net's
-//! binary dot product `a·b = n − 2·popcount(a ⊕ b)` (survey §3, binarization).
+//! binary dot product `a·b = n − 2·popcount(a ⊕ b)` (survey
+//! Section 5, equation (9)).
 //!
 //! Three paths: AVX-512 `VPOPCNTDQ` (one instruction per 8 words), AVX2 with
 //! the nibble lookup table (`vpshufb` on the low and high nibbles, then
