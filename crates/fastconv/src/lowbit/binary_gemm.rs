@@ -1,5 +1,5 @@
 //! XNOR–popcount convolution: binary weights and binary activations
-//! (XNOR-Net, Rastegari et al. [59]; survey Section 5, equation (9):
+//! (XNOR-Net, Rastegari et al. \[59\]; survey Section 5, equation (9):
 //! `I ∗ W ≃ (sign(I) ∗ sign(W)) ⊙ Kα`, predicted there at 58× fewer
 //! floating-point operations).
 //!

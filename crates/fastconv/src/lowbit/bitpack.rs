@@ -1,6 +1,6 @@
 //! Sign bit-packing of activations along channels (the `sign(I)` of
-//! XNOR-Net [59], survey Section 5, equation (9)): bit `c mod 64` of word `c / 64` of a pixel is 1 when
-//! `x[c] ≥ 0` is false (value −1: negative, or NaN) and 0 when `x[c] ≥ 0`
+//! XNOR-Net \[59\], survey Section 5, equation (9)): bit `c mod 64` of word
+//! `c / 64` of a pixel is 1 when `x[c] ≥ 0` is false (value −1: negative, or NaN) and 0 when `x[c] ≥ 0`
 //! (value +1) — the `binary_sign` convention of the core ops.
 //!
 //! The packed layout is pixel-major (`[n][y][x][word]`, "NHWC in bits") and

@@ -1,5 +1,5 @@
-//! Codebook (scalar k-means, Gong et al. [51], survey Section 5, equation (4))
-//! and product-quantized (Jégou et al. [52], applied to weights by [51])
+//! Codebook (scalar k-means, Gong et al. \[51\], survey Section 5, equation (4))
+//! and product-quantized (Jégou et al. \[52\], applied to weights by \[51\])
 //! fully connected layers.
 //!
 //! - [`CodebookLinear`]: every weight is `codebook[code[o, c]]` with `k ≤ 256`

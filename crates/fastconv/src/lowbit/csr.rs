@@ -1,5 +1,5 @@
 //! Sparse (pruned) layers in compressed sparse row form — survey Section 6.1:
-//! pruning individual weights (Han et al. [72]), where `Ŵ` of equation (13)
+//! pruning individual weights (Han et al. \[72\]), where `Ŵ` of equation (13)
 //! `V̂ = Ŵ Û` is stored sparse.
 //!
 //! - [`CsrLinear`]: `y = W x` with `W` in CSR; batch 1 gathers `x[col]` 16

@@ -1,5 +1,6 @@
 //! Group-wise pruned convolution ("group-wise brain damage", Lebedev &
-//! Lempitsky [66] — survey Section 6.1, equation (13)): the weights are pruned in groups that are whole
+//! Lempitsky \[66\] — survey Section 6.1, equation (13)): the weights are
+//! pruned in groups that are whole
 //! rows of the im2col matrix — position `(i, j)` of input channel `c`, for all
 //! filters of a filter group. The convolution stays a *dense* GEMM, only
 //! thinner: im2col builds just the retained rows and the sgemm multiplies the

@@ -1,6 +1,6 @@
 //! Int8 convolution: u8 activations × i8 weights → exact i32 accumulators,
 //! with fused per-channel requantisation (the 8-bit arithmetic of Vanhoucke
-//! et al. [49], survey Section 5).
+//! et al. \[49\], survey Section 5).
 //!
 //! The input is quantised as `x ≈ s_x · (q − z_x)` (`q` u8, zero point `z_x`),
 //! filter `t` as `w ≈ s_w[t] · v` (`v` i8). The kernel is an implicit GEMM on a

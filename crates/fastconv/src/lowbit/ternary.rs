@@ -1,4 +1,4 @@
-//! Ternary weights `{−α, 0, +α}` (Lin et al. [55], survey Section 5) with
+//! Ternary weights `{−α, 0, +α}` (Lin et al. \[55\], survey Section 5) with
 //! binary activations, as two bit-planes on the XNOR–popcount kernel of
 //! [`crate::lowbit::binary_gemm`]: a sign plane `s` and a non-zero mask `m`,
 //! so that `Σ_c w·a = popcount(m) − 2·popcount(m ∧ (s ⊕ a))` — one extra
