@@ -33,7 +33,7 @@ use rayon::prelude::*;
 
 use super::bitpack::{pack_signs, PackedSigns};
 use super::geometry::ConvGeometry;
-use super::layout::nhwc_to_nchw;
+use super::layout::DisjointWriter;
 use super::{check_isa, round_up, Isa, Needs};
 
 /// Filters are padded to a multiple of this (the AVX-512 block: 4 × 8 lanes).
@@ -127,14 +127,8 @@ impl PackedFilters {
         8 * (self.sign.len() + self.mask.as_ref().map_or(0, Vec::len))
     }
 
-    /// Exact integer dot products `Σ_{valid taps, c} w · sign(x)` for every
-    /// output pixel, NHWC-ordered: `[n][y][x][t]`.
-    pub(crate) fn dot_products(
-        &self,
-        input: &PackedSigns,
-        spec: &ConvSpec,
-        isa: Isa,
-    ) -> Result<(ConvGeometry, Vec<i32>)> {
+    /// Checks `input` against these filters and `spec`; the geometry.
+    pub(crate) fn geometry(&self, input: &PackedSigns, spec: &ConvSpec) -> Result<ConvGeometry> {
         if input.channels() != self.in_channels {
             return Err(Error::shape(
                 "binary conv input channels",
@@ -150,21 +144,56 @@ impl PackedFilters {
             ));
         }
         let (h, w) = input.in_hw();
-        let g = ConvGeometry::new([input.batch(), self.in_channels, h, w], self.kernel, spec)?;
+        ConvGeometry::new([input.batch(), self.in_channels, h, w], self.kernel, spec)
+    }
+
+    /// Computes the exact dot products of every output row in parallel and
+    /// hands each row to `f(n, y, dots)`, `dots` being `[x][t]`.
+    pub(crate) fn rows<F>(&self, input: &PackedSigns, g: &ConvGeometry, isa: Isa, f: F)
+    where
+        F: Fn(usize, usize, &[i32]) + Sync,
+    {
         let (oh, ow) = g.out_hw;
-        let t_n = self.out_channels;
         let (hp, wp) = g.padded_hw;
         let img_len = hp * wp * self.words;
-        let mut out = vec![0i32; g.batch * oh * ow * t_n];
-        out.par_chunks_mut(ow * t_n).enumerate().for_each_init(
-            || vec![0u32; ow * self.t_pad],
-            |acc, (row, out_row)| {
+        (0..g.batch * oh).into_par_iter().for_each_init(
+            || {
+                (
+                    vec![0u32; ow * self.t_pad],
+                    vec![0i32; ow * self.out_channels],
+                )
+            },
+            |(acc, dots), row| {
                 let (n, y) = (row / oh, row % oh);
                 let img = &input.bits()[n * img_len..(n + 1) * img_len];
-                self.row_popcounts(isa, &g, img, y, acc);
-                self.finish_row(&g, y, acc, out_row);
+                self.row_popcounts(isa, g, img, y, acc);
+                self.finish_row(g, y, acc, dots);
+                f(n, y, dots);
             },
         );
+    }
+
+    /// Exact integer dot products `Σ_{valid taps, c} w · sign(x)` for every
+    /// output pixel, NHWC-ordered: `[n][y][x][t]`.
+    pub(crate) fn dot_products(
+        &self,
+        input: &PackedSigns,
+        spec: &ConvSpec,
+        isa: Isa,
+    ) -> Result<(ConvGeometry, Vec<i32>)> {
+        let g = self.geometry(input, spec)?;
+        let (oh, ow) = g.out_hw;
+        let row_len = ow * self.out_channels;
+        let mut out = vec![0i32; g.batch * oh * row_len];
+        let writer = DisjointWriter::new(&mut out);
+        self.rows(input, &g, isa, |n, y, dots| {
+            let base = (n * oh + y) * row_len;
+            for (i, &d) in dots.iter().enumerate() {
+                // SAFETY: row (n, y) is written by this task only, and
+                // base + i < batch·oh·row_len.
+                unsafe { writer.write(base + i, d) };
+            }
+        });
         Ok((g, out))
     }
 
@@ -354,20 +383,30 @@ impl BinaryConv {
     pub fn forward_with(&self, x: &Array4<f32>, isa: Option<Isa>) -> Result<Array4<f32>> {
         let isa = check_isa(isa, Needs::Popcount, "BinaryConv")?;
         let packed = pack_signs(x.view(), self.spec.padding, Some(float_isa(isa)))?;
-        let (g, dots) = self.filters.dot_products(&packed, &self.spec, isa)?;
+        let g = self.filters.geometry(&packed, &self.spec)?;
         let k = match self.scale {
             ActivationScale::None => None,
             ActivationScale::XnorK => Some(xnor_k(x.view(), &g)),
         };
         let (oh, ow) = g.out_hw;
         let t_n = self.filters.out_channels;
-        let mut y = Array4::<f32>::zeros((g.batch, t_n, oh, ow));
         let area = oh * ow;
-        let out = y.as_slice_mut().expect("fresh array");
-        nhwc_to_nchw(&dots, g.batch, area, t_n, out, |d, n, t, p| {
-            let kp = k.as_ref().map_or(1.0, |k| k[n * area + p]);
-            let b = self.bias.as_ref().map_or(0.0, |b| b[t]);
-            self.alpha[t] * kp * d as f32 + b
+        let mut y = Array4::<f32>::zeros((g.batch, t_n, oh, ow));
+        let writer = DisjointWriter::new(y.as_slice_mut().expect("fresh array"));
+        // The epilogue runs inside each row task: no NHWC buffer, no second pass.
+        self.filters.rows(&packed, &g, isa, |n, yy, dots| {
+            let kr = k.as_ref().map(|k| &k[n * area + yy * ow..][..ow]);
+            for t in 0..t_n {
+                let b = self.bias.as_ref().map_or(0.0, |b| b[t]);
+                let base = (n * t_n + t) * area + yy * ow;
+                for x in 0..ow {
+                    let kp = kr.map_or(1.0, |k| k[x]);
+                    let v = self.alpha[t] * kp * dots[x * t_n + t] as f32 + b;
+                    // SAFETY: output row (n, ·, yy, ·) belongs to this task
+                    // alone; base + x < batch·t_n·area.
+                    unsafe { writer.write(base + x, v) };
+                }
+            }
         });
         Ok(y)
     }

@@ -3,7 +3,50 @@
 //! epilogue applied on the way. Work is split into blocks of 16 output planes
 //! so that each cache line of accumulators is read once per block.
 
+use std::marker::PhantomData;
+
 use rayon::prelude::*;
+
+/// Shared write access to an output buffer for parallel tasks that write
+/// *disjoint* indices (e.g. one output row each, scattered across planes).
+#[derive(Debug)]
+pub(crate) struct DisjointWriter<'a, T> {
+    ptr: *mut T,
+    len: usize,
+    _buffer: PhantomData<&'a mut [T]>,
+}
+
+// SAFETY: the writer only hands out element writes; callers guarantee that no
+// two tasks write the same index (the `write` contract), so sharing it across
+// threads is sound for `Send` element types.
+unsafe impl<T: Send> Sync for DisjointWriter<'_, T> {}
+// SAFETY: as above; the buffer outlives the writer (the `'a` borrow).
+unsafe impl<T: Send> Send for DisjointWriter<'_, T> {}
+
+impl<'a, T> DisjointWriter<'a, T> {
+    /// Borrows `buffer` mutably for the writer's lifetime.
+    pub(crate) fn new(buffer: &'a mut [T]) -> Self {
+        DisjointWriter {
+            ptr: buffer.as_mut_ptr(),
+            len: buffer.len(),
+            _buffer: PhantomData,
+        }
+    }
+
+    /// Writes `value` at `index` (bounds-checked).
+    ///
+    /// # Safety
+    /// No other thread writes or reads `index` while the writer is alive.
+    pub(crate) unsafe fn write(&self, index: usize, value: T) {
+        assert!(
+            index < self.len,
+            "DisjointWriter index {index} >= {}",
+            self.len
+        );
+        // SAFETY: in bounds (asserted); exclusive per the caller's contract.
+        unsafe { self.ptr.add(index).write(value) };
+    }
+}
 
 /// Planes per parallel block: 16 i32 = one 64-byte cache line per pixel.
 const PLANE_BLOCK: usize = 16;
