@@ -187,12 +187,8 @@ impl PackedFilters {
         let mut out = vec![0i32; g.batch * oh * row_len];
         let writer = DisjointWriter::new(&mut out);
         self.rows(input, &g, isa, |n, y, dots| {
-            let base = (n * oh + y) * row_len;
-            for (i, &d) in dots.iter().enumerate() {
-                // SAFETY: row (n, y) is written by this task only, and
-                // base + i < batch·oh·row_len.
-                unsafe { writer.write(base + i, d) };
-            }
+            // SAFETY: row (n, y) is written by this task only.
+            unsafe { writer.write_slice((n * oh + y) * row_len, dots) };
         });
         Ok((g, out))
     }

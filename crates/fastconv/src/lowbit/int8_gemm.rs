@@ -28,7 +28,7 @@ use ndarray::{Array4, ArrayView4};
 use rayon::prelude::*;
 
 use super::geometry::ConvGeometry;
-use super::layout::nhwc_to_nchw;
+use super::layout::{nhwc_to_nchw, DisjointWriter};
 use super::{check_isa, round_up, Isa, Needs};
 
 /// Filters are padded to a multiple of this (the AVX-512 block: 4 × 16 lanes).
@@ -205,14 +205,31 @@ impl Int8Conv {
 
     /// The accumulators of a padded NHWC image, NHWC `[n][y][x][t]`.
     fn accumulate(&self, img: &[u8], g: &ConvGeometry, isa: Isa) -> Vec<i32> {
+        let (oh, ow) = g.out_hw;
+        let row_len = ow * self.out_channels;
+        let mut out = vec![0i32; g.batch * oh * row_len];
+        let writer = DisjointWriter::new(&mut out);
+        self.rows(img, g, isa, |n, y, acc| {
+            // SAFETY: row (n, y) is written by this task only.
+            unsafe { writer.write_slice((n * oh + y) * row_len, acc) };
+        });
+        out
+    }
+
+    /// Computes the exact accumulators of every output row in parallel and
+    /// hands each row to `f(n, y, acc)`, `acc` being `[x][t]`.
+    fn rows<F>(&self, img: &[u8], g: &ConvGeometry, isa: Isa, f: F)
+    where
+        F: Fn(usize, usize, &[i32]) + Sync,
+    {
         let (hp, wp) = g.padded_hw;
         let img_len = hp * wp * self.c4;
         let (oh, ow) = g.out_hw;
         let t_n = self.out_channels;
-        let mut out = vec![0i32; g.batch * oh * ow * t_n];
-        out.par_chunks_mut(ow * t_n).enumerate().for_each_init(
-            || vec![0i32; ow * self.t_pad],
-            |acc, (row, out_row)| {
+        let z = i32::from(self.input.zero_point);
+        (0..g.batch * oh).into_par_iter().for_each_init(
+            || (vec![0i32; ow * self.t_pad], vec![0i32; ow * t_n]),
+            |(acc, row_out), row| {
                 let (n, y) = (row / oh, row % oh);
                 let img = &img[n * img_len..(n + 1) * img_len];
                 match isa {
@@ -226,14 +243,13 @@ impl Int8Conv {
                 }
                 for x in 0..ow {
                     for t in 0..t_n {
-                        out_row[x * t_n + t] = acc[x * self.t_pad + t].wrapping_sub(
-                            i32::from(self.input.zero_point).wrapping_mul(self.weight_sum[t]),
-                        );
+                        row_out[x * t_n + t] = acc[x * self.t_pad + t]
+                            .wrapping_sub(z.wrapping_mul(self.weight_sum[t]));
                     }
                 }
+                f(n, y, row_out);
             },
         );
-        out
     }
 
     /// The fused epilogue for filter `t`: `y = s_x·s_w[t]·acc + b[t]`, then
@@ -300,8 +316,22 @@ impl Int8Conv {
         let img = self.padded_nhwc(x.as_slice().expect("standard layout"), &g, |v| {
             self.input.quantize(v)
         });
-        let acc = self.accumulate(&img, &g, isa);
-        Ok(self.epilogue(&acc, g.batch, g.out_hw, Int8Output::F32))
+        let (oh, ow) = g.out_hw;
+        let (t_n, area) = (self.out_channels, oh * ow);
+        let mut y = Array4::<f32>::zeros((g.batch, t_n, oh, ow));
+        let writer = DisjointWriter::new(y.as_slice_mut().expect("fresh array"));
+        // The epilogue runs inside each row task: no NHWC buffer, no second pass.
+        self.rows(&img, &g, isa, |n, yy, acc| {
+            for t in 0..t_n {
+                let base = (n * t_n + t) * area + yy * ow;
+                for x in 0..ow {
+                    let v = self.requantize(acc[x * t_n + t], t, Int8Output::F32);
+                    // SAFETY: output row (n, ·, yy, ·) belongs to this task alone.
+                    unsafe { writer.write(base + x, v) };
+                }
+            }
+        });
+        Ok(y)
     }
 
     /// NCHW values → padded NHWC u8 codes (`code` maps each value) with `c4`

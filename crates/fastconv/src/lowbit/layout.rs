@@ -46,6 +46,27 @@ impl<'a, T> DisjointWriter<'a, T> {
         // SAFETY: in bounds (asserted); exclusive per the caller's contract.
         unsafe { self.ptr.add(index).write(value) };
     }
+
+    /// Copies `values` to `start..start + values.len()` (bounds-checked).
+    ///
+    /// # Safety
+    /// No other thread writes or reads that range while the writer is alive.
+    pub(crate) unsafe fn write_slice(&self, start: usize, values: &[T])
+    where
+        T: Copy,
+    {
+        assert!(
+            start <= self.len && values.len() <= self.len - start,
+            "DisjointWriter range {start}+{} > {}",
+            values.len(),
+            self.len
+        );
+        // SAFETY: in bounds (asserted); `values` cannot alias the exclusively
+        // borrowed buffer; exclusive per the caller's contract.
+        unsafe {
+            std::ptr::copy_nonoverlapping(values.as_ptr(), self.ptr.add(start), values.len())
+        };
+    }
 }
 
 /// Planes per parallel block: 16 i32 = one 64-byte cache line per pixel.
