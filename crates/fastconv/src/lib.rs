@@ -35,7 +35,7 @@ mod tiling;
 pub mod workloads;
 
 pub use isa::Isa;
-pub use plan::Plan;
+pub use plan::{Plan, PlanOptions, Winograd};
 
 use hasten_core::ndarray::Array4;
 use hasten_core::op::input_shape_of;
