@@ -7,7 +7,8 @@
 //! prints GFLOP/s and the fraction of the GEMM peak — or, for memory-bound
 //! depthwise layers, the fraction of copy bandwidth — and for decomposed
 //! blocks the measured speed-up over the dense layer next to the MAC
-//! speed-up.
+//! speed-up — with the default kernels (Winograd F(2×2, 3×3) on) and with
+//! GEMM only.
 //!
 //! Times are *CPU-normalised*: the CPU time all our threads spent running
 //! (Linux `/proc/self/task/*/schedstat`, nanoseconds) divided by the thread
@@ -25,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use hasten::core::{ActShape, Block, ConvLayer, ConvSpec, SeededRng};
 use hasten::fastconv::workloads::{self, Bound, Workload};
-use hasten::fastconv::{Isa, Plan};
+use hasten::fastconv::{Isa, Plan, PlanOptions, Winograd};
 use rayon::prelude::*;
 
 /// A timed callable: one run of a plan (or of the copy).
@@ -102,9 +103,9 @@ fn plan_job<'a>(
     block: &Block,
     input: ActShape,
     batch: usize,
-    isa: Isa,
+    options: PlanOptions,
 ) -> hasten::core::Result<Job<'a>> {
-    let mut plan = Plan::with_isa(block, input, batch, isa)?;
+    let mut plan = Plan::with_options(block, input, batch, options)?;
     let x = SeededRng::new(1).normal_array(input.batched(batch), 1.0);
     plan.run(&x)?;
     Ok(Box::new(move || {
@@ -121,7 +122,15 @@ fn gemm_job<'a>(isa: Isa) -> hasten::core::Result<(Job<'a>, f64)> {
         ConvSpec::new(),
     )?;
     Ok((
-        plan_job(&Block::single(layer), ActShape::new(n, 32, 32), 1, isa)?,
+        plan_job(
+            &Block::single(layer),
+            ActShape::new(n, 32, 32),
+            1,
+            PlanOptions {
+                isa,
+                winograd: Winograd::Off,
+            },
+        )?,
         2.0 * (n * n * n) as f64,
     ))
 }
@@ -175,16 +184,24 @@ fn main() -> hasten::core::Result<()> {
         vec![copy_bytes / c.cpu / 1e9],
     );
     for w in &all {
-        let mut job = plan_job(&w.block, w.input, batch, isa)?;
-        let (t, r) = match w.bound {
-            Bound::Compute => interleaved(&mut job, &mut gemm, threads),
-            Bound::Memory => interleaved(&mut job, &mut copy, threads),
-        };
-        match w.bound {
-            Bound::Compute => peaks.push(gemm_flops / r.cpu / 1e9),
-            Bound::Memory => bws.push(copy_bytes / r.cpu / 1e9),
+        // Default kernels (Winograd on), then GEMM only for compute-bound work.
+        let mut row = Vec::new();
+        for winograd in [Winograd::Auto, Winograd::Off] {
+            if winograd == Winograd::Off && w.bound == Bound::Memory {
+                continue;
+            }
+            let mut job = plan_job(&w.block, w.input, batch, PlanOptions { isa, winograd })?;
+            let (t, r) = match w.bound {
+                Bound::Compute => interleaved(&mut job, &mut gemm, threads),
+                Bound::Memory => interleaved(&mut job, &mut copy, threads),
+            };
+            match w.bound {
+                Bound::Compute => peaks.push(gemm_flops / r.cpu / 1e9),
+                Bound::Memory => bws.push(copy_bytes / r.cpu / 1e9),
+            }
+            row.push(t);
         }
-        rows.push(t);
+        rows.push(row);
     }
     let peak = median(&mut peaks);
     let bandwidth = median(&mut bws);
@@ -200,23 +217,31 @@ fn main() -> hasten::core::Result<()> {
         );
     }
     println!("- Copy bandwidth (128 MiB, read + write): **{bandwidth:.1} GB/s**\n");
-    println!("| workload | MMAC/sample | time (ms) | best wall (ms) | GFLOP/s | % GEMM peak | GB/s | % copy bw | speed-up (measured / MACs) |");
-    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
+    println!("Effective GFLOP/s count the direct convolution's 2·MACs. Default kernels use Winograd F(2×2, 3×3) where `Winograd::Auto` expects it to pay; \"GEMM only\" runs the same workload with Winograd off; block speed-ups are measured against the dense layer under the same setting.\n");
+    println!("| workload | MMAC/sample | time (ms) | best wall (ms) | GFLOP/s | % GEMM peak | GEMM only: % peak | GB/s | % copy bw | speed-up: measured / MACs |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
     let mut dense = std::collections::HashMap::new();
-    for (w, t) in all.iter().zip(&rows) {
+    for (w, row) in all.iter().zip(&rows) {
+        let t = row[0];
+        let t_gemm = row.get(1).copied();
         let cost = w.block.cost(w.input)?;
         let flops = 2.0 * cost.macs as f64 * batch as f64;
         let bytes = (cost.activation_bytes + cost.weight_bytes) as f64 * batch as f64;
         let (gflops, gbs) = (flops / t.cpu / 1e9, bytes / t.cpu / 1e9);
-        dense.insert(w.name.clone(), (t.cpu, cost.macs));
+        dense.insert(w.name.clone(), (t.cpu, t_gemm.map(|g| g.cpu), cost.macs));
         let speedup = match &w.replaces {
             Some(d) => {
-                let (td, md) = dense[d];
-                let (measured, macs) = (td / t.cpu, md as f64 / cost.macs as f64);
-                format!(
-                    "{measured:.2}× / {macs:.2}× (**{:.0}%**)",
-                    100.0 * measured / macs
-                )
+                let (td, tdg, md) = dense[d];
+                let macs = md as f64 / cost.macs as f64;
+                let both = |dense_t: f64, block_t: f64| {
+                    let measured = dense_t / block_t;
+                    format!("{measured:.2}× (**{:.0}%**)", 100.0 * measured / macs)
+                };
+                let gemm_only = match (tdg, t_gemm) {
+                    (Some(a), Some(b)) => format!(", GEMM only {}", both(a, b.cpu)),
+                    _ => String::new(),
+                };
+                format!("{}{gemm_only} / {macs:.2}×", both(td, t.cpu))
             }
             None => String::new(),
         };
@@ -225,8 +250,11 @@ fn main() -> hasten::core::Result<()> {
             Bound::Compute => (format!("**{p:.0}%**"), format!("{b:.0}%")),
             Bound::Memory => (format!("{p:.0}%"), format!("**{b:.0}%**")),
         };
+        let pg = t_gemm.map_or(String::new(), |g| {
+            format!("{:.0}%", 100.0 * flops / g.cpu / 1e9 / peak)
+        });
         println!(
-            "| {} | {:.1} | {:.3} | {:.3} | {gflops:.1} | {p} | {gbs:.1} | {b} | {speedup} |",
+            "| {} | {:.1} | {:.3} | {:.3} | {gflops:.1} | {p} | {pg} | {gbs:.1} | {b} | {speedup} |",
             w.name,
             cost.macs as f64 / 1e6,
             t.cpu * 1e3,

@@ -90,7 +90,7 @@ impl DepthwiseConv {
                             // SAFETY: as above.
                             #[cfg(target_arch = "x86_64")]
                             Isa::Avx2 => unsafe { plane_avx2(&job, out, scratch) },
-                            _ => run_plane(&job, out, scratch),
+                            _ => run_plane(&job, out, scratch, lanes_portable),
                         }
                     }
                 });
@@ -116,7 +116,10 @@ struct PlaneJob<'a> {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn plane_avx512(job: &PlaneJob<'_>, out: &mut [f32], scratch: &mut Scratch) {
-    run_plane(job, out, scratch)
+    // SAFETY: this function only runs where AVX-512F is supported.
+    run_plane(job, out, scratch, |run, dst| unsafe {
+        lanes_avx512(run, dst)
+    })
 }
 
 /// [`run_plane`] compiled for AVX2 + FMA.
@@ -126,7 +129,10 @@ unsafe fn plane_avx512(job: &PlaneJob<'_>, out: &mut [f32], scratch: &mut Scratc
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn plane_avx2(job: &PlaneJob<'_>, out: &mut [f32], scratch: &mut Scratch) {
-    run_plane(job, out, scratch)
+    // SAFETY: this function only runs where AVX2 and FMA are supported.
+    run_plane(job, out, scratch, |run, dst| unsafe {
+        lanes_avx2(run, dst)
+    })
 }
 
 /// Output columns computed together: one vector register of accumulators
@@ -141,7 +147,12 @@ const LANES: usize = 16;
 /// unit-stride run. Each run of `LANES` output columns then sums all
 /// `kh·kw` taps in registers and is stored once.
 #[inline(always)]
-fn run_plane(job: &PlaneJob<'_>, out: &mut [f32], scratch: &mut Scratch) {
+fn run_plane(
+    job: &PlaneJob<'_>,
+    out: &mut [f32],
+    scratch: &mut Scratch,
+    lanes: impl Fn(&Run<'_>, &mut [f32]),
+) {
     let geo = job.geo;
     let (kh, kw, sh, sw) = (geo.kh, geo.kw, geo.sh, geo.sw);
     let hp = (geo.oh - 1) * sh + (kh - 1) * geo.dh + 1;
@@ -193,33 +204,104 @@ fn run_plane(job: &PlaneJob<'_>, out: &mut [f32], scratch: &mut Scratch) {
     let w = &job.w[..offsets.len()];
     for (oy, row) in out.chunks_exact_mut(geo.ow).enumerate() {
         let base = oy * sh * pitch;
+        let floor = if job.relu { 0.0 } else { f32::NEG_INFINITY };
         let mut x0 = 0;
         while x0 < geo.ow {
             let n = LANES.min(geo.ow - x0);
-            let mut acc = [job.bias; LANES];
-            for (&wv, &off) in w.iter().zip(offsets.iter()) {
-                let src = &buf[base + x0 + off..][..LANES];
-                for l in 0..LANES {
-                    acc[l] += wv * src[l];
-                }
-            }
-            let floor = if job.relu { 0.0 } else { f32::NEG_INFINITY };
-            if let Ok(dst) = <&mut [f32; LANES]>::try_from(&mut row[x0..x0 + n]) {
-                // A full run: one vector max and store.
-                for l in 0..LANES {
-                    dst[l] = acc[l].max(floor);
-                }
-            } else {
-                // The row's tail: store the whole vector locally, copy `n`.
-                let mut tail = [0.0f32; LANES];
-                for l in 0..LANES {
-                    tail[l] = acc[l].max(floor);
-                }
-                row[x0..x0 + n].copy_from_slice(&tail[..n]);
-            }
+            let run = Run {
+                src: &buf[base + x0..],
+                offsets,
+                w,
+                bias: job.bias,
+                floor,
+            };
+            lanes(&run, &mut row[x0..x0 + n]);
             x0 += n;
         }
     }
+}
+
+/// One run of up to `LANES` output columns: output lane `l` is
+/// `max(floor, bias + Σ_t w[t] · src[offsets[t] + l])`; `src` holds at least
+/// `max(offsets) + LANES` floats.
+struct Run<'a> {
+    src: &'a [f32],
+    offsets: &'a [usize],
+    w: &'a [f32],
+    bias: f32,
+    floor: f32,
+}
+
+/// [`Run`] in portable code.
+fn lanes_portable(run: &Run<'_>, dst: &mut [f32]) {
+    let mut acc = [run.bias; LANES];
+    for (&wv, &off) in run.w.iter().zip(run.offsets) {
+        let src = &run.src[off..][..LANES];
+        for l in 0..LANES {
+            acc[l] += wv * src[l];
+        }
+    }
+    for (d, &a) in dst.iter_mut().zip(&acc) {
+        *d = a.max(run.floor);
+    }
+}
+
+/// [`Run`] in one zmm register; partial runs store under a mask.
+///
+/// # Safety
+/// The CPU supports AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn lanes_avx512(run: &Run<'_>, dst: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let mut acc = _mm512_set1_ps(run.bias);
+    for (&wv, &off) in run.w.iter().zip(run.offsets) {
+        let src = &run.src[off..][..LANES];
+        // SAFETY: `src` holds LANES = 16 floats.
+        let v = unsafe { _mm512_loadu_ps(src.as_ptr()) };
+        acc = _mm512_fmadd_ps(_mm512_set1_ps(wv), v, acc);
+    }
+    acc = _mm512_max_ps(acc, _mm512_set1_ps(run.floor));
+    let mask = if dst.len() >= LANES {
+        u16::MAX
+    } else {
+        (1u16 << dst.len()) - 1
+    };
+    // SAFETY: the mask enables exactly the first min(dst.len(), 16) lanes,
+    // all inside `dst`.
+    unsafe { _mm512_mask_storeu_ps(dst.as_mut_ptr(), mask, acc) };
+}
+
+/// [`Run`] in two ymm registers; partial runs go through a local buffer.
+///
+/// # Safety
+/// The CPU supports AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn lanes_avx2(run: &Run<'_>, dst: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let mut lo = _mm256_set1_ps(run.bias);
+    let mut hi = lo;
+    for (&wv, &off) in run.w.iter().zip(run.offsets) {
+        let src = &run.src[off..][..LANES];
+        let wv = _mm256_set1_ps(wv);
+        // SAFETY: `src` holds LANES = 16 floats.
+        unsafe {
+            lo = _mm256_fmadd_ps(wv, _mm256_loadu_ps(src.as_ptr()), lo);
+            hi = _mm256_fmadd_ps(wv, _mm256_loadu_ps(src.as_ptr().add(8)), hi);
+        }
+    }
+    let floor = _mm256_set1_ps(run.floor);
+    let mut tmp = [0.0f32; LANES];
+    // SAFETY: `tmp` holds 16 floats.
+    unsafe {
+        _mm256_storeu_ps(tmp.as_mut_ptr(), _mm256_max_ps(lo, floor));
+        _mm256_storeu_ps(tmp.as_mut_ptr().add(8), _mm256_max_ps(hi, floor));
+    }
+    let n = dst.len().min(LANES);
+    dst[..n].copy_from_slice(&tmp[..n]);
 }
 
 /// Writes the padded plane `P` (`hp × wp`): `P[yp, xp]` is the view's
