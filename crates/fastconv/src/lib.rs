@@ -1,12 +1,30 @@
 //! # hasten-fastconv
 //!
-//! Fast CPU execution of the Hasten op IR. Every op of a [`Block`] runs through
-//! one dispatch ([`forward_op`]); convolutions (equation (1) of the survey) are
-//! lowered to matrix multiplication by im2col, grouped convolutions run one GEMM
-//! per group, and work is spread over the batch and output tiles with rayon.
-//! Ops without a fast kernel fall back to their reference semantics, so the
-//! result always agrees with `hasten_core`'s reference forward (relative error
-//! below `1e-4` in f32, checked by property tests).
+//! Fast CPU execution of the Hasten op IR — the step that turns the
+//! operation-count savings of the survey's methods into wall-clock savings.
+//!
+//! - [`Plan`] compiles a [`Block`] for one input shape and batch size: it
+//!   picks a kernel per op, packs the weights, fuses `Conv → BatchNorm? →
+//!   Relu?` into one convolution, absorbs channel shuffles and shifts into
+//!   the next convolution's reads, and allocates every buffer, so
+//!   [`Plan::run`] allocates nothing. Work is split over batch × output tiles
+//!   with rayon, so batch 1 uses every core.
+//! - Convolution (equation (1) of the survey): our own BLIS-style GEMM with
+//!   lazy im2col packing for dense and grouped layers, plain GEMM for `1×1`
+//!   layers, Winograd F(2×2, 3×3) for stride-1 3×3 layers with many
+//!   channels ([`Winograd`]), a direct vectorised kernel for depthwise
+//!   layers; bias and ReLU fused into the GEMM's store.
+//! - Microkernels for AVX-512, AVX2 + FMA and portable Rust, chosen at run
+//!   time ([`Isa::detect`]) or forced ([`PlanOptions`]) — every path is tested
+//!   against the reference.
+//! - Ops without a fast kernel (including ops added to the IR later) run
+//!   their reference semantics, so the result always agrees with
+//!   `hasten_core`'s reference forward (relative error below `1e-4`, checked
+//!   by property tests). The one `match` on [`Op`] that dispatches ops to
+//!   kernels is `plan::compile`; a new kernel is one arm there.
+//! - [`workloads`]: the standard benchmark layers (ResNet-18, VGG-16,
+//!   MobileNet-v1, decomposed blocks) used by the benches and the roofline
+//!   example; measured figures are in `docs/performance.md`.
 //!
 //! ```
 //! use hasten_core::{Block, ConvLayer, ConvSpec, Relu, SeededRng};
@@ -27,13 +45,16 @@ mod elementwise;
 mod gemm;
 mod isa;
 mod linear;
+pub mod lowbit;
 mod plan;
 mod pool;
 mod shift;
 mod tiling;
 
+pub mod workloads;
+
 pub use isa::Isa;
-pub use plan::Plan;
+pub use plan::{Plan, PlanOptions, Winograd};
 
 use hasten_core::ndarray::Array4;
 use hasten_core::op::input_shape_of;

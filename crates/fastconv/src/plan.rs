@@ -13,6 +13,38 @@ use crate::conv::{ChannelView, ConvStep};
 use crate::pool::ScratchPool;
 use crate::{elementwise, linear, Isa};
 
+/// How a [`Plan`] chooses its kernels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlanOptions {
+    /// Instruction set of every kernel (must be supported by this CPU).
+    pub isa: Isa,
+    /// When stride-1 3×3 dense convolutions run by Winograd F(2×2, 3×3).
+    pub winograd: Winograd,
+}
+
+/// When a plan runs a stride-1, undilated, dense 3×3 convolution by
+/// Winograd F(2×2, 3×3) instead of GEMM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Winograd {
+    /// Never.
+    Off,
+    /// Where measurements show it faster: at least 128 input and output
+    /// channels and between 32 and 400 output tiles of 2×2 (the default).
+    Auto,
+    /// Whenever the layer allows it (for tests and comparisons).
+    Always,
+}
+
+impl Default for PlanOptions {
+    /// The fastest supported ISA, Winograd where it pays.
+    fn default() -> Self {
+        PlanOptions {
+            isa: Isa::detect(),
+            winograd: Winograd::Auto,
+        }
+    }
+}
+
 /// A block ready to run on batches of a fixed shape.
 #[derive(Debug)]
 pub struct Plan {
@@ -46,20 +78,37 @@ enum Kind {
     Linear(hasten_core::LinearLayer),
     /// A pending shuffle / shift written out (no convolution followed).
     Remap(ChannelView),
+    /// A packed-format op on its low-bit or sparse kernel.
+    Lowbit(Box<crate::lowbit::prepare::Prepared>),
     /// An op without a fast kernel: its reference forward.
-    Reference(Op),
+    Reference(Box<Op>),
 }
 
 impl Plan {
     /// Compiles `block` for batches of `batch` samples of shape `input`, with
-    /// the fastest kernels this CPU supports ([`Isa::detect`]).
+    /// the fastest kernels this CPU supports ([`PlanOptions::default`]).
     pub fn new(block: &Block, input: ActShape, batch: usize) -> Result<Plan> {
-        Plan::with_isa(block, input, batch, Isa::detect())
+        Plan::with_options(block, input, batch, PlanOptions::default())
     }
 
     /// As [`Plan::new`], with the kernels of `isa` (an error if this CPU
     /// lacks it) — to compare or test the paths.
     pub fn with_isa(block: &Block, input: ActShape, batch: usize, isa: Isa) -> Result<Plan> {
+        let options = PlanOptions {
+            isa,
+            ..PlanOptions::default()
+        };
+        Plan::with_options(block, input, batch, options)
+    }
+
+    /// As [`Plan::new`], with explicit kernel choices.
+    pub fn with_options(
+        block: &Block,
+        input: ActShape,
+        batch: usize,
+        options: PlanOptions,
+    ) -> Result<Plan> {
+        let isa = options.isa;
         let isa = isa.ensure_supported()?;
         if batch == 0 {
             return Err(Error::param("plan batch size", batch, ">= 1"));
@@ -69,7 +118,7 @@ impl Plan {
             &[input.channels, input.height, input.width],
         )?;
         let shapes = block.shapes(input)?;
-        let steps = compile(block.ops(), &shapes, isa)?;
+        let steps = compile(block.ops(), &shapes, isa, options.winograd)?;
         let largest = steps.iter().map(|s| s.output.len()).max().unwrap_or(0);
         let len = largest.checked_mul(batch).ok_or_else(|| {
             Error::param(
@@ -186,6 +235,13 @@ impl Step {
                     .zip(src.par_chunks(len))
                     .for_each(|(d, s)| view.materialize(s, d, h, w));
             }
+            Kind::Lowbit(p) => {
+                let x = Array4::from_shape_vec(self.input.batched(batch), src.to_vec())
+                    .map_err(|e| Error::shape("low-bit step input", self.input, e))?;
+                let y = p.forward(&x)?;
+                let y = y.as_standard_layout();
+                dst.copy_from_slice(y.as_slice().expect("standard layout"));
+            }
             Kind::Reference(op) => {
                 let x = Array4::from_shape_vec(self.input.batched(batch), src.to_vec())
                     .map_err(|e| Error::shape("reference step input", self.input, e))?;
@@ -201,7 +257,13 @@ impl Step {
 /// The op dispatch: turns the ops (with `shapes[i]` the input of op `i`)
 /// into steps, fusing `Conv → BatchNorm? → Relu?` and absorbing
 /// `ChannelShuffle` / `Shift` into the next convolution's reads.
-fn compile(ops: &[Op], shapes: &[ActShape], isa: Isa) -> Result<Vec<Step>> {
+fn compile(ops: &[Op], shapes: &[ActShape], isa: Isa, winograd: Winograd) -> Result<Vec<Step>> {
+    // Weight-only quantized ops on real inputs run as dense ops with decoded weights.
+    let decoded = ops
+        .iter()
+        .map(crate::lowbit::prepare::decode_weight_only)
+        .collect::<Result<Vec<Op>>>()?;
+    let ops = &decoded[..];
     let mut steps = Vec::new();
     let mut view = ChannelView::identity(shapes[0].channels);
     let mut i = 0;
@@ -221,7 +283,7 @@ fn compile(ops: &[Op], shapes: &[ActShape], isa: Isa) -> Result<Vec<Step>> {
                 next += usize::from(relu);
                 let v = std::mem::replace(&mut view, ChannelView::identity(shapes[next].channels));
                 Some(Kind::Conv(Box::new(ConvStep::new(
-                    isa, layer, input, bn, relu, v,
+                    isa, winograd, layer, input, bn, relu, v,
                 )?)))
             }
             Op::ChannelShuffle(s) => {
@@ -246,7 +308,10 @@ fn compile(ops: &[Op], shapes: &[ActShape], isa: Isa) -> Result<Vec<Step>> {
                 })
             }
             Op::Linear(layer) => Some(Kind::Linear(layer.clone())),
-            other => Some(Kind::Reference(other.clone())),
+            other => Some(match crate::lowbit::prepare::prepare(other)? {
+                Some(p) => Kind::Lowbit(Box::new(p)),
+                None => Kind::Reference(Box::new(other.clone())),
+            }),
         };
         if let Some(kind) = kind {
             if !matches!(kind, Kind::Conv(_)) {
@@ -262,6 +327,16 @@ fn compile(ops: &[Op], shapes: &[ActShape], isa: Isa) -> Result<Vec<Step>> {
         i = next;
     }
     flush(&mut steps, &mut view, shapes[ops.len()]);
+    if steps.is_empty() {
+        // Every op cancelled out (e.g. a shuffle that permutes nothing):
+        // the output is a copy of the input.
+        let shape = shapes[ops.len()];
+        steps.push(Step {
+            kind: Kind::Remap(ChannelView::identity(shape.channels)),
+            input: shape,
+            output: shape,
+        });
+    }
     Ok(steps)
 }
 

@@ -3,7 +3,20 @@
 
 use std::sync::Mutex;
 
-use crate::gemm::Scratch;
+use crate::gemm;
+
+/// One thread's buffers.
+#[derive(Debug, Default)]
+pub(crate) struct Scratch {
+    /// GEMM packing buffers.
+    pub gemm: gemm::Scratch,
+    /// Floats for a kernel's own use (e.g. a de-interleaved plane).
+    pub floats: Vec<f32>,
+    /// A second float buffer.
+    pub floats2: Vec<f32>,
+    /// Precomputed offsets (e.g. of every tap of a kernel).
+    pub offsets: Vec<usize>,
+}
 
 /// One [`Scratch`] per rayon worker (plus one for callers outside the pool).
 #[derive(Debug)]

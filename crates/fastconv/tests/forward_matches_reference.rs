@@ -9,7 +9,7 @@ use hasten_core::{
     ActShape, BatchNorm, Block, ChannelShuffle, ConvLayer, ConvSpec, LinearLayer, Op, Padding,
     Relu, SeededRng, Shift,
 };
-use hasten_fastconv::{Isa, Plan};
+use hasten_fastconv::{Isa, Plan, PlanOptions, Winograd};
 use proptest::prelude::*;
 
 /// f32 accumulation over at most a few thousand terms against an f64
@@ -21,10 +21,13 @@ fn check_all_paths(block: &Block, x: &Array4<f32>) -> Result<(), TestCaseError> 
     let slow = block.reference_forward(x).unwrap();
     let shape = ActShape::new(x.shape()[1], x.shape()[2], x.shape()[3]);
     for isa in Isa::supported() {
-        let mut plan = Plan::with_isa(block, shape, x.shape()[0], isa).unwrap();
-        let fast = plan.run(x).unwrap().to_owned();
-        let err = relative_error(&fast, &slow);
-        prop_assert!(err < TOL, "{isa}: relative error {err}");
+        for winograd in [Winograd::Always, Winograd::Off] {
+            let options = PlanOptions { isa, winograd };
+            let mut plan = Plan::with_options(block, shape, x.shape()[0], options).unwrap();
+            let fast = plan.run(x).unwrap().to_owned();
+            let err = relative_error(&fast, &slow);
+            prop_assert!(err < TOL, "{options:?}: relative error {err}");
+        }
     }
     Ok(())
 }
@@ -63,6 +66,21 @@ proptest! {
         case.kw = 3;
         case.batch = 1;
         check_case(&case, true)?;
+    }
+
+    #[test]
+    fn winograd_sized_layers_match_reference(
+        mut case in conv_case(1, 1, 3),
+        (c, t, relu) in (16..=24usize, 16..=30usize, any::<bool>()),
+    ) {
+        // Dense stride-1 3×3 with ≥ 16 channels: the Winograd path (and GEMM).
+        case.c_g = c;
+        case.t_g = t;
+        case.kh = 3;
+        case.kw = 3;
+        case.stride = (1, 1);
+        case.dilation = (1, 1);
+        check_case(&case, relu)?;
     }
 
     #[test]
@@ -153,6 +171,9 @@ fn large_layers_match_reference() {
         (30, 40, 1, 20, 1, 0),
         (24, 20, 3, 31, 2, 1),
         (13, 300, 1, 5, 1, 0),
+        // Row counts that take the narrow 8-row AVX-512 tile.
+        (64, 20, 3, 15, 1, 1),
+        (16, 9, 3, 9, 2, 1),
     ] {
         let mut rng = SeededRng::new(t as u64);
         let layer = ConvLayer::new(
@@ -166,6 +187,18 @@ fn large_layers_match_reference() {
         let x: Array4<f32> = rng.normal_array((2, c, hw, hw), 1.0);
         check_all_paths(&Block::single(layer), &x).unwrap();
     }
+}
+
+#[test]
+fn block_that_cancels_out_copies_its_input() {
+    // A shuffle of 2 channels in 2 groups and a zero shift change nothing.
+    let x: Array4<f32> = SeededRng::new(5).normal_array((2, 2, 3, 3), 1.0);
+    let block = Block::new(vec![
+        ChannelShuffle::new(2).unwrap().into(),
+        Shift::new(vec![(0, 0), (0, 0)]).unwrap().into(),
+    ])
+    .unwrap();
+    assert_eq!(hasten_fastconv::forward(&block, &x).unwrap(), x);
 }
 
 #[test]
@@ -218,5 +251,30 @@ fn every_isa_is_exercised_here() {
     assert!(paths.contains(&Isa::detect()));
     for isa in [Isa::Avx512, Isa::Avx2, Isa::Scalar] {
         assert_eq!(isa.ensure_supported().is_ok(), isa.is_supported());
+    }
+}
+
+#[test]
+fn winograd_error_is_stated_bound() {
+    // F(2×2, 3×3) on unit-variance data: relative error below 1e-5 against
+    // the f64 reference (the module's stated figure), on every ISA path.
+    let mut rng = SeededRng::new(11);
+    let layer = ConvLayer::new(
+        hasten_core::Conv4d::new(rng.normal_array((32, 48, 3, 3), 1.0)).unwrap(),
+        Some(rng.normal_array(32, 1.0)),
+        ConvSpec::new().with_padding(1),
+    )
+    .unwrap();
+    let block = Block::single(layer);
+    let x: Array4<f32> = rng.normal_array((1, 48, 17, 20), 1.0);
+    let slow = block.reference_forward(&x).unwrap();
+    for isa in Isa::supported() {
+        let options = PlanOptions {
+            isa,
+            winograd: Winograd::Always,
+        };
+        let mut plan = Plan::with_options(&block, ActShape::new(48, 17, 20), 1, options).unwrap();
+        let err = relative_error(&plan.run(&x).unwrap().to_owned(), &slow);
+        assert!(err < 1e-5, "{isa}: Winograd relative error {err}");
     }
 }

@@ -2,13 +2,19 @@
 //! `d×d`, `d×1` and `1×d` layers of CP-decomposed and MobileNet blocks,
 //! survey Fig. 1 and section 3) as a direct kernel. It is memory-bound
 //! (`kh·kw` MACs per output value), so it streams each output row once,
-//! accumulating every tap into it while it sits in L1; the inner loops are
-//! unit-stride saxpys that the compiler vectorises for the selected ISA.
+//! summing every tap of a run of 16 output columns in registers; taps read
+//! unit-stride runs of a padded copy of the channel (column-phase copies at
+//! larger strides), and the compiler vectorises the fixed-width lane loop for
+//! the selected ISA.
 
 use rayon::prelude::*;
 
 use super::{ChannelView, Geometry};
+use crate::pool::{Scratch, ScratchPool};
 use crate::Isa;
+
+/// Output values per task at least (planes are grouped up to this size).
+const MIN_TASK: usize = 8192;
 
 /// A depthwise (channel-multiplier `T_g ≥ 1`) convolution, ready to run.
 #[derive(Debug)]
@@ -47,36 +53,47 @@ impl DepthwiseConv {
     }
 
     /// Runs on `batch` samples, one task per output plane.
-    pub fn run(&self, input: &[f32], output: &mut [f32], batch: usize) {
+    pub fn run(&self, input: &[f32], output: &mut [f32], batch: usize, pool: &ScratchPool) {
         let geo = &self.geo;
         let (in_area, out_area, taps) = (geo.in_area(), geo.out_area(), geo.kh * geo.kw);
         let (c_all, t_all) = (geo.in_channels(), geo.out_channels());
-        output[..batch * t_all * out_area]
-            .par_chunks_mut(out_area)
+        // Enough planes per task to amortise scheduling on small planes,
+        // enough tasks to balance the threads.
+        let planes = batch * t_all;
+        let per_task = (MIN_TASK / out_area)
+            .max(1)
+            .min(planes.div_ceil(4 * rayon::current_num_threads()))
+            .max(1);
+        output[..planes * out_area]
+            .par_chunks_mut(per_task * out_area)
             .enumerate()
-            .for_each(|(plane, out)| {
-                let (n, t) = (plane / t_all, plane % t_all);
-                let (c, dy, dx) = self.view.channel(t / geo.t_g);
-                let src = &input[(n * c_all + c) * in_area..][..in_area];
-                let job = PlaneJob {
-                    geo,
-                    src,
-                    w: &self.weights[t * taps..][..taps],
-                    bias: self.bias.as_ref().map_or(0.0, |b| b[t]),
-                    relu: self.relu,
-                    dy,
-                    dx,
-                };
-                match self.isa {
-                    // SAFETY: plans only select supported ISAs
-                    // (`Isa::ensure_supported`).
-                    #[cfg(target_arch = "x86_64")]
-                    Isa::Avx512 => unsafe { plane_avx512(&job, out) },
-                    // SAFETY: as above.
-                    #[cfg(target_arch = "x86_64")]
-                    Isa::Avx2 => unsafe { plane_avx2(&job, out) },
-                    _ => run_plane(&job, out),
-                }
+            .for_each(|(task, outs)| {
+                pool.with(|scratch| {
+                    for (k, out) in outs.chunks_exact_mut(out_area).enumerate() {
+                        let plane = task * per_task + k;
+                        let (n, t) = (plane / t_all, plane % t_all);
+                        let (c, dy, dx) = self.view.channel(t / geo.t_g);
+                        let job = PlaneJob {
+                            geo,
+                            src: &input[(n * c_all + c) * in_area..][..in_area],
+                            w: &self.weights[t * taps..][..taps],
+                            bias: self.bias.as_ref().map_or(0.0, |b| b[t]),
+                            relu: self.relu,
+                            dy,
+                            dx,
+                        };
+                        match self.isa {
+                            // SAFETY: plans only select supported ISAs
+                            // (`Isa::ensure_supported`).
+                            #[cfg(target_arch = "x86_64")]
+                            Isa::Avx512 => unsafe { plane_avx512(&job, out, scratch) },
+                            // SAFETY: as above.
+                            #[cfg(target_arch = "x86_64")]
+                            Isa::Avx2 => unsafe { plane_avx2(&job, out, scratch) },
+                            _ => run_plane(&job, out, scratch, lanes_portable),
+                        }
+                    }
+                });
             });
     }
 }
@@ -98,8 +115,11 @@ struct PlaneJob<'a> {
 /// The CPU supports AVX-512F.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn plane_avx512(job: &PlaneJob<'_>, out: &mut [f32]) {
-    run_plane(job, out)
+unsafe fn plane_avx512(job: &PlaneJob<'_>, out: &mut [f32], scratch: &mut Scratch) {
+    // SAFETY: this function only runs where AVX-512F is supported.
+    run_plane(job, out, scratch, |run, dst| unsafe {
+        lanes_avx512(run, dst)
+    })
 }
 
 /// [`run_plane`] compiled for AVX2 + FMA.
@@ -108,46 +128,209 @@ unsafe fn plane_avx512(job: &PlaneJob<'_>, out: &mut [f32]) {
 /// The CPU supports AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn plane_avx2(job: &PlaneJob<'_>, out: &mut [f32]) {
-    run_plane(job, out)
+unsafe fn plane_avx2(job: &PlaneJob<'_>, out: &mut [f32], scratch: &mut Scratch) {
+    // SAFETY: this function only runs where AVX2 and FMA are supported.
+    run_plane(job, out, scratch, |run, dst| unsafe {
+        lanes_avx2(run, dst)
+    })
 }
 
-/// Computes one output plane: every row starts at the bias and receives each
-/// tap that reads inside the image.
+/// Output columns computed together: one vector register of accumulators
+/// (16 lanes of AVX-512, two AVX2 registers, four SSE registers).
+const LANES: usize = 16;
+
+/// Computes one output plane. The channel (with its view offset and zero
+/// padding) is first copied into a padded plane `P` holding exactly the
+/// rows and columns the taps read (plus `LANES` floats of slack), so no tap
+/// needs a bounds test; with a horizontal stride `s > 1`, `P` is split into
+/// column phases (`phase[p][y][m] = P[y][m·s + p]`) so every tap reads a
+/// unit-stride run. Each run of `LANES` output columns then sums all
+/// `kh·kw` taps in registers and is stored once.
 #[inline(always)]
-fn run_plane(job: &PlaneJob<'_>, out: &mut [f32]) {
+fn run_plane(
+    job: &PlaneJob<'_>,
+    out: &mut [f32],
+    scratch: &mut Scratch,
+    lanes: impl Fn(&Run<'_>, &mut [f32]),
+) {
     let geo = job.geo;
+    let (kh, kw, sh, sw) = (geo.kh, geo.kw, geo.sh, geo.sw);
+    let hp = (geo.oh - 1) * sh + (kh - 1) * geo.dh + 1;
+    let wp = (geo.ow - 1) * sw + (kw - 1) * geo.dw + 1;
+    fill_padded(job, hp, wp, &mut scratch.floats);
+    let (buf, pitch): (&[f32], usize) = if sw == 1 {
+        (&scratch.floats, wp)
+    } else {
+        let pw = wp.div_ceil(sw);
+        let phases = &mut scratch.floats2;
+        phases.clear();
+        phases.resize(sw * hp * pw + LANES, 0.0);
+        let (ph0, rest) = phases.split_at_mut(hp * pw);
+        for (y, row) in scratch.floats[..hp * wp].chunks_exact(wp).enumerate() {
+            let d0 = &mut ph0[y * pw..][..pw];
+            if sw == 2 {
+                // The common case, vectorised as one de-interleave.
+                let d1 = &mut rest[y * pw..][..pw];
+                for ((a, b), pair) in d0.iter_mut().zip(d1.iter_mut()).zip(row.chunks_exact(2)) {
+                    *a = pair[0];
+                    *b = pair[1];
+                }
+                if wp % 2 == 1 {
+                    d0[wp / 2] = row[wp - 1];
+                }
+            } else {
+                for (m, &v) in row.iter().enumerate() {
+                    let p = m % sw;
+                    let dst = if p == 0 {
+                        &mut *d0
+                    } else {
+                        &mut rest[((p - 1) * hp + y) * pw..][..pw]
+                    };
+                    dst[m / sw] = v;
+                }
+            }
+        }
+        (&scratch.floats2, pw)
+    };
+    // Flat offset of tap (i, j) relative to output (oy, x) = buf[oy·sh·pitch + x].
+    let offsets = &mut scratch.offsets;
+    offsets.clear();
+    for i in 0..kh {
+        for j in 0..kw {
+            let (p, m) = ((j * geo.dw) % sw, (j * geo.dw) / sw);
+            offsets.push((p * hp + i * geo.dh) * pitch + m);
+        }
+    }
+    let w = &job.w[..offsets.len()];
     for (oy, row) in out.chunks_exact_mut(geo.ow).enumerate() {
-        row.fill(job.bias);
-        for i in 0..geo.kh {
-            let (y0, y1) = geo.valid_y(i, job.dy);
-            if oy < y0 || oy >= y1 {
-                continue;
-            }
-            let iy = (oy * geo.sh + i * geo.dh) as isize - geo.pt as isize - job.dy;
-            let src = &job.src[iy as usize * geo.w..][..geo.w];
-            for j in 0..geo.kw {
-                let (x0, x1) = geo.valid_x(j, job.dx);
-                if x0 >= x1 {
-                    continue;
-                }
-                let wv = job.w[i * geo.kw + j];
-                let base =
-                    ((x0 * geo.sw + j * geo.dw) as isize - geo.pl as isize - job.dx) as usize;
-                let dst = &mut row[x0..x1];
-                if geo.sw == 1 {
-                    for (o, &s) in dst.iter_mut().zip(&src[base..base + (x1 - x0)]) {
-                        *o += wv * s;
-                    }
-                } else {
-                    for (o, &s) in dst.iter_mut().zip(src[base..].iter().step_by(geo.sw)) {
-                        *o += wv * s;
-                    }
-                }
-            }
+        let base = oy * sh * pitch;
+        let floor = if job.relu { 0.0 } else { f32::NEG_INFINITY };
+        let mut x0 = 0;
+        while x0 < geo.ow {
+            let n = LANES.min(geo.ow - x0);
+            let run = Run {
+                src: &buf[base + x0..],
+                offsets,
+                w,
+                bias: job.bias,
+                floor,
+            };
+            lanes(&run, &mut row[x0..x0 + n]);
+            x0 += n;
         }
-        if job.relu {
-            row.iter_mut().for_each(|v| *v = v.max(0.0));
+    }
+}
+
+/// One run of up to `LANES` output columns: output lane `l` is
+/// `max(floor, bias + Σ_t w[t] · src[offsets[t] + l])`; `src` holds at least
+/// `max(offsets) + LANES` floats.
+struct Run<'a> {
+    src: &'a [f32],
+    offsets: &'a [usize],
+    w: &'a [f32],
+    bias: f32,
+    floor: f32,
+}
+
+/// [`Run`] in portable code.
+fn lanes_portable(run: &Run<'_>, dst: &mut [f32]) {
+    let mut acc = [run.bias; LANES];
+    for (&wv, &off) in run.w.iter().zip(run.offsets) {
+        let src = &run.src[off..][..LANES];
+        for l in 0..LANES {
+            acc[l] += wv * src[l];
         }
+    }
+    for (d, &a) in dst.iter_mut().zip(&acc) {
+        *d = a.max(run.floor);
+    }
+}
+
+/// [`Run`] in one zmm register; partial runs store under a mask.
+///
+/// # Safety
+/// The CPU supports AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn lanes_avx512(run: &Run<'_>, dst: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let mut acc = _mm512_set1_ps(run.bias);
+    for (&wv, &off) in run.w.iter().zip(run.offsets) {
+        let src = &run.src[off..][..LANES];
+        // SAFETY: `src` holds LANES = 16 floats.
+        let v = unsafe { _mm512_loadu_ps(src.as_ptr()) };
+        acc = _mm512_fmadd_ps(_mm512_set1_ps(wv), v, acc);
+    }
+    acc = _mm512_max_ps(acc, _mm512_set1_ps(run.floor));
+    let mask = if dst.len() >= LANES {
+        u16::MAX
+    } else {
+        (1u16 << dst.len()) - 1
+    };
+    // SAFETY: the mask enables exactly the first min(dst.len(), 16) lanes,
+    // all inside `dst`.
+    unsafe { _mm512_mask_storeu_ps(dst.as_mut_ptr(), mask, acc) };
+}
+
+/// [`Run`] in two ymm registers; partial runs go through a local buffer.
+///
+/// # Safety
+/// The CPU supports AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn lanes_avx2(run: &Run<'_>, dst: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let mut lo = _mm256_set1_ps(run.bias);
+    let mut hi = lo;
+    for (&wv, &off) in run.w.iter().zip(run.offsets) {
+        let src = &run.src[off..][..LANES];
+        let wv = _mm256_set1_ps(wv);
+        // SAFETY: `src` holds LANES = 16 floats.
+        unsafe {
+            lo = _mm256_fmadd_ps(wv, _mm256_loadu_ps(src.as_ptr()), lo);
+            hi = _mm256_fmadd_ps(wv, _mm256_loadu_ps(src.as_ptr().add(8)), hi);
+        }
+    }
+    let floor = _mm256_set1_ps(run.floor);
+    let mut tmp = [0.0f32; LANES];
+    // SAFETY: `tmp` holds 16 floats.
+    unsafe {
+        _mm256_storeu_ps(tmp.as_mut_ptr(), _mm256_max_ps(lo, floor));
+        _mm256_storeu_ps(tmp.as_mut_ptr().add(8), _mm256_max_ps(hi, floor));
+    }
+    let n = dst.len().min(LANES);
+    dst[..n].copy_from_slice(&tmp[..n]);
+}
+
+/// Writes the padded plane `P` (`hp × wp`): `P[yp, xp]` is the view's
+/// logical value at `(yp − pt, xp − pl)` — image `(yp − pt − dy, xp − pl − dx)`
+/// — or zero outside the image.
+#[inline(always)]
+fn fill_padded(job: &PlaneJob<'_>, hp: usize, wp: usize, padded: &mut Vec<f32>) {
+    let geo = job.geo;
+    // Every element of the first hp·wp is written below (the slack after
+    // them only feeds lanes that are never stored).
+    padded.resize(hp * wp + LANES, 0.0);
+    let (h, w) = (geo.h as isize, geo.w as isize);
+    // Logical columns inside the image both before and after the view's
+    // shift, and inside P.
+    let lx0 = job.dx.max(0);
+    let lx1 = (w + job.dx.min(0)).min(wp as isize - geo.pl as isize);
+    for (yp, dst) in padded[..hp * wp].chunks_exact_mut(wp).enumerate() {
+        let ly = yp as isize - geo.pt as isize;
+        let sy = ly - job.dy;
+        if lx0 >= lx1 || ly < 0 || ly >= h || sy < 0 || sy >= h {
+            dst.fill(0.0);
+            continue;
+        }
+        let src = &job.src[sy as usize * geo.w..][..geo.w];
+        let n = (lx1 - lx0) as usize;
+        let xp0 = (lx0 + geo.pl as isize) as usize;
+        let sx0 = (lx0 - job.dx) as usize;
+        dst[..xp0].fill(0.0);
+        dst[xp0..xp0 + n].copy_from_slice(&src[sx0..sx0 + n]);
+        dst[xp0 + n..].fill(0.0);
     }
 }

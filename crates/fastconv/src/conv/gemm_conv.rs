@@ -11,12 +11,19 @@ use rayon::prelude::*;
 use super::direct_1x1::PlaneSource;
 use super::im2col::ImageSource;
 use super::{ChannelView, Geometry};
-use crate::gemm::{self, Kernel, Output, PackedA};
+use std::sync::Mutex;
+
+use crate::aligned::AlignedVec;
+use crate::gemm::{self, BOperand, BSource, Kernel, Output, PackedA, Scratch};
 use crate::pool::ScratchPool;
 use crate::tiling::SharedOut;
 
 /// Tasks per thread to aim for, so uneven tiles still balance.
 const TASKS_PER_THREAD: usize = 4;
+
+/// Largest shared packed-`B` workspace (floats, 64 MiB): beyond it, tasks
+/// that split the rows of one column tile each pack their own copy.
+const MAX_SHARED_B: usize = 16 << 20;
 
 /// A convolution with pre-packed filters, ready to run.
 #[derive(Debug)]
@@ -27,6 +34,9 @@ pub(crate) struct GemmConv {
     filters: Vec<PackedA>,
     bias: Option<Vec<Vec<f32>>>,
     relu: bool,
+    /// Packed `B` shared by the tasks of one column tile (explicit, packed
+    /// im2col), used when the rows of a tile are split between tasks.
+    shared_b: Mutex<AlignedVec>,
 }
 
 impl GemmConv {
@@ -67,6 +77,7 @@ impl GemmConv {
             filters,
             bias,
             relu,
+            shared_b: Mutex::new(AlignedVec::default()),
         }
     }
 
@@ -86,14 +97,60 @@ impl GemmConv {
         let panels_per_tile = m_panels.div_ceil(row_tiles);
         let row_tiles = m_panels.div_ceil(panels_per_tile);
         let plain = PlaneSource::applies(geo, &self.view);
+        let depth = geo.depth();
+        let nr = self.kernel.nr;
+        let tile_len = depth * self.kernel.nc;
+        // Pack each column tile once (explicit im2col, packed) when several
+        // tasks would otherwise pack the same tile for their share of rows.
+        let shared = row_tiles > 1 && base * tile_len <= MAX_SHARED_B;
+        let mut shared_b = self.shared_b.lock().unwrap_or_else(|e| e.into_inner());
+        if shared {
+            shared_b.resize(base * tile_len);
+            let kc = self.kernel.kc;
+            let k_blocks = depth.div_ceil(kc);
+            let packed = SharedOut(shared_b.as_mut_slice().as_mut_ptr());
+            (0..base * k_blocks).into_par_iter().for_each(|job| {
+                let (tile, kb) = (job / k_blocks, job % k_blocks);
+                let (n, g, cols) = self.tile_of(tile, col_tiles, area);
+                let ks = kb * kc..((kb + 1) * kc).min(depth);
+                let n_panels = cols.len().div_ceil(nr);
+                let sample = &input[n * in_len..][..in_len];
+                // SAFETY: each job writes the disjoint range of K block kb of
+                // column tile `tile` inside the buffer sized base·tile_len.
+                let dst = unsafe {
+                    std::slice::from_raw_parts_mut(
+                        packed.ptr().add(tile * tile_len + ks.start * n_panels * nr),
+                        ks.len() * n_panels * nr,
+                    )
+                };
+                pool.with(|scratch| {
+                    if plain {
+                        let src = PlaneSource {
+                            geo,
+                            view: &self.view,
+                            sample,
+                            group: g,
+                        };
+                        gemm::pack::pack_b(&src, ks, cols, nr, &mut scratch.gemm.row, dst);
+                    } else {
+                        let src = ImageSource {
+                            geo,
+                            view: &self.view,
+                            sample,
+                            group: g,
+                        };
+                        gemm::pack::pack_b(&src, ks, cols, nr, &mut scratch.gemm.row, dst);
+                    }
+                });
+            });
+        }
+        let shared_b = &*shared_b;
         let out = SharedOut(output.as_mut_ptr());
         (0..base * row_tiles).into_par_iter().for_each(|task| {
             let rt = task % row_tiles;
-            let ct = (task / row_tiles) % col_tiles;
-            let g = (task / (row_tiles * col_tiles)) % geo.groups;
-            let n = task / (row_tiles * col_tiles * geo.groups);
+            let tile = task / row_tiles;
+            let (n, g, cols) = self.tile_of(tile, col_tiles, area);
             let panels = rt * panels_per_tile..((rt + 1) * panels_per_tile).min(m_panels);
-            let cols = ct * self.kernel.nc..((ct + 1) * self.kernel.nc).min(area);
             let sample = &input[n * in_len..][..in_len];
             let dst = Output {
                 // SAFETY: the offset is the first element of the group's
@@ -104,45 +161,89 @@ impl GemmConv {
                 relu: self.relu,
             };
             pool.with(|scratch| {
-                // SAFETY: C is this sample's t_g × area block of group g
-                // (row stride `area`); tasks own pairwise-disjoint (n, g,
-                // column tile, row tile) blocks; the kernel packed the filters.
-                unsafe {
-                    if plain {
-                        let src = PlaneSource {
-                            geo,
-                            view: &self.view,
-                            sample,
-                            group: g,
-                        };
-                        gemm::gemm(
-                            &self.kernel,
-                            &self.filters[g],
-                            panels,
-                            &src,
-                            cols,
-                            dst,
-                            scratch,
-                        );
-                    } else {
-                        let src = ImageSource {
-                            geo,
-                            view: &self.view,
-                            sample,
-                            group: g,
-                        };
-                        gemm::gemm(
-                            &self.kernel,
-                            &self.filters[g],
-                            panels,
-                            &src,
-                            cols,
-                            dst,
-                            scratch,
-                        );
-                    }
+                if shared {
+                    let packed = &shared_b.as_slice()[tile * tile_len..][..tile_len];
+                    self.tile_gemm::<PlaneSource<'_>>(
+                        g,
+                        panels,
+                        BOperand::Packed(packed),
+                        cols,
+                        dst,
+                        &mut scratch.gemm,
+                    );
+                } else if plain {
+                    let src = PlaneSource {
+                        geo,
+                        view: &self.view,
+                        sample,
+                        group: g,
+                    };
+                    self.tile_gemm(
+                        g,
+                        panels,
+                        BOperand::Source(&src),
+                        cols,
+                        dst,
+                        &mut scratch.gemm,
+                    );
+                } else {
+                    let src = ImageSource {
+                        geo,
+                        view: &self.view,
+                        sample,
+                        group: g,
+                    };
+                    self.tile_gemm(
+                        g,
+                        panels,
+                        BOperand::Source(&src),
+                        cols,
+                        dst,
+                        &mut scratch.gemm,
+                    );
                 }
             });
         });
+    }
+
+    /// Sample, group and output columns of column tile `tile`.
+    fn tile_of(
+        &self,
+        tile: usize,
+        col_tiles: usize,
+        area: usize,
+    ) -> (usize, usize, std::ops::Range<usize>) {
+        let ct = tile % col_tiles;
+        let g = (tile / col_tiles) % self.geo.groups;
+        let n = tile / (col_tiles * self.geo.groups);
+        let nc = self.kernel.nc;
+        (n, g, ct * nc..((ct + 1) * nc).min(area))
+    }
+
+    /// One task's GEMM: rows `panels` of group `g` × columns `cols`.
+    fn tile_gemm<S: BSource>(
+        &self,
+        g: usize,
+        panels: std::ops::Range<usize>,
+        b: BOperand<'_, S>,
+        cols: std::ops::Range<usize>,
+        dst: Output<'_>,
+        scratch: &mut Scratch,
+    ) {
+        // SAFETY: `dst` is this sample's t_g × area block of group g (row
+        // stride `area`); tasks own pairwise-disjoint (n, g, column tile, row
+        // tile) blocks; the kernel is the one that packed the filters and its
+        // ISA was checked when the plan was built.
+        unsafe {
+            gemm::gemm(
+                &self.kernel,
+                &self.filters[g],
+                panels,
+                b,
+                cols,
+                dst,
+                scratch,
+            )
+        }
     }
 }

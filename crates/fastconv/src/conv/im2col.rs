@@ -50,6 +50,16 @@ impl BSource for ImageSource<'_> {
                 } else if geo.sw == 1 {
                     let start = (a as isize + base) as usize;
                     d[a - ox..b - ox].copy_from_slice(&src[start..start + (b - a)]);
+                } else if geo.sw == 2 {
+                    // A constant stride the compiler vectorises as a de-interleave.
+                    let start = ((a * 2) as isize + base) as usize;
+                    let n = b - a;
+                    let pairs = &src[start..start + 2 * (n - 1)];
+                    let dst = &mut d[a - ox..b - ox];
+                    for (v, pair) in dst.iter_mut().zip(pairs.chunks_exact(2)) {
+                        *v = pair[0];
+                    }
+                    dst[n - 1] = src[start + 2 * (n - 1)];
                 } else {
                     for (x, v) in (a..b).zip(d[a - ox..b - ox].iter_mut()) {
                         *v = src[((x * geo.sw) as isize + base) as usize];

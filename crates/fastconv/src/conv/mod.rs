@@ -1,6 +1,7 @@
 //! Convolution kernels (equation (1) of the survey): GEMM with lazy im2col
 //! for dense and grouped layers, plain GEMM for `1×1` layers, a direct kernel
-//! for depthwise layers. [`ConvStep::new`] picks one and folds a following
+//! for depthwise layers, Winograd F(2×2, 3×3) for stride-1 3×3 layers.
+//! [`ConvStep::new`] picks one and folds a following
 //! batch norm and ReLU into it.
 
 mod depthwise;
@@ -9,6 +10,7 @@ mod gemm_conv;
 mod geometry;
 mod im2col;
 mod view;
+mod winograd;
 
 pub(crate) use geometry::Geometry;
 pub(crate) use view::ChannelView;
@@ -17,9 +19,10 @@ use hasten_core::{ActShape, BatchNorm, ConvLayer, Result};
 
 use crate::gemm::Kernel;
 use crate::pool::ScratchPool;
-use crate::Isa;
+use crate::{Isa, Winograd};
 use depthwise::DepthwiseConv;
 use gemm_conv::GemmConv;
+use winograd::WinogradConv;
 
 /// A convolution with its kernel chosen and its weights prepared.
 #[derive(Debug)]
@@ -28,6 +31,8 @@ pub(crate) enum ConvStep {
     Gemm(GemmConv),
     /// Depthwise: direct.
     Depthwise(DepthwiseConv),
+    /// Stride-1 3×3: Winograd F(2×2, 3×3).
+    Winograd(WinogradConv),
 }
 
 impl ConvStep {
@@ -36,6 +41,7 @@ impl ConvStep {
     /// `b'[t] = γ'[t]·b[t] + β'[t]`) and a ReLU into the epilogue.
     pub fn new(
         isa: Isa,
+        winograd: Winograd,
         layer: &ConvLayer,
         input: ActShape,
         bn: Option<&BatchNorm>,
@@ -56,7 +62,22 @@ impl ConvStep {
                 *v = *v * scale[t] + shift[t];
             }
         }
-        Ok(if DepthwiseConv::applies(&geo) {
+        let use_winograd = WinogradConv::supports(&geo, &view)
+            && match winograd {
+                Winograd::Off => false,
+                Winograd::Auto => WinogradConv::profitable(&geo),
+                Winograd::Always => true,
+            };
+        Ok(if use_winograd {
+            ConvStep::Winograd(WinogradConv::new(
+                Kernel::for_rows(isa, geo.t_g),
+                geo,
+                &weights,
+                bias.as_deref(),
+                relu,
+                view,
+            ))
+        } else if DepthwiseConv::applies(&geo) {
             ConvStep::Depthwise(DepthwiseConv::new(
                 isa,
                 geo,
@@ -67,7 +88,7 @@ impl ConvStep {
             ))
         } else {
             ConvStep::Gemm(GemmConv::new(
-                Kernel::new(isa),
+                Kernel::for_rows(isa, geo.t_g),
                 geo,
                 &weights,
                 bias.as_deref(),
@@ -81,7 +102,8 @@ impl ConvStep {
     pub fn run(&self, input: &[f32], output: &mut [f32], batch: usize, pool: &ScratchPool) {
         match self {
             ConvStep::Gemm(c) => c.run(input, output, batch, pool),
-            ConvStep::Depthwise(c) => c.run(input, output, batch),
+            ConvStep::Depthwise(c) => c.run(input, output, batch, pool),
+            ConvStep::Winograd(c) => c.run(input, output, batch, pool),
         }
     }
 }

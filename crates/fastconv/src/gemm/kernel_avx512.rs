@@ -1,12 +1,16 @@
-//! AVX-512F GEMM microkernel: a 12×32 tile held in 24 zmm accumulators,
-//! two B vectors and one broadcast per k step (27 of 32 registers).
+//! AVX-512F GEMM microkernel: an `MR×32` tile held in `2·MR` zmm
+//! accumulators, two B vectors and one broadcast per k step — 12×32 (27 of
+//! 32 registers) by default, 8×32 for layers whose row count is a multiple
+//! of 8 but not of 12 (64 output channels would waste 11% of a 12-row tile).
 
 use super::Epilogue;
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-/// Rows of the microtile.
+/// Rows of the default microtile.
 pub(crate) const MR: usize = 12;
+/// Rows of the narrow microtile.
+pub(crate) const MR_NARROW: usize = 8;
 /// Columns of the microtile.
 pub(crate) const NR: usize = 32;
 
@@ -18,7 +22,7 @@ pub(crate) const NR: usize = 32;
 /// apart; `epi.bias`, when non-null, holds `MR` floats.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-pub(crate) unsafe fn kernel(
+pub(crate) unsafe fn kernel<const MR: usize>(
     kc: usize,
     a: *const f32,
     b: *const f32,
@@ -71,7 +75,7 @@ pub(crate) unsafe fn kernel(
 /// # Safety
 /// Unreachable; present so the dispatch compiles on every target.
 #[cfg(not(target_arch = "x86_64"))]
-pub(crate) unsafe fn kernel(
+pub(crate) unsafe fn kernel<const MR: usize>(
     _kc: usize,
     _a: *const f32,
     _b: *const f32,

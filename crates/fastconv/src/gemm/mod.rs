@@ -53,11 +53,25 @@ pub(crate) struct Kernel {
 }
 
 impl Kernel {
-    /// The microkernel of `isa`; `isa` must be supported by this CPU (checked
-    /// by [`Isa::ensure_supported`] where plans are built).
-    pub fn new(isa: Isa) -> Kernel {
+    /// The microkernel of `isa` best suited to `m` rows (AVX-512 has a
+    /// narrow 8-row tile for row counts that 8 divides and 12 does not);
+    /// `isa` must be supported by this CPU (checked by
+    /// [`Isa::ensure_supported`] where plans are built).
+    pub fn for_rows(isa: Isa, m: usize) -> Kernel {
+        let narrow = m > 0
+            && m.is_multiple_of(kernel_avx512::MR_NARROW)
+            && !m.is_multiple_of(kernel_avx512::MR);
         let (mr, nr, func): (usize, usize, KernelFn) = match isa {
-            Isa::Avx512 => (kernel_avx512::MR, kernel_avx512::NR, kernel_avx512::kernel),
+            Isa::Avx512 if narrow => (
+                kernel_avx512::MR_NARROW,
+                kernel_avx512::NR,
+                kernel_avx512::kernel::<{ kernel_avx512::MR_NARROW }>,
+            ),
+            Isa::Avx512 => (
+                kernel_avx512::MR,
+                kernel_avx512::NR,
+                kernel_avx512::kernel::<{ kernel_avx512::MR }>,
+            ),
             Isa::Avx2 => (kernel_avx2::MR, kernel_avx2::NR, kernel_avx2::kernel),
             Isa::Scalar => (kernel_scalar::MR, kernel_scalar::NR, kernel_scalar::kernel),
         };
@@ -80,8 +94,18 @@ impl Kernel {
 #[derive(Debug, Default)]
 pub(crate) struct Scratch {
     packed_b: AlignedVec,
-    row: Vec<f32>,
+    pub(crate) row: Vec<f32>,
     tile: Vec<f32>,
+}
+
+/// The `B` operand of a task: a source packed on the fly, or a column tile
+/// packed beforehand by [`pack::pack_b`] block by block (`KC` block at depth
+/// `k0` starting at `k0 · ⌈nc/NR⌉ · NR`).
+pub(crate) enum BOperand<'a, S: BSource> {
+    /// Pack from this source per `KC` block.
+    Source(&'a S),
+    /// Already packed.
+    Packed(&'a [f32]),
 }
 
 /// Where one task writes: `C` with row stride `rsc` (floats), the bias of
@@ -108,7 +132,7 @@ pub(crate) unsafe fn gemm(
     kernel: &Kernel,
     a: &PackedA,
     panels: Range<usize>,
-    b: &impl BSource,
+    b: BOperand<'_, impl BSource>,
     cols: Range<usize>,
     out: Output<'_>,
     scratch: &mut Scratch,
@@ -124,16 +148,21 @@ pub(crate) unsafe fn gemm(
         let kc = kernel.kc.min(k - k0);
         let first = k0 == 0;
         let last = k0 + kc == k;
-        scratch.packed_b.resize(kc * n_panels * nr);
-        pack::pack_b(
-            b,
-            k0..k0 + kc,
-            cols.clone(),
-            nr,
-            &mut scratch.row,
-            scratch.packed_b.as_mut_slice(),
-        );
-        let bp = scratch.packed_b.as_slice();
+        let bp = match &b {
+            BOperand::Source(src) => {
+                scratch.packed_b.resize(kc * n_panels * nr);
+                pack::pack_b(
+                    *src,
+                    k0..k0 + kc,
+                    cols.clone(),
+                    nr,
+                    &mut scratch.row,
+                    scratch.packed_b.as_mut_slice(),
+                );
+                scratch.packed_b.as_slice()
+            }
+            BOperand::Packed(all) => &all[k0 * n_panels * nr..][..kc * n_panels * nr],
+        };
         for jp in 0..n_panels {
             let col = cols.start + jp * nr;
             let nv = nr.min(cols.end - col);
