@@ -14,9 +14,9 @@ use ndarray::{Array1, Array2, Array4};
 
 use super::weight_layout::{bias_len, check_bias, check_groups, WeightLayout};
 use super::Operator;
-use crate::bits::{bits_for, PackedCodes};
+use crate::bits::PackedCodes;
 use crate::cost::Cost;
-use crate::error::{ensure_finite, ensure_nonempty, Error, Result};
+use crate::error::{ensure_finite, ensure_nonempty, Result};
 use crate::shape::ActShape;
 
 /// Weights as `⌈log₂ k⌉`-bit indices into per-layer or per-channel codebooks.
@@ -41,13 +41,7 @@ impl CodebookConv {
         ensure_finite("codebooks", codebooks.iter())?;
         check_groups("codebook count", codebooks.nrows(), layout.rows())?;
         let k = codebooks.ncols();
-        if codes.bits() != bits_for(k) {
-            return Err(Error::param(
-                "codebook code bits",
-                codes.bits(),
-                format!("⌈log₂ {k}⌉ = {}", bits_for(k)),
-            ));
-        }
+        codes.check_index_bits("codebook code", k)?;
         codes.check(
             "codebook indices",
             layout.rows(),
@@ -114,12 +108,8 @@ impl Operator for CodebookConv {
 
     /// Payload: packed index words + 4 bytes per codebook entry and bias entry.
     fn cost(&self, input: ActShape) -> Result<Cost> {
-        let extra = self.codebooks.len() as u64 + bias_len(self.bias.as_ref());
-        self.layout.cost(
-            input,
-            self.layout.weight_count() as u64 + extra,
-            self.codes.payload_bytes() + 4 * extra,
-        )
+        let side = self.codebooks.len() as u64 + bias_len(self.bias.as_ref());
+        self.layout.packed_cost(input, &self.codes, side)
     }
 
     fn reference_forward(&self, input: &Array4<f32>) -> Result<Array4<f32>> {
@@ -131,6 +121,7 @@ impl Operator for CodebookConv {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bits::bits_for;
     use crate::{ConvLayer, ConvSpec, SeededRng};
 
     #[test]

@@ -120,12 +120,8 @@ impl Operator for FixedPointConv {
 
     /// Payload: packed code words + 4 bytes per scale, offset and bias entry.
     fn cost(&self, input: ActShape) -> Result<Cost> {
-        let extra = 2 * self.scales.len() as u64 + bias_len(self.bias.as_ref());
-        self.layout.cost(
-            input,
-            self.layout.weight_count() as u64 + extra,
-            self.codes.payload_bytes() + 4 * extra,
-        )
+        let side = 2 * self.scales.len() as u64 + bias_len(self.bias.as_ref());
+        self.layout.packed_cost(input, &self.codes, side)
     }
 
     fn reference_forward(&self, input: &Array4<f32>) -> Result<Array4<f32>> {

@@ -19,7 +19,7 @@ use ndarray::{Array1, Array2, Array3, Array4};
 
 use super::weight_layout::{bias_len, check_bias, WeightLayout};
 use super::Operator;
-use crate::bits::{bits_for, PackedCodes};
+use crate::bits::PackedCodes;
 use crate::cost::Cost;
 use crate::error::{ensure_finite, ensure_nonempty, Error, Result};
 use crate::shape::ActShape;
@@ -52,13 +52,7 @@ impl ProductQuantizedConv {
                 format!("{s} · {d} = {}", s * d),
             ));
         }
-        if codes.bits() != bits_for(k) {
-            return Err(Error::param(
-                "product code bits",
-                codes.bits(),
-                format!("⌈log₂ {k}⌉ = {}", bits_for(k)),
-            ));
-        }
+        codes.check_index_bits("product code", k)?;
         codes.check("product codes", s, layout.rows(), k as u32)?;
         check_bias(bias.as_ref(), layout.rows())?;
         Ok(ProductQuantizedConv {
@@ -126,12 +120,8 @@ impl Operator for ProductQuantizedConv {
 
     /// Payload: packed code words + 4 bytes per codebook entry and bias entry.
     fn cost(&self, input: ActShape) -> Result<Cost> {
-        let extra = self.codebooks.len() as u64 + bias_len(self.bias.as_ref());
-        self.layout.cost(
-            input,
-            (self.subblocks() * self.layout.rows()) as u64 + extra,
-            self.codes.payload_bytes() + 4 * extra,
-        )
+        let side = self.codebooks.len() as u64 + bias_len(self.bias.as_ref());
+        self.layout.packed_cost(input, &self.codes, side)
     }
 
     fn reference_forward(&self, input: &Array4<f32>) -> Result<Array4<f32>> {
@@ -143,6 +133,7 @@ impl Operator for ProductQuantizedConv {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bits::bits_for;
     use crate::{LinearLayer, SeededRng};
 
     #[test]

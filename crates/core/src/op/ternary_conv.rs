@@ -13,11 +13,11 @@
 
 use ndarray::{Array1, Array2, Array4};
 
-use super::weight_layout::{bias_len, check_bias, WeightLayout};
+use super::weight_layout::{bias_len, check_bias, check_per_filter, WeightLayout};
 use super::Operator;
 use crate::bits::PackedCodes;
 use crate::cost::Cost;
-use crate::error::{ensure_finite, Error, Result};
+use crate::error::{Error, Result};
 use crate::shape::ActShape;
 
 /// Code of a ternary `0`.
@@ -58,14 +58,7 @@ impl TernaryConv {
             return Err(Error::param("ternary code bits", codes.bits(), "2"));
         }
         codes.check("ternary codes", layout.rows(), layout.row_len(), 3)?;
-        if scales.len() != layout.rows() {
-            return Err(Error::shape(
-                "ternary scales length",
-                layout.rows(),
-                scales.len(),
-            ));
-        }
-        ensure_finite("ternary scales", scales.iter())?;
+        check_per_filter("ternary scales", &scales, layout.rows())?;
         check_bias(bias.as_ref(), layout.rows())?;
         Ok(TernaryConv {
             layout: Box::new(layout),
@@ -114,12 +107,8 @@ impl Operator for TernaryConv {
 
     /// Payload: packed 2-bit words + 4 bytes per scale and bias entry.
     fn cost(&self, input: ActShape) -> Result<Cost> {
-        let extra = self.scales.len() as u64 + bias_len(self.bias.as_ref());
-        self.layout.cost(
-            input,
-            self.layout.weight_count() as u64 + extra,
-            self.codes.payload_bytes() + 4 * extra,
-        )
+        let side = self.scales.len() as u64 + bias_len(self.bias.as_ref());
+        self.layout.packed_cost(input, &self.codes, side)
     }
 
     fn reference_forward(&self, input: &Array4<f32>) -> Result<Array4<f32>> {
