@@ -15,14 +15,11 @@
 //!
 //! The weight is `W[t, i·d + e] = codebooks[i, codes[i, t], e]`.
 
-use ndarray::{Array1, Array2, Array3, Array4};
+use ndarray::{Array1, Array2, Array3};
 
-use super::weight_layout::{bias_len, check_bias, WeightLayout};
-use super::Operator;
+use super::weight_layout::{check_bias, WeightLayout};
 use crate::bits::PackedCodes;
-use crate::cost::Cost;
 use crate::error::{ensure_finite, ensure_nonempty, Error, Result};
-use crate::shape::ActShape;
 
 /// Product-quantized weights: per sub-block codes into `k × d` codebooks.
 #[derive(Debug, Clone, PartialEq)]
@@ -109,32 +106,18 @@ impl ProductQuantizedConv {
     }
 }
 
-impl Operator for ProductQuantizedConv {
-    fn kind(&self) -> &'static str {
-        "product_quantized_conv"
-    }
-
-    fn output_shape(&self, input: ActShape) -> Result<ActShape> {
-        self.layout.output_shape(input)
-    }
-
-    /// Payload: packed code words + 4 bytes per codebook entry and bias entry.
-    fn cost(&self, input: ActShape) -> Result<Cost> {
-        let side = self.codebooks.len() as u64 + bias_len(self.bias.as_ref());
-        self.layout.packed_cost(input, &self.codes, side)
-    }
-
-    fn reference_forward(&self, input: &Array4<f32>) -> Result<Array4<f32>> {
-        self.layout
-            .dense_forward(self.dequantized(), self.bias.clone(), input)
-    }
-}
+dequantizing_operator!(
+    ProductQuantizedConv,
+    kind: "product_quantized_conv",
+    side_f32: |op| op.codebooks.len() as u64,
+    payload: "Payload: packed code words + 4 bytes per codebook entry and bias entry.",
+);
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::bits::bits_for;
-    use crate::{LinearLayer, SeededRng};
+    use crate::{ActShape, LinearLayer, Operator, SeededRng};
 
     #[test]
     fn forward_equals_dense() {
