@@ -18,7 +18,7 @@ use hasten_core::{
 };
 
 use crate::kmeans::kmeans;
-use crate::weights::{finish, LayerWeights};
+use crate::weights::{quantize_layer, LayerWeights};
 
 /// Orthogonal matching pursuit: at most `sparsity` atoms (rows of
 /// `dictionary`) and their least-squares coefficients approximating `v`.
@@ -199,10 +199,13 @@ impl Transform for Lcnn {
     }
 
     fn apply(&self, layer: &Layer, input: ActShape) -> Result<Compressed> {
-        let w = LayerWeights::of(layer);
-        let op = self.quantize(&w)?;
-        let deq = op.dequantized();
-        finish(self.name(), layer, op, input, &w.matrix, &deq)
+        quantize_layer(
+            self.name(),
+            layer,
+            input,
+            |w| self.quantize(w),
+            LcnnConv::dequantized,
+        )
     }
 }
 

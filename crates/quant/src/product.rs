@@ -12,7 +12,7 @@ use hasten_core::{
 };
 
 use crate::kmeans::kmeans;
-use crate::weights::{finish, LayerWeights};
+use crate::weights::{quantize_layer, LayerWeights};
 
 /// Product quantization with `subblocks` column blocks and `k` centroids each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,10 +86,13 @@ impl Transform for ProductQuantize {
     }
 
     fn apply(&self, layer: &Layer, input: ActShape) -> Result<Compressed> {
-        let w = LayerWeights::of(layer);
-        let op = self.quantize(&w)?;
-        let deq = op.dequantized();
-        finish(self.name(), layer, op, input, &w.matrix, &deq)
+        quantize_layer(
+            self.name(),
+            layer,
+            input,
+            |w| self.quantize(w),
+            ProductQuantizedConv::dequantized,
+        )
     }
 }
 

@@ -17,7 +17,7 @@ use hasten_core::{
     ActShape, Compressed, Layer, PackedCodes, Result, SeededRng, TernaryConv, Transform,
 };
 
-use crate::weights::{finish, Granularity, LayerWeights};
+use crate::weights::{quantize_layer, Granularity, LayerWeights};
 
 /// The TWN threshold factor, `Δ = 0.7 · mean |W|`.
 pub const TWN_THRESHOLD: f64 = 0.7;
@@ -160,10 +160,13 @@ impl Transform for Ternarize {
     }
 
     fn apply(&self, layer: &Layer, input: ActShape) -> Result<Compressed> {
-        let w = LayerWeights::of(layer);
-        let op = self.quantize(&w)?;
-        let deq = op.dequantized();
-        finish(self.name(), layer, op, input, &w.matrix, &deq)
+        quantize_layer(
+            self.name(),
+            layer,
+            input,
+            |w| self.quantize(w),
+            TernaryConv::dequantized,
+        )
     }
 }
 

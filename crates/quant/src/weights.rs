@@ -1,6 +1,7 @@
 //! The weight matrix every quantizer works on: a layer's filters as rows
 //! (`[T, C/g·kh·kw]` or `[out, in]`), its [`WeightLayout`] and bias, and the
-//! shared finishing step that wraps a packed op into a [`Compressed`].
+//! shared `apply` step that codes a layer into one packed op and wraps it into
+//! a [`Compressed`].
 
 use hasten_core::ndarray::{Array1, Array2};
 use hasten_core::{relative_error, ActShape, Block, Compressed, Layer, Op, Result, WeightLayout};
@@ -32,22 +33,22 @@ impl LayerWeights {
     }
 }
 
-/// Wraps a single packed op into a [`Compressed`] with its report.
-pub(crate) fn finish(
+/// The shared body of every quantizer's [`hasten_core::Transform::apply`]:
+/// views `layer` as its weight matrix ([`LayerWeights::of`]), codes it into
+/// one packed op with `quantize`, and wraps that op into a [`Compressed`]
+/// whose report carries the relative error of `dequantize(&op)` against the
+/// original weights.
+pub(crate) fn quantize_layer<P: Into<Op>>(
     method: &str,
     layer: &Layer,
-    op: impl Into<Op>,
     input: ActShape,
-    original: &Array2<f32>,
-    dequantized: &Array2<f32>,
+    quantize: impl FnOnce(&LayerWeights) -> Result<P>,
+    dequantize: impl FnOnce(&P) -> Array2<f32>,
 ) -> Result<Compressed> {
-    Compressed::new(
-        method,
-        layer,
-        Block::single(op),
-        input,
-        Some(relative_error(original, dequantized)),
-    )
+    let weights = LayerWeights::of(layer);
+    let op = quantize(&weights)?;
+    let weight_error = relative_error(&weights.matrix, &dequantize(&op));
+    Compressed::new(method, layer, Block::single(op), input, Some(weight_error))
 }
 
 /// Whether a quantizer shares one set of parameters over the layer or keeps
