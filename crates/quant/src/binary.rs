@@ -22,7 +22,7 @@ use hasten_core::{
 };
 
 use crate::ste::hard_sigmoid;
-use crate::weights::{quantize_layer, LayerWeights};
+use crate::weights::{LayerWeights, QuantizeLayer};
 
 /// The optimal scale of eq. (8) for one filter: `α* = ‖w‖₁ / n` (the mean of
 /// `|w|`), minimizing `‖w − α·sign(w)‖²`.
@@ -121,13 +121,7 @@ impl Transform for Binarize {
     }
 
     fn apply(&self, layer: &Layer, input: ActShape) -> Result<Compressed> {
-        quantize_layer(
-            self.name(),
-            layer,
-            input,
-            |w| self.quantize(w),
-            BinaryConv::dequantized,
-        )
+        self.quantize_layer(Self::quantize, BinaryConv::dequantized, layer, input)
     }
 }
 
@@ -211,13 +205,7 @@ impl Transform for StochasticBinarize {
     }
 
     fn apply(&self, layer: &Layer, input: ActShape) -> Result<Compressed> {
-        quantize_layer(
-            self.name(),
-            layer,
-            input,
-            |w| self.quantize(w),
-            BinaryConv::dequantized,
-        )
+        self.quantize_layer(Self::quantize, BinaryConv::dequantized, layer, input)
     }
 }
 

@@ -17,7 +17,7 @@ use hasten_core::{
     ActShape, Compressed, Error, FixedPointConv, Layer, PackedCodes, Result, Transform,
 };
 
-use crate::weights::{quantize_layer, LayerWeights};
+use crate::weights::{LayerWeights, QuantizeLayer};
 
 fn check_bits(bits: u32) -> Result<()> {
     if !(1..=16).contains(&bits) {
@@ -114,13 +114,7 @@ impl Transform for DoReFa {
     }
 
     fn apply(&self, layer: &Layer, input: ActShape) -> Result<Compressed> {
-        quantize_layer(
-            self.name(),
-            layer,
-            input,
-            |w| self.quantize(w),
-            FixedPointConv::dequantized,
-        )
+        self.quantize_layer(Self::quantize, FixedPointConv::dequantized, layer, input)
     }
 }
 

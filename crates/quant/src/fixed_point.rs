@@ -21,7 +21,7 @@ use hasten_core::{
     ActShape, Compressed, Error, FixedPointConv, Layer, PackedCodes, Result, Transform,
 };
 
-use crate::weights::{quantize_layer, Granularity, LayerWeights};
+use crate::weights::{Granularity, LayerWeights, QuantizeLayer};
 
 /// Symmetric (zero-centred) or affine (zero point) uniform quantization.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -239,13 +239,7 @@ impl Transform for FixedPoint {
     }
 
     fn apply(&self, layer: &Layer, input: ActShape) -> Result<Compressed> {
-        quantize_layer(
-            self.name(),
-            layer,
-            input,
-            |w| self.quantize(w),
-            FixedPointConv::dequantized,
-        )
+        self.quantize_layer(Self::quantize, FixedPointConv::dequantized, layer, input)
     }
 }
 

@@ -8,7 +8,7 @@ use hasten_core::{
     ActShape, Compressed, Error, Int8Conv, IntType, Layer, QuantParams, Result, Transform,
 };
 
-use crate::weights::{quantize_layer, Granularity, LayerWeights};
+use crate::weights::{Granularity, LayerWeights, QuantizeLayer};
 
 /// The affine activation parameters covering `[lo, hi]` (extended to contain
 /// 0, so that zero padding is exact) with 256 levels of `dtype`.
@@ -103,7 +103,7 @@ impl Transform for Int8Quantize {
                 f32::from(op.weights()[[t, j]]) * op.weight_scale(t)
             })
         };
-        quantize_layer(self.name(), layer, input, |w| self.quantize(w), dequantize)
+        self.quantize_layer(Self::quantize, dequantize, layer, input)
     }
 }
 

@@ -18,7 +18,7 @@ use hasten_core::{
 };
 
 use crate::kmeans::kmeans;
-use crate::weights::{quantize_layer, LayerWeights};
+use crate::weights::{LayerWeights, QuantizeLayer};
 
 /// Orthogonal matching pursuit: at most `sparsity` atoms (rows of
 /// `dictionary`) and their least-squares coefficients approximating `v`.
@@ -199,13 +199,7 @@ impl Transform for Lcnn {
     }
 
     fn apply(&self, layer: &Layer, input: ActShape) -> Result<Compressed> {
-        quantize_layer(
-            self.name(),
-            layer,
-            input,
-            |w| self.quantize(w),
-            LcnnConv::dequantized,
-        )
+        self.quantize_layer(Self::quantize, LcnnConv::dequantized, layer, input)
     }
 }
 

@@ -12,7 +12,7 @@ use hasten_core::{
 };
 
 use crate::kmeans::kmeans;
-use crate::weights::{quantize_layer, LayerWeights};
+use crate::weights::{LayerWeights, QuantizeLayer};
 
 /// Product quantization with `subblocks` column blocks and `k` centroids each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,12 +86,11 @@ impl Transform for ProductQuantize {
     }
 
     fn apply(&self, layer: &Layer, input: ActShape) -> Result<Compressed> {
-        quantize_layer(
-            self.name(),
+        self.quantize_layer(
+            Self::quantize,
+            ProductQuantizedConv::dequantized,
             layer,
             input,
-            |w| self.quantize(w),
-            ProductQuantizedConv::dequantized,
         )
     }
 }

@@ -10,7 +10,7 @@ use hasten_core::{
 };
 
 use crate::kmeans1d::{assign_1d, lloyd_1d, optimal_1d, KMeans1d};
-use crate::weights::{quantize_layer, Granularity, LayerWeights};
+use crate::weights::{Granularity, LayerWeights, QuantizeLayer};
 
 /// Which 1-D k-means solver to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,13 +100,7 @@ impl Transform for ScalarKMeans {
     }
 
     fn apply(&self, layer: &Layer, input: ActShape) -> Result<Compressed> {
-        quantize_layer(
-            self.name(),
-            layer,
-            input,
-            |w| self.quantize(w),
-            CodebookConv::dequantized,
-        )
+        self.quantize_layer(Self::quantize, CodebookConv::dequantized, layer, input)
     }
 }
 

@@ -17,7 +17,7 @@ use hasten_core::{
     ActShape, Compressed, Layer, PackedCodes, Result, SeededRng, TernaryConv, Transform,
 };
 
-use crate::weights::{quantize_layer, Granularity, LayerWeights};
+use crate::weights::{Granularity, LayerWeights, QuantizeLayer};
 
 /// The TWN threshold factor, `Δ = 0.7 · mean |W|`.
 pub const TWN_THRESHOLD: f64 = 0.7;
@@ -160,13 +160,7 @@ impl Transform for Ternarize {
     }
 
     fn apply(&self, layer: &Layer, input: ActShape) -> Result<Compressed> {
-        quantize_layer(
-            self.name(),
-            layer,
-            input,
-            |w| self.quantize(w),
-            TernaryConv::dequantized,
-        )
+        self.quantize_layer(Self::quantize, TernaryConv::dequantized, layer, input)
     }
 }
 
