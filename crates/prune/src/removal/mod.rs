@@ -9,6 +9,22 @@ pub mod kernel_shape;
 pub mod residual;
 pub mod sparse;
 
+/// Helpers shared by the removal tests.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use ndarray::Array4;
+
+    /// Largest absolute element-wise difference of two activations of the
+    /// same shape.
+    pub(crate) fn max_diff(a: &Array4<f32>, b: &Array4<f32>) -> f32 {
+        assert_eq!(a.shape(), b.shape());
+        a.iter()
+            .zip(b.iter())
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
+    }
+}
+
 pub use connection::{connection_to_grouped, detect_groups, ConnectionGroups};
 pub use filter::{check_keep, prune_channels, prune_filters, zero_filters, Consumer, FilterPruned};
 pub use groupwise::{groupwise_keep, groupwise_prune, GroupwisePrune};
