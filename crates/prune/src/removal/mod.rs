@@ -9,6 +9,13 @@ pub mod kernel_shape;
 pub mod residual;
 pub mod sparse;
 
+pub use connection::{connection_to_grouped, detect_groups, ConnectionGroups};
+pub use filter::{check_keep, prune_channels, prune_filters, zero_filters, Consumer, FilterPruned};
+pub use groupwise::{groupwise_keep, groupwise_prune, GroupwisePrune};
+pub use kernel_shape::{trim_kernel, trim_zero_taps, KernelTrim};
+pub use residual::{ResidualBlock, ResidualNet};
+pub use sparse::{sparse_prune, MagnitudeSparse};
+
 /// Helpers shared by the removal tests.
 #[cfg(test)]
 pub(crate) mod test_support {
@@ -24,10 +31,3 @@ pub(crate) mod test_support {
             .fold(0.0, f32::max)
     }
 }
-
-pub use connection::{connection_to_grouped, detect_groups, ConnectionGroups};
-pub use filter::{check_keep, prune_channels, prune_filters, zero_filters, Consumer, FilterPruned};
-pub use groupwise::{groupwise_keep, groupwise_prune, GroupwisePrune};
-pub use kernel_shape::{trim_kernel, trim_zero_taps, KernelTrim};
-pub use residual::{ResidualBlock, ResidualNet};
-pub use sparse::{sparse_prune, MagnitudeSparse};
