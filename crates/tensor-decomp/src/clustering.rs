@@ -292,6 +292,36 @@ impl Biclusters {
             .map(|b| self.outputs.iter().map(|&o| b[o]).collect())
     }
 
+    /// The block both biclustering approximations share: gather the inputs
+    /// cluster by cluster, grouped `1×1` `w1` (`G` groups), the spatial `w2`
+    /// with `conv`'s stride, padding and dilation in `spatial_groups` groups,
+    /// regroup its `(g, h, ·)` channels of width `regroup_width` to
+    /// `(h, g, ·)`, grouped `1×1` `w3` (`H` groups) with the permuted bias,
+    /// and restore the original output order.
+    fn block(
+        &self,
+        conv: &ConvLayer,
+        w1: &Array4<f64>,
+        w2: &Array4<f64>,
+        spatial_groups: usize,
+        regroup_width: usize,
+        w3: &Array4<f64>,
+    ) -> Result<Block> {
+        let [_, in_channels, _, _] = conv.weight().dims();
+        Block::new(vec![
+            ChannelGather::new(self.inputs.clone(), in_channels)?.into(),
+            conv_op(w1, None, hasten_core::ConvSpec::new().with_groups(self.g))?,
+            conv_op(w2, None, with_groups(conv.spec(), spatial_groups))?,
+            self.regroup(regroup_width)?.into(),
+            conv_op(
+                w3,
+                self.bias(conv).as_ref(),
+                hasten_core::ConvSpec::new().with_groups(self.h),
+            )?,
+            self.restore()?.into(),
+        ])
+    }
+
     fn scatter(&self, kernel: &mut Array4<f64>, sub: &Array4<f64>, g: usize, h: usize) {
         let (cp, np) = (self.c_per(), self.n_per());
         for ((o, i, y, x), &v) in sub.indexed_iter() {
@@ -412,19 +442,7 @@ impl BiclusterSvd {
                 bc.scatter(&mut recon, &approx, g, h);
             }
         }
-        let spec = conv.spec();
-        let block = Block::new(vec![
-            ChannelGather::new(bc.inputs.clone(), c)?.into(),
-            conv_op(&w1, None, hasten_core::ConvSpec::new().with_groups(g_n))?,
-            conv_op(&w2, None, with_groups(spec, g_n * h_n))?,
-            bc.regroup(k2)?.into(),
-            conv_op(
-                &w3,
-                bc.bias(conv).as_ref(),
-                hasten_core::ConvSpec::new().with_groups(h_n),
-            )?,
-            bc.restore()?.into(),
-        ])?;
+        let block = bc.block(conv, &w1, &w2, g_n * h_n, k2, &w3)?;
         Ok((block, recon))
     }
 }
@@ -532,18 +550,7 @@ impl BiclusterCp {
                 }
             }
         }
-        let block = Block::new(vec![
-            ChannelGather::new(bc.inputs.clone(), c)?.into(),
-            conv_op(&w1, None, hasten_core::ConvSpec::new().with_groups(g_n))?,
-            conv_op(&w2, None, with_groups(conv.spec(), g_n * h_n * k))?,
-            bc.regroup(k)?.into(),
-            conv_op(
-                &w3,
-                bc.bias(conv).as_ref(),
-                hasten_core::ConvSpec::new().with_groups(h_n),
-            )?,
-            bc.restore()?.into(),
-        ])?;
+        let block = bc.block(conv, &w1, &w2, g_n * h_n * k, k, &w3)?;
         Ok((block, recon))
     }
 }

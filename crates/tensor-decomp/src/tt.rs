@@ -197,35 +197,45 @@ pub fn tt_svd(tensor: &ArrayD<f64>, rank: TtRank) -> Result<TtTensor> {
     Ok(TtTensor { cores })
 }
 
+/// The TT rank a [`RankSpec`] asks for: a fixed maximal bond rank, an energy
+/// `e` as the TT-SVD accuracy `√(1 − e)`, or — for a speed-up target — the
+/// largest uniform maximal bond rank (up to the largest of `bounds`) whose
+/// block, costed by `macs(rank)`, meets the target against `layer`'s MACs on
+/// `input`. EVBMF is not supported.
+fn resolve_tt_rank(
+    spec: RankSpec,
+    method: &str,
+    bounds: &[usize],
+    layer: &Layer,
+    input: ActShape,
+    macs: &dyn Fn(usize) -> Result<u64>,
+) -> Result<TtRank> {
+    match spec {
+        RankSpec::Speedup(target) => {
+            let problem = crate::rank::RankProblem {
+                method,
+                max: bounds.iter().copied().max().unwrap_or(1),
+                spectrum: None,
+                matrix: None,
+                base_macs: layer.cost(input)?.macs,
+                macs,
+            };
+            Ok(TtRank::Max(RankSpec::Speedup(target).resolve(&problem)?))
+        }
+        spec => tt_rank_of(spec, method),
+    }
+}
+
+/// The TT rank of a fixed or energy [`RankSpec`] (speed-up targets are
+/// resolved by [`resolve_tt_rank`]).
 fn tt_rank_of(spec: RankSpec, method: &str) -> Result<TtRank> {
     spec.validate()?;
     match spec {
         RankSpec::Fixed(r) => Ok(TtRank::Max(r)),
         RankSpec::Energy(e) => Ok(TtRank::Accuracy((1.0 - e).max(0.0).sqrt())),
-        RankSpec::Speedup(_) => unreachable!("handled by the caller"),
+        RankSpec::Speedup(_) => unreachable!("handled by resolve_tt_rank"),
         RankSpec::Evbmf => Err(Error::unsupported(method, "rank selection by EVBMF")),
     }
-}
-
-/// Finds the largest uniform maximal bond rank whose block meets a MAC
-/// speed-up target.
-fn tt_speedup_rank(
-    method: &str,
-    bounds: &[usize],
-    base_macs: u64,
-    target: f64,
-    macs: &dyn Fn(usize) -> Result<u64>,
-) -> Result<usize> {
-    let max = bounds.iter().copied().max().unwrap_or(1);
-    let problem = crate::rank::RankProblem {
-        method,
-        max,
-        spectrum: None,
-        matrix: None,
-        base_macs,
-        macs,
-    };
-    RankSpec::Speedup(target).resolve(&problem)
 }
 
 /// TT-matrix decomposition of a fully connected layer (Novikov et al. \[26\]).
@@ -340,26 +350,15 @@ impl Transform for TtMatrix {
         let merged: Vec<usize> = (0..self.out_modes.len())
             .map(|k| self.out_modes[k] * self.in_modes[k])
             .collect();
-        let rank = match self.rank {
-            RankSpec::Speedup(target) => {
-                let bounds = tt_bond_bounds(&merged);
-                let macs = |r: usize| -> Result<u64> {
-                    let op = self.decompose(
-                        &w,
-                        TtRank::Max(r.min(bounds.iter().copied().max().unwrap_or(1))),
-                    )?;
-                    Ok(hasten_core::Operator::cost(&op, input)?.macs)
-                };
-                TtRank::Max(tt_speedup_rank(
-                    self.name(),
-                    &bounds,
-                    layer.cost(input)?.macs,
-                    target,
-                    &macs,
-                )?)
-            }
-            spec => tt_rank_of(spec, self.name())?,
+        let bounds = tt_bond_bounds(&merged);
+        let macs = |r: usize| -> Result<u64> {
+            let op = self.decompose(
+                &w,
+                TtRank::Max(r.min(bounds.iter().copied().max().unwrap_or(1))),
+            )?;
+            Ok(hasten_core::Operator::cost(&op, input)?.macs)
         };
+        let rank = resolve_tt_rank(self.rank, self.name(), &bounds, layer, input, &macs)?;
         let op = self.decompose(&w, rank)?;
         let with_bias = TtLinear::new(op.cores().to_vec(), l.bias().cloned())?;
         let err = matrix_error(&w, &with_bias.to_dense());
@@ -445,23 +444,12 @@ impl Transform for TtConv {
         conv.output_shape(input)?;
         let kernel = conv.weight().to_f64();
         let [n, c, kh, kw] = conv.weight().dims();
-        let rank = match self.rank {
-            RankSpec::Speedup(target) => {
-                let bounds = tt_bond_bounds(&[c, kh, kw, n]);
-                let macs = |r: usize| -> Result<u64> {
-                    let b = Self::block(conv, &Self::decompose(&kernel, TtRank::Max(r))?)?;
-                    Ok(b.cost(input)?.macs)
-                };
-                TtRank::Max(tt_speedup_rank(
-                    self.name(),
-                    &bounds,
-                    layer.cost(input)?.macs,
-                    target,
-                    &macs,
-                )?)
-            }
-            spec => tt_rank_of(spec, self.name())?,
+        let bounds = tt_bond_bounds(&[c, kh, kw, n]);
+        let macs = |r: usize| -> Result<u64> {
+            let b = Self::block(conv, &Self::decompose(&kernel, TtRank::Max(r))?)?;
+            Ok(b.cost(input)?.macs)
         };
+        let rank = resolve_tt_rank(self.rank, self.name(), &bounds, layer, input, &macs)?;
         let tt = Self::decompose(&kernel, rank)?;
         let block = Self::block(conv, &tt)?;
         let err = kernel_error(conv.weight(), &Self::reconstruct(&tt)?)?;

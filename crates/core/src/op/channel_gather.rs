@@ -5,8 +5,9 @@
 //! section 2, Table 1) use it to route each cluster's channels to the grouped
 //! convolution that serves the cluster.
 
-use ndarray::{s, Array4};
+use ndarray::Array4;
 
+use super::common::route_channels;
 use super::{expect_channels, input_shape_of, Operator};
 use crate::cost::Cost;
 use crate::error::{Error, Result};
@@ -75,13 +76,8 @@ impl Operator for ChannelGather {
     }
 
     fn reference_forward(&self, input: &Array4<f32>) -> Result<Array4<f32>> {
-        let out = self.output_shape(input_shape_of(input)?)?;
-        let mut y = Array4::<f32>::zeros(out.batched(input.shape()[0]));
-        for (o, &i) in self.indices.iter().enumerate() {
-            y.slice_mut(s![.., o, .., ..])
-                .assign(&input.slice(s![.., i, .., ..]));
-        }
-        Ok(y)
+        self.output_shape(input_shape_of(input)?)?;
+        Ok(route_channels(input, &self.indices))
     }
 }
 

@@ -5,6 +5,7 @@
 
 use ndarray::Array4;
 
+use super::common::route_channels;
 use super::{input_shape_of, Operator};
 use crate::cost::Cost;
 use crate::error::{Error, Result};
@@ -61,13 +62,10 @@ impl Operator for ChannelShuffle {
 
     fn reference_forward(&self, input: &Array4<f32>) -> Result<Array4<f32>> {
         let shape = self.output_shape(input_shape_of(input)?)?;
-        let mut y = Array4::<f32>::zeros(input.raw_dim());
-        for o in 0..shape.channels {
-            let src = self.source_channel(o, shape.channels);
-            y.slice_mut(ndarray::s![.., o, .., ..])
-                .assign(&input.slice(ndarray::s![.., src, .., ..]));
-        }
-        Ok(y)
+        let sources: Vec<usize> = (0..shape.channels)
+            .map(|o| self.source_channel(o, shape.channels))
+            .collect();
+        Ok(route_channels(input, &sources))
     }
 }
 

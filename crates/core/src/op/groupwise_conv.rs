@@ -12,7 +12,8 @@
 
 use ndarray::{Array1, Array2, Array4};
 
-use super::patch::tap;
+use super::common::check_bias;
+use super::patch::{ensure_single_group, single_group_output_shape, tap};
 use super::{input_shape_of, Operator};
 use crate::cost::Cost;
 use crate::error::{ensure_finite, ensure_nonempty, Error, Result};
@@ -44,12 +45,7 @@ impl GroupwiseConv {
         spec: ConvSpec,
     ) -> Result<Self> {
         spec.validate()?;
-        if spec.groups != 1 {
-            return Err(Error::unsupported(
-                "GroupwiseConv",
-                format!("groups = {} (expected 1)", spec.groups),
-            ));
-        }
+        ensure_single_group("GroupwiseConv", &spec)?;
         ensure_nonempty("group-wise convolution", &[in_channels, kernel.0, kernel.1])?;
         ensure_nonempty("group-wise weight [T, kept taps]", weight.shape())?;
         if weight.ncols() != taps.len() {
@@ -77,12 +73,7 @@ impl GroupwiseConv {
             ));
         }
         ensure_finite("group-wise weight", weight.iter())?;
-        if let Some(b) = &bias {
-            if b.len() != weight.nrows() {
-                return Err(Error::shape("bias length", weight.nrows(), b.len()));
-            }
-            ensure_finite("bias", b.iter())?;
-        }
+        check_bias(bias.as_ref(), weight.nrows())?;
         Ok(GroupwiseConv {
             in_channels,
             kernel,
@@ -178,11 +169,14 @@ impl Operator for GroupwiseConv {
     }
 
     fn output_shape(&self, input: ActShape) -> Result<ActShape> {
-        super::expect_channels("group-wise convolution", self.in_channels, input)?;
-        let (oh, ow) =
-            self.spec
-                .output_hw(input.height, input.width, self.kernel.0, self.kernel.1)?;
-        Ok(ActShape::new(self.out_channels(), oh, ow))
+        single_group_output_shape(
+            "group-wise convolution",
+            self.in_channels,
+            self.kernel,
+            self.out_channels(),
+            &self.spec,
+            input,
+        )
     }
 
     /// `T · kept` MACs per output pixel; the weights plus one packed `u32`

@@ -63,6 +63,7 @@ mod binary_conv;
 mod channel_gather;
 mod channel_shuffle;
 mod codebook_conv;
+mod common;
 mod conv;
 mod csr;
 mod fixed_point_conv;

@@ -1,9 +1,41 @@
-//! Reading one tap of a convolution patch (the im2col element of eq. (13)),
-//! shared by the reference forwards of the pruned convolution formats.
+//! Patch geometry shared by the pruned convolution formats (group-wise,
+//! sparse, perforated): reading one tap of a convolution patch (the im2col
+//! element of eq. (13)), and the one-group spec and output-shape rules of the
+//! formats that index taps over all input channels.
 
 use ndarray::Array4;
 
+use crate::error::{Error, Result};
+use crate::shape::ActShape;
 use crate::spec::ConvSpec;
+
+/// Rejects a spec with more than one group: the tap-indexed formats
+/// (`op` names the format in the error) address every input channel.
+pub(crate) fn ensure_single_group(op: &str, spec: &ConvSpec) -> Result<()> {
+    if spec.groups != 1 {
+        return Err(Error::unsupported(
+            op,
+            format!("groups = {} (expected 1)", spec.groups),
+        ));
+    }
+    Ok(())
+}
+
+/// Output shape of a one-group convolution with `in_channels` inputs, a
+/// `kernel` (height, width) support, `out_channels` filters and `spec`;
+/// `kind` names the op in the channel-mismatch error.
+pub(crate) fn single_group_output_shape(
+    kind: &str,
+    in_channels: usize,
+    kernel: (usize, usize),
+    out_channels: usize,
+    spec: &ConvSpec,
+    input: ActShape,
+) -> Result<ActShape> {
+    super::expect_channels(kind, in_channels, input)?;
+    let (oh, ow) = spec.output_hw(input.height, input.width, kernel.0, kernel.1)?;
+    Ok(ActShape::new(out_channels, oh, ow))
+}
 
 /// `U[n, c, y·σ_h + i·δ_h − p_top, x·σ_w + j·δ_w − p_left]` as f64, zero
 /// where the index falls in the padding.

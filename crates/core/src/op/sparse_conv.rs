@@ -6,11 +6,12 @@
 
 use ndarray::{Array1, Array4};
 
+use super::common::check_bias;
 use super::csr::Csr;
-use super::patch::tap;
+use super::patch::{ensure_single_group, single_group_output_shape, tap};
 use super::{input_shape_of, Operator};
 use crate::cost::Cost;
-use crate::error::{ensure_finite, Error, Result};
+use crate::error::{Error, Result};
 use crate::layer::ConvLayer;
 use crate::shape::ActShape;
 use crate::spec::ConvSpec;
@@ -36,12 +37,7 @@ impl SparseConv {
         spec: ConvSpec,
     ) -> Result<Self> {
         spec.validate()?;
-        if spec.groups != 1 {
-            return Err(Error::unsupported(
-                "SparseConv",
-                format!("groups = {} (expected 1)", spec.groups),
-            ));
-        }
+        ensure_single_group("SparseConv", &spec)?;
         if in_channels == 0 || kernel.0 == 0 || kernel.1 == 0 {
             return Err(Error::EmptyDimension {
                 what: "sparse convolution".into(),
@@ -56,12 +52,7 @@ impl SparseConv {
                 filters.cols(),
             ));
         }
-        if let Some(b) = &bias {
-            if b.len() != filters.rows() {
-                return Err(Error::shape("bias length", filters.rows(), b.len()));
-            }
-            ensure_finite("bias", b.iter())?;
-        }
+        check_bias(bias.as_ref(), filters.rows())?;
         Ok(SparseConv {
             filters,
             in_channels,
@@ -126,11 +117,14 @@ impl Operator for SparseConv {
     }
 
     fn output_shape(&self, input: ActShape) -> Result<ActShape> {
-        super::expect_channels("sparse convolution", self.in_channels, input)?;
-        let (oh, ow) =
-            self.spec
-                .output_hw(input.height, input.width, self.kernel.0, self.kernel.1)?;
-        Ok(ActShape::new(self.out_channels(), oh, ow))
+        single_group_output_shape(
+            "sparse convolution",
+            self.in_channels,
+            self.kernel,
+            self.out_channels(),
+            &self.spec,
+            input,
+        )
     }
 
     /// `nnz` MACs per output pixel; values, column indices and row pointers

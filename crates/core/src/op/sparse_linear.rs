@@ -3,10 +3,11 @@
 
 use ndarray::{Array1, Array4};
 
+use super::common::{check_bias, flatten_samples};
 use super::csr::Csr;
 use super::{input_shape_of, Operator};
 use crate::cost::Cost;
-use crate::error::{ensure_finite, Error, Result};
+use crate::error::{Error, Result};
 use crate::layer::LinearLayer;
 use crate::shape::ActShape;
 
@@ -20,12 +21,7 @@ pub struct SparseLinear {
 impl SparseLinear {
     /// `weight` is `[out, in]`; the bias (if any) has `out` finite entries.
     pub fn new(weight: Csr, bias: Option<Array1<f32>>) -> Result<Self> {
-        if let Some(b) = &bias {
-            if b.len() != weight.rows() {
-                return Err(Error::shape("bias length", weight.rows(), b.len()));
-            }
-            ensure_finite("bias", b.iter())?;
-        }
+        check_bias(bias.as_ref(), weight.rows())?;
         Ok(SparseLinear { weight, bias })
     }
 
@@ -84,11 +80,7 @@ impl Operator for SparseLinear {
         let shape = input_shape_of(input)?;
         let out = self.output_shape(shape)?;
         let batch = input.shape()[0];
-        let flat = input
-            .as_standard_layout()
-            .into_owned()
-            .into_shape_with_order((batch, shape.len()))
-            .expect("element count preserved");
+        let flat = flatten_samples(input, shape);
         let mut y = Array4::<f32>::zeros(out.batched(batch));
         for n in 0..batch {
             for o in 0..self.weight.rows() {

@@ -10,6 +10,7 @@
 
 use ndarray::{Array1, Array2, Array4};
 
+use super::common::flatten_samples;
 use super::{input_shape_of, Operator};
 use crate::cost::Cost;
 use crate::error::{ensure_finite, ensure_nonempty, Error, Result};
@@ -224,12 +225,7 @@ impl Operator for TtLinear {
         let shape = input_shape_of(input)?;
         let out = self.output_shape(shape)?;
         let batch = input.shape()[0];
-        let flat = input
-            .as_standard_layout()
-            .into_owned()
-            .into_shape_with_order((batch, shape.len()))
-            .expect("element count preserved")
-            .mapv(f64::from);
+        let flat = flatten_samples(input, shape).mapv(f64::from);
         let y = self.contract(&flat)?;
         let mut result = ndarray::Array4::<f32>::zeros(out.batched(batch));
         for s in 0..batch {

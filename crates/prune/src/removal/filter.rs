@@ -261,8 +261,8 @@ pub fn zero_filters(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::removal::test_support::max_diff;
     use hasten_core::{Block, ConvSpec, Op, Relu, SeededRng};
-    use ndarray::Array4;
     use proptest::prelude::*;
 
     fn chain(p: &ConvLayer, bn: Option<&BatchNorm>, c: &Consumer) -> Block {
@@ -273,14 +273,6 @@ mod tests {
         ops.push(Relu.into());
         ops.push(c.to_op());
         Block::new(ops).unwrap()
-    }
-
-    fn max_diff(a: &Array4<f32>, b: &Array4<f32>) -> f32 {
-        assert_eq!(a.shape(), b.shape());
-        a.iter()
-            .zip(b.iter())
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f32::max)
     }
 
     fn setup(rng: &mut SeededRng, linear: bool) -> (ConvLayer, BatchNorm, Consumer) {

@@ -143,16 +143,9 @@ impl Transform for KernelTrim {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::removal::test_support::max_diff;
     use hasten_core::{ConvSpec, Operator, SeededRng};
     use ndarray::Array4;
-
-    fn max_diff(a: &Array4<f32>, b: &Array4<f32>) -> f32 {
-        assert_eq!(a.shape(), b.shape());
-        a.iter()
-            .zip(b.iter())
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f32::max)
-    }
 
     #[test]
     fn trimming_zero_taps_is_exact_5x5_to_3x3_and_off_centre() {

@@ -15,3 +15,19 @@ pub use groupwise::{groupwise_keep, groupwise_prune, GroupwisePrune};
 pub use kernel_shape::{trim_kernel, trim_zero_taps, KernelTrim};
 pub use residual::{ResidualBlock, ResidualNet};
 pub use sparse::{sparse_prune, MagnitudeSparse};
+
+/// Helpers shared by the removal tests.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use ndarray::Array4;
+
+    /// Largest absolute element-wise difference of two activations of the
+    /// same shape.
+    pub(crate) fn max_diff(a: &Array4<f32>, b: &Array4<f32>) -> f32 {
+        assert_eq!(a.shape(), b.shape());
+        a.iter()
+            .zip(b.iter())
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
+    }
+}

@@ -342,13 +342,7 @@ fn initial(tensor: &ArrayD<f64>, rank: usize, options: &CpOptions) -> Result<CpT
             factors[0] = &factors[0] * &cp.weights.view().insert_axis(Axis(0));
             CpTensor::new(Array1::ones(rank), factors)
         }
-        CpInit::Random => {
-            let factors = shape
-                .iter()
-                .map(|&d| rng.normal_array_f64((d, rank), 1.0))
-                .collect();
-            CpTensor::new(Array1::ones(rank), factors)
-        }
+        CpInit::Random => CpTensor::random_gaussian(shape, rank, &mut rng),
         CpInit::Svd => {
             let mut factors = Vec::with_capacity(shape.len());
             for (mode, &d) in shape.iter().enumerate() {
@@ -369,21 +363,10 @@ fn initial(tensor: &ArrayD<f64>, rank: usize, options: &CpOptions) -> Result<CpT
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cp::fixtures::random_cp;
     use crate::tensor::relative_error;
     use hasten_core::ndarray::IxDyn;
     use proptest::prelude::*;
-
-    fn random_cp(shape: &[usize], rank: usize, seed: u64) -> CpTensor {
-        let mut rng = SeededRng::new(seed);
-        CpTensor::new(
-            Array1::ones(rank),
-            shape
-                .iter()
-                .map(|&d| rng.normal_array_f64((d, rank), 1.0))
-                .collect(),
-        )
-        .unwrap()
-    }
 
     /// Ported from TensorLy's `test_parafac`: a (6, 8, 7) tensor of CP rank 3,
     /// fitted at rank 4, reaches relative error < 0.01, from an SVD and from a

@@ -254,21 +254,13 @@ impl Transform for CpConv {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cp::fixtures::random_cp;
     use crate::testutil::{as_layer, assert_block_is_conv, layer_from, specs};
-    use hasten_core::ndarray::Array1;
     use hasten_core::{ConvSpec, SeededRng};
     use proptest::prelude::*;
 
     fn planted(shape: &[usize], rank: usize, seed: u64) -> Array4<f64> {
-        let mut rng = SeededRng::new(seed);
-        let cp = CpTensor::new(
-            Array1::ones(rank),
-            shape
-                .iter()
-                .map(|&d| rng.normal_array_f64((d, rank), 1.0))
-                .collect(),
-        )
-        .unwrap();
+        let cp = random_cp(shape, rank, seed);
         let (n, c) = (shape[0], shape[1]);
         cp.to_tensor()
             .unwrap()

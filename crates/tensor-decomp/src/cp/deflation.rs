@@ -8,7 +8,7 @@
 //! [`super::cp_lm`].
 
 use hasten_core::error::Result;
-use hasten_core::ndarray::{Array1, ArrayD};
+use hasten_core::ndarray::ArrayD;
 use hasten_core::SeededRng;
 
 use super::{check_rank, cp_als, CpInit, CpOptions, CpResult, CpTensor};
@@ -21,24 +21,41 @@ use crate::tensor::{check_tensor, norm};
 pub fn cp_deflation(tensor: &ArrayD<f64>, rank: usize, options: &CpOptions) -> Result<CpResult> {
     check_tensor("CP deflation tensor", tensor)?;
     check_rank(tensor.shape(), rank)?;
-    let norm_x = norm(tensor);
     let mut rng = SeededRng::new(options.seed);
+    deflate(tensor, rank, |residual| {
+        let start = CpTensor::random_gaussian(tensor.shape(), 1, &mut rng)?;
+        let opts = CpOptions {
+            init: CpInit::Given(start),
+            ..options.clone()
+        };
+        let fit = cp_als(residual, 1, &opts)?;
+        Ok((fit.cp, fit.iterations))
+    })
+}
+
+/// The greedy deflation loop shared by [`cp_deflation`] and
+/// [`super::cp_power`]: `rank` times, `fit_rank_one(residual)` returns a
+/// rank-1 CP fit of the current residual and the iterations it took; the fit
+/// is subtracted from the residual and appended to the model. Returns the
+/// normalised model, the relative error after each component and the total
+/// iterations. `rank` must be ≥ 1 (checked by the callers).
+pub(crate) fn deflate(
+    tensor: &ArrayD<f64>,
+    rank: usize,
+    mut fit_rank_one: impl FnMut(&ArrayD<f64>) -> Result<(CpTensor, usize)>,
+) -> Result<CpResult> {
+    let norm_x = norm(tensor);
     let mut residual = tensor.clone();
     let mut model: Option<CpTensor> = None;
     let mut history = Vec::with_capacity(rank);
     let mut iterations = 0;
     for _ in 0..rank {
-        let start = random_rank_one(tensor.shape(), &mut rng)?;
-        let opts = CpOptions {
-            init: CpInit::Given(start),
-            ..options.clone()
-        };
-        let fit = cp_als(&residual, 1, &opts)?;
-        iterations += fit.iterations;
-        residual = residual - fit.cp.to_tensor()?;
+        let (component, component_iterations) = fit_rank_one(&residual)?;
+        iterations += component_iterations;
+        residual = residual - component.to_tensor()?;
         model = Some(match model {
-            None => fit.cp,
-            Some(m) => m.concat(&fit.cp)?,
+            None => component,
+            Some(m) => m.concat(&component)?,
         });
         history.push(if norm_x == 0.0 {
             0.0
@@ -54,37 +71,18 @@ pub fn cp_deflation(tensor: &ArrayD<f64>, rank: usize, options: &CpOptions) -> R
     })
 }
 
-/// A random rank-1 CP tensor with unit Gaussian factors.
-pub(crate) fn random_rank_one(shape: &[usize], rng: &mut SeededRng) -> Result<CpTensor> {
-    CpTensor::new(
-        Array1::ones(1),
-        shape
-            .iter()
-            .map(|&d| rng.normal_array_f64((d, 1), 1.0))
-            .collect(),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cp::fixtures::orthogonal_cp;
     use crate::tensor::relative_error;
-    use hasten_core::ndarray::{Array2, IxDyn};
+    use hasten_core::ndarray::IxDyn;
 
     #[test]
     fn recovers_orthogonal_components_exactly() {
         // With orthogonal factors the greedy deflation is exact: each step
         // finds the largest remaining component.
-        let shape = [6, 5, 4];
-        let mut rng = SeededRng::new(1);
-        let factors: Vec<Array2<f64>> = shape
-            .iter()
-            .map(|&d| {
-                let g: Array2<f64> = rng.normal_array_f64((d, 3), 1.0);
-                hasten_core::linalg::qr(g.view()).unwrap().0
-            })
-            .collect();
-        let cp = CpTensor::new(Array1::from(vec![5.0, 3.0, 1.5]), factors).unwrap();
+        let cp = orthogonal_cp(&[6, 5, 4], vec![5.0, 3.0, 1.5], 1);
         let x = cp.to_tensor().unwrap();
         let fit = cp_deflation(
             &x,

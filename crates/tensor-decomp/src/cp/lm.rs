@@ -256,22 +256,11 @@ fn pcg(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cp::fixtures::random_cp as planted;
     use crate::cp::{cp_als, CpOptions};
     use crate::tensor::relative_error;
     use hasten_core::ndarray::IxDyn;
     use hasten_core::SeededRng;
-
-    fn planted(shape: &[usize], rank: usize, seed: u64) -> CpTensor {
-        let mut rng = SeededRng::new(seed);
-        CpTensor::new(
-            Array1::ones(rank),
-            shape
-                .iter()
-                .map(|&d| rng.normal_array_f64((d, rank), 1.0))
-                .collect(),
-        )
-        .unwrap()
-    }
 
     #[test]
     fn gauss_newton_product_matches_explicit_jacobian() {

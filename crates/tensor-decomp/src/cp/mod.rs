@@ -29,6 +29,7 @@ pub use power::{cp_power, PowerOptions};
 
 use hasten_core::error::{Error, Result};
 use hasten_core::ndarray::{Array1, Array2, ArrayD, Axis};
+use hasten_core::SeededRng;
 
 use crate::tensor::cp_to_tensor;
 
@@ -64,6 +65,23 @@ impl CpTensor {
             hasten_core::error::ensure_finite("CP factor", f.iter())?;
         }
         Ok(())
+    }
+
+    /// A rank-`rank` CP tensor of shape `shape` with unit weights and
+    /// standard Gaussian factors drawn from `rng` mode by mode: the random
+    /// start of ALS and of the deflation methods.
+    pub(crate) fn random_gaussian(
+        shape: &[usize],
+        rank: usize,
+        rng: &mut SeededRng,
+    ) -> Result<CpTensor> {
+        CpTensor::new(
+            Array1::ones(rank),
+            shape
+                .iter()
+                .map(|&d| rng.normal_array_f64((d, rank), 1.0))
+                .collect(),
+        )
     }
 
     /// Number of components `R`.
@@ -168,4 +186,34 @@ pub(crate) fn check_rank(shape: &[usize], rank: usize) -> Result<()> {
         return Err(Error::InvalidRank { rank, max });
     }
     Ok(())
+}
+
+/// Test fixtures shared by the CP algorithms' tests.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::CpTensor;
+    use hasten_core::ndarray::{Array1, Array2};
+    use hasten_core::SeededRng;
+
+    /// A CP tensor with the given weights and orthonormal factor columns
+    /// (QR of Gaussian matrices drawn with `seed`): the case greedy
+    /// deflation recovers exactly.
+    pub(crate) fn orthogonal_cp(shape: &[usize], weights: Vec<f64>, seed: u64) -> CpTensor {
+        let rank = weights.len();
+        let mut rng = SeededRng::new(seed);
+        let factors: Vec<Array2<f64>> = shape
+            .iter()
+            .map(|&d| {
+                let g: Array2<f64> = rng.normal_array_f64((d, rank), 1.0);
+                hasten_core::linalg::qr(g.view()).unwrap().0
+            })
+            .collect();
+        CpTensor::new(Array1::from(weights), factors).unwrap()
+    }
+
+    /// A rank-`rank` CP tensor with unit weights and Gaussian factors drawn
+    /// with `seed`.
+    pub(crate) fn random_cp(shape: &[usize], rank: usize, seed: u64) -> CpTensor {
+        CpTensor::random_gaussian(shape, rank, &mut SeededRng::new(seed)).unwrap()
+    }
 }

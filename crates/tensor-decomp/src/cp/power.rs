@@ -10,9 +10,9 @@ use hasten_core::error::{Error, Result};
 use hasten_core::ndarray::ArrayD;
 use hasten_core::SeededRng;
 
-use super::deflation::random_rank_one;
+use super::deflation::deflate;
 use super::{check_rank, cp_als, CpInit, CpOptions, CpResult, CpTensor};
-use crate::tensor::{check_tensor, norm};
+use crate::tensor::check_tensor;
 
 /// Options of [`cp_power`].
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -46,12 +46,7 @@ pub fn cp_power(tensor: &ArrayD<f64>, rank: usize, options: &PowerOptions) -> Re
     if options.restarts == 0 {
         return Err(Error::param("restarts", 0, ">= 1"));
     }
-    let norm_x = norm(tensor);
     let mut rng = SeededRng::new(options.seed);
-    let mut residual = tensor.clone();
-    let mut model: Option<CpTensor> = None;
-    let mut history = Vec::with_capacity(rank);
-    let mut iterations = 0;
     let run = |x: &ArrayD<f64>, start: CpTensor, n: usize| {
         cp_als(
             x,
@@ -62,12 +57,13 @@ pub fn cp_power(tensor: &ArrayD<f64>, rank: usize, options: &PowerOptions) -> Re
                 .with_tol(1e-12),
         )
     };
-    for _ in 0..rank {
+    deflate(tensor, rank, |residual| {
+        let mut iterations = 0;
         let mut best: Option<CpTensor> = None;
         for _ in 0..options.restarts {
             let fit = run(
-                &residual,
-                random_rank_one(tensor.shape(), &mut rng)?,
+                residual,
+                CpTensor::random_gaussian(tensor.shape(), 1, &mut rng)?,
                 options.iterations,
             )?;
             iterations += fit.iterations;
@@ -78,45 +74,21 @@ pub fn cp_power(tensor: &ArrayD<f64>, rank: usize, options: &PowerOptions) -> Re
                 best = Some(fit.cp);
             }
         }
-        let polished = run(&residual, best.expect("restarts >= 1"), options.polish)?;
-        iterations += polished.iterations;
-        residual = residual - polished.cp.to_tensor()?;
-        model = Some(match model {
-            None => polished.cp,
-            Some(m) => m.concat(&polished.cp)?,
-        });
-        history.push(if norm_x == 0.0 {
-            0.0
-        } else {
-            norm(&residual) / norm_x
-        });
-    }
-    Ok(CpResult {
-        cp: model.expect("rank >= 1").normalized()?,
-        error_history: history,
-        iterations,
-        converged: true,
+        let polished = run(residual, best.expect("restarts >= 1"), options.polish)?;
+        Ok((polished.cp, iterations + polished.iterations))
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cp::fixtures::orthogonal_cp;
     use crate::tensor::relative_error;
-    use hasten_core::ndarray::{Array1, Array2, IxDyn};
+    use hasten_core::ndarray::IxDyn;
 
     #[test]
     fn finds_components_in_order_of_magnitude() {
-        let shape = [7, 6, 5];
-        let mut rng = SeededRng::new(2);
-        let factors: Vec<Array2<f64>> = shape
-            .iter()
-            .map(|&d| {
-                let g: Array2<f64> = rng.normal_array_f64((d, 3), 1.0);
-                hasten_core::linalg::qr(g.view()).unwrap().0
-            })
-            .collect();
-        let cp = CpTensor::new(Array1::from(vec![1.0, 4.0, 2.0]), factors).unwrap();
+        let cp = orthogonal_cp(&[7, 6, 5], vec![1.0, 4.0, 2.0], 2);
         let x = cp.to_tensor().unwrap();
         let fit = cp_power(&x, 3, &PowerOptions::default()).unwrap();
         assert!(relative_error(&x, &fit.cp.to_tensor().unwrap()).unwrap() < 1e-6);
