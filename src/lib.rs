@@ -11,3 +11,7 @@ pub use hasten_fastconv as fastconv;
 pub use hasten_prune as prune;
 pub use hasten_quant as quant;
 pub use hasten_tensor_decomp as tensor_decomp;
+
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

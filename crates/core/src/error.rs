@@ -152,7 +152,7 @@ where
 
 /// Checks that no dimension of `shape` is zero.
 pub fn ensure_nonempty(what: &str, shape: &[usize]) -> Result<()> {
-    if shape.iter().any(|&d| d == 0) {
+    if shape.contains(&0) {
         return Err(Error::EmptyDimension {
             what: what.to_string(),
             shape: format!("{shape:?}"),

@@ -21,7 +21,7 @@ impl ConvLayer {
     pub fn new(weight: Conv4d, bias: Option<Array1<f32>>, spec: ConvSpec) -> Result<Self> {
         spec.validate()?;
         let out = weight.out_channels();
-        if out % spec.groups != 0 {
+        if !out.is_multiple_of(spec.groups) {
             return Err(Error::InvalidGroups {
                 groups: spec.groups,
                 in_channels: weight.in_channels_per_group() * spec.groups,

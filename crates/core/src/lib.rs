@@ -27,6 +27,7 @@
 //! # Ok::<(), hasten_core::Error>(())
 //! ```
 
+pub mod bits;
 pub mod block;
 pub mod cost;
 pub mod error;
@@ -40,12 +41,18 @@ pub mod spec;
 pub mod transform;
 pub mod weight;
 
+pub use bits::{bits_for, PackedCodes};
 pub use block::Block;
 pub use cost::Cost;
 pub use error::{Error, Result};
 pub use layer::{ConvLayer, Layer, LinearLayer};
 pub use metrics::relative_error;
-pub use op::{BatchNorm, ChannelShuffle, Op, Operator, Relu, Shift};
+pub use op::{
+    BatchNorm, BinaryConv, ChannelGather, ChannelShuffle, CodebookConv, Csr, FixedPointConv,
+    GroupwiseConv, Int8Conv, IntType, LcnnConv, Op, Operator, PerforatedConv, ProductQuantizedConv,
+    QuantParams, Relu, Requant, Shift, SparseConv, SparseLinear, TernaryConv, TtLinear,
+    WeightLayout,
+};
 pub use rng::SeededRng;
 pub use shape::ActShape;
 pub use spec::{ConvSpec, Padding};

@@ -36,7 +36,10 @@ mod tests {
         let a = array![3.0f32, 4.0];
         assert_eq!(relative_error(&a, &a), 0.0);
         assert!((relative_error(&a, &array![3.0f32, 0.0]) - 0.8).abs() < 1e-12);
-        assert_eq!(relative_error(&array![0.0f32, 0.0], &array![3.0f32, 4.0]), 5.0);
+        assert_eq!(
+            relative_error(&array![0.0f32, 0.0], &array![3.0f32, 4.0]),
+            5.0
+        );
         assert!(relative_error(&a, &array![1.0f32]).is_infinite());
     }
 }

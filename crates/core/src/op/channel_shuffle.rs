@@ -44,7 +44,7 @@ impl Operator for ChannelShuffle {
     }
 
     fn output_shape(&self, input: ActShape) -> Result<ActShape> {
-        if input.channels % self.groups != 0 {
+        if !input.channels.is_multiple_of(self.groups) {
             return Err(Error::InvalidGroups {
                 groups: self.groups,
                 in_channels: input.channels,

@@ -6,16 +6,47 @@
 //! new file, one [`Operator`] impl and one line in the `ops!` list below.
 
 mod batch_norm;
+mod binary_conv;
+mod channel_gather;
 mod channel_shuffle;
+mod codebook_conv;
 mod conv;
+mod csr;
+mod fixed_point_conv;
+mod groupwise_conv;
+mod int8_conv;
+mod lcnn_conv;
 mod linear;
+mod patch;
+mod perforated_conv;
+mod product_quantized_conv;
 mod relu;
 mod shift;
+mod sparse_conv;
+mod sparse_linear;
+mod ternary_conv;
+mod tt_linear;
+mod weight_layout;
 
 pub use batch_norm::BatchNorm;
+pub use binary_conv::{binary_sign, BinaryConv};
+pub use channel_gather::ChannelGather;
 pub use channel_shuffle::ChannelShuffle;
+pub use codebook_conv::CodebookConv;
+pub use csr::Csr;
+pub use fixed_point_conv::FixedPointConv;
+pub use groupwise_conv::GroupwiseConv;
+pub use int8_conv::{Int8Conv, IntType, QuantParams, Requant};
+pub use lcnn_conv::LcnnConv;
+pub use perforated_conv::PerforatedConv;
+pub use product_quantized_conv::ProductQuantizedConv;
 pub use relu::Relu;
 pub use shift::Shift;
+pub use sparse_conv::SparseConv;
+pub use sparse_linear::SparseLinear;
+pub use ternary_conv::{ternary_value, TernaryConv, TERNARY_MINUS, TERNARY_PLUS, TERNARY_ZERO};
+pub use tt_linear::TtLinear;
+pub use weight_layout::WeightLayout;
 
 use ndarray::Array4;
 
@@ -76,6 +107,32 @@ ops! {
     BatchNorm(BatchNorm),
     /// Rectified linear unit.
     Relu(Relu),
+    /// Bit-packed binary weights with per-filter scale; optional XNOR inputs.
+    BinaryConv(BinaryConv),
+    /// 2-bit packed ternary weights with per-filter scale.
+    TernaryConv(TernaryConv),
+    /// k-means codebook indices with per-layer or per-channel codebooks.
+    CodebookConv(CodebookConv),
+    /// Product-quantized weights: sub-block codes and codebooks.
+    ProductQuantizedConv(ProductQuantizedConv),
+    /// Uniform k-bit weight codes with affine dequantization.
+    FixedPointConv(FixedPointConv),
+    /// i8 weights, quantized activations, i32 accumulation, requantization.
+    Int8Conv(Int8Conv),
+    /// LCNN dictionary 1×1 convolution, shifts and sparse combination.
+    LcnnConv(LcnnConv),
+    /// Group-wise pruned convolution: a subset of (channel, row, column) taps.
+    GroupwiseConv(GroupwiseConv),
+    /// Unstructured sparse convolution, filter matrix in CSR form.
+    SparseConv(SparseConv),
+    /// Unstructured sparse fully connected layer, CSR weights.
+    SparseLinear(SparseLinear),
+    /// Convolution evaluated at a subset of output positions.
+    PerforatedConv(PerforatedConv),
+    /// Tensor-Train (TT-matrix) fully connected layer.
+    TtLinear(TtLinear),
+    /// Channel gather (permutation / selection / replication).
+    ChannelGather(ChannelGather),
 }
 
 impl Operator for Op {
@@ -96,7 +153,7 @@ impl Operator for Op {
 /// Checks that an NCHW batch is non-empty and returns its per-sample shape.
 pub fn input_shape_of(input: &Array4<f32>) -> Result<ActShape> {
     let s = input.shape();
-    if s.iter().any(|&d| d == 0) {
+    if s.contains(&0) {
         return Err(Error::EmptyDimension {
             what: "input activation (NCHW)".into(),
             shape: format!("{s:?}"),

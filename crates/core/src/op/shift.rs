@@ -31,7 +31,7 @@ impl Shift {
     /// The ShiftNet pattern for a `d × d` neighbourhood: channels split into
     /// `d²` nearly equal groups, group `k` shifted by `(k / d − d/2, k % d − d/2)`.
     pub fn grouped(channels: usize, d: usize) -> Result<Self> {
-        if d == 0 || d % 2 == 0 {
+        if d == 0 || d.is_multiple_of(2) {
             return Err(Error::param("shift kernel size", d, "odd and >= 1"));
         }
         let taps = d * d;

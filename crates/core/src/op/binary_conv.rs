@@ -1,0 +1,316 @@
+//! Bit-packed binary convolution / linear layer: binarization (survey eq. (3)),
+//! BinaryConnect (eq. (6)–(7)) and XNOR-Net (eq. (8)–(9), Rastegari et al. [59]).
+//!
+//! # Format
+//! - `signs`: a 1-bit [`PackedCodes`] of `rows × row_len` (one row per output
+//!   filter, see [`WeightLayout`]); bit 1 means `+1`, bit 0 means `−1`.
+//! - `alpha`: one f32 scale per output filter (eq. (8); all ones for plain
+//!   eq. (3) binarization).
+//! - `bias`: optional f32 per output filter.
+//!
+//! The weight is `W[t, ·] = α_t · (2·bit − 1)`.
+//!
+//! # XNOR mode (eq. (9))
+//! With `binarize_input`, the op also binarizes its input:
+//! `V = (sign(I) ∗ B) ⊙ K · α_t + b_t`, where `sign(x) = +1` for `x ≥ 0` and
+//! `−1` otherwise (zero padding stays zero), and the scaling map `K` is the
+//! mean of `|I|` over the channels of the filter's group, convolved with a
+//! `kh × kw` box filter of weight `1 / (kh·kw)` using the layer's stride,
+//! padding and dilation — i.e. `K = A ∗ k` of the paper. For a linear layout
+//! `K` is the mean of `|x|` over the flattened sample.
+//!
+//! In an XNOR-Net the block order is BN → binary activation (computes `K` and
+//! `sign(I)`) → binary convolution → optional pooling; this op fuses the
+//! binary activation and the binary convolution.
+
+use ndarray::{Array1, Array2, Array4};
+
+use super::weight_layout::{bias_len, check_bias, WeightLayout};
+use super::{input_shape_of, Operator};
+use crate::bits::PackedCodes;
+use crate::cost::Cost;
+use crate::error::{ensure_finite, Error, Result};
+use crate::shape::ActShape;
+
+/// Binary weights (1 bit each) with per-filter scales; optionally XNOR inputs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BinaryConv {
+    layout: Box<WeightLayout>,
+    signs: PackedCodes,
+    alpha: Array1<f32>,
+    bias: Option<Array1<f32>>,
+    binarize_input: bool,
+}
+
+impl BinaryConv {
+    /// Validates a 1-bit `rows × row_len` sign matrix, one finite `alpha` per
+    /// filter and the bias.
+    pub fn new(
+        layout: WeightLayout,
+        signs: PackedCodes,
+        alpha: Array1<f32>,
+        bias: Option<Array1<f32>>,
+        binarize_input: bool,
+    ) -> Result<Self> {
+        if signs.bits() != 1 {
+            return Err(Error::param("binary sign bits", signs.bits(), "1"));
+        }
+        signs.check("binary signs", layout.rows(), layout.row_len(), 2)?;
+        if alpha.len() != layout.rows() {
+            return Err(Error::shape(
+                "binary alpha length",
+                layout.rows(),
+                alpha.len(),
+            ));
+        }
+        ensure_finite("binary alpha", alpha.iter())?;
+        check_bias(bias.as_ref(), layout.rows())?;
+        Ok(BinaryConv {
+            layout: Box::new(layout),
+            signs,
+            alpha,
+            bias,
+            binarize_input,
+        })
+    }
+
+    /// The geometry.
+    pub fn layout(&self) -> &WeightLayout {
+        &self.layout
+    }
+
+    /// The packed signs (bit 1 = +1).
+    pub fn signs(&self) -> &PackedCodes {
+        &self.signs
+    }
+
+    /// Per-filter scales α.
+    pub fn alpha(&self) -> &Array1<f32> {
+        &self.alpha
+    }
+
+    /// The bias.
+    pub fn bias(&self) -> Option<&Array1<f32>> {
+        self.bias.as_ref()
+    }
+
+    /// Whether inputs are binarized too (XNOR-Net, eq. (9)).
+    pub fn binarize_input(&self) -> bool {
+        self.binarize_input
+    }
+
+    /// The `±1` sign matrix `B [rows, row_len]`.
+    pub fn sign_matrix(&self) -> Array2<f32> {
+        let (r, c) = (self.layout.rows(), self.layout.row_len());
+        Array2::from_shape_fn((r, c), |(t, j)| {
+            if self.signs.get(t, j) == Some(1) {
+                1.0
+            } else {
+                -1.0
+            }
+        })
+    }
+
+    /// The dequantized weight matrix `α_t · B[t, ·]`.
+    pub fn dequantized(&self) -> Array2<f32> {
+        let mut b = self.sign_matrix();
+        for (mut row, &a) in b.rows_mut().into_iter().zip(self.alpha.iter()) {
+            row *= a;
+        }
+        b
+    }
+
+    /// The XNOR scaling map `K`, shaped `[N, groups, out_h, out_w]` (one map
+    /// per convolution group; `[N, 1, 1, 1]` for a linear layout).
+    pub fn scaling_map(&self, input: &Array4<f32>) -> Result<Array4<f32>> {
+        let shape = input_shape_of(input)?;
+        self.layout.output_shape(shape)?;
+        let (box_layout, rows) = match *self.layout {
+            WeightLayout::Conv { dims, spec } => (
+                WeightLayout::conv([spec.groups, dims[1], dims[2], dims[3]], spec)?,
+                spec.groups,
+            ),
+            WeightLayout::Linear { inp, .. } => (WeightLayout::linear(1, inp)?, 1),
+        };
+        let w = 1.0 / box_layout.row_len() as f32;
+        box_layout.dense_forward(
+            Array2::from_elem((rows, box_layout.row_len()), w),
+            None,
+            &input.mapv(f32::abs),
+        )
+    }
+}
+
+/// `sign(x)` with `sign(0) = +1`, the binary activation of XNOR-Net.
+pub fn binary_sign(x: f32) -> f32 {
+    if x >= 0.0 {
+        1.0
+    } else {
+        -1.0
+    }
+}
+
+impl Operator for BinaryConv {
+    fn kind(&self) -> &'static str {
+        if self.binarize_input {
+            "xnor_conv"
+        } else {
+            "binary_conv"
+        }
+    }
+
+    fn output_shape(&self, input: ActShape) -> Result<ActShape> {
+        self.layout.output_shape(input)
+    }
+
+    /// Payload: packed sign words + 4 bytes per α + 4 bytes per bias entry.
+    fn cost(&self, input: ActShape) -> Result<Cost> {
+        let extra = self.alpha.len() as u64 + bias_len(self.bias.as_ref());
+        self.layout.cost(
+            input,
+            self.layout.weight_count() as u64 + extra,
+            self.signs.payload_bytes() + 4 * extra,
+        )
+    }
+
+    fn reference_forward(&self, input: &Array4<f32>) -> Result<Array4<f32>> {
+        if !self.binarize_input {
+            return self
+                .layout
+                .dense_forward(self.dequantized(), self.bias.clone(), input);
+        }
+        let k = self.scaling_map(input)?;
+        let mut y =
+            self.layout
+                .dense_forward(self.sign_matrix(), None, &input.mapv(binary_sign))?;
+        let per_group = self.layout.rows() / k.shape()[1];
+        for ((n, t, yy, xx), v) in y.indexed_iter_mut() {
+            let b = self.bias.as_ref().map_or(0.0, |b| b[t]);
+            *v = *v * k[[n, t / per_group, yy, xx]] * self.alpha[t] + b;
+        }
+        Ok(y)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ConvLayer, ConvSpec, Operator, SeededRng};
+
+    fn layout() -> WeightLayout {
+        WeightLayout::conv([4, 3, 3, 3], ConvSpec::new().with_padding(1)).unwrap()
+    }
+
+    #[test]
+    fn forward_equals_dense_alpha_sign_conv() {
+        let mut rng = SeededRng::new(1);
+        let l = layout();
+        let bits: Vec<u32> = (0..l.weight_count()).map(|_| rng.below(2) as u32).collect();
+        let alpha = Array1::from(vec![0.5, 1.5, 2.0, 0.25]);
+        let op = BinaryConv::new(
+            l,
+            PackedCodes::pack(&bits, 4, 27, 1).unwrap(),
+            alpha.clone(),
+            Some(Array1::from(vec![0.1, 0.2, 0.3, 0.4])),
+            false,
+        )
+        .unwrap();
+        // Independent dense kernel built from the unpacked-free bit list.
+        let w = Array4::from_shape_fn((4, 3, 3, 3), |(t, s, i, j)| {
+            let b = bits[t * 27 + s * 9 + i * 3 + j];
+            alpha[t] * if b == 1 { 1.0 } else { -1.0 }
+        });
+        let dense = ConvLayer::new(
+            crate::Conv4d::new(w).unwrap(),
+            Some(Array1::from(vec![0.1, 0.2, 0.3, 0.4])),
+            ConvSpec::new().with_padding(1),
+        )
+        .unwrap();
+        let x = rng.normal_array((2, 3, 5, 5), 1.0);
+        let (a, b) = (
+            op.reference_forward(&x).unwrap(),
+            dense.reference_forward(&x).unwrap(),
+        );
+        for (p, q) in a.iter().zip(b.iter()) {
+            assert!((p - q).abs() < 1e-5, "{p} vs {q}");
+        }
+        let cost = op.cost(ActShape::new(3, 5, 5)).unwrap();
+        // 4 rows × 1 word + 4 alphas + 4 biases.
+        assert_eq!(cost.weight_bytes, 4 * 8 + 16 + 16);
+    }
+
+    #[test]
+    fn xnor_mode_matches_hand_formula_on_1x1() {
+        // 1×1 conv, 2 input channels: K = mean(|x0|, |x1|) per pixel.
+        let l = WeightLayout::conv([1, 2, 1, 1], ConvSpec::new()).unwrap();
+        let op = BinaryConv::new(
+            l,
+            PackedCodes::pack(&[1, 0], 1, 2, 1).unwrap(),
+            Array1::from(vec![2.0]),
+            None,
+            true,
+        )
+        .unwrap();
+        let x = Array4::from_shape_vec((1, 2, 1, 2), vec![3.0, -1.0, -1.0, -4.0]).unwrap();
+        // pixel 0: sign = (+1, −1) · (+1, −1) = 2, K = 2 → 2·2·2 = 8.
+        // pixel 1: sign = (−1, −1) · (+1, −1) = 0 → 0.
+        let y = op.reference_forward(&x).unwrap();
+        assert_eq!(y.iter().copied().collect::<Vec<_>>(), vec![8.0, 0.0]);
+    }
+
+    #[test]
+    fn xnor_linear_uses_mean_abs_of_the_sample() {
+        // Linear 1×3: K = mean |x|; out = (sign(x)·B) · K · α.
+        let l = WeightLayout::linear(1, 3).unwrap();
+        let op = BinaryConv::new(
+            l,
+            PackedCodes::pack(&[1, 1, 0], 1, 3, 1).unwrap(),
+            Array1::from(vec![0.5]),
+            Some(Array1::from(vec![1.0])),
+            true,
+        )
+        .unwrap();
+        let x = Array4::from_shape_vec((1, 3, 1, 1), vec![2.0, -1.0, -3.0]).unwrap();
+        // signs (+1, −1, −1)·(+1, +1, −1) = 1; K = 2; 1·2·0.5 + 1 = 2.
+        assert_eq!(op.reference_forward(&x).unwrap()[[0, 0, 0, 0]], 2.0);
+        assert_eq!(op.kind(), "xnor_conv");
+    }
+
+    #[test]
+    fn rejects_bad_parts() {
+        let l = layout();
+        let ok = PackedCodes::pack(&vec![0; 108], 4, 27, 1).unwrap();
+        assert!(BinaryConv::new(l, ok.clone(), Array1::ones(3), None, false).is_err());
+        assert!(
+            BinaryConv::new(l, ok.clone(), Array1::from(vec![f32::NAN; 4]), None, false).is_err()
+        );
+        let two = PackedCodes::pack(&vec![0; 108], 4, 27, 2).unwrap();
+        assert!(BinaryConv::new(l, two, Array1::ones(4), None, false).is_err());
+        let wrong = PackedCodes::pack(&[0; 27], 1, 27, 1).unwrap();
+        assert!(BinaryConv::new(l, wrong, Array1::ones(4), None, false).is_err());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        #[test]
+        fn constructor_and_forward_never_panic(
+            rows in 1usize..4, cols in 1usize..20, code_rows in 0usize..4, bits in 0u32..3,
+            alpha_len in 0usize..5, nan in proptest::bool::ANY, bias_len in proptest::option::of(0usize..5),
+            xnor in proptest::bool::ANY, in_c in 1usize..25,
+        ) {
+            let layout = WeightLayout::linear(rows, cols).unwrap();
+            let codes = PackedCodes::pack(&vec![1; code_rows * cols], code_rows, cols, bits);
+            let mut alpha = Array1::<f32>::ones(alpha_len);
+            if nan && alpha_len > 0 { alpha[0] = f32::NAN; }
+            let bias = bias_len.map(Array1::<f32>::zeros);
+            let valid = code_rows == rows && bits == 1 && alpha_len == rows && !nan
+                && bias_len.is_none_or(|b| b == rows);
+            let r = codes.and_then(|c| BinaryConv::new(layout, c, alpha, bias, xnor));
+            proptest::prop_assert_eq!(r.is_ok(), valid);
+            if let Ok(op) = r {
+                let x = Array4::<f32>::ones((1, in_c, 1, 1));
+                proptest::prop_assert_eq!(op.reference_forward(&x).is_ok(), in_c == cols);
+            }
+        }
+    }
+}

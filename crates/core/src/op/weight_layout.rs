@@ -1,0 +1,222 @@
+//! [`WeightLayout`]: the geometry shared by the packed-weight ops of survey
+//! section 5 — either a convolution (OIHW dims and a [`ConvSpec`]) or a fully
+//! connected layer. Either way the weights form a matrix of `rows()` output
+//! filters by `row_len()` inputs (the filter matrix of
+//! [`crate::Conv4d::filter_matrix`], or `W [out, in]`), which is the matrix a
+//! quantizer codes and the order in which packed codes are stored.
+
+use ndarray::{Array1, Array2, Array4};
+
+use crate::cost::Cost;
+use crate::error::{ensure_nonempty, Error, Result};
+use crate::layer::{ConvLayer, Layer, LinearLayer};
+use crate::op::Operator;
+use crate::shape::ActShape;
+use crate::spec::ConvSpec;
+use crate::weight::Conv4d;
+
+/// Where a packed weight matrix sits: a convolution or a linear layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightLayout {
+    /// Convolution with OIHW `dims = [T, C/groups, kh, kw]` and `spec`.
+    Conv {
+        /// `[out, in per group, kh, kw]`.
+        dims: [usize; 4],
+        /// Stride, padding, dilation, groups.
+        spec: ConvSpec,
+    },
+    /// Fully connected `[out, in]`, applied to the flattened sample.
+    Linear {
+        /// Output features.
+        out: usize,
+        /// Input features.
+        inp: usize,
+    },
+}
+
+impl WeightLayout {
+    /// A convolution layout; validates non-empty dims, the spec and groups.
+    pub fn conv(dims: [usize; 4], spec: ConvSpec) -> Result<Self> {
+        ensure_nonempty("convolution kernel dims", &dims)?;
+        spec.validate()?;
+        if !dims[0].is_multiple_of(spec.groups) {
+            return Err(Error::InvalidGroups {
+                groups: spec.groups,
+                in_channels: dims[1] * spec.groups,
+                out_channels: dims[0],
+            });
+        }
+        Ok(WeightLayout::Conv { dims, spec })
+    }
+
+    /// A linear layout `[out, inp]`.
+    pub fn linear(out: usize, inp: usize) -> Result<Self> {
+        ensure_nonempty("linear weight dims", &[out, inp])?;
+        Ok(WeightLayout::Linear { out, inp })
+    }
+
+    /// The layout of an existing layer.
+    pub fn of_layer(layer: &Layer) -> Self {
+        match layer {
+            Layer::Conv(c) => WeightLayout::Conv {
+                dims: c.weight().dims(),
+                spec: *c.spec(),
+            },
+            Layer::Linear(l) => WeightLayout::Linear {
+                out: l.out_features(),
+                inp: l.in_features(),
+            },
+        }
+    }
+
+    /// Output filters `T` (rows of the weight matrix).
+    pub fn rows(&self) -> usize {
+        match *self {
+            WeightLayout::Conv { dims, .. } => dims[0],
+            WeightLayout::Linear { out, .. } => out,
+        }
+    }
+
+    /// Weights per filter, `C/groups · kh · kw` or `in`.
+    pub fn row_len(&self) -> usize {
+        match *self {
+            WeightLayout::Conv { dims, .. } => dims[1] * dims[2] * dims[3],
+            WeightLayout::Linear { inp, .. } => inp,
+        }
+    }
+
+    /// Total weights, `rows · row_len`.
+    pub fn weight_count(&self) -> usize {
+        self.rows() * self.row_len()
+    }
+
+    /// The dense layer with weight matrix `weights [rows, row_len]` and `bias`.
+    pub fn dense_layer(&self, weights: Array2<f32>, bias: Option<Array1<f32>>) -> Result<Layer> {
+        if weights.dim() != (self.rows(), self.row_len()) {
+            return Err(Error::shape(
+                "weight matrix",
+                format!("{} × {}", self.rows(), self.row_len()),
+                format!("{} × {}", weights.nrows(), weights.ncols()),
+            ));
+        }
+        Ok(match *self {
+            WeightLayout::Conv { dims, spec } => {
+                let flat: Vec<f32> = weights.iter().copied().collect();
+                Layer::Conv(ConvLayer::new(
+                    Conv4d::from_slice(dims, &flat)?,
+                    bias,
+                    spec,
+                )?)
+            }
+            WeightLayout::Linear { .. } => Layer::Linear(LinearLayer::new(weights, bias)?),
+        })
+    }
+
+    /// Output shape for one sample of shape `input`.
+    pub fn output_shape(&self, input: ActShape) -> Result<ActShape> {
+        match *self {
+            WeightLayout::Conv { dims, spec } => {
+                let cin = dims[1] * spec.groups;
+                if input.channels != cin {
+                    return Err(Error::shape(
+                        "convolution input channels",
+                        cin,
+                        input.channels,
+                    ));
+                }
+                ensure_nonempty("convolution input", &[input.height, input.width])?;
+                let (oh, ow) = spec.output_hw(input.height, input.width, dims[2], dims[3])?;
+                Ok(ActShape::new(dims[0], oh, ow))
+            }
+            WeightLayout::Linear { out, inp } => {
+                if input.len() != inp {
+                    return Err(Error::shape(
+                        "linear input features (C·H·W)",
+                        inp,
+                        format!("{} ({input})", input.len()),
+                    ));
+                }
+                Ok(ActShape::flat(out))
+            }
+        }
+    }
+
+    /// The cost of a packed op: `weight_count · output area` MACs, `params`
+    /// stored parameters, `weight_bytes` bytes of storage, f32 activations in
+    /// and out.
+    pub fn cost(&self, input: ActShape, params: u64, weight_bytes: u64) -> Result<Cost> {
+        let out = self.output_shape(input)?;
+        let macs = self.weight_count() as u64 * out.area() as u64;
+        Ok(Cost {
+            macs,
+            params,
+            weight_bytes,
+            activation_bytes: 4 * (input.len() + out.len()) as u64,
+        })
+    }
+
+    /// The reference forward of the dense layer with these weights: equation
+    /// (1) evaluated by [`ConvLayer`] / [`LinearLayer`].
+    pub fn dense_forward(
+        &self,
+        weights: Array2<f32>,
+        bias: Option<Array1<f32>>,
+        input: &Array4<f32>,
+    ) -> Result<Array4<f32>> {
+        self.dense_layer(weights, bias)?
+            .to_op()
+            .reference_forward(input)
+    }
+}
+
+/// Validates an optional bias of `rows` finite entries.
+pub(crate) fn check_bias(bias: Option<&Array1<f32>>, rows: usize) -> Result<()> {
+    if let Some(b) = bias {
+        if b.len() != rows {
+            return Err(Error::shape("bias length", rows, b.len()));
+        }
+        crate::error::ensure_finite("bias", b.iter())?;
+    }
+    Ok(())
+}
+
+/// Validates per-group scale vectors: length 1 (per layer) or `rows` (per filter), finite.
+pub(crate) fn check_groups(what: &str, len: usize, rows: usize) -> Result<()> {
+    if len != 1 && len != rows {
+        return Err(Error::shape(
+            what,
+            format!("1 (per layer) or {rows} (per output channel)"),
+            len,
+        ));
+    }
+    Ok(())
+}
+
+/// Bias parameters and bytes.
+pub(crate) fn bias_len(bias: Option<&Array1<f32>>) -> u64 {
+    bias.map_or(0, |b| b.len() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn geometry_and_errors() {
+        let l = WeightLayout::conv([4, 3, 3, 3], ConvSpec::new().with_padding(1)).unwrap();
+        assert_eq!((l.rows(), l.row_len()), (4, 27));
+        assert_eq!(
+            l.output_shape(ActShape::new(3, 5, 5)).unwrap(),
+            ActShape::new(4, 5, 5)
+        );
+        assert!(l.output_shape(ActShape::new(2, 5, 5)).is_err());
+        assert!(WeightLayout::conv([3, 1, 1, 1], ConvSpec::new().with_groups(2)).is_err());
+        assert!(WeightLayout::linear(0, 3).is_err());
+        let f = WeightLayout::linear(2, 12).unwrap();
+        assert_eq!(
+            f.output_shape(ActShape::new(3, 2, 2)).unwrap(),
+            ActShape::flat(2)
+        );
+        assert!(f.dense_layer(Array2::zeros((2, 11)), None).is_err());
+    }
+}

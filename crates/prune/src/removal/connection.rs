@@ -1,0 +1,158 @@
+//! Connection pruning → grouped convolution (survey section 6.1, slice
+//! `W(:, :, s, t)` — here `W[t, c, :, :]`; grouped convolution \[7\]): when the
+//! kept connections between outputs `t` and inputs `c` are block-diagonal
+//! (`t / (T/g) == c / (C/g)`), the layer is exactly a `g`-group convolution
+//! with `g`× fewer MACs.
+
+use hasten_core::{
+    ActShape, Block, Compressed, Conv4d, ConvLayer, Error, Layer, Result, Transform,
+};
+use ndarray::{s, Array4};
+
+use crate::slice::Slicing;
+
+fn check_groups(layer: &ConvLayer, groups: usize) -> Result<(usize, usize)> {
+    if layer.spec().groups != 1 {
+        return Err(Error::unsupported(
+            "connection pruning",
+            format!(
+                "a convolution that already has {} groups",
+                layer.spec().groups
+            ),
+        ));
+    }
+    let [t, c, _, _] = layer.weight().dims();
+    if groups == 0 || t % groups != 0 || c % groups != 0 {
+        return Err(Error::InvalidGroups {
+            groups,
+            in_channels: c,
+            out_channels: t,
+        });
+    }
+    Ok((t / groups, c / groups))
+}
+
+/// Connections `(t, c)` outside the `groups` diagonal blocks (Connection slice indices).
+fn off_block(layer: &ConvLayer, groups: usize) -> Result<Vec<usize>> {
+    let (tg, cg) = check_groups(layer, groups)?;
+    let [t, c, _, _] = layer.weight().dims();
+    Ok((0..t * c)
+        .filter(|&k| (k / c) / tg != (k % c) / cg)
+        .collect())
+}
+
+/// The grouped convolution holding the diagonal blocks of `layer` (off-block
+/// weights are dropped); exact when they are zero.
+fn grouped_of(layer: &ConvLayer, groups: usize) -> Result<ConvLayer> {
+    let (tg, cg) = check_groups(layer, groups)?;
+    let [t, _, kh, kw] = layer.weight().dims();
+    let w = layer.weight().array();
+    let mut g = Array4::<f32>::zeros((t, cg, kh, kw));
+    for o in 0..t {
+        let blk = o / tg;
+        g.slice_mut(s![o, .., .., ..])
+            .assign(&w.slice(s![o, blk * cg..(blk + 1) * cg, .., ..]));
+    }
+    ConvLayer::new(
+        Conv4d::new(g)?,
+        layer.bias().cloned(),
+        layer.spec().with_groups(groups),
+    )
+}
+
+/// Exact conversion: fails unless every off-block connection is zero.
+pub fn connection_to_grouped(layer: &ConvLayer, groups: usize) -> Result<ConvLayer> {
+    let energy = Slicing::Connection.aggregate(layer.weight().array(), |v| v * v);
+    if let Some(&k) = off_block(layer, groups)?.iter().find(|&&k| energy[k] > 0.0) {
+        let c = layer.in_channels();
+        return Err(Error::param(
+            "connection outside the diagonal blocks",
+            format!("(t = {}, c = {}) is non-zero", k / c, k % c),
+            format!("zero for a {groups}-group convolution"),
+        ));
+    }
+    grouped_of(layer, groups)
+}
+
+/// The largest group count whose off-block connections are all zero.
+pub fn detect_groups(layer: &ConvLayer) -> Result<usize> {
+    let [t, c, _, _] = layer.weight().dims();
+    Ok((1..=t.min(c))
+        .rev()
+        .find(|&g| t % g == 0 && c % g == 0 && connection_to_grouped(layer, g).is_ok())
+        .unwrap_or(1))
+}
+
+/// Transform: prune every connection outside `groups` diagonal blocks and
+/// emit the grouped convolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionGroups {
+    /// Number of groups of the result.
+    pub groups: usize,
+}
+
+impl Transform for ConnectionGroups {
+    fn name(&self) -> &str {
+        "connection → grouped"
+    }
+
+    fn apply(&self, layer: &Layer, input: ActShape) -> Result<Compressed> {
+        let Layer::Conv(conv) = layer else {
+            return Err(Error::unsupported(self.name(), layer.kind()));
+        };
+        let dropped = off_block(conv, self.groups)?;
+        let zeroed = Slicing::Connection.zero_slices(conv.weight(), &dropped)?;
+        let err = conv.weight().relative_error(&zeroed)?;
+        let grouped = grouped_of(conv, self.groups)?;
+        Compressed::new(self.name(), layer, Block::single(grouped), input, Some(err))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hasten_core::{ConvSpec, Operator, SeededRng};
+
+    #[test]
+    fn planted_block_diagonal_gives_equal_grouped_conv() {
+        let mut rng = SeededRng::new(6);
+        let (t, c, g) = (8, 12, 4);
+        let mut w = rng.normal_array((t, c, 3, 3), 1.0);
+        for o in 0..t {
+            for i in 0..c {
+                if o / (t / g) != i / (c / g) {
+                    w.slice_mut(s![o, i, .., ..]).fill(0.0);
+                }
+            }
+        }
+        let layer = ConvLayer::new(
+            Conv4d::new(w).unwrap(),
+            Some(rng.normal_array(t, 1.0)),
+            ConvSpec::new().with_padding(1),
+        )
+        .unwrap();
+        assert_eq!(detect_groups(&layer).unwrap(), 4);
+        let grouped = connection_to_grouped(&layer, 4).unwrap();
+        assert_eq!(grouped.spec().groups, 4);
+        let x = rng.normal_array((2, c, 6, 5), 1.0);
+        let (a, b) = (
+            layer.reference_forward(&x).unwrap(),
+            grouped.reference_forward(&x).unwrap(),
+        );
+        assert!(a.iter().zip(b.iter()).all(|(p, q)| (p - q).abs() < 1e-5));
+        let rep = ConnectionGroups { groups: 4 }
+            .apply(&Layer::Conv(layer.clone()), ActShape::new(c, 6, 5))
+            .unwrap()
+            .report;
+        assert_eq!(rep.weight_error, Some(0.0));
+        assert!((rep.mac_speedup() - 4.0).abs() < 1e-12);
+        // Not block-diagonal for 3 or 8 groups of this layout.
+        assert!(connection_to_grouped(&layer, 8).is_err() || t % 8 != 0);
+        let dense =
+            ConvLayer::from_array(rng.normal_array((4, 4, 1, 1), 1.0), ConvSpec::new()).unwrap();
+        assert!(connection_to_grouped(&dense, 2).is_err());
+        assert_eq!(detect_groups(&dense).unwrap(), 1);
+        assert!(connection_to_grouped(&dense, 3).is_err());
+        assert!(connection_to_grouped(&dense, 0).is_err());
+    }
+}

@@ -1,0 +1,197 @@
+//! 8-bit integer inference (Vanhoucke et al. \[49\], survey section 5): i8
+//! weights with per-channel (or per-tensor) symmetric scales, u8 or i8
+//! activations with a calibrated range, i32 accumulation and optional
+//! fixed-point requantization of the output, in an [`Int8Conv`].
+
+use hasten_core::ndarray::Array1;
+use hasten_core::{
+    ActShape, Compressed, Error, Int8Conv, IntType, Layer, QuantParams, Result, Transform,
+};
+
+use crate::weights::{finish, Granularity, LayerWeights};
+
+/// The affine activation parameters covering `[lo, hi]` (extended to contain
+/// 0, so that zero padding is exact) with 256 levels of `dtype`.
+pub fn activation_params(lo: f32, hi: f32, dtype: IntType) -> Result<QuantParams> {
+    if !(lo.is_finite() && hi.is_finite() && lo <= hi) {
+        return Err(Error::param(
+            "activation range",
+            format!("[{lo}, {hi}]"),
+            "finite with lo <= hi",
+        ));
+    }
+    let (lo, hi) = (lo.min(0.0), hi.max(0.0));
+    let scale = if hi > lo { (hi - lo) / 255.0 } else { 1.0 };
+    let (qmin, qmax) = dtype.range();
+    let z = (f64::from(qmin) - f64::from(lo) / f64::from(scale)).round();
+    QuantParams::new(
+        scale,
+        z.clamp(f64::from(qmin), f64::from(qmax)) as i32,
+        dtype,
+    )
+}
+
+/// Int8 quantization of a layer for a calibrated input range.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Int8Quantize {
+    input: QuantParams,
+    output: Option<QuantParams>,
+    granularity: Granularity,
+}
+
+impl Int8Quantize {
+    /// Inputs quantized with `input`; outputs requantized with `output` when given.
+    pub fn new(input: QuantParams, output: Option<QuantParams>, granularity: Granularity) -> Self {
+        Int8Quantize {
+            input,
+            output,
+            granularity,
+        }
+    }
+
+    /// The op for a layer's weights.
+    pub fn quantize(&self, weights: &LayerWeights) -> Result<Int8Conv> {
+        let m = &weights.matrix;
+        let rows = m.nrows();
+        let groups = self.granularity.groups(rows);
+        let mut scales = Array1::<f32>::zeros(groups.len());
+        for (g, range) in groups.iter().enumerate() {
+            let max = m
+                .slice(hasten_core::ndarray::s![range.clone(), ..])
+                .iter()
+                .fold(0.0f32, |a, &v| a.max(v.abs()));
+            scales[g] = if max > 0.0 { max / 127.0 } else { 1.0 };
+        }
+        let scale_of = |t: usize| scales[if scales.len() == 1 { 0 } else { t }];
+        let q = hasten_core::ndarray::Array2::from_shape_fn(m.dim(), |(t, j)| {
+            (m[[t, j]] / scale_of(t)).round().clamp(-127.0, 127.0) as i8
+        });
+        let bias = match &weights.bias {
+            None => None,
+            Some(b) => Some(
+                b.iter()
+                    .enumerate()
+                    .map(|(t, &v)| {
+                        let r = (f64::from(v)
+                            / (f64::from(self.input.scale()) * f64::from(scale_of(t))))
+                        .round();
+                        if r.abs() > f64::from(i32::MAX) / 2.0 {
+                            Err(Error::param(
+                                format!("quantized bias of channel {t}"),
+                                r,
+                                "within ±2^30 (input scale too small for this bias)",
+                            ))
+                        } else {
+                            Ok(r as i32)
+                        }
+                    })
+                    .collect::<Result<Array1<i32>>>()?,
+            ),
+        };
+        Int8Conv::new(weights.layout, q, scales, self.input, bias, self.output)
+    }
+}
+
+impl Transform for Int8Quantize {
+    fn name(&self) -> &str {
+        "int8 (i32 accumulation)"
+    }
+
+    fn apply(&self, layer: &Layer, input: ActShape) -> Result<Compressed> {
+        let w = LayerWeights::of(layer);
+        let op = self.quantize(&w)?;
+        let deq = hasten_core::ndarray::Array2::from_shape_fn(w.matrix.dim(), |(t, j)| {
+            f32::from(op.weights()[[t, j]]) * op.weight_scale(t)
+        });
+        finish(self.name(), layer, op, input, &w.matrix, &deq)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixed_point::{calibrate, Calibration};
+    use hasten_core::ndarray::Array2;
+    use hasten_core::{ConvLayer, ConvSpec, LinearLayer, Op, Operator, SeededRng};
+
+    #[test]
+    fn forward_equals_dense_on_dequantized_weights_and_fake_quantized_input() {
+        let mut rng = SeededRng::new(1);
+        let layer = ConvLayer::new(
+            hasten_core::Conv4d::new(rng.normal_array((6, 4, 3, 3), 0.2)).unwrap(),
+            Some(rng.normal_array(6, 0.1)),
+            ConvSpec::new().with_padding(1),
+        )
+        .unwrap();
+        let x = rng.normal_array((2, 4, 6, 6), 1.0);
+        let (lo, hi) = calibrate(x.as_slice().unwrap(), Calibration::MinMax, 8).unwrap();
+        let params = activation_params(lo, hi, IntType::U8).unwrap();
+        let t = Int8Quantize::new(params, None, Granularity::PerChannel);
+        let c = t
+            .apply(&layer.clone().into(), ActShape::new(4, 6, 6))
+            .unwrap();
+        let Op::Int8Conv(op) = &c.block.ops()[0] else {
+            panic!()
+        };
+        // Dense truth: dequantized weights and bias on the fake-quantized input.
+        let deq = Array2::from_shape_fn((6, 36), |(t, j)| {
+            f32::from(op.weights()[[t, j]]) * op.weight_scale(t)
+        });
+        let bias: Array1<f32> = (0..6)
+            .map(|t| {
+                (f64::from(op.bias().unwrap()[t])
+                    * f64::from(params.scale())
+                    * f64::from(op.weight_scale(t))) as f32
+            })
+            .collect();
+        let xq = x.mapv(|v| params.dequantize(params.quantize(v)));
+        let want = op.layout().dense_forward(deq, Some(bias), &xq).unwrap();
+        let got = op.reference_forward(&x).unwrap();
+        for (a, b) in got.iter().zip(want.iter()) {
+            assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{a} vs {b}");
+        }
+        // And it approximates the float layer: relative output error below 2 %.
+        let dense = layer.reference_forward(&x).unwrap();
+        let num: f32 = got
+            .iter()
+            .zip(dense.iter())
+            .map(|(a, b)| (a - b) * (a - b))
+            .sum();
+        let den: f32 = dense.iter().map(|b| b * b).sum();
+        assert!((num / den).sqrt() < 0.02, "{}", (num / den).sqrt());
+        // 1 byte per weight + 6 scales + 6 i32 biases.
+        assert_eq!(c.report.after.weight_bytes, 216 + 24 + 24);
+    }
+
+    #[test]
+    fn activation_params_cover_range_and_zero() {
+        let p = activation_params(-1.0, 3.0, IntType::U8).unwrap();
+        assert_eq!(p.dequantize(p.quantize(0.0)), 0.0);
+        assert!((p.dequantize(p.quantize(3.0)) - 3.0).abs() <= p.scale());
+        assert!((p.dequantize(p.quantize(-1.0)) + 1.0).abs() <= p.scale());
+        let s = activation_params(-2.0, 2.0, IntType::I8).unwrap();
+        assert_eq!(s.dequantize(s.quantize(0.0)), 0.0);
+        assert!(activation_params(1.0, 0.0, IntType::U8).is_err());
+        assert!(activation_params(f32::NAN, 0.0, IntType::U8).is_err());
+    }
+
+    #[test]
+    fn linear_layer_with_requantized_output() {
+        let mut rng = SeededRng::new(2);
+        let layer: Layer = LinearLayer::new(rng.normal_array((5, 20), 0.3), None)
+            .unwrap()
+            .into();
+        let input = activation_params(-3.0, 3.0, IntType::I8).unwrap();
+        let output = activation_params(-5.0, 5.0, IntType::I8).unwrap();
+        let c = Int8Quantize::new(input, Some(output), Granularity::PerTensor)
+            .apply(&layer, ActShape::flat(20))
+            .unwrap();
+        let x = rng.normal_array((3, 20, 1, 1), 1.0);
+        let y = c.block.reference_forward(&x).unwrap();
+        let dense = layer.to_op().reference_forward(&x).unwrap();
+        for (a, b) in y.iter().zip(dense.iter()) {
+            // Output step 10/255 ≈ 0.04; input and weight rounding add a little more.
+            assert!((a - b).abs() < 0.1, "{a} vs {b}");
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! The weight matrix every quantizer works on: a layer's filters as rows
+//! (`[T, C/g·kh·kw]` or `[out, in]`), its [`WeightLayout`] and bias, and the
+//! shared finishing step that wraps a packed op into a [`Compressed`].
+
+use hasten_core::ndarray::{Array1, Array2};
+use hasten_core::{relative_error, ActShape, Block, Compressed, Layer, Op, Result, WeightLayout};
+
+/// A layer seen as a weight matrix.
+#[derive(Debug, Clone)]
+pub struct LayerWeights {
+    /// Geometry of the layer.
+    pub layout: WeightLayout,
+    /// Weights `[rows, row_len]`, one row per output filter.
+    pub matrix: Array2<f32>,
+    /// The layer's bias.
+    pub bias: Option<Array1<f32>>,
+}
+
+impl LayerWeights {
+    /// The filters of `layer` as rows.
+    pub fn of(layer: &Layer) -> Self {
+        let layout = WeightLayout::of_layer(layer);
+        let (matrix, bias) = match layer {
+            Layer::Conv(c) => (c.weight().filter_matrix().to_owned(), c.bias().cloned()),
+            Layer::Linear(l) => (l.weight().clone(), l.bias().cloned()),
+        };
+        LayerWeights {
+            layout,
+            matrix,
+            bias,
+        }
+    }
+}
+
+/// Wraps a single packed op into a [`Compressed`] with its report.
+pub(crate) fn finish(
+    method: &str,
+    layer: &Layer,
+    op: impl Into<Op>,
+    input: ActShape,
+    original: &Array2<f32>,
+    dequantized: &Array2<f32>,
+) -> Result<Compressed> {
+    Compressed::new(
+        method,
+        layer,
+        Block::single(op),
+        input,
+        Some(relative_error(original, dequantized)),
+    )
+}
+
+/// Whether a quantizer shares one set of parameters over the layer or keeps
+/// one per output channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Granularity {
+    /// One scale / codebook for the whole layer.
+    #[default]
+    PerTensor,
+    /// One scale / codebook per output channel (filter).
+    PerChannel,
+}
+
+impl Granularity {
+    /// The row groups: one group of all rows, or one per row.
+    pub(crate) fn groups(self, rows: usize) -> Vec<std::ops::Range<usize>> {
+        match self {
+            Granularity::PerTensor => std::iter::once(0..rows).collect(),
+            Granularity::PerChannel => (0..rows).map(|r| r..r + 1).collect(),
+        }
+    }
+}
