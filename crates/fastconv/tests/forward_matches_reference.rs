@@ -190,6 +190,30 @@ fn large_layers_match_reference() {
 }
 
 #[test]
+fn ops_without_a_fast_kernel_run_their_reference() {
+    // A channel gather (no dedicated kernel) between two convolutions: the
+    // plan runs its reference forward in place and stays exact around it.
+    let mut rng = SeededRng::new(6);
+    let conv = |rng: &mut SeededRng, t: usize, c: usize| {
+        ConvLayer::from_array(
+            rng.normal_array((t, c, 3, 3), 1.0),
+            ConvSpec::new().with_padding(1),
+        )
+        .unwrap()
+    };
+    let gather = hasten_core::ChannelGather::new(vec![3, 0, 0, 5, 1], 6).unwrap();
+    let block = Block::new(vec![
+        conv(&mut rng, 6, 4).into(),
+        Relu.into(),
+        gather.into(),
+        conv(&mut rng, 7, 5).into(),
+    ])
+    .unwrap();
+    let x: Array4<f32> = rng.normal_array((2, 4, 9, 8), 1.0);
+    check_all_paths(&block, &x).unwrap();
+}
+
+#[test]
 fn block_that_cancels_out_copies_its_input() {
     // A shuffle of 2 channels in 2 groups and a zero shift change nothing.
     let x: Array4<f32> = SeededRng::new(5).normal_array((2, 2, 3, 3), 1.0);
