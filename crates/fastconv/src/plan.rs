@@ -74,12 +74,22 @@ enum Kind {
     Relu,
     /// A batch norm no convolution absorbed: `scale·x + shift` per channel.
     Affine { scale: Vec<f32>, shift: Vec<f32> },
-    /// A fully connected layer.
-    Linear(hasten_core::LinearLayer),
     /// A pending shuffle / shift written out (no convolution followed).
     Remap(ChannelView),
+    /// An op with its own kernel object (the hook for further kernel
+    /// families, e.g. low-bit and sparse ops: one arm in [`compile`]).
+    Kernel(Box<dyn OpKernel>),
     /// An op without a fast kernel: its reference forward.
-    Reference(Op),
+    Reference(Box<Op>),
+}
+
+/// A prepared kernel for one op of a plan: built in [`compile`] (weights
+/// packed, sizes fixed), then run on whole batches.
+pub(crate) trait OpKernel: std::fmt::Debug + Send + Sync {
+    /// Runs on `batch` samples: `src` holds `batch` inputs and `dst`
+    /// `batch` outputs of the shapes the kernel was built for, row-major
+    /// NCHW; `pool` lends per-thread scratch buffers.
+    fn run(&self, src: &[f32], dst: &mut [f32], batch: usize, pool: &ScratchPool);
 }
 
 impl Plan {
@@ -226,13 +236,13 @@ impl Step {
             Kind::Affine { scale, shift } => {
                 elementwise::affine(src, dst, self.input.area(), scale, shift)
             }
-            Kind::Linear(l) => linear::forward(l, src, dst, batch),
             Kind::Remap(view) => {
                 let (len, (h, w)) = (self.input.len(), (self.input.height, self.input.width));
                 dst.par_chunks_mut(len)
                     .zip(src.par_chunks(len))
                     .for_each(|(d, s)| view.materialize(s, d, h, w));
             }
+            Kind::Kernel(kernel) => kernel.run(src, dst, batch, pool),
             Kind::Reference(op) => {
                 let x = Array4::from_shape_vec(self.input.batched(batch), src.to_vec())
                     .map_err(|e| Error::shape("reference step input", self.input, e))?;
@@ -292,8 +302,8 @@ fn compile(ops: &[Op], shapes: &[ActShape], isa: Isa, winograd: Winograd) -> Res
                     shift: shift.to_vec(),
                 })
             }
-            Op::Linear(layer) => Some(Kind::Linear(layer.clone())),
-            other => Some(Kind::Reference(other.clone())),
+            Op::Linear(layer) => Some(Kind::Kernel(Box::new(linear::LinearKernel::new(layer)))),
+            other => Some(Kind::Reference(Box::new(other.clone()))),
         };
         if let Some(kind) = kind {
             if !matches!(kind, Kind::Conv(_)) {
