@@ -10,6 +10,7 @@ use hasten_core::{ActShape, Block, Error, Op, Operator, Result};
 use rayon::prelude::*;
 
 use crate::conv::{ChannelView, ConvStep};
+use crate::gather::GatherKernel;
 use crate::pool::ScratchPool;
 use crate::{elementwise, linear, Isa};
 
@@ -303,6 +304,7 @@ fn compile(ops: &[Op], shapes: &[ActShape], isa: Isa, winograd: Winograd) -> Res
                 })
             }
             Op::Linear(layer) => Some(Kind::Kernel(Box::new(linear::LinearKernel::new(layer)))),
+            Op::ChannelGather(g) => Some(Kind::Kernel(Box::new(GatherKernel::new(g, input)))),
             other => Some(Kind::Reference(Box::new(other.clone()))),
         };
         if let Some(kind) = kind {

@@ -190,9 +190,8 @@ fn large_layers_match_reference() {
 }
 
 #[test]
-fn ops_without_a_fast_kernel_run_their_reference() {
-    // A channel gather (no dedicated kernel) between two convolutions: the
-    // plan runs its reference forward in place and stays exact around it.
+fn channel_gather_between_convolutions_matches_reference() {
+    // Permutation, replication and omission of channels between two convs.
     let mut rng = SeededRng::new(6);
     let conv = |rng: &mut SeededRng, t: usize, c: usize| {
         ConvLayer::from_array(
@@ -210,6 +209,28 @@ fn ops_without_a_fast_kernel_run_their_reference() {
     ])
     .unwrap();
     let x: Array4<f32> = rng.normal_array((2, 4, 9, 8), 1.0);
+    check_all_paths(&block, &x).unwrap();
+}
+
+#[test]
+fn ops_without_a_fast_kernel_run_their_reference() {
+    // A perforated convolution (no dedicated kernel yet) between a conv and
+    // a ReLU: the plan runs its reference forward and stays exact around it.
+    let mut rng = SeededRng::new(8);
+    let first = ConvLayer::from_array(
+        rng.normal_array((5, 3, 3, 3), 1.0),
+        ConvSpec::new().with_padding(1),
+    )
+    .unwrap();
+    let inner = ConvLayer::from_array(
+        rng.normal_array((4, 5, 3, 3), 1.0),
+        ConvSpec::new().with_padding(1),
+    )
+    .unwrap();
+    let mask: Vec<bool> = (0..7 * 6).map(|k| k % 3 != 1).collect();
+    let perforated = hasten_core::PerforatedConv::new(inner, (7, 6), mask).unwrap();
+    let block = Block::new(vec![first.into(), perforated.into(), Relu.into()]).unwrap();
+    let x: Array4<f32> = rng.normal_array((2, 3, 7, 6), 1.0);
     check_all_paths(&block, &x).unwrap();
 }
 
