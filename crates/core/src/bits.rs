@@ -150,6 +150,19 @@ impl PackedCodes {
             .collect()
     }
 
+    /// Checks that the codes are [`bits_for`]`(k)` = `⌈log₂ k⌉` bits wide, the
+    /// width of indices into `k` codebook entries (`what` names the codes).
+    pub(crate) fn check_index_bits(&self, what: &str, k: usize) -> Result<()> {
+        if self.bits != bits_for(k) {
+            return Err(Error::param(
+                format!("{what} bits"),
+                self.bits,
+                format!("⌈log₂ {k}⌉ = {}", bits_for(k)),
+            ));
+        }
+        Ok(())
+    }
+
     /// Checks that the matrix is `rows × cols` and every code is below `limit`.
     pub fn check(&self, what: &str, rows: usize, cols: usize, limit: u32) -> Result<()> {
         if self.rows != rows || self.cols != cols {

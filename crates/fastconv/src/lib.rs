@@ -46,6 +46,7 @@ mod gather;
 mod gemm;
 mod isa;
 mod linear;
+pub mod lowbit;
 mod plan;
 mod pool;
 mod shift;

@@ -78,8 +78,10 @@ enum Kind {
     /// A pending shuffle / shift written out (no convolution followed).
     Remap(ChannelView),
     /// An op with its own kernel object (the hook for further kernel
-    /// families, e.g. low-bit and sparse ops: one arm in [`compile`]).
+    /// families: one arm in [`compile`]).
     Kernel(Box<dyn OpKernel>),
+    /// A packed-format op on its low-bit or sparse kernel.
+    Lowbit(Box<crate::lowbit::prepare::Prepared>),
     /// An op without a fast kernel: its reference forward.
     Reference(Box<Op>),
 }
@@ -244,6 +246,13 @@ impl Step {
                     .for_each(|(d, s)| view.materialize(s, d, h, w));
             }
             Kind::Kernel(kernel) => kernel.run(src, dst, batch, pool),
+            Kind::Lowbit(p) => {
+                let x = Array4::from_shape_vec(self.input.batched(batch), src.to_vec())
+                    .map_err(|e| Error::shape("low-bit step input", self.input, e))?;
+                let y = p.forward(&x)?;
+                let y = y.as_standard_layout();
+                dst.copy_from_slice(y.as_slice().expect("standard layout"));
+            }
             Kind::Reference(op) => {
                 let x = Array4::from_shape_vec(self.input.batched(batch), src.to_vec())
                     .map_err(|e| Error::shape("reference step input", self.input, e))?;
@@ -260,6 +269,12 @@ impl Step {
 /// into steps, fusing `Conv → BatchNorm? → Relu?` and absorbing
 /// `ChannelShuffle` / `Shift` into the next convolution's reads.
 fn compile(ops: &[Op], shapes: &[ActShape], isa: Isa, winograd: Winograd) -> Result<Vec<Step>> {
+    // Weight-only quantized ops on real inputs run as dense ops with decoded weights.
+    let decoded = ops
+        .iter()
+        .map(crate::lowbit::prepare::decode_weight_only)
+        .collect::<Result<Vec<Op>>>()?;
+    let ops = &decoded[..];
     let mut steps = Vec::new();
     let mut view = ChannelView::identity(shapes[0].channels);
     let mut i = 0;
@@ -305,7 +320,10 @@ fn compile(ops: &[Op], shapes: &[ActShape], isa: Isa, winograd: Winograd) -> Res
             }
             Op::Linear(layer) => Some(Kind::Kernel(Box::new(linear::LinearKernel::new(layer)))),
             Op::ChannelGather(g) => Some(Kind::Kernel(Box::new(GatherKernel::new(g, input)))),
-            other => Some(Kind::Reference(Box::new(other.clone()))),
+            other => Some(match crate::lowbit::prepare::prepare(other)? {
+                Some(p) => Kind::Lowbit(Box::new(p)),
+                None => Kind::Reference(Box::new(other.clone())),
+            }),
         };
         if let Some(kind) = kind {
             if !matches!(kind, Kind::Conv(_)) {

@@ -16,13 +16,13 @@
 //!   `W / scale` (clipped to `[−1, 1]` as in BinaryConnect), `α = scale`, so
 //!   `E[α·b] = W` inside the clip range.
 
-use hasten_core::ndarray::{Array1, Array2};
+use hasten_core::ndarray::Array1;
 use hasten_core::{
     ActShape, BinaryConv, Compressed, Error, Layer, PackedCodes, Result, SeededRng, Transform,
 };
 
 use crate::ste::hard_sigmoid;
-use crate::weights::{finish, LayerWeights};
+use crate::weights::{LayerWeights, QuantizeLayer};
 
 /// The optimal scale of eq. (8) for one filter: `α* = ‖w‖₁ / n` (the mean of
 /// `|w|`), minimizing `‖w − α·sign(w)‖²`.
@@ -121,10 +121,7 @@ impl Transform for Binarize {
     }
 
     fn apply(&self, layer: &Layer, input: ActShape) -> Result<Compressed> {
-        let w = LayerWeights::of(layer);
-        let op = self.quantize(&w)?;
-        let deq = op.dequantized();
-        finish(self.name(), layer, op, input, &w.matrix, &deq)
+        self.quantize_layer(Self::quantize, BinaryConv::dequantized, layer, input)
     }
 }
 
@@ -208,17 +205,14 @@ impl Transform for StochasticBinarize {
     }
 
     fn apply(&self, layer: &Layer, input: ActShape) -> Result<Compressed> {
-        let w = LayerWeights::of(layer);
-        let op = self.quantize(&w)?;
-        let deq: Array2<f32> = op.dequantized();
-        finish(self.name(), layer, op, input, &w.matrix, &deq)
+        self.quantize_layer(Self::quantize, BinaryConv::dequantized, layer, input)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hasten_core::ndarray::Array4;
+    use hasten_core::ndarray::{Array2, Array4};
     use hasten_core::{ConvLayer, ConvSpec, LinearLayer, Op, Operator, WeightLayout};
     use proptest::prelude::*;
 

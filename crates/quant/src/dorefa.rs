@@ -17,7 +17,7 @@ use hasten_core::{
     ActShape, Compressed, Error, FixedPointConv, Layer, PackedCodes, Result, Transform,
 };
 
-use crate::weights::{finish, LayerWeights};
+use crate::weights::{LayerWeights, QuantizeLayer};
 
 fn check_bits(bits: u32) -> Result<()> {
     if !(1..=16).contains(&bits) {
@@ -114,10 +114,7 @@ impl Transform for DoReFa {
     }
 
     fn apply(&self, layer: &Layer, input: ActShape) -> Result<Compressed> {
-        let w = LayerWeights::of(layer);
-        let op = self.quantize(&w)?;
-        let deq = op.dequantized();
-        finish(self.name(), layer, op, input, &w.matrix, &deq)
+        self.quantize_layer(Self::quantize, FixedPointConv::dequantized, layer, input)
     }
 }
 

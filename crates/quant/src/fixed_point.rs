@@ -21,7 +21,7 @@ use hasten_core::{
     ActShape, Compressed, Error, FixedPointConv, Layer, PackedCodes, Result, Transform,
 };
 
-use crate::weights::{finish, Granularity, LayerWeights};
+use crate::weights::{Granularity, LayerWeights, QuantizeLayer};
 
 /// Symmetric (zero-centred) or affine (zero point) uniform quantization.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -239,10 +239,7 @@ impl Transform for FixedPoint {
     }
 
     fn apply(&self, layer: &Layer, input: ActShape) -> Result<Compressed> {
-        let w = LayerWeights::of(layer);
-        let op = self.quantize(&w)?;
-        let deq = op.dequantized();
-        finish(self.name(), layer, op, input, &w.matrix, &deq)
+        self.quantize_layer(Self::quantize, FixedPointConv::dequantized, layer, input)
     }
 }
 

@@ -8,7 +8,7 @@ use hasten_core::{
     ActShape, Compressed, Error, Int8Conv, IntType, Layer, QuantParams, Result, Transform,
 };
 
-use crate::weights::{finish, Granularity, LayerWeights};
+use crate::weights::{Granularity, LayerWeights, QuantizeLayer};
 
 /// The affine activation parameters covering `[lo, hi]` (extended to contain
 /// 0, so that zero padding is exact) with 256 levels of `dtype`.
@@ -98,12 +98,12 @@ impl Transform for Int8Quantize {
     }
 
     fn apply(&self, layer: &Layer, input: ActShape) -> Result<Compressed> {
-        let w = LayerWeights::of(layer);
-        let op = self.quantize(&w)?;
-        let deq = hasten_core::ndarray::Array2::from_shape_fn(w.matrix.dim(), |(t, j)| {
-            f32::from(op.weights()[[t, j]]) * op.weight_scale(t)
-        });
-        finish(self.name(), layer, op, input, &w.matrix, &deq)
+        let dequantize = |op: &Int8Conv| {
+            hasten_core::ndarray::Array2::from_shape_fn(op.weights().dim(), |(t, j)| {
+                f32::from(op.weights()[[t, j]]) * op.weight_scale(t)
+            })
+        };
+        self.quantize_layer(Self::quantize, dequantize, layer, input)
     }
 }
 

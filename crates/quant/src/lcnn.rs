@@ -18,7 +18,7 @@ use hasten_core::{
 };
 
 use crate::kmeans::kmeans;
-use crate::weights::{finish, LayerWeights};
+use crate::weights::{LayerWeights, QuantizeLayer};
 
 /// Orthogonal matching pursuit: at most `sparsity` atoms (rows of
 /// `dictionary`) and their least-squares coefficients approximating `v`.
@@ -199,10 +199,7 @@ impl Transform for Lcnn {
     }
 
     fn apply(&self, layer: &Layer, input: ActShape) -> Result<Compressed> {
-        let w = LayerWeights::of(layer);
-        let op = self.quantize(&w)?;
-        let deq = op.dequantized();
-        finish(self.name(), layer, op, input, &w.matrix, &deq)
+        self.quantize_layer(Self::quantize, LcnnConv::dequantized, layer, input)
     }
 }
 

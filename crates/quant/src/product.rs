@@ -12,7 +12,7 @@ use hasten_core::{
 };
 
 use crate::kmeans::kmeans;
-use crate::weights::{finish, LayerWeights};
+use crate::weights::{LayerWeights, QuantizeLayer};
 
 /// Product quantization with `subblocks` column blocks and `k` centroids each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,10 +86,12 @@ impl Transform for ProductQuantize {
     }
 
     fn apply(&self, layer: &Layer, input: ActShape) -> Result<Compressed> {
-        let w = LayerWeights::of(layer);
-        let op = self.quantize(&w)?;
-        let deq = op.dequantized();
-        finish(self.name(), layer, op, input, &w.matrix, &deq)
+        self.quantize_layer(
+            Self::quantize,
+            ProductQuantizedConv::dequantized,
+            layer,
+            input,
+        )
     }
 }
 

@@ -10,7 +10,7 @@ use hasten_core::{
 };
 
 use crate::kmeans1d::{assign_1d, lloyd_1d, optimal_1d, KMeans1d};
-use crate::weights::{finish, Granularity, LayerWeights};
+use crate::weights::{Granularity, LayerWeights, QuantizeLayer};
 
 /// Which 1-D k-means solver to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,10 +100,7 @@ impl Transform for ScalarKMeans {
     }
 
     fn apply(&self, layer: &Layer, input: ActShape) -> Result<Compressed> {
-        let w = LayerWeights::of(layer);
-        let op = self.quantize(&w)?;
-        let deq = op.dequantized();
-        finish(self.name(), layer, op, input, &w.matrix, &deq)
+        self.quantize_layer(Self::quantize, CodebookConv::dequantized, layer, input)
     }
 }
 

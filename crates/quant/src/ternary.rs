@@ -17,7 +17,7 @@ use hasten_core::{
     ActShape, Compressed, Layer, PackedCodes, Result, SeededRng, TernaryConv, Transform,
 };
 
-use crate::weights::{finish, Granularity, LayerWeights};
+use crate::weights::{Granularity, LayerWeights, QuantizeLayer};
 
 /// The TWN threshold factor, `Δ = 0.7 · mean |W|`.
 pub const TWN_THRESHOLD: f64 = 0.7;
@@ -160,10 +160,7 @@ impl Transform for Ternarize {
     }
 
     fn apply(&self, layer: &Layer, input: ActShape) -> Result<Compressed> {
-        let w = LayerWeights::of(layer);
-        let op = self.quantize(&w)?;
-        let deq = op.dequantized();
-        finish(self.name(), layer, op, input, &w.matrix, &deq)
+        self.quantize_layer(Self::quantize, TernaryConv::dequantized, layer, input)
     }
 }
 

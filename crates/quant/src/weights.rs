@@ -1,9 +1,12 @@
 //! The weight matrix every quantizer works on: a layer's filters as rows
 //! (`[T, C/g·kh·kw]` or `[out, in]`), its [`WeightLayout`] and bias, and the
-//! shared finishing step that wraps a packed op into a [`Compressed`].
+//! shared `apply` step that codes a layer into one packed op and wraps it into
+//! a [`Compressed`].
 
 use hasten_core::ndarray::{Array1, Array2};
-use hasten_core::{relative_error, ActShape, Block, Compressed, Layer, Op, Result, WeightLayout};
+use hasten_core::{
+    relative_error, ActShape, Block, Compressed, Layer, Op, Result, Transform, WeightLayout,
+};
 
 /// A layer seen as a weight matrix.
 #[derive(Debug, Clone)]
@@ -32,23 +35,34 @@ impl LayerWeights {
     }
 }
 
-/// Wraps a single packed op into a [`Compressed`] with its report.
-pub(crate) fn finish(
-    method: &str,
-    layer: &Layer,
-    op: impl Into<Op>,
-    input: ActShape,
-    original: &Array2<f32>,
-    dequantized: &Array2<f32>,
-) -> Result<Compressed> {
-    Compressed::new(
-        method,
-        layer,
-        Block::single(op),
-        input,
-        Some(relative_error(original, dequantized)),
-    )
+/// The shared body of every quantizer's [`Transform::apply`], available on
+/// every [`Transform`] of this crate.
+pub(crate) trait QuantizeLayer: Transform {
+    /// Views `layer` as its weight matrix ([`LayerWeights::of`]), codes it
+    /// into one packed op with `quantize`, and wraps that op into a
+    /// [`Compressed`] named after this quantizer, whose report carries the
+    /// relative error of `dequantize(&op)` against the original weights.
+    fn quantize_layer<P: Into<Op>>(
+        &self,
+        quantize: impl FnOnce(&Self, &LayerWeights) -> Result<P>,
+        dequantize: impl FnOnce(&P) -> Array2<f32>,
+        layer: &Layer,
+        input: ActShape,
+    ) -> Result<Compressed> {
+        let weights = LayerWeights::of(layer);
+        let op = quantize(self, &weights)?;
+        let weight_error = relative_error(&weights.matrix, &dequantize(&op));
+        Compressed::new(
+            self.name(),
+            layer,
+            Block::single(op),
+            input,
+            Some(weight_error),
+        )
+    }
 }
+
+impl<T: Transform> QuantizeLayer for T {}
 
 /// Whether a quantizer shares one set of parameters over the layer or keeps
 /// one per output channel.

@@ -7,6 +7,7 @@ use ndarray::{Array1, Array2, ArrayView2};
 use super::Svd;
 use crate::error::{Error, Result};
 
+#[cfg_attr(feature = "lapack", allow(dead_code))] // only the comparison test uses this backend then
 pub(super) const NAME: &str = "faer";
 
 fn to_faer(a: ArrayView2<f64>) -> Mat<f64> {

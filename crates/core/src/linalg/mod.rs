@@ -6,7 +6,9 @@
 //! Both return the same factorisations up to the sign of singular/eigen
 //! vectors; the least-squares solution is the minimum-norm one in both.
 
-#[cfg(not(feature = "lapack"))]
+// With `lapack`, the faer backend is still compiled for the test that compares
+// the two backends on the same inputs.
+#[cfg(any(not(feature = "lapack"), test))]
 mod faer_backend;
 #[cfg(not(feature = "lapack"))]
 use faer_backend as backend;
@@ -130,3 +132,6 @@ fn square(what: &str, a: &ArrayView2<f64>) -> Result<()> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(all(test, feature = "lapack"))]
+mod backends_agree;

@@ -25,11 +25,11 @@
 
 use ndarray::{Array1, Array2, Array4};
 
-use super::weight_layout::{bias_len, check_bias, WeightLayout};
+use super::weight_layout::{bias_len, check_bias, check_per_filter, WeightLayout};
 use super::{input_shape_of, Operator};
 use crate::bits::PackedCodes;
 use crate::cost::Cost;
-use crate::error::{ensure_finite, Error, Result};
+use crate::error::{Error, Result};
 use crate::shape::ActShape;
 
 /// Binary weights (1 bit each) with per-filter scales; optionally XNOR inputs.
@@ -56,14 +56,7 @@ impl BinaryConv {
             return Err(Error::param("binary sign bits", signs.bits(), "1"));
         }
         signs.check("binary signs", layout.rows(), layout.row_len(), 2)?;
-        if alpha.len() != layout.rows() {
-            return Err(Error::shape(
-                "binary alpha length",
-                layout.rows(),
-                alpha.len(),
-            ));
-        }
-        ensure_finite("binary alpha", alpha.iter())?;
+        check_per_filter("binary alpha", &alpha, layout.rows())?;
         check_bias(bias.as_ref(), layout.rows())?;
         Ok(BinaryConv {
             layout: Box::new(layout),
@@ -165,12 +158,8 @@ impl Operator for BinaryConv {
 
     /// Payload: packed sign words + 4 bytes per α + 4 bytes per bias entry.
     fn cost(&self, input: ActShape) -> Result<Cost> {
-        let extra = self.alpha.len() as u64 + bias_len(self.bias.as_ref());
-        self.layout.cost(
-            input,
-            self.layout.weight_count() as u64 + extra,
-            self.signs.payload_bytes() + 4 * extra,
-        )
+        let side = self.alpha.len() as u64 + bias_len(self.bias.as_ref());
+        self.layout.packed_cost(input, &self.signs, side)
     }
 
     fn reference_forward(&self, input: &Array4<f32>) -> Result<Array4<f32>> {

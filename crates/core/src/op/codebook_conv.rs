@@ -10,14 +10,11 @@
 //!
 //! The weight is `W[t, j] = codebooks[g(t), codes[t, j]]`, `g(t) = 0` or `t`.
 
-use ndarray::{Array1, Array2, Array4};
+use ndarray::{Array1, Array2};
 
-use super::weight_layout::{bias_len, check_bias, check_groups, WeightLayout};
-use super::Operator;
-use crate::bits::{bits_for, PackedCodes};
-use crate::cost::Cost;
-use crate::error::{ensure_finite, ensure_nonempty, Error, Result};
-use crate::shape::ActShape;
+use super::weight_layout::{check_bias, check_groups, WeightLayout};
+use crate::bits::PackedCodes;
+use crate::error::{ensure_finite, ensure_nonempty, Result};
 
 /// Weights as `⌈log₂ k⌉`-bit indices into per-layer or per-channel codebooks.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,13 +38,7 @@ impl CodebookConv {
         ensure_finite("codebooks", codebooks.iter())?;
         check_groups("codebook count", codebooks.nrows(), layout.rows())?;
         let k = codebooks.ncols();
-        if codes.bits() != bits_for(k) {
-            return Err(Error::param(
-                "codebook code bits",
-                codes.bits(),
-                format!("⌈log₂ {k}⌉ = {}", bits_for(k)),
-            ));
-        }
+        codes.check_index_bits("codebook code", k)?;
         codes.check(
             "codebook indices",
             layout.rows(),
@@ -103,35 +94,19 @@ impl CodebookConv {
     }
 }
 
-impl Operator for CodebookConv {
-    fn kind(&self) -> &'static str {
-        "codebook_conv"
-    }
-
-    fn output_shape(&self, input: ActShape) -> Result<ActShape> {
-        self.layout.output_shape(input)
-    }
-
-    /// Payload: packed index words + 4 bytes per codebook entry and bias entry.
-    fn cost(&self, input: ActShape) -> Result<Cost> {
-        let extra = self.codebooks.len() as u64 + bias_len(self.bias.as_ref());
-        self.layout.cost(
-            input,
-            self.layout.weight_count() as u64 + extra,
-            self.codes.payload_bytes() + 4 * extra,
-        )
-    }
-
-    fn reference_forward(&self, input: &Array4<f32>) -> Result<Array4<f32>> {
-        self.layout
-            .dense_forward(self.dequantized(), self.bias.clone(), input)
-    }
-}
+dequantizing_operator!(
+    CodebookConv,
+    kind: "codebook_conv",
+    side_f32: |op| op.codebooks.len() as u64,
+    payload: "Payload: packed index words + 4 bytes per codebook entry and bias entry.",
+);
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{ConvLayer, ConvSpec, SeededRng};
+    use crate::bits::bits_for;
+    use crate::{ActShape, ConvLayer, ConvSpec, Operator, SeededRng};
+    use ndarray::Array4;
 
     #[test]
     fn per_channel_forward_equals_dense() {

@@ -14,14 +14,11 @@
 //! stores `code = q + 2^(b−1)` and `offset = −scale · 2^(b−1)`; an affine
 //! (asymmetric) quantizer with zero point `z` stores `offset = −scale · z`.
 
-use ndarray::{Array1, Array2, Array4};
+use ndarray::{Array1, Array2};
 
-use super::weight_layout::{bias_len, check_bias, check_groups, WeightLayout};
-use super::Operator;
+use super::weight_layout::{check_bias, check_groups, WeightLayout};
 use crate::bits::PackedCodes;
-use crate::cost::Cost;
 use crate::error::{ensure_finite, Error, Result};
-use crate::shape::ActShape;
 
 /// Uniformly quantized weights: `bits`-bit codes with affine dequantization.
 #[derive(Debug, Clone, PartialEq)]
@@ -109,35 +106,17 @@ impl FixedPointConv {
     }
 }
 
-impl Operator for FixedPointConv {
-    fn kind(&self) -> &'static str {
-        "fixed_point_conv"
-    }
-
-    fn output_shape(&self, input: ActShape) -> Result<ActShape> {
-        self.layout.output_shape(input)
-    }
-
-    /// Payload: packed code words + 4 bytes per scale, offset and bias entry.
-    fn cost(&self, input: ActShape) -> Result<Cost> {
-        let extra = 2 * self.scales.len() as u64 + bias_len(self.bias.as_ref());
-        self.layout.cost(
-            input,
-            self.layout.weight_count() as u64 + extra,
-            self.codes.payload_bytes() + 4 * extra,
-        )
-    }
-
-    fn reference_forward(&self, input: &Array4<f32>) -> Result<Array4<f32>> {
-        self.layout
-            .dense_forward(self.dequantized(), self.bias.clone(), input)
-    }
-}
+dequantizing_operator!(
+    FixedPointConv,
+    kind: "fixed_point_conv",
+    side_f32: |op| 2 * op.scales.len() as u64,
+    payload: "Payload: packed code words + 4 bytes per scale, offset and bias entry.",
+);
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{LinearLayer, SeededRng};
+    use crate::{ActShape, LinearLayer, Operator, SeededRng};
 
     #[test]
     fn forward_equals_dense_affine() {

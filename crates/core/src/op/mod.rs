@@ -3,7 +3,60 @@
 //! Each op lives in its own file with its validation, output-shape rule, cost
 //! and *reference semantics* — a direct, obviously correct forward that the
 //! fast kernels of `hasten-fastconv` are tested against. Adding an op is one
-//! new file, one [`Operator`] impl and one line in the `ops!` list below.
+//! new file, one [`Operator`] impl and one line in the `ops!` list below; a
+//! packed-weight op whose forward is the dense layer of its dequantized
+//! weights gets its impl from `dequantizing_operator!`.
+
+/// Implements [`Operator`] for a packed-weight op of survey section 5 whose
+/// reference semantics is the dense layer (eq. (1)) of its dequantized weight
+/// matrix: the output shape and MACs are those of its [`WeightLayout`], the
+/// payload is the packed codes plus 4 bytes per f32 side value and bias entry
+/// (`WeightLayout::packed_cost`), and `reference_forward` runs
+/// [`WeightLayout::dense_forward`] on `dequantized()` and the bias.
+///
+/// The op needs the fields `layout: Box<WeightLayout>`,
+/// `codes: PackedCodes` and `bias: Option<Array1<f32>>`, and a
+/// `dequantized()` method; `side_f32: |op| …` counts its f32 side values
+/// besides the bias, and `payload` documents that storage.
+macro_rules! dequantizing_operator {
+    (
+        $op:ty,
+        kind: $kind:literal,
+        side_f32: |$this:ident| $side:expr,
+        payload: $payload:literal $(,)?
+    ) => {
+        impl $crate::op::Operator for $op {
+            fn kind(&self) -> &'static str {
+                $kind
+            }
+
+            fn output_shape(
+                &self,
+                input: $crate::shape::ActShape,
+            ) -> $crate::error::Result<$crate::shape::ActShape> {
+                self.layout.output_shape(input)
+            }
+
+            #[doc = $payload]
+            fn cost(
+                &self,
+                input: $crate::shape::ActShape,
+            ) -> $crate::error::Result<$crate::cost::Cost> {
+                let $this = self;
+                let side: u64 = $side + $crate::op::weight_layout::bias_len(self.bias.as_ref());
+                self.layout.packed_cost(input, &self.codes, side)
+            }
+
+            fn reference_forward(
+                &self,
+                input: &::ndarray::Array4<f32>,
+            ) -> $crate::error::Result<::ndarray::Array4<f32>> {
+                self.layout
+                    .dense_forward(self.dequantized(), self.bias.clone(), input)
+            }
+        }
+    };
+}
 
 mod batch_norm;
 mod binary_conv;

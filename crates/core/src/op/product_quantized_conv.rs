@@ -15,14 +15,11 @@
 //!
 //! The weight is `W[t, i·d + e] = codebooks[i, codes[i, t], e]`.
 
-use ndarray::{Array1, Array2, Array3, Array4};
+use ndarray::{Array1, Array2, Array3};
 
-use super::weight_layout::{bias_len, check_bias, WeightLayout};
-use super::Operator;
-use crate::bits::{bits_for, PackedCodes};
-use crate::cost::Cost;
+use super::weight_layout::{check_bias, WeightLayout};
+use crate::bits::PackedCodes;
 use crate::error::{ensure_finite, ensure_nonempty, Error, Result};
-use crate::shape::ActShape;
 
 /// Product-quantized weights: per sub-block codes into `k × d` codebooks.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,13 +49,7 @@ impl ProductQuantizedConv {
                 format!("{s} · {d} = {}", s * d),
             ));
         }
-        if codes.bits() != bits_for(k) {
-            return Err(Error::param(
-                "product code bits",
-                codes.bits(),
-                format!("⌈log₂ {k}⌉ = {}", bits_for(k)),
-            ));
-        }
+        codes.check_index_bits("product code", k)?;
         codes.check("product codes", s, layout.rows(), k as u32)?;
         check_bias(bias.as_ref(), layout.rows())?;
         Ok(ProductQuantizedConv {
@@ -115,35 +106,18 @@ impl ProductQuantizedConv {
     }
 }
 
-impl Operator for ProductQuantizedConv {
-    fn kind(&self) -> &'static str {
-        "product_quantized_conv"
-    }
-
-    fn output_shape(&self, input: ActShape) -> Result<ActShape> {
-        self.layout.output_shape(input)
-    }
-
-    /// Payload: packed code words + 4 bytes per codebook entry and bias entry.
-    fn cost(&self, input: ActShape) -> Result<Cost> {
-        let extra = self.codebooks.len() as u64 + bias_len(self.bias.as_ref());
-        self.layout.cost(
-            input,
-            (self.subblocks() * self.layout.rows()) as u64 + extra,
-            self.codes.payload_bytes() + 4 * extra,
-        )
-    }
-
-    fn reference_forward(&self, input: &Array4<f32>) -> Result<Array4<f32>> {
-        self.layout
-            .dense_forward(self.dequantized(), self.bias.clone(), input)
-    }
-}
+dequantizing_operator!(
+    ProductQuantizedConv,
+    kind: "product_quantized_conv",
+    side_f32: |op| op.codebooks.len() as u64,
+    payload: "Payload: packed code words + 4 bytes per codebook entry and bias entry.",
+);
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{LinearLayer, SeededRng};
+    use crate::bits::bits_for;
+    use crate::{ActShape, LinearLayer, Operator, SeededRng};
 
     #[test]
     fn forward_equals_dense() {

@@ -11,14 +11,11 @@
 //!
 //! The weight is `W[t, j] = scales[t] · ternary(codes[t, j])`.
 
-use ndarray::{Array1, Array2, Array4};
+use ndarray::{Array1, Array2};
 
-use super::weight_layout::{bias_len, check_bias, WeightLayout};
-use super::Operator;
+use super::weight_layout::{check_bias, check_per_filter, WeightLayout};
 use crate::bits::PackedCodes;
-use crate::cost::Cost;
-use crate::error::{ensure_finite, Error, Result};
-use crate::shape::ActShape;
+use crate::error::{Error, Result};
 
 /// Code of a ternary `0`.
 pub const TERNARY_ZERO: u32 = 0b00;
@@ -58,14 +55,7 @@ impl TernaryConv {
             return Err(Error::param("ternary code bits", codes.bits(), "2"));
         }
         codes.check("ternary codes", layout.rows(), layout.row_len(), 3)?;
-        if scales.len() != layout.rows() {
-            return Err(Error::shape(
-                "ternary scales length",
-                layout.rows(),
-                scales.len(),
-            ));
-        }
-        ensure_finite("ternary scales", scales.iter())?;
+        check_per_filter("ternary scales", &scales, layout.rows())?;
         check_bias(bias.as_ref(), layout.rows())?;
         Ok(TernaryConv {
             layout: Box::new(layout),
@@ -103,35 +93,17 @@ impl TernaryConv {
     }
 }
 
-impl Operator for TernaryConv {
-    fn kind(&self) -> &'static str {
-        "ternary_conv"
-    }
-
-    fn output_shape(&self, input: ActShape) -> Result<ActShape> {
-        self.layout.output_shape(input)
-    }
-
-    /// Payload: packed 2-bit words + 4 bytes per scale and bias entry.
-    fn cost(&self, input: ActShape) -> Result<Cost> {
-        let extra = self.scales.len() as u64 + bias_len(self.bias.as_ref());
-        self.layout.cost(
-            input,
-            self.layout.weight_count() as u64 + extra,
-            self.codes.payload_bytes() + 4 * extra,
-        )
-    }
-
-    fn reference_forward(&self, input: &Array4<f32>) -> Result<Array4<f32>> {
-        self.layout
-            .dense_forward(self.dequantized(), self.bias.clone(), input)
-    }
-}
+dequantizing_operator!(
+    TernaryConv,
+    kind: "ternary_conv",
+    side_f32: |op| op.scales.len() as u64,
+    payload: "Payload: packed 2-bit words + 4 bytes per scale and bias entry.",
+);
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{ConvSpec, LinearLayer, SeededRng};
+    use crate::{ActShape, ConvSpec, LinearLayer, Operator, SeededRng};
 
     #[test]
     fn linear_forward_equals_dense() {

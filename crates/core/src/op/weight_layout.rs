@@ -7,6 +7,7 @@
 
 use ndarray::{Array1, Array2, Array4};
 
+use crate::bits::PackedCodes;
 use crate::cost::Cost;
 use crate::error::{ensure_nonempty, Error, Result};
 use crate::layer::{ConvLayer, Layer, LinearLayer};
@@ -155,6 +156,24 @@ impl WeightLayout {
         })
     }
 
+    /// The cost of a bit-packed op of survey section 5: [`Self::cost`] with
+    /// one parameter per stored code plus `side_f32` f32 side values (scales,
+    /// offsets, codebook entries, bias), stored as the packed code words plus
+    /// 4 bytes per side value.
+    pub(crate) fn packed_cost(
+        &self,
+        input: ActShape,
+        codes: &PackedCodes,
+        side_f32: u64,
+    ) -> Result<Cost> {
+        let stored_codes = (codes.rows() * codes.cols()) as u64;
+        self.cost(
+            input,
+            stored_codes + side_f32,
+            codes.payload_bytes() + 4 * side_f32,
+        )
+    }
+
     /// The reference forward of the dense layer with these weights: equation
     /// (1) evaluated by [`ConvLayer`] / [`LinearLayer`].
     pub fn dense_forward(
@@ -169,15 +188,18 @@ impl WeightLayout {
     }
 }
 
+/// Validates a per-filter vector (`what`: a bias, scales, α): exactly `rows`
+/// finite entries.
+pub(crate) fn check_per_filter(what: &str, values: &Array1<f32>, rows: usize) -> Result<()> {
+    if values.len() != rows {
+        return Err(Error::shape(format!("{what} length"), rows, values.len()));
+    }
+    crate::error::ensure_finite(what, values.iter())
+}
+
 /// Validates an optional bias of `rows` finite entries.
 pub(crate) fn check_bias(bias: Option<&Array1<f32>>, rows: usize) -> Result<()> {
-    if let Some(b) = bias {
-        if b.len() != rows {
-            return Err(Error::shape("bias length", rows, b.len()));
-        }
-        crate::error::ensure_finite("bias", b.iter())?;
-    }
-    Ok(())
+    bias.map_or(Ok(()), |b| check_per_filter("bias", b, rows))
 }
 
 /// Validates per-group scale vectors: length 1 (per layer) or `rows` (per filter), finite.

@@ -1,0 +1,204 @@
+//! The f32 dense baselines the low-bit and sparse kernels are measured
+//! against, and the im2col they share: convolution as `W [T, C·kh·kw] ×
+//! im2col(x) [C·kh·kw, P]` (survey Section 6.1, equation (13) `V̂ = Ŵ Û`: the GEMM form of
+//! equation (1)) with the
+//! `matrixmultiply` sgemm, and a SIMD f32 matrix–vector product.
+
+use hasten_core::{ConvSpec, Error, Result};
+use ndarray::{Array4, ArrayView4};
+use rayon::prelude::*;
+
+use super::codebook::dot;
+use super::geometry::ConvGeometry;
+use super::{check_isa, Isa, Needs};
+
+/// Writes the im2col rows `rows` (row id `(c·kh + i)·kw + j`) of one CHW
+/// sample into `cols` (`[rows.len()][out_h·out_w]`), zero for padding.
+pub(crate) fn im2col_rows(sample: &[f32], g: &ConvGeometry, rows: &[u32], cols: &mut [f32]) {
+    let (kh, kw) = g.kernel;
+    let (h, w) = g.in_hw;
+    let (oh, ow) = g.out_hw;
+    let (pt, pl) = g.pad_top_left;
+    cols.par_chunks_mut(oh * ow)
+        .zip(rows)
+        .for_each(|(dst, &r)| {
+            let r = r as usize;
+            let (c, i, j) = (r / (kh * kw), (r / kw) % kh, r % kw);
+            let plane = &sample[c * h * w..(c + 1) * h * w];
+            for y in 0..oh {
+                let iy = (y * g.stride.0 + i * g.dilation.0) as isize - pt as isize;
+                let out = &mut dst[y * ow..(y + 1) * ow];
+                if iy < 0 || iy >= h as isize {
+                    out.fill(0.0);
+                    continue;
+                }
+                let src = &plane[iy as usize * w..(iy as usize + 1) * w];
+                // Columns x with 0 ≤ x·σ + j·δ − p_l < w read the input; the rest is padding.
+                let (sw, off) = (
+                    g.stride.1 as isize,
+                    (j * g.dilation.1) as isize - pl as isize,
+                );
+                let x_lo = if off < 0 {
+                    ((-off + sw - 1) / sw) as usize
+                } else {
+                    0
+                }
+                .min(ow);
+                let x_hi = if (w as isize) > off {
+                    ((w as isize - off + sw - 1) / sw) as usize
+                } else {
+                    0
+                }
+                .clamp(x_lo, ow);
+                out[..x_lo].fill(0.0);
+                out[x_hi..].fill(0.0);
+                if x_hi > x_lo {
+                    let start = (x_lo as isize * sw + off) as usize;
+                    if sw == 1 {
+                        out[x_lo..x_hi].copy_from_slice(&src[start..start + (x_hi - x_lo)]);
+                    } else {
+                        for (k, o) in out[x_lo..x_hi].iter_mut().enumerate() {
+                            *o = src[start + k * sw as usize];
+                        }
+                    }
+                }
+            }
+        });
+}
+
+/// `c[m×n] = a[m×k] · b[k×n]` (row-major, overwriting `c`) with the
+/// `matrixmultiply` sgemm.
+pub(crate) fn sgemm(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
+    assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n);
+    // SAFETY: the slices hold m·k, k·n and m·n row-major elements (asserted);
+    // strides describe exactly those layouts.
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a.as_ptr(),
+            k as isize,
+            1,
+            b.as_ptr(),
+            n as isize,
+            1,
+            0.0,
+            c.as_mut_ptr(),
+            n as isize,
+            1,
+        );
+    }
+}
+
+/// The dense f32 baseline: im2col + sgemm, `groups = 1`, no bias.
+pub fn dense_conv(
+    weights: ArrayView4<'_, f32>,
+    x: &Array4<f32>,
+    spec: &ConvSpec,
+) -> Result<Array4<f32>> {
+    let ws = weights.shape();
+    let [t_n, c_n, kh, kw] = [ws[0], ws[1], ws[2], ws[3]];
+    let xs = x.shape();
+    if xs[1] != c_n {
+        return Err(Error::shape("dense_conv input channels", c_n, xs[1]));
+    }
+    let g = ConvGeometry::new([xs[0], xs[1], xs[2], xs[3]], (kh, kw), spec)?;
+    let k = c_n * kh * kw;
+    let p = g.out_area();
+    let w = weights.as_standard_layout();
+    let w = w.as_slice().expect("standard layout");
+    let x = x.as_standard_layout();
+    let xs_all = x.as_slice().expect("standard layout");
+    let rows: Vec<u32> = (0..k as u32).collect();
+    let mut cols = vec![0f32; k * p];
+    let mut y = Array4::<f32>::zeros((g.batch, t_n, g.out_hw.0, g.out_hw.1));
+    let sample = c_n * g.in_hw.0 * g.in_hw.1;
+    for (n, mut yn) in y.outer_iter_mut().enumerate() {
+        im2col_rows(&xs_all[n * sample..(n + 1) * sample], &g, &rows, &mut cols);
+        sgemm(t_n, k, p, w, &cols, yn.as_slice_mut().expect("fresh array"));
+    }
+    Ok(y)
+}
+
+/// Dense f32 `y = W x` for a row-major `[out][in]` matrix at batch 1, rows
+/// split across threads, SIMD dot products.
+pub fn dense_gemv(w: &[f32], out: usize, x: &[f32], isa: Option<Isa>) -> Result<Vec<f32>> {
+    let isa = check_isa(isa, Needs::Float, "dense_gemv")?;
+    if out == 0 || x.is_empty() || w.len() != out * x.len() {
+        return Err(Error::shape(
+            "dense_gemv matrix",
+            format!("[{out}, {}]", x.len()),
+            w.len(),
+        ));
+    }
+    let i_n = x.len();
+    let mut y = vec![0f32; out];
+    y.par_iter_mut()
+        .enumerate()
+        .for_each(|(o, v)| *v = dot(isa, &w[o * i_n..(o + 1) * i_n], x));
+    Ok(y)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hasten_core::{ConvLayer, Operator, Padding, SeededRng};
+
+    #[test]
+    fn dense_conv_matches_the_reference() {
+        let mut rng = SeededRng::new(1);
+        for (s, p, d) in [
+            (1, 1, 1),
+            (2, 0, 1),
+            (1, 2, 2),
+            (2, 3, 2),
+            (3, 4, 3),
+            (1, 5, 1),
+        ] {
+            let spec = ConvSpec::new()
+                .with_stride(s)
+                .with_dilation(d)
+                .with_padding_sides(Padding {
+                    top: p,
+                    bottom: 0,
+                    left: p,
+                    right: 1,
+                });
+            let w = rng.normal_array((5, 3, 3, 3), 1.0);
+            let x = rng.normal_array((2, 3, 7, 6), 1.0);
+            let truth = ConvLayer::from_array(w.clone(), spec)
+                .unwrap()
+                .reference_forward(&x)
+                .unwrap();
+            let y = dense_conv(w.view(), &x, &spec).unwrap();
+            for (a, b) in y.iter().zip(truth.iter()) {
+                assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+            }
+        }
+        assert!(dense_conv(
+            Array4::zeros((1, 2, 1, 1)).view(),
+            &Array4::zeros((1, 3, 2, 2)),
+            &ConvSpec::new()
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn gemv_matches_naive() {
+        let mut rng = SeededRng::new(2);
+        let w: Vec<f32> = (0..37 * 101).map(|_| rng.normal() as f32).collect();
+        let x: Vec<f32> = (0..101).map(|_| rng.normal() as f32).collect();
+        for isa in crate::lowbit::available_isas(Needs::Float) {
+            let y = dense_gemv(&w, 37, &x, Some(isa)).unwrap();
+            for o in 0..37 {
+                let want: f64 = (0..101)
+                    .map(|c| f64::from(w[o * 101 + c]) * f64::from(x[c]))
+                    .sum();
+                assert!((f64::from(y[o]) - want).abs() < 1e-4);
+            }
+        }
+        assert!(dense_gemv(&w, 36, &x, None).is_err());
+    }
+}

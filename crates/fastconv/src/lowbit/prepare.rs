@@ -1,0 +1,304 @@
+//! Turns the packed-format ops of the core IR into the kernels of this module
+//! and runs them: the bridge between `hasten_core`'s reference semantics and
+//! the fast paths, used by [`crate::Plan`]'s op dispatch.
+//!
+//! | core op | kernel |
+//! |---|---|
+//! | `BinaryConv` with binarised inputs (XNOR-Net, eq. (9)) | [`super::binary_gemm`]: exact integer dot products; `K` summed in another order than the reference (agreement to f32 rounding) |
+//! | `Int8Conv` (u8 or i8 inputs) | [`super::int8_gemm`], exact i32 accumulators, core's requantisation |
+//! | `CodebookConv`, linear layout, one codebook of ≤ 256 entries | [`super::codebook::CodebookLinear`] |
+//! | `ProductQuantizedConv`, linear layout, ≤ 256 centroids | [`super::codebook::PqLinear`] |
+//! | `SparseConv` / `SparseLinear` | [`super::csr`] |
+//! | `GroupwiseConv` | [`super::groupwise`] |
+//! | weight-only formats on real inputs (BinaryConnect `BinaryConv`, `TernaryConv`, `CodebookConv` / `ProductQuantizedConv` convolutions, `FixedPointConv`) | decoded once by [`decode_weight_only`] into a dense op for the f32 GEMM: with real-valued activations a ±α or codebook weight still needs one FMA per MAC, so decoding at plan time is the fastest correct choice |
+//!
+//! Everything else (grouped XNOR / int8, LCNN, perforated conv) returns `None`
+//! and runs its reference semantics.
+
+use hasten_core::ndarray::Array4;
+use hasten_core::op::WeightLayout;
+use hasten_core::{Error, IntType, Op, Operator, Result};
+
+use super::binary_gemm::{ActivationScale, BinaryConv};
+use super::codebook::{CodebookLinear, PqLinear};
+use super::csr::{CsrConv, CsrLinear, CsrMatrix};
+use super::groupwise::GroupwiseConv;
+use super::int8_gemm::{Int8Conv, U8Quant};
+
+/// A core op compiled to a low-bit or sparse kernel.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    kernel: Kernel,
+}
+
+#[derive(Debug, Clone)]
+enum Kernel {
+    Xnor {
+        kernel: Box<BinaryConv>,
+        linear: bool,
+    },
+    Int8 {
+        kernel: Box<Int8Conv>,
+        op: Box<hasten_core::Int8Conv>,
+        shift: i32,
+        linear: bool,
+    },
+    Codebook(CodebookLinear),
+    Pq(PqLinear),
+    SparseConv(CsrConv),
+    SparseLinear(CsrLinear),
+    Groupwise(GroupwiseConv),
+}
+
+/// The OIHW dims and spec of a layout, a linear layer being a 1×1 convolution
+/// on the flattened sample.
+fn conv_dims(layout: &WeightLayout) -> Option<([usize; 4], hasten_core::ConvSpec, bool)> {
+    match *layout {
+        WeightLayout::Conv { dims, spec } if spec.groups == 1 => Some((dims, spec, false)),
+        WeightLayout::Linear { out, inp } => {
+            Some(([out, inp, 1, 1], hasten_core::ConvSpec::new(), true))
+        }
+        _ => None,
+    }
+}
+
+/// Flattens `[N, C, H, W]` to `[N, C·H·W, 1, 1]` for linear layouts.
+fn as_linear_input(x: &Array4<f32>) -> Array4<f32> {
+    let s = x.shape();
+    let x = x.as_standard_layout();
+    Array4::from_shape_vec(
+        (s[0], s[1] * s[2] * s[3], 1, 1),
+        x.iter().copied().collect(),
+    )
+    .expect("same element count")
+}
+
+/// Replaces a weight-only quantized op (real-valued inputs) by the dense op
+/// with its decoded weights; any other op is returned unchanged.
+pub fn decode_weight_only(op: &Op) -> Result<Op> {
+    let decoded = match op {
+        Op::BinaryConv(b) if !b.binarize_input() => {
+            b.layout().dense_layer(b.dequantized(), b.bias().cloned())?
+        }
+        Op::TernaryConv(t) => t.layout().dense_layer(t.dequantized(), t.bias().cloned())?,
+        Op::FixedPointConv(f) => f.layout().dense_layer(f.dequantized(), f.bias().cloned())?,
+        Op::CodebookConv(c) if matches!(c.layout(), WeightLayout::Conv { .. }) => {
+            c.layout().dense_layer(c.dequantized(), c.bias().cloned())?
+        }
+        Op::ProductQuantizedConv(p) if matches!(p.layout(), WeightLayout::Conv { .. }) => {
+            p.layout().dense_layer(p.dequantized(), p.bias().cloned())?
+        }
+        other => return Ok(other.clone()),
+    };
+    Ok(decoded.to_op())
+}
+
+/// Compiles `op` to a kernel of this module, or `None` where it has none.
+pub fn prepare(op: &Op) -> Result<Option<Prepared>> {
+    let kernel = match op {
+        Op::BinaryConv(b) if b.binarize_input() => {
+            let Some((dims, spec, linear)) = conv_dims(b.layout()) else {
+                return Ok(None);
+            };
+            let signs = Array4::from_shape_vec(dims, b.sign_matrix().iter().copied().collect())
+                .map_err(|e| Error::shape("binary sign matrix", format!("{dims:?}"), e))?;
+            let bias = b.bias().map(|v| v.to_vec());
+            let kernel = BinaryConv::new(
+                signs.view(),
+                b.alpha().to_vec(),
+                bias,
+                spec,
+                ActivationScale::XnorK,
+            )?;
+            Kernel::Xnor {
+                kernel: Box::new(kernel),
+                linear,
+            }
+        }
+        Op::Int8Conv(q) => {
+            let Some((dims, spec, linear)) = conv_dims(q.layout()) else {
+                return Ok(None);
+            };
+            let w = Array4::from_shape_vec(dims, q.weights().iter().copied().collect())
+                .map_err(|e| Error::shape("int8 weight matrix", format!("{dims:?}"), e))?;
+            // i8 inputs run shifted by +128 as u8: (q + 128) − (z + 128) = q − z.
+            let shift = if q.input_params().dtype() == IntType::I8 {
+                128
+            } else {
+                0
+            };
+            let z = q.input_params().zero_point() + shift;
+            let Ok(z) = u8::try_from(z) else {
+                return Ok(None);
+            };
+            let quant = U8Quant::new(q.input_params().scale(), z)?;
+            let kernel = Int8Conv::new(w.view(), &vec![1.0; dims[0]], None, spec, quant)?;
+            Kernel::Int8 {
+                kernel: Box::new(kernel),
+                op: Box::new(q.clone()),
+                shift,
+                linear,
+            }
+        }
+        Op::CodebookConv(c) => {
+            let (WeightLayout::Linear { out, inp }, 1, k) =
+                (*c.layout(), c.codebooks().nrows(), c.k())
+            else {
+                return Ok(None);
+            };
+            if k > 256 {
+                return Ok(None);
+            }
+            let codes = c.codes().unpack().into_iter().map(|v| v as u8).collect();
+            let bias = c.bias().map(|b| b.to_vec());
+            Kernel::Codebook(CodebookLinear::new(
+                out,
+                inp,
+                c.codebooks().row(0).to_vec(),
+                codes,
+                bias,
+            )?)
+        }
+        Op::ProductQuantizedConv(p) => {
+            let WeightLayout::Linear { out, inp } = *p.layout() else {
+                return Ok(None);
+            };
+            if p.k() > 256 {
+                return Ok(None);
+            }
+            let s_n = p.subblocks();
+            // Core stores codes [s, out]; the kernel takes [out, s].
+            let cs = p.codes().unpack();
+            let codes = (0..out * s_n)
+                .map(|e| cs[(e % s_n) * out + e / s_n] as u8)
+                .collect();
+            let books = p.codebooks().iter().copied().collect();
+            Kernel::Pq(PqLinear::new(
+                out,
+                inp,
+                p.subdim(),
+                books,
+                codes,
+                p.bias().map(|b| b.to_vec()),
+            )?)
+        }
+        Op::SparseConv(s) => {
+            let f = s.filters();
+            let m = CsrMatrix::from_parts(
+                f.rows(),
+                f.cols(),
+                f.row_ptr().to_vec(),
+                f.col_idx().to_vec(),
+                f.values().to_vec(),
+            )?;
+            Kernel::SparseConv(CsrConv::from_csr(
+                m,
+                s.in_channels(),
+                s.kernel_hw(),
+                *s.spec(),
+                s.bias().map(|b| b.to_vec()),
+            )?)
+        }
+        Op::SparseLinear(s) => {
+            let f = s.weight();
+            let m = CsrMatrix::from_parts(
+                f.rows(),
+                f.cols(),
+                f.row_ptr().to_vec(),
+                f.col_idx().to_vec(),
+                f.values().to_vec(),
+            )?;
+            Kernel::SparseLinear(CsrLinear::new(m, s.bias().map(|b| b.to_vec()))?)
+        }
+        Op::GroupwiseConv(g) => {
+            let (kh, kw) = g.kernel_hw();
+            let rows = g
+                .taps()
+                .iter()
+                .map(|&(c, i, j)| ((c * kh + i) * kw + j) as u32)
+                .collect();
+            Kernel::Groupwise(GroupwiseConv::from_rows(
+                g.out_channels(),
+                g.in_channels(),
+                (kh, kw),
+                *g.spec(),
+                rows,
+                g.weight().iter().copied().collect(),
+                g.bias().map(|b| b.to_vec()),
+            )?)
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some(Prepared { kernel }))
+}
+
+impl Prepared {
+    /// Runs the kernel on an NCHW batch; agrees with the op's
+    /// `reference_forward` (bit-exactly for int8, to f32 rounding of `K` for
+    /// XNOR, to f32 GEMM rounding for the others).
+    pub fn forward(&self, x: &Array4<f32>) -> Result<Array4<f32>> {
+        match &self.kernel {
+            Kernel::Xnor { kernel, linear } => {
+                if *linear {
+                    let y = kernel.forward(&as_linear_input(x))?;
+                    Ok(y)
+                } else {
+                    kernel.forward(x)
+                }
+            }
+            Kernel::Int8 {
+                kernel,
+                op,
+                shift,
+                linear,
+            } => {
+                op.output_shape(hasten_core::op::input_shape_of(x)?)?;
+                let xin = if *linear {
+                    as_linear_input(x)
+                } else {
+                    x.clone()
+                };
+                let params = op.input_params();
+                let q = xin.mapv(|v| (params.quantize(v) + shift) as u8);
+                let (acc, (oh, ow)) = kernel.accumulators(q.view(), None)?;
+                let t_n = kernel.out_channels();
+                let mut y = Array4::<f32>::zeros((x.shape()[0], t_n, oh, ow));
+                let s_in = f64::from(params.scale());
+                for ((n, t, yy, xx), v) in y.indexed_iter_mut() {
+                    let a =
+                        acc[((n * oh + yy) * ow + xx) * t_n + t] + op.bias().map_or(0, |b| b[t]);
+                    *v = match op.output_params() {
+                        Some(out) => {
+                            let (lo, hi) = out.dtype().range();
+                            let r = op.requant()[t].apply(a) + i64::from(out.zero_point());
+                            out.dequantize(r.clamp(i64::from(lo), i64::from(hi)) as i32)
+                        }
+                        None => (f64::from(a) * s_in * f64::from(op.weight_scale(t))) as f32,
+                    };
+                }
+                Ok(y)
+            }
+            Kernel::Codebook(l) => {
+                linear_forward(x, l.out_features(), |xs, b| l.forward(xs, b, None))
+            }
+            Kernel::Pq(l) => linear_forward(x, l.out_features(), |xs, b| l.forward(xs, b, None)),
+            Kernel::SparseLinear(l) => {
+                linear_forward(x, l.matrix().rows(), |xs, b| l.forward(xs, b, None))
+            }
+            Kernel::SparseConv(c) => c.forward(x, None),
+            Kernel::Groupwise(g) => g.forward(x),
+        }
+    }
+}
+
+/// Runs a `[batch, in] → [batch, out]` kernel on a flattened NCHW batch.
+fn linear_forward(
+    x: &Array4<f32>,
+    out: usize,
+    f: impl Fn(&[f32], usize) -> Result<Vec<f32>>,
+) -> Result<Array4<f32>> {
+    let batch = x.shape()[0];
+    let xs = x.as_standard_layout();
+    let y = f(xs.as_slice().expect("standard layout"), batch)?;
+    Array4::from_shape_vec((batch, out, 1, 1), y).map_err(|e| Error::shape("linear output", out, e))
+}
