@@ -42,6 +42,7 @@
 mod aligned;
 mod conv;
 mod elementwise;
+mod gather;
 mod gemm;
 mod isa;
 mod linear;

@@ -3,6 +3,30 @@
 
 use hasten_core::LinearLayer;
 
+use crate::plan::OpKernel;
+use crate::pool::ScratchPool;
+
+/// A fully connected layer as a plan kernel.
+#[derive(Debug)]
+pub(crate) struct LinearKernel {
+    layer: LinearLayer,
+}
+
+impl LinearKernel {
+    /// Keeps the layer (its weight is already row-major).
+    pub fn new(layer: &LinearLayer) -> Self {
+        LinearKernel {
+            layer: layer.clone(),
+        }
+    }
+}
+
+impl OpKernel for LinearKernel {
+    fn run(&self, src: &[f32], dst: &mut [f32], batch: usize, _pool: &ScratchPool) {
+        forward(&self.layer, src, dst, batch);
+    }
+}
+
 /// `Y[n, o] = b[o] + Σ_i W[o, i] · X[n, i]`, `X` = `batch × in` row-major,
 /// `Y` = `batch × out`.
 pub(crate) fn forward(layer: &LinearLayer, x: &[f32], y: &mut [f32], batch: usize) {

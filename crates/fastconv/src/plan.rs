@@ -10,6 +10,7 @@ use hasten_core::{ActShape, Block, Error, Op, Operator, Result};
 use rayon::prelude::*;
 
 use crate::conv::{ChannelView, ConvStep};
+use crate::gather::GatherKernel;
 use crate::pool::ScratchPool;
 use crate::{elementwise, linear, Isa};
 
@@ -74,14 +75,24 @@ enum Kind {
     Relu,
     /// A batch norm no convolution absorbed: `scale·x + shift` per channel.
     Affine { scale: Vec<f32>, shift: Vec<f32> },
-    /// A fully connected layer.
-    Linear(hasten_core::LinearLayer),
     /// A pending shuffle / shift written out (no convolution followed).
     Remap(ChannelView),
+    /// An op with its own kernel object (the hook for further kernel
+    /// families: one arm in [`compile`]).
+    Kernel(Box<dyn OpKernel>),
     /// A packed-format op on its low-bit or sparse kernel.
     Lowbit(Box<crate::lowbit::prepare::Prepared>),
     /// An op without a fast kernel: its reference forward.
     Reference(Box<Op>),
+}
+
+/// A prepared kernel for one op of a plan: built in [`compile`] (weights
+/// packed, sizes fixed), then run on whole batches.
+pub(crate) trait OpKernel: std::fmt::Debug + Send + Sync {
+    /// Runs on `batch` samples: `src` holds `batch` inputs and `dst`
+    /// `batch` outputs of the shapes the kernel was built for, row-major
+    /// NCHW; `pool` lends per-thread scratch buffers.
+    fn run(&self, src: &[f32], dst: &mut [f32], batch: usize, pool: &ScratchPool);
 }
 
 impl Plan {
@@ -228,13 +239,13 @@ impl Step {
             Kind::Affine { scale, shift } => {
                 elementwise::affine(src, dst, self.input.area(), scale, shift)
             }
-            Kind::Linear(l) => linear::forward(l, src, dst, batch),
             Kind::Remap(view) => {
                 let (len, (h, w)) = (self.input.len(), (self.input.height, self.input.width));
                 dst.par_chunks_mut(len)
                     .zip(src.par_chunks(len))
                     .for_each(|(d, s)| view.materialize(s, d, h, w));
             }
+            Kind::Kernel(kernel) => kernel.run(src, dst, batch, pool),
             Kind::Lowbit(p) => {
                 let x = Array4::from_shape_vec(self.input.batched(batch), src.to_vec())
                     .map_err(|e| Error::shape("low-bit step input", self.input, e))?;
@@ -307,7 +318,8 @@ fn compile(ops: &[Op], shapes: &[ActShape], isa: Isa, winograd: Winograd) -> Res
                     shift: shift.to_vec(),
                 })
             }
-            Op::Linear(layer) => Some(Kind::Linear(layer.clone())),
+            Op::Linear(layer) => Some(Kind::Kernel(Box::new(linear::LinearKernel::new(layer)))),
+            Op::ChannelGather(g) => Some(Kind::Kernel(Box::new(GatherKernel::new(g, input)))),
             other => Some(match crate::lowbit::prepare::prepare(other)? {
                 Some(p) => Kind::Lowbit(Box::new(p)),
                 None => Kind::Reference(Box::new(other.clone())),

@@ -190,6 +190,51 @@ fn large_layers_match_reference() {
 }
 
 #[test]
+fn channel_gather_between_convolutions_matches_reference() {
+    // Permutation, replication and omission of channels between two convs.
+    let mut rng = SeededRng::new(6);
+    let conv = |rng: &mut SeededRng, t: usize, c: usize| {
+        ConvLayer::from_array(
+            rng.normal_array((t, c, 3, 3), 1.0),
+            ConvSpec::new().with_padding(1),
+        )
+        .unwrap()
+    };
+    let gather = hasten_core::ChannelGather::new(vec![3, 0, 0, 5, 1], 6).unwrap();
+    let block = Block::new(vec![
+        conv(&mut rng, 6, 4).into(),
+        Relu.into(),
+        gather.into(),
+        conv(&mut rng, 7, 5).into(),
+    ])
+    .unwrap();
+    let x: Array4<f32> = rng.normal_array((2, 4, 9, 8), 1.0);
+    check_all_paths(&block, &x).unwrap();
+}
+
+#[test]
+fn ops_without_a_fast_kernel_run_their_reference() {
+    // A perforated convolution (no dedicated kernel yet) between a conv and
+    // a ReLU: the plan runs its reference forward and stays exact around it.
+    let mut rng = SeededRng::new(8);
+    let first = ConvLayer::from_array(
+        rng.normal_array((5, 3, 3, 3), 1.0),
+        ConvSpec::new().with_padding(1),
+    )
+    .unwrap();
+    let inner = ConvLayer::from_array(
+        rng.normal_array((4, 5, 3, 3), 1.0),
+        ConvSpec::new().with_padding(1),
+    )
+    .unwrap();
+    let mask: Vec<bool> = (0..7 * 6).map(|k| k % 3 != 1).collect();
+    let perforated = hasten_core::PerforatedConv::new(inner, (7, 6), mask).unwrap();
+    let block = Block::new(vec![first.into(), perforated.into(), Relu.into()]).unwrap();
+    let x: Array4<f32> = rng.normal_array((2, 3, 7, 6), 1.0);
+    check_all_paths(&block, &x).unwrap();
+}
+
+#[test]
 fn block_that_cancels_out_copies_its_input() {
     // A shuffle of 2 channels in 2 groups and a zero shift change nothing.
     let x: Array4<f32> = SeededRng::new(5).normal_array((2, 2, 3, 3), 1.0);
