@@ -129,7 +129,7 @@ impl Plan {
             &[input.channels, input.height, input.width],
         )?;
         let shapes = block.shapes(input)?;
-        let steps = compile(block.ops(), &shapes, isa, options.winograd)?;
+        let steps = compile(block.ops(), &shapes, batch, isa, options.winograd)?;
         let largest = steps.iter().map(|s| s.output.len()).max().unwrap_or(0);
         let len = largest.checked_mul(batch).ok_or_else(|| {
             Error::param(
@@ -266,9 +266,16 @@ impl Step {
 }
 
 /// The op dispatch: turns the ops (with `shapes[i]` the input of op `i`)
-/// into steps, fusing `Conv → BatchNorm? → Relu?` and absorbing
-/// `ChannelShuffle` / `Shift` into the next convolution's reads.
-fn compile(ops: &[Op], shapes: &[ActShape], isa: Isa, winograd: Winograd) -> Result<Vec<Step>> {
+/// into steps for batches of `batch`, fusing `Conv → BatchNorm? → Relu?`
+/// and `Linear → Relu?` and absorbing `ChannelShuffle` / `Shift` into the
+/// next convolution's reads.
+fn compile(
+    ops: &[Op],
+    shapes: &[ActShape],
+    batch: usize,
+    isa: Isa,
+    winograd: Winograd,
+) -> Result<Vec<Step>> {
     // Weight-only quantized ops on real inputs run as dense ops with decoded weights.
     let decoded = ops
         .iter()
@@ -318,7 +325,13 @@ fn compile(ops: &[Op], shapes: &[ActShape], isa: Isa, winograd: Winograd) -> Res
                     shift: shift.to_vec(),
                 })
             }
-            Op::Linear(layer) => Some(Kind::Kernel(Box::new(linear::LinearKernel::new(layer)))),
+            Op::Linear(layer) => {
+                let relu = matches!(ops.get(next), Some(Op::Relu(_)));
+                next += usize::from(relu);
+                Some(Kind::Kernel(Box::new(linear::LinearKernel::new(
+                    isa, layer, batch, relu,
+                ))))
+            }
             Op::ChannelGather(g) => Some(Kind::Kernel(Box::new(GatherKernel::new(g, input)))),
             other => Some(match crate::lowbit::prepare::prepare(other)? {
                 Some(p) => Kind::Lowbit(Box::new(p)),

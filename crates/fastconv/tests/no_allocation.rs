@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use hasten_core::ndarray::Array4;
 use hasten_core::{
-    ActShape, BatchNorm, Block, ChannelShuffle, ConvLayer, ConvSpec, Relu, SeededRng, Shift,
+    ActShape, BatchNorm, Block, ChannelShuffle, ConvLayer, ConvSpec, LinearLayer, Relu, SeededRng,
+    Shift,
 };
 use hasten_fastconv::{Isa, Plan, PlanOptions, Winograd};
 
@@ -36,8 +37,12 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
+/// Held by each test: the count is global, so tests must not overlap.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn running_a_plan_does_not_allocate() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut rng = SeededRng::new(4);
     let c = 32;
     let conv = |rng: &mut SeededRng, t: usize, c_g: usize, k: usize, spec: ConvSpec| {
@@ -100,6 +105,43 @@ fn running_a_plan_does_not_allocate() {
             }
             let during = ALLOCATIONS.load(Ordering::SeqCst) - before;
             assert_eq!(during, 0, "{isa}: {during} allocations in 5 runs");
+        }
+    });
+}
+
+#[test]
+fn running_a_linear_plan_does_not_allocate() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut rng = SeededRng::new(5);
+    let (c, hw, out) = (7, 3, 45);
+    let layer = LinearLayer::new(
+        rng.normal_array((out, c * hw * hw), 1.0),
+        Some(rng.normal_array(out, 1.0)),
+    )
+    .unwrap();
+    let block = Block::new(vec![layer.into(), Relu.into()]).unwrap();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    pool.install(|| {
+        // Batch 3 takes the skinny product, batch 11 the GEMM.
+        for batch in [3, 11] {
+            let x: Array4<f32> = rng.normal_array((batch, c, hw, hw), 1.0);
+            for isa in Isa::supported() {
+                let mut plan =
+                    Plan::with_isa(&block, ActShape::new(c, hw, hw), batch, isa).unwrap();
+                plan.run(&x).unwrap();
+                let before = ALLOCATIONS.load(Ordering::SeqCst);
+                for _ in 0..5 {
+                    plan.run(&x).unwrap();
+                }
+                let during = ALLOCATIONS.load(Ordering::SeqCst) - before;
+                assert_eq!(
+                    during, 0,
+                    "{isa}, batch {batch}: {during} allocations in 5 runs"
+                );
+            }
         }
     });
 }

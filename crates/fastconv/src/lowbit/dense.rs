@@ -8,7 +8,6 @@ use hasten_core::{ConvSpec, Error, Result};
 use ndarray::{Array4, ArrayView4};
 use rayon::prelude::*;
 
-use super::codebook::dot;
 use super::geometry::ConvGeometry;
 use super::{check_isa, Isa, Needs};
 
@@ -122,8 +121,9 @@ pub fn dense_conv(
     Ok(y)
 }
 
-/// Dense f32 `y = W x` for a row-major `[out][in]` matrix at batch 1, rows
-/// split across threads, SIMD dot products.
+/// Dense f32 `y = W x` for a row-major `[out][in]` matrix at batch 1: the
+/// plan's skinny fully connected kernel (`crate::linear::gemv`), rows split
+/// across threads.
 pub fn dense_gemv(w: &[f32], out: usize, x: &[f32], isa: Option<Isa>) -> Result<Vec<f32>> {
     let isa = check_isa(isa, Needs::Float, "dense_gemv")?;
     if out == 0 || x.is_empty() || w.len() != out * x.len() {
@@ -135,9 +135,18 @@ pub fn dense_gemv(w: &[f32], out: usize, x: &[f32], isa: Option<Isa>) -> Result<
     }
     let i_n = x.len();
     let mut y = vec![0f32; out];
-    y.par_iter_mut()
-        .enumerate()
-        .for_each(|(o, v)| *v = dot(isa, &w[o * i_n..(o + 1) * i_n], x));
+    let g = crate::linear::gemv::Gemv {
+        w,
+        ldw: i_n,
+        x,
+        ldx: i_n,
+        k: i_n,
+        rows: out,
+        batch: 1,
+        bias: None,
+        relu: false,
+    };
+    crate::linear::gemv::gemv(isa, &g, &mut y, out);
     Ok(y)
 }
 
