@@ -9,7 +9,7 @@ use hasten_core::ndarray::{Array4, ArrayView4};
 use hasten_core::{ActShape, Block, Error, Op, Operator, Result};
 use rayon::prelude::*;
 
-use crate::conv::{ChannelView, ConvStep};
+use crate::conv::{ChannelView, ConvStep, PerforatedKernel};
 use crate::gather::GatherKernel;
 use crate::pool::ScratchPool;
 use crate::{elementwise, linear, Isa};
@@ -267,7 +267,7 @@ impl Step {
 
 /// The op dispatch: turns the ops (with `shapes[i]` the input of op `i`)
 /// into steps for batches of `batch`, fusing `Conv → BatchNorm? → Relu?`
-/// and `Linear → Relu?` and absorbing `ChannelShuffle` / `Shift` into the
+/// `Linear → Relu?` and `PerforatedConv → Relu?`, and absorbing `ChannelShuffle` / `Shift` into the
 /// next convolution's reads.
 fn compile(
     ops: &[Op],
@@ -333,6 +333,13 @@ fn compile(
                 ))))
             }
             Op::ChannelGather(g) => Some(Kind::Kernel(Box::new(GatherKernel::new(g, input)))),
+            Op::PerforatedConv(p) => {
+                let relu = matches!(ops.get(next), Some(Op::Relu(_)));
+                next += usize::from(relu);
+                Some(Kind::Kernel(Box::new(PerforatedKernel::new(
+                    isa, p, input, batch, relu,
+                )?)))
+            }
             other => Some(match crate::lowbit::prepare::prepare(other)? {
                 Some(p) => Kind::Lowbit(Box::new(p)),
                 None => Kind::Reference(Box::new(other.clone())),

@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use hasten_core::ndarray::Array4;
 use hasten_core::{
-    ActShape, BatchNorm, Block, ChannelShuffle, ConvLayer, ConvSpec, LinearLayer, Relu, SeededRng,
-    Shift,
+    ActShape, BatchNorm, Block, ChannelShuffle, ConvLayer, ConvSpec, LinearLayer, PerforatedConv,
+    Relu, SeededRng, Shift,
 };
 use hasten_fastconv::{Isa, Plan, PlanOptions, Winograd};
 
@@ -142,6 +142,39 @@ fn running_a_linear_plan_does_not_allocate() {
                     "{isa}, batch {batch}: {during} allocations in 5 runs"
                 );
             }
+        }
+    });
+}
+
+#[test]
+fn running_a_perforated_plan_does_not_allocate() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut rng = SeededRng::new(6);
+    let (c, hw) = (5, 9);
+    let conv = ConvLayer::new(
+        hasten_core::Conv4d::new(rng.normal_array((11, c, 3, 3), 1.0)).unwrap(),
+        Some(rng.normal_array(11, 1.0)),
+        ConvSpec::new().with_padding(1),
+    )
+    .unwrap();
+    let mask: Vec<bool> = (0..hw * hw).map(|p| p % 3 != 0).collect();
+    let perf = PerforatedConv::new(conv, (hw, hw), mask).unwrap();
+    let block = Block::new(vec![perf.into(), Relu.into()]).unwrap();
+    let x: Array4<f32> = rng.normal_array((2, c, hw, hw), 1.0);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    pool.install(|| {
+        for isa in Isa::supported() {
+            let mut plan = Plan::with_isa(&block, ActShape::new(c, hw, hw), 2, isa).unwrap();
+            plan.run(&x).unwrap();
+            let before = ALLOCATIONS.load(Ordering::SeqCst);
+            for _ in 0..5 {
+                plan.run(&x).unwrap();
+            }
+            let during = ALLOCATIONS.load(Ordering::SeqCst) - before;
+            assert_eq!(during, 0, "{isa}: {during} allocations in 5 runs");
         }
     });
 }

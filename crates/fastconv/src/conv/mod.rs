@@ -1,6 +1,7 @@
 //! Convolution kernels (equation (1) of the survey): GEMM with lazy im2col
 //! for dense and grouped layers, plain GEMM for `1×1` layers, a direct kernel
-//! for depthwise layers, Winograd F(2×2, 3×3) for stride-1 3×3 layers.
+//! for depthwise layers, Winograd F(2×2, 3×3) for stride-1 3×3 layers, and
+//! GEMM over the kept positions for perforated layers.
 //! [`ConvStep::new`] picks one and folds a following
 //! batch norm and ReLU into it.
 
@@ -9,10 +10,12 @@ mod direct_1x1;
 mod gemm_conv;
 mod geometry;
 mod im2col;
+mod perforated;
 mod view;
 mod winograd;
 
 pub(crate) use geometry::Geometry;
+pub(crate) use perforated::PerforatedKernel;
 pub(crate) use view::ChannelView;
 
 use hasten_core::{ActShape, BatchNorm, ConvLayer, Result};

@@ -12,8 +12,9 @@
 //! | `GroupwiseConv` | [`super::groupwise`] |
 //! | weight-only formats on real inputs (BinaryConnect `BinaryConv`, `TernaryConv`, `CodebookConv` / `ProductQuantizedConv` convolutions, `FixedPointConv`) | decoded once by [`decode_weight_only`] into a dense op for the f32 GEMM: with real-valued activations a ±α or codebook weight still needs one FMA per MAC, so decoding at plan time is the fastest correct choice |
 //!
-//! Everything else (grouped XNOR / int8, LCNN, perforated conv) returns `None`
-//! and runs its reference semantics.
+//! Everything else (grouped XNOR / int8, LCNN) returns `None` and runs its
+//! reference semantics; perforated convolutions have their own plan kernel
+//! (`conv/perforated.rs`).
 
 use hasten_core::ndarray::Array4;
 use hasten_core::op::WeightLayout;

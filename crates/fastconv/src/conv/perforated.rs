@@ -1,0 +1,275 @@
+//! Perforated convolution (survey section 6.1, Figurnov et al. \[68\]): the
+//! columns of the patch matrix `Û` of equation (13) that the perforation
+//! mask removes are never formed. The kept output positions are lowered
+//! (im2col restricted to those positions, packed straight from the image)
+//! and multiplied by the pre-packed filters in one GEMM per sample and
+//! group; every output position then copies its nearest evaluated one.
+//! Bias and a following ReLU are fused into the GEMM's store (ReLU
+//! commutes with the copy).
+
+use std::ops::Range;
+use std::sync::Mutex;
+
+use hasten_core::{ActShape, PerforatedConv, Result};
+use rayon::prelude::*;
+
+use super::Geometry;
+use crate::aligned::AlignedVec;
+use crate::gemm::{self, BOperand, BSource, Kernel, Output, PackedA};
+use crate::plan::OpKernel;
+use crate::pool::ScratchPool;
+use crate::tiling::SharedOut;
+use crate::Isa;
+
+/// Tasks per thread to aim for, so uneven tiles still balance.
+const TASKS_PER_THREAD: usize = 4;
+
+/// Largest packed patch matrix (floats, 64 MiB) the plan keeps: within it
+/// every column tile is lowered once and shared by the tasks that split its
+/// rows; beyond it each task lowers its own copy.
+const MAX_SHARED_B: usize = 16 << 20;
+
+/// A perforated convolution with pre-packed filters, ready to run.
+#[derive(Debug)]
+pub(crate) struct PerforatedKernel {
+    geo: Geometry,
+    kernel: Kernel,
+    filters: Vec<PackedA>,
+    /// Per group, padded to whole panels.
+    bias: Option<Vec<Vec<f32>>>,
+    relu: bool,
+    /// Offset of the top-left tap of each kept position in a padded plane
+    /// (`y·sh·wp + x·sw`), row-major.
+    origins: Vec<usize>,
+    /// Padded plane height and width: every tap of every output lies inside.
+    padded_hw: (usize, usize),
+    /// The input with zero borders, `batch × C × hp × wp` (borders never
+    /// written after construction).
+    padded: Mutex<Vec<f32>>,
+    /// For each output position, the kept position it copies.
+    nearest: Vec<u32>,
+    /// The evaluated outputs, `batch × T × P` (P = kept positions).
+    evaluated: Mutex<Vec<f32>>,
+    /// The packed patch matrices of every (sample, group, column tile),
+    /// empty when larger than [`MAX_SHARED_B`].
+    packed: Mutex<AlignedVec>,
+}
+
+impl PerforatedKernel {
+    /// Packs `op`'s filters for inputs of shape `input` and batches of
+    /// `batch` (validated by the plan), with a fused ReLU when `relu`.
+    pub fn new(
+        isa: Isa,
+        op: &PerforatedConv,
+        input: ActShape,
+        batch: usize,
+        relu: bool,
+    ) -> Result<Self> {
+        let layer = op.conv();
+        let geo = Geometry::new(layer, input)?;
+        let kernel = Kernel::for_rows(isa, geo.t_g);
+        let weights: Vec<f32> = layer.weight().array().iter().copied().collect();
+        let depth = geo.depth();
+        let filters: Vec<PackedA> = (0..geo.groups)
+            .map(|g| {
+                PackedA::new(
+                    &kernel,
+                    &weights[g * geo.t_g * depth..][..geo.t_g * depth],
+                    geo.t_g,
+                    depth,
+                )
+            })
+            .collect();
+        let padded = filters[0].panels() * kernel.mr;
+        let bias = layer.bias().map(|b| {
+            (0..geo.groups)
+                .map(|g| {
+                    let mut v: Vec<f32> =
+                        b.iter().skip(g * geo.t_g).take(geo.t_g).copied().collect();
+                    v.resize(padded, 0.0);
+                    v
+                })
+                .collect()
+        });
+        let hp = (geo.pt + geo.h).max((geo.oh - 1) * geo.sh + (geo.kh - 1) * geo.dh + 1);
+        let wp = (geo.pl + geo.w).max((geo.ow - 1) * geo.sw + (geo.kw - 1) * geo.dw + 1);
+        let origins: Vec<usize> = op
+            .positions()
+            .iter()
+            .map(|&(y, x)| y * geo.sh * wp + x * geo.sw)
+            .collect();
+        let padded = vec![0.0; batch * geo.in_channels() * hp * wp];
+        let evaluated = vec![0.0; batch * geo.out_channels() * origins.len()];
+        let tiles = batch * geo.groups * origins.len().div_ceil(kernel.nc);
+        let packed_b = tiles
+            .checked_mul(depth * kernel.nc)
+            .filter(|&len| len <= MAX_SHARED_B)
+            .map_or_else(AlignedVec::default, AlignedVec::zeros);
+        Ok(PerforatedKernel {
+            geo,
+            kernel,
+            filters,
+            bias,
+            relu,
+            origins,
+            padded_hw: (hp, wp),
+            padded: Mutex::new(padded),
+            nearest: op.nearest().to_vec(),
+            evaluated: Mutex::new(evaluated),
+            packed: Mutex::new(packed_b),
+        })
+    }
+}
+
+impl OpKernel for PerforatedKernel {
+    fn run(&self, src: &[f32], dst: &mut [f32], batch: usize, pool: &ScratchPool) {
+        let geo = &self.geo;
+        let kept = self.origins.len();
+        let t_all = geo.out_channels();
+        let in_len = geo.in_channels() * geo.in_area();
+        let area = geo.out_area();
+        let mut evaluated = self.evaluated.lock().unwrap_or_else(|e| e.into_inner());
+        assert!(evaluated.len() >= batch * t_all * kept);
+        assert!(src.len() >= batch * in_len && dst.len() >= batch * t_all * area);
+        let nc = self.kernel.nc;
+        let col_tiles = kept.div_ceil(nc);
+        let m_panels = self.filters[0].panels();
+        let base = batch * geo.groups * col_tiles;
+        let want = TASKS_PER_THREAD * rayon::current_num_threads();
+        let per_tile = m_panels.div_ceil(want.div_ceil(base).clamp(1, m_panels));
+        let row_tiles = m_panels.div_ceil(per_tile);
+        let (hp, wp) = self.padded_hw;
+        let plane_p = hp * wp;
+        let mut padded = self.padded.lock().unwrap_or_else(|e| e.into_inner());
+        assert!(padded.len() >= batch * geo.in_channels() * plane_p);
+        padded
+            .par_chunks_mut(plane_p)
+            .zip(src.par_chunks(geo.in_area()))
+            .for_each(|(dst, plane)| {
+                for (d, row) in dst[geo.pt * wp..]
+                    .chunks_mut(wp)
+                    .zip(plane.chunks_exact(geo.w))
+                {
+                    d[geo.pl..geo.pl + geo.w].copy_from_slice(row);
+                }
+            });
+        let padded = &*padded;
+        let in_len = geo.in_channels() * plane_p;
+        let depth = geo.depth();
+        let (kc, nr) = (self.kernel.kc, self.kernel.nr);
+        let tile_len = depth * nc;
+        let source = |tile: usize| {
+            let ct = tile % col_tiles;
+            let g = (tile / col_tiles) % geo.groups;
+            let n = tile / (col_tiles * geo.groups);
+            let cols = ct * nc..((ct + 1) * nc).min(kept);
+            let src = PositionSource {
+                geo,
+                origins: &self.origins,
+                sample: &padded[n * in_len..][..in_len],
+                padded_hw: (hp, wp),
+                group: g,
+            };
+            (n, g, cols, src)
+        };
+        let mut packed = self.packed.lock().unwrap_or_else(|e| e.into_inner());
+        let shared = packed.as_slice().len() >= base * tile_len;
+        if shared {
+            // Lower every column tile once, K blocks in parallel.
+            let k_blocks = depth.div_ceil(kc);
+            let dst_all = SharedOut(packed.as_mut_slice().as_mut_ptr());
+            (0..base * k_blocks).into_par_iter().for_each(|job| {
+                let (tile, kb) = (job / k_blocks, job % k_blocks);
+                let (_, _, cols, src) = source(tile);
+                let ks = kb * kc..((kb + 1) * kc).min(depth);
+                let n_panels = cols.len().div_ceil(nr);
+                // SAFETY: each job writes the disjoint range of K block kb of
+                // column tile `tile`, inside the buffer of base·tile_len.
+                let dst = unsafe {
+                    std::slice::from_raw_parts_mut(
+                        dst_all
+                            .ptr()
+                            .add(tile * tile_len + ks.start * n_panels * nr),
+                        ks.len() * n_panels * nr,
+                    )
+                };
+                pool.with(|scratch| {
+                    gemm::pack::pack_b(&src, ks, cols, nr, &mut scratch.gemm.row, dst);
+                });
+            });
+        }
+        let packed = &*packed;
+        let out = SharedOut(evaluated.as_mut_ptr());
+        (0..base * row_tiles).into_par_iter().for_each(|task| {
+            let (rt, tile) = (task % row_tiles, task / row_tiles);
+            let (n, g, cols, source) = source(tile);
+            let panels = rt * per_tile..((rt + 1) * per_tile).min(m_panels);
+            let c = Output {
+                // SAFETY: the first of group g's rows of sample n, inside
+                // `evaluated` (asserted above).
+                c: unsafe { out.ptr().add((n * t_all + g * geo.t_g) * kept) },
+                rsc: kept,
+                bias: self.bias.as_ref().map(|b| b[g].as_slice()),
+                relu: self.relu,
+            };
+            let b = if shared {
+                BOperand::Packed(&packed.as_slice()[tile * tile_len..][..tile_len])
+            } else {
+                BOperand::Source(&source)
+            };
+            pool.with(|scratch| {
+                // SAFETY: `c` is this sample's t_g × kept block of group g
+                // (row stride kept); tasks own disjoint (n, g, column tile,
+                // row tile) blocks; the kernel packed the filters and its ISA
+                // was checked when the plan was built.
+                unsafe {
+                    gemm::gemm(
+                        &self.kernel,
+                        &self.filters[g],
+                        panels,
+                        b,
+                        cols,
+                        c,
+                        &mut scratch.gemm,
+                    );
+                }
+            });
+        });
+        let evaluated = &*evaluated;
+        dst[..batch * t_all * area]
+            .par_chunks_mut(area)
+            .zip(evaluated.par_chunks(kept))
+            .for_each(|(plane, values)| {
+                for (v, &k) in plane.iter_mut().zip(&self.nearest) {
+                    *v = values[k as usize];
+                }
+            });
+    }
+}
+
+/// The patch matrix of one sample and group restricted to the kept
+/// positions: row `k = (s, i, j)`, column `p` = kept position `p`.
+struct PositionSource<'a> {
+    geo: &'a Geometry,
+    origins: &'a [usize],
+    /// The sample with zero borders, `C × hp × wp`.
+    sample: &'a [f32],
+    padded_hw: (usize, usize),
+    group: usize,
+}
+
+impl BSource for PositionSource<'_> {
+    fn row<'b>(&'b self, k: usize, cols: Range<usize>, tmp: &'b mut [f32]) -> &'b [f32] {
+        let geo = self.geo;
+        let taps = geo.kh * geo.kw;
+        let (s, i, j) = (k / taps, (k % taps) / geo.kw, k % geo.kw);
+        let (hp, wp) = self.padded_hw;
+        let plane = &self.sample[(self.group * geo.c_g + s) * hp * wp..][..hp * wp];
+        let plane = &plane[i * geo.dh * wp + j * geo.dw..];
+        let dst = &mut tmp[..cols.len()];
+        for (v, &o) in dst.iter_mut().zip(&self.origins[cols]) {
+            *v = plane[o];
+        }
+        dst
+    }
+}
