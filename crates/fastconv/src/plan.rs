@@ -8,6 +8,7 @@
 use hasten_core::ndarray::{Array4, ArrayView4};
 use hasten_core::{ActShape, Block, Error, Op, Operator, Result};
 use rayon::prelude::*;
+use std::sync::Mutex;
 
 use crate::conv::{ChannelView, ConvStep, PerforatedKernel};
 use crate::gather::GatherKernel;
@@ -80,8 +81,8 @@ enum Kind {
     /// An op with its own kernel object (the hook for further kernel
     /// families: one arm in [`compile`]).
     Kernel(Box<dyn OpKernel>),
-    /// A packed-format op on its low-bit or sparse kernel.
-    Lowbit(Box<crate::lowbit::prepare::Prepared>),
+    /// A packed-format op on its low-bit or sparse kernel, with its scratch.
+    Lowbit(Box<(crate::lowbit::prepare::Prepared, Mutex<Vec<f32>>)>),
     /// An op without a fast kernel: its reference forward.
     Reference(Box<Op>),
 }
@@ -247,11 +248,9 @@ impl Step {
             }
             Kind::Kernel(kernel) => kernel.run(src, dst, batch, pool),
             Kind::Lowbit(p) => {
-                let x = Array4::from_shape_vec(self.input.batched(batch), src.to_vec())
-                    .map_err(|e| Error::shape("low-bit step input", self.input, e))?;
-                let y = p.forward(&x)?;
-                let y = y.as_standard_layout();
-                dst.copy_from_slice(y.as_slice().expect("standard layout"));
+                let (prepared, buf) = &**p;
+                let mut buf = buf.lock().unwrap_or_else(|e| e.into_inner());
+                prepared.run(src, dst, batch, self.input, &mut buf, pool)?;
             }
             Kind::Reference(op) => {
                 let x = Array4::from_shape_vec(self.input.batched(batch), src.to_vec())
@@ -341,7 +340,7 @@ fn compile(
                 )?)))
             }
             other => Some(match crate::lowbit::prepare::prepare(other)? {
-                Some(p) => Kind::Lowbit(Box::new(p)),
+                Some(p) => Kind::Lowbit(Box::new((p, Mutex::new(Vec::new())))),
                 None => Kind::Reference(Box::new(other.clone())),
             }),
         };

@@ -1,13 +1,18 @@
 //! A built plan runs without allocating: every buffer is owned by the plan
-//! and sized by its first run. Counted with a global allocator wrapper.
+//! and sized by its first run. Counted with a global allocator wrapper, on
+//! the thread that runs the plan and only while it runs (the harness's
+//! threads, and the exiting worker of a previous pool, allocate at times of
+//! their choosing).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use hasten_core::ndarray::Array4;
+use hasten_core::ndarray::{Array2, Array3, Array4};
+use hasten_core::op::WeightLayout;
 use hasten_core::{
-    ActShape, BatchNorm, Block, ChannelShuffle, ConvLayer, ConvSpec, LinearLayer, PerforatedConv,
-    Relu, SeededRng, Shift,
+    ActShape, BatchNorm, Block, ChannelShuffle, CodebookConv, ConvLayer, ConvSpec, Csr,
+    LinearLayer, PackedCodes, PerforatedConv, ProductQuantizedConv, Relu, SeededRng, Shift,
+    SparseLinear,
 };
 use hasten_fastconv::{Isa, Plan, PlanOptions, Winograd};
 
@@ -16,10 +21,22 @@ struct Counting;
 
 static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
 
+thread_local! {
+    /// Whether allocations on this thread are counted.
+    static COUNTED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Counts one allocation if the current thread is counted.
+fn count() {
+    if COUNTED.with(|c| c.get()) {
+        ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
 // SAFETY: forwards every call unchanged to the system allocator.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
+        count();
         // SAFETY: same contract as the caller's.
         unsafe { System.alloc(layout) }
     }
@@ -28,7 +45,7 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
+        count();
         // SAFETY: same contract as the caller's.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -44,6 +61,7 @@ fn running_plans_does_not_allocate() {
     conv_plan_does_not_allocate();
     linear_plan_does_not_allocate();
     perforated_plan_does_not_allocate();
+    lowbit_plan_does_not_allocate();
 }
 
 fn conv_plan_does_not_allocate() {
@@ -103,11 +121,13 @@ fn conv_plan_does_not_allocate() {
             let mut plan =
                 Plan::with_options(&block, ActShape::new(c, 12, 12), 2, options).unwrap();
             plan.run(&x).unwrap();
+            COUNTED.with(|c| c.set(true));
             let before = ALLOCATIONS.load(Ordering::SeqCst);
             for _ in 0..5 {
                 plan.run(&x).unwrap();
             }
             let during = ALLOCATIONS.load(Ordering::SeqCst) - before;
+            COUNTED.with(|c| c.set(false));
             assert_eq!(during, 0, "{isa}: {during} allocations in 5 runs");
         }
     });
@@ -134,11 +154,13 @@ fn linear_plan_does_not_allocate() {
                 let mut plan =
                     Plan::with_isa(&block, ActShape::new(c, hw, hw), batch, isa).unwrap();
                 plan.run(&x).unwrap();
+                COUNTED.with(|c| c.set(true));
                 let before = ALLOCATIONS.load(Ordering::SeqCst);
                 for _ in 0..5 {
                     plan.run(&x).unwrap();
                 }
                 let during = ALLOCATIONS.load(Ordering::SeqCst) - before;
+                COUNTED.with(|c| c.set(false));
                 assert_eq!(
                     during, 0,
                     "{isa}, batch {batch}: {during} allocations in 5 runs"
@@ -169,12 +191,75 @@ fn perforated_plan_does_not_allocate() {
         for isa in Isa::supported() {
             let mut plan = Plan::with_isa(&block, ActShape::new(c, hw, hw), 2, isa).unwrap();
             plan.run(&x).unwrap();
+            COUNTED.with(|c| c.set(true));
             let before = ALLOCATIONS.load(Ordering::SeqCst);
             for _ in 0..5 {
                 plan.run(&x).unwrap();
             }
             let during = ALLOCATIONS.load(Ordering::SeqCst) - before;
+            COUNTED.with(|c| c.set(false));
             assert_eq!(during, 0, "{isa}: {during} allocations in 5 runs");
+        }
+    });
+}
+
+/// The fully connected low-bit kernels (codebook, product-quantized, CSR)
+/// chained in one block; checked against the reference on the second run.
+fn lowbit_plan_does_not_allocate() {
+    let mut rng = SeededRng::new(7);
+    let (c, hw, o1, o2, o3) = (3, 4, 40, 24, 9);
+    let i = c * hw * hw;
+    let codes: Vec<u32> = (0..o1 * i).map(|_| rng.below(16) as u32).collect();
+    let cb = CodebookConv::new(
+        WeightLayout::linear(o1, i).unwrap(),
+        PackedCodes::pack(&codes, o1, i, 4).unwrap(),
+        rng.normal_array((1, 16), 1.0),
+        Some(rng.normal_array(o1, 1.0)),
+    )
+    .unwrap();
+    let (s, k, d) = (10, 8, 4);
+    let codes: Vec<u32> = (0..s * o2).map(|_| rng.below(k) as u32).collect();
+    let books: Array3<f32> = Array3::from_shape_fn((s, k, d), |_| rng.normal() as f32);
+    let pq = ProductQuantizedConv::new(
+        WeightLayout::linear(o2, o1).unwrap(),
+        PackedCodes::pack(&codes, s, o2, 3).unwrap(),
+        books,
+        None,
+    )
+    .unwrap();
+    let w = Array2::from_shape_fn((o3, o2), |_| {
+        if rng.uniform() < 0.3 {
+            rng.normal() as f32
+        } else {
+            0.0
+        }
+    });
+    let sl = SparseLinear::new(Csr::from_dense(w.view()).unwrap(), None).unwrap();
+    let block = Block::new(vec![cb.into(), pq.into(), sl.into()]).unwrap();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    pool.install(|| {
+        for batch in [1, 3] {
+            let x: Array4<f32> = rng.normal_array((batch, c, hw, hw), 1.0);
+            let mut plan = Plan::new(&block, ActShape::new(c, hw, hw), batch).unwrap();
+            plan.run(&x).unwrap();
+            COUNTED.with(|c| c.set(true));
+            let before = ALLOCATIONS.load(Ordering::SeqCst);
+            for _ in 0..5 {
+                plan.run(&x).unwrap();
+            }
+            let during = ALLOCATIONS.load(Ordering::SeqCst) - before;
+            COUNTED.with(|c| c.set(false));
+            let fast = plan.run(&x).unwrap().to_owned();
+            let slow = block.reference_forward(&x).unwrap();
+            let err = hasten_core::relative_error(&slow, &fast);
+            assert!(err < 1e-4, "batch {batch}: relative error {err}");
+            assert_eq!(
+                during, 0,
+                "low-bit, batch {batch}: {during} allocations in 5 runs"
+            );
         }
     });
 }

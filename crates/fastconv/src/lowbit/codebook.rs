@@ -20,6 +20,7 @@ use hasten_core::{Error, Result};
 use rayon::prelude::*;
 
 use super::{check_isa, Isa, Needs};
+use crate::pool::ScratchPool;
 
 /// Rows per parallel task of the batch-1 kernels.
 const ROW_CHUNK: usize = 64;
@@ -122,15 +123,48 @@ impl CodebookLinear {
     /// `[batch, in]` input; returns `[batch, out]`.
     pub fn forward(&self, x: &[f32], batch: usize, isa: Option<Isa>) -> Result<Vec<f32>> {
         let isa = check_isa(isa, Needs::Float, "CodebookLinear")?;
+        let mut y = vec![0f32; batch * self.out_features];
+        self.forward_into(x, batch, isa, &mut y, &mut Vec::new(), &ScratchPool::new())?;
+        Ok(y)
+    }
+
+    /// As [`CodebookLinear::forward`], into `y` (`[batch, out]`), with the
+    /// transposed product in `yt` and decoded rows in `pool`'s buffers:
+    /// allocates nothing once they have grown. `isa` must be checked.
+    pub(crate) fn forward_into(
+        &self,
+        x: &[f32],
+        batch: usize,
+        isa: Isa,
+        y: &mut [f32],
+        yt: &mut Vec<f32>,
+        pool: &ScratchPool,
+    ) -> Result<()> {
         check_input("CodebookLinear", x, batch, self.in_features)?;
         let (o_n, i_n) = (self.out_features, self.in_features);
-        // Output transposed to [out][batch] so that row chunks are contiguous.
-        let mut yt = vec![0f32; o_n * batch];
-        yt.par_chunks_mut(ROW_CHUNK * batch)
+        if y.len() != batch * o_n {
+            return Err(Error::shape(
+                "CodebookLinear output [batch, out]",
+                batch * o_n,
+                y.len(),
+            ));
+        }
+        // Output transposed to [out][batch] so that row chunks are contiguous
+        // (at batch 1 the two layouts coincide).
+        let t: &mut [f32] = if batch == 1 {
+            y
+        } else {
+            yt.resize(o_n * batch, 0.0);
+            &mut yt[..o_n * batch]
+        };
+        t.par_chunks_mut(ROW_CHUNK * batch)
             .enumerate()
-            .for_each_init(
-                || vec![0f32; i_n],
-                |tile, (chunk, dst)| {
+            .for_each(|(chunk, dst)| {
+                pool.with(|scratch| {
+                    let tile = &mut scratch.floats;
+                    if batch > 1 {
+                        tile.resize(i_n, 0.0);
+                    }
                     for (r, yo) in dst.chunks_mut(batch).enumerate() {
                         let o = chunk * ROW_CHUNK + r;
                         let codes = &self.codes[o * i_n..(o + 1) * i_n];
@@ -138,30 +172,23 @@ impl CodebookLinear {
                         if batch == 1 {
                             yo[0] = decode_dot(isa, &self.codebook, codes, x) + b;
                         } else {
-                            decode_row(&self.codebook, codes, tile);
+                            decode_row(&self.codebook, codes, &mut tile[..i_n]);
                             for (s, v) in yo.iter_mut().enumerate() {
-                                *v = dot(isa, tile, &x[s * i_n..(s + 1) * i_n]) + b;
+                                *v = dot(isa, &tile[..i_n], &x[s * i_n..(s + 1) * i_n]) + b;
                             }
                         }
                     }
-                },
-            );
-        Ok(transpose(&yt, o_n, batch))
-    }
-}
-
-/// `[rows][cols]` → `[cols][rows]`.
-fn transpose(a: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    if cols == 1 {
-        return a.to_vec();
-    }
-    let mut t = vec![0f32; a.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            t[c * rows + r] = a[r * cols + c];
+                })
+            });
+        if batch > 1 {
+            for r in 0..o_n {
+                for c in 0..batch {
+                    y[c * o_n + r] = yt[r * batch + c];
+                }
+            }
         }
+        Ok(())
     }
-    t
 }
 
 /// `Σ_c codebook[codes[c]] · x[c]`, decoding in registers.
@@ -288,11 +315,34 @@ impl PqLinear {
     /// lookup tables; `[batch, in]` → `[batch, out]`.
     pub fn forward(&self, x: &[f32], batch: usize, isa: Option<Isa>) -> Result<Vec<f32>> {
         let isa = check_isa(isa, Needs::Float, "PqLinear")?;
+        let mut y = vec![0f32; batch * self.out_features];
+        self.forward_into(x, batch, isa, &mut y, &mut Vec::new())?;
+        Ok(y)
+    }
+
+    /// As [`PqLinear::forward`], into `y` (`[batch, out]`), with the lookup
+    /// tables in `lut`: allocates nothing once it has grown. `isa` must be
+    /// checked.
+    pub(crate) fn forward_into(
+        &self,
+        x: &[f32],
+        batch: usize,
+        isa: Isa,
+        y: &mut [f32],
+        lut: &mut Vec<f32>,
+    ) -> Result<()> {
         check_input("PqLinear", x, batch, self.in_features)?;
         let (o_n, d, k) = (self.out_features, self.sub_dim, self.centroids);
+        if y.len() != batch * o_n {
+            return Err(Error::shape(
+                "PqLinear output [batch, out]",
+                batch * o_n,
+                y.len(),
+            ));
+        }
         let s_n = self.in_features / d;
-        let mut y = vec![0f32; batch * o_n];
-        let mut lut = vec![0f32; s_n * k];
+        lut.resize(s_n * k, 0.0);
+        let lut = &mut lut[..s_n * k];
         for (b, yb) in y.chunks_mut(o_n).enumerate() {
             let xb = &x[b * self.in_features..(b + 1) * self.in_features];
             lut.par_chunks_mut(k).enumerate().for_each(|(s, ls)| {
@@ -313,7 +363,7 @@ impl PqLinear {
                         // SAFETY: isa checked (avx512f); codes < k so every gathered
                         // index s·k + code < lut.len().
                         Isa::Avx512 => unsafe {
-                            x86::pq_sum_avx512(&self.codes, &lut, o_n, k, s_n, o0, dst)
+                            x86::pq_sum_avx512(&self.codes, lut, o_n, k, s_n, o0, dst)
                         },
                         _ => {
                             for (r, v) in dst.iter_mut().enumerate() {
@@ -330,7 +380,7 @@ impl PqLinear {
                     }
                 });
         }
-        Ok(y)
+        Ok(())
     }
 }
 

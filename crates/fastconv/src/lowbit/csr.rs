@@ -166,6 +166,13 @@ impl CsrLinear {
     /// for API symmetry.
     pub fn forward(&self, x: &[f32], batch: usize, isa: Option<Isa>) -> Result<Vec<f32>> {
         check_isa(isa, Needs::Float, "CsrLinear")?;
+        let mut y = vec![0f32; batch * self.matrix.rows];
+        self.forward_into(x, batch, &mut y)?;
+        Ok(y)
+    }
+
+    /// As [`CsrLinear::forward`], into `y` (`[batch, out]`), allocating nothing.
+    pub(crate) fn forward_into(&self, x: &[f32], batch: usize, y: &mut [f32]) -> Result<()> {
         let (o_n, i_n) = (self.matrix.rows, self.matrix.cols);
         if batch == 0 || x.len() != batch * i_n {
             return Err(Error::shape(
@@ -174,7 +181,13 @@ impl CsrLinear {
                 x.len(),
             ));
         }
-        let mut y = vec![0f32; batch * o_n];
+        if y.len() != batch * o_n {
+            return Err(Error::shape(
+                "CsrLinear output [batch, out]",
+                batch * o_n,
+                y.len(),
+            ));
+        }
         for (b, yb) in y.chunks_mut(o_n).enumerate() {
             let xb = &x[b * i_n..(b + 1) * i_n];
             yb.par_iter_mut().enumerate().for_each(|(o, v)| {
@@ -183,7 +196,7 @@ impl CsrLinear {
                 *v = s + self.bias.as_ref().map_or(0.0, |bias| bias[o]);
             });
         }
-        Ok(y)
+        Ok(())
     }
 }
 

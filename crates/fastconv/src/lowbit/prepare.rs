@@ -25,6 +25,7 @@ use super::codebook::{CodebookLinear, PqLinear};
 use super::csr::{CsrConv, CsrLinear, CsrMatrix};
 use super::groupwise::GroupwiseConv;
 use super::int8_gemm::{Int8Conv, U8Quant};
+use super::{check_isa, Needs};
 
 /// A core op compiled to a low-bit or sparse kernel.
 #[derive(Debug, Clone)]
@@ -288,6 +289,49 @@ impl Prepared {
             }
             Kernel::SparseConv(c) => c.forward(x, None),
             Kernel::Groupwise(g) => g.forward(x),
+        }
+    }
+}
+
+impl Prepared {
+    /// Runs on `batch` row-major NCHW samples of shape `input` from `src`
+    /// into `dst`. The fully connected kernels (codebook, product-quantized,
+    /// CSR) read `src` in place and use `buf` and `pool` as their only
+    /// scratch, so they allocate nothing once those have grown; the
+    /// convolution kernels still copy the batch into an array and allocate
+    /// their own buffers.
+    pub(crate) fn run(
+        &self,
+        src: &[f32],
+        dst: &mut [f32],
+        batch: usize,
+        input: hasten_core::ActShape,
+        buf: &mut Vec<f32>,
+        pool: &crate::pool::ScratchPool,
+    ) -> Result<()> {
+        match &self.kernel {
+            Kernel::Codebook(l) => {
+                let isa = check_isa(None, Needs::Float, "CodebookLinear")?;
+                l.forward_into(src, batch, isa, dst, buf, pool)
+            }
+            Kernel::Pq(l) => {
+                let isa = check_isa(None, Needs::Float, "PqLinear")?;
+                l.forward_into(src, batch, isa, dst, buf)
+            }
+            Kernel::SparseLinear(l) => l.forward_into(src, batch, dst),
+            _ => {
+                let x = hasten_core::ndarray::ArrayView4::from_shape(input.batched(batch), src)
+                    .map_err(|e| Error::shape("low-bit step input", input, e))?
+                    .to_owned();
+                let y = self.forward(&x)?;
+                let y = y.as_standard_layout();
+                let ys = y.as_slice().expect("standard layout");
+                if ys.len() != dst.len() {
+                    return Err(Error::shape("low-bit step output", dst.len(), ys.len()));
+                }
+                dst.copy_from_slice(ys);
+                Ok(())
+            }
         }
     }
 }
