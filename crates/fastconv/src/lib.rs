@@ -13,7 +13,11 @@
 //!   lazy im2col packing for dense and grouped layers, plain GEMM for `1×1`
 //!   layers, Winograd F(2×2, 3×3) for stride-1 3×3 layers with many
 //!   channels ([`Winograd`]), a direct vectorised kernel for depthwise
-//!   layers; bias and ReLU fused into the GEMM's store.
+//!   layers, GEMM over the kept positions for perforated layers (survey
+//!   section 6.1); bias and ReLU fused into the GEMM's store.
+//! - Fully connected layers: a skinny SIMD product streaming each weight
+//!   row once for all samples at batch ≤ 8, the GEMM above; bias and ReLU
+//!   fused.
 //! - Microkernels for AVX-512, AVX2 + FMA and portable Rust, chosen at run
 //!   time ([`Isa::detect`]) or forced ([`PlanOptions`]) — every path is tested
 //!   against the reference.
