@@ -1,4 +1,5 @@
-//! Fully connected layers at small batch: the plan's linear kernel against
+//! Fully connected layers at batch 1, 8 (skinny product) and 32 (GEMM): the
+//! plan's linear kernel against
 //! the single `matrixmultiply` sgemm it replaced (same layout: `Y = X·Wᵀ`,
 //! bias preloaded). Medians of interleaved rounds, wall clock, one run.
 //!
@@ -55,7 +56,7 @@ fn main() {
         let w: Vec<f32> = layer.weight().iter().copied().collect();
         let bias: Vec<f32> = layer.bias().expect("bias").to_vec();
         let block = Block::single(layer);
-        for batch in [1, 8] {
+        for batch in [1, 8, 32] {
             let x: Array4<f32> = rng.normal_array((batch, inp, 1, 1), 1.0);
             let xs: Vec<f32> = x.iter().copied().collect();
             let mut y = vec![0.0; batch * out];
