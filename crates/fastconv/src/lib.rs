@@ -55,6 +55,7 @@ mod plan;
 mod pool;
 mod shift;
 mod tiling;
+mod tt_linear;
 
 pub mod workloads;
 

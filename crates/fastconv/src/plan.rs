@@ -13,6 +13,7 @@ use std::sync::Mutex;
 use crate::conv::{ChannelView, ConvStep, PerforatedKernel};
 use crate::gather::GatherKernel;
 use crate::pool::ScratchPool;
+use crate::tt_linear::TtKernel;
 use crate::{elementwise, linear, Isa};
 
 /// How a [`Plan`] chooses its kernels.
@@ -265,8 +266,9 @@ impl Step {
 }
 
 /// The op dispatch: turns the ops (with `shapes[i]` the input of op `i`)
-/// into steps for batches of `batch`, fusing `Conv → BatchNorm? → Relu?`
-/// `Linear → Relu?` and `PerforatedConv → Relu?`, and absorbing `ChannelShuffle` / `Shift` into the
+/// into steps for batches of `batch`, fusing `Conv → BatchNorm? → Relu?`,
+/// `Linear → Relu?`, `TtLinear → Relu?` and `PerforatedConv → Relu?`, and
+/// absorbing `ChannelShuffle` / `Shift` into the
 /// next convolution's reads.
 fn compile(
     ops: &[Op],
@@ -332,6 +334,11 @@ fn compile(
                 ))))
             }
             Op::ChannelGather(g) => Some(Kind::Kernel(Box::new(GatherKernel::new(g, input)))),
+            Op::TtLinear(t) => {
+                let relu = matches!(ops.get(next), Some(Op::Relu(_)));
+                next += usize::from(relu);
+                Some(Kind::Kernel(Box::new(TtKernel::new(isa, t, batch, relu))))
+            }
             Op::PerforatedConv(p) => {
                 let relu = matches!(ops.get(next), Some(Op::Relu(_)));
                 next += usize::from(relu);

@@ -12,7 +12,7 @@ use hasten_core::op::WeightLayout;
 use hasten_core::{
     ActShape, BatchNorm, Block, ChannelShuffle, CodebookConv, ConvLayer, ConvSpec, Csr,
     LinearLayer, PackedCodes, PerforatedConv, ProductQuantizedConv, Relu, SeededRng, Shift,
-    SparseLinear,
+    SparseLinear, TtLinear,
 };
 use hasten_fastconv::{Isa, Plan, PlanOptions, Winograd};
 
@@ -62,6 +62,7 @@ fn running_plans_does_not_allocate() {
     linear_plan_does_not_allocate();
     perforated_plan_does_not_allocate();
     lowbit_plan_does_not_allocate();
+    tt_plan_does_not_allocate();
 }
 
 fn conv_plan_does_not_allocate() {
@@ -260,6 +261,37 @@ fn lowbit_plan_does_not_allocate() {
                 during, 0,
                 "low-bit, batch {batch}: {during} allocations in 5 runs"
             );
+        }
+    });
+}
+
+/// A three-core Tensor-Train layer with bias and ReLU, batch 3.
+fn tt_plan_does_not_allocate() {
+    let mut rng = SeededRng::new(8);
+    let cores = vec![
+        rng.normal_array((1, 3, 4, 2), 1.0),
+        rng.normal_array((2, 5, 2, 3), 1.0),
+        rng.normal_array((3, 2, 3, 1), 1.0),
+    ];
+    let tt = TtLinear::new(cores, Some(rng.normal_array(30, 1.0))).unwrap();
+    let block = Block::new(vec![tt.into(), Relu.into()]).unwrap();
+    let x: Array4<f32> = rng.normal_array((3, 24, 1, 1), 1.0);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    pool.install(|| {
+        for isa in Isa::supported() {
+            let mut plan = Plan::with_isa(&block, ActShape::new(24, 1, 1), 3, isa).unwrap();
+            plan.run(&x).unwrap();
+            COUNTED.with(|c| c.set(true));
+            let before = ALLOCATIONS.load(Ordering::SeqCst);
+            for _ in 0..5 {
+                plan.run(&x).unwrap();
+            }
+            let during = ALLOCATIONS.load(Ordering::SeqCst) - before;
+            COUNTED.with(|c| c.set(false));
+            assert_eq!(during, 0, "TT, {isa}: {during} allocations in 5 runs");
         }
     });
 }
