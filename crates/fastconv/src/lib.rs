@@ -16,8 +16,8 @@
 //!   layers, GEMM over the kept positions for perforated layers (survey
 //!   section 6.1); bias and ReLU fused into the GEMM's store.
 //! - Fully connected layers: a skinny SIMD product streaming each weight
-//!   row once for all samples at batch ≤ 8, the GEMM above; bias and ReLU
-//!   fused.
+//!   row once for all samples at batch ≤ 8, the GEMM above; Tensor-Train
+//!   layers as one GEMM per core; bias and ReLU fused.
 //! - Microkernels for AVX-512, AVX2 + FMA and portable Rust, chosen at run
 //!   time ([`Isa::detect`]) or forced ([`PlanOptions`]) — every path is tested
 //!   against the reference.
