@@ -3,12 +3,16 @@
 //! the single `matrixmultiply` sgemm it replaced (same layout: `Y = X·Wᵀ`,
 //! bias preloaded). Medians of interleaved rounds, wall clock, one run.
 //!
+//! A second table times a Tensor-Train layer of the same size (modes
+//! 8·8·8·8 × 8·8·8·8, ranks 8) against the dense 4096 × 4096 layer, both
+//! through a plan.
+//!
 //! `cargo run --release -p hasten-fastconv --example linear_speed`
 
 use std::time::{Duration, Instant};
 
 use hasten_core::ndarray::Array4;
-use hasten_core::{ActShape, Block, LinearLayer, SeededRng};
+use hasten_core::{ActShape, Block, LinearLayer, Operator, SeededRng, TtLinear};
 use hasten_fastconv::Plan;
 
 /// The replaced kernel: one sgemm for the batch.
@@ -85,5 +89,47 @@ fn main() {
                 o / n
             );
         }
+    }
+    println!();
+    println!(
+        "| layer | batch | MACs / sample | dense plan (ms) | TT plan (ms) | speed-up | MAC ratio |"
+    );
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let cores: Vec<_> = (0..4)
+        .map(|k| {
+            let r0 = if k == 0 { 1 } else { 8 };
+            let r1 = if k == 3 { 1 } else { 8 };
+            rng.normal_array((r0, 8, 8, r1), 0.3)
+        })
+        .collect();
+    let tt = TtLinear::new(cores, None).expect("valid cores");
+    let dense = LinearLayer::new(rng.normal_array((4096, 4096), 0.01), None).expect("valid layer");
+    let input = ActShape::new(4096, 1, 1);
+    let tt_macs = tt.cost(input).expect("cost").macs;
+    let (tt, dense) = (Block::single(tt), Block::single(dense));
+    for batch in [1, 8] {
+        let x: Array4<f32> = rng.normal_array((batch, 4096, 1, 1), 1.0);
+        let mut p_tt = Plan::new(&tt, input, batch).expect("plan");
+        let mut p_dense = Plan::new(&dense, input, batch).expect("plan");
+        let err = hasten_core::relative_error(
+            &tt.reference_forward(&x).expect("reference"),
+            &p_tt.run(&x).expect("run").to_owned(),
+        );
+        assert!(err < 1e-4, "TT kernel off by {err}");
+        let (mut d, mut t) = (Vec::new(), Vec::new());
+        for _ in 0..30 {
+            let s = Instant::now();
+            std::hint::black_box(p_dense.run(&x).expect("run"));
+            d.push(s.elapsed());
+            let s = Instant::now();
+            std::hint::black_box(p_tt.run(&x).expect("run"));
+            t.push(s.elapsed());
+        }
+        let (d, t) = (median(d), median(t));
+        println!(
+            "| TT 8⁴ × 8⁴, rank 8 | {batch} | {tt_macs} | {d:.3} | {t:.3} | {:.1}× | {:.1}× |",
+            d / t,
+            (4096.0 * 4096.0) / tt_macs as f64
+        );
     }
 }
