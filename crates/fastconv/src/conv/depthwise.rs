@@ -1,11 +1,10 @@
 //! Depthwise convolution (`groups = C`, one input channel per filter: the
 //! `d×d`, `d×1` and `1×d` layers of CP-decomposed and MobileNet blocks,
 //! survey Fig. 1 and section 3) as a direct kernel. It is memory-bound
-//! (`kh·kw` MACs per output value), so it streams each output row once,
-//! summing every tap of a run of 16 output columns in registers; taps read
-//! unit-stride runs of a padded copy of the channel (column-phase copies at
-//! larger strides), and the compiler vectorises the fixed-width lane loop for
-//! the selected ISA.
+//! (`kh·kw` MACs per output value), so it reads each input plane in place
+//! (no padded copy: borders are masked lanes), streams each output row
+//! once, summing every tap of a run of 16 output columns in registers, and
+//! gives each task enough planes to amortise its scheduling.
 
 use rayon::prelude::*;
 
@@ -69,6 +68,10 @@ impl DepthwiseConv {
             .enumerate()
             .for_each(|(task, outs)| {
                 pool.with(|scratch| {
+                    // The column tables in `scratch` depend on the plane
+                    // only through the view's dx: built once per task and
+                    // whenever dx changes.
+                    let mut table_dx = None;
                     for (k, out) in outs.chunks_exact_mut(out_area).enumerate() {
                         let plane = task * per_task + k;
                         let (n, t) = (plane / t_all, plane % t_all);
@@ -81,7 +84,9 @@ impl DepthwiseConv {
                             relu: self.relu,
                             dy,
                             dx,
+                            fresh: table_dx != Some(dx),
                         };
+                        table_dx = Some(dx);
                         match self.isa {
                             // SAFETY: plans only select supported ISAs
                             // (`Isa::ensure_supported`).
@@ -107,19 +112,8 @@ struct PlaneJob<'a> {
     relu: bool,
     dy: isize,
     dx: isize,
-}
-
-/// [`run_plane`] compiled for AVX-512.
-///
-/// # Safety
-/// The CPU supports AVX-512F.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn plane_avx512(job: &PlaneJob<'_>, out: &mut [f32], scratch: &mut Scratch) {
-    // SAFETY: this function only runs where AVX-512F is supported.
-    run_plane(job, out, scratch, |run, dst| unsafe {
-        lanes_avx512(run, dst)
-    })
+    /// Whether the column table in the scratch must be (re)built.
+    fresh: bool,
 }
 
 /// [`run_plane`] compiled for AVX2 + FMA.
@@ -129,208 +123,268 @@ unsafe fn plane_avx512(job: &PlaneJob<'_>, out: &mut [f32], scratch: &mut Scratc
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn plane_avx2(job: &PlaneJob<'_>, out: &mut [f32], scratch: &mut Scratch) {
-    // SAFETY: this function only runs where AVX2 and FMA are supported.
-    run_plane(job, out, scratch, |run, dst| unsafe {
-        lanes_avx2(run, dst)
-    })
+    run_plane(job, out, scratch, lanes_portable)
 }
+
 
 /// Output columns computed together: one vector register of accumulators
 /// (16 lanes of AVX-512, two AVX2 registers, four SSE registers).
 const LANES: usize = 16;
 
-/// Computes one output plane. The channel (with its view offset and zero
-/// padding) is first copied into a padded plane `P` holding exactly the
-/// rows and columns the taps read (plus `LANES` floats of slack), so no tap
-/// needs a bounds test; with a horizontal stride `s > 1`, `P` is split into
-/// column phases (`phase[p][y][m] = P[y][m·s + p]`) so every tap reads a
-/// unit-stride run. Each run of `LANES` output columns then sums all
-/// `kh·kw` taps in registers and is stored once.
+/// Computes one output plane straight from the input plane, without a
+/// padded copy. For every output row the kernel rows that read inside the
+/// image are listed once; every run of up to `LANES` output columns then
+/// sums all their taps in registers and is stored once. Zero padding (and a
+/// view's shift) costs nothing: each kernel column `j` reads only the
+/// output columns [`Geometry::valid_x`] allows, the other lanes are
+/// zero (a masked load on AVX-512, a shorter lane loop elsewhere).
 #[inline(always)]
 fn run_plane(
     job: &PlaneJob<'_>,
     out: &mut [f32],
     scratch: &mut Scratch,
-    lanes: impl Fn(&Run<'_>, &mut [f32]),
+    lanes: impl Fn(&Row<'_>, usize, &mut [f32]),
 ) {
     let geo = job.geo;
-    let (kh, kw, sh, sw) = (geo.kh, geo.kw, geo.sh, geo.sw);
-    let hp = (geo.oh - 1) * sh + (kh - 1) * geo.dh + 1;
-    let wp = (geo.ow - 1) * sw + (kw - 1) * geo.dw + 1;
-    fill_padded(job, hp, wp, &mut scratch.floats);
-    let (buf, pitch): (&[f32], usize) = if sw == 1 {
-        (&scratch.floats, wp)
-    } else {
-        let pw = wp.div_ceil(sw);
-        let phases = &mut scratch.floats2;
-        phases.clear();
-        phases.resize(sw * hp * pw + LANES, 0.0);
-        let (ph0, rest) = phases.split_at_mut(hp * pw);
-        for (y, row) in scratch.floats[..hp * wp].chunks_exact(wp).enumerate() {
-            let d0 = &mut ph0[y * pw..][..pw];
-            if sw == 2 {
-                // The common case, vectorised as one de-interleave.
-                let d1 = &mut rest[y * pw..][..pw];
-                for ((a, b), pair) in d0.iter_mut().zip(d1.iter_mut()).zip(row.chunks_exact(2)) {
-                    *a = pair[0];
-                    *b = pair[1];
-                }
-                if wp % 2 == 1 {
-                    d0[wp / 2] = row[wp - 1];
-                }
-            } else {
-                for (m, &v) in row.iter().enumerate() {
-                    let p = m % sw;
-                    let dst = if p == 0 {
-                        &mut *d0
-                    } else {
-                        &mut rest[((p - 1) * hp + y) * pw..][..pw]
-                    };
-                    dst[m / sw] = v;
-                }
-            }
-        }
-        (&scratch.floats2, pw)
-    };
-    // Flat offset of tap (i, j) relative to output (oy, x) = buf[oy·sh·pitch + x].
-    let offsets = &mut scratch.offsets;
-    offsets.clear();
-    for i in 0..kh {
+    let (kh, kw) = (geo.kh, geo.kw);
+    // Per kernel column j: [lo, hi) of valid output columns and the input
+    // column offset `j·dw − pl − dx` (two's complement in a usize: the
+    // column of output x is `offset + x·sw`, wrapping arithmetic, which is
+    // a true index for every x in [lo, hi)).
+    let taps = &mut scratch.offsets;
+    if job.fresh {
+        taps.clear();
         for j in 0..kw {
-            let (p, m) = ((j * geo.dw) % sw, (j * geo.dw) / sw);
-            offsets.push((p * hp + i * geo.dh) * pitch + m);
+            let (lo, hi) = geo.valid_x(j, job.dx);
+            let off = (j * geo.dw) as isize - geo.pl as isize - job.dx;
+            taps.extend([lo, hi, off as usize]);
         }
     }
-    let w = &job.w[..offsets.len()];
+    let (h, w) = (geo.h as isize, geo.w as isize);
+    let floor = if job.relu { 0.0 } else { f32::NEG_INFINITY };
     for (oy, row) in out.chunks_exact_mut(geo.ow).enumerate() {
-        let base = oy * sh * pitch;
-        let floor = if job.relu { 0.0 } else { f32::NEG_INFINITY };
+        // The kernel rows inside the image: (input row start, kernel row).
+        taps.truncate(3 * kw);
+        for i in 0..kh {
+            let ly = (oy * geo.sh + i * geo.dh) as isize - geo.pt as isize;
+            let sy = ly - job.dy;
+            if (0..h).contains(&ly) && (0..h).contains(&sy) {
+                taps.extend([sy as usize * w as usize, i]);
+            }
+        }
+        let (cols, rows) = taps.split_at(3 * kw);
+        let run = Row {
+            src: job.src,
+            cols,
+            rows,
+            w: job.w,
+            kw,
+            sw: geo.sw,
+            bias: job.bias,
+            floor,
+        };
         let mut x0 = 0;
         while x0 < geo.ow {
             let n = LANES.min(geo.ow - x0);
-            let run = Run {
-                src: &buf[base + x0..],
-                offsets,
-                w,
-                bias: job.bias,
-                floor,
-            };
-            lanes(&run, &mut row[x0..x0 + n]);
+            lanes(&run, x0, &mut row[x0..x0 + n]);
             x0 += n;
         }
     }
 }
 
-/// One run of up to `LANES` output columns: output lane `l` is
-/// `max(floor, bias + Σ_t w[t] · src[offsets[t] + l])`; `src` holds at least
-/// `max(offsets) + LANES` floats.
-struct Run<'a> {
+/// The taps of one output row: output column `x` is
+/// `max(floor, bias + Σ w[i·kw + j] · src[start_i + off_j + x·sw])` over the
+/// listed kernel rows `(start_i, i)` and the kernel columns `j` with
+/// `lo_j ≤ x < hi_j` (`cols[3j..3j + 3] = [lo_j, hi_j, off_j]`).
+struct Row<'a> {
     src: &'a [f32],
-    offsets: &'a [usize],
+    cols: &'a [usize],
+    rows: &'a [usize],
     w: &'a [f32],
+    kw: usize,
+    sw: usize,
     bias: f32,
     floor: f32,
 }
 
-/// [`Run`] in portable code.
-fn lanes_portable(run: &Run<'_>, dst: &mut [f32]) {
-    let mut acc = [run.bias; LANES];
-    for (&wv, &off) in run.w.iter().zip(run.offsets) {
-        let src = &run.src[off..][..LANES];
-        for l in 0..LANES {
-            acc[l] += wv * src[l];
+/// The output columns `[x0, x0 + dst.len())` of a [`Row`] in portable code
+/// (compiled for AVX2 + FMA too): each tap adds to the lanes it covers.
+#[inline(always)]
+fn lanes_portable(row: &Row<'_>, x0: usize, dst: &mut [f32]) {
+    let n = dst.len();
+    let mut acc = [row.bias; LANES];
+    for r in row.rows.chunks_exact(2) {
+        let (start, i) = (r[0], r[1]);
+        let w = &row.w[i * row.kw..][..row.kw];
+        for (c, &wv) in row.cols.chunks_exact(3).zip(w) {
+            let (lo, hi) = (c[0].max(x0), c[1].min(x0 + n));
+            if lo >= hi {
+                continue;
+            }
+            let first = start.wrapping_add(c[2]).wrapping_add(lo * row.sw);
+            let acc = &mut acc[lo - x0..hi - x0];
+            if row.sw == 1 {
+                let src = &row.src[first..][..acc.len()];
+                for (a, &s) in acc.iter_mut().zip(src) {
+                    *a += wv * s;
+                }
+            } else {
+                let src = row.src[first..].iter().step_by(row.sw);
+                for (a, &s) in acc.iter_mut().zip(src) {
+                    *a += wv * s;
+                }
+            }
         }
     }
     for (d, &a) in dst.iter_mut().zip(&acc) {
-        *d = a.max(run.floor);
+        *d = a.max(row.floor);
     }
 }
 
-/// [`Run`] in one zmm register; partial runs store under a mask.
+/// Bits `[a, b)` of a 16-bit lane mask (`a ≤ b ≤ 16`).
+#[inline(always)]
+fn lane_mask(a: usize, b: usize) -> u16 {
+    (((1u32 << b) - 1) & !((1u32 << a) - 1)) as u16
+}
+
+/// Spreads the low 8 bits of `m` to the even bits of a 16-bit mask (lane
+/// `l` of a stride-2 run reads element `2l`).
+#[inline(always)]
+fn spread_even(m: u16) -> u16 {
+    let mut x = m & 0xff;
+    x = (x | (x << 4)) & 0x0f0f;
+    x = (x | (x << 2)) & 0x3333;
+    (x | (x << 1)) & 0x5555
+}
+
+/// Output rows computed together on AVX-512: independent accumulator
+/// chains, so the FMA latency is hidden (one chain per run would wait on
+/// every tap).
+const ROWS: usize = 4;
+
+/// One output plane on AVX-512, straight from the input plane. For every
+/// run of up to 16 output columns and kernel column `j`, a lane mask of the
+/// columns whose tap reads inside the image and the tap's column offset are
+/// computed once per plane; blocks of [`ROWS`] output rows then sum every
+/// tap with one masked load (rows outside the image mask everything) and
+/// one FMA per row, and store each row once.
+///
+/// # Safety
+/// The CPU supports AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn plane_avx512(job: &PlaneJob<'_>, out: &mut [f32], scratch: &mut Scratch) {
+    let geo = job.geo;
+    let (kw, sw, ow) = (geo.kw, geo.sw, geo.ow);
+    // Per run and kernel column: [mask, stride-2 low mask, stride-2 high
+    // mask, column offset of lane 0 (two's complement, may be negative
+    // where that lane is masked off)].
+    let cols = &mut scratch.offsets;
+    let mut x0 = 0;
+    if job.fresh {
+        cols.clear();
+    } else {
+        x0 = ow;
+    }
+    while x0 < ow {
+        let n = LANES.min(ow - x0);
+        for j in 0..kw {
+            let (lo, hi) = geo.valid_x(j, job.dx);
+            let (lo, hi) = (lo.clamp(x0, x0 + n) - x0, hi.clamp(x0, x0 + n) - x0);
+            let mask = if lo < hi { lane_mask(lo, hi) } else { 0 };
+            let off = (j * geo.dw + x0 * sw) as isize - geo.pl as isize - job.dx;
+            cols.extend([
+                usize::from(mask),
+                usize::from(spread_even(mask)),
+                usize::from(spread_even(mask >> 8)),
+                off as usize,
+            ]);
+        }
+        x0 += n;
+    }
+    let cols = &scratch.offsets[..];
+    let mut oy = 0;
+    while oy + ROWS <= geo.oh {
+        // SAFETY: AVX-512F is supported (this function's contract).
+        unsafe { rows_avx512::<ROWS>(job, oy, cols, out) };
+        oy += ROWS;
+    }
+    while oy < geo.oh {
+        // SAFETY: as above.
+        unsafe { rows_avx512::<1>(job, oy, cols, out) };
+        oy += 1;
+    }
+}
+
+/// Output rows `oy .. oy + R` of one plane (see [`plane_avx512`]).
 ///
 /// # Safety
 /// The CPU supports AVX-512F.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[inline]
-unsafe fn lanes_avx512(run: &Run<'_>, dst: &mut [f32]) {
+unsafe fn rows_avx512<const R: usize>(job: &PlaneJob<'_>, oy: usize, cols: &[usize], out: &mut [f32]) {
     use std::arch::x86_64::*;
-    let mut acc = _mm512_set1_ps(run.bias);
-    for (&wv, &off) in run.w.iter().zip(run.offsets) {
-        let src = &run.src[off..][..LANES];
-        // SAFETY: `src` holds LANES = 16 floats.
-        let v = unsafe { _mm512_loadu_ps(src.as_ptr()) };
-        acc = _mm512_fmadd_ps(_mm512_set1_ps(wv), v, acc);
-    }
-    acc = _mm512_max_ps(acc, _mm512_set1_ps(run.floor));
-    let mask = if dst.len() >= LANES {
-        u16::MAX
-    } else {
-        (1u16 << dst.len()) - 1
-    };
-    // SAFETY: the mask enables exactly the first min(dst.len(), 16) lanes,
-    // all inside `dst`.
-    unsafe { _mm512_mask_storeu_ps(dst.as_mut_ptr(), mask, acc) };
-}
-
-/// [`Run`] in two ymm registers; partial runs go through a local buffer.
-///
-/// # Safety
-/// The CPU supports AVX2 and FMA.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-#[inline]
-unsafe fn lanes_avx2(run: &Run<'_>, dst: &mut [f32]) {
-    use std::arch::x86_64::*;
-    let mut lo = _mm256_set1_ps(run.bias);
-    let mut hi = lo;
-    for (&wv, &off) in run.w.iter().zip(run.offsets) {
-        let src = &run.src[off..][..LANES];
-        let wv = _mm256_set1_ps(wv);
-        // SAFETY: `src` holds LANES = 16 floats.
-        unsafe {
-            lo = _mm256_fmadd_ps(wv, _mm256_loadu_ps(src.as_ptr()), lo);
-            hi = _mm256_fmadd_ps(wv, _mm256_loadu_ps(src.as_ptr().add(8)), hi);
-        }
-    }
-    let floor = _mm256_set1_ps(run.floor);
-    let mut tmp = [0.0f32; LANES];
-    // SAFETY: `tmp` holds 16 floats.
-    unsafe {
-        _mm256_storeu_ps(tmp.as_mut_ptr(), _mm256_max_ps(lo, floor));
-        _mm256_storeu_ps(tmp.as_mut_ptr().add(8), _mm256_max_ps(hi, floor));
-    }
-    let n = dst.len().min(LANES);
-    dst[..n].copy_from_slice(&tmp[..n]);
-}
-
-/// Writes the padded plane `P` (`hp × wp`): `P[yp, xp]` is the view's
-/// logical value at `(yp − pt, xp − pl)` — image `(yp − pt − dy, xp − pl − dx)`
-/// — or zero outside the image.
-#[inline(always)]
-fn fill_padded(job: &PlaneJob<'_>, hp: usize, wp: usize, padded: &mut Vec<f32>) {
     let geo = job.geo;
-    // Every element of the first hp·wp is written below (the slack after
-    // them only feeds lanes that are never stored).
-    padded.resize(hp * wp + LANES, 0.0);
+    let (kh, kw, sw, ow) = (geo.kh, geo.kw, geo.sw, geo.ow);
     let (h, w) = (geo.h as isize, geo.w as isize);
-    // Logical columns inside the image both before and after the view's
-    // shift, and inside P.
-    let lx0 = job.dx.max(0);
-    let lx1 = (w + job.dx.min(0)).min(wp as isize - geo.pl as isize);
-    for (yp, dst) in padded[..hp * wp].chunks_exact_mut(wp).enumerate() {
-        let ly = yp as isize - geo.pt as isize;
-        let sy = ly - job.dy;
-        if lx0 >= lx1 || ly < 0 || ly >= h || sy < 0 || sy >= h {
-            dst.fill(0.0);
-            continue;
+    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let strided = _mm512_mullo_epi32(
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+        _mm512_set1_epi32(sw as i32),
+    );
+    let zero = _mm512_setzero_ps();
+    let floor = _mm512_set1_ps(if job.relu { 0.0 } else { f32::NEG_INFINITY });
+    let base = job.src.as_ptr();
+    let runs = cols.chunks_exact(4 * kw);
+    for (run, x0) in runs.zip((0..ow).step_by(LANES)) {
+        let mut acc = [_mm512_set1_ps(job.bias); R];
+        for i in 0..kh {
+            // Row start of each output row's tap row, and an all-or-nothing
+            // mask for rows outside the image.
+            let mut start = [base; R];
+            let mut keep = [0u16; R];
+            for r in 0..R {
+                let ly = ((oy + r) * geo.sh + i * geo.dh) as isize - geo.pt as isize;
+                let sy = ly - job.dy;
+                if (0..h).contains(&ly) && (0..h).contains(&sy) {
+                    start[r] = base.wrapping_add((sy * w) as usize);
+                    keep[r] = u16::MAX;
+                }
+            }
+            let wrow = &job.w[i * kw..][..kw];
+            for (c, &wv) in run.chunks_exact(4).zip(wrow) {
+                let wv = _mm512_set1_ps(wv);
+                let (mask, off) = (c[0] as u16, c[3]);
+                for r in 0..R {
+                    let m = mask & keep[r];
+                    let p = start[r].wrapping_add(off);
+                    // SAFETY: every enabled lane l reads the input element of
+                    // output column x0 + l at this tap, inside the image row
+                    // (the masks only enable valid columns of valid rows);
+                    // disabled lanes are not accessed.
+                    let v = unsafe {
+                        match sw {
+                            1 => _mm512_maskz_loadu_ps(m, p),
+                            2 => {
+                                let k = keep[r];
+                                let a = _mm512_maskz_loadu_ps(c[1] as u16 & k, p);
+                                let b = _mm512_maskz_loadu_ps(c[2] as u16 & k, p.wrapping_add(16));
+                                _mm512_permutex2var_ps(a, even, b)
+                            }
+                            _ => _mm512_mask_i32gather_ps::<4>(zero, m, strided, p),
+                        }
+                    };
+                    acc[r] = _mm512_fmadd_ps(wv, v, acc[r]);
+                }
+            }
         }
-        let src = &job.src[sy as usize * geo.w..][..geo.w];
-        let n = (lx1 - lx0) as usize;
-        let xp0 = (lx0 + geo.pl as isize) as usize;
-        let sx0 = (lx0 - job.dx) as usize;
-        dst[..xp0].fill(0.0);
-        dst[xp0..xp0 + n].copy_from_slice(&src[sx0..sx0 + n]);
-        dst[xp0 + n..].fill(0.0);
+        let n = LANES.min(ow - x0);
+        for (r, &a) in acc.iter().enumerate() {
+            let dst = &mut out[(oy + r) * ow + x0..][..n];
+            // SAFETY: the mask enables exactly the first n ≤ 16 lanes, all
+            // inside `dst`.
+            unsafe { _mm512_mask_storeu_ps(dst.as_mut_ptr(), lane_mask(0, n), _mm512_max_ps(a, floor)) };
+        }
     }
 }
