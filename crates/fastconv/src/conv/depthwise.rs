@@ -265,9 +265,9 @@ const ROWS: usize = 4;
 /// One output plane on AVX-512, straight from the input plane. For every
 /// run of up to 16 output columns and kernel column `j`, a lane mask of the
 /// columns whose tap reads inside the image and the tap's column offset are
-/// computed once per plane; blocks of [`ROWS`] output rows then sum every
-/// tap with one masked load (rows outside the image mask everything) and
-/// one FMA per row, and store each row once.
+/// computed once per task ([`column_table`]); blocks of [`ROWS`] output
+/// rows then sum every tap with one masked load (rows outside the image are
+/// skipped) and one FMA per output row, and store each row once.
 ///
 /// # Safety
 /// The CPU supports AVX-512F.
@@ -275,24 +275,69 @@ const ROWS: usize = 4;
 #[target_feature(enable = "avx512f")]
 unsafe fn plane_avx512(job: &PlaneJob<'_>, out: &mut [f32], scratch: &mut Scratch) {
     let geo = job.geo;
-    let (kw, sw, ow) = (geo.kw, geo.sw, geo.ow);
-    // Per run and kernel column: [mask, stride-2 low mask, stride-2 high
-    // mask, column offset of lane 0 (two's complement, may be negative
-    // where that lane is masked off)].
-    let cols = &mut scratch.offsets;
-    let mut x0 = 0;
     if job.fresh {
-        cols.clear();
-    } else {
-        x0 = ow;
+        column_table(job, &mut scratch.offsets);
     }
-    while x0 < ow {
-        let n = LANES.min(ow - x0);
-        for j in 0..kw {
+    let cols = &scratch.offsets[..];
+    // The common kernel shapes with compile-time sizes (loops unrolled,
+    // weights in registers); 0 means "read from the geometry".
+    // SAFETY (all calls): AVX-512F is supported (this function's contract).
+    unsafe {
+        match (geo.kh, geo.kw, geo.sw) {
+            (3, 3, 1) => blocks_avx512::<3, 3, 1>(job, cols, out),
+            (3, 3, 2) => blocks_avx512::<3, 3, 2>(job, cols, out),
+            _ => blocks_avx512::<0, 0, 0>(job, cols, out),
+        }
+    }
+}
+
+/// Every output row of one plane, in blocks of [`ROWS`] (see
+/// [`plane_avx512`]); `KH`, `KW`, `SW` are the kernel size and horizontal
+/// stride when known at compile time, else 0.
+///
+/// # Safety
+/// The CPU supports AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn blocks_avx512<const KH: usize, const KW: usize, const SW: usize>(
+    job: &PlaneJob<'_>,
+    cols: &[usize],
+    out: &mut [f32],
+) {
+    let oh = job.geo.oh;
+    let mut oy = 0;
+    // SAFETY (all calls): AVX-512F is supported (this function's contract).
+    while oy + ROWS <= oh {
+        unsafe { rows_avx512::<ROWS, KH, KW, SW>(job, oy, cols, out) };
+        oy += ROWS;
+    }
+    unsafe {
+        match oh - oy {
+            3 => rows_avx512::<3, KH, KW, SW>(job, oy, cols, out),
+            2 => rows_avx512::<2, KH, KW, SW>(job, oy, cols, out),
+            1 => rows_avx512::<1, KH, KW, SW>(job, oy, cols, out),
+            _ => {}
+        }
+    }
+}
+
+/// Fills `cols` with, per run of `LANES` output columns and kernel column
+/// `j`: `[mask, stride-2 low mask, stride-2 high mask, offset]` — the lanes
+/// whose tap reads inside the image, the same spread to the even elements
+/// of two stride-2 loads, and the input column of lane 0 (two's
+/// complement: it may be negative where that lane is masked off).
+fn column_table(job: &PlaneJob<'_>, cols: &mut Vec<usize>) {
+    let geo = job.geo;
+    cols.clear();
+    let mut x0 = 0;
+    while x0 < geo.ow {
+        let n = LANES.min(geo.ow - x0);
+        for j in 0..geo.kw {
             let (lo, hi) = geo.valid_x(j, job.dx);
             let (lo, hi) = (lo.clamp(x0, x0 + n) - x0, hi.clamp(x0, x0 + n) - x0);
             let mask = if lo < hi { lane_mask(lo, hi) } else { 0 };
-            let off = (j * geo.dw + x0 * sw) as isize - geo.pl as isize - job.dx;
+            let off = (j * geo.dw + x0 * geo.sw) as isize - geo.pl as isize - job.dx;
             cols.extend([
                 usize::from(mask),
                 usize::from(spread_even(mask)),
@@ -302,80 +347,111 @@ unsafe fn plane_avx512(job: &PlaneJob<'_>, out: &mut [f32], scratch: &mut Scratc
         }
         x0 += n;
     }
-    let cols = &scratch.offsets[..];
-    let mut oy = 0;
-    while oy + ROWS <= geo.oh {
-        // SAFETY: AVX-512F is supported (this function's contract).
-        unsafe { rows_avx512::<ROWS>(job, oy, cols, out) };
-        oy += ROWS;
-    }
-    while oy < geo.oh {
-        // SAFETY: as above.
-        unsafe { rows_avx512::<1>(job, oy, cols, out) };
-        oy += 1;
+}
+
+/// The input vector of one tap for one run: lane `l` is `p[l·sw]` where
+/// `c` (a [`column_table`] entry) enables it, zero elsewhere.
+///
+/// # Safety
+/// The CPU supports AVX-512F; every enabled lane's element is readable.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn load_tap(
+    p: *const f32,
+    c: &[usize],
+    sw: usize,
+    strided: std::arch::x86_64::__m512i,
+) -> std::arch::x86_64::__m512 {
+    use std::arch::x86_64::*;
+    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    // SAFETY: only enabled lanes are accessed (the caller's contract).
+    unsafe {
+        match sw {
+            1 => _mm512_maskz_loadu_ps(c[0] as u16, p),
+            2 => {
+                let a = _mm512_maskz_loadu_ps(c[1] as u16, p);
+                let b = _mm512_maskz_loadu_ps(c[2] as u16, p.wrapping_add(16));
+                _mm512_permutex2var_ps(a, even, b)
+            }
+            _ => _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), c[0] as u16, strided, p),
+        }
     }
 }
 
-/// Output rows `oy .. oy + R` of one plane (see [`plane_avx512`]).
+/// Output rows `oy .. oy + R` of one plane (see [`plane_avx512`]). With
+/// `shared` (unit vertical stride and dilation) the loop runs over the
+/// `R + kh − 1` input rows the block reads, loading each tap vector once
+/// and adding it to every output row that uses it; otherwise over output
+/// rows and their kernel rows.
 ///
 /// # Safety
 /// The CPU supports AVX-512F.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[inline]
-unsafe fn rows_avx512<const R: usize>(job: &PlaneJob<'_>, oy: usize, cols: &[usize], out: &mut [f32]) {
+unsafe fn rows_avx512<const R: usize, const KH: usize, const KW: usize, const SW: usize>(
+    job: &PlaneJob<'_>,
+    oy: usize,
+    cols: &[usize],
+    out: &mut [f32],
+) {
     use std::arch::x86_64::*;
     let geo = job.geo;
-    let (kh, kw, sw, ow) = (geo.kh, geo.kw, geo.sw, geo.ow);
-    let (h, w) = (geo.h as isize, geo.w as isize);
-    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let known = |k: usize, v: usize| if k == 0 { v } else { k };
+    let (kh, kw, sw, ow) = (known(KH, geo.kh), known(KW, geo.kw), known(SW, geo.sw), geo.ow);
+    let w = &job.w[..kh * kw];
+    // With unit vertical stride and dilation, consecutive output rows share
+    // input rows: each input vector is loaded once for all of them.
+    let shared = geo.sh == 1 && geo.dh == 1;
+    let h = geo.h as isize;
     let strided = _mm512_mullo_epi32(
         _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
         _mm512_set1_epi32(sw as i32),
     );
-    let zero = _mm512_setzero_ps();
     let floor = _mm512_set1_ps(if job.relu { 0.0 } else { f32::NEG_INFINITY });
     let base = job.src.as_ptr();
-    let runs = cols.chunks_exact(4 * kw);
-    for (run, x0) in runs.zip((0..ow).step_by(LANES)) {
+    // The start of input row `ly` (logical, before the view's shift), if
+    // it lies inside the image.
+    let row_start = |ly: isize| {
+        let sy = ly - job.dy;
+        ((0..h).contains(&ly) && (0..h).contains(&sy))
+            .then(|| base.wrapping_add(sy as usize * geo.w))
+    };
+    let top = (oy * geo.sh) as isize - geo.pt as isize;
+    for (run, x0) in cols.chunks_exact(4 * kw).zip((0..ow).step_by(LANES)) {
         let mut acc = [_mm512_set1_ps(job.bias); R];
-        for i in 0..kh {
-            // Row start of each output row's tap row, and an all-or-nothing
-            // mask for rows outside the image.
-            let mut start = [base; R];
-            let mut keep = [0u16; R];
-            for r in 0..R {
-                let ly = ((oy + r) * geo.sh + i * geo.dh) as isize - geo.pt as isize;
-                let sy = ly - job.dy;
-                if (0..h).contains(&ly) && (0..h).contains(&sy) {
-                    start[r] = base.wrapping_add((sy * w) as usize);
-                    keep[r] = u16::MAX;
+        if shared {
+            for t in 0..R + kh - 1 {
+                let Some(start) = row_start(top + t as isize) else {
+                    continue;
+                };
+                for (j, c) in run.chunks_exact(4).enumerate() {
+                    // SAFETY: the enabled lanes read valid columns of an
+                    // image row.
+                    let v = unsafe { load_tap(start.wrapping_add(c[3]), c, sw, strided) };
+                    for (r, a) in acc.iter_mut().enumerate() {
+                        // Output row oy + r reads this input row at kernel row t − r.
+                        let i = t.wrapping_sub(r);
+                        if i < kh {
+                            *a = _mm512_fmadd_ps(_mm512_set1_ps(w[i * kw + j]), v, *a);
+                        }
+                    }
                 }
             }
-            let wrow = &job.w[i * kw..][..kw];
-            for (c, &wv) in run.chunks_exact(4).zip(wrow) {
-                let wv = _mm512_set1_ps(wv);
-                let (mask, off) = (c[0] as u16, c[3]);
-                for r in 0..R {
-                    let m = mask & keep[r];
-                    let p = start[r].wrapping_add(off);
-                    // SAFETY: every enabled lane l reads the input element of
-                    // output column x0 + l at this tap, inside the image row
-                    // (the masks only enable valid columns of valid rows);
-                    // disabled lanes are not accessed.
-                    let v = unsafe {
-                        match sw {
-                            1 => _mm512_maskz_loadu_ps(m, p),
-                            2 => {
-                                let k = keep[r];
-                                let a = _mm512_maskz_loadu_ps(c[1] as u16 & k, p);
-                                let b = _mm512_maskz_loadu_ps(c[2] as u16 & k, p.wrapping_add(16));
-                                _mm512_permutex2var_ps(a, even, b)
-                            }
-                            _ => _mm512_mask_i32gather_ps::<4>(zero, m, strided, p),
-                        }
+        } else {
+            for i in 0..kh {
+                let wrow = &w[i * kw..][..kw];
+                for (r, a) in acc.iter_mut().enumerate() {
+                    let ly = top + (r * geo.sh + i * geo.dh) as isize;
+                    let Some(start) = row_start(ly) else {
+                        continue;
                     };
-                    acc[r] = _mm512_fmadd_ps(wv, v, acc[r]);
+                    for (c, &wv) in run.chunks_exact(4).zip(wrow) {
+                        // SAFETY: as above.
+                        let v = unsafe { load_tap(start.wrapping_add(c[3]), c, sw, strided) };
+                        *a = _mm512_fmadd_ps(_mm512_set1_ps(wv), v, *a);
+                    }
                 }
             }
         }
