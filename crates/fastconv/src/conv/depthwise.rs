@@ -283,24 +283,24 @@ unsafe fn plane_avx512(job: &PlaneJob<'_>, out: &mut [f32], scratch: &mut Scratc
     // weights in registers); 0 means "read from the geometry".
     // SAFETY (all calls): AVX-512F is supported (this function's contract).
     unsafe {
-        match (geo.kh, geo.kw, geo.sw) {
-            (3, 3, 1) => blocks_avx512::<3, 3, 1>(job, cols, out),
-            (3, 3, 2) => blocks_avx512::<3, 3, 2>(job, cols, out),
+        match (geo.kh, geo.kw, geo.sh, geo.sw) {
+            (3, 3, 1, 1) => blocks_avx512::<3, 3, 1>(job, cols, out),
+            (3, 3, 2, 2) => blocks_avx512::<3, 3, 2>(job, cols, out),
             _ => blocks_avx512::<0, 0, 0>(job, cols, out),
         }
     }
 }
 
 /// Every output row of one plane, in blocks of [`ROWS`] (see
-/// [`plane_avx512`]); `KH`, `KW`, `SW` are the kernel size and horizontal
-/// stride when known at compile time, else 0.
+/// [`plane_avx512`]); `KH`, `KW`, `S` are the kernel size and the stride
+/// (both directions) when known at compile time, else 0.
 ///
 /// # Safety
 /// The CPU supports AVX-512F.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[inline]
-unsafe fn blocks_avx512<const KH: usize, const KW: usize, const SW: usize>(
+unsafe fn blocks_avx512<const KH: usize, const KW: usize, const S: usize>(
     job: &PlaneJob<'_>,
     cols: &[usize],
     out: &mut [f32],
@@ -309,14 +309,14 @@ unsafe fn blocks_avx512<const KH: usize, const KW: usize, const SW: usize>(
     let mut oy = 0;
     // SAFETY (all calls): AVX-512F is supported (this function's contract).
     while oy + ROWS <= oh {
-        unsafe { rows_avx512::<ROWS, KH, KW, SW>(job, oy, cols, out) };
+        unsafe { rows_avx512::<ROWS, KH, KW, S>(job, oy, cols, out) };
         oy += ROWS;
     }
     unsafe {
         match oh - oy {
-            3 => rows_avx512::<3, KH, KW, SW>(job, oy, cols, out),
-            2 => rows_avx512::<2, KH, KW, SW>(job, oy, cols, out),
-            1 => rows_avx512::<1, KH, KW, SW>(job, oy, cols, out),
+            3 => rows_avx512::<3, KH, KW, S>(job, oy, cols, out),
+            2 => rows_avx512::<2, KH, KW, S>(job, oy, cols, out),
+            1 => rows_avx512::<1, KH, KW, S>(job, oy, cols, out),
             _ => {}
         }
     }
@@ -380,17 +380,17 @@ unsafe fn load_tap(
 }
 
 /// Output rows `oy .. oy + R` of one plane (see [`plane_avx512`]). With
-/// `shared` (unit vertical stride and dilation) the loop runs over the
-/// `R + kh − 1` input rows the block reads, loading each tap vector once
-/// and adding it to every output row that uses it; otherwise over output
-/// rows and their kernel rows.
+/// unit vertical dilation and `sh ≤ kh` the loop runs over the
+/// `(R − 1)·sh + kh` input rows the block reads, loading each tap vector
+/// once and adding it to every output row that uses it; otherwise over
+/// output rows and their kernel rows.
 ///
 /// # Safety
 /// The CPU supports AVX-512F.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[inline]
-unsafe fn rows_avx512<const R: usize, const KH: usize, const KW: usize, const SW: usize>(
+unsafe fn rows_avx512<const R: usize, const KH: usize, const KW: usize, const S: usize>(
     job: &PlaneJob<'_>,
     oy: usize,
     cols: &[usize],
@@ -399,11 +399,13 @@ unsafe fn rows_avx512<const R: usize, const KH: usize, const KW: usize, const SW
     use std::arch::x86_64::*;
     let geo = job.geo;
     let known = |k: usize, v: usize| if k == 0 { v } else { k };
-    let (kh, kw, sw, ow) = (known(KH, geo.kh), known(KW, geo.kw), known(SW, geo.sw), geo.ow);
+    let (kh, kw, ow) = (known(KH, geo.kh), known(KW, geo.kw), geo.ow);
+    let (sh, sw) = (known(S, geo.sh), known(S, geo.sw));
     let w = &job.w[..kh * kw];
-    // With unit vertical stride and dilation, consecutive output rows share
-    // input rows: each input vector is loaded once for all of them.
-    let shared = geo.sh == 1 && geo.dh == 1;
+    // With unit vertical dilation and a stride of at most the kernel
+    // height, consecutive output rows share input rows: each input vector
+    // is loaded once for all of them.
+    let shared = geo.dh == 1 && sh <= kh;
     let h = geo.h as isize;
     let strided = _mm512_mullo_epi32(
         _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
@@ -418,11 +420,11 @@ unsafe fn rows_avx512<const R: usize, const KH: usize, const KW: usize, const SW
         ((0..h).contains(&ly) && (0..h).contains(&sy))
             .then(|| base.wrapping_add(sy as usize * geo.w))
     };
-    let top = (oy * geo.sh) as isize - geo.pt as isize;
+    let top = (oy * sh) as isize - geo.pt as isize;
     for (run, x0) in cols.chunks_exact(4 * kw).zip((0..ow).step_by(LANES)) {
         let mut acc = [_mm512_set1_ps(job.bias); R];
         if shared {
-            for t in 0..R + kh - 1 {
+            for t in 0..(R - 1) * sh + kh {
                 let Some(start) = row_start(top + t as isize) else {
                     continue;
                 };
@@ -431,8 +433,9 @@ unsafe fn rows_avx512<const R: usize, const KH: usize, const KW: usize, const SW
                     // image row.
                     let v = unsafe { load_tap(start.wrapping_add(c[3]), c, sw, strided) };
                     for (r, a) in acc.iter_mut().enumerate() {
-                        // Output row oy + r reads this input row at kernel row t − r.
-                        let i = t.wrapping_sub(r);
+                        // Output row oy + r reads this input row at kernel
+                        // row t − r·sh.
+                        let i = t.wrapping_sub(r * sh);
                         if i < kh {
                             *a = _mm512_fmadd_ps(_mm512_set1_ps(w[i * kw + j]), v, *a);
                         }
@@ -443,7 +446,7 @@ unsafe fn rows_avx512<const R: usize, const KH: usize, const KW: usize, const SW
             for i in 0..kh {
                 let wrow = &w[i * kw..][..kw];
                 for (r, a) in acc.iter_mut().enumerate() {
-                    let ly = top + (r * geo.sh + i * geo.dh) as isize;
+                    let ly = top + (r * sh + i * geo.dh) as isize;
                     let Some(start) = row_start(ly) else {
                         continue;
                     };
