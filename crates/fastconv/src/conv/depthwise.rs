@@ -126,7 +126,6 @@ unsafe fn plane_avx2(job: &PlaneJob<'_>, out: &mut [f32], scratch: &mut Scratch)
     run_plane(job, out, scratch, lanes_portable)
 }
 
-
 /// Output columns computed together: one vector register of accumulators
 /// (16 lanes of AVX-512, two AVX2 registers, four SSE registers).
 const LANES: usize = 16;
@@ -463,7 +462,9 @@ unsafe fn rows_avx512<const R: usize, const KH: usize, const KW: usize, const S:
             let dst = &mut out[(oy + r) * ow + x0..][..n];
             // SAFETY: the mask enables exactly the first n ≤ 16 lanes, all
             // inside `dst`.
-            unsafe { _mm512_mask_storeu_ps(dst.as_mut_ptr(), lane_mask(0, n), _mm512_max_ps(a, floor)) };
+            unsafe {
+                _mm512_mask_storeu_ps(dst.as_mut_ptr(), lane_mask(0, n), _mm512_max_ps(a, floor))
+            };
         }
     }
 }
