@@ -2,9 +2,11 @@
 //! `d×d`, `d×1` and `1×d` layers of CP-decomposed and MobileNet blocks,
 //! survey Fig. 1 and section 3) as a direct kernel. It is memory-bound
 //! (`kh·kw` MACs per output value), so it reads each input plane in place
-//! (no padded copy: borders are masked lanes), streams each output row
+//! (no padded copy: zero padding is masked lanes), writes each output row
 //! once, summing every tap of a run of 16 output columns in registers, and
-//! gives each task enough planes to amortise its scheduling.
+//! gives each task enough planes to amortise its scheduling. On AVX-512,
+//! blocks of 4 output rows share every input vector they read, and the
+//! `3×3` stride-1 / stride-2 layers run with compile-time sizes.
 
 use rayon::prelude::*;
 
@@ -51,7 +53,7 @@ impl DepthwiseConv {
         }
     }
 
-    /// Runs on `batch` samples, one task per output plane.
+    /// Runs on `batch` samples, consecutive output planes grouped into tasks.
     pub fn run(&self, input: &[f32], output: &mut [f32], batch: usize, pool: &ScratchPool) {
         let geo = &self.geo;
         let (in_area, out_area, taps) = (geo.in_area(), geo.out_area(), geo.kh * geo.kw);
@@ -134,9 +136,9 @@ const LANES: usize = 16;
 /// padded copy. For every output row the kernel rows that read inside the
 /// image are listed once; every run of up to `LANES` output columns then
 /// sums all their taps in registers and is stored once. Zero padding (and a
-/// view's shift) costs nothing: each kernel column `j` reads only the
-/// output columns [`Geometry::valid_x`] allows, the other lanes are
-/// zero (a masked load on AVX-512, a shorter lane loop elsewhere).
+/// view's shift) costs nothing: each kernel column `j` adds only to the
+/// output columns [`Geometry::valid_x`] allows. The portable and AVX2
+/// paths; AVX-512 has its own ([`plane_avx512`]).
 #[inline(always)]
 fn run_plane(
     job: &PlaneJob<'_>,
