@@ -422,7 +422,21 @@ unsafe fn rows_avx512<const R: usize, const KH: usize, const KW: usize, const S:
             .then(|| base.wrapping_add(sy as usize * geo.w))
     };
     let top = (oy * sh) as isize - geo.pt as isize;
+    // The input rows the next block reads first (after this block's last
+    // row), prefetched run by run: with the rows of a block read side by
+    // side, the hardware prefetcher alone leaves large planes waiting on
+    // memory.
+    let ahead = top + ((R - 1) * sh + kh * geo.dh) as isize;
     for (run, x0) in cols.chunks_exact(4 * kw).zip((0..ow).step_by(LANES)) {
+        for t in 0..R * sh {
+            if let Some(start) = row_start(ahead + t as isize) {
+                let p = start.wrapping_add(x0 * sw).cast::<i8>();
+                _mm_prefetch::<_MM_HINT_T0>(p);
+                if sw > 1 {
+                    _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64));
+                }
+            }
+        }
         let mut acc = [_mm512_set1_ps(job.bias); R];
         if shared {
             for t in 0..(R - 1) * sh + kh {
