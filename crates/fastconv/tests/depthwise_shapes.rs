@@ -3,7 +3,7 @@
 //! run (borders inside and across runs), planes narrower than a run, single
 //! rows and columns, strides up to 5 (gathered lanes), asymmetric padding,
 //! shifted channel views, and the MobileNet `3×3` stride-1 / stride-2
-//! layers at every residue of the 4-row blocking.
+//! and CP `3×1` / `1×3` layers at every residue of the 4-row blocking.
 
 mod common;
 
@@ -84,13 +84,13 @@ proptest! {
 }
 
 #[test]
-fn mobilenet_shaped_layers_match_reference() {
+fn mobilenet_and_cp_shaped_layers_match_reference() {
     let mut rng = SeededRng::new(11);
-    for stride in [1, 2] {
+    for (kernel, stride) in [((3, 3), 1), ((3, 3), 2), ((3, 1), 1), ((1, 3), 1)] {
         for hw in [1, 2, 5, 7, 13, 14, 15, 16, 17, 28, 33] {
             let spec = ConvSpec::new().with_stride(stride).with_padding(1);
             let block = Block::new(vec![
-                depthwise(&mut rng, 3, 1, (3, 3), spec).into(),
+                depthwise(&mut rng, 3, 1, kernel, spec).into(),
                 Relu.into(),
             ])
             .unwrap();
@@ -98,7 +98,7 @@ fn mobilenet_shaped_layers_match_reference() {
             let err = worst_error(&block, &x);
             assert!(
                 err < TOL,
-                "stride {stride}, {hw}×{hw}: relative error {err}"
+                "{kernel:?} stride {stride}, {hw}×{hw}: relative error {err}"
             );
         }
     }

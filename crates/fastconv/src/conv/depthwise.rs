@@ -287,6 +287,9 @@ unsafe fn plane_avx512(job: &PlaneJob<'_>, out: &mut [f32], scratch: &mut Scratc
         match (geo.kh, geo.kw, geo.sh, geo.sw) {
             (3, 3, 1, 1) => blocks_avx512::<3, 3, 1>(job, cols, out),
             (3, 3, 2, 2) => blocks_avx512::<3, 3, 2>(job, cols, out),
+            // The `3×1` and `1×3` layers of CP blocks.
+            (3, 1, 1, 1) => blocks_avx512::<3, 1, 1>(job, cols, out),
+            (1, 3, 1, 1) => blocks_avx512::<1, 3, 1>(job, cols, out),
             _ => blocks_avx512::<0, 0, 0>(job, cols, out),
         }
     }
