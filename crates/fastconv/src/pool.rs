@@ -10,6 +10,10 @@ use crate::gemm;
 pub(crate) struct Scratch {
     /// GEMM packing buffers.
     pub gemm: gemm::Scratch,
+    /// Floats for a kernel's own use (e.g. a de-interleaved plane).
+    pub floats: Vec<f32>,
+    /// A second float buffer.
+    pub floats2: Vec<f32>,
     /// Precomputed offsets (e.g. of every tap of a kernel).
     pub offsets: Vec<usize>,
 }
