@@ -44,7 +44,12 @@ impl SeededRng {
         lo + (hi - lo) * self.uniform()
     }
 
-    /// Uniform integer in `0..n` (unbiased; Lemire's method). `n` must be ≥ 1.
+    /// Uniform integer in `0..n` (unbiased; Lemire's method).
+    ///
+    /// # Panics
+    ///
+    /// When `n == 0` (the range is empty). Every caller in the workspace
+    /// validates its sizes first and returns a typed error instead.
     pub fn below(&mut self, n: usize) -> usize {
         assert!(n > 0, "SeededRng::below needs n >= 1");
         let n = n as u64;

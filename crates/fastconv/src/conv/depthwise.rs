@@ -1,14 +1,18 @@
 //! Depthwise convolution (`groups = C`, one input channel per filter: the
 //! `d×d`, `d×1` and `1×d` layers of CP-decomposed and MobileNet blocks,
 //! survey Fig. 1 and section 3) as a direct kernel. It is memory-bound
-//! (`kh·kw` MACs per output value), so it streams each output row once,
-//! summing every tap of a run of 16 output columns in registers; taps read
-//! unit-stride runs of a padded copy of the channel (column-phase copies at
-//! larger strides), and the compiler vectorises the fixed-width lane loop for
-//! the selected ISA.
+//! (`kh·kw` MACs per output value), so it writes each output row once,
+//! summing every tap of a run of 16 output columns in registers, and gives
+//! each task enough planes to amortise its scheduling. The AVX-512 path
+//! ([`super::depthwise_avx512`]) reads each plane in place; the AVX2 and
+//! portable paths here read unit-stride runs of a padded copy of the
+//! channel (column-phase copies at larger strides), and the compiler
+//! vectorises their fixed-width lane loop.
 
 use rayon::prelude::*;
 
+#[cfg(target_arch = "x86_64")]
+use super::depthwise_avx512::plane_avx512;
 use super::{ChannelView, Geometry};
 use crate::pool::{Scratch, ScratchPool};
 use crate::Isa;
@@ -52,7 +56,7 @@ impl DepthwiseConv {
         }
     }
 
-    /// Runs on `batch` samples, one task per output plane.
+    /// Runs on `batch` samples, consecutive output planes grouped into tasks.
     pub fn run(&self, input: &[f32], output: &mut [f32], batch: usize, pool: &ScratchPool) {
         let geo = &self.geo;
         let (in_area, out_area, taps) = (geo.in_area(), geo.out_area(), geo.kh * geo.kw);
@@ -69,6 +73,10 @@ impl DepthwiseConv {
             .enumerate()
             .for_each(|(task, outs)| {
                 pool.with(|scratch| {
+                    // The column tables in `scratch` depend on the plane
+                    // only through the view's dx: built once per task and
+                    // whenever dx changes.
+                    let mut table_dx = None;
                     for (k, out) in outs.chunks_exact_mut(out_area).enumerate() {
                         let plane = task * per_task + k;
                         let (n, t) = (plane / t_all, plane % t_all);
@@ -81,7 +89,9 @@ impl DepthwiseConv {
                             relu: self.relu,
                             dy,
                             dx,
+                            fresh: table_dx != Some(dx),
                         };
+                        table_dx = Some(dx);
                         match self.isa {
                             // SAFETY: plans only select supported ISAs
                             // (`Isa::ensure_supported`).
@@ -99,27 +109,16 @@ impl DepthwiseConv {
 }
 
 /// One output plane's inputs.
-struct PlaneJob<'a> {
-    geo: &'a Geometry,
-    src: &'a [f32],
-    w: &'a [f32],
-    bias: f32,
-    relu: bool,
-    dy: isize,
-    dx: isize,
-}
-
-/// [`run_plane`] compiled for AVX-512.
-///
-/// # Safety
-/// The CPU supports AVX-512F.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn plane_avx512(job: &PlaneJob<'_>, out: &mut [f32], scratch: &mut Scratch) {
-    // SAFETY: this function only runs where AVX-512F is supported.
-    run_plane(job, out, scratch, |run, dst| unsafe {
-        lanes_avx512(run, dst)
-    })
+pub(super) struct PlaneJob<'a> {
+    pub(super) geo: &'a Geometry,
+    pub(super) src: &'a [f32],
+    pub(super) w: &'a [f32],
+    pub(super) bias: f32,
+    pub(super) relu: bool,
+    pub(super) dy: isize,
+    pub(super) dx: isize,
+    /// Whether the column table in the scratch must be (re)built.
+    pub(super) fresh: bool,
 }
 
 /// [`run_plane`] compiled for AVX2 + FMA.
@@ -137,7 +136,7 @@ unsafe fn plane_avx2(job: &PlaneJob<'_>, out: &mut [f32], scratch: &mut Scratch)
 
 /// Output columns computed together: one vector register of accumulators
 /// (16 lanes of AVX-512, two AVX2 registers, four SSE registers).
-const LANES: usize = 16;
+pub(super) const LANES: usize = 16;
 
 /// Computes one output plane. The channel (with its view offset and zero
 /// padding) is first copied into a padded plane `P` holding exactly the
@@ -244,33 +243,6 @@ fn lanes_portable(run: &Run<'_>, dst: &mut [f32]) {
     for (d, &a) in dst.iter_mut().zip(&acc) {
         *d = a.max(run.floor);
     }
-}
-
-/// [`Run`] in one zmm register; partial runs store under a mask.
-///
-/// # Safety
-/// The CPU supports AVX-512F.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[inline]
-unsafe fn lanes_avx512(run: &Run<'_>, dst: &mut [f32]) {
-    use std::arch::x86_64::*;
-    let mut acc = _mm512_set1_ps(run.bias);
-    for (&wv, &off) in run.w.iter().zip(run.offsets) {
-        let src = &run.src[off..][..LANES];
-        // SAFETY: `src` holds LANES = 16 floats.
-        let v = unsafe { _mm512_loadu_ps(src.as_ptr()) };
-        acc = _mm512_fmadd_ps(_mm512_set1_ps(wv), v, acc);
-    }
-    acc = _mm512_max_ps(acc, _mm512_set1_ps(run.floor));
-    let mask = if dst.len() >= LANES {
-        u16::MAX
-    } else {
-        (1u16 << dst.len()) - 1
-    };
-    // SAFETY: the mask enables exactly the first min(dst.len(), 16) lanes,
-    // all inside `dst`.
-    unsafe { _mm512_mask_storeu_ps(dst.as_mut_ptr(), mask, acc) };
 }
 
 /// [`Run`] in two ymm registers; partial runs go through a local buffer.

@@ -6,6 +6,8 @@
 //! batch norm and ReLU into it.
 
 mod depthwise;
+#[cfg(target_arch = "x86_64")]
+mod depthwise_avx512;
 mod direct_1x1;
 mod gemm_conv;
 mod geometry;
