@@ -54,6 +54,30 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
+/// A rayon pool with one worker thread, so that the count holds only the
+/// plan's own allocations: a multi-threaded rayon pool allocates now and then
+/// inside its scheduler (parking, work-stealing buffers) whatever the job does.
+fn single_worker_pool() -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap()
+}
+
+/// Runs `plan` once on `x` (sizing its buffers), then returns how many
+/// allocations this thread makes during five further runs.
+fn allocations_in_five_runs(plan: &mut Plan, x: &Array4<f32>) -> usize {
+    plan.run(x).unwrap();
+    COUNTED.with(|c| c.set(true));
+    let before = ALLOCATIONS.load(Ordering::SeqCst);
+    for _ in 0..5 {
+        plan.run(x).unwrap();
+    }
+    let during = ALLOCATIONS.load(Ordering::SeqCst) - before;
+    COUNTED.with(|c| c.set(false));
+    during
+}
+
 /// One test only: the count is global, and the harness allocates whenever
 /// another test starts or reports.
 #[test]
@@ -106,13 +130,7 @@ fn conv_plan_does_not_allocate() {
     ])
     .unwrap();
     let x: Array4<f32> = rng.normal_array((2, c, 12, 12), 1.0);
-    // On one worker thread, so that the count holds only the plan's own
-    // allocations: a multi-threaded rayon pool allocates now and then inside
-    // its scheduler (parking, work-stealing buffers) whatever the job does.
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(1)
-        .build()
-        .unwrap();
+    let pool = single_worker_pool();
     pool.install(|| {
         for isa in Isa::supported() {
             let options = PlanOptions {
@@ -121,14 +139,7 @@ fn conv_plan_does_not_allocate() {
             };
             let mut plan =
                 Plan::with_options(&block, ActShape::new(c, 12, 12), 2, options).unwrap();
-            plan.run(&x).unwrap();
-            COUNTED.with(|c| c.set(true));
-            let before = ALLOCATIONS.load(Ordering::SeqCst);
-            for _ in 0..5 {
-                plan.run(&x).unwrap();
-            }
-            let during = ALLOCATIONS.load(Ordering::SeqCst) - before;
-            COUNTED.with(|c| c.set(false));
+            let during = allocations_in_five_runs(&mut plan, &x);
             assert_eq!(during, 0, "{isa}: {during} allocations in 5 runs");
         }
     });
@@ -143,10 +154,7 @@ fn linear_plan_does_not_allocate() {
     )
     .unwrap();
     let block = Block::new(vec![layer.into(), Relu.into()]).unwrap();
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(1)
-        .build()
-        .unwrap();
+    let pool = single_worker_pool();
     pool.install(|| {
         // Batch 3 takes the skinny product, batch 11 the GEMM.
         for batch in [3, 11] {
@@ -154,14 +162,7 @@ fn linear_plan_does_not_allocate() {
             for isa in Isa::supported() {
                 let mut plan =
                     Plan::with_isa(&block, ActShape::new(c, hw, hw), batch, isa).unwrap();
-                plan.run(&x).unwrap();
-                COUNTED.with(|c| c.set(true));
-                let before = ALLOCATIONS.load(Ordering::SeqCst);
-                for _ in 0..5 {
-                    plan.run(&x).unwrap();
-                }
-                let during = ALLOCATIONS.load(Ordering::SeqCst) - before;
-                COUNTED.with(|c| c.set(false));
+                let during = allocations_in_five_runs(&mut plan, &x);
                 assert_eq!(
                     during, 0,
                     "{isa}, batch {batch}: {during} allocations in 5 runs"
@@ -184,21 +185,11 @@ fn perforated_plan_does_not_allocate() {
     let perf = PerforatedConv::new(conv, (hw, hw), mask).unwrap();
     let block = Block::new(vec![perf.into(), Relu.into()]).unwrap();
     let x: Array4<f32> = rng.normal_array((2, c, hw, hw), 1.0);
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(1)
-        .build()
-        .unwrap();
+    let pool = single_worker_pool();
     pool.install(|| {
         for isa in Isa::supported() {
             let mut plan = Plan::with_isa(&block, ActShape::new(c, hw, hw), 2, isa).unwrap();
-            plan.run(&x).unwrap();
-            COUNTED.with(|c| c.set(true));
-            let before = ALLOCATIONS.load(Ordering::SeqCst);
-            for _ in 0..5 {
-                plan.run(&x).unwrap();
-            }
-            let during = ALLOCATIONS.load(Ordering::SeqCst) - before;
-            COUNTED.with(|c| c.set(false));
+            let during = allocations_in_five_runs(&mut plan, &x);
             assert_eq!(during, 0, "{isa}: {during} allocations in 5 runs");
         }
     });
@@ -237,22 +228,12 @@ fn lowbit_plan_does_not_allocate() {
     });
     let sl = SparseLinear::new(Csr::from_dense(w.view()).unwrap(), None).unwrap();
     let block = Block::new(vec![cb.into(), pq.into(), sl.into()]).unwrap();
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(1)
-        .build()
-        .unwrap();
+    let pool = single_worker_pool();
     pool.install(|| {
         for batch in [1, 3] {
             let x: Array4<f32> = rng.normal_array((batch, c, hw, hw), 1.0);
             let mut plan = Plan::new(&block, ActShape::new(c, hw, hw), batch).unwrap();
-            plan.run(&x).unwrap();
-            COUNTED.with(|c| c.set(true));
-            let before = ALLOCATIONS.load(Ordering::SeqCst);
-            for _ in 0..5 {
-                plan.run(&x).unwrap();
-            }
-            let during = ALLOCATIONS.load(Ordering::SeqCst) - before;
-            COUNTED.with(|c| c.set(false));
+            let during = allocations_in_five_runs(&mut plan, &x);
             let fast = plan.run(&x).unwrap().to_owned();
             let slow = block.reference_forward(&x).unwrap();
             let err = hasten_core::relative_error(&slow, &fast);
@@ -276,21 +257,11 @@ fn tt_plan_does_not_allocate() {
     let tt = TtLinear::new(cores, Some(rng.normal_array(30, 1.0))).unwrap();
     let block = Block::new(vec![tt.into(), Relu.into()]).unwrap();
     let x: Array4<f32> = rng.normal_array((3, 24, 1, 1), 1.0);
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(1)
-        .build()
-        .unwrap();
+    let pool = single_worker_pool();
     pool.install(|| {
         for isa in Isa::supported() {
             let mut plan = Plan::with_isa(&block, ActShape::new(24, 1, 1), 3, isa).unwrap();
-            plan.run(&x).unwrap();
-            COUNTED.with(|c| c.set(true));
-            let before = ALLOCATIONS.load(Ordering::SeqCst);
-            for _ in 0..5 {
-                plan.run(&x).unwrap();
-            }
-            let during = ALLOCATIONS.load(Ordering::SeqCst) - before;
-            COUNTED.with(|c| c.set(false));
+            let during = allocations_in_five_runs(&mut plan, &x);
             assert_eq!(during, 0, "TT, {isa}: {during} allocations in 5 runs");
         }
     });

@@ -671,18 +671,26 @@ pub(crate) mod tests {
     use hasten_core::SeededRng;
     use proptest::prelude::*;
 
-    /// Naive integer truth: `Σ_{valid taps} w · sign(x)` with zero padding,
-    /// weights in {−1, 0, +1} as f32, NHWC order.
-    pub(crate) fn naive_dots(w: &Array4<f32>, x: &Array4<f32>, spec: &ConvSpec) -> Vec<i32> {
-        let [t_n, c_n, kh, kw] = [w.shape()[0], w.shape()[1], w.shape()[2], w.shape()[3]];
-        let [n_n, _, h, wd] = [x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]];
+    /// Brute-force direct convolution (survey equation (1)) over the valid,
+    /// non-padding taps, in NHWC output order: for every sample `n`, output
+    /// pixel and filter `t`, `Σ_{c, i, j} term(n, t, c, i, j, iy, ix)` in i64,
+    /// wrapped to i32. `w_shape` is OIHW, `x_shape` NCHW. The integer truth
+    /// shared by the low-bit kernels' tests.
+    pub(crate) fn naive_int_conv(
+        w_shape: &[usize],
+        x_shape: &[usize],
+        spec: &ConvSpec,
+        term: impl Fn(usize, usize, usize, usize, usize, usize, usize) -> i64,
+    ) -> Vec<i32> {
+        let [t_n, c_n, kh, kw] = [w_shape[0], w_shape[1], w_shape[2], w_shape[3]];
+        let [n_n, _, h, wd] = [x_shape[0], x_shape[1], x_shape[2], x_shape[3]];
         let (oh, ow) = spec.output_hw(h, wd, kh, kw).unwrap();
         let mut out = Vec::new();
         for n in 0..n_n {
             for y in 0..oh {
                 for xx in 0..ow {
                     for t in 0..t_n {
-                        let mut s = 0i32;
+                        let mut s = 0i64;
                         for c in 0..c_n {
                             for i in 0..kh {
                                 for j in 0..kw {
@@ -693,21 +701,25 @@ pub(crate) mod tests {
                                     if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
                                         continue;
                                     }
-                                    let a = if x[[n, c, iy as usize, ix as usize]] < 0.0 {
-                                        -1
-                                    } else {
-                                        1
-                                    };
-                                    s += w[[t, c, i, j]] as i32 * a;
+                                    s += term(n, t, c, i, j, iy as usize, ix as usize);
                                 }
                             }
                         }
-                        out.push(s);
+                        out.push(s as i32);
                     }
                 }
             }
         }
         out
+    }
+
+    /// Naive integer truth: `Σ_{valid taps} w · sign(x)` with zero padding,
+    /// weights in {−1, 0, +1} as f32, NHWC order.
+    pub(crate) fn naive_dots(w: &Array4<f32>, x: &Array4<f32>, spec: &ConvSpec) -> Vec<i32> {
+        naive_int_conv(w.shape(), x.shape(), spec, |n, t, c, i, j, iy, ix| {
+            let a = if x[[n, c, iy, ix]] < 0.0 { -1 } else { 1 };
+            i64::from(w[[t, c, i, j]] as i32 * a)
+        })
     }
 
     pub(crate) fn sign_weights(

@@ -70,6 +70,18 @@ impl CsrMatrix {
         })
     }
 
+    /// Copies a core [`hasten_core::op::Csr`] (the IR's pruned weight, survey
+    /// Section 6.1) into a validated kernel matrix via [`CsrMatrix::from_parts`].
+    pub fn from_core(f: &hasten_core::op::Csr) -> Result<Self> {
+        Self::from_parts(
+            f.rows(),
+            f.cols(),
+            f.row_ptr().to_vec(),
+            f.col_idx().to_vec(),
+            f.values().to_vec(),
+        )
+    }
+
     /// Validates raw CSR arrays (`row_ptr` non-decreasing from 0 to `nnz`,
     /// every column `< cols`, finite values).
     pub fn from_parts(

@@ -556,43 +556,15 @@ mod x86 {
 mod tests {
     use super::*;
     use crate::lowbit::available_isas;
-    use crate::lowbit::binary_gemm::tests::conv_case;
+    use crate::lowbit::binary_gemm::tests::{conv_case, naive_int_conv};
     use hasten_core::SeededRng;
     use proptest::prelude::*;
 
     /// Naive i64 truth of `Σ_{valid taps} v · (q − z)`, NHWC.
     fn naive(w: &Array4<i8>, q: &Array4<u8>, z: u8, spec: &ConvSpec) -> Vec<i32> {
-        let [t_n, c_n, kh, kw] = [w.shape()[0], w.shape()[1], w.shape()[2], w.shape()[3]];
-        let [n_n, _, h, wd] = [q.shape()[0], q.shape()[1], q.shape()[2], q.shape()[3]];
-        let (oh, ow) = spec.output_hw(h, wd, kh, kw).unwrap();
-        let mut out = Vec::new();
-        for n in 0..n_n {
-            for y in 0..oh {
-                for x in 0..ow {
-                    for t in 0..t_n {
-                        let mut s = 0i64;
-                        for c in 0..c_n {
-                            for i in 0..kh {
-                                for j in 0..kw {
-                                    let iy = (y * spec.stride.0 + i * spec.dilation.0) as isize
-                                        - spec.padding.top as isize;
-                                    let ix = (x * spec.stride.1 + j * spec.dilation.1) as isize
-                                        - spec.padding.left as isize;
-                                    if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
-                                        continue;
-                                    }
-                                    s += i64::from(w[[t, c, i, j]])
-                                        * (i64::from(q[[n, c, iy as usize, ix as usize]])
-                                            - i64::from(z));
-                                }
-                            }
-                        }
-                        out.push(s as i32);
-                    }
-                }
-            }
-        }
-        out
+        naive_int_conv(w.shape(), q.shape(), spec, |n, t, c, i, j, iy, ix| {
+            i64::from(w[[t, c, i, j]]) * (i64::from(q[[n, c, iy, ix]]) - i64::from(z))
+        })
     }
 
     proptest! {

@@ -185,14 +185,7 @@ pub fn prepare(op: &Op) -> Result<Option<Prepared>> {
             )?)
         }
         Op::SparseConv(s) => {
-            let f = s.filters();
-            let m = CsrMatrix::from_parts(
-                f.rows(),
-                f.cols(),
-                f.row_ptr().to_vec(),
-                f.col_idx().to_vec(),
-                f.values().to_vec(),
-            )?;
+            let m = CsrMatrix::from_core(s.filters())?;
             Kernel::SparseConv(CsrConv::from_csr(
                 m,
                 s.in_channels(),
@@ -202,14 +195,7 @@ pub fn prepare(op: &Op) -> Result<Option<Prepared>> {
             )?)
         }
         Op::SparseLinear(s) => {
-            let f = s.weight();
-            let m = CsrMatrix::from_parts(
-                f.rows(),
-                f.cols(),
-                f.row_ptr().to_vec(),
-                f.col_idx().to_vec(),
-                f.values().to_vec(),
-            )?;
+            let m = CsrMatrix::from_core(s.weight())?;
             Kernel::SparseLinear(CsrLinear::new(m, s.bias().map(|b| b.to_vec()))?)
         }
         Op::GroupwiseConv(g) => {
