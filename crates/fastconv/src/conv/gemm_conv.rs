@@ -39,6 +39,41 @@ pub(crate) struct GemmConv {
     shared_b: Mutex<AlignedVec>,
 }
 
+/// The per-group GEMM operands of a grouped convolution (equation (1) of the
+/// survey as `W_g · im2col(U_g)`): each group's `T_g × C_g·kh·kw` filter rows
+/// of the OIHW `weights` packed once for `kernel`, and each group's slice of
+/// `bias` zero-padded to the packed row count (whole `mr` panels), so the
+/// fused store can add it panel by panel.
+pub(super) fn pack_groups(
+    kernel: &Kernel,
+    geo: &Geometry,
+    weights: &[f32],
+    bias: Option<&[f32]>,
+) -> (Vec<PackedA>, Option<Vec<Vec<f32>>>) {
+    let depth = geo.depth();
+    let filters: Vec<PackedA> = (0..geo.groups)
+        .map(|g| {
+            PackedA::new(
+                kernel,
+                &weights[g * geo.t_g * depth..][..geo.t_g * depth],
+                geo.t_g,
+                depth,
+            )
+        })
+        .collect();
+    let padded = filters[0].panels() * kernel.mr;
+    let bias = bias.map(|b| {
+        (0..geo.groups)
+            .map(|g| {
+                let mut v = b[g * geo.t_g..(g + 1) * geo.t_g].to_vec();
+                v.resize(padded, 0.0);
+                v
+            })
+            .collect()
+    });
+    (filters, bias)
+}
+
 impl GemmConv {
     /// Packs the OIHW `weights` (`T × C_g·kh·kw` row-major) per group.
     pub fn new(
@@ -49,27 +84,7 @@ impl GemmConv {
         relu: bool,
         view: ChannelView,
     ) -> Self {
-        let depth = geo.depth();
-        let filters: Vec<PackedA> = (0..geo.groups)
-            .map(|g| {
-                PackedA::new(
-                    &kernel,
-                    &weights[g * geo.t_g * depth..][..geo.t_g * depth],
-                    geo.t_g,
-                    depth,
-                )
-            })
-            .collect();
-        let padded = filters[0].panels() * kernel.mr;
-        let bias = bias.map(|b| {
-            (0..geo.groups)
-                .map(|g| {
-                    let mut v = b[g * geo.t_g..(g + 1) * geo.t_g].to_vec();
-                    v.resize(padded, 0.0);
-                    v
-                })
-                .collect()
-        });
+        let (filters, bias) = pack_groups(&kernel, &geo, weights, bias);
         GemmConv {
             geo,
             view,

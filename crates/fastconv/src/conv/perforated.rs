@@ -13,6 +13,7 @@ use std::sync::Mutex;
 use hasten_core::{ActShape, PerforatedConv, Result};
 use rayon::prelude::*;
 
+use super::gemm_conv::pack_groups;
 use super::Geometry;
 use crate::aligned::AlignedVec;
 use crate::gemm::{self, BOperand, BSource, Kernel, Output, PackedA};
@@ -70,27 +71,8 @@ impl PerforatedKernel {
         let kernel = Kernel::for_rows(isa, geo.t_g);
         let weights: Vec<f32> = layer.weight().array().iter().copied().collect();
         let depth = geo.depth();
-        let filters: Vec<PackedA> = (0..geo.groups)
-            .map(|g| {
-                PackedA::new(
-                    &kernel,
-                    &weights[g * geo.t_g * depth..][..geo.t_g * depth],
-                    geo.t_g,
-                    depth,
-                )
-            })
-            .collect();
-        let padded = filters[0].panels() * kernel.mr;
-        let bias = layer.bias().map(|b| {
-            (0..geo.groups)
-                .map(|g| {
-                    let mut v: Vec<f32> =
-                        b.iter().skip(g * geo.t_g).take(geo.t_g).copied().collect();
-                    v.resize(padded, 0.0);
-                    v
-                })
-                .collect()
-        });
+        let bias: Option<Vec<f32>> = layer.bias().map(|b| b.iter().copied().collect());
+        let (filters, bias) = pack_groups(&kernel, &geo, &weights, bias.as_deref());
         let hp = (geo.pt + geo.h).max((geo.oh - 1) * geo.sh + (geo.kh - 1) * geo.dh + 1);
         let wp = (geo.pl + geo.w).max((geo.ow - 1) * geo.sw + (geo.kw - 1) * geo.dw + 1);
         let origins: Vec<usize> = op
