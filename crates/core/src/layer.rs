@@ -3,6 +3,7 @@
 use ndarray::{Array1, Array2, Array4};
 
 use crate::error::{ensure_finite, ensure_nonempty, Error, Result};
+use crate::op::common::check_bias;
 use crate::shape::ActShape;
 use crate::spec::ConvSpec;
 use crate::weight::Conv4d;
@@ -28,12 +29,7 @@ impl ConvLayer {
                 out_channels: out,
             });
         }
-        if let Some(b) = &bias {
-            if b.len() != out {
-                return Err(Error::shape("bias length", out, b.len()));
-            }
-            ensure_finite("bias", b.iter())?;
-        }
+        check_bias(bias.as_ref(), out)?;
         Ok(ConvLayer { weight, bias, spec })
     }
 
@@ -103,12 +99,7 @@ impl LinearLayer {
     pub fn new(weight: Array2<f32>, bias: Option<Array1<f32>>) -> Result<Self> {
         ensure_nonempty("linear weight", weight.shape())?;
         ensure_finite("linear weight", weight.iter())?;
-        if let Some(b) = &bias {
-            if b.len() != weight.nrows() {
-                return Err(Error::shape("bias length", weight.nrows(), b.len()));
-            }
-            ensure_finite("bias", b.iter())?;
-        }
+        check_bias(bias.as_ref(), weight.nrows())?;
         Ok(LinearLayer {
             weight: weight.as_standard_layout().into_owned(),
             bias,

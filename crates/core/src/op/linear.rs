@@ -2,6 +2,7 @@
 
 use ndarray::Array4;
 
+use super::common::flatten_samples;
 use super::{input_shape_of, Operator};
 use crate::cost::Cost;
 use crate::error::Result;
@@ -29,11 +30,7 @@ impl Operator for LinearLayer {
         let shape = input_shape_of(input)?;
         let out = LinearLayer::output_shape(self, shape)?;
         let batch = input.shape()[0];
-        let flat = input
-            .as_standard_layout()
-            .into_owned()
-            .into_shape_with_order((batch, shape.len()))
-            .expect("element count preserved");
+        let flat = flatten_samples(input, shape);
         let w = self.weight();
         let mut y = Array4::<f32>::zeros(out.batched(batch));
         for n in 0..batch {

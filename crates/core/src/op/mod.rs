@@ -63,7 +63,7 @@ mod binary_conv;
 mod channel_gather;
 mod channel_shuffle;
 mod codebook_conv;
-mod common;
+pub(crate) mod common;
 mod conv;
 mod csr;
 mod fixed_point_conv;
