@@ -83,6 +83,9 @@ pub enum Error {
         /// What it was given.
         what: String,
     },
+    /// A whole-network graph is malformed or cannot be rewritten as asked.
+    #[error(transparent)]
+    Graph(#[from] crate::graph::GraphError),
     /// A numerical routine failed (no convergence, singular system).
     #[error("numerical failure in {routine}: {reason}")]
     Numerical {

@@ -5,7 +5,8 @@
 //!
 //! - [`Conv4d`], [`ConvSpec`], [`ConvLayer`], [`LinearLayer`]: weights in OIHW
 //!   layout (the survey's `W(i, j, s, t)` is `W[t, s, i, j]`), activations NCHW;
-//! - the op IR ([`Op`], [`Block`]) with output-shape inference;
+//! - the op IR ([`Op`], [`Block`]) with output-shape inference, and the
+//!   [`Graph`] of a whole network (a DAG of named nodes, with surgery);
 //! - the cost model ([`Cost`]): MACs, parameters, bytes — Table 1's formulas;
 //! - reference semantics: [`Operator::reference_forward`], a direct evaluation
 //!   of equation (1) for every op, against which the fast kernels are tested;
@@ -31,6 +32,7 @@ pub mod bits;
 pub mod block;
 pub mod cost;
 pub mod error;
+pub mod graph;
 pub mod layer;
 pub mod linalg;
 pub mod metrics;
@@ -45,6 +47,7 @@ pub use bits::{bits_for, PackedCodes};
 pub use block::Block;
 pub use cost::Cost;
 pub use error::{Error, Result};
+pub use graph::{Graph, GraphBuilder, GraphError, NodeFilter, NodeOp};
 pub use layer::{ConvLayer, Layer, LinearLayer};
 pub use metrics::relative_error;
 pub use op::{

@@ -1,0 +1,296 @@
+//! Graph surgery: replace a node, apply a [`Transform`] to the nodes a
+//! [`NodeFilter`] selects, fold inference batch norms into the preceding
+//! convolution or linear layer, and remove dead nodes. Every rewrite is
+//! all-or-nothing: on error the graph is left as it was.
+
+use ndarray::{Array1, Array2, Array4, Axis};
+
+use super::{Graph, GraphError, NodeDef, NodeFilter, NodeOp, ValueId};
+use crate::cost::Cost;
+use crate::error::{Error, Result};
+use crate::layer::{ConvLayer, Layer, LinearLayer};
+use crate::op::{BatchNorm, Op};
+use crate::transform::{Report, Transform};
+use crate::weight::Conv4d;
+
+/// One node a transform replaced, with the transform's report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeReport {
+    /// The node's name.
+    pub node: String,
+    /// Costs before and after, and the weight error.
+    pub report: Report,
+}
+
+/// What [`Graph::apply_transform`] did: a report per replaced node, the
+/// selected nodes that hold no layer, and the whole graph's cost before and
+/// after.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GraphReport {
+    /// The transform's name.
+    pub method: String,
+    /// The replaced nodes, in topological order.
+    pub nodes: Vec<NodeReport>,
+    /// Selected nodes left alone because they hold no convolution or linear
+    /// layer (pooling, activations, blocks, …).
+    pub skipped: Vec<String>,
+    /// The graph's cost per sample before the transform.
+    pub before: Cost,
+    /// The graph's cost per sample after it.
+    pub after: Cost,
+}
+
+impl GraphReport {
+    /// Whole-graph `MACs before / MACs after`.
+    pub fn mac_speedup(&self) -> f64 {
+        self.before.macs as f64 / self.after.macs.max(1) as f64
+    }
+
+    /// Whole-graph `weight bytes before / weight bytes after`.
+    pub fn compression_ratio(&self) -> f64 {
+        self.before.weight_bytes as f64 / self.after.weight_bytes.max(1) as f64
+    }
+}
+
+impl Graph {
+    /// Replaces the op of node `name` by `op`, which must take the same
+    /// inputs and produce the same output shape (a [`Block`] from a
+    /// transform, say).
+    ///
+    /// [`Block`]: crate::Block
+    pub fn replace(&mut self, name: &str, op: impl Into<NodeOp>) -> Result<()> {
+        let index = self.require(name)?;
+        let op = op.into();
+        let rewrite = |cause: Error| -> Error {
+            GraphError::Rewrite {
+                node: name.to_string(),
+                cause: Box::new(cause),
+            }
+            .into()
+        };
+        let node = &self.nodes[index];
+        if let Err(expected) = op.check_arity(node.inputs.len()) {
+            return Err(rewrite(Error::shape(
+                format!("input count of a {} op", op.kind()),
+                expected,
+                node.inputs.len(),
+            )));
+        }
+        let shape = op.output_shape(&node.input_shapes).map_err(rewrite)?;
+        if shape != node.output_shape {
+            return Err(rewrite(Error::shape(
+                "replacement output",
+                node.output_shape,
+                shape,
+            )));
+        }
+        self.nodes[index].op = op;
+        Ok(())
+    }
+
+    /// Applies `transform` to every selected node holding a convolution or
+    /// linear layer, replacing it by the transform's block; other selected
+    /// nodes are listed as skipped. A transform error names its node and
+    /// leaves the graph unchanged.
+    pub fn apply_transform(
+        &mut self,
+        transform: &dyn Transform,
+        filter: &NodeFilter,
+    ) -> Result<GraphReport> {
+        let before = self.cost()?;
+        let mut replacements = Vec::new();
+        let mut skipped = Vec::new();
+        for index in filter.select(self) {
+            let node = &self.nodes[index];
+            let layer = match &node.op {
+                NodeOp::Op(Op::Conv(c)) => Layer::Conv(c.clone()),
+                NodeOp::Op(Op::Linear(l)) => Layer::Linear(l.clone()),
+                _ => {
+                    skipped.push(node.name.clone());
+                    continue;
+                }
+            };
+            let compressed = transform
+                .apply(&layer, node.input_shapes[0])
+                .map_err(|cause| GraphError::Rewrite {
+                    node: node.name.clone(),
+                    cause: Box::new(cause),
+                })?;
+            replacements.push((index, compressed));
+        }
+        let mut graph = self.clone();
+        let mut nodes = Vec::with_capacity(replacements.len());
+        for (index, compressed) in replacements {
+            let name = graph.nodes[index].name.clone();
+            graph.replace(&name, compressed.block)?;
+            nodes.push(NodeReport {
+                node: name,
+                report: compressed.report,
+            });
+        }
+        let after = graph.cost()?;
+        *self = graph;
+        Ok(GraphReport {
+            method: transform.name().to_string(),
+            nodes,
+            skipped,
+            before,
+            after,
+        })
+    }
+
+    /// Folds every inference batch norm that is the only reader of a
+    /// convolution's (or linear layer's) output into that layer:
+    /// `W'[t] = s[t]·W[t]`, `b'[t] = s[t]·(b[t] − μ[t]) + β[t]` with
+    /// `s = γ / √(σ² + ε)`, computed in f64. Returns how many were folded.
+    pub fn fold_batch_norms(&mut self) -> Result<usize> {
+        let mut folds = Vec::new();
+        for (j, node) in self.nodes.iter().enumerate() {
+            let (NodeOp::Op(Op::BatchNorm(bn)), [ValueId::Node(i)]) = (&node.op, &node.inputs[..])
+            else {
+                continue;
+            };
+            let producer = ValueId::Node(*i);
+            if self.is_output(producer) || self.consumers(producer) != [j] {
+                continue;
+            }
+            let folded = match &self.nodes[*i].op {
+                NodeOp::Op(Op::Conv(c)) => NodeOp::Op(Op::Conv(fold_into_conv(c, bn)?)),
+                NodeOp::Op(Op::Linear(l)) => NodeOp::Op(Op::Linear(fold_into_linear(l, bn)?)),
+                _ => continue,
+            };
+            folds.push((*i, j, folded));
+        }
+        let count = folds.len();
+        if count == 0 {
+            return Ok(0);
+        }
+        let (inputs, mut defs, mut outputs) = self.to_defs();
+        let mut removed = vec![false; defs.len()];
+        for (i, j, folded) in folds {
+            defs[i].op = folded;
+            let (from, to) = (defs[j].name.clone(), defs[i].name.clone());
+            rename_reads(&mut defs, &mut outputs, &from, &to);
+            removed[j] = true;
+        }
+        let defs = keep(defs, &removed);
+        *self = Graph::new(inputs, defs, outputs)?;
+        Ok(count)
+    }
+
+    /// Removes the nodes no graph output depends on; returns how many.
+    pub fn remove_dead_nodes(&mut self) -> Result<usize> {
+        let mut live = vec![false; self.nodes.len()];
+        for &id in &self.outputs {
+            if let ValueId::Node(i) = id {
+                live[i] = true;
+            }
+        }
+        for i in (0..self.nodes.len()).rev() {
+            if live[i] {
+                for &id in &self.nodes[i].inputs {
+                    if let ValueId::Node(k) = id {
+                        live[k] = true;
+                    }
+                }
+            }
+        }
+        let dead: Vec<bool> = live.iter().map(|&l| !l).collect();
+        let count = dead.iter().filter(|&&d| d).count();
+        if count > 0 {
+            let (inputs, defs, outputs) = self.to_defs();
+            *self = Graph::new(inputs, keep(defs, &dead), outputs)?;
+        }
+        Ok(count)
+    }
+
+    /// Removes single-input nodes that compute the identity at inference
+    /// (`identity`, `dropout`), rewiring their readers to their input; a
+    /// graph output keeps its node. Returns how many were removed.
+    pub fn remove_identities(&mut self) -> Result<usize> {
+        let (inputs, mut defs, mut outputs) = self.to_defs();
+        let mut removed = vec![false; defs.len()];
+        for j in 0..defs.len() {
+            let is_identity = matches!(&defs[j].op, NodeOp::Op(op) if IDENTITY_KINDS.contains(&crate::op::Operator::kind(op)));
+            if !is_identity || outputs.contains(&defs[j].name) {
+                continue;
+            }
+            let (from, to) = (defs[j].name.clone(), defs[j].inputs[0].clone());
+            rename_reads(&mut defs, &mut outputs, &from, &to);
+            removed[j] = true;
+        }
+        let count = removed.iter().filter(|&&r| r).count();
+        if count > 0 {
+            *self = Graph::new(inputs, keep(defs, &removed), outputs)?;
+        }
+        Ok(count)
+    }
+
+    /// The index of node `name`, or an error naming it.
+    fn require(&self, name: &str) -> Result<usize> {
+        self.node_index(name).ok_or_else(|| {
+            GraphError::UnknownNode {
+                name: name.to_string(),
+            }
+            .into()
+        })
+    }
+}
+
+/// Op kinds that compute the identity at inference.
+const IDENTITY_KINDS: [&str; 2] = ["identity", "dropout"];
+
+/// Makes every reader of `from` (and every output naming it) read `to`.
+fn rename_reads(defs: &mut [NodeDef], outputs: &mut [String], from: &str, to: &str) {
+    for def in defs.iter_mut() {
+        for input in def.inputs.iter_mut().filter(|i| *i == from) {
+            *input = to.to_string();
+        }
+    }
+    for out in outputs.iter_mut().filter(|o| *o == from) {
+        *out = to.to_string();
+    }
+}
+
+/// The definitions not marked `drop`.
+fn keep(defs: Vec<NodeDef>, drop: &[bool]) -> Vec<NodeDef> {
+    defs.into_iter()
+        .zip(drop)
+        .filter_map(|(d, &gone)| (!gone).then_some(d))
+        .collect()
+}
+
+/// Per-channel `(s, s·(b − μ) + β)` of a batch norm after a layer with bias `b`.
+fn bn_fold(bn: &BatchNorm, bias: Option<&Array1<f32>>) -> (Vec<f64>, Array1<f32>) {
+    let scale: Vec<f64> = bn
+        .gamma()
+        .iter()
+        .zip(bn.var())
+        .map(|(&g, &v)| f64::from(g) / (f64::from(v) + f64::from(bn.eps())).sqrt())
+        .collect();
+    let shift = (0..scale.len())
+        .map(|t| {
+            let b = bias.map_or(0.0, |b| f64::from(b[t]));
+            (scale[t] * (b - f64::from(bn.mean()[t])) + f64::from(bn.beta()[t])) as f32
+        })
+        .collect();
+    (scale, shift)
+}
+
+fn fold_into_conv(conv: &ConvLayer, bn: &BatchNorm) -> Result<ConvLayer> {
+    let (scale, bias) = bn_fold(bn, conv.bias());
+    let mut w: Array4<f32> = conv.weight().array().clone();
+    for (t, mut filter) in w.axis_iter_mut(Axis(0)).enumerate() {
+        filter.mapv_inplace(|v| (f64::from(v) * scale[t]) as f32);
+    }
+    ConvLayer::new(Conv4d::new(w)?, Some(bias), *conv.spec())
+}
+
+fn fold_into_linear(linear: &LinearLayer, bn: &BatchNorm) -> Result<LinearLayer> {
+    let (scale, bias) = bn_fold(bn, linear.bias());
+    let mut w: Array2<f32> = linear.weight().clone();
+    for (t, mut row) in w.axis_iter_mut(Axis(0)).enumerate() {
+        row.mapv_inplace(|v| (f64::from(v) * scale[t]) as f32);
+    }
+    LinearLayer::new(w, Some(bias))
+}
