@@ -40,6 +40,7 @@ mod filter;
 mod forward;
 mod merge;
 mod node_op;
+mod parameters;
 mod summary;
 mod surgery;
 mod topology;
