@@ -3,7 +3,10 @@
 //! Make trained convolutional networks fast and small.
 //!
 //! This facade re-exports the workspace crates:
-//! [`core`], [`tensor_decomp`], [`quant`], [`prune`], [`distill`], [`fastconv`].
+//! [`core`], [`tensor_decomp`], [`quant`], [`prune`], [`distill`], [`fastconv`];
+//! [`bench`] holds the latency measurement the examples share.
+
+pub mod bench;
 
 pub use hasten_core as core;
 pub use hasten_distill as distill;
