@@ -359,6 +359,29 @@ fn dead_nodes_are_removed() {
     assert_eq!(g.remove_dead_nodes().unwrap(), 0);
 }
 
+#[test]
+fn identities_are_bypassed_except_at_an_output() {
+    let mut b = GraphBuilder::new();
+    let x = b.input("x", ActShape::new(2, 3, 3));
+    let i = b.op("id", hasten_core::Identity, x);
+    let d = b.op("drop", hasten_core::Dropout::new(0.5).unwrap(), i);
+    let r = b.op("r", Relu, d);
+    let s = b.add("s", &[r, d]);
+    let out = b.op("last", hasten_core::Identity, s);
+    b.output(out);
+    let mut g = b.build().unwrap();
+    let x = Array4::from_shape_fn((1, 2, 3, 3), |(_, c, i, j)| (c + i) as f32 - j as f32);
+    let before = g.reference_forward(&[&x]).unwrap();
+    assert_eq!(g.remove_identities().unwrap(), 2);
+    let names: Vec<&str> = g.nodes().iter().map(|n| n.name()).collect();
+    assert_eq!(names, ["r", "s", "last"]);
+    assert_eq!(
+        g.node("s").unwrap().inputs(),
+        [ValueId::Node(0), ValueId::Input(0)]
+    );
+    assert_eq!(g.reference_forward(&[&x]).unwrap(), before);
+}
+
 /// An exact rewrite of a layer into two ops (a conv with doubled weights and
 /// a batch norm halving them), or an error on linear layers.
 struct DoubleThenHalve;
