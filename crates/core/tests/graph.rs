@@ -497,6 +497,32 @@ fn replace_checks_the_output_shape() {
 }
 
 #[test]
+fn a_node_cut_out_computes_what_it_computed_in_the_graph() {
+    let mut rng = SeededRng::new(11);
+    let g = residual_graph(&mut rng);
+    let x = rng.normal_array((2, 4, 7, 7), 1.0);
+    let trace = g.reference_trace(&[&x], &["relu1", "gate", "se"]).unwrap();
+    let se = g.node_graph("se").unwrap();
+    assert_eq!(se.inputs().len(), 2);
+    assert_eq!(se.nodes().len(), 1);
+    let out = se
+        .reference_forward(&[&trace.captured["relu1"], &trace.captured["gate"]])
+        .unwrap();
+    assert_eq!(out[0], trace.captured["se"]);
+    // A value read twice becomes one input.
+    let mut b = GraphBuilder::new();
+    let i = b.input("i", ActShape::new(1, 2, 2));
+    let twice = b.add("twice", &[i, i]);
+    b.output(twice);
+    let g2 = b.build().unwrap();
+    assert_eq!(g2.node_graph("twice").unwrap().inputs().len(), 1);
+    assert!(matches!(
+        graph_error(g.node_graph("nope").unwrap_err()),
+        GraphError::UnknownNode { .. }
+    ));
+}
+
+#[test]
 fn summary_rows_sum_to_the_graph_cost() {
     let mut rng = SeededRng::new(10);
     let g = residual_graph(&mut rng);
