@@ -95,10 +95,26 @@ fn mobilenet(
 ) -> Result<Graph> {
     let alpha = config.width_multiplier;
     let (mut net, x) = Net::new(config)?;
-    let mut y = conv_bn_relu(&mut net, 0, 0, x, Some(scale_channels(stem, alpha)), 3, stem_stride)?;
+    let mut y = conv_bn_relu(
+        &mut net,
+        0,
+        0,
+        x,
+        Some(scale_channels(stem, alpha)),
+        3,
+        stem_stride,
+    )?;
     for (i, &(out, stride)) in blocks.iter().enumerate() {
         y = conv_bn_relu(&mut net, i + 1, 0, y, None, 3, stride)?;
-        y = conv_bn_relu(&mut net, i + 1, 3, y, Some(scale_channels(out, alpha)), 1, 1)?;
+        y = conv_bn_relu(
+            &mut net,
+            i + 1,
+            3,
+            y,
+            Some(scale_channels(out, alpha)),
+            1,
+            1,
+        )?;
     }
     let y = net.pooled_classifier(y, config.num_classes)?;
     net.finish(y)

@@ -71,7 +71,13 @@ impl Net {
     }
 
     /// A depthwise `k × k` convolution (one filter per channel), no bias.
-    pub(crate) fn depthwise(&mut self, name: &str, x: Value, k: usize, spec: ConvSpec) -> Result<Value> {
+    pub(crate) fn depthwise(
+        &mut self,
+        name: &str,
+        x: Value,
+        k: usize,
+        spec: ConvSpec,
+    ) -> Result<Value> {
         let c = self.shape(x).channels;
         self.conv(name, x, c, k, spec.with_groups(c), false)
     }

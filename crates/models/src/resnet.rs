@@ -19,7 +19,13 @@ use crate::net::Net;
 /// torchvision's `BasicBlock`: two 3×3 convolutions (the first with the
 /// block's stride) with batch norms, and a 1×1 convolution + batch norm
 /// shortcut when the stride or width changes.
-fn basic_block(net: &mut Net, prefix: &str, x: Value, planes: usize, stride: usize) -> Result<Value> {
+fn basic_block(
+    net: &mut Net,
+    prefix: &str,
+    x: Value,
+    planes: usize,
+    stride: usize,
+) -> Result<Value> {
     let inplanes = net.shape(x).channels;
     let name = |part: &str| format!("{prefix}.{part}");
     let y = net.conv(
@@ -32,7 +38,14 @@ fn basic_block(net: &mut Net, prefix: &str, x: Value, planes: usize, stride: usi
     )?;
     let y = net.batch_norm(&name("bn1"), y)?;
     let y = net.relu(&name("relu1"), y)?;
-    let y = net.conv(&name("conv2"), y, planes, 3, ConvSpec::new().with_padding(1), false)?;
+    let y = net.conv(
+        &name("conv2"),
+        y,
+        planes,
+        3,
+        ConvSpec::new().with_padding(1),
+        false,
+    )?;
     let y = net.batch_norm(&name("bn2"), y)?;
     let identity = if stride != 1 || inplanes != planes {
         let s = net.conv(

@@ -96,7 +96,7 @@ fn classifier(net: &mut Net, x: Value, hidden: &[usize], classes: usize) -> Resu
 /// 4096 → 4096 → classes with ReLU and `Dropout(0.5)` after the first two.
 ///
 /// torchvision puts an adaptive average pool to 7×7 between the features and
-/// the classifier; for a 224 × 224 input (any side from 224 to 231) the
+/// the classifier; for a 224 × 224 input (any side from 224 to 255) the
 /// features already end at 7×7 and the pool is the identity, so it is left
 /// out, and the builder rejects inputs whose features do not end at
 /// `512 × 7 × 7`.
