@@ -4,7 +4,10 @@
 //!
 //! This facade re-exports the workspace crates:
 //! [`core`], [`tensor_decomp`], [`quant`], [`prune`], [`distill`], [`fastconv`],
-//! [`models`].
+//! [`models`];
+//! [`bench`] holds the latency measurement the examples share.
+
+pub mod bench;
 
 pub use hasten_core as core;
 pub use hasten_distill as distill;

@@ -1,5 +1,5 @@
 //! [`NodeFilter`]: which nodes of a graph a transform applies to — by name
-//! pattern, op kind or predicate, combined with `and`, `or`, `not` and
+//! pattern, op kind or predicate, combined with `and`, `or`, `!` and
 //! "all but the first / last" (the survey's methods usually spare the first
 //! and last layers).
 
@@ -84,14 +84,6 @@ impl NodeFilter {
         })
     }
 
-    /// Nodes this filter does not select.
-    pub fn not(self) -> Self {
-        let description = format!("not {self}");
-        NodeFilter::from_fn(description, move |g| {
-            (self.select)(g).into_iter().map(|x| !x).collect()
-        })
-    }
-
     /// This selection without its first `n` nodes (in topological order).
     pub fn except_first(self, n: usize) -> Self {
         let description = format!("({self} but the first {n})");
@@ -126,6 +118,18 @@ impl NodeFilter {
             .enumerate()
             .filter_map(|(i, x)| x.then_some(i))
             .collect()
+    }
+}
+
+/// `!filter`: the nodes `filter` does not select.
+impl std::ops::Not for NodeFilter {
+    type Output = NodeFilter;
+
+    fn not(self) -> NodeFilter {
+        let description = format!("not {self}");
+        NodeFilter::from_fn(description, move |g| {
+            (self.select)(g).into_iter().map(|x| !x).collect()
+        })
     }
 }
 

@@ -107,7 +107,9 @@ impl Graph {
                 .reference_forward(&args)
                 .map_err(|cause| run_error(node, cause))?;
             visit(i, &y);
-            values[i] = Some(y);
+            if last_use[i].is_some() || self.is_output(ValueId::Node(i)) {
+                values[i] = Some(y);
+            }
             for &id in &node.inputs {
                 if let ValueId::Node(k) = id {
                     if last_use[k] == Some(i) && !self.is_output(id) {

@@ -40,6 +40,8 @@ mod filter;
 mod forward;
 mod merge;
 mod node_op;
+mod parameters;
+mod subgraph;
 mod summary;
 mod surgery;
 mod topology;

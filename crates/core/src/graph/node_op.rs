@@ -13,6 +13,9 @@ use crate::op::{Op, Operator};
 use crate::shape::ActShape;
 
 /// The operation of one graph node.
+// Graphs hold hundreds of nodes, not millions: boxing the op would cost every
+// match a dereference for no measurable saving.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum NodeOp {
