@@ -135,6 +135,45 @@ fn resnet18_parameter_names_are_torchvision_state_dict_modules() {
 }
 
 #[test]
+fn resnet18_state_dict_keys_and_shapes_are_torchvision_s() {
+    let g = resnet18(&ModelConfig::imagenet()).unwrap();
+    // torchvision's keys (less the `num_batches_tracked` counters): a
+    // convolution holds `weight` only, a batch norm `weight`, `bias`,
+    // `running_mean`, `running_var`, the classifier `weight` and `bias`.
+    let mut expected = Vec::new();
+    for module in TORCHVISION_RESNET18_MODULES {
+        let suffixes: &[&str] = if module == "fc" {
+            &["weight", "bias"]
+        } else if module.contains("bn") || module.ends_with("downsample.1") {
+            &["weight", "bias", "running_mean", "running_var"]
+        } else {
+            &["weight"]
+        };
+        expected.extend(suffixes.iter().map(|s| format!("{module}.{s}")));
+    }
+    let params = g.parameters();
+    let keys: Vec<&str> = params.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, expected);
+    // torchvision lists 122 keys, 20 of them `num_batches_tracked`.
+    assert_eq!(keys.len(), 102);
+    let shape = |key: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, a)| a.shape().to_vec())
+            .unwrap()
+    };
+    assert_eq!(shape("conv1.weight"), [64, 3, 7, 7]);
+    assert_eq!(shape("bn1.running_var"), [64]);
+    assert_eq!(shape("layer1.0.conv2.weight"), [64, 64, 3, 3]);
+    assert_eq!(shape("layer2.0.conv1.weight"), [128, 64, 3, 3]);
+    assert_eq!(shape("layer2.0.downsample.0.weight"), [128, 64, 1, 1]);
+    assert_eq!(shape("layer4.1.bn2.bias"), [512]);
+    assert_eq!(shape("fc.weight"), [1000, 512]);
+    assert_eq!(shape("fc.bias"), [1000]);
+}
+
+#[test]
 fn resnet_parameter_free_nodes_have_descriptive_names() {
     let g = resnet18(&ModelConfig::imagenet()).unwrap();
     for name in [
