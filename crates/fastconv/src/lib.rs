@@ -60,7 +60,7 @@ mod tt_linear;
 pub mod workloads;
 
 pub use isa::Isa;
-pub use plan::{Plan, PlanOptions, Winograd};
+pub use plan::{Outputs, Plan, PlanOptions, StepInfo, Winograd};
 
 use hasten_core::ndarray::Array4;
 use hasten_core::op::input_shape_of;

@@ -120,6 +120,7 @@ impl OpKernel for TtKernel {
                     c: c.ptr(),
                     rsc: cols,
                     bias: None,
+                    residual: std::ptr::null(),
                     relu: false,
                 };
                 pool.with(|scratch| {

@@ -206,6 +206,7 @@ impl WinogradConv {
                 c: unsafe { mp.ptr().add(xi * t_all * len) },
                 rsc: len,
                 bias: None,
+                residual: std::ptr::null(),
                 relu: false,
             };
             pool.with(|scratch| {

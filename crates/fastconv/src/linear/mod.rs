@@ -143,6 +143,7 @@ impl OpKernel for LinearKernel {
                         c: c_out.ptr(),
                         rsc: batch,
                         bias: bias.as_deref(),
+                        residual: std::ptr::null(),
                         relu: self.relu,
                     };
                     pool.with(|scratch| {
