@@ -309,7 +309,7 @@ impl Plan {
     /// Bytes of the activation arena: every intermediate activation of a
     /// run, buffers shared between values whose lifetimes do not overlap.
     pub fn peak_activation_bytes(&self) -> usize {
-        self.arena.as_slice().len() * std::mem::size_of::<f32>()
+        std::mem::size_of_val(self.arena.as_slice())
     }
 
     /// Bytes the activations of every graph node would take in buffers of
