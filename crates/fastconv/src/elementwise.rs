@@ -1,17 +1,22 @@
-//! Element-wise ops: ReLU and inference-mode batch normalisation (a
-//! per-channel affine map `y = scale·x + shift`) where no convolution
-//! precedes them to absorb them, and the multi-input graph ops — n-ary
-//! residual sums (with a fused ReLU), broadcast products (squeeze–excitation
-//! gates) and the copies of a channel concatenation. The graph ops write
-//! each sample at a stride, so their output can be a channel slice of a
-//! concatenation, and run their loops compiled for the plan's [`Isa`].
+//! Element-wise ops where no convolution precedes them to absorb them: every
+//! [`Elementwise`] activation through one generic map, and inference-mode
+//! batch normalisation (a per-channel affine map `y = scale·x + shift`);
+//! [`Clamp`], the activation fused into convolution, linear and add
+//! epilogues; and the multi-input graph ops — n-ary residual sums (with a
+//! fused clamp), broadcast products (squeeze–excitation gates) and the
+//! copies of a channel concatenation, which write each sample at a stride
+//! (so their output can be a channel slice of a concatenation) and run their
+//! loops compiled for the plan's [`Isa`].
 
 use std::ops::Range;
 
+use hasten_core::op::{clamp_nan, Elementwise};
+use hasten_core::Op;
 use rayon::prelude::*;
 
+use crate::pool::ScratchPool;
 use crate::tiling::SharedOut;
-use crate::Isa;
+use crate::{plan::OpKernel, Isa};
 
 /// Elements per parallel chunk of an element-wise op.
 const CHUNK: usize = 1 << 14;
@@ -19,11 +24,94 @@ const CHUNK: usize = 1 << 14;
 /// Elements per pass of a multi-operand sum (stays in L1 between passes).
 const BLOCK: usize = 2048;
 
-/// `dst = max(0, src)`, in parallel.
-pub(crate) fn relu(src: &[f32], dst: &mut [f32]) {
-    dst.par_chunks_mut(CHUNK)
-        .zip(src.par_chunks(CHUNK))
-        .for_each(|(d, s)| d.iter_mut().zip(s).for_each(|(d, &s)| *d = s.max(0.0)));
+/// An activation clamp `lo..=hi` fused into a kernel's store, NaN kept:
+/// [`Clamp::NONE`] is `−∞..=∞`, ReLU `0..=∞`, a [`hasten_core::Clip`] its
+/// bounds (ReLU6 `0..=6`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Clamp {
+    /// Lower bound.
+    pub lo: f32,
+    /// Upper bound.
+    pub hi: f32,
+}
+
+impl Clamp {
+    /// No activation.
+    pub const NONE: Clamp = Clamp {
+        lo: f32::NEG_INFINITY,
+        hi: f32::INFINITY,
+    };
+
+    /// The clamp computing `op` when it is a ReLU or a Clip.
+    pub fn of(op: Option<&Op>) -> Option<Clamp> {
+        match op? {
+            Op::Relu(_) => Some(Clamp {
+                lo: 0.0,
+                hi: f32::INFINITY,
+            }),
+            Op::Clip(c) => Some(Clamp {
+                lo: c.min(),
+                hi: c.max(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// Whether the clamp is the identity.
+    pub fn is_none(self) -> bool {
+        self == Clamp::NONE
+    }
+
+    /// `x` clamped, NaN kept (the same function as the IR's ops).
+    #[inline(always)]
+    pub fn apply(self, x: f32) -> f32 {
+        clamp_nan(x, self.lo, self.hi)
+    }
+}
+
+/// `dst[i] = op.eval(src[i])`, inlined so the caller's instruction set
+/// vectorises it.
+#[inline(always)]
+fn map_slice<E: Elementwise>(op: &E, src: &[f32], dst: &mut [f32]) {
+    for (d, &s) in dst.iter_mut().zip(src) {
+        *d = op.eval(s);
+    }
+}
+
+/// An [`Elementwise`] op on its own: `dst = f(src)` in parallel chunks,
+/// each compiled for the plan's instruction set.
+#[derive(Debug)]
+pub(crate) struct MapKernel<E> {
+    op: E,
+    isa: Isa,
+}
+
+impl<E: Elementwise + std::fmt::Debug + Send + Sync> MapKernel<E> {
+    /// The kernel of `op` on the `isa` path.
+    pub fn new(isa: Isa, op: E) -> Self {
+        MapKernel { op, isa }
+    }
+}
+
+impl<E: Elementwise + std::fmt::Debug + Send + Sync> OpKernel for MapKernel<E> {
+    fn run(&self, src: &[f32], dst: &mut [f32], _batch: usize, _pool: &ScratchPool) {
+        dst.par_chunks_mut(CHUNK)
+            .zip(src.par_chunks(CHUNK))
+            .for_each(|(d, s)| self.isa.run(|| map_slice(&self.op, s, d)));
+    }
+}
+
+/// The kernel of an element-wise activation op, `None` for other ops.
+pub(crate) fn map_kernel(isa: Isa, op: &Op) -> Option<Box<dyn OpKernel>> {
+    Some(match op {
+        Op::Relu(o) => Box::new(MapKernel::new(isa, *o)),
+        Op::Clip(o) => Box::new(MapKernel::new(isa, *o)),
+        Op::Sigmoid(o) => Box::new(MapKernel::new(isa, *o)),
+        Op::HardSigmoid(o) => Box::new(MapKernel::new(isa, *o)),
+        Op::HardSwish(o) => Box::new(MapKernel::new(isa, *o)),
+        Op::Silu(o) => Box::new(MapKernel::new(isa, *o)),
+        _ => return None,
+    })
 }
 
 /// `dst = scale[c]·src + shift[c]` on planes of `area` values, channel
@@ -74,50 +162,20 @@ fn par_strided(
     });
 }
 
-/// Runs `f` compiled for `isa` (its loops auto-vectorised to that width).
-#[inline(always)]
-fn on_isa(isa: Isa, f: impl FnOnce()) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx512f")]
-        unsafe fn avx512(f: impl FnOnce()) {
-            f()
-        }
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn avx2(f: impl FnOnce()) {
-            f()
-        }
-        match isa {
-            // SAFETY: plans only hold ISAs this CPU supports
-            // (`Isa::ensure_supported` when they are built).
-            Isa::Avx512 => unsafe { avx512(f) },
-            // SAFETY: as above.
-            Isa::Avx2 => unsafe { avx2(f) },
-            Isa::Scalar => f(),
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = isa;
-        f()
-    }
-}
-
-/// `dst = Σₖ src(k)` over `count ≥ 2` contiguous batches of `layout.batch ×
-/// layout.len` floats, clamped at zero when `relu` (`f32::max`, so NaN maps
-/// to 0 as in the reference ReLU); `dst` laid out as `layout`.
+/// `dst = clamp(Σₖ src(k))` over `count ≥ 2` contiguous batches of
+/// `layout.batch × layout.len` floats (NaN kept); `dst` laid out as `layout`.
 pub(crate) fn add<'a>(
     isa: Isa,
     count: usize,
     src: impl Fn(usize) -> &'a [f32] + Sync,
     dst: &mut [f32],
     layout: Strided,
-    relu: bool,
+    clamp: Clamp,
 ) {
     assert!(count >= 2);
     let len = layout.len;
     par_strided(dst, layout, |n, range, out| {
-        on_isa(isa, || {
+        isa.run(|| {
             let at = n * len + range.start;
             for b in (0..out.len()).step_by(BLOCK) {
                 let e = (b + BLOCK).min(out.len());
@@ -131,9 +189,9 @@ pub(crate) fn add<'a>(
                         *d += x;
                     }
                 }
-                if relu {
+                if !clamp.is_none() {
                     for d in d.iter_mut() {
-                        *d = d.max(0.0);
+                        *d = clamp.apply(*d);
                     }
                 }
             }
@@ -156,7 +214,7 @@ pub(crate) fn mul(
     let len = layout.len;
     let planes = len / area.max(1);
     par_strided(dst, layout, |n, range, out| {
-        on_isa(isa, || {
+        isa.run(|| {
             let at = n * len + range.start;
             let x = &x[at..at + out.len()];
             if broadcast {
@@ -187,4 +245,35 @@ pub(crate) fn copy(src: &[f32], dst: &mut [f32], layout: Strided) {
     par_strided(dst, layout, |n, range, out| {
         out.copy_from_slice(&src[n * len + range.start..n * len + range.end]);
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hasten_core::{Clip, Relu};
+
+    #[test]
+    fn every_elementwise_op_has_a_map_kernel_and_clamps_match_the_ops() {
+        let ops: Vec<Op> = vec![
+            Relu.into(),
+            Clip::relu6().into(),
+            hasten_core::Sigmoid.into(),
+            hasten_core::HardSigmoid::default().into(),
+            hasten_core::HardSwish.into(),
+            hasten_core::Silu.into(),
+        ];
+        for op in &ops {
+            assert!(op.as_elementwise().is_some());
+            assert!(map_kernel(Isa::Scalar, op).is_some(), "{op:?}");
+            if let Some(c) = Clamp::of(Some(op)) {
+                let e = op.as_elementwise().unwrap();
+                for x in [-7.0, -0.5, 0.0, 2.0, 6.5, f32::INFINITY, f32::NEG_INFINITY] {
+                    assert_eq!(c.apply(x), e.eval(x));
+                }
+                assert!(c.apply(f32::NAN).is_nan());
+            }
+        }
+        assert!(map_kernel(Isa::Scalar, &hasten_core::Softmax.into()).is_none());
+        assert!(Clamp::NONE.is_none() && Clamp::NONE.apply(f32::NAN).is_nan());
+    }
 }

@@ -53,7 +53,7 @@ pub(crate) unsafe fn kernel(
                 if !epi.residual.is_null() {
                     v += *epi.residual.add(i * rsc + j);
                 }
-                *o = if epi.relu { v.max(0.0) } else { v };
+                *o = epi.clamp.apply(v);
             }
         }
     }

@@ -3,7 +3,7 @@
 //! panels per `KC` block, `B` (the lowered image, `K × N`) is packed per task
 //! into `NR`-column panels straight from its source — for a convolution the
 //! image itself (lazy im2col) — and a register-blocked microkernel computes
-//! each `MR × NR` tile. Bias and ReLU are applied as the tile is stored.
+//! each `MR × NR` tile. Bias and an activation clamp (ReLU, Clip) are applied as the tile is stored.
 //!
 //! This is the lowering of equation (1) of the survey to matrix
 //! multiplication; the microkernels per instruction set live in
@@ -17,6 +17,7 @@ pub(crate) mod pack;
 use std::ops::Range;
 
 use crate::aligned::AlignedVec;
+use crate::elementwise::Clamp;
 use crate::Isa;
 pub(crate) use pack::{BSource, PackedA};
 
@@ -28,10 +29,10 @@ pub(crate) struct Epilogue {
     /// `MR` per-row biases to add, or null.
     pub bias: *const f32,
     /// A residual tile to add after the last `K` block (row stride as `C`),
-    /// or null; added before the ReLU, so a NaN in it reaches the ReLU.
+    /// or null; added before the clamp (NaN kept by both).
     pub residual: *const f32,
-    /// Clamp at zero after the last `K` block.
-    pub relu: bool,
+    /// Activation clamp after the last `K` block ([`Clamp::NONE`] before).
+    pub clamp: Clamp,
 }
 
 /// A microkernel: `(kc, packed A panel, packed B panel, C, row stride of C,
@@ -112,7 +113,7 @@ pub(crate) enum BOperand<'a, S: BSource> {
 }
 
 /// Where one task writes: `C` with row stride `rsc` (floats), the bias of
-/// every row (padded to whole panels) and whether to apply ReLU.
+/// every row (padded to whole panels) and the fused activation clamp.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Output<'a> {
     /// `C[0, 0]`.
@@ -122,10 +123,10 @@ pub(crate) struct Output<'a> {
     /// One bias per row of `A`, padded with zeros to whole `MR` panels.
     pub bias: Option<&'a [f32]>,
     /// `R[0, 0]` of a residual matrix of `C`'s shape and row stride, added
-    /// to the result before the ReLU; null for none.
+    /// to the result before the clamp; null for none.
     pub residual: *const f32,
-    /// Fused ReLU.
-    pub relu: bool,
+    /// Fused activation clamp (ReLU, Clip).
+    pub clamp: Clamp,
 }
 
 /// Computes rows `panels` (in `MR` units) × columns `cols` of `C = A·B`.
@@ -191,7 +192,7 @@ pub(crate) unsafe fn gemm(
                         _ => std::ptr::null(),
                     },
                     residual,
-                    relu: last && out.relu,
+                    clamp: if last { out.clamp } else { Clamp::NONE },
                 };
                 let a_panel = a.panel(k0, ip);
                 // SAFETY: the packed panels hold kc·mr and kc·nr floats; the
@@ -199,7 +200,7 @@ pub(crate) unsafe fn gemm(
                 // row..row+mr < m, columns col..col+nr ≤ cols.end, owned by
                 // this task per the contract) or the local edge tile of
                 // MAX_TILE ≥ mr·nr floats with row stride nr, whose valid
-                // mv × nv part alone is copied out (residual and ReLU applied
+                // mv × nv part alone is copied out (residual and clamp applied
                 // on the way, reading only the valid part of the residual).
                 unsafe {
                     let c_tile = out.c.add(row * out.rsc + col);
@@ -218,7 +219,11 @@ pub(crate) unsafe fn gemm(
                         }
                         let in_tile = Epilogue {
                             residual: std::ptr::null(),
-                            relu: epi.relu && residual.is_null(),
+                            clamp: if residual.is_null() {
+                                epi.clamp
+                            } else {
+                                Clamp::NONE
+                            },
                             ..epi
                         };
                         (kernel.func)(kc, a_panel, b_panel, t, nr, in_tile);
@@ -229,8 +234,7 @@ pub(crate) unsafe fn gemm(
                             } else {
                                 let r = residual.add(i * out.rsc);
                                 for j in 0..nv {
-                                    let v = *src.add(j) + *r.add(j);
-                                    *dst.add(j) = if epi.relu { v.max(0.0) } else { v };
+                                    *dst.add(j) = epi.clamp.apply(*src.add(j) + *r.add(j));
                                 }
                             }
                         }

@@ -8,12 +8,16 @@
 use std::sync::Mutex;
 
 use hasten_core::graph::{Graph, NodeOp, ValueId};
-use hasten_core::{ActShape, BatchNorm, ConvLayer, Error, Op, Operator, Result};
+use hasten_core::{ActShape, BatchNorm, ConvLayer, ConvSpec, Error, Op, Operator, Padding, Result};
 
 use super::{Buf, Kind, PlanOptions, Slot, Step};
 use crate::conv::{ChannelView, ConvStep, PerforatedKernel};
+use crate::elementwise::{map_kernel, Clamp};
 use crate::gather::GatherKernel;
 use crate::linear;
+use crate::pad::PadKernel;
+use crate::pooling::{GlobalAvgKernel, PoolKernel};
+use crate::softmax::SoftmaxKernel;
 use crate::tt_linear::TtKernel;
 
 /// What a lowered node computes (one per node of a graph compiled once, so
@@ -59,9 +63,12 @@ enum State {
 #[derive(Debug)]
 struct PendingConv {
     conv: usize,
+    pad: Option<usize>,
+    layer: ConvLayer,
     bn: Option<usize>,
     base: Slot,
     view: ChannelView,
+    input: ActShape,
 }
 
 /// What compiling a graph produces.
@@ -117,6 +124,7 @@ pub(super) fn compile(graph: &Graph, batch: usize, options: PlanOptions) -> Resu
         done: vec![false; nodes.len()],
         pending: (0..nodes.len()).map(|_| None).collect(),
         concat_slots: vec![None; nodes.len()],
+        folded_pad: vec![None; nodes.len()],
         bufs,
         steps: Vec::new(),
         free: Vec::new(),
@@ -229,6 +237,8 @@ struct Compiler<'g> {
     done: Vec<bool>,
     pending: Vec<Option<PendingConv>>,
     concat_slots: Vec<Option<Slot>>,
+    /// The zero padding of a `Pad` folded into each convolution's own.
+    folded_pad: Vec<Option<Padding>>,
     bufs: Vec<Buf>,
     steps: Vec<Step>,
     free: Vec<(String, &'static str)>,
@@ -244,10 +254,14 @@ impl Compiler<'_> {
         }
     }
 
-    /// The sole reader of `v` when it is `Relu` and fusion is on.
-    fn fused_relu(&self, v: usize) -> Option<usize> {
-        self.sole_reader(v)
-            .filter(|&r| self.options.fuse && matches!(self.nodes[r].op, LOp::Op(Op::Relu(_))))
+    /// The sole reader of `v` and its clamp when it is a ReLU or a Clip and
+    /// fusion is on.
+    fn fused_clamp(&self, v: usize) -> Option<(usize, Clamp)> {
+        let r = self.sole_reader(v).filter(|_| self.options.fuse)?;
+        match &self.nodes[r].op {
+            LOp::Op(op) => Clamp::of(Some(op)).map(|c| (r, c)),
+            _ => None,
+        }
     }
 
     /// A fresh arena buffer of `len` floats per sample.
@@ -376,7 +390,6 @@ impl Compiler<'_> {
         let nodes = self.nodes;
         let kernel = match (&kind, &nodes[names[0]].op) {
             (Kind::Conv(c), _) => c.name().to_string(),
-            (Kind::Relu, _) => "relu".into(),
             (Kind::Affine { .. }, _) => "batch_norm (affine)".into(),
             (Kind::Kernel(_), LOp::Op(op)) => op.kind().into(),
             (Kind::Lowbit(_), LOp::Op(op)) => format!("low-bit {}", op.kind()),
@@ -392,6 +405,8 @@ impl Compiler<'_> {
             .map(|&n| match &nodes[n].op {
                 LOp::Op(Op::BatchNorm(_)) => "batch_norm",
                 LOp::Op(Op::Relu(_)) => "relu",
+                LOp::Op(Op::Clip(_)) => "clip",
+                LOp::Op(Op::Pad(_)) => "pad",
                 LOp::Add => "residual add",
                 _ => "op",
             })
@@ -423,12 +438,12 @@ impl Compiler<'_> {
                 None => {
                     let srcs: Vec<Slot> =
                         node.inputs.iter().map(|&v| self.materialize(v)).collect();
-                    let relu = self.fused_relu(i);
-                    let tail = relu.unwrap_or(i);
+                    let act = self.fused_clamp(i);
+                    let tail = act.map_or(i, |(r, _)| r);
                     let dst = self.dst_for(tail, true);
-                    let names: Vec<usize> = std::iter::once(i).chain(relu).collect();
+                    let names: Vec<usize> = std::iter::once(i).chain(act.map(|a| a.0)).collect();
                     let kind = Kind::Add {
-                        relu: relu.is_some(),
+                        clamp: act.map_or(Clamp::NONE, |a| a.1),
                     };
                     self.push(kind, tail, &names, srcs, dst, node.shape);
                 }
@@ -490,16 +505,19 @@ impl Compiler<'_> {
     }
 
     /// The op dispatch: compiles op node `i` to its kernel, fusing a
-    /// following batch norm / residual add / ReLU into convolutions and a
-    /// ReLU into linear, TT and perforated layers, and absorbing channel
-    /// shuffles and shifts into the next convolution's reads.
+    /// preceding zero `Pad` and a following batch norm / residual add /
+    /// ReLU or Clip into convolutions and a ReLU or Clip into linear, TT and
+    /// perforated layers, absorbing channel shuffles and shifts into the
+    /// next convolution's reads, and aliasing Identity, Dropout and Flatten
+    /// to their input's buffer.
     fn op(&mut self, i: usize, op: &Op) -> Result<()> {
         let (isa, batch) = (self.options.isa, self.batch);
         let node = &self.nodes[i];
         let input = self.nodes[node.inputs[0]].shape;
         let x = node.inputs[0];
-        // Ops with a fused ReLU: (kind, whether the ReLU was taken).
-        let with_relu = |c: &Self| c.fused_relu(i);
+        // Ops with a fused activation: (kind, the activation node taken).
+        let with_clamp = |c: &Self| c.fused_clamp(i);
+        let clamp_of = |a: Option<(usize, Clamp)>| a.map_or(Clamp::NONE, |a| a.1);
         let kind = match op {
             Op::Conv(layer) => return self.conv(i, layer),
             Op::ChannelShuffle(s) => {
@@ -521,7 +539,43 @@ impl Compiler<'_> {
                 self.done[i] = true;
                 return Ok(());
             }
-            Op::Relu(_) => (Kind::Relu, None),
+            // Same data, same layout: the input's buffer (or view) itself.
+            Op::Identity(_) | Op::Dropout(_) | Op::Flatten(_) => {
+                if matches!(op, Op::Flatten(_)) {
+                    self.materialize(x);
+                }
+                self.state[i] = self.state[x].clone();
+                self.free.push((node.name.clone(), "alias"));
+                self.done[i] = true;
+                return Ok(());
+            }
+            Op::Pad(p) => {
+                let into_conv = self.sole_reader(i).filter(|&r| {
+                    self.options.fuse
+                        && p.value() == 0.0
+                        && matches!(self.nodes[r].op, LOp::Op(Op::Conv(_)))
+                });
+                if let Some(c) = into_conv {
+                    self.folded_pad[c] = Some(p.padding());
+                    self.done[i] = true;
+                    return Ok(());
+                }
+                let k = PadKernel::new(isa, p, input, node.shape);
+                (Kind::Kernel(Box::new(k)), None)
+            }
+            Op::MaxPool(p) => (
+                Kind::Kernel(Box::new(PoolKernel::max(isa, p, input)?)),
+                None,
+            ),
+            Op::AvgPool(p) => (
+                Kind::Kernel(Box::new(PoolKernel::avg(isa, p, input)?)),
+                None,
+            ),
+            Op::GlobalAvgPool(_) => (
+                Kind::Kernel(Box::new(GlobalAvgKernel::new(isa, input))),
+                None,
+            ),
+            Op::Softmax(_) => (Kind::Kernel(Box::new(SoftmaxKernel::new(isa, input))), None),
             Op::BatchNorm(bn) => {
                 let (scale, shift) = bn.affine();
                 let kind = Kind::Affine {
@@ -531,43 +585,58 @@ impl Compiler<'_> {
                 (kind, None)
             }
             Op::Linear(layer) => {
-                let relu = with_relu(self);
-                let k = linear::LinearKernel::new(isa, layer, batch, relu.is_some());
-                (Kind::Kernel(Box::new(k)), relu)
+                let act = with_clamp(self);
+                let k = linear::LinearKernel::new(isa, layer, batch, clamp_of(act));
+                (Kind::Kernel(Box::new(k)), act)
             }
             Op::ChannelGather(g) => (Kind::Kernel(Box::new(GatherKernel::new(g, input))), None),
             Op::TtLinear(t) => {
-                let relu = with_relu(self);
-                let k = TtKernel::new(isa, t, batch, relu.is_some());
-                (Kind::Kernel(Box::new(k)), relu)
+                let act = with_clamp(self);
+                let k = TtKernel::new(isa, t, batch, clamp_of(act));
+                (Kind::Kernel(Box::new(k)), act)
             }
             Op::PerforatedConv(p) => {
-                let relu = with_relu(self);
-                let k = PerforatedKernel::new(isa, p, input, batch, relu.is_some())?;
-                (Kind::Kernel(Box::new(k)), relu)
+                let act = with_clamp(self);
+                let k = PerforatedKernel::new(isa, p, input, batch, clamp_of(act))?;
+                (Kind::Kernel(Box::new(k)), act)
             }
             other => {
-                let kind = match crate::lowbit::prepare::prepare(other)? {
-                    Some(p) => Kind::Lowbit(Box::new((p.with_isa(isa), Mutex::new(Vec::new())))),
-                    None => Kind::Reference(Box::new(other.clone())),
+                // Element-wise activations: one generic map.
+                let kind = match map_kernel(isa, other) {
+                    Some(k) => Kind::Kernel(k),
+                    None => match crate::lowbit::prepare::prepare(other)? {
+                        Some(p) => {
+                            Kind::Lowbit(Box::new((p.with_isa(isa), Mutex::new(Vec::new()))))
+                        }
+                        None => Kind::Reference(Box::new(other.clone())),
+                    },
                 };
                 (kind, None)
             }
         };
-        let (kind, relu) = kind;
+        let (kind, act) = kind;
         let src = self.materialize(x);
-        let tail = relu.unwrap_or(i);
+        let tail = act.map_or(i, |a| a.0);
         let dst = self.new_buf(self.nodes[tail].shape.len());
-        let names: Vec<usize> = std::iter::once(i).chain(relu).collect();
+        let names: Vec<usize> = std::iter::once(i).chain(act.map(|a| a.0)).collect();
         self.push(kind, tail, &names, vec![src], dst, input);
         Ok(())
     }
 
-    /// A convolution: `Conv → BatchNorm? → (Add with an earlier operand)? →
-    /// Relu?` fused into one step where fusion is on; the residual add only
-    /// on the GEMM path, the others fall back to a separate add.
+    /// A convolution: `Pad? → Conv → BatchNorm? → (Add)? → ReLU/Clip?`
+    /// fused into one step where fusion is on (a zero pad folded into the
+    /// convolution's padding); the residual add only on the GEMM path, the
+    /// others fall back to a separate add.
     fn conv(&mut self, i: usize, layer: &ConvLayer) -> Result<()> {
-        let x = self.nodes[i].inputs[0];
+        let mut x = self.nodes[i].inputs[0];
+        let padded;
+        let mut layer = layer;
+        let pad = self.folded_pad[i].map(|p| (x, p));
+        if let Some((pad_node, p)) = pad {
+            x = self.nodes[pad_node].inputs[0];
+            padded = with_extra_padding(layer, p)?;
+            layer = &padded;
+        }
         let input = self.nodes[x].shape;
         let (base, view) = self.view_of(x);
         let mut tail = i;
@@ -594,27 +663,33 @@ impl Compiler<'_> {
                 }
                 self.pending[a] = Some(PendingConv {
                     conv: i,
+                    pad: pad.map(|p| p.0),
+                    layer: layer.clone(),
                     bn,
                     base,
                     view,
+                    input,
                 });
                 return Ok(());
             }
         }
-        let relu = self.fused_relu(tail);
-        let tail = relu.unwrap_or(tail);
+        let act = self.fused_clamp(tail);
+        let tail = act.map_or(tail, |a| a.0);
         let step = ConvStep::new(
             self.options.isa,
             self.options.winograd,
             layer,
             input,
             self.bn(bn),
-            relu.is_some(),
+            act.map_or(Clamp::NONE, |a| a.1),
             view,
         )?;
         let strided = matches!(step, ConvStep::Gemm(_));
         let dst = self.dst_for(tail, strided);
-        let names: Vec<usize> = [Some(i), bn, relu].into_iter().flatten().collect();
+        let names: Vec<usize> = [Some(i), pad.map(|p| p.0), bn, act.map(|a| a.0)]
+            .into_iter()
+            .flatten()
+            .collect();
         self.push(
             Kind::Conv(Box::new(step)),
             tail,
@@ -634,11 +709,8 @@ impl Compiler<'_> {
         })
     }
 
-    /// The fused `Conv → BatchNorm? → Add → Relu?` of add node `a`.
+    /// The fused `Pad? → Conv → BatchNorm? → Add → ReLU/Clip?` of add node `a`.
     fn residual_conv(&mut self, a: usize, p: PendingConv) -> Result<()> {
-        let LOp::Op(Op::Conv(layer)) = &self.nodes[p.conv].op else {
-            unreachable!("pending convolutions are convolutions")
-        };
         let from = p.bn.unwrap_or(p.conv);
         let inputs = &self.nodes[a].inputs;
         let other = if inputs[0] == from {
@@ -647,20 +719,19 @@ impl Compiler<'_> {
             inputs[0]
         };
         let residual = self.materialize(other);
-        let relu = self.fused_relu(a);
-        let tail = relu.unwrap_or(a);
-        let input = self.nodes[self.nodes[p.conv].inputs[0]].shape;
+        let act = self.fused_clamp(a);
+        let tail = act.map_or(a, |x| x.0);
         let step = ConvStep::new(
             self.options.isa,
             self.options.winograd,
-            layer,
-            input,
+            &p.layer,
+            p.input,
             self.bn(p.bn),
-            relu.is_some(),
+            act.map_or(Clamp::NONE, |x| x.1),
             p.view,
         )?;
         let dst = self.dst_for(tail, true);
-        let names: Vec<usize> = [Some(p.conv), p.bn, Some(a), relu]
+        let names: Vec<usize> = [Some(p.conv), p.pad, p.bn, Some(a), act.map(|x| x.0)]
             .into_iter()
             .flatten()
             .collect();
@@ -670,8 +741,22 @@ impl Compiler<'_> {
             &names,
             vec![p.base, residual],
             dst,
-            input,
+            p.input,
         );
         Ok(())
     }
+}
+
+/// `layer` with `extra` added to its padding (a zero `Pad` before it).
+fn with_extra_padding(layer: &ConvLayer, extra: Padding) -> Result<ConvLayer> {
+    let spec = layer.spec();
+    let p = spec.padding;
+    let padding = Padding {
+        top: p.top + extra.top,
+        bottom: p.bottom + extra.bottom,
+        left: p.left + extra.left,
+        right: p.right + extra.right,
+    };
+    let spec = ConvSpec { padding, ..*spec };
+    ConvLayer::new(layer.weight().clone(), layer.bias().cloned(), spec)
 }

@@ -21,7 +21,7 @@ use rayon::prelude::*;
 
 use crate::aligned::AlignedVec;
 use crate::conv::{ChannelView, ConvOut, ConvStep};
-use crate::elementwise::{self, Strided};
+use crate::elementwise::{self, Clamp, Strided};
 use crate::pool::ScratchPool;
 use crate::tiling::SharedOut;
 use crate::Isa;
@@ -120,8 +120,6 @@ enum Kind {
     /// A convolution, with whatever was fused into it (a second source is
     /// the residual it adds).
     Conv(Box<ConvStep>),
-    /// A ReLU no other step absorbed.
-    Relu,
     /// A batch norm no convolution absorbed: `scale·x + shift` per channel.
     Affine { scale: Vec<f32>, shift: Vec<f32> },
     /// A pending shuffle / shift written out (no convolution read it).
@@ -132,8 +130,8 @@ enum Kind {
     Lowbit(Box<(crate::lowbit::prepare::Prepared, Mutex<Vec<f32>>)>),
     /// An op without a fast kernel: its reference forward.
     Reference(Box<Op>),
-    /// The sum of the sources, with a fused ReLU.
-    Add { relu: bool },
+    /// The sum of the sources, with a fused activation clamp.
+    Add { clamp: Clamp },
     /// `x · gate`, the gate broadcast over planes when `C × 1 × 1`.
     Mul { broadcast: bool },
     /// A copy (a concatenation operand not written in place, or a graph
@@ -610,7 +608,6 @@ impl Step {
                 };
                 c.run(f.src(self.srcs[0]), dst, batch, pool, out);
             }
-            Kind::Relu => elementwise::relu(f.src(self.srcs[0]), dst),
             Kind::Affine { scale, shift } => {
                 elementwise::affine(f.src(self.srcs[0]), dst, self.input.area(), scale, shift)
             }
@@ -634,9 +631,9 @@ impl Step {
                 let y = y.as_standard_layout();
                 dst.copy_from_slice(y.as_slice().expect("standard layout"));
             }
-            Kind::Add { relu } => {
+            Kind::Add { clamp } => {
                 let srcs = &self.srcs;
-                elementwise::add(isa, srcs.len(), |k| f.src(srcs[k]), dst, layout, *relu);
+                elementwise::add(isa, srcs.len(), |k| f.src(srcs[k]), dst, layout, *clamp);
             }
             Kind::Mul { broadcast } => {
                 let (x, g) = (f.src(self.srcs[0]), f.src(self.srcs[1]));
