@@ -1,8 +1,9 @@
 //! A plan compiled from a whole graph equals the graph's reference forward
 //! (relative error < 1e-4) on random DAGs — residual adds of two and three
 //! operands, concatenations, broadcast products, convolutions of random
-//! kernel, stride, padding, groups and dilation, batch norms, ReLUs,
-//! shuffles and shifts, a linear layer at the end — on batch 1 and 3, every
+//! kernel, stride, padding, groups and dilation, batch norms, ReLUs and
+//! clips, shuffles and shifts, pooling, padding, element-wise activations,
+//! identity / dropout / flatten and a pooled linear head — on batch 1 and 3, every
 //! instruction-set path, with and without fusion; and the fusions, aliases
 //! and arena reuse it promises actually happen.
 
@@ -12,8 +13,9 @@ use common::relative_error;
 use hasten_core::graph::{Graph, GraphBuilder, Value};
 use hasten_core::ndarray::Array4;
 use hasten_core::{
-    ActShape, BatchNorm, Block, ChannelShuffle, ConvLayer, ConvSpec, LinearLayer, Relu, SeededRng,
-    Shift,
+    ActShape, AvgPool, BatchNorm, Block, ChannelShuffle, Clip, ConvLayer, ConvSpec, Dropout,
+    Flatten, GlobalAvgPool, HardSwish, Identity, LinearLayer, MaxPool, Op, Pad, Padding, PoolSpec,
+    Relu, SeededRng, Shift, Sigmoid, Silu, Softmax,
 };
 use hasten_fastconv::{Isa, Plan, PlanOptions, Winograd};
 use proptest::prelude::*;
@@ -43,6 +45,17 @@ fn bn(rng: &mut SeededRng, c: usize) -> BatchNorm {
     .unwrap()
 }
 
+/// A random activation: ReLU or a Clip (both fused into producers), or one
+/// that runs as its own map.
+fn activation(rng: &mut SeededRng) -> Op {
+    match rng.below(6) {
+        0..=2 => Relu.into(),
+        3 => Clip::new(-0.5, 1.0).unwrap().into(),
+        4 => HardSwish.into(),
+        _ => Silu.into(),
+    }
+}
+
 /// Builds a random DAG from `seed`: `steps` random constructions over the
 /// values made so far; returns the graph and its input batches.
 fn random_graph(seed: u64, steps: usize, batch: usize) -> (Graph, Vec<Array4<f32>>) {
@@ -59,7 +72,7 @@ fn random_graph(seed: u64, steps: usize, batch: usize) -> (Graph, Vec<Array4<f32
     };
     for _ in 0..steps {
         let (v, s) = values[rng.below(values.len())];
-        match rng.below(8) {
+        match rng.below(11) {
             // A convolution of random geometry, maybe followed by BN / ReLU.
             0 | 1 => {
                 let divisors: Vec<usize> =
@@ -81,7 +94,7 @@ fn random_graph(seed: u64, steps: usize, batch: usize) -> (Graph, Vec<Array4<f32
                     y = b.op(name("bn"), bn(&mut rng, t), y);
                 }
                 if rng.below(2) == 0 {
-                    y = b.op(name("relu"), Relu, y);
+                    y = b.op(name("act"), activation(&mut rng), y);
                 }
                 values.push((y, out));
             }
@@ -105,7 +118,7 @@ fn random_graph(seed: u64, steps: usize, batch: usize) -> (Graph, Vec<Array4<f32
                 }
                 let mut y = b.add(name("add"), &operands);
                 if rng.below(2) == 0 {
-                    y = b.op(name("relu"), Relu, y);
+                    y = b.op(name("act"), activation(&mut rng), y);
                 }
                 values.push((y, s));
             }
@@ -155,6 +168,52 @@ fn random_graph(seed: u64, steps: usize, batch: usize) -> (Graph, Vec<Array4<f32
                 let y = b.mul(name("mul"), v, g);
                 values.push((y, s));
             }
+            // Pooling, or a zero pad (folded into a following convolution
+            // or run on its own), or a free op.
+            8 => match rng.below(6) {
+                0 | 1 => {
+                    let op: Op = if rng.below(2) == 0 {
+                        MaxPool::new(PoolSpec::square(2).with_stride(2))
+                            .unwrap()
+                            .into()
+                    } else {
+                        let spec = PoolSpec::square(3)
+                            .with_stride(1 + rng.below(2))
+                            .with_padding(1);
+                        AvgPool::new(spec, rng.below(2) == 0).unwrap().into()
+                    };
+                    let Ok(out) = hasten_core::Operator::output_shape(&op, s) else {
+                        continue;
+                    };
+                    values.push((b.op(name("pool"), op, v), out));
+                }
+                2 | 3 => {
+                    let value = if rng.below(3) == 0 { 0.5 } else { 0.0 };
+                    let sides = Padding {
+                        top: 1,
+                        bottom: rng.below(2),
+                        left: rng.below(3),
+                        right: 1,
+                    };
+                    let pad = Pad::new(sides, value).unwrap();
+                    let ps = hasten_core::Operator::output_shape(&pad, s).unwrap();
+                    let y = b.op(name("pad"), pad, v);
+                    if rng.below(3) > 0 {
+                        let layer = conv(&mut rng, 3, s.channels, (3, 3), ConvSpec::new());
+                        let out = hasten_core::Operator::output_shape(&layer, ps).unwrap();
+                        values.push((b.op(name("padconv"), layer, y), out));
+                    } else {
+                        values.push((y, ps));
+                    }
+                }
+                4 => {
+                    let y = b.op(name("identity"), Identity, v);
+                    values.push((b.op(name("dropout"), Dropout::new(0.3).unwrap(), y), s));
+                }
+                _ => values.push((b.op(name("sigmoid"), Sigmoid, v), s)),
+            },
+            // Softmax over channels.
+            9 => values.push((b.op(name("softmax"), Softmax, v), s)),
             // A shuffle and a shift read through by the next convolution
             // (or written out), as a block node.
             _ => {
@@ -177,7 +236,13 @@ fn random_graph(seed: u64, steps: usize, batch: usize) -> (Graph, Vec<Array4<f32
             }
         }
     }
-    let (last, s) = *values.last().unwrap();
+    let (mut last, mut s) = *values.last().unwrap();
+    if rng.below(2) == 0 {
+        // A pooled head: global average pool, flatten.
+        last = b.op(name("gap"), GlobalAvgPool, last);
+        last = b.op(name("flatten"), Flatten, last);
+        s = ActShape::new(s.channels, 1, 1);
+    }
     if rng.below(2) == 0 {
         let linear = LinearLayer::new(
             rng.normal_array((5, s.len()), 1.0 / (s.len() as f64).sqrt()),
@@ -432,4 +497,76 @@ fn bad_inputs_are_errors() {
     let transposed = good.clone().reversed_axes();
     let back = transposed.view().reversed_axes().to_owned();
     assert!(plan.run(&back).is_ok());
+}
+
+#[test]
+fn nan_in_a_fused_residual_reaches_the_output() {
+    // conv → add(NaN-carrying shortcut) → ReLU: the fused epilogue keeps NaN
+    // exactly where the reference does, on every path (edge tiles included).
+    let mut rng = SeededRng::new(5);
+    let mut b = GraphBuilder::new();
+    let x = b.input("x", ActShape::new(5, 7, 9));
+    let y = b.op(
+        "conv",
+        conv(&mut rng, 5, 5, (3, 3), ConvSpec::new().with_padding(1)),
+        x,
+    );
+    let y = b.add("add", &[y, x]);
+    let y = b.op("relu", Relu, y);
+    let z = b.op("conv2", conv(&mut rng, 5, 5, (1, 1), ConvSpec::new()), x);
+    let z = b.add("add2", &[x, z]);
+    b.output(y);
+    b.output(z);
+    let graph = b.build().unwrap();
+    let mut input = rng.normal_array((2, 5, 7, 9), 1.0);
+    input[[1, 2, 3, 4]] = f32::NAN;
+    let slow = graph.reference_forward(&[&input]).unwrap();
+    for isa in Isa::supported() {
+        let options = PlanOptions {
+            isa,
+            ..PlanOptions::default()
+        };
+        let mut plan = Plan::for_graph(&graph, 2, options).unwrap();
+        assert!(
+            plan.steps().iter().all(|s| s.kernel == "conv gemm"),
+            "{plan}"
+        );
+        let fast = plan.run_all(&[&input]).unwrap().to_vec();
+        for (f, s) in fast.iter().zip(&slow) {
+            for (a, b) in f.iter().zip(s) {
+                assert_eq!(a.is_nan(), b.is_nan(), "{isa}");
+                if !b.is_nan() {
+                    assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{isa}: {a} vs {b}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn pads_fold_and_free_ops_alias() {
+    let mut rng = SeededRng::new(6);
+    let mut b = GraphBuilder::new();
+    let x = b.input("x", ActShape::new(4, 8, 8));
+    let p = b.op("pad", Pad::new(Padding::same(1), 0.0).unwrap(), x);
+    let y = b.op("conv", conv(&mut rng, 6, 4, (3, 3), ConvSpec::new()), p);
+    let y = b.op("relu6", Clip::relu6(), y);
+    let y = b.op("dropout", Dropout::new(0.5).unwrap(), y);
+    let y = b.op("gap", GlobalAvgPool, y);
+    let y = b.op("flatten", Flatten, y);
+    let y = b.op(
+        "fc",
+        LinearLayer::new(rng.normal_array((3, 6), 0.5), None).unwrap(),
+        y,
+    );
+    b.output(y);
+    let graph = b.build().unwrap();
+    let plan = Plan::for_graph(&graph, 1, PlanOptions::default()).unwrap();
+    let steps = plan.steps();
+    assert_eq!(steps.len(), 3, "{plan}");
+    assert_eq!(steps[0].fused, ["pad", "clip"], "{plan}");
+    let free: Vec<&str> = plan.free_nodes().iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(free, ["dropout", "flatten"], "{plan}");
+    let input = rng.normal_array((1, 4, 8, 8), 1.0);
+    check_graph(&graph, &[input]).unwrap();
 }
