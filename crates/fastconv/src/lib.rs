@@ -3,13 +3,24 @@
 //! Fast CPU execution of the Hasten op IR — the step that turns the
 //! operation-count savings of the survey's methods into wall-clock savings.
 //!
-//! - [`Plan`] compiles a [`Block`] for one input shape and batch size: it
-//!   picks a kernel per op, packs the weights, fuses `Conv → BatchNorm? →
-//!   (Relu | Clip)?` into one convolution (the activation as a NaN-keeping
-//!   clamp in the store), absorbs channel shuffles and shifts into
-//!   the next convolution's reads, and allocates every buffer, so
-//!   [`Plan::run`] allocates nothing. Work is split over batch × output tiles
-//!   with rayon, so batch 1 uses every core.
+//! - [`Plan`] compiles a whole network — a [`hasten_core::Graph`]
+//!   ([`Plan::for_graph`]), or a [`Block`] as a graph of one node
+//!   ([`Plan::new`]) — for its input shapes and one batch size, into one
+//!   topological schedule of steps: it picks a kernel per op, packs the
+//!   weights, and fuses `Pad(0)? → Conv → BatchNorm? → Add? → (Relu | Clip)?`
+//!   into one convolution (padding folded, the residual added and the
+//!   activation clamped, NaN kept, in the GEMM's store; Winograd and
+//!   depthwise layers leave the add to the n-ary add kernel), a ReLU / Clip
+//!   into linear layers and adds; it absorbs channel shuffles and shifts into
+//!   the next convolution's reads, lets concatenation operands write their
+//!   channel slices in place and Identity / Dropout / Flatten share their
+//!   input's buffer. Every activation is a range of one arena, assigned by
+//!   liveness ([`Plan::peak_activation_bytes`] against
+//!   [`Plan::naive_activation_bytes`]), so [`Plan::run`] / [`Plan::run_all`]
+//!   allocate nothing. [`Plan::steps`], `Display` and [`Plan::run_timed`]
+//!   describe and time the steps; [`PlanOptions::fuse`] turns fusion off to
+//!   measure it. Work is split over batch × output tiles with rayon, so
+//!   batch 1 uses every core.
 //! - Convolution (equation (1) of the survey): our own BLIS-style GEMM with
 //!   lazy im2col packing for dense and grouped layers, plain GEMM for `1×1`
 //!   layers, Winograd F(2×2, 3×3) for stride-1 3×3 layers with many
@@ -18,8 +29,9 @@
 //!   section 6.1); bias and ReLU / Clip fused into the GEMM's store.
 //! - Pooling (max, average, global average), padding, softmax over
 //!   channels and every element-wise activation (`hasten_core::Elementwise`)
-//!   have vectorisable kernels compiled per instruction set; Identity,
-//!   Dropout and Flatten are copies.
+//!   have vectorisable kernels compiled per instruction set, as do the
+//!   graph's residual sums, broadcast (squeeze–excitation) products and
+//!   concatenation copies.
 //! - Fully connected layers: a skinny SIMD product streaming each weight
 //!   row once for all samples at batch ≤ 8, the GEMM above; Tensor-Train
 //!   layers as one GEMM per core; bias and ReLU fused.
@@ -29,8 +41,9 @@
 //! - Ops without a fast kernel (including ops added to the IR later) run
 //!   their reference semantics, so the result always agrees with
 //!   `hasten_core`'s reference forward (relative error below `1e-4`, checked
-//!   by property tests). The one `match` on [`Op`] that dispatches ops to
-//!   kernels is `plan::compile`; a new kernel is one arm there.
+//!   by property tests on random graphs). The one `match` on [`Op`] that
+//!   dispatches ops to kernels is in `plan/compile.rs`; a new kernel is one
+//!   arm there.
 //! - [`workloads`]: the standard benchmark layers (ResNet-18, VGG-16,
 //!   MobileNet-v1, decomposed blocks) used by the benches and the roofline
 //!   example; measured figures are in `docs/performance.md`.
@@ -68,7 +81,7 @@ mod tt_linear;
 pub mod workloads;
 
 pub use isa::Isa;
-pub use plan::{Plan, PlanOptions, Winograd};
+pub use plan::{Outputs, Plan, PlanOptions, StepInfo, Winograd};
 
 use hasten_core::ndarray::Array4;
 use hasten_core::op::input_shape_of;

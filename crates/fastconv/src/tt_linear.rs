@@ -121,6 +121,7 @@ impl OpKernel for TtKernel {
                     c: c.ptr(),
                     rsc: cols,
                     bias: None,
+                    residual: std::ptr::null(),
                     clamp: Clamp::NONE,
                 };
                 pool.with(|scratch| {

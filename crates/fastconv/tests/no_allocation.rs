@@ -7,6 +7,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use hasten_core::graph::GraphBuilder;
 use hasten_core::ndarray::{Array2, Array3, Array4};
 use hasten_core::op::WeightLayout;
 use hasten_core::{
@@ -88,6 +89,7 @@ fn running_plans_does_not_allocate() {
     perforated_plan_does_not_allocate();
     lowbit_plan_does_not_allocate();
     tt_plan_does_not_allocate();
+    graph_plan_does_not_allocate();
     head_plan_does_not_allocate();
 }
 
@@ -171,6 +173,7 @@ fn conv_plan_does_not_allocate() {
             let options = PlanOptions {
                 isa,
                 winograd: Winograd::Always,
+                fuse: true,
             };
             let mut plan =
                 Plan::with_options(&block, ActShape::new(c, 12, 12), 2, options).unwrap();
@@ -298,6 +301,59 @@ fn tt_plan_does_not_allocate() {
             let mut plan = Plan::with_isa(&block, ActShape::new(24, 1, 1), 3, isa).unwrap();
             let during = allocations_in_five_runs(&mut plan, &x);
             assert_eq!(during, 0, "TT, {isa}: {during} allocations in 5 runs");
+        }
+    });
+}
+
+/// A residual graph with a concatenation, a broadcast product, a 3-operand
+/// add and two outputs, fused and unfused, on every ISA.
+fn graph_plan_does_not_allocate() {
+    let mut rng = SeededRng::new(9);
+    let c = 8;
+    let conv = |rng: &mut SeededRng, t: usize, c: usize, k: usize, pad: usize| {
+        ConvLayer::from_array(
+            rng.normal_array((t, c, k, k), 0.2),
+            ConvSpec::new().with_padding(pad),
+        )
+        .unwrap()
+    };
+    let mut b = GraphBuilder::new();
+    let x = b.input("x", ActShape::new(c, 10, 10));
+    let y = b.op("conv1", conv(&mut rng, c, c, 3, 1), x);
+    let y = b.op("relu1", Relu, y);
+    let z = b.op("conv2", conv(&mut rng, c, c, 3, 1), y);
+    let z = b.add("add", &[z, x]);
+    let z = b.op("relu2", Relu, z);
+    let p = b.op("p", conv(&mut rng, 3, c, 1, 0), z);
+    let q = b.op("q", conv(&mut rng, 5, c, 3, 1), z);
+    let cat = b.concat("cat", &[p, q]);
+    let g = b.op("gate", conv(&mut rng, c, c, 10, 0), cat);
+    let m = b.mul("mul", cat, g);
+    let s = b.add("sum3", &[m, z, x]);
+    b.output(s);
+    b.output(z);
+    let graph = b.build().unwrap();
+    let input: Array4<f32> = rng.normal_array((2, c, 10, 10), 1.0);
+    let pool = single_worker_pool();
+    pool.install(|| {
+        for isa in Isa::supported() {
+            for fuse in [true, false] {
+                let options = PlanOptions {
+                    isa,
+                    fuse,
+                    ..PlanOptions::default()
+                };
+                let mut plan = Plan::for_graph(&graph, 2, options).unwrap();
+                plan.run_all(&[&input]).unwrap();
+                COUNTED.with(|c| c.set(true));
+                let before = ALLOCATIONS.load(Ordering::SeqCst);
+                for _ in 0..5 {
+                    plan.run_all(&[&input]).unwrap();
+                }
+                let during = ALLOCATIONS.load(Ordering::SeqCst) - before;
+                COUNTED.with(|c| c.set(false));
+                assert_eq!(during, 0, "graph, {isa}, fuse {fuse}: {during} allocations");
+            }
         }
     });
 }

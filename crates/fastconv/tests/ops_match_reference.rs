@@ -51,7 +51,11 @@ fn check(block: &Block, x: &Array4<f32>) -> Result<(), TestCaseError> {
     let shape = ActShape::new(x.shape()[1], x.shape()[2], x.shape()[3]);
     for isa in Isa::supported() {
         for winograd in [Winograd::Always, Winograd::Off] {
-            let options = PlanOptions { isa, winograd };
+            let options = PlanOptions {
+                isa,
+                winograd,
+                fuse: true,
+            };
             let mut plan = Plan::with_options(block, shape, x.shape()[0], options).unwrap();
             for _ in 0..2 {
                 let fast = plan.run(x).unwrap().to_owned();

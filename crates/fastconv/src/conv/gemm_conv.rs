@@ -97,14 +97,28 @@ impl GemmConv {
         }
     }
 
-    /// Runs on `batch` samples: `input` is `batch × C × H × W`, `output`
-    /// `batch × T × OH × OW`, both row-major.
-    pub fn run(&self, input: &[f32], output: &mut [f32], batch: usize, pool: &ScratchPool) {
+    /// Runs on `batch` samples: `input` is `batch × C × H × W` row-major;
+    /// sample `n`'s `T × OH × OW` output starts at `output[n · out.stride]`
+    /// (`out.stride ≥ T·OH·OW`, so a sample can be a channel slice of a
+    /// wider tensor), plus `out.residual` (`batch × T × OH × OW`) when given.
+    pub fn run(
+        &self,
+        input: &[f32],
+        output: &mut [f32],
+        batch: usize,
+        pool: &ScratchPool,
+        out: super::ConvOut<'_>,
+    ) {
         let geo = &self.geo;
         let area = geo.out_area();
         let in_len = geo.in_channels() * geo.in_area();
         let t_all = geo.out_channels();
-        assert!(input.len() >= batch * in_len && output.len() >= batch * t_all * area);
+        let out_len = t_all * area;
+        assert!(batch >= 1 && input.len() >= batch * in_len && out.stride >= out_len);
+        assert!(output.len() >= (batch - 1) * out.stride + out_len);
+        assert!(out.residual.is_none_or(|r| r.len() >= batch * out_len));
+        let residual = out.residual.map(|r| SharedOut(r.as_ptr().cast_mut()));
+        let out_stride = out.stride;
         let col_tiles = area.div_ceil(self.kernel.nc);
         let m_panels = self.filters[0].panels();
         let base = batch * geo.groups * col_tiles;
@@ -161,7 +175,7 @@ impl GemmConv {
             });
         }
         let shared_b = &*shared_b;
-        let out = SharedOut(output.as_mut_ptr());
+        let dst_ptr = SharedOut(output.as_mut_ptr());
         (0..base * row_tiles).into_par_iter().for_each(|task| {
             let rt = task % row_tiles;
             let tile = task / row_tiles;
@@ -171,9 +185,14 @@ impl GemmConv {
             let dst = Output {
                 // SAFETY: the offset is the first element of the group's
                 // output rows of sample n, inside `output` (checked above).
-                c: unsafe { out.ptr().add((n * t_all + g * geo.t_g) * area) },
+                c: unsafe { dst_ptr.ptr().add(n * out_stride + g * geo.t_g * area) },
                 rsc: area,
                 bias: self.bias.as_ref().map(|b| b[g].as_slice()),
+                // SAFETY: the same rows of the contiguous residual (checked
+                // above); only read.
+                residual: residual.map_or(std::ptr::null(), |r| unsafe {
+                    r.ptr().add((n * t_all + g * geo.t_g) * area).cast_const()
+                }),
                 clamp: self.clamp,
             };
             pool.with(|scratch| {

@@ -41,7 +41,58 @@ pub(crate) enum ConvStep {
     Winograd(WinogradConv),
 }
 
+/// Where a convolution step writes: the distance between the starts of two
+/// samples' outputs (the output length for a plain tensor, more for a
+/// channel slice of a concatenation) and an optional residual (a tensor of
+/// the output's shape, contiguous per sample) added before the ReLU.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConvOut<'a> {
+    /// Floats from one sample's output to the next's.
+    pub stride: usize,
+    /// A residual to add, `batch × T × OH × OW`.
+    pub residual: Option<&'a [f32]>,
+}
+
+/// Which kernel runs a convolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Choice {
+    Gemm,
+    Depthwise,
+    Winograd,
+}
+
+impl Choice {
+    fn of(winograd: Winograd, geo: &Geometry, view: &ChannelView) -> Choice {
+        let use_winograd = WinogradConv::supports(geo, view)
+            && match winograd {
+                Winograd::Off => false,
+                Winograd::Auto => WinogradConv::profitable(geo),
+                Winograd::Always => true,
+            };
+        if use_winograd {
+            Choice::Winograd
+        } else if DepthwiseConv::applies(geo) {
+            Choice::Depthwise
+        } else {
+            Choice::Gemm
+        }
+    }
+}
+
 impl ConvStep {
+    /// Whether the kernel [`ConvStep::new`] would pick for these arguments
+    /// is the GEMM, which alone adds a residual in its epilogue and writes
+    /// samples at a stride ([`ConvOut`]).
+    pub fn gemm_chosen(
+        winograd: Winograd,
+        layer: &ConvLayer,
+        input: ActShape,
+        view: &ChannelView,
+    ) -> Result<bool> {
+        let geo = Geometry::new(layer, input)?;
+        Ok(Choice::of(winograd, &geo, view) == Choice::Gemm)
+    }
+
     /// Prepares `layer` for inputs of shape `input` read through `view`,
     /// folding an inference batch norm (`W'[t] = γ'[t]·W[t]`,
     /// `b'[t] = γ'[t]·b[t] + β'[t]`) and an activation clamp (ReLU, Clip) into the epilogue.
@@ -68,48 +119,64 @@ impl ConvStep {
                 *v = *v * scale[t] + shift[t];
             }
         }
-        let use_winograd = WinogradConv::supports(&geo, &view)
-            && match winograd {
-                Winograd::Off => false,
-                Winograd::Auto => WinogradConv::profitable(&geo),
-                Winograd::Always => true,
-            };
-        Ok(if use_winograd {
-            ConvStep::Winograd(WinogradConv::new(
+        Ok(match Choice::of(winograd, &geo, &view) {
+            Choice::Winograd => ConvStep::Winograd(WinogradConv::new(
                 Kernel::for_rows(isa, geo.t_g),
                 geo,
                 &weights,
                 bias.as_deref(),
                 clamp,
                 view,
-            ))
-        } else if DepthwiseConv::applies(&geo) {
-            ConvStep::Depthwise(DepthwiseConv::new(
+            )),
+            Choice::Depthwise => ConvStep::Depthwise(DepthwiseConv::new(
                 isa,
                 geo,
                 &weights,
                 bias.as_deref(),
                 clamp,
                 view,
-            ))
-        } else {
-            ConvStep::Gemm(GemmConv::new(
+            )),
+            Choice::Gemm => ConvStep::Gemm(GemmConv::new(
                 Kernel::for_rows(isa, geo.t_g),
                 geo,
                 &weights,
                 bias.as_deref(),
                 clamp,
                 view,
-            ))
+            )),
         })
     }
 
-    /// Runs on `batch` samples (`input`, `output` row-major NCHW).
-    pub fn run(&self, input: &[f32], output: &mut [f32], batch: usize, pool: &ScratchPool) {
+    /// The kernel's name, for plan descriptions.
+    pub fn name(&self) -> &'static str {
         match self {
-            ConvStep::Gemm(c) => c.run(input, output, batch, pool),
-            ConvStep::Depthwise(c) => c.run(input, output, batch, pool),
-            ConvStep::Winograd(c) => c.run(input, output, batch, pool),
+            ConvStep::Gemm(_) => "conv gemm",
+            ConvStep::Depthwise(_) => "conv depthwise",
+            ConvStep::Winograd(_) => "conv winograd",
+        }
+    }
+
+    /// Runs on `batch` samples (`input` row-major NCHW, `output` as `out`
+    /// says; a residual or a stride other than the output length only on
+    /// the GEMM path, see [`ConvStep::gemm_chosen`]).
+    pub fn run(
+        &self,
+        input: &[f32],
+        output: &mut [f32],
+        batch: usize,
+        pool: &ScratchPool,
+        out: ConvOut<'_>,
+    ) {
+        match self {
+            ConvStep::Gemm(c) => c.run(input, output, batch, pool, out),
+            ConvStep::Depthwise(c) => {
+                assert!(out.residual.is_none() && out.stride * batch == output.len());
+                c.run(input, output, batch, pool)
+            }
+            ConvStep::Winograd(c) => {
+                assert!(out.residual.is_none() && out.stride * batch == output.len());
+                c.run(input, output, batch, pool)
+            }
         }
     }
 }

@@ -193,6 +193,7 @@ impl OpKernel for PerforatedKernel {
                 c: unsafe { out.ptr().add((n * t_all + g * geo.t_g) * kept) },
                 rsc: kept,
                 bias: self.bias.as_ref().map(|b| b[g].as_slice()),
+                residual: std::ptr::null(),
                 clamp: self.clamp,
             };
             let b = if shared {

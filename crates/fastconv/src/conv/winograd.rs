@@ -207,6 +207,7 @@ impl WinogradConv {
                 c: unsafe { mp.ptr().add(xi * t_all * len) },
                 rsc: len,
                 bias: None,
+                residual: std::ptr::null(),
                 clamp: Clamp::NONE,
             };
             pool.with(|scratch| {

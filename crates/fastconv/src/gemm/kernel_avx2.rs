@@ -15,7 +15,8 @@ pub(crate) const NR: usize = 16;
 /// # Safety
 /// The CPU supports AVX2 and FMA; `a` holds `kc·MR` floats, `b` holds
 /// `kc·NR` floats, `c` addresses `MR` rows of `NR` writable floats `rsc`
-/// apart; `epi.bias`, when non-null, holds `MR` floats.
+/// apart; `epi.bias`, when non-null, holds `MR` floats; `epi.residual`,
+/// when non-null, addresses `MR` rows of `NR` readable floats `rsc` apart.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 pub(crate) unsafe fn kernel(
@@ -57,6 +58,11 @@ pub(crate) unsafe fn kernel(
             if epi.accumulate {
                 v0 = _mm256_add_ps(v0, _mm256_loadu_ps(row));
                 v1 = _mm256_add_ps(v1, _mm256_loadu_ps(row.add(8)));
+            }
+            if !epi.residual.is_null() {
+                let r = epi.residual.add(i * rsc);
+                v0 = _mm256_add_ps(v0, _mm256_loadu_ps(r));
+                v1 = _mm256_add_ps(v1, _mm256_loadu_ps(r.add(8)));
             }
             if !epi.clamp.is_none() {
                 v0 = _mm256_min_ps(hi, _mm256_max_ps(lo, v0));

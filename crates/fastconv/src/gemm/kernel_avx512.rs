@@ -19,7 +19,8 @@ pub(crate) const NR: usize = 32;
 /// # Safety
 /// The CPU supports AVX-512F; `a` holds `kc·MR` floats, `b` holds
 /// `kc·NR` floats, `c` addresses `MR` rows of `NR` writable floats `rsc`
-/// apart; `epi.bias`, when non-null, holds `MR` floats.
+/// apart; `epi.bias`, when non-null, holds `MR` floats; `epi.residual`,
+/// when non-null, addresses `MR` rows of `NR` readable floats `rsc` apart.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 pub(crate) unsafe fn kernel<const MR: usize>(
@@ -61,6 +62,11 @@ pub(crate) unsafe fn kernel<const MR: usize>(
             if epi.accumulate {
                 v0 = _mm512_add_ps(v0, _mm512_loadu_ps(row));
                 v1 = _mm512_add_ps(v1, _mm512_loadu_ps(row.add(16)));
+            }
+            if !epi.residual.is_null() {
+                let r = epi.residual.add(i * rsc);
+                v0 = _mm512_add_ps(v0, _mm512_loadu_ps(r));
+                v1 = _mm512_add_ps(v1, _mm512_loadu_ps(r.add(16)));
             }
             if !epi.clamp.is_none() {
                 v0 = _mm512_min_ps(hi, _mm512_max_ps(lo, v0));

@@ -13,7 +13,8 @@ pub(crate) const NR: usize = 8;
 /// # Safety
 /// `a` holds `kc·MR` floats, `b` holds `kc·NR` floats, and `c` addresses
 /// `MR` rows of `NR` writable floats `rsc` apart; `epi.bias`, when non-null,
-/// holds `MR` floats.
+/// holds `MR` floats; `epi.residual`, when non-null, addresses `MR` rows of
+/// `NR` readable floats `rsc` apart.
 pub(crate) unsafe fn kernel(
     kc: usize,
     a: *const f32,
@@ -44,10 +45,13 @@ pub(crate) unsafe fn kernel(
             } else {
                 *epi.bias.add(i)
             };
-            for (o, &v) in out.iter_mut().zip(row.iter()) {
+            for (j, (o, &v)) in out.iter_mut().zip(row.iter()).enumerate() {
                 let mut v = v + bias;
                 if epi.accumulate {
                     v += *o;
+                }
+                if !epi.residual.is_null() {
+                    v += *epi.residual.add(i * rsc + j);
                 }
                 *o = epi.clamp.apply(v);
             }

@@ -28,6 +28,9 @@ pub(crate) struct Epilogue {
     pub accumulate: bool,
     /// `MR` per-row biases to add, or null.
     pub bias: *const f32,
+    /// A residual tile to add after the last `K` block (row stride as `C`),
+    /// or null; added before the clamp (NaN kept by both).
+    pub residual: *const f32,
     /// Activation clamp after the last `K` block ([`Clamp::NONE`] before).
     pub clamp: Clamp,
 }
@@ -119,6 +122,9 @@ pub(crate) struct Output<'a> {
     pub rsc: usize,
     /// One bias per row of `A`, padded with zeros to whole `MR` panels.
     pub bias: Option<&'a [f32]>,
+    /// `R[0, 0]` of a residual matrix of `C`'s shape and row stride, added
+    /// to the result before the clamp; null for none.
+    pub residual: *const f32,
     /// Fused activation clamp (ReLU, Clip).
     pub clamp: Clamp,
 }
@@ -128,7 +134,9 @@ pub(crate) struct Output<'a> {
 /// # Safety
 /// `out.c` addresses a writable `a.rows() × (cols.end)` matrix with row stride
 /// `out.rsc ≥ cols.end` that no other thread writes in these rows and
-/// columns; `kernel` is the one `a` was packed for and its ISA is supported.
+/// columns; `out.residual`, when non-null, addresses a readable matrix of the
+/// same extent and row stride; `kernel` is the one `a` was packed for and its
+/// ISA is supported.
 pub(crate) unsafe fn gemm(
     kernel: &Kernel,
     a: &PackedA,
@@ -171,12 +179,19 @@ pub(crate) unsafe fn gemm(
             for ip in panels.clone() {
                 let row = ip * mr;
                 let mv = mr.min(m - row);
+                let residual = if last && !out.residual.is_null() {
+                    // SAFETY: inside the residual matrix per the contract.
+                    unsafe { out.residual.add(row * out.rsc + col) }
+                } else {
+                    std::ptr::null()
+                };
                 let epi = Epilogue {
                     accumulate: !first,
                     bias: match out.bias {
                         Some(bias) if first => bias[row..row + mr].as_ptr(),
                         _ => std::ptr::null(),
                     },
+                    residual,
                     clamp: if last { out.clamp } else { Clamp::NONE },
                 };
                 let a_panel = a.panel(k0, ip);
@@ -184,7 +199,9 @@ pub(crate) unsafe fn gemm(
                 // destination is either the full tile inside C (rows
                 // row..row+mr < m, columns col..col+nr ≤ cols.end, owned by
                 // this task per the contract) or the local edge tile of
-                // MAX_TILE ≥ mr·nr floats with row stride nr.
+                // MAX_TILE ≥ mr·nr floats with row stride nr, whose valid
+                // mv × nv part alone is copied out (residual and clamp applied
+                // on the way, reading only the valid part of the residual).
                 unsafe {
                     let c_tile = out.c.add(row * out.rsc + col);
                     if mv == mr && nv == nr {
@@ -200,13 +217,26 @@ pub(crate) unsafe fn gemm(
                                 );
                             }
                         }
-                        (kernel.func)(kc, a_panel, b_panel, t, nr, epi);
+                        let in_tile = Epilogue {
+                            residual: std::ptr::null(),
+                            clamp: if residual.is_null() {
+                                epi.clamp
+                            } else {
+                                Clamp::NONE
+                            },
+                            ..epi
+                        };
+                        (kernel.func)(kc, a_panel, b_panel, t, nr, in_tile);
                         for i in 0..mv {
-                            std::ptr::copy_nonoverlapping(
-                                t.add(i * nr),
-                                c_tile.add(i * out.rsc),
-                                nv,
-                            );
+                            let (src, dst) = (t.add(i * nr), c_tile.add(i * out.rsc));
+                            if residual.is_null() {
+                                std::ptr::copy_nonoverlapping(src, dst, nv);
+                            } else {
+                                let r = residual.add(i * out.rsc);
+                                for j in 0..nv {
+                                    *dst.add(j) = epi.clamp.apply(*src.add(j) + *r.add(j));
+                                }
+                            }
                         }
                     }
                 }

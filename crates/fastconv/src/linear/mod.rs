@@ -144,6 +144,7 @@ impl OpKernel for LinearKernel {
                         c: c_out.ptr(),
                         rsc: batch,
                         bias: bias.as_deref(),
+                        residual: std::ptr::null(),
                         clamp: self.clamp,
                     };
                     pool.with(|scratch| {

@@ -93,6 +93,16 @@ pub(crate) fn best_isa(needs: Needs) -> Isa {
         .unwrap_or(Isa::Scalar)
 }
 
+/// The widest level no wider than `isa` that is usable for `needs`.
+pub(crate) fn capped_isa(isa: Isa, needs: Needs) -> Isa {
+    let from = ALL_ISAS.iter().position(|&l| l == isa).unwrap_or(0);
+    ALL_ISAS[from..]
+        .iter()
+        .copied()
+        .find(|&l| isa_available(l, needs))
+        .unwrap_or(Isa::Scalar)
+}
+
 /// `Ok(isa)` if usable, else a typed error naming the missing level.
 pub(crate) fn check_isa(isa: Option<Isa>, needs: Needs, kernel: &str) -> Result<Isa> {
     match isa {

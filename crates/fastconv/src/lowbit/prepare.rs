@@ -25,12 +25,14 @@ use super::codebook::{CodebookLinear, PqLinear};
 use super::csr::{CsrConv, CsrLinear, CsrMatrix};
 use super::groupwise::GroupwiseConv;
 use super::int8_gemm::{Int8Conv, U8Quant};
-use super::{check_isa, Needs};
+use super::{capped_isa, check_isa, Isa, Needs};
 
 /// A core op compiled to a low-bit or sparse kernel.
 #[derive(Debug, Clone)]
 pub struct Prepared {
     kernel: Kernel,
+    /// The widest level the kernels may use (`None`: the best available).
+    isa: Option<Isa>,
 }
 
 #[derive(Debug, Clone)]
@@ -217,10 +219,25 @@ pub fn prepare(op: &Op) -> Result<Option<Prepared>> {
         }
         _ => return Ok(None),
     };
-    Ok(Some(Prepared { kernel }))
+    Ok(Some(Prepared { kernel, isa: None }))
 }
 
 impl Prepared {
+    /// Limits the kernels to `isa` and narrower levels: each kernel runs on
+    /// the widest level up to `isa` that this CPU supports for it (a plan
+    /// forced to AVX2 runs its low-bit steps on AVX2 too).
+    pub fn with_isa(self, isa: Isa) -> Self {
+        Prepared {
+            isa: Some(isa),
+            ..self
+        }
+    }
+
+    /// The level a kernel needing `needs` runs on.
+    fn level(&self, needs: Needs) -> Option<Isa> {
+        self.isa.map(|isa| capped_isa(isa, needs))
+    }
+
     /// Runs the kernel on an NCHW batch; agrees with the op's
     /// `reference_forward` (bit-exactly for int8, to f32 rounding of `K` for
     /// XNOR, to f32 GEMM rounding for the others).
@@ -228,10 +245,9 @@ impl Prepared {
         match &self.kernel {
             Kernel::Xnor { kernel, linear } => {
                 if *linear {
-                    let y = kernel.forward(&as_linear_input(x))?;
-                    Ok(y)
+                    kernel.forward_with(&as_linear_input(x), self.level(Needs::Popcount))
                 } else {
-                    kernel.forward(x)
+                    kernel.forward_with(x, self.level(Needs::Popcount))
                 }
             }
             Kernel::Int8 {
@@ -248,7 +264,7 @@ impl Prepared {
                 };
                 let params = op.input_params();
                 let q = xin.mapv(|v| (params.quantize(v) + shift) as u8);
-                let (acc, (oh, ow)) = kernel.accumulators(q.view(), None)?;
+                let (acc, (oh, ow)) = kernel.accumulators(q.view(), self.level(Needs::Int8Dot))?;
                 let t_n = kernel.out_channels();
                 let mut y = Array4::<f32>::zeros((x.shape()[0], t_n, oh, ow));
                 let s_in = f64::from(params.scale());
@@ -267,13 +283,18 @@ impl Prepared {
                 Ok(y)
             }
             Kernel::Codebook(l) => {
-                linear_forward(x, l.out_features(), |xs, b| l.forward(xs, b, None))
+                let isa = self.level(Needs::Float);
+                linear_forward(x, l.out_features(), |xs, b| l.forward(xs, b, isa))
             }
-            Kernel::Pq(l) => linear_forward(x, l.out_features(), |xs, b| l.forward(xs, b, None)),
+            Kernel::Pq(l) => {
+                let isa = self.level(Needs::Float);
+                linear_forward(x, l.out_features(), |xs, b| l.forward(xs, b, isa))
+            }
             Kernel::SparseLinear(l) => {
-                linear_forward(x, l.matrix().rows(), |xs, b| l.forward(xs, b, None))
+                let isa = self.level(Needs::Float);
+                linear_forward(x, l.matrix().rows(), |xs, b| l.forward(xs, b, isa))
             }
-            Kernel::SparseConv(c) => c.forward(x, None),
+            Kernel::SparseConv(c) => c.forward(x, self.level(Needs::Float)),
             Kernel::Groupwise(g) => g.forward(x),
         }
     }
@@ -297,11 +318,11 @@ impl Prepared {
     ) -> Result<()> {
         match &self.kernel {
             Kernel::Codebook(l) => {
-                let isa = check_isa(None, Needs::Float, "CodebookLinear")?;
+                let isa = check_isa(self.level(Needs::Float), Needs::Float, "CodebookLinear")?;
                 l.forward_into(src, batch, isa, dst, buf, pool)
             }
             Kernel::Pq(l) => {
-                let isa = check_isa(None, Needs::Float, "PqLinear")?;
+                let isa = check_isa(self.level(Needs::Float), Needs::Float, "PqLinear")?;
                 l.forward_into(src, batch, isa, dst, buf)
             }
             Kernel::SparseLinear(l) => l.forward_into(src, batch, dst),
