@@ -61,13 +61,13 @@ impl fmt::Display for Summary {
             .max(5);
         writeln!(
             f,
-            "{:<width$}  {:<12} {:>14} {:>12} {:>11} {:>12}",
+            "{:<width$}  {:<16} {:>14} {:>12} {:>11} {:>12}",
             "node", "op", "output", "MACs", "params", "bytes"
         )?;
         for r in &self.rows {
             writeln!(
                 f,
-                "{:<width$}  {:<12} {:>14} {:>12} {:>11} {:>12}",
+                "{:<width$}  {:<16} {:>14} {:>12} {:>11} {:>12}",
                 r.name,
                 r.kind,
                 r.output.to_string(),
@@ -78,7 +78,7 @@ impl fmt::Display for Summary {
         }
         write!(
             f,
-            "{:<width$}  {:<12} {:>14} {:>12} {:>11} {:>12}",
+            "{:<width$}  {:<16} {:>14} {:>12} {:>11} {:>12}",
             "total", "", "", self.total.macs, self.total.params, self.total.weight_bytes
         )
     }
