@@ -17,7 +17,7 @@ use hasten::bench::{cpu_model, measure, with_threads, Latency};
 use hasten::core::ndarray::Array4;
 use hasten::core::{relative_error, Graph, Result, SeededRng};
 use hasten::fastconv::{Isa, Plan, PlanOptions};
-use hasten::models::{self, ModelConfig};
+use hasten::models;
 
 /// Random inputs of the shapes `graph` takes, for a batch of `batch`.
 fn inputs_for(graph: &Graph, batch: usize, rng: &mut SeededRng) -> Vec<Array4<f32>> {
@@ -76,15 +76,13 @@ fn check(graph: &Graph) -> Result<f64> {
 
 fn main() -> Result<()> {
     let filter = std::env::args().nth(1).unwrap_or_default();
-    let imagenet = ModelConfig::imagenet();
-    let mnist = ModelConfig::mnist();
-    let builders: [(&str, fn(&ModelConfig) -> Result<Graph>, &ModelConfig); 6] = [
-        ("resnet18", models::resnet18, &imagenet),
-        ("mobilenet_v1", models::mobilenet_v1, &imagenet),
-        ("lenet5", models::lenet5, &mnist),
-        ("resnet8", models::resnet8, &mnist),
-        ("small_vgg", models::small_vgg, &mnist),
-        ("small_mobilenet", models::small_mobilenet, &mnist),
+    let names = [
+        "resnet18",
+        "mobilenet_v1",
+        "lenet5",
+        "resnet8",
+        "small_vgg",
+        "small_mobilenet",
     ];
     println!("CPU: {}; kernels: {:?}", cpu_model(), Isa::detect());
     println!(
@@ -100,11 +98,9 @@ fn main() -> Result<()> {
         "unshared MiB",
         "GFLOP/s"
     );
-    for (name, build, config) in builders {
-        if !name.contains(&filter) {
-            continue;
-        }
-        let graph = build(config)?;
+    for name in names.into_iter().filter(|n| n.contains(&filter)) {
+        let arch = models::architecture(name).expect("a built-in architecture");
+        let graph = (arch.build)(&(arch.default_config)())?;
         let err = check(&graph)?;
         assert!(
             err < 1e-4,
