@@ -290,7 +290,7 @@ impl Int8Conv {
         }
         let z = self.input.zero_point;
         let batch = codes.shape()[0];
-        let mut acc = Array4::<i32>::zeros(out.batched(batch));
+        let mut acc = super::common::zeros_output::<i32>("int8 accumulator", out, batch)?;
         match *self.layout {
             WeightLayout::Linear { .. } => {
                 let flat: Vec<i32> = codes.iter().map(|&q| q - z).collect();

@@ -17,11 +17,13 @@ impl Operator for Relu {
     }
 
     fn output_shape(&self, input: ActShape) -> Result<ActShape> {
+        input.checked_len()?;
         Ok(input)
     }
 
     fn cost(&self, input: ActShape) -> Result<Cost> {
-        Ok(Cost::f32_op(0, 0, input.len(), input.len()))
+        let out = self.output_shape(input)?;
+        Cost::f32_op(0, 0, input.len(), out.len())
     }
 
     fn reference_forward(&self, input: &Array4<f32>) -> Result<Array4<f32>> {
