@@ -129,6 +129,7 @@ fn gemm_job<'a>(isa: Isa) -> hasten::core::Result<(Job<'a>, f64)> {
             PlanOptions {
                 isa,
                 winograd: Winograd::Off,
+                ..PlanOptions::default()
             },
         )?,
         2.0 * (n * n * n) as f64,
@@ -190,7 +191,16 @@ fn main() -> hasten::core::Result<()> {
             if winograd == Winograd::Off && w.bound == Bound::Memory {
                 continue;
             }
-            let mut job = plan_job(&w.block, w.input, batch, PlanOptions { isa, winograd })?;
+            let mut job = plan_job(
+                &w.block,
+                w.input,
+                batch,
+                PlanOptions {
+                    isa,
+                    winograd,
+                    ..PlanOptions::default()
+                },
+            )?;
             let (t, r) = match w.bound {
                 Bound::Compute => interleaved(&mut job, &mut gemm, threads),
                 Bound::Memory => interleaved(&mut job, &mut copy, threads),

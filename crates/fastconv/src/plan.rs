@@ -23,6 +23,11 @@ pub struct PlanOptions {
     pub isa: Isa,
     /// When stride-1 3×3 dense convolutions run by Winograd F(2×2, 3×3).
     pub winograd: Winograd,
+    /// The most bytes the plan's buffers may take (activations and the
+    /// zero-padded inputs of its convolutions); a plan that would need more
+    /// fails with [`Error::MemoryLimit`] instead of aborting on allocation.
+    /// Defaults to [`hasten_core::memory::limit`].
+    pub memory_limit: u64,
 }
 
 /// When a plan runs a stride-1, undilated, dense 3×3 convolution by
@@ -44,6 +49,7 @@ impl Default for PlanOptions {
         PlanOptions {
             isa: Isa::detect(),
             winograd: Winograd::Auto,
+            memory_limit: hasten_core::memory::limit(),
         }
     }
 }
@@ -131,6 +137,7 @@ impl Plan {
             &[input.channels, input.height, input.width],
         )?;
         let shapes = block.shapes(input)?;
+        crate::conv::check_plan_memory(block.ops(), &shapes, batch, options.memory_limit)?;
         let steps = compile(block.ops(), &shapes, batch, isa, options.winograd)?;
         let largest = steps.iter().map(|s| s.output.len()).max().unwrap_or(0);
         let len = largest.checked_mul(batch).ok_or_else(|| {
@@ -169,6 +176,25 @@ impl Plan {
     /// The instruction set its kernels use.
     pub fn isa(&self) -> Isa {
         self.isa
+    }
+
+    /// The kernel each step runs, in order: `"gemm"`, `"depthwise"` or
+    /// `"winograd"` for a convolution, else the step's kind (`"relu"`,
+    /// `"affine"`, `"remap"`, `"kernel"`, `"lowbit"`, or the op kind of a
+    /// step that runs its reference forward).
+    pub fn describe(&self) -> Vec<&'static str> {
+        self.steps
+            .iter()
+            .map(|s| match &s.kind {
+                Kind::Conv(c) => c.name(),
+                Kind::Relu => "relu",
+                Kind::Affine { .. } => "affine",
+                Kind::Remap(_) => "remap",
+                Kind::Kernel(_) => "kernel",
+                Kind::Lowbit(_) => "lowbit",
+                Kind::Reference(op) => op.kind(),
+            })
+            .collect()
     }
 
     /// Runs the block on `input` (`batch × C × H × W`); the result lives in

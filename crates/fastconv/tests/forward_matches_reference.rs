@@ -22,7 +22,11 @@ fn check_all_paths(block: &Block, x: &Array4<f32>) -> Result<(), TestCaseError> 
     let shape = ActShape::new(x.shape()[1], x.shape()[2], x.shape()[3]);
     for isa in Isa::supported() {
         for winograd in [Winograd::Always, Winograd::Off] {
-            let options = PlanOptions { isa, winograd };
+            let options = PlanOptions {
+                isa,
+                winograd,
+                ..PlanOptions::default()
+            };
             let mut plan = Plan::with_options(block, shape, x.shape()[0], options).unwrap();
             let fast = plan.run(x).unwrap().to_owned();
             let err = relative_error(&fast, &slow);
@@ -317,6 +321,7 @@ fn winograd_error_is_stated_bound() {
         let options = PlanOptions {
             isa,
             winograd: Winograd::Always,
+            ..PlanOptions::default()
         };
         let mut plan = Plan::with_options(&block, ActShape::new(48, 17, 20), 1, options).unwrap();
         let err = relative_error(&plan.run(&x).unwrap().to_owned(), &slow);
