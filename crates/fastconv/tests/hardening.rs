@@ -194,3 +194,40 @@ fn plans_say_which_kernel_runs() {
     let plan = Plan::new(&dw, shape, 1).unwrap();
     assert_eq!(plan.describe(), ["depthwise"]);
 }
+
+#[test]
+fn int8_plans_propagate_nan_activations_like_the_reference() {
+    use hasten_core::ndarray::{Array1, Array2};
+    use hasten_core::{Int8Conv, IntType, QuantParams, WeightLayout};
+    let mut rng = SeededRng::new(4);
+    let layout = WeightLayout::conv([4, 3, 3, 3], ConvSpec::new().with_padding(1)).unwrap();
+    let w = Array2::from_shape_fn((4, 27), |_| (rng.below(255) as i32 - 127) as i8);
+    let input = QuantParams::new(0.05, 128, IntType::U8).unwrap();
+    for output in [None, Some(QuantParams::new(0.2, 0, IntType::I8).unwrap())] {
+        let op = Int8Conv::new(
+            layout,
+            w.clone(),
+            Array1::from(vec![0.01, 0.02, 0.03, 0.01]),
+            input,
+            None,
+            output,
+        )
+        .unwrap();
+        let block = Block::single(op.clone());
+        let mut x: Array4<f32> = rng.normal_array((2, 3, 6, 7), 1.0);
+        x[[0, 1, 3, 3]] = f32::NAN;
+        let slow = op.reference_forward(&x).unwrap();
+        let nans = slow.iter().filter(|v| v.is_nan()).count();
+        // A 3×3 window around (3, 3), all 4 filters, sample 0 only.
+        assert_eq!(nans, 4 * 9);
+        let mut plan = Plan::new(&block, ActShape::new(3, 6, 7), 2).unwrap();
+        assert_eq!(plan.describe(), ["lowbit"]);
+        let fast = plan.run(&x).unwrap().to_owned();
+        for (i, (&f, &s)) in fast.iter().zip(slow.iter()).enumerate() {
+            assert!(
+                f.to_bits() == s.to_bits() || (f.is_nan() && s.is_nan()),
+                "element {i}: fast {f}, reference {s}"
+            );
+        }
+    }
+}
