@@ -129,7 +129,7 @@ fn gemm_job<'a>(isa: Isa) -> hasten::core::Result<(Job<'a>, f64)> {
             PlanOptions {
                 isa,
                 winograd: Winograd::Off,
-                fuse: true,
+                ..PlanOptions::default()
             },
         )?,
         2.0 * (n * n * n) as f64,
@@ -198,7 +198,7 @@ fn main() -> hasten::core::Result<()> {
                 PlanOptions {
                     isa,
                     winograd,
-                    fuse: true,
+                    ..PlanOptions::default()
                 },
             )?;
             let (t, r) = match w.bound {

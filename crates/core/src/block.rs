@@ -17,10 +17,7 @@ impl Block {
     /// A block of `ops`, applied first to last; rejects an empty chain.
     pub fn new(ops: Vec<Op>) -> Result<Self> {
         if ops.is_empty() {
-            return Err(Error::EmptyDimension {
-                what: "block".into(),
-                shape: "0 ops".into(),
-            });
+            return Err(Error::EmptyBlock);
         }
         Ok(Block { ops })
     }
@@ -43,7 +40,8 @@ impl Block {
     }
 
     /// The input shape followed by every op's output shape; fails at the first
-    /// op that cannot take its predecessor's output, naming it.
+    /// op that cannot take its predecessor's output with [`Error::Op`], which
+    /// names the op and keeps its own error as the `source()`.
     pub fn shapes(&self, input: ActShape) -> Result<Vec<ActShape>> {
         let mut shapes = Vec::with_capacity(self.ops.len() + 1);
         shapes.push(input);
@@ -74,7 +72,7 @@ impl Block {
 
     /// Total cost for an input of shape `input`.
     pub fn cost(&self, input: ActShape) -> Result<Cost> {
-        Ok(self.op_costs(input)?.into_iter().sum())
+        Cost::checked_sum(self.op_costs(input)?)
     }
 
     /// The reference forward: each op's reference semantics in turn.
@@ -89,10 +87,11 @@ impl Block {
 }
 
 fn chain_error(index: usize, op: &Op, input: ActShape, cause: Error) -> Error {
-    Error::ShapeMismatch {
-        what: format!("block op #{index} ({}) given input {input}", op.kind()),
-        expected: "a shape the op accepts".into(),
-        got: cause.to_string(),
+    Error::Op {
+        index,
+        kind: op.kind(),
+        input,
+        cause: Box::new(cause),
     }
 }
 

@@ -86,6 +86,41 @@ pub enum Error {
     /// A whole-network graph is malformed or cannot be rewritten as asked.
     #[error(transparent)]
     Graph(#[from] crate::graph::GraphError),
+    /// A size, shape or cost computed from the inputs does not fit in the
+    /// integer type that holds it.
+    #[error("{what} overflows the integer range")]
+    Overflow {
+        /// Which quantity overflowed.
+        what: String,
+    },
+    /// A buffer would exceed the configured memory limit
+    /// ([`crate::memory::limit`] or a plan's own limit).
+    #[error("{what} needs {bytes} bytes, more than the memory limit of {limit} bytes")]
+    MemoryLimit {
+        /// Which buffer.
+        what: String,
+        /// Bytes it would take.
+        bytes: u64,
+        /// The limit in force.
+        limit: u64,
+    },
+    /// A block was built from an empty list of ops.
+    #[error("a block needs at least one op")]
+    EmptyBlock,
+    /// Op `index` of a block rejected the output of the ops before it; the
+    /// op's own error is the [`source`](std::error::Error::source).
+    #[error("op #{index} ({kind}) of the block cannot take input {input}")]
+    Op {
+        /// Position of the op in the block (from 0).
+        index: usize,
+        /// The op's kind.
+        kind: &'static str,
+        /// The per-sample input shape it was given.
+        input: crate::shape::ActShape,
+        /// Why the op rejected it.
+        #[source]
+        cause: Box<Error>,
+    },
     /// A numerical routine failed (no convergence, singular system).
     #[error("numerical failure in {routine}: {reason}")]
     Numerical {
@@ -125,6 +160,11 @@ impl Error {
             routine: routine.into(),
             reason: reason.to_string(),
         }
+    }
+
+    /// Convenience constructor for [`Error::Overflow`].
+    pub fn overflow(what: impl Into<String>) -> Self {
+        Error::Overflow { what: what.into() }
     }
 
     /// Convenience constructor for [`Error::Unsupported`].

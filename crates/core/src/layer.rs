@@ -80,7 +80,7 @@ impl ConvLayer {
         ensure_nonempty("convolution input", &[input.height, input.width])?;
         let (kh, kw) = self.weight.kernel_hw();
         let (oh, ow) = self.spec.output_hw(input.height, input.width, kh, kw)?;
-        Ok(ActShape::new(self.out_channels(), oh, ow))
+        ActShape::checked(self.out_channels(), oh, ow)
     }
 }
 
@@ -147,7 +147,7 @@ impl LinearLayer {
 
     /// Output shape: `out × 1 × 1`, after checking that the input flattens to `in`.
     pub fn output_shape(&self, input: ActShape) -> Result<ActShape> {
-        if input.len() != self.in_features() {
+        if input.checked_len()? != self.in_features() {
             return Err(Error::shape(
                 "linear input features (C·H·W)",
                 self.in_features(),

@@ -35,6 +35,7 @@ pub mod error;
 pub mod graph;
 pub mod layer;
 pub mod linalg;
+pub mod memory;
 pub mod metrics;
 pub mod op;
 pub mod rng;

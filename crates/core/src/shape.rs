@@ -6,6 +6,8 @@
 
 use std::fmt;
 
+use crate::error::{Error, Result};
+
 /// The shape of one sample's activation: channels × height × width.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ActShape {
@@ -32,17 +34,60 @@ impl ActShape {
         ActShape::new(features, 1, 1)
     }
 
+    /// A `channels × height × width` activation whose size fits in memory
+    /// indexing: [`Error::Overflow`] when `channels · height · width`
+    /// exceeds `isize::MAX` (the most elements an array can hold).
+    pub fn checked(channels: usize, height: usize, width: usize) -> Result<Self> {
+        let shape = ActShape::new(channels, height, width);
+        shape.checked_len()?;
+        Ok(shape)
+    }
+
     /// Number of values per sample.
+    ///
+    /// Overflows (a panic in debug builds) when the product exceeds `usize`;
+    /// shapes from user input go through [`Self::checked_len`], and every
+    /// shape returned by an op's shape inference passes it.
     pub const fn len(&self) -> usize {
         self.channels * self.height * self.width
     }
 
-    /// True when any dimension is zero.
-    pub const fn is_empty(&self) -> bool {
-        self.len() == 0
+    /// Number of values per sample, or [`Error::Overflow`] when it exceeds
+    /// `isize::MAX`.
+    pub fn checked_len(&self) -> Result<usize> {
+        self.channels
+            .checked_mul(self.checked_area()?)
+            .filter(|&n| isize::try_from(n).is_ok())
+            .ok_or_else(|| Error::overflow(format!("the size of a {self} activation")))
     }
 
-    /// Spatial positions per channel.
+    /// Spatial positions per channel, or [`Error::Overflow`] when they
+    /// exceed `isize::MAX`.
+    pub fn checked_area(&self) -> Result<usize> {
+        self.height
+            .checked_mul(self.width)
+            .filter(|&n| isize::try_from(n).is_ok())
+            .ok_or_else(|| Error::overflow(format!("the area of a {self} activation")))
+    }
+
+    /// Values in a batch of `batch` such samples, or [`Error::Overflow`]
+    /// when they exceed `isize::MAX`.
+    pub fn checked_batch_len(&self, batch: usize) -> Result<usize> {
+        self.checked_len()?
+            .checked_mul(batch)
+            .filter(|&n| isize::try_from(n).is_ok())
+            .ok_or_else(|| {
+                Error::overflow(format!("the size of a batch of {batch} {self} activations"))
+            })
+    }
+
+    /// True when any dimension is zero.
+    pub const fn is_empty(&self) -> bool {
+        self.channels == 0 || self.height == 0 || self.width == 0
+    }
+
+    /// Spatial positions per channel (overflows like [`Self::len`]; see
+    /// [`Self::checked_area`]).
     pub const fn area(&self) -> usize {
         self.height * self.width
     }

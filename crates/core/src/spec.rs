@@ -118,12 +118,27 @@ impl ConvSpec {
     }
 
     /// Output height and width for a `kh × kw` kernel on an `h × w` input.
+    ///
+    /// Fails with [`Error::Overflow`] when the padded input or the dilated
+    /// kernel does not fit in `usize` (and, since the kernels index the
+    /// padded plane with `isize`, when the padded input exceeds `isize::MAX`).
     pub fn output_hw(&self, h: usize, w: usize, kh: usize, kw: usize) -> Result<(usize, usize)> {
         self.validate()?;
-        let ph = h + self.padding.top + self.padding.bottom;
-        let pw = w + self.padding.left + self.padding.right;
-        let eh = self.dilation.0 * (kh.max(1) - 1) + 1;
-        let ew = self.dilation.1 * (kw.max(1) - 1) + 1;
+        let padded = |len: usize, before: usize, after: usize, what: &str| {
+            len.checked_add(before)
+                .and_then(|v| v.checked_add(after))
+                .filter(|&v| isize::try_from(v).is_ok())
+                .ok_or_else(|| Error::overflow(format!("the padded input {what}")))
+        };
+        let extent = |d: usize, k: usize, what: &str| {
+            d.checked_mul(k.max(1) - 1)
+                .and_then(|v| v.checked_add(1))
+                .ok_or_else(|| Error::overflow(format!("the dilated kernel {what}")))
+        };
+        let ph = padded(h, self.padding.top, self.padding.bottom, "height")?;
+        let pw = padded(w, self.padding.left, self.padding.right, "width")?;
+        let eh = extent(self.dilation.0, kh, "height")?;
+        let ew = extent(self.dilation.1, kw, "width")?;
         if kh == 0 || kw == 0 || eh > ph || ew > pw {
             return Err(Error::KernelLargerThanInput {
                 kernel: (eh, ew),

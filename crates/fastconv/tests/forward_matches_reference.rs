@@ -25,7 +25,7 @@ fn check_all_paths(block: &Block, x: &Array4<f32>) -> Result<(), TestCaseError> 
             let options = PlanOptions {
                 isa,
                 winograd,
-                fuse: true,
+                ..PlanOptions::default()
             };
             let mut plan = Plan::with_options(block, shape, x.shape()[0], options).unwrap();
             let fast = plan.run(x).unwrap().to_owned();
@@ -321,7 +321,7 @@ fn winograd_error_is_stated_bound() {
         let options = PlanOptions {
             isa,
             winograd: Winograd::Always,
-            fuse: true,
+            ..PlanOptions::default()
         };
         let mut plan = Plan::with_options(&block, ActShape::new(48, 17, 20), 1, options).unwrap();
         let err = relative_error(&plan.run(&x).unwrap().to_owned(), &slow);

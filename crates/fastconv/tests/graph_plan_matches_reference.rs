@@ -279,6 +279,7 @@ fn check_graph(graph: &Graph, inputs: &[Array4<f32>]) -> Result<(), TestCaseErro
                 isa,
                 winograd,
                 fuse,
+                ..PlanOptions::default()
             };
             let mut plan = Plan::for_graph(graph, batch, options).unwrap();
             for run in 0..2 {

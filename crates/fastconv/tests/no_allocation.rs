@@ -173,7 +173,7 @@ fn conv_plan_does_not_allocate() {
             let options = PlanOptions {
                 isa,
                 winograd: Winograd::Always,
-                fuse: true,
+                ..PlanOptions::default()
             };
             let mut plan =
                 Plan::with_options(&block, ActShape::new(c, 12, 12), 2, options).unwrap();

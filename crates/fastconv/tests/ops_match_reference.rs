@@ -54,7 +54,7 @@ fn check(block: &Block, x: &Array4<f32>) -> Result<(), TestCaseError> {
             let options = PlanOptions {
                 isa,
                 winograd,
-                fuse: true,
+                ..PlanOptions::default()
             };
             let mut plan = Plan::with_options(block, shape, x.shape()[0], options).unwrap();
             for _ in 0..2 {

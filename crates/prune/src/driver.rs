@@ -21,7 +21,7 @@
 //!   achieved. A layer never loses all its filters.
 
 use hasten_core::{
-    ActShape, BatchNorm, Block, ConvLayer, Cost, Error, LinearLayer, Op, Relu, Result,
+    cost, ActShape, BatchNorm, Block, ConvLayer, Cost, Error, LinearLayer, Op, Relu, Result,
 };
 
 use crate::criteria::{magnitude, Norm};
@@ -132,22 +132,23 @@ impl ChainNet {
             let [_, _, kh, kw] = layer.conv.weight().dims();
             let w = (t * shape.channels * kh * kw) as u64;
             let bias = layer.conv.bias().map_or(0, |_| t as u64);
-            let next = ActShape::new(t, out.height, out.width);
-            total += Cost::f32_op(w * next.area() as u64, w + bias, shape.len(), next.len());
+            let next = ActShape::checked(t, out.height, out.width)?;
+            let macs = cost::product("MAC", &[w, next.area() as u64])?;
+            total = total.checked_add(Cost::f32_op(macs, w + bias, shape.len(), next.len())?)?;
             if layer.bn.is_some() {
-                let mut c = Cost::f32_op(next.len() as u64, 2 * t as u64, next.len(), next.len());
+                let mut c = Cost::f32_op(next.len() as u64, 2 * t as u64, next.len(), next.len())?;
                 c.weight_bytes = 16 * t as u64;
-                total += c;
+                total = total.checked_add(c)?;
             }
             if layer.relu {
-                total += Cost::f32_op(0, 0, next.len(), next.len());
+                total = total.checked_add(Cost::f32_op(0, 0, next.len(), next.len())?)?;
             }
             shape = next;
         }
         if let Some(h) = &self.head {
-            let w = (h.out_features() * shape.len()) as u64;
+            let w = cost::product("weight", &[h.out_features() as u64, shape.len() as u64])?;
             let bias = h.bias().map_or(0, |b| b.len() as u64);
-            total += Cost::f32_op(w, w + bias, shape.len(), h.out_features());
+            total = total.checked_add(Cost::f32_op(w, w + bias, shape.len(), h.out_features())?)?;
         }
         Ok(total)
     }

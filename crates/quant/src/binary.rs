@@ -91,7 +91,7 @@ impl Binarize {
 
     /// Packs the signs of `matrix` and computes `α`; the op for `layer`.
     pub fn quantize(&self, weights: &LayerWeights) -> Result<BinaryConv> {
-        let m = &weights.matrix;
+        let m = &weights.matrix();
         let bits: Vec<u32> = m.iter().map(|&w| sign_bit(w)).collect();
         let alpha: Array1<f32> = m
             .rows()
@@ -102,10 +102,10 @@ impl Binarize {
             })
             .collect();
         BinaryConv::new(
-            weights.layout,
+            *weights.layout(),
             PackedCodes::pack(&bits, m.nrows(), m.ncols(), 1)?,
             alpha,
-            weights.bias.clone(),
+            weights.bias().cloned(),
             self.xnor_inputs,
         )
     }
@@ -173,7 +173,7 @@ impl StochasticBinarize {
 
     /// The op for a layer's weights.
     pub fn quantize(&self, weights: &LayerWeights) -> Result<BinaryConv> {
-        let m = &weights.matrix;
+        let m = &weights.matrix();
         let scale = match self.scale {
             Some(s) => s,
             None => {
@@ -190,10 +190,10 @@ impl StochasticBinarize {
         let signs = stochastic_binarize(&scaled, &mut rng)?;
         let bits: Vec<u32> = signs.iter().map(|&s| u32::from(s > 0.0)).collect();
         BinaryConv::new(
-            weights.layout,
+            *weights.layout(),
             PackedCodes::pack(&bits, m.nrows(), m.ncols(), 1)?,
             Array1::from_elem(m.nrows(), scale),
-            weights.bias.clone(),
+            weights.bias().cloned(),
             false,
         )
     }
@@ -385,7 +385,7 @@ mod tests {
         let b = t.quantize(&LayerWeights::of(&layer)).unwrap();
         assert_eq!(a, b);
         // Averaging many seeds approaches W.
-        let w = LayerWeights::of(&layer).matrix;
+        let w = LayerWeights::of(&layer).matrix().clone();
         let mut mean = Array2::<f32>::zeros(w.dim());
         for seed in 0..400 {
             mean = mean

@@ -84,7 +84,7 @@ impl DoReFa {
 
     /// The op for a layer's weights.
     pub fn quantize(&self, weights: &LayerWeights) -> Result<FixedPointConv> {
-        let m = &weights.matrix;
+        let m = &weights.matrix();
         let flat = m.as_slice().expect("standard layout");
         let codes = dorefa_weight_codes(flat, self.bits)?;
         let gamma = if self.keep_range {
@@ -99,11 +99,11 @@ impl DoReFa {
         };
         let levels = ((1u32 << self.bits) - 1) as f32;
         FixedPointConv::new(
-            weights.layout,
+            *weights.layout(),
             PackedCodes::pack(&codes, m.nrows(), m.ncols(), self.bits)?,
             Array1::from(vec![2.0 * gamma / levels]),
             Array1::from(vec![-gamma]),
-            weights.bias.clone(),
+            weights.bias().cloned(),
         )
     }
 }

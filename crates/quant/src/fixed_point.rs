@@ -205,7 +205,7 @@ impl FixedPoint {
 
     /// The op for a layer's weights.
     pub fn quantize(&self, weights: &LayerWeights) -> Result<FixedPointConv> {
-        let m = &weights.matrix;
+        let m = &weights.matrix();
         let (rows, cols) = m.dim();
         let flat = m.as_slice().expect("standard layout");
         let groups = self.granularity.groups(rows);
@@ -221,11 +221,11 @@ impl FixedPoint {
             offsets[g] = q.offset;
         }
         FixedPointConv::new(
-            weights.layout,
+            *weights.layout(),
             PackedCodes::pack(&codes, rows, cols, self.bits)?,
             scales,
             offsets,
-            weights.bias.clone(),
+            weights.bias().cloned(),
         )
     }
 }
@@ -285,7 +285,7 @@ mod tests {
                 .quantize(&w)
                 .unwrap();
             let deq = op.dequantized();
-            for (t, (row, qrow)) in w.matrix.rows().into_iter().zip(deq.rows()).enumerate() {
+            for (t, (row, qrow)) in w.matrix().rows().into_iter().zip(deq.rows()).enumerate() {
                 let s = op.scales()[if op.scales().len() == 1 { 0 } else { t }];
                 for (a, b) in row.iter().zip(qrow.iter()) {
                     assert!((a - b).abs() <= 0.5 * s * (1.0 + 1e-5), "{a} {b} {s}");

@@ -51,7 +51,7 @@ impl Int8Quantize {
 
     /// The op for a layer's weights.
     pub fn quantize(&self, weights: &LayerWeights) -> Result<Int8Conv> {
-        let m = &weights.matrix;
+        let m = &weights.matrix();
         let rows = m.nrows();
         let groups = self.granularity.groups(rows);
         let mut scales = Array1::<f32>::zeros(groups.len());
@@ -66,7 +66,7 @@ impl Int8Quantize {
         let q = hasten_core::ndarray::Array2::from_shape_fn(m.dim(), |(t, j)| {
             (m[[t, j]] / scale_of(t)).round().clamp(-127.0, 127.0) as i8
         });
-        let bias = match &weights.bias {
+        let bias = match weights.bias() {
             None => None,
             Some(b) => Some(
                 b.iter()
@@ -88,7 +88,7 @@ impl Int8Quantize {
                     .collect::<Result<Array1<i32>>>()?,
             ),
         };
-        Int8Conv::new(weights.layout, q, scales, self.input, bias, self.output)
+        Int8Conv::new(*weights.layout(), q, scales, self.input, bias, self.output)
     }
 }
 

@@ -10,8 +10,17 @@
 //!   from its centroid in the cluster with the largest squared error;
 //! - [`optimal_1d`]: the exact optimum by dynamic programming over contiguous
 //!   partitions (as in Ckmeans.1d.dp), with the divide-and-conquer speed-up
-//!   that the optimal split point is monotone: `O(k n log n)` time,
-//!   `O(k n)` memory.
+//!   that the optimal split point is monotone: `O(k n log n)` time, a
+//!   `k · n` table of split points (4 bytes each, checked against the
+//!   memory limit of [`hasten_core::memory`]) and `O(n)` other memory.
+//!
+//! Within-cluster costs are numerically stable on any finite input, values
+//! near `f32::MAX` next to subnormals included: each cost is the weight,
+//! mean and centred sum of squares of a range, merged from pieces by the
+//! pairwise update of Chan, Golub and LeVeque (every piece summed with
+//! Welford's update), never a difference of prefix sums — a difference
+//! that would lose every digit of a small cluster's cost beside large
+//! values. Cluster means are computed the same way.
 //!
 //! Equal values are merged into one weighted point first, so `k ≥` the
 //! number of distinct values gives zero error.
@@ -19,10 +28,6 @@
 use hasten_core::error::ensure_finite;
 use hasten_core::{Error, Result, SeededRng};
 use rayon::prelude::*;
-
-/// Largest `k · distinct values` for which [`optimal_1d`] runs (its table
-/// of split points takes 4 bytes per entry).
-pub const OPTIMAL_MAX_CELLS: usize = 20_000_000;
 
 /// A 1-D k-means solution.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,14 +41,64 @@ pub struct KMeans1d {
     pub iterations: usize,
 }
 
-/// Sorted distinct values with multiplicities and prefix sums (centred).
+/// Weight, mean and centred sum of squares `Σ w·(x − mean)²` of a set of
+/// weighted points.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Moments {
+    w: f64,
+    mean: f64,
+    m2: f64,
+}
+
+impl Moments {
+    fn point(w: f64, x: f64) -> Self {
+        Moments {
+            w,
+            mean: x,
+            m2: 0.0,
+        }
+    }
+
+    /// The moments of the union (Chan, Golub & LeVeque): no subtraction of
+    /// large sums, so the error is relative to each part's own spread.
+    fn merge(self, o: Moments) -> Moments {
+        if self.w == 0.0 {
+            return o;
+        }
+        if o.w == 0.0 {
+            return self;
+        }
+        let w = self.w + o.w;
+        let d = o.mean - self.mean;
+        Moments {
+            w,
+            mean: self.mean + d * (o.w / w),
+            m2: self.m2 + o.m2 + d * d * (self.w * o.w / w),
+        }
+    }
+}
+
+/// Points per block of [`Sorted`]'s range structure.
+const BLOCK: usize = 32;
+
+/// Sorted distinct values with multiplicities, and the range structure that
+/// gives the [`Moments`] of any contiguous range in O(1) merges (O(`BLOCK`)
+/// inside one block): per point, the moments from its block's start up to
+/// it and from it to its block's end; over whole blocks, a disjoint sparse
+/// table of block moments.
 struct Sorted {
     xs: Vec<f64>,
-    /// Prefix sums of counts, of `w·(x − shift)`, of `w·(x − shift)²`.
-    p0: Vec<f64>,
-    p1: Vec<f64>,
-    p2: Vec<f64>,
-    shift: f64,
+    ws: Vec<f64>,
+    /// `head[i]`: points `block_start(i)..=i`.
+    head: Vec<Moments>,
+    /// `tail[i]`: points `i..block_end(i)`.
+    tail: Vec<Moments>,
+    /// Disjoint sparse table over the block totals: `levels[h][b]` holds,
+    /// for block `b` in the lower half of its aligned group of `2^(h+1)`
+    /// blocks, the blocks from `b` to the end of that half; in the upper
+    /// half, from the half's start to `b`.
+    levels: Vec<Vec<Moments>>,
+    blocks: Vec<Moments>,
 }
 
 impl Sorted {
@@ -62,40 +117,98 @@ impl Sorted {
                 }
             }
         }
-        let shift = v.iter().map(|&x| f64::from(x)).sum::<f64>() / v.len() as f64;
         let n = xs.len();
-        let (mut p0, mut p1, mut p2) = (vec![0.0; n + 1], vec![0.0; n + 1], vec![0.0; n + 1]);
-        for i in 0..n {
-            let d = xs[i] - shift;
-            p0[i + 1] = p0[i] + ws[i];
-            p1[i + 1] = p1[i] + ws[i] * d;
-            p2[i + 1] = p2[i] + ws[i] * d * d;
+        let mut head = vec![Moments::default(); n];
+        let mut tail = vec![Moments::default(); n];
+        let mut blocks = Vec::with_capacity(n.div_ceil(BLOCK));
+        for start in (0..n).step_by(BLOCK) {
+            let end = (start + BLOCK).min(n);
+            let mut acc = Moments::default();
+            for i in start..end {
+                acc = acc.merge(Moments::point(ws[i], xs[i]));
+                head[i] = acc;
+            }
+            blocks.push(acc);
+            let mut acc = Moments::default();
+            for i in (start..end).rev() {
+                acc = Moments::point(ws[i], xs[i]).merge(acc);
+                tail[i] = acc;
+            }
+        }
+        let nb = blocks.len();
+        let mut levels = Vec::new();
+        let mut half = 1;
+        while half < nb {
+            let mut level = vec![Moments::default(); nb];
+            for group in (0..nb).step_by(2 * half) {
+                let mid = (group + half).min(nb);
+                let mut acc = Moments::default();
+                for b in (group..mid).rev() {
+                    acc = blocks[b].merge(acc);
+                    level[b] = acc;
+                }
+                let mut acc = Moments::default();
+                for b in mid..(group + 2 * half).min(nb) {
+                    acc = acc.merge(blocks[b]);
+                    level[b] = acc;
+                }
+            }
+            levels.push(level);
+            half *= 2;
         }
         Sorted {
             xs,
-            p0,
-            p1,
-            p2,
-            shift,
+            ws,
+            head,
+            tail,
+            levels,
+            blocks,
         }
     }
 
     fn weight(&self, i: usize) -> f64 {
-        self.p0[i + 1] - self.p0[i]
+        self.ws[i]
+    }
+
+    /// Total weight of all points.
+    fn total_weight(&self) -> f64 {
+        self.ws.iter().sum()
+    }
+
+    /// Moments of whole blocks `l..=r`.
+    fn block_range(&self, l: usize, r: usize) -> Moments {
+        if l == r {
+            return self.blocks[l];
+        }
+        let h = (usize::BITS - 1 - (l ^ r).leading_zeros()) as usize;
+        self.levels[h][l].merge(self.levels[h][r])
+    }
+
+    /// Moments of points `a..b`.
+    fn range(&self, a: usize, b: usize) -> Moments {
+        if a >= b {
+            return Moments::default();
+        }
+        let (ba, bb) = (a / BLOCK, (b - 1) / BLOCK);
+        if ba == bb {
+            return (a..b).fold(Moments::default(), |acc, i| {
+                acc.merge(Moments::point(self.ws[i], self.xs[i]))
+            });
+        }
+        let mut m = self.tail[a];
+        if bb > ba + 1 {
+            m = m.merge(self.block_range(ba + 1, bb - 1));
+        }
+        m.merge(self.head[b - 1])
     }
 
     /// Squared error of points `a..b` around their mean.
     fn sse(&self, a: usize, b: usize) -> f64 {
-        let w = self.p0[b] - self.p0[a];
-        if w == 0.0 {
-            return 0.0;
-        }
-        let s1 = self.p1[b] - self.p1[a];
-        (self.p2[b] - self.p2[a] - s1 * s1 / w).max(0.0)
+        self.range(a, b).m2
     }
 
     fn mean(&self, a: usize, b: usize) -> f64 {
-        (self.p1[b] - self.p1[a]) / (self.p0[b] - self.p0[a]) + self.shift
+        self.range(a, b).mean
     }
 
     /// First index whose value is above `m`.
@@ -170,8 +283,17 @@ fn kmeans_pp(s: &Sorted, k: usize, rng: &mut SeededRng) -> Vec<f64> {
     let mut centres = std::collections::BTreeSet::new();
     // First centre: proportional to multiplicity.
     let first = {
-        let r = rng.uniform() * s.p0[n];
-        s.p0[1..].partition_point(|&c| c <= r).min(n - 1)
+        let mut r = rng.uniform() * s.total_weight();
+        (0..n)
+            .find(|&i| {
+                if r < s.ws[i] {
+                    true
+                } else {
+                    r -= s.ws[i];
+                    false
+                }
+            })
+            .unwrap_or(n - 1)
     };
     let mut chosen = first;
     for _ in 0..k {
@@ -295,7 +417,13 @@ pub fn lloyd_1d(
 }
 
 /// The globally optimal 1-D k-means (dynamic programming over contiguous
-/// partitions of the sorted values). Needs `k · distinct ≤ OPTIMAL_MAX_CELLS`.
+/// partitions of the sorted values), at any size whose table of split
+/// points (`k · distinct values` entries of 4 bytes) fits the memory limit
+/// of [`hasten_core::memory`].
+///
+/// # Errors
+/// No values, a non-finite value, `k` outside `1..=values.len()`;
+/// [`Error::MemoryLimit`] when the split table would exceed the limit.
 pub fn optimal_1d(values: &[f32], k: usize) -> Result<KMeans1d> {
     validate(values, k)?;
     let s = Sorted::new(values);
@@ -303,13 +431,17 @@ pub fn optimal_1d(values: &[f32], k: usize) -> Result<KMeans1d> {
         return Ok(done);
     }
     let n = s.xs.len();
-    if k.saturating_mul(n) > OPTIMAL_MAX_CELLS {
+    if u32::try_from(n).is_err() {
         return Err(Error::param(
-            "k · distinct values for optimal 1-D k-means",
-            k * n,
-            format!("<= {OPTIMAL_MAX_CELLS} (use Lloyd for larger problems)"),
+            "distinct values for optimal 1-D k-means",
+            n,
+            format!("<= {}", u32::MAX),
         ));
     }
+    let cells = k
+        .checked_mul(n + 1)
+        .ok_or_else(|| Error::overflow("the split table of optimal 1-D k-means"))?;
+    hasten_core::memory::check("the split table of optimal 1-D k-means", cells, 4)?;
     // dp[i] = best cost of the first i points with m clusters; split[m][i] = start of the last cluster.
     let mut prev: Vec<f64> = (0..=n).map(|i| s.sse(0, i)).collect();
     let mut split = vec![0u32; k * (n + 1)];
@@ -527,6 +659,178 @@ mod tests {
         assert_eq!(c.len(), 8);
     }
 
+    /// The previous solver, kept as a second opinion on moderate inputs:
+    /// the same divide-and-conquer DP on prefix sums centred at the mean.
+    fn prefix_sum_dp(values: &[f32], k: usize) -> f64 {
+        let mut xs: Vec<f64> = values.iter().map(|&v| f64::from(v)).collect();
+        xs.sort_by(f64::total_cmp);
+        let n = xs.len();
+        let shift = xs.iter().sum::<f64>() / n as f64;
+        let (mut p1, mut p2) = (vec![0.0; n + 1], vec![0.0; n + 1]);
+        for i in 0..n {
+            let d = xs[i] - shift;
+            p1[i + 1] = p1[i] + d;
+            p2[i + 1] = p2[i] + d * d;
+        }
+        let sse = |a: usize, b: usize| {
+            let w = (b - a) as f64;
+            let s1 = p1[b] - p1[a];
+            (p2[b] - p2[a] - s1 * s1 / w).max(0.0)
+        };
+        let mut prev: Vec<f64> = (0..=n)
+            .map(|i| if i == 0 { 0.0 } else { sse(0, i) })
+            .collect();
+        for m in 1..k {
+            let mut cur = vec![f64::INFINITY; n + 1];
+            let mut stack = vec![(m + 1, n, m, n - 1)];
+            while let Some((lo, hi, olo, ohi)) = stack.pop() {
+                if lo > hi {
+                    continue;
+                }
+                let mid = (lo + hi) / 2;
+                let (mut best, mut arg) = (f64::INFINITY, olo);
+                for j in olo..=ohi.min(mid - 1) {
+                    let v = prev[j] + sse(j, mid);
+                    if v < best {
+                        best = v;
+                        arg = j;
+                    }
+                }
+                cur[mid] = best;
+                if mid > lo {
+                    stack.push((lo, mid - 1, olo, arg));
+                }
+                stack.push((mid + 1, hi, arg, ohi));
+            }
+            prev = cur;
+        }
+        prev[n]
+    }
+
+    /// Exact (to rounding of each term) weight, mean and centred sum of
+    /// squares of sorted points, two-pass: the independent truth for the
+    /// range structure.
+    fn two_pass(xs: &[f64], ws: &[f64]) -> (f64, f64, f64) {
+        let w: f64 = ws.iter().sum();
+        let mean = xs.iter().zip(ws).map(|(x, w)| x * w).sum::<f64>() / w;
+        let mean = if mean.is_finite() {
+            mean
+        } else {
+            // Σ w·x overflowed: average the scaled values.
+            let s = xs.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+            s * (xs.iter().zip(ws).map(|(x, w)| (x / s) * w).sum::<f64>() / w)
+        };
+        let m2 = xs.iter().zip(ws).map(|(x, w)| w * (x - mean).powi(2)).sum();
+        (w, mean, m2)
+    }
+
+    #[test]
+    fn range_moments_match_two_pass_sums() {
+        // Wide-range values: subnormals, ordinary values and values near
+        // f32::MAX, with multiplicities; every range of up to four blocks.
+        let mut rng = SeededRng::new(9);
+        let mut values = Vec::new();
+        for i in 0..150 {
+            let v = match i % 5 {
+                0 => 1e-40f32 * (1.0 + rng.uniform() as f32),
+                1 => rng.normal() as f32,
+                2 => 3e38f32 * (rng.uniform() as f32),
+                3 => -1e31f32 * (1.0 + rng.uniform() as f32),
+                _ => values.last().copied().unwrap_or(0.0),
+            };
+            values.push(v);
+        }
+        let s = Sorted::new(&values);
+        let n = s.xs.len();
+        for a in 0..n {
+            for b in a + 1..=n.min(a + 4 * BLOCK + 3) {
+                let (w, mean, m2) = two_pass(&s.xs[a..b], &s.ws[a..b]);
+                let got = s.range(a, b);
+                assert_eq!(got.w, w);
+                let scale = s.xs[a].abs().max(s.xs[b - 1].abs());
+                assert!(
+                    (got.mean - mean).abs() <= 1e-12 * scale,
+                    "{a}..{b}: mean {} vs {mean}",
+                    got.mean
+                );
+                assert!(
+                    (got.m2 - m2).abs() <= 1e-12 * m2 + f64::MIN_POSITIVE,
+                    "{a}..{b}: m2 {} vs {m2}",
+                    got.m2
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn wide_range_regression_has_the_exact_optimum() {
+        // The saved proptest case: one value near 3e31 beside subnormals.
+        let values = [
+            2.823_416_8e31f32,
+            -8.21091e-40,
+            -0.0,
+            -2.230347e-39,
+            -2.452732e-39,
+            -4.202_737_3e-14,
+        ];
+        let opt = optimal_1d(&values, 4).unwrap();
+        let bf = brute_force(&values, 4);
+        assert!(
+            (opt.objective - bf).abs() <= 1e-12 * bf + 1e-300,
+            "{} vs brute force {bf}",
+            opt.objective
+        );
+        // The optimum keeps 3e31 alone, -4.2e-14 alone, and splits the four
+        // values within 3e-39 of zero into two clusters; their means lie
+        // inside their clusters.
+        assert_eq!(opt.centroids[3], f64::from(2.823_416_8e31f32));
+        assert_eq!(opt.centroids[0], f64::from(-4.202_737_3e-14f32));
+        for c in &opt.centroids[1..3] {
+            assert!(c.abs() < 3e-39, "centroid {c}");
+        }
+        let lloyd = lloyd_1d(&values, 4, 50, &mut SeededRng::new(0)).unwrap();
+        assert!(opt.objective <= lloyd.objective * (1.0 + 1e-9));
+    }
+
+    #[test]
+    fn optimal_equals_brute_force_on_wide_range_values() {
+        let mut rng = SeededRng::new(10);
+        let scales = [1e-40f32, 1e-20, 1.0, 1e20, 1e31, 3e38];
+        for trial in 0..60 {
+            let n = 3 + trial % 5;
+            let k = 1 + trial % 3;
+            let values: Vec<f32> = (0..n)
+                .map(|_| {
+                    let s = scales[rng.below(scales.len())];
+                    let v = (rng.uniform() * 2.0 - 1.0) as f32 * s;
+                    v.clamp(-f32::MAX, f32::MAX)
+                })
+                .collect();
+            let opt = optimal_1d(&values, k).unwrap();
+            let bf = brute_force(&values, k);
+            assert!(
+                (opt.objective - bf).abs() <= 1e-9 * bf + 1e-300,
+                "{values:?}, k {k}: {} vs {bf}",
+                opt.objective
+            );
+        }
+    }
+
+    #[test]
+    fn optimal_agrees_with_the_prefix_sum_dp_on_moderate_inputs() {
+        let mut rng = SeededRng::new(12);
+        for (n, k) in [(300, 4), (700, 9), (1500, 16)] {
+            let values: Vec<f32> = (0..n).map(|_| (rng.normal() * 5.0) as f32).collect();
+            let opt = optimal_1d(&values, k).unwrap();
+            let old = prefix_sum_dp(&values, k);
+            assert!(
+                (opt.objective - old).abs() <= 1e-9 * old,
+                "n {n} k {k}: {} vs {old}",
+                opt.objective
+            );
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(48))]
         #[test]
@@ -542,9 +846,16 @@ mod tests {
             if let Ok(a) = &a {
                 prop_assert_eq!(a.centroids.len(), k);
             }
-            let moderate = values.iter().all(|v| v.abs() < 1e6 && (v.abs() > 1e-6 || *v == 0.0));
-            if let (Ok(a), Ok(b), true) = (a, b, moderate) {
-                prop_assert!(b.objective <= a.objective * (1.0 + 1e-9) + 1e-9);
+            // Every finite input, however wide its range: the optimum is
+            // never worse than Lloyd's local optimum.
+            if let (Ok(a), Ok(b)) = (a, b) {
+                prop_assert!(
+                    b.objective <= a.objective * (1.0 + 1e-9),
+                    "optimal {} > Lloyd {}", b.objective, a.objective
+                );
+                for w in b.centroids.windows(2) {
+                    prop_assert!(w[0] <= w[1]);
+                }
             }
         }
     }

@@ -115,7 +115,7 @@ impl Lcnn {
 
     /// The slices `V [rows·kh·kw, C]`, slice `(t·kh + i)·kw + j` = `W[t, :, i, j]`.
     fn slices(weights: &LayerWeights) -> Result<Array2<f64>> {
-        match weights.layout {
+        match *weights.layout() {
             WeightLayout::Conv { dims, spec } => {
                 if spec.groups != 1 {
                     return Err(Error::unsupported(
@@ -126,10 +126,10 @@ impl Lcnn {
                 let [t_all, c, kh, kw] = dims;
                 Ok(Array2::from_shape_fn((t_all * kh * kw, c), |(r, s)| {
                     let (t, ij) = (r / (kh * kw), r % (kh * kw));
-                    f64::from(weights.matrix[[t, s * kh * kw + ij]])
+                    f64::from(weights.matrix()[[t, s * kh * kw + ij]])
                 }))
             }
-            WeightLayout::Linear { .. } => Ok(weights.matrix.mapv(f64::from)),
+            WeightLayout::Linear { .. } => Ok(weights.matrix().mapv(f64::from)),
         }
     }
 
@@ -183,12 +183,12 @@ impl Lcnn {
             offsets.push(indices.len() as u32);
         }
         LcnnConv::new(
-            weights.layout,
+            *weights.layout(),
             d.mapv(|x| x as f32),
             offsets,
             indices,
             coeffs,
-            weights.bias.clone(),
+            weights.bias().cloned(),
         )
     }
 }

@@ -43,7 +43,7 @@ impl ProductQuantize {
     /// The op for a layer's weights: `subblocks` must divide the row length
     /// and `k` must not exceed the number of rows.
     pub fn quantize(&self, weights: &LayerWeights) -> Result<ProductQuantizedConv> {
-        let m = &weights.matrix;
+        let m = &weights.matrix();
         let (rows, cols) = m.dim();
         if cols % self.subblocks != 0 {
             return Err(Error::param(
@@ -72,10 +72,10 @@ impl ProductQuantize {
             codes[i * rows..(i + 1) * rows].copy_from_slice(&r.assignment);
         }
         ProductQuantizedConv::new(
-            weights.layout,
+            *weights.layout(),
             PackedCodes::pack(&codes, self.subblocks, rows, bits_for(self.k))?,
             books,
-            weights.bias.clone(),
+            weights.bias().cloned(),
         )
     }
 }
@@ -113,7 +113,7 @@ mod tests {
             .quantize(&w)
             .unwrap();
         let km = kmeans(
-            &w.matrix.mapv(f64::from),
+            &w.matrix().mapv(f64::from),
             5,
             40,
             &mut SeededRng::new(9).fork(0),

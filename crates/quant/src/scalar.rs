@@ -67,7 +67,7 @@ impl ScalarKMeans {
 
     /// The op for a layer's weights; `k` must not exceed the weights per group.
     pub fn quantize(&self, weights: &LayerWeights) -> Result<CodebookConv> {
-        let m = &weights.matrix;
+        let m = &weights.matrix();
         let (rows, cols) = m.dim();
         let flat = m.as_slice().expect("standard layout");
         let groups = self.granularity.groups(rows);
@@ -83,10 +83,10 @@ impl ScalarKMeans {
             }
         }
         CodebookConv::new(
-            weights.layout,
+            *weights.layout(),
             PackedCodes::pack(&codes, rows, cols, bits_for(self.k))?,
             books,
-            weights.bias.clone(),
+            weights.bias().cloned(),
         )
     }
 }

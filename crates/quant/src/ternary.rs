@@ -101,7 +101,7 @@ impl Ternarize {
 
     /// The op for a layer's weights.
     pub fn quantize(&self, weights: &LayerWeights) -> Result<TernaryConv> {
-        let m = &weights.matrix;
+        let m = &weights.matrix();
         let (rows, cols) = m.dim();
         let mut values = vec![0i8; rows * cols];
         let mut scales = Array1::<f32>::zeros(rows);
@@ -143,10 +143,10 @@ impl Ternarize {
         }
         let codes: Vec<u32> = values.iter().map(|&v| code_of(v)).collect();
         TernaryConv::new(
-            weights.layout,
+            *weights.layout(),
             PackedCodes::pack(&codes, rows, cols, 2)?,
             scales,
-            weights.bias.clone(),
+            weights.bias().cloned(),
         )
     }
 }

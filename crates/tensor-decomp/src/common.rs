@@ -61,8 +61,18 @@ pub fn with_groups(spec: &ConvSpec, groups: usize) -> ConvSpec {
 }
 
 /// A convolution op from an f64 OIHW kernel, optional bias and spec.
+///
+/// A finite factor beyond the f32 range is an internal overflow of the
+/// decomposition (the layer's own weights are finite f32), reported as
+/// [`Error::Numerical`] rather than as a non-finite input.
 pub fn conv_op(kernel: &Array4<f64>, bias: Option<&Array1<f32>>, spec: ConvSpec) -> Result<Op> {
     ensure_finite("factor kernel", kernel.iter())?;
+    if let Some(v) = kernel.iter().find(|v| v.abs() > f64::from(f32::MAX)) {
+        return Err(Error::numerical(
+            "factor kernel",
+            format!("a factor entry ({v:e}) overflows f32 although the layer's weights are finite"),
+        ));
+    }
     Ok(ConvLayer::new(Conv4d::from_f64(kernel)?, bias.cloned(), spec)?.into())
 }
 

@@ -434,13 +434,32 @@ impl Tucker2 {
 }
 
 /// The Tucker-2 block for fitted factors of `conv`'s kernel.
+///
+/// The core carries the kernel's whole norm while the factors are
+/// orthonormal, so a kernel near the f32 limit (say, filled with 3e38) has
+/// a core beyond it. Such a core is split: divided by a power of two `2^e`
+/// (exact) that the output factor is multiplied by, so both hold about the
+/// square root of the core's magnitude and the block computes the same map.
 pub fn tucker2_block(conv: &ConvLayer, f: &Tucker2Factors) -> Result<Block> {
+    let peak = f.core.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let (core, output) = if peak > BALANCE_ABOVE {
+        let e = (peak.log2() / 2.0).ceil() as i32;
+        let s = 2f64.powi(e);
+        (f.core.mapv(|v| v / s), f.output.mapv(|v| v * s))
+    } else {
+        (f.core.clone(), f.output.clone())
+    };
     Block::new(vec![
         pointwise_op(&f.input.t().to_owned(), None)?,
-        conv_op(&f.core, None, *conv.spec())?,
-        pointwise_op(&f.output, conv.bias())?,
+        conv_op(&core, None, *conv.spec())?,
+        pointwise_op(&output, conv.bias())?,
     ])
 }
+
+/// Core magnitude above which [`tucker2_block`] moves part of the core's
+/// scale into the output factor (far above any trained network's weights,
+/// far below the f32 limit of 3.4e38).
+const BALANCE_ABOVE: f64 = 1e30;
 
 impl Transform for Tucker2 {
     fn name(&self) -> &str {
@@ -464,7 +483,7 @@ mod tests {
     use crate::tensor::relative_error;
     use crate::testutil::{as_layer, assert_block_is_conv, layer_from, specs};
     use hasten_core::ndarray::IxDyn;
-    use hasten_core::{ConvSpec, SeededRng};
+    use hasten_core::{ConvSpec, Operator, SeededRng};
     use proptest::prelude::*;
 
     fn orthonormal(rows: usize, cols: usize, rng: &mut SeededRng) -> Array2<f64> {
@@ -616,6 +635,35 @@ mod tests {
             let r = Tucker2::with_ranks(ro, ri).apply(&as_layer(&conv), ActShape::new(c, 3, 3));
             prop_assert_eq!(r.is_ok(), ro >= 1 && ro <= n && ri >= 1 && ri <= c);
             let _ = Tucker2::new(RankSpec::Evbmf).apply(&as_layer(&conv), ActShape::new(c, 3, 3));
+        }
+    }
+
+    #[test]
+    fn kernels_near_the_f32_limit_are_decomposed() {
+        // A finite kernel filled with 3e38: rank 1, so Tucker-2 is exact, but
+        // its core (3e38 · √(N·C) ≈ 1e39) exceeds f32 unless balanced.
+        let spec = ConvSpec::new().with_padding(1);
+        let conv = ConvLayer::from_array(Array4::from_elem((4, 3, 3, 3), 3e38f32), spec).unwrap();
+        let layer = as_layer(&conv);
+        let input = ActShape::new(3, 5, 5);
+        for (r_out, r_in) in [(1, 1), (2, 2)] {
+            let c = Tucker2::with_ranks(r_out, r_in)
+                .apply(&layer, input)
+                .unwrap();
+            assert!(c.report.weight_error.unwrap() < 1e-6);
+            // Same map as the layer on inputs small enough not to overflow.
+            let x = SeededRng::new(1).normal_array((1, 3, 5, 5), 1e-3);
+            let want = conv.reference_forward(&x).unwrap();
+            let got = c.block.reference_forward(&x).unwrap();
+            assert!(want.iter().all(|v| v.is_finite()));
+            let err = hasten_core::relative_error(&want, &got);
+            assert!(err < 1e-5, "ranks ({r_out}, {r_in}): relative error {err}");
+        }
+        // An unbalanced core beyond f32 is reported as an internal overflow.
+        let big = Array4::from_elem((1, 1, 1, 1), 1e39f64);
+        match conv_op(&big, None, ConvSpec::new()) {
+            Err(Error::Numerical { reason, .. }) => assert!(reason.contains("overflows f32")),
+            other => panic!("expected a numerical error, got {other:?}"),
         }
     }
 }

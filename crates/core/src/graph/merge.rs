@@ -54,13 +54,26 @@ pub(super) fn mul_shape(inputs: &[ActShape]) -> Result<ActShape> {
 
 /// No weights; one multiply per output element for `Mul`, none for the others.
 pub(super) fn cost(op: &NodeOp, inputs: &[ActShape], out: ActShape) -> Result<Cost> {
-    let read: usize = inputs.iter().map(ActShape::len).sum();
+    let lens = inputs
+        .iter()
+        .map(|s| s.checked_len().map(|n| n as u64))
+        .collect::<Result<Vec<u64>>>()?;
+    let read = crate::cost::sum("activation", &lens)?;
+    let out_len = out.checked_len()? as u64;
     let macs = if matches!(op, NodeOp::Mul) {
-        out.len() as u64
+        out_len
     } else {
         0
     };
-    Ok(Cost::f32_op(macs, 0, read, out.len()))
+    let activation_bytes = crate::cost::product(
+        "activation byte",
+        &[crate::cost::sum("activation", &[read, out_len])?, 4],
+    )?;
+    Ok(Cost {
+        macs,
+        activation_bytes,
+        ..Cost::default()
+    })
 }
 
 /// `y = Σ xᵢ`, summed in f64 in input order.

@@ -215,6 +215,8 @@ impl Graph {
 
     /// The total cost of one sample through every node.
     pub fn cost(&self) -> Result<Cost> {
-        self.nodes.iter().map(Node::cost).sum()
+        self.nodes
+            .iter()
+            .try_fold(Cost::default(), |acc, n| acc.checked_add(n.cost()?))
     }
 }

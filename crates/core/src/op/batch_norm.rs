@@ -134,6 +134,7 @@ impl Operator for BatchNorm {
 
     fn output_shape(&self, input: ActShape) -> Result<ActShape> {
         expect_channels("batch-norm", self.channels(), input)?;
+        input.checked_len()?;
         Ok(input)
     }
 
@@ -145,7 +146,7 @@ impl Operator for BatchNorm {
             2 * self.channels() as u64,
             input.len(),
             out.len(),
-        );
+        )?;
         cost.weight_bytes = 4 * 4 * self.channels() as u64;
         Ok(cost)
     }

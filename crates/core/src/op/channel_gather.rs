@@ -60,7 +60,8 @@ impl Operator for ChannelGather {
 
     fn output_shape(&self, input: ActShape) -> Result<ActShape> {
         expect_channels("channel gather", self.in_channels, input)?;
-        Ok(ActShape::new(self.indices.len(), input.height, input.width))
+        input.checked_len()?;
+        ActShape::checked(self.indices.len(), input.height, input.width)
     }
 
     /// No MACs; the indices are stored as `u32` (4 bytes each) and are not
@@ -71,12 +72,18 @@ impl Operator for ChannelGather {
             macs: 0,
             params: 0,
             weight_bytes: 4 * self.indices.len() as u64,
-            activation_bytes: 4 * (input.len() + out.len()) as u64,
+            activation_bytes: crate::cost::activation_bytes(input.len(), out.len())?,
         })
     }
 
     fn reference_forward(&self, input: &Array4<f32>) -> Result<Array4<f32>> {
-        self.output_shape(input_shape_of(input)?)?;
+        let out = self.output_shape(input_shape_of(input)?)?;
+        let batch = input.shape()[0];
+        crate::memory::check(
+            &format!("the channel gather output of {batch} × {out}"),
+            out.checked_batch_len(batch)?,
+            4,
+        )?;
         Ok(route_channels(input, &self.indices))
     }
 }

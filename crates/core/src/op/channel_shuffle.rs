@@ -52,12 +52,13 @@ impl Operator for ChannelShuffle {
                 out_channels: input.channels,
             });
         }
+        input.checked_len()?;
         Ok(input)
     }
 
     fn cost(&self, input: ActShape) -> Result<Cost> {
         let out = self.output_shape(input)?;
-        Ok(Cost::f32_op(0, 0, input.len(), out.len()))
+        Cost::f32_op(0, 0, input.len(), out.len())
     }
 
     fn reference_forward(&self, input: &Array4<f32>) -> Result<Array4<f32>> {

@@ -19,6 +19,24 @@ pub(crate) fn check_bias(bias: Option<&Array1<f32>>, outputs: usize) -> Result<(
     Ok(())
 }
 
+/// A zeroed NCHW output of `batch` samples of shape `out` — after checking
+/// that its size fits (`Error::Overflow`) and that it stays within the
+/// memory limit of the reference forwards (`Error::MemoryLimit`; see
+/// [`crate::memory`]). `kind` names the op in the error.
+pub(crate) fn zeros_output<T: Clone + num_traits::Zero>(
+    kind: &str,
+    out: ActShape,
+    batch: usize,
+) -> Result<Array4<T>> {
+    let len = out.checked_batch_len(batch)?;
+    crate::memory::check(
+        &format!("the {kind} output of {batch} × {out}"),
+        len,
+        std::mem::size_of::<T>(),
+    )?;
+    Ok(Array4::zeros(out.batched(batch)))
+}
+
 /// The NCHW batch `input` (per-sample shape `shape`) as a `[N, C·H·W]`
 /// matrix, one row-major flattened sample per row: the input of a fully
 /// connected layer.

@@ -3,8 +3,9 @@
 
 use ndarray::Array4;
 
+use super::common::zeros_output;
 use super::{input_shape_of, Operator};
-use crate::cost::Cost;
+use crate::cost::{self, Cost};
 use crate::error::Result;
 use crate::layer::ConvLayer;
 use crate::shape::ActShape;
@@ -22,9 +23,9 @@ impl Operator for ConvLayer {
     fn cost(&self, input: ActShape) -> Result<Cost> {
         let out = ConvLayer::output_shape(self, input)?;
         let weights = self.weight().len() as u64;
-        let macs = weights * out.area() as u64;
+        let macs = cost::product("MAC", &[weights, out.area() as u64])?;
         let params = weights + self.bias().map_or(0, |b| b.len() as u64);
-        Ok(Cost::f32_op(macs, params, input.len(), out.len()))
+        Cost::f32_op(macs, params, input.len(), out.len())
     }
 
     /// Direct evaluation of
@@ -42,7 +43,7 @@ impl Operator for ConvLayer {
         let (dh, dw) = spec.dilation;
         let (pt, pl) = (spec.padding.top as isize, spec.padding.left as isize);
         let (h, wd) = (in_shape.height as isize, in_shape.width as isize);
-        let mut result = Array4::<f32>::zeros(out.batched(batch));
+        let mut result = zeros_output::<f32>("convolution", out, batch)?;
         for n in 0..batch {
             for t in 0..t_all {
                 let group = t / t_g;

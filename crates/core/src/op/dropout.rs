@@ -35,12 +35,13 @@ impl Operator for Dropout {
     }
 
     fn output_shape(&self, input: ActShape) -> Result<ActShape> {
+        input.checked_len()?;
         Ok(input)
     }
 
     /// A copy at most (a graph plan makes it free); no arithmetic.
     fn cost(&self, input: ActShape) -> Result<Cost> {
-        Ok(Cost::f32_op(0, 0, input.len(), input.len()))
+        Cost::f32_op(0, 0, input.checked_len()?, input.checked_len()?)
     }
 
     fn reference_forward(&self, input: &Array4<f32>) -> Result<Array4<f32>> {

@@ -50,6 +50,7 @@ macro_rules! elementwise_operator {
                 &self,
                 input: $crate::shape::ActShape,
             ) -> $crate::error::Result<$crate::shape::ActShape> {
+                input.checked_len()?;
                 Ok(input)
             }
 
@@ -57,12 +58,7 @@ macro_rules! elementwise_operator {
                 &self,
                 input: $crate::shape::ActShape,
             ) -> $crate::error::Result<$crate::cost::Cost> {
-                Ok($crate::cost::Cost::f32_op(
-                    0,
-                    $params,
-                    input.len(),
-                    input.len(),
-                ))
+                $crate::cost::Cost::f32_op(0, $params, input.checked_len()?, input.checked_len()?)
             }
 
             fn reference_forward(

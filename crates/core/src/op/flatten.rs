@@ -29,7 +29,7 @@ impl Operator for Flatten {
     /// A copy at most (a graph plan makes it free); no arithmetic.
     fn cost(&self, input: ActShape) -> Result<Cost> {
         let out = self.output_shape(input)?;
-        Ok(Cost::f32_op(0, 0, input.len(), out.len()))
+        Cost::f32_op(0, 0, input.checked_len()?, out.checked_len()?)
     }
 
     fn reference_forward(&self, input: &Array4<f32>) -> Result<Array4<f32>> {

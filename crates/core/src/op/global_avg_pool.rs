@@ -18,17 +18,18 @@ impl Operator for GlobalAvgPool {
     }
 
     fn output_shape(&self, input: ActShape) -> Result<ActShape> {
+        input.checked_len()?;
         Ok(ActShape::new(input.channels, 1, 1))
     }
 
     /// One addition per input value; no parameters.
     fn cost(&self, input: ActShape) -> Result<Cost> {
-        Ok(Cost::f32_op(
-            input.len() as u64,
+        Cost::f32_op(
+            input.checked_len()? as u64,
             0,
-            input.len(),
+            input.checked_len()?,
             input.channels,
-        ))
+        )
     }
 
     fn reference_forward(&self, input: &Array4<f32>) -> Result<Array4<f32>> {

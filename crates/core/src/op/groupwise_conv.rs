@@ -12,7 +12,7 @@
 
 use ndarray::{Array1, Array2, Array4};
 
-use super::common::check_bias;
+use super::common::{check_bias, zeros_output};
 use super::patch::{ensure_single_group, single_group_output_shape, tap};
 use super::{input_shape_of, Operator};
 use crate::cost::Cost;
@@ -186,11 +186,11 @@ impl Operator for GroupwiseConv {
         let weights = self.weight.len() as u64;
         let bias = self.bias.as_ref().map_or(0, |b| b.len() as u64);
         let mut cost = Cost::f32_op(
-            weights * out.area() as u64,
+            crate::cost::product("MAC", &[weights, out.area() as u64])?,
             weights + bias,
             input.len(),
             out.len(),
-        );
+        )?;
         cost.weight_bytes += 4 * self.taps.len() as u64;
         Ok(cost)
     }
@@ -199,7 +199,7 @@ impl Operator for GroupwiseConv {
     fn reference_forward(&self, input: &Array4<f32>) -> Result<Array4<f32>> {
         let out = self.output_shape(input_shape_of(input)?)?;
         let batch = input.shape()[0];
-        let mut y = Array4::<f32>::zeros(out.batched(batch));
+        let mut y = zeros_output::<f32>("group-wise convolution", out, batch)?;
         for n in 0..batch {
             for oy in 0..out.height {
                 for ox in 0..out.width {

@@ -20,6 +20,11 @@
 //!    With `output`: `y_q = clamp(z_out + ((acc · m + 2^(n−1)) >> n))`, the
 //!    `(m, n)` of [`Requant`] approximating `s_in·s_w[t]/s_out = m / 2^n`,
 //!    then `y = s_out · (y_q − z_out)`.
+//! 4. NaN: a NaN activation has no integer code (step 1 gives it the zero
+//!    point), but as in IEEE arithmetic — and in the f32 layer of the
+//!    dequantized tensors — every output that reads it, whatever the
+//!    weight, is NaN ([`Int8Conv::nan_outputs`]). Infinities saturate in
+//!    step 1 like any out-of-range value.
 
 use ndarray::{Array1, Array2, Array4};
 
@@ -92,7 +97,9 @@ impl QuantParams {
         self.dtype
     }
 
-    /// `clamp(round(x / scale) + zero_point)`; NaN maps to the zero point.
+    /// `clamp(round(x / scale) + zero_point)`; NaN maps to the zero point
+    /// (the op then marks the outputs that read it NaN; see the module
+    /// documentation).
     pub fn quantize(&self, x: f32) -> i32 {
         let (lo, hi) = self.dtype.range();
         let q = (f64::from(x) / f64::from(self.scale)).round();
@@ -273,6 +280,23 @@ impl Int8Conv {
         &self.requant
     }
 
+    /// Which outputs read a NaN activation (for any weight, as `0 · NaN` is
+    /// NaN): `None` when the input holds no NaN, else a mask of the output's
+    /// shape. The reference forward and the fast kernels set these outputs
+    /// to NaN.
+    ///
+    /// # Errors
+    /// As [`Operator::reference_forward`] for an input the op cannot take.
+    pub fn nan_outputs(&self, input: &Array4<f32>) -> Result<Option<Array4<bool>>> {
+        if !input.iter().any(|v| v.is_nan()) {
+            return Ok(None);
+        }
+        let hits = input.mapv(|v| if v.is_nan() { 1.0f32 } else { 0.0 });
+        let ones = Array2::<f32>::ones((self.layout.rows(), self.layout.row_len()));
+        let reads = self.layout.dense_forward(ones, None, &hits)?;
+        Ok(Some(reads.mapv(|r| r > 0.0)))
+    }
+
     /// Step 1: quantized input codes.
     pub fn quantize_input(&self, input: &Array4<f32>) -> Array4<i32> {
         input.mapv(|x| self.input.quantize(x))
@@ -290,7 +314,7 @@ impl Int8Conv {
         }
         let z = self.input.zero_point;
         let batch = codes.shape()[0];
-        let mut acc = Array4::<i32>::zeros(out.batched(batch));
+        let mut acc = super::common::zeros_output::<i32>("int8 accumulator", out, batch)?;
         match *self.layout {
             WeightLayout::Linear { .. } => {
                 let flat: Vec<i32> = codes.iter().map(|&q| q - z).collect();
@@ -382,7 +406,7 @@ impl Operator for Int8Conv {
 
     fn reference_forward(&self, input: &Array4<f32>) -> Result<Array4<f32>> {
         let acc = self.accumulate(&self.quantize_input(input))?;
-        Ok(match (self.requantize(&acc), &self.output) {
+        let mut y = match (self.requantize(&acc), &self.output) {
             (Some(q), Some(out)) => q.mapv(|v| out.dequantize(v)),
             _ => {
                 let mut y = Array4::<f32>::zeros(acc.raw_dim());
@@ -393,7 +417,15 @@ impl Operator for Int8Conv {
                 }
                 y
             }
-        })
+        };
+        if let Some(nan) = self.nan_outputs(input)? {
+            y.zip_mut_with(&nan, |v, &n| {
+                if n {
+                    *v = f32::NAN;
+                }
+            });
+        }
+        Ok(y)
     }
 }
 
@@ -512,6 +544,36 @@ mod tests {
                 let input = Array4::from_shape_vec((1, n, 1, 1), x).unwrap();
                 proptest::prop_assert_eq!(op.reference_forward(&input).is_ok(), n == cols);
             }
+        }
+    }
+
+    #[test]
+    fn nan_activations_give_nan_outputs_exactly_where_read() {
+        // 3×3 kernel, padding 1, stride 2: output (y, x) reads input rows
+        // 2y−1..=2y+1 and columns 2x−1..=2x+1 of every channel.
+        for output in [None, Some(QuantParams::new(0.1, 3, IntType::I8).unwrap())] {
+            let (op, _) = op(output);
+            let mut rng = SeededRng::new(2);
+            let x: Array4<f32> = rng.normal_array((2, 2, 5, 6), 1.0);
+            let mut poisoned = x.clone();
+            poisoned[[1, 1, 2, 3]] = f32::NAN;
+            let clean = op.reference_forward(&x).unwrap();
+            let y = op.reference_forward(&poisoned).unwrap();
+            let reads = |o: usize, i: usize| (2 * o).abs_diff(i) <= 1;
+            let mut nans = 0;
+            for ((n, t, oy, ox), &v) in y.indexed_iter() {
+                if n == 1 && reads(oy, 2) && reads(ox, 3) {
+                    assert!(v.is_nan(), "({n}, {t}, {oy}, {ox}) = {v}");
+                    nans += 1;
+                } else {
+                    assert_eq!(v, clean[[n, t, oy, ox]], "({n}, {t}, {oy}, {ox})");
+                }
+            }
+            // Input row 2 is read by output row 1 only (rows 1..=3); input
+            // column 3 by output columns 1 (1..=3) and 2 (3..=5): 2
+            // positions × 3 filters.
+            assert_eq!(nans, 6);
+            assert!(op.nan_outputs(&x).unwrap().is_none());
         }
     }
 }

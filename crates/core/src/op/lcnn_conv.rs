@@ -20,6 +20,7 @@
 
 use ndarray::{Array1, Array2, Array4};
 
+use super::common::zeros_output;
 use super::weight_layout::{bias_len, check_bias, WeightLayout};
 use super::{input_shape_of, Operator};
 use crate::cost::Cost;
@@ -212,11 +213,18 @@ impl Operator for LcnnConv {
             WeightLayout::Conv { .. } => input.area() as u64,
             WeightLayout::Linear { .. } => 1,
         };
+        let macs = crate::cost::sum(
+            "MAC",
+            &[
+                crate::cost::product("MAC", &[dict, spatial])?,
+                crate::cost::product("MAC", &[nnz, out.area() as u64])?,
+            ],
+        )?;
         Ok(Cost {
-            macs: dict * spatial + nnz * out.area() as u64,
+            macs,
             params: dict + nnz + b,
             weight_bytes: 4 * dict + 6 * nnz + 4 * self.offsets.len() as u64 + 4 * b,
-            activation_bytes: 4 * (input.len() + out.len()) as u64,
+            activation_bytes: crate::cost::activation_bytes(input.len(), out.len())?,
         })
     }
 
@@ -227,7 +235,7 @@ impl Operator for LcnnConv {
         let ([t_all, _, kh, kw], spec) = self.geometry();
         let (h, w) = (s.shape()[2] as isize, s.shape()[3] as isize);
         let batch = input.shape()[0];
-        let mut v = Array4::<f32>::zeros(out.batched(batch));
+        let mut v = zeros_output::<f32>("LCNN", out, batch)?;
         for n in 0..batch {
             for t in 0..t_all {
                 for y in 0..out.height {

@@ -2,7 +2,7 @@
 
 use ndarray::Array4;
 
-use super::common::flatten_samples;
+use super::common::{flatten_samples, zeros_output};
 use super::{input_shape_of, Operator};
 use crate::cost::Cost;
 use crate::error::Result;
@@ -22,7 +22,7 @@ impl Operator for LinearLayer {
         let out = LinearLayer::output_shape(self, input)?;
         let macs = self.weight().len() as u64;
         let params = macs + self.bias().map_or(0, |b| b.len() as u64);
-        Ok(Cost::f32_op(macs, params, input.len(), out.len()))
+        Cost::f32_op(macs, params, input.len(), out.len())
     }
 
     /// `y[n, o] = b[o] + Σ_i W[o, i] · x[n, i]` over the flattened sample, in f64.
@@ -32,7 +32,7 @@ impl Operator for LinearLayer {
         let batch = input.shape()[0];
         let flat = flatten_samples(input, shape);
         let w = self.weight();
-        let mut y = Array4::<f32>::zeros(out.batched(batch));
+        let mut y = zeros_output::<f32>("linear", out, batch)?;
         for n in 0..batch {
             for o in 0..w.nrows() {
                 let mut acc = self.bias().map_or(0.0, |b| f64::from(b[o]));

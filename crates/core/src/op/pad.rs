@@ -69,7 +69,7 @@ impl Operator for Pad {
     /// One write per output value; the fill value is the one parameter.
     fn cost(&self, input: ActShape) -> Result<Cost> {
         let out = self.output_shape(input)?;
-        Ok(Cost::f32_op(0, 1, input.len(), out.len()))
+        Cost::f32_op(0, 1, input.checked_len()?, out.checked_len()?)
     }
 
     fn reference_forward(&self, input: &Array4<f32>) -> Result<Array4<f32>> {

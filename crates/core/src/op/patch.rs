@@ -34,7 +34,7 @@ pub(crate) fn single_group_output_shape(
 ) -> Result<ActShape> {
     super::expect_channels(kind, in_channels, input)?;
     let (oh, ow) = spec.output_hw(input.height, input.width, kernel.0, kernel.1)?;
-    Ok(ActShape::new(out_channels, oh, ow))
+    ActShape::checked(out_channels, oh, ow)
 }
 
 /// `U[n, c, y·σ_h + i·δ_h − p_top, x·σ_w + j·δ_w − p_left]` as f64, zero

@@ -135,11 +135,11 @@ impl Operator for PerforatedConv {
         let dense = self.conv.cost(input)?;
         let weights = self.conv.weight().len() as u64;
         let mut cost = Cost::f32_op(
-            weights * self.positions.len() as u64,
+            crate::cost::product("MAC", &[weights, self.positions.len() as u64])?,
             dense.params,
             input.len(),
             out.len(),
-        );
+        )?;
         cost.weight_bytes = dense.weight_bytes + 4 * self.nearest.len() as u64;
         Ok(cost)
     }
@@ -172,7 +172,7 @@ impl Operator for PerforatedConv {
             }
         }
         let ow = out.width;
-        let mut v = Array4::<f32>::zeros(out.batched(batch));
+        let mut v = super::common::zeros_output::<f32>("perforated convolution", out, batch)?;
         for n in 0..batch {
             for t in 0..t_all {
                 for y in 0..out.height {

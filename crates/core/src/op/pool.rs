@@ -263,7 +263,7 @@ impl PoolSpec {
             .checked_mul(self.kernel.1 as u64)
             .and_then(|t| t.checked_mul(out.len() as u64))
             .ok_or_else(|| overflow("cost"))?;
-        Ok(Cost::f32_op(taps, 0, input.len(), out.len()))
+        Cost::f32_op(taps, 0, input.checked_len()?, out.checked_len()?)
     }
 
     /// Applies `reduce(plane, rows, cols, rows_padded · cols_padded)` to

@@ -58,12 +58,13 @@ impl Operator for Shift {
 
     fn output_shape(&self, input: ActShape) -> Result<ActShape> {
         expect_channels("shift", self.offsets.len(), input)?;
+        input.checked_len()?;
         Ok(input)
     }
 
     fn cost(&self, input: ActShape) -> Result<Cost> {
         let out = self.output_shape(input)?;
-        Ok(Cost::f32_op(0, 0, input.len(), out.len()))
+        Cost::f32_op(0, 0, input.len(), out.len())
     }
 
     fn reference_forward(&self, input: &Array4<f32>) -> Result<Array4<f32>> {

@@ -24,18 +24,19 @@ impl Operator for Softmax {
     }
 
     fn output_shape(&self, input: ActShape) -> Result<ActShape> {
+        input.checked_len()?;
         Ok(input)
     }
 
     /// One exponential and one multiplication per value (counted as one
     /// MAC); no parameters.
     fn cost(&self, input: ActShape) -> Result<Cost> {
-        Ok(Cost::f32_op(
-            input.len() as u64,
+        Cost::f32_op(
+            input.checked_len()? as u64,
             0,
-            input.len(),
-            input.len(),
-        ))
+            input.checked_len()?,
+            input.checked_len()?,
+        )
     }
 
     fn reference_forward(&self, input: &Array4<f32>) -> Result<Array4<f32>> {

@@ -6,7 +6,7 @@
 
 use ndarray::{Array1, Array4};
 
-use super::common::check_bias;
+use super::common::{check_bias, zeros_output};
 use super::csr::Csr;
 use super::patch::{ensure_single_group, single_group_output_shape, tap};
 use super::{input_shape_of, Operator};
@@ -133,7 +133,8 @@ impl Operator for SparseConv {
         let out = self.output_shape(input)?;
         let nnz = self.filters.nnz() as u64;
         let bias = self.bias.as_ref().map_or(0, |b| b.len() as u64);
-        let mut cost = Cost::f32_op(nnz * out.area() as u64, nnz + bias, input.len(), out.len());
+        let macs = crate::cost::product("MAC", &[nnz, out.area() as u64])?;
+        let mut cost = Cost::f32_op(macs, nnz + bias, input.len(), out.len())?;
         cost.weight_bytes = self.filters.bytes() + 4 * bias;
         Ok(cost)
     }
@@ -144,7 +145,7 @@ impl Operator for SparseConv {
         let out = self.output_shape(input_shape_of(input)?)?;
         let (kh, kw) = self.kernel;
         let batch = input.shape()[0];
-        let mut y = Array4::<f32>::zeros(out.batched(batch));
+        let mut y = zeros_output::<f32>("sparse convolution", out, batch)?;
         for n in 0..batch {
             for t in 0..out.channels {
                 let b = self.bias.as_ref().map_or(0.0, |b| f64::from(b[t]));

@@ -3,7 +3,7 @@
 
 use ndarray::{Array1, Array4};
 
-use super::common::{check_bias, flatten_samples};
+use super::common::{check_bias, flatten_samples, zeros_output};
 use super::csr::Csr;
 use super::{input_shape_of, Operator};
 use crate::cost::Cost;
@@ -55,7 +55,7 @@ impl Operator for SparseLinear {
     }
 
     fn output_shape(&self, input: ActShape) -> Result<ActShape> {
-        if input.len() != self.weight.cols() {
+        if input.checked_len()? != self.weight.cols() {
             return Err(Error::shape(
                 "sparse linear input features (C·H·W)",
                 self.weight.cols(),
@@ -70,7 +70,7 @@ impl Operator for SparseLinear {
         let out = self.output_shape(input)?;
         let nnz = self.weight.nnz() as u64;
         let bias = self.bias.as_ref().map_or(0, |b| b.len() as u64);
-        let mut cost = Cost::f32_op(nnz, nnz + bias, input.len(), out.len());
+        let mut cost = Cost::f32_op(nnz, nnz + bias, input.len(), out.len())?;
         cost.weight_bytes = self.weight.bytes() + 4 * bias;
         Ok(cost)
     }
@@ -81,7 +81,7 @@ impl Operator for SparseLinear {
         let out = self.output_shape(shape)?;
         let batch = input.shape()[0];
         let flat = flatten_samples(input, shape);
-        let mut y = Array4::<f32>::zeros(out.batched(batch));
+        let mut y = zeros_output::<f32>("sparse linear", out, batch)?;
         for n in 0..batch {
             for o in 0..self.weight.rows() {
                 let mut acc = self.bias.as_ref().map_or(0.0, |b| f64::from(b[o]));

@@ -192,7 +192,7 @@ impl Operator for TtLinear {
     }
 
     fn output_shape(&self, input: ActShape) -> Result<ActShape> {
-        if input.len() != self.in_features() {
+        if input.checked_len()? != self.in_features() {
             return Err(Error::shape(
                 "TT-linear input features (C·H·W)",
                 self.in_features(),
@@ -214,7 +214,7 @@ impl Operator for TtLinear {
         }
         let params = self.cores.iter().map(|g| g.len() as u64).sum::<u64>()
             + self.bias.as_ref().map_or(0, |b| b.len() as u64);
-        Ok(Cost::f32_op(macs, params, input.len(), out.len()))
+        Cost::f32_op(macs, params, input.len(), out.len())
     }
 
     /// `y = W x + b` by contracting the cores one at a time
@@ -227,7 +227,7 @@ impl Operator for TtLinear {
         let batch = input.shape()[0];
         let flat = flatten_samples(input, shape).mapv(f64::from);
         let y = self.contract(&flat)?;
-        let mut result = ndarray::Array4::<f32>::zeros(out.batched(batch));
+        let mut result = super::common::zeros_output::<f32>("TT-linear", out, batch)?;
         for s in 0..batch {
             for o in 0..out.channels {
                 let b = self.bias.as_ref().map_or(0.0, |b| f64::from(b[o]));

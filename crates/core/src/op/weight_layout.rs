@@ -127,10 +127,10 @@ impl WeightLayout {
                 }
                 ensure_nonempty("convolution input", &[input.height, input.width])?;
                 let (oh, ow) = spec.output_hw(input.height, input.width, dims[2], dims[3])?;
-                Ok(ActShape::new(dims[0], oh, ow))
+                ActShape::checked(dims[0], oh, ow)
             }
             WeightLayout::Linear { out, inp } => {
-                if input.len() != inp {
+                if input.checked_len()? != inp {
                     return Err(Error::shape(
                         "linear input features (C·H·W)",
                         inp,
@@ -147,12 +147,12 @@ impl WeightLayout {
     /// and out.
     pub fn cost(&self, input: ActShape, params: u64, weight_bytes: u64) -> Result<Cost> {
         let out = self.output_shape(input)?;
-        let macs = self.weight_count() as u64 * out.area() as u64;
+        let macs = crate::cost::product("MAC", &[self.weight_count() as u64, out.area() as u64])?;
         Ok(Cost {
             macs,
             params,
             weight_bytes,
-            activation_bytes: 4 * (input.len() + out.len()) as u64,
+            activation_bytes: crate::cost::activation_bytes(input.len(), out.len())?,
         })
     }
 

@@ -20,7 +20,9 @@ pub(crate) use geometry::Geometry;
 pub(crate) use perforated::PerforatedKernel;
 pub(crate) use view::ChannelView;
 
-use hasten_core::{ActShape, BatchNorm, ConvLayer, Result};
+use hasten_core::{
+    memory, ActShape, BatchNorm, ConvLayer, ConvSpec, Error, Op, Operator, Result, WeightLayout,
+};
 
 use crate::elementwise::Clamp;
 use crate::gemm::Kernel;
@@ -179,4 +181,71 @@ impl ConvStep {
             }
         }
     }
+}
+
+/// The spec, kernel extent and input channels of an op that slides a kernel
+/// over a zero-padded input, or `None` for the others.
+fn sliding_window(op: &Op) -> Option<(ConvSpec, (usize, usize), usize)> {
+    let of_layout = |layout: &WeightLayout| match *layout {
+        WeightLayout::Conv { dims, spec } => {
+            Some((spec, (dims[2], dims[3]), dims[1] * spec.groups))
+        }
+        WeightLayout::Linear { .. } => None,
+    };
+    match op {
+        Op::Conv(l) => Some((*l.spec(), l.weight().kernel_hw(), l.in_channels())),
+        Op::PerforatedConv(p) => {
+            let l = p.conv();
+            Some((*l.spec(), l.weight().kernel_hw(), l.in_channels()))
+        }
+        Op::GroupwiseConv(g) => Some((*g.spec(), g.kernel_hw(), g.in_channels())),
+        Op::SparseConv(s) => Some((*s.spec(), s.kernel_hw(), s.in_channels())),
+        Op::BinaryConv(b) => of_layout(b.layout()),
+        Op::TernaryConv(t) => of_layout(t.layout()),
+        Op::CodebookConv(c) => of_layout(c.layout()),
+        Op::ProductQuantizedConv(p) => of_layout(p.layout()),
+        Op::FixedPointConv(f) => of_layout(f.layout()),
+        Op::Int8Conv(i) => of_layout(i.layout()),
+        Op::LcnnConv(l) => of_layout(l.layout()),
+        _ => None,
+    }
+}
+
+/// Checks, before a plan allocates anything, that for every op that slides
+/// a kernel over a zero-padded input (given with its per-sample input
+/// shape) a zero-padded copy of its batch of `batch` fits in `limit` bytes —
+/// the bound on the scratch of the depthwise, perforated and low-bit
+/// kernels (the GEMM and Winograd kernels work in cache-sized tiles below
+/// it). The plan checks its activation arena against the same limit.
+///
+/// [`Error::MemoryLimit`] names the first buffer over the limit;
+/// [`Error::Overflow`] a size that does not fit in `usize`.
+pub(crate) fn check_padded_inputs<'a>(
+    ops: impl IntoIterator<Item = (&'a Op, ActShape)>,
+    batch: usize,
+    limit: u64,
+) -> Result<()> {
+    for (op, input) in ops {
+        let Some((spec, (kh, kw), _)) = sliding_window(op) else {
+            continue;
+        };
+        // Validates the padded extents (they fit in isize).
+        spec.output_hw(input.height, input.width, kh, kw)?;
+        let p = spec.padding;
+        let (hp, wp) = (
+            input.height + p.top + p.bottom,
+            input.width + p.left + p.right,
+        );
+        let floats = [input.channels, hp, wp]
+            .iter()
+            .try_fold(batch, |acc, &f| acc.checked_mul(f))
+            .ok_or_else(|| Error::overflow(format!("the zero-padded input of a {}", op.kind())))?;
+        memory::check_against(
+            &format!("the zero-padded input of a {} on {input}", op.kind()),
+            floats,
+            4,
+            limit,
+        )?;
+    }
+    Ok(())
 }

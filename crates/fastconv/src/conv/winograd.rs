@@ -12,11 +12,21 @@
 //! of the GEMM's accumulation error; the property tests bound the relative
 //! error by `1e-4` against the f64 reference, and measure it below `1e-5` on
 //! unit-variance data.
+//!
+//! Non-finite inputs: the input transform subtracts neighbouring values, so
+//! an infinity becomes `Inf − Inf = NaN`, and a NaN or infinity spreads to
+//! every output of its 2×2 tiles, including outputs whose window never
+//! reads it. Equation (1) — the reference — gives `±Inf` there. A sample
+//! holding any NaN or infinity therefore runs on the GEMM path
+//! ([`GemmConv`], built from the same filters), whose products and sums
+//! follow IEEE arithmetic like the reference; finite samples keep the
+//! Winograd speed, and the check is one pass over the input.
 
 use std::sync::Mutex;
 
 use rayon::prelude::*;
 
+use super::gemm_conv::GemmConv;
 use super::{ChannelView, Geometry};
 use crate::aligned::AlignedVec;
 use crate::elementwise::Clamp;
@@ -42,6 +52,9 @@ pub(crate) struct WinogradConv {
     clamp: Clamp,
     /// `V` then `M` of the current chunk.
     work: Mutex<(AlignedVec, AlignedVec)>,
+    /// The same convolution on the GEMM path, for samples holding a NaN or
+    /// an infinity (see the module documentation).
+    fallback: Box<GemmConv>,
 }
 
 /// Rows `V[ξ][c][tiles]` of one component as a GEMM `B` operand.
@@ -108,6 +121,14 @@ impl WinogradConv {
                 )
             })
             .collect();
+        let fallback = Box::new(GemmConv::new(
+            kernel,
+            geo,
+            weights,
+            bias,
+            clamp,
+            view.clone(),
+        ));
         WinogradConv {
             geo,
             view,
@@ -116,6 +137,7 @@ impl WinogradConv {
             bias: bias.map(<[f32]>::to_vec),
             clamp,
             work: Mutex::new((AlignedVec::default(), AlignedVec::default())),
+            fallback,
         }
     }
 
@@ -134,6 +156,14 @@ impl WinogradConv {
         for n in 0..batch {
             let sample = &input[n * in_len..][..in_len];
             let out = &mut output[n * out_len..][..out_len];
+            if !sample.iter().all(|v| v.is_finite()) {
+                let whole = super::ConvOut {
+                    stride: out_len,
+                    residual: None,
+                };
+                self.fallback.run(sample, out, 1, pool, whole);
+                continue;
+            }
             let mut p0 = 0;
             while p0 < tiles {
                 let len = per_chunk.min(tiles - p0);

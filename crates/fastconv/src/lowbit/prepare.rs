@@ -280,6 +280,15 @@ impl Prepared {
                         None => (f64::from(a) * s_in * f64::from(op.weight_scale(t))) as f32,
                     };
                 }
+                // NaN activations: the outputs that read one are NaN, as in
+                // the reference (`hasten_core::Int8Conv::nan_outputs`).
+                if let Some(nan) = op.nan_outputs(x)? {
+                    y.zip_mut_with(&nan, |v, &n| {
+                        if n {
+                            *v = f32::NAN;
+                        }
+                    });
+                }
                 Ok(y)
             }
             Kernel::Codebook(l) => {

@@ -14,7 +14,7 @@ use std::fmt;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use hasten_core::graph::{Graph, GraphBuilder, GraphError};
+use hasten_core::graph::{Graph, GraphBuilder, GraphError, NodeOp};
 use hasten_core::ndarray::{Array4, ArrayView4};
 use hasten_core::{ActShape, Block, Error, Op, Operator, Result};
 use rayon::prelude::*;
@@ -38,6 +38,11 @@ pub struct PlanOptions {
     /// to write concatenation operands in place. On by default; off, every
     /// node runs as a step of its own — to measure what fusion saves.
     pub fuse: bool,
+    /// The most bytes the plan's buffers may take (the activation arena and
+    /// the zero-padded inputs of its convolutions); a plan that would need
+    /// more fails with [`Error::MemoryLimit`] instead of aborting on
+    /// allocation. Defaults to [`hasten_core::memory::limit`].
+    pub memory_limit: u64,
 }
 
 /// When a plan runs a stride-1, undilated, dense 3×3 convolution by
@@ -60,6 +65,7 @@ impl Default for PlanOptions {
             isa: Isa::detect(),
             winograd: Winograd::Auto,
             fuse: true,
+            memory_limit: hasten_core::memory::limit(),
         }
     }
 }
@@ -223,6 +229,7 @@ impl Plan {
         // their buffers by the batch.
         total_floats(graph.inputs().iter().map(|i| i.shape()), batch)?;
         let naive_floats = total_floats(graph.nodes().iter().map(|n| n.output_shape()), batch)?;
+        crate::conv::check_padded_inputs(unary_ops(graph)?, batch, options.memory_limit)?;
         let compiled = compile::compile(graph, batch, options)?;
         let mut lifetimes: Vec<arena::Lifetime> = Vec::new();
         let mut arena_index = vec![usize::MAX; compiled.bufs.len()];
@@ -253,6 +260,12 @@ impl Plan {
             }
         }
         let (placed, total) = arena::assign(&lifetimes)?;
+        hasten_core::memory::check_against(
+            "the plan's activation arena",
+            total,
+            4,
+            options.memory_limit,
+        )?;
         let offsets = arena_index
             .iter()
             .map(|&i| if i == usize::MAX { 0 } else { placed[i] })
@@ -471,6 +484,23 @@ impl Plan {
             }
         }
     }
+}
+
+/// Every single-input op of `graph` with its per-sample input shape, the
+/// ops inside block nodes included.
+fn unary_ops(graph: &Graph) -> Result<Vec<(&Op, ActShape)>> {
+    let mut ops = Vec::new();
+    for node in graph.nodes() {
+        match node.op() {
+            NodeOp::Op(op) => ops.push((op, node.input_shapes()[0])),
+            NodeOp::Block(block) => {
+                let shapes = block.shapes(node.input_shapes()[0])?;
+                ops.extend(block.ops().iter().zip(shapes));
+            }
+            _ => {}
+        }
+    }
+    Ok(ops)
 }
 
 /// `batch` samples of every shape, in floats; an error unless their bytes

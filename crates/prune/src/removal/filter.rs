@@ -374,7 +374,26 @@ mod tests {
         let odd = Consumer::Linear(
             LinearLayer::new(l.weight().slice(ndarray::s![.., 1..]).to_owned(), None).unwrap(),
         );
-        assert!(prune_filters(&p, None, &odd, &[0]).is_err());
+        // 149 features for 6 filters: a typed shape error, never a consumer
+        // sliced into wrongly sized groups.
+        for bad in [&odd, &short_linear(4), &short_linear(6 * 25 + 3)] {
+            let Consumer::Linear(l) = bad else {
+                unreachable!()
+            };
+            assert_eq!(
+                prune_filters(&p, None, bad, &[0]).unwrap_err(),
+                Error::shape(
+                    "consumer linear input features (multiple of producer channels)",
+                    "a multiple of 6",
+                    l.in_features(),
+                )
+            );
+        }
+        assert!(prune_filters(&p, None, &short_linear(12), &[0, 5]).is_ok());
+    }
+
+    fn short_linear(features: usize) -> Consumer {
+        Consumer::Linear(LinearLayer::new(ndarray::Array2::ones((2, features)), None).unwrap())
     }
 
     proptest! {

@@ -83,46 +83,91 @@ mod tests {
     use super::*;
     use hasten_core::{ConvLayer, ConvSpec, LinearLayer, Operator, SeededRng};
 
+    /// `n` weights with the distinct magnitudes `1..=n` in random order and
+    /// with random signs, so "the largest" is unambiguous.
+    fn ranked_weights(n: usize, rng: &mut SeededRng) -> Vec<f32> {
+        let mut w: Vec<f32> = (1..=n)
+            .map(|m| {
+                if rng.below(2) == 0 {
+                    m as f32
+                } else {
+                    -(m as f32)
+                }
+            })
+            .collect();
+        rng.shuffle(&mut w);
+        w
+    }
+
+    /// `Σ_{m=1..n} m²`.
+    fn sum_squares(n: usize) -> f64 {
+        (n * (n + 1) * (2 * n + 1)) as f64 / 6.0
+    }
+
     #[test]
-    fn csr_keeps_the_largest_and_matches_zeroed_dense() {
+    fn csr_keeps_exactly_the_largest_weights() {
         let mut rng = SeededRng::new(14);
-        let layer = ConvLayer::from_array(
-            rng.normal_array((8, 4, 3, 3), 1.0),
-            ConvSpec::new().with_padding(1),
-        )
-        .unwrap();
+        let w = ranked_weights(8 * 4 * 3 * 3, &mut rng);
+        let array = ndarray::Array4::from_shape_vec((8, 4, 3, 3), w.clone()).unwrap();
+        let layer = ConvLayer::from_array(array.clone(), ConvSpec::new().with_padding(1)).unwrap();
         let c = MagnitudeSparse { fraction: 0.75 }
             .apply(&Layer::Conv(layer.clone()), ActShape::new(4, 6, 6))
             .unwrap();
         let Op::SparseConv(sp) = &c.block.ops()[0] else {
             panic!("not CSR")
         };
+        // 288 weights, 75 % removed: exactly the magnitudes 217..=288 stay,
+        // each at its own position with its own sign.
         assert_eq!(sp.filters().nnz(), 72);
-        let thr = sp
-            .filters()
-            .values()
-            .iter()
-            .map(|v| v.abs())
-            .fold(f32::INFINITY, f32::min);
-        let dropped_max = layer
-            .weight()
-            .array()
-            .iter()
-            .map(|v| v.abs())
-            .filter(|&v| v < thr)
-            .fold(0.0, f32::max);
-        assert!(dropped_max <= thr);
-        let x = rng.normal_array((1, 4, 6, 6), 1.0);
-        let dense = sp.to_dense().unwrap();
+        let mut kept = 0;
+        for t in 0..8 {
+            for (col, v) in sp.filters().row(t) {
+                assert_eq!(v, w[t * 36 + col], "filter {t}, column {col}");
+                assert!(v.abs() > 216.0, "kept a small weight {v}");
+                kept += 1;
+            }
+        }
+        assert_eq!(kept, 72);
+        // The reported error in closed form: √(Σ_{m≤216} m² / Σ_{m≤288} m²).
+        let want = (sum_squares(216) / sum_squares(288)).sqrt();
+        let got = c.report.weight_error.unwrap();
+        assert!((got - want).abs() < 1e-12, "weight error {got} vs {want}");
+        assert!((c.report.mac_speedup() - 4.0).abs() < 1e-9);
+        // The sparse forward against a dense layer built here from the
+        // original kernel with every |w| ≤ 216 zeroed.
+        let zeroed = array.mapv(|v| if v.abs() > 216.0 { v } else { 0.0 });
+        let dense = ConvLayer::from_array(zeroed, ConvSpec::new().with_padding(1)).unwrap();
+        let x = rng.normal_array((2, 4, 6, 6), 1.0);
         let (a, b) = (
             dense.reference_forward(&x).unwrap(),
             sp.reference_forward(&x).unwrap(),
         );
-        assert!(a.iter().zip(b.iter()).all(|(p, q)| (p - q).abs() < 1e-5));
-        assert!((c.report.mac_speedup() - 4.0).abs() < 1e-9);
-        let lin = LinearLayer::new(rng.normal_array((3, 10), 1.0), None).unwrap();
-        let (op, _) = sparse_prune(&Layer::Linear(lin), 0.5).unwrap();
-        assert!(matches!(op, Op::SparseLinear(_)));
-        assert!(sparse_prune(&Layer::Conv(layer), -0.5).is_err());
+        // Both sum the same products in f64 in the same order.
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn csr_linear_keeps_the_largest_weights() {
+        let mut rng = SeededRng::new(15);
+        let w = ranked_weights(30, &mut rng);
+        let m = ndarray::Array2::from_shape_vec((3, 10), w.clone()).unwrap();
+        let bias = ndarray::arr1(&[0.5f32, -1.0, 2.0]);
+        let lin = LinearLayer::new(m.clone(), Some(bias.clone())).unwrap();
+        let (op, err) = sparse_prune(&Layer::Linear(lin), 0.5).unwrap();
+        let Op::SparseLinear(sl) = &op else {
+            panic!("not CSR")
+        };
+        assert_eq!(sl.weight().nnz(), 15);
+        let want = (sum_squares(15) / sum_squares(30)).sqrt();
+        assert!((err - want).abs() < 1e-12, "weight error {err} vs {want}");
+        let zeroed = m.mapv(|v| if v.abs() > 15.0 { v } else { 0.0 });
+        let dense = LinearLayer::new(zeroed, Some(bias)).unwrap();
+        let x = rng.normal_array((3, 10, 1, 1), 1.0);
+        let (a, b) = (
+            dense.reference_forward(&x).unwrap(),
+            op.reference_forward(&x).unwrap(),
+        );
+        assert_eq!(a, b);
+        assert!(sparse_prune(&Layer::Linear(dense), -0.5).is_err());
     }
 }

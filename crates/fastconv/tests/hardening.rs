@@ -1,0 +1,241 @@
+//! Hostile inputs for a plan: sizes that overflow, buffers beyond the memory
+//! limit, and non-finite activations on the Winograd path.
+
+use hasten_core::ndarray::Array4;
+use hasten_core::{ActShape, Block, ConvLayer, ConvSpec, Error, Operator, Padding, SeededRng};
+use hasten_fastconv::{Isa, Plan, PlanOptions, Winograd};
+
+fn conv(t: usize, c: usize, k: usize, spec: ConvSpec) -> ConvLayer {
+    ConvLayer::from_array(Array4::from_elem((t, c, k, k), 0.25), spec).unwrap()
+}
+
+fn options(winograd: Winograd) -> PlanOptions {
+    PlanOptions {
+        winograd,
+        ..PlanOptions::default()
+    }
+}
+
+/// The error of a failed plan, unwrapped from the block's `Error::Op`.
+fn plan_error(block: &Block, input: ActShape, options: PlanOptions) -> Error {
+    match Plan::with_options(block, input, 1, options) {
+        Ok(_) => panic!("expected the plan to fail"),
+        Err(Error::Op { cause, .. }) => *cause,
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn overflowing_paddings_are_typed_errors() {
+    for winograd in [Winograd::Always, Winograd::Off] {
+        for (pad, c, t) in [
+            (usize::MAX, 1, 2),
+            (usize::MAX / 4, 1, 1),
+            (2_000_000_000, 3, 4),
+            (1 << 30, 64, 64),
+        ] {
+            let block = Block::single(conv(t, c, 3, ConvSpec::new().with_padding(pad)));
+            let err = plan_error(&block, ActShape::new(c, 8, 8), options(winograd));
+            assert!(
+                matches!(err, Error::Overflow { .. }),
+                "padding {pad}: {err:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_huge_stride_does_not_hide_a_huge_padded_plane() {
+    // Output 3×3, but the depthwise kernel would zero-pad a 2⁴⁰ × 2⁴⁰ plane.
+    let p = 1usize << 39;
+    let spec = ConvSpec::new()
+        .with_padding(p)
+        .with_stride(p)
+        .with_groups(4);
+    let block = Block::single(conv(4, 1, 3, spec));
+    let input = ActShape::new(4, 8, 8);
+    assert_eq!(block.output_shape(input).unwrap(), ActShape::new(4, 3, 3));
+    let err = plan_error(&block, input, options(Winograd::Auto));
+    assert!(matches!(err, Error::Overflow { .. }), "{err:?}");
+}
+
+#[test]
+fn buffers_beyond_the_memory_limit_are_refused() {
+    // Padding 100 000 on 8×8: 4 × 200 006² outputs, 640 GB.
+    let block = Block::single(conv(4, 1, 3, ConvSpec::new().with_padding(100_000)));
+    let input = ActShape::new(1, 8, 8);
+    let limit = 1 << 30;
+    let opts = PlanOptions {
+        memory_limit: limit,
+        ..PlanOptions::default()
+    };
+    match Plan::with_options(&block, input, 1, opts) {
+        Err(Error::MemoryLimit {
+            bytes, limit: l, ..
+        }) => {
+            assert_eq!(l, limit);
+            // The first buffer over the limit: the zero-padded 1 × 200 008²
+            // input, checked before the 640 GB output is placed.
+            assert_eq!(bytes, 4 * 200_008u64 * 200_008);
+        }
+        other => panic!("expected a memory-limit error, got {other:?}"),
+    }
+    // The default limit is the process-wide one.
+    assert_eq!(
+        PlanOptions::default().memory_limit,
+        hasten_core::memory::limit()
+    );
+    // A small plan fits a limit of exactly its arena (one 4×8×8 output; the
+    // padded 1×10×10 input is smaller); one byte less does not fit.
+    let small = Block::single(conv(4, 1, 3, ConvSpec::new().with_padding(1)));
+    let fits = PlanOptions {
+        memory_limit: 4 * 4 * 64,
+        ..PlanOptions::default()
+    };
+    assert!(Plan::with_options(&small, input, 1, fits).is_ok());
+    let tiny = PlanOptions {
+        memory_limit: 4 * 4 * 64 - 1,
+        ..PlanOptions::default()
+    };
+    assert!(matches!(
+        Plan::with_options(&small, input, 1, tiny),
+        Err(Error::MemoryLimit { .. })
+    ));
+    // The zero-padded input of a depthwise convolution counts too: its
+    // output is small, its padded plane is not.
+    let dw = ConvSpec::new()
+        .with_padding_sides(Padding::symmetric(20_000, 20_000))
+        .with_stride(10_000)
+        .with_groups(2);
+    let dw = Block::single(conv(2, 1, 3, dw));
+    let opts = PlanOptions {
+        memory_limit: 1 << 30,
+        ..PlanOptions::default()
+    };
+    match Plan::with_options(&dw, ActShape::new(2, 8, 8), 1, opts) {
+        Err(Error::MemoryLimit { what, .. }) => assert!(what.contains("zero-padded"), "{what}"),
+        other => panic!("expected a memory-limit error, got {other:?}"),
+    }
+}
+
+/// A dense 3×3 layer the plan runs by Winograd, with mixed-sign filters.
+fn winograd_layer(c: usize, t: usize) -> ConvLayer {
+    let mut rng = SeededRng::new(5);
+    ConvLayer::new(
+        hasten_core::Conv4d::new(rng.normal_array((t, c, 3, 3), 1.0)).unwrap(),
+        Some(rng.normal_array(t, 1.0)),
+        ConvSpec::new().with_padding(1),
+    )
+    .unwrap()
+}
+
+/// Equal as IEEE values: same NaN-ness, same infinities, finite values
+/// within `tol` relative to the output's scale.
+fn assert_same_ieee(fast: &Array4<f32>, slow: &Array4<f32>, tol: f32, what: &str) {
+    let scale = slow
+        .iter()
+        .filter(|v| v.is_finite())
+        .fold(1.0f32, |m, v| m.max(v.abs()));
+    for (i, (&f, &s)) in fast.iter().zip(slow.iter()).enumerate() {
+        let ok = if s.is_nan() {
+            f.is_nan()
+        } else if s.is_infinite() {
+            f == s
+        } else {
+            f.is_finite() && (f - s).abs() <= tol * scale
+        };
+        assert!(ok, "{what}: element {i}: fast {f}, reference {s}");
+    }
+}
+
+#[test]
+fn winograd_propagates_infinities_like_the_reference() {
+    let (c, t) = (6, 5);
+    let layer = winograd_layer(c, t);
+    let block = Block::single(layer.clone());
+    let shape = ActShape::new(c, 9, 10);
+    let mut rng = SeededRng::new(8);
+    let mut x: Array4<f32> = rng.normal_array((3, c, 9, 10), 1.0);
+    // Sample 0: one +Inf; sample 1: one −Inf and one NaN; sample 2 finite.
+    x[[0, 2, 4, 5]] = f32::INFINITY;
+    x[[1, 0, 0, 0]] = f32::NEG_INFINITY;
+    x[[1, 3, 8, 9]] = f32::NAN;
+    let slow = layer.reference_forward(&x).unwrap();
+    assert!(
+        slow.iter().any(|v| v.is_infinite()),
+        "the case has infinities"
+    );
+    assert!(slow.iter().any(|v| v.is_finite()));
+    for isa in Isa::supported() {
+        let opts = PlanOptions {
+            isa,
+            ..options(Winograd::Always)
+        };
+        let mut plan = Plan::with_options(&block, shape, 3, opts).unwrap();
+        assert_eq!(kernels(&plan), ["conv winograd"]);
+        let fast = plan.run(&x).unwrap().to_owned();
+        assert_same_ieee(&fast, &slow, 1e-5, &format!("{isa}"));
+    }
+}
+
+/// The kernel of each step of `plan`.
+fn kernels(plan: &Plan) -> Vec<String> {
+    plan.steps().into_iter().map(|s| s.kernel).collect()
+}
+
+#[test]
+fn plans_say_which_kernel_runs() {
+    let layer = winograd_layer(4, 4);
+    let block = Block::single(layer);
+    let shape = ActShape::new(4, 8, 8);
+    let ways = [
+        (Winograd::Always, "conv winograd"),
+        (Winograd::Off, "conv gemm"),
+        // Auto: 4 channels are far below the 128 where Winograd pays.
+        (Winograd::Auto, "conv gemm"),
+    ];
+    for (w, name) in ways {
+        let plan = Plan::with_options(&block, shape, 1, options(w)).unwrap();
+        assert_eq!(kernels(&plan), [name], "{w:?}");
+    }
+    let dw = Block::single(conv(4, 1, 3, ConvSpec::new().with_groups(4)));
+    let plan = Plan::new(&dw, shape, 1).unwrap();
+    assert_eq!(kernels(&plan), ["conv depthwise"]);
+}
+
+#[test]
+fn int8_plans_propagate_nan_activations_like_the_reference() {
+    use hasten_core::ndarray::{Array1, Array2};
+    use hasten_core::{Int8Conv, IntType, QuantParams, WeightLayout};
+    let mut rng = SeededRng::new(4);
+    let layout = WeightLayout::conv([4, 3, 3, 3], ConvSpec::new().with_padding(1)).unwrap();
+    let w = Array2::from_shape_fn((4, 27), |_| (rng.below(255) as i32 - 127) as i8);
+    let input = QuantParams::new(0.05, 128, IntType::U8).unwrap();
+    for output in [None, Some(QuantParams::new(0.2, 0, IntType::I8).unwrap())] {
+        let op = Int8Conv::new(
+            layout,
+            w.clone(),
+            Array1::from(vec![0.01, 0.02, 0.03, 0.01]),
+            input,
+            None,
+            output,
+        )
+        .unwrap();
+        let block = Block::single(op.clone());
+        let mut x: Array4<f32> = rng.normal_array((2, 3, 6, 7), 1.0);
+        x[[0, 1, 3, 3]] = f32::NAN;
+        let slow = op.reference_forward(&x).unwrap();
+        let nans = slow.iter().filter(|v| v.is_nan()).count();
+        // A 3×3 window around (3, 3), all 4 filters, sample 0 only.
+        assert_eq!(nans, 4 * 9);
+        let mut plan = Plan::new(&block, ActShape::new(3, 6, 7), 2).unwrap();
+        assert_eq!(kernels(&plan), ["low-bit int8_conv"]);
+        let fast = plan.run(&x).unwrap().to_owned();
+        for (i, (&f, &s)) in fast.iter().zip(slow.iter()).enumerate() {
+            assert!(
+                f.to_bits() == s.to_bits() || (f.is_nan() && s.is_nan()),
+                "element {i}: fast {f}, reference {s}"
+            );
+        }
+    }
+}
