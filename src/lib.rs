@@ -3,7 +3,8 @@
 //! Make trained convolutional networks fast and small.
 //!
 //! This facade re-exports the workspace crates:
-//! [`core`], [`tensor_decomp`], [`quant`], [`prune`], [`distill`], [`fastconv`];
+//! [`core`], [`tensor_decomp`], [`quant`], [`prune`], [`distill`], [`fastconv`],
+//! [`train`];
 //! [`bench`] holds the latency measurement the examples share.
 
 pub mod bench;
@@ -14,6 +15,7 @@ pub use hasten_fastconv as fastconv;
 pub use hasten_prune as prune;
 pub use hasten_quant as quant;
 pub use hasten_tensor_decomp as tensor_decomp;
+pub use hasten_train as train;
 
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]
