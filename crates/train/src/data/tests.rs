@@ -249,3 +249,25 @@ fn augmentations_by_hand_and_reproducible() {
         "a sample's augmentation does not depend on its batch"
     );
 }
+
+#[test]
+fn full_data_sets_load_when_fetched() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data");
+    for (name, first_train_label) in [("mnist", 5), ("fashion-mnist", 9)] {
+        let dir = root.join(name);
+        if !mnist_present(&dir) {
+            println!(
+                "skipped: {name} not found in {} (run scripts/fetch-datasets.sh)",
+                dir.display()
+            );
+            continue;
+        }
+        let s = load_mnist(&dir).unwrap();
+        assert_eq!((s.train.len(), s.test.len()), (60_000, 10_000), "{name}");
+        assert_eq!(s.train.sample_shape(), ActShape::new(1, 28, 28));
+        assert_eq!(s.train.label(0), first_train_label, "{name}");
+        let mut counts = [0usize; 10];
+        s.test.labels().iter().for_each(|&l| counts[l] += 1);
+        assert!(counts.iter().all(|&c| c > 800), "{name}: {counts:?}");
+    }
+}
