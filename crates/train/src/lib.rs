@@ -9,6 +9,8 @@
 //! - [`optim`]: SGD (momentum, Nesterov, weight decay) and Adam / AdamW, and
 //!   [`optim::clip_grad_norm`];
 //! - [`schedule`]: step, cosine, one-cycle and linear warm-up learning rates;
+//! - [`kernels`]: f32 convolution and linear forward/backward through
+//!   im2col and GEMM, batch-parallel and deterministic;
 //! - [`data`]: the IDX format of MNIST / Fashion-MNIST (raw or gzip) and npy,
 //!   a [`data::Dataset`] trait, a seeded shuffling [`data::Loader`] and
 //!   augmentations.
@@ -33,6 +35,7 @@
 
 pub mod data;
 mod error;
+pub mod kernels;
 pub mod optim;
 mod params;
 pub mod schedule;
