@@ -4,7 +4,7 @@
 //!
 //! This facade re-exports the workspace crates:
 //! [`core`], [`tensor_decomp`], [`quant`], [`prune`], [`distill`], [`fastconv`],
-//! [`models`];
+//! [`models`], [`train`];
 //! [`bench`] holds the latency measurement the examples share.
 
 pub mod bench;
@@ -16,6 +16,7 @@ pub use hasten_models as models;
 pub use hasten_prune as prune;
 pub use hasten_quant as quant;
 pub use hasten_tensor_decomp as tensor_decomp;
+pub use hasten_train as train;
 
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]

@@ -32,6 +32,7 @@ pub mod bits;
 pub mod block;
 pub mod cost;
 pub mod error;
+pub mod grad;
 pub mod graph;
 pub mod layer;
 pub mod linalg;

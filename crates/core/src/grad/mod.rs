@@ -1,0 +1,283 @@
+//! Reverse mode: the reference backward of every graph op, and of a whole
+//! [`Graph`](crate::Graph).
+//!
+//! The training reference runs in f64 throughout — activations, parameters
+//! and gradients — so that every gradient can be checked against central
+//! finite differences ([`check`]) to a relative error below 1e-5. Like the
+//! reference forward, each backward is a direct, obviously correct loop; the
+//! fast f32 training kernels are tested against it.
+//!
+//! - [`forward`] / [`backward`]: one op of the IR on an NCHW batch, its
+//!   parameters given as [`OpParams`] (f64 values by `state_dict` suffix:
+//!   `weight`, `bias`, `running_mean`, `running_var`); [`op_params`] reads an
+//!   op's own values.
+//! - [`Mode`]: inference, or training (batch-norm batch statistics and
+//!   running-average update, dropout with a seeded mask).
+//! - [`merge`]: `Add`, `Concat`, `Mul` (a broadcast gate gets the summed
+//!   gradient).
+//! - [`loss`]: softmax cross-entropy with label smoothing, MSE.
+//! - [`Tape`]: the graph's forward in f64 recording every value, and its
+//!   reverse sweep over the topological order, accumulating the gradient of a
+//!   value read by several nodes and returning parameter gradients by
+//!   `state_dict` name.
+//!
+//! Ops with no backward yet (the packed and sparse compressed ops, TT-linear,
+//! shift) are rejected with [`Error::Unsupported`].
+
+mod activation;
+mod batch_norm;
+pub mod check;
+mod conv;
+mod layout;
+mod linear;
+pub mod loss;
+pub mod merge;
+mod pool;
+mod tape;
+
+pub use activation::{activation_derivative, activation_value};
+pub use batch_norm::{batch_norm_batch_stats, BN_DEFAULT_MOMENTUM};
+pub use layout::dropout_mask;
+pub use tape::{graph_with_params, Gradients, Tape};
+
+use std::collections::BTreeMap;
+
+use ndarray::{Array4, ArrayD};
+
+use crate::error::{Error, Result};
+use crate::op::Op;
+
+/// f64 parameter values by name: for one op, the `state_dict` suffix
+/// (`weight`, `bias`, `running_mean`, `running_var`); for a graph, the full
+/// `state_dict` name (`layer1.0.conv1.weight`).
+pub type Params = BTreeMap<String, ArrayD<f64>>;
+
+/// The values of one op's parameters, by `state_dict` suffix.
+pub type OpParams = Params;
+
+/// Whether the forward runs as at inference or as in training.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Mode {
+    /// Inference: batch norm uses its running statistics, dropout is the
+    /// identity.
+    Eval,
+    /// Training: batch norm normalises with the batch statistics and updates
+    /// its running averages with `momentum` (PyTorch's convention,
+    /// `r ← (1 − m)·r + m·batch`, the running variance from the unbiased
+    /// batch variance); dropout draws its mask from a [`crate::SeededRng`]
+    /// seeded with `seed` (per node, see [`Tape`]).
+    Train {
+        /// Seed of the dropout masks.
+        seed: u64,
+        /// Running-average momentum of batch norm, in `[0, 1]`.
+        momentum: f64,
+    },
+}
+
+impl Mode {
+    /// Training mode with PyTorch's batch-norm momentum 0.1.
+    pub fn train(seed: u64) -> Self {
+        Mode::Train {
+            seed,
+            momentum: BN_DEFAULT_MOMENTUM,
+        }
+    }
+
+    /// Whether this is training mode.
+    pub fn is_train(&self) -> bool {
+        matches!(self, Mode::Train { .. })
+    }
+}
+
+/// What one op's forward returns: its output and, in training mode, the new
+/// values of its buffers (batch norm's running statistics) by suffix.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Forward {
+    /// The output batch.
+    pub output: Array4<f64>,
+    /// Updated buffers (empty unless a batch norm runs in training mode).
+    pub buffers: OpParams,
+}
+
+/// What one op's backward returns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpGrad {
+    /// `∂L/∂x`, the shape of the input.
+    pub input: Array4<f64>,
+    /// `∂L/∂θ` for each trainable parameter, by `state_dict` suffix
+    /// (batch-norm running statistics are buffers and get none).
+    pub params: OpParams,
+}
+
+/// The f64 values of `op`'s dense parameters by `state_dict` suffix, as
+/// [`crate::Graph::parameters`] names them (convolution and linear `weight`
+/// and `bias`; batch norm `weight` = γ, `bias` = β, `running_mean`,
+/// `running_var`); empty for parameter-free ops.
+pub fn op_params(op: &Op) -> OpParams {
+    let mut p = OpParams::new();
+    let mut put = |k: &str, v: ArrayD<f32>| {
+        p.insert(k.to_string(), v.mapv(f64::from));
+    };
+    match op {
+        Op::Conv(c) => {
+            put("weight", c.weight().array().clone().into_dyn());
+            if let Some(b) = c.bias() {
+                put("bias", b.clone().into_dyn());
+            }
+        }
+        Op::Linear(l) => {
+            put("weight", l.weight().clone().into_dyn());
+            if let Some(b) = l.bias() {
+                put("bias", b.clone().into_dyn());
+            }
+        }
+        Op::BatchNorm(bn) => {
+            put("weight", bn.gamma().clone().into_dyn());
+            put("bias", bn.beta().clone().into_dyn());
+            put("running_mean", bn.mean().clone().into_dyn());
+            put("running_var", bn.var().clone().into_dyn());
+        }
+        _ => {}
+    }
+    p
+}
+
+/// Whether `suffix` names a trainable parameter (not a buffer).
+pub fn is_trainable(suffix: &str) -> bool {
+    !matches!(suffix, "running_mean" | "running_var")
+}
+
+/// Reads parameter `name` of shape `shape` from `p`.
+pub(crate) fn param<'a>(
+    p: &'a OpParams,
+    kind: &str,
+    name: &str,
+    shape: &[usize],
+) -> Result<&'a ArrayD<f64>> {
+    let v = p.get(name).ok_or_else(|| {
+        Error::param(
+            format!("{kind} parameter `{name}`"),
+            "missing",
+            "a value in the parameter set",
+        )
+    })?;
+    if v.shape() != shape {
+        return Err(Error::shape(
+            format!("{kind} parameter `{name}`"),
+            format!("{shape:?}"),
+            format!("{:?}", v.shape()),
+        ));
+    }
+    Ok(v)
+}
+
+/// Checks that `dy` has the shape of the forward output.
+pub(crate) fn check_grad_shape(kind: &str, expected: &[usize], dy: &Array4<f64>) -> Result<()> {
+    if dy.shape() != expected {
+        return Err(Error::shape(
+            format!("{kind} output gradient"),
+            format!("{expected:?}"),
+            format!("{:?}", dy.shape()),
+        ));
+    }
+    Ok(())
+}
+
+/// The f64 input shape check shared by the ops: a non-empty batch and the
+/// op's own shape rule; returns the output shape of the batch.
+pub(crate) fn out_dims(op: &Op, x: &Array4<f64>) -> Result<[usize; 4]> {
+    use crate::op::Operator;
+    let s = x.shape();
+    if s.contains(&0) {
+        return Err(Error::EmptyDimension {
+            what: "input activation (NCHW)".into(),
+            shape: format!("{s:?}"),
+        });
+    }
+    let out = op.output_shape(crate::ActShape::new(s[1], s[2], s[3]))?;
+    Ok([s[0], out.channels, out.height, out.width])
+}
+
+/// The f64 forward of `op` on the NCHW batch `x`, with parameter values `p`
+/// (see [`op_params`]) in mode `mode`; `seed` draws a dropout mask.
+///
+/// Evaluates the same formula as the op's `reference_forward`, in f64.
+pub fn forward(op: &Op, x: &Array4<f64>, p: &OpParams, mode: Mode) -> Result<Forward> {
+    let dims = out_dims(op, x)?;
+    let plain = |output| {
+        Ok(Forward {
+            output,
+            buffers: OpParams::new(),
+        })
+    };
+    match op {
+        Op::Conv(c) => plain(conv::forward(c, x, p, dims)?),
+        Op::Linear(_) => plain(linear::forward(x, p, dims)?),
+        Op::BatchNorm(bn) => batch_norm::forward(bn, x, p, mode),
+        Op::MaxPool(m) => plain(pool::max_forward(m, x, dims)?.0),
+        Op::AvgPool(a) => plain(pool::avg_forward(a, x, dims)?),
+        Op::GlobalAvgPool(_) => plain(pool::global_forward(x)),
+        Op::Softmax(_) => plain(activation::softmax_forward(x)),
+        Op::Dropout(d) => plain(layout::dropout_forward(d, x, mode)),
+        Op::Flatten(_)
+        | Op::Pad(_)
+        | Op::Identity(_)
+        | Op::ChannelShuffle(_)
+        | Op::ChannelGather(_) => plain(layout::forward(op, x, dims)),
+        _ => match activation::Activation::of(op) {
+            Some(a) => plain(x.mapv(|v| a.value(v))),
+            None => Err(Error::unsupported("reference backward", op_kind(op))),
+        },
+    }
+}
+
+/// The reference backward of `op`: given the input `x` of [`forward`] (same
+/// parameters `p` and mode; in training mode the same seed), and the output
+/// gradient `dy`, returns `∂L/∂x` and the parameter gradients.
+pub fn backward(
+    op: &Op,
+    x: &Array4<f64>,
+    dy: &Array4<f64>,
+    p: &OpParams,
+    mode: Mode,
+) -> Result<OpGrad> {
+    let dims = out_dims(op, x)?;
+    check_grad_shape(op_kind(op), &dims, dy)?;
+    let plain = |input| {
+        Ok(OpGrad {
+            input,
+            params: OpParams::new(),
+        })
+    };
+    match op {
+        Op::Conv(c) => conv::backward(c, x, dy, p),
+        Op::Linear(_) => linear::backward(x, dy, p),
+        Op::BatchNorm(bn) => batch_norm::backward(bn, x, dy, p, mode),
+        Op::MaxPool(m) => plain(pool::max_backward(m, x, dy, dims)?),
+        Op::AvgPool(a) => plain(pool::avg_backward(a, x, dy)?),
+        Op::GlobalAvgPool(_) => plain(pool::global_backward(x, dy)),
+        Op::Softmax(_) => plain(activation::softmax_backward(x, dy)),
+        Op::Dropout(d) => plain(layout::dropout_backward(d, dy, mode)),
+        Op::Flatten(_)
+        | Op::Pad(_)
+        | Op::Identity(_)
+        | Op::ChannelShuffle(_)
+        | Op::ChannelGather(_) => plain(layout::backward(op, x, dy)),
+        _ => match activation::Activation::of(op) {
+            Some(a) => plain(
+                ndarray::Zip::from(x)
+                    .and(dy)
+                    .map_collect(|&v, &g| g * a.derivative(v)),
+            ),
+            None => Err(Error::unsupported("reference backward", op_kind(op))),
+        },
+    }
+}
+
+fn op_kind(op: &Op) -> &'static str {
+    use crate::op::Operator;
+    op.kind()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,44 @@
+//! # hasten-train
+//!
+//! Training and fine-tuning of Hasten graphs — the "fine-tune after each
+//! transformation" loop shared by the survey's decomposition, quantization
+//! and pruning methods.
+//!
+//! - [`ParamStore`]: a graph's parameters and buffers by `state_dict` name,
+//!   in f32, written back with [`ParamStore::apply_to`];
+//! - [`optim`]: SGD (momentum, Nesterov, weight decay) and Adam / AdamW, and
+//!   [`optim::clip_grad_norm`];
+//! - [`schedule`]: step, cosine, one-cycle and linear warm-up learning rates;
+//! - [`kernels`]: f32 convolution and linear forward/backward through
+//!   im2col and GEMM, batch-parallel and deterministic;
+//! - [`data`]: the IDX format of MNIST / Fashion-MNIST (raw or gzip) and npy,
+//!   a [`data::Dataset`] trait, a seeded shuffling [`data::Loader`] and
+//!   augmentations.
+//!
+//! Gradients come from `hasten_core::grad` (the f64 reference backward).
+//!
+//! ```
+//! use hasten_train::optim::{Optimizer, Sgd};
+//! use hasten_train::{Grads, ParamStore};
+//! use ndarray::arr1;
+//!
+//! // One SGD step on f(θ) = θ²/2 from θ = 1: θ ← 1 − 0.1·1.
+//! let mut store = ParamStore::new();
+//! store.insert("w", arr1(&[1.0f32]).into_dyn(), true)?;
+//! let mut grads = Grads::new();
+//! grads.insert("w".into(), arr1(&[1.0f32]).into_dyn());
+//! let mut sgd = Sgd::new(0.0)?;
+//! sgd.step(&mut store, &grads, 0.1)?;
+//! assert_eq!(store.get("w").unwrap()[[0]], 0.9);
+//! # Ok::<(), hasten_train::TrainError>(())
+//! ```
+
+pub mod data;
+mod error;
+pub mod kernels;
+pub mod optim;
+mod params;
+pub mod schedule;
+
+pub use error::{Result, TrainError};
+pub use params::{Grads, ParamStore};
