@@ -1,6 +1,6 @@
-//! Central finite differences for gradient tests, in f64 (the same
-//! definitions as `hasten-distill`'s checker, public here so that every
-//! crate's backward can be checked alike).
+//! Central finite differences for gradient tests, in f64 — public, so that
+//! every crate's backward (the graph ops here, `hasten-distill`'s losses) is
+//! checked alike.
 
 use ndarray::{Array, Dimension};
 
