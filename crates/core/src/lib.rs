@@ -51,10 +51,11 @@ pub use graph::{Graph, GraphBuilder, GraphError, NodeFilter, NodeOp};
 pub use layer::{ConvLayer, Layer, LinearLayer};
 pub use metrics::relative_error;
 pub use op::{
-    BatchNorm, BinaryConv, ChannelGather, ChannelShuffle, CodebookConv, Csr, FixedPointConv,
-    GroupwiseConv, Int8Conv, IntType, LcnnConv, Op, Operator, PerforatedConv, ProductQuantizedConv,
-    QuantParams, Relu, Requant, Shift, SparseConv, SparseLinear, TernaryConv, TtLinear,
-    WeightLayout,
+    AvgPool, BatchNorm, BinaryConv, ChannelGather, ChannelShuffle, Clip, CodebookConv, Csr,
+    Dropout, Elementwise, FixedPointConv, Flatten, GlobalAvgPool, GroupwiseConv, HardSigmoid,
+    HardSwish, Identity, Int8Conv, IntType, LcnnConv, MaxPool, Op, Operator, Pad, PerforatedConv,
+    PoolSpec, PoolWindow, ProductQuantizedConv, QuantParams, Relu, Requant, Shift, Sigmoid, Silu,
+    Softmax, SparseConv, SparseLinear, TernaryConv, TtLinear, WeightLayout,
 };
 pub use rng::SeededRng;
 pub use shape::ActShape;

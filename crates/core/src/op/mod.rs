@@ -5,7 +5,8 @@
 //! fast kernels of `hasten-fastconv` are tested against. Adding an op is one
 //! new file, one [`Operator`] impl and one line in the `ops!` list below; a
 //! packed-weight op whose forward is the dense layer of its dequantized
-//! weights gets its impl from `dequantizing_operator!`.
+//! weights gets its impl from `dequantizing_operator!`, and an element-wise
+//! activation (an [`Elementwise`] op) from `elementwise_operator!`.
 
 /// Implements [`Operator`] for a packed-weight op of survey section 5 whose
 /// reference semantics is the dense layer (eq. (1)) of its dequantized weight
@@ -58,24 +59,39 @@ macro_rules! dequantizing_operator {
     };
 }
 
+#[macro_use]
+mod elementwise;
+
 mod batch_norm;
 mod binary_conv;
 mod channel_gather;
 mod channel_shuffle;
+mod clip;
 mod codebook_conv;
 pub(crate) mod common;
 mod conv;
 mod csr;
+mod dropout;
 mod fixed_point_conv;
+mod flatten;
+mod global_avg_pool;
 mod groupwise_conv;
+mod hard_sigmoid;
+mod hard_swish;
+mod identity;
 mod int8_conv;
 mod lcnn_conv;
 mod linear;
+mod pad;
 mod patch;
 mod perforated_conv;
+mod pool;
 mod product_quantized_conv;
 mod relu;
 mod shift;
+mod sigmoid;
+mod silu;
+mod softmax;
 mod sparse_conv;
 mod sparse_linear;
 mod ternary_conv;
@@ -86,16 +102,29 @@ pub use batch_norm::BatchNorm;
 pub use binary_conv::{binary_sign, BinaryConv};
 pub use channel_gather::ChannelGather;
 pub use channel_shuffle::ChannelShuffle;
+pub use clip::Clip;
 pub use codebook_conv::CodebookConv;
 pub use csr::Csr;
+pub use dropout::Dropout;
+pub use elementwise::{clamp_nan, Elementwise};
 pub use fixed_point_conv::FixedPointConv;
+pub use flatten::Flatten;
+pub use global_avg_pool::GlobalAvgPool;
 pub use groupwise_conv::GroupwiseConv;
+pub use hard_sigmoid::HardSigmoid;
+pub use hard_swish::HardSwish;
+pub use identity::Identity;
 pub use int8_conv::{Int8Conv, IntType, QuantParams, Requant};
 pub use lcnn_conv::LcnnConv;
+pub use pad::Pad;
 pub use perforated_conv::PerforatedConv;
+pub use pool::{max_nan, AvgPool, MaxPool, PoolSpec, PoolWindow};
 pub use product_quantized_conv::ProductQuantizedConv;
 pub use relu::Relu;
 pub use shift::Shift;
+pub use sigmoid::Sigmoid;
+pub use silu::Silu;
+pub use softmax::Softmax;
 pub use sparse_conv::SparseConv;
 pub use sparse_linear::SparseLinear;
 pub use ternary_conv::{ternary_value, TernaryConv, TERNARY_MINUS, TERNARY_PLUS, TERNARY_ZERO};
@@ -187,6 +216,49 @@ ops! {
     TtLinear(TtLinear),
     /// Channel gather (permutation / selection / replication).
     ChannelGather(ChannelGather),
+    /// Max pooling.
+    MaxPool(MaxPool),
+    /// Average pooling.
+    AvgPool(AvgPool),
+    /// Global average pooling, `C×H×W → C×1×1`.
+    GlobalAvgPool(GlobalAvgPool),
+    /// Flatten each sample to a `C·H·W` vector.
+    Flatten(Flatten),
+    /// Clamp to `min..=max` (ReLU6).
+    Clip(Clip),
+    /// Constant spatial padding.
+    Pad(Pad),
+    /// The identity.
+    Identity(Identity),
+    /// Dropout (the identity at inference).
+    Dropout(Dropout),
+    /// Softmax over channels.
+    Softmax(Softmax),
+    /// Logistic sigmoid.
+    Sigmoid(Sigmoid),
+    /// Hard sigmoid, `max(0, min(1, αx + β))`.
+    HardSigmoid(HardSigmoid),
+    /// Hard swish, `x·max(0, min(1, x/6 + 1/2))`.
+    HardSwish(HardSwish),
+    /// SiLU / swish, `x·σ(x)`.
+    Silu(Silu),
+}
+
+impl Op {
+    /// The op as its scalar [`Elementwise`] function, for the element-wise
+    /// activations (ReLU, Clip, Sigmoid, HardSigmoid, HardSwish, SiLU);
+    /// `None` for every other op.
+    pub fn as_elementwise(&self) -> Option<&dyn Elementwise> {
+        match self {
+            Op::Relu(op) => Some(op),
+            Op::Clip(op) => Some(op),
+            Op::Sigmoid(op) => Some(op),
+            Op::HardSigmoid(op) => Some(op),
+            Op::HardSwish(op) => Some(op),
+            Op::Silu(op) => Some(op),
+            _ => None,
+        }
+    }
 }
 
 impl Operator for Op {

@@ -1,31 +1,33 @@
-//! Rectified linear unit, `max(0, x)`.
+//! Rectified linear unit, `max(0, x)` with NaN propagated.
 
-use ndarray::Array4;
+use super::elementwise::{clamp_nan, Elementwise};
 
-use super::{input_shape_of, Operator};
-use crate::cost::Cost;
-use crate::error::Result;
-use crate::shape::ActShape;
-
-/// Element-wise `max(0, x)`.
+/// Element-wise `max(0, x)`; NaN stays NaN (a plain `f32::max` would turn
+/// it into 0 and hide it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Relu;
 
-impl Operator for Relu {
-    fn kind(&self) -> &'static str {
-        "relu"
+impl Elementwise for Relu {
+    #[inline]
+    fn eval(&self, x: f32) -> f32 {
+        clamp_nan(x, 0.0, f32::INFINITY)
     }
+}
 
-    fn output_shape(&self, input: ActShape) -> Result<ActShape> {
-        Ok(input)
-    }
+elementwise_operator!(Relu, kind: "relu", params: 0);
 
-    fn cost(&self, input: ActShape) -> Result<Cost> {
-        Ok(Cost::f32_op(0, 0, input.len(), input.len()))
-    }
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::op::elementwise::tests::check_contract;
 
-    fn reference_forward(&self, input: &Array4<f32>) -> Result<Array4<f32>> {
-        input_shape_of(input)?;
-        Ok(input.mapv(|v| v.max(0.0)))
+    #[test]
+    fn closed_form_and_nan() {
+        assert_eq!(Relu.eval(-3.5), 0.0);
+        assert_eq!(Relu.eval(2.0), 2.0);
+        assert_eq!(Relu.eval(f32::INFINITY), f32::INFINITY);
+        assert_eq!(Relu.eval(f32::NEG_INFINITY), 0.0);
+        assert!(Relu.eval(f32::NAN).is_nan());
+        check_contract(Relu, 0);
     }
 }
