@@ -359,6 +359,29 @@ fn dead_nodes_are_removed() {
     assert_eq!(g.remove_dead_nodes().unwrap(), 0);
 }
 
+#[test]
+fn identities_are_bypassed_except_at_an_output() {
+    let mut b = GraphBuilder::new();
+    let x = b.input("x", ActShape::new(2, 3, 3));
+    let i = b.op("id", hasten_core::Identity, x);
+    let d = b.op("drop", hasten_core::Dropout::new(0.5).unwrap(), i);
+    let r = b.op("r", Relu, d);
+    let s = b.add("s", &[r, d]);
+    let out = b.op("last", hasten_core::Identity, s);
+    b.output(out);
+    let mut g = b.build().unwrap();
+    let x = Array4::from_shape_fn((1, 2, 3, 3), |(_, c, i, j)| (c + i) as f32 - j as f32);
+    let before = g.reference_forward(&[&x]).unwrap();
+    assert_eq!(g.remove_identities().unwrap(), 2);
+    let names: Vec<&str> = g.nodes().iter().map(|n| n.name()).collect();
+    assert_eq!(names, ["r", "s", "last"]);
+    assert_eq!(
+        g.node("s").unwrap().inputs(),
+        [ValueId::Node(0), ValueId::Input(0)]
+    );
+    assert_eq!(g.reference_forward(&[&x]).unwrap(), before);
+}
+
 /// An exact rewrite of a layer into two ops (a conv with doubled weights and
 /// a batch norm halving them), or an error on linear layers.
 struct DoubleThenHalve;
@@ -471,6 +494,32 @@ fn replace_checks_the_output_shape() {
     ));
     let err = graph_error(g.replace("relu1", NodeOp::Add).unwrap_err());
     assert!(matches!(err, GraphError::Rewrite { .. }));
+}
+
+#[test]
+fn a_node_cut_out_computes_what_it_computed_in_the_graph() {
+    let mut rng = SeededRng::new(11);
+    let g = residual_graph(&mut rng);
+    let x = rng.normal_array((2, 4, 7, 7), 1.0);
+    let trace = g.reference_trace(&[&x], &["relu1", "gate", "se"]).unwrap();
+    let se = g.node_graph("se").unwrap();
+    assert_eq!(se.inputs().len(), 2);
+    assert_eq!(se.nodes().len(), 1);
+    let out = se
+        .reference_forward(&[&trace.captured["relu1"], &trace.captured["gate"]])
+        .unwrap();
+    assert_eq!(out[0], trace.captured["se"]);
+    // A value read twice becomes one input.
+    let mut b = GraphBuilder::new();
+    let i = b.input("i", ActShape::new(1, 2, 2));
+    let twice = b.add("twice", &[i, i]);
+    b.output(twice);
+    let g2 = b.build().unwrap();
+    assert_eq!(g2.node_graph("twice").unwrap().inputs().len(), 1);
+    assert!(matches!(
+        graph_error(g.node_graph("nope").unwrap_err()),
+        GraphError::UnknownNode { .. }
+    ));
 }
 
 #[test]

@@ -65,6 +65,48 @@ impl Isa {
     }
 }
 
+impl Isa {
+    /// Runs `f` inside a function compiled for this instruction set, so
+    /// that code inlined into `f` (the `#[inline(always)]` loops of the
+    /// memory-bound kernels) is vectorised for it; `Scalar` runs `f` as is.
+    /// The instruction set must be supported (plans check it when built).
+    pub(crate) fn run<R>(self, f: impl FnOnce() -> R) -> R {
+        assert!(
+            self.is_supported(),
+            "{self} kernels requested on a CPU without it"
+        );
+        match self {
+            // SAFETY: the CPU supports the instruction set (asserted).
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { run_avx512(f) },
+            // SAFETY: as above.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { run_avx2(f) },
+            _ => f(),
+        }
+    }
+}
+
+/// `f()` compiled with AVX-512F.
+///
+/// # Safety
+/// The CPU supports AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn run_avx512<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
+/// `f()` compiled with AVX2 and FMA.
+///
+/// # Safety
+/// The CPU supports AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn run_avx2<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
 impl fmt::Display for Isa {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

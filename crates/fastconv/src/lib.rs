@@ -5,7 +5,8 @@
 //!
 //! - [`Plan`] compiles a [`Block`] for one input shape and batch size: it
 //!   picks a kernel per op, packs the weights, fuses `Conv → BatchNorm? →
-//!   Relu?` into one convolution, absorbs channel shuffles and shifts into
+//!   (Relu | Clip)?` into one convolution (the activation as a NaN-keeping
+//!   clamp in the store), absorbs channel shuffles and shifts into
 //!   the next convolution's reads, and allocates every buffer, so
 //!   [`Plan::run`] allocates nothing. Work is split over batch × output tiles
 //!   with rayon, so batch 1 uses every core.
@@ -14,7 +15,11 @@
 //!   layers, Winograd F(2×2, 3×3) for stride-1 3×3 layers with many
 //!   channels ([`Winograd`]), a direct vectorised kernel for depthwise
 //!   layers, GEMM over the kept positions for perforated layers (survey
-//!   section 6.1); bias and ReLU fused into the GEMM's store.
+//!   section 6.1); bias and ReLU / Clip fused into the GEMM's store.
+//! - Pooling (max, average, global average), padding, softmax over
+//!   channels and every element-wise activation (`hasten_core::Elementwise`)
+//!   have vectorisable kernels compiled per instruction set; Identity,
+//!   Dropout and Flatten are copies.
 //! - Fully connected layers: a skinny SIMD product streaming each weight
 //!   row once for all samples at batch ≤ 8, the GEMM above; Tensor-Train
 //!   layers as one GEMM per core; bias and ReLU fused.
@@ -51,9 +56,12 @@ mod gemm;
 mod isa;
 mod linear;
 pub mod lowbit;
+mod pad;
 mod plan;
 mod pool;
+mod pooling;
 mod shift;
+mod softmax;
 mod tiling;
 mod tt_linear;
 

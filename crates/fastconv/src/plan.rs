@@ -11,8 +11,12 @@ use rayon::prelude::*;
 use std::sync::Mutex;
 
 use crate::conv::{ChannelView, ConvStep, PerforatedKernel};
+use crate::elementwise::{map_kernel, take_clamp};
 use crate::gather::GatherKernel;
+use crate::pad::PadKernel;
 use crate::pool::ScratchPool;
+use crate::pooling::{GlobalAvgKernel, PoolKernel};
+use crate::softmax::SoftmaxKernel;
 use crate::tt_linear::TtKernel;
 use crate::{elementwise, linear, Isa};
 
@@ -73,8 +77,8 @@ struct Step {
 enum Kind {
     /// A convolution, with whatever was fused into it.
     Conv(Box<ConvStep>),
-    /// A ReLU no convolution absorbed.
-    Relu,
+    /// A plain copy (Identity, Dropout, Flatten).
+    Copy,
     /// A batch norm no convolution absorbed: `scale·x + shift` per channel.
     Affine { scale: Vec<f32>, shift: Vec<f32> },
     /// A pending shuffle / shift written out (no convolution followed).
@@ -237,7 +241,7 @@ impl Step {
     fn run(&self, src: &[f32], dst: &mut [f32], batch: usize, pool: &ScratchPool) -> Result<()> {
         match &self.kind {
             Kind::Conv(c) => c.run(src, dst, batch, pool),
-            Kind::Relu => elementwise::relu(src, dst),
+            Kind::Copy => elementwise::copy(src, dst),
             Kind::Affine { scale, shift } => {
                 elementwise::affine(src, dst, self.input.area(), scale, shift)
             }
@@ -266,8 +270,9 @@ impl Step {
 }
 
 /// The op dispatch: turns the ops (with `shapes[i]` the input of op `i`)
-/// into steps for batches of `batch`, fusing `Conv → BatchNorm? → Relu?`,
-/// `Linear → Relu?`, `TtLinear → Relu?` and `PerforatedConv → Relu?`, and
+/// into steps for batches of `batch`, fusing `Conv → BatchNorm? → act?`,
+/// `Linear → act?`, `TtLinear → act?` and `PerforatedConv → act?` (act a
+/// ReLU or a Clip, as a clamp in the kernel's store), and
 /// absorbing `ChannelShuffle` / `Shift` into the
 /// next convolution's reads.
 fn compile(
@@ -298,11 +303,10 @@ fn compile(
                     }
                     _ => None,
                 };
-                let relu = matches!(ops.get(next), Some(Op::Relu(_)));
-                next += usize::from(relu);
+                let clamp = take_clamp(ops, &mut next);
                 let v = std::mem::replace(&mut view, ChannelView::identity(shapes[next].channels));
                 Some(Kind::Conv(Box::new(ConvStep::new(
-                    isa, winograd, layer, input, bn, relu, v,
+                    isa, winograd, layer, input, bn, clamp, v,
                 )?)))
             }
             Op::ChannelShuffle(s) => {
@@ -318,7 +322,17 @@ fn compile(
                     .expect("an identity view takes any shift");
                 None
             }
-            Op::Relu(_) => Some(Kind::Relu),
+            Op::MaxPool(p) => Some(Kind::Kernel(Box::new(PoolKernel::max(isa, p, input)?))),
+            Op::AvgPool(p) => Some(Kind::Kernel(Box::new(PoolKernel::avg(isa, p, input)?))),
+            Op::GlobalAvgPool(_) => Some(Kind::Kernel(Box::new(GlobalAvgKernel::new(isa, input)))),
+            Op::Pad(p) => Some(Kind::Kernel(Box::new(PadKernel::new(
+                isa,
+                p,
+                input,
+                shapes[next],
+            )))),
+            Op::Softmax(_) => Some(Kind::Kernel(Box::new(SoftmaxKernel::new(isa, input)))),
+            Op::Identity(_) | Op::Dropout(_) | Op::Flatten(_) => Some(Kind::Copy),
             Op::BatchNorm(bn) => {
                 let (scale, shift) = bn.affine();
                 Some(Kind::Affine {
@@ -327,28 +341,29 @@ fn compile(
                 })
             }
             Op::Linear(layer) => {
-                let relu = matches!(ops.get(next), Some(Op::Relu(_)));
-                next += usize::from(relu);
+                let clamp = take_clamp(ops, &mut next);
                 Some(Kind::Kernel(Box::new(linear::LinearKernel::new(
-                    isa, layer, batch, relu,
+                    isa, layer, batch, clamp,
                 ))))
             }
             Op::ChannelGather(g) => Some(Kind::Kernel(Box::new(GatherKernel::new(g, input)))),
             Op::TtLinear(t) => {
-                let relu = matches!(ops.get(next), Some(Op::Relu(_)));
-                next += usize::from(relu);
-                Some(Kind::Kernel(Box::new(TtKernel::new(isa, t, batch, relu))))
+                let clamp = take_clamp(ops, &mut next);
+                Some(Kind::Kernel(Box::new(TtKernel::new(isa, t, batch, clamp))))
             }
             Op::PerforatedConv(p) => {
-                let relu = matches!(ops.get(next), Some(Op::Relu(_)));
-                next += usize::from(relu);
+                let clamp = take_clamp(ops, &mut next);
                 Some(Kind::Kernel(Box::new(PerforatedKernel::new(
-                    isa, p, input, batch, relu,
+                    isa, p, input, batch, clamp,
                 )?)))
             }
-            other => Some(match crate::lowbit::prepare::prepare(other)? {
-                Some(p) => Kind::Lowbit(Box::new((p, Mutex::new(Vec::new())))),
-                None => Kind::Reference(Box::new(other.clone())),
+            other => Some(match map_kernel(isa, other) {
+                // Element-wise activations: one generic map.
+                Some(k) => Kind::Kernel(k),
+                None => match crate::lowbit::prepare::prepare(other)? {
+                    Some(p) => Kind::Lowbit(Box::new((p, Mutex::new(Vec::new())))),
+                    None => Kind::Reference(Box::new(other.clone())),
+                },
             }),
         };
         if let Some(kind) = kind {

@@ -14,6 +14,8 @@ pub(crate) struct Scratch {
     pub floats: Vec<f32>,
     /// A second float buffer.
     pub floats2: Vec<f32>,
+    /// Doubles for a kernel's own use (e.g. f64 sums).
+    pub doubles: Vec<f64>,
     /// Precomputed offsets (e.g. of every tap of a kernel).
     pub offsets: Vec<usize>,
 }

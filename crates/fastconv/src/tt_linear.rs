@@ -14,6 +14,7 @@ use std::sync::Mutex;
 use hasten_core::TtLinear;
 use rayon::prelude::*;
 
+use crate::elementwise::Clamp;
 use crate::gemm::{self, BOperand, BSource, Kernel, Output, PackedA};
 use crate::plan::OpKernel;
 use crate::pool::ScratchPool;
@@ -41,7 +42,7 @@ struct Core {
 pub(crate) struct TtKernel {
     cores: Vec<Core>,
     bias: Option<Vec<f32>>,
-    relu: bool,
+    clamp: Clamp,
     out_f: usize,
     /// Two states and the GEMM product.
     buffers: Mutex<[Vec<f32>; 3]>,
@@ -49,8 +50,8 @@ pub(crate) struct TtKernel {
 
 impl TtKernel {
     /// Packs `op`'s cores for batches of `batch` on `isa` (supported by
-    /// this CPU), with a fused ReLU when `relu`.
-    pub fn new(isa: Isa, op: &TtLinear, batch: usize, relu: bool) -> Self {
+    /// this CPU), with a fused activation clamp.
+    pub fn new(isa: Isa, op: &TtLinear, batch: usize, clamp: Clamp) -> Self {
         let ns = op.in_modes();
         let mut lead: usize = ns.iter().product();
         let mut tail = 1;
@@ -78,7 +79,7 @@ impl TtKernel {
         TtKernel {
             cores,
             bias: op.bias().map(|b| b.to_vec()),
-            relu,
+            clamp,
             out_f: op.out_features(),
             buffers: Mutex::new([
                 vec![0.0; state_len],
@@ -120,7 +121,7 @@ impl OpKernel for TtKernel {
                     c: c.ptr(),
                     rsc: cols,
                     bias: None,
-                    relu: false,
+                    clamp: Clamp::NONE,
                 };
                 pool.with(|scratch| {
                     // SAFETY: the product buffer holds rows × cols floats
@@ -162,8 +163,8 @@ impl OpKernel for TtKernel {
             if let Some(b) = &self.bias {
                 y.iter_mut().zip(b).for_each(|(v, b)| *v += b);
             }
-            if self.relu {
-                y.iter_mut().for_each(|v| *v = v.max(0.0));
+            if !self.clamp.is_none() {
+                y.iter_mut().for_each(|v| *v = self.clamp.apply(*v));
             }
         });
     }

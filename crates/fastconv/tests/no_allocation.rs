@@ -10,8 +10,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use hasten_core::ndarray::{Array2, Array3, Array4};
 use hasten_core::op::WeightLayout;
 use hasten_core::{
-    ActShape, BatchNorm, Block, ChannelShuffle, CodebookConv, ConvLayer, ConvSpec, Csr,
-    LinearLayer, PackedCodes, PerforatedConv, ProductQuantizedConv, Relu, SeededRng, Shift,
+    ActShape, AvgPool, BatchNorm, Block, ChannelShuffle, Clip, CodebookConv, ConvLayer, ConvSpec,
+    Csr, Dropout, Flatten, GlobalAvgPool, HardSwish, Identity, LinearLayer, MaxPool, PackedCodes,
+    Pad, Padding, PerforatedConv, PoolSpec, ProductQuantizedConv, Relu, SeededRng, Shift, Softmax,
     SparseLinear, TtLinear,
 };
 use hasten_fastconv::{Isa, Plan, PlanOptions, Winograd};
@@ -87,6 +88,40 @@ fn running_plans_does_not_allocate() {
     perforated_plan_does_not_allocate();
     lowbit_plan_does_not_allocate();
     tt_plan_does_not_allocate();
+    head_plan_does_not_allocate();
+}
+
+/// Pooling, padding, an activation, softmax and the copies of a network's
+/// stem and head.
+fn head_plan_does_not_allocate() {
+    let mut rng = SeededRng::new(6);
+    let c = 6;
+    let block = Block::new(vec![
+        MaxPool::new(PoolSpec::square(3).with_stride(2).with_padding(1))
+            .unwrap()
+            .into(),
+        HardSwish.into(),
+        Pad::new(Padding::same(1), 0.0).unwrap().into(),
+        AvgPool::new(PoolSpec::square(2).with_stride(2), false)
+            .unwrap()
+            .into(),
+        Clip::relu6().into(),
+        Softmax.into(),
+        GlobalAvgPool.into(),
+        Flatten.into(),
+        Dropout::new(0.2).unwrap().into(),
+        Identity.into(),
+    ])
+    .unwrap();
+    let x: Array4<f32> = rng.normal_array((2, c, 17, 23), 1.0);
+    let pool = single_worker_pool();
+    pool.install(|| {
+        for isa in Isa::supported() {
+            let mut plan = Plan::with_isa(&block, ActShape::new(c, 17, 23), 2, isa).unwrap();
+            let during = allocations_in_five_runs(&mut plan, &x);
+            assert_eq!(during, 0, "{isa}: {during} allocations in 5 runs");
+        }
+    });
 }
 
 fn conv_plan_does_not_allocate() {

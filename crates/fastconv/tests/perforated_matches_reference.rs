@@ -7,7 +7,8 @@ mod common;
 use common::relative_error;
 use hasten_core::ndarray::Array4;
 use hasten_core::{
-    ActShape, Block, ConvLayer, ConvSpec, Op, Operator, Padding, PerforatedConv, Relu, SeededRng,
+    ActShape, Block, Clip, ConvLayer, ConvSpec, Op, Operator, Padding, PerforatedConv, Relu,
+    SeededRng,
 };
 use hasten_fastconv::{Isa, Plan};
 use proptest::prelude::*;
@@ -23,7 +24,7 @@ proptest! {
     fn perforated_matches_reference(
         (groups, c_g, t_g, k) in (1..=2usize, 1..=5usize, 1..=9usize, 1..=3usize),
         (stride, dilation, pad, extra) in (1..=2usize, 1..=2usize, 0..=2usize, 0..=9usize),
-        (batch, keep, bias, relu) in (1..=3usize, 0.05..1.0f64, any::<bool>(), any::<bool>()),
+        (batch, keep, bias, act) in (1..=3usize, 0.05..1.0f64, any::<bool>(), 0..3usize),
         seed in any::<u64>(),
     ) {
         let mut rng = SeededRng::new(seed);
@@ -47,8 +48,11 @@ proptest! {
         mask[rng.below(oh * ow)] = true;
         let perf = PerforatedConv::new(conv, (oh, ow), mask).unwrap();
         let mut ops: Vec<Op> = vec![perf.into()];
-        if relu {
-            ops.push(Relu.into());
+        // No activation, a fused ReLU, or a fused Clip.
+        match act {
+            1 => ops.push(Relu.into()),
+            2 => ops.push(Clip::new(-0.5, 0.75).unwrap().into()),
+            _ => {}
         }
         let block = Block::new(ops).unwrap();
         let x: Array4<f32> = rng.normal_array((batch, input.channels, side, side), 1.0);

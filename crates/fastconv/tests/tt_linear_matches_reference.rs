@@ -1,12 +1,12 @@
 //! The Tensor-Train fully connected kernel (one GEMM per core) equals the
 //! reference contraction on every instruction-set path, with and without
-//! bias and a fused ReLU.
+//! bias and a fused ReLU or Clip.
 
 mod common;
 
 use common::relative_error;
 use hasten_core::ndarray::{Array1, Array4};
-use hasten_core::{ActShape, Block, Op, Relu, SeededRng, TtLinear};
+use hasten_core::{ActShape, Block, Clip, Op, Relu, SeededRng, TtLinear};
 use hasten_fastconv::{Isa, Plan};
 use proptest::prelude::*;
 
@@ -20,7 +20,7 @@ proptest! {
     #[test]
     fn tt_linear_matches_reference(
         modes in proptest::collection::vec((1..=5usize, 1..=5usize, 1..=4usize), 1..=3),
-        (batch, bias, relu, seed) in (1..=4usize, any::<bool>(), any::<bool>(), any::<u64>()),
+        (batch, bias, act, seed) in (1..=4usize, any::<bool>(), 0..3usize, any::<u64>()),
     ) {
         let mut rng = SeededRng::new(seed);
         let d = modes.len();
@@ -38,8 +38,11 @@ proptest! {
         let b = bias.then(|| Array1::from_shape_fn(out, |_| rng.normal() as f32));
         let tt = TtLinear::new(cores, b).unwrap();
         let mut ops: Vec<Op> = vec![tt.into()];
-        if relu {
-            ops.push(Relu.into());
+        // No activation, a fused ReLU, or a fused Clip.
+        match act {
+            1 => ops.push(Relu.into()),
+            2 => ops.push(Clip::new(-0.5, 0.75).unwrap().into()),
+            _ => {}
         }
         let block = Block::new(ops).unwrap();
         let x: Array4<f32> = rng.normal_array((batch, inp, 1, 1), 1.0);

@@ -41,6 +41,7 @@ mod forward;
 mod merge;
 mod node_op;
 mod parameters;
+mod subgraph;
 mod summary;
 mod surgery;
 mod topology;

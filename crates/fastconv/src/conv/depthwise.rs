@@ -14,6 +14,7 @@ use rayon::prelude::*;
 #[cfg(target_arch = "x86_64")]
 use super::depthwise_avx512::plane_avx512;
 use super::{ChannelView, Geometry};
+use crate::elementwise::Clamp;
 use crate::pool::{Scratch, ScratchPool};
 use crate::Isa;
 
@@ -28,7 +29,7 @@ pub(crate) struct DepthwiseConv {
     isa: Isa,
     weights: Vec<f32>,
     bias: Option<Vec<f32>>,
-    relu: bool,
+    clamp: Clamp,
 }
 
 impl DepthwiseConv {
@@ -43,7 +44,7 @@ impl DepthwiseConv {
         geo: Geometry,
         weights: &[f32],
         bias: Option<&[f32]>,
-        relu: bool,
+        clamp: Clamp,
         view: ChannelView,
     ) -> Self {
         DepthwiseConv {
@@ -52,7 +53,7 @@ impl DepthwiseConv {
             isa,
             weights: weights.to_vec(),
             bias: bias.map(<[f32]>::to_vec),
-            relu,
+            clamp,
         }
     }
 
@@ -86,7 +87,7 @@ impl DepthwiseConv {
                             src: &input[(n * c_all + c) * in_area..][..in_area],
                             w: &self.weights[t * taps..][..taps],
                             bias: self.bias.as_ref().map_or(0.0, |b| b[t]),
-                            relu: self.relu,
+                            clamp: self.clamp,
                             dy,
                             dx,
                             fresh: table_dx != Some(dx),
@@ -114,7 +115,7 @@ pub(super) struct PlaneJob<'a> {
     pub(super) src: &'a [f32],
     pub(super) w: &'a [f32],
     pub(super) bias: f32,
-    pub(super) relu: bool,
+    pub(super) clamp: Clamp,
     pub(super) dy: isize,
     pub(super) dx: isize,
     /// Whether the column table in the scratch must be (re)built.
@@ -203,7 +204,6 @@ fn run_plane(
     let w = &job.w[..offsets.len()];
     for (oy, row) in out.chunks_exact_mut(geo.ow).enumerate() {
         let base = oy * sh * pitch;
-        let floor = if job.relu { 0.0 } else { f32::NEG_INFINITY };
         let mut x0 = 0;
         while x0 < geo.ow {
             let n = LANES.min(geo.ow - x0);
@@ -212,7 +212,7 @@ fn run_plane(
                 offsets,
                 w,
                 bias: job.bias,
-                floor,
+                clamp: job.clamp,
             };
             lanes(&run, &mut row[x0..x0 + n]);
             x0 += n;
@@ -221,14 +221,14 @@ fn run_plane(
 }
 
 /// One run of up to `LANES` output columns: output lane `l` is
-/// `max(floor, bias + Σ_t w[t] · src[offsets[t] + l])`; `src` holds at least
+/// `clamp(bias + Σ_t w[t] · src[offsets[t] + l])` (NaN kept); `src` holds at least
 /// `max(offsets) + LANES` floats.
 struct Run<'a> {
     src: &'a [f32],
     offsets: &'a [usize],
     w: &'a [f32],
     bias: f32,
-    floor: f32,
+    clamp: Clamp,
 }
 
 /// [`Run`] in portable code.
@@ -241,7 +241,7 @@ fn lanes_portable(run: &Run<'_>, dst: &mut [f32]) {
         }
     }
     for (d, &a) in dst.iter_mut().zip(&acc) {
-        *d = a.max(run.floor);
+        *d = run.clamp.apply(a);
     }
 }
 
@@ -265,12 +265,14 @@ unsafe fn lanes_avx2(run: &Run<'_>, dst: &mut [f32]) {
             hi = _mm256_fmadd_ps(wv, _mm256_loadu_ps(src.as_ptr().add(8)), hi);
         }
     }
-    let floor = _mm256_set1_ps(run.floor);
+    let (lov, hiv) = (_mm256_set1_ps(run.clamp.lo), _mm256_set1_ps(run.clamp.hi));
+    // max/min return their second operand when either is NaN: NaN is kept.
+    let clamp = |v| _mm256_min_ps(hiv, _mm256_max_ps(lov, v));
     let mut tmp = [0.0f32; LANES];
     // SAFETY: `tmp` holds 16 floats.
     unsafe {
-        _mm256_storeu_ps(tmp.as_mut_ptr(), _mm256_max_ps(lo, floor));
-        _mm256_storeu_ps(tmp.as_mut_ptr().add(8), _mm256_max_ps(hi, floor));
+        _mm256_storeu_ps(tmp.as_mut_ptr(), clamp(lo));
+        _mm256_storeu_ps(tmp.as_mut_ptr().add(8), clamp(hi));
     }
     let n = dst.len().min(LANES);
     dst[..n].copy_from_slice(&tmp[..n]);

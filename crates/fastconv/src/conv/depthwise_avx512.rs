@@ -180,7 +180,7 @@ unsafe fn rows_avx512<const R: usize, const KH: usize, const KW: usize, const S:
         _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
         _mm512_set1_epi32(sw as i32),
     );
-    let floor = _mm512_set1_ps(if job.relu { 0.0 } else { f32::NEG_INFINITY });
+    let (lov, hiv) = (_mm512_set1_ps(job.clamp.lo), _mm512_set1_ps(job.clamp.hi));
     let base = job.src.as_ptr();
     // The start of input row `ly` (logical, before the view's shift), if
     // it lies inside the image.
@@ -245,9 +245,14 @@ unsafe fn rows_avx512<const R: usize, const KH: usize, const KW: usize, const S:
         for (r, &a) in acc.iter().enumerate() {
             let dst = &mut out[(oy + r) * ow + x0..][..n];
             // SAFETY: the mask enables exactly the first n ≤ 16 lanes, all
-            // inside `dst`.
+            // inside `dst`. max/min return their second operand when either
+            // is NaN, so the clamp keeps NaN.
             unsafe {
-                _mm512_mask_storeu_ps(dst.as_mut_ptr(), lane_mask(0, n), _mm512_max_ps(a, floor))
+                _mm512_mask_storeu_ps(
+                    dst.as_mut_ptr(),
+                    lane_mask(0, n),
+                    _mm512_min_ps(hiv, _mm512_max_ps(lov, a)),
+                )
             };
         }
     }

@@ -14,6 +14,7 @@ use super::{ChannelView, Geometry};
 use std::sync::Mutex;
 
 use crate::aligned::AlignedVec;
+use crate::elementwise::Clamp;
 use crate::gemm::{self, BOperand, BSource, Kernel, Output, PackedA, Scratch};
 use crate::pool::ScratchPool;
 use crate::tiling::SharedOut;
@@ -33,7 +34,7 @@ pub(crate) struct GemmConv {
     kernel: Kernel,
     filters: Vec<PackedA>,
     bias: Option<Vec<Vec<f32>>>,
-    relu: bool,
+    clamp: Clamp,
     /// Packed `B` shared by the tasks of one column tile (explicit, packed
     /// im2col), used when the rows of a tile are split between tasks.
     shared_b: Mutex<AlignedVec>,
@@ -81,7 +82,7 @@ impl GemmConv {
         geo: Geometry,
         weights: &[f32],
         bias: Option<&[f32]>,
-        relu: bool,
+        clamp: Clamp,
         view: ChannelView,
     ) -> Self {
         let (filters, bias) = pack_groups(&kernel, &geo, weights, bias);
@@ -91,7 +92,7 @@ impl GemmConv {
             kernel,
             filters,
             bias,
-            relu,
+            clamp,
             shared_b: Mutex::new(AlignedVec::default()),
         }
     }
@@ -173,7 +174,7 @@ impl GemmConv {
                 c: unsafe { out.ptr().add((n * t_all + g * geo.t_g) * area) },
                 rsc: area,
                 bias: self.bias.as_ref().map(|b| b[g].as_slice()),
-                relu: self.relu,
+                clamp: self.clamp,
             };
             pool.with(|scratch| {
                 if shared {

@@ -22,6 +22,7 @@ pub(crate) use view::ChannelView;
 
 use hasten_core::{ActShape, BatchNorm, ConvLayer, Result};
 
+use crate::elementwise::Clamp;
 use crate::gemm::Kernel;
 use crate::pool::ScratchPool;
 use crate::{Isa, Winograd};
@@ -43,14 +44,14 @@ pub(crate) enum ConvStep {
 impl ConvStep {
     /// Prepares `layer` for inputs of shape `input` read through `view`,
     /// folding an inference batch norm (`W'[t] = γ'[t]·W[t]`,
-    /// `b'[t] = γ'[t]·b[t] + β'[t]`) and a ReLU into the epilogue.
+    /// `b'[t] = γ'[t]·b[t] + β'[t]`) and an activation clamp (ReLU, Clip) into the epilogue.
     pub fn new(
         isa: Isa,
         winograd: Winograd,
         layer: &ConvLayer,
         input: ActShape,
         bn: Option<&BatchNorm>,
-        relu: bool,
+        clamp: Clamp,
         view: ChannelView,
     ) -> Result<Self> {
         let geo = Geometry::new(layer, input)?;
@@ -79,7 +80,7 @@ impl ConvStep {
                 geo,
                 &weights,
                 bias.as_deref(),
-                relu,
+                clamp,
                 view,
             ))
         } else if DepthwiseConv::applies(&geo) {
@@ -88,7 +89,7 @@ impl ConvStep {
                 geo,
                 &weights,
                 bias.as_deref(),
-                relu,
+                clamp,
                 view,
             ))
         } else {
@@ -97,7 +98,7 @@ impl ConvStep {
                 geo,
                 &weights,
                 bias.as_deref(),
-                relu,
+                clamp,
                 view,
             ))
         })

@@ -16,6 +16,7 @@ use rayon::prelude::*;
 use super::gemm_conv::pack_groups;
 use super::Geometry;
 use crate::aligned::AlignedVec;
+use crate::elementwise::Clamp;
 use crate::gemm::{self, BOperand, BSource, Kernel, Output, PackedA};
 use crate::plan::OpKernel;
 use crate::pool::ScratchPool;
@@ -38,7 +39,7 @@ pub(crate) struct PerforatedKernel {
     filters: Vec<PackedA>,
     /// Per group, padded to whole panels.
     bias: Option<Vec<Vec<f32>>>,
-    relu: bool,
+    clamp: Clamp,
     /// Offset of the top-left tap of each kept position in a padded plane
     /// (`y·sh·wp + x·sw`), row-major.
     origins: Vec<usize>,
@@ -58,13 +59,13 @@ pub(crate) struct PerforatedKernel {
 
 impl PerforatedKernel {
     /// Packs `op`'s filters for inputs of shape `input` and batches of
-    /// `batch` (validated by the plan), with a fused ReLU when `relu`.
+    /// `batch` (validated by the plan), with a fused activation clamp.
     pub fn new(
         isa: Isa,
         op: &PerforatedConv,
         input: ActShape,
         batch: usize,
-        relu: bool,
+        clamp: Clamp,
     ) -> Result<Self> {
         let layer = op.conv();
         let geo = Geometry::new(layer, input)?;
@@ -92,7 +93,7 @@ impl PerforatedKernel {
             kernel,
             filters,
             bias,
-            relu,
+            clamp,
             origins,
             padded_hw: (hp, wp),
             padded: Mutex::new(padded),
@@ -192,7 +193,7 @@ impl OpKernel for PerforatedKernel {
                 c: unsafe { out.ptr().add((n * t_all + g * geo.t_g) * kept) },
                 rsc: kept,
                 bias: self.bias.as_ref().map(|b| b[g].as_slice()),
-                relu: self.relu,
+                clamp: self.clamp,
             };
             let b = if shared {
                 BOperand::Packed(&packed.as_slice()[tile * tile_len..][..tile_len])

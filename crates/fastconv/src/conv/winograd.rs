@@ -19,6 +19,7 @@ use rayon::prelude::*;
 
 use super::{ChannelView, Geometry};
 use crate::aligned::AlignedVec;
+use crate::elementwise::Clamp;
 use crate::gemm::{self, BOperand, BSource, Kernel, Output, PackedA};
 use crate::pool::ScratchPool;
 use crate::tiling::SharedOut;
@@ -38,7 +39,7 @@ pub(crate) struct WinogradConv {
     kernel: Kernel,
     filters: Vec<PackedA>,
     bias: Option<Vec<f32>>,
-    relu: bool,
+    clamp: Clamp,
     /// `V` then `M` of the current chunk.
     work: Mutex<(AlignedVec, AlignedVec)>,
 }
@@ -83,7 +84,7 @@ impl WinogradConv {
         geo: Geometry,
         weights: &[f32],
         bias: Option<&[f32]>,
-        relu: bool,
+        clamp: Clamp,
         view: ChannelView,
     ) -> Self {
         let (t_all, c_all) = (geo.t_g, geo.c_g);
@@ -113,7 +114,7 @@ impl WinogradConv {
             kernel,
             filters,
             bias: bias.map(<[f32]>::to_vec),
-            relu,
+            clamp,
             work: Mutex::new((AlignedVec::default(), AlignedVec::default())),
         }
     }
@@ -206,7 +207,7 @@ impl WinogradConv {
                 c: unsafe { mp.ptr().add(xi * t_all * len) },
                 rsc: len,
                 bias: None,
-                relu: false,
+                clamp: Clamp::NONE,
             };
             pool.with(|scratch| {
                 // SAFETY: the destination is component ξ's T × len block of
@@ -253,7 +254,7 @@ impl WinogradConv {
                             let ox = 2 * tx + j;
                             if ox < geo.ow {
                                 let v = y[i * 2 + j] + bias;
-                                plane[oy * geo.ow + ox] = if self.relu { v.max(0.0) } else { v };
+                                plane[oy * geo.ow + ox] = self.clamp.apply(v);
                             }
                         }
                     }

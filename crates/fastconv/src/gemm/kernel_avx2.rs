@@ -43,7 +43,9 @@ pub(crate) unsafe fn kernel(
             ap = ap.add(MR);
             bp = bp.add(NR);
         }
-        let zero = _mm256_setzero_ps();
+        // max/min return their second operand when either is NaN, so the
+        // clamp keeps NaN; with the default ±∞ bounds it is the identity.
+        let (lo, hi) = (_mm256_set1_ps(epi.clamp.lo), _mm256_set1_ps(epi.clamp.hi));
         for i in 0..MR {
             let row = c.add(i * rsc);
             let (mut v0, mut v1) = (c0[i], c1[i]);
@@ -56,9 +58,9 @@ pub(crate) unsafe fn kernel(
                 v0 = _mm256_add_ps(v0, _mm256_loadu_ps(row));
                 v1 = _mm256_add_ps(v1, _mm256_loadu_ps(row.add(8)));
             }
-            if epi.relu {
-                v0 = _mm256_max_ps(v0, zero);
-                v1 = _mm256_max_ps(v1, zero);
+            if !epi.clamp.is_none() {
+                v0 = _mm256_min_ps(hi, _mm256_max_ps(lo, v0));
+                v1 = _mm256_min_ps(hi, _mm256_max_ps(lo, v1));
             }
             _mm256_storeu_ps(row, v0);
             _mm256_storeu_ps(row.add(8), v1);

@@ -47,7 +47,9 @@ pub(crate) unsafe fn kernel<const MR: usize>(
             ap = ap.add(MR);
             bp = bp.add(NR);
         }
-        let zero = _mm512_setzero_ps();
+        // max/min return their second operand when either is NaN, so the
+        // clamp keeps NaN; with the default ±∞ bounds it is the identity.
+        let (lo, hi) = (_mm512_set1_ps(epi.clamp.lo), _mm512_set1_ps(epi.clamp.hi));
         for i in 0..MR {
             let row = c.add(i * rsc);
             let (mut v0, mut v1) = (c0[i], c1[i]);
@@ -60,9 +62,9 @@ pub(crate) unsafe fn kernel<const MR: usize>(
                 v0 = _mm512_add_ps(v0, _mm512_loadu_ps(row));
                 v1 = _mm512_add_ps(v1, _mm512_loadu_ps(row.add(16)));
             }
-            if epi.relu {
-                v0 = _mm512_max_ps(v0, zero);
-                v1 = _mm512_max_ps(v1, zero);
+            if !epi.clamp.is_none() {
+                v0 = _mm512_min_ps(hi, _mm512_max_ps(lo, v0));
+                v1 = _mm512_min_ps(hi, _mm512_max_ps(lo, v1));
             }
             _mm512_storeu_ps(row, v0);
             _mm512_storeu_ps(row.add(16), v1);

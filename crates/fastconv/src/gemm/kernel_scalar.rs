@@ -49,7 +49,7 @@ pub(crate) unsafe fn kernel(
                 if epi.accumulate {
                     v += *o;
                 }
-                *o = if epi.relu { v.max(0.0) } else { v };
+                *o = epi.clamp.apply(v);
             }
         }
     }

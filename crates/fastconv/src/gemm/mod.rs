@@ -3,7 +3,7 @@
 //! panels per `KC` block, `B` (the lowered image, `K × N`) is packed per task
 //! into `NR`-column panels straight from its source — for a convolution the
 //! image itself (lazy im2col) — and a register-blocked microkernel computes
-//! each `MR × NR` tile. Bias and ReLU are applied as the tile is stored.
+//! each `MR × NR` tile. Bias and an activation clamp (ReLU, Clip) are applied as the tile is stored.
 //!
 //! This is the lowering of equation (1) of the survey to matrix
 //! multiplication; the microkernels per instruction set live in
@@ -17,6 +17,7 @@ pub(crate) mod pack;
 use std::ops::Range;
 
 use crate::aligned::AlignedVec;
+use crate::elementwise::Clamp;
 use crate::Isa;
 pub(crate) use pack::{BSource, PackedA};
 
@@ -27,8 +28,8 @@ pub(crate) struct Epilogue {
     pub accumulate: bool,
     /// `MR` per-row biases to add, or null.
     pub bias: *const f32,
-    /// Clamp at zero after the last `K` block.
-    pub relu: bool,
+    /// Activation clamp after the last `K` block ([`Clamp::NONE`] before).
+    pub clamp: Clamp,
 }
 
 /// A microkernel: `(kc, packed A panel, packed B panel, C, row stride of C,
@@ -109,7 +110,7 @@ pub(crate) enum BOperand<'a, S: BSource> {
 }
 
 /// Where one task writes: `C` with row stride `rsc` (floats), the bias of
-/// every row (padded to whole panels) and whether to apply ReLU.
+/// every row (padded to whole panels) and the fused activation clamp.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Output<'a> {
     /// `C[0, 0]`.
@@ -118,8 +119,8 @@ pub(crate) struct Output<'a> {
     pub rsc: usize,
     /// One bias per row of `A`, padded with zeros to whole `MR` panels.
     pub bias: Option<&'a [f32]>,
-    /// Fused ReLU.
-    pub relu: bool,
+    /// Fused activation clamp (ReLU, Clip).
+    pub clamp: Clamp,
 }
 
 /// Computes rows `panels` (in `MR` units) × columns `cols` of `C = A·B`.
@@ -176,7 +177,7 @@ pub(crate) unsafe fn gemm(
                         Some(bias) if first => bias[row..row + mr].as_ptr(),
                         _ => std::ptr::null(),
                     },
-                    relu: last && out.relu,
+                    clamp: if last { out.clamp } else { Clamp::NONE },
                 };
                 let a_panel = a.panel(k0, ip);
                 // SAFETY: the packed panels hold kc·mr and kc·nr floats; the

@@ -15,6 +15,7 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
+use crate::elementwise::Clamp;
 use crate::tiling::SharedOut;
 use crate::Isa;
 
@@ -45,8 +46,8 @@ pub(crate) struct Gemv<'a> {
     pub batch: usize,
     /// One bias per row, or none.
     pub bias: Option<&'a [f32]>,
-    /// Clamp the result at zero.
-    pub relu: bool,
+    /// Activation clamp of the result.
+    pub clamp: Clamp,
 }
 
 /// Runs `g` on the `isa` kernels, rows split over the rayon pool, writing
@@ -106,7 +107,7 @@ pub(crate) fn gemv(isa: Isa, g: &Gemv<'_>, y: &mut [f32], ldy: usize) {
                 let bias = bias.map_or(0.0, |b| b[o]);
                 for (b, &s) in row.iter().enumerate().take(nb) {
                     let v = s + bias;
-                    let v = if g.relu { v.max(0.0) } else { v };
+                    let v = g.clamp.apply(v);
                     // SAFETY: sample b0 + b < batch, row o < rows, inside `y`
                     // (asserted); rows of this task are written by it alone.
                     unsafe { *out.ptr().add((b0 + b) * ldy + o) = v };

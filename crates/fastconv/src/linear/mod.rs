@@ -20,6 +20,7 @@ use hasten_core::LinearLayer;
 use rayon::prelude::*;
 
 use crate::aligned::AlignedVec;
+use crate::elementwise::Clamp;
 use crate::gemm::{self, BOperand, BSource, Kernel, Output, PackedA};
 use crate::plan::OpKernel;
 use crate::pool::ScratchPool;
@@ -36,7 +37,7 @@ pub(crate) struct LinearKernel {
     isa: Isa,
     out_f: usize,
     in_f: usize,
-    relu: bool,
+    clamp: Clamp,
     path: Path,
 }
 
@@ -62,8 +63,8 @@ enum Path {
 
 impl LinearKernel {
     /// Packs `layer` for batches of `batch` samples on `isa` (supported by
-    /// this CPU), with a fused ReLU when `relu`.
-    pub fn new(isa: Isa, layer: &LinearLayer, batch: usize, relu: bool) -> Self {
+    /// this CPU), with a fused activation clamp.
+    pub fn new(isa: Isa, layer: &LinearLayer, batch: usize, clamp: Clamp) -> Self {
         let (out_f, in_f) = (layer.out_features(), layer.in_features());
         let w = layer.weight().as_standard_layout();
         let ws = w.as_slice().expect("standard layout");
@@ -102,7 +103,7 @@ impl LinearKernel {
             isa,
             out_f,
             in_f,
-            relu,
+            clamp,
             path,
         }
     }
@@ -122,7 +123,7 @@ impl OpKernel for LinearKernel {
                     rows: out_f,
                     batch,
                     bias: bias.as_deref(),
-                    relu: self.relu,
+                    clamp: self.clamp,
                 };
                 gemv::gemv(self.isa, &g, dst, out_f);
             }
@@ -143,7 +144,7 @@ impl OpKernel for LinearKernel {
                         c: c_out.ptr(),
                         rsc: batch,
                         bias: bias.as_deref(),
-                        relu: self.relu,
+                        clamp: self.clamp,
                     };
                     pool.with(|scratch| {
                         // SAFETY: C holds ⌈out/MR⌉·MR × batch floats (asserted),

@@ -10,6 +10,7 @@ use rayon::prelude::*;
 
 use super::geometry::ConvGeometry;
 use super::{check_isa, Isa, Needs};
+use crate::elementwise::Clamp;
 
 /// Writes the im2col rows `rows` (row id `(c·kh + i)·kw + j`) of one CHW
 /// sample into `cols` (`[rows.len()][out_h·out_w]`), zero for padding.
@@ -144,7 +145,7 @@ pub fn dense_gemv(w: &[f32], out: usize, x: &[f32], isa: Option<Isa>) -> Result<
         rows: out,
         batch: 1,
         bias: None,
-        relu: false,
+        clamp: Clamp::NONE,
     };
     crate::linear::gemv::gemv(isa, &g, &mut y, out);
     Ok(y)

@@ -1,0 +1,84 @@
+//! Latency measurement shared by the examples and the command-line tool:
+//! medians of repeated wall-clock runs, a thread-count scope, and the CPU
+//! model every report must name.
+
+use std::time::{Duration, Instant};
+
+/// Wall-clock statistics of repeated runs of one job.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Latency {
+    /// Median seconds per run.
+    pub median: f64,
+    /// Fastest run, seconds.
+    pub min: f64,
+    /// Runs timed (after one warm-up run).
+    pub runs: usize,
+}
+
+impl Latency {
+    /// The median in milliseconds.
+    pub fn median_ms(&self) -> f64 {
+        self.median * 1e3
+    }
+}
+
+/// Times `job` after one warm-up run: at least `min_runs` runs and until
+/// `budget` has passed (at most 10 000 runs); returns the median and minimum.
+pub fn measure(mut job: impl FnMut(), min_runs: usize, budget: Duration) -> Latency {
+    job();
+    let mut times = Vec::new();
+    let start = Instant::now();
+    while times.len() < min_runs.max(1) || (start.elapsed() < budget && times.len() < 10_000) {
+        let t = Instant::now();
+        job();
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    Latency {
+        median: times[times.len() / 2],
+        min: times[0],
+        runs: times.len(),
+    }
+}
+
+/// Runs `f` inside a rayon pool of `threads` threads (every kernel of
+/// `hasten-fastconv` parallelises over the current pool).
+pub fn with_threads<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
+    match rayon::ThreadPoolBuilder::new().num_threads(threads).build() {
+        Ok(pool) => pool.install(f),
+        Err(_) => f(),
+    }
+}
+
+/// The CPU model as the operating system names it (Linux `/proc/cpuinfo`),
+/// or the architecture where it is not available.
+pub fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn measure_counts_runs_and_orders_statistics() {
+        let mut calls = 0;
+        let lat = measure(|| calls += 1, 7, Duration::ZERO);
+        assert_eq!(lat.runs, 7);
+        assert_eq!(calls, 8, "one warm-up run plus the timed runs");
+        assert!(lat.min <= lat.median);
+    }
+
+    #[test]
+    fn with_threads_sets_the_pool_size() {
+        assert_eq!(with_threads(3, rayon::current_num_threads), 3);
+    }
+}
