@@ -14,8 +14,9 @@ use std::path::Path;
 
 use hasten_core::graph::NodeDef;
 use hasten_core::op::{
-    AvgPool, BatchNorm, ChannelShuffle, Clip, Flatten, GlobalAvgPool, HardSigmoid, HardSwish,
-    Int8Conv, IntType, MaxPool, Pad, PoolSpec, QuantParams, Relu, Sigmoid, Softmax, WeightLayout,
+    AvgPool, BatchNorm, ChannelGather, ChannelShuffle, Clip, Flatten, GlobalAvgPool, HardSigmoid,
+    HardSwish, Int8Conv, IntType, MaxPool, Pad, PoolSpec, QuantParams, Relu, Sigmoid, Softmax,
+    WeightLayout,
 };
 use hasten_core::{ActShape, ConvLayer, ConvSpec, Graph, LinearLayer, NodeOp, Op, Padding};
 use ndarray::{Array1, Array2, Array4, ArrayD, Ix2, Ix4};
@@ -723,6 +724,50 @@ impl<'m> Importer<'m> {
                 )?))
             }
             "Add" | "Sub" | "Mul" | "Div" => self.binary(node, input(0), input(1)),
+            "Sum" => {
+                let acts = (0..inputs.len()).map(act).collect::<Result<Vec<_>>>()?;
+                match acts.as_slice() {
+                    [] => Err(node.invalid("no inputs")),
+                    [one] => Ok(Val::Act(one.clone())),
+                    [first, rest @ ..] => {
+                        if rest.iter().any(|a| a.shape != first.shape) {
+                            return Err(
+                                node.unsupported("a sum of activations of different shapes")
+                            );
+                        }
+                        let rank = first.rank;
+                        let name = self.name_for(node, None);
+                        let refs: Vec<&Act> = acts.iter().collect();
+                        Ok(Val::Act(self.emit(node, name, NodeOp::Add, &refs, rank)?))
+                    }
+                }
+            }
+            "Gather" => {
+                let x = act(0)?;
+                let idx = need_const(1)?;
+                let axis = node.int_or("axis", 0);
+                let a = if axis < 0 { axis + x.rank as i64 } else { axis };
+                if a != 1 || idx.shape().len() != 1 || idx.is_float() {
+                    return Err(node.unsupported(
+                        "gather of an activation other than 1-D integer indices on the channel axis",
+                    ));
+                }
+                let c = x.shape.channels as i64;
+                let indices = idx
+                    .to_i64()
+                    .iter()
+                    .map(|&i| {
+                        let j = if i < 0 { i + c } else { i };
+                        usize::try_from(j)
+                            .ok()
+                            .filter(|&j| j < x.shape.channels)
+                            .ok_or_else(|| node.invalid(format!("channel index {i} out of range")))
+                    })
+                    .collect::<Result<Vec<usize>>>()?;
+                let g = ChannelGather::new(indices, x.shape.channels)
+                    .map_err(|e| Self::core(node, e))?;
+                Ok(Val::Act(self.emit_op(node, g, &x, None)?))
+            }
             "Gemm" | "MatMul" => {
                 self.gemm(node, &act(0)?, need_const(1)?, konst(2)?, input_name(1))
             }
