@@ -41,6 +41,7 @@ mod import;
 mod node;
 pub mod proto;
 pub mod tensor;
+pub mod weights;
 
 pub use error::{OnnxError, Result};
 pub use export::{export_bytes, export_file, export_model, EXPORT_OPSET};
