@@ -296,7 +296,7 @@ pub(crate) fn resolve_reshape(
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))
         .ok_or_else(|| node.invalid("reshape target overflows"))?;
     if let Some(i) = infer {
-        if known == 0 || total % known != 0 {
+        if known == 0 || !total.is_multiple_of(known) {
             return Err(node.invalid(format!("cannot reshape {input:?} to {target:?}")));
         }
         out[i] = total / known;

@@ -376,7 +376,7 @@ mod tests {
     fn npy_header_forms() {
         // Version 1, Fortran order, f8, as NumPy writes it.
         let mut header = b"{'descr': '<f8', 'fortran_order': True, 'shape': (2, 3), }".to_vec();
-        while (10 + header.len() + 1) % 64 != 0 {
+        while !(10 + header.len() + 1).is_multiple_of(64) {
             header.push(b' ');
         }
         header.push(b'\n');
