@@ -103,8 +103,7 @@ fn model_builders_match_onnxruntime_and_reimport() {
         ),
         (
             "mobilenet_v1",
-            hasten_models::mobilenet_v1(&imagenet_small.with_width_multiplier(0.25))
-                .unwrap(),
+            hasten_models::mobilenet_v1(&imagenet_small.with_width_multiplier(0.25)).unwrap(),
         ),
     ];
     for (tag, graph) in cases {
