@@ -186,7 +186,10 @@ pub fn read_npy(bytes: &[u8]) -> Result<ArrayD<f32>> {
     let header = std::str::from_utf8(&bytes[start..end]).map_err(npy_err)?;
     let descr = dict_value(header, "descr").ok_or_else(|| npy_err("header has no descr"))?;
     let descr = descr.trim_matches(|c| c == '\'' || c == '"');
-    let (order, kind) = descr.split_at(descr.len().min(1));
+    if !descr.is_ascii() || descr.is_empty() {
+        return Err(npy_err(format!("unsupported descr {descr:?}")));
+    }
+    let (order, kind) = descr.split_at(1);
     let kind = match (order, kind) {
         ("<" | "|" | "=", k @ ("f2" | "f4" | "f8" | "i1" | "u1" | "b1" | "i2" | "i4" | "i8")) => k,
         _ => return Err(npy_err(format!("unsupported descr {descr}"))),
@@ -398,6 +401,10 @@ mod tests {
             read_npy(&bytes[..bytes.len() - 1]),
             Err(OnnxError::WeightFile { .. })
         ));
+        // A non-ASCII descr (found by the fuzzer: it once split inside a
+        // UTF-8 character).
+        let garbled = String::from_utf8_lossy(&bytes).replace("<f8", "\u{112}1");
+        assert!(matches!(read_npy(garbled.as_bytes()), Err(OnnxError::WeightFile { .. })));
         // A huge claimed shape with no data behind it.
         let lie = String::from_utf8_lossy(&bytes).replace("(2, 3)", "(99999999999, 99999999999)");
         assert!(read_npy(lie.as_bytes()).is_err());
