@@ -404,7 +404,10 @@ mod tests {
         // A non-ASCII descr (found by the fuzzer: it once split inside a
         // UTF-8 character).
         let garbled = String::from_utf8_lossy(&bytes).replace("<f8", "\u{112}1");
-        assert!(matches!(read_npy(garbled.as_bytes()), Err(OnnxError::WeightFile { .. })));
+        assert!(matches!(
+            read_npy(garbled.as_bytes()),
+            Err(OnnxError::WeightFile { .. })
+        ));
         // A huge claimed shape with no data behind it.
         let lie = String::from_utf8_lossy(&bytes).replace("(2, 3)", "(99999999999, 99999999999)");
         assert!(read_npy(lie.as_bytes()).is_err());
