@@ -4,7 +4,7 @@
 //!
 //! This facade re-exports the workspace crates:
 //! [`core`], [`tensor_decomp`], [`quant`], [`prune`], [`distill`], [`fastconv`],
-//! [`models`], [`train`];
+//! [`models`], [`train`], [`onnx`];
 //! [`bench`] holds the latency measurement the examples share.
 
 pub mod bench;
@@ -13,6 +13,7 @@ pub use hasten_core as core;
 pub use hasten_distill as distill;
 pub use hasten_fastconv as fastconv;
 pub use hasten_models as models;
+pub use hasten_onnx as onnx;
 pub use hasten_prune as prune;
 pub use hasten_quant as quant;
 pub use hasten_tensor_decomp as tensor_decomp;

@@ -108,4 +108,16 @@ pub enum GraphError {
         #[source]
         cause: Box<Error>,
     },
+    /// A named parameter the graph expects was not given.
+    #[error("parameter `{name}` is missing")]
+    MissingParameter {
+        /// The `state_dict` name.
+        name: String,
+    },
+    /// A parameter was given under a name the graph does not have.
+    #[error("the graph has no parameter named `{name}`")]
+    UnexpectedParameter {
+        /// The name given.
+        name: String,
+    },
 }

@@ -38,6 +38,7 @@ mod builder;
 mod error;
 mod filter;
 mod forward;
+mod load;
 mod merge;
 mod node_op;
 mod parameters;

@@ -1,0 +1,222 @@
+//! Loading named parameters into a graph: the inverse of
+//! [`Graph::parameters`], so trained weights saved under PyTorch
+//! `state_dict` names (`layer1.0.conv1.weight`, `bn1.running_var`, …) can
+//! replace a built graph's. Every array is checked against the parameter's
+//! shape, unknown and (for the strict load) missing names are errors, and a
+//! failed load leaves the graph unchanged.
+
+use std::collections::BTreeMap;
+
+use ndarray::{Array1, Array2, ArrayD, Ix1, Ix2, Ix4};
+
+use super::{Graph, GraphError, NodeOp};
+use crate::error::{Error, Result};
+use crate::layer::{ConvLayer, LinearLayer};
+use crate::op::{BatchNorm, Op};
+use crate::weight::Conv4d;
+
+impl Graph {
+    /// Replaces the parameters named in `params` (other parameters keep
+    /// their values) and returns how many were set. A name the graph does
+    /// not list in [`Graph::parameters`] is
+    /// [`GraphError::UnexpectedParameter`]; an array of another shape is
+    /// [`Error::ShapeMismatch`] naming the parameter; layer validation
+    /// (finite values, `var ≥ 0`) applies. All or nothing.
+    pub fn set_parameters(&mut self, params: &[(String, ArrayD<f32>)]) -> Result<usize> {
+        let current: BTreeMap<String, Vec<usize>> = self
+            .parameters()
+            .into_iter()
+            .map(|(n, a)| (n, a.shape().to_vec()))
+            .collect();
+        let mut given: BTreeMap<&str, &ArrayD<f32>> = BTreeMap::new();
+        for (name, array) in params {
+            let Some(shape) = current.get(name) else {
+                return Err(GraphError::UnexpectedParameter { name: name.clone() }.into());
+            };
+            if array.shape() != shape.as_slice() {
+                return Err(Error::shape(
+                    format!("parameter `{name}`"),
+                    format!("{shape:?}"),
+                    format!("{:?}", array.shape()),
+                ));
+            }
+            given.insert(name, array);
+        }
+        let mut replaced = Vec::new();
+        for (index, node) in self.nodes.iter().enumerate() {
+            let NodeOp::Op(op) = &node.op else { continue };
+            let get = |suffix: &str| {
+                given
+                    .get(format!("{}.{suffix}", node.name).as_str())
+                    .copied()
+            };
+            let fresh: Option<Op> = match op {
+                Op::Conv(c) => {
+                    let (w, b) = (get("weight"), get("bias"));
+                    if w.is_none() && b.is_none() {
+                        None
+                    } else {
+                        let weight = match w {
+                            Some(w) => Conv4d::new(dim::<Ix4>(w)?)?,
+                            None => c.weight().clone(),
+                        };
+                        let bias = b.map(dim::<Ix1>).transpose()?.or_else(|| c.bias().cloned());
+                        Some(ConvLayer::new(weight, bias, *c.spec())?.into())
+                    }
+                }
+                Op::Linear(l) => {
+                    let (w, b) = (get("weight"), get("bias"));
+                    if w.is_none() && b.is_none() {
+                        None
+                    } else {
+                        let weight: Array2<f32> = match w {
+                            Some(w) => dim::<Ix2>(w)?,
+                            None => l.weight().clone(),
+                        };
+                        let bias = b.map(dim::<Ix1>).transpose()?.or_else(|| l.bias().cloned());
+                        Some(LinearLayer::new(weight, bias)?.into())
+                    }
+                }
+                Op::BatchNorm(bn) => {
+                    let parts = ["weight", "bias", "running_mean", "running_var"].map(get);
+                    if parts.iter().all(Option::is_none) {
+                        None
+                    } else {
+                        let pick = |i: usize, old: &Array1<f32>| -> Result<Array1<f32>> {
+                            parts[i].map_or_else(|| Ok(old.clone()), dim::<Ix1>)
+                        };
+                        Some(
+                            BatchNorm::new(
+                                pick(0, bn.gamma())?,
+                                pick(1, bn.beta())?,
+                                pick(2, bn.mean())?,
+                                pick(3, bn.var())?,
+                                bn.eps(),
+                            )?
+                            .into(),
+                        )
+                    }
+                }
+                _ => None,
+            };
+            if let Some(op) = fresh {
+                replaced.push((index, op));
+            }
+        }
+        for (index, op) in replaced {
+            self.nodes[index].op = NodeOp::Op(op);
+        }
+        Ok(given.len())
+    }
+
+    /// As [`Graph::set_parameters`], and every parameter of the graph must be
+    /// given ([`GraphError::MissingParameter`] names the first absent one).
+    pub fn load_parameters(&mut self, params: &[(String, ArrayD<f32>)]) -> Result<()> {
+        let given: std::collections::HashSet<&str> =
+            params.iter().map(|(n, _)| n.as_str()).collect();
+        if let Some((name, _)) = self
+            .parameters()
+            .into_iter()
+            .find(|(n, _)| !given.contains(n.as_str()))
+        {
+            return Err(GraphError::MissingParameter { name }.into());
+        }
+        self.set_parameters(params).map(|_| ())
+    }
+}
+
+fn dim<D: ndarray::Dimension>(a: &ArrayD<f32>) -> Result<ndarray::Array<f32, D>> {
+    a.clone()
+        .into_dimensionality::<D>()
+        .map_err(|e| Error::shape("parameter rank", D::NDIM.unwrap_or(0), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::GraphBuilder;
+    use crate::{ActShape, ConvSpec, Relu, SeededRng};
+
+    fn graph() -> Graph {
+        let mut rng = SeededRng::new(1);
+        let mut b = GraphBuilder::new();
+        let x = b.input("input", ActShape::new(2, 4, 4));
+        let w = Conv4d::new(rng.normal_array((3, 2, 3, 3), 0.5)).unwrap();
+        let conv = ConvLayer::new(w, Some(Array1::zeros(3)), ConvSpec::new()).unwrap();
+        let y = b.op("conv", conv, x);
+        let bn = BatchNorm::new(
+            Array1::ones(3),
+            Array1::zeros(3),
+            Array1::zeros(3),
+            Array1::ones(3),
+            1e-5,
+        )
+        .unwrap();
+        let y = b.op("bn", bn, y);
+        let y = b.op("relu", Relu, y);
+        let fc = LinearLayer::new(rng.normal_array((5, 12), 0.5), None).unwrap();
+        let y = b.op("fc", fc, y);
+        b.output(y);
+        b.build().unwrap()
+    }
+
+    #[test]
+    fn load_replaces_every_parameter_and_round_trips() {
+        let mut g = graph();
+        let mut rng = SeededRng::new(9);
+        let fresh: Vec<(String, ArrayD<f32>)> = g
+            .parameters()
+            .into_iter()
+            .map(|(n, a)| {
+                let v = rng.normal_array(a.shape().to_vec(), 1.0);
+                let v = if n.ends_with("running_var") {
+                    v.mapv(f32::abs)
+                } else {
+                    v
+                };
+                (n, v)
+            })
+            .collect();
+        g.load_parameters(&fresh).unwrap();
+        assert_eq!(g.parameters(), fresh);
+    }
+
+    #[test]
+    fn errors_name_the_parameter_and_leave_the_graph_alone() {
+        let mut g = graph();
+        let before = g.clone();
+        let bad = vec![("conv.weight".to_string(), ArrayD::zeros(vec![3, 2, 3, 4]))];
+        assert!(
+            matches!(g.set_parameters(&bad), Err(Error::ShapeMismatch { what, .. }) if what.contains("conv.weight"))
+        );
+        let unknown = vec![("conv.scale".to_string(), ArrayD::zeros(vec![3]))];
+        assert!(matches!(
+            g.set_parameters(&unknown),
+            Err(Error::Graph(GraphError::UnexpectedParameter { name })) if name == "conv.scale"
+        ));
+        let negative_var = vec![
+            ("bn.weight".to_string(), ArrayD::ones(vec![3])),
+            (
+                "bn.running_var".to_string(),
+                ArrayD::from_elem(vec![3], -1.0),
+            ),
+        ];
+        assert!(g.set_parameters(&negative_var).is_err());
+        assert_eq!(g, before);
+        let partial = vec![("fc.weight".to_string(), ArrayD::zeros(vec![5, 12]))];
+        assert!(matches!(
+            g.load_parameters(&partial),
+            Err(Error::Graph(GraphError::MissingParameter { name })) if name == "conv.weight"
+        ));
+        assert_eq!(g.set_parameters(&partial).unwrap(), 1);
+        assert!(g.node("fc").unwrap().op().as_op().is_some());
+        assert_eq!(
+            g.parameters()
+                .iter()
+                .find(|(n, _)| n == "fc.weight")
+                .unwrap()
+                .1,
+            ArrayD::<f32>::zeros(vec![5, 12])
+        );
+    }
+}

@@ -1,0 +1,8 @@
+//! safetensors bytes → named f32 tensors, or an error.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = hasten_onnx::weights::read_safetensors(data);
+});
