@@ -39,6 +39,10 @@ pub mod kernels;
 pub mod optim;
 mod params;
 pub mod schedule;
+mod tape;
+mod trainer;
 
 pub use error::{Result, TrainError};
 pub use params::{Grads, ParamStore};
+pub use tape::{TapeGrads, TrainTape};
+pub use trainer::{evaluate, EpochStats, TrainConfig, Trainer};
