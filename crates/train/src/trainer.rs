@@ -454,6 +454,35 @@ mod tests {
     }
 
     #[test]
+    fn runs_are_bit_identical_across_thread_counts() {
+        let (train, test) = (separable(100, 9), separable(30, 10));
+        let run = |threads: usize| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap()
+                .install(|| {
+                    let mut t = Trainer::new(
+                        mlp(),
+                        Sgd::new(0.9).unwrap(),
+                        Constant::new(0.05).unwrap(),
+                        TrainConfig {
+                            augment: Augment::new().random_crop(1),
+                            ..config(2)
+                        },
+                    )
+                    .unwrap();
+                    let h = t.fit(&train, &test, |_| {}).unwrap();
+                    (
+                        t.params().clone(),
+                        h.iter().map(|e| e.loss).collect::<Vec<_>>(),
+                    )
+                })
+        };
+        assert_eq!(run(1), run(2));
+    }
+
+    #[test]
     fn early_stopping_and_bad_settings() {
         let (train, test) = (separable(64, 7), separable(20, 8));
         let mut t = Trainer::new(
