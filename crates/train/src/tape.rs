@@ -251,7 +251,7 @@ fn op_forward(
         Op::GlobalAvgPool(_) => {
             output_dims(op, x)?;
             let (n, c, h, w) = x.dim();
-            let xs = standard(x.clone());
+            let xs = x.as_standard_layout();
             let area = h * w;
             let y: Vec<f32> = xs
                 .as_slice()
@@ -276,7 +276,7 @@ fn op_forward(
                 let mask: Vec<f32> = (0..x.len())
                     .map(|_| if rng.uniform() >= ratio { scale } else { 0.0 })
                     .collect();
-                let xs = standard(x.clone());
+                let xs = x.as_standard_layout();
                 let y: Vec<f32> = xs
                     .as_slice()
                     .expect("standard")
@@ -379,7 +379,7 @@ fn op_backward(
             Ok(batch_norm_backward(x, dy, v, mean, inv, mode.is_train()))
         }
         (Op::Dropout(_), Saved::Mask(mask)) => {
-            let ds = standard(dy.clone());
+            let ds = dy.as_standard_layout();
             let d: Vec<f32> = ds
                 .as_slice()
                 .expect("standard")
@@ -422,7 +422,7 @@ fn max_pool_forward(
         ));
     }
     let (rows, cols) = spec.windows(h, w)?;
-    let xs = standard(x.clone());
+    let xs = x.as_standard_layout();
     let out_area = dims[2] * dims[3];
     let mut y = vec![0.0f32; dims.iter().product()];
     let mut arg = vec![0u32; y.len()];
@@ -456,7 +456,7 @@ fn max_pool_forward(
 fn max_pool_backward(x: &Array4<f32>, dy: &Array4<f32>, arg: &[u32]) -> Array4<f32> {
     let area = x.shape()[2] * x.shape()[3];
     let out_area = dy.shape()[2] * dy.shape()[3];
-    let ds = standard(dy.clone());
+    let ds = dy.as_standard_layout();
     let mut dx = vec![0.0f32; x.len()];
     dx.par_chunks_mut(area)
         .zip(ds.as_slice().expect("standard").par_chunks(out_area))
@@ -477,7 +477,7 @@ fn avg_pool_forward(
 ) -> Result<Array4<f32>> {
     let (h, w) = (x.shape()[2], x.shape()[3]);
     let (rows, cols) = spec.windows(h, w)?;
-    let xs = standard(x.clone());
+    let xs = x.as_standard_layout();
     let out_area = dims[2] * dims[3];
     let mut y = vec![0.0f32; dims.iter().product()];
     y.par_chunks_mut(out_area)
@@ -512,7 +512,7 @@ fn avg_pool_backward(
     let (h, w) = (x.shape()[2], x.shape()[3]);
     let (rows, cols) = spec.windows(h, w)?;
     let ow = dy.shape()[3];
-    let ds = standard(dy.clone());
+    let ds = dy.as_standard_layout();
     let mut dx = vec![0.0f32; x.len()];
     dx.par_chunks_mut(h * w)
         .zip(
@@ -655,7 +655,7 @@ fn batch_norm_backward(
             (sg, sgx)
         })
         .collect();
-    let xs = standard(x.clone());
+    let xs = x.as_standard_layout();
     let mut dx = standard(dy.clone());
     let area = x.shape()[2] * x.shape()[3];
     dx.as_slice_mut()
