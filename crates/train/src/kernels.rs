@@ -115,36 +115,42 @@ impl Geometry {
         self.oh * self.ow
     }
 
-    /// Calls `f(row of cols, column of cols, input index within the sample's
-    /// group channels)` for every tap inside the input.
+    /// Calls `f(start in cols, start in the group's input, count)` for every
+    /// run of taps of one cols row and one output row that lie inside the
+    /// input: `count` consecutive cols entries read input values `stride`
+    /// apart (the column stride).
     #[inline]
-    fn taps(&self, mut f: impl FnMut(usize, usize, usize)) {
+    fn tap_runs(&self, mut f: impl FnMut(usize, usize, usize)) {
         let (sh, sw) = self.spec.stride;
         let (dh, dw) = self.spec.dilation;
-        let (pt, pl) = (
-            self.spec.padding.top as isize,
-            self.spec.padding.left as isize,
-        );
+        let (pt, pl) = (self.spec.padding.top, self.spec.padding.left);
+        let p = self.p();
         for s in 0..self.c_g {
             for i in 0..self.kh {
                 for j in 0..self.kw {
                     let row = (s * self.kh + i) * self.kw + j;
+                    // Output columns x with 0 <= x·sw + j·dw − pl < w.
+                    let off = j * dw;
+                    let x0 = pl.saturating_sub(off).div_ceil(sw);
+                    let x1 = if self.w + pl > off {
+                        (self.w + pl - off).div_ceil(sw).min(self.ow)
+                    } else {
+                        0
+                    };
+                    if x0 >= x1 {
+                        continue;
+                    }
                     for y in 0..self.oh {
-                        let iy = (y * sh + i * dh) as isize - pt;
-                        if iy < 0 || iy >= self.h as isize {
+                        let iy = y * sh + i * dh;
+                        if iy < pt || iy - pt >= self.h {
                             continue;
                         }
-                        for x in 0..self.ow {
-                            let ix = (x * sw + j * dw) as isize - pl;
-                            if ix < 0 || ix >= self.w as isize {
-                                continue;
-                            }
-                            f(
-                                row,
-                                y * self.ow + x,
-                                (s * self.h + iy as usize) * self.w + ix as usize,
-                            );
-                        }
+                        let ix0 = x0 * sw + off - pl;
+                        f(
+                            row * p + y * self.ow + x0,
+                            (s * self.h + iy - pt) * self.w + ix0,
+                            x1 - x0,
+                        );
                     }
                 }
             }
@@ -154,14 +160,33 @@ impl Geometry {
     /// im2col of one group's channels (`c_g·h·w` values) into `cols` (`K×P`).
     fn im2col(&self, group_input: &[f32], cols: &mut [f32]) {
         cols.fill(0.0);
-        let p = self.p();
-        self.taps(|r, c, i| cols[r * p + c] = group_input[i]);
+        let sw = self.spec.stride.1;
+        self.tap_runs(|c, i, n| {
+            if sw == 1 {
+                cols[c..c + n].copy_from_slice(&group_input[i..i + n]);
+            } else {
+                for (k, v) in cols[c..c + n].iter_mut().enumerate() {
+                    *v = group_input[i + k * sw];
+                }
+            }
+        });
     }
 
     /// col2im: scatter-adds `cols` (`K×P`) into one group's channels.
     fn col2im(&self, cols: &[f32], group_input: &mut [f32]) {
-        let p = self.p();
-        self.taps(|r, c, i| group_input[i] += cols[r * p + c]);
+        let sw = self.spec.stride.1;
+        self.tap_runs(|c, i, n| {
+            if sw == 1 {
+                group_input[i..i + n]
+                    .iter_mut()
+                    .zip(&cols[c..c + n])
+                    .for_each(|(g, v)| *g += v);
+            } else {
+                for (k, v) in cols[c..c + n].iter().enumerate() {
+                    group_input[i + k * sw] += v;
+                }
+            }
+        });
     }
 }
 

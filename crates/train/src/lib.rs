@@ -15,7 +15,11 @@
 //!   a [`data::Dataset`] trait, a seeded shuffling [`data::Loader`] and
 //!   augmentations.
 //!
-//! Gradients come from `hasten_core::grad` (the f64 reference backward).
+//! - [`TrainTape`]: the f32 training forward and backward of a whole graph
+//!   (the fast kernels where the cost lies, checked against the f64
+//!   reference of `hasten_core::grad`, which it falls back to for rare ops);
+//! - [`Trainer`]: seeded epochs with an optimizer and a schedule, per-epoch
+//!   evaluation through a `hasten_fastconv` plan, early stopping.
 //!
 //! ```
 //! use hasten_train::optim::{Optimizer, Sgd};
@@ -39,6 +43,10 @@ pub mod kernels;
 pub mod optim;
 mod params;
 pub mod schedule;
+pub mod tape;
+pub mod trainer;
 
 pub use error::{Result, TrainError};
 pub use params::{Grads, ParamStore};
+pub use tape::{TapeGrads, TrainTape};
+pub use trainer::{evaluate, EpochStats, TrainConfig, Trainer};

@@ -1,0 +1,271 @@
+use super::*;
+use hasten_core::grad::loss::softmax_cross_entropy;
+use hasten_core::grad::Tape;
+use hasten_core::graph::GraphBuilder;
+use hasten_core::op::{
+    AvgPool, BatchNorm, Clip, Dropout, Flatten, GlobalAvgPool, MaxPool, PoolSpec, Relu, Sigmoid,
+};
+use hasten_core::{ActShape, Conv4d, ConvLayer, ConvSpec, LinearLayer};
+use hasten_models::ModelConfig;
+
+/// `‖a − b‖ / ‖a‖` (0 when both vanish).
+fn rel<D: ndarray::Dimension>(a: &ndarray::Array<f64, D>, b: &ndarray::Array<f32, D>) -> f64 {
+    assert_eq!(a.shape(), b.shape());
+    let diff: f64 = a
+        .iter()
+        .zip(b.iter())
+        .map(|(x, &y)| (x - f64::from(y)).powi(2))
+        .sum();
+    let norm: f64 = a.iter().map(|x| x * x).sum();
+    if norm == 0.0 {
+        diff.sqrt()
+    } else {
+        (diff / norm).sqrt()
+    }
+}
+
+fn conv(
+    rng: &mut SeededRng,
+    o: usize,
+    i: usize,
+    k: usize,
+    spec: ConvSpec,
+    bias: bool,
+) -> ConvLayer {
+    let w = rng.normal_array((o, i / spec.groups, k, k), 0.5);
+    let b = bias.then(|| rng.normal_array(o, 0.5));
+    ConvLayer::new(Conv4d::new(w).unwrap(), b, spec).unwrap()
+}
+
+fn batch_norm(rng: &mut SeededRng, c: usize) -> BatchNorm {
+    BatchNorm::new(
+        rng.normal_array(c, 0.5) + 1.0,
+        rng.normal_array(c, 0.5),
+        rng.normal_array(c, 0.5),
+        rng.uniform_array(c, 0.5, 2.0),
+        1e-5,
+    )
+    .unwrap()
+}
+
+/// A DAG with every fast path and a few fallbacks (sigmoid, `Mul`).
+fn small_dag(rng: &mut SeededRng) -> Graph {
+    let mut b = GraphBuilder::new();
+    let x = b.input("input", ActShape::new(2, 8, 8));
+    // No bias before a batch norm: in training mode its gradient is exactly
+    // zero, and a relative error of rounding noise means nothing.
+    let stem = b.op(
+        "conv1",
+        conv(rng, 4, 2, 3, ConvSpec::new().with_padding(1), false),
+        x,
+    );
+    let stem = b.op("bn1", batch_norm(rng, 4), stem);
+    let stem = b.op("relu1", Relu, stem);
+    let branch = b.op(
+        "layer1.conv",
+        conv(
+            rng,
+            4,
+            4,
+            3,
+            ConvSpec::new().with_padding(1).with_groups(2),
+            false,
+        ),
+        stem,
+    );
+    let branch = b.op("layer1.bn", batch_norm(rng, 4), branch);
+    let branch = b.op("layer1.clip", Clip::new(-0.5, 1.5).unwrap(), branch);
+    let res = b.add("layer1.add", &[branch, stem]);
+    let squeeze = b.op("se.pool", GlobalAvgPool, res);
+    let gate = b.op("se.fc", conv(rng, 4, 4, 1, ConvSpec::new(), true), squeeze);
+    let gate = b.op("se.gate", Sigmoid, gate);
+    let gated = b.mul("se.mul", res, gate);
+    let side = b.op("side", conv(rng, 2, 4, 1, ConvSpec::new(), true), stem);
+    let cat = b.concat("cat", &[gated, side, stem]);
+    let pooled = b.op(
+        "pool",
+        MaxPool::new(PoolSpec::square(2).with_stride(2)).unwrap(),
+        cat,
+    );
+    let pooled = b.op(
+        "avg",
+        AvgPool::new(PoolSpec::square(3).with_padding(1), false).unwrap(),
+        pooled,
+    );
+    let pooled = b.op("drop", Dropout::new(0.3).unwrap(), pooled);
+    let flat = b.op("flatten", Flatten, pooled);
+    let head = b.op(
+        "fc",
+        LinearLayer::new(
+            rng.normal_array((3, 160), 0.3),
+            Some(rng.normal_array(3, 0.1)),
+        )
+        .unwrap(),
+        flat,
+    );
+    b.output(head);
+    b.output(res);
+    b.build().unwrap()
+}
+
+/// Runs the f32 tape and the f64 reference on the same graph, inputs and
+/// random output gradients; every output, gradient and buffer must agree
+/// to 1e-4 relative error.
+fn compare(what: &str, graph: &Graph, batch: usize, mode: Mode, seed: u64) {
+    let mut rng = SeededRng::new(seed);
+    let store = ParamStore::from_graph(graph);
+    let inputs: Vec<Array4<f32>> = graph
+        .inputs()
+        .iter()
+        .map(|i| rng.normal_array(i.shape().batched(batch), 1.0))
+        .collect();
+    let inputs64: Vec<Array4<f64>> = inputs.iter().map(|x| x.mapv(f64::from)).collect();
+    let fast = TrainTape::forward(graph, &store, &inputs, mode).unwrap();
+    let reference = Tape::forward(graph, &store.to_f64(), &inputs64, mode).unwrap();
+    for (k, (a, b)) in reference.outputs().iter().zip(fast.outputs()).enumerate() {
+        let e = rel(*a, b);
+        assert!(e < 1e-4, "{what}: output {k} relative error {e}");
+    }
+    let rs: Vec<Array4<f32>> = fast
+        .outputs()
+        .iter()
+        .map(|y| rng.normal_array(y.raw_dim(), 1.0))
+        .collect();
+    let rs64: Vec<Array4<f64>> = rs.iter().map(|r| r.mapv(f64::from)).collect();
+    let gf = fast.backward(&rs).unwrap();
+    let gr = reference.backward(&rs64).unwrap();
+    for (k, (a, b)) in gr.inputs.iter().zip(&gf.inputs).enumerate() {
+        let e = rel(a, b);
+        assert!(e < 1e-4, "{what}: input gradient {k} relative error {e}");
+    }
+    assert_eq!(
+        gr.params.keys().collect::<Vec<_>>(),
+        gf.params.keys().collect::<Vec<_>>()
+    );
+    for (name, a) in &gr.params {
+        let e = rel(a, &gf.params[name]);
+        assert!(e < 1e-4, "{what}: gradient of {name} relative error {e}");
+    }
+    assert_eq!(
+        reference.buffers().keys().collect::<Vec<_>>(),
+        fast.buffers().keys().collect::<Vec<_>>()
+    );
+    for (name, a) in reference.buffers() {
+        let e = rel(a, &fast.buffers()[name]);
+        assert!(e < 1e-4, "{what}: buffer {name} relative error {e}");
+    }
+}
+
+#[test]
+fn small_graphs_match_the_reference_in_both_modes() {
+    for seed in 0..3 {
+        let graph = small_dag(&mut SeededRng::new(100 + seed));
+        compare("dag eval", &graph, 3, Mode::Eval, seed);
+        compare("dag train", &graph, 3, Mode::train(seed), seed);
+    }
+}
+
+/// The loss and every parameter gradient through the loss on a model.
+fn compare_loss(what: &str, graph: &Graph, batch: usize, mode: Mode) {
+    let mut rng = SeededRng::new(7);
+    let store = ParamStore::from_graph(graph);
+    let x: Array4<f32> = rng.normal_array(graph.inputs()[0].shape().batched(batch), 1.0);
+    let labels: Vec<usize> = (0..batch).map(|i| (i * 3) % 10).collect();
+    let fast = TrainTape::forward(graph, &store, std::slice::from_ref(&x), mode).unwrap();
+    let reference = Tape::forward(
+        graph,
+        &store.to_f64(),
+        std::slice::from_ref(&x.mapv(f64::from)),
+        mode,
+    )
+    .unwrap();
+    let lf = softmax_cross_entropy(fast.outputs()[0].view(), &labels, 0.0f32).unwrap();
+    let lr = softmax_cross_entropy(reference.outputs()[0].view(), &labels, 0.0f64).unwrap();
+    let e = (lr.value - f64::from(lf.value)).abs() / lr.value.abs();
+    assert!(e < 1e-4, "{what}: loss relative error {e}");
+    let e = rel(reference.outputs()[0], fast.outputs()[0]);
+    assert!(e < 1e-4, "{what}: logits relative error {e}");
+    let gf = fast.backward(&[lf.grad]).unwrap();
+    let gr = reference.backward(&[lr.grad]).unwrap();
+    assert_eq!(gr.params.len(), gf.params.len());
+    for (name, a) in &gr.params {
+        let e = rel(a, &gf.params[name]);
+        assert!(e < 1e-4, "{what}: gradient of {name} relative error {e}");
+    }
+    for (name, a) in reference.buffers() {
+        let e = rel(a, &fast.buffers()[name]);
+        assert!(e < 1e-4, "{what}: buffer {name} relative error {e}");
+    }
+}
+
+#[test]
+fn lenet5_matches_the_reference() {
+    let graph = hasten_models::lenet5(&ModelConfig::mnist()).unwrap();
+    compare_loss("lenet5", &graph, 4, Mode::train(1));
+}
+
+#[test]
+fn resnet8_matches_the_reference_in_both_modes() {
+    let graph = hasten_models::resnet8(&ModelConfig::cifar10()).unwrap();
+    compare_loss("resnet8 train", &graph, 2, Mode::train(3));
+    compare_loss("resnet8 eval", &graph, 2, Mode::Eval);
+}
+
+fn run_with_threads(threads: usize, graph: &Graph) -> (Vec<Array4<f32>>, TapeGrads, Grads) {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
+    pool.install(|| {
+        let mut rng = SeededRng::new(5);
+        let store = ParamStore::from_graph(graph);
+        let x: Array4<f32> = rng.normal_array(graph.inputs()[0].shape().batched(5), 1.0);
+        let tape = TrainTape::forward(graph, &store, &[x], Mode::train(9)).unwrap();
+        let rs: Vec<Array4<f32>> = tape
+            .outputs()
+            .iter()
+            .map(|y| rng.normal_array(y.raw_dim(), 1.0))
+            .collect();
+        let g = tape.backward(&rs).unwrap();
+        let outs = tape.outputs().into_iter().cloned().collect();
+        (outs, g, tape.buffers().clone())
+    })
+}
+
+#[test]
+fn bit_identical_across_thread_counts() {
+    let graph = small_dag(&mut SeededRng::new(42));
+    let one = run_with_threads(1, &graph);
+    let two = run_with_threads(2, &graph);
+    assert_eq!(one, two);
+    let lenet = hasten_models::lenet5(&ModelConfig::mnist()).unwrap();
+    assert_eq!(run_with_threads(1, &lenet), run_with_threads(2, &lenet));
+}
+
+#[test]
+fn bad_inputs_and_parameters_are_typed_errors() {
+    let graph = small_dag(&mut SeededRng::new(1));
+    let store = ParamStore::from_graph(&graph);
+    let bad = Array4::<f32>::zeros((2, 3, 8, 8));
+    assert!(TrainTape::forward(&graph, &store, &[bad], Mode::Eval).is_err());
+    assert!(TrainTape::forward(&graph, &store, &[], Mode::Eval).is_err());
+    let mut wrong = store.clone();
+    wrong
+        .insert("fc.weight", ndarray::ArrayD::zeros(vec![2, 2]), true)
+        .unwrap();
+    let x = Array4::<f32>::zeros((2, 2, 8, 8));
+    assert!(TrainTape::forward(&graph, &wrong, std::slice::from_ref(&x), Mode::Eval).is_err());
+    let tape = TrainTape::forward(&graph, &store, &[x], Mode::Eval).unwrap();
+    assert!(tape.backward(&[]).is_err());
+    let wrong_grads = vec![Array4::zeros((1, 1, 1, 1)), Array4::zeros((1, 1, 1, 1))];
+    assert!(tape.backward(&wrong_grads).is_err());
+    // A training batch norm needs two values per channel.
+    let one = Array4::<f32>::zeros((1, 4, 1, 1));
+    let mut b = GraphBuilder::new();
+    let i = b.input("x", ActShape::new(4, 1, 1));
+    let y = b.op("bn", batch_norm(&mut SeededRng::new(2), 4), i);
+    b.output(y);
+    let g = b.build().unwrap();
+    let s = ParamStore::from_graph(&g);
+    assert!(TrainTape::forward(&g, &s, &[one], Mode::train(0)).is_err());
+}

@@ -1,0 +1,530 @@
+//! [`Trainer`]: epochs of mini-batch training of a graph classifier, with
+//! per-epoch evaluation, a learning-rate schedule and early stopping.
+//!
+//! Each step collates a batch with the seeded [`Loader`], runs the f32
+//! [`TrainTape`] in training mode, takes softmax cross-entropy against the
+//! labels, back-propagates, optionally clips the gradient norm, updates the
+//! parameters with the optimizer at the schedule's rate and stores the new
+//! batch-norm running statistics. Evaluation writes the parameters back into
+//! the graph and runs it through a `hasten_fastconv` [`Plan`] in inference
+//! mode. For a seed and thread count, a run is bit-identical.
+
+use std::time::Instant;
+
+use hasten_core::grad::loss::softmax_cross_entropy;
+use hasten_core::grad::Mode;
+use hasten_core::{Graph, SeededRng};
+use hasten_fastconv::{Plan, PlanOptions};
+use ndarray::{s, Array4};
+
+use crate::data::{Augment, Dataset, Loader};
+use crate::error::{Result, TrainError};
+use crate::optim::{clip_grad_norm, Optimizer};
+use crate::params::ParamStore;
+use crate::schedule::Schedule;
+use crate::tape::TrainTape;
+
+/// The settings of a [`Trainer`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainConfig {
+    /// The number of epochs (≥ 1).
+    pub epochs: usize,
+    /// Training batch size (≥ 1; the last, smaller batch of an epoch is kept).
+    pub batch_size: usize,
+    /// Evaluation batch size (≥ 1).
+    pub eval_batch_size: usize,
+    /// Seed of the shuffling, augmentations and dropout masks.
+    pub seed: u64,
+    /// Batch-norm running-average momentum, in `[0, 1]`.
+    pub bn_momentum: f64,
+    /// Label smoothing of the cross-entropy, in `[0, 1)`.
+    pub label_smoothing: f32,
+    /// Clip the global gradient norm to this value, if set.
+    pub clip_norm: Option<f32>,
+    /// Stop when the test accuracy has not improved for this many epochs,
+    /// and restore the best parameters, if set (≥ 1).
+    pub patience: Option<usize>,
+    /// Augmentations of the training samples.
+    pub augment: Augment,
+}
+
+impl Default for TrainConfig {
+    /// 10 epochs of batch 128, evaluation batch 500, seed 0, batch-norm
+    /// momentum 0.1, no smoothing, clipping or early stopping.
+    fn default() -> Self {
+        TrainConfig {
+            epochs: 10,
+            batch_size: 128,
+            eval_batch_size: 500,
+            seed: 0,
+            bn_momentum: hasten_core::grad::BN_DEFAULT_MOMENTUM,
+            label_smoothing: 0.0,
+            clip_norm: None,
+            patience: None,
+            augment: Augment::default(),
+        }
+    }
+}
+
+/// What one epoch of [`Trainer::fit`] measured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EpochStats {
+    /// The epoch, from 0.
+    pub epoch: usize,
+    /// Mean training loss over the epoch's samples.
+    pub loss: f64,
+    /// Top-1 accuracy on the training batches as they were trained, in `[0, 1]`.
+    pub train_accuracy: f64,
+    /// Top-1 accuracy on the test set after the epoch, in `[0, 1]`.
+    pub test_accuracy: f64,
+    /// Training throughput (images per second, training steps only).
+    pub images_per_sec: f64,
+    /// Wall time of the training steps of the epoch, in seconds.
+    pub seconds: f64,
+    /// Wall time of the evaluation, in seconds.
+    pub eval_seconds: f64,
+    /// The learning rate of the epoch's last step.
+    pub lr: f32,
+}
+
+/// Trains a single-input, single-output classifier graph whose output is
+/// logits `[N, K, 1, 1]`; see the [module docs](self).
+#[derive(Debug, Clone)]
+pub struct Trainer<O, S> {
+    graph: Graph,
+    store: ParamStore,
+    optimizer: O,
+    schedule: S,
+    config: TrainConfig,
+    step: usize,
+}
+
+fn argmax_hits(logits: &Array4<f32>, labels: &[usize]) -> usize {
+    labels
+        .iter()
+        .enumerate()
+        .filter(|&(n, &l)| {
+            let row = logits.slice(s![n, .., 0, 0]);
+            let mut best = 0;
+            for (k, &v) in row.iter().enumerate() {
+                if v > row[best] {
+                    best = k;
+                }
+            }
+            best == l
+        })
+        .count()
+}
+
+impl<O: Optimizer, S: Schedule> Trainer<O, S> {
+    /// A trainer starting from the graph's own parameter values.
+    ///
+    /// Errors: a graph with other than one input and one output, or an
+    /// invalid setting (zero epochs or batch sizes, a momentum outside
+    /// `[0, 1]`, a smoothing outside `[0, 1)`, a zero patience, a
+    /// non-positive clipping norm).
+    pub fn new(graph: Graph, optimizer: O, schedule: S, config: TrainConfig) -> Result<Self> {
+        if graph.inputs().len() != 1 || graph.outputs().len() != 1 {
+            return Err(TrainError::invalid(
+                "graph inputs / outputs",
+                format!("{} / {}", graph.inputs().len(), graph.outputs().len()),
+                "one input and one output",
+            ));
+        }
+        if config.epochs == 0 {
+            return Err(TrainError::invalid("epochs", 0, ">= 1"));
+        }
+        if config.batch_size == 0 || config.eval_batch_size == 0 {
+            return Err(TrainError::invalid("batch size", 0, ">= 1"));
+        }
+        if !(0.0..=1.0).contains(&config.bn_momentum) {
+            return Err(TrainError::invalid(
+                "batch-norm momentum",
+                config.bn_momentum,
+                "in [0, 1]",
+            ));
+        }
+        if !(0.0..1.0).contains(&config.label_smoothing) {
+            return Err(TrainError::invalid(
+                "label smoothing",
+                config.label_smoothing,
+                "in [0, 1)",
+            ));
+        }
+        if config.patience == Some(0) {
+            return Err(TrainError::invalid("patience", 0, ">= 1"));
+        }
+        if let Some(c) = config.clip_norm {
+            if !(c.is_finite() && c > 0.0) {
+                return Err(TrainError::invalid("clip norm", c, "finite and > 0"));
+            }
+        }
+        let store = ParamStore::from_graph(&graph);
+        Ok(Trainer {
+            graph,
+            store,
+            optimizer,
+            schedule,
+            config,
+            step: 0,
+        })
+    }
+
+    /// The current parameters and buffers.
+    pub fn params(&self) -> &ParamStore {
+        &self.store
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &TrainConfig {
+        &self.config
+    }
+
+    /// The number of optimizer steps taken.
+    pub fn steps(&self) -> usize {
+        self.step
+    }
+
+    /// A copy of the graph holding the current parameters.
+    pub fn graph(&self) -> Result<Graph> {
+        self.store.apply_to(&self.graph)
+    }
+
+    /// One epoch (number `epoch`) over `data`; returns the mean loss, the
+    /// training accuracy, the sample count and the learning rate of the
+    /// last step.
+    fn train_epoch<D: Dataset + ?Sized>(
+        &mut self,
+        data: &D,
+        epoch: usize,
+    ) -> Result<(f64, f64, usize, f32)> {
+        let loader = Loader::new(data.len(), self.config.batch_size)?.shuffled(self.config.seed);
+        let (mut loss_sum, mut hits, mut seen, mut lr) = (0.0f64, 0usize, 0usize, 0.0f32);
+        for indices in loader.batches(epoch) {
+            let (x, labels) = loader.collate(data, &indices, &self.config.augment, epoch)?;
+            let mode = Mode::Train {
+                seed: SeededRng::new(self.config.seed)
+                    .fork(1 << 40 | self.step as u64)
+                    .next_u64(),
+                momentum: self.config.bn_momentum,
+            };
+            let tape =
+                TrainTape::forward(&self.graph, &self.store, std::slice::from_ref(&x), mode)?;
+            let logits = tape.outputs()[0];
+            let loss = softmax_cross_entropy(logits.view(), &labels, self.config.label_smoothing)?;
+            hits += argmax_hits(logits, &labels);
+            let mut grads = tape.backward(&[loss.grad])?.params;
+            if let Some(c) = self.config.clip_norm {
+                clip_grad_norm(&mut grads, c)?;
+            }
+            lr = self.schedule.lr(self.step);
+            self.optimizer.step(&mut self.store, &grads, lr)?;
+            for (name, v) in tape.buffers() {
+                match self.store.get_mut(name) {
+                    Some(slot) => *slot = v.clone(),
+                    None => self.store.insert(name.clone(), v.clone(), false)?,
+                }
+            }
+            loss_sum += f64::from(loss.value) * labels.len() as f64;
+            seen += labels.len();
+            self.step += 1;
+        }
+        Ok((
+            loss_sum / seen.max(1) as f64,
+            hits as f64 / seen.max(1) as f64,
+            seen,
+            lr,
+        ))
+    }
+
+    /// Top-1 accuracy on `data` with the current parameters, the graph run
+    /// by a fast plan in inference mode.
+    pub fn evaluate<D: Dataset + ?Sized>(&self, data: &D) -> Result<f64> {
+        evaluate(&self.graph()?, data, self.config.eval_batch_size)
+    }
+
+    /// Trains for the configured epochs on `train`, evaluating on `test`
+    /// after each and calling `on_epoch` with its statistics; stops early on
+    /// the patience (restoring the parameters of the best epoch). Returns
+    /// the history.
+    pub fn fit<D: Dataset + ?Sized, T: Dataset + ?Sized>(
+        &mut self,
+        train: &D,
+        test: &T,
+        mut on_epoch: impl FnMut(&EpochStats),
+    ) -> Result<Vec<EpochStats>> {
+        if train.is_empty() || test.is_empty() {
+            return Err(TrainError::invalid(
+                "data set size",
+                0,
+                "at least one training and one test sample",
+            ));
+        }
+        let mut history = Vec::with_capacity(self.config.epochs);
+        let mut best: Option<(f64, usize, ParamStore)> = None;
+        for epoch in 0..self.config.epochs {
+            let start = Instant::now();
+            let (loss, train_accuracy, seen, lr) = self.train_epoch(train, epoch)?;
+            let seconds = start.elapsed().as_secs_f64();
+            let eval_start = Instant::now();
+            let test_accuracy = self.evaluate(test)?;
+            let stats = EpochStats {
+                epoch,
+                loss,
+                train_accuracy,
+                test_accuracy,
+                images_per_sec: seen as f64 / seconds.max(1e-9),
+                seconds,
+                eval_seconds: eval_start.elapsed().as_secs_f64(),
+                lr,
+            };
+            on_epoch(&stats);
+            history.push(stats);
+            if let Some(patience) = self.config.patience {
+                match &best {
+                    Some((acc, _, _)) if test_accuracy <= *acc => {}
+                    _ => best = Some((test_accuracy, epoch, self.store.clone())),
+                }
+                let (_, best_epoch, _) = best.as_ref().expect("set above");
+                if epoch - best_epoch >= patience {
+                    break;
+                }
+            }
+        }
+        if let Some((_, _, store)) = best {
+            self.store = store;
+        }
+        Ok(history)
+    }
+}
+
+/// Top-1 accuracy of the classifier `graph` (logits `[N, K, 1, 1]`) on
+/// `data`, run by `hasten_fastconv` plans of batch `batch` (and one for the
+/// remainder) in inference mode.
+pub fn evaluate<D: Dataset + ?Sized>(graph: &Graph, data: &D, batch: usize) -> Result<f64> {
+    if data.is_empty() {
+        return Err(TrainError::invalid("data set size", 0, ">= 1"));
+    }
+    if batch == 0 {
+        return Err(TrainError::invalid("batch size", 0, ">= 1"));
+    }
+    let loader = Loader::new(data.len(), batch)?;
+    let mut plans: Vec<(usize, Plan)> = Vec::new();
+    let mut hits = 0usize;
+    for indices in loader.batches(0) {
+        let (x, labels) = loader.collate(data, &indices, &Augment::default(), 0)?;
+        let n = labels.len();
+        let k = match plans.iter().position(|(b, _)| *b == n) {
+            Some(k) => k,
+            None => {
+                plans.push((n, Plan::for_graph(graph, n, PlanOptions::default())?));
+                plans.len() - 1
+            }
+        };
+        let y = plans[k].1.run(&x)?;
+        let logits = y.to_owned();
+        if logits.shape()[0] != n || logits.shape()[2] != 1 || logits.shape()[3] != 1 {
+            return Err(TrainError::invalid(
+                "classifier output shape",
+                format!("{:?}", logits.shape()),
+                "[N, K, 1, 1]",
+            ));
+        }
+        if let Some(&bad) = labels.iter().find(|&&l| l >= logits.shape()[1]) {
+            return Err(TrainError::invalid(
+                "label",
+                bad,
+                "< the classifier's output count",
+            ));
+        }
+        hits += argmax_hits(&logits, &labels);
+    }
+    Ok(hits as f64 / data.len() as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::ImageSet;
+    use crate::optim::{Adam, Sgd};
+    use crate::schedule::Constant;
+    use hasten_core::op::{Flatten, Relu};
+    use hasten_core::{ActShape, GraphBuilder, LinearLayer};
+
+    /// Two classes of 1×4×4 images separated by the sign of a fixed
+    /// direction, with a margin.
+    fn separable(n: usize, seed: u64) -> ImageSet {
+        let mut rng = SeededRng::new(seed);
+        let dir: Array4<f32> = SeededRng::new(99).normal_array((1, 1, 4, 4), 1.0);
+        let mut images = Array4::<f32>::zeros((n, 1, 4, 4));
+        let mut labels = Vec::with_capacity(n);
+        for i in 0..n {
+            let label = i % 2;
+            let mut x: Array4<f32> = rng.normal_array((1, 1, 4, 4), 1.0);
+            let proj = (&x * &dir).sum() / (&dir * &dir).sum();
+            let target = if label == 1 { 1.0 } else { -1.0 };
+            x += &(&dir * (target - proj));
+            images.slice_mut(s![i..i + 1, .., .., ..]).assign(&x);
+            labels.push(label);
+        }
+        ImageSet::new(images, labels, 2).unwrap()
+    }
+
+    fn mlp() -> Graph {
+        let mut rng = SeededRng::new(3);
+        let mut b = GraphBuilder::new();
+        let x = b.input("x", ActShape::new(1, 4, 4));
+        let f = b.op("flatten", Flatten, x);
+        let h = b.op(
+            "fc1",
+            LinearLayer::new(
+                rng.normal_array((8, 16), 0.3),
+                Some(ndarray::Array1::zeros(8)),
+            )
+            .unwrap(),
+            f,
+        );
+        let h = b.op("relu", Relu, h);
+        let y = b.op(
+            "fc2",
+            LinearLayer::new(
+                rng.normal_array((2, 8), 0.3),
+                Some(ndarray::Array1::zeros(2)),
+            )
+            .unwrap(),
+            h,
+        );
+        b.output(y);
+        b.build().unwrap()
+    }
+
+    fn config(epochs: usize) -> TrainConfig {
+        TrainConfig {
+            epochs,
+            batch_size: 16,
+            eval_batch_size: 50,
+            seed: 4,
+            ..TrainConfig::default()
+        }
+    }
+
+    #[test]
+    fn separable_data_reaches_full_accuracy() {
+        let (train, test) = (separable(200, 1), separable(70, 2));
+        let mut trainer = Trainer::new(
+            mlp(),
+            Sgd::new(0.9).unwrap(),
+            Constant::new(0.05).unwrap(),
+            config(5),
+        )
+        .unwrap();
+        let mut calls = 0;
+        let history = trainer.fit(&train, &test, |_| calls += 1).unwrap();
+        assert_eq!(calls, 5);
+        let last = history.last().unwrap();
+        assert_eq!(last.test_accuracy, 1.0, "{history:?}");
+        assert!(last.loss < history[0].loss);
+        assert_eq!(trainer.steps(), 5 * 200usize.div_ceil(16));
+        assert_eq!(trainer.evaluate(&test).unwrap(), 1.0);
+    }
+
+    #[test]
+    fn runs_are_deterministic_for_a_seed() {
+        let (train, test) = (separable(100, 5), separable(30, 6));
+        let run = |seed: u64| {
+            let mut t = Trainer::new(
+                mlp(),
+                Adam::new(),
+                Constant::new(0.01).unwrap(),
+                TrainConfig { seed, ..config(2) },
+            )
+            .unwrap();
+            let h = t.fit(&train, &test, |_| {}).unwrap();
+            (
+                t.params().clone(),
+                h.iter().map(|e| e.loss).collect::<Vec<_>>(),
+            )
+        };
+        let (a, la) = run(1);
+        let (b, lb) = run(1);
+        assert_eq!(a, b);
+        assert_eq!(la, lb);
+        let (c, _) = run(2);
+        assert_ne!(a, c);
+    }
+
+    #[test]
+    fn runs_are_bit_identical_across_thread_counts() {
+        let (train, test) = (separable(100, 9), separable(30, 10));
+        let run = |threads: usize| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap()
+                .install(|| {
+                    let mut t = Trainer::new(
+                        mlp(),
+                        Sgd::new(0.9).unwrap(),
+                        Constant::new(0.05).unwrap(),
+                        TrainConfig {
+                            augment: Augment::new().random_crop(1),
+                            ..config(2)
+                        },
+                    )
+                    .unwrap();
+                    let h = t.fit(&train, &test, |_| {}).unwrap();
+                    (
+                        t.params().clone(),
+                        h.iter().map(|e| e.loss).collect::<Vec<_>>(),
+                    )
+                })
+        };
+        assert_eq!(run(1), run(2));
+    }
+
+    #[test]
+    fn early_stopping_and_bad_settings() {
+        let (train, test) = (separable(64, 7), separable(20, 8));
+        let mut t = Trainer::new(
+            mlp(),
+            Sgd::new(0.0).unwrap(),
+            Constant::new(0.0).unwrap(),
+            TrainConfig {
+                patience: Some(2),
+                ..config(10)
+            },
+        )
+        .unwrap();
+        // A zero learning rate never improves: stop after 1 + patience epochs.
+        assert_eq!(t.fit(&train, &test, |_| {}).unwrap().len(), 3);
+        let bad = |c: TrainConfig| {
+            Trainer::new(
+                mlp(),
+                Sgd::new(0.0).unwrap(),
+                Constant::new(0.1).unwrap(),
+                c,
+            )
+            .is_err()
+        };
+        assert!(bad(config(0)));
+        assert!(bad(TrainConfig {
+            batch_size: 0,
+            ..config(1)
+        }));
+        assert!(bad(TrainConfig {
+            label_smoothing: 1.0,
+            ..config(1)
+        }));
+        assert!(bad(TrainConfig {
+            patience: Some(0),
+            ..config(1)
+        }));
+        assert!(bad(TrainConfig {
+            clip_norm: Some(-1.0),
+            ..config(1)
+        }));
+        // Labels beyond the classifier's outputs are a typed error.
+        let wide = ImageSet::new(Array4::zeros((4, 1, 4, 4)), vec![0, 1, 2, 3], 4).unwrap();
+        assert!(t.evaluate(&wide).is_err());
+    }
+}
