@@ -1,0 +1,292 @@
+//! End-to-end tests of the `hasten` binary.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use hasten_core::ndarray::{Array4, Ix4};
+use hasten_core::{relative_error, Graph, SeededRng};
+use hasten_models::{by_name, ModelConfig};
+use hasten_onnx::weights::{read_npy, write_npy};
+use hasten_train::data::idx::write_idx;
+
+fn hasten(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_hasten"))
+        .args(args)
+        .env("HASTEN_PYTHON", "/nonexistent/python")
+        .output()
+        .expect("the binary starts")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = hasten(args);
+    assert!(
+        out.status.success(),
+        "hasten {args:?} failed: {}",
+        stderr(&out)
+    );
+    stdout(&out)
+}
+
+/// Runs a command that must fail with status 1 and a one-line message.
+fn fails(args: &[&str]) -> String {
+    let out = hasten(args);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "hasten {args:?}: {}",
+        stderr(&out)
+    );
+    let err = stderr(&out);
+    assert!(err.starts_with("hasten: "), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
+fn lenet() -> Graph {
+    by_name("lenet5", &ModelConfig::mnist()).unwrap()
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn assert_lists_summary(text: &str, graph: &Graph) {
+    for node in graph.nodes() {
+        assert!(
+            text.contains(node.name()),
+            "{} missing:\n{text}",
+            node.name()
+        );
+    }
+    let total = graph.summary().unwrap().total;
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("total"))
+        .unwrap_or_else(|| panic!("no totals:\n{text}"));
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(fields[1], total.macs.to_string(), "{line}");
+    assert_eq!(fields[2], total.params.to_string(), "{line}");
+}
+
+#[test]
+fn inspect_builtin_architecture() {
+    let text = ok(&["inspect", "lenet5"]);
+    assert_lists_summary(&text, &lenet());
+    assert!(text.contains("61706"), "{text}");
+    assert!(!text.contains("plan:"));
+    let with_plan = ok(&["inspect", "lenet5", "--plan", "--batch", "2"]);
+    assert!(with_plan.contains("plan: batch 2"), "{with_plan}");
+    assert!(with_plan.contains("[fc3]"), "{with_plan}");
+}
+
+#[test]
+fn inspect_onnx_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("resnet8.onnx");
+    let graph = by_name("resnet8", &ModelConfig::mnist()).unwrap();
+    hasten_onnx::export_file(&graph, &file).unwrap();
+    let imported = hasten_onnx::import_file(&file, &hasten_onnx::ImportOptions::default()).unwrap();
+    let text = ok(&["inspect", path(&file), "--plan"]);
+    assert_lists_summary(&text, &imported);
+    assert_eq!(
+        imported.summary().unwrap().total.params,
+        graph.summary().unwrap().total.params
+    );
+    assert!(text.contains("plan: batch 1"), "{text}");
+}
+
+#[test]
+fn run_matches_reference_forward() {
+    let dir = tempfile::tempdir().unwrap();
+    let graph = lenet();
+    let x: Array4<f32> = SeededRng::new(3).normal_array((3, 1, 28, 28), 1.0);
+    let input = dir.path().join("x.npy");
+    let output = dir.path().join("y.npy");
+    std::fs::write(&input, write_npy(&x.clone().into_dyn()).unwrap()).unwrap();
+    ok(&[
+        "run",
+        "lenet5",
+        "--input",
+        path(&input),
+        "--output",
+        path(&output),
+    ]);
+    let y = read_npy(&std::fs::read(&output).unwrap())
+        .unwrap()
+        .into_dimensionality::<Ix4>()
+        .unwrap();
+    let reference = graph.reference_forward(&[&x]).unwrap().remove(0);
+    assert_eq!(y.shape(), reference.shape());
+    let err = relative_error(&reference, &y);
+    assert!(err < 1e-4, "relative error {err}");
+}
+
+#[test]
+fn bad_inputs_fail_with_a_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("y.npy");
+    let missing = dir.path().join("missing.npy");
+    let err = fails(&[
+        "run",
+        "lenet5",
+        "--input",
+        path(&missing),
+        "--output",
+        path(&out),
+    ]);
+    assert!(err.contains("cannot read"), "{err}");
+
+    let wrong = dir.path().join("wrong.npy");
+    let x: Array4<f32> = SeededRng::new(0).normal_array((2, 3, 28, 28), 1.0);
+    std::fs::write(&wrong, write_npy(&x.into_dyn()).unwrap()).unwrap();
+    let err = fails(&[
+        "run",
+        "lenet5",
+        "--input",
+        path(&wrong),
+        "--output",
+        path(&out),
+    ]);
+    assert!(err.contains("the model takes 1×28×28"), "{err}");
+
+    let garbage = dir.path().join("garbage.npy");
+    std::fs::write(&garbage, b"not an array").unwrap();
+    fails(&[
+        "run",
+        "lenet5",
+        "--input",
+        path(&garbage),
+        "--output",
+        path(&out),
+    ]);
+
+    let bad_onnx = dir.path().join("bad.onnx");
+    std::fs::write(&bad_onnx, b"\x08\x07garbage").unwrap();
+    let err = fails(&["inspect", path(&bad_onnx)]);
+    assert!(err.contains("cannot import"), "{err}");
+
+    let err = fails(&["inspect", "no_such_model.onnx"]);
+    assert!(err.contains("no such file"), "{err}");
+    let err = fails(&["inspect", "alexnet"]);
+    assert!(err.contains("lenet5"), "{err}");
+    fails(&["eval", "lenet5", "--data", path(&dir.path().join("none"))]);
+    fails(&["eval", "lenet5", "--data", path(dir.path())]);
+    fails(&["bench", "lenet5", "--batch", "0"]);
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    assert_eq!(hasten(&["frobnicate"]).status.code(), Some(2));
+    assert_eq!(hasten(&["run", "lenet5"]).status.code(), Some(2));
+    assert_eq!(hasten(&[]).status.code(), Some(2));
+    assert_eq!(
+        hasten(&["bench", "lenet5", "--runs", "x"]).status.code(),
+        Some(2)
+    );
+}
+
+#[test]
+fn bench_prints_a_median() {
+    let text = ok(&[
+        "bench",
+        "lenet5",
+        "--runs",
+        "3",
+        "--threads",
+        "1",
+        "--batch",
+        "2",
+    ]);
+    assert!(text.contains("hasten: median "), "{text}");
+    assert!(text.contains(" ms"), "{text}");
+    assert!(text.contains("isa: "), "{text}");
+    let text = ok(&[
+        "bench",
+        "lenet5",
+        "--runs",
+        "2",
+        "--threads",
+        "1",
+        "--compare-ort",
+    ]);
+    assert!(text.contains("hasten: median "), "{text}");
+    assert!(text.contains("onnxruntime: unavailable"), "{text}");
+}
+
+/// Writes an IDX test set of `labels.len()` images.
+fn write_set(dir: &Path, pixels: &[u8], labels: &[u8]) {
+    let n = labels.len() as u32;
+    std::fs::write(
+        dir.join("t10k-images-idx3-ubyte"),
+        write_idx(&[n, 28, 28], pixels).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("t10k-labels-idx1-ubyte"),
+        write_idx(&[n], labels).unwrap(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn eval_counts_correct_predictions() {
+    const N: usize = 20;
+    let (mean, std) = (0.25f32, 0.5f32);
+    let mut rng = SeededRng::new(11);
+    let noise: Array4<f32> = rng.normal_array((N, 1, 28, 28), 1.0);
+    let pixels: Vec<u8> = noise
+        .iter()
+        .map(|v| ((v * 64.0 + 128.0).clamp(0.0, 255.0)) as u8)
+        .collect();
+    let x = Array4::from_shape_vec(
+        (N, 1, 28, 28),
+        pixels
+            .iter()
+            .map(|&b| (f32::from(b) / 255.0 - mean) / std)
+            .collect(),
+    )
+    .unwrap();
+    let logits = lenet().reference_forward(&[&x]).unwrap().remove(0);
+    let predictions: Vec<u8> = logits
+        .outer_iter()
+        .map(|row| {
+            let v: Vec<f32> = row.iter().copied().collect();
+            (0..v.len()).max_by(|&a, &b| v[a].total_cmp(&v[b])).unwrap() as u8
+        })
+        .collect();
+
+    let dir = tempfile::tempdir().unwrap();
+    let d = path(dir.path());
+    let (m, s) = (mean.to_string(), std.to_string());
+    let args = [
+        "eval", "lenet5", "--data", d, "--mean", &m, "--std", &s, "--batch", "8",
+    ];
+    write_set(dir.path(), &pixels, &predictions);
+    let text = ok(&args);
+    assert!(text.contains("accuracy: 100.00 % (20/20)"), "{text}");
+
+    // Seven wrong labels: 13 of 20 right.
+    let shuffled: Vec<u8> = predictions
+        .iter()
+        .enumerate()
+        .map(|(i, &p)| if i % 3 == 0 { (p + 1) % 10 } else { p })
+        .collect();
+    write_set(dir.path(), &pixels, &shuffled);
+    let text = ok(&args);
+    assert!(text.contains("accuracy: 65.00 % (13/20)"), "{text}");
+
+    let mut limited = args.to_vec();
+    limited.extend(["--limit", "10"]);
+    let text = ok(&limited);
+    // Indices 0, 3, 6, 9 of the first ten are wrong.
+    assert!(text.contains("accuracy: 60.00 % (6/10)"), "{text}");
+}
