@@ -290,3 +290,36 @@ fn eval_counts_correct_predictions() {
     // Indices 0, 3, 6, 9 of the first ten are wrong.
     assert!(text.contains("accuracy: 60.00 % (6/10)"), "{text}");
 }
+
+#[cfg(unix)]
+#[test]
+fn compare_ort_reports_both_medians() {
+    use std::os::unix::fs::PermissionsExt;
+    // A stand-in interpreter that answers like scripts/ort_bench.py and
+    // checks that the exported model exists.
+    let dir = tempfile::tempdir().unwrap();
+    let fake = dir.path().join("python");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\ntest -s \"$2\" || exit 9\necho median_ms=2.5 min_ms=2.0 runs=$8\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_hasten"))
+        .args([
+            "bench",
+            "lenet5",
+            "--runs",
+            "2",
+            "--threads",
+            "1",
+            "--compare-ort",
+        ])
+        .env("HASTEN_PYTHON", &fake)
+        .output()
+        .unwrap();
+    let text = stdout(&out);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(text.contains("onnxruntime: median 2.500 ms"), "{text}");
+    assert!(text.contains("ratio (onnxruntime / hasten): "), "{text}");
+}
