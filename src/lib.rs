@@ -5,7 +5,7 @@
 //! This facade re-exports the workspace crates:
 //! [`core`], [`tensor_decomp`], [`quant`], [`prune`], [`distill`], [`fastconv`],
 //! [`models`], [`train`], [`onnx`];
-//! [`bench`] holds the latency measurement the examples share.
+//! [`bench`](mod@bench) holds the latency measurement the examples share.
 
 pub mod bench;
 

@@ -56,7 +56,7 @@ pub struct Gradients {
     pub params: Params,
 }
 
-/// A recorded f64 forward of a graph; see the [module docs](self).
+/// A recorded f64 forward of a graph (see the [`grad`](crate::grad) module docs).
 #[derive(Debug, Clone)]
 pub struct Tape<'g> {
     graph: &'g Graph,

@@ -10,7 +10,8 @@ use super::{Graph, Node};
 
 type Select = dyn Fn(&Graph) -> Vec<bool> + Send + Sync;
 
-/// A selection of graph nodes; see the [module documentation](self).
+/// A selection of graph nodes: by name pattern, op kind or predicate,
+/// combined with `and`, `or`, `!` and "all but the first / last".
 ///
 /// ```
 /// use hasten_core::graph::NodeFilter;
