@@ -16,7 +16,7 @@
 //! split over samples or planes only, never over a reduction, so results are
 //! bit-identical for any thread count.
 
-use hasten_core::grad::{self, Mode, OpParams};
+use hasten_core::grad::{self, inner_ops, op_mode, prefix, Mode, OpParams};
 use hasten_core::graph::{Graph, GraphError, NodeOp, ValueId};
 use hasten_core::op::Op;
 use hasten_core::{Error as CoreError, SeededRng};
@@ -26,36 +26,6 @@ use rayon::prelude::*;
 use crate::error::{Result, TrainError};
 use crate::kernels;
 use crate::params::{Grads, ParamStore};
-
-/// The `state_dict` prefix of op `index` of a node (as `hasten_core::grad`).
-fn prefix(node: &str, op: &NodeOp, index: usize) -> String {
-    match op {
-        NodeOp::Block(_) => format!("{node}.{index}"),
-        _ => node.to_string(),
-    }
-}
-
-fn inner_ops(op: &NodeOp) -> &[Op] {
-    match op {
-        NodeOp::Op(op) => std::slice::from_ref(op),
-        NodeOp::Block(b) => b.ops(),
-        _ => &[],
-    }
-}
-
-/// The per-op mode, with the dropout seed forked per node and op exactly as
-/// `hasten_core::grad::Tape` does.
-fn op_mode(mode: Mode, node: usize, index: usize) -> Mode {
-    match mode {
-        Mode::Eval => Mode::Eval,
-        Mode::Train { seed, momentum } => Mode::Train {
-            seed: SeededRng::new(seed)
-                .fork(((node as u64) << 20) | index as u64)
-                .next_u64(),
-            momentum,
-        },
-    }
-}
 
 /// The parameter values of one op in f32, by `state_dict` suffix.
 type OpValues = Grads;
@@ -112,31 +82,10 @@ fn run_error(node: &hasten_core::graph::Node, cause: CoreError) -> TrainError {
 /// name, from the op itself otherwise; a stored value of the wrong shape is
 /// an error.
 fn op_values(op: &Op, pre: &str, store: &ParamStore) -> Result<OpValues> {
-    let mut own = OpValues::new();
-    let mut put = |k: &str, v: ArrayD<f32>| {
-        own.insert(k.to_string(), v);
-    };
-    match op {
-        Op::Conv(c) => {
-            put("weight", c.weight().array().clone().into_dyn());
-            if let Some(b) = c.bias() {
-                put("bias", b.clone().into_dyn());
-            }
-        }
-        Op::Linear(l) => {
-            put("weight", l.weight().clone().into_dyn());
-            if let Some(b) = l.bias() {
-                put("bias", b.clone().into_dyn());
-            }
-        }
-        Op::BatchNorm(bn) => {
-            put("weight", bn.gamma().clone().into_dyn());
-            put("bias", bn.beta().clone().into_dyn());
-            put("running_mean", bn.mean().clone().into_dyn());
-            put("running_var", bn.var().clone().into_dyn());
-        }
-        _ => {}
-    }
+    let mut own: OpValues = hasten_core::graph::op_parameters(op)
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
     for (suffix, v) in own.iter_mut() {
         let name = format!("{pre}.{suffix}");
         if let Some(given) = store.get(&name) {

@@ -45,7 +45,9 @@ use std::collections::BTreeMap;
 use ndarray::{Array4, ArrayD};
 
 use crate::error::{Error, Result};
+use crate::graph::NodeOp;
 use crate::op::Op;
+use crate::rng::SeededRng;
 
 /// f64 parameter values by name: for one op, the `state_dict` suffix
 /// (`weight`, `bias`, `running_mean`, `running_var`); for a graph, the full
@@ -114,32 +116,10 @@ pub struct OpGrad {
 /// and `bias`; batch norm `weight` = γ, `bias` = β, `running_mean`,
 /// `running_var`); empty for parameter-free ops.
 pub fn op_params(op: &Op) -> OpParams {
-    let mut p = OpParams::new();
-    let mut put = |k: &str, v: ArrayD<f32>| {
-        p.insert(k.to_string(), v.mapv(f64::from));
-    };
-    match op {
-        Op::Conv(c) => {
-            put("weight", c.weight().array().clone().into_dyn());
-            if let Some(b) = c.bias() {
-                put("bias", b.clone().into_dyn());
-            }
-        }
-        Op::Linear(l) => {
-            put("weight", l.weight().clone().into_dyn());
-            if let Some(b) = l.bias() {
-                put("bias", b.clone().into_dyn());
-            }
-        }
-        Op::BatchNorm(bn) => {
-            put("weight", bn.gamma().clone().into_dyn());
-            put("bias", bn.beta().clone().into_dyn());
-            put("running_mean", bn.mean().clone().into_dyn());
-            put("running_var", bn.var().clone().into_dyn());
-        }
-        _ => {}
-    }
-    p
+    crate::graph::op_parameters(op)
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.mapv(f64::from)))
+        .collect()
 }
 
 /// Whether `suffix` names a trainable parameter (not a buffer).
@@ -281,3 +261,35 @@ fn op_kind(op: &Op) -> &'static str {
 
 #[cfg(test)]
 mod tests;
+
+/// The `state_dict` prefix of the parameters of op `index` of node `node`:
+/// the node name for a single-op node, `node.index` inside a block.
+pub fn prefix(node: &str, op: &NodeOp, index: usize) -> String {
+    match op {
+        NodeOp::Block(_) => format!("{node}.{index}"),
+        _ => node.to_string(),
+    }
+}
+
+/// The ops of a node that have a per-op backward (none for merge nodes).
+pub fn inner_ops(op: &NodeOp) -> &[Op] {
+    match op {
+        NodeOp::Op(op) => std::slice::from_ref(op),
+        NodeOp::Block(b) => b.ops(),
+        _ => &[],
+    }
+}
+
+/// The mode of op `index` of node `node`: training mode gets a dropout
+/// seed forked per node and op, so every tape draws the same masks.
+pub fn op_mode(mode: Mode, node: usize, index: usize) -> Mode {
+    match mode {
+        Mode::Eval => Mode::Eval,
+        Mode::Train { seed, momentum } => Mode::Train {
+            seed: SeededRng::new(seed)
+                .fork(((node as u64) << 20) | index as u64)
+                .next_u64(),
+            momentum,
+        },
+    }
+}

@@ -6,45 +6,16 @@
 
 use ndarray::{Array1, Array2, Array4, ArrayD, Ix1, Ix2, Ix4};
 
-use super::{backward, forward, is_trainable, merge, op_params, Mode, OpParams, Params};
+use super::{
+    backward, forward, inner_ops, is_trainable, merge, op_mode, op_params, prefix, Mode, OpParams,
+    Params,
+};
 use crate::block::Block;
 use crate::error::{Error, Result};
 use crate::graph::{Graph, GraphError, NodeOp, ValueId};
 use crate::layer::{ConvLayer, LinearLayer};
 use crate::op::{BatchNorm, Op};
-use crate::rng::SeededRng;
 use crate::weight::Conv4d;
-
-/// The `state_dict` prefix of the parameters of op `index` of node `node`:
-/// the node name for a single-op node, `node.index` inside a block.
-fn prefix(node: &str, op: &NodeOp, index: usize) -> String {
-    match op {
-        NodeOp::Block(_) => format!("{node}.{index}"),
-        _ => node.to_string(),
-    }
-}
-
-/// The ops of a node that have a per-op backward (none for merge nodes).
-fn inner_ops(op: &NodeOp) -> &[Op] {
-    match op {
-        NodeOp::Op(op) => std::slice::from_ref(op),
-        NodeOp::Block(b) => b.ops(),
-        _ => &[],
-    }
-}
-
-/// The seed of the dropout mask of op `index` of node `node`.
-fn op_mode(mode: Mode, node: usize, index: usize) -> Mode {
-    match mode {
-        Mode::Eval => Mode::Eval,
-        Mode::Train { seed, momentum } => Mode::Train {
-            seed: SeededRng::new(seed)
-                .fork(((node as u64) << 20) | index as u64)
-                .next_u64(),
-            momentum,
-        },
-    }
-}
 
 /// The gradients [`Tape::backward`] returns.
 #[derive(Debug, Clone, PartialEq)]
