@@ -1,0 +1,1 @@
+//! Tests of graph pruning on hand-built graphs.
