@@ -44,7 +44,8 @@ pub struct ChannelGroup {
     /// Batch norms and depthwise convolutions that lose per-channel entries.
     pub channel_wise: Vec<String>,
     /// Parameter-free nodes the channels pass through (activations, pooling,
-    /// `Add`, `Concat`, `Mul`, `Flatten`), whose shapes shrink.
+    /// `Add`, `Concat`, `Mul`, `Flatten`), whose shapes shrink — and, for a
+    /// frozen group, the node that freezes it.
     pub pass_through: Vec<String>,
     /// Number of units (independently removable channel sets).
     pub channels: usize,
@@ -352,30 +353,41 @@ impl ChannelGroups {
         let input_slots: Vec<Vec<Slot>> = input_maps.iter().map(|m| slots_of(m)).collect();
         let node_slots: Vec<Vec<Slot>> = node_maps.iter().map(|m| slots_of(m)).collect();
         // Which nodes each group touches, and how.
+        let groups_in = |slots: &[Slot]| -> Vec<usize> {
+            let mut gs: Vec<usize> = slots.iter().flatten().map(|&(g, _)| g).collect();
+            gs.sort_unstable();
+            gs.dedup();
+            gs
+        };
         for (j, node) in graph.nodes().iter().enumerate() {
-            let mut seen: Vec<usize> = node
+            let read: Vec<Slot> = node
                 .inputs()
                 .iter()
                 .flat_map(|&v| match v {
-                    ValueId::Input(i) => input_slots[i].iter(),
-                    ValueId::Node(i) => node_slots[i].iter(),
+                    ValueId::Input(i) => input_slots[i].iter().copied(),
+                    ValueId::Node(i) => node_slots[i].iter().copied(),
                 })
-                .chain(node_slots[j].iter())
-                .flatten()
-                .map(|&(g, _)| g)
                 .collect();
-            seen.sort_unstable();
-            seen.dedup();
+            let read = groups_in(&read);
             let name = node.name().to_string();
-            for g in seen {
-                let group = &mut groups[g];
-                if group.producer_nodes.contains(&j) {
-                    continue;
+            match role(node.op()) {
+                Role::Producer => {
+                    for g in read {
+                        groups[g].consumers.push(name.clone());
+                    }
                 }
-                match role(node.op()) {
-                    Role::Producer => group.consumers.push(name.clone()),
-                    Role::Depthwise(_) | Role::BatchNorm => group.channel_wise.push(name.clone()),
-                    Role::PassThrough | Role::Barrier => group.pass_through.push(name.clone()),
+                kind => {
+                    let mut all = read;
+                    all.extend(groups_in(&node_slots[j]));
+                    all.sort_unstable();
+                    all.dedup();
+                    for g in all {
+                        let list = match kind {
+                            Role::Depthwise(_) | Role::BatchNorm => &mut groups[g].channel_wise,
+                            _ => &mut groups[g].pass_through,
+                        };
+                        list.push(name.clone());
+                    }
                 }
             }
         }

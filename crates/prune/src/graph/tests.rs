@@ -1,1 +1,0 @@
-//! Tests of graph pruning on hand-built graphs.

@@ -1,0 +1,1 @@
+//! Planted structure in the model zoo's networks.
