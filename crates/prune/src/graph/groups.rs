@@ -66,9 +66,10 @@ impl ChannelGroup {
     /// The (producer name, output channel) pairs of unit `unit`, or an error
     /// for a unit out of range.
     pub fn unit(&self, unit: usize) -> Result<Vec<(&str, usize)>> {
-        let members = self.units.get(unit).ok_or_else(|| {
-            Error::param("channel unit", unit, format!("< {}", self.channels))
-        })?;
+        let members = self
+            .units
+            .get(unit)
+            .ok_or_else(|| Error::param("channel unit", unit, format!("< {}", self.channels)))?;
         Ok(members
             .iter()
             .map(|&(node, ch)| {

@@ -33,9 +33,10 @@ pub fn remove_channels(
         .map(|g| vec![true; g.channels])
         .collect();
     for (&g, units) in keep {
-        let group = groups.groups().get(g).ok_or_else(|| {
-            Error::param("channel group", g, format!("< {}", groups.len()))
-        })?;
+        let group = groups
+            .groups()
+            .get(g)
+            .ok_or_else(|| Error::param("channel group", g, format!("< {}", groups.len())))?;
         if let Some(reason) = &group.frozen {
             if units.len() == group.channels {
                 continue;
@@ -74,10 +75,7 @@ pub fn remove_channels(
             }
             (Role::Producer, NodeOp::Op(Op::Linear(l))) => {
                 let area = node.input_shapes()[0].area();
-                let cols: Vec<usize> = ins
-                    .iter()
-                    .flat_map(|&c| c * area..(c + 1) * area)
-                    .collect();
+                let cols: Vec<usize> = ins.iter().flat_map(|&c| c * area..(c + 1) * area).collect();
                 let w = l.weight().select(Axis(0), &out).select(Axis(1), &cols);
                 let bias = l.bias().map(|b| b.select(Axis(0), &out));
                 NodeOp::Op(LinearLayer::new(w, bias)?.into())
@@ -88,9 +86,7 @@ pub fn remove_channels(
                 let spec = c.spec().with_groups(ins.len());
                 NodeOp::Op(ConvLayer::new(Conv4d::new(w)?, bias, spec)?.into())
             }
-            (Role::BatchNorm, NodeOp::Op(Op::BatchNorm(bn))) => {
-                NodeOp::Op(bn.select(&out)?.into())
-            }
+            (Role::BatchNorm, NodeOp::Op(Op::BatchNorm(bn))) => NodeOp::Op(bn.select(&out)?.into()),
             (Role::PassThrough, _) => continue,
             (_, op) => {
                 // Barriers freeze their inputs and outputs, so they never

@@ -62,10 +62,7 @@ pub fn group_scores(
                     "one NCHW batch per graph input for a data-driven criterion",
                 )
             })?;
-            let names: Vec<&str> = producers
-                .iter()
-                .map(|&j| graph.nodes()[j].name())
-                .collect();
+            let names: Vec<&str> = producers.iter().map(|&j| graph.nodes()[j].name()).collect();
             let trace = graph.reference_trace(data, &names)?;
             for (&j, name) in producers.iter().zip(&names) {
                 let acts = &trace.captured[*name];

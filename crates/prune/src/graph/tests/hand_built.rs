@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 
 use hasten_core::graph::{GraphBuilder, GraphError};
 use hasten_core::{
-    ActShape, Conv4d, ConvLayer, ConvSpec, Error, Flatten, GlobalAvgPool, Graph, LinearLayer,
-    Relu, SeededRng, Sigmoid,
+    ActShape, Conv4d, ConvLayer, ConvSpec, Error, Flatten, GlobalAvgPool, Graph, LinearLayer, Relu,
+    SeededRng, Sigmoid,
 };
 use ndarray::Axis;
 use proptest::prelude::*;
@@ -22,7 +22,11 @@ use crate::graph::{
 
 /// Output channels `rows` and input channels `cols` of a convolution.
 fn slice_conv(c: &ConvLayer, rows: &[usize], cols: &[usize]) -> ConvLayer {
-    let w = c.weight().array().select(Axis(0), rows).select(Axis(1), cols);
+    let w = c
+        .weight()
+        .array()
+        .select(Axis(0), rows)
+        .select(Axis(1), cols);
     let b = c.bias().map(|b| b.select(Axis(0), rows));
     ConvLayer::new(Conv4d::new(w).unwrap(), b, *c.spec()).unwrap()
 }
@@ -61,7 +65,11 @@ fn residual_add_ties_both_producers() {
     assert_eq!(g0.channels, 8);
     assert_eq!(g0.frozen, None);
     assert_eq!(g0.unit(3).unwrap(), [("conv1", 3), ("conv2", 3)]);
-    assert!(groups.groups()[1].frozen.as_ref().unwrap().contains("graph output `head`"));
+    assert!(groups.groups()[1]
+        .frozen
+        .as_ref()
+        .unwrap()
+        .contains("graph output `head`"));
     assert_eq!(groups.prunable(), [0]);
 
     let keep = vec![0, 2, 5];
@@ -71,16 +79,27 @@ fn residual_add_ties_both_producers() {
     let planted = plant(&g, &[("conv1", drop.clone()), ("conv2", drop)]);
     let x = batch(&mut SeededRng::new(9), ActShape::new(3, 6, 6), 2);
     assert!(forward_error(&planted, &pruned, &x) < 1e-5);
-    assert!(forward_error(&g, &planted, &x) > 1e-2, "planting changed the function");
+    assert!(
+        forward_error(&g, &planted, &x) > 1e-2,
+        "planting changed the function"
+    );
     // Truth 2: the smaller graph built by hand — same forward, same cost.
     let mut b = GraphBuilder::new();
     let i = b.input("input", ActShape::new(3, 6, 6));
-    let a = b.op("conv1", slice_conv(&conv_of(&g, "conv1"), &keep, &[0, 1, 2]), i);
+    let a = b.op(
+        "conv1",
+        slice_conv(&conv_of(&g, "conv1"), &keep, &[0, 1, 2]),
+        i,
+    );
     let a = b.op("relu1", Relu, a);
     let r = b.op("conv2", slice_conv(&conv_of(&g, "conv2"), &keep, &keep), a);
     let s = b.add("add", &[a, r]);
     let s = b.op("relu2", Relu, s);
-    let y = b.op("head", slice_conv(&conv_of(&g, "head"), &[0, 1, 2, 3], &keep), s);
+    let y = b.op(
+        "head",
+        slice_conv(&conv_of(&g, "head"), &[0, 1, 2, 3], &keep),
+        s,
+    );
     b.output(y);
     let by_hand = b.build().unwrap();
     assert_eq!(pruned, by_hand);
@@ -219,10 +238,16 @@ fn squeeze_excitation_gate_is_tied_to_its_input() {
     let a = b.op("conv1", conv(&mut rng, 8, 3), x);
     let a = b.op("relu", Relu, a);
     let s = b.op("pool", GlobalAvgPool, a);
-    let fc1 = LinearLayer::new(rng.normal_array((2, 8), 0.5), Some(rng.normal_array(2, 0.5)));
+    let fc1 = LinearLayer::new(
+        rng.normal_array((2, 8), 0.5),
+        Some(rng.normal_array(2, 0.5)),
+    );
     let s = b.op("fc1", fc1.unwrap(), s);
     let s = b.op("fc1.relu", Relu, s);
-    let fc2 = LinearLayer::new(rng.normal_array((8, 2), 0.5), Some(rng.normal_array(8, 0.5)));
+    let fc2 = LinearLayer::new(
+        rng.normal_array((8, 2), 0.5),
+        Some(rng.normal_array(8, 0.5)),
+    );
     let s = b.op("fc2", fc2.unwrap(), s);
     let s = b.op("gate", Sigmoid, s);
     let y = b.mul("scale", a, s);
@@ -255,7 +280,10 @@ fn flatten_linear_loses_column_blocks() {
         if flatten {
             y = b.op("flatten", Flatten, y);
         }
-        let fc = LinearLayer::new(rng.normal_array((5, 64), 0.3), Some(rng.normal_array(5, 0.3)));
+        let fc = LinearLayer::new(
+            rng.normal_array((5, 64), 0.3),
+            Some(rng.normal_array(5, 0.3)),
+        );
         let y = b.op("fc", fc.unwrap(), y);
         b.output(y);
         let g = b.build().unwrap();
@@ -272,7 +300,10 @@ fn flatten_linear_loses_column_blocks() {
         assert_eq!(after.weight(), before.weight().select(Axis(1), &cols));
         let planted = plant(&g, &[("conv1", vec![1, 3])]);
         let x = batch(&mut rng, ActShape::new(3, 4, 4), 2);
-        assert!(forward_error(&planted, &pruned, &x) < 1e-5, "flatten = {flatten}");
+        assert!(
+            forward_error(&planted, &pruned, &x) < 1e-5,
+            "flatten = {flatten}"
+        );
     }
 }
 
@@ -294,7 +325,10 @@ fn grouped_convolutions_freeze_their_input_with_a_clear_error() {
     let g = b.build().unwrap();
     let groups = ChannelGroups::analyze(&g).unwrap();
     let reason = groups.groups()[0].frozen.clone().unwrap();
-    assert!(reason.contains("grouped convolution `grouped` (2 groups"), "{reason}");
+    assert!(
+        reason.contains("grouped convolution `grouped` (2 groups"),
+        "{reason}"
+    );
     let err = remove_channels_by_name(&g, &groups, &[("conv1", vec![0])]).unwrap_err();
     assert!(matches!(&err, Error::Unsupported { what, .. } if what.contains("grouped")));
     // The driver leaves frozen groups whole.
@@ -342,7 +376,10 @@ fn bad_input_is_a_typed_error() {
         remove_channels_by_name(&g, &groups, &[("nope", vec![0])]),
         Err(Error::Graph(GraphError::UnknownNode { .. }))
     ));
-    assert!(matches!(groups.group_of("relu1"), Err(Error::InvalidParameter { .. })));
+    assert!(matches!(
+        groups.group_of("relu1"),
+        Err(Error::InvalidParameter { .. })
+    ));
     for keep in [vec![], vec![3, 1], vec![8]] {
         let plan = BTreeMap::from([(0, keep)]);
         assert!(matches!(
@@ -381,8 +418,7 @@ fn magnitude_scores_sum_over_tied_producers() {
     }
     // Activation energy: the mean over samples of Σ a² of each producer channel.
     let x = batch(&mut SeededRng::new(12), ActShape::new(3, 6, 6), 3);
-    let energy =
-        group_scores(&g, &groups, GroupCriterion::ActivationEnergy, Some(&[&x])).unwrap();
+    let energy = group_scores(&g, &groups, GroupCriterion::ActivationEnergy, Some(&[&x])).unwrap();
     let trace = g.reference_trace(&[&x], &["conv1", "conv2"]).unwrap();
     let e = |name: &str, t: usize| -> f64 {
         trace.captured[name]
