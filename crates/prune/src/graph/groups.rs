@@ -131,7 +131,7 @@ pub(crate) enum Role {
     Barrier,
 }
 
-/// The role of `op`, given its input channel counts.
+/// The role of a node computing `op`.
 pub(crate) fn role(op: &NodeOp) -> Role {
     match op {
         NodeOp::Op(Op::Conv(c)) => {

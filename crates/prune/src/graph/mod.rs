@@ -48,7 +48,7 @@ pub mod score;
 pub use driver::{prune_graph, GraphPruneConfig, GraphPruneReport, GraphTarget, GroupReport};
 pub use groups::{ChannelGroup, ChannelGroups};
 pub use remove::{remove_channels, remove_channels_by_name};
-pub use score::{group_scores, GroupCriterion};
+pub use score::{group_scores, group_scores_with, GroupCriterion};
 
 #[cfg(test)]
 mod tests;

@@ -37,6 +37,7 @@ pub fn remove_channels(
             .groups()
             .get(g)
             .ok_or_else(|| Error::param("channel group", g, format!("< {}", groups.len())))?;
+        check_keep(units, group.channels)?;
         if let Some(reason) = &group.frozen {
             if units.len() == group.channels {
                 continue;
@@ -46,7 +47,6 @@ pub fn remove_channels(
                 format!("group `{}`, whose channels are {reason}", group.name()),
             ));
         }
-        check_keep(units, group.channels)?;
         kept[g].fill(false);
         for &u in units {
             kept[g][u] = true;

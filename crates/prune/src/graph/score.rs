@@ -41,18 +41,9 @@ pub fn group_scores(
     data: Option<&[&Array4<f32>]>,
 ) -> Result<Vec<Vec<f64>>> {
     groups.check_graph(graph)?;
-    let producers: Vec<usize> = groups
-        .groups()
-        .iter()
-        .flat_map(|g| g.producer_nodes.iter().copied())
-        .collect();
-    // Per node index, the producer's per-channel score.
-    let mut per_node: Vec<Option<Vec<f64>>> = vec![None; graph.nodes().len()];
     match criterion {
         GroupCriterion::Magnitude(norm) => {
-            for &j in &producers {
-                per_node[j] = Some(filter_magnitude(graph, j, norm)?);
-            }
+            group_scores_with(graph, groups, |j| filter_magnitude(graph, j, norm))
         }
         GroupCriterion::ActivationEnergy | GroupCriterion::Apoz => {
             let data = data.ok_or_else(|| {
@@ -62,15 +53,48 @@ pub fn group_scores(
                     "one NCHW batch per graph input for a data-driven criterion",
                 )
             })?;
-            let names: Vec<&str> = producers.iter().map(|&j| graph.nodes()[j].name()).collect();
+            let names: Vec<&str> = groups
+                .groups()
+                .iter()
+                .flat_map(|g| g.producers.iter().map(String::as_str))
+                .collect();
             let trace = graph.reference_trace(data, &names)?;
-            for (&j, name) in producers.iter().zip(&names) {
-                let acts = &trace.captured[*name];
-                per_node[j] = Some(match criterion {
-                    GroupCriterion::Apoz => apoz_scores(acts)?,
-                    _ => activation_energy(acts)?,
-                });
+            group_scores_with(graph, groups, |j| {
+                let acts = &trace.captured[graph.nodes()[j].name()];
+                match criterion {
+                    GroupCriterion::Apoz => apoz_scores(acts),
+                    _ => activation_energy(acts),
+                }
+            })
+        }
+    }
+}
+
+/// One score per unit of every group, from any per-channel criterion of the
+/// producers: `scorer(j)` returns one score per output channel of producer
+/// node `j` (an index into `graph.nodes()`), e.g. first-order Taylor scores
+/// (eq. (17), [`crate::criteria::taylor`]) from the caller's activations and
+/// gradients. Each unit scores the sum over its producers.
+pub fn group_scores_with(
+    graph: &Graph,
+    groups: &ChannelGroups,
+    mut scorer: impl FnMut(usize) -> Result<Vec<f64>>,
+) -> Result<Vec<Vec<f64>>> {
+    groups.check_graph(graph)?;
+    let mut per_node: Vec<Option<Vec<f64>>> = vec![None; graph.nodes().len()];
+    for g in groups.groups() {
+        for &j in &g.producer_nodes {
+            let node = &graph.nodes()[j];
+            let s = scorer(j)?;
+            if s.len() != node.output_shape().channels {
+                return Err(Error::shape(
+                    format!("channel scores of `{}`", node.name()),
+                    node.output_shape().channels,
+                    s.len(),
+                ));
             }
+            hasten_core::error::ensure_finite("channel scores", s.iter())?;
+            per_node[j] = Some(s);
         }
     }
     Ok(groups

@@ -16,8 +16,8 @@ use proptest::prelude::*;
 use super::support::{batch, bn, complement, conv, forward_error, plant};
 use crate::criteria::Norm;
 use crate::graph::{
-    group_scores, prune_graph, remove_channels, remove_channels_by_name, ChannelGroups,
-    GraphPruneConfig, GraphTarget, GroupCriterion,
+    group_scores, group_scores_with, prune_graph, remove_channels, remove_channels_by_name,
+    ChannelGroups, GraphPruneConfig, GraphTarget, GroupCriterion,
 };
 
 /// Output channels `rows` and input channels `cols` of a convolution.
@@ -435,6 +435,25 @@ fn magnitude_scores_sum_over_tied_producers() {
 }
 
 #[test]
+fn caller_scores_are_summed_per_unit() {
+    let g = residual(14);
+    let groups = ChannelGroups::analyze(&g).unwrap();
+    let conv2 = g.node_index("conv2").unwrap();
+    let scores = group_scores_with(&g, &groups, |j| {
+        let n = g.nodes()[j].output_shape().channels;
+        let scale = if j == conv2 { 10.0 } else { 1.0 };
+        Ok((0..n).map(|t| scale * t as f64).collect())
+    })
+    .unwrap();
+    assert_eq!(
+        scores[0],
+        (0..8).map(|t| 11.0 * t as f64).collect::<Vec<_>>()
+    );
+    let short = group_scores_with(&g, &groups, |_| Ok(vec![1.0; 3]));
+    assert!(matches!(short, Err(Error::ShapeMismatch { .. })));
+}
+
+#[test]
 fn driver_keeps_the_best_units_rounded_to_the_multiple() {
     let g = residual(13);
     let groups = ChannelGroups::analyze(&g).unwrap();
@@ -484,5 +503,28 @@ proptest! {
         let x = batch(&mut SeededRng::new(seed + 1), ActShape::new(3, 6, 6), 1);
         prop_assert!(forward_error(&planted, &pruned, &x) < 1e-5);
         prop_assert_eq!(pruned.node("add").unwrap().output_shape().channels, keep.len());
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    #[test]
+    fn arbitrary_keep_plans_never_panic(
+        group in 0usize..3,
+        keep in proptest::collection::vec(0usize..10, 0..10),
+    ) {
+        let g = residual(15);
+        let groups = ChannelGroups::analyze(&g).unwrap();
+        // Group 0 is conv1/conv2 (8 channels); group 1, the head, is frozen
+        // and only keeps everything.
+        let valid = match group {
+            0 => !keep.is_empty()
+                && keep.iter().all(|&k| k < 8)
+                && keep.windows(2).all(|w| w[0] < w[1]),
+            1 => keep == [0, 1, 2, 3],
+            _ => false,
+        };
+        let result = remove_channels(&g, &groups, &BTreeMap::from([(group, keep)]));
+        prop_assert_eq!(result.is_ok(), valid);
     }
 }
