@@ -110,6 +110,8 @@ pub struct ChannelGroups {
     groups: Vec<ChannelGroup>,
     /// The analysed graph's node names, to refuse another graph.
     pub(crate) node_names: Vec<String>,
+    /// The analysed graph's node roles, likewise.
+    roles: Vec<Role>,
     /// Per graph input, per channel.
     pub(crate) input_slots: Vec<Vec<Slot>>,
     /// Per node output, per channel.
@@ -395,6 +397,7 @@ impl ChannelGroups {
         ChannelGroups {
             groups,
             node_names: graph.nodes().iter().map(|n| n.name().to_string()).collect(),
+            roles: graph.nodes().iter().map(|n| role(n.op())).collect(),
             input_slots,
             node_slots,
         }
@@ -445,12 +448,20 @@ impl ChannelGroups {
 
     /// Checks that `graph` is the graph these groups were computed from.
     pub(crate) fn check_graph(&self, graph: &Graph) -> Result<()> {
+        // Same names, roles and channel counts: every index the removal
+        // selects is then in range.
         let same = graph.nodes().len() == self.node_names.len()
+            && graph.inputs().len() == self.input_slots.len()
             && graph
-                .nodes()
+                .inputs()
                 .iter()
-                .zip(&self.node_names)
-                .all(|(n, name)| n.name() == name);
+                .zip(&self.input_slots)
+                .all(|(i, slots)| i.shape().channels == slots.len())
+            && graph.nodes().iter().enumerate().all(|(j, n)| {
+                n.name() == self.node_names[j]
+                    && role(n.op()) == self.roles[j]
+                    && n.output_shape().channels == self.node_slots[j].len()
+            });
         if !same {
             return Err(Error::param(
                 "graph",

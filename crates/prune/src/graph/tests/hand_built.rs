@@ -392,6 +392,23 @@ fn bad_input_is_a_typed_error() {
     // Groups of another graph are refused.
     let other = depthwise(1);
     assert!(remove_channels(&other, &groups, &BTreeMap::new()).is_err());
+    // Same names, other widths: refused, not a panic on an out-of-range index.
+    let mut rng = SeededRng::new(16);
+    let mut b = GraphBuilder::new();
+    let x = b.input("input", ActShape::new(3, 6, 6));
+    let a = b.op("conv1", conv(&mut rng, 4, 3), x);
+    let a = b.op("relu1", Relu, a);
+    let r = b.op("conv2", conv(&mut rng, 4, 4), a);
+    let s = b.add("add", &[a, r]);
+    let s = b.op("relu2", Relu, s);
+    let y = b.op("head", conv(&mut rng, 4, 4), s);
+    b.output(y);
+    let narrow = b.build().unwrap();
+    let plan = BTreeMap::from([(0, vec![0, 7])]);
+    assert!(matches!(
+        remove_channels(&narrow, &groups, &plan),
+        Err(Error::InvalidParameter { .. })
+    ));
     // Two names of one group, and a data-driven criterion without data.
     let twice = [("conv1", vec![0]), ("conv2", vec![1])];
     assert!(remove_channels_by_name(&g, &groups, &twice).is_err());
