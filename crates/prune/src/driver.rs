@@ -42,6 +42,10 @@ pub struct ChainLayer {
 
 /// A plain chain of convolution layers with an optional fully connected head.
 /// Every layer's filters are prunable except the last one's when there is no head.
+///
+/// Superseded for whole networks by [`crate::graph`], which prunes any
+/// [`hasten_core::Graph`] across residual adds, concatenations and depthwise
+/// convolutions; kept for chain-level experiments.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChainNet {
     layers: Vec<ChainLayer>,

@@ -19,11 +19,17 @@
 //! - **Regularizers** (§6.3, [`regularizer`]): L1, group lasso `L2,1`
 //!   (eq. (18)), network slimming.
 //!
+//! [`graph`] finds the channels a whole [`hasten_core::Graph`] ties together
+//! (batch norms, residual adds, concatenations, depthwise convolutions,
+//! flatten → linear), scores and removes them together, and prunes a graph to
+//! a target fraction of channels or MACs.
+//!
 //! [`driver`] prunes a plain network to a target fraction of channels, MACs or
 //! parameters, one-shot or iteratively, per layer or globally.
 
 pub mod criteria;
 pub mod driver;
+pub mod graph;
 pub mod perforation;
 pub mod regularizer;
 pub mod removal;

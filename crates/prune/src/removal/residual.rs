@@ -49,6 +49,10 @@ impl ResidualBlock {
 }
 
 /// A chain of residual blocks on a fixed activation shape.
+///
+/// Superseded for whole networks by [`crate::graph`], which prunes channels of
+/// any [`hasten_core::Graph`] with its residual adds; kept for block-level
+/// experiments.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ResidualNet {
     shape: ActShape,
