@@ -323,3 +323,108 @@ fn compare_ort_reports_both_medians() {
     assert!(text.contains("onnxruntime: median 2.500 ms"), "{text}");
     assert!(text.contains("ratio (onnxruntime / hasten): "), "{text}");
 }
+
+const RECIPE: &str = r#"
+latency = { batches = [1], runs = 2 }
+
+[[steps]]
+select = { names = ["conv2"] }
+method = { name = "tucker2", ranks = [4, 3] }
+
+[[steps]]
+select = { names = ["fc1"] }
+method = { name = "svd", rank = 12 }
+
+[[steps]]
+select = { kinds = ["linear"] }
+method = { name = "kmeans", k = 16 }
+"#;
+
+#[test]
+fn compress_exports_the_compressed_graph() {
+    let dir = tempfile::tempdir().unwrap();
+    let (toml, json) = (dir.path().join("r.toml"), dir.path().join("r.json"));
+    let recipe = hasten::pipeline::Recipe::from_toml(RECIPE).unwrap();
+    std::fs::write(&toml, RECIPE).unwrap();
+    std::fs::write(&json, recipe.to_json().unwrap()).unwrap();
+    let (out, report) = (dir.path().join("c.onnx"), dir.path().join("c.json"));
+    let text = ok(&[
+        "compress",
+        "lenet5",
+        "--recipe",
+        path(&toml),
+        "-o",
+        path(&out),
+        "--report",
+        path(&report),
+    ]);
+    assert!(text.contains("total (one-shot mode)"), "{text}");
+    assert!(text.contains("fc1.1"), "{text}");
+    let (expected, _) = hasten::pipeline::compress(&lenet(), &recipe, None).unwrap();
+    let imported = hasten_onnx::import_file(&out, &hasten_onnx::ImportOptions::default()).unwrap();
+    let x: Array4<f32> = SeededRng::new(5).normal_array((2, 1, 28, 28), 1.0);
+    let want = expected.reference_forward(&[&x]).unwrap().remove(0);
+    let got = imported.reference_forward(&[&x]).unwrap().remove(0);
+    let err = relative_error(&want, &got);
+    assert!(err < 1e-5, "re-imported vs compressed {err:e}");
+    let json_report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(json_report["after"]["macs"], expected.cost().unwrap().macs);
+    // The JSON form of the recipe gives the same network.
+    let out2 = dir.path().join("c2.onnx");
+    ok(&[
+        "compress",
+        "lenet5",
+        "--recipe",
+        path(&json),
+        "-o",
+        path(&out2),
+    ]);
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&out2).unwrap());
+}
+
+#[test]
+fn compress_rejects_bad_recipes() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("c.onnx");
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[[steps]]\nmethod = { name = \"tuker2\", rank = 4 }\n",
+    )
+    .unwrap();
+    let err = fails(&[
+        "compress",
+        "lenet5",
+        "--recipe",
+        path(&bad),
+        "-o",
+        path(&out),
+    ]);
+    assert!(err.contains("step 1 (tuker2)"), "{err}");
+    assert!(err.contains("unknown variant"), "{err}");
+    std::fs::write(
+        &bad,
+        "[[steps]]\nselect = { names = [\"conv9\"] }\nmethod = { name = \"svd\", rank = 4 }\n",
+    )
+    .unwrap();
+    let err = fails(&[
+        "compress",
+        "lenet5",
+        "--recipe",
+        path(&bad),
+        "-o",
+        path(&out),
+    ]);
+    assert!(err.contains("matches no node"), "{err}");
+    let err = fails(&[
+        "compress",
+        "lenet5",
+        "--recipe",
+        path(&dir.path().join("missing.toml")),
+        "-o",
+        path(&out),
+    ]);
+    assert!(err.contains("missing.toml"), "{err}");
+    assert!(!out.exists(), "nothing written on failure");
+}
