@@ -55,7 +55,7 @@ pub(crate) fn compress(
     let data = data
         .map(|(dir, mean, std, limit)| load_data(dir, mean, std, limit))
         .transpose()?;
-    eprintln!(
+    println!(
         "compressing {} by {} step(s){}",
         args.model,
         recipe.steps.len(),
