@@ -126,18 +126,19 @@ pub fn compress(
         }
         g = next;
         report.events.push(Event::Transform(step));
+        let method = recipe.steps[index].method.name();
         report
             .nodes
             .extend(applied.nodes.into_iter().map(|n| NodeRow {
                 node: n.node,
-                method: n.report.method,
+                method: method.to_string(),
                 before: n.report.before.into(),
                 after: n.report.after.into(),
                 weight_error: n.report.weight_error,
             }));
         report.steps.push(StepReport {
             step,
-            method: recipe.steps[index].method.name().to_string(),
+            method: method.to_string(),
             selection: recipe.steps[index].select.filter().to_string(),
             skipped: applied.skipped,
             before: applied.before.into(),

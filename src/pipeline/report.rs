@@ -46,7 +46,7 @@ fn ratio(a: u64, b: u64) -> f64 {
 pub struct NodeRow {
     /// The node, or `node.index` for an op inside a block.
     pub node: String,
-    /// The method.
+    /// The method, as the recipe names it.
     pub method: String,
     /// Costs before.
     pub before: Costs,
