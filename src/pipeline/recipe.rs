@@ -1,28 +1,4 @@
-//! [`Recipe`]: how to compress a whole network — ordered steps, each a node
-//! [`Selection`] and a [`Method`], with fine-tuning in the survey's two
-//! regimes: "gradual" (transform a layer or stage at a time and fine-tune in
-//! between, section 1 and \[19\]) or "one-shot" (every step, then
-//! fine-tuning). Read from TOML or JSON:
-//!
-//! ```
-//! use hasten::pipeline::Recipe;
-//!
-//! let recipe = Recipe::from_toml(r#"
-//!     mode = "gradual"
-//!     fine_tune = { epochs = 1, lr = 0.01 }
-//!
-//!     [[steps]]
-//!     select = { kinds = ["conv"], except_first = 1 }
-//!     method = { name = "tucker2", rank = { energy = 0.9 } }
-//!
-//!     [[steps]]
-//!     select = { kinds = ["conv"] }
-//!     method = { name = "int8", input_range = [0.0, 6.0] }
-//! "#)?;
-//! assert_eq!(recipe.steps.len(), 2);
-//! assert_eq!(recipe.steps[1].method.name(), "int8");
-//! # Ok::<(), hasten::pipeline::PipelineError>(())
-//! ```
+//! [`Recipe`]: how to compress a whole network, read from TOML or JSON.
 
 use std::path::Path;
 
@@ -129,7 +105,31 @@ impl Default for LatencySettings {
     }
 }
 
-/// A whole-network compression recipe; see the [module docs](self).
+/// How to compress a whole network — ordered steps, each a node
+/// [`Selection`] and a [`Method`], with fine-tuning in the survey's two
+/// regimes: "gradual" (transform a layer or stage at a time and fine-tune in
+/// between, section 1 and \[19\]) or "one-shot" (every step, then
+/// fine-tuning). Read from TOML or JSON:
+///
+/// ```
+/// use hasten::pipeline::Recipe;
+///
+/// let recipe = Recipe::from_toml(r#"
+///     mode = "gradual"
+///     fine_tune = { epochs = 1, lr = 0.01 }
+///
+///     [[steps]]
+///     select = { kinds = ["conv"], except_first = 1 }
+///     method = { name = "tucker2", rank = { energy = 0.9 } }
+///
+///     [[steps]]
+///     select = { kinds = ["conv"] }
+///     method = { name = "int8", input_range = [0.0, 6.0] }
+/// "#)?;
+/// assert_eq!(recipe.steps.len(), 2);
+/// assert_eq!(recipe.steps[1].method.name(), "int8");
+/// # Ok::<(), hasten::pipeline::PipelineError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Recipe {

@@ -109,7 +109,9 @@ pub struct LatencyRow {
     pub compressed_ms: f64,
 }
 
-/// The pipeline's report; see the [module docs](self).
+/// What a recipe did to a network: per node and in total, with accuracy
+/// where data was given and measured latency; a table by `Display`, JSON by
+/// [`CompressionReport::to_json`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CompressionReport {
     /// One-shot or gradual.
