@@ -71,7 +71,8 @@ pub struct Step {
     pub select: Selection,
     /// What to do to them.
     pub method: Method,
-    /// Fine-tuning after this step in gradual mode.
+    /// Fine-tuning after this step, overriding the recipe's (gradual mode
+    /// only: a one-shot recipe with one is rejected).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fine_tune: Option<FineTune>,
 }
@@ -259,6 +260,11 @@ impl Recipe {
             };
             step.method.transform().map_err(fail)?;
             if let Some(f) = &step.fine_tune {
+                if self.mode == Mode::OneShot {
+                    return Err(fail(
+                        "a step's own fine_tune applies in gradual mode only".into(),
+                    ));
+                }
                 f.check().map_err(fail)?;
             }
         }
@@ -362,6 +368,11 @@ mod tests {
         assert!(message.contains("k (codebook size)"), "{message}");
         let (_, _, message) = step_error(&two("{ name = \"tucker2\" }"));
         assert!(message.contains("exactly one of"), "{message}");
+        let (step, _, message) = step_error(
+            "[[steps]]\nmethod = { name = \"svd\", rank = 4 }\nfine_tune = { epochs = 1, lr = 0.1 }\n",
+        );
+        assert_eq!(step, 1);
+        assert!(message.contains("gradual mode only"), "{message}");
         let (_, _, message) = step_error(&two("{ name = \"magnitude-sparse\", fraction = 1.0 }"));
         assert!(message.contains("fraction"), "{message}");
         assert!(matches!(
