@@ -42,7 +42,7 @@ use crate::model::ModelArgs;
 #[command(
     name = "hasten",
     version,
-    about = "Inspect, run, benchmark and evaluate CNNs on Hasten's fast kernels"
+    about = "Inspect, run, benchmark, evaluate and compress CNNs on Hasten's fast kernels"
 )]
 struct Cli {
     #[command(subcommand)]
