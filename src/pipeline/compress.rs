@@ -171,5 +171,11 @@ pub fn compress(
     report.after = g.cost()?.into();
     report.accuracy_after = accuracy(&g, data)?;
     report.latency = measure_latency(graph, &g, &recipe.latency)?;
+    if report.latency.is_empty() && !recipe.latency.batches.is_empty() {
+        report.notes.push(format!(
+            "latency not measured: the graph has {} inputs (timing takes one)",
+            graph.inputs().len()
+        ));
+    }
     Ok((g, report))
 }
