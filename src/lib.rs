@@ -5,9 +5,11 @@
 //! This facade re-exports the workspace crates:
 //! [`core`], [`tensor_decomp`], [`quant`], [`prune`], [`distill`], [`fastconv`],
 //! [`models`], [`train`], [`onnx`];
-//! [`bench`](mod@bench) holds the latency measurement the examples share.
+//! [`bench`](mod@bench) holds the latency measurement the examples share;
+//! [`pipeline`] compresses a whole network by a recipe.
 
 pub mod bench;
+pub mod pipeline;
 
 pub use hasten_core as core;
 pub use hasten_distill as distill;

@@ -323,3 +323,196 @@ fn compare_ort_reports_both_medians() {
     assert!(text.contains("onnxruntime: median 2.500 ms"), "{text}");
     assert!(text.contains("ratio (onnxruntime / hasten): "), "{text}");
 }
+
+const RECIPE: &str = r#"
+latency = { batches = [1], runs = 2 }
+
+[[steps]]
+select = { names = ["conv2"] }
+method = { name = "tucker2", ranks = [4, 3] }
+
+[[steps]]
+select = { names = ["fc1"] }
+method = { name = "svd", rank = 12 }
+
+[[steps]]
+select = { kinds = ["linear"] }
+method = { name = "kmeans", k = 16 }
+"#;
+
+#[test]
+fn compress_exports_the_compressed_graph() {
+    let dir = tempfile::tempdir().unwrap();
+    let (toml, json) = (dir.path().join("r.toml"), dir.path().join("r.json"));
+    let recipe = hasten::pipeline::Recipe::from_toml(RECIPE).unwrap();
+    std::fs::write(&toml, RECIPE).unwrap();
+    std::fs::write(&json, recipe.to_json().unwrap()).unwrap();
+    let (out, report) = (dir.path().join("c.onnx"), dir.path().join("c.json"));
+    let text = ok(&[
+        "compress",
+        "lenet5",
+        "--recipe",
+        path(&toml),
+        "-o",
+        path(&out),
+        "--report",
+        path(&report),
+    ]);
+    assert!(text.contains("total (one-shot mode)"), "{text}");
+    assert!(text.contains("fc1.1"), "{text}");
+    let (expected, _) = hasten::pipeline::compress(&lenet(), &recipe, None).unwrap();
+    let imported = hasten_onnx::import_file(&out, &hasten_onnx::ImportOptions::default()).unwrap();
+    let x: Array4<f32> = SeededRng::new(5).normal_array((2, 1, 28, 28), 1.0);
+    let want = expected.reference_forward(&[&x]).unwrap().remove(0);
+    let got = imported.reference_forward(&[&x]).unwrap().remove(0);
+    let err = relative_error(&want, &got);
+    assert!(err < 1e-5, "re-imported vs compressed {err:e}");
+    let json_report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(json_report["after"]["macs"], expected.cost().unwrap().macs);
+    // The JSON form of the recipe gives the same network.
+    let out2 = dir.path().join("c2.onnx");
+    ok(&[
+        "compress",
+        "lenet5",
+        "--recipe",
+        path(&json),
+        "-o",
+        path(&out2),
+    ]);
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&out2).unwrap());
+}
+
+#[test]
+fn compress_rejects_bad_recipes() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("c.onnx");
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[[steps]]\nmethod = { name = \"tuker2\", rank = 4 }\n",
+    )
+    .unwrap();
+    let err = fails(&[
+        "compress",
+        "lenet5",
+        "--recipe",
+        path(&bad),
+        "-o",
+        path(&out),
+    ]);
+    assert!(err.contains("step 1 (tuker2)"), "{err}");
+    assert!(err.contains("unknown variant"), "{err}");
+    std::fs::write(
+        &bad,
+        "[[steps]]\nselect = { names = [\"conv9\"] }\nmethod = { name = \"svd\", rank = 4 }\n",
+    )
+    .unwrap();
+    let err = fails(&[
+        "compress",
+        "lenet5",
+        "--recipe",
+        path(&bad),
+        "-o",
+        path(&out),
+    ]);
+    assert!(err.contains("matches no node"), "{err}");
+    let err = fails(&[
+        "compress",
+        "lenet5",
+        "--recipe",
+        path(&dir.path().join("missing.toml")),
+        "-o",
+        path(&out),
+    ]);
+    assert!(err.contains("missing.toml"), "{err}");
+    assert!(!out.exists(), "nothing written on failure");
+}
+
+#[test]
+fn compress_with_data_reports_accuracy_on_normalised_images() {
+    const N: usize = 16;
+    let (mean, std) = (0.25f32, 0.5f32);
+    let noise: Array4<f32> = SeededRng::new(12).normal_array((N, 1, 28, 28), 1.0);
+    let pixels: Vec<u8> = noise
+        .iter()
+        .map(|v| ((v * 64.0 + 128.0).clamp(0.0, 255.0)) as u8)
+        .collect();
+    let x = Array4::from_shape_vec(
+        (N, 1, 28, 28),
+        pixels
+            .iter()
+            .map(|&b| (f32::from(b) / 255.0 - mean) / std)
+            .collect(),
+    )
+    .unwrap();
+    // Labels: the original network's own predictions, so its accuracy is
+    // 100 % exactly when the command normalises as the network expects.
+    let logits = lenet().reference_forward(&[&x]).unwrap().remove(0);
+    let labels: Vec<u8> = logits
+        .outer_iter()
+        .map(|row| {
+            let v: Vec<f32> = row.iter().copied().collect();
+            (0..v.len()).max_by(|&a, &b| v[a].total_cmp(&v[b])).unwrap() as u8
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    write_set(dir.path(), &pixels, &labels);
+    for (name, dims, bytes) in [
+        ("train-images-idx3-ubyte", vec![N as u32, 28, 28], &pixels),
+        ("train-labels-idx1-ubyte", vec![N as u32], &labels),
+    ] {
+        std::fs::write(dir.path().join(name), write_idx(&dims, bytes).unwrap()).unwrap();
+    }
+    let recipe = dir.path().join("r.toml");
+    std::fs::write(
+        &recipe,
+        "mode = \"gradual\"\nfine_tune = { epochs = 1, lr = 0.001, batch = 8 }\nlatency = { batches = [] }\n[[steps]]\nselect = { names = [\"fc1\"] }\nmethod = { name = \"svd\", rank = 16 }\n",
+    )
+    .unwrap();
+    let (out, report) = (dir.path().join("c.onnx"), dir.path().join("c.json"));
+    let (m, s) = (mean.to_string(), std.to_string());
+    let text = ok(&[
+        "compress",
+        "lenet5",
+        "--recipe",
+        path(&recipe),
+        "--data",
+        path(dir.path()),
+        "--mean",
+        &m,
+        "--std",
+        &s,
+        "--train-limit",
+        "8",
+        "-o",
+        path(&out),
+        "--report",
+        path(&report),
+    ]);
+    assert!(text.contains("accuracy: 100.00 % →"), "{text}");
+    assert!(text.contains("after fine-tuning"), "{text}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(json["accuracy_before"], 1.0);
+    assert_eq!(
+        json["events"],
+        serde_json::json!([
+            { "event": "transform", "step": 1 },
+            { "event": "fine-tune", "step": 1 }
+        ])
+    );
+    let err = fails(&[
+        "compress",
+        "lenet5",
+        "--recipe",
+        path(&recipe),
+        "--data",
+        path(dir.path()),
+        "--std",
+        "0",
+        "-o",
+        path(&out),
+    ]);
+    assert!(err.contains("--std 0"), "{err}");
+}

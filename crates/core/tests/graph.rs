@@ -452,6 +452,56 @@ fn transforms_apply_to_the_selected_nodes() {
 }
 
 #[test]
+fn transforms_compose_inside_blocks() {
+    let mut rng = SeededRng::new(9);
+    let mut g = residual_graph(&mut rng);
+    let x = rng.normal_array((2, 4, 7, 7), 1.0);
+    let before = g.reference_forward(&[&x]).unwrap().remove(0);
+    let conv1 = NodeFilter::name("conv1");
+    g.apply_transform(&DoubleThenHalve, &conv1).unwrap();
+    let NodeOp::Block(first) = g.node("conv1").unwrap().op().clone() else {
+        panic!("conv1 is a block");
+    };
+    // Again on the block: its convolution (op 0) becomes conv ×2 → BN ½,
+    // spliced in before the block's own BN ½.
+    let report = g.apply_transform(&DoubleThenHalve, &conv1).unwrap();
+    assert_eq!(report.nodes.len(), 1);
+    assert_eq!(report.nodes[0].node, "conv1.0");
+    assert!(report.skipped.is_empty());
+    assert_eq!(report.after, g.cost().unwrap());
+    let NodeOp::Block(second) = g.node("conv1").unwrap().op().clone() else {
+        panic!("conv1 is a block");
+    };
+    let kinds: Vec<&str> = second.ops().iter().map(|o| o.kind()).collect();
+    assert_eq!(kinds, ["conv", "batch_norm", "batch_norm"]);
+    let by_hand = DoubleThenHalve
+        .apply(
+            &Layer::Conv(match &first.ops()[0] {
+                Op::Conv(c) => c.clone(),
+                _ => panic!("op 0 is the doubled conv"),
+            }),
+            ActShape::new(4, 7, 7),
+        )
+        .unwrap();
+    assert_eq!(second.ops()[..2], by_hand.block.ops()[..]);
+    assert_eq!(second.ops()[2], first.ops()[1]);
+    let after = g.reference_forward(&[&x]).unwrap().remove(0);
+    assert!(relative_error(&after, &before) < 1e-5);
+    // A block of ops the transform does not touch is skipped.
+    let mut b = GraphBuilder::new();
+    let i = b.input("x", ActShape::new(2, 3, 3));
+    let relus = b.op("relus", Relu, i);
+    b.output(relus);
+    let mut h = b.build().unwrap();
+    h.replace("relus", Block::new(vec![Relu.into(), Relu.into()]).unwrap())
+        .unwrap();
+    let report = h
+        .apply_transform(&DoubleThenHalve, &NodeFilter::all())
+        .unwrap();
+    assert_eq!(report.skipped, ["relus"]);
+}
+
+#[test]
 fn filters_select_by_name_kind_and_position() {
     let mut rng = SeededRng::new(8);
     let g = residual_graph(&mut rng);

@@ -2,7 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use hasten_core::grad::{graph_with_params, is_trainable, Params};
+use hasten_core::grad::{graph_with_params, inner_ops, is_trainable, prefix, Params};
+use hasten_core::graph::op_parameters;
 use hasten_core::Graph;
 use ndarray::ArrayD;
 
@@ -24,13 +25,21 @@ impl ParamStore {
         Self::default()
     }
 
-    /// Every dense parameter of `graph` ([`Graph::parameters`]); batch-norm
-    /// `running_mean` / `running_var` are buffers, the rest trainable.
+    /// Every dense parameter of `graph` under the names the tapes use: those
+    /// of [`Graph::parameters`], and those of the dense ops inside
+    /// compressed blocks (`node.index.weight`, a decomposition's factors);
+    /// batch-norm `running_mean` / `running_var` are buffers, the rest
+    /// trainable.
     pub fn from_graph(graph: &Graph) -> Self {
         let mut store = ParamStore::new();
-        for (name, v) in graph.parameters() {
-            let trainable = is_trainable(name.rsplit('.').next().unwrap_or(""));
-            store.values.insert(name, (v, trainable));
+        for node in graph.nodes() {
+            for (i, op) in inner_ops(node.op()).iter().enumerate() {
+                let pre = prefix(node.name(), node.op(), i);
+                for (suffix, v) in op_parameters(op) {
+                    let name = format!("{pre}.{suffix}");
+                    store.values.insert(name, (v, is_trainable(suffix)));
+                }
+            }
         }
         store
     }
@@ -130,5 +139,41 @@ impl ParamStore {
     /// A copy of `graph` holding this store's values.
     pub fn apply_to(&self, graph: &Graph) -> Result<Graph> {
         Ok(graph_with_params(graph, &self.to_f64())?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hasten_core::graph::GraphBuilder;
+    use hasten_core::{ActShape, Block, ConvLayer, ConvSpec, LinearLayer, Relu, SeededRng};
+
+    #[test]
+    fn the_store_holds_the_parameters_inside_blocks() {
+        let mut rng = SeededRng::new(3);
+        let conv = |rng: &mut SeededRng, t, c| {
+            ConvLayer::from_array(rng.normal_array((t, c, 1, 1), 0.5), ConvSpec::new()).unwrap()
+        };
+        let mut b = GraphBuilder::new();
+        let x = b.input("x", ActShape::new(3, 2, 2));
+        let factors = Block::new(vec![
+            conv(&mut rng, 2, 3).into(),
+            Relu.into(),
+            conv(&mut rng, 4, 2).into(),
+        ])
+        .unwrap();
+        let y = b.op("conv", conv(&mut rng, 4, 3), x);
+        let y = b.op("flatten", hasten_core::Flatten, y);
+        let fc = LinearLayer::new(rng.normal_array((5, 16), 0.5), None).unwrap();
+        let y = b.op("fc", fc, y);
+        b.output(y);
+        let mut g = b.build().unwrap();
+        g.replace("conv", factors).unwrap();
+        let store = ParamStore::from_graph(&g);
+        let names: Vec<&str> = store.iter().map(|(n, _, _)| n).collect();
+        assert_eq!(names, ["conv.0.weight", "conv.2.weight", "fc.weight"]);
+        assert!(store.is_trainable("conv.0.weight") && store.is_trainable("conv.2.weight"));
+        // Writing the store back reproduces the graph.
+        assert_eq!(store.apply_to(&g).unwrap(), g);
     }
 }

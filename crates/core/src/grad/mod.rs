@@ -254,6 +254,28 @@ pub fn backward(
     }
 }
 
+/// Whether `op` has a reference backward ([`forward`] and [`backward`]
+/// accept it): false for the packed, sparse and other compressed ops, which
+/// therefore cannot be fine-tuned.
+pub fn has_backward(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Conv(_)
+            | Op::Linear(_)
+            | Op::BatchNorm(_)
+            | Op::MaxPool(_)
+            | Op::AvgPool(_)
+            | Op::GlobalAvgPool(_)
+            | Op::Softmax(_)
+            | Op::Dropout(_)
+            | Op::Flatten(_)
+            | Op::Pad(_)
+            | Op::Identity(_)
+            | Op::ChannelShuffle(_)
+            | Op::ChannelGather(_)
+    ) || activation::Activation::of(op).is_some()
+}
+
 fn op_kind(op: &Op) -> &'static str {
     use crate::op::Operator;
     op.kind()

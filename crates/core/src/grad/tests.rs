@@ -550,6 +550,34 @@ fn unsupported_ops_and_bad_gradients_are_typed_errors() {
     assert!(forward(&lin, &x, &OpParams::new(), Mode::Eval).is_err());
 }
 
+#[test]
+fn has_backward_agrees_with_the_forward() {
+    let mut rng = SeededRng::new(11);
+    let x = rng.normal_array_f64([1, 2, 4, 4], 1.0);
+    let ops = [
+        conv(
+            &mut rng,
+            2,
+            2,
+            (3, 3),
+            ConvSpec::new().with_padding(1),
+            true,
+        ),
+        Op::Relu(Relu),
+        Op::BatchNorm(batch_norm(&mut rng, 2)),
+        Op::Shift(Shift::new(vec![(0, 1), (1, 0)]).unwrap()),
+    ];
+    for op in &ops {
+        let p = op_params(op);
+        let unsupported = matches!(
+            forward(op, &x, &p, Mode::Eval),
+            Err(crate::Error::Unsupported { .. })
+        );
+        assert_eq!(has_backward(op), !unsupported, "{}", op_kind(op));
+    }
+    assert!(!has_backward(&ops[3]), "the check must see both outcomes");
+}
+
 /// A small DAG: conv → BN → ReLU, a residual add reading the stem twice
 /// over, a concat of two branches, a squeeze–excitation gate, pooling, a
 /// dropout, a flatten and a linear head.

@@ -6,6 +6,7 @@
 use ndarray::{Array1, Array2, Array4, Axis};
 
 use super::{Graph, GraphError, NodeDef, NodeFilter, NodeOp, ValueId};
+use crate::block::Block;
 use crate::cost::Cost;
 use crate::error::{Error, Result};
 use crate::layer::{ConvLayer, Layer, LinearLayer};
@@ -13,7 +14,8 @@ use crate::op::{BatchNorm, Op};
 use crate::transform::{Report, Transform};
 use crate::weight::Conv4d;
 
-/// One node a transform replaced, with the transform's report.
+/// One node a transform replaced — or one op inside a block node, named
+/// `node.index` — with the transform's report.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeReport {
     /// The node's name.
@@ -32,7 +34,7 @@ pub struct GraphReport {
     /// The replaced nodes, in topological order.
     pub nodes: Vec<NodeReport>,
     /// Selected nodes left alone because they hold no convolution or linear
-    /// layer (pooling, activations, blocks, …).
+    /// layer (pooling, activations, blocks of other ops, …).
     pub skipped: Vec<String>,
     /// The graph's cost per sample before the transform.
     pub before: Cost,
@@ -89,9 +91,16 @@ impl Graph {
     }
 
     /// Applies `transform` to every selected node holding a convolution or
-    /// linear layer, replacing it by the transform's block; other selected
-    /// nodes are listed as skipped. A transform error names its node and
-    /// leaves the graph unchanged.
+    /// linear layer, replacing it by the transform's block, and to every
+    /// convolution or linear op inside a selected [`Block`] node (an earlier
+    /// transform's output: Tucker-2 factors, then int8 on each), splicing the
+    /// op's replacement into the chain; such an op is reported as
+    /// `node.index` (its position in the block, the `state_dict` prefix of its
+    /// parameters). Other selected nodes, and blocks holding no such op, are
+    /// listed as skipped. A transform error names its node and leaves the
+    /// graph unchanged.
+    ///
+    /// [`Block`]: crate::Block
     pub fn apply_transform(
         &mut self,
         transform: &dyn Transform,
@@ -99,34 +108,53 @@ impl Graph {
     ) -> Result<GraphReport> {
         let before = self.cost()?;
         let mut replacements = Vec::new();
+        let mut nodes = Vec::new();
         let mut skipped = Vec::new();
         for index in filter.select(self) {
             let node = &self.nodes[index];
-            let layer = match &node.op {
-                NodeOp::Op(Op::Conv(c)) => Layer::Conv(c.clone()),
-                NodeOp::Op(Op::Linear(l)) => Layer::Linear(l.clone()),
-                _ => {
-                    skipped.push(node.name.clone());
-                    continue;
-                }
-            };
-            let compressed = transform
-                .apply(&layer, node.input_shapes[0])
-                .map_err(|cause| GraphError::Rewrite {
+            let rewrite = |cause: Error| -> Error {
+                GraphError::Rewrite {
                     node: node.name.clone(),
                     cause: Box::new(cause),
-                })?;
-            replacements.push((index, compressed));
+                }
+                .into()
+            };
+            let layer = match &node.op {
+                NodeOp::Op(op) => layer_of(op),
+                _ => None,
+            };
+            if let Some(layer) = layer {
+                let compressed = transform
+                    .apply(&layer, node.input_shapes[0])
+                    .map_err(rewrite)?;
+                replacements.push((index, NodeOp::Block(compressed.block)));
+                nodes.push(NodeReport {
+                    node: node.name.clone(),
+                    report: compressed.report,
+                });
+                continue;
+            }
+            let inner = match &node.op {
+                NodeOp::Block(block) => {
+                    transform_block(transform, block, node.input_shapes[0]).map_err(rewrite)?
+                }
+                _ => None,
+            };
+            match inner {
+                Some((block, reports)) => {
+                    replacements.push((index, NodeOp::Block(block)));
+                    nodes.extend(reports.into_iter().map(|(i, report)| NodeReport {
+                        node: format!("{}.{i}", node.name),
+                        report,
+                    }));
+                }
+                None => skipped.push(node.name.clone()),
+            }
         }
         let mut graph = self.clone();
-        let mut nodes = Vec::with_capacity(replacements.len());
-        for (index, compressed) in replacements {
+        for (index, op) in replacements {
             let name = graph.nodes[index].name.clone();
-            graph.replace(&name, compressed.block)?;
-            nodes.push(NodeReport {
-                node: name,
-                report: compressed.report,
-            });
+            graph.replace(&name, op)?;
         }
         let after = graph.cost()?;
         *self = graph;
@@ -235,6 +263,46 @@ impl Graph {
             .into()
         })
     }
+}
+
+/// The convolution or linear layer an op holds.
+fn layer_of(op: &Op) -> Option<Layer> {
+    match op {
+        Op::Conv(c) => Some(Layer::Conv(c.clone())),
+        Op::Linear(l) => Some(Layer::Linear(l.clone())),
+        _ => None,
+    }
+}
+
+/// A rewritten block and the report of each op it replaced, by index.
+type BlockRewrite = (Block, Vec<(usize, Report)>);
+
+/// `block` with `transform` applied to each of its convolution and linear
+/// ops (seeing its input shape inside the chain), each replaced by the ops of
+/// its replacement block; with the report of each op by its index. `None`
+/// when the block holds no such op.
+fn transform_block(
+    transform: &dyn Transform,
+    block: &Block,
+    input: crate::shape::ActShape,
+) -> Result<Option<BlockRewrite>> {
+    let shapes = block.shapes(input)?;
+    let mut ops = Vec::with_capacity(block.ops().len());
+    let mut reports = Vec::new();
+    for (i, op) in block.ops().iter().enumerate() {
+        match layer_of(op) {
+            Some(layer) => {
+                let compressed = transform.apply(&layer, shapes[i])?;
+                ops.extend(compressed.block.into_ops());
+                reports.push((i, compressed.report));
+            }
+            None => ops.push(op.clone()),
+        }
+    }
+    if reports.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some((Block::new(ops)?, reports)))
 }
 
 /// Op kinds that compute the identity at inference.

@@ -1,0 +1,13 @@
+//! One module per subcommand.
+
+mod bench;
+mod compress;
+mod eval;
+mod inspect;
+mod run;
+
+pub(crate) use bench::bench;
+pub(crate) use compress::compress;
+pub(crate) use eval::eval;
+pub(crate) use inspect::inspect;
+pub(crate) use run::run_model;

@@ -1,0 +1,456 @@
+//! [`Method`]: the per-layer compression methods a recipe step can name,
+//! with their parameters, and the one function that turns a method into its
+//! [`Transform`]. Decompositions are the survey's section 2 (Table 1),
+//! quantizers section 5, pruning and perforation sections 3–4.
+//!
+//! In TOML a method is a table tagged by its `name`:
+//! `method = { name = "tucker2", rank = { energy = 0.9 } }`. A new method is
+//! one more variant and one more arm of [`Method::transform`].
+
+use hasten_core::{IntType, Transform};
+use hasten_prune::perforation::{MaskKind, Perforation};
+use hasten_prune::removal::{ConnectionGroups, GroupwisePrune, KernelTrim, MagnitudeSparse};
+use hasten_quant as quant;
+use hasten_tensor_decomp::cp::{CpConv, CpVariant};
+use hasten_tensor_decomp::{
+    BiclusterCp, BiclusterSvd, Monochromatic, RankSpec, SeparableFilters, TruncatedSvd, TtConv,
+    TtMatrix, Tucker2,
+};
+use serde::{Deserialize, Serialize};
+
+/// A decomposition rank: a number (`rank = 16`), or a rule
+/// (`rank = { energy = 0.9 }`, `rank = { speedup = 3.0 }`, `rank = "evbmf"`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Rank {
+    /// Exactly this rank.
+    Fixed(usize),
+    /// A rule choosing the rank per layer.
+    Rule(RankRule),
+}
+
+/// A per-layer rank rule (see `hasten_tensor_decomp::RankSpec`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RankRule {
+    /// The smallest rank keeping this fraction of the spectral energy.
+    Energy(f64),
+    /// The largest rank at least this many times cheaper in MACs.
+    Speedup(f64),
+    /// The rank empirical variational Bayesian matrix factorisation selects.
+    Evbmf,
+}
+
+impl Rank {
+    /// The equivalent [`RankSpec`].
+    pub fn spec(self) -> RankSpec {
+        match self {
+            Rank::Fixed(r) => RankSpec::Fixed(r),
+            Rank::Rule(RankRule::Energy(e)) => RankSpec::Energy(e),
+            Rank::Rule(RankRule::Speedup(s)) => RankSpec::Speedup(s),
+            Rank::Rule(RankRule::Evbmf) => RankSpec::Evbmf,
+        }
+    }
+}
+
+/// One scale or codebook per layer or per output channel.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Granularity {
+    /// One for the whole layer.
+    #[default]
+    PerTensor,
+    /// One per output channel.
+    PerChannel,
+}
+
+impl From<Granularity> for quant::Granularity {
+    fn from(g: Granularity) -> Self {
+        match g {
+            Granularity::PerTensor => quant::Granularity::PerTensor,
+            Granularity::PerChannel => quant::Granularity::PerChannel,
+        }
+    }
+}
+
+/// The scale of binary weights.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BinaryKind {
+    /// `sign(W)` with unit scale (BinaryConnect).
+    Sign,
+    /// `α·sign(W)` with one `α = mean|W|` per filter (Rastegari et al.'s
+    /// binary-weight networks).
+    #[default]
+    BinaryWeights,
+    /// XNOR-Net: binary weights and binary activations.
+    XnorNet,
+}
+
+/// The factors of a CP-decomposed convolution (survey Fig. 1).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CpForm {
+    /// 1×1, d×1, 1×d, 1×1 (Lebedev et al.).
+    #[default]
+    FourWay,
+    /// 1×1, d×d depthwise, 1×1.
+    ThreeWay,
+}
+
+fn default_seed() -> u64 {
+    0
+}
+
+fn default_iterations() -> usize {
+    25
+}
+
+/// A per-layer compression method and its parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "name", rename_all = "kebab-case", deny_unknown_fields)]
+#[non_exhaustive]
+pub enum Method {
+    /// Truncated SVD of the weight matrix (Denton et al., section 2.1).
+    Svd {
+        /// The rank.
+        rank: Rank,
+    },
+    /// Tucker-2 (Kim et al. \[24\]): 1×1, core d×d, 1×1; one rank for both
+    /// modes, or `ranks = [output, input]`.
+    Tucker2 {
+        /// Rank of both channel modes.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rank: Option<Rank>,
+        /// `[output, input]` ranks.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ranks: Option<[usize; 2]>,
+    },
+    /// CP decomposition (Lebedev et al. \[18\], Fig. 1).
+    Cp {
+        /// The CP rank.
+        rank: Rank,
+        /// Four- or three-factor block.
+        #[serde(default)]
+        form: CpForm,
+    },
+    /// Separable filters (Jaderberg et al. \[15\]): d×1 then 1×d.
+    Separable {
+        /// Number of intermediate channels.
+        rank: Rank,
+    },
+    /// Monochromatic approximation (Denton et al. \[17\]).
+    Monochromatic {
+        /// Colour clusters.
+        clusters: usize,
+        /// Seed of the clustering.
+        #[serde(default = "default_seed")]
+        seed: u64,
+    },
+    /// Biclustering then per-cluster SVD (Denton et al. \[17\]).
+    BiclusterSvd {
+        /// Input-channel clusters.
+        input_clusters: usize,
+        /// Output-channel clusters.
+        output_clusters: usize,
+        /// Rank of the input side.
+        k1: usize,
+        /// Rank of the output side.
+        k2: usize,
+        /// Seed of the clustering.
+        #[serde(default = "default_seed")]
+        seed: u64,
+    },
+    /// Biclustering then per-cluster CP (Denton et al. \[17\]).
+    BiclusterCp {
+        /// Input-channel clusters.
+        input_clusters: usize,
+        /// Output-channel clusters.
+        output_clusters: usize,
+        /// The CP rank per bicluster.
+        rank: Rank,
+        /// Seed of the clustering.
+        #[serde(default = "default_seed")]
+        seed: u64,
+    },
+    /// Tensor-train matrix of a linear layer (Novikov et al.).
+    TtMatrix {
+        /// Factorisation of the output size.
+        out_modes: Vec<usize>,
+        /// Factorisation of the input size.
+        in_modes: Vec<usize>,
+        /// Maximal TT rank.
+        rank: Rank,
+    },
+    /// Tensor-train decomposition of a convolution.
+    TtConv {
+        /// Maximal TT rank.
+        rank: Rank,
+    },
+    /// 8-bit integer inference (Vanhoucke et al. \[49\]) for inputs in
+    /// `input_range`.
+    Int8 {
+        /// `[lo, hi]`: the calibrated range of every selected layer's input.
+        input_range: [f32; 2],
+        /// Signed (`i8`) rather than unsigned (`u8`) activations.
+        #[serde(default)]
+        signed: bool,
+        /// Weight scale granularity.
+        #[serde(default)]
+        granularity: Granularity,
+    },
+    /// Binary weights (section 5).
+    Binarize {
+        /// Which binarization.
+        #[serde(default)]
+        kind: BinaryKind,
+    },
+    /// Ternary weight networks.
+    Ternarize {
+        /// Scale granularity.
+        #[serde(default)]
+        granularity: Granularity,
+    },
+    /// Scalar k-means weight sharing (Gong et al.).
+    Kmeans {
+        /// Codebook size.
+        k: usize,
+        /// Codebook granularity.
+        #[serde(default)]
+        granularity: Granularity,
+    },
+    /// Product quantization (Gong et al., Wu et al.).
+    ProductQuantize {
+        /// Sub-blocks per weight row.
+        subblocks: usize,
+        /// Codewords per sub-block.
+        k: usize,
+        /// k-means iterations.
+        #[serde(default = "default_iterations")]
+        iterations: usize,
+        /// Seed.
+        #[serde(default = "default_seed")]
+        seed: u64,
+    },
+    /// Uniform fixed-point weights.
+    FixedPoint {
+        /// Bits per weight.
+        bits: u32,
+        /// Affine (with offset) rather than symmetric levels.
+        #[serde(default)]
+        affine: bool,
+        /// Scale granularity.
+        #[serde(default)]
+        granularity: Granularity,
+    },
+    /// DoReFa-Net k-bit weights.
+    Dorefa {
+        /// Bits per weight.
+        bits: u32,
+    },
+    /// LCNN: a shared dictionary with sparse lookups.
+    Lcnn {
+        /// Dictionary atoms.
+        dictionary: usize,
+        /// Taps per slice.
+        sparsity: usize,
+        /// Learning rounds.
+        #[serde(default = "default_iterations")]
+        iterations: usize,
+        /// Seed.
+        #[serde(default = "default_seed")]
+        seed: u64,
+    },
+    /// Unstructured magnitude pruning to sparse storage (Han et al.).
+    MagnitudeSparse {
+        /// Fraction of weights removed, in `[0, 1)`.
+        fraction: f64,
+    },
+    /// Group-wise pruning (Lebedev & Lempitsky).
+    GroupwisePrune {
+        /// Fraction of weights removed, in `[0, 1)`.
+        fraction: f64,
+    },
+    /// Block-diagonal channel connections (grouped convolution).
+    ConnectionGroups {
+        /// Number of groups.
+        groups: usize,
+    },
+    /// Kernel-shape trimming to the strongest `size` window.
+    KernelTrim {
+        /// `[height, width]` after trimming.
+        size: [usize; 2],
+    },
+    /// Perforation on a regular grid (Figurnov et al.).
+    Perforation {
+        /// `[row, column]` strides of the evaluated positions.
+        stride: [usize; 2],
+    },
+}
+
+impl Method {
+    /// The method's name as a recipe spells it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Method::Svd { .. } => "svd",
+            Method::Tucker2 { .. } => "tucker2",
+            Method::Cp { .. } => "cp",
+            Method::Separable { .. } => "separable",
+            Method::Monochromatic { .. } => "monochromatic",
+            Method::BiclusterSvd { .. } => "bicluster-svd",
+            Method::BiclusterCp { .. } => "bicluster-cp",
+            Method::TtMatrix { .. } => "tt-matrix",
+            Method::TtConv { .. } => "tt-conv",
+            Method::Int8 { .. } => "int8",
+            Method::Binarize { .. } => "binarize",
+            Method::Ternarize { .. } => "ternarize",
+            Method::Kmeans { .. } => "kmeans",
+            Method::ProductQuantize { .. } => "product-quantize",
+            Method::FixedPoint { .. } => "fixed-point",
+            Method::Dorefa { .. } => "dorefa",
+            Method::Lcnn { .. } => "lcnn",
+            Method::MagnitudeSparse { .. } => "magnitude-sparse",
+            Method::GroupwisePrune { .. } => "groupwise-prune",
+            Method::ConnectionGroups { .. } => "connection-groups",
+            Method::KernelTrim { .. } => "kernel-trim",
+            Method::Perforation { .. } => "perforation",
+        }
+    }
+
+    /// The transform, or a message naming the bad parameter. Parameters a
+    /// transform checks only against a layer (a rank above the layer's
+    /// bound) fail later, when the step is applied.
+    pub fn transform(&self) -> std::result::Result<Box<dyn Transform>, String> {
+        let rank = |r: &Rank| -> std::result::Result<RankSpec, String> {
+            let spec = r.spec();
+            spec.validate().map_err(|e| format!("rank: {e}"))?;
+            Ok(spec)
+        };
+        let err = |e: hasten_core::Error| e.to_string();
+        Ok(match self {
+            Method::Svd { rank: r } => Box::new(TruncatedSvd::new(rank(r)?)),
+            Method::Tucker2 { rank: r, ranks } => match (r, ranks) {
+                (Some(r), None) => Box::new(Tucker2::new(rank(r)?)),
+                (None, Some([o, i])) => Box::new(Tucker2::with_ranks(*o, *i)),
+                _ => return Err("give exactly one of `rank` and `ranks`".into()),
+            },
+            Method::Cp { rank: r, form } => {
+                Box::new(CpConv::new(rank(r)?).with_variant(match form {
+                    CpForm::FourWay => CpVariant::FourWay,
+                    CpForm::ThreeWay => CpVariant::ThreeWay,
+                }))
+            }
+            Method::Separable { rank: r } => Box::new(SeparableFilters::new(rank(r)?)),
+            Method::Monochromatic { clusters, seed } => {
+                Box::new(Monochromatic::new(*clusters).with_seed(*seed))
+            }
+            Method::BiclusterSvd {
+                input_clusters,
+                output_clusters,
+                k1,
+                k2,
+                seed,
+            } => Box::new(
+                BiclusterSvd::new(*input_clusters, *output_clusters, *k1, *k2).with_seed(*seed),
+            ),
+            Method::BiclusterCp {
+                input_clusters,
+                output_clusters,
+                rank: r,
+                seed,
+            } => Box::new(
+                BiclusterCp::new(*input_clusters, *output_clusters, rank(r)?).with_seed(*seed),
+            ),
+            Method::TtMatrix {
+                out_modes,
+                in_modes,
+                rank: r,
+            } => Box::new(TtMatrix::new(out_modes.clone(), in_modes.clone(), rank(r)?)),
+            Method::TtConv { rank: r } => Box::new(TtConv::new(rank(r)?)),
+            Method::Int8 {
+                input_range: [lo, hi],
+                signed,
+                granularity,
+            } => {
+                let dtype = if *signed { IntType::I8 } else { IntType::U8 };
+                let input = quant::activation_params(*lo, *hi, dtype).map_err(err)?;
+                Box::new(quant::Int8Quantize::new(input, None, (*granularity).into()))
+            }
+            Method::Binarize { kind } => Box::new(match kind {
+                BinaryKind::Sign => quant::Binarize::sign(),
+                BinaryKind::BinaryWeights => quant::Binarize::binary_weights(),
+                BinaryKind::XnorNet => quant::Binarize::xnor_net(),
+            }),
+            Method::Ternarize { granularity } => {
+                Box::new(quant::Ternarize::twn((*granularity).into()))
+            }
+            Method::Kmeans { k, granularity } => Box::new(
+                quant::ScalarKMeans::new(*k, (*granularity).into(), quant::Solver::Optimal)
+                    .map_err(err)?,
+            ),
+            Method::ProductQuantize {
+                subblocks,
+                k,
+                iterations,
+                seed,
+            } => Box::new(
+                quant::ProductQuantize::new(*subblocks, *k, *iterations, *seed).map_err(err)?,
+            ),
+            Method::FixedPoint {
+                bits,
+                affine,
+                granularity,
+            } => {
+                let mode = if *affine {
+                    quant::Mode::Affine
+                } else {
+                    quant::Mode::Symmetric
+                };
+                Box::new(quant::FixedPoint::new(*bits, mode, (*granularity).into()).map_err(err)?)
+            }
+            Method::Dorefa { bits } => Box::new(quant::DoReFa::new(*bits).map_err(err)?),
+            Method::Lcnn {
+                dictionary,
+                sparsity,
+                iterations,
+                seed,
+            } => {
+                Box::new(quant::Lcnn::new(*dictionary, *sparsity, *iterations, *seed).map_err(err)?)
+            }
+            Method::MagnitudeSparse { fraction } => Box::new(MagnitudeSparse {
+                fraction: check_fraction(*fraction)?,
+            }),
+            Method::GroupwisePrune { fraction } => Box::new(GroupwisePrune {
+                fraction: check_fraction(*fraction)?,
+            }),
+            Method::ConnectionGroups { groups } => {
+                if *groups == 0 {
+                    return Err("groups must be at least 1".into());
+                }
+                Box::new(ConnectionGroups { groups: *groups })
+            }
+            Method::KernelTrim { size: [h, w] } => {
+                if *h == 0 || *w == 0 {
+                    return Err(format!("size [{h}, {w}]: both must be at least 1"));
+                }
+                Box::new(KernelTrim { size: (*h, *w) })
+            }
+            Method::Perforation { stride: [r, c] } => {
+                if *r == 0 || *c == 0 {
+                    return Err(format!("stride [{r}, {c}]: both must be at least 1"));
+                }
+                Box::new(Perforation {
+                    mask: MaskKind::Grid((*r, *c)),
+                })
+            }
+        })
+    }
+}
+
+fn check_fraction(f: f64) -> std::result::Result<f64, String> {
+    if (0.0..1.0).contains(&f) {
+        Ok(f)
+    } else {
+        Err(format!("fraction {f}: must be in [0, 1)"))
+    }
+}

@@ -1,0 +1,285 @@
+//! The whole-network pipeline: composition of steps inside blocks against
+//! the transforms applied by hand, the compressed graph's fast plan against
+//! its reference forward, the report's totals against the graph's cost and
+//! the per-node rows, and the order of transforms and fine-tunings in the
+//! gradual and one-shot modes.
+
+mod common;
+
+use common::FAST_TOL;
+use hasten::core::graph::NodeOp;
+use hasten::core::ndarray::Array4;
+use hasten::core::{relative_error, Graph, Layer, Op, SeededRng, Transform};
+use hasten::fastconv::{Plan, PlanOptions};
+use hasten::models::{lenet5, resnet8, ModelConfig};
+use hasten::pipeline::{compress, Event, FineTuneData, PipelineError, Recipe};
+use hasten::quant::{activation_params, Granularity, Int8Quantize};
+use hasten::train::data::{ImageSet, Splits};
+
+fn assert_plan_matches_reference(g: &Graph, batch: usize) {
+    let s = g.inputs()[0].shape();
+    let x: Array4<f32> = SeededRng::new(3).normal_array(s.batched(batch), 1.0);
+    let reference = g.reference_forward(&[&x]).unwrap().remove(0);
+    let mut plan = Plan::for_graph(g, batch, PlanOptions::default()).unwrap();
+    let fast = plan.run(&x).unwrap().to_owned();
+    let err = relative_error(&reference, &fast);
+    assert!(err < FAST_TOL, "plan vs reference {err:e}");
+}
+
+fn block_ops(g: &Graph, node: &str) -> Vec<Op> {
+    match g.node(node).unwrap().op() {
+        NodeOp::Block(b) => b.ops().to_vec(),
+        other => panic!("{node} holds {}", other.kind()),
+    }
+}
+
+#[test]
+fn tucker2_then_int8_equals_int8_on_each_factor_by_hand() {
+    let g = lenet5(&ModelConfig::mnist()).unwrap();
+    let tucker = Recipe::from_toml(
+        r#"
+        latency = { batches = [] }
+        [[steps]]
+        select = { names = ["conv2"] }
+        method = { name = "tucker2", ranks = [4, 3] }
+        "#,
+    )
+    .unwrap();
+    let (factored, _) = compress(&g, &tucker, None).unwrap();
+    let recipe = Recipe::from_toml(
+        r#"
+        latency = { batches = [] }
+        [[steps]]
+        select = { names = ["conv2"] }
+        method = { name = "tucker2", ranks = [4, 3] }
+        [[steps]]
+        select = { kinds = ["conv"], except_first = 1 }
+        method = { name = "int8", input_range = [-2.0, 6.0], granularity = "per-channel" }
+        "#,
+    )
+    .unwrap();
+    let (both, report) = compress(&g, &recipe, None).unwrap();
+
+    // By hand: int8 on each Tucker factor, at the shape it sees in the chain.
+    let int8 = Int8Quantize::new(
+        activation_params(-2.0, 6.0, hasten::core::IntType::U8).unwrap(),
+        None,
+        Granularity::PerChannel,
+    );
+    let factors = block_ops(&factored, "conv2");
+    assert_eq!(factors.len(), 3, "1×1, core, 1×1");
+    let NodeOp::Block(block) = factored.node("conv2").unwrap().op() else {
+        unreachable!()
+    };
+    let shapes = block
+        .shapes(factored.node("conv2").unwrap().input_shapes()[0])
+        .unwrap();
+    let mut expected = Vec::new();
+    for (op, &shape) in factors.iter().zip(&shapes) {
+        let Op::Conv(c) = op else {
+            panic!("Tucker factors are convolutions")
+        };
+        let compressed = int8.apply(&Layer::Conv(c.clone()), shape).unwrap();
+        expected.extend(compressed.block.into_ops());
+    }
+    assert_eq!(block_ops(&both, "conv2"), expected);
+    let rows: Vec<&str> = report.nodes.iter().map(|r| r.node.as_str()).collect();
+    assert_eq!(rows, ["conv2", "conv2.0", "conv2.1", "conv2.2"]);
+    assert_eq!(report.steps[1].skipped, Vec::<String>::new());
+    assert_eq!(both.node("conv1").unwrap().kind(), "conv", "spared");
+    assert_plan_matches_reference(&both, 2);
+}
+
+#[test]
+fn report_totals_equal_the_graph_cost_and_the_rows() {
+    let g = resnet8(&ModelConfig::mnist()).unwrap();
+    let recipe = Recipe::from_toml(
+        r#"
+        latency = { batches = [1], runs = 1 }
+        [[steps]]
+        select = { names = ["layer*.conv*"] }
+        method = { name = "tucker2", rank = { speedup = 2.0 } }
+        [[steps]]
+        select = { kinds = ["linear"] }
+        method = { name = "kmeans", k = 16, granularity = "per-channel" }
+        [[steps]]
+        select = { names = ["layer3.*"], kinds = ["conv"] }
+        method = { name = "fixed-point", bits = 8 }
+        "#,
+    )
+    .unwrap();
+    let (c, report) = compress(&g, &recipe, None).unwrap();
+    assert_eq!(report.before, g.cost().unwrap().into());
+    assert_eq!(report.after, c.cost().unwrap().into());
+    assert!(report.mac_speedup() > 1.2, "{}", report.mac_speedup());
+    // Each step changes the graph's cost by the sum of its rows' changes.
+    let mut offset = 0;
+    for (i, s) in report.steps.iter().enumerate() {
+        let rows: Vec<_> = report
+            .nodes
+            .iter()
+            .skip(offset)
+            .take_while(|r| r.method == report.nodes[offset].method)
+            .collect();
+        offset += rows.len();
+        let delta = |f: fn(&hasten::pipeline::Costs) -> u64| -> i128 {
+            rows.iter()
+                .map(|r| f(&r.after) as i128 - f(&r.before) as i128)
+                .sum()
+        };
+        assert_eq!(
+            s.after.macs as i128 - s.before.macs as i128,
+            delta(|c| c.macs),
+            "step {i}"
+        );
+        assert_eq!(
+            s.after.weight_bytes as i128 - s.before.weight_bytes as i128,
+            delta(|c| c.weight_bytes),
+            "step {i}"
+        );
+        assert_eq!(
+            s.after.params as i128 - s.before.params as i128,
+            delta(|c| c.params),
+            "step {i}"
+        );
+    }
+    assert_eq!(offset, report.nodes.len());
+    assert_eq!(report.steps[2].before, report.steps[1].after);
+    assert_eq!(report.latency.len(), 1);
+    assert!(report.latency[0].original_ms > 0.0 && report.latency[0].compressed_ms > 0.0);
+    let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
+    assert_eq!(json["after"]["macs"], report.after.macs);
+    let table = report.to_string();
+    assert!(table.contains("layer3.0.conv1.1"), "{table}");
+    assert_plan_matches_reference(&c, 2);
+}
+
+fn tiny_data() -> FineTuneData {
+    let mut rng = SeededRng::new(4);
+    let set = |n: usize, rng: &mut SeededRng| {
+        let images = rng.uniform_array((n, 1, 28, 28), 0.0, 1.0);
+        let labels = (0..n).map(|i| i % 10).collect();
+        ImageSet::new(images, labels, 10).unwrap()
+    };
+    Splits {
+        train: set(32, &mut rng),
+        test: set(16, &mut rng),
+    }
+}
+
+fn events(mode: &str, second: &str) -> (Vec<Event>, Vec<String>, Graph) {
+    let g = lenet5(&ModelConfig::mnist()).unwrap();
+    let recipe = Recipe::from_toml(&format!(
+        r#"
+        mode = "{mode}"
+        fine_tune = {{ epochs = 1, lr = 0.01, batch = 16 }}
+        latency = {{ batches = [] }}
+        [[steps]]
+        select = {{ names = ["fc1"] }}
+        method = {{ name = "svd", rank = 8 }}
+        [[steps]]
+        select = {{ names = ["fc2"] }}
+        method = {second}
+        "#
+    ))
+    .unwrap();
+    let (c, report) = compress(&g, &recipe, Some(&tiny_data())).unwrap();
+    assert!(report.accuracy_before.is_some() && report.accuracy_after.is_some());
+    (report.events, report.notes, c)
+}
+
+#[test]
+fn gradual_and_one_shot_order_transforms_and_fine_tuning() {
+    use Event::{FineTune, FineTuneSkipped, Transform};
+    let svd = r#"{ name = "svd", rank = 8 }"#;
+    let int8 = r#"{ name = "int8", input_range = [0.0, 4.0] }"#;
+    let (e, notes, _) = events("one-shot", svd);
+    assert_eq!(e, [Transform(1), Transform(2), FineTune(2)]);
+    assert!(notes.is_empty(), "{notes:?}");
+    let (e, _, _) = events("gradual", svd);
+    assert_eq!(e, [Transform(1), FineTune(1), Transform(2), FineTune(2)]);
+    // int8 ops have no backward: one-shot fine-tunes before that step,
+    // gradual skips the fine-tuning after it, each with a note.
+    let (e, notes, tuned) = events("one-shot", int8);
+    assert_eq!(e, [Transform(1), FineTune(1), Transform(2)]);
+    assert!(notes[0].contains("before step 2 (int8)"), "{notes:?}");
+    let (e, notes, _) = events("gradual", int8);
+    assert_eq!(
+        e,
+        [Transform(1), FineTune(1), Transform(2), FineTuneSkipped(2)]
+    );
+    assert!(notes[0].contains("node fc2"), "{notes:?}");
+    // Fine-tuning changed the weights the later step quantized.
+    let untuned = {
+        let recipe = Recipe::from_toml(&format!(
+            "latency = {{ batches = [] }}\n[[steps]]\nselect = {{ names = [\"fc1\"] }}\nmethod = {svd}\n[[steps]]\nselect = {{ names = [\"fc2\"] }}\nmethod = {int8}\n"
+        ))
+        .unwrap();
+        compress(&lenet5(&ModelConfig::mnist()).unwrap(), &recipe, None)
+            .unwrap()
+            .0
+    };
+    assert_ne!(block_ops(&tuned, "fc2"), block_ops(&untuned, "fc2"));
+}
+
+#[test]
+fn selections_that_match_nothing_name_the_step() {
+    let g = lenet5(&ModelConfig::mnist()).unwrap();
+    let run = |select: &str| {
+        let recipe = Recipe::from_toml(&format!(
+            "[[steps]]\nmethod = {{ name = \"svd\", rank = 2 }}\n[[steps]]\nselect = {select}\nmethod = {{ name = \"svd\", rank = 2 }}\n"
+        ))
+        .unwrap();
+        compress(&g, &recipe, None).unwrap_err()
+    };
+    match run(r#"{ names = ["nope*"] }"#) {
+        PipelineError::Step { step, message, .. } => {
+            assert_eq!(step, 2);
+            assert!(message.contains("matches no node"), "{message}");
+        }
+        other => panic!("{other}"),
+    }
+    match run(r#"{ kinds = ["relu"] }"#) {
+        PipelineError::Step { step, message, .. } => {
+            assert_eq!(step, 2);
+            assert!(message.contains("no convolution or linear"), "{message}");
+        }
+        other => panic!("{other}"),
+    }
+    // A rank above a layer's bound fails when applied, naming step and node.
+    let recipe = Recipe::from_toml(
+        "[[steps]]\nselect = { names = [\"fc3\"] }\nmethod = { name = \"svd\", rank = 500 }\n",
+    )
+    .unwrap();
+    let err = compress(&g, &recipe, None).unwrap_err();
+    assert!(
+        matches!(err, PipelineError::Transform { step: 1, .. }),
+        "{err}"
+    );
+    let chain = format!(
+        "{err}: {}",
+        std::error::Error::source(&err).map_or(String::new(), |s| s.to_string())
+    );
+    assert!(chain.contains("fc3"), "{chain}");
+}
+
+#[test]
+fn shipped_recipes_parse_and_compress_lenet5() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes");
+    let mut count = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let recipe = Recipe::from_path(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+        assert!(!recipe.steps.is_empty());
+        count += 1;
+    }
+    assert!(count >= 3, "{count} recipes");
+    let mut recipe = Recipe::from_path(&dir.join("lenet5-svd.toml")).unwrap();
+    recipe.latency.batches.clear();
+    let g = lenet5(&ModelConfig::mnist()).unwrap();
+    let (c, report) = compress(&g, &recipe, None).unwrap();
+    assert_eq!(report.nodes.len(), 2);
+    assert!(report.notes[0].contains("no data"), "{:?}", report.notes);
+    assert!(c.cost().unwrap().params < g.cost().unwrap().params);
+    assert_plan_matches_reference(&c, 1);
+}
