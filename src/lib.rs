@@ -5,9 +5,12 @@
 //! This facade re-exports the workspace crates:
 //! [`core`], [`tensor_decomp`], [`quant`], [`prune`], [`distill`], [`fastconv`],
 //! [`models`], [`train`], [`onnx`];
-//! [`bench`](mod@bench) holds the latency measurement the examples share.
+//! [`bench`](mod@bench) holds the latency measurement the examples share;
+//! [`qat`] composes training and quantization into quantization-aware
+//! training that freezes into packed ops.
 
 pub mod bench;
+pub mod qat;
 
 pub use hasten_core as core;
 pub use hasten_distill as distill;

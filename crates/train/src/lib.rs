@@ -18,6 +18,9 @@
 //! - [`TrainTape`]: the f32 training forward and backward of a whole graph
 //!   (the fast kernels where the cost lies, checked against the f64
 //!   reference of `hasten_core::grad`, which it falls back to for rare ops);
+//! - [`FakeQuant`]: quantization-aware training (survey eq. (5)) — the
+//!   forward with quantized weights, straight-through gradients to the
+//!   full-precision ones, for any [`WeightQuantizer`];
 //! - [`Trainer`]: seeded epochs with an optimizer and a schedule, per-epoch
 //!   evaluation through a `hasten_fastconv` plan, early stopping.
 //!
@@ -39,6 +42,7 @@
 
 pub mod data;
 mod error;
+pub mod fake_quant;
 pub mod kernels;
 pub mod optim;
 mod params;
@@ -47,6 +51,7 @@ pub mod tape;
 pub mod trainer;
 
 pub use error::{Result, TrainError};
+pub use fake_quant::{FakeQuant, WeightQuantizer};
 pub use params::{Grads, ParamStore};
 pub use tape::{TapeGrads, TrainTape};
 pub use trainer::{evaluate, EpochStats, TrainConfig, Trainer};

@@ -8,6 +8,11 @@
 //! batch-norm running statistics. Evaluation writes the parameters back into
 //! the graph and runs it through a `hasten_fastconv` [`Plan`] in inference
 //! mode. For a seed and thread count, a run is bit-identical.
+//!
+//! With [`Trainer::with_fake_quant`] the run is quantization-aware (survey
+//! eq. (5)): the store holds full-precision weights, each step's forward and
+//! every evaluation use their quantized values, and the gradients pass
+//! straight through (see [`FakeQuant`]).
 
 use std::time::Instant;
 
@@ -19,6 +24,7 @@ use ndarray::{s, Array4};
 
 use crate::data::{Augment, Dataset, Loader};
 use crate::error::{Result, TrainError};
+use crate::fake_quant::FakeQuant;
 use crate::optim::{clip_grad_norm, Optimizer};
 use crate::params::ParamStore;
 use crate::schedule::Schedule;
@@ -97,6 +103,7 @@ pub struct Trainer<O, S> {
     schedule: S,
     config: TrainConfig,
     step: usize,
+    fake_quant: Option<FakeQuant>,
 }
 
 fn argmax_hits(logits: &Array4<f32>, labels: &[usize]) -> usize {
@@ -167,7 +174,24 @@ impl<O: Optimizer, S: Schedule> Trainer<O, S> {
             schedule,
             config,
             step: 0,
+            fake_quant: None,
         })
+    }
+
+    /// Makes the training quantization-aware: the weights `fake_quant`
+    /// selects are quantized in every forward (training and evaluation),
+    /// their gradients pass straight through and they are clipped after
+    /// each step. Errors: a selected name that is not a trainable parameter
+    /// of the graph.
+    pub fn with_fake_quant(mut self, fake_quant: FakeQuant) -> Result<Self> {
+        fake_quant.check(&self.store)?;
+        self.fake_quant = Some(fake_quant);
+        Ok(self)
+    }
+
+    /// The fake quantization of a quantization-aware run.
+    pub fn fake_quant(&self) -> Option<&FakeQuant> {
+        self.fake_quant.as_ref()
     }
 
     /// The current parameters and buffers.
@@ -185,9 +209,20 @@ impl<O: Optimizer, S: Schedule> Trainer<O, S> {
         self.step
     }
 
-    /// A copy of the graph holding the current parameters.
+    /// A copy of the graph holding the current parameters (in a
+    /// quantization-aware run, the full-precision weights).
     pub fn graph(&self) -> Result<Graph> {
         self.store.apply_to(&self.graph)
+    }
+
+    /// A copy of the graph holding the weights the forward uses: the
+    /// quantized ones in a quantization-aware run, the same as
+    /// [`Trainer::graph`] otherwise.
+    pub fn forward_graph(&self) -> Result<Graph> {
+        match &self.fake_quant {
+            Some(fq) => fq.quantized_graph(&self.graph, &self.store),
+            None => self.graph(),
+        }
     }
 
     /// One epoch (number `epoch`) over `data`; returns the mean loss, the
@@ -208,17 +243,31 @@ impl<O: Optimizer, S: Schedule> Trainer<O, S> {
                     .next_u64(),
                 momentum: self.config.bn_momentum,
             };
-            let tape =
-                TrainTape::forward(&self.graph, &self.store, std::slice::from_ref(&x), mode)?;
+            let quantized = match &self.fake_quant {
+                Some(fq) => Some(fq.forward_store(&self.store)?),
+                None => None,
+            };
+            let tape = TrainTape::forward(
+                &self.graph,
+                quantized.as_ref().unwrap_or(&self.store),
+                std::slice::from_ref(&x),
+                mode,
+            )?;
             let logits = tape.outputs()[0];
             let loss = softmax_cross_entropy(logits.view(), &labels, self.config.label_smoothing)?;
             hits += argmax_hits(logits, &labels);
             let mut grads = tape.backward(&[loss.grad])?.params;
+            if let Some(fq) = &self.fake_quant {
+                fq.straight_through(&self.store, &mut grads)?;
+            }
             if let Some(c) = self.config.clip_norm {
                 clip_grad_norm(&mut grads, c)?;
             }
             lr = self.schedule.lr(self.step);
             self.optimizer.step(&mut self.store, &grads, lr)?;
+            if let Some(fq) = &self.fake_quant {
+                fq.clip_shadow(&mut self.store)?;
+            }
             for (name, v) in tape.buffers() {
                 match self.store.get_mut(name) {
                     Some(slot) => *slot = v.clone(),
@@ -237,10 +286,11 @@ impl<O: Optimizer, S: Schedule> Trainer<O, S> {
         ))
     }
 
-    /// Top-1 accuracy on `data` with the current parameters, the graph run
-    /// by a fast plan in inference mode.
+    /// Top-1 accuracy on `data` with the current parameters (quantized in a
+    /// quantization-aware run), the graph run by a fast plan in inference
+    /// mode.
     pub fn evaluate<D: Dataset + ?Sized>(&self, data: &D) -> Result<f64> {
-        evaluate(&self.graph()?, data, self.config.eval_batch_size)
+        evaluate(&self.forward_graph()?, data, self.config.eval_batch_size)
     }
 
     /// Trains for the configured epochs on `train`, evaluating on `test`
