@@ -22,7 +22,9 @@
 //!   forward with quantized weights, straight-through gradients to the
 //!   full-precision ones, for any [`WeightQuantizer`];
 //! - [`Trainer`]: seeded epochs with an optimizer and a schedule, per-epoch
-//!   evaluation through a `hasten_fastconv` plan, early stopping.
+//!   evaluation through a `hasten_fastconv` plan, early stopping;
+//! - [`Checkpoint`]: a run's parameters, optimizer state and progress as
+//!   safetensors, resumed bit-identically.
 //!
 //! ```
 //! use hasten_train::optim::{Optimizer, Sgd};
@@ -40,6 +42,7 @@
 //! # Ok::<(), hasten_train::TrainError>(())
 //! ```
 
+pub mod checkpoint;
 pub mod data;
 mod error;
 pub mod fake_quant;
@@ -50,6 +53,7 @@ pub mod schedule;
 pub mod tape;
 pub mod trainer;
 
+pub use checkpoint::Checkpoint;
 pub use error::{Result, TrainError};
 pub use fake_quant::{FakeQuant, WeightQuantizer};
 pub use params::{Grads, ParamStore};

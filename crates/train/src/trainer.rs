@@ -14,6 +14,7 @@
 //! every evaluation use their quantized values, and the gradients pass
 //! straight through (see [`FakeQuant`]).
 
+use std::path::Path;
 use std::time::Instant;
 
 use hasten_core::grad::loss::softmax_cross_entropy;
@@ -22,6 +23,7 @@ use hasten_core::{Graph, SeededRng};
 use hasten_fastconv::{Plan, PlanOptions};
 use ndarray::{s, Array4};
 
+use crate::checkpoint::Checkpoint;
 use crate::data::{Augment, Dataset, Loader};
 use crate::error::{Result, TrainError};
 use crate::fake_quant::FakeQuant;
@@ -103,6 +105,7 @@ pub struct Trainer<O, S> {
     schedule: S,
     config: TrainConfig,
     step: usize,
+    epoch: usize,
     fake_quant: Option<FakeQuant>,
 }
 
@@ -174,6 +177,7 @@ impl<O: Optimizer, S: Schedule> Trainer<O, S> {
             schedule,
             config,
             step: 0,
+            epoch: 0,
             fake_quant: None,
         })
     }
@@ -207,6 +211,82 @@ impl<O: Optimizer, S: Schedule> Trainer<O, S> {
     /// The number of optimizer steps taken.
     pub fn steps(&self) -> usize {
         self.step
+    }
+
+    /// The number of epochs completed; [`Trainer::fit`] goes on from there.
+    pub fn epochs_done(&self) -> usize {
+        self.epoch
+    }
+
+    /// A checkpoint of the run: parameters, buffers, optimizer state,
+    /// epochs and steps.
+    pub fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            store: self.store.clone(),
+            optimizer: self.optimizer.state(),
+            epoch: self.epoch,
+            step: self.step,
+        }
+    }
+
+    /// Writes [`Trainer::checkpoint`] to `path` as safetensors.
+    pub fn save_checkpoint(&self, path: &Path) -> Result<()> {
+        self.checkpoint().save(path)
+    }
+
+    /// Continues the run of `checkpoint`: a trainer built like the one that
+    /// wrote it (same graph, optimizer kind, schedule and settings) then
+    /// trains the remaining epochs exactly as the uninterrupted run would
+    /// have. Errors (nothing changed then): a value the graph does not
+    /// have, a missing one, another shape or kind (parameter or buffer), an
+    /// optimizer state of another optimizer, more epochs than configured.
+    pub fn restore(&mut self, checkpoint: Checkpoint) -> Result<()> {
+        if checkpoint.epoch > self.config.epochs {
+            return Err(TrainError::invalid(
+                "checkpoint epoch",
+                checkpoint.epoch,
+                "at most the configured epochs",
+            ));
+        }
+        for (name, v, trainable) in self.store.iter() {
+            match checkpoint.store.get(name) {
+                None => return Err(TrainError::param(name, "missing from the checkpoint")),
+                Some(c) if c.shape() != v.shape() => {
+                    return Err(TrainError::param(
+                        name,
+                        format!("checkpoint shape {:?}, graph {:?}", c.shape(), v.shape()),
+                    ))
+                }
+                Some(_) if checkpoint.store.is_trainable(name) != trainable => {
+                    return Err(TrainError::param(
+                        name,
+                        "a parameter in one, a buffer in the other",
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        if checkpoint.store.len() != self.store.len() {
+            let extra = checkpoint
+                .store
+                .iter()
+                .find(|(n, _, _)| self.store.get(n).is_none())
+                .map_or(String::new(), |(n, _, _)| n.to_string());
+            return Err(TrainError::param(&extra, "not a value of the graph"));
+        }
+        if let Some(fq) = &self.fake_quant {
+            fq.check(&checkpoint.store)?;
+        }
+        self.optimizer.load_state(&checkpoint.optimizer)?;
+        self.store = checkpoint.store;
+        self.epoch = checkpoint.epoch;
+        self.step = checkpoint.step;
+        Ok(())
+    }
+
+    /// [`Trainer::restore`] from a checkpoint file.
+    pub fn resume(&mut self, path: &Path) -> Result<()> {
+        self.restore(Checkpoint::load(path)?)
     }
 
     /// A copy of the graph holding the current parameters (in a
@@ -293,10 +373,11 @@ impl<O: Optimizer, S: Schedule> Trainer<O, S> {
         evaluate(&self.forward_graph()?, data, self.config.eval_batch_size)
     }
 
-    /// Trains for the configured epochs on `train`, evaluating on `test`
-    /// after each and calling `on_epoch` with its statistics; stops early on
-    /// the patience (restoring the parameters of the best epoch). Returns
-    /// the history.
+    /// Trains the configured epochs not done yet ([`Trainer::epochs_done`]
+    /// onwards) on `train`, evaluating on `test` after each and calling
+    /// `on_epoch` with its statistics; stops early on the patience
+    /// (restoring the parameters of the best epoch of this call). Returns
+    /// the history of this call.
     pub fn fit<D: Dataset + ?Sized, T: Dataset + ?Sized>(
         &mut self,
         train: &D,
@@ -312,9 +393,10 @@ impl<O: Optimizer, S: Schedule> Trainer<O, S> {
         }
         let mut history = Vec::with_capacity(self.config.epochs);
         let mut best: Option<(f64, usize, ParamStore)> = None;
-        for epoch in 0..self.config.epochs {
+        for epoch in self.epoch..self.config.epochs {
             let start = Instant::now();
             let (loss, train_accuracy, seen, lr) = self.train_epoch(train, epoch)?;
+            self.epoch = epoch + 1;
             let seconds = start.elapsed().as_secs_f64();
             let eval_start = Instant::now();
             let test_accuracy = self.evaluate(test)?;
@@ -530,6 +612,62 @@ mod tests {
                 })
         };
         assert_eq!(run(1), run(2));
+    }
+
+    #[test]
+    fn a_resumed_run_is_bit_identical_to_an_uninterrupted_one() {
+        let (train, test) = (separable(100, 11), separable(30, 12));
+        let trainer = |epochs: usize| {
+            Trainer::new(
+                mlp(),
+                Adam::new(),
+                Constant::new(0.01).unwrap(),
+                config(epochs),
+            )
+            .unwrap()
+        };
+        let mut whole = trainer(3);
+        let h = whole.fit(&train, &test, |_| {}).unwrap();
+        let mut first = trainer(1);
+        first.fit(&train, &test, |_| {}).unwrap();
+        let path = std::env::temp_dir().join(format!(
+            "hasten-train-checkpoint-{}.safetensors",
+            std::process::id()
+        ));
+        first.save_checkpoint(&path).unwrap();
+        let mut rest = trainer(3);
+        rest.resume(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!((rest.epochs_done(), rest.steps()), (1, first.steps()));
+        let h2 = rest.fit(&train, &test, |_| {}).unwrap();
+        assert_eq!(h2.len(), 2);
+        assert_eq!(rest.params(), whole.params());
+        assert_eq!(rest.steps(), whole.steps());
+        assert_eq!(h2[1].loss, h[2].loss);
+        // Without the optimizer state the run differs (the test can fail).
+        let mut cold = trainer(3);
+        let mut c = first.checkpoint();
+        c.optimizer = Adam::new().state();
+        cold.restore(c).unwrap();
+        cold.fit(&train, &test, |_| {}).unwrap();
+        assert_ne!(cold.params(), whole.params());
+        // Checkpoints that do not fit are errors and change nothing.
+        let mut t = trainer(3);
+        let mut c = first.checkpoint();
+        c.epoch = 4;
+        assert!(t.restore(c).is_err());
+        let mut c = first.checkpoint();
+        c.optimizer = Sgd::new(0.9).unwrap().state();
+        c.optimizer
+            .insert("w.momentum_buffer".into(), ndarray::ArrayD::zeros(vec![1]));
+        assert!(t.restore(c).is_err());
+        let mut c = first.checkpoint();
+        c.store
+            .insert("extra", ndarray::ArrayD::zeros(vec![1]), true)
+            .unwrap();
+        assert!(t.restore(c).is_err());
+        assert_eq!(t.epochs_done(), 0);
+        assert_eq!(t.params(), trainer(3).params());
     }
 
     #[test]
