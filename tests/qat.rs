@@ -391,3 +391,30 @@ fn later_rules_win_and_bad_setups_are_errors() {
     .unwrap();
     assert!(t.with_fake_quant(fq).is_err());
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+    #[test]
+    fn quantizers_never_panic(
+        dims in proptest::collection::vec(0usize..4, 1..6),
+        values in proptest::collection::vec(proptest::num::f32::ANY, 0..200),
+        bits in 0u32..20,
+        clip in proptest::num::f32::ANY,
+    ) {
+        let n: usize = dims.iter().product();
+        let data: Vec<f32> = (0..n).map(|i| values.get(i).copied().unwrap_or(0.5)).collect();
+        let w = ArrayD::from_shape_vec(dims.clone(), data).unwrap();
+        for q in [
+            QatQuantizer::Binary { clip: Some(clip) },
+            QatQuantizer::Ternary,
+            QatQuantizer::FixedPoint { bits },
+        ] {
+            if let Ok(out) = q.quantize(&w) {
+                proptest::prop_assert_eq!(out.shape(), w.shape());
+                proptest::prop_assert!(out.iter().all(|v| v.is_finite()));
+            }
+            let mut fq = FakeQuant::new();
+            let _ = fq.insert("w", Arc::new(q));
+        }
+    }
+}
