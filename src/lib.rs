@@ -6,10 +6,13 @@
 //! [`core`], [`tensor_decomp`], [`quant`], [`prune`], [`distill`], [`fastconv`],
 //! [`models`], [`train`], [`onnx`];
 //! [`bench`](mod@bench) holds the latency measurement the examples share;
-//! [`pipeline`] compresses a whole network by a recipe.
+//! [`pipeline`] compresses a whole network by a recipe; [`qat`] composes
+//! training and quantization into quantization-aware training that freezes
+//! into packed ops.
 
 pub mod bench;
 pub mod pipeline;
+pub mod qat;
 
 pub use hasten_core as core;
 pub use hasten_distill as distill;

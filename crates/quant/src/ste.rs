@@ -9,47 +9,17 @@
 //! 3. applies the gradient to `W` through the straight-through estimator
 //!    `∂L/∂W ≈ ∂L/∂Ŵ · 1_{|W| ≤ clip}`, then clips `W` (BinaryConnect clips
 //!    to `[−1, 1]`).
+//!
+//! The estimator itself ([`straight_through`], [`clip_weights`]) lives in
+//! `hasten_core::grad::ste`, shared with the training crate's
+//! quantization-aware training, and is re-exported here.
 
-use hasten_core::error::ensure_finite;
+pub use hasten_core::grad::ste::{clip_weights, straight_through};
 use hasten_core::{Error, Result};
 
 /// The hard sigmoid of eq. (7), `clip((x + 1) / 2, 0, 1)`.
 pub fn hard_sigmoid(x: f32) -> f32 {
     ((x + 1.0) / 2.0).clamp(0.0, 1.0)
-}
-
-/// Clips every weight into `[−limit, limit]` (BinaryConnect uses `limit = 1`).
-pub fn clip_weights(weights: &mut [f32], limit: f32) -> Result<()> {
-    if !(limit.is_finite() && limit > 0.0) {
-        return Err(Error::param("clip limit", limit, "finite and > 0"));
-    }
-    ensure_finite("weights to clip", weights.iter())?;
-    for w in weights {
-        *w = w.clamp(-limit, limit);
-    }
-    Ok(())
-}
-
-/// Straight-through gradient: `∂L/∂W = ∂L/∂Ŵ` where `|W| ≤ limit`, 0 elsewhere
-/// (the saturating STE of Hubara et al. \[56\]); `limit = ∞` passes everything.
-pub fn straight_through(weights: &[f32], grad_quantized: &[f32], limit: f32) -> Result<Vec<f32>> {
-    if weights.len() != grad_quantized.len() {
-        return Err(Error::shape(
-            "straight-through gradient length",
-            weights.len(),
-            grad_quantized.len(),
-        ));
-    }
-    if limit.is_nan() || limit <= 0.0 {
-        return Err(Error::param("straight-through limit", limit, "> 0"));
-    }
-    ensure_finite("weights", weights.iter())?;
-    ensure_finite("gradient", grad_quantized.iter())?;
-    Ok(weights
-        .iter()
-        .zip(grad_quantized)
-        .map(|(&w, &g)| if w.abs() <= limit { g } else { 0.0 })
-        .collect())
 }
 
 /// One step of the eq. (5) loop on full-precision `weights`:
@@ -94,13 +64,6 @@ mod tests {
         assert_eq!(hard_sigmoid(0.0), 0.5);
         assert_eq!(hard_sigmoid(0.5), 0.75);
         assert_eq!(hard_sigmoid(2.0), 1.0);
-    }
-
-    #[test]
-    fn ste_masks_saturated_weights() {
-        let g = straight_through(&[0.5, -1.5, 1.0], &[1.0, 2.0, 3.0], 1.0).unwrap();
-        assert_eq!(g, vec![1.0, 0.0, 3.0]);
-        assert!(straight_through(&[0.5], &[1.0, 2.0], 1.0).is_err());
     }
 
     #[test]

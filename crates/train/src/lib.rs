@@ -18,8 +18,13 @@
 //! - [`TrainTape`]: the f32 training forward and backward of a whole graph
 //!   (the fast kernels where the cost lies, checked against the f64
 //!   reference of `hasten_core::grad`, which it falls back to for rare ops);
+//! - [`FakeQuant`]: quantization-aware training (survey eq. (5)) — the
+//!   forward with quantized weights, straight-through gradients to the
+//!   full-precision ones, for any [`WeightQuantizer`];
 //! - [`Trainer`]: seeded epochs with an optimizer and a schedule, per-epoch
-//!   evaluation through a `hasten_fastconv` plan, early stopping.
+//!   evaluation through a `hasten_fastconv` plan, early stopping;
+//! - [`Checkpoint`]: a run's parameters, optimizer state and progress as
+//!   safetensors, resumed bit-identically.
 //!
 //! ```
 //! use hasten_train::optim::{Optimizer, Sgd};
@@ -37,8 +42,10 @@
 //! # Ok::<(), hasten_train::TrainError>(())
 //! ```
 
+pub mod checkpoint;
 pub mod data;
 mod error;
+pub mod fake_quant;
 pub mod kernels;
 pub mod optim;
 mod params;
@@ -46,7 +53,9 @@ pub mod schedule;
 pub mod tape;
 pub mod trainer;
 
+pub use checkpoint::Checkpoint;
 pub use error::{Result, TrainError};
+pub use fake_quant::{FakeQuant, WeightQuantizer};
 pub use params::{Grads, ParamStore};
 pub use tape::{TapeGrads, TrainTape};
 pub use trainer::{evaluate, EpochStats, TrainConfig, Trainer};

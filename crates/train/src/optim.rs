@@ -15,6 +15,20 @@ use crate::params::{Grads, ParamStore};
 pub trait Optimizer {
     /// Applies one step with learning rate `lr` (from a [`crate::schedule`]).
     fn step(&mut self, params: &mut ParamStore, grads: &Grads, lr: f32) -> Result<()>;
+
+    /// The state the next steps depend on (momentum buffers, moments, step
+    /// count) as named f32 tensors, for checkpoints.
+    fn state(&self) -> Grads;
+
+    /// Replaces the state by one [`Optimizer::state`] returned; an entry
+    /// this optimizer does not keep is an error, and nothing is changed
+    /// then.
+    fn load_state(&mut self, state: &Grads) -> Result<()>;
+}
+
+/// The parameter name of a state entry `NAME.suffix`.
+fn state_param<'a>(key: &'a str, suffix: &str) -> Option<&'a str> {
+    key.strip_suffix(suffix)?.strip_suffix('.')
 }
 
 fn check(params: &ParamStore, grads: &Grads, lr: f32) -> Result<()> {
@@ -135,6 +149,25 @@ impl Optimizer for Sgd {
         }
         Ok(())
     }
+
+    /// `NAME.momentum_buffer` per parameter with a buffer.
+    fn state(&self) -> Grads {
+        self.buffers
+            .iter()
+            .map(|(k, b)| (format!("{k}.momentum_buffer"), b.clone()))
+            .collect()
+    }
+
+    fn load_state(&mut self, state: &Grads) -> Result<()> {
+        let mut buffers = BTreeMap::new();
+        for (key, v) in state {
+            let name = state_param(key, "momentum_buffer")
+                .ok_or_else(|| TrainError::param(key, "not an SGD state entry"))?;
+            buffers.insert(name.to_string(), v.clone());
+        }
+        self.buffers = buffers;
+        Ok(())
+    }
 }
 
 /// Adam (Kingma & Ba) with PyTorch's update: `m ← β₁m + (1−β₁)g`,
@@ -241,6 +274,56 @@ impl Optimizer for Adam {
         }
         Ok(())
     }
+
+    /// `step` (a scalar) and `NAME.exp_avg`, `NAME.exp_avg_sq` per
+    /// parameter (PyTorch's names).
+    fn state(&self) -> Grads {
+        let mut state = Grads::new();
+        state.insert("step".into(), ndarray::arr0(self.t as f32).into_dyn());
+        for (k, (m, v)) in &self.moments {
+            state.insert(format!("{k}.exp_avg"), m.clone());
+            state.insert(format!("{k}.exp_avg_sq"), v.clone());
+        }
+        state
+    }
+
+    fn load_state(&mut self, state: &Grads) -> Result<()> {
+        let t = match state.get("step") {
+            Some(s) if s.len() == 1 => {
+                let t = s.iter().next().copied().unwrap_or(-1.0);
+                if !(t >= 0.0 && t.fract() == 0.0 && t <= 16_777_216.0) {
+                    return Err(TrainError::param(
+                        "step",
+                        format!("{t} is not a step count"),
+                    ));
+                }
+                t as i32
+            }
+            _ => return Err(TrainError::param("step", "missing or not a scalar")),
+        };
+        let mut moments = BTreeMap::new();
+        for (key, m) in state {
+            if key == "step" || state_param(key, "exp_avg_sq").is_some() {
+                continue;
+            }
+            let name = state_param(key, "exp_avg")
+                .ok_or_else(|| TrainError::param(key, "not an Adam state entry"))?;
+            let v = state
+                .get(&format!("{name}.exp_avg_sq"))
+                .filter(|v| v.shape() == m.shape())
+                .ok_or_else(|| TrainError::param(key, "without an `exp_avg_sq` of its shape"))?;
+            moments.insert(name.to_string(), (m.clone(), v.clone()));
+        }
+        if moments.len() * 2 + 1 != state.len() {
+            return Err(TrainError::param(
+                "exp_avg_sq",
+                "an entry without its `exp_avg`",
+            ));
+        }
+        self.t = t;
+        self.moments = moments;
+        Ok(())
+    }
 }
 
 /// Scales all gradients together so that their global L2 norm is at most
@@ -321,6 +404,46 @@ mod tests {
         assert!((w(&s)[0] - 1.4).abs() < 1e-6);
         // Buffers are untouched.
         assert_eq!(s.get("bn.running_mean").unwrap()[[0]], 5.0);
+    }
+
+    #[test]
+    fn restored_state_continues_the_steps_exactly() {
+        // Two steps in one optimizer equal one step, a state round trip
+        // into a fresh optimizer, and a second step.
+        fn check<O: Optimizer>(make: impl Fn() -> O) {
+            let (g1, g2) = (grads(&[1.0, -2.0]), grads(&[0.5, 3.0]));
+            let mut a = make();
+            let mut sa = store(&[1.0, 2.0]);
+            a.step(&mut sa, &g1, 0.1).unwrap();
+            a.step(&mut sa, &g2, 0.1).unwrap();
+            let mut b = make();
+            let mut sb = store(&[1.0, 2.0]);
+            b.step(&mut sb, &g1, 0.1).unwrap();
+            let mut c = make();
+            c.load_state(&b.state()).unwrap();
+            c.step(&mut sb, &g2, 0.1).unwrap();
+            assert_eq!(w(&sa), w(&sb));
+            // A fresh optimizer's second step differs (the state matters).
+            let mut sc = store(&[1.0, 2.0]);
+            make().step(&mut sc, &g1, 0.1).unwrap();
+            make().step(&mut sc, &g2, 0.1).unwrap();
+            assert_ne!(w(&sa), w(&sc));
+        }
+        check(|| Sgd::new(0.9).unwrap());
+        check(Adam::new);
+        assert_eq!(Adam::new().state().keys().collect::<Vec<_>>(), ["step"]);
+        // Foreign or incomplete states are errors.
+        let mut adam = Adam::new();
+        let mut s = store(&[1.0]);
+        adam.step(&mut s, &grads(&[1.0]), 0.1).unwrap();
+        let mut state = adam.state();
+        state.remove("w.exp_avg_sq");
+        assert!(Adam::new().load_state(&state).is_err());
+        let mut state = adam.state();
+        state.insert("step".into(), ndarray::arr0(1.5f32).into_dyn());
+        assert!(Adam::new().load_state(&state).is_err());
+        assert!(Sgd::new(0.9).unwrap().load_state(&adam.state()).is_err());
+        assert!(Adam::new().load_state(&Grads::new()).is_err());
     }
 
     #[test]

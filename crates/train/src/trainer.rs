@@ -8,7 +8,13 @@
 //! batch-norm running statistics. Evaluation writes the parameters back into
 //! the graph and runs it through a `hasten_fastconv` [`Plan`] in inference
 //! mode. For a seed and thread count, a run is bit-identical.
+//!
+//! With [`Trainer::with_fake_quant`] the run is quantization-aware (survey
+//! eq. (5)): the store holds full-precision weights, each step's forward and
+//! every evaluation use their quantized values, and the gradients pass
+//! straight through (see [`FakeQuant`]).
 
+use std::path::Path;
 use std::time::Instant;
 
 use hasten_core::grad::loss::softmax_cross_entropy;
@@ -17,8 +23,10 @@ use hasten_core::{Graph, SeededRng};
 use hasten_fastconv::{Plan, PlanOptions};
 use ndarray::{s, Array4};
 
+use crate::checkpoint::Checkpoint;
 use crate::data::{Augment, Dataset, Loader};
 use crate::error::{Result, TrainError};
+use crate::fake_quant::FakeQuant;
 use crate::optim::{clip_grad_norm, Optimizer};
 use crate::params::ParamStore;
 use crate::schedule::Schedule;
@@ -97,6 +105,8 @@ pub struct Trainer<O, S> {
     schedule: S,
     config: TrainConfig,
     step: usize,
+    epoch: usize,
+    fake_quant: Option<FakeQuant>,
 }
 
 fn argmax_hits(logits: &Array4<f32>, labels: &[usize]) -> usize {
@@ -167,7 +177,25 @@ impl<O: Optimizer, S: Schedule> Trainer<O, S> {
             schedule,
             config,
             step: 0,
+            epoch: 0,
+            fake_quant: None,
         })
+    }
+
+    /// Makes the training quantization-aware: the weights `fake_quant`
+    /// selects are quantized in every forward (training and evaluation),
+    /// their gradients pass straight through and they are clipped after
+    /// each step. Errors: a selected name that is not a trainable parameter
+    /// of the graph.
+    pub fn with_fake_quant(mut self, fake_quant: FakeQuant) -> Result<Self> {
+        fake_quant.check(&self.store)?;
+        self.fake_quant = Some(fake_quant);
+        Ok(self)
+    }
+
+    /// The fake quantization of a quantization-aware run.
+    pub fn fake_quant(&self) -> Option<&FakeQuant> {
+        self.fake_quant.as_ref()
     }
 
     /// The current parameters and buffers.
@@ -185,9 +213,96 @@ impl<O: Optimizer, S: Schedule> Trainer<O, S> {
         self.step
     }
 
-    /// A copy of the graph holding the current parameters.
+    /// The number of epochs completed; [`Trainer::fit`] goes on from there.
+    pub fn epochs_done(&self) -> usize {
+        self.epoch
+    }
+
+    /// A checkpoint of the run: parameters, buffers, optimizer state,
+    /// epochs and steps.
+    pub fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            store: self.store.clone(),
+            optimizer: self.optimizer.state(),
+            epoch: self.epoch,
+            step: self.step,
+        }
+    }
+
+    /// Writes [`Trainer::checkpoint`] to `path` as safetensors.
+    pub fn save_checkpoint(&self, path: &Path) -> Result<()> {
+        self.checkpoint().save(path)
+    }
+
+    /// Continues the run of `checkpoint`: a trainer built like the one that
+    /// wrote it (same graph, optimizer kind, schedule and settings) then
+    /// trains the remaining epochs exactly as the uninterrupted run would
+    /// have. Errors (nothing changed then): a value the graph does not
+    /// have, a missing one, another shape or kind (parameter or buffer), an
+    /// optimizer state of another optimizer, more epochs than configured.
+    pub fn restore(&mut self, checkpoint: Checkpoint) -> Result<()> {
+        if checkpoint.epoch > self.config.epochs {
+            return Err(TrainError::invalid(
+                "checkpoint epoch",
+                checkpoint.epoch,
+                "at most the configured epochs",
+            ));
+        }
+        for (name, v, trainable) in self.store.iter() {
+            match checkpoint.store.get(name) {
+                None => return Err(TrainError::param(name, "missing from the checkpoint")),
+                Some(c) if c.shape() != v.shape() => {
+                    return Err(TrainError::param(
+                        name,
+                        format!("checkpoint shape {:?}, graph {:?}", c.shape(), v.shape()),
+                    ))
+                }
+                Some(_) if checkpoint.store.is_trainable(name) != trainable => {
+                    return Err(TrainError::param(
+                        name,
+                        "a parameter in one, a buffer in the other",
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        if checkpoint.store.len() != self.store.len() {
+            let extra = checkpoint
+                .store
+                .iter()
+                .find(|(n, _, _)| self.store.get(n).is_none())
+                .map_or(String::new(), |(n, _, _)| n.to_string());
+            return Err(TrainError::param(&extra, "not a value of the graph"));
+        }
+        if let Some(fq) = &self.fake_quant {
+            fq.check(&checkpoint.store)?;
+        }
+        self.optimizer.load_state(&checkpoint.optimizer)?;
+        self.store = checkpoint.store;
+        self.epoch = checkpoint.epoch;
+        self.step = checkpoint.step;
+        Ok(())
+    }
+
+    /// [`Trainer::restore`] from a checkpoint file.
+    pub fn resume(&mut self, path: &Path) -> Result<()> {
+        self.restore(Checkpoint::load(path)?)
+    }
+
+    /// A copy of the graph holding the current parameters (in a
+    /// quantization-aware run, the full-precision weights).
     pub fn graph(&self) -> Result<Graph> {
         self.store.apply_to(&self.graph)
+    }
+
+    /// A copy of the graph holding the weights the forward uses: the
+    /// quantized ones in a quantization-aware run, the same as
+    /// [`Trainer::graph`] otherwise.
+    pub fn forward_graph(&self) -> Result<Graph> {
+        match &self.fake_quant {
+            Some(fq) => fq.quantized_graph(&self.graph, &self.store),
+            None => self.graph(),
+        }
     }
 
     /// One epoch (number `epoch`) over `data`; returns the mean loss, the
@@ -208,17 +323,31 @@ impl<O: Optimizer, S: Schedule> Trainer<O, S> {
                     .next_u64(),
                 momentum: self.config.bn_momentum,
             };
-            let tape =
-                TrainTape::forward(&self.graph, &self.store, std::slice::from_ref(&x), mode)?;
+            let quantized = match &self.fake_quant {
+                Some(fq) => Some(fq.forward_store(&self.store)?),
+                None => None,
+            };
+            let tape = TrainTape::forward(
+                &self.graph,
+                quantized.as_ref().unwrap_or(&self.store),
+                std::slice::from_ref(&x),
+                mode,
+            )?;
             let logits = tape.outputs()[0];
             let loss = softmax_cross_entropy(logits.view(), &labels, self.config.label_smoothing)?;
             hits += argmax_hits(logits, &labels);
             let mut grads = tape.backward(&[loss.grad])?.params;
+            if let Some(fq) = &self.fake_quant {
+                fq.straight_through(&self.store, &mut grads)?;
+            }
             if let Some(c) = self.config.clip_norm {
                 clip_grad_norm(&mut grads, c)?;
             }
             lr = self.schedule.lr(self.step);
             self.optimizer.step(&mut self.store, &grads, lr)?;
+            if let Some(fq) = &self.fake_quant {
+                fq.clip_shadow(&mut self.store)?;
+            }
             for (name, v) in tape.buffers() {
                 match self.store.get_mut(name) {
                     Some(slot) => *slot = v.clone(),
@@ -237,16 +366,18 @@ impl<O: Optimizer, S: Schedule> Trainer<O, S> {
         ))
     }
 
-    /// Top-1 accuracy on `data` with the current parameters, the graph run
-    /// by a fast plan in inference mode.
+    /// Top-1 accuracy on `data` with the current parameters (quantized in a
+    /// quantization-aware run), the graph run by a fast plan in inference
+    /// mode.
     pub fn evaluate<D: Dataset + ?Sized>(&self, data: &D) -> Result<f64> {
-        evaluate(&self.graph()?, data, self.config.eval_batch_size)
+        evaluate(&self.forward_graph()?, data, self.config.eval_batch_size)
     }
 
-    /// Trains for the configured epochs on `train`, evaluating on `test`
-    /// after each and calling `on_epoch` with its statistics; stops early on
-    /// the patience (restoring the parameters of the best epoch). Returns
-    /// the history.
+    /// Trains the configured epochs not done yet ([`Trainer::epochs_done`]
+    /// onwards) on `train`, evaluating on `test` after each and calling
+    /// `on_epoch` with its statistics; stops early on the patience
+    /// (restoring the parameters of the best epoch of this call). Returns
+    /// the history of this call.
     pub fn fit<D: Dataset + ?Sized, T: Dataset + ?Sized>(
         &mut self,
         train: &D,
@@ -262,9 +393,10 @@ impl<O: Optimizer, S: Schedule> Trainer<O, S> {
         }
         let mut history = Vec::with_capacity(self.config.epochs);
         let mut best: Option<(f64, usize, ParamStore)> = None;
-        for epoch in 0..self.config.epochs {
+        for epoch in self.epoch..self.config.epochs {
             let start = Instant::now();
             let (loss, train_accuracy, seen, lr) = self.train_epoch(train, epoch)?;
+            self.epoch = epoch + 1;
             let seconds = start.elapsed().as_secs_f64();
             let eval_start = Instant::now();
             let test_accuracy = self.evaluate(test)?;
@@ -480,6 +612,62 @@ mod tests {
                 })
         };
         assert_eq!(run(1), run(2));
+    }
+
+    #[test]
+    fn a_resumed_run_is_bit_identical_to_an_uninterrupted_one() {
+        let (train, test) = (separable(100, 11), separable(30, 12));
+        let trainer = |epochs: usize| {
+            Trainer::new(
+                mlp(),
+                Adam::new(),
+                Constant::new(0.01).unwrap(),
+                config(epochs),
+            )
+            .unwrap()
+        };
+        let mut whole = trainer(3);
+        let h = whole.fit(&train, &test, |_| {}).unwrap();
+        let mut first = trainer(1);
+        first.fit(&train, &test, |_| {}).unwrap();
+        let path = std::env::temp_dir().join(format!(
+            "hasten-train-checkpoint-{}.safetensors",
+            std::process::id()
+        ));
+        first.save_checkpoint(&path).unwrap();
+        let mut rest = trainer(3);
+        rest.resume(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!((rest.epochs_done(), rest.steps()), (1, first.steps()));
+        let h2 = rest.fit(&train, &test, |_| {}).unwrap();
+        assert_eq!(h2.len(), 2);
+        assert_eq!(rest.params(), whole.params());
+        assert_eq!(rest.steps(), whole.steps());
+        assert_eq!(h2[1].loss, h[2].loss);
+        // Without the optimizer state the run differs (the test can fail).
+        let mut cold = trainer(3);
+        let mut c = first.checkpoint();
+        c.optimizer = Adam::new().state();
+        cold.restore(c).unwrap();
+        cold.fit(&train, &test, |_| {}).unwrap();
+        assert_ne!(cold.params(), whole.params());
+        // Checkpoints that do not fit are errors and change nothing.
+        let mut t = trainer(3);
+        let mut c = first.checkpoint();
+        c.epoch = 4;
+        assert!(t.restore(c).is_err());
+        let mut c = first.checkpoint();
+        c.optimizer = Sgd::new(0.9).unwrap().state();
+        c.optimizer
+            .insert("w.momentum_buffer".into(), ndarray::ArrayD::zeros(vec![1]));
+        assert!(t.restore(c).is_err());
+        let mut c = first.checkpoint();
+        c.store
+            .insert("extra", ndarray::ArrayD::zeros(vec![1]), true)
+            .unwrap();
+        assert!(t.restore(c).is_err());
+        assert_eq!(t.epochs_done(), 0);
+        assert_eq!(t.params(), trainer(3).params());
     }
 
     #[test]

@@ -16,6 +16,8 @@
 //! - [`merge`]: `Add`, `Concat`, `Mul` (a broadcast gate gets the summed
 //!   gradient).
 //! - [`loss`]: softmax cross-entropy with label smoothing, MSE.
+//! - [`ste`]: the straight-through estimator of quantization-aware
+//!   training (eq. (5)): gradient masking to the clip region, weight clipping.
 //! - [`Tape`]: the graph's forward in f64 recording every value, and its
 //!   reverse sweep over the topological order, accumulating the gradient of a
 //!   value read by several nodes and returning parameter gradients by
@@ -33,6 +35,7 @@ mod linear;
 pub mod loss;
 pub mod merge;
 mod pool;
+pub mod ste;
 mod tape;
 
 pub use activation::{activation_derivative, activation_value};

@@ -1,0 +1,215 @@
+//! Quantization-aware training (QAT): fine-tune a network with quantized
+//! weights in the forward and full-precision "shadow" weights in the
+//! optimizer, then freeze it into the real packed ops — the loop of survey
+//! eq. (5) (Anwar et al. \[53\]; BinaryConnect \[54\], eq. (6)–(7); XNOR-Net
+//! \[59\], eq. (8); ternary weights \[55\]; fixed point \[49\]).
+//!
+//! [`QuantAwareTraining`] composes `hasten-train`'s
+//! [`FakeQuant`] (the forward with `Ŵ = q(W)`, the straight-through
+//! gradient and the weight clipping, run by the [`Trainer`](crate::train::Trainer))
+//! with `hasten-quant`'s transforms: the fake quantizer `q` of a
+//! [`QatQuantizer`] *is* its transform (quantize, then dequantize the packed
+//! op), so [`QuantAwareTraining::freeze`] produces ops whose weights are
+//! exactly the `Ŵ` the training used.
+//!
+//! ```
+//! use hasten::core::NodeFilter;
+//! use hasten::models::{lenet5, ModelConfig};
+//! use hasten::qat::{QatQuantizer, QuantAwareTraining};
+//!
+//! let graph = lenet5(&ModelConfig::mnist())?;
+//! // Binary weights everywhere but the last layer, which gets int8.
+//! let qat = QuantAwareTraining::new()
+//!     .quantize(NodeFilter::all().except_last(1), QatQuantizer::binary())
+//!     .quantize(NodeFilter::kind("linear").except_first(2), QatQuantizer::int8());
+//! let fake = qat.fake_quant(&graph)?; // for Trainer::with_fake_quant
+//! assert_eq!(fake.len(), 5);
+//! // … train, then freeze the trainer's graph:
+//! let (frozen, _reports) = qat.freeze(&graph)?;
+//! assert_eq!(frozen.node("conv1").unwrap().kind(), "block");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::sync::Arc;
+
+use hasten_core::graph::{GraphReport, NodeFilter};
+use hasten_core::ndarray::{Array2, ArrayD};
+use hasten_core::{Error, Graph, Result, Transform, WeightLayout};
+use hasten_quant::{
+    Binarize, FixedPoint, Granularity, LayerWeights, Mode as FixedPointMode, Ternarize,
+};
+use hasten_train::{FakeQuant, WeightQuantizer};
+
+/// A weight quantizer for quantization-aware training, each one of
+/// `hasten-quant`'s transforms.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum QatQuantizer {
+    /// Binary weights with a per-filter scale, `α_t · sign(W_t)` with
+    /// `α_t = mean |W_t|` (XNOR-Net's eq. (8), [`Binarize::binary_weights`]);
+    /// the straight-through gradient passes where `|W| ≤ clip` and the
+    /// shadow weights are clipped to it (BinaryConnect: 1).
+    Binary {
+        /// The clip region of the straight-through estimator, if any.
+        clip: Option<f32>,
+    },
+    /// Ternary weight networks, per filter ([`Ternarize::twn`]); plain
+    /// straight-through gradient.
+    Ternary,
+    /// Symmetric fixed point with `bits` bits and one scale per output
+    /// channel ([`FixedPoint`]); 8 bits are int8 weights (`|q| ≤ 127`,
+    /// scale `max |W_t| / 127`). Plain straight-through gradient (the range
+    /// follows the weights, so nothing saturates).
+    FixedPoint {
+        /// Bits per weight, `2..=16`.
+        bits: u32,
+    },
+}
+
+impl QatQuantizer {
+    /// BinaryConnect-style binary weights: [`QatQuantizer::Binary`] with
+    /// the clip region `|W| ≤ 1`.
+    pub fn binary() -> Self {
+        QatQuantizer::Binary { clip: Some(1.0) }
+    }
+
+    /// Int8 weights, symmetric per channel: `FixedPoint { bits: 8 }`.
+    pub fn int8() -> Self {
+        QatQuantizer::FixedPoint { bits: 8 }
+    }
+
+    /// The `hasten-quant` transform that freezes a layer.
+    pub fn transform(&self) -> Result<Box<dyn Transform>> {
+        Ok(match *self {
+            QatQuantizer::Binary { .. } => Box::new(Binarize::binary_weights()),
+            QatQuantizer::Ternary => Box::new(Ternarize::twn(Granularity::PerChannel)),
+            QatQuantizer::FixedPoint { bits } => Box::new(FixedPoint::new(
+                bits,
+                FixedPointMode::Symmetric,
+                Granularity::PerChannel,
+            )?),
+        })
+    }
+
+    /// `Ŵ`: the weights of the transform's packed op for `weights`.
+    fn dequantized(&self, weights: &LayerWeights) -> Result<Array2<f32>> {
+        Ok(match *self {
+            QatQuantizer::Binary { .. } => {
+                Binarize::binary_weights().quantize(weights)?.dequantized()
+            }
+            QatQuantizer::Ternary => Ternarize::twn(Granularity::PerChannel)
+                .quantize(weights)?
+                .dequantized(),
+            QatQuantizer::FixedPoint { bits } => {
+                FixedPoint::new(bits, FixedPointMode::Symmetric, Granularity::PerChannel)?
+                    .quantize(weights)?
+                    .dequantized()
+            }
+        })
+    }
+}
+
+impl WeightQuantizer for QatQuantizer {
+    fn name(&self) -> String {
+        match self.transform() {
+            Ok(t) => t.name().to_string(),
+            Err(e) => format!("invalid quantizer ({e})"),
+        }
+    }
+
+    /// The dequantized packed op of the weight seen as a matrix with one
+    /// row per output filter (every quantizer here works on that matrix,
+    /// whatever the convolution's geometry).
+    fn quantize(&self, weight: &ArrayD<f32>) -> Result<ArrayD<f32>> {
+        let shape = weight.shape().to_vec();
+        if !(shape.len() == 2 || shape.len() == 4) {
+            return Err(Error::shape(
+                "weight to quantize",
+                "[out, in] or [T, C/g, kh, kw]",
+                format!("{shape:?}"),
+            ));
+        }
+        hasten_core::error::ensure_nonempty("weight to quantize", &shape)?;
+        let rows = shape[0];
+        let cols = weight.len() / rows;
+        let matrix = weight
+            .as_standard_layout()
+            .into_owned()
+            .into_shape_with_order((rows, cols))
+            .expect("rows · cols values");
+        let weights = LayerWeights::new(WeightLayout::linear(rows, cols)?, matrix, None)?;
+        Ok(self
+            .dequantized(&weights)?
+            .into_shape_with_order(shape)
+            .expect("same element count"))
+    }
+
+    fn clip(&self) -> Option<f32> {
+        match *self {
+            QatQuantizer::Binary { clip } => clip,
+            _ => None,
+        }
+    }
+}
+
+/// Which nodes are trained quantization-aware with which quantizer, and
+/// their freezing into packed ops; see the [module docs](self).
+#[derive(Debug, Clone, Default)]
+pub struct QuantAwareTraining {
+    rules: Vec<(NodeFilter, QatQuantizer)>,
+}
+
+impl QuantAwareTraining {
+    /// No quantized nodes.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Quantizes the convolution and linear nodes `filter` selects with
+    /// `quantizer`; where rules overlap, the later one wins.
+    pub fn quantize(mut self, filter: NodeFilter, quantizer: QatQuantizer) -> Self {
+        self.rules.push((filter, quantizer));
+        self
+    }
+
+    /// The rules, in order.
+    pub fn rules(&self) -> &[(NodeFilter, QatQuantizer)] {
+        &self.rules
+    }
+
+    /// The fake quantization of `graph`'s weights for
+    /// [`Trainer::with_fake_quant`](crate::train::Trainer::with_fake_quant).
+    /// Errors: no rule, a rule selecting no convolution or linear node, an
+    /// invalid quantizer (bits outside `2..=16`, a clip limit that is not
+    /// finite and positive).
+    pub fn fake_quant(&self, graph: &Graph) -> hasten_train::Result<FakeQuant> {
+        if self.rules.is_empty() {
+            return Err(Error::param("quantization-aware rules", 0, ">= 1").into());
+        }
+        let mut fq = FakeQuant::new();
+        for (filter, q) in &self.rules {
+            q.transform()?;
+            fq.extend(FakeQuant::select(graph, filter, Arc::new(*q))?);
+        }
+        Ok(fq)
+    }
+
+    /// Replaces every node a rule selects by its quantizer's packed op,
+    /// quantizing the weights `graph` holds (the trainer's full-precision
+    /// ones: the ops then carry exactly the `Ŵ` of the last training
+    /// step). Returns the frozen graph and one report per rule, in rule
+    /// order. An error leaves nothing half-done.
+    pub fn freeze(&self, graph: &Graph) -> Result<(Graph, Vec<GraphReport>)> {
+        if self.rules.is_empty() {
+            return Err(Error::param("quantization-aware rules", 0, ">= 1"));
+        }
+        let mut frozen = graph.clone();
+        let mut reports = Vec::with_capacity(self.rules.len());
+        // Later rules win: apply them first; a replaced node is no longer a
+        // convolution or linear layer, so earlier rules skip it.
+        for (filter, q) in self.rules.iter().rev() {
+            reports.push(frozen.apply_transform(q.transform()?.as_ref(), filter)?);
+        }
+        reports.reverse();
+        Ok((frozen, reports))
+    }
+}
