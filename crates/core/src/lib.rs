@@ -34,6 +34,7 @@ pub mod cost;
 pub mod error;
 pub mod grad;
 pub mod graph;
+pub mod kmeans;
 pub mod layer;
 pub mod linalg;
 pub mod memory;

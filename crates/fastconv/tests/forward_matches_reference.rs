@@ -36,6 +36,17 @@ fn check_all_paths(block: &Block, x: &Array4<f32>) -> Result<(), TestCaseError> 
     Ok(())
 }
 
+/// The kernel of the first step of `block`'s plan for `x`.
+fn first_kernel(block: &Block, x: &Array4<f32>, winograd: Winograd) -> String {
+    let shape = ActShape::new(x.shape()[1], x.shape()[2], x.shape()[3]);
+    let options = PlanOptions {
+        winograd,
+        ..PlanOptions::default()
+    };
+    let plan = Plan::with_options(block, shape, x.shape()[0], options).unwrap();
+    plan.steps()[0].kernel.clone()
+}
+
 fn check_case(case: &ConvCase, relu: bool) -> Result<(), TestCaseError> {
     let (layer, x) = case.build();
     let mut ops: Vec<Op> = vec![layer.into()];
@@ -85,6 +96,12 @@ proptest! {
         case.stride = (1, 1);
         case.dilation = (1, 1);
         check_case(&case, relu)?;
+        // The comparison above covered the Winograd kernel: `Always` chose
+        // it and `Off` did not.
+        let (layer, x) = case.build();
+        let block = Block::single(layer);
+        prop_assert_eq!(first_kernel(&block, &x, Winograd::Always), "conv winograd");
+        prop_assert_ne!(first_kernel(&block, &x, Winograd::Off), "conv winograd");
     }
 
     #[test]
@@ -324,6 +341,7 @@ fn winograd_error_is_stated_bound() {
             ..PlanOptions::default()
         };
         let mut plan = Plan::with_options(&block, ActShape::new(48, 17, 20), 1, options).unwrap();
+        assert_eq!(plan.steps()[0].kernel, "conv winograd", "{isa}");
         let err = relative_error(&plan.run(&x).unwrap().to_owned(), &slow);
         assert!(err < 1e-5, "{isa}: Winograd relative error {err}");
     }

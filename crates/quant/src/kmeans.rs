@@ -6,9 +6,11 @@
 //! its centroid onto the point farthest from its current centroid, which
 //! never increases the objective.
 
-use hasten_core::error::ensure_finite;
-use hasten_core::ndarray::{Array2, ArrayView2};
-use hasten_core::{Error, Result, SeededRng};
+use hasten_core::kmeans::{repair_empty, seed_plus_plus, update_centroids, validate};
+use hasten_core::ndarray::Array2;
+use hasten_core::{Result, SeededRng};
+
+pub use hasten_core::kmeans::assign;
 
 /// A k-means solution.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,117 +25,29 @@ pub struct KMeans {
     pub history: Vec<f64>,
 }
 
-fn dist2(a: &[f64], b: &[f64]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum()
-}
-
-/// Nearest centroid of each row (ties to the lower index) and the objective.
-pub fn assign(points: ArrayView2<'_, f64>, centroids: ArrayView2<'_, f64>) -> (Vec<u32>, f64) {
-    let mut total = 0.0;
-    let codes = points
-        .rows()
-        .into_iter()
-        .map(|p| {
-            let p = p.to_vec();
-            let (mut best, mut arg) = (f64::INFINITY, 0);
-            for (j, c) in centroids.rows().into_iter().enumerate() {
-                let d = dist2(&p, c.as_slice().expect("standard layout"));
-                if d < best {
-                    best = d;
-                    arg = j;
-                }
-            }
-            total += best;
-            arg as u32
-        })
-        .collect();
-    (codes, total)
-}
-
-/// Lloyd's k-means on the rows of `points` (`n × d`, finite, `1 ≤ k ≤ n`).
+/// Lloyd's k-means on the rows of `points` (`n × d`, finite, `1 ≤ k ≤ n`):
+/// the shared steps of [`hasten_core::kmeans`], with every empty cluster
+/// repaired after each update, at most `max_iter` updates, stopping when
+/// the assignment no longer changes.
+///
+/// # Errors
+/// No points, a non-finite coordinate, `k` outside `1..=n`.
 pub fn kmeans(
     points: &Array2<f64>,
     k: usize,
     max_iter: usize,
     rng: &mut SeededRng,
 ) -> Result<KMeans> {
-    hasten_core::error::ensure_nonempty("points to cluster", points.shape())?;
-    ensure_finite("points to cluster", points.iter())?;
-    let (n, d) = points.dim();
-    if k == 0 || k > n {
-        return Err(Error::param(
-            "k (clusters)",
-            k,
-            format!("1..={n} (the number of points)"),
-        ));
-    }
-    let pts = points.as_standard_layout().into_owned();
-    let row = |i: usize| pts.row(i).to_vec();
-    // k-means++ seeding.
-    let mut centroids = Array2::<f64>::zeros((k, d));
-    let first = rng.below(n);
-    centroids.row_mut(0).assign(&pts.row(first));
-    let mut d2: Vec<f64> = (0..n).map(|i| dist2(&row(i), &row(first))).collect();
-    for j in 1..k {
-        let total: f64 = d2.iter().sum();
-        let pick = if total > 0.0 {
-            let mut r = rng.uniform() * total;
-            (0..n)
-                .find(|&i| {
-                    if r < d2[i] {
-                        true
-                    } else {
-                        r -= d2[i];
-                        false
-                    }
-                })
-                .unwrap_or_else(|| (0..n).rev().find(|&i| d2[i] > 0.0).unwrap_or(n - 1))
-        } else {
-            rng.below(n)
-        };
-        centroids.row_mut(j).assign(&pts.row(pick));
-        let c = row(pick);
-        for (i, v) in d2.iter_mut().enumerate() {
-            *v = v.min(dist2(&row(i), &c));
-        }
-    }
+    validate(points.view(), k)?;
+    let pts = points.view();
+    let mut centroids = seed_plus_plus(pts, k, rng);
     let mut history = Vec::new();
-    let (mut codes, mut obj) = assign(pts.view(), centroids.view());
+    let (mut codes, mut obj) = assign(pts, centroids.view());
     history.push(obj);
     for _ in 0..max_iter {
-        let mut sums = Array2::<f64>::zeros((k, d));
-        let mut counts = vec![0usize; k];
-        for (i, &c) in codes.iter().enumerate() {
-            counts[c as usize] += 1;
-            let mut s = sums.row_mut(c as usize);
-            s += &pts.row(i);
-        }
-        for j in 0..k {
-            if counts[j] > 0 {
-                let mut c = centroids.row_mut(j);
-                c.assign(&sums.row(j));
-                c /= counts[j] as f64;
-            }
-        }
-        // Empty clusters: take the point farthest from its centroid.
-        for j in (0..k).filter(|&j| counts[j] == 0) {
-            let far = (0..n)
-                .max_by(|&a, &b| {
-                    let da = dist2(
-                        &row(a),
-                        centroids.row(codes[a] as usize).as_slice().expect("std"),
-                    );
-                    let db = dist2(
-                        &row(b),
-                        centroids.row(codes[b] as usize).as_slice().expect("std"),
-                    );
-                    da.total_cmp(&db)
-                })
-                .expect("n ≥ 1");
-            centroids.row_mut(j).assign(&pts.row(far));
-            codes[far] = j as u32;
-        }
-        let (next, next_obj) = assign(pts.view(), centroids.view());
+        let counts = update_centroids(pts, &codes, &mut centroids);
+        repair_empty(pts, &mut codes, &counts, &mut centroids);
+        let (next, next_obj) = assign(pts, centroids.view());
         history.push(next_obj);
         let done = next == codes;
         codes = next;
@@ -154,6 +68,10 @@ pub fn kmeans(
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    fn dist2(a: &[f64], b: &[f64]) -> f64 {
+        a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum()
+    }
 
     #[test]
     fn objective_non_increasing_and_nearest_assignment() {

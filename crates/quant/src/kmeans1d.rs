@@ -831,6 +831,116 @@ mod tests {
         }
     }
 
+    /// The optimum over every partition of the sorted values into exactly
+    /// `k` contiguous non-empty groups (equal values may be split), each
+    /// group's cost by two-pass sums: the truth for `n ≤ 12`, `k ≤ 4`.
+    fn contiguous_brute_force(values: &[f32], k: usize) -> f64 {
+        let mut xs: Vec<f64> = values.iter().map(|&v| f64::from(v)).collect();
+        xs.sort_by(f64::total_cmp);
+        let n = xs.len();
+        let ones = vec![1.0; n];
+        let cost = |a: usize, b: usize| two_pass(&xs[a..b], &ones[a..b]).2;
+        let mut best = f64::INFINITY;
+        // Cut masks: bit i set ⇒ a group ends after sorted value i.
+        for mask in 0u32..(1 << (n - 1)) {
+            if mask.count_ones() as usize != k - 1 {
+                continue;
+            }
+            let (mut start, mut total) = (0, 0.0);
+            for i in 0..n - 1 {
+                if mask >> i & 1 == 1 {
+                    total += cost(start, i + 1);
+                    start = i + 1;
+                }
+            }
+            best = best.min(total + cost(start, n));
+        }
+        best
+    }
+
+    #[test]
+    fn optimal_equals_contiguous_brute_force_up_to_twelve_values() {
+        // Ordinary, wide-range and duplicate-heavy inputs.
+        let mut rng = SeededRng::new(13);
+        let scales = [1e-40f32, 1e-20, 1.0, 1e20, 1e31, 3e38];
+        for trial in 0..90 {
+            let n = 4 + trial % 9;
+            let k = 1 + trial % 4;
+            let values: Vec<f32> = (0..n)
+                .map(|_| match trial % 3 {
+                    0 => rng.normal() as f32,
+                    1 => {
+                        let s = scales[rng.below(scales.len())];
+                        ((rng.uniform() * 2.0 - 1.0) as f32 * s).clamp(-f32::MAX, f32::MAX)
+                    }
+                    // Three distinct levels, many repeats.
+                    _ => [-1.5f32, 0.25, 4.0][rng.below(3)],
+                })
+                .collect();
+            let opt = optimal_1d(&values, k).unwrap();
+            let bf = contiguous_brute_force(&values, k);
+            // Both sides round each term once: relative agreement to a few
+            // ulps of f64, times the number of terms.
+            assert!(
+                (opt.objective - bf).abs() <= 1e-12 * bf,
+                "{values:?}, k {k}: {} vs {bf}",
+                opt.objective
+            );
+            let direct = direct_objective(&values, &opt.centroids);
+            assert!(
+                (direct - bf).abs() <= 1e-12 * bf,
+                "{values:?}, k {k}: centroids give {direct} vs {bf}"
+            );
+            if n <= 7 {
+                // Contiguity loses nothing: all k^n labelings agree.
+                let labelings = brute_force(&values, k);
+                assert!((labelings - bf).abs() <= 1e-9 * bf + 1e-300);
+            }
+        }
+    }
+
+    #[test]
+    fn optimal_runs_above_the_old_twenty_million_cell_refusal() {
+        // 1.4 M distinct values, k = 16: 22.4 M table cells, above the
+        // former 20 M cap. Lloyd cannot do better, the reported objective is
+        // the direct one, and the optimum is a Lloyd fixed point.
+        let n = 1_400_000usize;
+        let values: Vec<f32> = (0..n)
+            .map(|i| {
+                let t = i as f32 / n as f32;
+                // A smooth non-uniform density: denser near zero.
+                (t * 2.0 - 1.0).powi(3) * 4.0 + t
+            })
+            .collect();
+        let mut distinct = values.clone();
+        distinct.sort_by(f32::total_cmp);
+        distinct.dedup();
+        assert!(16 * distinct.len() > 20_000_000, "{}", distinct.len());
+        let opt = optimal_1d(&values, 16).unwrap();
+        assert_eq!(opt.centroids.len(), 16);
+        let direct = direct_objective(&values, &opt.centroids);
+        assert!((direct - opt.objective).abs() <= 1e-9 * direct);
+        let lloyd = lloyd_1d(&values, 16, 30, &mut SeededRng::new(1)).unwrap();
+        assert!(opt.objective <= lloyd.objective * (1.0 + 1e-12));
+        // Each centroid is the mean of its Voronoi cell (a DP optimum is a
+        // Lloyd fixed point).
+        let codes = assign_1d(&values, &opt.centroids);
+        let mut sums = [0.0f64; 16];
+        let mut counts = [0usize; 16];
+        for (&v, &c) in values.iter().zip(&codes) {
+            sums[c as usize] += f64::from(v);
+            counts[c as usize] += 1;
+        }
+        for j in 0..16 {
+            let mean = sums[j] / counts[j] as f64;
+            assert!(
+                (mean - opt.centroids[j]).abs() <= 1e-9,
+                "cluster {j}: mean {mean} vs {}",
+                opt.centroids[j]
+            );
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(48))]
         #[test]

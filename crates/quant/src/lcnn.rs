@@ -273,6 +273,43 @@ mod tests {
     }
 
     #[test]
+    fn learned_dictionary_recovers_a_planted_one() {
+        // Every row is a signed multiple (|c| in [1, 1.5]) of one of 4
+        // planted unit atoms in 6-D: the optimum of eq. (10) with m = 4,
+        // s = 1 has zero error, and the learned dictionary must reach it
+        // with atoms parallel to the planted ones.
+        let mut rng = SeededRng::new(4);
+        let mut atoms = rng.normal_array_f64((4, 6), 1.0);
+        for mut a in atoms.rows_mut() {
+            let norm = a.dot(&a).sqrt();
+            a /= norm;
+        }
+        let w = Array2::from_shape_fn((60, 6), |(r, j)| {
+            let sign = if r % 2 == 0 { 1.0 } else { -1.0 };
+            let c = sign * (1.0 + 0.5 * ((r * 7 % 11) as f64 / 10.0));
+            (c * atoms[[r % 4, j]]) as f32
+        });
+        let layer: Layer = LinearLayer::new(w, None).unwrap().into();
+        let lcnn = Lcnn::new(4, 1, 5, 7).unwrap();
+        let c = lcnn.apply(&layer, ActShape::flat(6)).unwrap();
+        let err = c.report.weight_error.unwrap();
+        assert!(err < 1e-6, "weight error {err}");
+        let op = lcnn.quantize(&LayerWeights::of(&layer)).unwrap();
+        let d = op.dictionary().mapv(f64::from);
+        for a in atoms.rows() {
+            let best = d
+                .rows()
+                .into_iter()
+                .map(|r| (r.dot(&a) / r.dot(&r).sqrt()).abs())
+                .fold(0.0, f64::max);
+            assert!(
+                best > 1.0 - 1e-6,
+                "planted atom not recovered: |cos| {best}"
+            );
+        }
+    }
+
+    #[test]
     fn bad_input_is_typed() {
         assert!(Lcnn::new(0, 1, 0, 0).is_err());
         assert!(Lcnn::new(4, 5, 0, 0).is_err());

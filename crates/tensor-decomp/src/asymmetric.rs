@@ -522,6 +522,76 @@ mod tests {
     }
 
     #[test]
+    fn nonlinear_solution_reaches_a_planted_zero_relu_error() {
+        // Targets whose positive parts are exactly those of a rank-3 map of
+        // ŷ = W x̂ plus a bias, with unrelated negative values elsewhere: the
+        // ReLU objective has a known optimum of zero (checked directly), the
+        // linear fit does not (it chases the negative values), and the
+        // non-linear solver must reach that optimum.
+        let layer = layer_from(
+            &SeededRng::new(8).normal_array_f64((8, 4, 3, 3), 1.0),
+            ConvSpec::new(),
+            8,
+        );
+        let mut rng = SeededRng::new(9);
+        let x: Array2<f32> = rng.normal_array((600, 36), 1.0);
+        let w = layer.weight().filter_matrix().mapv(f64::from);
+        let y_hat = x.mapv(f64::from).dot(&w.t());
+        let m_star = rng
+            .normal_array_f64((8, 3), 0.5)
+            .dot(&rng.normal_array_f64((3, 8), 0.5));
+        let b_star = rng.normal_array_f64(8, 0.5);
+        let planted = y_hat.dot(&m_star.t()) + b_star.view().insert_axis(Axis(0));
+        let y = planted.mapv(|v| {
+            if v > 0.0 {
+                v as f32
+            } else {
+                // Any non-positive value has the same ReLU.
+                (v * 3.0 - 1.0) as f32
+            }
+        });
+        let relu_err = |pred: &Array2<f64>| {
+            let ry = y.mapv(|v| f64::from(v).max(0.0));
+            pred.iter()
+                .zip(ry.iter())
+                .map(|(&a, &b)| (a.max(0.0) - b).powi(2))
+                .sum::<f64>()
+                / ry.iter().map(|v| v * v).sum::<f64>()
+        };
+        // The planted optimum (up to the f32 rounding of the targets).
+        assert!(relu_err(&planted) < 1e-12);
+        // The default λ schedule (0.01 → 1); the error falls geometrically
+        // and needs about 200 alternations to pass 1e-6.
+        let opts = AsymmetricOptions {
+            nonlinear: true,
+            iterations: 200,
+            ..AsymmetricOptions::default()
+        };
+        let fit = asymmetric_reconstruction(&layer, x.view(), y.view(), 3, &opts).unwrap();
+        let start = fit.relu_error_history[0];
+        assert!(start > 1e-2, "the linear fit is already exact: {start}");
+        let pred =
+            x.mapv(f64::from).dot(&fit.filter_matrix().t()) + fit.bias.view().insert_axis(Axis(0));
+        let reached = relu_err(&pred);
+        assert!(reached < 1e-6, "{start} → {reached}");
+        // And it found the planted map itself: M* W and b*.
+        let want = m_star.dot(&w);
+        let d = &fit.filter_matrix() - &want;
+        let rel =
+            (d.iter().map(|v| v * v).sum::<f64>() / want.iter().map(|v| v * v).sum::<f64>()).sqrt();
+        let bias = (&fit.bias - &b_star)
+            .iter()
+            .map(|v| v * v)
+            .sum::<f64>()
+            .sqrt()
+            / b_star.iter().map(|v| v * v).sum::<f64>().sqrt();
+        // A squared relative response error below 1e-6 leaves the parameters
+        // off by about its square root, 1e-3, relative to their size.
+        assert!(rel < 1e-3, "filter matrix off by {rel}");
+        assert!(bias < 1e-3, "bias off by {bias}");
+    }
+
+    #[test]
     fn mismatched_samples_are_errors() {
         let layer = low_rank_layer(6, 2, 2, ConvSpec::new(), 1);
         let good_p = Array2::<f32>::ones((10, 18));

@@ -665,6 +665,47 @@ mod tests {
     }
 
     #[test]
+    fn biclustering_finds_interleaved_planted_clusters() {
+        // Channels of one (output cluster, input cluster) pair share one
+        // 3×3 filter, and the clusters are interleaved: every sub-tensor of
+        // the planted partition has rank 1 in both channel modes, so rank
+        // K₁ = K₂ = 1 is exact (and CP rank 1 per bicluster) exactly when the
+        // transform recovers that partition; any other balanced partition
+        // mixes different filters in a bicluster.
+        let (n, c, d, g, hh) = (8, 6, 3, 3, 2);
+        let input_cluster = [2, 0, 1, 1, 2, 0];
+        let output_cluster = [1, 0, 0, 1, 1, 0, 1, 0];
+        let proto = SeededRng::new(11).normal_array_f64((hh, g, d, d), 1.0);
+        let kernel = Array4::from_shape_fn((n, c, d, d), |(o, i, y, x)| {
+            proto[[output_cluster[o], input_cluster[i], y, x]]
+        });
+        let conv = layer_from(&kernel, ConvSpec::new().with_padding(1), 0);
+        let input = ActShape::new(c, 6, 6);
+        for seed in 0..4 {
+            let svd = BiclusterSvd::new(g, hh, 1, 1)
+                .with_seed(seed)
+                .apply(&as_layer(&conv), input)
+                .unwrap();
+            assert!(svd.report.weight_error.unwrap() < 1e-6, "seed {seed}");
+            let cp = BiclusterCp::new(g, hh, RankSpec::Fixed(1))
+                .with_seed(seed)
+                .apply(&as_layer(&conv), input)
+                .unwrap();
+            assert!(cp.report.weight_error.unwrap() < 1e-6, "seed {seed}");
+        }
+        // Control: a different scale for every (o, i) filter breaks the
+        // rank-1 biclusters, and the same ranks are then far from exact.
+        let mixed = Array4::from_shape_fn((n, c, d, d), |(o, i, y, x)| {
+            proto[[output_cluster[o], input_cluster[i], y, x]] * (1.0 + (o * c + i) as f64 * 0.1)
+        });
+        let conv = layer_from(&mixed, ConvSpec::new().with_padding(1), 0);
+        let svd = BiclusterSvd::new(g, hh, 1, 1)
+            .apply(&as_layer(&conv), input)
+            .unwrap();
+        assert!(svd.report.weight_error.unwrap() > 1e-3);
+    }
+
+    #[test]
     fn bicluster_cp_block_and_table1() {
         let (n, c, d, g, hh, k, h) = (8, 6, 3, 3, 2, 2, 5);
         let kernel = SeededRng::new(3).normal_array_f64((n, c, d, d), 1.0);

@@ -2,18 +2,22 @@
 //! (every cluster exactly `n / k` points), used by the clustering
 //! approximations of Denton et al. \[17\].
 
-use hasten_core::error::{ensure_finite, ensure_nonempty, Error, Result};
-use hasten_core::ndarray::{Array2, ArrayView1};
+use hasten_core::error::{Error, Result};
+use hasten_core::kmeans::{assign, dist2, seed_plus_plus, update_centroids, validate};
+use hasten_core::ndarray::Array2;
 use hasten_core::SeededRng;
 
-fn dist2(a: ArrayView1<f64>, b: ArrayView1<f64>) -> f64 {
-    a.iter().zip(b.iter()).map(|(x, y)| (x - y) * (x - y)).sum()
-}
-
 /// Clusters the rows of `points` into `k` clusters; returns one cluster index
-/// per row. With `balanced`, `k` must divide the number of rows and every
-/// cluster gets exactly `rows / k` members (greedy capacity-constrained
-/// assignment by increasing distance).
+/// per row. The seeding, assignment and update steps are those of
+/// [`hasten_core::kmeans`]; what differs here: the first assignment is
+/// computed even with `iterations == 0`, an empty cluster keeps its old
+/// centroid, and with `balanced`, `k` must divide the number of rows and
+/// every cluster gets exactly `rows / k` members (greedy
+/// capacity-constrained assignment by increasing distance).
+///
+/// # Errors
+/// No points, a non-finite coordinate, `k` outside `1..=rows`, or with
+/// `balanced` a `k` that does not divide the rows.
 pub fn kmeans(
     points: &Array2<f64>,
     k: usize,
@@ -21,88 +25,34 @@ pub fn kmeans(
     seed: u64,
     iterations: usize,
 ) -> Result<Vec<usize>> {
-    ensure_nonempty("k-means points", points.shape())?;
-    ensure_finite("k-means points", points.iter())?;
+    validate(points.view(), k)?;
     let n = points.nrows();
-    if k == 0 || k > n {
-        return Err(Error::param(
-            "cluster count",
-            k,
-            format!("1..={n} (the number of points)"),
-        ));
-    }
     if balanced && !n.is_multiple_of(k) {
         return Err(Error::param(
-            "cluster count",
+            "k (clusters)",
             k,
             format!("a divisor of {n} (balanced clusters)"),
         ));
     }
     let mut rng = SeededRng::new(seed);
-    // k-means++ seeding.
-    let mut centroids = Array2::<f64>::zeros((k, points.ncols()));
-    centroids.row_mut(0).assign(&points.row(rng.below(n)));
-    let mut d2: Vec<f64> = (0..n)
-        .map(|i| dist2(points.row(i), centroids.row(0)))
-        .collect();
-    for c in 1..k {
-        let total: f64 = d2.iter().sum();
-        let pick = if total > 0.0 {
-            let mut t = rng.uniform() * total;
-            let mut chosen = n - 1;
-            for (i, &d) in d2.iter().enumerate() {
-                if t < d {
-                    chosen = i;
-                    break;
-                }
-                t -= d;
-            }
-            chosen
-        } else {
-            rng.below(n)
-        };
-        centroids.row_mut(c).assign(&points.row(pick));
-        for i in 0..n {
-            d2[i] = d2[i].min(dist2(points.row(i), centroids.row(c)));
-        }
-    }
-    let mut assign = vec![usize::MAX; n];
+    let mut centroids = seed_plus_plus(points.view(), k, &mut rng);
+    let mut codes: Vec<u32> = Vec::new();
     for _ in 0..iterations.max(1) {
         let next = if balanced {
             balanced_assign(points, &centroids)
         } else {
-            (0..n)
-                .map(|i| {
-                    (0..k)
-                        .min_by(|&a, &b| {
-                            dist2(points.row(i), centroids.row(a))
-                                .total_cmp(&dist2(points.row(i), centroids.row(b)))
-                        })
-                        .expect("k >= 1")
-                })
-                .collect()
+            assign(points.view(), centroids.view()).0
         };
-        if next == assign {
+        if next == codes {
             break;
         }
-        assign = next;
-        for c in 0..k {
-            let members: Vec<usize> = (0..n).filter(|&i| assign[i] == c).collect();
-            if members.is_empty() {
-                continue;
-            }
-            let mut mean = points.row(members[0]).to_owned();
-            for &i in &members[1..] {
-                mean += &points.row(i);
-            }
-            mean /= members.len() as f64;
-            centroids.row_mut(c).assign(&mean);
-        }
+        codes = next;
+        update_centroids(points.view(), &codes, &mut centroids);
     }
-    Ok(assign)
+    Ok(codes.into_iter().map(|c| c as usize).collect())
 }
 
-fn balanced_assign(points: &Array2<f64>, centroids: &Array2<f64>) -> Vec<usize> {
+fn balanced_assign(points: &Array2<f64>, centroids: &Array2<f64>) -> Vec<u32> {
     let (n, k) = (points.nrows(), centroids.nrows());
     let cap = n / k;
     let mut pairs: Vec<(f64, usize, usize)> = Vec::with_capacity(n * k);
@@ -112,15 +62,15 @@ fn balanced_assign(points: &Array2<f64>, centroids: &Array2<f64>) -> Vec<usize> 
         }
     }
     pairs.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
-    let mut assign = vec![usize::MAX; n];
+    let mut codes = vec![u32::MAX; n];
     let mut fill = vec![0usize; k];
     for (_, i, c) in pairs {
-        if assign[i] == usize::MAX && fill[c] < cap {
-            assign[i] = c;
+        if codes[i] == u32::MAX && fill[c] < cap {
+            codes[i] = c as u32;
             fill[c] += 1;
         }
     }
-    assign
+    codes
 }
 
 #[cfg(test)]

@@ -207,6 +207,37 @@ mod tests {
     }
 
     #[test]
+    fn evbmf_picks_the_planted_rank_of_a_noisy_layer() {
+        // Rank 5 plus white noise 100× below the signal: EVBMF's noise
+        // threshold (≈ σ(√L + √M) ≈ 0.13 here) separates the 5 planted
+        // singular values (tens) from the noise ones, for a convolution's
+        // filter matrix and for a linear layer.
+        let mut rng = SeededRng::new(9);
+        let (t, c, d, r) = (24, 8, 3, 5);
+        let planted = rng
+            .normal_array_f64((t, r), 1.0)
+            .dot(&rng.normal_array_f64((r, c * d * d), 1.0));
+        let noisy = &planted + &rng.normal_array_f64((t, c * d * d), 0.01);
+        let kernel = noisy.clone().into_shape_with_order((t, c, d, d)).unwrap();
+        let conv = layer_from(&kernel, ConvSpec::new().with_padding(1), 0);
+        let input = ActShape::new(c, 6, 6);
+        let res = TruncatedSvd::new(RankSpec::Evbmf)
+            .apply(&as_layer(&conv), input)
+            .unwrap();
+        assert_eq!(res.report.after.macs, (r * (c * d * d + t) * 36) as u64);
+        let lin = LinearLayer::new(noisy.mapv(|v| v as f32), None).unwrap();
+        let res = TruncatedSvd::new(RankSpec::Evbmf)
+            .apply(&Layer::from(lin), ActShape::new(c * d * d, 1, 1))
+            .unwrap();
+        assert_eq!(res.report.after.macs, (r * (c * d * d + t)) as u64);
+        // Pure noise has no component above the threshold: a typed error.
+        let noise = LinearLayer::new(rng.normal_array((t, c * d * d), 0.01), None).unwrap();
+        assert!(TruncatedSvd::new(RankSpec::Evbmf)
+            .apply(&Layer::from(noise), ActShape::new(c * d * d, 1, 1))
+            .is_err());
+    }
+
+    #[test]
     fn speedup_rank_meets_target() {
         let w = SeededRng::new(3).normal_array((64, 32, 3, 3), 1.0);
         let conv = hasten_core::ConvLayer::from_array(w, ConvSpec::new().with_padding(1)).unwrap();

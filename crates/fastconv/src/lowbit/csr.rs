@@ -493,12 +493,24 @@ mod tests {
             let wt = sparsify(&mut rng, wt, density);
             let bias: Vec<f32> = (0..t).map(|v| v as f32 * 0.1).collect();
             let conv = CsrConv::from_dense(wt.view(), Some(bias.clone()), spec).unwrap();
-            let layer = ConvLayer::new(hasten_core::Conv4d::new(wt).unwrap(), Some(ndarray::Array1::from(bias)), spec).unwrap();
+            let layer = ConvLayer::new(hasten_core::Conv4d::new(wt).unwrap(), Some(ndarray::Array1::from(bias.clone())), spec).unwrap();
             let truth = layer.reference_forward(&x).unwrap();
+            // Higham's bound for a sum of n = C·k·k products and the bias in
+            // f32, any order: |error| ≤ γ_{n+1}·Σ|x·w| + |bias|·u, u = 2⁻²⁴,
+            // plus one rounding of the reference to f32. Σ|x·w| per output is
+            // the reference forward of |w| on |x| (one more u for its own
+            // rounding: n + 2 terms).
+            let abs_layer = ConvLayer::new(hasten_core::Conv4d::new(layer.weight().array().mapv(f32::abs)).unwrap(), None, spec).unwrap();
+            let abs_sum = abs_layer.reference_forward(&x.mapv(f32::abs)).unwrap();
+            let u = f64::from(f32::EPSILON) / 2.0;
+            let terms = (c * k * k + 2) as f64;
+            let gamma = terms * u / (1.0 - terms * u);
             for isa in available_isas(Needs::Float) {
                 let y = conv.forward(&x, Some(isa)).unwrap();
-                for (a, b) in y.iter().zip(truth.iter()) {
-                    prop_assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()) + 1e-4 * (c * k * k) as f32, "{:?} {} vs {}", isa, a, b);
+                for (((a, b), s), (o, _)) in y.iter().zip(truth.iter()).zip(abs_sum.iter()).zip(truth.indexed_iter()) {
+                    let bias = f64::from(bias[o.1]).abs();
+                    let bound = gamma * (f64::from(*s) + bias) + u * f64::from(b.abs()) + f64::from(f32::MIN_POSITIVE);
+                    prop_assert!(f64::from((a - b).abs()) <= bound, "{:?} {} vs {} (bound {})", isa, a, b, bound);
                 }
             }
         }

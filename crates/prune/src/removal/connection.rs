@@ -155,4 +155,60 @@ mod tests {
         assert!(connection_to_grouped(&dense, 3).is_err());
         assert!(connection_to_grouped(&dense, 0).is_err());
     }
+
+    #[test]
+    fn three_groups_planted_and_forced() {
+        // 12 filters × 6 channels, block-diagonal for 3 groups (4 filters ×
+        // 2 channels each): 3 is the largest common divisor whose off-block
+        // weights all vanish; 2 and 6 cut through the planted blocks.
+        let mut rng = SeededRng::new(7);
+        let (t, c) = (12, 6);
+        let full = rng.normal_array((t, c, 3, 3), 1.0);
+        let mut w = full.clone();
+        for o in 0..t {
+            for i in 0..c {
+                if o / 4 != i / 2 {
+                    w.slice_mut(s![o, i, .., ..]).fill(0.0);
+                }
+            }
+        }
+        let spec = ConvSpec::new().with_padding(1).with_stride(2);
+        let layer = ConvLayer::new(
+            Conv4d::new(w).unwrap(),
+            Some(rng.normal_array(t, 1.0)),
+            spec,
+        )
+        .unwrap();
+        assert_eq!(detect_groups(&layer).unwrap(), 3);
+        assert!(connection_to_grouped(&layer, 2).is_err());
+        assert!(connection_to_grouped(&layer, 6).is_err());
+        let grouped = connection_to_grouped(&layer, 3).unwrap();
+        assert_eq!(grouped.spec().groups, 3);
+        assert_eq!(grouped.weight().dims(), [12, 2, 3, 3]);
+        let x = rng.normal_array((2, c, 7, 6), 1.0);
+        let (a, b) = (
+            layer.reference_forward(&x).unwrap(),
+            grouped.reference_forward(&x).unwrap(),
+        );
+        // The zero products the grouped layer skips add exactly zero.
+        assert_eq!(a, b);
+        // Forcing 3 groups on the dense kernel drops the off-block weights:
+        // the reported error is their share of the norm, computed here.
+        let dense = ConvLayer::new(Conv4d::new(full.clone()).unwrap(), None, spec).unwrap();
+        let c3 = ConnectionGroups { groups: 3 }
+            .apply(&Layer::Conv(dense), ActShape::new(c, 7, 6))
+            .unwrap();
+        let (mut off, mut all) = (0.0f64, 0.0f64);
+        for ((o, i, _, _), &v) in full.indexed_iter() {
+            let v2 = f64::from(v).powi(2);
+            all += v2;
+            if o / 4 != i / 2 {
+                off += v2;
+            }
+        }
+        let want = (off / all).sqrt();
+        let got = c3.report.weight_error.unwrap();
+        assert!((got - want).abs() < 1e-12, "{got} vs {want}");
+        assert!((c3.report.mac_speedup() - 3.0).abs() < 1e-12);
+    }
 }

@@ -385,7 +385,11 @@ mod tests {
                 let fit = cp_als(&x, 4, &opts).unwrap();
                 let rec = fit.cp.to_tensor().unwrap();
                 let err = relative_error(&x, &rec).unwrap();
-                assert!(err < 0.01, "{init:?} ls={line_search}: {err}");
+                // An exact fit exists (rank 3 inside rank 4). Over-factored
+                // ALS converges sublinearly and stops once an iteration gains
+                // less than 1e-10; every start here ends below 6e-9, and
+                // 1e-7 fails on any fit that is not exact.
+                assert!(err < 1e-7, "{init:?} ls={line_search}: {err}");
                 // The history is the true error (checked at the end) …
                 let last = *fit.error_history.last().unwrap();
                 assert!((last - err).abs() < 1e-6, "{last} vs {err}");
