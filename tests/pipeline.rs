@@ -283,3 +283,82 @@ fn shipped_recipes_parse_and_compress_lenet5() {
     assert!(c.cost().unwrap().params < g.cost().unwrap().params);
     assert_plan_matches_reference(&c, 1);
 }
+
+/// A `prune-channels` step equals the graph pruning driver called by hand
+/// (same groups, L1 scores, target and multiple), its rows add up to the
+/// step's change, a later step composes on the pruned graph, and a
+/// selection restricts pruning to the groups it ties.
+#[test]
+fn prune_channels_step_equals_the_driver_and_composes() {
+    use hasten::prune::criteria::Norm;
+    use hasten::prune::graph::{
+        group_scores, prune_graph, ChannelGroups, GraphPruneConfig, GraphTarget, GroupCriterion,
+    };
+    let g = resnet8(&ModelConfig::mnist().with_random_batch_norm()).unwrap();
+    let recipe = Recipe::from_toml(
+        r#"
+        latency = { batches = [] }
+        [[steps]]
+        method = { name = "prune-channels", target = "macs", fraction = 0.5, multiple = 4 }
+        [[steps]]
+        select = { names = ["layer*.conv*"] }
+        method = { name = "tucker2", rank = { speedup = 1.5 } }
+        "#,
+    )
+    .unwrap();
+    let (c, report) = compress(&g, &recipe, None).unwrap();
+
+    let groups = ChannelGroups::analyze(&g).unwrap();
+    let scores = group_scores(&g, &groups, GroupCriterion::Magnitude(Norm::L1), None).unwrap();
+    let config = GraphPruneConfig {
+        target: GraphTarget::Macs(0.5),
+        multiple: 4,
+    };
+    let (by_hand, pruning) = prune_graph(&g, &groups, &scores, &config).unwrap();
+    let step = &report.steps[0];
+    assert_eq!(step.before, g.cost().unwrap().into());
+    assert_eq!(step.after, by_hand.cost().unwrap().into());
+    assert_eq!(step.after, pruning.after.into());
+    assert!(
+        step.before.macs as f64 >= 1.9 * step.after.macs as f64,
+        "half the MACs: {} → {}",
+        step.before.macs,
+        step.after.macs
+    );
+    let rows: Vec<_> = report
+        .nodes
+        .iter()
+        .filter(|r| r.method == "prune-channels")
+        .collect();
+    let delta: i128 = rows
+        .iter()
+        .map(|r| r.after.macs as i128 - r.before.macs as i128)
+        .sum();
+    assert_eq!(step.after.macs as i128 - step.before.macs as i128, delta);
+    // The second step saw the pruned graph.
+    assert_eq!(report.steps[1].before, step.after);
+    assert_eq!(report.after, c.cost().unwrap().into());
+    assert_plan_matches_reference(&c, 2);
+
+    // Restricted to layer1: only the groups tied to layer1's producers
+    // shrink; layer3's convolutions keep their widths.
+    let restricted = Recipe::from_toml(
+        r#"
+        latency = { batches = [] }
+        [[steps]]
+        select = { names = ["layer1.*"] }
+        method = { name = "prune-channels", target = "per-group", fraction = 0.5, multiple = 1 }
+        "#,
+    )
+    .unwrap();
+    let (r, report) = compress(&g, &restricted, None).unwrap();
+    assert!(report.nodes.iter().any(|n| n.node.starts_with("layer1.")));
+    for node in g.nodes().iter().filter(|n| n.name().starts_with("layer3.")) {
+        assert_eq!(
+            r.node(node.name()).unwrap().output_shape(),
+            node.output_shape(),
+            "{}",
+            node.name()
+        );
+    }
+}

@@ -10,9 +10,11 @@
 use hasten_core::Graph;
 use hasten_train::evaluate;
 
+use super::channel_pruning::prune_channels;
 use super::error::{PipelineError, Result};
 use super::fine_tune::{fine_tune, untrainable, FineTuneData, EVAL_BATCH};
 use super::latency::measure_latency;
+use super::method::Method;
 use super::recipe::{FineTune, Mode, Recipe};
 use super::report::{CompressionReport, Event, NodeRow, StepReport};
 
@@ -36,11 +38,14 @@ fn apply_step(
         method: method.clone(),
         message,
     };
-    let transform = step.method.transform().map_err(fail)?;
     let filter = step.select.filter();
     if filter.select(graph).is_empty() {
         return Err(fail(format!("the selection ({filter}) matches no node")));
     }
+    if matches!(step.method, Method::PruneChannels { .. }) {
+        return prune_channels(graph, &filter, &step.method).map_err(fail);
+    }
+    let transform = step.method.transform().map_err(fail)?;
     let mut next = graph.clone();
     let report = next
         .apply_transform(transform.as_ref(), &filter)

@@ -286,6 +286,51 @@ pub enum Method {
         /// `[row, column]` strides of the evaluated positions.
         stride: [usize; 2],
     },
+    /// Structured filter / channel pruning of the whole graph (survey
+    /// section 6): channels tied by residual adds, concats, depthwise
+    /// convolutions, batch norms and flatten → linear are removed together
+    /// and the layers become smaller dense ones. Acts on the channel groups
+    /// one of whose producers the step selects.
+    PruneChannels {
+        /// What `fraction` measures.
+        target: PruneTarget,
+        /// Fraction removed, in `(0, 1)`: of the MACs, of every group's
+        /// channels, or of all channels ranked together.
+        fraction: f64,
+        /// Kept channel counts are rounded up to a multiple of this.
+        #[serde(default = "default_multiple")]
+        multiple: usize,
+        /// Filter norm ranking the channels (eq. (14)).
+        #[serde(default)]
+        criterion: FilterNorm,
+    },
+}
+
+fn default_multiple() -> usize {
+    8
+}
+
+/// What a channel-pruning fraction measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PruneTarget {
+    /// The graph's MACs ("half the MACs": 0.5).
+    Macs,
+    /// The channels of every group alike.
+    PerGroup,
+    /// All channels ranked together on per-group normalised scores.
+    Global,
+}
+
+/// The norm of a filter that ranks it for pruning.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FilterNorm {
+    /// Sum of absolute weights.
+    #[default]
+    L1,
+    /// Euclidean norm.
+    L2,
 }
 
 impl Method {
@@ -314,12 +359,33 @@ impl Method {
             Method::ConnectionGroups { .. } => "connection-groups",
             Method::KernelTrim { .. } => "kernel-trim",
             Method::Perforation { .. } => "perforation",
+            Method::PruneChannels { .. } => "prune-channels",
+        }
+    }
+
+    /// Checks the parameters as far as they can be checked without a graph;
+    /// a message names the bad one.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        match self {
+            Method::PruneChannels {
+                fraction, multiple, ..
+            } => {
+                if !(fraction.is_finite() && *fraction > 0.0 && *fraction < 1.0) {
+                    return Err(format!("fraction {fraction}: must be in (0, 1)"));
+                }
+                if *multiple == 0 {
+                    return Err("multiple must be at least 1".into());
+                }
+                Ok(())
+            }
+            _ => self.transform().map(|_| ()),
         }
     }
 
     /// The transform, or a message naming the bad parameter. Parameters a
     /// transform checks only against a layer (a rank above the layer's
-    /// bound) fail later, when the step is applied.
+    /// bound) fail later, when the step is applied. Graph-level methods
+    /// ([`Method::PruneChannels`]) have no per-layer transform and say so.
     pub fn transform(&self) -> std::result::Result<Box<dyn Transform>, String> {
         let rank = |r: &Rank| -> std::result::Result<RankSpec, String> {
             let spec = r.spec();
@@ -442,6 +508,9 @@ impl Method {
                 Box::new(Perforation {
                     mask: MaskKind::Grid((*r, *c)),
                 })
+            }
+            Method::PruneChannels { .. } => {
+                return Err("prune-channels acts on the whole graph, not layer by layer".into())
             }
         })
     }

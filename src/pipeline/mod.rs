@@ -8,6 +8,7 @@
 //! - [`compress`]: applies a recipe; [`CompressionReport`] says per node and
 //!   in total what changed, with accuracy and measured latency.
 
+mod channel_pruning;
 mod compress;
 mod error;
 mod fine_tune;
@@ -20,7 +21,9 @@ mod selection;
 pub use compress::compress;
 pub use error::{PipelineError, Result};
 pub use fine_tune::FineTuneData;
-pub use method::{BinaryKind, CpForm, Granularity, Method, Rank, RankRule};
+pub use method::{
+    BinaryKind, CpForm, FilterNorm, Granularity, Method, PruneTarget, Rank, RankRule,
+};
 pub use recipe::{FineTune, LatencySettings, Mode, Recipe, Step};
 pub use report::{CompressionReport, Costs, Event, LatencyRow, NodeRow, StepReport};
 pub use selection::Selection;

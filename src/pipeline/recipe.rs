@@ -258,7 +258,7 @@ impl Recipe {
                 method: step.method.name().to_string(),
                 message,
             };
-            step.method.transform().map_err(fail)?;
+            step.method.validate().map_err(fail)?;
             if let Some(f) = &step.fine_tune {
                 if self.mode == Mode::OneShot {
                     return Err(fail(
@@ -375,6 +375,14 @@ mod tests {
         assert!(message.contains("gradual mode only"), "{message}");
         let (_, _, message) = step_error(&two("{ name = \"magnitude-sparse\", fraction = 1.0 }"));
         assert!(message.contains("fraction"), "{message}");
+        for bad in [
+            "{ name = \"prune-channels\", target = \"macs\", fraction = 1.0 }",
+            "{ name = \"prune-channels\", target = \"global\", fraction = 0.5, multiple = 0 }",
+        ] {
+            let (_, method, message) = step_error(&two(bad));
+            assert_eq!(method, "prune-channels");
+            assert!(message.contains("must be"), "{message}");
+        }
         assert!(matches!(
             Recipe::from_toml("steps = []"),
             Err(PipelineError::Invalid(_))

@@ -439,6 +439,23 @@ impl ChannelGroups {
             })
     }
 
+    /// Freezes every prunable group for which `keep_prunable` is false,
+    /// recording `reason`; returns how many groups stay prunable. Restricts
+    /// pruning to the groups a caller selects (by the producers they tie,
+    /// say) without touching the analysis of the others.
+    pub fn freeze_unless(
+        &mut self,
+        mut keep_prunable: impl FnMut(&ChannelGroup) -> bool,
+        reason: &str,
+    ) -> usize {
+        for group in &mut self.groups {
+            if group.frozen.is_none() && !keep_prunable(group) {
+                group.frozen = Some(reason.to_string());
+            }
+        }
+        self.prunable().len()
+    }
+
     /// The indices of the groups whose channels may be removed.
     pub fn prunable(&self) -> Vec<usize> {
         (0..self.groups.len())

@@ -1,0 +1,97 @@
+//! The graph-level step [`Method::PruneChannels`]: dependency-aware channel
+//! pruning (`hasten_prune::graph`) restricted to the channel groups whose
+//! producers a step selects, reported per node like a per-layer transform.
+
+use hasten_core::graph::{GraphReport, NodeFilter, NodeReport};
+use hasten_core::{Graph, Report};
+use hasten_prune::criteria::Norm;
+use hasten_prune::graph::{
+    group_scores, prune_graph, ChannelGroups, GraphPruneConfig, GraphTarget, GroupCriterion,
+};
+
+use super::method::{FilterNorm, Method, PruneTarget};
+
+/// Prunes the channel groups of `graph` one of whose producers `filter`
+/// selects, as `method` (a [`Method::PruneChannels`]) says. Every node whose
+/// cost changed gets a row; the weight error is not defined for removed
+/// channels and stays `None`. Errors are messages for the step's error.
+pub(super) fn prune_channels(
+    graph: &Graph,
+    filter: &NodeFilter,
+    method: &Method,
+) -> std::result::Result<(Graph, GraphReport), String> {
+    let Method::PruneChannels {
+        target,
+        fraction,
+        multiple,
+        criterion,
+    } = method
+    else {
+        return Err(format!("{} is not a graph-level method", method.name()));
+    };
+    let err = |e: hasten_core::Error| e.to_string();
+    let selected: Vec<&str> = filter
+        .select(graph)
+        .into_iter()
+        .map(|i| graph.nodes()[i].name())
+        .collect();
+    let mut groups = ChannelGroups::analyze(graph).map_err(err)?;
+    let prunable = groups.freeze_unless(
+        |g| g.producers.iter().any(|p| selected.contains(&p.as_str())),
+        "no producer selected by the recipe step",
+    );
+    if prunable == 0 {
+        return Err(format!(
+            "the selection ({filter}) ties no prunable channel group \
+             (channels reaching the graph's output or unsupported ops cannot be removed)"
+        ));
+    }
+    let norm = match criterion {
+        FilterNorm::L1 => Norm::L1,
+        FilterNorm::L2 => Norm::L2,
+    };
+    let scores =
+        group_scores(graph, &groups, GroupCriterion::Magnitude(norm), None).map_err(err)?;
+    let config = GraphPruneConfig {
+        target: match target {
+            PruneTarget::Macs => GraphTarget::Macs(*fraction),
+            PruneTarget::PerGroup => GraphTarget::PerGroup(*fraction),
+            PruneTarget::Global => GraphTarget::Global(*fraction),
+        },
+        multiple: *multiple,
+    };
+    let (pruned, pruning) = prune_graph(graph, &groups, &scores, &config).map_err(err)?;
+    let mut nodes = Vec::new();
+    for old in graph.nodes() {
+        let new = pruned
+            .node(old.name())
+            .ok_or_else(|| format!("node {} lost in pruning", old.name()))?;
+        let (before, after) = (old.cost().map_err(err)?, new.cost().map_err(err)?);
+        if before != after {
+            nodes.push(NodeReport {
+                node: old.name().to_string(),
+                report: Report {
+                    method: method.name().to_string(),
+                    input: new
+                        .input_shapes()
+                        .first()
+                        .copied()
+                        .ok_or_else(|| format!("node {} has no input", new.name()))?,
+                    before,
+                    after,
+                    weight_error: None,
+                },
+            });
+        }
+    }
+    Ok((
+        pruned,
+        GraphReport {
+            method: method.name().to_string(),
+            nodes,
+            skipped: Vec::new(),
+            before: pruning.before,
+            after: pruning.after,
+        },
+    ))
+}
