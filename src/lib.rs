@@ -6,8 +6,13 @@
 //! [`core`], [`tensor_decomp`], [`quant`], [`prune`], [`distill`], [`fastconv`],
 //! [`models`], [`train`], [`onnx`];
 //! [`bench`](mod@bench) holds the latency measurement the examples share.
+//!
+//! Start with [`prelude`]: `use hasten::prelude::*;` brings what the common
+//! path needs (graphs, layers, model builders, ONNX and weight files, the
+//! most used transforms, the fast [`Plan`](fastconv::Plan)).
 
 pub mod bench;
+pub mod prelude;
 
 pub use hasten_core as core;
 pub use hasten_distill as distill;
