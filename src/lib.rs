@@ -5,7 +5,8 @@
 //! This facade re-exports the workspace crates:
 //! [`core`], [`tensor_decomp`], [`quant`], [`prune`], [`distill`], [`fastconv`],
 //! [`models`], [`train`], [`onnx`];
-//! [`bench`](mod@bench) holds the latency measurement the examples share.
+//! [`bench`](mod@bench) holds the latency measurement the examples share and
+//! [`workloads`] the standard benchmark layers.
 //!
 //! Start with [`prelude`]: `use hasten::prelude::*;` brings what the common
 //! path needs (graphs, layers, model builders, ONNX and weight files, the
@@ -13,6 +14,7 @@
 
 pub mod bench;
 pub mod prelude;
+pub mod workloads;
 
 pub use hasten_core as core;
 pub use hasten_distill as distill;

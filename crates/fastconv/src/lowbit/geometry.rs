@@ -53,11 +53,6 @@ impl ConvGeometry {
         })
     }
 
-    /// Number of kernel taps `kh · kw`.
-    pub fn taps(&self) -> usize {
-        self.kernel.0 * self.kernel.1
-    }
-
     /// Output pixels per sample.
     pub fn out_area(&self) -> usize {
         self.out_hw.0 * self.out_hw.1
