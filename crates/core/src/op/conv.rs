@@ -4,28 +4,26 @@
 use ndarray::Array4;
 
 use super::common::zeros_output;
+use super::WeightLayout;
 use super::{input_shape_of, Operator};
-use crate::cost::{self, Cost};
+use crate::cost::Cost;
 use crate::error::Result;
 use crate::layer::ConvLayer;
 use crate::shape::ActShape;
 
 impl Operator for ConvLayer {
-    fn kind(&self) -> &'static str {
-        "conv"
-    }
-
     fn output_shape(&self, input: ActShape) -> Result<ActShape> {
         ConvLayer::output_shape(self, input)
     }
 
     /// `T · (C/g) · kh · kw` MACs per output pixel — Table 1's `CNd²` for one group.
     fn cost(&self, input: ActShape) -> Result<Cost> {
-        let out = ConvLayer::output_shape(self, input)?;
-        let weights = self.weight().len() as u64;
-        let macs = cost::product("MAC", &[weights, out.area() as u64])?;
-        let params = weights + self.bias().map_or(0, |b| b.len() as u64);
-        Cost::f32_op(macs, params, input.len(), out.len())
+        ConvLayer::output_shape(self, input)?;
+        let layout = WeightLayout::Conv {
+            dims: self.weight().dims(),
+            spec: *self.spec(),
+        };
+        layout.dense_cost(input, self.bias().is_some())
     }
 
     /// Direct evaluation of

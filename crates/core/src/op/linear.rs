@@ -3,26 +3,25 @@
 use ndarray::Array4;
 
 use super::common::{flatten_samples, zeros_output};
-use super::{input_shape_of, Operator};
+use super::{input_shape_of, Operator, WeightLayout};
 use crate::cost::Cost;
 use crate::error::Result;
 use crate::layer::LinearLayer;
 use crate::shape::ActShape;
 
 impl Operator for LinearLayer {
-    fn kind(&self) -> &'static str {
-        "linear"
-    }
-
     fn output_shape(&self, input: ActShape) -> Result<ActShape> {
         LinearLayer::output_shape(self, input)
     }
 
+    /// `out · in` MACs: the dense cost of its [`WeightLayout`].
     fn cost(&self, input: ActShape) -> Result<Cost> {
-        let out = LinearLayer::output_shape(self, input)?;
-        let macs = self.weight().len() as u64;
-        let params = macs + self.bias().map_or(0, |b| b.len() as u64);
-        Cost::f32_op(macs, params, input.len(), out.len())
+        LinearLayer::output_shape(self, input)?;
+        let layout = WeightLayout::Linear {
+            out: self.out_features(),
+            inp: self.in_features(),
+        };
+        layout.dense_cost(input, self.bias().is_some())
     }
 
     /// `y[n, o] = b[o] + Σ_i W[o, i] · x[n, i]` over the flattened sample, in f64.

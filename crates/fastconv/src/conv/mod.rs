@@ -21,7 +21,7 @@ pub(crate) use perforated::PerforatedKernel;
 pub(crate) use view::ChannelView;
 
 use hasten_core::{
-    memory, ActShape, BatchNorm, ConvLayer, ConvSpec, Error, Op, Operator, Result, WeightLayout,
+    memory, ActShape, BatchNorm, ConvLayer, ConvSpec, Error, Op, Result, WeightLayout,
 };
 
 use crate::elementwise::Clamp;
