@@ -171,4 +171,23 @@ mod tests {
         assert_eq!(cost.macs, (c * n * d * d * h * h) as u64);
         assert_eq!(cost.params, (c * n * d * d) as u64);
     }
+
+    #[test]
+    fn grouped_strided_biased_cost_by_hand() {
+        // 2 groups, 8 → 6 channels (C_g = 4), 3×3, stride 2, padding 1, bias:
+        // 12×12 → 6×6; each output value reads C_g·9 = 36 weights.
+        let l = layer(
+            Array4::ones((6, 4, 3, 3)),
+            Some(vec![0.0; 6]),
+            ConvSpec::new()
+                .with_groups(2)
+                .with_stride(2)
+                .with_padding(1),
+        );
+        let cost = l.cost(ActShape::new(8, 12, 12)).unwrap();
+        assert_eq!(cost.macs, 6 * 36 * 36);
+        assert_eq!(cost.params, 6 * 36 + 6);
+        assert_eq!(cost.weight_bytes, 4 * (6 * 36 + 6));
+        assert_eq!(cost.activation_bytes, 4 * (8 * 144 + 6 * 36));
+    }
 }

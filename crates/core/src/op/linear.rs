@@ -62,4 +62,16 @@ mod tests {
         assert_eq!(y.iter().copied().collect::<Vec<_>>(), vec![5.5, 4.5]);
         assert!(l.output_shape(ActShape::new(3, 1, 1)).is_err());
     }
+
+    #[test]
+    fn cost_by_hand() {
+        // 3 outputs from a 2×2×2 sample: 24 MACs, 24 weights + 3 biases.
+        let l = LinearLayer::from_slice(3, 8, &[0.5; 24], Some(&[0.0; 3])).unwrap();
+        let cost = l.cost(ActShape::new(2, 2, 2)).unwrap();
+        assert_eq!((cost.macs, cost.params, cost.weight_bytes), (24, 27, 108));
+        assert_eq!(cost.activation_bytes, 4 * (8 + 3));
+        let no_bias = LinearLayer::from_slice(3, 8, &[0.5; 24], None).unwrap();
+        assert_eq!(no_bias.cost(ActShape::flat(8)).unwrap().params, 24);
+        assert!(l.cost(ActShape::flat(7)).is_err());
+    }
 }

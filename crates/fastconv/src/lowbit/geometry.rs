@@ -48,7 +48,7 @@ impl ConvGeometry {
             stride: spec.stride,
             dilation: spec.dilation,
             pad_top_left: (p.top, p.left),
-            padded_hw: (h + p.top + p.bottom, w + p.left + p.right),
+            padded_hw: p.padded_hw(h, w)?,
             out_hw,
         })
     }
