@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use hasten::core::SeededRng;
-use hasten::fastconv::workloads;
 use hasten::fastconv::Plan;
+use hasten::workloads;
 
 fn bench_conv(c: &mut Criterion) {
     let all = workloads::all(7).expect("standard workloads build");

@@ -6,13 +6,10 @@
 use criterion::{criterion_group, criterion_main, Criterion};
 use hasten::core::ndarray::Array4;
 use hasten::core::{ActShape, Block, ConvLayer, ConvSpec, Op, SeededRng};
-use hasten::fastconv::lowbit::binary_gemm::{ActivationScale, BinaryConv};
-use hasten::fastconv::lowbit::codebook::CodebookLinear;
-use hasten::fastconv::lowbit::csr::CsrConv;
-use hasten::fastconv::lowbit::dense::dense_gemv;
-use hasten::fastconv::lowbit::groupwise::GroupwiseConv;
-use hasten::fastconv::lowbit::int8_gemm::{Int8Conv, U8Quant};
-use hasten::fastconv::Plan;
+use hasten::fastconv::{
+    dense_gemv, ActivationScale, CodebookLinear, CsrConv, GroupwiseGemm, Int8Gemm, Plan, U8Quant,
+    XnorGemm,
+};
 use std::hint::black_box;
 
 fn conv_128x28(c: &mut Criterion) {
@@ -30,7 +27,7 @@ fn conv_128x28(c: &mut Criterion) {
         b.iter(|| black_box(plan.run(black_box(&x)).unwrap().len()))
     });
 
-    let bin = BinaryConv::new(w.view(), vec![0.05; ch], None, spec, ActivationScale::None).unwrap();
+    let bin = XnorGemm::new(w.view(), vec![0.05; ch], None, spec, ActivationScale::None).unwrap();
     let packed = bin.pack_input(x.view(), None).unwrap();
     group.bench_function("xnor_kernel", |b| {
         b.iter(|| black_box(bin.dot_products(black_box(&packed), None).unwrap()))
@@ -40,7 +37,7 @@ fn conv_128x28(c: &mut Criterion) {
     });
 
     let wq = w.mapv(|v| (v / 0.002).round().clamp(-127.0, 127.0) as i8);
-    let int8 = Int8Conv::new(
+    let int8 = Int8Gemm::new(
         wq.view(),
         &vec![0.002; ch],
         None,
@@ -75,7 +72,7 @@ fn conv_128x28(c: &mut Criterion) {
                 }
             }
         }
-        let gw = GroupwiseConv::from_dense(wg.view(), None, spec, ch).unwrap();
+        let gw = GroupwiseGemm::from_dense(wg.view(), None, spec, ch).unwrap();
         group.bench_function(format!("groupwise_density_{density}"), |b| {
             b.iter(|| black_box(gw.forward(black_box(&x)).unwrap()))
         });

@@ -8,15 +8,11 @@
 use std::time::Instant;
 
 use hasten::core::ndarray::{Array2, Array4};
-use hasten::core::{Block, ConvLayer, ConvSpec, LinearLayer, Op, SeededRng};
-use hasten::fastconv::lowbit::binary_gemm::{ActivationScale, BinaryConv};
-use hasten::fastconv::lowbit::codebook::{CodebookLinear, PqLinear};
-use hasten::fastconv::lowbit::csr::{CsrConv, CsrLinear, CsrMatrix};
-use hasten::fastconv::lowbit::dense::{dense_conv, dense_gemv};
-use hasten::fastconv::lowbit::groupwise::GroupwiseConv;
-use hasten::fastconv::lowbit::int8_gemm::{Int8Conv, U8Quant};
-use hasten::fastconv::lowbit::ternary::TernaryConv;
-use hasten::fastconv::Plan;
+use hasten::core::{Block, ConvLayer, ConvSpec, Csr, LinearLayer, Op, SeededRng};
+use hasten::fastconv::{
+    dense_conv, dense_gemv, ActivationScale, CodebookLinear, CsrConv, CsrLinear, GroupwiseGemm,
+    Int8Gemm, Plan, PqLinear, TernaryGemm, U8Quant, XnorGemm,
+};
 
 /// Median wall times (ms) of several closures run *interleaved* — one call of
 /// each per round — so that all of them see the same machine load; rounds
@@ -72,7 +68,7 @@ fn main() {
         let layer = ConvLayer::from_array(w.clone(), spec).unwrap();
         let mut plan = f32_plan(&layer, &x);
         let bin =
-            BinaryConv::new(w.view(), vec![0.05; c], None, spec, ActivationScale::None).unwrap();
+            XnorGemm::new(w.view(), vec![0.05; c], None, spec, ActivationScale::None).unwrap();
         let packed = bin.pack_input(x.view(), None).unwrap();
         let levels = w.mapv(|v| {
             if v > 0.03 {
@@ -83,7 +79,7 @@ fn main() {
                 0.0
             }
         });
-        let ter = TernaryConv::new(
+        let ter = TernaryGemm::new(
             levels.view(),
             vec![0.05; c],
             None,
@@ -92,7 +88,7 @@ fn main() {
         )
         .unwrap();
         let wq = w.mapv(|v| (v / 0.002).round().clamp(-127.0, 127.0) as i8);
-        let int8 = Int8Conv::new(
+        let int8 = Int8Gemm::new(
             wq.view(),
             &vec![0.002; c],
             None,
@@ -210,7 +206,7 @@ fn main() {
     let x = rng.normal_array((1, c, hw, hw), 1.0);
     let layer = ConvLayer::from_array(w.clone(), spec).unwrap();
     let mut plan = f32_plan(&layer, &x);
-    let dense_gw = GroupwiseConv::from_dense(w.view(), None, spec, c).unwrap();
+    let dense_gw = GroupwiseGemm::from_dense(w.view(), None, spec, c).unwrap();
     println!("| density (group-wise kept) | f32 Plan ms | CSR ms | CSR × vs f32 Plan | group-wise ms | group-wise × vs its density 1 | that × density | group-wise × vs f32 Plan |");
     println!("|---|---|---|---|---|---|---|---|");
     for density in [1.0, 0.75, 0.5, 0.25, 0.1, 0.05] {
@@ -229,7 +225,7 @@ fn main() {
                 }
             }
         }
-        let gw = GroupwiseConv::from_dense(wg.view(), None, spec, c).unwrap();
+        let gw = GroupwiseGemm::from_dense(wg.view(), None, spec, c).unwrap();
         let t = interleaved_ms(&mut [
             &mut || {
                 plan.run(&x).unwrap();
@@ -265,7 +261,8 @@ fn main() {
             .iter()
             .map(|&v| if rng.uniform() < density { v } else { 0.0 })
             .collect();
-        let l = CsrLinear::new(CsrMatrix::from_dense(&ws, o, i).unwrap(), None).unwrap();
+        let ws = Array2::from_shape_vec((o, i), ws).unwrap();
+        let l = CsrLinear::new(Csr::from_dense(ws.view()).unwrap(), None).unwrap();
         let t = interleaved_ms(&mut [
             &mut || {
                 dense_gemv(&wfc, o, &xfc, None).unwrap();

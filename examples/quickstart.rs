@@ -11,9 +11,7 @@
 use std::time::{Duration, Instant};
 
 use hasten::bench::{cpu_model, measure};
-use hasten::core::{relative_error, Result, SeededRng};
-use hasten::fastconv::{Plan, PlanOptions};
-use hasten::models::{resnet18, ModelConfig};
+use hasten::prelude::*;
 
 fn main() -> Result<()> {
     // ResNet-18 at 224×224, 1000 classes: 11.7 M parameters, 1.8 GMACs.

@@ -25,8 +25,8 @@
 use std::time::{Duration, Instant};
 
 use hasten::core::{ActShape, Block, ConvLayer, ConvSpec, SeededRng};
-use hasten::fastconv::workloads::{self, Bound, Workload};
 use hasten::fastconv::{Isa, Plan, PlanOptions, Winograd};
+use hasten::workloads::{self, Bound, Workload};
 use rayon::prelude::*;
 
 /// A timed callable: one run of a plan (or of the copy).

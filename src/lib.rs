@@ -5,14 +5,20 @@
 //! This facade re-exports the workspace crates:
 //! [`core`], [`tensor_decomp`], [`quant`], [`prune`], [`distill`], [`fastconv`],
 //! [`models`], [`train`], [`onnx`];
-//! [`bench`](mod@bench) holds the latency measurement the examples share;
-//! [`pipeline`] compresses a whole network by a recipe; [`qat`] composes
-//! training and quantization into quantization-aware training that freezes
-//! into packed ops.
+//! [`bench`](mod@bench) holds the latency measurement the examples share and
+//! [`workloads`] the standard benchmark layers; [`pipeline`] compresses a
+//! whole network by a recipe; [`qat`] composes training and quantization
+//! into quantization-aware training that freezes into packed ops.
+//!
+//! Start with [`prelude`]: `use hasten::prelude::*;` brings what the common
+//! path needs (graphs, layers, model builders, ONNX and weight files, the
+//! most used transforms, the fast [`Plan`](fastconv::Plan)).
 
 pub mod bench;
 pub mod pipeline;
+pub mod prelude;
 pub mod qat;
+pub mod workloads;
 
 pub use hasten_core as core;
 pub use hasten_distill as distill;

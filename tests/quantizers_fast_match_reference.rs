@@ -17,7 +17,7 @@ use common::{
 use hasten::core::ndarray::{Array1, Array2, Array4, Axis};
 use hasten::core::{
     relative_error, ActShape, Block, Conv4d, ConvLayer, Int8Conv, IntType, Layer, LinearLayer, Op,
-    Operator, SeededRng, Transform,
+    SeededRng, Transform,
 };
 use hasten::quant::{
     activation_params, calibrate, xnor_alpha, Binarize, Calibration, DoReFa, FixedPoint,

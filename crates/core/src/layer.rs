@@ -2,8 +2,10 @@
 
 use ndarray::{Array1, Array2, Array4};
 
+use crate::cost::Cost;
 use crate::error::{ensure_finite, ensure_nonempty, Error, Result};
 use crate::op::common::check_bias;
+use crate::op::{Op, Operator};
 use crate::shape::ActShape;
 use crate::spec::ConvSpec;
 use crate::weight::Conv4d;
@@ -176,5 +178,39 @@ impl From<ConvLayer> for Layer {
 impl From<LinearLayer> for Layer {
     fn from(l: LinearLayer) -> Self {
         Layer::Linear(l)
+    }
+}
+
+impl Layer {
+    /// The layer as a single op.
+    pub fn to_op(&self) -> Op {
+        match self {
+            Layer::Conv(c) => Op::Conv(c.clone()),
+            Layer::Linear(l) => Op::Linear(l.clone()),
+        }
+    }
+
+    /// Output shape for input `input`.
+    pub fn output_shape(&self, input: ActShape) -> Result<ActShape> {
+        match self {
+            Layer::Conv(c) => c.output_shape(input),
+            Layer::Linear(l) => l.output_shape(input),
+        }
+    }
+
+    /// Cost for input `input` (Table 1 of the survey).
+    pub fn cost(&self, input: ActShape) -> Result<Cost> {
+        match self {
+            Layer::Conv(c) => Operator::cost(c, input),
+            Layer::Linear(l) => Operator::cost(l, input),
+        }
+    }
+
+    /// Short name of the layer kind (`conv` or `linear`), as [`Op::kind`].
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Layer::Conv(c) => c.kind(),
+            Layer::Linear(l) => l.kind(),
+        }
     }
 }

@@ -30,6 +30,25 @@ impl Padding {
             right: pw,
         }
     }
+
+    /// The zero-padded extents `(h + top + bottom, w + left + right)` of an
+    /// `h × w` plane.
+    ///
+    /// # Errors
+    /// [`Error::Overflow`] when an extent does not fit in `isize` (kernels
+    /// index the padded plane with `isize`).
+    pub fn padded_hw(&self, h: usize, w: usize) -> Result<(usize, usize)> {
+        let padded = |len: usize, before: usize, after: usize, what: &str| {
+            len.checked_add(before)
+                .and_then(|v| v.checked_add(after))
+                .filter(|&v| isize::try_from(v).is_ok())
+                .ok_or_else(|| Error::overflow(format!("the padded input {what}")))
+        };
+        Ok((
+            padded(h, self.top, self.bottom, "height")?,
+            padded(w, self.left, self.right, "width")?,
+        ))
+    }
 }
 
 /// Stride, padding, dilation and groups of a convolution (PyTorch semantics).
@@ -124,19 +143,12 @@ impl ConvSpec {
     /// padded plane with `isize`, when the padded input exceeds `isize::MAX`).
     pub fn output_hw(&self, h: usize, w: usize, kh: usize, kw: usize) -> Result<(usize, usize)> {
         self.validate()?;
-        let padded = |len: usize, before: usize, after: usize, what: &str| {
-            len.checked_add(before)
-                .and_then(|v| v.checked_add(after))
-                .filter(|&v| isize::try_from(v).is_ok())
-                .ok_or_else(|| Error::overflow(format!("the padded input {what}")))
-        };
         let extent = |d: usize, k: usize, what: &str| {
             d.checked_mul(k.max(1) - 1)
                 .and_then(|v| v.checked_add(1))
                 .ok_or_else(|| Error::overflow(format!("the dilated kernel {what}")))
         };
-        let ph = padded(h, self.padding.top, self.padding.bottom, "height")?;
-        let pw = padded(w, self.padding.left, self.padding.right, "width")?;
+        let (ph, pw) = self.padding.padded_hw(h, w)?;
         let eh = extent(self.dilation.0, kh, "height")?;
         let ew = extent(self.dilation.1, kw, "width")?;
         if kh == 0 || kw == 0 || eh > ph || ew > pw {
@@ -146,5 +158,35 @@ impl ConvSpec {
             });
         }
         Ok(((ph - eh) / self.stride.0 + 1, (pw - ew) / self.stride.1 + 1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn padded_extents_by_hand_and_overflow() {
+        let p = Padding {
+            top: 1,
+            bottom: 2,
+            left: 3,
+            right: 0,
+        };
+        assert_eq!(p.padded_hw(5, 7).unwrap(), (8, 10));
+        assert!(matches!(
+            Padding::same(usize::MAX).padded_hw(1, 1),
+            Err(Error::Overflow { .. })
+        ));
+        // Fits in usize, not in isize.
+        let half = isize::MAX as usize / 2 + 1;
+        assert!(matches!(
+            Padding::symmetric(0, half).padded_hw(1, 1),
+            Err(Error::Overflow { .. })
+        ));
+        assert_eq!(
+            Padding::symmetric(half - 1, 0).padded_hw(1, 1).unwrap().1,
+            1
+        );
     }
 }

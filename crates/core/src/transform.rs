@@ -5,7 +5,6 @@ use crate::block::Block;
 use crate::cost::Cost;
 use crate::error::Result;
 use crate::layer::Layer;
-use crate::op::{Op, Operator};
 use crate::shape::ActShape;
 
 /// A compression method applicable to one layer.
@@ -40,37 +39,6 @@ pub struct Report {
     pub after: Cost,
     /// `‖W − Ŵ‖_F / ‖W‖_F` where the block has an equivalent dense kernel.
     pub weight_error: Option<f64>,
-}
-
-impl Layer {
-    /// The layer as a single op.
-    pub fn to_op(&self) -> Op {
-        match self {
-            Layer::Conv(c) => Op::Conv(c.clone()),
-            Layer::Linear(l) => Op::Linear(l.clone()),
-        }
-    }
-
-    /// Output shape for input `input`.
-    pub fn output_shape(&self, input: ActShape) -> Result<ActShape> {
-        match self {
-            Layer::Conv(c) => c.output_shape(input),
-            Layer::Linear(l) => l.output_shape(input),
-        }
-    }
-
-    /// Cost for input `input`.
-    pub fn cost(&self, input: ActShape) -> Result<Cost> {
-        match self {
-            Layer::Conv(c) => c.cost(input),
-            Layer::Linear(l) => l.cost(input),
-        }
-    }
-
-    /// Short name of the layer kind.
-    pub fn kind(&self) -> &'static str {
-        self.to_op().kind()
-    }
 }
 
 impl Report {

@@ -44,9 +44,13 @@
 //!   by property tests on random graphs). The one `match` on [`Op`] that
 //!   dispatches ops to kernels is in `plan/compile.rs`; a new kernel is one
 //!   arm there.
-//! - [`workloads`]: the standard benchmark layers (ResNet-18, VGG-16,
-//!   MobileNet-v1, decomposed blocks) used by the benches and the roofline
-//!   example; measured figures are in `docs/performance.md`.
+//! - Low-bit and sparse kernels, usable on their own (survey sections 5 and
+//!   6): [`XnorGemm`] (XNOR–popcount, binary weights and inputs) and
+//!   [`TernaryGemm`], [`Int8Gemm`] (u8 × i8 → i32 with requantisation),
+//!   [`CodebookLinear`] / [`PqLinear`], [`CsrConv`] / [`CsrLinear`] and
+//!   [`GroupwiseGemm`]; the plan runs the core ops (`BinaryConv`,
+//!   `Int8Conv`, …) through them. Measured figures are in
+//!   `docs/performance.md`.
 //!
 //! ```
 //! use hasten_core::{Block, ConvLayer, ConvSpec, Relu, SeededRng};
@@ -68,7 +72,7 @@ mod gather;
 mod gemm;
 mod isa;
 mod linear;
-pub mod lowbit;
+mod lowbit;
 mod pad;
 mod plan;
 mod pool;
@@ -78,9 +82,12 @@ mod softmax;
 mod tiling;
 mod tt_linear;
 
-pub mod workloads;
-
 pub use isa::Isa;
+pub use lowbit::{
+    dense_conv, dense_gemv, xor_popcount, ActivationScale, CodebookLinear, CsrConv, CsrLinear,
+    GroupwiseGemm, Int8Gemm, Int8Output, PackedFilters, PackedSigns, PqLinear, TernaryGemm,
+    U8Quant, XnorGemm,
+};
 pub use plan::{Outputs, Plan, PlanOptions, StepInfo, Winograd};
 
 use hasten_core::ndarray::Array4;

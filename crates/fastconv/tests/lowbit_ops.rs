@@ -1,21 +1,35 @@
 //! The packed-format ops of the core IR run through `hasten_fastconv::forward`
-//! (the plan's op dispatch → `lowbit::prepare`) and agree with their
+//! (the plan's op dispatch → the low-bit kernels) and agree with their
 //! reference semantics: exactly for int8, to f32 rounding otherwise.
 
 use hasten_core::ndarray::{Array1, Array2, Array3, Array4};
 use hasten_core::op::WeightLayout;
 use hasten_core::{
-    BinaryConv, Block, CodebookConv, ConvLayer, ConvSpec, Csr, GroupwiseConv, Int8Conv, IntType,
-    LinearLayer, Op, Operator, PackedCodes, Padding, ProductQuantizedConv, QuantParams, SeededRng,
-    SparseConv, SparseLinear, TernaryConv,
+    ActShape, BinaryConv, Block, CodebookConv, ConvLayer, ConvSpec, Csr, GroupwiseConv, Int8Conv,
+    IntType, LinearLayer, Op, Operator, PackedCodes, Padding, ProductQuantizedConv, QuantParams,
+    SeededRng, SparseConv, SparseLinear, TernaryConv,
 };
-use hasten_fastconv::lowbit::prepare::prepare;
+use hasten_fastconv::Plan;
 use proptest::prelude::*;
 
 fn run(op: Op, x: &Array4<f32>) -> (Array4<f32>, Array4<f32>) {
     let fast = hasten_fastconv::forward(&Block::single(op.clone()), x).unwrap();
     let slow = op.reference_forward(x).unwrap();
     (fast, slow)
+}
+
+/// Whether the plan for `op` on batches like `x` runs it on a low-bit kernel
+/// (and not on the reference fallback).
+fn runs_lowbit(op: &Op, x: &Array4<f32>) -> bool {
+    let s = x.shape();
+    let plan = Plan::new(
+        &Block::single(op.clone()),
+        ActShape::new(s[1], s[2], s[3]),
+        s[0],
+    )
+    .unwrap();
+    let steps = plan.steps();
+    steps.len() == 1 && steps[0].kernel.starts_with("low-bit")
 }
 
 fn assert_close(fast: &Array4<f32>, slow: &Array4<f32>, rel: f32) {
@@ -59,8 +73,8 @@ proptest! {
         let bias = Array1::from_shape_fn(t, |_| rng.below(2001) as i32 - 1000);
         let scales = Array1::from_shape_fn(t, |i| 0.001 + i as f32 * 1e-4);
         let op = Int8Conv::new(layout, w, scales, input, Some(bias), output).unwrap();
-        prop_assert!(prepare(&Op::Int8Conv(op.clone())).unwrap().is_some());
         let x = rng.normal_array((batch, c, hw, hw), 2.0);
+        prop_assert!(runs_lowbit(&Op::Int8Conv(op.clone()), &x));
         let (fast, slow) = run(Op::Int8Conv(op), &x);
         prop_assert_eq!(fast, slow);
     }
@@ -76,8 +90,8 @@ proptest! {
         let alpha = Array1::from_shape_fn(t, |i| 0.1 + 0.01 * i as f32);
         let bias = Array1::from_shape_fn(t, |i| i as f32 * 0.1);
         let op = BinaryConv::new(layout, PackedCodes::pack(&bits, t, c * 9, 1).unwrap(), alpha, Some(bias), true).unwrap();
-        prop_assert!(prepare(&Op::BinaryConv(op.clone())).unwrap().is_some());
         let x = rng.normal_array((batch, c, hw, hw), 1.0);
+        prop_assert!(runs_lowbit(&Op::BinaryConv(op.clone()), &x));
         let (fast, slow) = run(Op::BinaryConv(op), &x);
         assert_close(&fast, &slow, 1e-5);
     }
@@ -171,7 +185,7 @@ fn codebook_and_pq_linear_layouts() {
         Some(Array1::from_elem(o, 0.5)),
     )
     .unwrap();
-    assert!(prepare(&Op::CodebookConv(cb.clone())).unwrap().is_some());
+    assert!(runs_lowbit(&Op::CodebookConv(cb.clone()), &x));
     let (fast, slow) = run(Op::CodebookConv(cb), &x);
     assert_close(&fast, &slow, 1e-5);
     let (s, k, d) = (12, 32, 4);
@@ -184,9 +198,7 @@ fn codebook_and_pq_linear_layouts() {
         None,
     )
     .unwrap();
-    assert!(prepare(&Op::ProductQuantizedConv(pq.clone()))
-        .unwrap()
-        .is_some());
+    assert!(runs_lowbit(&Op::ProductQuantizedConv(pq.clone()), &x));
     let (fast, slow) = run(Op::ProductQuantizedConv(pq), &x);
     assert_close(&fast, &slow, 1e-5);
 }
@@ -212,7 +224,7 @@ fn sparse_and_groupwise_ops() {
             .collect();
         let gc = GroupwiseConv::from_conv(&layer, taps).unwrap();
         for op in [Op::SparseConv(sc), Op::GroupwiseConv(gc)] {
-            assert!(prepare(&op).unwrap().is_some());
+            assert!(runs_lowbit(&op, &x));
             let (fast, slow) = run(op, &x);
             assert_close(&fast, &slow, 1e-5);
         }

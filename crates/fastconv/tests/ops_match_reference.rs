@@ -10,8 +10,8 @@ use common::relative_error;
 use hasten_core::ndarray::Array4;
 use hasten_core::{
     ActShape, AvgPool, Block, Clip, ConvLayer, ConvSpec, Dropout, Flatten, GlobalAvgPool,
-    HardSigmoid, HardSwish, Identity, LinearLayer, MaxPool, Op, Operator, Pad, Padding, PoolSpec,
-    Relu, SeededRng, Sigmoid, Silu, Softmax,
+    HardSigmoid, HardSwish, Identity, LinearLayer, MaxPool, Op, Pad, Padding, PoolSpec, Relu,
+    SeededRng, Sigmoid, Silu, Softmax,
 };
 use hasten_fastconv::{Isa, Plan, PlanOptions, Winograd};
 use proptest::prelude::*;

@@ -39,7 +39,7 @@ use std::path::Path;
 
 use hasten_core::graph::{Graph, NodeOp};
 use hasten_core::op::{BinaryConv, Int8Conv, Op, PerforatedConv, WeightLayout};
-use hasten_core::{ActShape, ConvLayer, ConvSpec, Layer, LinearLayer, Operator};
+use hasten_core::{ActShape, ConvLayer, ConvSpec, Layer, LinearLayer};
 use ndarray::{Array1, Array2, ArrayD};
 use prost::Message;
 

@@ -20,8 +20,9 @@
 //!   minimum) the driver prunes as far as it can; the report states what was
 //!   achieved. A layer never loses all its filters.
 
+use hasten_core::op::WeightLayout;
 use hasten_core::{
-    cost, ActShape, BatchNorm, Block, ConvLayer, Cost, Error, LinearLayer, Op, Relu, Result,
+    ActShape, BatchNorm, Block, ConvLayer, Cost, Error, LinearLayer, Op, Operator, Relu, Result,
 };
 
 use crate::criteria::{magnitude, Norm};
@@ -120,41 +121,29 @@ impl ChainNet {
     /// The cost the network would have with `counts[l]` filters in layer `l`
     /// (counts of non-prunable layers are ignored), without building it.
     pub fn cost_with_counts(&self, input: ActShape, counts: &[usize]) -> Result<Cost> {
-        let mut total = Cost::default();
+        let prunable = self.prunable();
+        let mut costs = Vec::new();
         let mut shape = input;
         for (l, layer) in self.layers.iter().enumerate() {
-            let out = layer.conv.output_shape(ActShape::new(
-                layer.conv.in_channels(),
-                shape.height,
-                shape.width,
-            ))?;
-            let t = if self.prunable().contains(&l) {
-                counts[l]
-            } else {
-                out.channels
-            };
-            let [_, _, kh, kw] = layer.conv.weight().dims();
-            let w = (t * shape.channels * kh * kw) as u64;
-            let bias = layer.conv.bias().map_or(0, |_| t as u64);
-            let next = ActShape::checked(t, out.height, out.width)?;
-            let macs = cost::product("MAC", &[w, next.area() as u64])?;
-            total = total.checked_add(Cost::f32_op(macs, w + bias, shape.len(), next.len())?)?;
-            if layer.bn.is_some() {
-                let mut c = Cost::f32_op(next.len() as u64, 2 * t as u64, next.len(), next.len())?;
-                c.weight_bytes = 16 * t as u64;
-                total = total.checked_add(c)?;
+            let [t, _, kh, kw] = layer.conv.weight().dims();
+            let t = if prunable.contains(&l) { counts[l] } else { t };
+            // The layer as it would be after pruning: its shapes, no weights.
+            let conv = WeightLayout::conv([t, shape.channels, kh, kw], *layer.conv.spec())?;
+            costs.push(conv.dense_cost(shape, layer.conv.bias().is_some())?);
+            shape = conv.output_shape(shape)?;
+            if let Some(bn) = &layer.bn {
+                let kept: Vec<usize> = (0..t).collect();
+                costs.push(bn.select(&kept)?.cost(shape)?);
             }
             if layer.relu {
-                total = total.checked_add(Cost::f32_op(0, 0, next.len(), next.len())?)?;
+                costs.push(Relu.cost(shape)?);
             }
-            shape = next;
         }
         if let Some(h) = &self.head {
-            let w = cost::product("weight", &[h.out_features() as u64, shape.len() as u64])?;
-            let bias = h.bias().map_or(0, |b| b.len() as u64);
-            total = total.checked_add(Cost::f32_op(w, w + bias, shape.len(), h.out_features())?)?;
+            let head = WeightLayout::linear(h.out_features(), shape.checked_len()?)?;
+            costs.push(head.dense_cost(shape, h.bias().is_some())?);
         }
-        Ok(total)
+        Cost::checked_sum(costs)
     }
 
     /// Removes the filters of layer `l` not in `keep` (ascending), with its

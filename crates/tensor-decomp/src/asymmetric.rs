@@ -358,7 +358,7 @@ impl Transform for AsymmetricReconstruction {
             let w = conv.weight().filter_matrix().mapv(f64::from);
             let y_hat = self.patches.mapv(f64::from).dot(&w.t());
             let f = fitted_values(&y_hat, &self.targets.mapv(f64::from))?;
-            let s = linalg::svd(f.view())?.s.to_vec();
+            let s = linalg::thin_svd(f.view())?.s.to_vec();
             (Some(f), s)
         } else {
             (None, Vec::new())

@@ -121,7 +121,7 @@ pub fn fit_monochromatic(
             .to_owned()
             .into_shape_with_order((c, kh * kw))
             .expect("standard");
-        let svd = linalg::svd(wn.view())?;
+        let svd = linalg::thin_svd(wn.view())?;
         let mut u = svd.u.column(0).to_owned();
         // Fix the sign: the largest-magnitude entry positive.
         let big = u
@@ -400,13 +400,13 @@ impl BiclusterSvd {
                     .into_owned()
                     .into_shape_with_order((cp, d2 * np))
                     .expect("standard");
-                let svd1 = linalg::svd(m1.view())?;
+                let svd1 = linalg::thin_svd(m1.view())?;
                 let (u1, r1) = crate::common::balanced_factors(&svd1, k1);
                 // (K₁ d²) × N′.
                 let m2 = r1
                     .into_shape_with_order((k1 * d2, np))
                     .map_err(|e| Error::shape("bicluster SVD", k1, e))?;
-                let svd2 = linalg::svd(m2.view())?;
+                let svd2 = linalg::thin_svd(m2.view())?;
                 let (p, q) = crate::common::balanced_factors(&svd2, k2);
                 let gh = g * h_n + h;
                 for k in 0..k1 {

@@ -33,7 +33,7 @@ pub fn evbmf(y: ArrayView2<f64>) -> Result<Evbmf> {
         y
     };
     let (l, m) = (y.nrows() as f64, y.ncols() as f64);
-    let s_all = linalg::svd(y)?.s.to_vec();
+    let s_all = linalg::thin_svd(y)?.s.to_vec();
     let scale = s_all.first().copied().unwrap_or(0.0);
     if scale == 0.0 {
         return Ok(Evbmf {

@@ -212,7 +212,7 @@ impl Transform for SeparableFilters {
         let m = separable_matrix(&kernel);
         let needs_spectrum = matches!(self.rank, RankSpec::Energy(_));
         let spectrum = if needs_spectrum {
-            linalg::svd(m.view())?.s.to_vec()
+            linalg::thin_svd(m.view())?.s.to_vec()
         } else {
             Vec::new()
         };

@@ -158,7 +158,7 @@ pub fn tt_svd(tensor: &ArrayD<f64>, rank: TtRank) -> Result<TtTensor> {
         remaining /= shape[k];
         let m = Array2::from_shape_vec((rows, remaining), rest)
             .map_err(|e| Error::shape("TT unfolding", rows, e))?;
-        let svd = linalg::svd(m.view())?;
+        let svd = linalg::thin_svd(m.view())?;
         let sv = svd.s.as_slice().unwrap_or(&[]);
         let r = match (rank, delta) {
             (TtRank::Max(r), _) => r.min(bounds[k]).min(sv.len()),

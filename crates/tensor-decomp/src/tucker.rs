@@ -416,7 +416,7 @@ impl Tucker2 {
                 let mut ranks = [0usize; 2];
                 for mode in 0..2 {
                     let m = hasten_core::mode_unfold(&kernel, mode)?;
-                    let sv: Vec<f64> = linalg::svd(m.view())?.s.to_vec();
+                    let sv: Vec<f64> = linalg::thin_svd(m.view())?.s.to_vec();
                     let none = |_: usize| Ok(0u64);
                     ranks[mode] = spec.resolve(&RankProblem {
                         method: self.name(),

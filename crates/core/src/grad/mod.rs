@@ -209,7 +209,7 @@ pub fn forward(op: &Op, x: &Array4<f64>, p: &OpParams, mode: Mode) -> Result<For
         | Op::ChannelGather(_) => plain(layout::forward(op, x, dims)),
         _ => match activation::Activation::of(op) {
             Some(a) => plain(x.mapv(|v| a.value(v))),
-            None => Err(Error::unsupported("reference backward", op_kind(op))),
+            None => Err(Error::unsupported("reference backward", op.kind())),
         },
     }
 }
@@ -225,7 +225,7 @@ pub fn backward(
     mode: Mode,
 ) -> Result<OpGrad> {
     let dims = out_dims(op, x)?;
-    check_grad_shape(op_kind(op), &dims, dy)?;
+    check_grad_shape(op.kind(), &dims, dy)?;
     let plain = |input| {
         Ok(OpGrad {
             input,
@@ -252,7 +252,7 @@ pub fn backward(
                     .and(dy)
                     .map_collect(|&v, &g| g * a.derivative(v)),
             ),
-            None => Err(Error::unsupported("reference backward", op_kind(op))),
+            None => Err(Error::unsupported("reference backward", op.kind())),
         },
     }
 }
@@ -277,11 +277,6 @@ pub fn has_backward(op: &Op) -> bool {
             | Op::ChannelShuffle(_)
             | Op::ChannelGather(_)
     ) || activation::Activation::of(op).is_some()
-}
-
-fn op_kind(op: &Op) -> &'static str {
-    use crate::op::Operator;
-    op.kind()
 }
 
 #[cfg(test)]

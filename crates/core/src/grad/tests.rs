@@ -573,7 +573,7 @@ fn has_backward_agrees_with_the_forward() {
             forward(op, &x, &p, Mode::Eval),
             Err(crate::Error::Unsupported { .. })
         );
-        assert_eq!(has_backward(op), !unsupported, "{}", op_kind(op));
+        assert_eq!(has_backward(op), !unsupported, "{}", op.kind());
     }
     assert!(!has_backward(&ops[3]), "the check must see both outcomes");
 }

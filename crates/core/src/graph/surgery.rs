@@ -239,7 +239,8 @@ impl Graph {
         let (inputs, mut defs, mut outputs) = self.to_defs();
         let mut removed = vec![false; defs.len()];
         for j in 0..defs.len() {
-            let is_identity = matches!(&defs[j].op, NodeOp::Op(op) if IDENTITY_KINDS.contains(&crate::op::Operator::kind(op)));
+            let is_identity =
+                matches!(&defs[j].op, NodeOp::Op(op) if IDENTITY_KINDS.contains(&op.kind()));
             if !is_identity || outputs.contains(&defs[j].name) {
                 continue;
             }

@@ -50,10 +50,22 @@ fn check(what: &str, a: &ArrayView2<f64>) -> Result<()> {
     ensure_finite(what, a.iter())
 }
 
-/// Thin SVD of an `m × n` matrix.
-pub fn svd(a: ArrayView2<f64>) -> Result<Svd> {
+/// Thin SVD of an `m × n` matrix: `U` is `m × k`, `Vᵀ` is `k × n`,
+/// `k = min(m, n)` (the factorisation behind every low-rank method of the
+/// survey's section 2).
+///
+/// # Errors
+/// [`Error::EmptyDimension`] for an empty matrix, [`Error::NonFinite`] for a
+/// NaN or infinite entry, a backend error if the iteration fails.
+pub fn thin_svd(a: ArrayView2<f64>) -> Result<Svd> {
     check("SVD input", &a)?;
     backend::svd(a)
+}
+
+/// The former name of [`thin_svd`].
+#[deprecated(since = "0.1.0", note = "renamed to `thin_svd`")]
+pub fn svd(a: ArrayView2<f64>) -> Result<Svd> {
+    thin_svd(a)
 }
 
 /// Eigendecomposition of a symmetric matrix: eigenvalues in non-decreasing
@@ -111,7 +123,7 @@ pub fn lstsq(a: ArrayView2<f64>, b: ArrayView2<f64>) -> Result<Array2<f64>> {
 
 /// Moore–Penrose pseudo-inverse (same cut-off as [`lstsq`]).
 pub fn pinv(a: ArrayView2<f64>) -> Result<Array2<f64>> {
-    let Svd { u, s, vt } = svd(a)?;
+    let Svd { u, s, vt } = thin_svd(a)?;
     let cutoff = a.nrows().max(a.ncols()) as f64 * f64::EPSILON * s.first().copied().unwrap_or(0.0);
     let inv: Array1<f64> = s.mapv(|v| if v > cutoff { 1.0 / v } else { 0.0 });
     // A⁺ = V diag(1/s) Uᵀ

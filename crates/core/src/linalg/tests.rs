@@ -24,7 +24,7 @@ fn assert_orthonormal_columns(q: &Array2<f64>) {
 fn svd_reconstructs_tall_and_wide() {
     for (m, n) in [(7, 4), (4, 7), (5, 5), (1, 3)] {
         let a = random(m, n, 1 + m as u64 * 10 + n as u64);
-        let f = svd(a.view()).unwrap();
+        let f = thin_svd(a.view()).unwrap();
         assert_eq!(f.s.len(), m.min(n));
         assert!(f.s.windows(2).into_iter().all(|w| w[0] >= w[1]));
         assert_orthonormal_columns(&f.u);
@@ -40,7 +40,7 @@ fn svd_singular_values_match_closed_form() {
     a[[0, 0]] = 3.0;
     a[[1, 1]] = -2.0;
     a[[2, 2]] = 1.0;
-    let s = svd(a.view()).unwrap().s;
+    let s = thin_svd(a.view()).unwrap().s;
     for (got, want) in s.iter().zip([3.0, 2.0, 1.0]) {
         assert!((got - want).abs() < 1e-14);
     }
@@ -94,11 +94,11 @@ fn solve_and_lstsq() {
 
 #[test]
 fn bad_input_is_an_error() {
-    assert!(svd(Array2::<f64>::zeros((0, 3)).view()).is_err());
+    assert!(thin_svd(Array2::<f64>::zeros((0, 3)).view()).is_err());
     let mut nan = random(3, 3, 1);
     nan[[1, 1]] = f64::NAN;
     assert!(matches!(
-        svd(nan.view()),
+        thin_svd(nan.view()),
         Err(Error::NonFinite { index: 4, .. })
     ));
     assert!(sym_eig(random(2, 3, 1).view()).is_err());

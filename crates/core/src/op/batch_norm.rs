@@ -128,10 +128,6 @@ impl BatchNorm {
 }
 
 impl Operator for BatchNorm {
-    fn kind(&self) -> &'static str {
-        "batch_norm"
-    }
-
     fn output_shape(&self, input: ActShape) -> Result<ActShape> {
         expect_channels("batch-norm", self.channels(), input)?;
         input.checked_len()?;

@@ -25,7 +25,8 @@
 
 use ndarray::{Array1, Array2, Array4};
 
-use super::weight_layout::{bias_len, check_bias, check_per_filter, WeightLayout};
+use super::common::check_bias;
+use super::weight_layout::{bias_len, check_per_filter, WeightLayout};
 use super::{input_shape_of, Operator};
 use crate::bits::PackedCodes;
 use crate::cost::Cost;
@@ -144,14 +145,6 @@ pub fn binary_sign(x: f32) -> f32 {
 }
 
 impl Operator for BinaryConv {
-    fn kind(&self) -> &'static str {
-        if self.binarize_input {
-            "xnor_conv"
-        } else {
-            "binary_conv"
-        }
-    }
-
     fn output_shape(&self, input: ActShape) -> Result<ActShape> {
         self.layout.output_shape(input)
     }

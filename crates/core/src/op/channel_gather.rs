@@ -54,10 +54,6 @@ impl ChannelGather {
 }
 
 impl Operator for ChannelGather {
-    fn kind(&self) -> &'static str {
-        "channel_gather"
-    }
-
     fn output_shape(&self, input: ActShape) -> Result<ActShape> {
         expect_channels("channel gather", self.in_channels, input)?;
         input.checked_len()?;

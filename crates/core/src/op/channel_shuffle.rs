@@ -40,10 +40,6 @@ impl ChannelShuffle {
 }
 
 impl Operator for ChannelShuffle {
-    fn kind(&self) -> &'static str {
-        "channel_shuffle"
-    }
-
     fn output_shape(&self, input: ActShape) -> Result<ActShape> {
         if !input.channels.is_multiple_of(self.groups) {
             return Err(Error::InvalidGroups {

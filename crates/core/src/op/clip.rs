@@ -53,7 +53,7 @@ impl Elementwise for Clip {
     }
 }
 
-elementwise_operator!(Clip, kind: "clip", params: 2);
+elementwise_operator!(Clip, params: 2);
 
 #[cfg(test)]
 mod tests {

@@ -12,7 +12,8 @@
 
 use ndarray::{Array1, Array2};
 
-use super::weight_layout::{check_bias, check_groups, WeightLayout};
+use super::common::check_bias;
+use super::weight_layout::{check_groups, WeightLayout};
 use crate::bits::PackedCodes;
 use crate::error::{ensure_finite, ensure_nonempty, Result};
 
@@ -96,7 +97,6 @@ impl CodebookConv {
 
 dequantizing_operator!(
     CodebookConv,
-    kind: "codebook_conv",
     side_f32: |op| op.codebooks.len() as u64,
     payload: "Payload: packed index words + 4 bytes per codebook entry and bias entry.",
 );

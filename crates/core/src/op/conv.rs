@@ -4,28 +4,26 @@
 use ndarray::Array4;
 
 use super::common::zeros_output;
+use super::WeightLayout;
 use super::{input_shape_of, Operator};
-use crate::cost::{self, Cost};
+use crate::cost::Cost;
 use crate::error::Result;
 use crate::layer::ConvLayer;
 use crate::shape::ActShape;
 
 impl Operator for ConvLayer {
-    fn kind(&self) -> &'static str {
-        "conv"
-    }
-
     fn output_shape(&self, input: ActShape) -> Result<ActShape> {
         ConvLayer::output_shape(self, input)
     }
 
     /// `T · (C/g) · kh · kw` MACs per output pixel — Table 1's `CNd²` for one group.
     fn cost(&self, input: ActShape) -> Result<Cost> {
-        let out = ConvLayer::output_shape(self, input)?;
-        let weights = self.weight().len() as u64;
-        let macs = cost::product("MAC", &[weights, out.area() as u64])?;
-        let params = weights + self.bias().map_or(0, |b| b.len() as u64);
-        Cost::f32_op(macs, params, input.len(), out.len())
+        ConvLayer::output_shape(self, input)?;
+        let layout = WeightLayout::Conv {
+            dims: self.weight().dims(),
+            spec: *self.spec(),
+        };
+        layout.dense_cost(input, self.bias().is_some())
     }
 
     /// Direct evaluation of
@@ -172,5 +170,24 @@ mod tests {
         let cost = l.cost(ActShape::new(c, h, h)).unwrap();
         assert_eq!(cost.macs, (c * n * d * d * h * h) as u64);
         assert_eq!(cost.params, (c * n * d * d) as u64);
+    }
+
+    #[test]
+    fn grouped_strided_biased_cost_by_hand() {
+        // 2 groups, 8 → 6 channels (C_g = 4), 3×3, stride 2, padding 1, bias:
+        // 12×12 → 6×6; each output value reads C_g·9 = 36 weights.
+        let l = layer(
+            Array4::ones((6, 4, 3, 3)),
+            Some(vec![0.0; 6]),
+            ConvSpec::new()
+                .with_groups(2)
+                .with_stride(2)
+                .with_padding(1),
+        );
+        let cost = l.cost(ActShape::new(8, 12, 12)).unwrap();
+        assert_eq!(cost.macs, 6 * 36 * 36);
+        assert_eq!(cost.params, 6 * 36 + 6);
+        assert_eq!(cost.weight_bytes, 4 * (6 * 36 + 6));
+        assert_eq!(cost.activation_bytes, 4 * (8 * 144 + 6 * 36));
     }
 }

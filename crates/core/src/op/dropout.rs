@@ -30,10 +30,6 @@ impl Dropout {
 }
 
 impl Operator for Dropout {
-    fn kind(&self) -> &'static str {
-        "dropout"
-    }
-
     fn output_shape(&self, input: ActShape) -> Result<ActShape> {
         input.checked_len()?;
         Ok(input)

@@ -16,7 +16,8 @@
 
 use ndarray::{Array1, Array2};
 
-use super::weight_layout::{check_bias, check_groups, WeightLayout};
+use super::common::check_bias;
+use super::weight_layout::{check_groups, WeightLayout};
 use crate::bits::PackedCodes;
 use crate::error::{ensure_finite, Error, Result};
 
@@ -108,7 +109,6 @@ impl FixedPointConv {
 
 dequantizing_operator!(
     FixedPointConv,
-    kind: "fixed_point_conv",
     side_f32: |op| 2 * op.scales.len() as u64,
     payload: "Payload: packed code words + 4 bytes per scale, offset and bias entry.",
 );

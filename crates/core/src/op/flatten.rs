@@ -13,10 +13,6 @@ use crate::shape::ActShape;
 pub struct Flatten;
 
 impl Operator for Flatten {
-    fn kind(&self) -> &'static str {
-        "flatten"
-    }
-
     fn output_shape(&self, input: ActShape) -> Result<ActShape> {
         let len = input
             .channels

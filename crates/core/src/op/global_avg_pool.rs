@@ -13,10 +13,6 @@ use crate::shape::ActShape;
 pub struct GlobalAvgPool;
 
 impl Operator for GlobalAvgPool {
-    fn kind(&self) -> &'static str {
-        "global_avg_pool"
-    }
-
     fn output_shape(&self, input: ActShape) -> Result<ActShape> {
         input.checked_len()?;
         Ok(ActShape::new(input.channels, 1, 1))

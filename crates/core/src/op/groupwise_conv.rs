@@ -164,10 +164,6 @@ impl GroupwiseConv {
 }
 
 impl Operator for GroupwiseConv {
-    fn kind(&self) -> &'static str {
-        "groupwise_conv"
-    }
-
     fn output_shape(&self, input: ActShape) -> Result<ActShape> {
         single_group_output_shape(
             "group-wise convolution",

@@ -50,7 +50,7 @@ impl Elementwise for HardSigmoid {
     }
 }
 
-elementwise_operator!(HardSigmoid, kind: "hard_sigmoid", params: 2);
+elementwise_operator!(HardSigmoid, params: 2);
 
 #[cfg(test)]
 mod tests {

@@ -20,7 +20,7 @@ impl Elementwise for HardSwish {
     }
 }
 
-elementwise_operator!(HardSwish, kind: "hard_swish", params: 0);
+elementwise_operator!(HardSwish, params: 0);
 
 #[cfg(test)]
 mod tests {

@@ -12,10 +12,6 @@ use crate::shape::ActShape;
 pub struct Identity;
 
 impl Operator for Identity {
-    fn kind(&self) -> &'static str {
-        "identity"
-    }
-
     fn output_shape(&self, input: ActShape) -> Result<ActShape> {
         input.checked_len()?;
         Ok(input)

@@ -384,10 +384,6 @@ impl Int8Conv {
 }
 
 impl Operator for Int8Conv {
-    fn kind(&self) -> &'static str {
-        "int8_conv"
-    }
-
     fn output_shape(&self, input: ActShape) -> Result<ActShape> {
         self.layout.output_shape(input)
     }

@@ -20,8 +20,9 @@
 
 use ndarray::{Array1, Array2, Array4};
 
+use super::common::check_bias;
 use super::common::zeros_output;
-use super::weight_layout::{bias_len, check_bias, WeightLayout};
+use super::weight_layout::{bias_len, WeightLayout};
 use super::{input_shape_of, Operator};
 use crate::cost::Cost;
 use crate::error::{ensure_finite, ensure_nonempty, Error, Result};
@@ -193,10 +194,6 @@ impl LcnnConv {
 }
 
 impl Operator for LcnnConv {
-    fn kind(&self) -> &'static str {
-        "lcnn_conv"
-    }
-
     fn output_shape(&self, input: ActShape) -> Result<ActShape> {
         self.layout.output_shape(input)
     }

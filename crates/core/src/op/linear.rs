@@ -3,26 +3,25 @@
 use ndarray::Array4;
 
 use super::common::{flatten_samples, zeros_output};
-use super::{input_shape_of, Operator};
+use super::{input_shape_of, Operator, WeightLayout};
 use crate::cost::Cost;
 use crate::error::Result;
 use crate::layer::LinearLayer;
 use crate::shape::ActShape;
 
 impl Operator for LinearLayer {
-    fn kind(&self) -> &'static str {
-        "linear"
-    }
-
     fn output_shape(&self, input: ActShape) -> Result<ActShape> {
         LinearLayer::output_shape(self, input)
     }
 
+    /// `out · in` MACs: the dense cost of its [`WeightLayout`].
     fn cost(&self, input: ActShape) -> Result<Cost> {
-        let out = LinearLayer::output_shape(self, input)?;
-        let macs = self.weight().len() as u64;
-        let params = macs + self.bias().map_or(0, |b| b.len() as u64);
-        Cost::f32_op(macs, params, input.len(), out.len())
+        LinearLayer::output_shape(self, input)?;
+        let layout = WeightLayout::Linear {
+            out: self.out_features(),
+            inp: self.in_features(),
+        };
+        layout.dense_cost(input, self.bias().is_some())
     }
 
     /// `y[n, o] = b[o] + Σ_i W[o, i] · x[n, i]` over the flattened sample, in f64.
@@ -62,5 +61,17 @@ mod tests {
         assert_eq!(y.shape(), &[1, 2, 1, 1]);
         assert_eq!(y.iter().copied().collect::<Vec<_>>(), vec![5.5, 4.5]);
         assert!(l.output_shape(ActShape::new(3, 1, 1)).is_err());
+    }
+
+    #[test]
+    fn cost_by_hand() {
+        // 3 outputs from a 2×2×2 sample: 24 MACs, 24 weights + 3 biases.
+        let l = LinearLayer::from_slice(3, 8, &[0.5; 24], Some(&[0.0; 3])).unwrap();
+        let cost = l.cost(ActShape::new(2, 2, 2)).unwrap();
+        assert_eq!((cost.macs, cost.params, cost.weight_bytes), (24, 27, 108));
+        assert_eq!(cost.activation_bytes, 4 * (8 + 3));
+        let no_bias = LinearLayer::from_slice(3, 8, &[0.5; 24], None).unwrap();
+        assert_eq!(no_bias.cost(ActShape::flat(8)).unwrap().params, 24);
+        assert!(l.cost(ActShape::flat(7)).is_err());
     }
 }

@@ -22,15 +22,10 @@
 macro_rules! dequantizing_operator {
     (
         $op:ty,
-        kind: $kind:literal,
         side_f32: |$this:ident| $side:expr,
         payload: $payload:literal $(,)?
     ) => {
         impl $crate::op::Operator for $op {
-            fn kind(&self) -> &'static str {
-                $kind
-            }
-
             fn output_shape(
                 &self,
                 input: $crate::shape::ActShape,
@@ -139,9 +134,11 @@ use crate::layer::{ConvLayer, LinearLayer};
 use crate::shape::ActShape;
 
 /// What every op of the IR defines.
+///
+/// An op's kind name (`conv`, `relu`, …) is not part of this trait: the
+/// `ops!` table below declares it once per op, next to its [`Op`] variant,
+/// and generates the inherent `kind()` of [`Op`] and of every op type.
 pub trait Operator {
-    /// Short name of the op kind, for reports and errors.
-    fn kind(&self) -> &'static str;
     /// Output shape for one sample of shape `input`; rejects inputs the op
     /// cannot take.
     fn output_shape(&self, input: ActShape) -> Result<ActShape>;
@@ -151,8 +148,13 @@ pub trait Operator {
     fn reference_forward(&self, input: &Array4<f32>) -> Result<Array4<f32>>;
 }
 
+/// Declares the [`Op`] enum from a table of `Variant(binding: Type) => kind`
+/// rows: the variants, `From<Type> for Op`, [`Op::as_operator`], and the
+/// kind names — `Type::kind()` evaluates the row's `kind` expression with
+/// the op bound to `binding` (`_` where the kind is a constant), and
+/// [`Op::kind`] dispatches to it.
 macro_rules! ops {
-    ($($(#[$doc:meta])* $variant:ident($ty:ty),)*) => {
+    ($($(#[$doc:meta])* $variant:ident($bind:tt: $ty:ty) => $kind:expr,)*) => {
         /// One operation of a [`crate::Block`].
         #[derive(Debug, Clone, PartialEq)]
         #[non_exhaustive]
@@ -166,11 +168,28 @@ macro_rules! ops {
             }
         })*
 
+        $(impl $ty {
+            /// Short name of the op kind (its row of the `ops!` table), for
+            /// reports, errors and [`crate::NodeFilter::kind`].
+            pub fn kind(&self) -> &'static str {
+                let $bind = self;
+                $kind
+            }
+        })*
+
         impl Op {
             /// The op as its [`Operator`] trait object.
             pub fn as_operator(&self) -> &dyn Operator {
                 match self {
                     $(Op::$variant(op) => op,)*
+                }
+            }
+
+            /// Short name of the op kind (`conv`, `relu`, …), for reports,
+            /// errors and [`crate::NodeFilter::kind`].
+            pub fn kind(&self) -> &'static str {
+                match self {
+                    $(Op::$variant(op) => op.kind(),)*
                 }
             }
         }
@@ -179,69 +198,69 @@ macro_rules! ops {
 
 ops! {
     /// Dense, grouped, depthwise, pointwise, `1×d` or `d×1` convolution.
-    Conv(ConvLayer),
+    Conv(_: ConvLayer) => "conv",
     /// Fully connected layer (flattens each sample).
-    Linear(LinearLayer),
+    Linear(_: LinearLayer) => "linear",
     /// ShuffleNet channel shuffle.
-    ChannelShuffle(ChannelShuffle),
+    ChannelShuffle(_: ChannelShuffle) => "channel_shuffle",
     /// ShiftNet per-channel spatial shift.
-    Shift(Shift),
+    Shift(_: Shift) => "shift",
     /// Inference-mode batch normalisation.
-    BatchNorm(BatchNorm),
+    BatchNorm(_: BatchNorm) => "batch_norm",
     /// Rectified linear unit.
-    Relu(Relu),
+    Relu(_: Relu) => "relu",
     /// Bit-packed binary weights with per-filter scale; optional XNOR inputs.
-    BinaryConv(BinaryConv),
+    BinaryConv(op: BinaryConv) => if op.binarize_input() { "xnor_conv" } else { "binary_conv" },
     /// 2-bit packed ternary weights with per-filter scale.
-    TernaryConv(TernaryConv),
+    TernaryConv(_: TernaryConv) => "ternary_conv",
     /// k-means codebook indices with per-layer or per-channel codebooks.
-    CodebookConv(CodebookConv),
+    CodebookConv(_: CodebookConv) => "codebook_conv",
     /// Product-quantized weights: sub-block codes and codebooks.
-    ProductQuantizedConv(ProductQuantizedConv),
+    ProductQuantizedConv(_: ProductQuantizedConv) => "product_quantized_conv",
     /// Uniform k-bit weight codes with affine dequantization.
-    FixedPointConv(FixedPointConv),
+    FixedPointConv(_: FixedPointConv) => "fixed_point_conv",
     /// i8 weights, quantized activations, i32 accumulation, requantization.
-    Int8Conv(Int8Conv),
+    Int8Conv(_: Int8Conv) => "int8_conv",
     /// LCNN dictionary 1×1 convolution, shifts and sparse combination.
-    LcnnConv(LcnnConv),
+    LcnnConv(_: LcnnConv) => "lcnn_conv",
     /// Group-wise pruned convolution: a subset of (channel, row, column) taps.
-    GroupwiseConv(GroupwiseConv),
+    GroupwiseConv(_: GroupwiseConv) => "groupwise_conv",
     /// Unstructured sparse convolution, filter matrix in CSR form.
-    SparseConv(SparseConv),
+    SparseConv(_: SparseConv) => "sparse_conv",
     /// Unstructured sparse fully connected layer, CSR weights.
-    SparseLinear(SparseLinear),
+    SparseLinear(_: SparseLinear) => "sparse_linear",
     /// Convolution evaluated at a subset of output positions.
-    PerforatedConv(PerforatedConv),
+    PerforatedConv(_: PerforatedConv) => "perforated_conv",
     /// Tensor-Train (TT-matrix) fully connected layer.
-    TtLinear(TtLinear),
+    TtLinear(_: TtLinear) => "tt_linear",
     /// Channel gather (permutation / selection / replication).
-    ChannelGather(ChannelGather),
+    ChannelGather(_: ChannelGather) => "channel_gather",
     /// Max pooling.
-    MaxPool(MaxPool),
+    MaxPool(_: MaxPool) => "max_pool",
     /// Average pooling.
-    AvgPool(AvgPool),
+    AvgPool(_: AvgPool) => "avg_pool",
     /// Global average pooling, `C×H×W → C×1×1`.
-    GlobalAvgPool(GlobalAvgPool),
+    GlobalAvgPool(_: GlobalAvgPool) => "global_avg_pool",
     /// Flatten each sample to a `C·H·W` vector.
-    Flatten(Flatten),
+    Flatten(_: Flatten) => "flatten",
     /// Clamp to `min..=max` (ReLU6).
-    Clip(Clip),
+    Clip(_: Clip) => "clip",
     /// Constant spatial padding.
-    Pad(Pad),
+    Pad(_: Pad) => "pad",
     /// The identity.
-    Identity(Identity),
+    Identity(_: Identity) => "identity",
     /// Dropout (the identity at inference).
-    Dropout(Dropout),
+    Dropout(_: Dropout) => "dropout",
     /// Softmax over channels.
-    Softmax(Softmax),
+    Softmax(_: Softmax) => "softmax",
     /// Logistic sigmoid.
-    Sigmoid(Sigmoid),
+    Sigmoid(_: Sigmoid) => "sigmoid",
     /// Hard sigmoid, `max(0, min(1, αx + β))`.
-    HardSigmoid(HardSigmoid),
+    HardSigmoid(_: HardSigmoid) => "hard_sigmoid",
     /// Hard swish, `x·max(0, min(1, x/6 + 1/2))`.
-    HardSwish(HardSwish),
+    HardSwish(_: HardSwish) => "hard_swish",
     /// SiLU / swish, `x·σ(x)`.
-    Silu(Silu),
+    Silu(_: Silu) => "silu",
 }
 
 impl Op {
@@ -262,9 +281,6 @@ impl Op {
 }
 
 impl Operator for Op {
-    fn kind(&self) -> &'static str {
-        self.as_operator().kind()
-    }
     fn output_shape(&self, input: ActShape) -> Result<ActShape> {
         self.as_operator().output_shape(input)
     }

@@ -37,10 +37,6 @@ impl Pad {
 }
 
 impl Operator for Pad {
-    fn kind(&self) -> &'static str {
-        "pad"
-    }
-
     /// `C × (H + top + bottom) × (W + left + right)`, overflow-checked
     /// (including the per-sample length).
     fn output_shape(&self, input: ActShape) -> Result<ActShape> {

@@ -112,10 +112,6 @@ impl PerforatedConv {
 }
 
 impl Operator for PerforatedConv {
-    fn kind(&self) -> &'static str {
-        "perforated_conv"
-    }
-
     fn output_shape(&self, input: ActShape) -> Result<ActShape> {
         let out = self.conv.output_shape(input)?;
         if (out.height, out.width) != self.out_hw {

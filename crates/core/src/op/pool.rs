@@ -319,10 +319,6 @@ impl MaxPool {
 }
 
 impl Operator for MaxPool {
-    fn kind(&self) -> &'static str {
-        "max_pool"
-    }
-
     fn output_shape(&self, input: ActShape) -> Result<ActShape> {
         self.spec.output_shape(input)
     }
@@ -370,10 +366,6 @@ impl AvgPool {
 }
 
 impl Operator for AvgPool {
-    fn kind(&self) -> &'static str {
-        "avg_pool"
-    }
-
     fn output_shape(&self, input: ActShape) -> Result<ActShape> {
         self.spec.output_shape(input)
     }

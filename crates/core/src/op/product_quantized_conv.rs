@@ -17,7 +17,8 @@
 
 use ndarray::{Array1, Array2, Array3};
 
-use super::weight_layout::{check_bias, WeightLayout};
+use super::common::check_bias;
+use super::weight_layout::WeightLayout;
 use crate::bits::PackedCodes;
 use crate::error::{ensure_finite, ensure_nonempty, Error, Result};
 
@@ -108,7 +109,6 @@ impl ProductQuantizedConv {
 
 dequantizing_operator!(
     ProductQuantizedConv,
-    kind: "product_quantized_conv",
     side_f32: |op| op.codebooks.len() as u64,
     payload: "Payload: packed code words + 4 bytes per codebook entry and bias entry.",
 );

@@ -14,7 +14,7 @@ impl Elementwise for Relu {
     }
 }
 
-elementwise_operator!(Relu, kind: "relu", params: 0);
+elementwise_operator!(Relu, params: 0);
 
 #[cfg(test)]
 mod tests {

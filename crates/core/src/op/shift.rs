@@ -52,10 +52,6 @@ impl Shift {
 }
 
 impl Operator for Shift {
-    fn kind(&self) -> &'static str {
-        "shift"
-    }
-
     fn output_shape(&self, input: ActShape) -> Result<ActShape> {
         expect_channels("shift", self.offsets.len(), input)?;
         input.checked_len()?;

@@ -19,7 +19,7 @@ impl Elementwise for Sigmoid {
     }
 }
 
-elementwise_operator!(Sigmoid, kind: "sigmoid", params: 0);
+elementwise_operator!(Sigmoid, params: 0);
 
 #[cfg(test)]
 mod tests {

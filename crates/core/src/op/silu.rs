@@ -20,7 +20,7 @@ impl Elementwise for Silu {
     }
 }
 
-elementwise_operator!(Silu, kind: "silu", params: 0);
+elementwise_operator!(Silu, params: 0);
 
 #[cfg(test)]
 mod tests {

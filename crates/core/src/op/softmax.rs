@@ -19,10 +19,6 @@ use crate::shape::ActShape;
 pub struct Softmax;
 
 impl Operator for Softmax {
-    fn kind(&self) -> &'static str {
-        "softmax"
-    }
-
     fn output_shape(&self, input: ActShape) -> Result<ActShape> {
         input.checked_len()?;
         Ok(input)

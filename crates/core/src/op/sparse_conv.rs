@@ -112,10 +112,6 @@ impl SparseConv {
 }
 
 impl Operator for SparseConv {
-    fn kind(&self) -> &'static str {
-        "sparse_conv"
-    }
-
     fn output_shape(&self, input: ActShape) -> Result<ActShape> {
         single_group_output_shape(
             "sparse convolution",

@@ -50,10 +50,6 @@ impl SparseLinear {
 }
 
 impl Operator for SparseLinear {
-    fn kind(&self) -> &'static str {
-        "sparse_linear"
-    }
-
     fn output_shape(&self, input: ActShape) -> Result<ActShape> {
         if input.checked_len()? != self.weight.cols() {
             return Err(Error::shape(

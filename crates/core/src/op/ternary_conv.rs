@@ -13,7 +13,8 @@
 
 use ndarray::{Array1, Array2};
 
-use super::weight_layout::{check_bias, check_per_filter, WeightLayout};
+use super::common::check_bias;
+use super::weight_layout::{check_per_filter, WeightLayout};
 use crate::bits::PackedCodes;
 use crate::error::{Error, Result};
 
@@ -95,7 +96,6 @@ impl TernaryConv {
 
 dequantizing_operator!(
     TernaryConv,
-    kind: "ternary_conv",
     side_f32: |op| op.scales.len() as u64,
     payload: "Payload: packed 2-bit words + 4 bytes per scale and bias entry.",
 );

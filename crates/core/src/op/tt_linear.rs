@@ -187,10 +187,6 @@ impl TtLinear {
 }
 
 impl Operator for TtLinear {
-    fn kind(&self) -> &'static str {
-        "tt_linear"
-    }
-
     fn output_shape(&self, input: ActShape) -> Result<ActShape> {
         if input.checked_len()? != self.in_features() {
             return Err(Error::shape(

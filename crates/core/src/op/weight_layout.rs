@@ -156,6 +156,26 @@ impl WeightLayout {
         })
     }
 
+    /// The cost of the dense f32 layer of this layout, with a bias when
+    /// `bias`: `weight_count · output area` MACs (Table 1's `CNd²` per output
+    /// pixel for a convolution, one group's share for grouped ones), one
+    /// parameter per weight and bias entry, 4 bytes each. [`ConvLayer`] and
+    /// [`LinearLayer`] state their cost through it, and so can a caller that
+    /// knows only the shapes of a layer it has not built.
+    pub fn dense_cost(&self, input: ActShape, bias: bool) -> Result<Cost> {
+        let weights = self.weight_count() as u64;
+        let params = if bias {
+            crate::cost::sum("parameter", &[weights, self.rows() as u64])?
+        } else {
+            weights
+        };
+        self.cost(
+            input,
+            params,
+            crate::cost::product("weight bytes", &[params, 4])?,
+        )
+    }
+
     /// The cost of a bit-packed op of survey section 5: [`Self::cost`] with
     /// one parameter per stored code plus `side_f32` f32 side values (scales,
     /// offsets, codebook entries, bias), stored as the packed code words plus
@@ -195,11 +215,6 @@ pub(crate) fn check_per_filter(what: &str, values: &Array1<f32>, rows: usize) ->
         return Err(Error::shape(format!("{what} length"), rows, values.len()));
     }
     crate::error::ensure_finite(what, values.iter())
-}
-
-/// Validates an optional bias of `rows` finite entries.
-pub(crate) fn check_bias(bias: Option<&Array1<f32>>, rows: usize) -> Result<()> {
-    bias.map_or(Ok(()), |b| check_per_filter("bias", b, rows))
 }
 
 /// Validates per-group scale vectors: length 1 (per layer) or `rows` (per filter), finite.

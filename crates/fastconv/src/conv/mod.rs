@@ -21,7 +21,7 @@ pub(crate) use perforated::PerforatedKernel;
 pub(crate) use view::ChannelView;
 
 use hasten_core::{
-    memory, ActShape, BatchNorm, ConvLayer, ConvSpec, Error, Op, Operator, Result, WeightLayout,
+    memory, ActShape, BatchNorm, ConvLayer, ConvSpec, Error, Op, Result, WeightLayout,
 };
 
 use crate::elementwise::Clamp;
@@ -229,13 +229,8 @@ pub(crate) fn check_padded_inputs<'a>(
         let Some((spec, (kh, kw), _)) = sliding_window(op) else {
             continue;
         };
-        // Validates the padded extents (they fit in isize).
         spec.output_hw(input.height, input.width, kh, kw)?;
-        let p = spec.padding;
-        let (hp, wp) = (
-            input.height + p.top + p.bottom,
-            input.width + p.left + p.right,
-        );
+        let (hp, wp) = spec.padding.padded_hw(input.height, input.width)?;
         let floats = [input.channels, hp, wp]
             .iter()
             .try_fold(batch, |acc, &f| acc.checked_mul(f))

@@ -21,7 +21,7 @@
 //! **Scaling.** The epilogue computes `y = α[t] · K[p] · dot + b[t]` with the
 //! per-filter `α` of XNOR-Net / BinaryConnect and, optionally, XNOR-Net's
 //! activation scale `K` (the window mean of the channel-mean `|x|`, zero
-//! padded). [`BinaryConv::forward_packed`] emits the signs of `y` already
+//! padded). [`XnorGemm::forward_packed`] emits the signs of `y` already
 //! packed for a following binary layer.
 //!
 //! A ternary weight plane (see [`crate::lowbit::ternary`]) adds a non-zero mask:
@@ -289,7 +289,7 @@ pub enum ActivationScale {
 
 /// A binary convolution with binary activations, ready to run.
 #[derive(Debug, Clone, PartialEq)]
-pub struct BinaryConv {
+pub struct XnorGemm {
     filters: PackedFilters,
     alpha: Vec<f32>,
     bias: Option<Vec<f32>>,
@@ -297,7 +297,7 @@ pub struct BinaryConv {
     scale: ActivationScale,
 }
 
-impl BinaryConv {
+impl XnorGemm {
     /// Binarises OIHW `weights` (bit = `w < 0`) with per-filter scales `alpha`.
     pub fn new(
         weights: ArrayView4<'_, f32>,
@@ -320,22 +320,22 @@ impl BinaryConv {
         spec.validate()?;
         if spec.groups != 1 {
             return Err(Error::unsupported(
-                "BinaryConv",
+                "XnorGemm",
                 format!("groups = {}", spec.groups),
             ));
         }
         let t = filters.out_channels;
         if alpha.len() != t {
-            return Err(Error::shape("BinaryConv alpha length", t, alpha.len()));
+            return Err(Error::shape("XnorGemm alpha length", t, alpha.len()));
         }
-        hasten_core::error::ensure_finite("BinaryConv alpha", alpha.iter())?;
+        hasten_core::error::ensure_finite("XnorGemm alpha", alpha.iter())?;
         if let Some(b) = &bias {
             if b.len() != t {
-                return Err(Error::shape("BinaryConv bias length", t, b.len()));
+                return Err(Error::shape("XnorGemm bias length", t, b.len()));
             }
-            hasten_core::error::ensure_finite("BinaryConv bias", b.iter())?;
+            hasten_core::error::ensure_finite("XnorGemm bias", b.iter())?;
         }
-        Ok(BinaryConv {
+        Ok(XnorGemm {
             filters,
             alpha,
             bias,
@@ -360,7 +360,7 @@ impl BinaryConv {
         input: &PackedSigns,
         isa: Option<Isa>,
     ) -> Result<(Vec<i32>, (usize, usize))> {
-        let isa = check_isa(isa, Needs::Popcount, "BinaryConv")?;
+        let isa = check_isa(isa, Needs::Popcount, "XnorGemm")?;
         let (g, d) = self.filters.dot_products(input, &self.spec, isa)?;
         Ok((d, g.out_hw))
     }
@@ -377,7 +377,7 @@ impl BinaryConv {
 
     /// [`Self::forward`] on a forced instruction set.
     pub fn forward_with(&self, x: &Array4<f32>, isa: Option<Isa>) -> Result<Array4<f32>> {
-        let isa = check_isa(isa, Needs::Popcount, "BinaryConv")?;
+        let isa = check_isa(isa, Needs::Popcount, "XnorGemm")?;
         let packed = pack_signs(x.view(), self.spec.padding, Some(float_isa(isa)))?;
         let g = self.filters.geometry(&packed, &self.spec)?;
         let k = match self.scale {
@@ -420,11 +420,11 @@ impl BinaryConv {
     ) -> Result<PackedSigns> {
         if self.scale != ActivationScale::None {
             return Err(Error::unsupported(
-                "BinaryConv::forward_packed",
+                "XnorGemm::forward_packed",
                 "ActivationScale::XnorK (needs real-valued input; use forward)",
             ));
         }
-        let isa = check_isa(isa, Needs::Popcount, "BinaryConv")?;
+        let isa = check_isa(isa, Needs::Popcount, "XnorGemm")?;
         let (g, dots) = self.filters.dot_products(input, &self.spec, isa)?;
         let (oh, ow) = g.out_hw;
         let t_n = self.filters.out_channels;
@@ -749,7 +749,7 @@ pub(crate) mod tests {
             let mut rng = SeededRng::new(seed);
             let x = rng.normal_array((n, c, h, w), 1.0);
             let wt = sign_weights(&mut rng, (t, c, k, k));
-            let conv = BinaryConv::new(wt.view(), vec![1.0; t], None, spec, ActivationScale::None).unwrap();
+            let conv = XnorGemm::new(wt.view(), vec![1.0; t], None, spec, ActivationScale::None).unwrap();
             if spec.output_hw(h, w, k, k).is_err() {
                 prop_assert!(conv.forward(&x).is_err());
                 return Ok(());
@@ -773,7 +773,7 @@ pub(crate) mod tests {
             let truth = naive_dots(&wt, &x, &spec);
             let (oh, ow) = spec.output_hw(h, w, k, k).unwrap();
             // Plain α·dot + b.
-            let conv = BinaryConv::new(wt.view(), alpha.clone(), Some(bias.clone()), spec, ActivationScale::None).unwrap();
+            let conv = XnorGemm::new(wt.view(), alpha.clone(), Some(bias.clone()), spec, ActivationScale::None).unwrap();
             let y = conv.forward(&x).unwrap();
             for ((nn, tt, yy, xx), &v) in y.indexed_iter() {
                 let d = truth[((nn * oh + yy) * ow + xx) * t + tt];
@@ -787,7 +787,7 @@ pub(crate) mod tests {
                 prop_assert_eq!(*s, if *v >= 0.0 { 1.0 } else { -1.0 });
             }
             // XNOR-Net K scaling against a direct f64 evaluation.
-            let conv_k = BinaryConv::new(wt.view(), alpha.clone(), None, spec, ActivationScale::XnorK).unwrap();
+            let conv_k = XnorGemm::new(wt.view(), alpha.clone(), None, spec, ActivationScale::XnorK).unwrap();
             let yk = conv_k.forward(&x).unwrap();
             for ((nn, tt, yy, xx), &v) in yk.indexed_iter() {
                 let mut kv = 0f64;
@@ -808,7 +808,7 @@ pub(crate) mod tests {
         #[test]
         fn bad_parameters_are_errors(t in 1usize..5, a in 0usize..7, b in 0usize..7, groups in 1usize..3) {
             let w = Array4::<f32>::ones((t, 2, 1, 1));
-            let r = BinaryConv::new(w.view(), vec![1.0; a], Some(vec![0.0; b]),
+            let r = XnorGemm::new(w.view(), vec![1.0; a], Some(vec![0.0; b]),
                 ConvSpec::new().with_groups(groups), ActivationScale::None);
             prop_assert_eq!(r.is_ok(), a == t && b == t && groups == 1);
         }
@@ -817,7 +817,7 @@ pub(crate) mod tests {
     #[test]
     fn channel_mismatch_and_kernel_too_large_are_errors() {
         let w = Array4::<f32>::ones((2, 3, 3, 3));
-        let conv = BinaryConv::new(
+        let conv = XnorGemm::new(
             w.view(),
             vec![1.0; 2],
             None,
@@ -829,7 +829,7 @@ pub(crate) mod tests {
         assert!(conv.forward(&Array4::zeros((1, 3, 2, 2))).is_err());
         let mut bad = w.clone();
         bad[[0, 0, 0, 0]] = f32::NAN;
-        assert!(BinaryConv::new(
+        assert!(XnorGemm::new(
             bad.view(),
             vec![1.0; 2],
             None,

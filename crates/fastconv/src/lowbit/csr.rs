@@ -13,153 +13,33 @@
 //!   pay for the lost GEMM efficiency — the crossover is measured in the
 //!   `lowbit` bench and report.
 
+use hasten_core::op::Csr;
 use hasten_core::{ConvSpec, Error, Result};
-use ndarray::{Array4, ArrayView4};
+use ndarray::{Array4, ArrayView2, ArrayView4};
 use rayon::prelude::*;
 
 use super::geometry::ConvGeometry;
 use super::{check_isa, Isa, Needs};
 
-/// A row-major sparse matrix in CSR form.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CsrMatrix {
-    rows: usize,
-    cols: usize,
-    row_ptr: Vec<u32>,
-    col_idx: Vec<u32>,
-    values: Vec<f32>,
-}
-
-impl CsrMatrix {
-    /// Keeps the non-zeros of a row-major dense `[rows, cols]` matrix.
-    pub fn from_dense(dense: &[f32], rows: usize, cols: usize) -> Result<Self> {
-        hasten_core::error::ensure_nonempty("CsrMatrix [rows, cols]", &[rows, cols])?;
-        if dense.len() != rows * cols {
-            return Err(Error::shape(
-                "CsrMatrix dense input",
-                rows * cols,
-                dense.len(),
-            ));
-        }
-        if cols > u32::MAX as usize || dense.len() > u32::MAX as usize {
-            return Err(Error::param(
-                "CsrMatrix size",
-                dense.len(),
-                "< 2^32 entries",
-            ));
-        }
-        hasten_core::error::ensure_finite("CsrMatrix values", dense.iter())?;
-        let mut row_ptr = Vec::with_capacity(rows + 1);
-        let (mut col_idx, mut values) = (Vec::new(), Vec::new());
-        row_ptr.push(0);
-        for r in 0..rows {
-            for (c, &v) in dense[r * cols..(r + 1) * cols].iter().enumerate() {
-                if v != 0.0 {
-                    col_idx.push(c as u32);
-                    values.push(v);
-                }
-            }
-            row_ptr.push(values.len() as u32);
-        }
-        Ok(CsrMatrix {
-            rows,
-            cols,
-            row_ptr,
-            col_idx,
-            values,
-        })
-    }
-
-    /// Copies a core [`hasten_core::op::Csr`] (the IR's pruned weight, survey
-    /// Section 6.1) into a validated kernel matrix via [`CsrMatrix::from_parts`].
-    pub fn from_core(f: &hasten_core::op::Csr) -> Result<Self> {
-        Self::from_parts(
-            f.rows(),
-            f.cols(),
-            f.row_ptr().to_vec(),
-            f.col_idx().to_vec(),
-            f.values().to_vec(),
-        )
-    }
-
-    /// Validates raw CSR arrays (`row_ptr` non-decreasing from 0 to `nnz`,
-    /// every column `< cols`, finite values).
-    pub fn from_parts(
-        rows: usize,
-        cols: usize,
-        row_ptr: Vec<u32>,
-        col_idx: Vec<u32>,
-        values: Vec<f32>,
-    ) -> Result<Self> {
-        hasten_core::error::ensure_nonempty("CsrMatrix [rows, cols]", &[rows, cols])?;
-        if row_ptr.len() != rows + 1 {
-            return Err(Error::shape("CSR row_ptr length", rows + 1, row_ptr.len()));
-        }
-        if col_idx.len() != values.len() {
-            return Err(Error::shape(
-                "CSR col_idx / values lengths",
-                values.len(),
-                col_idx.len(),
-            ));
-        }
-        if row_ptr[0] != 0
-            || row_ptr[rows] as usize != values.len()
-            || row_ptr.windows(2).any(|w| w[0] > w[1])
-        {
-            return Err(Error::param(
-                "CSR row_ptr",
-                format!("{row_ptr:?}"),
-                format!("non-decreasing from 0 to nnz = {}", values.len()),
-            ));
-        }
-        if let Some(&c) = col_idx.iter().find(|&&c| c as usize >= cols) {
-            return Err(Error::param("CSR column index", c, format!("< {cols}")));
-        }
-        hasten_core::error::ensure_finite("CsrMatrix values", values.iter())?;
-        Ok(CsrMatrix {
-            rows,
-            cols,
-            row_ptr,
-            col_idx,
-            values,
-        })
-    }
-
-    /// Rows.
-    pub fn rows(&self) -> usize {
-        self.rows
-    }
-    /// Columns.
-    pub fn cols(&self) -> usize {
-        self.cols
-    }
-    /// Stored non-zeros.
-    pub fn nnz(&self) -> usize {
-        self.values.len()
-    }
-    /// `nnz / (rows · cols)`.
-    pub fn density(&self) -> f64 {
-        self.nnz() as f64 / (self.rows * self.cols) as f64
-    }
-    fn row(&self, r: usize) -> (&[u32], &[f32]) {
-        let (a, b) = (self.row_ptr[r] as usize, self.row_ptr[r + 1] as usize);
-        (&self.col_idx[a..b], &self.values[a..b])
-    }
+/// The `(columns, values)` slices of row `r` of `m`.
+fn row_slices(m: &Csr, r: usize) -> (&[u32], &[f32]) {
+    let (a, b) = (m.row_ptr()[r] as usize, m.row_ptr()[r + 1] as usize);
+    (&m.col_idx()[a..b], &m.values()[a..b])
 }
 
 /// A pruned fully connected layer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CsrLinear {
-    matrix: CsrMatrix,
+    matrix: Csr,
     bias: Option<Vec<f32>>,
 }
 
 impl CsrLinear {
     /// `matrix` is `[out, in]`.
-    pub fn new(matrix: CsrMatrix, bias: Option<Vec<f32>>) -> Result<Self> {
+    pub fn new(matrix: Csr, bias: Option<Vec<f32>>) -> Result<Self> {
         if let Some(b) = &bias {
-            if b.len() != matrix.rows {
-                return Err(Error::shape("CsrLinear bias", matrix.rows, b.len()));
+            if b.len() != matrix.rows() {
+                return Err(Error::shape("CsrLinear bias", matrix.rows(), b.len()));
             }
             hasten_core::error::ensure_finite("CsrLinear bias", b.iter())?;
         }
@@ -167,7 +47,7 @@ impl CsrLinear {
     }
 
     /// The weights.
-    pub fn matrix(&self) -> &CsrMatrix {
+    pub fn matrix(&self) -> &Csr {
         &self.matrix
     }
 
@@ -178,14 +58,14 @@ impl CsrLinear {
     /// for API symmetry.
     pub fn forward(&self, x: &[f32], batch: usize, isa: Option<Isa>) -> Result<Vec<f32>> {
         check_isa(isa, Needs::Float, "CsrLinear")?;
-        let mut y = vec![0f32; batch * self.matrix.rows];
+        let mut y = vec![0f32; batch * self.matrix.rows()];
         self.forward_into(x, batch, &mut y)?;
         Ok(y)
     }
 
     /// As [`CsrLinear::forward`], into `y` (`[batch, out]`), allocating nothing.
     pub(crate) fn forward_into(&self, x: &[f32], batch: usize, y: &mut [f32]) -> Result<()> {
-        let (o_n, i_n) = (self.matrix.rows, self.matrix.cols);
+        let (o_n, i_n) = (self.matrix.rows(), self.matrix.cols());
         if batch == 0 || x.len() != batch * i_n {
             return Err(Error::shape(
                 "CsrLinear input [batch, in]",
@@ -203,7 +83,7 @@ impl CsrLinear {
         for (b, yb) in y.chunks_mut(o_n).enumerate() {
             let xb = &x[b * i_n..(b + 1) * i_n];
             yb.par_iter_mut().enumerate().for_each(|(o, v)| {
-                let (cols, vals) = self.matrix.row(o);
+                let (cols, vals) = row_slices(&self.matrix, o);
                 let s = sparse_dot(cols, vals, xb);
                 *v = s + self.bias.as_ref().map_or(0.0, |bias| bias[o]);
             });
@@ -230,7 +110,7 @@ fn sparse_dot(cols: &[u32], vals: &[f32], x: &[f32]) -> f32 {
 #[derive(Debug, Clone, PartialEq)]
 pub struct CsrConv {
     /// `[T, C·kh·kw]`, column `(c·kh + i)·kw + j`.
-    matrix: CsrMatrix,
+    matrix: Csr,
     in_channels: usize,
     kernel: (usize, usize),
     spec: ConvSpec,
@@ -247,17 +127,18 @@ impl CsrConv {
         let s = weights.shape();
         hasten_core::error::ensure_nonempty("CsrConv weights (OIHW)", s)?;
         let w = weights.as_standard_layout();
-        let matrix = CsrMatrix::from_dense(
+        let rows = ArrayView2::from_shape(
+            (s[0], s[1] * s[2] * s[3]),
             w.as_slice().expect("standard layout"),
-            s[0],
-            s[1] * s[2] * s[3],
-        )?;
+        )
+        .expect("an OIHW array's filter matrix has its element count");
+        let matrix = Csr::from_dense(rows)?;
         Self::from_csr(matrix, s[1], (s[2], s[3]), spec, bias)
     }
 
     /// Filters already in CSR form: `[T, C·kh·kw]`, column `(c·kh + i)·kw + j`.
     pub fn from_csr(
-        matrix: CsrMatrix,
+        matrix: Csr,
         in_channels: usize,
         kernel: (usize, usize),
         spec: ConvSpec,
@@ -270,16 +151,16 @@ impl CsrConv {
                 format!("groups = {}", spec.groups),
             ));
         }
-        if matrix.cols != in_channels * kernel.0 * kernel.1 {
+        if matrix.cols() != in_channels * kernel.0 * kernel.1 {
             return Err(Error::shape(
                 "CsrConv filter matrix columns",
                 in_channels * kernel.0 * kernel.1,
-                matrix.cols,
+                matrix.cols(),
             ));
         }
         if let Some(b) = &bias {
-            if b.len() != matrix.rows {
-                return Err(Error::shape("CsrConv bias", matrix.rows, b.len()));
+            if b.len() != matrix.rows() {
+                return Err(Error::shape("CsrConv bias", matrix.rows(), b.len()));
             }
             hasten_core::error::ensure_finite("CsrConv bias", b.iter())?;
         }
@@ -293,7 +174,7 @@ impl CsrConv {
     }
 
     /// The filters as a `[T, C·kh·kw]` CSR matrix.
-    pub fn matrix(&self) -> &CsrMatrix {
+    pub fn matrix(&self) -> &Csr {
         &self.matrix
     }
 
@@ -323,7 +204,7 @@ impl CsrConv {
         // Offset of each non-zero's tap inside one padded sample.
         let offsets: Vec<u32> = self
             .matrix
-            .col_idx
+            .col_idx()
             .iter()
             .map(|&col| {
                 let col = col as usize;
@@ -331,7 +212,7 @@ impl CsrConv {
                 (c * hp * wp + i * g.dilation.0 * wp + j * g.dilation.1) as u32
             })
             .collect();
-        let t_n = self.matrix.rows;
+        let t_n = self.matrix.rows();
         let (oh, ow) = g.out_hw;
         let sample = g.in_channels * hp * wp;
         let mut y = Array4::<f32>::zeros((g.batch, t_n, oh, ow));
@@ -342,10 +223,10 @@ impl CsrConv {
             .for_each(|(nt, plane)| {
                 let (n, t) = (nt / t_n, nt % t_n);
                 let (a, b) = (
-                    self.matrix.row_ptr[t] as usize,
-                    self.matrix.row_ptr[t + 1] as usize,
+                    self.matrix.row_ptr()[t] as usize,
+                    self.matrix.row_ptr()[t + 1] as usize,
                 );
-                let (offs, vals) = (&offsets[a..b], &self.matrix.values[a..b]);
+                let (offs, vals) = (&offsets[a..b], &self.matrix.values()[a..b]);
                 let img = &padded[n * sample..(n + 1) * sample];
                 let bias = self.bias.as_ref().map_or(0.0, |bv| bv[t]);
                 for yy in 0..oh {
@@ -520,7 +401,7 @@ mod tests {
             let mut rng = SeededRng::new(seed);
             let w: Vec<f32> = (0..o * i).map(|_| if rng.uniform() < density { rng.normal() as f32 } else { 0.0 }).collect();
             let x: Vec<f32> = (0..batch * i).map(|_| rng.normal() as f32).collect();
-            let m = CsrMatrix::from_dense(&w, o, i).unwrap();
+            let m = Csr::from_dense(ArrayView2::from_shape((o, i), &w).unwrap()).unwrap();
             prop_assert_eq!(m.nnz(), w.iter().filter(|v| **v != 0.0).count());
             let layer = CsrLinear::new(m, None).unwrap();
             for isa in available_isas(Needs::Float) {
@@ -530,12 +411,6 @@ mod tests {
                     prop_assert!((f64::from(y[b * o + r]) - want).abs() < 1e-4 * (1.0 + i as f64));
                 }}
             }
-        }
-
-        #[test]
-        fn malformed_csr_is_an_error(ptr_end in 0u32..5, col in 0u32..5) {
-            let r = CsrMatrix::from_parts(2, 4, vec![0, 1, ptr_end], vec![0, col], vec![1.0, 2.0]);
-            prop_assert_eq!(r.is_ok(), ptr_end == 2 && col < 4);
         }
     }
 }

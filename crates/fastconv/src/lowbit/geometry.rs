@@ -48,14 +48,9 @@ impl ConvGeometry {
             stride: spec.stride,
             dilation: spec.dilation,
             pad_top_left: (p.top, p.left),
-            padded_hw: (h + p.top + p.bottom, w + p.left + p.right),
+            padded_hw: p.padded_hw(h, w)?,
             out_hw,
         })
-    }
-
-    /// Number of kernel taps `kh · kw`.
-    pub fn taps(&self) -> usize {
-        self.kernel.0 * self.kernel.1
     }
 
     /// Output pixels per sample.

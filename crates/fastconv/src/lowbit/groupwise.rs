@@ -26,7 +26,7 @@ struct FilterGroup {
 
 /// A convolution whose filters keep only some im2col rows per filter group.
 #[derive(Debug, Clone, PartialEq)]
-pub struct GroupwiseConv {
+pub struct GroupwiseGemm {
     out_channels: usize,
     in_channels: usize,
     kernel: (usize, usize),
@@ -35,7 +35,7 @@ pub struct GroupwiseConv {
     bias: Option<Vec<f32>>,
 }
 
-impl GroupwiseConv {
+impl GroupwiseGemm {
     /// Splits OIHW `weights` into groups of `filters_per_group` consecutive
     /// filters (the last may be smaller) and keeps, per group, the im2col rows
     /// with any non-zero weight. `filters_per_group ≥ T` is the paper's
@@ -49,7 +49,7 @@ impl GroupwiseConv {
         spec.validate()?;
         if spec.groups != 1 {
             return Err(Error::unsupported(
-                "GroupwiseConv",
+                "GroupwiseGemm",
                 format!("groups = {}", spec.groups),
             ));
         }
@@ -57,14 +57,14 @@ impl GroupwiseConv {
             return Err(Error::param("filters_per_group", 0, ">= 1"));
         }
         let s = weights.shape();
-        hasten_core::error::ensure_nonempty("GroupwiseConv weights (OIHW)", s)?;
-        hasten_core::error::ensure_finite("GroupwiseConv weights", weights.iter())?;
+        hasten_core::error::ensure_nonempty("GroupwiseGemm weights (OIHW)", s)?;
+        hasten_core::error::ensure_finite("GroupwiseGemm weights", weights.iter())?;
         let [t_n, c_n, kh, kw] = [s[0], s[1], s[2], s[3]];
         if let Some(b) = &bias {
             if b.len() != t_n {
-                return Err(Error::shape("GroupwiseConv bias", t_n, b.len()));
+                return Err(Error::shape("GroupwiseGemm bias", t_n, b.len()));
             }
-            hasten_core::error::ensure_finite("GroupwiseConv bias", b.iter())?;
+            hasten_core::error::ensure_finite("GroupwiseGemm bias", b.iter())?;
         }
         let w = weights.as_standard_layout();
         let w = w.as_slice().expect("standard layout");
@@ -88,7 +88,7 @@ impl GroupwiseConv {
                 }
             })
             .collect();
-        Ok(GroupwiseConv {
+        Ok(GroupwiseGemm {
             out_channels: t_n,
             in_channels: c_n,
             kernel: (kh, kw),
@@ -112,7 +112,7 @@ impl GroupwiseConv {
     ) -> Result<Self> {
         let k = in_channels * kernel.0 * kernel.1;
         hasten_core::error::ensure_nonempty(
-            "GroupwiseConv [T, C, kh, kw]",
+            "GroupwiseGemm [T, C, kh, kw]",
             &[out_channels, in_channels, kernel.0, kernel.1],
         )?;
         if rows.windows(2).any(|w| w[0] >= w[1]) || rows.last().is_some_and(|&r| r as usize >= k) {
@@ -155,7 +155,7 @@ impl GroupwiseConv {
         let xs = x.shape();
         if xs[1] != self.in_channels {
             return Err(Error::shape(
-                "GroupwiseConv input channels",
+                "GroupwiseGemm input channels",
                 self.in_channels,
                 xs[1],
             ));
@@ -220,7 +220,7 @@ mod tests {
                 }}}
             }
             let bias: Vec<f32> = (0..t).map(|v| v as f32).collect();
-            let conv = GroupwiseConv::from_dense(wt.view(), Some(bias.clone()), spec, fpg).unwrap();
+            let conv = GroupwiseGemm::from_dense(wt.view(), Some(bias.clone()), spec, fpg).unwrap();
             let kept = wt.iter().filter(|v| **v != 0.0).count() as f64 / wt.len() as f64;
             prop_assert!((conv.density() - kept).abs() < 1e-12);
             let truth = ConvLayer::new(Conv4d::new(wt).unwrap(), Some(ndarray::Array1::from(bias)), spec).unwrap()
@@ -234,7 +234,7 @@ mod tests {
         #[test]
         fn bad_parameters_are_errors(fpg in 0usize..3, nb in 0usize..4, groups in 1usize..3) {
             let w = Array4::<f32>::ones((3, 2, 1, 1));
-            let r = GroupwiseConv::from_dense(w.view(), Some(vec![0.0; nb]), ConvSpec::new().with_groups(groups), fpg);
+            let r = GroupwiseGemm::from_dense(w.view(), Some(vec![0.0; nb]), ConvSpec::new().with_groups(groups), fpg);
             prop_assert_eq!(r.is_ok(), fpg >= 1 && nb == 3 && groups == 1);
         }
     }

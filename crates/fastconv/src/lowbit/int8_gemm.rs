@@ -21,7 +21,7 @@
 //! - **Scalar**: i32 loops.
 //!
 //! All paths are bit-exact: the accumulators are exact integers and the
-//! epilogue ([`Int8Conv::requantize`]) is one scalar formula.
+//! epilogue ([`Int8Gemm::requantize`]) is one scalar formula.
 
 use hasten_core::{ConvSpec, Error, Result};
 use ndarray::{Array4, ArrayView4};
@@ -90,7 +90,7 @@ pub enum Int8Output {
 
 /// A quantised convolution ready to run.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Int8Conv {
+pub struct Int8Gemm {
     out_channels: usize,
     in_channels: usize,
     kernel: (usize, usize),
@@ -107,7 +107,7 @@ pub struct Int8Conv {
     input: U8Quant,
 }
 
-impl Int8Conv {
+impl Int8Gemm {
     /// Builds the layer from OIHW i8 weights, per-filter scales, an optional
     /// bias and the input quantisation.
     pub fn new(
@@ -118,11 +118,11 @@ impl Int8Conv {
         input: U8Quant,
     ) -> Result<Self> {
         let s = weights.shape();
-        hasten_core::error::ensure_nonempty("Int8Conv weights (OIHW)", s)?;
+        hasten_core::error::ensure_nonempty("Int8Gemm weights (OIHW)", s)?;
         spec.validate()?;
         if spec.groups != 1 {
             return Err(Error::unsupported(
-                "Int8Conv",
+                "Int8Gemm",
                 format!("groups = {}", spec.groups),
             ));
         }
@@ -130,18 +130,18 @@ impl Int8Conv {
         let [t_n, c_n, kh, kw] = [s[0], s[1], s[2], s[3]];
         if weight_scale.len() != t_n {
             return Err(Error::shape(
-                "Int8Conv weight scales",
+                "Int8Gemm weight scales",
                 t_n,
                 weight_scale.len(),
             ));
         }
         if let Some(&bad) = weight_scale.iter().find(|v| !(v.is_finite() && **v > 0.0)) {
-            return Err(Error::param("Int8Conv weight scale", bad, "finite and > 0"));
+            return Err(Error::param("Int8Gemm weight scale", bad, "finite and > 0"));
         }
         let bias = match bias {
-            Some(b) if b.len() != t_n => return Err(Error::shape("Int8Conv bias", t_n, b.len())),
+            Some(b) if b.len() != t_n => return Err(Error::shape("Int8Gemm bias", t_n, b.len())),
             Some(b) => {
-                hasten_core::error::ensure_finite("Int8Conv bias", b.iter())?;
+                hasten_core::error::ensure_finite("Int8Gemm bias", b.iter())?;
                 b.to_vec()
             }
             None => vec![0.0; t_n],
@@ -155,7 +155,7 @@ impl Int8Conv {
             packed[((tap * (c4 / 4) + c / 4) * t_pad + t) * 4 + c % 4] = v;
             weight_sum[t] += i32::from(v);
         }
-        Ok(Int8Conv {
+        Ok(Int8Gemm {
             out_channels: t_n,
             in_channels: c_n,
             kernel: (kh, kw),
@@ -188,11 +188,11 @@ impl Int8Conv {
         q: ArrayView4<'_, u8>,
         isa: Option<Isa>,
     ) -> Result<(Vec<i32>, (usize, usize))> {
-        let isa = check_isa(isa, Needs::Int8Dot, "Int8Conv")?;
+        let isa = check_isa(isa, Needs::Int8Dot, "Int8Gemm")?;
         let s = q.shape();
         if s.len() == 4 && s[1] != self.in_channels {
             return Err(Error::shape(
-                "Int8Conv input channels",
+                "Int8Gemm input channels",
                 self.in_channels,
                 s[1],
             ));
@@ -301,17 +301,17 @@ impl Int8Conv {
     /// Quantises an f32 NCHW batch with the layer's input parameters (fused
     /// into the NHWC copy) and runs it, returning dequantised f32.
     pub fn forward(&self, x: &Array4<f32>) -> Result<Array4<f32>> {
-        hasten_core::error::ensure_finite("Int8Conv input", x.iter())?;
+        hasten_core::error::ensure_finite("Int8Gemm input", x.iter())?;
         let s = x.shape();
         if s[1] != self.in_channels {
             return Err(Error::shape(
-                "Int8Conv input channels",
+                "Int8Gemm input channels",
                 self.in_channels,
                 s[1],
             ));
         }
         let g = ConvGeometry::new([s[0], s[1], s[2], s[3]], self.kernel, &self.spec)?;
-        let isa = check_isa(None, Needs::Int8Dot, "Int8Conv")?;
+        let isa = check_isa(None, Needs::Int8Dot, "Int8Gemm")?;
         let x = x.as_standard_layout();
         let img = self.padded_nhwc(x.as_slice().expect("standard layout"), &g, |v| {
             self.input.quantize(v)
@@ -402,7 +402,7 @@ impl Int8Conv {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{ConvGeometry, Int8Conv};
+    use super::{ConvGeometry, Int8Gemm};
     use std::arch::x86_64::*;
 
     /// VNNI micro-kernel: 4 output pixels × 64 filters.
@@ -412,7 +412,7 @@ mod x86 {
     /// matching `g` and `f.c4`; `acc.len() ≥ ow · t_pad`.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     pub(super) unsafe fn row_vnni(
-        f: &Int8Conv,
+        f: &Int8Gemm,
         g: &ConvGeometry,
         img: &[u8],
         y: usize,
@@ -480,7 +480,7 @@ mod x86 {
     /// AVX2 available; same contract as [`row_vnni`].
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn row_avx2(
-        f: &Int8Conv,
+        f: &Int8Gemm,
         g: &ConvGeometry,
         img: &[u8],
         y: usize,
@@ -578,7 +578,7 @@ mod tests {
             let wt = Array4::from_shape_fn((t, c, k, k), |_| if extreme { -128 } else { rng.below(256) as i32 as u8 as i8 });
             let scales: Vec<f32> = (0..t).map(|i| 0.01 + i as f32 * 1e-3).collect();
             let bias: Vec<f32> = (0..t).map(|i| i as f32 * 0.5).collect();
-            let conv = Int8Conv::new(wt.view(), &scales, Some(&bias), spec, U8Quant::new(0.02, z).unwrap()).unwrap();
+            let conv = Int8Gemm::new(wt.view(), &scales, Some(&bias), spec, U8Quant::new(0.02, z).unwrap()).unwrap();
             let truth = naive(&wt, &q, z, &spec);
             let out = Int8Output::U8 { quant: U8Quant::new(0.5, 7).unwrap(), relu: true };
             let (oh, ow) = spec.output_hw(h, w, k, k).unwrap();
@@ -597,7 +597,7 @@ mod tests {
         #[test]
         fn invalid_parameters_are_errors(scale in -1.0f32..1.0, ns in 0usize..4, groups in 1usize..3) {
             let w = Array4::<i8>::ones((2, 4, 1, 1));
-            let r = Int8Conv::new(w.view(), &vec![0.1; ns], None, ConvSpec::new().with_groups(groups),
+            let r = Int8Gemm::new(w.view(), &vec![0.1; ns], None, ConvSpec::new().with_groups(groups),
                 U8Quant { scale, zero_point: 0 });
             prop_assert_eq!(r.is_ok(), scale > 0.0 && ns == 2 && groups == 1);
         }
@@ -620,7 +620,7 @@ mod tests {
         let spec = ConvSpec::new().with_padding(1);
         let q = Array4::from_shape_fn((1, 5, 4, 4), |_| rng.below(256) as u8);
         let wt = Array4::from_shape_fn((3, 5, 3, 3), |_| (rng.below(255) as i32 - 127) as i8);
-        let conv = Int8Conv::new(
+        let conv = Int8Gemm::new(
             wt.view(),
             &[0.1, 0.2, 0.3],
             None,

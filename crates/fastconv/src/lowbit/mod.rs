@@ -22,18 +22,28 @@
 //! with an [`Isa`] argument (an unavailable ISA is an error, never undefined
 //! behaviour), so tests check each path against a naive scalar truth.
 
-pub mod binary_gemm;
-pub mod bitpack;
-pub mod codebook;
-pub mod csr;
-pub mod dense;
-pub mod geometry;
-pub mod groupwise;
-pub mod int8_gemm;
+pub(crate) mod binary_gemm;
+pub(crate) mod bitpack;
+pub(crate) mod codebook;
+pub(crate) mod csr;
+pub(crate) mod dense;
+pub(crate) mod geometry;
+pub(crate) mod groupwise;
+pub(crate) mod int8_gemm;
 pub(crate) mod layout;
-pub mod popcount;
-pub mod prepare;
-pub mod ternary;
+pub(crate) mod popcount;
+pub(crate) mod prepare;
+pub(crate) mod ternary;
+
+pub use binary_gemm::{ActivationScale, PackedFilters, XnorGemm};
+pub use bitpack::PackedSigns;
+pub use codebook::{CodebookLinear, PqLinear};
+pub use csr::{CsrConv, CsrLinear};
+pub use dense::{dense_conv, dense_gemv};
+pub use groupwise::GroupwiseGemm;
+pub use int8_gemm::{Int8Gemm, Int8Output, U8Quant};
+pub use popcount::xor_popcount;
+pub use ternary::TernaryGemm;
 
 use hasten_core::{Error, Result};
 
@@ -131,11 +141,11 @@ pub(crate) const fn round_up(x: usize, m: usize) -> usize {
 
 #[cfg(test)]
 mod no_panic_tests {
-    use super::binary_gemm::{ActivationScale, BinaryConv};
+    use super::binary_gemm::{ActivationScale, XnorGemm};
     use super::csr::CsrConv;
-    use super::groupwise::GroupwiseConv;
-    use super::int8_gemm::{Int8Conv, U8Quant};
-    use super::ternary::TernaryConv;
+    use super::groupwise::GroupwiseGemm;
+    use super::int8_gemm::{Int8Gemm, U8Quant};
+    use super::ternary::TernaryGemm;
     use hasten_core::ndarray::Array4;
     use hasten_core::{ConvSpec, Padding};
     use proptest::prelude::*;
@@ -159,20 +169,20 @@ mod no_panic_tests {
                 && groups == 1 && x_dims[1] == w_dims[1]
                 && spec.output_hw(x_dims[2], x_dims[3], w_dims[2], w_dims[3]).is_ok();
             let t = w_dims[0];
-            if let Ok(b) = BinaryConv::new(w.view(), vec![1.0; t], None, spec, ActivationScale::XnorK) {
+            if let Ok(b) = XnorGemm::new(w.view(), vec![1.0; t], None, spec, ActivationScale::XnorK) {
                 prop_assert_eq!(b.forward(&x).is_ok(), valid);
             }
-            if let Ok(tc) = TernaryConv::new(w.view(), vec![1.0; t], None, spec, ActivationScale::None) {
+            if let Ok(tc) = TernaryGemm::new(w.view(), vec![1.0; t], None, spec, ActivationScale::None) {
                 prop_assert_eq!(tc.forward(&x).is_ok(), valid);
             }
             let wq = w.mapv(|v| v as i8);
-            if let Ok(q) = Int8Conv::new(wq.view(), &vec![1.0; t], None, spec, U8Quant { scale: 0.1, zero_point: 3 }) {
+            if let Ok(q) = Int8Gemm::new(wq.view(), &vec![1.0; t], None, spec, U8Quant { scale: 0.1, zero_point: 3 }) {
                 prop_assert_eq!(q.forward(&x).is_ok(), valid);
             }
             if let Ok(c) = CsrConv::from_dense(w.view(), None, spec) {
                 prop_assert_eq!(c.forward(&x, None).is_ok(), valid);
             }
-            if let Ok(g) = GroupwiseConv::from_dense(w.view(), None, spec, 2) {
+            if let Ok(g) = GroupwiseGemm::from_dense(w.view(), None, spec, 2) {
                 prop_assert_eq!(g.forward(&x).is_ok(), valid);
             }
         }

@@ -20,11 +20,11 @@ use hasten_core::ndarray::Array4;
 use hasten_core::op::WeightLayout;
 use hasten_core::{Error, IntType, Op, Operator, Result};
 
-use super::binary_gemm::{ActivationScale, BinaryConv};
+use super::binary_gemm::{ActivationScale, XnorGemm};
 use super::codebook::{CodebookLinear, PqLinear};
-use super::csr::{CsrConv, CsrLinear, CsrMatrix};
-use super::groupwise::GroupwiseConv;
-use super::int8_gemm::{Int8Conv, U8Quant};
+use super::csr::{CsrConv, CsrLinear};
+use super::groupwise::GroupwiseGemm;
+use super::int8_gemm::{Int8Gemm, U8Quant};
 use super::{capped_isa, check_isa, Isa, Needs};
 
 /// A core op compiled to a low-bit or sparse kernel.
@@ -38,11 +38,11 @@ pub struct Prepared {
 #[derive(Debug, Clone)]
 enum Kernel {
     Xnor {
-        kernel: Box<BinaryConv>,
+        kernel: Box<XnorGemm>,
         linear: bool,
     },
     Int8 {
-        kernel: Box<Int8Conv>,
+        kernel: Box<Int8Gemm>,
         op: Box<hasten_core::Int8Conv>,
         shift: i32,
         linear: bool,
@@ -51,7 +51,7 @@ enum Kernel {
     Pq(PqLinear),
     SparseConv(CsrConv),
     SparseLinear(CsrLinear),
-    Groupwise(GroupwiseConv),
+    Groupwise(GroupwiseGemm),
 }
 
 /// The OIHW dims and spec of a layout, a linear layer being a 1×1 convolution
@@ -107,7 +107,7 @@ pub fn prepare(op: &Op) -> Result<Option<Prepared>> {
             let signs = Array4::from_shape_vec(dims, b.sign_matrix().iter().copied().collect())
                 .map_err(|e| Error::shape("binary sign matrix", format!("{dims:?}"), e))?;
             let bias = b.bias().map(|v| v.to_vec());
-            let kernel = BinaryConv::new(
+            let kernel = XnorGemm::new(
                 signs.view(),
                 b.alpha().to_vec(),
                 bias,
@@ -136,7 +136,7 @@ pub fn prepare(op: &Op) -> Result<Option<Prepared>> {
                 return Ok(None);
             };
             let quant = U8Quant::new(q.input_params().scale(), z)?;
-            let kernel = Int8Conv::new(w.view(), &vec![1.0; dims[0]], None, spec, quant)?;
+            let kernel = Int8Gemm::new(w.view(), &vec![1.0; dims[0]], None, spec, quant)?;
             Kernel::Int8 {
                 kernel: Box::new(kernel),
                 op: Box::new(q.clone()),
@@ -187,7 +187,7 @@ pub fn prepare(op: &Op) -> Result<Option<Prepared>> {
             )?)
         }
         Op::SparseConv(s) => {
-            let m = CsrMatrix::from_core(s.filters())?;
+            let m = s.filters().clone();
             Kernel::SparseConv(CsrConv::from_csr(
                 m,
                 s.in_channels(),
@@ -197,7 +197,7 @@ pub fn prepare(op: &Op) -> Result<Option<Prepared>> {
             )?)
         }
         Op::SparseLinear(s) => {
-            let m = CsrMatrix::from_core(s.weight())?;
+            let m = s.weight().clone();
             Kernel::SparseLinear(CsrLinear::new(m, s.bias().map(|b| b.to_vec()))?)
         }
         Op::GroupwiseConv(g) => {
@@ -207,7 +207,7 @@ pub fn prepare(op: &Op) -> Result<Option<Prepared>> {
                 .iter()
                 .map(|&(c, i, j)| ((c * kh + i) * kw + j) as u32)
                 .collect();
-            Kernel::Groupwise(GroupwiseConv::from_rows(
+            Kernel::Groupwise(GroupwiseGemm::from_rows(
                 g.out_channels(),
                 g.in_channels(),
                 (kh, kw),

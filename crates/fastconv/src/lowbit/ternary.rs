@@ -7,17 +7,17 @@
 use hasten_core::{ConvSpec, Padding, Result};
 use ndarray::{Array4, ArrayView4};
 
-use super::binary_gemm::{ActivationScale, BinaryConv, PackedFilters};
+use super::binary_gemm::{ActivationScale, PackedFilters, XnorGemm};
 use super::bitpack::PackedSigns;
 use super::Isa;
 
 /// A ternary-weight, binary-activation convolution.
 #[derive(Debug, Clone, PartialEq)]
-pub struct TernaryConv {
-    inner: BinaryConv,
+pub struct TernaryGemm {
+    inner: XnorGemm,
 }
 
-impl TernaryConv {
+impl TernaryGemm {
     /// `levels` holds OIHW values in {−1, 0, +1} (anything else is an error);
     /// the effective weight is `alpha[t] · levels[t, ...]`.
     pub fn new(
@@ -28,8 +28,8 @@ impl TernaryConv {
         scale: ActivationScale,
     ) -> Result<Self> {
         let filters = PackedFilters::pack(levels, true)?;
-        Ok(TernaryConv {
-            inner: BinaryConv::from_filters(filters, alpha, bias, spec, scale)?,
+        Ok(TernaryGemm {
+            inner: XnorGemm::from_filters(filters, alpha, bias, spec, scale)?,
         })
     }
 
@@ -90,7 +90,7 @@ mod tests {
             let x = rng.normal_array((n, c, h, w), 1.0);
             let levels = rng.normal_array((t, c, k, k), 1.0)
                 .mapv(|v: f32| if v < -0.5 { -1.0 } else if v > 0.5 { 1.0 } else { 0.0 });
-            let conv = TernaryConv::new(levels.view(), vec![0.5; t], None, spec, ActivationScale::None).unwrap();
+            let conv = TernaryGemm::new(levels.view(), vec![0.5; t], None, spec, ActivationScale::None).unwrap();
             let truth = naive_dots(&levels, &x, &spec);
             for isa in available_isas(Needs::Popcount) {
                 let packed = conv.pack_input(x.view(), Some(isa)).unwrap();
@@ -108,7 +108,7 @@ mod tests {
         fn non_ternary_levels_are_errors(v in -3.0f32..3.0) {
             let mut levels = Array4::<f32>::zeros((2, 3, 1, 1));
             levels[[1, 2, 0, 0]] = v;
-            let r = TernaryConv::new(levels.view(), vec![1.0; 2], None, ConvSpec::new(), ActivationScale::None);
+            let r = TernaryGemm::new(levels.view(), vec![1.0; 2], None, ConvSpec::new(), ActivationScale::None);
             prop_assert_eq!(r.is_ok(), v == 0.0 || v == 1.0 || v == -1.0);
         }
     }

@@ -8,7 +8,7 @@
 use std::sync::Mutex;
 
 use hasten_core::graph::{Graph, NodeOp, ValueId};
-use hasten_core::{ActShape, BatchNorm, ConvLayer, ConvSpec, Error, Op, Operator, Padding, Result};
+use hasten_core::{ActShape, BatchNorm, ConvLayer, ConvSpec, Error, Op, Padding, Result};
 
 use super::{Buf, Kind, PlanOptions, Slot, Step};
 use crate::conv::{ChannelView, ConvStep, PerforatedKernel};

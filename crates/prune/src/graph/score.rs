@@ -73,7 +73,7 @@ pub fn group_scores(
 /// One score per unit of every group, from any per-channel criterion of the
 /// producers: `scorer(j)` returns one score per output channel of producer
 /// node `j` (an index into `graph.nodes()`), e.g. first-order Taylor scores
-/// (eq. (17), [`crate::criteria::taylor`]) from the caller's activations and
+/// (eq. (17), [`crate::criteria::taylor()`]) from the caller's activations and
 /// gradients. Each unit scores the sum over its producers.
 pub fn group_scores_with(
     graph: &Graph,
