@@ -13,7 +13,7 @@ use hasten::core::ndarray::{Array2, Array4, ArrayD, Axis};
 use hasten::core::op::{Flatten, Relu};
 use hasten::core::{
     ActShape, Conv4d, ConvLayer, ConvSpec, Graph, GraphBuilder, Layer, LinearLayer, NodeFilter, Op,
-    Operator, SeededRng, Transform,
+    SeededRng, Transform,
 };
 use hasten::fastconv::{Plan, PlanOptions};
 use hasten::qat::{QatQuantizer, QuantAwareTraining};

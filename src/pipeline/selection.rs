@@ -4,7 +4,6 @@
 //! [`NodeFilter`].
 
 use hasten_core::graph::{NodeFilter, NodeOp};
-use hasten_core::Operator;
 use serde::{Deserialize, Serialize};
 
 /// A node selection: nodes matching any of `names` and any of `kinds` (a
