@@ -237,32 +237,43 @@ fn write_set(dir: &Path, pixels: &[u8], labels: &[u8]) {
     .unwrap();
 }
 
-#[test]
-fn eval_counts_correct_predictions() {
-    const N: usize = 20;
-    let (mean, std) = (0.25f32, 0.5f32);
-    let mut rng = SeededRng::new(11);
-    let noise: Array4<f32> = rng.normal_array((N, 1, 28, 28), 1.0);
+/// `n` 28×28 noise images as 8-bit pixels, and the same images as the
+/// network sees them after `(x / 255 − mean) / std`.
+fn noise_images(n: usize, seed: u64, mean: f32, std: f32) -> (Vec<u8>, Array4<f32>) {
+    let noise: Array4<f32> = SeededRng::new(seed).normal_array((n, 1, 28, 28), 1.0);
     let pixels: Vec<u8> = noise
         .iter()
         .map(|v| ((v * 64.0 + 128.0).clamp(0.0, 255.0)) as u8)
         .collect();
     let x = Array4::from_shape_vec(
-        (N, 1, 28, 28),
+        (n, 1, 28, 28),
         pixels
             .iter()
             .map(|&b| (f32::from(b) / 255.0 - mean) / std)
             .collect(),
     )
     .unwrap();
-    let logits = lenet().reference_forward(&[&x]).unwrap().remove(0);
-    let predictions: Vec<u8> = logits
+    (pixels, x)
+}
+
+/// The class the test network predicts for each image of `x`.
+fn lenet_predictions(x: &Array4<f32>) -> Vec<u8> {
+    let logits = lenet().reference_forward(&[x]).unwrap().remove(0);
+    logits
         .outer_iter()
         .map(|row| {
             let v: Vec<f32> = row.iter().copied().collect();
             (0..v.len()).max_by(|&a, &b| v[a].total_cmp(&v[b])).unwrap() as u8
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn eval_counts_correct_predictions() {
+    const N: usize = 20;
+    let (mean, std) = (0.25f32, 0.5f32);
+    let (pixels, x) = noise_images(N, 11, mean, std);
+    let predictions = lenet_predictions(&x);
 
     let dir = tempfile::tempdir().unwrap();
     let d = path(dir.path());
@@ -433,29 +444,10 @@ fn compress_rejects_bad_recipes() {
 fn compress_with_data_reports_accuracy_on_normalised_images() {
     const N: usize = 16;
     let (mean, std) = (0.25f32, 0.5f32);
-    let noise: Array4<f32> = SeededRng::new(12).normal_array((N, 1, 28, 28), 1.0);
-    let pixels: Vec<u8> = noise
-        .iter()
-        .map(|v| ((v * 64.0 + 128.0).clamp(0.0, 255.0)) as u8)
-        .collect();
-    let x = Array4::from_shape_vec(
-        (N, 1, 28, 28),
-        pixels
-            .iter()
-            .map(|&b| (f32::from(b) / 255.0 - mean) / std)
-            .collect(),
-    )
-    .unwrap();
+    let (pixels, x) = noise_images(N, 12, mean, std);
     // Labels: the original network's own predictions, so its accuracy is
     // 100 % exactly when the command normalises as the network expects.
-    let logits = lenet().reference_forward(&[&x]).unwrap().remove(0);
-    let labels: Vec<u8> = logits
-        .outer_iter()
-        .map(|row| {
-            let v: Vec<f32> = row.iter().copied().collect();
-            (0..v.len()).max_by(|&a, &b| v[a].total_cmp(&v[b])).unwrap() as u8
-        })
-        .collect();
+    let labels = lenet_predictions(&x);
     let dir = tempfile::tempdir().unwrap();
     write_set(dir.path(), &pixels, &labels);
     for (name, dims, bytes) in [
