@@ -340,6 +340,14 @@ fn prune_channels_step_equals_the_driver_and_composes() {
     assert_eq!(report.after, c.cost().unwrap().into());
     assert_plan_matches_reference(&c, 2);
 
+    // The shipped recipe: half the MACs by pruning, then Tucker-2.
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes");
+    let mut shipped = Recipe::from_path(&dir.join("resnet-half-macs.toml")).unwrap();
+    shipped.latency.batches.clear();
+    let (c, report) = compress(&g, &shipped, None).unwrap();
+    assert!(report.mac_speedup() > 2.0, "{}", report.mac_speedup());
+    assert_plan_matches_reference(&c, 1);
+
     // Restricted to layer1: only the groups tied to layer1's producers
     // shrink; layer3's convolutions keep their widths.
     let restricted = Recipe::from_toml(
