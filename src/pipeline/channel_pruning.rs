@@ -13,7 +13,8 @@ use super::method::{FilterNorm, Method, PruneTarget};
 
 /// Prunes the channel groups of `graph` one of whose producers `filter`
 /// selects, as `method` (a [`Method::PruneChannels`]) says. Every node whose
-/// cost changed gets a row; the weight error is not defined for removed
+/// MACs, parameters or weight bytes changed gets a row (activations and
+/// pooling, which only carry fewer channels, get none); the weight error is not defined for removed
 /// channels and stays `None`. Errors are messages for the step's error.
 pub(super) fn prune_channels(
     graph: &Graph,
@@ -67,7 +68,8 @@ pub(super) fn prune_channels(
             .node(old.name())
             .ok_or_else(|| format!("node {} lost in pruning", old.name()))?;
         let (before, after) = (old.cost().map_err(err)?, new.cost().map_err(err)?);
-        if before != after {
+        let counted = |c: &hasten_core::Cost| (c.macs, c.params, c.weight_bytes);
+        if counted(&before) != counted(&after) {
             nodes.push(NodeReport {
                 node: old.name().to_string(),
                 report: Report {

@@ -176,12 +176,16 @@ impl fmt::Display for CompressionReport {
         for r in &self.nodes {
             writeln!(
                 f,
-                "{:<28} {:<16} {:>12} {:>12} {:>7.2}× {:>11} {:>11} {:>9}",
+                "{:<28} {:<16} {:>12} {:>12} {:>8} {:>11} {:>11} {:>9}",
                 r.node,
                 r.method,
                 r.before.macs,
                 r.after.macs,
-                r.mac_speedup(),
+                if r.after.macs == 0 {
+                    "-".to_string()
+                } else {
+                    format!("{:.2}×", r.mac_speedup())
+                },
                 r.before.weight_bytes,
                 r.after.weight_bytes,
                 r.weight_error
