@@ -394,6 +394,18 @@ fn compress_exports_the_compressed_graph() {
     assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&out2).unwrap());
 }
 
+/// The error of `hasten compress lenet5 --recipe RECIPE -o OUT`, which must fail.
+fn compress_fails(recipe: &Path, out: &Path) -> String {
+    fails(&[
+        "compress",
+        "lenet5",
+        "--recipe",
+        path(recipe),
+        "-o",
+        path(out),
+    ])
+}
+
 #[test]
 fn compress_rejects_bad_recipes() {
     let dir = tempfile::tempdir().unwrap();
@@ -404,14 +416,7 @@ fn compress_rejects_bad_recipes() {
         "[[steps]]\nmethod = { name = \"tuker2\", rank = 4 }\n",
     )
     .unwrap();
-    let err = fails(&[
-        "compress",
-        "lenet5",
-        "--recipe",
-        path(&bad),
-        "-o",
-        path(&out),
-    ]);
+    let err = compress_fails(&bad, &out);
     assert!(err.contains("step 1 (tuker2)"), "{err}");
     assert!(err.contains("unknown variant"), "{err}");
     std::fs::write(
@@ -419,23 +424,9 @@ fn compress_rejects_bad_recipes() {
         "[[steps]]\nselect = { names = [\"conv9\"] }\nmethod = { name = \"svd\", rank = 4 }\n",
     )
     .unwrap();
-    let err = fails(&[
-        "compress",
-        "lenet5",
-        "--recipe",
-        path(&bad),
-        "-o",
-        path(&out),
-    ]);
+    let err = compress_fails(&bad, &out);
     assert!(err.contains("matches no node"), "{err}");
-    let err = fails(&[
-        "compress",
-        "lenet5",
-        "--recipe",
-        path(&dir.path().join("missing.toml")),
-        "-o",
-        path(&out),
-    ]);
+    let err = compress_fails(&dir.path().join("missing.toml"), &out);
     assert!(err.contains("missing.toml"), "{err}");
     assert!(!out.exists(), "nothing written on failure");
 }
