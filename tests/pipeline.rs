@@ -12,7 +12,7 @@ use hasten::core::ndarray::Array4;
 use hasten::core::{relative_error, Graph, Layer, Op, SeededRng, Transform};
 use hasten::fastconv::{Plan, PlanOptions};
 use hasten::models::{lenet5, resnet8, ModelConfig};
-use hasten::pipeline::{compress, Event, FineTuneData, PipelineError, Recipe};
+use hasten::pipeline::{compress, compress_calibrated, Event, FineTuneData, PipelineError, Recipe};
 use hasten::quant::{activation_params, Granularity, Int8Quantize};
 use hasten::train::data::{ImageSet, Splits};
 
@@ -369,4 +369,201 @@ fn prune_channels_step_equals_the_driver_and_composes() {
             node.name()
         );
     }
+}
+
+/// The int8 op of a node quantized by a one-op block.
+fn int8_input(g: &Graph, node: &str) -> hasten::core::QuantParams {
+    match block_ops(g, node).as_slice() {
+        [Op::Int8Conv(op)] => *op.input_params(),
+        other => panic!("{node}: {} ops", other.len()),
+    }
+}
+
+/// An int8 step without a fixed range calibrates each layer on the data:
+/// the first layer's range is the batch's own min/max (closed form), every
+/// other layer's the min/max of its input as the reference forward traces
+/// it; a percentile clips the range; without data the step is an error.
+#[test]
+fn int8_calibrated_ranges_are_the_traced_min_max() {
+    let g = lenet5(&ModelConfig::mnist().with_seed(3)).unwrap();
+    let batch = SeededRng::new(8).normal_array((6, 1, 28, 28), 1.5);
+    let recipe = |rule: &str| {
+        Recipe::from_toml(&format!(
+            "latency = {{ batches = [] }}\n[[steps]]\nmethod = {{ name = \"int8\"{rule} }}\n"
+        ))
+        .unwrap()
+    };
+    let (c, report) = compress_calibrated(&g, &recipe(""), None, Some(&batch)).unwrap();
+    let range = |x: &Array4<f32>| {
+        x.iter()
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
+                (a.min(v), b.max(v))
+            })
+    };
+    let u8 = hasten::core::IntType::U8;
+    let (lo, hi) = range(&batch);
+    assert_eq!(
+        int8_input(&c, "conv1"),
+        activation_params(lo, hi, u8).unwrap()
+    );
+    let layers = ["conv1", "conv2", "fc1", "fc2", "fc3"];
+    let inputs: Vec<&str> = layers
+        .iter()
+        .map(|n| g.value_name(g.node(n).unwrap().inputs()[0]))
+        .collect();
+    let trace = g.reference_trace(&[&batch], &inputs).unwrap();
+    for (layer, input) in layers.iter().zip(&inputs) {
+        let (lo, hi) = range(&trace.captured[*input]);
+        assert_eq!(
+            int8_input(&c, layer),
+            activation_params(lo, hi, u8).unwrap(),
+            "{layer}"
+        );
+    }
+    assert_eq!(report.nodes.len(), layers.len());
+
+    let (clipped, _) = compress_calibrated(
+        &g,
+        &recipe(", calibrate = { percentile = 99.0 }"),
+        None,
+        Some(&batch),
+    )
+    .unwrap();
+    assert!(int8_input(&clipped, "conv1").scale() < int8_input(&c, "conv1").scale());
+
+    let err = compress(&g, &recipe(""), None).unwrap_err();
+    assert!(err.to_string().contains("calibration data"), "{err}");
+    for bad in [
+        ", calibrate = { percentile = 40.0 }",
+        ", calibrate = \"min-max\", input_range = [0.0, 1.0]",
+    ] {
+        let text = format!("[[steps]]\nmethod = {{ name = \"int8\"{bad} }}\n");
+        assert!(Recipe::from_toml(&text).is_err(), "{bad}");
+    }
+}
+
+/// Planted case: labels are the float network's own predictions; a fixed
+/// range far wider than the activations (a step of ~16 where they are a few
+/// units) rounds most of them to zero, while int8 calibrated on the inputs
+/// keeps the predictions at least as well, and nearly all of them.
+#[test]
+fn int8_calibrated_on_data_beats_a_wrong_fixed_range() {
+    let g = lenet5(&ModelConfig::mnist().with_seed(5)).unwrap();
+    let images = SeededRng::new(9).normal_array((64, 1, 28, 28), 3.0);
+    let logits = g.reference_forward(&[&images]).unwrap().remove(0);
+    let labels: Vec<usize> = logits
+        .outer_iter()
+        .map(|row| {
+            let row: Vec<f32> = row.iter().copied().collect();
+            (0..row.len())
+                .max_by(|&a, &b| row[a].total_cmp(&row[b]))
+                .unwrap()
+        })
+        .collect();
+    let set = ImageSet::new(images.clone(), labels, 10).unwrap();
+    let data = Splits {
+        train: set.clone(),
+        test: set,
+    };
+    let int8 = |method: &str| {
+        let recipe = Recipe::from_toml(&format!(
+            "latency = {{ batches = [] }}\n[[steps]]\nmethod = {method}\n"
+        ))
+        .unwrap();
+        let (c, report) = compress(&g, &recipe, Some(&data)).unwrap();
+        assert_eq!(report.accuracy_before, Some(1.0), "planted labels");
+        (c, report.accuracy_after.unwrap())
+    };
+    let (_, calibrated) = int8("{ name = \"int8\" }");
+    let (_, wrong) = int8("{ name = \"int8\", input_range = [-2000.0, 2000.0] }");
+    assert!(
+        calibrated >= wrong,
+        "calibrated {calibrated}, wrong {wrong}"
+    );
+    assert!(calibrated >= 0.9, "calibrated {calibrated}");
+    assert!(wrong < 0.9, "the wrong range must hurt: {wrong}");
+}
+
+/// A `prune-channels` step by an activation criterion equals the driver
+/// scoring the same calibration batch by hand, and is an error without one.
+#[test]
+fn prune_channels_by_activation_energy_and_apoz_use_the_calibration_batch() {
+    use hasten::prune::graph::{
+        group_scores, prune_graph, ChannelGroups, GraphPruneConfig, GraphTarget, GroupCriterion,
+    };
+    let g = resnet8(&ModelConfig::mnist().with_random_batch_norm()).unwrap();
+    let batch = SeededRng::new(2).normal_array((4, 1, 28, 28), 1.0);
+    for (name, criterion) in [
+        ("energy", GroupCriterion::ActivationEnergy),
+        ("apoz", GroupCriterion::Apoz),
+    ] {
+        let recipe = Recipe::from_toml(&format!(
+            "latency = {{ batches = [] }}\n[[steps]]\nmethod = {{ name = \"prune-channels\", \
+             target = \"per-group\", fraction = 0.5, multiple = 1, criterion = \"{name}\" }}\n"
+        ))
+        .unwrap();
+        let (c, _) = compress_calibrated(&g, &recipe, None, Some(&batch)).unwrap();
+        let groups = ChannelGroups::analyze(&g).unwrap();
+        let scores = group_scores(&g, &groups, criterion, Some(&[&batch])).unwrap();
+        let config = GraphPruneConfig {
+            target: GraphTarget::PerGroup(0.5),
+            multiple: 1,
+        };
+        let (by_hand, _) = prune_graph(&g, &groups, &scores, &config).unwrap();
+        let x = SeededRng::new(6).normal_array((2, 1, 28, 28), 1.0);
+        assert_eq!(
+            c.reference_forward(&[&x]).unwrap(),
+            by_hand.reference_forward(&[&x]).unwrap(),
+            "{name}"
+        );
+        let err = compress(&g, &recipe, None).unwrap_err();
+        assert!(
+            err.to_string().contains("calibration data"),
+            "{name}: {err}"
+        );
+    }
+}
+
+/// Planted case: LeNet-5 whose `conv2` filters have rank 4. An
+/// `asymmetric` step of rank 4 fitted on calibration data reproduces the
+/// network (the reduced-rank regression is exact); rank 2 cannot; without
+/// data the step is an error.
+#[test]
+fn asymmetric_step_recovers_a_planted_low_rank_layer() {
+    use hasten::core::{Conv4d, ConvLayer};
+    let mut g = lenet5(&ModelConfig::mnist().with_seed(2)).unwrap();
+    let NodeOp::Op(Op::Conv(conv2)) = g.node("conv2").unwrap().op().clone() else {
+        panic!("conv2 is a convolution")
+    };
+    let mut rng = SeededRng::new(12);
+    let a: hasten::core::ndarray::Array2<f32> = rng.normal_array((16, 4), 0.3);
+    let b: hasten::core::ndarray::Array2<f32> = rng.normal_array((4, 150), 0.3);
+    let weight = a.dot(&b).into_shape_with_order((16, 6, 5, 5)).unwrap();
+    let planted = ConvLayer::new(
+        Conv4d::new(weight).unwrap(),
+        conv2.bias().cloned(),
+        *conv2.spec(),
+    )
+    .unwrap();
+    g.replace("conv2", NodeOp::Op(Op::Conv(planted))).unwrap();
+    let batch = SeededRng::new(13).normal_array((8, 1, 28, 28), 1.0);
+    let x = SeededRng::new(14).normal_array((4, 1, 28, 28), 1.0);
+    let truth = g.reference_forward(&[&x]).unwrap().remove(0);
+    let error = |rank: usize| {
+        let recipe = Recipe::from_toml(&format!(
+            "latency = {{ batches = [] }}\n[[steps]]\nselect = {{ names = [\"conv2\"] }}\n\
+             method = {{ name = \"asymmetric\", rank = {rank}, samples = 400 }}\n"
+        ))
+        .unwrap();
+        let (c, report) = compress_calibrated(&g, &recipe, None, Some(&batch)).unwrap();
+        assert_eq!(report.nodes.len(), 1);
+        assert_eq!(block_ops(&c, "conv2").len(), 2, "k×k then 1×1");
+        relative_error(&truth, &c.reference_forward(&[&x]).unwrap()[0])
+    };
+    assert!(error(4) < 1e-4, "rank 4: {:e}", error(4));
+    assert!(error(2) > 1e-2, "rank 2: {:e}", error(2));
+    let recipe =
+        Recipe::from_toml("[[steps]]\nmethod = { name = \"asymmetric\", rank = 4 }\n").unwrap();
+    let err = compress(&g, &recipe, None).unwrap_err();
+    assert!(err.to_string().contains("calibration data"), "{err}");
 }

@@ -9,10 +9,14 @@ use hasten_prune::graph::{
     group_scores, prune_graph, ChannelGroups, GraphPruneConfig, GraphTarget, GroupCriterion,
 };
 
-use super::method::{FilterNorm, Method, PruneTarget};
+use hasten_core::ndarray::Array4;
+
+use super::method::{ChannelCriterion, Method, PruneTarget};
 
 /// Prunes the channel groups of `graph` one of whose producers `filter`
-/// selects, as `method` (a [`Method::PruneChannels`]) says. Every node whose
+/// selects, as `method` (a [`Method::PruneChannels`]) says; the activation
+/// criteria score the channels on `calibration` (one NCHW batch for the
+/// graph's single input), which they require. Every node whose
 /// MACs, parameters or weight bytes changed gets a row (activations and
 /// pooling, which only carry fewer channels, get none); the weight error is not defined for removed
 /// channels and stays `None`. Errors are messages for the step's error.
@@ -20,6 +24,7 @@ pub(super) fn prune_channels(
     graph: &Graph,
     filter: &NodeFilter,
     method: &Method,
+    calibration: Option<&Array4<f32>>,
 ) -> std::result::Result<(Graph, GraphReport), String> {
     let Method::PruneChannels {
         target,
@@ -47,12 +52,30 @@ pub(super) fn prune_channels(
              (channels reaching the graph's output or unsupported ops cannot be removed)"
         ));
     }
-    let norm = match criterion {
-        FilterNorm::L1 => Norm::L1,
-        FilterNorm::L2 => Norm::L2,
+    let criterion = match criterion {
+        ChannelCriterion::L1 => GroupCriterion::Magnitude(Norm::L1),
+        ChannelCriterion::L2 => GroupCriterion::Magnitude(Norm::L2),
+        ChannelCriterion::Energy => GroupCriterion::ActivationEnergy,
+        ChannelCriterion::Apoz => GroupCriterion::Apoz,
     };
-    let scores =
-        group_scores(graph, &groups, GroupCriterion::Magnitude(norm), None).map_err(err)?;
+    let data = match (criterion.needs_data(), calibration) {
+        (true, None) => {
+            return Err(
+                "the activation criteria (energy, apoz) score channels on calibration data, \
+                 and none was given"
+                    .into(),
+            )
+        }
+        (true, Some(batch)) => Some([batch]),
+        (false, _) => None,
+    };
+    let scores = group_scores(
+        graph,
+        &groups,
+        criterion,
+        data.as_ref().map(|d| d.as_slice()),
+    )
+    .map_err(err)?;
     let config = GraphPruneConfig {
         target: match target {
             PruneTarget::Macs => GraphTarget::Macs(*fraction),

@@ -5,11 +5,17 @@
 //! (quantized, packed, sparse) cannot be fine-tuned: one-shot mode then
 //! fine-tunes just before the step that introduces them and applies that
 //! step to the fine-tuned weights; gradual mode skips the fine-tuning with a
-//! note. Nothing is skipped silently.
+//! note. Nothing is skipped silently. Data-driven steps (int8 without a
+//! fixed range, asymmetric reconstruction, channel pruning by activations)
+//! run on calibration inputs:
+//! the caller's, or the first training images of the data.
 
+use hasten_core::ndarray::Array4;
 use hasten_core::Graph;
 use hasten_train::evaluate;
 
+use super::asymmetric::asymmetric;
+use super::calibration::{calibrated_int8, calibration_batch};
 use super::channel_pruning::prune_channels;
 use super::error::{PipelineError, Result};
 use super::fine_tune::{fine_tune, untrainable, FineTuneData, EVAL_BATCH};
@@ -25,11 +31,13 @@ fn accuracy(graph: &Graph, data: Option<&FineTuneData>) -> Result<Option<f64>> {
         .transpose()?)
 }
 
-/// Applies step `index` of `recipe` to a copy of `graph`.
+/// Applies step `index` of `recipe` to a copy of `graph`, calibrating on
+/// `calibration` where the step needs data.
 fn apply_step(
     graph: &Graph,
     recipe: &Recipe,
     index: usize,
+    calibration: Option<&Array4<f32>>,
 ) -> Result<(Graph, hasten_core::graph::GraphReport)> {
     let step = &recipe.steps[index];
     let method = step.method.name().to_string();
@@ -42,8 +50,49 @@ fn apply_step(
     if filter.select(graph).is_empty() {
         return Err(fail(format!("the selection ({filter}) matches no node")));
     }
-    if matches!(step.method, Method::PruneChannels { .. }) {
-        return prune_channels(graph, &filter, &step.method).map_err(fail);
+    match &step.method {
+        Method::PruneChannels { .. } => {
+            return prune_channels(graph, &filter, &step.method, calibration).map_err(fail)
+        }
+        Method::Asymmetric {
+            rank,
+            nonlinear,
+            samples,
+            seed,
+        } => {
+            let batch = calibration
+                .ok_or_else(|| fail("no calibration data to fit the reconstruction on".into()))?;
+            return asymmetric(
+                graph,
+                &filter,
+                batch,
+                rank.spec(),
+                *nonlinear,
+                *samples,
+                *seed,
+            )
+            .map_err(fail);
+        }
+        Method::Int8 {
+            input_range: None,
+            calibrate,
+            signed,
+            granularity,
+        } => {
+            let batch = calibration.ok_or_else(|| {
+                fail("no input_range, and no calibration data to calibrate one on".into())
+            })?;
+            return calibrated_int8(
+                graph,
+                &filter,
+                batch,
+                calibrate.unwrap_or_default(),
+                *signed,
+                *granularity,
+            )
+            .map_err(fail);
+        }
+        _ => {}
     }
     let transform = step.method.transform().map_err(fail)?;
     let mut next = graph.clone();
@@ -85,15 +134,31 @@ fn fine_tune_after(
     Ok(graph)
 }
 
-/// Compresses `graph` by `recipe`; with `data`, measures accuracy and
-/// fine-tunes. Returns the compressed graph and its report.
+/// Compresses `graph` by `recipe`; with `data`, measures accuracy,
+/// fine-tunes and calibrates the data-driven steps on the first
+/// `recipe.calibration.samples` training images. Returns the compressed
+/// graph and its report.
 ///
 /// Errors name the step: an unknown method or bad parameter, a selection
-/// that matches no node or no layer, a transform that fails on a node.
+/// that matches no node or no layer, a transform that fails on a node, a
+/// data-driven step without data.
 pub fn compress(
     graph: &Graph,
     recipe: &Recipe,
     data: Option<&FineTuneData>,
+) -> Result<(Graph, CompressionReport)> {
+    let batch = data.map(|d| calibration_batch(d, &recipe.calibration));
+    compress_calibrated(graph, recipe, data, batch.as_ref())
+}
+
+/// As [`compress`], with the calibration inputs of the data-driven steps
+/// given by the caller: one NCHW batch for the graph's single input,
+/// normalised as the network expects (`None`: such steps are errors).
+pub fn compress_calibrated(
+    graph: &Graph,
+    recipe: &Recipe,
+    data: Option<&FineTuneData>,
+    calibration: Option<&Array4<f32>>,
 ) -> Result<(Graph, CompressionReport)> {
     recipe.check()?;
     let mut report = CompressionReport {
@@ -113,7 +178,7 @@ pub fn compress(
     let mut g = graph.clone();
     for index in 0..recipe.steps.len() {
         let step = index + 1;
-        let (mut next, mut applied) = apply_step(&g, recipe, index)?;
+        let (mut next, mut applied) = apply_step(&g, recipe, index, calibration)?;
         if let (Mode::OneShot, Some(data), Some(settings)) = (recipe.mode, data, &one_shot) {
             let owed = index > 0
                 && !report
@@ -126,7 +191,7 @@ pub fn compress(
                     "one-shot fine-tuning ran before step {step} ({}), whose ops have no backward",
                     recipe.steps[index].method.name()
                 ));
-                (next, applied) = apply_step(&g, recipe, index)?;
+                (next, applied) = apply_step(&g, recipe, index, calibration)?;
             }
         }
         g = next;

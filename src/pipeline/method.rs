@@ -18,6 +18,8 @@ use hasten_tensor_decomp::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::calibration::RangeRule;
+
 /// A decomposition rank: a number (`rank = 16`), or a rule
 /// (`rank = { energy = 0.9 }`, `rank = { speedup = 3.0 }`, `rank = "evbmf"`).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -102,6 +104,10 @@ fn default_seed() -> u64 {
     0
 }
 
+fn default_patches() -> usize {
+    2048
+}
+
 fn default_iterations() -> usize {
     25
 }
@@ -173,6 +179,22 @@ pub enum Method {
         #[serde(default = "default_seed")]
         seed: u64,
     },
+    /// Asymmetric reconstruction (Zhang et al. \[23\]): `k×k C→K` then
+    /// `1×1 K→N`, fitted on the calibration data — the approximated graph's
+    /// inputs against the original responses, layer after layer.
+    Asymmetric {
+        /// The rank `K`.
+        rank: Rank,
+        /// The ReLU-aware (non-linear) solution.
+        #[serde(default)]
+        nonlinear: bool,
+        /// Patches sampled per layer.
+        #[serde(default = "default_patches")]
+        samples: usize,
+        /// Seed of the patch positions.
+        #[serde(default = "default_seed")]
+        seed: u64,
+    },
     /// Tensor-train matrix of a linear layer (Novikov et al.).
     TtMatrix {
         /// Factorisation of the output size.
@@ -187,11 +209,17 @@ pub enum Method {
         /// Maximal TT rank.
         rank: Rank,
     },
-    /// 8-bit integer inference (Vanhoucke et al. \[49\]) for inputs in
-    /// `input_range`.
+    /// 8-bit integer inference (Vanhoucke et al. \[49\]): inputs in a
+    /// fixed `input_range`, or, without one, in each layer's own range
+    /// calibrated on the data (`calibrate`, min–max by default).
     Int8 {
-        /// `[lo, hi]`: the calibrated range of every selected layer's input.
-        input_range: [f32; 2],
+        /// `[lo, hi]`: the range of every selected layer's input.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        input_range: Option<[f32; 2]>,
+        /// The rule calibrating each layer's range on data (only without
+        /// `input_range`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        calibrate: Option<RangeRule>,
         /// Signed (`i8`) rather than unsigned (`u8`) activations.
         #[serde(default)]
         signed: bool,
@@ -300,9 +328,10 @@ pub enum Method {
         /// Kept channel counts are rounded up to a multiple of this.
         #[serde(default = "default_multiple")]
         multiple: usize,
-        /// Filter norm ranking the channels (eq. (14)).
+        /// What ranks the channels: a filter norm (eq. (14)), or the
+        /// energy (eq. (15)) or APoZ of the channels on calibration data.
         #[serde(default)]
-        criterion: FilterNorm,
+        criterion: ChannelCriterion,
     },
 }
 
@@ -322,15 +351,26 @@ pub enum PruneTarget {
     Global,
 }
 
-/// The norm of a filter that ranks it for pruning.
+/// What ranks a channel for pruning (survey section 6.2).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum FilterNorm {
-    /// Sum of absolute weights.
+pub enum ChannelCriterion {
+    /// Sum of the filter's absolute weights (eq. (14)).
     #[default]
     L1,
-    /// Euclidean norm.
+    /// Euclidean norm of the filter (eq. (14)).
     L2,
+    /// Mean energy of the output channel on calibration data (eq. (15)).
+    Energy,
+    /// `1 − APoZ` of the output channel on calibration data (Hu et al. \[73\]).
+    Apoz,
+}
+
+impl ChannelCriterion {
+    /// Whether ranking needs calibration data.
+    pub fn needs_data(self) -> bool {
+        matches!(self, ChannelCriterion::Energy | ChannelCriterion::Apoz)
+    }
 }
 
 impl Method {
@@ -344,6 +384,7 @@ impl Method {
             Method::Monochromatic { .. } => "monochromatic",
             Method::BiclusterSvd { .. } => "bicluster-svd",
             Method::BiclusterCp { .. } => "bicluster-cp",
+            Method::Asymmetric { .. } => "asymmetric",
             Method::TtMatrix { .. } => "tt-matrix",
             Method::TtConv { .. } => "tt-conv",
             Method::Int8 { .. } => "int8",
@@ -378,6 +419,22 @@ impl Method {
                 }
                 Ok(())
             }
+            Method::Int8 {
+                input_range: None,
+                calibrate,
+                ..
+            } => calibrate.unwrap_or_default().validate(),
+            Method::Asymmetric { rank, samples, .. } => {
+                if *samples == 0 {
+                    return Err("samples must be at least 1".into());
+                }
+                rank.spec().validate().map_err(|e| format!("rank: {e}"))
+            }
+            Method::Int8 {
+                input_range: Some(_),
+                calibrate: Some(_),
+                ..
+            } => Err("give `input_range` or `calibrate`, not both".into()),
             _ => self.transform().map(|_| ()),
         }
     }
@@ -427,6 +484,11 @@ impl Method {
             } => Box::new(
                 BiclusterCp::new(*input_clusters, *output_clusters, rank(r)?).with_seed(*seed),
             ),
+            Method::Asymmetric { .. } => {
+                return Err(
+                    "asymmetric reconstruction is fitted on data, not a fixed transform".into(),
+                )
+            }
             Method::TtMatrix {
                 out_modes,
                 in_modes,
@@ -434,9 +496,16 @@ impl Method {
             } => Box::new(TtMatrix::new(out_modes.clone(), in_modes.clone(), rank(r)?)),
             Method::TtConv { rank: r } => Box::new(TtConv::new(rank(r)?)),
             Method::Int8 {
-                input_range: [lo, hi],
+                input_range: None, ..
+            } => return Err(
+                "int8 without `input_range` is calibrated per layer on data, not a fixed transform"
+                    .into(),
+            ),
+            Method::Int8 {
+                input_range: Some([lo, hi]),
                 signed,
                 granularity,
+                ..
             } => {
                 let dtype = if *signed { IntType::I8 } else { IntType::U8 };
                 let input = quant::activation_params(*lo, *hi, dtype).map_err(err)?;

@@ -8,6 +8,8 @@
 //! - [`compress`]: applies a recipe; [`CompressionReport`] says per node and
 //!   in total what changed, with accuracy and measured latency.
 
+mod asymmetric;
+mod calibration;
 mod channel_pruning;
 mod compress;
 mod error;
@@ -18,11 +20,12 @@ mod recipe;
 mod report;
 mod selection;
 
-pub use compress::compress;
+pub use calibration::{CalibrationSettings, RangeRule};
+pub use compress::{compress, compress_calibrated};
 pub use error::{PipelineError, Result};
 pub use fine_tune::FineTuneData;
 pub use method::{
-    BinaryKind, CpForm, FilterNorm, Granularity, Method, PruneTarget, Rank, RankRule,
+    BinaryKind, ChannelCriterion, CpForm, Granularity, Method, PruneTarget, Rank, RankRule,
 };
 pub use recipe::{FineTune, LatencySettings, Mode, Recipe, Step};
 pub use report::{CompressionReport, Costs, Event, LatencyRow, NodeRow, StepReport};

@@ -4,6 +4,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::calibration::CalibrationSettings;
 use super::error::{PipelineError, Result};
 use super::method::Method;
 use super::selection::Selection;
@@ -143,6 +144,10 @@ pub struct Recipe {
     /// Latency measurement of the report.
     #[serde(default)]
     pub latency: LatencySettings,
+    /// Calibration inputs of the data-driven steps (int8 without a fixed
+    /// range, activation criteria of channel pruning).
+    #[serde(default)]
+    pub calibration: CalibrationSettings,
     /// The steps, applied in order.
     pub steps: Vec<Step>,
 }
@@ -158,6 +163,8 @@ struct RawRecipe {
     fine_tune: Option<FineTune>,
     #[serde(default)]
     latency: LatencySettings,
+    #[serde(default)]
+    calibration: CalibrationSettings,
     steps: Vec<serde_json::Value>,
 }
 
@@ -232,6 +239,7 @@ impl Recipe {
             mode: raw.mode,
             fine_tune: raw.fine_tune,
             latency: raw.latency,
+            calibration: raw.calibration,
             steps,
         };
         recipe.check()?;
@@ -250,6 +258,11 @@ impl Recipe {
         if self.latency.batches.contains(&0) || self.latency.runs == 0 {
             return Err(PipelineError::Invalid(
                 "latency batches and runs must be at least 1".into(),
+            ));
+        }
+        if self.calibration.samples == 0 {
+            return Err(PipelineError::Invalid(
+                "calibration.samples must be at least 1".into(),
             ));
         }
         for (i, step) in self.steps.iter().enumerate() {
