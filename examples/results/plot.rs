@@ -17,32 +17,64 @@ pub struct Point {
     pub drop: f64,
 }
 
-/// Writes the plot of `points` to `path`.
+/// Drops up to this many points are drawn again, enlarged, below the
+/// overview.
+const ZOOM: f64 = 3.0;
+
+/// Writes the plot of `points` to `path`: every method above, the methods
+/// within [`ZOOM`] points of the original accuracy enlarged below.
 pub fn write_svg(
     path: &Path,
     points: &[Point],
     threads: usize,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let root = SVGBackend::new(path, (1000, 700)).into_drawing_area();
+    let root = SVGBackend::new(path, (1100, 1100)).into_drawing_area();
     root.fill(&WHITE)?;
-    let x_max = points.iter().map(|p| p.speedup).fold(2.0, f64::max) * 1.1;
+    let (top, bottom) = root.split_vertically(500);
+    let x_max = points.iter().map(|p| p.speedup).fold(2.0, f64::max) * 1.3;
     let x_min = points
         .iter()
         .map(|p| p.speedup)
         .fold(1.0, f64::min)
         .min(0.9)
         * 0.9;
-    let y_max = points.iter().map(|p| p.drop).fold(1.0, f64::max) * 1.1;
     let y_min = points.iter().map(|p| p.drop).fold(0.0, f64::min) - 0.2;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(
-            "LeNet-5 on MNIST: measured speed-up and accuracy drop per method",
-            ("sans-serif", 22),
-        )
+    let y_max = points.iter().map(|p| p.drop).fold(1.0, f64::max) * 1.1;
+    let all: Vec<&Point> = points.iter().collect();
+    panel(
+        &top,
+        "LeNet-5 on MNIST: measured speed-up and accuracy drop per method",
+        &all,
+        (x_min..x_max, y_min..y_max),
+        threads,
+    )?;
+    let near: Vec<&Point> = points.iter().filter(|p| p.drop <= ZOOM).collect();
+    panel(
+        &bottom,
+        &format!("the methods within {ZOOM} points of the original accuracy"),
+        &near,
+        (x_min..x_max, y_min..ZOOM + 0.2),
+        threads,
+    )?;
+    root.present()?;
+    Ok(())
+}
+
+/// One chart of `points` on `area` with the axis ranges `(x, y)`.
+fn panel(
+    area: &DrawingArea<SVGBackend, plotters::coord::Shift>,
+    caption: &str,
+    points: &[&Point],
+    (x, y): (std::ops::Range<f64>, std::ops::Range<f64>),
+    threads: usize,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let (x_min, x_max, y_min, y_max) = (x.start, x.end, y.start, y.end);
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", 20))
         .margin(20)
         .x_label_area_size(50)
         .y_label_area_size(60)
-        .build_cartesian_2d(x_min..x_max, y_min..y_max)?;
+        .build_cartesian_2d(x, y)?;
     chart
         .configure_mesh()
         .x_desc(format!(
@@ -64,6 +96,5 @@ pub fn write_svg(
             + Circle::new((0, 0), 5, colour.filled())
             + Text::new(p.label.clone(), (8, -6), ("sans-serif", 13).into_font())
     }))?;
-    root.present()?;
     Ok(())
 }
