@@ -32,15 +32,9 @@ use rayon::prelude::*;
 /// A timed callable: one run of a plan (or of the copy).
 type Job<'a> = Box<dyn FnMut() + 'a>;
 
-/// Seconds of CPU time spent so far by every thread of this process, if the
-/// platform reports it.
+/// Seconds of CPU time spent so far by every thread of this process.
 fn cpu_seconds() -> Option<f64> {
-    let mut ns = 0u64;
-    for entry in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
-        let stat = std::fs::read_to_string(entry.path().join("schedstat")).ok()?;
-        ns += stat.split_whitespace().next()?.parse::<u64>().ok()?;
-    }
-    Some(ns as f64 * 1e-9)
+    hasten::bench::cpu_seconds(std::process::id())
 }
 
 /// Timing of one job: CPU-normalised seconds per run (median over rounds)

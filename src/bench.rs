@@ -50,6 +50,24 @@ pub fn with_threads<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T 
     }
 }
 
+/// Seconds of CPU time spent so far by every thread of process `pid` (Linux
+/// `/proc/PID/task/*/schedstat`), or `None` where the platform does not
+/// report it. Divided by the thread count, a difference of two readings is
+/// the wall time a run would take with the cores to itself — the figure to
+/// compare on a machine shared with other busy processes (threads that spin
+/// while waiting count as busy).
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let mut ns = 0u64;
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+    {
+        let stat = std::fs::read_to_string(entry.path().join("schedstat")).ok()?;
+        ns += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(ns as f64 * 1e-9)
+}
+
 /// The CPU model as the operating system names it (Linux `/proc/cpuinfo`),
 /// or the architecture where it is not available.
 pub fn cpu_model() -> String {
@@ -67,6 +85,25 @@ pub fn cpu_model() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_seconds_grows_with_work_on_linux() {
+        let pid = std::process::id();
+        let Some(before) = cpu_seconds(pid) else {
+            #[cfg(target_os = "linux")]
+            panic!("Linux reports schedstat");
+            #[cfg(not(target_os = "linux"))]
+            return;
+        };
+        let t = std::time::Instant::now();
+        let mut x = 1u64;
+        while t.elapsed() < Duration::from_millis(50) {
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+        }
+        let spent = cpu_seconds(pid).unwrap() - before;
+        assert!(spent >= 0.005, "50 ms of busy wall time counted {spent} s");
+        assert!(cpu_seconds(u32::MAX).is_none());
+    }
 
     #[test]
     fn measure_counts_runs_and_orders_statistics() {

@@ -74,6 +74,7 @@ mod isa;
 mod linear;
 mod lowbit;
 mod pad;
+mod peak;
 mod plan;
 mod pool;
 mod pooling;
@@ -88,6 +89,7 @@ pub use lowbit::{
     GroupwiseGemm, Int8Gemm, Int8Output, PackedFilters, PackedSigns, PqLinear, TernaryGemm,
     U8Quant, XnorGemm,
 };
+pub use peak::{fma_run, FmaRun};
 pub use plan::{Outputs, Plan, PlanOptions, StepInfo, Winograd};
 
 use hasten_core::ndarray::Array4;

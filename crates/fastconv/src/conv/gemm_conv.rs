@@ -26,6 +26,51 @@ const TASKS_PER_THREAD: usize = 4;
 /// that split the rows of one column tile each pack their own copy.
 const MAX_SHARED_B: usize = 16 << 20;
 
+/// The output columns (`OH·OW` positions) of one sample and group cut into
+/// column tiles of whole `nr`-column panels, at most `nc` columns each: as
+/// few tiles as fit, rounded up to a multiple of the thread count when more
+/// than one, with the panels dealt out evenly (tiles differ by at most one
+/// panel) — so that, e.g., 56² = 98 panels of 32 become 14 tiles of 7 panels
+/// on 2 threads instead of 12 tiles of 8 and one of 2 (13 tasks: one thread
+/// would run 7 while the other runs 6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ColumnSplit {
+    /// Columns in all.
+    area: usize,
+    /// Columns per panel.
+    nr: usize,
+    /// Panels in all, `⌈area / nr⌉`.
+    panels: usize,
+    /// Column tiles.
+    tiles: usize,
+}
+
+impl ColumnSplit {
+    /// Splits `area` columns for `threads` threads into tiles of at most `nc`
+    /// columns (`nc` a positive multiple of `nr`).
+    fn new(area: usize, nr: usize, nc: usize, threads: usize) -> Self {
+        let panels = area.div_ceil(nr);
+        let fewest = area.div_ceil(nc);
+        let tiles = if fewest > 1 {
+            fewest.next_multiple_of(threads.max(1)).min(panels)
+        } else {
+            fewest
+        };
+        ColumnSplit {
+            area,
+            nr,
+            panels,
+            tiles,
+        }
+    }
+
+    /// The columns of tile `t`.
+    fn cols(&self, t: usize) -> std::ops::Range<usize> {
+        let first = |t: usize| t * self.panels / self.tiles * self.nr;
+        first(t).min(self.area)..first(t + 1).min(self.area)
+    }
+}
+
 /// A convolution with pre-packed filters, ready to run.
 #[derive(Debug)]
 pub(crate) struct GemmConv {
@@ -119,10 +164,12 @@ impl GemmConv {
         assert!(out.residual.is_none_or(|r| r.len() >= batch * out_len));
         let residual = out.residual.map(|r| SharedOut(r.as_ptr().cast_mut()));
         let out_stride = out.stride;
-        let col_tiles = area.div_ceil(self.kernel.nc);
+        let threads = rayon::current_num_threads();
+        let cols_split = ColumnSplit::new(area, self.kernel.nr, self.kernel.nc, threads);
+        let col_tiles = cols_split.tiles;
         let m_panels = self.filters[0].panels();
         let base = batch * geo.groups * col_tiles;
-        let want = TASKS_PER_THREAD * rayon::current_num_threads();
+        let want = TASKS_PER_THREAD * threads;
         let row_tiles = want.div_ceil(base).clamp(1, m_panels);
         let panels_per_tile = m_panels.div_ceil(row_tiles);
         let row_tiles = m_panels.div_ceil(panels_per_tile);
@@ -141,7 +188,7 @@ impl GemmConv {
             let packed = SharedOut(shared_b.as_mut_slice().as_mut_ptr());
             (0..base * k_blocks).into_par_iter().for_each(|job| {
                 let (tile, kb) = (job / k_blocks, job % k_blocks);
-                let (n, g, cols) = self.tile_of(tile, col_tiles, area);
+                let (n, g, cols) = self.tile_of(tile, &cols_split);
                 let ks = kb * kc..((kb + 1) * kc).min(depth);
                 let n_panels = cols.len().div_ceil(nr);
                 let sample = &input[n * in_len..][..in_len];
@@ -179,7 +226,7 @@ impl GemmConv {
         (0..base * row_tiles).into_par_iter().for_each(|task| {
             let rt = task % row_tiles;
             let tile = task / row_tiles;
-            let (n, g, cols) = self.tile_of(tile, col_tiles, area);
+            let (n, g, cols) = self.tile_of(tile, &cols_split);
             let panels = rt * panels_per_tile..((rt + 1) * panels_per_tile).min(m_panels);
             let sample = &input[n * in_len..][..in_len];
             let dst = Output {
@@ -242,17 +289,11 @@ impl GemmConv {
     }
 
     /// Sample, group and output columns of column tile `tile`.
-    fn tile_of(
-        &self,
-        tile: usize,
-        col_tiles: usize,
-        area: usize,
-    ) -> (usize, usize, std::ops::Range<usize>) {
-        let ct = tile % col_tiles;
-        let g = (tile / col_tiles) % self.geo.groups;
-        let n = tile / (col_tiles * self.geo.groups);
-        let nc = self.kernel.nc;
-        (n, g, ct * nc..((ct + 1) * nc).min(area))
+    fn tile_of(&self, tile: usize, split: &ColumnSplit) -> (usize, usize, std::ops::Range<usize>) {
+        let ct = tile % split.tiles;
+        let g = (tile / split.tiles) % self.geo.groups;
+        let n = tile / (split.tiles * self.geo.groups);
+        (n, g, split.cols(ct))
     }
 
     /// One task's GEMM: rows `panels` of group `g` × columns `cols`.
@@ -280,5 +321,48 @@ impl GemmConv {
                 scratch,
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ColumnSplit;
+
+    #[test]
+    fn column_tiles_cover_every_column_once_in_balanced_whole_panels() {
+        for (area, nr, nc) in [
+            (3136, 32, 256),
+            (12544, 32, 256),
+            (49, 32, 256),
+            (784, 16, 256),
+            (1, 16, 256),
+            (257, 16, 256),
+            (300, 6, 258),
+        ] {
+            for threads in 1..=5 {
+                let s = ColumnSplit::new(area, nr, nc, threads);
+                let min_tiles = area.div_ceil(nc);
+                assert!(s.tiles >= min_tiles);
+                if min_tiles > 1 && s.tiles < s.panels {
+                    assert_eq!(s.tiles % threads, 0, "{area} {threads}");
+                }
+                let mut next = 0;
+                let widths: Vec<usize> = (0..s.tiles)
+                    .map(|t| {
+                        let c = s.cols(t);
+                        assert_eq!(c.start, next, "tiles are contiguous");
+                        assert_eq!(c.start % nr, 0, "tiles start on a panel");
+                        assert!(c.len() <= nc && !c.is_empty());
+                        next = c.end;
+                        c.len().div_ceil(nr)
+                    })
+                    .collect();
+                assert_eq!(next, area, "tiles cover the columns");
+                let (lo, hi) = (widths.iter().min().unwrap(), widths.iter().max().unwrap());
+                assert!(hi - lo <= 1, "{area} {nr} {threads}: {widths:?}");
+            }
+        }
+        let s = ColumnSplit::new(3136, 32, 256, 2);
+        assert_eq!((s.tiles, s.cols(0)), (14, 0..224));
     }
 }

@@ -139,7 +139,7 @@ impl ConvStep {
                 view,
             )),
             Choice::Gemm => ConvStep::Gemm(GemmConv::new(
-                Kernel::for_rows(isa, geo.t_g),
+                Kernel::for_shape(isa, geo.t_g, geo.out_area()),
                 geo,
                 &weights,
                 bias.as_deref(),

@@ -11,6 +11,7 @@
 
 mod kernel_avx2;
 mod kernel_avx512;
+mod kernel_avx512_tall;
 mod kernel_scalar;
 pub(crate) mod pack;
 
@@ -40,7 +41,23 @@ pub(crate) struct Epilogue {
 pub(crate) type KernelFn = unsafe fn(usize, *const f32, *const f32, *mut f32, usize, Epilogue);
 
 /// Largest `MR·NR` of any microkernel (the edge-tile buffer).
-const MAX_TILE: usize = kernel_avx512::MR * kernel_avx512::NR;
+const MAX_TILE: usize = max(
+    kernel_avx512::MR * kernel_avx512::NR,
+    kernel_avx512_tall::MR * kernel_avx512_tall::NR,
+);
+
+/// `max` usable in a constant.
+const fn max(a: usize, b: usize) -> usize {
+    if a > b {
+        a
+    } else {
+        b
+    }
+}
+
+/// How much more padded work (`⌈m/MR⌉·MR × ⌈n/NR⌉·NR`) the usual AVX-512
+/// tile must do than the tall one before the tall one is chosen.
+const TALL_GAIN: f64 = 1.05;
 
 /// A microkernel with its tile shape and blocking, for one [`Isa`].
 #[derive(Debug, Clone, Copy)]
@@ -57,6 +74,31 @@ pub(crate) struct Kernel {
 }
 
 impl Kernel {
+    /// The microkernel of `isa` best suited to an `m × n` output: on
+    /// AVX-512, the tall 48×8 tile where `n` is narrow enough that 32-column
+    /// panels would waste more (e.g. the 7×7 = 49 positions of ResNet-18's
+    /// last stage: 56 padded columns instead of 64), else
+    /// [`Kernel::for_rows`].
+    pub fn for_shape(isa: Isa, m: usize, n: usize) -> Kernel {
+        let usual = Kernel::for_rows(isa, m);
+        if isa != Isa::Avx512 || m == 0 || n == 0 {
+            return usual;
+        }
+        let padded = |mr: usize, nr: usize| (m.div_ceil(mr) * mr * n.div_ceil(nr) * nr) as f64;
+        let (mr, nr) = (kernel_avx512_tall::MR, kernel_avx512_tall::NR);
+        if padded(usual.mr, usual.nr) > TALL_GAIN * padded(mr, nr) {
+            Kernel {
+                mr,
+                nr,
+                kc: 512,
+                nc: usual.nc,
+                func: kernel_avx512_tall::kernel,
+            }
+        } else {
+            usual
+        }
+    }
+
     /// The microkernel of `isa` best suited to `m` rows (AVX-512 has a
     /// narrow 8-row tile for row counts that 8 divides and 12 does not);
     /// `isa` must be supported by this CPU (checked by
@@ -243,5 +285,32 @@ pub(crate) unsafe fn gemm(
             }
         }
         k0 += kc;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tall_tile_only_where_it_pads_less() {
+        if Isa::Avx512.is_supported() {
+            // ResNet-18's last stage: 512 × 49 pads to 528 × 56, not 512 × 64.
+            let tall = Kernel::for_shape(Isa::Avx512, 512, 49);
+            assert_eq!((tall.mr, tall.nr), (48, 8));
+            assert_eq!(tall.nc % tall.nr, 0);
+            // 56² columns are whole 32-column panels: the usual tile.
+            let usual = Kernel::for_shape(Isa::Avx512, 64, 3136);
+            assert_eq!((usual.mr, usual.nr), (8, 32));
+            // The test layers of forward_matches_reference that need it.
+            for (m, n) in [(90, 49), (96, 49), (144, 49)] {
+                assert_eq!(Kernel::for_shape(Isa::Avx512, m, n).mr, 48, "{m} × {n}");
+            }
+        }
+        if Isa::Avx2.is_supported() {
+            // Other instruction sets keep their one tile.
+            let avx2 = Kernel::for_shape(Isa::Avx2, 512, 49);
+            assert_eq!((avx2.mr, avx2.nr), (kernel_avx2::MR, kernel_avx2::NR));
+        }
     }
 }
