@@ -211,7 +211,7 @@ impl Int8Gemm {
         let row_len = ow * self.out_channels;
         let mut out = vec![0i32; g.batch * oh * row_len];
         let writer = DisjointWriter::new(&mut out);
-        self.rows(img, g, isa, &ScratchPool::new(), |n, y, acc| {
+        self.rows(img, g, isa, &ScratchPool::new(), |n, y, acc, _| {
             // SAFETY: row (n, y) is written by this task only.
             unsafe { writer.write_slice((n * oh + y) * row_len, acc) };
         });
@@ -219,11 +219,12 @@ impl Int8Gemm {
     }
 
     /// Computes the exact accumulators of every output row in parallel and
-    /// hands each row to `f(n, y, acc)`, `acc` being `[x][t]`; the row
-    /// buffers come from `pool` (no allocation once they have grown).
+    /// hands each row to `f(n, y, acc, out)`, `acc` being `[x][t]` and
+    /// `out` a scratch row of as many floats; the row buffers come from
+    /// `pool` (no allocation once they have grown).
     fn rows<F>(&self, img: &[u8], g: &ConvGeometry, isa: Isa, pool: &ScratchPool, f: F)
     where
-        F: Fn(usize, usize, &[i32]) + Sync,
+        F: Fn(usize, usize, &[i32], &mut [f32]) + Sync,
     {
         let (hp, wp) = g.padded_hw;
         let img_len = hp * wp * self.c4;
@@ -238,6 +239,10 @@ impl Int8Gemm {
                 }
                 let (acc, row_out) = scratch.ints.split_at_mut(acc_len);
                 let row_out = &mut row_out[..out_len];
+                if scratch.floats.len() < out_len {
+                    scratch.floats.resize(out_len, 0.0);
+                }
+                let floats = &mut scratch.floats[..out_len];
                 let (n, y) = (row / oh, row % oh);
                 let img = &img[n * img_len..(n + 1) * img_len];
                 match isa {
@@ -255,7 +260,7 @@ impl Int8Gemm {
                             .wrapping_sub(z.wrapping_mul(self.weight_sum[t]));
                     }
                 }
-                f(n, y, row_out);
+                f(n, y, row_out, floats);
             })
         });
     }
@@ -328,7 +333,11 @@ impl Int8Gemm {
             x.as_slice().expect("standard layout"),
             &g,
             |v| self.input.quantize(v),
-            |a, t| self.requantize(a, t, Int8Output::F32),
+            |acc, out| {
+                for (t, (&a, o)) in acc.iter().zip(out).enumerate() {
+                    *o = self.requantize(a, t, Int8Output::F32);
+                }
+            },
             y.as_slice_mut().expect("fresh array"),
             &mut img,
             &ScratchPool::new(),
@@ -354,16 +363,18 @@ impl Int8Gemm {
     /// The whole f32 step, allocation-free: `code` quantises each value of
     /// the NCHW batch `src` (geometry `g`) inside the parallel padded-NHWC
     /// copy into `img` (≥ [`Self::image_len`] bytes), the integer GEMM runs
-    /// row-parallel, and `epilogue(acc, t)` maps each exact accumulator
-    /// `Σ v·(q − z_x)` of filter `t` to its NCHW output in `dst` inside the
-    /// same row task (no NHWC accumulator buffer, no second pass).
+    /// row-parallel, and `epilogue(acc, out)` maps one pixel's exact
+    /// accumulators `Σ v·(q − z_x)` (`[t]`) to its outputs (`[t]`, a loop
+    /// over contiguous filters that vectorises), written to their NCHW
+    /// places in `dst` inside the same row task (no NHWC accumulator buffer,
+    /// no second pass).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn forward_into(
         &self,
         src: &[f32],
         g: &ConvGeometry,
         code: impl Fn(f32) -> u8 + Sync,
-        epilogue: impl Fn(i32, usize) -> f32 + Sync,
+        epilogue: impl Fn(&[i32], &mut [f32]) + Sync,
         dst: &mut [f32],
         img: &mut [u8],
         pool: &ScratchPool,
@@ -375,13 +386,15 @@ impl Int8Gemm {
         let img = &mut img[..self.image_len(g)];
         self.padded_nhwc(src, g, code, img);
         let writer = DisjointWriter::new(dst);
-        self.rows(img, g, isa, pool, |n, yy, acc| {
+        self.rows(img, g, isa, pool, |n, yy, acc, out| {
+            for (a, o) in acc.chunks_exact(t_n).zip(out.chunks_exact_mut(t_n)) {
+                epilogue(a, o);
+            }
             for t in 0..t_n {
                 let base = (n * t_n + t) * area + yy * ow;
                 for x in 0..ow {
-                    let v = epilogue(acc[x * t_n + t], t);
                     // SAFETY: output row (n, ·, yy, ·) belongs to this task alone.
-                    unsafe { writer.write(base + x, v) };
+                    unsafe { writer.write(base + x, out[x * t_n + t]) };
                 }
             }
         });
@@ -415,10 +428,20 @@ impl Int8Gemm {
                 if inside_row {
                     let y = yp - pt;
                     let dst = &mut dst[pl * c4..(pl + w) * c4];
+                    // Codes first into a small contiguous block (a loop that
+                    // vectorises), then scattered to their pixels.
+                    const BLOCK: usize = 64;
+                    let mut codes = [0u8; BLOCK];
                     for c in 0..c_n {
                         let row_src = &src[((n * c_n + c) * h + y) * w..][..w];
-                        for (px, &v) in dst.chunks_exact_mut(c4).zip(row_src) {
-                            px[c] = code(v);
+                        for (k, chunk) in row_src.chunks(BLOCK).enumerate() {
+                            for (q, &v) in codes.iter_mut().zip(chunk) {
+                                *q = code(v);
+                            }
+                            let pixels = dst[k * BLOCK * c4..].chunks_exact_mut(c4);
+                            for (px, &q) in pixels.zip(&codes[..chunk.len()]) {
+                                px[c] = q;
+                            }
                         }
                     }
                 }

@@ -85,17 +85,24 @@ impl Epilogue {
         }
     }
 
-    /// The f32 output, exactly as core's `reference_forward` computes it.
+    /// One pixel's f32 outputs (`[t]`) from its accumulators (`[t]`),
+    /// exactly as core's `reference_forward` computes them.
     #[inline]
-    fn apply(&self, acc: i32, t: usize) -> f32 {
-        let a = acc + self.bias[t];
+    fn apply(&self, acc: &[i32], out: &mut [f32]) {
+        let per_filter = acc.iter().zip(&self.bias).zip(out);
         match &self.output {
-            Some((out, requant)) => {
-                let (lo, hi) = out.dtype().range();
-                let r = requant[t].apply(a) + i64::from(out.zero_point());
-                out.dequantize(r.clamp(i64::from(lo), i64::from(hi)) as i32)
+            Some((quant, requant)) => {
+                let (lo, hi) = quant.dtype().range();
+                for (((&a, &b), o), m) in per_filter.zip(requant) {
+                    let r = m.apply(a + b) + i64::from(quant.zero_point());
+                    *o = quant.dequantize(r.clamp(i64::from(lo), i64::from(hi)) as i32);
+                }
             }
-            None => (f64::from(a) * self.input_scale * self.weight_scales[t]) as f32,
+            None => {
+                for (((&a, &b), o), &s) in per_filter.zip(&self.weight_scales) {
+                    *o = (f64::from(a + b) * self.input_scale * s) as f32;
+                }
+            }
         }
     }
 }
@@ -167,7 +174,7 @@ impl Int8Step {
             src,
             &g,
             |v| self.code.code(v),
-            |a, t| self.epilogue.apply(a, t),
+            |acc, out| self.epilogue.apply(acc, out),
             dst,
             &mut bytes,
             pool,
