@@ -3,14 +3,53 @@
 //! the residual stages' 3×3 convolutions, then int8 on the factors — and
 //! print the per-layer and total MAC speed-up, the weight bytes and the
 //! measured latency of the original and compressed networks (batch 1 and 8,
-//! fast plans, every core).
+//! fast plans, every core), then batch-1 latency of both networks with the
+//! plans forced to each SIMD level this CPU has (AVX-512, AVX2), the two
+//! networks timed in alternation.
 //!
 //! `cargo run --release --example compress [-- RECIPE.toml|RECIPE.json]`
 
 use std::path::PathBuf;
 
+use std::time::Instant;
+
+use hasten::core::{Graph, SeededRng};
+use hasten::fastconv::{Isa, Plan, PlanOptions};
 use hasten::models::{resnet18, ModelConfig};
 use hasten::pipeline::{compress, Recipe};
+
+/// Median ms of batch-1 runs of each graph's plan on `isa`, one run of each
+/// per round.
+fn medians_on(
+    isa: Isa,
+    graphs: [&Graph; 2],
+    rounds: usize,
+) -> Result<[f64; 2], Box<dyn std::error::Error>> {
+    let options = PlanOptions {
+        isa,
+        ..PlanOptions::default()
+    };
+    let mut plans = [
+        Plan::for_graph(graphs[0], 1, options)?,
+        Plan::for_graph(graphs[1], 1, options)?,
+    ];
+    let shape = graphs[0].inputs()[0].shape();
+    let x = SeededRng::new(0).normal_array(shape.batched(1), 1.0);
+    let mut times = [Vec::new(), Vec::new()];
+    for round in 0..=rounds {
+        for (plan, t) in plans.iter_mut().zip(times.iter_mut()) {
+            let start = Instant::now();
+            plan.run_all(&[&x])?;
+            if round > 0 {
+                t.push(start.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+    }
+    Ok(times.map(|mut t| {
+        t.sort_by(f64::total_cmp);
+        t[t.len() / 2]
+    }))
+}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let path = std::env::args().nth(1).map_or_else(
@@ -26,7 +65,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .into_owned()),
         recipe.steps.len()
     );
-    let (_, report) = compress(&graph, &recipe, None)?;
+    let (compressed, report) = compress(&graph, &recipe, None)?;
     print!("{report}");
+    println!(
+        "\nBatch 1 by SIMD level ({} threads, 15 alternating rounds, medians):",
+        rayon::current_num_threads()
+    );
+    for isa in Isa::supported().into_iter().filter(|&i| i != Isa::Scalar) {
+        let [a, b] = medians_on(isa, [&graph, &compressed], 15)?;
+        println!(
+            "  {isa}: original {a:.1} ms, compressed {b:.1} ms ({:.2}x)",
+            a / b
+        );
+    }
     Ok(())
 }

@@ -18,6 +18,8 @@ pub(crate) struct Scratch {
     pub doubles: Vec<f64>,
     /// Precomputed offsets (e.g. of every tap of a kernel).
     pub offsets: Vec<usize>,
+    /// Integers for a kernel's own use (e.g. one row of int8 accumulators).
+    pub ints: Vec<i32>,
 }
 
 /// One [`Scratch`] per rayon worker (plus one for callers outside the pool).

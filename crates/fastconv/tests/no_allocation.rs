@@ -8,13 +8,13 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use hasten_core::graph::GraphBuilder;
-use hasten_core::ndarray::{Array2, Array3, Array4};
+use hasten_core::ndarray::{Array1, Array2, Array3, Array4};
 use hasten_core::op::WeightLayout;
 use hasten_core::{
     ActShape, AvgPool, BatchNorm, Block, ChannelShuffle, Clip, CodebookConv, ConvLayer, ConvSpec,
-    Csr, Dropout, Flatten, GlobalAvgPool, HardSwish, Identity, LinearLayer, MaxPool, PackedCodes,
-    Pad, Padding, PerforatedConv, PoolSpec, ProductQuantizedConv, Relu, SeededRng, Shift, Softmax,
-    SparseLinear, TtLinear,
+    Csr, Dropout, Flatten, GlobalAvgPool, HardSwish, Identity, Int8Conv, IntType, LinearLayer,
+    MaxPool, PackedCodes, Pad, Padding, PerforatedConv, PoolSpec, ProductQuantizedConv,
+    QuantParams, Relu, SeededRng, Shift, Softmax, SparseLinear, TtLinear,
 };
 use hasten_fastconv::{Isa, Plan, PlanOptions, Winograd};
 
@@ -280,6 +280,27 @@ fn lowbit_plan_does_not_allocate() {
                 during, 0,
                 "low-bit, batch {batch}: {during} allocations in 5 runs"
             );
+        }
+        // Int8 convolutions (3×3 then 1×1) on every int8 path.
+        let (c1, c2) = (5, 7);
+        let int8 = |rng: &mut SeededRng, t: usize, c: usize, k: usize| {
+            let layout =
+                WeightLayout::conv([t, c, k, k], ConvSpec::new().with_padding(k / 2)).unwrap();
+            let w = Array2::from_shape_fn((t, c * k * k), |_| (rng.below(255) as i32 - 127) as i8);
+            let input = QuantParams::new(0.03, 120, IntType::U8).unwrap();
+            Int8Conv::new(layout, w, Array1::from_elem(t, 0.01), input, None, None).unwrap()
+        };
+        let block = Block::new(vec![
+            int8(&mut rng, c2, c1, 3).into(),
+            int8(&mut rng, c1, c2, 1).into(),
+        ])
+        .unwrap();
+        let x: Array4<f32> = rng.normal_array((2, c1, 9, 8), 1.0);
+        for isa in Isa::supported() {
+            let mut plan = Plan::with_isa(&block, ActShape::new(c1, 9, 8), 2, isa).unwrap();
+            let during = allocations_in_five_runs(&mut plan, &x);
+            assert_eq!(plan.run(&x).unwrap(), block.reference_forward(&x).unwrap());
+            assert_eq!(during, 0, "int8, {isa}: {during} allocations in 5 runs");
         }
     });
 }

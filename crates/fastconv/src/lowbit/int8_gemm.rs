@@ -30,6 +30,7 @@ use rayon::prelude::*;
 use super::geometry::ConvGeometry;
 use super::layout::{nhwc_to_nchw, DisjointWriter};
 use super::{check_isa, round_up, Isa, Needs};
+use crate::pool::ScratchPool;
 
 /// Filters are padded to a multiple of this (the AVX-512 block: 4 × 16 lanes).
 const FILTER_BLOCK: usize = 64;
@@ -199,7 +200,8 @@ impl Int8Gemm {
         }
         let g = ConvGeometry::new([s[0], s[1], s[2], s[3]], self.kernel, &self.spec)?;
         let q = q.as_standard_layout();
-        let img = self.padded_nhwc(q.as_slice().expect("standard layout"), &g, |v| v);
+        let mut img = vec![0u8; self.image_len(&g)];
+        self.padded_nhwc(q.as_slice().expect("standard layout"), &g, |v| v, &mut img);
         Ok((self.accumulate(&img, &g, isa), g.out_hw))
     }
 
@@ -209,7 +211,7 @@ impl Int8Gemm {
         let row_len = ow * self.out_channels;
         let mut out = vec![0i32; g.batch * oh * row_len];
         let writer = DisjointWriter::new(&mut out);
-        self.rows(img, g, isa, |n, y, acc| {
+        self.rows(img, g, isa, &ScratchPool::new(), |n, y, acc, _| {
             // SAFETY: row (n, y) is written by this task only.
             unsafe { writer.write_slice((n * oh + y) * row_len, acc) };
         });
@@ -217,19 +219,30 @@ impl Int8Gemm {
     }
 
     /// Computes the exact accumulators of every output row in parallel and
-    /// hands each row to `f(n, y, acc)`, `acc` being `[x][t]`.
-    fn rows<F>(&self, img: &[u8], g: &ConvGeometry, isa: Isa, f: F)
+    /// hands each row to `f(n, y, acc, out)`, `acc` being `[x][t]` and
+    /// `out` a scratch row of as many floats; the row buffers come from
+    /// `pool` (no allocation once they have grown).
+    fn rows<F>(&self, img: &[u8], g: &ConvGeometry, isa: Isa, pool: &ScratchPool, f: F)
     where
-        F: Fn(usize, usize, &[i32]) + Sync,
+        F: Fn(usize, usize, &[i32], &mut [f32]) + Sync,
     {
         let (hp, wp) = g.padded_hw;
         let img_len = hp * wp * self.c4;
         let (oh, ow) = g.out_hw;
         let t_n = self.out_channels;
         let z = i32::from(self.input.zero_point);
-        (0..g.batch * oh).into_par_iter().for_each_init(
-            || (vec![0i32; ow * self.t_pad], vec![0i32; ow * t_n]),
-            |(acc, row_out), row| {
+        let (acc_len, out_len) = (ow * self.t_pad, ow * t_n);
+        (0..g.batch * oh).into_par_iter().for_each(|row| {
+            pool.with(|scratch| {
+                if scratch.ints.len() < acc_len + out_len {
+                    scratch.ints.resize(acc_len + out_len, 0);
+                }
+                let (acc, row_out) = scratch.ints.split_at_mut(acc_len);
+                let row_out = &mut row_out[..out_len];
+                if scratch.floats.len() < out_len {
+                    scratch.floats.resize(out_len, 0.0);
+                }
+                let floats = &mut scratch.floats[..out_len];
                 let (n, y) = (row / oh, row % oh);
                 let img = &img[n * img_len..(n + 1) * img_len];
                 match isa {
@@ -247,9 +260,9 @@ impl Int8Gemm {
                             .wrapping_sub(z.wrapping_mul(self.weight_sum[t]));
                     }
                 }
-                f(n, y, row_out);
-            },
-        );
+                f(n, y, row_out, floats);
+            })
+        });
     }
 
     /// The fused epilogue for filter `t`: `y = s_x·s_w[t]·acc + b[t]`, then
@@ -313,41 +326,95 @@ impl Int8Gemm {
         let g = ConvGeometry::new([s[0], s[1], s[2], s[3]], self.kernel, &self.spec)?;
         let isa = check_isa(None, Needs::Int8Dot, "Int8Gemm")?;
         let x = x.as_standard_layout();
-        let img = self.padded_nhwc(x.as_slice().expect("standard layout"), &g, |v| {
-            self.input.quantize(v)
-        });
         let (oh, ow) = g.out_hw;
-        let (t_n, area) = (self.out_channels, oh * ow);
-        let mut y = Array4::<f32>::zeros((g.batch, t_n, oh, ow));
-        let writer = DisjointWriter::new(y.as_slice_mut().expect("fresh array"));
-        // The epilogue runs inside each row task: no NHWC buffer, no second pass.
-        self.rows(&img, &g, isa, |n, yy, acc| {
-            for t in 0..t_n {
-                let base = (n * t_n + t) * area + yy * ow;
-                for x in 0..ow {
-                    let v = self.requantize(acc[x * t_n + t], t, Int8Output::F32);
-                    // SAFETY: output row (n, ·, yy, ·) belongs to this task alone.
-                    unsafe { writer.write(base + x, v) };
+        let mut y = Array4::<f32>::zeros((g.batch, self.out_channels, oh, ow));
+        let mut img = vec![0u8; self.image_len(&g)];
+        self.forward_into(
+            x.as_slice().expect("standard layout"),
+            &g,
+            |v| self.input.quantize(v),
+            |acc, out| {
+                for (t, (&a, o)) in acc.iter().zip(out).enumerate() {
+                    *o = self.requantize(a, t, Int8Output::F32);
                 }
-            }
-        });
+            },
+            y.as_slice_mut().expect("fresh array"),
+            &mut img,
+            &ScratchPool::new(),
+            isa,
+        );
         Ok(y)
     }
 
-    /// NCHW values → padded NHWC u8 codes (`code` maps each value) with `c4`
-    /// channels; padding pixels hold the zero point.
+    /// Bytes of the padded NHWC u8 image of a batch of geometry `g`.
+    pub(crate) fn image_len(&self, g: &ConvGeometry) -> usize {
+        g.batch * g.padded_hw.0 * g.padded_hw.1 * self.c4
+    }
+
+    /// The validated geometry of this layer on `batch` inputs of `in_hw`.
+    pub(crate) fn geometry(&self, batch: usize, in_hw: (usize, usize)) -> Result<ConvGeometry> {
+        ConvGeometry::new(
+            [batch, self.in_channels, in_hw.0, in_hw.1],
+            self.kernel,
+            &self.spec,
+        )
+    }
+
+    /// The whole f32 step, allocation-free: `code` quantises each value of
+    /// the NCHW batch `src` (geometry `g`) inside the parallel padded-NHWC
+    /// copy into `img` (≥ [`Self::image_len`] bytes), the integer GEMM runs
+    /// row-parallel, and `epilogue(acc, out)` maps one pixel's exact
+    /// accumulators `Σ v·(q − z_x)` (`[t]`) to its outputs (`[t]`, a loop
+    /// over contiguous filters that vectorises), written to their NCHW
+    /// places in `dst` inside the same row task (no NHWC accumulator buffer,
+    /// no second pass).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn forward_into(
+        &self,
+        src: &[f32],
+        g: &ConvGeometry,
+        code: impl Fn(f32) -> u8 + Sync,
+        epilogue: impl Fn(&[i32], &mut [f32]) + Sync,
+        dst: &mut [f32],
+        img: &mut [u8],
+        pool: &ScratchPool,
+        isa: Isa,
+    ) {
+        let (oh, ow) = g.out_hw;
+        let (t_n, area) = (self.out_channels, oh * ow);
+        assert_eq!(dst.len(), g.batch * t_n * area, "Int8Gemm output length");
+        let img = &mut img[..self.image_len(g)];
+        self.padded_nhwc(src, g, code, img);
+        let writer = DisjointWriter::new(dst);
+        self.rows(img, g, isa, pool, |n, yy, acc, out| {
+            for (a, o) in acc.chunks_exact(t_n).zip(out.chunks_exact_mut(t_n)) {
+                epilogue(a, o);
+            }
+            for t in 0..t_n {
+                let base = (n * t_n + t) * area + yy * ow;
+                for x in 0..ow {
+                    // SAFETY: output row (n, ·, yy, ·) belongs to this task alone.
+                    unsafe { writer.write(base + x, out[x * t_n + t]) };
+                }
+            }
+        });
+    }
+
+    /// NCHW values → padded NHWC u8 codes in `img` (`code` maps each value)
+    /// with `c4` channels; padding pixels hold the zero point. The channels
+    /// `c_n..c4` are left as they are: their packed weights are zero.
     fn padded_nhwc<T: Copy + Sync>(
         &self,
         src: &[T],
         g: &ConvGeometry,
         code: impl Fn(T) -> u8 + Sync,
-    ) -> Vec<u8> {
+        img: &mut [u8],
+    ) {
         let (hp, wp) = g.padded_hw;
         let (h, w) = g.in_hw;
         let (pt, pl) = g.pad_top_left;
         let (c_n, c4) = (self.in_channels, self.c4);
         let z = self.input.zero_point;
-        let mut img = vec![0u8; g.batch * hp * wp * c4];
         img.par_chunks_mut(wp * c4)
             .enumerate()
             .for_each(|(row, dst)| {
@@ -360,15 +427,25 @@ impl Int8Gemm {
                 }
                 if inside_row {
                     let y = yp - pt;
+                    let dst = &mut dst[pl * c4..(pl + w) * c4];
+                    // Codes first into a small contiguous block (a loop that
+                    // vectorises), then scattered to their pixels.
+                    const BLOCK: usize = 64;
+                    let mut codes = [0u8; BLOCK];
                     for c in 0..c_n {
                         let row_src = &src[((n * c_n + c) * h + y) * w..][..w];
-                        for (x, &v) in row_src.iter().enumerate() {
-                            dst[(x + pl) * c4 + c] = code(v);
+                        for (k, chunk) in row_src.chunks(BLOCK).enumerate() {
+                            for (q, &v) in codes.iter_mut().zip(chunk) {
+                                *q = code(v);
+                            }
+                            let pixels = dst[k * BLOCK * c4..].chunks_exact_mut(c4);
+                            for (px, &q) in pixels.zip(&codes[..chunk.len()]) {
+                                px[c] = q;
+                            }
                         }
                     }
                 }
             });
-        img
     }
 
     fn row_scalar(&self, g: &ConvGeometry, img: &[u8], y: usize, acc: &mut [i32]) {

@@ -5,7 +5,7 @@
 //! | core op | kernel |
 //! |---|---|
 //! | `BinaryConv` with binarised inputs (XNOR-Net, eq. (9)) | [`super::binary_gemm`]: exact integer dot products; `K` summed in another order than the reference (agreement to f32 rounding) |
-//! | `Int8Conv` (u8 or i8 inputs) | [`super::int8_gemm`], exact i32 accumulators, core's requantisation |
+//! | `Int8Conv` (u8 or i8 inputs) | [`super::int8_step`] on [`super::int8_gemm`]: exact i32 accumulators, core's rounding and requantisation, fused into the layout passes |
 //! | `CodebookConv`, linear layout, one codebook of ≤ 256 entries | [`super::codebook::CodebookLinear`] |
 //! | `ProductQuantizedConv`, linear layout, ≤ 256 centroids | [`super::codebook::PqLinear`] |
 //! | `SparseConv` / `SparseLinear` | [`super::csr`] |
@@ -25,6 +25,7 @@ use super::codebook::{CodebookLinear, PqLinear};
 use super::csr::{CsrConv, CsrLinear};
 use super::groupwise::GroupwiseGemm;
 use super::int8_gemm::{Int8Gemm, U8Quant};
+use super::int8_step::Int8Step;
 use super::{capped_isa, check_isa, Isa, Needs};
 
 /// A core op compiled to a low-bit or sparse kernel.
@@ -42,7 +43,7 @@ enum Kernel {
         linear: bool,
     },
     Int8 {
-        kernel: Box<Int8Gemm>,
+        step: Box<Int8Step>,
         op: Box<hasten_core::Int8Conv>,
         shift: i32,
         linear: bool,
@@ -138,7 +139,7 @@ pub fn prepare(op: &Op) -> Result<Option<Prepared>> {
             let quant = U8Quant::new(q.input_params().scale(), z)?;
             let kernel = Int8Gemm::new(w.view(), &vec![1.0; dims[0]], None, spec, quant)?;
             Kernel::Int8 {
-                kernel: Box::new(kernel),
+                step: Box::new(Int8Step::new(q, kernel, shift)),
                 op: Box::new(q.clone()),
                 shift,
                 linear,
@@ -251,11 +252,12 @@ impl Prepared {
                 }
             }
             Kernel::Int8 {
-                kernel,
+                step,
                 op,
                 shift,
                 linear,
             } => {
+                let kernel = step.kernel();
                 op.output_shape(hasten_core::op::input_shape_of(x)?)?;
                 let xin = if *linear {
                     as_linear_input(x)
@@ -312,8 +314,9 @@ impl Prepared {
 impl Prepared {
     /// Runs on `batch` row-major NCHW samples of shape `input` from `src`
     /// into `dst`. The fully connected kernels (codebook, product-quantized,
-    /// CSR) read `src` in place and use `buf` and `pool` as their only
-    /// scratch, so they allocate nothing once those have grown; the
+    /// CSR) and the int8 step read `src` in place and use `buf`, `pool` and
+    /// their own buffers as their only scratch, so they allocate nothing
+    /// once those have grown (int8 inputs holding a NaN excepted); the other
     /// convolution kernels still copy the batch into an array and allocate
     /// their own buffers.
     pub(crate) fn run(
@@ -335,20 +338,41 @@ impl Prepared {
                 l.forward_into(src, batch, isa, dst, buf)
             }
             Kernel::SparseLinear(l) => l.forward_into(src, batch, dst),
-            _ => {
-                let x = hasten_core::ndarray::ArrayView4::from_shape(input.batched(batch), src)
-                    .map_err(|e| Error::shape("low-bit step input", input, e))?
-                    .to_owned();
-                let y = self.forward(&x)?;
-                let y = y.as_standard_layout();
-                let ys = y.as_slice().expect("standard layout");
-                if ys.len() != dst.len() {
-                    return Err(Error::shape("low-bit step output", dst.len(), ys.len()));
+            Kernel::Int8 { step, linear, .. } => {
+                let isa = check_isa(self.level(Needs::Int8Dot), Needs::Int8Dot, "Int8Gemm")?;
+                let hw = if *linear {
+                    (1, 1)
+                } else {
+                    (input.height, input.width)
+                };
+                if step.run(src, dst, batch, hw, pool, isa)? {
+                    return Ok(());
                 }
-                dst.copy_from_slice(ys);
-                Ok(())
+                self.run_arrays(src, dst, batch, input)
             }
+            _ => self.run_arrays(src, dst, batch, input),
         }
+    }
+
+    /// [`Self::forward`] on a copy of the batch, the result copied to `dst`.
+    fn run_arrays(
+        &self,
+        src: &[f32],
+        dst: &mut [f32],
+        batch: usize,
+        input: hasten_core::ActShape,
+    ) -> Result<()> {
+        let x = hasten_core::ndarray::ArrayView4::from_shape(input.batched(batch), src)
+            .map_err(|e| Error::shape("low-bit step input", input, e))?
+            .to_owned();
+        let y = self.forward(&x)?;
+        let y = y.as_standard_layout();
+        let ys = y.as_slice().expect("standard layout");
+        if ys.len() != dst.len() {
+            return Err(Error::shape("low-bit step output", dst.len(), ys.len()));
+        }
+        dst.copy_from_slice(ys);
+        Ok(())
     }
 }
 

@@ -1,0 +1,99 @@
+//! One `Int8Conv` as a plan step against the f32 `Conv` step of the same
+//! shape, at batch 1: ResNet-18's 3×3 and strided 1×1 convolutions and the
+//! Tucker-2 factors of its 3×3 convolutions (1×1 reduction, 3×3 core on
+//! fewer channels, 1×1 expansion; ranks for a 2× MAC cut). Both plans are
+//! forced to the same [`Isa`] (the int8 step runs VNNI under `Avx512` where
+//! the CPU has it, the exact `vpmaddubsw` split under `Avx2`). Medians of
+//! interleaved rounds, wall clock, one run.
+//!
+//! `cargo run --release -p hasten-fastconv --example int8_steps [-- avx2|avx512|scalar]`
+
+use std::time::Instant;
+
+use hasten_core::ndarray::{Array1, Array2};
+use hasten_core::op::WeightLayout;
+use hasten_core::{
+    ActShape, Block, ConvLayer, ConvSpec, Int8Conv, IntType, Op, QuantParams, SeededRng,
+};
+use hasten_fastconv::{Isa, Plan};
+
+/// Medians (ms) of `fs`, one call of each per round, for ~0.5 s.
+fn interleaved_ms(fs: &mut [&mut dyn FnMut()]) -> Vec<f64> {
+    fs.iter_mut().for_each(|f| f());
+    let mut times = vec![Vec::new(); fs.len()];
+    let start = Instant::now();
+    while times[0].len() < 9 || (start.elapsed().as_secs_f64() < 0.5 && times[0].len() < 400) {
+        for (f, t) in fs.iter_mut().zip(times.iter_mut()) {
+            let t0 = Instant::now();
+            f();
+            t.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    times
+        .into_iter()
+        .map(|mut t: Vec<f64>| {
+            t.sort_by(|a, b| a.total_cmp(b));
+            t[t.len() / 2]
+        })
+        .collect()
+}
+
+fn main() {
+    let isa = match std::env::args().nth(1).as_deref() {
+        Some("avx2") => Isa::Avx2,
+        Some("scalar") => Isa::Scalar,
+        _ => Isa::detect(),
+    };
+    let threads = rayon::current_num_threads();
+    println!("int8 vs f32 plan step, batch 1, {threads} threads, {isa}\n");
+    println!("| layer | C→T, k×k, H, stride | f32 ms | int8 ms | int8 × |");
+    println!("|---|---|---|---|---|");
+    let mut rng = SeededRng::new(1);
+    // (what, C, T, k, H = W, stride); Tucker ranks R from C·R + 9R² + R·T = 4.5·C·T.
+    let shapes = [
+        ("3×3", 64, 64, 3, 56, 1),
+        ("3×3", 128, 128, 3, 28, 1),
+        ("3×3", 256, 256, 3, 14, 1),
+        ("3×3", 512, 512, 3, 7, 1),
+        ("1×1 downsample", 64, 128, 1, 56, 2),
+        ("1×1 downsample", 256, 512, 1, 14, 2),
+        ("Tucker reduce", 64, 38, 1, 56, 1),
+        ("Tucker core", 38, 38, 3, 56, 1),
+        ("Tucker expand", 38, 64, 1, 56, 1),
+        ("Tucker reduce", 256, 155, 1, 14, 1),
+        ("Tucker core", 155, 155, 3, 14, 1),
+        ("Tucker expand", 155, 256, 1, 14, 1),
+    ];
+    for (what, c, t, k, hw, s) in shapes {
+        let spec = ConvSpec::new().with_padding(k / 2).with_stride(s);
+        let w = rng.normal_array((t, c, k, k), 0.05);
+        let x = rng.normal_array((1, c, hw, hw), 1.0);
+        let shape = ActShape::new(c, hw, hw);
+        let conv = ConvLayer::from_array(w.clone(), spec).unwrap();
+        let mut f32_plan = Plan::with_isa(&Block::single(Op::Conv(conv)), shape, 1, isa).unwrap();
+        let ws = w.as_slice().unwrap();
+        let q = Array2::from_shape_fn((t, c * k * k), |(tt, j)| {
+            (ws[tt * c * k * k + j] / 0.002)
+                .round()
+                .clamp(-127.0, 127.0) as i8
+        });
+        let input = QuantParams::new(16.0 / 255.0, 128, IntType::U8).unwrap();
+        let layout = WeightLayout::conv([t, c, k, k], spec).unwrap();
+        let op = Int8Conv::new(layout, q, Array1::from_elem(t, 0.002), input, None, None).unwrap();
+        let mut int8_plan = Plan::with_isa(&Block::single(op), shape, 1, isa).unwrap();
+        let ms = interleaved_ms(&mut [
+            &mut || {
+                f32_plan.run(&x).unwrap();
+            },
+            &mut || {
+                int8_plan.run(&x).unwrap();
+            },
+        ]);
+        println!(
+            "| {what} | {c}→{t}, {k}×{k}, {hw}, {s} | {:.3} | {:.3} | {:.2} |",
+            ms[0],
+            ms[1],
+            ms[0] / ms[1]
+        );
+    }
+}

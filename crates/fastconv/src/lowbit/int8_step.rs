@@ -1,0 +1,217 @@
+//! The plan step of core's `Int8Conv` (8-bit arithmetic of Vanhoucke et al.
+//! \[49\], survey Section 5): core's exact semantics — its input rounding,
+//! i32 bias, fixed-point requantisation or f64 dequantisation — run on the
+//! [`Int8Gemm`] kernel from f32 NCHW to f32 NCHW in one pass each way, on
+//! every thread and without allocating.
+//!
+//! Quantisation is fused into the kernel's parallel padded-NHWC copy and the
+//! epilogue into its row tasks, so a step costs one read of its input, the
+//! integer GEMM and one write of its output (the profile in
+//! `docs/performance.md` shows what the unfused, single-threaded passes
+//! cost). Inputs holding a NaN take the array path, which also marks the
+//! outputs that read it ([`hasten_core::Int8Conv::nan_outputs`]).
+
+use hasten_core::{Int8Conv, QuantParams, Requant, Result};
+use rayon::prelude::*;
+use std::sync::Mutex;
+
+use super::int8_gemm::Int8Gemm;
+use super::Isa;
+use crate::pool::ScratchPool;
+
+/// Core's [`QuantParams::quantize`] followed by the kernel's u8 shift, with
+/// the same f64 division but no libm call: `round` half away from zero as a
+/// truncation and a comparison of the exact fractional part.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct InputCode {
+    scale: f64,
+    zero_point: i32,
+    range: (i32, i32),
+    shift: i32,
+}
+
+impl InputCode {
+    /// The code of `params` plus `shift` (128 for i8 inputs, else 0).
+    pub(crate) fn new(params: &QuantParams, shift: i32) -> Self {
+        InputCode {
+            scale: f64::from(params.scale()),
+            zero_point: params.zero_point(),
+            range: params.dtype().range(),
+            shift,
+        }
+    }
+
+    /// `clamp(round(x / scale) + zero_point) + shift` as u8; NaN gives the
+    /// zero point, as in core.
+    #[inline]
+    pub(crate) fn code(&self, x: f32) -> u8 {
+        let t = f64::from(x) / self.scale;
+        // Every code saturates beyond ±1024 steps (ranges lie in −128..=255),
+        // so clamping first is exact and keeps the truncation in i32.
+        let t = if t.is_nan() {
+            0.0
+        } else {
+            t.clamp(-1024.0, 1024.0)
+        };
+        let whole = t as i32;
+        // Exact: t and its truncation share sign and exponent range.
+        let frac = t - f64::from(whole);
+        let r = whole + i32::from(frac >= 0.5) - i32::from(frac <= -0.5);
+        ((r + self.zero_point).clamp(self.range.0, self.range.1) + self.shift) as u8
+    }
+}
+
+/// Core's output stage for accumulator `acc = Σ w·(q − z_in)` of filter `t`:
+/// `acc + bias`, then requantisation and dequantisation, or `acc·s_in·s_w`
+/// in f64.
+#[derive(Debug, Clone, PartialEq)]
+struct Epilogue {
+    bias: Vec<i32>,
+    input_scale: f64,
+    weight_scales: Vec<f64>,
+    output: Option<(QuantParams, Vec<Requant>)>,
+}
+
+impl Epilogue {
+    fn new(op: &Int8Conv) -> Self {
+        let rows = op.layout().rows();
+        Epilogue {
+            bias: op
+                .bias()
+                .map_or_else(|| vec![0; rows], |b| b.iter().copied().collect()),
+            input_scale: f64::from(op.input_params().scale()),
+            weight_scales: (0..rows).map(|t| f64::from(op.weight_scale(t))).collect(),
+            output: op.output_params().map(|p| (*p, op.requant().to_vec())),
+        }
+    }
+
+    /// One pixel's f32 outputs (`[t]`) from its accumulators (`[t]`),
+    /// exactly as core's `reference_forward` computes them.
+    #[inline]
+    fn apply(&self, acc: &[i32], out: &mut [f32]) {
+        let per_filter = acc.iter().zip(&self.bias).zip(out);
+        match &self.output {
+            Some((quant, requant)) => {
+                let (lo, hi) = quant.dtype().range();
+                for (((&a, &b), o), m) in per_filter.zip(requant) {
+                    let r = m.apply(a + b) + i64::from(quant.zero_point());
+                    *o = quant.dequantize(r.clamp(i64::from(lo), i64::from(hi)) as i32);
+                }
+            }
+            None => {
+                for (((&a, &b), o), &s) in per_filter.zip(&self.weight_scales) {
+                    *o = (f64::from(a + b) * self.input_scale * s) as f32;
+                }
+            }
+        }
+    }
+}
+
+/// An `Int8Conv` compiled for the plan: the packed kernel, the input code,
+/// the output stage and the u8 image buffer it reuses from run to run.
+#[derive(Debug)]
+pub(crate) struct Int8Step {
+    kernel: Int8Gemm,
+    code: InputCode,
+    epilogue: Epilogue,
+    image: Mutex<Vec<u8>>,
+}
+
+impl Clone for Int8Step {
+    /// The same step with an empty image buffer of its own.
+    fn clone(&self) -> Self {
+        Int8Step {
+            kernel: self.kernel.clone(),
+            code: self.code,
+            epilogue: self.epilogue.clone(),
+            image: Mutex::default(),
+        }
+    }
+}
+
+impl Int8Step {
+    /// The step of `op` on `kernel` (its weights packed once, here at plan
+    /// compilation), inputs shifted by `shift` into u8.
+    pub(crate) fn new(op: &Int8Conv, kernel: Int8Gemm, shift: i32) -> Self {
+        Int8Step {
+            kernel,
+            code: InputCode::new(op.input_params(), shift),
+            epilogue: Epilogue::new(op),
+            image: Mutex::default(),
+        }
+    }
+
+    /// The packed kernel.
+    pub(crate) fn kernel(&self) -> &Int8Gemm {
+        &self.kernel
+    }
+
+    /// Runs on `batch` NCHW samples of `in_hw` (a linear layer: 1 × 1) from
+    /// `src` into `dst`; `Ok(false)` when `src` holds a NaN and nothing was
+    /// written (the caller takes the array path).
+    pub(crate) fn run(
+        &self,
+        src: &[f32],
+        dst: &mut [f32],
+        batch: usize,
+        in_hw: (usize, usize),
+        pool: &ScratchPool,
+        isa: Isa,
+    ) -> Result<bool> {
+        let g = self.kernel.geometry(batch, in_hw)?;
+        let has_nan = src
+            .par_chunks(1 << 14)
+            .any(|c| c.iter().fold(false, |a, v| a | v.is_nan()));
+        if has_nan {
+            return Ok(false);
+        }
+        let mut bytes = self.image.lock().unwrap_or_else(|e| e.into_inner());
+        let len = self.kernel.image_len(&g);
+        if bytes.len() < len {
+            bytes.resize(len, 0);
+        }
+        self.kernel.forward_into(
+            src,
+            &g,
+            |v| self.code.code(v),
+            |acc, out| self.epilogue.apply(acc, out),
+            dst,
+            &mut bytes,
+            pool,
+            isa,
+        );
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hasten_core::IntType;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        /// Bit-exact against core's own quantiser on arbitrary f32 bit
+        /// patterns (NaN, infinities, subnormals) and on the exact
+        /// half-steps, where the rounding mode shows.
+        #[test]
+        fn code_equals_core_quantize(
+            bits in any::<u32>(), k in -300i32..300, near in -2i32..3,
+            scale in 1e-3f32..2.0, z in any::<u8>(), signed in any::<bool>(),
+        ) {
+            let (dtype, zp, shift) = if signed {
+                (IntType::I8, i32::from(z) - 128, 128)
+            } else {
+                (IntType::U8, i32::from(z), 0)
+            };
+            let p = QuantParams::new(scale, zp, dtype).unwrap();
+            let code = InputCode::new(&p, shift);
+            let half = (k as f32 + 0.5) * scale;
+            let nudged = f32::from_bits((half.to_bits() as i32 + near) as u32);
+            for x in [f32::from_bits(bits), half, nudged, -half] {
+                prop_assert_eq!(i32::from(code.code(x)), p.quantize(x) + shift, "x = {}", x);
+            }
+        }
+    }
+}
