@@ -18,6 +18,7 @@ pub mod bench;
 pub mod pipeline;
 pub mod prelude;
 pub mod qat;
+pub mod teacher_student;
 pub mod workloads;
 
 pub use hasten_core as core;
