@@ -20,7 +20,7 @@ mod selection;
 
 pub use compress::compress;
 pub use error::{PipelineError, Result};
-pub use fine_tune::FineTuneData;
+pub use fine_tune::{first_untrainable_op, FineTuneData};
 pub use method::{
     BinaryKind, CpForm, FilterNorm, Granularity, Method, PruneTarget, Rank, RankRule,
 };
