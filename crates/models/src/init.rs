@@ -180,7 +180,7 @@ mod tests {
         assert_eq!(g, want);
         // Random batch-norm statistics go back to PyTorch's defaults.
         let config = ModelConfig::cifar10().with_seed(2);
-        let mut r = resnet8(&config.clone().with_random_batch_norm()).unwrap();
+        let mut r = resnet8(&config.with_random_batch_norm()).unwrap();
         reinitialize(&mut r, 2).unwrap();
         assert_eq!(r, resnet8(&config).unwrap());
     }
