@@ -8,7 +8,9 @@
 //! [`bench`](mod@bench) holds the latency measurement the examples share and
 //! [`workloads`] the standard benchmark layers; [`pipeline`] compresses a
 //! whole network by a recipe; [`qat`] composes training and quantization
-//! into quantization-aware training that freezes into packed ops.
+//! into quantization-aware training that freezes into packed ops;
+//! [`teacher_student`] trains a student graph against a teacher with
+//! `distill`'s losses.
 //!
 //! Start with [`prelude`]: `use hasten::prelude::*;` brings what the common
 //! path needs (graphs, layers, model builders, ONNX and weight files, the
@@ -18,6 +20,7 @@ pub mod bench;
 pub mod pipeline;
 pub mod prelude;
 pub mod qat;
+pub mod teacher_student;
 pub mod workloads;
 
 pub use hasten_core as core;

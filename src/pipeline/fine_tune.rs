@@ -20,11 +20,18 @@ pub(crate) const EVAL_BATCH: usize = 256;
 
 /// The first node holding an op without a backward, if any.
 pub(crate) fn untrainable(graph: &Graph) -> Option<&str> {
-    graph
-        .nodes()
-        .iter()
-        .find(|n| inner_ops(n.op()).iter().any(|op| !has_backward(op)))
-        .map(|n| n.name())
+    first_untrainable_op(graph).map(|(node, _)| node)
+}
+
+/// The first node holding an op without a backward (a quantized, packed or
+/// sparse op, which cannot be trained) and that op's kind, if any.
+pub fn first_untrainable_op(graph: &Graph) -> Option<(&str, &'static str)> {
+    graph.nodes().iter().find_map(|n| {
+        inner_ops(n.op())
+            .iter()
+            .find(|op| !has_backward(op))
+            .map(|op| (n.name(), op.kind()))
+    })
 }
 
 /// `graph` after `settings.epochs` epochs on `data.train`.
@@ -43,4 +50,29 @@ pub(crate) fn fine_tune(graph: Graph, settings: &FineTune, data: &FineTuneData) 
     )?;
     trainer.fit(&data.train, &data.test, |_| {})?;
     Ok(trainer.graph()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hasten_core::NodeFilter;
+    use hasten_models::{lenet5, ModelConfig};
+    use hasten_quant::Binarize;
+
+    #[test]
+    fn the_first_op_without_a_backward_is_named_with_its_kind() {
+        let mut g = lenet5(&ModelConfig::mnist()).unwrap();
+        assert_eq!(first_untrainable_op(&g), None);
+        g.apply_transform(&Binarize::binary_weights(), &NodeFilter::name("fc2"))
+            .unwrap();
+        let (node, kind) = first_untrainable_op(&g).unwrap();
+        assert_eq!(node, "fc2");
+        let op = inner_ops(g.node("fc2").unwrap().op())
+            .iter()
+            .find(|op| !has_backward(op))
+            .unwrap();
+        assert_eq!(kind, op.kind());
+        assert_ne!(kind, "linear");
+        assert_eq!(untrainable(&g), Some("fc2"));
+    }
 }

@@ -21,6 +21,11 @@
 //!   (`hasten::pipeline`), fine-tuning and measuring accuracy on the
 //!   MNIST-format data in DIR when given, prints the report, and exports the
 //!   compressed network to ONNX.
+//! - `hasten train MODEL --data DIR --epochs E --lr LR [--batch B] [--mean M
+//!   --std S] [--checkpoint C.safetensors] -o OUT.onnx` trains the model from
+//!   freshly drawn weights on the MNIST-format data in DIR (Adam, cosine
+//!   schedule), printing each epoch's loss and test accuracy, and exports it;
+//!   `hasten finetune` does the same starting from the model's own weights.
 //!
 //! Failures print one line, `hasten: <error>: <cause>: …`, and exit with
 //! status 1; usage errors exit with status 2.
@@ -34,7 +39,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::commands::{bench, compress, eval, inspect, run_model};
+use crate::commands::{bench, compress, eval, inspect, run_model, train, TrainArgs};
 use crate::error::Result;
 use crate::model::ModelArgs;
 
@@ -42,7 +47,7 @@ use crate::model::ModelArgs;
 #[command(
     name = "hasten",
     version,
-    about = "Inspect, run, benchmark, evaluate and compress CNNs on Hasten's fast kernels"
+    about = "Inspect, run, benchmark, evaluate, compress and train CNNs on Hasten's fast kernels"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -137,6 +142,72 @@ enum Command {
         #[arg(long, value_name = "OUT.json")]
         report: Option<PathBuf>,
     },
+    /// Train the model from freshly drawn weights and export it to ONNX.
+    Train {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        train: TrainOptions,
+    },
+    /// Fine-tune the model from its own weights and export it to ONNX.
+    Finetune {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        train: TrainOptions,
+    },
+}
+
+/// The options of `train` and `finetune`.
+#[derive(clap::Args)]
+struct TrainOptions {
+    /// MNIST-format directory (train-* and t10k-* IDX files).
+    #[arg(long, value_name = "DIR")]
+    data: PathBuf,
+    /// Epochs.
+    #[arg(long, default_value_t = 1)]
+    epochs: usize,
+    /// Peak learning rate of the cosine schedule (Adam).
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f32,
+    /// Training batch size.
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// Mean subtracted from the [0, 1] pixels.
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    mean: f32,
+    /// Standard deviation the pixels are divided by.
+    #[arg(long, default_value_t = 1.0)]
+    std: f32,
+    /// Seed of the shuffling and of the fresh weights.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Train on only the first K training samples.
+    #[arg(long, value_name = "K")]
+    train_limit: Option<usize>,
+    /// Where to write the final checkpoint (safetensors).
+    #[arg(long, value_name = "C.safetensors")]
+    checkpoint: Option<PathBuf>,
+    /// Where to write the trained model.
+    #[arg(short = 'o', long, value_name = "OUT.onnx")]
+    output: PathBuf,
+}
+
+impl From<TrainOptions> for TrainArgs {
+    fn from(o: TrainOptions) -> Self {
+        TrainArgs {
+            data: o.data,
+            epochs: o.epochs,
+            lr: o.lr,
+            batch: o.batch,
+            mean: o.mean,
+            std: o.std,
+            seed: o.seed,
+            train_limit: o.train_limit,
+            checkpoint: o.checkpoint,
+            output: o.output,
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -199,5 +270,7 @@ fn run(command: Command) -> Result<()> {
             &output,
             report.as_deref(),
         ),
+        Command::Train { model, train: t } => train(&model, &t.into(), true),
+        Command::Finetune { model, train: t } => train(&model, &t.into(), false),
     }
 }

@@ -499,3 +499,187 @@ fn compress_with_data_reports_accuracy_on_normalised_images() {
     ]);
     assert!(err.contains("--std 0"), "{err}");
 }
+
+/// A learnable two-class set: the upper or lower half of the image is
+/// brighter, under noise. Writes `train-*` (n_train) and `t10k-*` (n_test).
+fn write_halves(dir: &Path, n_train: usize, n_test: usize) {
+    let mut rng = SeededRng::new(21);
+    let mut make = |n: usize| {
+        let mut pixels = Vec::with_capacity(n * 784);
+        let mut labels = Vec::with_capacity(n);
+        for i in 0..n {
+            let label = (i % 2) as u8;
+            for r in 0..28 {
+                let bright = (r < 14) == (label == 0);
+                for _ in 0..28 {
+                    let v = if bright { 150.0 } else { 60.0 } + 40.0 * rng.normal() as f32;
+                    pixels.push(v.clamp(0.0, 255.0) as u8);
+                }
+            }
+            labels.push(label);
+        }
+        (pixels, labels)
+    };
+    for (prefix, n) in [("train", n_train), ("t10k", n_test)] {
+        let (pixels, labels) = make(n);
+        let images = write_idx(&[n as u32, 28, 28], &pixels).unwrap();
+        std::fs::write(dir.join(format!("{prefix}-images-idx3-ubyte")), images).unwrap();
+        let labels = write_idx(&[n as u32], &labels).unwrap();
+        std::fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte")), labels).unwrap();
+    }
+}
+
+/// The (loss, test accuracy in %) of each `epoch` line.
+fn epochs(text: &str) -> Vec<(f64, f64)> {
+    text.lines()
+        .filter(|l| l.starts_with("epoch"))
+        .map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            let at = |key: &str| w[w.iter().position(|&x| x == key).unwrap() + 1];
+            (at("loss").parse().unwrap(), at("test").parse().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn train_and_finetune_learn_and_export_a_reimportable_model() {
+    let dir = tempfile::tempdir().unwrap();
+    write_halves(dir.path(), 64, 40);
+    let d = path(dir.path());
+    let (out, tuned, ckpt) = (
+        dir.path().join("t.onnx"),
+        dir.path().join("f.onnx"),
+        dir.path().join("t.safetensors"),
+    );
+    let text = ok(&[
+        "train",
+        "lenet5",
+        "--data",
+        d,
+        "--epochs",
+        "4",
+        "--lr",
+        "0.003",
+        "--batch",
+        "16",
+        "--mean",
+        "0.4",
+        "--std",
+        "0.3",
+        "--checkpoint",
+        path(&ckpt),
+        "-o",
+        path(&out),
+    ]);
+    let history = epochs(&text);
+    assert_eq!(history.len(), 4, "{text}");
+    let (first, last) = (history[0], history[3]);
+    assert!(last.0 < first.0, "loss did not fall: {text}");
+    assert!(last.1 >= 95.0, "test accuracy {}: {text}", last.1);
+    assert!(ckpt.exists() && out.exists());
+    // The exported model re-imports and scores what training reported.
+    let eval = ok(&[
+        "eval",
+        path(&out),
+        "--data",
+        d,
+        "--mean",
+        "0.4",
+        "--std",
+        "0.3",
+    ]);
+    assert!(
+        eval.contains(&format!("accuracy: {:.2} %", last.1)),
+        "{eval}\n{text}"
+    );
+    // Fine-tuning starts from those weights: already accurate after one epoch.
+    let text = ok(&[
+        "finetune",
+        path(&out),
+        "--data",
+        d,
+        "--epochs",
+        "1",
+        "--lr",
+        "0.0005",
+        "--mean",
+        "0.4",
+        "--std",
+        "0.3",
+        "-o",
+        path(&tuned),
+    ]);
+    assert!(epochs(&text)[0].1 >= 95.0, "{text}");
+    ok(&["inspect", path(&tuned)]);
+    // From scratch, one epoch at a tiny rate is near chance: `train` did
+    // re-draw the weights rather than keep them.
+    let text = ok(&[
+        "train",
+        path(&out),
+        "--data",
+        d,
+        "--epochs",
+        "1",
+        "--lr",
+        "0.00001",
+        "--mean",
+        "0.4",
+        "--std",
+        "0.3",
+        "-o",
+        path(&tuned),
+    ]);
+    assert!(epochs(&text)[0].1 < 95.0, "{text}");
+}
+
+#[test]
+fn train_rejects_bad_options() {
+    let dir = tempfile::tempdir().unwrap();
+    write_halves(dir.path(), 8, 4);
+    let d = path(dir.path());
+    let out = dir.path().join("o.onnx");
+    let err = fails(&[
+        "train",
+        "lenet5",
+        "--data",
+        d,
+        "--epochs",
+        "0",
+        "-o",
+        path(&out),
+    ]);
+    assert!(err.contains("--epochs"), "{err}");
+    let err = fails(&[
+        "train",
+        "lenet5",
+        "--data",
+        d,
+        "--lr",
+        "0",
+        "-o",
+        path(&out),
+    ]);
+    assert!(err.contains("--lr"), "{err}");
+    let err = fails(&[
+        "finetune",
+        "lenet5",
+        "--data",
+        d,
+        "--batch",
+        "0",
+        "-o",
+        path(&out),
+    ]);
+    assert!(err.contains("--batch"), "{err}");
+    let missing = dir.path().join("missing");
+    let err = fails(&[
+        "finetune",
+        "lenet5",
+        "--data",
+        path(&missing),
+        "-o",
+        path(&out),
+    ]);
+    assert!(err.contains("no such directory"), "{err}");
+    assert!(!out.exists(), "nothing written on failure");
+}

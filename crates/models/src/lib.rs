@@ -61,7 +61,7 @@ mod resnet;
 mod vgg;
 
 pub use config::{BatchNormInit, ModelConfig};
-pub use init::{he_std, randomize_batch_norms, BATCH_NORM_EPS};
+pub use init::{he_std, randomize_batch_norms, reinitialize, BATCH_NORM_EPS};
 pub use lenet::lenet5;
 pub use mobilenet::{mobilenet_v1, scale_channels, small_mobilenet};
 pub use resnet::{resnet18, resnet34, resnet8};

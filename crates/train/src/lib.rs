@@ -23,6 +23,8 @@
 //!   full-precision ones, for any [`WeightQuantizer`];
 //! - [`Trainer`]: seeded epochs with an optimizer and a schedule, per-epoch
 //!   evaluation through a `hasten_fastconv` plan, early stopping;
+//! - [`recalibrate_batch_norm`]: batch-norm running statistics re-estimated
+//!   from data after a transform, weights untouched;
 //! - [`Checkpoint`]: a run's parameters, optimizer state and progress as
 //!   safetensors, resumed bit-identically.
 //!
@@ -42,6 +44,7 @@
 //! # Ok::<(), hasten_train::TrainError>(())
 //! ```
 
+mod bn_recalibrate;
 pub mod checkpoint;
 pub mod data;
 mod error;
@@ -53,9 +56,10 @@ pub mod schedule;
 pub mod tape;
 pub mod trainer;
 
+pub use bn_recalibrate::recalibrate_batch_norm;
 pub use checkpoint::Checkpoint;
 pub use error::{Result, TrainError};
 pub use fake_quant::{FakeQuant, WeightQuantizer};
 pub use params::{Grads, ParamStore};
 pub use tape::{TapeGrads, TrainTape};
-pub use trainer::{evaluate, EpochStats, TrainConfig, Trainer};
+pub use trainer::{evaluate, top1_hits, EpochStats, TrainConfig, Trainer};

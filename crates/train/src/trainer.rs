@@ -109,7 +109,9 @@ pub struct Trainer<O, S> {
     fake_quant: Option<FakeQuant>,
 }
 
-fn argmax_hits(logits: &Array4<f32>, labels: &[usize]) -> usize {
+/// The number of samples whose arg-max logit (`logits` `[N, K, 1, 1]`) is
+/// their label.
+pub fn top1_hits(logits: &Array4<f32>, labels: &[usize]) -> usize {
     labels
         .iter()
         .enumerate()
@@ -335,7 +337,7 @@ impl<O: Optimizer, S: Schedule> Trainer<O, S> {
             )?;
             let logits = tape.outputs()[0];
             let loss = softmax_cross_entropy(logits.view(), &labels, self.config.label_smoothing)?;
-            hits += argmax_hits(logits, &labels);
+            hits += top1_hits(logits, &labels);
             let mut grads = tape.backward(&[loss.grad])?.params;
             if let Some(fq) = &self.fake_quant {
                 fq.straight_through(&self.store, &mut grads)?;
@@ -469,7 +471,7 @@ pub fn evaluate<D: Dataset + ?Sized>(graph: &Graph, data: &D, batch: usize) -> R
                 "< the classifier's output count",
             ));
         }
-        hits += argmax_hits(&logits, &labels);
+        hits += top1_hits(&logits, &labels);
     }
     Ok(hits as f64 / data.len() as f64)
 }

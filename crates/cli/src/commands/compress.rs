@@ -22,7 +22,12 @@ fn normalized(set: &ImageSet, mean: f32, std: f32) -> Result<ImageSet> {
 
 /// Loads and normalises the splits in `dir`, keeping at most `limit`
 /// training samples.
-fn load_data(dir: &Path, mean: f32, std: f32, limit: Option<usize>) -> Result<FineTuneData> {
+pub(crate) fn load_data(
+    dir: &Path,
+    mean: f32,
+    std: f32,
+    limit: Option<usize>,
+) -> Result<FineTuneData> {
     check_normalization(mean, std)?;
     if limit == Some(0) {
         return Err(fail("--train-limit must be at least 1"));
