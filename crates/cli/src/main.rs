@@ -141,6 +141,11 @@ enum Command {
         /// Where to write the report as JSON.
         #[arg(long, value_name = "OUT.json")]
         report: Option<PathBuf>,
+        /// Where to write the compressed graph's dense parameters
+        /// (safetensors, or npz for a .npz file), under `state_dict` names;
+        /// a block's op `i` of node `n` as `n.i.weight`, `n.i.bias`.
+        #[arg(long, value_name = "OUT.safetensors")]
+        weights_out: Option<PathBuf>,
     },
     /// Train the model from freshly drawn weights and export it to ONNX.
     Train {
@@ -263,12 +268,14 @@ fn run(command: Command) -> Result<()> {
             train_limit,
             output,
             report,
+            weights_out,
         } => compress(
             &model,
             &recipe,
             data.as_deref().map(|d| (d, mean, std, train_limit)),
             &output,
             report.as_deref(),
+            weights_out.as_deref(),
         ),
         Command::Train { model, train: t } => train(&model, &t.into(), true),
         Command::Finetune { model, train: t } => train(&model, &t.into(), false),

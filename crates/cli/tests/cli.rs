@@ -104,6 +104,49 @@ fn inspect_onnx_file() {
     assert!(text.contains("plan: batch 1"), "{text}");
 }
 
+/// A Tucker-2 + int8 export (int8 layers inside decomposed blocks, written
+/// as QDQ) imports and inspects: every int8 layer comes back as one, and the
+/// totals are the compressed graph's.
+#[test]
+fn inspect_a_tucker2_int8_export() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("t.onnx");
+    let recipe = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../recipes/tucker2-int8.toml");
+    ok(&[
+        "compress",
+        "resnet8",
+        "--recipe",
+        path(&recipe),
+        "-o",
+        path(&out),
+    ]);
+    let base = by_name("resnet8", &ModelConfig::mnist()).unwrap();
+    let recipe = hasten::pipeline::Recipe::from_path(&recipe).unwrap();
+    let (compressed, _) = hasten::pipeline::compress(&base, &recipe, None).unwrap();
+    let int8_ops = |g: &Graph| -> usize {
+        g.nodes()
+            .iter()
+            .map(|n| match n.op() {
+                hasten_core::NodeOp::Op(op) => usize::from(op.kind() == "int8_conv"),
+                hasten_core::NodeOp::Block(b) => {
+                    b.ops().iter().filter(|op| op.kind() == "int8_conv").count()
+                }
+                _ => 0,
+            })
+            .sum()
+    };
+    let imported = hasten_onnx::import_file(&out, &hasten_onnx::ImportOptions::default()).unwrap();
+    assert!(int8_ops(&compressed) > 0);
+    assert_eq!(int8_ops(&imported), int8_ops(&compressed));
+    let text = ok(&["inspect", path(&out)]);
+    assert_lists_summary(&text, &imported);
+    assert!(text.contains("int8_conv"), "{text}");
+    assert_eq!(
+        imported.summary().unwrap().total.macs,
+        compressed.summary().unwrap().total.macs
+    );
+}
+
 #[test]
 fn run_matches_reference_forward() {
     let dir = tempfile::tempdir().unwrap();
@@ -302,37 +345,122 @@ fn eval_counts_correct_predictions() {
     assert!(text.contains("accuracy: 60.00 % (6/10)"), "{text}");
 }
 
+/// A stand-in interpreter in `dir` that answers like `scripts/ort_bench.py`
+/// when it is handed that script with `-c` and an exported model.
 #[cfg(unix)]
-#[test]
-fn compare_ort_reports_both_medians() {
+fn fake_python(dir: &Path) -> std::path::PathBuf {
     use std::os::unix::fs::PermissionsExt;
-    // A stand-in interpreter that answers like scripts/ort_bench.py and
-    // checks that the exported model exists.
-    let dir = tempfile::tempdir().unwrap();
-    let fake = dir.path().join("python");
+    let fake = dir.join("python");
     std::fs::write(
         &fake,
-        "#!/bin/sh\ntest -s \"$2\" || exit 9\necho median_ms=2.5 min_ms=2.0 runs=$8\n",
+        "#!/bin/sh\ntest \"$1\" = -c || exit 7\n\
+         case \"$2\" in *ort.InferenceSession*) ;; *) exit 8 ;; esac\n\
+         test -s \"$3\" || exit 9\necho median_ms=2.5 min_ms=2.0 runs=$9\n",
     )
     .unwrap();
     std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_hasten"))
-        .args([
-            "bench",
-            "lenet5",
-            "--runs",
-            "2",
-            "--threads",
-            "1",
-            "--compare-ort",
-        ])
-        .env("HASTEN_PYTHON", &fake)
-        .output()
-        .unwrap();
+    fake
+}
+
+fn bench_compare(python: Option<&Path>, cwd: &Path) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hasten"));
+    cmd.args([
+        "bench",
+        "lenet5",
+        "--runs",
+        "2",
+        "--threads",
+        "1",
+        "--compare-ort",
+    ])
+    .current_dir(cwd)
+    .env_remove("HASTEN_PYTHON");
+    if let Some(p) = python {
+        cmd.env("HASTEN_PYTHON", p);
+    }
+    cmd.output().unwrap()
+}
+
+#[cfg(unix)]
+#[test]
+fn compare_ort_reports_both_medians() {
+    // The script is embedded: the binary runs from a directory without
+    // `scripts/`, with the interpreter named by HASTEN_PYTHON.
+    let dir = tempfile::tempdir().unwrap();
+    let fake = fake_python(dir.path());
+    let out = bench_compare(Some(&fake), dir.path());
     let text = stdout(&out);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(text.contains("onnxruntime: median 2.500 ms"), "{text}");
     assert!(text.contains("ratio (onnxruntime / hasten): "), "{text}");
+}
+
+#[cfg(unix)]
+#[test]
+fn compare_ort_finds_the_venv_of_the_current_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join(".venv/bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    fake_python(&bin);
+    let text = stdout(&bench_compare(None, dir.path()));
+    assert!(text.contains("onnxruntime: median 2.500 ms"), "{text}");
+}
+
+#[cfg(unix)]
+#[test]
+fn compare_ort_without_onnxruntime_says_so() {
+    use std::os::unix::fs::PermissionsExt;
+    // An interpreter without onnxruntime: the script's own import check.
+    let dir = tempfile::tempdir().unwrap();
+    let Some(python) = ["python3", "python"].into_iter().find(|p| {
+        Command::new(p)
+            .args(["-c", "import sys"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }) else {
+        eprintln!("SKIPPED: no python3 on the PATH");
+        return;
+    };
+    let wrapper = dir.path().join("python");
+    // `-S -s` and an empty PYTHONPATH hide site-packages, so onnxruntime
+    // cannot be imported.
+    std::fs::write(
+        &wrapper,
+        format!("#!/bin/sh\nPYTHONPATH= exec {python} -S -s -I \"$@\"\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = bench_compare(Some(&wrapper), dir.path());
+    let text = stdout(&out);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        text.contains("onnxruntime: unavailable (ort_bench.py exited with exit status: 3: onnxruntime unavailable"),
+        "{text}"
+    );
+}
+
+/// With a Python that has onnxruntime (HASTEN_PYTHON or the workspace's
+/// `.venv`), the embedded script really times the model.
+#[test]
+fn compare_ort_runs_the_embedded_script() {
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
+    let python = std::env::var_os("HASTEN_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or(venv);
+    let has_ort = Command::new(&python)
+        .args(["-c", "import onnxruntime, numpy"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_ort {
+        eprintln!("SKIPPED: {} cannot import onnxruntime", python.display());
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = bench_compare(Some(&python), dir.path());
+    let text = stdout(&out);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(text.contains("onnxruntime: median "), "{text}");
+    assert!(!text.contains("unavailable"), "{text}");
 }
 
 const RECIPE: &str = r#"
@@ -359,6 +487,7 @@ fn compress_exports_the_compressed_graph() {
     std::fs::write(&toml, RECIPE).unwrap();
     std::fs::write(&json, recipe.to_json().unwrap()).unwrap();
     let (out, report) = (dir.path().join("c.onnx"), dir.path().join("c.json"));
+    let weights = dir.path().join("c.safetensors");
     let text = ok(&[
         "compress",
         "lenet5",
@@ -368,6 +497,8 @@ fn compress_exports_the_compressed_graph() {
         path(&out),
         "--report",
         path(&report),
+        "--weights-out",
+        path(&weights),
     ]);
     assert!(text.contains("total (one-shot mode)"), "{text}");
     assert!(text.contains("fc1.1"), "{text}");
@@ -381,6 +512,29 @@ fn compress_exports_the_compressed_graph() {
     let json_report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     assert_eq!(json_report["after"]["macs"], expected.cost().unwrap().macs);
+    // The weight file holds the dense parameters, the Tucker-2 block's three
+    // convolutions included, equal to those the ONNX file carries.
+    let saved = hasten_onnx::weights::read_safetensors(&std::fs::read(&weights).unwrap()).unwrap();
+    let mut want_params = expected.parameters();
+    want_params.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(saved, want_params);
+    let onnx_params = imported.parameters();
+    for i in 0..3 {
+        let name = format!("conv2.{i}.weight");
+        let (_, v) = saved
+            .iter()
+            .find(|(n, _)| *n == name)
+            .expect("block weight saved");
+        let (_, o) = onnx_params
+            .iter()
+            .find(|(n, _)| *n == name)
+            .expect("in ONNX");
+        assert_eq!(v, o, "{name}");
+    }
+    assert!(
+        text.contains(&format!("wrote {}", weights.display())),
+        "{text}"
+    );
     // The JSON form of the recipe gives the same network.
     let out2 = dir.path().join("c2.onnx");
     ok(&[

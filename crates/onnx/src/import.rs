@@ -7,7 +7,9 @@
 //! the constant evaluator; `Shape` of an activation is the declared shape
 //! with the batch size of [`ImportOptions`]. Every other node must map onto
 //! a Hasten op, or the import fails with [`OnnxError::UnsupportedOp`] naming
-//! the op type, the node and the opset.
+//! the op type, the node and the opset. Int8 models map onto `Int8Conv`
+//! both in QOperator form (`QLinearConv`) and in QDQ form (`QuantizeLinear` /
+//! `DequantizeLinear` around float layers; see `docs/onnx.md`).
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -27,6 +29,8 @@ use crate::fold::{fold, is_foldable, resolve_reshape, shape_slice_of};
 use crate::node::NodeView;
 use crate::proto::{GraphProto, ModelProto, ValueInfoProto};
 use crate::tensor::{dtype, Tensor};
+
+mod qdq;
 
 /// Lowest and highest default-domain opset the importer accepts.
 pub const OPSET_RANGE: std::ops::RangeInclusive<i64> = 11..=21;
@@ -136,11 +140,35 @@ enum Val {
         act: Act,
         groups: usize,
     },
-    /// The output of `QuantizeLinear` on an activation.
+    /// The output of `QuantizeLinear` on an activation; `sole`: the
+    /// quantized float value has no other reader.
     Quantized {
         act: Act,
         params: QuantParams,
+        sole: bool,
     },
+    /// `DequantizeLinear` of constants: the folded f32 value, with the
+    /// integer tensor and its quantization for an int8 layer reading it.
+    QConst(Box<qdq::QConst>),
+    /// `DequantizeLinear(QuantizeLinear(x))` of an activation (fake
+    /// quantization), from the `DequantizeLinear` node `node`.
+    Dequantized {
+        act: Act,
+        params: QuantParams,
+        sole: bool,
+        node: String,
+    },
+}
+
+impl Val {
+    /// The value of a constant (a folded `DequantizeLinear` included).
+    fn as_const(&self) -> Option<&Tensor> {
+        match self {
+            Val::Const(t) => Some(t),
+            Val::QConst(q) => Some(&q.value),
+            _ => None,
+        }
+    }
 }
 
 struct Importer<'m> {
@@ -258,9 +286,17 @@ impl<'m> Importer<'m> {
             self.node(&node)?;
         }
         let mut outputs = Vec::new();
-        for o in &self.graph.output {
-            match self.env.get(o.name()) {
-                Some(Val::Act(a)) => outputs.push(a.name.clone()),
+        let graph = self.graph;
+        for o in &graph.output {
+            let val = match self.env.get(o.name()).cloned() {
+                Some(v @ Val::Dequantized { .. }) => {
+                    let reader = format!("graph output `{}`", o.name());
+                    Some(Val::Act(self.fake_quant_act(v, &reader)?))
+                }
+                v => v,
+            };
+            match val {
+                Some(Val::Act(a)) => outputs.push(a.name),
                 Some(_) => {
                     return Err(OnnxError::InvalidModel(format!(
                         "graph output `{}` is a constant or a partial value, not an activation",
@@ -458,22 +494,24 @@ impl<'m> Importer<'m> {
         }
         let all_const = inputs
             .iter()
-            .all(|v| matches!(v, None | Some(Val::Const(_))));
+            .all(|v| v.as_ref().is_none_or(|v| v.as_const().is_some()));
         if all_const && is_foldable(op) {
             let consts: Vec<Option<&Tensor>> = inputs
                 .iter()
-                .map(|v| match v {
-                    Some(Val::Const(t)) => Some(t),
-                    _ => None,
-                })
+                .map(|v| v.as_ref().and_then(Val::as_const))
                 .collect();
             if let Some(outs) = fold(node, &consts, self.options.max_folded_elements)? {
                 for (name, t) in proto.output.iter().zip(outs) {
-                    self.env.insert(name.clone(), Val::Const(t));
+                    let v = match op {
+                        "DequantizeLinear" => qdq::QConst::of(node, &consts, t)?,
+                        _ => Val::Const(t),
+                    };
+                    self.env.insert(name.clone(), v);
                 }
                 return Ok(());
             }
         }
+        let inputs = self.materialize_fake_quant(node, inputs)?;
         let val = self.map_node(node, &inputs)?;
         self.env.insert(out_name, val);
         Ok(())
@@ -491,9 +529,14 @@ impl<'m> Importer<'m> {
             |i: usize| -> Result<Act> {
                 match input(i) {
                     Some(Val::Act(a)) => Ok(a),
-                    Some(Val::Const(_)) => Err(node.unsupported(format!(
+                    Some(Val::Const(_) | Val::QConst(_)) => Err(node.unsupported(format!(
                         "input {i} is a constant where an activation is expected"
                     ))),
+                    Some(Val::Dequantized { node: dq, .. }) => Err(qdq::fake_quant_error(
+                        node.opset,
+                        &dq,
+                        &format!("input {i} of {} node `{}`", node.op_type(), node.name()),
+                    )),
                     Some(_) => Err(node
                         .unsupported(format!("input {i} is a partial reshape or quantized value"))),
                     None => Err(node.invalid(format!("missing input {i}"))),
@@ -502,7 +545,7 @@ impl<'m> Importer<'m> {
         let konst = |i: usize| -> Result<Option<Tensor>> {
             match input(i) {
                 None => Ok(None),
-                Some(Val::Const(t)) => Ok(Some(t)),
+                Some(v) if v.as_const().is_some() => Ok(v.as_const().cloned()),
                 Some(_) => Err(node.unsupported(format!(
                     "input {i} must be a constant (an initializer or a foldable subgraph)"
                 ))),
@@ -560,7 +603,10 @@ impl<'m> Importer<'m> {
                     _ => Err(node.unsupported("input is not an activation")),
                 }
             }
-            "Conv" => self.conv(node, &act(0)?, need_const(1)?, konst(2)?, input_name(1)),
+            "Conv" => match self.qdq_layer(node, inputs)? {
+                Some(v) => Ok(v),
+                None => self.conv(node, &act(0)?, need_const(1)?, konst(2)?, input_name(1)),
+            },
             "BatchNormalization" => {
                 let x = act(0)?;
                 if node.int_or("training_mode", 0) != 0 {
@@ -768,9 +814,10 @@ impl<'m> Importer<'m> {
                     .map_err(|e| Self::core(node, e))?;
                 Ok(Val::Act(self.emit_op(node, g, &x, None)?))
             }
-            "Gemm" | "MatMul" => {
-                self.gemm(node, &act(0)?, need_const(1)?, konst(2)?, input_name(1))
-            }
+            "Gemm" | "MatMul" => match self.qdq_layer(node, inputs)? {
+                Some(v) => Ok(v),
+                None => self.gemm(node, &act(0)?, need_const(1)?, konst(2)?, input_name(1)),
+            },
             "Pad" => {
                 let x = act(0)?;
                 rank4(&x)?;
@@ -837,23 +884,30 @@ impl<'m> Importer<'m> {
             "QuantizeLinear" => {
                 let x = act(0)?;
                 let params = quant_params(node, &need_const(1)?, konst(2)?)?;
-                Ok(Val::Quantized { act: x, params })
+                Ok(Val::Quantized {
+                    act: x,
+                    params,
+                    sole: self.reads_once(input_name(0)),
+                })
             }
-            "DequantizeLinear" => match input(0) {
-                Some(Val::Quantized { act, .. })
-                    if self.def_of.get(&act.name).is_some_and(|&i| {
-                        matches!(
-                            self.defs[i].as_ref().map(|d| &d.op),
-                            Some(NodeOp::Op(Op::Int8Conv(c))) if c.output_params().is_some()
-                        )
-                    }) =>
-                {
-                    Ok(Val::Act(act))
+            "DequantizeLinear" => {
+                let Some(Val::Quantized { act, params, sole }) = input(0) else {
+                    return Err(node.unsupported(
+                        "input 0 is neither a constant nor the output of QuantizeLinear",
+                    ));
+                };
+                if quant_params(node, &need_const(1)?, konst(2)?)? != params {
+                    return Err(
+                        node.unsupported("scale / zero point differ from its QuantizeLinear")
+                    );
                 }
-                _ => Err(node.unsupported(
-                    "dequantizing an activation that no QLinearConv produced (fake quantization)",
-                )),
-            },
+                Ok(Val::Dequantized {
+                    act,
+                    params,
+                    sole,
+                    node: node.name().to_string(),
+                })
+            }
             "QLinearConv" => self.qlinear_conv(node, input(0), &konst),
             _ if is_foldable(op) => Err(node
                 .unsupported("only foldable on constants, and an input is a runtime activation")),
@@ -1261,7 +1315,7 @@ impl<'m> Importer<'m> {
         x: Option<Val>,
         konst: &dyn Fn(usize) -> Result<Option<Tensor>>,
     ) -> Result<Val> {
-        let Some(Val::Quantized { act, params }) = x else {
+        let Some(Val::Quantized { act, params, .. }) = x else {
             return Err(node.unsupported("input 0 must come from QuantizeLinear of an activation"));
         };
         let need = |i: usize| konst(i)?.ok_or_else(|| node.invalid(format!("missing input {i}")));
@@ -1310,6 +1364,7 @@ impl<'m> Importer<'m> {
         Ok(Val::Quantized {
             act: out,
             params: yp,
+            sole: false,
         })
     }
 }

@@ -6,7 +6,9 @@
 //! the reference forward. Models using an op Hasten lacks (LRN) must be
 //! refused with a typed error naming it. The reference forward is slow in
 //! debug builds, so the heavy networks (ResNet-50, VGG-19, DenseNet-121,
-//! Inception-v2) run only with `HASTEN_LIGHT_ALL=1`.
+//! Inception-v2) run only with `HASTEN_LIGHT_ALL=1`, best in release:
+//! `HASTEN_LIGHT_ALL=1 cargo test --release -p hasten-onnx --test
+//! light_models -- --nocapture` prints each model's import and forward time.
 
 mod common;
 
@@ -51,14 +53,19 @@ fn light_topologies_match_onnxruntime() {
         let want: ArrayD<f32> =
             ndarray_npy::read_npy(dir.join(format!("{name}_output.npy"))).unwrap();
         let x: Array4<f32> = x.into_dimensionality().unwrap();
+        let start = std::time::Instant::now();
         let g = import_file(dir.join(format!("{name}.onnx")), &ImportOptions::default())
             .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let imported = start.elapsed();
         let got = g.reference_forward(&[&x]).unwrap().remove(0);
+        let forward = start.elapsed() - imported;
         let got = got.into_shape_with_order(want.raw_dim()).unwrap();
         let err = relative_error(&want, &got);
         eprintln!(
-            "{name}: {} nodes, relative error {err:.2e}",
-            g.nodes().len()
+            "{name}: {} nodes, relative error {err:.2e}, import {:.2} s, reference forward {:.2} s",
+            g.nodes().len(),
+            imported.as_secs_f64(),
+            forward.as_secs_f64()
         );
         assert!(err < 1e-4, "{name}: relative error {err}");
     }

@@ -1,8 +1,10 @@
 //! Models quantized by onnxruntime's own static int8 quantization
 //! (`onnxruntime.quantization.quantize_static` through
-//! `scripts/ort_quantize.py`, QOperator format: `QuantizeLinear →
-//! QLinearConv … → DequantizeLinear`, uint8 activations, per-channel int8
-//! weights) import onto Hasten's `Int8Conv` and give onnxruntime's outputs.
+//! `scripts/ort_quantize.py`, uint8 activations, per-channel int8 weights)
+//! import onto Hasten's `Int8Conv` and give onnxruntime's outputs, in both
+//! formats: QOperator (`QuantizeLinear → QLinearConv … → DequantizeLinear`)
+//! and QDQ (`QuantizeLinear → DequantizeLinear` pairs around float `Conv`s
+//! with `DequantizeLinear` int8 weights and int32 biases).
 //! Without a Python that has onnxruntime the test skips with a message.
 
 mod common;
@@ -39,12 +41,24 @@ fn float_model(rng: &mut SeededRng) -> Graph {
 
 #[test]
 fn onnxruntime_static_int8_qoperator_model_imports_and_matches() {
-    let Some(python) = common::python_with_ort("onnxruntime static int8 quantization") else {
+    quantized_model_imports_and_matches("qoperator");
+}
+
+#[test]
+fn onnxruntime_static_int8_qdq_model_imports_and_matches() {
+    quantized_model_imports_and_matches("qdq");
+}
+
+/// Quantizes [`float_model`] with onnxruntime in `format`, imports it and
+/// compares with onnxruntime's output of the quantized model.
+fn quantized_model_imports_and_matches(format: &str) {
+    let what = format!("onnxruntime static int8 quantization ({format})");
+    let Some(python) = common::python_with_ort(&what) else {
         return;
     };
     let mut rng = SeededRng::new(11);
     let graph = float_model(&mut rng);
-    let dir = common::scratch("ort-quantized");
+    let dir = common::scratch(&format!("ort-quantized-{format}"));
     let (float_path, quant_path) = (dir.join("float.onnx"), dir.join("int8.onnx"));
     export_file(&graph, &float_path).unwrap();
     let calib: Array4<f32> = rng.normal_array((16, 3, 12, 12), 1.0);
@@ -56,7 +70,7 @@ fn onnxruntime_static_int8_qoperator_model_imports_and_matches() {
     let out = Command::new(python)
         .arg(common::workspace_root().join("scripts/ort_quantize.py"))
         .args([&float_path, &calib_path, &quant_path])
-        .arg("qoperator")
+        .arg(format)
         .args([&x_path, &y_path])
         .output()
         .unwrap();
@@ -75,7 +89,11 @@ fn onnxruntime_static_int8_qoperator_model_imports_and_matches() {
             _ => None,
         })
         .collect();
-    assert_eq!(int8_convs.len(), 3, "every QLinearConv becomes an Int8Conv");
+    assert_eq!(
+        int8_convs.len(),
+        3,
+        "{format}: every convolution becomes an Int8Conv"
+    );
     // The model's output is the last convolution's uint8 output, dequantized.
     let step = int8_convs[2].output_params().expect("requantized").scale();
 
@@ -90,12 +108,18 @@ fn onnxruntime_static_int8_qoperator_model_imports_and_matches() {
     let mut off_by_one = 0;
     for (&a, &b) in want.iter().zip(got.iter()) {
         let steps = ((a - b) / step).abs();
-        assert!(steps < 1.0 + 1e-3, "{a} vs {b}: {steps} output steps apart");
+        assert!(
+            steps < 1.0 + 1e-3,
+            "{format}: {a} vs {b}: {steps} output steps apart"
+        );
         if steps > 0.5 {
             off_by_one += 1;
         }
     }
-    eprintln!("{off_by_one} of {} outputs one step off", want.len());
+    eprintln!(
+        "{format}: {off_by_one} of {} outputs one step off",
+        want.len()
+    );
     assert!(
         off_by_one * 100 <= want.len(),
         "{off_by_one} of {} outputs one step off",

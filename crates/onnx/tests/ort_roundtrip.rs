@@ -268,7 +268,7 @@ fn compressed_graphs_match_onnxruntime() {
                 None,
                 Granularity::PerChannel,
             )),
-            false,
+            true,
         ),
         (
             "int8_requant",
@@ -277,7 +277,7 @@ fn compressed_graphs_match_onnxruntime() {
                 Some(u8p(0.1, 100)),
                 Granularity::PerTensor,
             )),
-            false,
+            true,
         ),
         ("binary", Box::new(Binarize::binary_weights()), true),
         ("xnor", Box::new(Binarize::xnor_net()), false),

@@ -83,3 +83,46 @@ fn numpy_savez_compressed_loads() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn a_compressed_graph_round_trips_with_its_block_parameters() {
+    use hasten_core::graph::NodeFilter;
+    use hasten_core::Transform;
+    use hasten_tensor_decomp::Tucker2;
+    let compress = |seed: u64| {
+        let mut g = resnet8(seed);
+        let filter = NodeFilter::kind("conv").except_first(1);
+        let t: &dyn Transform = &Tucker2::with_ranks(4, 4);
+        g.apply_transform(t, &filter).unwrap();
+        g
+    };
+    let trained = compress(1);
+    let names: Vec<String> = trained.parameters().into_iter().map(|(n, _)| n).collect();
+    // Tucker-2 turns a convolution into a block of three: names `<node>.<i>.weight`.
+    let blocks: Vec<&str> = trained
+        .nodes()
+        .iter()
+        .filter(|n| matches!(n.op(), hasten_core::NodeOp::Block(_)))
+        .map(|n| n.name())
+        .collect();
+    assert!(!blocks.is_empty());
+    for node in &blocks {
+        for i in 0..3 {
+            assert!(names.contains(&format!("{node}.{i}.weight")), "{node}.{i}");
+        }
+    }
+    let x = SeededRng::new(2).normal_array(trained.inputs()[0].shape().batched(2), 1.0);
+    let want = trained.reference_forward(&[&x]).unwrap().remove(0);
+    let dir = common::scratch("compressed-weights");
+    for file in ["w.safetensors", "w.npz"] {
+        let path = dir.join(file);
+        save_weights(&trained, &path).unwrap();
+        let mut fresh = compress(99);
+        assert_ne!(fresh.parameters(), trained.parameters());
+        load_weights(&mut fresh, &path).unwrap();
+        assert_eq!(fresh.parameters(), trained.parameters(), "{file}");
+        let got = fresh.reference_forward(&[&x]).unwrap().remove(0);
+        assert_eq!(want, got, "{file}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -2,8 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use hasten_core::grad::{graph_with_params, inner_ops, is_trainable, prefix, Params};
-use hasten_core::graph::op_parameters;
+use hasten_core::grad::{graph_with_params, is_trainable, Params};
 use hasten_core::Graph;
 use ndarray::ArrayD;
 
@@ -25,21 +24,16 @@ impl ParamStore {
         Self::default()
     }
 
-    /// Every dense parameter of `graph` under the names the tapes use: those
-    /// of [`Graph::parameters`], and those of the dense ops inside
-    /// compressed blocks (`node.index.weight`, a decomposition's factors);
+    /// Every dense parameter of `graph` under the names the tapes use, those
+    /// of [`Graph::parameters`] (the dense ops inside compressed blocks
+    /// included: `node.index.weight`, a decomposition's factors);
     /// batch-norm `running_mean` / `running_var` are buffers, the rest
     /// trainable.
     pub fn from_graph(graph: &Graph) -> Self {
         let mut store = ParamStore::new();
-        for node in graph.nodes() {
-            for (i, op) in inner_ops(node.op()).iter().enumerate() {
-                let pre = prefix(node.name(), node.op(), i);
-                for (suffix, v) in op_parameters(op) {
-                    let name = format!("{pre}.{suffix}");
-                    store.values.insert(name, (v, is_trainable(suffix)));
-                }
-            }
+        for (name, v) in graph.parameters() {
+            let trainable = is_trainable(name.rsplit('.').next().unwrap_or(""));
+            store.values.insert(name, (v, trainable));
         }
         store
     }

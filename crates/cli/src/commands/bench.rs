@@ -1,7 +1,9 @@
 //! `hasten bench`: the plan's median latency, and onnxruntime's on the same
-//! model through `scripts/ort_bench.py`.
+//! model through `scripts/ort_bench.py`, which is compiled into the binary
+//! and handed to Python with `-c`, so an installed `hasten` needs no
+//! checkout.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use hasten::bench::{cpu_model, measure, with_threads};
@@ -75,21 +77,17 @@ pub(crate) fn bench(
     Ok(())
 }
 
-/// The repository root, where `scripts/ort_bench.py` and `.venv` live.
-fn repo_root() -> PathBuf {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest
-        .parent()
-        .and_then(Path::parent)
-        .unwrap_or(manifest)
-        .to_path_buf()
-}
+/// `scripts/ort_bench.py`, embedded at build time.
+const ORT_BENCH: &str = include_str!("../../../../scripts/ort_bench.py");
 
+/// The Python to run onnxruntime with: `HASTEN_PYTHON`, else
+/// `.venv/bin/python` in the current directory when present, else `python3`
+/// on the `PATH`.
 fn python() -> PathBuf {
     if let Some(p) = std::env::var_os("HASTEN_PYTHON") {
         return PathBuf::from(p);
     }
-    let venv = repo_root().join(".venv/bin/python");
+    let venv = PathBuf::from(".venv/bin/python");
     if venv.is_file() {
         venv
     } else {
@@ -127,10 +125,9 @@ fn ort_median(
             p
         }
     };
-    let script = repo_root().join("scripts/ort_bench.py");
     let python = python();
     let out = std::process::Command::new(&python)
-        .arg(&script)
+        .args(["-c", ORT_BENCH])
         .arg(&onnx)
         .args(
             [

@@ -1,6 +1,7 @@
 //! `hasten compress`: a recipe applied to the model by `hasten::pipeline`,
 //! with fine-tuning and accuracy on MNIST-format data when given; prints the
-//! report and exports the compressed network to ONNX.
+//! report and exports the compressed network to ONNX (and, when asked, its
+//! dense parameters to a weight file).
 
 use std::path::Path;
 
@@ -53,6 +54,7 @@ pub(crate) fn compress(
     data: Option<(&Path, f32, f32, Option<usize>)>,
     output: &Path,
     report_path: Option<&Path>,
+    weights_out: Option<&Path>,
 ) -> Result<()> {
     let recipe = Recipe::from_path(recipe)
         .context(|| format!("cannot use the recipe {}", recipe.display()))?;
@@ -77,7 +79,14 @@ pub(crate) fn compress(
     if let Some(p) = report_path {
         std::fs::write(p, report.to_json()).context(|| format!("cannot write {}", p.display()))?;
     }
+    if let Some(p) = weights_out {
+        hasten_onnx::weights::save_weights(&compressed, p)
+            .context(|| format!("cannot write {}", p.display()))?;
+    }
     print!("{report}");
     println!("wrote {}", output.display());
+    if let Some(p) = weights_out {
+        println!("wrote {}", p.display());
+    }
     Ok(())
 }

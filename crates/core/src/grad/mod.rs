@@ -48,7 +48,6 @@ use std::collections::BTreeMap;
 use ndarray::{Array4, ArrayD};
 
 use crate::error::{Error, Result};
-use crate::graph::NodeOp;
 use crate::op::Op;
 use crate::rng::SeededRng;
 
@@ -282,23 +281,7 @@ pub fn has_backward(op: &Op) -> bool {
 #[cfg(test)]
 mod tests;
 
-/// The `state_dict` prefix of the parameters of op `index` of node `node`:
-/// the node name for a single-op node, `node.index` inside a block.
-pub fn prefix(node: &str, op: &NodeOp, index: usize) -> String {
-    match op {
-        NodeOp::Block(_) => format!("{node}.{index}"),
-        _ => node.to_string(),
-    }
-}
-
-/// The ops of a node that have a per-op backward (none for merge nodes).
-pub fn inner_ops(op: &NodeOp) -> &[Op] {
-    match op {
-        NodeOp::Op(op) => std::slice::from_ref(op),
-        NodeOp::Block(b) => b.ops(),
-        _ => &[],
-    }
-}
+pub use crate::graph::{inner_ops, prefix};
 
 /// The mode of op `index` of node `node`: training mode gets a dropout
 /// seed forked per node and op, so every tape draws the same masks.

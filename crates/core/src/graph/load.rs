@@ -9,11 +9,12 @@ use std::collections::BTreeMap;
 
 use ndarray::{Array1, Array2, ArrayD, Ix1, Ix2, Ix4};
 
-use super::{Graph, GraphError, NodeOp};
+use super::{inner_ops, prefix, Graph, GraphError, NodeOp};
 use crate::error::{Error, Result};
 use crate::layer::{ConvLayer, LinearLayer};
 use crate::op::{BatchNorm, Op};
 use crate::weight::Conv4d;
+use crate::Block;
 
 impl Graph {
     /// Replaces the parameters named in `params` (other parameters keep
@@ -44,67 +45,31 @@ impl Graph {
         }
         let mut replaced = Vec::new();
         for (index, node) in self.nodes.iter().enumerate() {
-            let NodeOp::Op(op) = &node.op else { continue };
-            let get = |suffix: &str| {
-                given
-                    .get(format!("{}.{suffix}", node.name).as_str())
-                    .copied()
-            };
-            let fresh: Option<Op> = match op {
-                Op::Conv(c) => {
-                    let (w, b) = (get("weight"), get("bias"));
-                    if w.is_none() && b.is_none() {
-                        None
-                    } else {
-                        let weight = match w {
-                            Some(w) => Conv4d::new(dim::<Ix4>(w)?)?,
-                            None => c.weight().clone(),
-                        };
-                        let bias = b.map(dim::<Ix1>).transpose()?.or_else(|| c.bias().cloned());
-                        Some(ConvLayer::new(weight, bias, *c.spec())?.into())
-                    }
-                }
-                Op::Linear(l) => {
-                    let (w, b) = (get("weight"), get("bias"));
-                    if w.is_none() && b.is_none() {
-                        None
-                    } else {
-                        let weight: Array2<f32> = match w {
-                            Some(w) => dim::<Ix2>(w)?,
-                            None => l.weight().clone(),
-                        };
-                        let bias = b.map(dim::<Ix1>).transpose()?.or_else(|| l.bias().cloned());
-                        Some(LinearLayer::new(weight, bias)?.into())
-                    }
-                }
-                Op::BatchNorm(bn) => {
-                    let parts = ["weight", "bias", "running_mean", "running_var"].map(get);
-                    if parts.iter().all(Option::is_none) {
-                        None
-                    } else {
-                        let pick = |i: usize, old: &Array1<f32>| -> Result<Array1<f32>> {
-                            parts[i].map_or_else(|| Ok(old.clone()), dim::<Ix1>)
-                        };
-                        Some(
-                            BatchNorm::new(
-                                pick(0, bn.gamma())?,
-                                pick(1, bn.beta())?,
-                                pick(2, bn.mean())?,
-                                pick(3, bn.var())?,
-                                bn.eps(),
-                            )?
-                            .into(),
-                        )
-                    }
-                }
-                _ => None,
-            };
-            if let Some(op) = fresh {
-                replaced.push((index, op));
+            let ops = inner_ops(&node.op);
+            let mut fresh_ops = Vec::with_capacity(ops.len());
+            let mut changed = false;
+            for (i, op) in ops.iter().enumerate() {
+                let pre = prefix(&node.name, &node.op, i);
+                let fresh = with_given(op, |suffix| {
+                    given.get(format!("{pre}.{suffix}").as_str()).copied()
+                })?;
+                changed |= fresh.is_some();
+                fresh_ops.push(fresh.unwrap_or_else(|| op.clone()));
             }
+            if !changed {
+                continue;
+            }
+            let fresh = match &node.op {
+                NodeOp::Block(_) => NodeOp::Block(Block::new(fresh_ops)?),
+                _ => match fresh_ops.pop() {
+                    Some(op) => NodeOp::Op(op),
+                    None => continue,
+                },
+            };
+            replaced.push((index, fresh));
         }
         for (index, op) in replaced {
-            self.nodes[index].op = NodeOp::Op(op);
+            self.nodes[index].op = op;
         }
         Ok(given.len())
     }
@@ -123,6 +88,60 @@ impl Graph {
         }
         self.set_parameters(params).map(|_| ())
     }
+}
+
+/// `op` with the parameters `get` returns by suffix (`weight`, `bias`, …)
+/// replaced; `None` when it gives none of them.
+fn with_given<'a>(op: &Op, get: impl Fn(&str) -> Option<&'a ArrayD<f32>>) -> Result<Option<Op>> {
+    Ok(match op {
+        Op::Conv(c) => {
+            let (w, b) = (get("weight"), get("bias"));
+            if w.is_none() && b.is_none() {
+                None
+            } else {
+                let weight = match w {
+                    Some(w) => Conv4d::new(dim::<Ix4>(w)?)?,
+                    None => c.weight().clone(),
+                };
+                let bias = b.map(dim::<Ix1>).transpose()?.or_else(|| c.bias().cloned());
+                Some(ConvLayer::new(weight, bias, *c.spec())?.into())
+            }
+        }
+        Op::Linear(l) => {
+            let (w, b) = (get("weight"), get("bias"));
+            if w.is_none() && b.is_none() {
+                None
+            } else {
+                let weight: Array2<f32> = match w {
+                    Some(w) => dim::<Ix2>(w)?,
+                    None => l.weight().clone(),
+                };
+                let bias = b.map(dim::<Ix1>).transpose()?.or_else(|| l.bias().cloned());
+                Some(LinearLayer::new(weight, bias)?.into())
+            }
+        }
+        Op::BatchNorm(bn) => {
+            let parts = ["weight", "bias", "running_mean", "running_var"].map(get);
+            if parts.iter().all(Option::is_none) {
+                None
+            } else {
+                let pick = |i: usize, old: &Array1<f32>| -> Result<Array1<f32>> {
+                    parts[i].map_or_else(|| Ok(old.clone()), dim::<Ix1>)
+                };
+                Some(
+                    BatchNorm::new(
+                        pick(0, bn.gamma())?,
+                        pick(1, bn.beta())?,
+                        pick(2, bn.mean())?,
+                        pick(3, bn.var())?,
+                        bn.eps(),
+                    )?
+                    .into(),
+                )
+            }
+        }
+        _ => None,
+    })
 }
 
 fn dim<D: ndarray::Dimension>(a: &ArrayD<f32>) -> Result<ndarray::Array<f32, D>> {

@@ -52,7 +52,7 @@ pub use error::GraphError;
 pub use filter::NodeFilter;
 pub use forward::Trace;
 pub use node_op::NodeOp;
-pub use parameters::op_parameters;
+pub use parameters::{inner_ops, op_parameters, prefix};
 pub use summary::{Summary, SummaryRow};
 pub use surgery::{GraphReport, NodeReport};
 pub use topology::NodeDef;
