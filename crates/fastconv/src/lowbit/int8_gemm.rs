@@ -27,9 +27,9 @@ use hasten_core::{ConvSpec, Error, Result};
 use ndarray::{Array4, ArrayView4};
 use rayon::prelude::*;
 
-use super::geometry::ConvGeometry;
 use super::layout::{nhwc_to_nchw, DisjointWriter};
 use super::{check_isa, round_up, Isa, Needs};
+use crate::conv::ConvGeometry;
 
 /// Filters are padded to a multiple of this (the AVX-512 block: 4 × 16 lanes).
 const FILTER_BLOCK: usize = 64;
@@ -197,7 +197,12 @@ impl Int8Gemm {
                 s[1],
             ));
         }
-        let g = ConvGeometry::new([s[0], s[1], s[2], s[3]], self.kernel, &self.spec)?;
+        let g = ConvGeometry::batched(
+            [s[0], s[1], s[2], s[3]],
+            self.out_channels,
+            self.kernel,
+            &self.spec,
+        )?;
         let q = q.as_standard_layout();
         let img = self.padded_nhwc(q.as_slice().expect("standard layout"), &g, |v| v);
         Ok((self.accumulate(&img, &g, isa), g.out_hw))
@@ -310,7 +315,12 @@ impl Int8Gemm {
                 s[1],
             ));
         }
-        let g = ConvGeometry::new([s[0], s[1], s[2], s[3]], self.kernel, &self.spec)?;
+        let g = ConvGeometry::batched(
+            [s[0], s[1], s[2], s[3]],
+            self.out_channels,
+            self.kernel,
+            &self.spec,
+        )?;
         let isa = check_isa(None, Needs::Int8Dot, "Int8Gemm")?;
         let x = x.as_standard_layout();
         let img = self.padded_nhwc(x.as_slice().expect("standard layout"), &g, |v| {
