@@ -44,6 +44,24 @@ fn overflowing_paddings_are_typed_errors() {
     }
 }
 
+/// Found by the `plan` fuzz target: a batch times an activation size beyond
+/// the address space was an `InvalidParameter`, not the typed overflow.
+#[test]
+fn a_batch_times_activation_overflow_is_an_overflow_error() {
+    let mut b = hasten_core::GraphBuilder::new();
+    let x = b.input("x", ActShape::new(1, 1 << 31, 1 << 31));
+    let y = b.op("relu", hasten_core::Relu, x);
+    b.output(y);
+    let graph = b.build().unwrap();
+    for batch in [3, 1 << 20] {
+        let err = Plan::for_graph(&graph, batch, PlanOptions::default()).unwrap_err();
+        assert!(
+            matches!(err, Error::Overflow { .. }),
+            "batch {batch}: {err:?}"
+        );
+    }
+}
+
 #[test]
 fn a_huge_stride_does_not_hide_a_huge_padded_plane() {
     // Output 3×3, but the depthwise kernel would zero-pad a 2⁴⁰ × 2⁴⁰ plane.

@@ -279,11 +279,9 @@ impl Plan {
         let isa = options.isa.ensure_supported()?;
         check_batch(batch)?;
         let overflow = |what: &str, n: usize| {
-            Error::param(
-                "plan batch × activation size",
-                format!("{batch} × {n} ({what})"),
-                "a size that fits in memory",
-            )
+            Error::overflow(format!(
+                "the plan's batch × activation size ({batch} × {n} floats, {what})"
+            ))
         };
         // Every activation's size in bytes must fit before kernels size
         // their buffers by the batch.
@@ -594,11 +592,10 @@ fn total_floats(shapes: impl Iterator<Item = ActShape>, batch: usize) -> Result<
             .and_then(|f| f.checked_add(sum))
             .filter(|&f| f <= isize::MAX as usize / std::mem::size_of::<f32>())
             .ok_or_else(|| {
-                Error::param(
-                    "plan batch × activation size",
-                    format!("{batch} × {}", s.len()),
-                    "a size that fits in memory",
-                )
+                Error::overflow(format!(
+                    "the plan's batch × activation size ({batch} × {} floats)",
+                    s.len()
+                ))
             })?;
     }
     Ok(sum)
