@@ -163,9 +163,12 @@ fn run_plane(
         (&scratch.floats, wp)
     } else {
         let pw = wp.div_ceil(sw);
+        // Only phases below `wp` hold columns (and taps read only those):
+        // a stride wider than the plane must not size the buffer.
+        let used = sw.min(wp.max(2));
         let phases = &mut scratch.floats2;
         phases.clear();
-        phases.resize(sw * hp * pw + LANES, 0.0);
+        phases.resize(used * hp * pw + LANES, 0.0);
         let (ph0, rest) = phases.split_at_mut(hp * pw);
         for (y, row) in scratch.floats[..hp * wp].chunks_exact(wp).enumerate() {
             let d0 = &mut ph0[y * pw..][..pw];
