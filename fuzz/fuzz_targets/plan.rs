@@ -24,6 +24,9 @@ const PLAN_LIMIT: u64 = 4 << 20;
 const REFERENCE_LIMIT: u64 = 64 << 20;
 /// Relative tolerance of f32 kernels against the f64-accumulating reference.
 const TOL: f32 = 1e-4;
+/// The most multiply–accumulates (batch included) a case may run, so that
+/// every input takes milliseconds and a bounded run explores many.
+const MAX_MACS: u64 = 1 << 22;
 
 fuzz_target!(|data: &[u8]| {
     memory::set_limit(REFERENCE_LIMIT);
@@ -76,7 +79,8 @@ fn case(u: &mut Unstructured) -> Result<()> {
         let block = Block::new(ops).expect("a block of one or two ops");
         let shapes_ok = block.shapes(input).is_ok();
         let plan = Plan::with_options(&block, input, batch, options);
-        check_plan(plan, shapes_ok, batch, input, &mut rng, |x| {
+        let macs = block.cost(input).map(|c| c.macs).ok();
+        check_plan(plan, shapes_ok, batch, input, macs, &mut rng, |x| {
             let y = block.reference_forward(x)?;
             // `forward` (default options) agrees with the plan and the reference.
             let fast = hasten_fastconv::forward(&block, x).expect("the plan ran, so does forward");
@@ -88,7 +92,8 @@ fn case(u: &mut Unstructured) -> Result<()> {
             return Ok(());
         };
         let plan = Plan::for_graph(&graph, batch, options);
-        check_plan(plan, true, batch, input, &mut rng, |x| {
+        let macs = graph.cost().map(|c| c.macs).ok();
+        check_plan(plan, true, batch, input, macs, &mut rng, |x| {
             graph.reference_forward(&[x])
         });
     }
@@ -98,12 +103,13 @@ fn case(u: &mut Unstructured) -> Result<()> {
 /// The checks on a compiled (or refused) plan: `valid` says whether the
 /// shapes are valid, so that only a size may make it fail; when it compiled,
 /// a run on a random input equals `reference`, and an input of another
-/// shape is an error.
+/// shape is an error. Cases above [`MAX_MACS`] are compiled, not run.
 fn check_plan(
     plan: hasten_core::Result<Plan>,
     valid: bool,
     batch: usize,
     input: ActShape,
+    macs: Option<u64>,
     rng: &mut SeededRng,
     reference: impl FnOnce(&Array4<f32>) -> hasten_core::Result<Vec<Array4<f32>>>,
 ) {
@@ -120,6 +126,9 @@ fn check_plan(
         plan.peak_activation_bytes() as u64 <= PLAN_LIMIT,
         "the arena exceeds the plan's memory limit"
     );
+    if macs.is_none_or(|m| m.saturating_mul(batch as u64) > MAX_MACS) {
+        return;
+    }
     let x: Array4<f32> = rng.normal_array(input.batched(batch), 1.0);
     let wrong: Array4<f32> =
         Array4::zeros(ActShape::new(input.channels + 1, input.height, input.width).batched(batch));
