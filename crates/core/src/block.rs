@@ -14,7 +14,23 @@ pub struct Block {
 }
 
 impl Block {
-    /// A block of `ops`, applied first to last; rejects an empty chain.
+    /// A block of `ops`, applied first to last.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::EmptyBlock`] for an empty chain (shapes are checked later,
+    /// against an input: [`Block::shapes`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use hasten_core::{ActShape, Block, Flatten, GlobalAvgPool};
+    ///
+    /// let block = Block::new(vec![GlobalAvgPool.into(), Flatten.into()])?;
+    /// assert_eq!(block.output_shape(ActShape::new(16, 7, 7))?, ActShape::flat(16));
+    /// assert!(Block::new(vec![]).is_err());
+    /// # Ok::<(), hasten_core::Error>(())
+    /// ```
     pub fn new(ops: Vec<Op>) -> Result<Self> {
         if ops.is_empty() {
             return Err(Error::EmptyBlock);

@@ -19,8 +19,30 @@ pub struct ConvLayer {
 }
 
 impl ConvLayer {
-    /// Validates that `groups` divides the output channels and that the bias
-    /// (when given) has one finite entry per output channel.
+    /// A convolution (survey eq. (1)) of `weight` (`T × C/groups × kh × kw`)
+    /// with an optional bias; validates that `groups` divides the output
+    /// channels and that the bias (when given) has one finite entry per
+    /// output channel.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidParameter`] for a zero stride, dilation or group
+    /// count, [`Error::InvalidGroups`] when the groups do not divide the
+    /// filters, and a shape or non-finite error for a bad bias.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use hasten_core::ndarray::Array1;
+    /// use hasten_core::{ActShape, Conv4d, ConvLayer, ConvSpec, SeededRng};
+    ///
+    /// let w = Conv4d::new(SeededRng::new(0).normal_array((8, 2, 3, 3), 0.1))?;
+    /// let spec = ConvSpec::new().with_padding(1).with_groups(2);
+    /// let conv = ConvLayer::new(w.clone(), Some(Array1::zeros(8)), spec)?;
+    /// assert_eq!(conv.output_shape(ActShape::new(4, 10, 10))?, ActShape::new(8, 10, 10));
+    /// assert!(ConvLayer::new(w, None, ConvSpec::new().with_groups(3)).is_err());
+    /// # Ok::<(), hasten_core::Error>(())
+    /// ```
     pub fn new(weight: Conv4d, bias: Option<Array1<f32>>, spec: ConvSpec) -> Result<Self> {
         spec.validate()?;
         let out = weight.out_channels();

@@ -138,9 +138,27 @@ impl ConvSpec {
 
     /// Output height and width for a `kh × kw` kernel on an `h × w` input.
     ///
-    /// Fails with [`Error::Overflow`] when the padded input or the dilated
-    /// kernel does not fit in `usize` (and, since the kernels index the
-    /// padded plane with `isize`, when the padded input exceeds `isize::MAX`).
+    /// # Errors
+    ///
+    /// [`Error::InvalidParameter`] for a zero stride, dilation or group
+    /// count; [`Error::KernelLargerThanInput`] when the dilated kernel does
+    /// not fit in the padded input (or is empty); [`Error::Overflow`] when
+    /// the padded input or the dilated kernel does not fit in `usize` (and,
+    /// since the kernels index the padded plane with `isize`, when the
+    /// padded input exceeds `isize::MAX`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use hasten_core::ConvSpec;
+    ///
+    /// // (32 + 2·1 − 3) / 2 + 1 = 16
+    /// let spec = ConvSpec::new().with_stride(2).with_padding(1);
+    /// assert_eq!(spec.output_hw(32, 32, 3, 3)?, (16, 16));
+    /// assert!(spec.output_hw(1, 1, 5, 5).is_err());
+    /// assert!(ConvSpec::new().with_padding(usize::MAX).output_hw(8, 8, 3, 3).is_err());
+    /// # Ok::<(), hasten_core::Error>(())
+    /// ```
     pub fn output_hw(&self, h: usize, w: usize, kh: usize, kw: usize) -> Result<(usize, usize)> {
         self.validate()?;
         let extent = |d: usize, k: usize, what: &str| {

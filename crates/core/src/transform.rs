@@ -12,8 +12,16 @@ pub trait Transform {
     /// Name of the method, for reports.
     fn name(&self) -> &str;
     /// Replaces `layer` (which sees inputs of shape `input`) by a block with the
-    /// same input and output shapes. Methods that do not apply to a layer kind
-    /// return [`crate::Error::Unsupported`].
+    /// same input and output shapes.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::Unsupported`] from methods that do not apply to the
+    /// layer's kind; the layer's shape error when it cannot take `input`;
+    /// a typed error for parameters the layer does not allow (a rank above
+    /// its dimensions, a bad codebook size, …). Examples are on the types
+    /// that implement it (`Tucker2`, `Int8Quantize`, …) and on
+    /// [`crate::Graph::apply_transform`].
     fn apply(&self, layer: &Layer, input: ActShape) -> Result<Compressed>;
 }
 

@@ -44,6 +44,65 @@ fn overflowing_paddings_are_typed_errors() {
     }
 }
 
+/// Found by the `plan` fuzz target: a batch times an activation size beyond
+/// the address space was an `InvalidParameter`, not the typed overflow.
+#[test]
+fn a_batch_times_activation_overflow_is_an_overflow_error() {
+    let mut b = hasten_core::GraphBuilder::new();
+    let x = b.input("x", ActShape::new(1, 1 << 31, 1 << 31));
+    let y = b.op("relu", hasten_core::Relu, x);
+    b.output(y);
+    let graph = b.build().unwrap();
+    for batch in [3, 1 << 20] {
+        let err = Plan::for_graph(&graph, batch, PlanOptions::default()).unwrap_err();
+        assert!(
+            matches!(err, Error::Overflow { .. }),
+            "batch {batch}: {err:?}"
+        );
+    }
+}
+
+/// Found by the `plan` fuzz target: a depthwise layer whose horizontal
+/// stride (2⁴⁴) exceeds its padded width sized its column-phase buffer by
+/// the stride and aborted on allocation.
+#[test]
+fn a_stride_wider_than_the_plane_allocates_only_the_plane() {
+    let spec = ConvSpec {
+        stride: (3, 1 << 44),
+        padding: Padding {
+            top: 3,
+            bottom: 3,
+            left: 2,
+            right: 0,
+        },
+        dilation: (3, 3),
+        groups: 3,
+    };
+    let w = SeededRng::new(1).normal_array((9, 1, 3, 3), 0.5);
+    let block = Block::single(ConvLayer::from_array(w, spec).unwrap());
+    let x: Array4<f32> = SeededRng::new(2).normal_array((3, 3, 8, 8), 1.0);
+    let want = block.reference_forward(&x).unwrap();
+    for isa in [Isa::Avx512, Isa::Avx2, Isa::Scalar] {
+        if !isa.is_supported() {
+            continue;
+        }
+        let options = PlanOptions {
+            isa,
+            memory_limit: 1 << 22,
+            ..PlanOptions::default()
+        };
+        let mut plan = Plan::with_options(&block, ActShape::new(3, 8, 8), 3, options).unwrap();
+        let got = plan.run(&x).unwrap();
+        assert_eq!(got.shape(), want.shape());
+        for (a, b) in got.iter().zip(want.iter()) {
+            assert!(
+                (a - b).abs() <= 1e-4 * b.abs().max(1.0),
+                "{isa:?}: {a} vs {b}"
+            );
+        }
+    }
+}
+
 #[test]
 fn a_huge_stride_does_not_hide_a_huge_padded_plane() {
     // Output 3×3, but the depthwise kernel would zero-pad a 2⁴⁰ × 2⁴⁰ plane.

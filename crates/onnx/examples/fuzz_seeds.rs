@@ -1,4 +1,4 @@
-//! Writes a seed corpus for the fuzz targets of `crates/onnx/fuzz`: a small
+//! Writes a seed corpus for the reader fuzz targets of `fuzz/`: a small
 //! exported model and its weights as safetensors, npy and npz.
 //!
 //! `cargo run -p hasten-onnx --example fuzz_seeds -- DIR`

@@ -103,12 +103,62 @@ pub fn export_model(graph: &Graph) -> Result<ModelProto> {
     })
 }
 
-/// Writes `graph` as ONNX protobuf bytes.
+/// Writes `graph` as ONNX protobuf bytes (opset 17, a symbolic batch
+/// dimension `N`).
+///
+/// # Errors
+///
+/// [`OnnxError::Core`](crate::OnnxError::Core) wrapping
+/// `hasten_core::Error::Unsupported` for an op that standard ONNX cannot
+/// express, or the core error of an op whose dense equivalent cannot be
+/// formed.
+///
+/// # Examples
+///
+/// ```
+/// use hasten_core::{ActShape, GraphBuilder, Relu};
+/// use hasten_onnx::{export_bytes, import_bytes, ImportOptions};
+///
+/// let mut b = GraphBuilder::new();
+/// let x = b.input("input", ActShape::new(3, 4, 4));
+/// let y = b.op("relu", Relu, x);
+/// b.output(y);
+/// let graph = b.build()?;
+///
+/// let bytes = export_bytes(&graph)?;
+/// let back = import_bytes(&bytes, &ImportOptions::default())?;
+/// assert_eq!(back.output_shapes(), graph.output_shapes());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn export_bytes(graph: &Graph) -> Result<Vec<u8>> {
     Ok(export_model(graph)?.encode_to_vec())
 }
 
-/// Writes `graph` as an ONNX file at `path`.
+/// Writes `graph` as an ONNX file at `path` (as [`export_bytes`]).
+///
+/// # Errors
+///
+/// As [`export_bytes`]; [`OnnxError::Io`](crate::OnnxError::Io) when the
+/// file cannot be written.
+///
+/// # Examples
+///
+/// ```
+/// use hasten_core::{ActShape, GraphBuilder, Relu};
+/// use hasten_onnx::{export_bytes, import_bytes, ImportOptions};
+///
+/// let mut b = GraphBuilder::new();
+/// let x = b.input("input", ActShape::new(3, 4, 4));
+/// let y = b.op("relu", Relu, x);
+/// b.output(y);
+/// let graph = b.build()?;
+///
+/// let path = std::env::temp_dir().join("hasten-export-file-doc.onnx");
+/// hasten_onnx::export_file(&graph, &path)?;
+/// assert!(std::fs::metadata(&path)?.len() > 0);
+/// # std::fs::remove_file(&path)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn export_file(graph: &Graph, path: impl AsRef<Path>) -> Result<()> {
     let path = path.as_ref();
     let bytes = export_bytes(graph)?;

@@ -83,11 +83,63 @@ pub fn decode_model(bytes: &[u8]) -> Result<ModelProto> {
 }
 
 /// Imports the ONNX model in `bytes` as a [`Graph`].
+///
+/// # Errors
+///
+/// [`OnnxError::Decode`] when the bytes are not an ONNX `ModelProto`;
+/// [`OnnxError::UnsupportedOpset`] outside [`OPSET_RANGE`];
+/// [`OnnxError::UnsupportedOp`] for a node no Hasten op computes;
+/// [`OnnxError::InvalidNode`] / [`OnnxError::InvalidModel`] for attributes,
+/// tensors or shapes that do not fit together; a constant larger than
+/// [`ImportOptions::max_folded_elements`] is refused before it is built.
+///
+/// # Examples
+///
+/// ```
+/// use hasten_core::{ActShape, GraphBuilder, Relu};
+/// use hasten_onnx::{export_bytes, import_bytes, ImportOptions};
+///
+/// let mut b = GraphBuilder::new();
+/// let x = b.input("input", ActShape::new(3, 4, 4));
+/// let y = b.op("relu", Relu, x);
+/// b.output(y);
+/// let graph = b.build()?;
+///
+/// let back = import_bytes(&export_bytes(&graph)?, &ImportOptions::default())?;
+/// assert_eq!(back.nodes().len(), 1);
+/// assert!(import_bytes(b"not a model", &ImportOptions::default()).is_err());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn import_bytes(bytes: &[u8], options: &ImportOptions) -> Result<Graph> {
     import_model(&decode_model(bytes)?, options)
 }
 
 /// Imports the ONNX model file at `path` as a [`Graph`].
+///
+/// # Errors
+///
+/// [`OnnxError::Io`] when the file cannot be read; otherwise as
+/// [`import_bytes`].
+///
+/// # Examples
+///
+/// ```
+/// use hasten_core::{ActShape, GraphBuilder, Relu};
+/// use hasten_onnx::{export_bytes, import_bytes, ImportOptions};
+///
+/// let mut b = GraphBuilder::new();
+/// let x = b.input("input", ActShape::new(3, 4, 4));
+/// let y = b.op("relu", Relu, x);
+/// b.output(y);
+/// let graph = b.build()?;
+///
+/// let path = std::env::temp_dir().join("hasten-import-file-doc.onnx");
+/// hasten_onnx::export_file(&graph, &path)?;
+/// let back = hasten_onnx::import_file(&path, &ImportOptions::default())?;
+/// assert_eq!(back.output_shapes(), graph.output_shapes());
+/// # std::fs::remove_file(&path)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn import_file(path: impl AsRef<Path>, options: &ImportOptions) -> Result<Graph> {
     let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(|e| OnnxError::io(path, e))?;

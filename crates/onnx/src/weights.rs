@@ -324,6 +324,35 @@ pub fn read_weights(path: impl AsRef<Path>) -> Result<Params> {
 /// under its `state_dict` name; missing, unexpected or misshapen tensors
 /// are errors and leave the graph unchanged. `*.num_batches_tracked` is
 /// ignored.
+///
+/// # Errors
+///
+/// [`OnnxError::WeightFile`] for another extension or a malformed file,
+/// [`OnnxError::Io`] when it cannot be read, [`OnnxError::Core`] when its
+/// tensors do not match the graph's parameters (names or shapes).
+///
+/// # Examples
+///
+/// ```
+/// use hasten_core::{ActShape, ConvLayer, ConvSpec, GraphBuilder, SeededRng};
+/// use hasten_onnx::weights::{load_weights, save_weights};
+///
+/// let build = |seed| -> Result<_, hasten_core::Error> {
+///     let w = SeededRng::new(seed).normal_array((2, 1, 3, 3), 1.0);
+///     let mut b = GraphBuilder::new();
+///     let x = b.input("x", ActShape::new(1, 4, 4));
+///     let y = b.op("conv", ConvLayer::from_array(w, ConvSpec::new())?, x);
+///     b.output(y);
+///     b.build()
+/// };
+/// let (trained, mut fresh) = (build(1)?, build(2)?);
+/// let path = std::env::temp_dir().join("hasten-load-weights-doc.safetensors");
+/// save_weights(&trained, &path)?;
+/// load_weights(&mut fresh, &path)?;
+/// assert_eq!(fresh.parameters(), trained.parameters());
+/// # std::fs::remove_file(&path)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn load_weights(graph: &mut Graph, path: impl AsRef<Path>) -> Result<()> {
     let params: Params = read_weights(path)?
         .into_iter()
@@ -334,7 +363,33 @@ pub fn load_weights(graph: &mut Graph, path: impl AsRef<Path>) -> Result<()> {
         .map_err(|e| OnnxError::core("loading weights", e))
 }
 
-/// Saves every parameter of `graph` to a `.safetensors` or `.npz` file.
+/// Saves every parameter of `graph` to a `.safetensors` or `.npz` file,
+/// chosen by the extension of `path` (round trip: [`load_weights`]).
+///
+/// # Errors
+///
+/// [`OnnxError::WeightFile`] for another extension, [`OnnxError::Io`] when
+/// the file cannot be written.
+///
+/// # Examples
+///
+/// ```
+/// use hasten_core::{ActShape, GraphBuilder, LinearLayer};
+/// use hasten_onnx::weights::{read_weights, save_weights};
+///
+/// let mut b = GraphBuilder::new();
+/// let x = b.input("x", ActShape::flat(3));
+/// let y = b.op("fc", LinearLayer::from_slice(2, 3, &[1.0; 6], None)?, x);
+/// b.output(y);
+/// let graph = b.build()?;
+/// let path = std::env::temp_dir().join("hasten-save-weights-doc.npz");
+/// save_weights(&graph, &path)?;
+/// let names: Vec<String> = read_weights(&path)?.into_iter().map(|(n, _)| n).collect();
+/// assert_eq!(names, ["fc.weight"]);
+/// assert!(save_weights(&graph, "weights.txt").is_err());
+/// # std::fs::remove_file(&path)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn save_weights(graph: &Graph, path: impl AsRef<Path>) -> Result<()> {
     let path = path.as_ref();
     let params = graph.parameters();

@@ -12,6 +12,23 @@ use crate::weights::{Granularity, LayerWeights, QuantizeLayer};
 
 /// The affine activation parameters covering `[lo, hi]` (extended to contain
 /// 0, so that zero padding is exact) with 256 levels of `dtype`.
+///
+/// # Errors
+///
+/// [`Error::InvalidParameter`] when `lo` or `hi` is not finite or
+/// `lo > hi`.
+///
+/// # Examples
+///
+/// ```
+/// use hasten_core::IntType;
+/// use hasten_quant::activation_params;
+///
+/// let p = activation_params(0.0, 2.55, IntType::U8)?;
+/// assert!((p.scale() - 0.01).abs() < 1e-6);
+/// assert!(activation_params(1.0, 0.0, IntType::U8).is_err());
+/// # Ok::<(), hasten_core::Error>(())
+/// ```
 pub fn activation_params(lo: f32, hi: f32, dtype: IntType) -> Result<QuantParams> {
     if !(lo.is_finite() && hi.is_finite() && lo <= hi) {
         return Err(Error::param(
@@ -31,7 +48,31 @@ pub fn activation_params(lo: f32, hi: f32, dtype: IntType) -> Result<QuantParams
     )
 }
 
-/// Int8 quantization of a layer for a calibrated input range.
+/// Int8 quantization of a layer for a calibrated input range (survey
+/// section 5): applied as a [`Transform`], it replaces the layer by an
+/// [`Int8Conv`].
+///
+/// # Errors
+///
+/// [`Transform::apply`] fails with a typed error for weights that are not
+/// finite, and for a bias too large for the input scale (it must fit in
+/// ±2³⁰ once quantized).
+///
+/// # Examples
+///
+/// ```
+/// use hasten_core::{ActShape, ConvLayer, ConvSpec, IntType, Layer, SeededRng, Transform};
+/// use hasten_quant::{activation_params, Granularity, Int8Quantize};
+///
+/// let w = SeededRng::new(0).normal_array((8, 4, 3, 3), 0.2);
+/// let layer = Layer::from(ConvLayer::from_array(w, ConvSpec::new().with_padding(1))?);
+/// let input = activation_params(0.0, 6.0, IntType::U8)?;
+/// let int8 = Int8Quantize::new(input, None, Granularity::PerChannel);
+/// let c = int8.apply(&layer, ActShape::new(4, 8, 8))?;
+/// assert_eq!(c.block.ops()[0].kind(), "int8_conv");
+/// assert!(c.report.weight_error.unwrap() < 0.02);
+/// # Ok::<(), hasten_core::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Int8Quantize {
     input: QuantParams,

@@ -78,7 +78,35 @@ impl GraphBuilder {
         self.outputs.push(self.names[value.0].clone());
     }
 
-    /// Validates and returns the graph; see [`Graph::new`] for the errors.
+    /// Validates and returns the graph.
+    ///
+    /// # Errors
+    ///
+    /// A [`GraphError`](super::GraphError) naming the first problem (see
+    /// [`Graph::new`]): a duplicate name, an input naming no earlier value, a
+    /// wrong number of operands, a node whose op cannot take its inputs'
+    /// shapes, an output naming no value, or no output at all.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use hasten_core::{ActShape, GraphBuilder, GlobalAvgPool};
+    ///
+    /// let mut b = GraphBuilder::new();
+    /// let x = b.input("x", ActShape::new(4, 8, 8));
+    /// let y = b.op("pool", GlobalAvgPool, x);
+    /// b.output(y);
+    /// assert_eq!(b.build()?.output_shapes(), [ActShape::new(4, 1, 1)]);
+    ///
+    /// // Channels 4 and 2 cannot be added.
+    /// let mut b = GraphBuilder::new();
+    /// let x = b.input("x", ActShape::new(4, 8, 8));
+    /// let z = b.input("z", ActShape::new(2, 8, 8));
+    /// let sum = b.add("sum", &[x, z]);
+    /// b.output(sum);
+    /// assert!(b.build().is_err());
+    /// # Ok::<(), hasten_core::Error>(())
+    /// ```
     pub fn build(self) -> Result<Graph> {
         Graph::new(self.inputs, self.nodes, self.outputs)
     }

@@ -48,6 +48,33 @@ impl Graph {
 
     /// Runs every node's reference semantics on `inputs` (one NCHW batch per
     /// graph input) and returns the graph outputs.
+    ///
+    /// # Errors
+    ///
+    /// A [`GraphError`] when the number of inputs, their
+    /// per-sample shapes or their batch sizes do not match the graph's
+    /// declared inputs; [`crate::Error::MemoryLimit`] when an activation
+    /// would exceed [`crate::memory::limit`]; a node's own error, naming it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use hasten_core::ndarray::Array4;
+    /// use hasten_core::{ActShape, GraphBuilder, Relu};
+    ///
+    /// let mut b = GraphBuilder::new();
+    /// let x = b.input("x", ActShape::new(1, 1, 3));
+    /// let y = b.op("relu", Relu, x);
+    /// let y = b.add("twice", &[y, y]);
+    /// b.output(y);
+    /// let graph = b.build()?;
+    ///
+    /// let input = Array4::from_shape_vec((1, 1, 1, 3), vec![-1.0, 0.5, 2.0]).unwrap();
+    /// let out = graph.reference_forward(&[&input])?;
+    /// assert_eq!(out[0].iter().copied().collect::<Vec<_>>(), [0.0, 1.0, 4.0]);
+    /// assert!(graph.reference_forward(&[&Array4::zeros((1, 2, 1, 3))]).is_err());
+    /// # Ok::<(), hasten_core::Error>(())
+    /// ```
     pub fn reference_forward(&self, inputs: &[&Array4<f32>]) -> Result<Vec<Array4<f32>>> {
         Ok(self.reference_trace(inputs, &[])?.outputs)
     }

@@ -100,6 +100,46 @@ impl Graph {
     /// listed as skipped. A transform error names its node and leaves the
     /// graph unchanged.
     ///
+    /// # Errors
+    ///
+    /// [`GraphError::Rewrite`] naming the node whose transform failed (the
+    /// transform's error is its source), and [`crate::Error::Overflow`] when
+    /// the graph's cost does not fit in integers.
+    ///
+    /// # Examples
+    ///
+    /// The hasten crate's prelude applies Tucker-2 to a ResNet this way; here
+    /// a transform of our own replaces every layer by itself:
+    ///
+    /// ```
+    /// use hasten_core::transform::Compressed;
+    /// use hasten_core::{ActShape, Block, ConvLayer, ConvSpec, GraphBuilder, Layer, NodeFilter};
+    /// use hasten_core::{Report, Result, SeededRng, Transform};
+    ///
+    /// struct Same;
+    /// impl Transform for Same {
+    ///     fn name(&self) -> &str {
+    ///         "same"
+    ///     }
+    ///     fn apply(&self, layer: &Layer, input: ActShape) -> Result<Compressed> {
+    ///         let block = Block::single(layer.to_op());
+    ///         let report = Report::new("same", layer, &block, input, Some(0.0))?;
+    ///         Ok(Compressed { block, report })
+    ///     }
+    /// }
+    ///
+    /// let w = SeededRng::new(0).normal_array((4, 2, 3, 3), 0.3);
+    /// let mut b = GraphBuilder::new();
+    /// let x = b.input("x", ActShape::new(2, 6, 6));
+    /// let y = b.op("conv", ConvLayer::from_array(w, ConvSpec::new())?, x);
+    /// b.output(y);
+    /// let mut graph = b.build()?;
+    /// let report = graph.apply_transform(&Same, &NodeFilter::kind("conv"))?;
+    /// assert_eq!(report.nodes.len(), 1);
+    /// assert_eq!(report.before, report.after);
+    /// # Ok::<(), hasten_core::Error>(())
+    /// ```
+    ///
     /// [`Block`]: crate::Block
     pub fn apply_transform(
         &mut self,

@@ -13,7 +13,7 @@ use rayon::prelude::*;
 
 #[cfg(target_arch = "x86_64")]
 use super::depthwise_avx512::plane_avx512;
-use super::{ChannelView, Geometry};
+use super::{ChannelView, ConvGeometry};
 use crate::elementwise::Clamp;
 use crate::pool::{Scratch, ScratchPool};
 use crate::Isa;
@@ -24,7 +24,7 @@ const MIN_TASK: usize = 8192;
 /// A depthwise (channel-multiplier `T_g ≥ 1`) convolution, ready to run.
 #[derive(Debug)]
 pub(crate) struct DepthwiseConv {
-    geo: Geometry,
+    geo: ConvGeometry,
     view: ChannelView,
     isa: Isa,
     weights: Vec<f32>,
@@ -34,14 +34,14 @@ pub(crate) struct DepthwiseConv {
 
 impl DepthwiseConv {
     /// Whether a convolution of these sizes is depthwise.
-    pub fn applies(geo: &Geometry) -> bool {
+    pub fn applies(geo: &ConvGeometry) -> bool {
         geo.c_g == 1 && geo.groups > 1
     }
 
     /// Takes the OIHW `weights` (`T × 1 × kh × kw`).
     pub fn new(
         isa: Isa,
-        geo: Geometry,
+        geo: ConvGeometry,
         weights: &[f32],
         bias: Option<&[f32]>,
         clamp: Clamp,
@@ -60,7 +60,8 @@ impl DepthwiseConv {
     /// Runs on `batch` samples, consecutive output planes grouped into tasks.
     pub fn run(&self, input: &[f32], output: &mut [f32], batch: usize, pool: &ScratchPool) {
         let geo = &self.geo;
-        let (in_area, out_area, taps) = (geo.in_area(), geo.out_area(), geo.kh * geo.kw);
+        let (in_area, out_area, taps) =
+            (geo.in_area(), geo.out_area(), geo.kernel.0 * geo.kernel.1);
         let (c_all, t_all) = (geo.in_channels(), geo.out_channels());
         // Enough planes per task to amortise scheduling on small planes,
         // enough tasks to balance the threads.
@@ -111,7 +112,7 @@ impl DepthwiseConv {
 
 /// One output plane's inputs.
 pub(super) struct PlaneJob<'a> {
-    pub(super) geo: &'a Geometry,
+    pub(super) geo: &'a ConvGeometry,
     pub(super) src: &'a [f32],
     pub(super) w: &'a [f32],
     pub(super) bias: f32,
@@ -154,17 +155,20 @@ fn run_plane(
     lanes: impl Fn(&Run<'_>, &mut [f32]),
 ) {
     let geo = job.geo;
-    let (kh, kw, sh, sw) = (geo.kh, geo.kw, geo.sh, geo.sw);
-    let hp = (geo.oh - 1) * sh + (kh - 1) * geo.dh + 1;
-    let wp = (geo.ow - 1) * sw + (kw - 1) * geo.dw + 1;
+    let (kh, kw, sh, sw) = (geo.kernel.0, geo.kernel.1, geo.stride.0, geo.stride.1);
+    let hp = (geo.out_hw.0 - 1) * sh + (kh - 1) * geo.dilation.0 + 1;
+    let wp = (geo.out_hw.1 - 1) * sw + (kw - 1) * geo.dilation.1 + 1;
     fill_padded(job, hp, wp, &mut scratch.floats);
     let (buf, pitch): (&[f32], usize) = if sw == 1 {
         (&scratch.floats, wp)
     } else {
         let pw = wp.div_ceil(sw);
+        // Only phases below `wp` hold columns (and taps read only those):
+        // a stride wider than the plane must not size the buffer.
+        let used = sw.min(wp.max(2));
         let phases = &mut scratch.floats2;
         phases.clear();
-        phases.resize(sw * hp * pw + LANES, 0.0);
+        phases.resize(used * hp * pw + LANES, 0.0);
         let (ph0, rest) = phases.split_at_mut(hp * pw);
         for (y, row) in scratch.floats[..hp * wp].chunks_exact(wp).enumerate() {
             let d0 = &mut ph0[y * pw..][..pw];
@@ -197,16 +201,16 @@ fn run_plane(
     offsets.clear();
     for i in 0..kh {
         for j in 0..kw {
-            let (p, m) = ((j * geo.dw) % sw, (j * geo.dw) / sw);
-            offsets.push((p * hp + i * geo.dh) * pitch + m);
+            let (p, m) = ((j * geo.dilation.1) % sw, (j * geo.dilation.1) / sw);
+            offsets.push((p * hp + i * geo.dilation.0) * pitch + m);
         }
     }
     let w = &job.w[..offsets.len()];
-    for (oy, row) in out.chunks_exact_mut(geo.ow).enumerate() {
+    for (oy, row) in out.chunks_exact_mut(geo.out_hw.1).enumerate() {
         let base = oy * sh * pitch;
         let mut x0 = 0;
-        while x0 < geo.ow {
-            let n = LANES.min(geo.ow - x0);
+        while x0 < geo.out_hw.1 {
+            let n = LANES.min(geo.out_hw.1 - x0);
             let run = Run {
                 src: &buf[base + x0..],
                 offsets,
@@ -287,21 +291,21 @@ fn fill_padded(job: &PlaneJob<'_>, hp: usize, wp: usize, padded: &mut Vec<f32>) 
     // Every element of the first hp·wp is written below (the slack after
     // them only feeds lanes that are never stored).
     padded.resize(hp * wp + LANES, 0.0);
-    let (h, w) = (geo.h as isize, geo.w as isize);
+    let (h, w) = (geo.in_hw.0 as isize, geo.in_hw.1 as isize);
     // Logical columns inside the image both before and after the view's
     // shift, and inside P.
     let lx0 = job.dx.max(0);
-    let lx1 = (w + job.dx.min(0)).min(wp as isize - geo.pl as isize);
+    let lx1 = (w + job.dx.min(0)).min(wp as isize - geo.pad_top_left.1 as isize);
     for (yp, dst) in padded[..hp * wp].chunks_exact_mut(wp).enumerate() {
-        let ly = yp as isize - geo.pt as isize;
+        let ly = yp as isize - geo.pad_top_left.0 as isize;
         let sy = ly - job.dy;
         if lx0 >= lx1 || ly < 0 || ly >= h || sy < 0 || sy >= h {
             dst.fill(0.0);
             continue;
         }
-        let src = &job.src[sy as usize * geo.w..][..geo.w];
+        let src = &job.src[sy as usize * geo.in_hw.1..][..geo.in_hw.1];
         let n = (lx1 - lx0) as usize;
-        let xp0 = (lx0 + geo.pl as isize) as usize;
+        let xp0 = (lx0 + geo.pad_top_left.1 as isize) as usize;
         let sx0 = (lx0 - job.dx) as usize;
         dst[..xp0].fill(0.0);
         dst[xp0..xp0 + n].copy_from_slice(&src[sx0..sx0 + n]);

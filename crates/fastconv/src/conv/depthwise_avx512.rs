@@ -49,7 +49,7 @@ pub(super) unsafe fn plane_avx512(job: &PlaneJob<'_>, out: &mut [f32], scratch: 
     // weights in registers); 0 means "read from the geometry".
     // SAFETY (all calls): AVX-512F is supported (this function's contract).
     unsafe {
-        match (geo.kh, geo.kw, geo.sh, geo.sw) {
+        match (geo.kernel.0, geo.kernel.1, geo.stride.0, geo.stride.1) {
             (3, 3, 1, 1) => blocks_avx512::<3, 3, 1>(job, cols, out),
             (3, 3, 2, 2) => blocks_avx512::<3, 3, 2>(job, cols, out),
             // The `3×1` and `1×3` layers of CP blocks.
@@ -74,7 +74,7 @@ unsafe fn blocks_avx512<const KH: usize, const KW: usize, const S: usize>(
     cols: &[usize],
     out: &mut [f32],
 ) {
-    let oh = job.geo.oh;
+    let oh = job.geo.out_hw.0;
     let mut oy = 0;
     // SAFETY (all calls): AVX-512F is supported (this function's contract).
     while oy + ROWS <= oh {
@@ -100,13 +100,15 @@ fn column_table(job: &PlaneJob<'_>, cols: &mut Vec<usize>) {
     let geo = job.geo;
     cols.clear();
     let mut x0 = 0;
-    while x0 < geo.ow {
-        let n = LANES.min(geo.ow - x0);
-        for j in 0..geo.kw {
+    while x0 < geo.out_hw.1 {
+        let n = LANES.min(geo.out_hw.1 - x0);
+        for j in 0..geo.kernel.1 {
             let (lo, hi) = geo.valid_x(j, job.dx);
             let (lo, hi) = (lo.clamp(x0, x0 + n) - x0, hi.clamp(x0, x0 + n) - x0);
             let mask = if lo < hi { lane_mask(lo, hi) } else { 0 };
-            let off = (j * geo.dw + x0 * geo.sw) as isize - geo.pl as isize - job.dx;
+            let off = (j * geo.dilation.1 + x0 * geo.stride.1) as isize
+                - geo.pad_top_left.1 as isize
+                - job.dx;
             cols.extend([
                 usize::from(mask),
                 usize::from(spread_even(mask)),
@@ -168,14 +170,18 @@ unsafe fn rows_avx512<const R: usize, const KH: usize, const KW: usize, const S:
     use std::arch::x86_64::*;
     let geo = job.geo;
     let known = |k: usize, v: usize| if k == 0 { v } else { k };
-    let (kh, kw, ow) = (known(KH, geo.kh), known(KW, geo.kw), geo.ow);
-    let (sh, sw) = (known(S, geo.sh), known(S, geo.sw));
+    let (kh, kw, ow) = (
+        known(KH, geo.kernel.0),
+        known(KW, geo.kernel.1),
+        geo.out_hw.1,
+    );
+    let (sh, sw) = (known(S, geo.stride.0), known(S, geo.stride.1));
     let w = &job.w[..kh * kw];
     // With unit vertical dilation and a stride of at most the kernel
     // height, consecutive output rows share input rows: each input vector
     // is loaded once for all of them.
-    let shared = geo.dh == 1 && sh <= kh;
-    let h = geo.h as isize;
+    let shared = geo.dilation.0 == 1 && sh <= kh;
+    let h = geo.in_hw.0 as isize;
     let strided = _mm512_mullo_epi32(
         _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
         _mm512_set1_epi32(sw as i32),
@@ -187,14 +193,14 @@ unsafe fn rows_avx512<const R: usize, const KH: usize, const KW: usize, const S:
     let row_start = |ly: isize| {
         let sy = ly - job.dy;
         ((0..h).contains(&ly) && (0..h).contains(&sy))
-            .then(|| base.wrapping_add(sy as usize * geo.w))
+            .then(|| base.wrapping_add(sy as usize * geo.in_hw.1))
     };
-    let top = (oy * sh) as isize - geo.pt as isize;
+    let top = (oy * sh) as isize - geo.pad_top_left.0 as isize;
     // The input rows the next block reads first (after this block's last
     // row), prefetched run by run: with the rows of a block read side by
     // side, the hardware prefetcher alone leaves large planes waiting on
     // memory.
-    let ahead = top + ((R - 1) * sh + kh * geo.dh) as isize;
+    let ahead = top + ((R - 1) * sh + kh * geo.dilation.0) as isize;
     for (run, x0) in cols.chunks_exact(4 * kw).zip((0..ow).step_by(LANES)) {
         for t in 0..R * sh {
             if let Some(start) = row_start(ahead + t as isize) {
@@ -229,7 +235,7 @@ unsafe fn rows_avx512<const R: usize, const KH: usize, const KW: usize, const S:
             for i in 0..kh {
                 let wrow = &w[i * kw..][..kw];
                 for (r, a) in acc.iter_mut().enumerate() {
-                    let ly = top + (r * sh + i * geo.dh) as isize;
+                    let ly = top + (r * sh + i * geo.dilation.0) as isize;
                     let Some(start) = row_start(ly) else {
                         continue;
                     };

@@ -5,13 +5,13 @@
 
 use std::ops::Range;
 
-use super::{ChannelView, Geometry};
+use super::{ChannelView, ConvGeometry};
 use crate::gemm::BSource;
 
 /// The channel planes of one sample and group as the `B` operand.
 pub(crate) struct PlaneSource<'a> {
     /// Sizes.
-    pub geo: &'a Geometry,
+    pub geo: &'a ConvGeometry,
     /// Channel permutation absorbed from a preceding shuffle (no shift).
     pub view: &'a ChannelView,
     /// The sample, `C × H × W` row-major.
@@ -22,15 +22,15 @@ pub(crate) struct PlaneSource<'a> {
 
 impl PlaneSource<'_> {
     /// Whether a convolution of these sizes and view is a plain GEMM.
-    pub fn applies(geo: &Geometry, view: &ChannelView) -> bool {
-        geo.kh == 1
-            && geo.kw == 1
-            && geo.sh == 1
-            && geo.sw == 1
-            && geo.pt == 0
-            && geo.pl == 0
-            && geo.oh == geo.h
-            && geo.ow == geo.w
+    pub fn applies(geo: &ConvGeometry, view: &ChannelView) -> bool {
+        geo.kernel.0 == 1
+            && geo.kernel.1 == 1
+            && geo.stride.0 == 1
+            && geo.stride.1 == 1
+            && geo.pad_top_left.0 == 0
+            && geo.pad_top_left.1 == 0
+            && geo.out_hw.0 == geo.in_hw.0
+            && geo.out_hw.1 == geo.in_hw.1
             && !view.has_shift()
     }
 }

@@ -10,7 +10,7 @@ use rayon::prelude::*;
 
 use super::direct_1x1::PlaneSource;
 use super::im2col::ImageSource;
-use super::{ChannelView, Geometry};
+use super::{ChannelView, ConvGeometry};
 use std::sync::Mutex;
 
 use crate::aligned::AlignedVec;
@@ -74,7 +74,7 @@ impl ColumnSplit {
 /// A convolution with pre-packed filters, ready to run.
 #[derive(Debug)]
 pub(crate) struct GemmConv {
-    geo: Geometry,
+    geo: ConvGeometry,
     view: ChannelView,
     kernel: Kernel,
     filters: Vec<PackedA>,
@@ -92,7 +92,7 @@ pub(crate) struct GemmConv {
 /// fused store can add it panel by panel.
 pub(super) fn pack_groups(
     kernel: &Kernel,
-    geo: &Geometry,
+    geo: &ConvGeometry,
     weights: &[f32],
     bias: Option<&[f32]>,
 ) -> (Vec<PackedA>, Option<Vec<Vec<f32>>>) {
@@ -124,7 +124,7 @@ impl GemmConv {
     /// Packs the OIHW `weights` (`T × C_g·kh·kw` row-major) per group.
     pub fn new(
         kernel: Kernel,
-        geo: Geometry,
+        geo: ConvGeometry,
         weights: &[f32],
         bias: Option<&[f32]>,
         clamp: Clamp,

@@ -5,13 +5,13 @@
 
 use std::ops::Range;
 
-use super::{ChannelView, Geometry};
+use super::{ChannelView, ConvGeometry};
 use crate::gemm::BSource;
 
 /// The im2col matrix of one sample and group, read straight from the image.
 pub(crate) struct ImageSource<'a> {
     /// Sizes.
-    pub geo: &'a Geometry,
+    pub geo: &'a ConvGeometry,
     /// Channel view absorbed from a preceding shuffle / shift.
     pub view: &'a ChannelView,
     /// The sample, `C × H × W` row-major (image channels).
@@ -23,8 +23,8 @@ pub(crate) struct ImageSource<'a> {
 impl BSource for ImageSource<'_> {
     fn row<'b>(&'b self, k: usize, cols: Range<usize>, tmp: &'b mut [f32]) -> &'b [f32] {
         let geo = self.geo;
-        let taps = geo.kh * geo.kw;
-        let (s, i, j) = (k / taps, (k % taps) / geo.kw, k % geo.kw);
+        let taps = geo.kernel.0 * geo.kernel.1;
+        let (s, i, j) = (k / taps, (k % taps) / geo.kernel.1, k % geo.kernel.1);
         let (c, dy, dx) = self.view.channel(self.group * geo.c_g + s);
         let plane = &self.sample[c * geo.in_area()..][..geo.in_area()];
         let (y0, y1) = geo.valid_y(i, dy);
@@ -32,25 +32,27 @@ impl BSource for ImageSource<'_> {
         let dst = &mut tmp[..cols.len()];
         let mut p = cols.start;
         while p < cols.end {
-            let (oy, ox) = (p / geo.ow, p % geo.ow);
-            let seg = (geo.ow - ox).min(cols.end - p);
+            let (oy, ox) = (p / geo.out_hw.1, p % geo.out_hw.1);
+            let seg = (geo.out_hw.1 - ox).min(cols.end - p);
             let d = &mut dst[p - cols.start..][..seg];
             if oy < y0 || oy >= y1 {
                 d.fill(0.0);
             } else {
                 // Image row and column of output (oy, x): iy = oy·sh + i·dh − pt − dy.
-                let iy = (oy * geo.sh + i * geo.dh) as isize - geo.pt as isize - dy;
-                let src = &plane[iy as usize * geo.w..][..geo.w];
-                let base = (j * geo.dw) as isize - geo.pl as isize - dx;
+                let iy = (oy * geo.stride.0 + i * geo.dilation.0) as isize
+                    - geo.pad_top_left.0 as isize
+                    - dy;
+                let src = &plane[iy as usize * geo.in_hw.1..][..geo.in_hw.1];
+                let base = (j * geo.dilation.1) as isize - geo.pad_top_left.1 as isize - dx;
                 let (a, b) = (x0.clamp(ox, ox + seg), x1.clamp(ox, ox + seg));
                 d[..a - ox].fill(0.0);
                 d[b - ox..].fill(0.0);
                 if a == b {
                     // Every column of this segment reads padding.
-                } else if geo.sw == 1 {
+                } else if geo.stride.1 == 1 {
                     let start = (a as isize + base) as usize;
                     d[a - ox..b - ox].copy_from_slice(&src[start..start + (b - a)]);
-                } else if geo.sw == 2 {
+                } else if geo.stride.1 == 2 {
                     // A constant stride the compiler vectorises as a de-interleave.
                     let start = ((a * 2) as isize + base) as usize;
                     let n = b - a;
@@ -62,7 +64,7 @@ impl BSource for ImageSource<'_> {
                     dst[n - 1] = src[start + 2 * (n - 1)];
                 } else {
                     for (x, v) in (a..b).zip(d[a - ox..b - ox].iter_mut()) {
-                        *v = src[((x * geo.sw) as isize + base) as usize];
+                        *v = src[((x * geo.stride.1) as isize + base) as usize];
                     }
                 }
             }

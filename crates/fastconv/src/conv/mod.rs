@@ -16,7 +16,7 @@ mod perforated;
 mod view;
 mod winograd;
 
-pub(crate) use geometry::Geometry;
+pub(crate) use geometry::ConvGeometry;
 pub(crate) use perforated::PerforatedKernel;
 pub(crate) use view::ChannelView;
 
@@ -64,7 +64,7 @@ enum Choice {
 }
 
 impl Choice {
-    fn of(winograd: Winograd, geo: &Geometry, view: &ChannelView) -> Choice {
+    fn of(winograd: Winograd, geo: &ConvGeometry, view: &ChannelView) -> Choice {
         let use_winograd = WinogradConv::supports(geo, view)
             && match winograd {
                 Winograd::Off => false,
@@ -91,7 +91,7 @@ impl ConvStep {
         input: ActShape,
         view: &ChannelView,
     ) -> Result<bool> {
-        let geo = Geometry::new(layer, input)?;
+        let geo = ConvGeometry::new(layer, input)?;
         Ok(Choice::of(winograd, &geo, view) == Choice::Gemm)
     }
 
@@ -107,7 +107,7 @@ impl ConvStep {
         clamp: Clamp,
         view: ChannelView,
     ) -> Result<Self> {
-        let geo = Geometry::new(layer, input)?;
+        let geo = ConvGeometry::new(layer, input)?;
         let per_filter = geo.depth();
         let mut weights = layer.weight().array().iter().copied().collect::<Vec<f32>>();
         let mut bias = layer.bias().map(|b| b.to_vec());

@@ -14,7 +14,7 @@ use hasten_core::{ActShape, PerforatedConv, Result};
 use rayon::prelude::*;
 
 use super::gemm_conv::pack_groups;
-use super::Geometry;
+use super::ConvGeometry;
 use crate::aligned::AlignedVec;
 use crate::elementwise::Clamp;
 use crate::gemm::{self, BOperand, BSource, Kernel, Output, PackedA};
@@ -34,7 +34,7 @@ const MAX_SHARED_B: usize = 16 << 20;
 /// A perforated convolution with pre-packed filters, ready to run.
 #[derive(Debug)]
 pub(crate) struct PerforatedKernel {
-    geo: Geometry,
+    geo: ConvGeometry,
     kernel: Kernel,
     filters: Vec<PackedA>,
     /// Per group, padded to whole panels.
@@ -68,18 +68,20 @@ impl PerforatedKernel {
         clamp: Clamp,
     ) -> Result<Self> {
         let layer = op.conv();
-        let geo = Geometry::new(layer, input)?;
+        let geo = ConvGeometry::new(layer, input)?;
         let kernel = Kernel::for_rows(isa, geo.t_g);
         let weights: Vec<f32> = layer.weight().array().iter().copied().collect();
         let depth = geo.depth();
         let bias: Option<Vec<f32>> = layer.bias().map(|b| b.iter().copied().collect());
         let (filters, bias) = pack_groups(&kernel, &geo, &weights, bias.as_deref());
-        let hp = (geo.pt + geo.h).max((geo.oh - 1) * geo.sh + (geo.kh - 1) * geo.dh + 1);
-        let wp = (geo.pl + geo.w).max((geo.ow - 1) * geo.sw + (geo.kw - 1) * geo.dw + 1);
+        let hp = (geo.pad_top_left.0 + geo.in_hw.0)
+            .max((geo.out_hw.0 - 1) * geo.stride.0 + (geo.kernel.0 - 1) * geo.dilation.0 + 1);
+        let wp = (geo.pad_top_left.1 + geo.in_hw.1)
+            .max((geo.out_hw.1 - 1) * geo.stride.1 + (geo.kernel.1 - 1) * geo.dilation.1 + 1);
         let origins: Vec<usize> = op
             .positions()
             .iter()
-            .map(|&(y, x)| y * geo.sh * wp + x * geo.sw)
+            .map(|&(y, x)| y * geo.stride.0 * wp + x * geo.stride.1)
             .collect();
         let padded = vec![0.0; batch * geo.in_channels() * hp * wp];
         let evaluated = vec![0.0; batch * geo.out_channels() * origins.len()];
@@ -129,11 +131,11 @@ impl OpKernel for PerforatedKernel {
             .par_chunks_mut(plane_p)
             .zip(src.par_chunks(geo.in_area()))
             .for_each(|(dst, plane)| {
-                for (d, row) in dst[geo.pt * wp..]
+                for (d, row) in dst[geo.pad_top_left.0 * wp..]
                     .chunks_mut(wp)
-                    .zip(plane.chunks_exact(geo.w))
+                    .zip(plane.chunks_exact(geo.in_hw.1))
                 {
-                    d[geo.pl..geo.pl + geo.w].copy_from_slice(row);
+                    d[geo.pad_top_left.1..geo.pad_top_left.1 + geo.in_hw.1].copy_from_slice(row);
                 }
             });
         let padded = &*padded;
@@ -234,7 +236,7 @@ impl OpKernel for PerforatedKernel {
 /// The patch matrix of one sample and group restricted to the kept
 /// positions: row `k = (s, i, j)`, column `p` = kept position `p`.
 struct PositionSource<'a> {
-    geo: &'a Geometry,
+    geo: &'a ConvGeometry,
     origins: &'a [usize],
     /// The sample with zero borders, `C × hp × wp`.
     sample: &'a [f32],
@@ -245,11 +247,11 @@ struct PositionSource<'a> {
 impl BSource for PositionSource<'_> {
     fn row<'b>(&'b self, k: usize, cols: Range<usize>, tmp: &'b mut [f32]) -> &'b [f32] {
         let geo = self.geo;
-        let taps = geo.kh * geo.kw;
-        let (s, i, j) = (k / taps, (k % taps) / geo.kw, k % geo.kw);
+        let taps = geo.kernel.0 * geo.kernel.1;
+        let (s, i, j) = (k / taps, (k % taps) / geo.kernel.1, k % geo.kernel.1);
         let (hp, wp) = self.padded_hw;
         let plane = &self.sample[(self.group * geo.c_g + s) * hp * wp..][..hp * wp];
-        let plane = &plane[i * geo.dh * wp + j * geo.dw..];
+        let plane = &plane[i * geo.dilation.0 * wp + j * geo.dilation.1..];
         let dst = &mut tmp[..cols.len()];
         for (v, &o) in dst.iter_mut().zip(&self.origins[cols]) {
             *v = plane[o];

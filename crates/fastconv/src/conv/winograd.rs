@@ -27,7 +27,7 @@ use std::sync::Mutex;
 use rayon::prelude::*;
 
 use super::gemm_conv::GemmConv;
-use super::{ChannelView, Geometry};
+use super::{ChannelView, ConvGeometry};
 use crate::aligned::AlignedVec;
 use crate::elementwise::Clamp;
 use crate::gemm::{self, BOperand, BSource, Kernel, Output, PackedA};
@@ -44,7 +44,7 @@ const CHUNK_FLOATS: usize = 1 << 20;
 /// A Winograd F(2×2, 3×3) convolution with pre-transformed, packed filters.
 #[derive(Debug)]
 pub(crate) struct WinogradConv {
-    geo: Geometry,
+    geo: ConvGeometry,
     view: ChannelView,
     kernel: Kernel,
     filters: Vec<PackedA>,
@@ -72,10 +72,10 @@ impl BSource for Component<'_> {
 impl WinogradConv {
     /// Whether a convolution of these sizes (read through `view`) can run
     /// as F(2×2, 3×3): dense, 3×3, stride 1, undilated, no shifted view.
-    pub fn supports(geo: &Geometry, view: &ChannelView) -> bool {
-        geo.kh == 3
-            && geo.kw == 3
-            && (geo.sh, geo.sw, geo.dh, geo.dw) == (1, 1, 1, 1)
+    pub fn supports(geo: &ConvGeometry, view: &ChannelView) -> bool {
+        geo.kernel.0 == 3
+            && geo.kernel.1 == 3
+            && (geo.stride.0, geo.stride.1, geo.dilation.0, geo.dilation.1) == (1, 1, 1, 1)
             && geo.groups == 1
             && !view.has_shift()
     }
@@ -86,15 +86,15 @@ impl WinogradConv {
     /// large (≥ 128); below ~32 tiles (7×7 outputs) the tiny GEMMs waste
     /// their tiles, and above ~400 tiles (large images) the transformed
     /// buffers leave the caches.
-    pub fn profitable(geo: &Geometry) -> bool {
-        let tiles = geo.oh.div_ceil(2) * geo.ow.div_ceil(2);
+    pub fn profitable(geo: &ConvGeometry) -> bool {
+        let tiles = geo.out_hw.0.div_ceil(2) * geo.out_hw.1.div_ceil(2);
         geo.c_g >= 128 && geo.t_g >= 128 && (32..=400).contains(&tiles)
     }
 
     /// Transforms the OIHW `weights` (`T × C × 3 × 3`): `U = G g Gᵀ`.
     pub fn new(
         kernel: Kernel,
-        geo: Geometry,
+        geo: ConvGeometry,
         weights: &[f32],
         bias: Option<&[f32]>,
         clamp: Clamp,
@@ -145,7 +145,7 @@ impl WinogradConv {
     pub fn run(&self, input: &[f32], output: &mut [f32], batch: usize, pool: &ScratchPool) {
         let geo = &self.geo;
         let (c_all, t_all) = (geo.c_g, geo.t_g);
-        let (th, tw) = (geo.oh.div_ceil(2), geo.ow.div_ceil(2));
+        let (th, tw) = (geo.out_hw.0.div_ceil(2), geo.out_hw.1.div_ceil(2));
         let tiles = th * tw;
         let in_len = c_all * geo.in_area();
         let out_len = t_all * geo.out_area();
@@ -189,18 +189,18 @@ impl WinogradConv {
             for q in 0..len {
                 let p = p0 + q;
                 let (ty, tx) = (p / tw, p % tw);
-                let y0 = (2 * ty) as isize - geo.pt as isize;
-                let x0 = (2 * tx) as isize - geo.pl as isize;
+                let y0 = (2 * ty) as isize - geo.pad_top_left.0 as isize;
+                let x0 = (2 * tx) as isize - geo.pad_top_left.1 as isize;
                 let mut d = [0.0f32; 16];
                 for i in 0..4 {
                     let y = y0 + i as isize;
-                    if y < 0 || y >= geo.h as isize {
+                    if y < 0 || y >= geo.in_hw.0 as isize {
                         continue;
                     }
-                    let row = &plane[y as usize * geo.w..][..geo.w];
+                    let row = &plane[y as usize * geo.in_hw.1..][..geo.in_hw.1];
                     for j in 0..4 {
                         let x = x0 + j as isize;
-                        if x >= 0 && x < geo.w as isize {
+                        if x >= 0 && x < geo.in_hw.1 as isize {
                             d[i * 4 + j] = row[x as usize];
                         }
                     }
@@ -278,14 +278,14 @@ impl WinogradConv {
                     let (ty, tx) = (p / tw, p % tw);
                     for i in 0..2 {
                         let oy = 2 * ty + i;
-                        if oy >= geo.oh {
+                        if oy >= geo.out_hw.0 {
                             continue;
                         }
                         for j in 0..2 {
                             let ox = 2 * tx + j;
-                            if ox < geo.ow {
+                            if ox < geo.out_hw.1 {
                                 let v = y[i * 2 + j] + bias;
-                                plane[oy * geo.ow + ox] = self.clamp.apply(v);
+                                plane[oy * geo.out_hw.1 + ox] = self.clamp.apply(v);
                             }
                         }
                     }

@@ -32,9 +32,9 @@ use ndarray::{Array4, ArrayView4};
 use rayon::prelude::*;
 
 use super::bitpack::{pack_signs, PackedSigns};
-use super::geometry::ConvGeometry;
 use super::layout::DisjointWriter;
 use super::{check_isa, round_up, Isa, Needs};
+use crate::conv::ConvGeometry;
 
 /// Filters are padded to a multiple of this (the AVX-512 block: 4 × 8 lanes).
 const FILTER_BLOCK: usize = 32;
@@ -144,7 +144,12 @@ impl PackedFilters {
             ));
         }
         let (h, w) = input.in_hw();
-        ConvGeometry::new([input.batch(), self.in_channels, h, w], self.kernel, spec)
+        ConvGeometry::batched(
+            [input.batch(), self.in_channels, h, w],
+            self.out_channels,
+            self.kernel,
+            spec,
+        )
     }
 
     /// Computes the exact dot products of every output row in parallel and
@@ -464,7 +469,7 @@ pub(crate) fn float_isa(isa: Isa) -> Isa {
 /// channel-mean absolute input.
 pub(crate) fn xnor_k(x: ArrayView4<'_, f32>, g: &ConvGeometry) -> Vec<f32> {
     let (h, w) = g.in_hw;
-    let c = g.in_channels;
+    let c = g.in_channels();
     let mut a = vec![0f32; g.batch * h * w];
     for ((n, _, y, xx), &v) in x.indexed_iter() {
         a[(n * h + y) * w + xx] += v.abs() / c as f32;

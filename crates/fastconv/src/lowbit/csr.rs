@@ -18,8 +18,8 @@ use hasten_core::{ConvSpec, Error, Result};
 use ndarray::{Array4, ArrayView2, ArrayView4};
 use rayon::prelude::*;
 
-use super::geometry::ConvGeometry;
 use super::{check_isa, Isa, Needs};
+use crate::conv::ConvGeometry;
 
 /// The `(columns, values)` slices of row `r` of `m`.
 fn row_slices(m: &Csr, r: usize) -> (&[u32], &[f32]) {
@@ -189,8 +189,13 @@ impl CsrConv {
                 xs[1],
             ));
         }
-        let g = ConvGeometry::new([xs[0], xs[1], xs[2], xs[3]], self.kernel, &self.spec)?;
-        let sample_len = g.in_channels * g.padded_hw.0 * g.padded_hw.1;
+        let g = ConvGeometry::batched(
+            [xs[0], xs[1], xs[2], xs[3]],
+            self.matrix.rows(),
+            self.kernel,
+            &self.spec,
+        )?;
+        let sample_len = g.in_channels() * g.padded_hw.0 * g.padded_hw.1;
         if sample_len > u32::MAX as usize {
             return Err(Error::param(
                 "CsrConv padded sample size",
@@ -214,7 +219,7 @@ impl CsrConv {
             .collect();
         let t_n = self.matrix.rows();
         let (oh, ow) = g.out_hw;
-        let sample = g.in_channels * hp * wp;
+        let sample = g.in_channels() * hp * wp;
         let mut y = Array4::<f32>::zeros((g.batch, t_n, oh, ow));
         y.as_slice_mut()
             .expect("fresh array")
@@ -260,11 +265,11 @@ fn pad_input(x: &Array4<f32>, g: &ConvGeometry) -> Vec<f32> {
     let (hp, wp) = g.padded_hw;
     let (h, w) = g.in_hw;
     let (pt, pl) = g.pad_top_left;
-    let mut out = vec![0f32; g.batch * g.in_channels * hp * wp];
+    let mut out = vec![0f32; g.batch * g.in_channels() * hp * wp];
     out.par_chunks_mut(hp * wp)
         .enumerate()
         .for_each(|(nc, dst)| {
-            let (n, c) = (nc / g.in_channels, nc % g.in_channels);
+            let (n, c) = (nc / g.in_channels(), nc % g.in_channels());
             for y in 0..h {
                 for xx in 0..w {
                     dst[(y + pt) * wp + xx + pl] = x[[n, c, y, xx]];

@@ -8,8 +8,8 @@ use hasten_core::{ConvSpec, Error, Result};
 use ndarray::{Array4, ArrayView4};
 use rayon::prelude::*;
 
-use super::geometry::ConvGeometry;
 use super::{check_isa, Isa, Needs};
+use crate::conv::ConvGeometry;
 use crate::elementwise::Clamp;
 
 /// Writes the im2col rows `rows` (row id `(c·kh + i)·kw + j`) of one CHW
@@ -104,7 +104,7 @@ pub fn dense_conv(
     if xs[1] != c_n {
         return Err(Error::shape("dense_conv input channels", c_n, xs[1]));
     }
-    let g = ConvGeometry::new([xs[0], xs[1], xs[2], xs[3]], (kh, kw), spec)?;
+    let g = ConvGeometry::batched([xs[0], xs[1], xs[2], xs[3]], t_n, (kh, kw), spec)?;
     let k = c_n * kh * kw;
     let p = g.out_area();
     let w = weights.as_standard_layout();

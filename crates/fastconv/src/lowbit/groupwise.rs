@@ -11,7 +11,7 @@ use hasten_core::{ConvSpec, Error, Result};
 use ndarray::{Array4, ArrayView4};
 
 use super::dense::{im2col_rows, sgemm};
-use super::geometry::ConvGeometry;
+use crate::conv::ConvGeometry;
 
 /// A contiguous range of filters sharing one set of retained im2col rows.
 #[derive(Debug, Clone, PartialEq)]
@@ -160,11 +160,16 @@ impl GroupwiseGemm {
                 xs[1],
             ));
         }
-        let g = ConvGeometry::new([xs[0], xs[1], xs[2], xs[3]], self.kernel, &self.spec)?;
+        let g = ConvGeometry::batched(
+            [xs[0], xs[1], xs[2], xs[3]],
+            self.out_channels,
+            self.kernel,
+            &self.spec,
+        )?;
         let p = g.out_area();
         let x = x.as_standard_layout();
         let xa = x.as_slice().expect("standard layout");
-        let sample = g.in_channels * g.in_hw.0 * g.in_hw.1;
+        let sample = g.in_channels() * g.in_hw.0 * g.in_hw.1;
         let max_rows = self
             .groups
             .iter()

@@ -27,9 +27,9 @@ use hasten_core::{ConvSpec, Error, Result};
 use ndarray::{Array4, ArrayView4};
 use rayon::prelude::*;
 
-use super::geometry::ConvGeometry;
 use super::layout::{nhwc_to_nchw, DisjointWriter};
 use super::{check_isa, round_up, Isa, Needs};
+use crate::conv::ConvGeometry;
 use crate::pool::ScratchPool;
 
 /// Filters are padded to a multiple of this (the AVX-512 block: 4 × 16 lanes).
@@ -198,7 +198,12 @@ impl Int8Gemm {
                 s[1],
             ));
         }
-        let g = ConvGeometry::new([s[0], s[1], s[2], s[3]], self.kernel, &self.spec)?;
+        let g = ConvGeometry::batched(
+            [s[0], s[1], s[2], s[3]],
+            self.out_channels,
+            self.kernel,
+            &self.spec,
+        )?;
         let q = q.as_standard_layout();
         let mut img = vec![0u8; self.image_len(&g)];
         self.padded_nhwc(q.as_slice().expect("standard layout"), &g, |v| v, &mut img);
@@ -323,7 +328,12 @@ impl Int8Gemm {
                 s[1],
             ));
         }
-        let g = ConvGeometry::new([s[0], s[1], s[2], s[3]], self.kernel, &self.spec)?;
+        let g = ConvGeometry::batched(
+            [s[0], s[1], s[2], s[3]],
+            self.out_channels,
+            self.kernel,
+            &self.spec,
+        )?;
         let isa = check_isa(None, Needs::Int8Dot, "Int8Gemm")?;
         let x = x.as_standard_layout();
         let (oh, ow) = g.out_hw;
@@ -353,8 +363,9 @@ impl Int8Gemm {
 
     /// The validated geometry of this layer on `batch` inputs of `in_hw`.
     pub(crate) fn geometry(&self, batch: usize, in_hw: (usize, usize)) -> Result<ConvGeometry> {
-        ConvGeometry::new(
+        ConvGeometry::batched(
             [batch, self.in_channels, in_hw.0, in_hw.1],
+            self.out_channels,
             self.kernel,
             &self.spec,
         )

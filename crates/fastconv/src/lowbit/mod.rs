@@ -27,7 +27,6 @@ pub(crate) mod bitpack;
 pub(crate) mod codebook;
 pub(crate) mod csr;
 pub(crate) mod dense;
-pub(crate) mod geometry;
 pub(crate) mod groupwise;
 pub(crate) mod int8_gemm;
 pub(crate) mod int8_step;

@@ -176,6 +176,33 @@ pub struct StepInfo {
 impl Plan {
     /// Compiles `block` for batches of `batch` samples of shape `input`, with
     /// the fastest kernels this CPU supports ([`PlanOptions::default`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidParameter`] for a batch of 0, [`Error::EmptyDimension`]
+    /// for an empty input shape, the block's own shape error (an
+    /// [`Error::Op`] naming the op) when it cannot take `input`, and
+    /// [`Error::Overflow`] / [`Error::MemoryLimit`] when its buffers would not
+    /// fit.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use hasten_core::{ActShape, Block, ConvLayer, ConvSpec, Relu, SeededRng};
+    /// use hasten_fastconv::Plan;
+    ///
+    /// let mut rng = SeededRng::new(0);
+    /// let conv = ConvLayer::from_array(rng.normal_array((8, 3, 3, 3), 0.2), ConvSpec::new())?;
+    /// let block = Block::new(vec![conv.into(), Relu.into()])?;
+    /// let mut plan = Plan::new(&block, ActShape::new(3, 8, 8), 2)?;
+    /// assert_eq!(plan.output_shape(), ActShape::new(8, 6, 6));
+    /// let x = rng.normal_array((2, 3, 8, 8), 1.0);
+    /// let y = plan.run(&x)?;
+    /// assert!(y.iter().all(|&v| v >= 0.0));
+    /// // A 2×2 input is smaller than the 3×3 kernel.
+    /// assert!(Plan::new(&block, ActShape::new(3, 2, 2), 2).is_err());
+    /// # Ok::<(), hasten_core::Error>(())
+    /// ```
     pub fn new(block: &Block, input: ActShape, batch: usize) -> Result<Plan> {
         Plan::with_options(block, input, batch, PlanOptions::default())
     }
@@ -215,15 +242,46 @@ impl Plan {
     /// Compiles `graph` for batches of `batch` samples: a topological
     /// schedule of steps on the fast kernels, with fusions where
     /// `options.fuse`, and one activation arena assigned by liveness.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unsupported`] when `options.isa` is not supported by this
+    /// CPU, [`Error::InvalidParameter`] for a batch of 0, and
+    /// [`Error::Overflow`] / [`Error::MemoryLimit`] when the arena or a
+    /// convolution's padded input would exceed `options.memory_limit`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use hasten_core::{relative_error, ActShape, ConvLayer, ConvSpec, GraphBuilder, SeededRng};
+    /// use hasten_fastconv::{Plan, PlanOptions};
+    ///
+    /// let mut rng = SeededRng::new(0);
+    /// let mut b = GraphBuilder::new();
+    /// let x = b.input("x", ActShape::new(4, 6, 6));
+    /// let conv = ConvLayer::from_array(rng.normal_array((4, 4, 3, 3), 0.2), ConvSpec::new().with_padding(1))?;
+    /// let y = b.op("conv", conv, x);
+    /// let sum = b.add("residual", &[x, y]);
+    /// b.output(sum);
+    /// let graph = b.build()?;
+    ///
+    /// let mut plan = Plan::for_graph(&graph, 2, PlanOptions::default())?;
+    /// let input = rng.normal_array((2, 4, 6, 6), 1.0);
+    /// let fast = plan.run(&input)?.to_owned();
+    /// let reference = graph.reference_forward(&[&input])?.remove(0);
+    /// assert!(relative_error(&reference, &fast) < 1e-4);
+    ///
+    /// let tiny = PlanOptions { memory_limit: 64, ..PlanOptions::default() };
+    /// assert!(Plan::for_graph(&graph, 2, tiny).is_err());
+    /// # Ok::<(), hasten_core::Error>(())
+    /// ```
     pub fn for_graph(graph: &Graph, batch: usize, options: PlanOptions) -> Result<Plan> {
         let isa = options.isa.ensure_supported()?;
         check_batch(batch)?;
         let overflow = |what: &str, n: usize| {
-            Error::param(
-                "plan batch × activation size",
-                format!("{batch} × {n} ({what})"),
-                "a size that fits in memory",
-            )
+            Error::overflow(format!(
+                "the plan's batch × activation size ({batch} × {n} floats, {what})"
+            ))
         };
         // Every activation's size in bytes must fit before kernels size
         // their buffers by the batch.
@@ -357,6 +415,26 @@ impl Plan {
     /// Runs the single-input, single-output network on `input`
     /// (`batch × C × H × W`); the result lives in the plan's arena until the
     /// next run.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unsupported`] for a network of several inputs or outputs
+    /// (use [`Plan::run_all`]) and [`Error::ShapeMismatch`] when `input` is
+    /// not of the batch and shape the plan was compiled for.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use hasten_core::ndarray::Array4;
+    /// use hasten_core::{ActShape, Block, Relu};
+    /// use hasten_fastconv::Plan;
+    ///
+    /// let mut plan = Plan::new(&Block::single(Relu), ActShape::new(1, 2, 2), 1)?;
+    /// let x = Array4::from_shape_vec((1, 1, 2, 2), vec![-1.0, 2.0, -3.0, 4.0]).unwrap();
+    /// assert_eq!(plan.run(&x)?.iter().copied().collect::<Vec<_>>(), [0.0, 2.0, 0.0, 4.0]);
+    /// assert!(plan.run(&Array4::zeros((2, 1, 2, 2))).is_err());
+    /// # Ok::<(), hasten_core::Error>(())
+    /// ```
     pub fn run(&mut self, input: &Array4<f32>) -> Result<ArrayView4<'_, f32>> {
         if self.inputs.len() != 1 || self.outputs.len() != 1 {
             return Err(Error::unsupported(
@@ -514,11 +592,10 @@ fn total_floats(shapes: impl Iterator<Item = ActShape>, batch: usize) -> Result<
             .and_then(|f| f.checked_add(sum))
             .filter(|&f| f <= isize::MAX as usize / std::mem::size_of::<f32>())
             .ok_or_else(|| {
-                Error::param(
-                    "plan batch × activation size",
-                    format!("{batch} × {}", s.len()),
-                    "a size that fits in memory",
-                )
+                Error::overflow(format!(
+                    "the plan's batch × activation size ({batch} × {} floats)",
+                    s.len()
+                ))
             })?;
     }
     Ok(sum)
