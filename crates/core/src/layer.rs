@@ -47,9 +47,13 @@ impl ConvLayer {
         spec.validate()?;
         let out = weight.out_channels();
         if !out.is_multiple_of(spec.groups) {
+            let in_channels = weight
+                .in_channels_per_group()
+                .checked_mul(spec.groups)
+                .ok_or_else(|| Error::overflow("input channels (groups × channels per group)"))?;
             return Err(Error::InvalidGroups {
                 groups: spec.groups,
-                in_channels: weight.in_channels_per_group() * spec.groups,
+                in_channels,
                 out_channels: out,
             });
         }

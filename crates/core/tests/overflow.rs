@@ -208,3 +208,15 @@ fn block_errors_keep_their_cause() {
     assert_eq!(source.to_string(), cause.to_string());
     assert!(!err.to_string().contains("expected"));
 }
+
+/// Found by the `plan` fuzz target: refusing groups that do not divide the
+/// filters computed the input-channel count for the message with an
+/// unchecked multiply (a panic in debug builds, a wrapped value in release).
+#[test]
+fn huge_groups_that_do_not_divide_the_filters_are_an_overflow_error() {
+    let spec = ConvSpec::new().with_groups(1 << 62);
+    let r = ConvLayer::from_array(Array4::from_elem((3, 4, 1, 1), 0.5), spec);
+    assert!(is_overflow(r), "expected an overflow error");
+    let layout = hasten_core::WeightLayout::conv([3, 4, 1, 1], spec);
+    assert!(is_overflow(layout), "expected an overflow error");
+}

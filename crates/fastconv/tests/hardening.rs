@@ -62,6 +62,38 @@ fn a_batch_times_activation_overflow_is_an_overflow_error() {
     }
 }
 
+/// The plan of a one-layer block equals its reference forward on every ISA
+/// path, fused or not.
+fn assert_plan_is_reference(spec: ConvSpec, w: (usize, usize, usize, usize), x: [usize; 4]) {
+    let w = SeededRng::new(1).normal_array(w, 0.5);
+    let block = Block::single(ConvLayer::from_array(w, spec).unwrap());
+    let x: Array4<f32> = SeededRng::new(2).normal_array((x[0], x[1], x[2], x[3]), 1.0);
+    let want = block.reference_forward(&x).unwrap();
+    for isa in [Isa::Avx512, Isa::Avx2, Isa::Scalar] {
+        if !isa.is_supported() {
+            continue;
+        }
+        for fuse in [false, true] {
+            let options = PlanOptions {
+                isa,
+                fuse,
+                memory_limit: 1 << 22,
+                ..PlanOptions::default()
+            };
+            let input = ActShape::new(x.dim().1, x.dim().2, x.dim().3);
+            let mut plan = Plan::with_options(&block, input, x.dim().0, options).unwrap();
+            let got = plan.run(&x).unwrap();
+            assert_eq!(got.shape(), want.shape());
+            for (a, b) in got.iter().zip(want.iter()) {
+                assert!(
+                    (a - b).abs() <= 1e-4 * b.abs().max(1.0),
+                    "{isa:?} fuse {fuse}: {a} vs {b}"
+                );
+            }
+        }
+    }
+}
+
 /// Found by the `plan` fuzz target: a depthwise layer whose horizontal
 /// stride (2⁴⁴) exceeds its padded width sized its column-phase buffer by
 /// the stride and aborted on allocation.
@@ -78,29 +110,46 @@ fn a_stride_wider_than_the_plane_allocates_only_the_plane() {
         dilation: (3, 3),
         groups: 3,
     };
-    let w = SeededRng::new(1).normal_array((9, 1, 3, 3), 0.5);
-    let block = Block::single(ConvLayer::from_array(w, spec).unwrap());
-    let x: Array4<f32> = SeededRng::new(2).normal_array((3, 3, 8, 8), 1.0);
-    let want = block.reference_forward(&x).unwrap();
-    for isa in [Isa::Avx512, Isa::Avx2, Isa::Scalar] {
-        if !isa.is_supported() {
-            continue;
-        }
-        let options = PlanOptions {
-            isa,
-            memory_limit: 1 << 22,
-            ..PlanOptions::default()
-        };
-        let mut plan = Plan::with_options(&block, ActShape::new(3, 8, 8), 3, options).unwrap();
-        let got = plan.run(&x).unwrap();
-        assert_eq!(got.shape(), want.shape());
-        for (a, b) in got.iter().zip(want.iter()) {
-            assert!(
-                (a - b).abs() <= 1e-4 * b.abs().max(1.0),
-                "{isa:?}: {a} vs {b}"
-            );
-        }
-    }
+    assert_plan_is_reference(spec, (9, 1, 3, 3), [3, 3, 8, 8]);
+}
+
+/// Found by the `plan` fuzz target: a depthwise layer whose horizontal
+/// stride exceeds `isize::MAX` (one output column) gave wrong values on the
+/// AVX-512 path — the valid-column range took the stride as a negative
+/// `isize`.
+#[test]
+fn a_single_column_depthwise_layer_equals_the_reference() {
+    let spec = ConvSpec {
+        stride: (3, usize::MAX - 255),
+        padding: Padding {
+            top: 3,
+            bottom: 0,
+            left: 2,
+            right: 2,
+        },
+        dilation: (2, 2),
+        groups: 2,
+    };
+    assert_plan_is_reference(spec, (2, 1, 3, 3), [3, 2, 7, 7]);
+}
+
+/// Found by the `plan` fuzz target: a vertical stride of 2⁶² (one output
+/// row) made the AVX-512 depthwise kernel's prefetch loop run over `R·sh`
+/// rows — practically forever — instead of the image rows among them.
+#[test]
+fn a_single_row_depthwise_layer_finishes_and_equals_the_reference() {
+    let spec = ConvSpec {
+        stride: (1 << 62, 2),
+        padding: Padding {
+            top: 2,
+            bottom: 2,
+            left: 2,
+            right: 1,
+        },
+        dilation: (3, 2),
+        groups: 2,
+    };
+    assert_plan_is_reference(spec, (2, 1, 3, 2), [1, 2, 6, 1]);
 }
 
 #[test]

@@ -41,9 +41,12 @@ impl WeightLayout {
         ensure_nonempty("convolution kernel dims", &dims)?;
         spec.validate()?;
         if !dims[0].is_multiple_of(spec.groups) {
+            let in_channels = dims[1]
+                .checked_mul(spec.groups)
+                .ok_or_else(|| Error::overflow("input channels (groups × channels per group)"))?;
             return Err(Error::InvalidGroups {
                 groups: spec.groups,
-                in_channels: dims[1] * spec.groups,
+                in_channels,
                 out_channels: dims[0],
             });
         }
@@ -117,7 +120,9 @@ impl WeightLayout {
     pub fn output_shape(&self, input: ActShape) -> Result<ActShape> {
         match *self {
             WeightLayout::Conv { dims, spec } => {
-                let cin = dims[1] * spec.groups;
+                let cin = dims[1]
+                    .checked_mul(spec.groups)
+                    .ok_or_else(|| Error::overflow("convolution input channels"))?;
                 if input.channels != cin {
                     return Err(Error::shape(
                         "convolution input channels",

@@ -98,10 +98,14 @@ impl DepthwiseConv {
                             // SAFETY: plans only select supported ISAs
                             // (`Isa::ensure_supported`).
                             #[cfg(target_arch = "x86_64")]
-                            Isa::Avx512 => unsafe { plane_avx512(&job, out, scratch) },
+                            Isa::Avx512 if avx512_addresses(geo) => unsafe {
+                                plane_avx512(&job, out, scratch)
+                            },
                             // SAFETY: as above.
                             #[cfg(target_arch = "x86_64")]
                             Isa::Avx2 => unsafe { plane_avx2(&job, out, scratch) },
+                            // Strides the AVX-512 kernel cannot address
+                            // take the portable path.
                             _ => run_plane(&job, out, scratch, lanes_portable),
                         }
                     }
@@ -121,6 +125,21 @@ pub(super) struct PlaneJob<'a> {
     pub(super) dx: isize,
     /// Whether the column table in the scratch must be (re)built.
     pub(super) fresh: bool,
+}
+
+/// Whether the AVX-512 plane kernel can address the geometry `geo`: it
+/// reads the plane in place with isize row and column arithmetic, and its
+/// gather takes the lane offsets `l·sw` as i32 indices. Sizes beyond
+/// `i32::MAX` (valid only for one-row or one-column outputs) take the
+/// portable path.
+fn avx512_addresses(geo: &ConvGeometry) -> bool {
+    let fits = |v: usize| v <= i32::MAX as usize;
+    fits(geo.padded_hw.0)
+        && fits(geo.padded_hw.1)
+        && fits(geo.stride.0)
+        && fits(geo.dilation.0)
+        && fits(geo.dilation.1)
+        && geo.stride.1.checked_mul(LANES - 1).is_some_and(fits)
 }
 
 /// [`run_plane`] compiled for AVX2 + FMA.

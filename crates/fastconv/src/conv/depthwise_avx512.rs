@@ -201,8 +201,12 @@ unsafe fn rows_avx512<const R: usize, const KH: usize, const KW: usize, const S:
     // side, the hardware prefetcher alone leaves large planes waiting on
     // memory.
     let ahead = top + ((R - 1) * sh + kh * geo.dilation.0) as isize;
+    // Only those of its `R·sh` rows that lie inside the image (a stride far
+    // above the image height must not make this loop long).
+    let first = (-ahead).max(0) as usize;
+    let ahead_rows = first..((h - ahead).max(0) as usize).min(R * sh).max(first);
     for (run, x0) in cols.chunks_exact(4 * kw).zip((0..ow).step_by(LANES)) {
-        for t in 0..R * sh {
+        for t in ahead_rows.clone() {
             if let Some(start) = row_start(ahead + t as isize) {
                 let p = start.wrapping_add(x0 * sw).cast::<i8>();
                 _mm_prefetch::<_MM_HINT_T0>(p);

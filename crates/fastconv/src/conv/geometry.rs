@@ -156,18 +156,17 @@ impl ConvGeometry {
 }
 
 /// Outputs `o ∈ [0, n_out)` with `0 ≤ o·stride + off < len`, as a range.
+/// In `i128`: a stride or length above `isize::MAX` is valid (an output of
+/// one column) and must not wrap negative.
 fn valid_range(n_out: usize, stride: usize, off: isize, len: usize) -> (usize, usize) {
-    let s = stride as isize;
+    let (n_out, s, off, len) = (n_out as i128, stride as i128, off as i128, len as i128);
     // o·s + off ≥ 0  ⇔  o ≥ ceil(−off / s)
     let lo = if off < 0 { (-off + s - 1) / s } else { 0 };
     // o·s + off ≤ len − 1  ⇔  o ≤ floor((len − 1 − off) / s)
-    let top = len as isize - 1 - off;
-    let hi = if top < 0 {
-        0
-    } else {
-        (top / s + 1).min(n_out as isize)
-    };
+    let top = len - 1 - off;
+    let hi = if top < 0 { 0 } else { (top / s + 1).min(n_out) };
     let lo = lo.min(hi);
+    // Both lie in [0, n_out], so they fit a usize.
     (lo as usize, hi as usize)
 }
 
