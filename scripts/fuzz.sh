@@ -7,7 +7,7 @@
 # Installs cargo-fuzz from crates.io when it is missing. cargo-fuzz passes
 # compiler flags that only nightly accepts; RUSTC_BOOTSTRAP=1 lets the
 # project's one (stable) toolchain accept them. Exits non-zero on the first
-# crash.
+# crash (an input running over 60 s counts as one).
 #   scripts/fuzz.sh [SECONDS]
 set -euo pipefail
 seconds="${1:-60}"
@@ -22,6 +22,6 @@ for target in onnx_import safetensors_read npy_read npz_read plan; do
     echo "== fuzzing $target for ${seconds}s"
     mkdir -p "$fuzz/corpus/$target"
     (cd "$fuzz" && cargo fuzz run "$target" "corpus/$target" -- \
-        -max_total_time="$seconds" -rss_limit_mb=2048 -malloc_limit_mb=1024 -max_len=1048576)
+        -max_total_time="$seconds" -timeout=60 -rss_limit_mb=2048 -malloc_limit_mb=1024 -max_len=1048576)
 done
 echo "fuzz.sh: every target ran ${seconds}s without a crash"
