@@ -62,7 +62,11 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
         .ok()?
         .flatten()
     {
-        let stat = std::fs::read_to_string(entry.path().join("schedstat")).ok()?;
+        // A thread may end between the listing and this read; its time is
+        // gone from the process's account either way, so skip it.
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("schedstat")) else {
+            continue;
+        };
         ns += stat.split_whitespace().next()?.parse::<u64>().ok()?;
     }
     Some(ns as f64 * 1e-9)
