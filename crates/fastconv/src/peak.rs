@@ -32,7 +32,7 @@ impl FmaRun {
     }
 }
 
-/// Runs `iters` iterations of [`CHAINS`] independent vector FMAs of `isa`'s
+/// Runs `iters` iterations of 12 (`CHAINS`) independent vector FMAs of `isa`'s
 /// widest register on the calling thread. `isa` must be supported by this
 /// CPU ([`Isa::ensure_supported`]); the scalar path runs `f32::mul_add`
 /// chains.

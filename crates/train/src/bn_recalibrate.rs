@@ -22,8 +22,11 @@ use crate::tape::TrainTape;
 
 /// A copy of `graph` whose batch-norm running statistics are re-estimated
 /// on (at most) the first `batches` batches of `batch_size` samples of
-/// `data` (in order, no augmentation), the weights left as they are; see
-/// the [module docs](self). `seed` seeds the dropout masks.
+/// `data` (in order, no augmentation), the weights left as they are. Each
+/// batch runs in training mode with running-average momentum `1/(k+1)` on
+/// batch `k`, so the running mean and variance end as the cumulative
+/// averages of the batch statistics (PyTorch's `momentum=None`). `seed`
+/// seeds the dropout masks.
 ///
 /// Errors: zero `batches` or `batch_size`, an empty data set, a graph with
 /// other than one input, samples of another shape, a batch norm that sees
