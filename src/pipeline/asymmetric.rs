@@ -11,6 +11,8 @@ use hasten_core::{Graph, Op};
 use hasten_tensor_decomp::asymmetric::{layer_responses, sample_patches};
 use hasten_tensor_decomp::{AsymmetricReconstruction, RankSpec};
 
+use super::selection::plain_layers;
+
 /// Asymmetric reconstruction of every plain convolution `filter` selects,
 /// at `rank`, each from `samples` patches (seeded positions) of its input
 /// on `batch`; `nonlinear` fits the ReLU-aware solution. Other nodes are
@@ -26,27 +28,20 @@ pub(super) fn asymmetric(
     seed: u64,
 ) -> std::result::Result<(Graph, GraphReport), String> {
     let err = |e: hasten_core::Error| e.to_string();
-    let mut convs = Vec::new();
-    let mut skipped = Vec::new();
-    for index in filter.select(graph) {
-        let node = &graph.nodes()[index];
-        match node.op() {
-            NodeOp::Op(Op::Conv(layer)) => convs.push((node, layer)),
-            NodeOp::Block(_) => {
-                return Err(format!(
-                    "node {} is a block of an earlier step: asymmetric reconstruction \
-                     fits plain convolutions",
-                    node.name()
-                ))
-            }
-            _ => skipped.push(node.name().to_string()),
-        }
-    }
-    if convs.is_empty() {
-        return Err(format!(
-            "the selection ({filter}) holds no convolution to reconstruct"
-        ));
-    }
+    let (nodes, skipped) = plain_layers(
+        graph,
+        filter,
+        |kind| kind == "conv",
+        "asymmetric reconstruction fits plain convolutions",
+        "convolution to reconstruct",
+    )?;
+    let convs: Vec<_> = nodes
+        .into_iter()
+        .filter_map(|node| match node.op() {
+            NodeOp::Op(Op::Conv(layer)) => Some((node, layer)),
+            _ => None,
+        })
+        .collect();
     let inputs: Vec<&str> = convs
         .iter()
         .map(|(n, _)| graph.value_name(n.inputs()[0]))

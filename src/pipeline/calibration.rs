@@ -11,6 +11,7 @@ use hasten_quant as quant;
 use serde::{Deserialize, Serialize};
 
 use super::method::Granularity;
+use super::selection::plain_layers;
 
 /// How a calibrated activation range is read from the captured values.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -75,27 +76,13 @@ pub(super) fn calibrated_int8(
     granularity: Granularity,
 ) -> std::result::Result<(Graph, GraphReport), String> {
     let err = |e: hasten_core::Error| e.to_string();
-    let mut layers = Vec::new();
-    let mut skipped = Vec::new();
-    for index in filter.select(graph) {
-        let node = &graph.nodes()[index];
-        match node.kind() {
-            "conv" | "linear" => layers.push(node),
-            "block" => {
-                return Err(format!(
-                    "node {} is a block of an earlier step: its inner layers' inputs are not \
-                     captured, give the int8 step an input_range",
-                    node.name()
-                ))
-            }
-            _ => skipped.push(node.name().to_string()),
-        }
-    }
-    if layers.is_empty() {
-        return Err(format!(
-            "the selection ({filter}) holds no convolution or linear layer to calibrate"
-        ));
-    }
+    let (layers, skipped) = plain_layers(
+        graph,
+        filter,
+        |kind| matches!(kind, "conv" | "linear"),
+        "its inner layers' inputs are not captured, give the int8 step an input_range",
+        "convolution or linear layer to calibrate",
+    )?;
     let inputs: Vec<&str> = layers
         .iter()
         .map(|n| graph.value_name(n.inputs()[0]))

@@ -3,7 +3,8 @@
 //! first and last layers, section 1) — as a serialisable form of
 //! [`NodeFilter`].
 
-use hasten_core::graph::{NodeFilter, NodeOp};
+use hasten_core::graph::{Node, NodeFilter, NodeOp};
+use hasten_core::Graph;
 use serde::{Deserialize, Serialize};
 
 /// A node selection: nodes matching any of `names` and any of `kinds` (a
@@ -70,6 +71,39 @@ fn kind(k: &str) -> NodeFilter {
         NodeOp::Block(b) => b.ops().iter().any(|op| op.kind() == owned),
         op => op.kind() == owned,
     })
+}
+
+/// The nodes `filter` selects whose op kind `accepts`, and the names of the
+/// other selected nodes (skipped). A block an earlier step produced is an
+/// error (`block_reason` says why the step cannot take it), and so is a
+/// selection with no accepted node (`wanted` names what the step looks
+/// for). Errors are messages for the step's error.
+pub(super) fn plain_layers<'g>(
+    graph: &'g Graph,
+    filter: &NodeFilter,
+    accepts: impl Fn(&str) -> bool,
+    block_reason: &str,
+    wanted: &str,
+) -> Result<(Vec<&'g Node>, Vec<String>), String> {
+    let mut layers = Vec::new();
+    let mut skipped = Vec::new();
+    for index in filter.select(graph) {
+        let node = &graph.nodes()[index];
+        match node.kind() {
+            "block" => {
+                return Err(format!(
+                    "node {} is a block of an earlier step: {block_reason}",
+                    node.name()
+                ))
+            }
+            kind if accepts(kind) => layers.push(node),
+            _ => skipped.push(node.name().to_string()),
+        }
+    }
+    if layers.is_empty() {
+        return Err(format!("the selection ({filter}) holds no {wanted}"));
+    }
+    Ok((layers, skipped))
 }
 
 #[cfg(test)]
