@@ -500,7 +500,7 @@ pub(crate) fn xnor_k(x: ArrayView4<'_, f32>, g: &ConvGeometry) -> Vec<f32> {
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::{ConvGeometry, PackedFilters};
-    use crate::lowbit::popcount::x86::popcnt_epi64_avx2;
+    use crate::lowbit::popcount::x86::popcnt_epi8_avx2;
     use std::arch::x86_64::*;
 
     /// AVX-512 micro-kernel: 4 output pixels × 32 filters per register block.
@@ -588,7 +588,10 @@ mod x86 {
         }
     }
 
-    /// AVX2 micro-kernel: 2 output pixels × 16 filters, nibble-LUT popcount.
+    /// AVX2 micro-kernel: 2 output pixels × 16 filters, nibble-LUT popcount
+    /// (Muła's `vpshufb` method) with the byte counts accumulated in 8-bit
+    /// lanes and widened by `vpsadbw` only every [`BYTE_FLUSH`] words — one
+    /// `vpaddb` instead of `vpsadbw` + `vpaddq` per word.
     ///
     /// # Safety
     /// AVX2 available; same contract as [`row_avx512`].
@@ -608,12 +611,15 @@ mod x86 {
         let sp = f.sign.as_ptr();
         let mp = f.mask.as_ref().map_or(sp, |m| m.as_ptr());
         let ip = img.as_ptr();
+        let zero = _mm256_setzero_si256();
         let mut x0 = 0;
         while x0 < ow {
             let xs: [usize; 2] = std::array::from_fn(|q| (x0 + q).min(ow - 1));
             let mut tb = 0;
             while tb < tp {
-                let mut a = [_mm256_setzero_si256(); 8];
+                let mut a = [zero; 8];
+                let mut bytes = [zero; 8];
+                let mut pending = 0;
                 for i in 0..kh {
                     let row = (y * g.stride.0 + i * g.dilation.0) * wp;
                     for j in 0..kw {
@@ -644,12 +650,23 @@ mod x86 {
                                     if TERN {
                                         d = _mm256_and_si256(d, m[r]);
                                     }
-                                    a[q * 4 + r] =
-                                        _mm256_add_epi64(a[q * 4 + r], popcnt_epi64_avx2(d));
+                                    bytes[q * 4 + r] =
+                                        _mm256_add_epi8(bytes[q * 4 + r], popcnt_epi8_avx2(d));
                                 }
+                            }
+                            pending += 1;
+                            if pending == BYTE_FLUSH {
+                                for (w, b) in a.iter_mut().zip(bytes.iter_mut()) {
+                                    *w = _mm256_add_epi64(*w, _mm256_sad_epu8(*b, zero));
+                                    *b = zero;
+                                }
+                                pending = 0;
                             }
                         }
                     }
+                }
+                for (w, b) in a.iter_mut().zip(&bytes) {
+                    *w = _mm256_add_epi64(*w, _mm256_sad_epu8(*b, zero));
                 }
                 for q in 0..2.min(ow - x0) {
                     for r in 0..4 {
@@ -667,6 +684,9 @@ mod x86 {
             x0 += 2;
         }
     }
+
+    /// Words whose per-byte popcounts (≤ 8 each) fit a byte lane: 31 · 8 = 248.
+    const BYTE_FLUSH: usize = 31;
 }
 
 #[cfg(test)]
@@ -816,6 +836,37 @@ pub(crate) mod tests {
             let r = XnorGemm::new(w.view(), vec![1.0; a], Some(vec![0.0; b]),
                 ConvSpec::new().with_groups(groups), ActivationScale::None);
             prop_assert_eq!(r.is_ok(), a == t && b == t && groups == 1);
+        }
+    }
+
+    #[test]
+    fn byte_counters_flush_before_overflowing() {
+        // 448 channels × 3×3 taps = 63 words per dot product: the AVX2
+        // kernel widens its byte counters twice mid-loop. All-negative input
+        // against all-positive filters makes every byte count 8 (the worst
+        // case for overflow); the random case mixes signs.
+        let mut rng = SeededRng::new(9);
+        let spec = ConvSpec::new().with_padding(1);
+        for adversarial in [true, false] {
+            let (x, wt) = if adversarial {
+                (
+                    Array4::from_elem((1, 448, 4, 5), -1.0f32),
+                    Array4::from_elem((20, 448, 3, 3), 1.0f32),
+                )
+            } else {
+                (
+                    rng.normal_array((1, 448, 4, 5), 1.0),
+                    sign_weights(&mut rng, (20, 448, 3, 3)),
+                )
+            };
+            let conv =
+                XnorGemm::new(wt.view(), vec![1.0; 20], None, spec, ActivationScale::None).unwrap();
+            let truth = naive_dots(&wt, &x, &spec);
+            for isa in available_isas(Needs::Popcount) {
+                let packed = conv.pack_input(x.view(), Some(isa)).unwrap();
+                let (dots, _) = conv.dot_products(&packed, Some(isa)).unwrap();
+                assert_eq!(dots, truth, "{isa:?}");
+            }
         }
     }
 

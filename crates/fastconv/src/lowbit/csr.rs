@@ -4,20 +4,21 @@
 //!
 //! - [`CsrLinear`]: `y = W x` with `W` in CSR; batch 1 gathers `x[col]` 16
 //!   at a time (`vgatherdps`) and FMAs them with the stored values.
-//! - [`CsrConv`]: *direct* sparse convolution (Park et al.'s "direct sparse
-//!   convolution"), no im2col: each filter is a CSR row over `(c, i, j)`; for
-//!   an output row, every non-zero `v` at `(c, i, j)` adds `v ·` a shifted row
-//!   of the padded input to up to 64 outputs held in 4 AVX-512 registers. Work
-//!   is proportional to the number of non-zeros, so the speed-up over the dense
-//!   im2col + GEMM approaches `1 / density` once the density is low enough to
-//!   pay for the lost GEMM efficiency — the crossover is measured in the
-//!   `lowbit` bench and report.
+//! - [`CsrConv`]: sparse × dense GEMM over im2col (equation (13) with `Ŵ`
+//!   sparse and `Û` dense): only the im2col rows some filter uses are built,
+//!   then for every non-zero `w(t, k)` the kernel adds `w · col[k, p..p+64]`
+//!   to a tile of 64 output pixels held in registers (4 AVX-512 / 8 AVX2
+//!   vectors), parallel over (pixel tile × filter chunk). Work is
+//!   proportional to the number of non-zeros; the crossover with the dense
+//!   GEMM is measured in the `lowbit_report` example.
 
 use hasten_core::op::Csr;
 use hasten_core::{ConvSpec, Error, Result};
 use ndarray::{Array4, ArrayView2, ArrayView4};
 use rayon::prelude::*;
 
+use super::dense::im2col_rows;
+use super::layout::DisjointWriter;
 use super::{check_isa, Isa, Needs};
 use crate::conv::ConvGeometry;
 
@@ -106,7 +107,7 @@ fn sparse_dot(cols: &[u32], vals: &[f32], x: &[f32]) -> f32 {
     (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
 }
 
-/// A pruned convolution executed directly from CSR filters.
+/// A pruned convolution run as a sparse × dense product over im2col tiles.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CsrConv {
     /// `[T, C·kh·kw]`, column `(c·kh + i)·kw + j`.
@@ -115,6 +116,10 @@ pub struct CsrConv {
     kernel: (usize, usize),
     spec: ConvSpec,
     bias: Option<Vec<f32>>,
+    /// The im2col rows some filter uses (columns of `matrix` with a non-zero).
+    used_rows: Vec<u32>,
+    /// Per non-zero, the index of its column in `used_rows`.
+    compact_col: Vec<u32>,
 }
 
 impl CsrConv {
@@ -164,12 +169,27 @@ impl CsrConv {
             }
             hasten_core::error::ensure_finite("CsrConv bias", b.iter())?;
         }
+        // All-zero columns of the filter matrix need no im2col row.
+        let mut slot = vec![u32::MAX; matrix.cols()];
+        for &c in matrix.col_idx() {
+            slot[c as usize] = 0;
+        }
+        let mut used_rows = Vec::new();
+        for (c, s) in slot.iter_mut().enumerate() {
+            if *s == 0 {
+                *s = used_rows.len() as u32;
+                used_rows.push(c as u32);
+            }
+        }
+        let compact_col = matrix.col_idx().iter().map(|&c| slot[c as usize]).collect();
         Ok(CsrConv {
             matrix,
             in_channels,
             kernel,
             spec,
             bias,
+            used_rows,
+            compact_col,
         })
     }
 
@@ -178,7 +198,10 @@ impl CsrConv {
         &self.matrix
     }
 
-    /// Direct sparse convolution of an NCHW batch.
+    /// Sparse convolution of an NCHW batch: per sample, the im2col rows that
+    /// some filter uses, then `y[t, p] = b[t] + Σ_{(k, w) ∈ row t} w ·
+    /// col[k, p]`, vectorised over output pixels and parallel over tiles of
+    /// (pixels × filters).
     pub fn forward(&self, x: &Array4<f32>, isa: Option<Isa>) -> Result<Array4<f32>> {
         let isa = check_isa(isa, Needs::Float, "CsrConv")?;
         let xs = x.shape();
@@ -195,163 +218,266 @@ impl CsrConv {
             self.kernel,
             &self.spec,
         )?;
-        let sample_len = g.in_channels() * g.padded_hw.0 * g.padded_hw.1;
-        if sample_len > u32::MAX as usize {
-            return Err(Error::param(
-                "CsrConv padded sample size",
-                sample_len,
-                "< 2^32 values",
-            ));
-        }
-        let padded = pad_input(x, &g);
-        let (hp, wp) = g.padded_hw;
-        let (kh, kw) = g.kernel;
-        // Offset of each non-zero's tap inside one padded sample.
-        let offsets: Vec<u32> = self
-            .matrix
-            .col_idx()
-            .iter()
-            .map(|&col| {
-                let col = col as usize;
-                let (c, i, j) = (col / (kh * kw), (col / kw) % kh, col % kw);
-                (c * hp * wp + i * g.dilation.0 * wp + j * g.dilation.1) as u32
-            })
-            .collect();
+        let p = g.out_area();
+        let used = self.used_rows.len();
         let t_n = self.matrix.rows();
-        let (oh, ow) = g.out_hw;
-        let sample = g.in_channels() * hp * wp;
-        let mut y = Array4::<f32>::zeros((g.batch, t_n, oh, ow));
-        y.as_slice_mut()
-            .expect("fresh array")
-            .par_chunks_mut(oh * ow)
-            .enumerate()
-            .for_each(|(nt, plane)| {
-                let (n, t) = (nt / t_n, nt % t_n);
+        let x = x.as_standard_layout();
+        let xs_all = x.as_slice().expect("standard layout");
+        let sample = g.in_channels() * g.in_hw.0 * g.in_hw.1;
+        let mut cols = vec![0f32; used * p];
+        let mut y = Array4::<f32>::zeros((g.batch, t_n, g.out_hw.0, g.out_hw.1));
+        for (n, mut yn) in y.outer_iter_mut().enumerate() {
+            im2col_rows(
+                &xs_all[n * sample..(n + 1) * sample],
+                &g,
+                &self.used_rows,
+                &mut cols,
+            );
+            self.sparse_times_cols(isa, &cols, p, yn.as_slice_mut().expect("fresh array"));
+        }
+        Ok(y)
+    }
+
+    /// `y[t][p] = b[t] + Σ w · cols[k][p]` over tiles of [`TILE`] pixels ×
+    /// [`FILTER_CHUNK`] filters.
+    fn sparse_times_cols(&self, isa: Isa, cols: &[f32], p: usize, y: &mut [f32]) {
+        let t_n = self.matrix.rows();
+        // Narrower tiles when the tile's im2col rows would overflow L2.
+        let tile = if self.used_rows.len() * TILE * 4 <= 640 * 1024 {
+            TILE
+        } else {
+            TILE / 2
+        };
+        let p_tiles = p.div_ceil(tile);
+        let t_chunks = t_n.div_ceil(FILTER_CHUNK);
+        let writer = DisjointWriter::new(y);
+        (0..p_tiles * t_chunks).into_par_iter().for_each(|task| {
+            let (pt, tc) = (task % p_tiles, task / p_tiles);
+            let p0 = pt * tile;
+            let w = tile.min(p - p0);
+            let mut buf = [0f32; TILE];
+            for t in tc * FILTER_CHUNK..((tc + 1) * FILTER_CHUNK).min(t_n) {
                 let (a, b) = (
                     self.matrix.row_ptr()[t] as usize,
                     self.matrix.row_ptr()[t + 1] as usize,
                 );
-                let (offs, vals) = (&offsets[a..b], &self.matrix.values()[a..b]);
-                let img = &padded[n * sample..(n + 1) * sample];
+                let (ks, vals) = (&self.compact_col[a..b], &self.matrix.values()[a..b]);
                 let bias = self.bias.as_ref().map_or(0.0, |bv| bv[t]);
-                for yy in 0..oh {
-                    let row = &mut plane[yy * ow..(yy + 1) * ow];
-                    let base = yy * g.stride.0 * wp;
-                    match isa {
-                        #[cfg(target_arch = "x86_64")]
-                        // SAFETY: isa checked (avx512f); for every non-zero,
-                        // base + off + (ow − 1)·1 < img.len() (window inside the padded plane).
-                        Isa::Avx512 if g.stride.1 == 1 => unsafe {
-                            x86::sparse_row_avx512(img, base, offs, vals, bias, row)
-                        },
-                        _ => {
-                            row.fill(bias);
-                            for (&off, &v) in offs.iter().zip(vals) {
-                                let src = &img[base + off as usize..];
-                                for (xx, o) in row.iter_mut().enumerate() {
-                                    *o += v * src[xx * g.stride.1];
-                                }
-                            }
-                        }
-                    }
-                }
-            });
-        Ok(y)
+                spmm_tile(isa, cols, p, p0, ks, vals, bias, &mut buf[..w]);
+                // SAFETY: (t, p0..p0 + w) belongs to this task alone.
+                unsafe { writer.write_slice(t * p + p0, &buf[..w]) };
+            }
+        });
     }
 }
 
-/// NCHW → zero-padded NCHW (`[n][c][hp][wp]`).
-fn pad_input(x: &Array4<f32>, g: &ConvGeometry) -> Vec<f32> {
-    let (hp, wp) = g.padded_hw;
-    let (h, w) = g.in_hw;
-    let (pt, pl) = g.pad_top_left;
-    let mut out = vec![0f32; g.batch * g.in_channels() * hp * wp];
-    out.par_chunks_mut(hp * wp)
-        .enumerate()
-        .for_each(|(nc, dst)| {
-            let (n, c) = (nc / g.in_channels(), nc % g.in_channels());
-            for y in 0..h {
-                for xx in 0..w {
-                    dst[(y + pt) * wp + xx + pl] = x[[n, c, y, xx]];
+/// Output pixels per tile (4 AVX-512 / 8 AVX2 registers).
+const TILE: usize = 64;
+/// Filters per parallel task.
+const FILTER_CHUNK: usize = 16;
+
+/// One tile of one filter: `out[q] = bias + Σ_e vals[e] · cols[ks[e]·p + p0 + q]`.
+#[allow(clippy::too_many_arguments)]
+fn spmm_tile(
+    isa: Isa,
+    cols: &[f32],
+    p: usize,
+    p0: usize,
+    ks: &[u32],
+    vals: &[f32],
+    bias: f32,
+    out: &mut [f32],
+) {
+    let w = out.len();
+    // Every row read lies inside `cols`.
+    debug_assert!(ks.iter().all(|&k| (k as usize) * p + p0 + w <= cols.len()));
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: isa checked (avx512f); every k < used rows, so
+        // k·p + p0 + w ≤ cols.len(); w ≤ TILE.
+        Isa::Avx512 => unsafe { x86::tile_avx512(cols, p, p0, ks, vals, bias, out) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: isa checked (avx2 + fma); same bounds.
+        Isa::Avx2 => unsafe { x86::tile_avx2(cols, p, p0, ks, vals, bias, out) },
+        _ => {
+            out.fill(bias);
+            for (&k, &v) in ks.iter().zip(vals) {
+                let src = &cols[k as usize * p + p0..][..w];
+                for (o, s) in out.iter_mut().zip(src) {
+                    *o += v * s;
                 }
             }
-        });
-    out
+        }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
 
-    /// One output row (stride 1) of one filter: up to 64 outputs per register
-    /// block, one broadcast FMA per non-zero and register.
+    /// AVX-512 tile: `⌈w/16⌉ ≤ 4` registers, two independent accumulator sets
+    /// (even / odd non-zeros) to hide the FMA latency, masked tail.
     ///
     /// # Safety
-    /// AVX-512F; `base + offs[e] + row.len() ≤ img.len()` for every `e`.
+    /// AVX-512F; `ks[e]·p + p0 + out.len() ≤ cols.len()`, `out.len() ≤ 64`.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn sparse_row_avx512(
-        img: &[f32],
-        base: usize,
-        offs: &[u32],
+    pub(super) unsafe fn tile_avx512(
+        cols: &[f32],
+        p: usize,
+        p0: usize,
+        ks: &[u32],
         vals: &[f32],
         bias: f32,
-        row: &mut [f32],
+        out: &mut [f32],
     ) {
-        let ow = row.len();
-        let mut x0 = 0;
-        while x0 < ow {
-            // Only the registers that hold outputs do work (1..=4 of them).
-            // SAFETY: forwarded contract.
-            unsafe {
-                match (ow - x0).div_ceil(16).min(4) {
-                    1 => block::<1>(img, base, offs, vals, bias, row, x0),
-                    2 => block::<2>(img, base, offs, vals, bias, row, x0),
-                    3 => block::<3>(img, base, offs, vals, bias, row, x0),
-                    _ => block::<4>(img, base, offs, vals, bias, row, x0),
-                }
+        // SAFETY: forwarded contract.
+        unsafe {
+            match out.len().div_ceil(16) {
+                0 => {}
+                1 => tile512::<1>(cols, p, p0, ks, vals, bias, out),
+                2 => tile512::<2>(cols, p, p0, ks, vals, bias, out),
+                3 => tile512::<3>(cols, p, p0, ks, vals, bias, out),
+                _ => tile512::<4>(cols, p, p0, ks, vals, bias, out),
             }
-            x0 += 64;
         }
     }
 
-    /// Outputs `x0 .. x0 + 16·R` (masked at the row end) of one row.
-    ///
     /// # Safety
-    /// As [`sparse_row_avx512`].
+    /// As [`tile_avx512`], with `16·(R − 1) < out.len() ≤ 16·R`.
     #[inline]
     #[target_feature(enable = "avx512f")]
-    unsafe fn block<const R: usize>(
-        img: &[f32],
-        base: usize,
-        offs: &[u32],
+    unsafe fn tile512<const R: usize>(
+        cols: &[f32],
+        p: usize,
+        p0: usize,
+        ks: &[u32],
         vals: &[f32],
         bias: f32,
-        row: &mut [f32],
-        x0: usize,
+        out: &mut [f32],
     ) {
-        let ow = row.len();
-        let ip = img.as_ptr();
+        let w = out.len();
         let masks: [__mmask16; R] = std::array::from_fn(|r| {
-            let start = x0 + 16 * r;
-            if ow - start >= 16 {
+            let rest = w - 16 * r;
+            if rest >= 16 {
                 0xffff
             } else {
-                (1u16 << (ow - start)) - 1
+                (1u16 << rest) - 1
             }
         });
-        let mut acc = [_mm512_set1_ps(bias); R];
-        for (&off, &v) in offs.iter().zip(vals) {
-            let vv = _mm512_set1_ps(v);
-            let src = base + off as usize + x0;
+        let cp = cols.as_ptr();
+        let mut a0 = [_mm512_set1_ps(bias); R];
+        let mut a1 = [_mm512_setzero_ps(); R];
+        let pairs = ks.len() / 2;
+        for e in 0..pairs {
+            let (k0, k1) = (ks[2 * e] as usize, ks[2 * e + 1] as usize);
+            let (v0, v1) = (_mm512_set1_ps(vals[2 * e]), _mm512_set1_ps(vals[2 * e + 1]));
             for r in 0..R {
-                // SAFETY: active lanes are < ow − x0 − 16r, inside the padded row.
-                let xv = unsafe { _mm512_maskz_loadu_ps(masks[r], ip.add(src + 16 * r)) };
-                acc[r] = _mm512_fmadd_ps(vv, xv, acc[r]);
+                // SAFETY: active lanes lie inside rows k0 and k1 of the tile.
+                unsafe {
+                    let x0 = _mm512_maskz_loadu_ps(masks[r], cp.add(k0 * p + p0 + 16 * r));
+                    let x1 = _mm512_maskz_loadu_ps(masks[r], cp.add(k1 * p + p0 + 16 * r));
+                    a0[r] = _mm512_fmadd_ps(v0, x0, a0[r]);
+                    a1[r] = _mm512_fmadd_ps(v1, x1, a1[r]);
+                }
+            }
+        }
+        if ks.len() % 2 == 1 {
+            let k = ks[ks.len() - 1] as usize;
+            let v = _mm512_set1_ps(vals[ks.len() - 1]);
+            for r in 0..R {
+                // SAFETY: as above.
+                unsafe {
+                    let x = _mm512_maskz_loadu_ps(masks[r], cp.add(k * p + p0 + 16 * r));
+                    a0[r] = _mm512_fmadd_ps(v, x, a0[r]);
+                }
             }
         }
         for r in 0..R {
-            // SAFETY: masked store inside `row`.
-            unsafe { _mm512_mask_storeu_ps(row.as_mut_ptr().add(x0 + 16 * r), masks[r], acc[r]) };
+            // SAFETY: masked store inside `out`.
+            unsafe {
+                _mm512_mask_storeu_ps(
+                    out.as_mut_ptr().add(16 * r),
+                    masks[r],
+                    _mm512_add_ps(a0[r], a1[r]),
+                )
+            };
+        }
+    }
+
+    /// AVX2 tile: `⌈w/8⌉ ≤ 8` registers, masked loads at the tail.
+    ///
+    /// # Safety
+    /// AVX2 + FMA; `ks[e]·p + p0 + out.len() ≤ cols.len()`, `out.len() ≤ 64`.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn tile_avx2(
+        cols: &[f32],
+        p: usize,
+        p0: usize,
+        ks: &[u32],
+        vals: &[f32],
+        bias: f32,
+        out: &mut [f32],
+    ) {
+        // SAFETY: forwarded contract.
+        unsafe {
+            match out.len().div_ceil(8) {
+                0 => {}
+                1 => tile256::<1>(cols, p, p0, ks, vals, bias, out),
+                2 => tile256::<2>(cols, p, p0, ks, vals, bias, out),
+                3 => tile256::<3>(cols, p, p0, ks, vals, bias, out),
+                4 => tile256::<4>(cols, p, p0, ks, vals, bias, out),
+                5 => tile256::<5>(cols, p, p0, ks, vals, bias, out),
+                6 => tile256::<6>(cols, p, p0, ks, vals, bias, out),
+                7 => tile256::<7>(cols, p, p0, ks, vals, bias, out),
+                _ => tile256::<8>(cols, p, p0, ks, vals, bias, out),
+            }
+        }
+    }
+
+    /// # Safety
+    /// As [`tile_avx2`], with `8·(R − 1) < out.len() ≤ 8·R`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn tile256<const R: usize>(
+        cols: &[f32],
+        p: usize,
+        p0: usize,
+        ks: &[u32],
+        vals: &[f32],
+        bias: f32,
+        out: &mut [f32],
+    ) {
+        let w = out.len();
+        let tail = w - 8 * (R - 1);
+        let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(tail as i32), lane);
+        let cp = cols.as_ptr();
+        let mut acc = [_mm256_set1_ps(bias); R];
+        for (&k, &v) in ks.iter().zip(vals) {
+            let src = k as usize * p + p0;
+            let vv = _mm256_set1_ps(v);
+            for (r, a) in acc.iter_mut().enumerate() {
+                // SAFETY: full registers lie inside the row; the last one is
+                // masked to the `tail` lanes inside it.
+                let x = unsafe {
+                    if r + 1 < R {
+                        _mm256_loadu_ps(cp.add(src + 8 * r))
+                    } else {
+                        _mm256_maskload_ps(cp.add(src + 8 * r), mask)
+                    }
+                };
+                *a = _mm256_fmadd_ps(vv, x, *a);
+            }
+        }
+        for (r, a) in acc.iter().enumerate() {
+            // SAFETY: full stores inside `out`, the last one masked.
+            unsafe {
+                if r + 1 < R {
+                    _mm256_storeu_ps(out.as_mut_ptr().add(8 * r), *a);
+                } else {
+                    _mm256_maskstore_ps(out.as_mut_ptr().add(8 * r), mask, *a);
+                }
+            }
         }
     }
 }
@@ -424,6 +550,73 @@ mod tests {
 mod wide_tests {
     use super::*;
     use hasten_core::{ConvLayer, Operator, Padding, SeededRng};
+
+    #[test]
+    fn empty_rows_and_all_zero_columns() {
+        // Filters 1 and 3 are all zero (empty CSR rows: output = bias);
+        // input channel 2 and tap (0, 2) of every channel are unused (no
+        // im2col row is built for them). 9×9 outputs = 81 pixels: one full
+        // 64-pixel tile and a 17-pixel tail (not a multiple of 8 or 16).
+        let mut rng = SeededRng::new(11);
+        let spec = ConvSpec::new().with_padding_sides(Padding::symmetric(1, 1));
+        let x = rng.normal_array((2, 4, 9, 9), 1.0);
+        let mut wt = rng.normal_array((5, 4, 3, 3), 1.0);
+        for t in 0..5 {
+            for c in 0..4 {
+                for i in 0..3 {
+                    for j in 0..3 {
+                        if t == 1 || t == 3 || c == 2 || (i == 0 && j == 2) {
+                            wt[[t, c, i, j]] = 0.0;
+                        }
+                    }
+                }
+            }
+        }
+        let bias: Vec<f32> = (0..5).map(|t| t as f32 - 2.0).collect();
+        let conv = CsrConv::from_dense(wt.view(), Some(bias.clone()), spec).unwrap();
+        assert_eq!(conv.used_rows.len(), 3 * 8);
+        let layer = ConvLayer::new(
+            hasten_core::Conv4d::new(wt).unwrap(),
+            Some(ndarray::Array1::from(bias)),
+            spec,
+        )
+        .unwrap();
+        let truth = layer.reference_forward(&x).unwrap();
+        for isa in crate::lowbit::available_isas(Needs::Float) {
+            let y = conv.forward(&x, Some(isa)).unwrap();
+            for (a, b) in y.iter().zip(truth.iter()) {
+                assert!((a - b).abs() < 1e-4, "{isa:?} {a} vs {b}");
+            }
+        }
+        // All filters zero: no im2col row at all, every output is its bias.
+        let zero = CsrConv::from_dense(Array4::zeros((3, 4, 3, 3)).view(), None, spec).unwrap();
+        let y = zero.forward(&x, None).unwrap();
+        assert!(y.iter().all(|&v| v == 0.0));
+    }
+
+    #[test]
+    fn deep_filters_use_half_tiles() {
+        // C·kh·kw = 2700 im2col rows: the tile narrows to 32 pixels; 10×10 =
+        // 100 outputs = three full tiles and a 4-pixel tail.
+        let mut rng = SeededRng::new(12);
+        let spec = ConvSpec::new().with_padding_sides(Padding::symmetric(1, 1));
+        let x = rng.normal_array((1, 300, 10, 10), 1.0);
+        let wt = rng
+            .normal_array((16, 300, 3, 3), 1.0)
+            .mapv(|v: f32| if v.abs() > 1.0 { v } else { 0.0 });
+        let truth = ConvLayer::from_array(wt.clone(), spec)
+            .unwrap()
+            .reference_forward(&x)
+            .unwrap();
+        let conv = CsrConv::from_dense(wt.view(), None, spec).unwrap();
+        assert!(conv.used_rows.len() * TILE * 4 > 640 * 1024);
+        for isa in crate::lowbit::available_isas(Needs::Float) {
+            let y = conv.forward(&x, Some(isa)).unwrap();
+            for (a, b) in y.iter().zip(truth.iter()) {
+                assert!((a - b).abs() < 1e-3, "{isa:?} {a} vs {b}");
+            }
+        }
+    }
 
     #[test]
     fn rows_wider_than_one_register_block() {

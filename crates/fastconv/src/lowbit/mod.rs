@@ -15,7 +15,7 @@
 //!   requantisation;
 //! - [`codebook`]: scalar-codebook (k-means) and product-quantized fully
 //!   connected layers, decoding codes in registers or through lookup tables;
-//! - [`csr`]: CSR-sparse convolution (direct, no im2col) and FC;
+//! - [`csr`]: CSR-sparse convolution (sparse × dense GEMM over im2col) and FC;
 //! - [`groupwise`]: group-wise pruned convolution, im2col without the pruned rows.
 //!
 //! Every SIMD path sits behind runtime feature detection and can be forced
