@@ -3,8 +3,10 @@
 //! Tucker-2 factors of its 3×3 convolutions (1×1 reduction, 3×3 core on
 //! fewer channels, 1×1 expansion; ranks for a 2× MAC cut). Both plans are
 //! forced to the same [`Isa`] (the int8 step runs VNNI under `Avx512` where
-//! the CPU has it, the exact `vpmaddubsw` split under `Avx2`). Medians of
-//! interleaved rounds, wall clock, one run.
+//! the CPU has it, the exact `vpmaddwd` kernel under `Avx2`). Medians of
+//! interleaved rounds, wall clock, one run. The last rows time whole
+//! Tucker-2 blocks (reduce → core → expand as one plan), where the int8
+//! steps hand their u8 codes to each other instead of f32 tensors.
 //!
 //! `cargo run --release -p hasten-fastconv --example int8_steps [-- avx2|avx512|scalar]`
 
@@ -65,35 +67,78 @@ fn main() {
         ("Tucker expand", 155, 256, 1, 14, 1),
     ];
     for (what, c, t, k, hw, s) in shapes {
-        let spec = ConvSpec::new().with_padding(k / 2).with_stride(s);
-        let w = rng.normal_array((t, c, k, k), 0.05);
-        let x = rng.normal_array((1, c, hw, hw), 1.0);
-        let shape = ActShape::new(c, hw, hw);
-        let conv = ConvLayer::from_array(w.clone(), spec).unwrap();
-        let mut f32_plan = Plan::with_isa(&Block::single(Op::Conv(conv)), shape, 1, isa).unwrap();
-        let ws = w.as_slice().unwrap();
-        let q = Array2::from_shape_fn((t, c * k * k), |(tt, j)| {
-            (ws[tt * c * k * k + j] / 0.002)
-                .round()
-                .clamp(-127.0, 127.0) as i8
-        });
-        let input = QuantParams::new(16.0 / 255.0, 128, IntType::U8).unwrap();
-        let layout = WeightLayout::conv([t, c, k, k], spec).unwrap();
-        let op = Int8Conv::new(layout, q, Array1::from_elem(t, 0.002), input, None, None).unwrap();
-        let mut int8_plan = Plan::with_isa(&Block::single(op), shape, 1, isa).unwrap();
-        let ms = interleaved_ms(&mut [
-            &mut || {
-                f32_plan.run(&x).unwrap();
-            },
-            &mut || {
-                int8_plan.run(&x).unwrap();
-            },
-        ]);
-        println!(
-            "| {what} | {c}→{t}, {k}×{k}, {hw}, {s} | {:.3} | {:.3} | {:.2} |",
-            ms[0],
-            ms[1],
-            ms[0] / ms[1]
+        let (f32_op, int8_op) = layer_pair(&mut rng, (c, t, k), s);
+        let row = format!("{c}→{t}, {k}×{k}, {hw}, {s}");
+        compare(
+            what,
+            &row,
+            [f32_op],
+            [int8_op],
+            ActShape::new(c, hw, hw),
+            isa,
         );
     }
+    // Whole Tucker-2 blocks: the three int8 steps chained.
+    for (c, r, hw) in [(64, 38, 56), (256, 155, 14)] {
+        let (f1, i1) = layer_pair(&mut rng, (c, r, 1), 1);
+        let (f2, i2) = layer_pair(&mut rng, (r, r, 3), 1);
+        let (f3, i3) = layer_pair(&mut rng, (r, c, 1), 1);
+        let row = format!("{c}→{r}→{r}→{c}, 1×1 · 3×3 · 1×1, {hw}, 1");
+        let shape = ActShape::new(c, hw, hw);
+        compare(
+            "Tucker block (chained)",
+            &row,
+            [f1, f2, f3],
+            [i1, i2, i3],
+            shape,
+            isa,
+        );
+    }
+}
+
+/// The f32 convolution `c → t`, `k × k` (padding `k / 2`, `stride`) with
+/// random weights, and its int8 twin (weights rounded at step 0.002).
+fn layer_pair(rng: &mut SeededRng, (c, t, k): (usize, usize, usize), stride: usize) -> (Op, Op) {
+    let spec = ConvSpec::new().with_padding(k / 2).with_stride(stride);
+    let w = rng.normal_array((t, c, k, k), 0.05);
+    let ws = w.as_slice().unwrap();
+    let q = Array2::from_shape_fn((t, c * k * k), |(tt, j)| {
+        (ws[tt * c * k * k + j] / 0.002)
+            .round()
+            .clamp(-127.0, 127.0) as i8
+    });
+    let input = QuantParams::new(16.0 / 255.0, 128, IntType::U8).unwrap();
+    let layout = WeightLayout::conv([t, c, k, k], spec).unwrap();
+    let op = Int8Conv::new(layout, q, Array1::from_elem(t, 0.002), input, None, None).unwrap();
+    let conv = ConvLayer::from_array(w.clone(), spec).unwrap();
+    (Op::Conv(conv), Op::Int8Conv(op))
+}
+
+/// Times the f32 and int8 blocks in alternating rounds and prints a row.
+fn compare<const N: usize>(
+    what: &str,
+    row: &str,
+    f32_ops: [Op; N],
+    int8_ops: [Op; N],
+    shape: ActShape,
+    isa: Isa,
+) {
+    let x = SeededRng::new(2).normal_array((1, shape.channels, shape.height, shape.width), 1.0);
+    let block = |ops: [Op; N]| Block::new(ops.to_vec()).unwrap();
+    let mut f32_plan = Plan::with_isa(&block(f32_ops), shape, 1, isa).unwrap();
+    let mut int8_plan = Plan::with_isa(&block(int8_ops), shape, 1, isa).unwrap();
+    let ms = interleaved_ms(&mut [
+        &mut || {
+            f32_plan.run(&x).unwrap();
+        },
+        &mut || {
+            int8_plan.run(&x).unwrap();
+        },
+    ]);
+    println!(
+        "| {what} | {row} | {:.3} | {:.3} | {:.2} |",
+        ms[0],
+        ms[1],
+        ms[0] / ms[1]
+    );
 }

@@ -90,7 +90,7 @@ pub use lowbit::{
     U8Quant, XnorGemm,
 };
 pub use peak::{fma_run, FmaRun};
-pub use plan::{Outputs, Plan, PlanOptions, StepInfo, Winograd};
+pub use plan::{Outputs, Plan, PlanOptions, StepInfo, Winograd, INT8_CHAIN};
 
 use hasten_core::ndarray::Array4;
 use hasten_core::op::input_shape_of;

@@ -9,7 +9,7 @@ use hasten_core::{
     IntType, LinearLayer, Op, Operator, PackedCodes, Padding, ProductQuantizedConv, QuantParams,
     SeededRng, SparseConv, SparseLinear, TernaryConv,
 };
-use hasten_fastconv::{Isa, Plan};
+use hasten_fastconv::{Isa, Plan, PlanOptions, INT8_CHAIN};
 use proptest::prelude::*;
 
 fn run(op: Op, x: &Array4<f32>) -> (Array4<f32>, Array4<f32>) {
@@ -105,6 +105,77 @@ proptest! {
         prop_assert!(runs_lowbit(&Op::BinaryConv(op.clone()), &x));
         let (fast, slow) = run(Op::BinaryConv(op), &x);
         assert_close(&fast, &slow, 1e-5);
+    }
+}
+
+/// An int8 convolution `c → t`, `k × k`, with random weights, bias, and
+/// input (and, if `requant`, output) quantization.
+fn int8_layer(
+    rng: &mut SeededRng,
+    (c, t, k): (usize, usize, usize),
+    spec: ConvSpec,
+    signed: bool,
+    requant: bool,
+) -> Int8Conv {
+    let layout = WeightLayout::conv([t, c, k, k], spec).unwrap();
+    let w = Array2::from_shape_fn((t, c * k * k), |_| (rng.below(256) as i32 - 128) as i8);
+    let input = if signed {
+        QuantParams::new(0.03, rng.below(40) as i32 - 20, IntType::I8).unwrap()
+    } else {
+        QuantParams::new(0.02, rng.below(256) as i32, IntType::U8).unwrap()
+    };
+    let output = requant.then(|| QuantParams::new(0.25, rng.below(9) as i32, IntType::U8).unwrap());
+    let bias = Array1::from_shape_fn(t, |_| rng.below(2001) as i32 - 1000);
+    let scales = Array1::from_shape_fn(t, |i| 0.002 + i as f32 * 1e-4);
+    Int8Conv::new(layout, w, scales, input, Some(bias), output).unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(16))]
+    /// A Tucker-2 shaped chain of int8 convolutions (1×1 → k×k → 1×1):
+    /// the plan hands the u8 codes from step to step and stays bit-identical
+    /// to the ops' reference forward one after the other, and to the
+    /// unchained plan, on every int8 path of this CPU, with and without
+    /// requantized outputs and NaN inputs.
+    #[test]
+    fn chained_int8_steps_are_bit_exact(
+        c in 1usize..40, r in 1usize..40, t in 1usize..40, k in 1usize..4, hw in 3usize..9,
+        batch in 1usize..3, signed in any::<[bool; 3]>(), requant in any::<[bool; 3]>(),
+        s in 0usize..3, nan in any::<bool>(), seed in any::<u64>(),
+    ) {
+        let mut rng = SeededRng::new(seed);
+        let spec = specs()[s];
+        prop_assume!(spec.output_hw(hw, hw, k, k).is_ok());
+        let ops: Vec<Op> = [(c, r, 1, ConvSpec::new()), (r, r, k, spec), (r, t, 1, ConvSpec::new())]
+            .into_iter()
+            .enumerate()
+            .map(|(i, (ci, ti, ki, sp))| Op::Int8Conv(int8_layer(&mut rng, (ci, ti, ki), sp, signed[i], requant[i])))
+            .collect();
+        let block = Block::new(ops.clone()).unwrap();
+        let mut x: Array4<f32> = rng.normal_array((batch, c, hw, hw), 2.0);
+        if nan {
+            x[[0, 0, 1, 2]] = f32::NAN;
+        }
+        let mut slow = x.clone();
+        for op in &ops {
+            slow = op.reference_forward(&slow).unwrap();
+        }
+        let same = |a: &Array4<f32>| a.shape() == slow.shape()
+            && a.iter().zip(slow.iter()).all(|(f, s)| f.to_bits() == s.to_bits() || (f.is_nan() && s.is_nan()));
+        let shape = ActShape::new(c, hw, hw);
+        for isa in Isa::supported() {
+            for fuse in [true, false] {
+                let options = PlanOptions { isa, fuse, ..PlanOptions::default() };
+                let mut plan = Plan::with_options(&block, shape, batch, options).unwrap();
+                let chained: Vec<bool> = plan.steps().iter().map(|st| st.fused.iter().any(|f| f == INT8_CHAIN)).collect();
+                prop_assert_eq!(chained, [fuse, fuse, false]);
+                // Twice: a run must not leave codes behind for the next one.
+                for _ in 0..2 {
+                    let fast = plan.run(&x).unwrap().to_owned();
+                    prop_assert!(same(&fast), "{} fuse {}", isa, fuse);
+                }
+            }
+        }
     }
 }
 

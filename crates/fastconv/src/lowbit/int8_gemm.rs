@@ -11,13 +11,19 @@
 //! Paths:
 //! - **AVX-512 VNNI**: `vpdpbusd` multiplies 4 u8 × 4 i8 and adds them into an
 //!   i32 lane; a register block is 4 output pixels × 64 filters (16 zmm).
-//! - **AVX2**: `vpmaddubsw` adds *pairs* of u8 × i8 products into a saturating
-//!   i16, which overflows for `255·127·2`. We use the **split** (not the 7-bit
-//!   trick, which would change the quantiser): `q = (q ∧ 0x7f) + (q ∧ 0x80)`;
-//!   each half's pair sums fit in i16 (`|127·128·2| ≤ 32512`,
-//!   `|128·(−128)·2| = 32768` only for the negative bound, which i16 holds), and
-//!   `vpmaddwd` by ones widens both to i32. Exact for every u8 input, at about
-//!   half the throughput of the unsplit sequence.
+//! - **AVX2**: `vpmaddwd` on the input widened to u16 and the weights to
+//!   i16 (the oneDNN/MLAS `vpmaddubsw` → `vpmaddwd` sequence would saturate:
+//!   a pair `255·(−128)·2 = −65280` overflows the i16 of `vpmaddubsw`, and
+//!   oneDNN's 7-bit weights would change the quantiser). Each lane multiplies
+//!   two u16 × i16 pairs and adds them into an i32: `|2·255·128| < 2^31`, so
+//!   every product and pair sum is exact, with no saturation case at all,
+//!   and one instruction does 16 MACs — what `vpmaddubsw` + `vpmaddwd`-by-ones
+//!   gives per multiply-port slot, where the earlier overflow-free split of
+//!   the u8 input (two `vpmaddubsw` and two `vpmaddwd` per 32 MACs) gave
+//!   half. The padded image is built as u16 directly (the widening costs no
+//!   pass) and the weights are packed per block of filters, contiguous in
+//!   the order the kernel reads them; a register block is
+//!   [`AVX2_PIXELS`] output pixels × `8 · `[`AVX2_REGS`] filters.
 //! - **Scalar**: i32 loops.
 //!
 //! All paths are bit-exact: the accumulators are exact integers and the
@@ -34,6 +40,28 @@ use crate::pool::ScratchPool;
 
 /// Filters are padded to a multiple of this (the AVX-512 block: 4 × 16 lanes).
 const FILTER_BLOCK: usize = 64;
+/// Output pixels of the AVX2 register block.
+pub(crate) const AVX2_PIXELS: usize = 6;
+/// Accumulator registers (8 filters each) per pixel of the AVX2 block.
+pub(crate) const AVX2_REGS: usize = 2;
+/// Filters of the AVX2 register block.
+const AVX2_FILTERS: usize = 8 * AVX2_REGS;
+
+/// The padded NHWC input images a layer reuses from run to run: u8 codes
+/// for the VNNI and scalar kernels, the same codes as u16 for the AVX2 one.
+#[derive(Debug, Default)]
+pub(crate) struct Image {
+    bytes: Vec<u8>,
+    words: Vec<u16>,
+}
+
+/// `buf[..len]`, grown (zero-filled) first if shorter.
+fn grown<P: Copy + Default>(buf: &mut Vec<P>, len: usize) -> &mut [P] {
+    if buf.len() < len {
+        buf.resize(len, P::default());
+    }
+    &mut buf[..len]
+}
 
 /// Affine u8 quantisation `x ≈ scale · (q − zero_point)`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -100,6 +128,9 @@ pub struct Int8Gemm {
     t_pad: usize,
     /// `[tap][c4 / 4][t_pad][4]` i8.
     packed: Vec<i8>,
+    /// The AVX2 weights, `[t_pad / AVX2_FILTERS][tap][c4 / 2][AVX2_FILTERS][2]`
+    /// i16; empty where the CPU has no AVX2.
+    packed16: Vec<i16>,
     /// `Σ_{c, taps} v[t]`, the zero-point correction.
     weight_sum: Vec<i32>,
     /// `s_x · s_w[t]`.
@@ -151,9 +182,17 @@ impl Int8Gemm {
         let t_pad = round_up(t_n, FILTER_BLOCK);
         let mut packed = vec![0i8; kh * kw * c4 * t_pad];
         let mut weight_sum = vec![0i32; t_n];
+        let avx2 = super::isa_available(Isa::Avx2, Needs::Int8Dot);
+        let mut packed16 = vec![0i16; if avx2 { packed.len() } else { 0 }];
+        let taps = kh * kw;
         for ((t, c, i, j), &v) in weights.indexed_iter() {
             let tap = i * kw + j;
             packed[((tap * (c4 / 4) + c / 4) * t_pad + t) * 4 + c % 4] = v;
+            if avx2 {
+                let (tb, tr) = (t / AVX2_FILTERS, t % AVX2_FILTERS);
+                let block = ((tb * taps + tap) * (c4 / 2) + c / 2) * AVX2_FILTERS;
+                packed16[(block + tr) * 2 + c % 2] = i16::from(v);
+            }
             weight_sum[t] += i32::from(v);
         }
         Ok(Int8Gemm {
@@ -164,6 +203,7 @@ impl Int8Gemm {
             c4,
             t_pad,
             packed,
+            packed16,
             weight_sum,
             multiplier: weight_scale.iter().map(|s| s * input.scale).collect(),
             bias,
@@ -205,34 +245,118 @@ impl Int8Gemm {
             &self.spec,
         )?;
         let q = q.as_standard_layout();
-        let mut img = vec![0u8; self.image_len(&g)];
-        self.padded_nhwc(q.as_slice().expect("standard layout"), &g, |v| v, &mut img);
-        Ok((self.accumulate(&img, &g, isa), g.out_hw))
-    }
-
-    /// The accumulators of a padded NHWC image, NHWC `[n][y][x][t]`.
-    fn accumulate(&self, img: &[u8], g: &ConvGeometry, isa: Isa) -> Vec<i32> {
         let (oh, ow) = g.out_hw;
         let row_len = ow * self.out_channels;
         let mut out = vec![0i32; g.batch * oh * row_len];
         let writer = DisjointWriter::new(&mut out);
-        self.rows(img, g, isa, &ScratchPool::new(), |n, y, acc, _| {
-            // SAFETY: row (n, y) is written by this task only.
-            unsafe { writer.write_slice((n * oh + y) * row_len, acc) };
-        });
-        out
+        let src = q.as_slice().expect("standard layout");
+        let mut img = Image::default();
+        self.run_rows(
+            src,
+            &g,
+            |v| v,
+            &mut img,
+            &ScratchPool::new(),
+            isa,
+            |n, y, acc, _| {
+                // SAFETY: row (n, y) is written by this task only.
+                unsafe { writer.write_slice((n * oh + y) * row_len, acc) };
+            },
+        );
+        Ok((out, g.out_hw))
     }
 
-    /// Computes the exact accumulators of every output row in parallel and
-    /// hands each row to `f(n, y, acc, out)`, `acc` being `[x][t]` and
-    /// `out` a scratch row of as many floats; the row buffers come from
-    /// `pool` (no allocation once they have grown).
-    fn rows<F>(&self, img: &[u8], g: &ConvGeometry, isa: Isa, pool: &ScratchPool, f: F)
+    /// Codes the NCHW batch `src` (geometry `g`) into the padded image of
+    /// `isa`'s kernel (`code` maps each value; u8, or u16 for AVX2), then
+    /// runs [`Self::run_image`] on it.
+    #[allow(clippy::too_many_arguments)]
+    fn run_rows<T: Copy + Sync, F>(
+        &self,
+        src: &[T],
+        g: &ConvGeometry,
+        code: impl Fn(T) -> u8 + Sync,
+        img: &mut Image,
+        pool: &ScratchPool,
+        isa: Isa,
+        f: F,
+    ) where
+        F: Fn(usize, usize, &[i32], &mut [f32]) + Sync,
+    {
+        self.fill_image(src, g, code, img, isa);
+        self.run_image(img, g, pool, isa, f);
+    }
+
+    /// Codes the NCHW batch `src` (geometry `g`) into the padded image of
+    /// `isa`'s kernel in `img` (`code` maps each value; u8, or u16 for AVX2).
+    fn fill_image<T: Copy + Sync>(
+        &self,
+        src: &[T],
+        g: &ConvGeometry,
+        code: impl Fn(T) -> u8 + Sync,
+        img: &mut Image,
+        isa: Isa,
+    ) {
+        let len = self.image_len(g);
+        if isa == Isa::Avx2 {
+            let words = grown(&mut img.words, len);
+            self.padded_nhwc(src, g, |v| u16::from(code(v)), words);
+        } else {
+            let bytes = grown(&mut img.bytes, len);
+            self.padded_nhwc(src, g, code, bytes);
+        }
+    }
+
+    /// Runs [`Self::rows`] with `isa`'s kernel on the padded image `img`
+    /// already holds for geometry `g` (u16 codes for AVX2, else u8).
+    fn run_image<F>(&self, img: &Image, g: &ConvGeometry, pool: &ScratchPool, isa: Isa, f: F)
     where
         F: Fn(usize, usize, &[i32], &mut [f32]) + Sync,
     {
-        let (hp, wp) = g.padded_hw;
-        let img_len = hp * wp * self.c4;
+        let len = self.image_len(g);
+        let one = len / g.batch;
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => {
+                let words = &img.words[..len];
+                self.rows(g, pool, f, |n, y, acc| {
+                    // SAFETY: check_isa confirmed avx2 (so `packed16` is
+                    // filled); the image is sample n's, matching `g`.
+                    unsafe {
+                        x86::row_avx2::<AVX2_PIXELS, AVX2_REGS>(
+                            self,
+                            g,
+                            &words[n * one..(n + 1) * one],
+                            y,
+                            acc,
+                        )
+                    }
+                });
+            }
+            _ => {
+                let bytes = &img.bytes[..len];
+                self.rows(g, pool, f, |n, y, acc| {
+                    let img = &bytes[n * one..(n + 1) * one];
+                    match isa {
+                        #[cfg(target_arch = "x86_64")]
+                        // SAFETY: check_isa confirmed avx512f/bw/vnni; the image matches `g`.
+                        Isa::Avx512 => unsafe { x86::row_vnni(self, g, img, y, acc) },
+                        _ => self.row_scalar(g, img, y, acc),
+                    }
+                });
+            }
+        }
+    }
+
+    /// Computes the exact accumulators of every output row in parallel
+    /// (`kernel(n, y, acc)` fills row `y` of sample `n`, `acc` being
+    /// `[x][t_pad]`) and hands each row to `f(n, y, acc, out)`, `acc` being
+    /// `[x][t]` and `out` a scratch row of as many floats; the row buffers
+    /// come from `pool` (no allocation once they have grown).
+    fn rows<F, K>(&self, g: &ConvGeometry, pool: &ScratchPool, f: F, kernel: K)
+    where
+        F: Fn(usize, usize, &[i32], &mut [f32]) + Sync,
+        K: Fn(usize, usize, &mut [i32]) + Sync,
+    {
         let (oh, ow) = g.out_hw;
         let t_n = self.out_channels;
         let z = i32::from(self.input.zero_point);
@@ -249,16 +373,7 @@ impl Int8Gemm {
                 }
                 let floats = &mut scratch.floats[..out_len];
                 let (n, y) = (row / oh, row % oh);
-                let img = &img[n * img_len..(n + 1) * img_len];
-                match isa {
-                    #[cfg(target_arch = "x86_64")]
-                    // SAFETY: check_isa confirmed avx512f/bw/vnni; bounds per the kernel contract.
-                    Isa::Avx512 => unsafe { x86::row_vnni(self, g, img, y, acc) },
-                    #[cfg(target_arch = "x86_64")]
-                    // SAFETY: check_isa confirmed avx2; same bounds.
-                    Isa::Avx2 => unsafe { x86::row_avx2(self, g, img, y, acc) },
-                    _ => self.row_scalar(g, img, y, acc),
-                }
+                kernel(n, y, acc);
                 for x in 0..ow {
                     for t in 0..t_n {
                         row_out[x * t_n + t] = acc[x * self.t_pad + t]
@@ -338,7 +453,7 @@ impl Int8Gemm {
         let x = x.as_standard_layout();
         let (oh, ow) = g.out_hw;
         let mut y = Array4::<f32>::zeros((g.batch, self.out_channels, oh, ow));
-        let mut img = vec![0u8; self.image_len(&g)];
+        let mut img = Image::default();
         self.forward_into(
             x.as_slice().expect("standard layout"),
             &g,
@@ -356,8 +471,8 @@ impl Int8Gemm {
         Ok(y)
     }
 
-    /// Bytes of the padded NHWC u8 image of a batch of geometry `g`.
-    pub(crate) fn image_len(&self, g: &ConvGeometry) -> usize {
+    /// Codes in the padded NHWC image of a batch of geometry `g`.
+    fn image_len(&self, g: &ConvGeometry) -> usize {
         g.batch * g.padded_hw.0 * g.padded_hw.1 * self.c4
     }
 
@@ -373,7 +488,7 @@ impl Int8Gemm {
 
     /// The whole f32 step, allocation-free: `code` quantises each value of
     /// the NCHW batch `src` (geometry `g`) inside the parallel padded-NHWC
-    /// copy into `img` (≥ [`Self::image_len`] bytes), the integer GEMM runs
+    /// copy into `img` (grown to [`Self::image_len`] codes), the integer GEMM runs
     /// row-parallel, and `epilogue(acc, out)` maps one pixel's exact
     /// accumulators `Σ v·(q − z_x)` (`[t]`) to its outputs (`[t]`, a loop
     /// over contiguous filters that vectorises), written to their NCHW
@@ -387,45 +502,139 @@ impl Int8Gemm {
         code: impl Fn(f32) -> u8 + Sync,
         epilogue: impl Fn(&[i32], &mut [f32]) + Sync,
         dst: &mut [f32],
-        img: &mut [u8],
+        img: &mut Image,
         pool: &ScratchPool,
         isa: Isa,
     ) {
         let (oh, ow) = g.out_hw;
         let (t_n, area) = (self.out_channels, oh * ow);
         assert_eq!(dst.len(), g.batch * t_n * area, "Int8Gemm output length");
-        let img = &mut img[..self.image_len(g)];
-        self.padded_nhwc(src, g, code, img);
         let writer = DisjointWriter::new(dst);
-        self.rows(img, g, isa, pool, |n, yy, acc, out| {
-            for (a, o) in acc.chunks_exact(t_n).zip(out.chunks_exact_mut(t_n)) {
-                epilogue(a, o);
-            }
-            for t in 0..t_n {
-                let base = (n * t_n + t) * area + yy * ow;
-                for x in 0..ow {
-                    // SAFETY: output row (n, ·, yy, ·) belongs to this task alone.
-                    unsafe { writer.write(base + x, out[x * t_n + t]) };
-                }
-            }
+        self.run_rows(src, g, code, img, pool, isa, |n, yy, acc, out| {
+            write_nchw(&writer, n, yy, acc, out, &epilogue, t_n, (oh, ow));
         });
     }
 
-    /// NCHW values → padded NHWC u8 codes in `img` (`code` maps each value)
+    /// The step of [`Self::forward_into`] whose outputs are the input
+    /// codes of the next layer `next` (geometry `next_g`, whose input is
+    /// this layer's output), from `src` (coded by `code` into `img`) or,
+    /// when `None`, from the image `img` already holds (this layer being
+    /// itself chained): `epilogue(acc, out)` maps one pixel's
+    /// accumulators to its f32 outputs as there, `next_code` codes each of
+    /// them, and the codes go straight to their pixels of `next`'s padded
+    /// image `next_img` for `isa` (its border set to `next`'s zero point;
+    /// `img` is this layer's own image),
+    /// so no f32 tensor is written and `next` skips its copy
+    /// ([`Self::forward_image`]).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn forward_chained(
+        &self,
+        src: Option<&[f32]>,
+        g: &ConvGeometry,
+        code: impl Fn(f32) -> u8 + Sync,
+        epilogue: impl Fn(&[i32], &mut [f32]) + Sync,
+        img: &mut Image,
+        next: &Int8Gemm,
+        next_g: &ConvGeometry,
+        next_code: impl Fn(f32) -> u8 + Sync,
+        next_img: &mut Image,
+        pool: &ScratchPool,
+        isa: Isa,
+    ) {
+        assert!(
+            next_g.in_hw == g.out_hw
+                && next_g.batch == g.batch
+                && next.in_channels == self.out_channels,
+            "chained Int8Gemm geometry"
+        );
+        let len = next.image_len(next_g);
+        let t_n = self.out_channels;
+        let (hp, wp) = next_g.padded_hw;
+        let (pt, pl) = next_g.pad_top_left;
+        let pixel = move |n: usize, y: usize, x: usize| ((n * hp + y + pt) * wp + x + pl) * next.c4;
+        if let Some(src) = src {
+            self.fill_image(src, g, code, img, isa);
+        }
+        macro_rules! chained {
+            ($buf:expr, $conv:expr) => {{
+                let buf = grown($buf, len);
+                next.fill_border(next_g, buf, $conv(next.input.zero_point));
+                let writer = DisjointWriter::new(buf);
+                self.run_image(img, g, pool, isa, |n, yy, acc, out| {
+                    for (x, (a, o)) in acc.chunks_exact(t_n).zip(out.chunks_exact_mut(t_n)).enumerate() {
+                        epilogue(a, o);
+                        let base = pixel(n, yy, x);
+                        for (t, &v) in o.iter().enumerate() {
+                            // SAFETY: pixel (n, yy, x) of the next image belongs to this row task alone.
+                            unsafe { writer.write(base + t, $conv(next_code(v))) };
+                        }
+                    }
+                });
+            }};
+        }
+        if isa == Isa::Avx2 {
+            chained!(&mut next_img.words, u16::from);
+        } else {
+            chained!(&mut next_img.bytes, |v: u8| v);
+        }
+    }
+
+    /// [`Self::forward_into`] from the padded image `img` that
+    /// [`Self::forward_chained`] of the previous layer filled for
+    /// geometry `g` and `isa`.
+    pub(crate) fn forward_image(
+        &self,
+        img: &Image,
+        g: &ConvGeometry,
+        epilogue: impl Fn(&[i32], &mut [f32]) + Sync,
+        dst: &mut [f32],
+        pool: &ScratchPool,
+        isa: Isa,
+    ) {
+        let (oh, ow) = g.out_hw;
+        let (t_n, area) = (self.out_channels, oh * ow);
+        assert_eq!(dst.len(), g.batch * t_n * area, "Int8Gemm output length");
+        let writer = DisjointWriter::new(dst);
+        self.run_image(img, g, pool, isa, |n, yy, acc, out| {
+            write_nchw(&writer, n, yy, acc, out, &epilogue, t_n, (oh, ow));
+        });
+    }
+
+    /// Sets the padding pixels of the padded image `img` (geometry `g`) to
+    /// `z`; the interior is left as it is.
+    fn fill_border<P: Copy + Send + Sync>(&self, g: &ConvGeometry, img: &mut [P], z: P) {
+        let (hp, wp) = g.padded_hw;
+        let (h, w) = g.in_hw;
+        let (pt, pl) = g.pad_top_left;
+        let c4 = self.c4;
+        img.par_chunks_mut(wp * c4)
+            .enumerate()
+            .for_each(|(row, dst)| {
+                let yp = row % hp;
+                if yp < pt || yp >= pt + h {
+                    dst.fill(z);
+                } else {
+                    dst[..pl * c4].fill(z);
+                    dst[(pl + w) * c4..].fill(z);
+                }
+            });
+    }
+
+    /// NCHW values → padded NHWC codes in `img` (`code` maps each value)
     /// with `c4` channels; padding pixels hold the zero point. The channels
     /// `c_n..c4` are left as they are: their packed weights are zero.
-    fn padded_nhwc<T: Copy + Sync>(
+    fn padded_nhwc<T: Copy + Sync, P: Copy + Default + Send + Sync + From<u8>>(
         &self,
         src: &[T],
         g: &ConvGeometry,
-        code: impl Fn(T) -> u8 + Sync,
-        img: &mut [u8],
+        code: impl Fn(T) -> P + Sync,
+        img: &mut [P],
     ) {
         let (hp, wp) = g.padded_hw;
         let (h, w) = g.in_hw;
         let (pt, pl) = g.pad_top_left;
         let (c_n, c4) = (self.in_channels, self.c4);
-        let z = self.input.zero_point;
+        let z = P::from(self.input.zero_point);
         img.par_chunks_mut(wp * c4)
             .enumerate()
             .for_each(|(row, dst)| {
@@ -442,7 +651,7 @@ impl Int8Gemm {
                     // Codes first into a small contiguous block (a loop that
                     // vectorises), then scattered to their pixels.
                     const BLOCK: usize = 64;
-                    let mut codes = [0u8; BLOCK];
+                    let mut codes = [P::default(); BLOCK];
                     for c in 0..c_n {
                         let row_src = &src[((n * c_n + c) * h + y) * w..][..w];
                         for (k, chunk) in row_src.chunks(BLOCK).enumerate() {
@@ -484,6 +693,32 @@ impl Int8Gemm {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Output row `yy` of sample `n`: `epilogue(acc, out)` per pixel (`acc`
+/// `[x][t]`, `out` as many floats), then the values to their NCHW places.
+#[allow(clippy::too_many_arguments)]
+fn write_nchw(
+    writer: &DisjointWriter<'_, f32>,
+    n: usize,
+    yy: usize,
+    acc: &[i32],
+    out: &mut [f32],
+    epilogue: &(impl Fn(&[i32], &mut [f32]) + Sync),
+    t_n: usize,
+    (oh, ow): (usize, usize),
+) {
+    for (a, o) in acc.chunks_exact(t_n).zip(out.chunks_exact_mut(t_n)) {
+        epilogue(a, o);
+    }
+    let area = oh * ow;
+    for t in 0..t_n {
+        let base = (n * t_n + t) * area + yy * ow;
+        for x in 0..ow {
+            // SAFETY: output row (n, ·, yy, ·) belongs to this task alone.
+            unsafe { writer.write(base + x, out[x * t_n + t]) };
         }
     }
 }
@@ -562,15 +797,19 @@ mod x86 {
         }
     }
 
-    /// AVX2 micro-kernel: 2 output pixels × 32 filters, split `vpmaddubsw`.
+    /// AVX2 micro-kernel: `P` output pixels × `8·R` filters, `vpmaddwd` on
+    /// u16 inputs × i16 weights (exact, see the module doc). Fills filters
+    /// up to `out_channels` rounded up to `8·R`.
     ///
     /// # Safety
-    /// AVX2 available; same contract as [`row_vnni`].
+    /// AVX2 available and `f.packed16` filled for `8·R` =
+    /// [`super::AVX2_FILTERS`]; `img` is one sample's padded NHWC u16 image
+    /// matching `g` and `f.c4`; `acc.len() ≥ ow · t_pad`.
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn row_avx2(
+    pub(super) unsafe fn row_avx2<const P: usize, const R: usize>(
         f: &Int8Gemm,
         g: &ConvGeometry,
-        img: &[u8],
+        img: &[u16],
         y: usize,
         acc: &mut [i32],
     ) {
@@ -578,64 +817,72 @@ mod x86 {
         let wp = g.padded_hw.1;
         let ow = g.out_hw.1;
         let (c4, tp) = (f.c4, f.t_pad);
-        let cq_n = c4 / 4;
-        let wptr = f.packed.as_ptr();
+        let cp_n = c4 / 2;
+        let block = 8 * R;
+        let t_end = f.out_channels.div_ceil(block) * block;
+        assert!(
+            ow * tp <= acc.len()
+                && t_end <= tp
+                && block == super::AVX2_FILTERS
+                && f.packed16.len() == f.packed.len(),
+            "row_avx2 contract"
+        );
         let ip = img.as_ptr();
-        let ones = _mm256_set1_epi16(1);
-        let low7 = _mm256_set1_epi8(0x7f);
-        let high1 = _mm256_set1_epi8(0x80u8 as i8);
         let mut x0 = 0;
         while x0 < ow {
-            let xs: [usize; 2] = std::array::from_fn(|q| (x0 + q).min(ow - 1));
+            let mut pix0 = [0usize; P];
+            for (q, p) in pix0.iter_mut().enumerate() {
+                *p = (x0 + q).min(ow - 1) * g.stride.1;
+            }
             let mut tb = 0;
-            while tb < tp {
-                let mut a = [_mm256_setzero_si256(); 8];
+            while tb < t_end {
+                let mut a = [[_mm256_setzero_si256(); R]; P];
+                // Weights of this block: [tap][cp][8R][2], read in order.
+                let mut wptr = f.packed16[tb * kh * kw * c4..].as_ptr();
                 for i in 0..kh {
                     let row = (y * g.stride.0 + i * g.dilation.0) * wp;
                     for j in 0..kw {
-                        let pix: [usize; 2] = std::array::from_fn(|q| {
-                            (row + xs[q] * g.stride.1 + j * g.dilation.1) * c4
-                        });
-                        let tap = i * kw + j;
-                        for cq in 0..cq_n {
-                            let wo = ((tap * cq_n + cq) * tp + tb) * 4;
-                            // SAFETY: wo + 128 ≤ packed.len() (tb + 32 ≤ t_pad).
-                            let w = unsafe {
-                                [0, 32, 64, 96].map(|r| _mm256_loadu_si256(wptr.add(wo + r).cast()))
-                            };
-                            for q in 0..2 {
-                                // SAFETY: window inside the padded plane.
+                        let mut pix = [0usize; P];
+                        for q in 0..P {
+                            pix[q] = (row + pix0[q] + j * g.dilation.1) * c4;
+                            assert!(pix[q] + c4 <= img.len(), "row_avx2 window");
+                        }
+                        for cp in 0..cp_n {
+                            let mut w = [_mm256_setzero_si256(); R];
+                            for (r, wr) in w.iter_mut().enumerate() {
+                                // SAFETY: the block holds kh·kw·cp_n·8R pairs
+                                // (tb + 8R ≤ t_end ≤ t_pad, asserted).
+                                *wr = unsafe { _mm256_loadu_si256(wptr.add(r * 16).cast()) };
+                            }
+                            // SAFETY: as above.
+                            wptr = unsafe { wptr.add(block * 2) };
+                            for q in 0..P {
+                                // SAFETY: pix[q] + c4 ≤ img.len() (window inside the padded plane).
                                 let xv = _mm256_set1_epi32(unsafe {
-                                    ip.add(pix[q] + cq * 4).cast::<i32>().read_unaligned()
+                                    ip.add(pix[q] + cp * 2).cast::<i32>().read_unaligned()
                                 });
-                                let lo = _mm256_and_si256(xv, low7);
-                                let hi = _mm256_and_si256(xv, high1);
-                                for r in 0..4 {
-                                    let plo =
-                                        _mm256_madd_epi16(_mm256_maddubs_epi16(lo, w[r]), ones);
-                                    let phi =
-                                        _mm256_madd_epi16(_mm256_maddubs_epi16(hi, w[r]), ones);
-                                    a[q * 4 + r] =
-                                        _mm256_add_epi32(a[q * 4 + r], _mm256_add_epi32(plo, phi));
+                                for r in 0..R {
+                                    a[q][r] =
+                                        _mm256_add_epi32(a[q][r], _mm256_madd_epi16(xv, w[r]));
                                 }
                             }
                         }
                     }
                 }
-                for q in 0..2.min(ow - x0) {
-                    for r in 0..4 {
-                        // SAFETY: (x0+q)·t_pad + tb + r·8 + 8 ≤ acc.len().
+                for (q, aq) in a.iter().enumerate().take(P.min(ow - x0)) {
+                    for (r, ar) in aq.iter().enumerate() {
+                        // SAFETY: (x0+q)·t_pad + tb + 8r + 8 ≤ ow·t_pad ≤ acc.len().
                         unsafe {
                             _mm256_storeu_si256(
                                 acc.as_mut_ptr().add((x0 + q) * tp + tb + r * 8).cast(),
-                                a[q * 4 + r],
+                                *ar,
                             )
                         };
                     }
                 }
-                tb += 32;
+                tb += block;
             }
-            x0 += 2;
+            x0 += P;
         }
     }
 }
@@ -658,12 +905,19 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(40))]
         #[test]
-        fn every_path_is_bit_exact((n, c, t, k, h, w, spec, seed) in conv_case(), z in any::<u8>(), extreme in any::<bool>()) {
+        fn every_path_is_bit_exact((n, c, t, k, h, w, spec, seed) in conv_case(), z in any::<u8>(), mode in 0u8..3) {
             prop_assume!(spec.output_hw(h, w, k, k).is_ok());
             let mut rng = SeededRng::new(seed);
-            // `extreme` saturates the codes (255 and −128) to exercise i16 overflow.
-            let q = Array4::from_shape_fn((n, c, h, w), |_| if extreme { 255 } else { rng.below(256) as u8 });
-            let wt = Array4::from_shape_fn((t, c, k, k), |_| if extreme { -128 } else { rng.below(256) as i32 as u8 as i8 });
+            // Mode 1 saturates every code (255 × −128, the pair sum that
+            // overflows `vpmaddubsw`'s i16); mode 2 draws each from the
+            // extremes {0, 255} × {−128, 127}; mode 0 from the full ranges.
+            let mut code = |lo: i32, hi: i32| match mode {
+                0 => lo + rng.below(256) as i32,
+                1 => if lo == 0 { hi } else { lo },
+                _ => if rng.below(2) == 0 { lo } else { hi },
+            };
+            let q = Array4::from_shape_fn((n, c, h, w), |_| code(0, 255) as u8);
+            let wt = Array4::from_shape_fn((t, c, k, k), |_| code(-128, 127) as i8);
             let scales: Vec<f32> = (0..t).map(|i| 0.01 + i as f32 * 1e-3).collect();
             let bias: Vec<f32> = (0..t).map(|i| i as f32 * 0.5).collect();
             let conv = Int8Gemm::new(wt.view(), &scales, Some(&bias), spec, U8Quant::new(0.02, z).unwrap()).unwrap();

@@ -10,12 +10,22 @@
 //! `docs/performance.md` shows what the unfused, single-threaded passes
 //! cost). Inputs holding a NaN take the array path, which also marks the
 //! outputs that read it ([`hasten_core::Int8Conv::nan_outputs`]).
+//!
+//! **Chaining.** When the plan feeds one step's output to the next int8
+//! step and to nothing else, the producer runs [`Int8Step::run_chained`]:
+//! its epilogue computes each f32 output exactly as before and codes it with
+//! the consumer's own input code, written straight into the consumer's
+//! padded NHWC image. The consumer then starts from that image, so the pair
+//! skips the f32 NCHW write, its read, and the quantizing copy, and the
+//! results stay bit-identical to running the steps one after the other
+//! (the codes are the same function of the same f32 values).
 
 use hasten_core::{Int8Conv, QuantParams, Requant, Result};
 use rayon::prelude::*;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
-use super::int8_gemm::Int8Gemm;
+use super::int8_gemm::{Image, Int8Gemm};
 use super::Isa;
 use crate::pool::ScratchPool;
 
@@ -108,23 +118,27 @@ impl Epilogue {
 }
 
 /// An `Int8Conv` compiled for the plan: the packed kernel, the input code,
-/// the output stage and the u8 image buffer it reuses from run to run.
+/// the output stage and the padded image buffers it reuses from run to run.
 #[derive(Debug)]
 pub(crate) struct Int8Step {
     kernel: Int8Gemm,
     code: InputCode,
     epilogue: Epilogue,
-    image: Mutex<Vec<u8>>,
+    image: Mutex<Image>,
+    /// Set by the producer of a chain once it has filled `image` with this
+    /// step's input codes; taken (reset) by this step's next run.
+    chained_input: AtomicBool,
 }
 
 impl Clone for Int8Step {
-    /// The same step with an empty image buffer of its own.
+    /// The same step with empty image buffers of its own.
     fn clone(&self) -> Self {
         Int8Step {
             kernel: self.kernel.clone(),
             code: self.code,
             epilogue: self.epilogue.clone(),
             image: Mutex::default(),
+            chained_input: AtomicBool::new(false),
         }
     }
 }
@@ -138,6 +152,7 @@ impl Int8Step {
             code: InputCode::new(op.input_params(), shift),
             epilogue: Epilogue::new(op),
             image: Mutex::default(),
+            chained_input: AtomicBool::new(false),
         }
     }
 
@@ -148,7 +163,9 @@ impl Int8Step {
 
     /// Runs on `batch` NCHW samples of `in_hw` (a linear layer: 1 × 1) from
     /// `src` into `dst`; `Ok(false)` when `src` holds a NaN and nothing was
-    /// written (the caller takes the array path).
+    /// written (the caller takes the array path). When the previous step of
+    /// a chain has filled this step's image ([`Self::run_chained`]), `src`
+    /// is not read: the run starts from those codes.
     pub(crate) fn run(
         &self,
         src: &[f32],
@@ -159,16 +176,20 @@ impl Int8Step {
         isa: Isa,
     ) -> Result<bool> {
         let g = self.kernel.geometry(batch, in_hw)?;
-        let has_nan = src
-            .par_chunks(1 << 14)
-            .any(|c| c.iter().fold(false, |a, v| a | v.is_nan()));
-        if has_nan {
-            return Ok(false);
+        let mut image = self.image.lock().unwrap_or_else(|e| e.into_inner());
+        if self.chained_input.swap(false, Ordering::AcqRel) {
+            self.kernel.forward_image(
+                &image,
+                &g,
+                |acc, out| self.epilogue.apply(acc, out),
+                dst,
+                pool,
+                isa,
+            );
+            return Ok(true);
         }
-        let mut bytes = self.image.lock().unwrap_or_else(|e| e.into_inner());
-        let len = self.kernel.image_len(&g);
-        if bytes.len() < len {
-            bytes.resize(len, 0);
+        if has_nan(src) {
+            return Ok(false);
         }
         self.kernel.forward_into(
             src,
@@ -176,12 +197,63 @@ impl Int8Step {
             |v| self.code.code(v),
             |acc, out| self.epilogue.apply(acc, out),
             dst,
-            &mut bytes,
+            &mut image,
             pool,
             isa,
         );
         Ok(true)
     }
+
+    /// Runs as [`Self::run`] but hands the outputs to `next`, the step that
+    /// reads them and nothing else: coded with `next`'s input code into
+    /// `next`'s image, for its next [`Self::run`] (or `run_chained`) on the
+    /// same batch; `dst` is left unwritten, and `src` too is not read when
+    /// this step's own producer left its codes. `Ok(false)` (nothing done)
+    /// when `src` holds a NaN: the caller runs both steps unchained.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn run_chained(
+        &self,
+        src: &[f32],
+        batch: usize,
+        in_hw: (usize, usize),
+        next: &Int8Step,
+        pool: &ScratchPool,
+        isa: Isa,
+    ) -> Result<bool> {
+        let g = self.kernel.geometry(batch, in_hw)?;
+        let next_g = next.kernel.geometry(batch, g.out_hw)?;
+        let mut image = self.image.lock().unwrap_or_else(|e| e.into_inner());
+        // A link inside a chain starts from the codes its producer left.
+        let src = if self.chained_input.swap(false, Ordering::AcqRel) {
+            None
+        } else if has_nan(src) {
+            return Ok(false);
+        } else {
+            Some(src)
+        };
+        let mut next_image = next.image.lock().unwrap_or_else(|e| e.into_inner());
+        self.kernel.forward_chained(
+            src,
+            &g,
+            |v| self.code.code(v),
+            |acc, out| self.epilogue.apply(acc, out),
+            &mut image,
+            &next.kernel,
+            &next_g,
+            |v| next.code.code(v),
+            &mut next_image,
+            pool,
+            isa,
+        );
+        next.chained_input.store(true, Ordering::Release);
+        Ok(true)
+    }
+}
+
+/// Whether `src` holds a NaN (checked in parallel).
+fn has_nan(src: &[f32]) -> bool {
+    src.par_chunks(1 << 14)
+        .any(|c| c.iter().fold(false, |a, v| a | v.is_nan()))
 }
 
 #[cfg(test)]

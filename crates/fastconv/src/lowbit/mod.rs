@@ -11,8 +11,9 @@
 //!   binarization), with exact zero-padding correction;
 //! - [`ternary`]: ternary weights as two bit-planes on the binary kernel;
 //! - [`int8_gemm`]: u8 × i8 → i32 convolution (AVX-512 VNNI `vpdpbusd`, AVX2
-//!   `vpmaddubsw` with an overflow-free split) with fused per-channel
-//!   requantisation;
+//!   `vpmaddwd` on u16 × i16, exact without saturation) with fused
+//!   per-channel requantisation; consecutive int8 steps of a plan pass u8
+//!   codes to each other ([`int8_step`]);
 //! - [`codebook`]: scalar-codebook (k-means) and product-quantized fully
 //!   connected layers, decoding codes in registers or through lookup tables;
 //! - [`csr`]: CSR-sparse convolution (sparse × dense GEMM over im2col) and FC;

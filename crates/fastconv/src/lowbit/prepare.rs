@@ -354,6 +354,47 @@ impl Prepared {
         }
     }
 
+    /// Whether [`Self::run_chained`] can hand this step's output to `next`:
+    /// both are int8 convolutions (not linear layers) running on the same
+    /// level.
+    pub(crate) fn chains_into(&self, next: &Prepared) -> bool {
+        matches!(
+            (&self.kernel, &next.kernel),
+            (
+                Kernel::Int8 { linear: false, .. },
+                Kernel::Int8 { linear: false, .. }
+            )
+        ) && self.level(Needs::Int8Dot) == next.level(Needs::Int8Dot)
+    }
+
+    /// Runs on `batch` samples of shape `input` from `src` and leaves the
+    /// output as `next`'s input codes in `next`'s own buffers (see
+    /// [`super::int8_step`]), to be read by `next`'s following
+    /// [`Self::run`]; `Ok(false)` when it did nothing (not a chain per
+    /// [`Self::chains_into`], or a NaN input): run both unchained.
+    pub(crate) fn run_chained(
+        &self,
+        src: &[f32],
+        batch: usize,
+        input: hasten_core::ActShape,
+        next: &Prepared,
+        pool: &crate::pool::ScratchPool,
+    ) -> Result<bool> {
+        match (&self.kernel, &next.kernel) {
+            (
+                Kernel::Int8 { step, .. },
+                Kernel::Int8 {
+                    step: next_step, ..
+                },
+            ) if self.chains_into(next) => {
+                let isa = check_isa(self.level(Needs::Int8Dot), Needs::Int8Dot, "Int8Gemm")?;
+                let hw = (input.height, input.width);
+                step.run_chained(src, batch, hw, next_step, pool, isa)
+            }
+            _ => Ok(false),
+        }
+    }
+
     /// [`Self::forward`] on a copy of the batch, the result copied to `dst`.
     fn run_arrays(
         &self,

@@ -5,12 +5,10 @@
 //! one `match` on [`Op`] that dispatches ops to kernels is
 //! [`Compiler::op`].
 
-use std::sync::Mutex;
-
 use hasten_core::graph::{Graph, NodeOp, ValueId};
 use hasten_core::{ActShape, BatchNorm, ConvLayer, ConvSpec, Error, Op, Padding, Result};
 
-use super::{Buf, Kind, PlanOptions, Slot, Step};
+use super::{Buf, Kind, LowbitStep, PlanOptions, Slot, Step};
 use crate::conv::{ChannelView, ConvStep, PerforatedKernel};
 use crate::elementwise::{map_kernel, Clamp};
 use crate::gather::GatherKernel;
@@ -605,9 +603,7 @@ impl Compiler<'_> {
                 let kind = match map_kernel(isa, other) {
                     Some(k) => Kind::Kernel(k),
                     None => match crate::lowbit::prepare::prepare(other)? {
-                        Some(p) => {
-                            Kind::Lowbit(Box::new((p.with_isa(isa), Mutex::new(Vec::new()))))
-                        }
+                        Some(p) => Kind::Lowbit(Box::new(LowbitStep::new(p.with_isa(isa)))),
                         None => Kind::Reference(Box::new(other.clone())),
                     },
                 };

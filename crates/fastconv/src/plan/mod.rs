@@ -132,8 +132,8 @@ enum Kind {
     Remap(ChannelView),
     /// An op with its own kernel object.
     Kernel(Box<dyn OpKernel>),
-    /// A packed-format op on its low-bit or sparse kernel, with its scratch.
-    Lowbit(Box<(crate::lowbit::prepare::Prepared, Mutex<Vec<f32>>)>),
+    /// A packed-format op on its low-bit or sparse kernel.
+    Lowbit(Box<LowbitStep>),
     /// An op without a fast kernel: its reference forward.
     Reference(Box<Op>),
     /// The sum of the sources, with a fused activation clamp.
@@ -143,6 +143,58 @@ enum Kind {
     /// A copy (a concatenation operand not written in place, or a graph
     /// output that is a graph input).
     Copy,
+}
+
+/// A packed-format op on its low-bit or sparse kernel, with its scratch.
+#[derive(Debug)]
+struct LowbitStep {
+    prepared: crate::lowbit::prepare::Prepared,
+    scratch: Mutex<Vec<f32>>,
+    /// Whether it hands its output to the next step as that int8 step's
+    /// input codes instead of writing f32 (set by [`chain_int8_steps`]).
+    feeds_next: bool,
+}
+
+impl LowbitStep {
+    /// `prepared`, unchained, with an empty scratch buffer.
+    fn new(prepared: crate::lowbit::prepare::Prepared) -> Self {
+        LowbitStep {
+            prepared,
+            scratch: Mutex::new(Vec::new()),
+            feeds_next: false,
+        }
+    }
+}
+
+/// What [`StepInfo::fused`] lists for an int8 step that hands its output
+/// to the next one as u8 codes.
+pub const INT8_CHAIN: &str = "u8 codes to next int8 step";
+
+/// Marks the int8 steps whose output is read only by the step right after
+/// them, itself an int8 step, so that they pass it on as that step's u8
+/// input codes (`lowbit::int8_step`): the chains of a Tucker-2 block
+/// (1×1 → 3×3 → 1×1) or of consecutive quantized layers. Results are
+/// bit-identical; the f32 tensor between them is never written.
+fn chain_int8_steps(steps: &mut [Step], bufs: &[Buf], outputs: &[(Slot, ActShape)]) {
+    for k in 1..steps.len() {
+        let dst = steps[k - 1].dst;
+        let sole = steps[k].srcs == [dst]
+            && dst.offset == 0
+            && bufs[dst.buf].stride == dst.len
+            && outputs.iter().all(|(o, _)| o.buf != dst.buf)
+            && steps
+                .iter()
+                .enumerate()
+                .all(|(j, s)| j == k || s.srcs.iter().all(|r| r.buf != dst.buf));
+        if let (Kind::Lowbit(a), Kind::Lowbit(b)) = (&steps[k - 1].kind, &steps[k].kind) {
+            if sole && a.prepared.chains_into(&b.prepared) {
+                if let Kind::Lowbit(a) = &mut steps[k - 1].kind {
+                    a.feeds_next = true;
+                }
+                steps[k - 1].fused.push(INT8_CHAIN);
+            }
+        }
+    }
 }
 
 /// A prepared kernel for one op of a plan: built at compilation (weights
@@ -163,7 +215,8 @@ pub struct StepInfo {
     /// and the others fused into it (block ops named `block[k]`).
     pub nodes: Vec<String>,
     /// What is fused into the kernel, in order (`"batch_norm"`,
-    /// `"residual add"`, `"relu"`).
+    /// `"residual add"`, `"relu"`; [`INT8_CHAIN`] for an int8 step whose
+    /// output goes to the next int8 step as its u8 input codes).
     pub fused: Vec<String>,
     /// Per-sample input shape (the first source's).
     pub input: ActShape,
@@ -288,7 +341,10 @@ impl Plan {
         total_floats(graph.inputs().iter().map(|i| i.shape()), batch)?;
         let naive_floats = total_floats(graph.nodes().iter().map(|n| n.output_shape()), batch)?;
         crate::conv::check_padded_inputs(unary_ops(graph)?, batch, options.memory_limit)?;
-        let compiled = compile::compile(graph, batch, options)?;
+        let mut compiled = compile::compile(graph, batch, options)?;
+        if options.fuse {
+            chain_int8_steps(&mut compiled.steps, &compiled.bufs, &compiled.outputs);
+        }
         let mut lifetimes: Vec<arena::Lifetime> = Vec::new();
         let mut arena_index = vec![usize::MAX; compiled.bufs.len()];
         let end = compiled.steps.len();
@@ -531,9 +587,10 @@ impl Plan {
         };
         let mut result = Ok(());
         for (k, step) in self.steps.iter().enumerate() {
+            let next = self.steps.get(k + 1);
             each(k, &mut || {
                 if result.is_ok() {
-                    result = step.run(&frame, self.isa, &self.pool);
+                    result = step.run(&frame, self.isa, &self.pool, next);
                 }
             });
         }
@@ -703,8 +760,8 @@ impl Frame<'_> {
 }
 
 impl Step {
-    /// Runs on the frame's batch.
-    fn run(&self, f: &Frame<'_>, isa: Isa, pool: &ScratchPool) -> Result<()> {
+    /// Runs on the frame's batch (`next`: the step after it).
+    fn run(&self, f: &Frame<'_>, isa: Isa, pool: &ScratchPool, next: Option<&Step>) -> Result<()> {
         let batch = f.batch;
         let (dst, layout) = f.dst(self.dst);
         match &self.kind {
@@ -725,10 +782,18 @@ impl Step {
                     .for_each(|(d, s)| view.materialize(s, d, h, w));
             }
             Kind::Kernel(kernel) => kernel.run(f.src(self.srcs[0]), dst, batch, pool),
-            Kind::Lowbit(p) => {
-                let (prepared, buf) = &**p;
-                let mut buf = buf.lock().unwrap_or_else(|e| e.into_inner());
-                prepared.run(f.src(self.srcs[0]), dst, batch, self.input, &mut buf, pool)?;
+            Kind::Lowbit(l) => {
+                let src = f.src(self.srcs[0]);
+                if let (true, Some(Kind::Lowbit(n))) = (l.feeds_next, next.map(|s| &s.kind)) {
+                    if l.prepared
+                        .run_chained(src, batch, self.input, &n.prepared, pool)?
+                    {
+                        return Ok(());
+                    }
+                }
+                let mut buf = l.scratch.lock().unwrap_or_else(|e| e.into_inner());
+                l.prepared
+                    .run(src, dst, batch, self.input, &mut buf, pool)?;
             }
             Kind::Reference(op) => {
                 let src = f.src(self.srcs[0]);
