@@ -20,7 +20,21 @@ pub enum Mode {
     Gradual,
 }
 
-/// Fine-tuning settings: SGD with momentum at a constant learning rate.
+/// Knowledge distillation during fine-tuning (survey §7, eq. (19)–(20)):
+/// the original, uncompressed network is the teacher.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Distill {
+    /// The softmax temperature τ (finite, > 0).
+    pub temperature: f32,
+    /// The weight λ of the teacher's soft targets, in `[0, 1]` (the hard
+    /// labels get `1 − λ`).
+    pub weight: f32,
+}
+
+/// Fine-tuning settings: SGD with momentum at a constant learning rate, on
+/// the labels or distilled from the original network, optionally
+/// quantization-aware.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FineTune {
@@ -34,6 +48,17 @@ pub struct FineTune {
     /// SGD momentum.
     #[serde(default = "default_momentum")]
     pub momentum: f32,
+    /// Quantization-aware training (survey eq. (5)): a weight-quantizer
+    /// step (binarize, ternarize, fixed-point, int8) this fine-tuning
+    /// follows is not applied at once; the fine-tuning trains its layers
+    /// with fake-quantized weights `q(W)` and full-precision shadow weights,
+    /// then freezes them into the step's packed ops.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub qat: bool,
+    /// Distil from the original network instead of training on the labels
+    /// alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distill: Option<Distill>,
 }
 
 fn default_batch() -> usize {
@@ -57,6 +82,20 @@ impl FineTune {
                 "fine_tune.momentum {}: must be in [0, 1)",
                 self.momentum
             ));
+        }
+        if let Some(d) = &self.distill {
+            if !(d.temperature.is_finite() && d.temperature > 0.0) {
+                return Err(format!(
+                    "fine_tune.distill.temperature {}: must be finite and > 0",
+                    d.temperature
+                ));
+            }
+            if !(0.0..=1.0).contains(&d.weight) {
+                return Err(format!(
+                    "fine_tune.distill.weight {}: must be in [0, 1]",
+                    d.weight
+                ));
+            }
         }
         Ok(())
     }
@@ -148,8 +187,17 @@ pub struct Recipe {
     /// range, activation criteria of channel pruning).
     #[serde(default)]
     pub calibration: CalibrationSettings,
+    /// Batch-norm recalibration: after each step (with data), the running
+    /// statistics are re-estimated on this many training batches of 64
+    /// (0: never).
+    #[serde(default = "default_recalibrate_bn")]
+    pub recalibrate_bn: usize,
     /// The steps, applied in order.
     pub steps: Vec<Step>,
+}
+
+fn default_recalibrate_bn() -> usize {
+    8
 }
 
 /// The top level with the steps still unread, so that a step's error can
@@ -165,6 +213,8 @@ struct RawRecipe {
     latency: LatencySettings,
     #[serde(default)]
     calibration: CalibrationSettings,
+    #[serde(default = "default_recalibrate_bn")]
+    recalibrate_bn: usize,
     steps: Vec<serde_json::Value>,
 }
 
@@ -240,6 +290,7 @@ impl Recipe {
             fine_tune: raw.fine_tune,
             latency: raw.latency,
             calibration: raw.calibration,
+            recalibrate_bn: raw.recalibrate_bn,
             steps,
         };
         recipe.check()?;
@@ -280,8 +331,23 @@ impl Recipe {
                 }
                 f.check().map_err(fail)?;
             }
+            if self.qat_for(i) {
+                step.method.qat_quantizer().map_err(fail)?;
+            }
         }
         Ok(())
+    }
+
+    /// Whether step `index` (from 0) is trained quantization-aware when it
+    /// quantizes weights: the fine-tuning that follows it — its own or the
+    /// recipe's in gradual mode, the recipe's in one-shot mode — has
+    /// `qat = true` and at least one epoch.
+    pub fn qat_for(&self, index: usize) -> bool {
+        let governing = match self.mode {
+            Mode::Gradual => self.fine_tune_for(index),
+            Mode::OneShot => self.fine_tune.filter(|f| f.epochs > 0),
+        };
+        governing.is_some_and(|f| f.qat)
     }
 
     /// The fine-tuning settings after step `index` (from 0): the step's
