@@ -49,10 +49,11 @@ pub struct FineTune {
     #[serde(default = "default_momentum")]
     pub momentum: f32,
     /// Quantization-aware training (survey eq. (5)): a weight-quantizer
-    /// step (binarize, ternarize, fixed-point, int8) this fine-tuning
-    /// follows is not applied at once; the fine-tuning trains its layers
-    /// with fake-quantized weights `q(W)` and full-precision shadow weights,
-    /// then freezes them into the step's packed ops.
+    /// step (binarize sign / binary-weights, ternarize, symmetric
+    /// fixed-point, int8) this fine-tuning follows is held back; this and
+    /// every later fine-tuning train its layers with fake-quantized weights
+    /// `q(W)` and full-precision shadow weights, and at the end the step
+    /// freezes them into its packed ops. Other quantizers are refused.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub qat: bool,
     /// Distil from the original network instead of training on the labels
@@ -150,14 +151,17 @@ impl Default for LatencySettings {
 /// [`Selection`] and a [`Method`], with fine-tuning in the survey's two
 /// regimes: "gradual" (transform a layer or stage at a time and fine-tune in
 /// between, section 1 and \[19\]) or "one-shot" (every step, then
-/// fine-tuning). Read from TOML or JSON:
+/// fine-tuning). Fine-tuning may be quantization-aware
+/// ([`FineTune::qat`]) and distilled from the original network
+/// ([`FineTune::distill`]); batch norms are recalibrated after each step
+/// ([`Recipe::recalibrate_bn`]). Read from TOML or JSON:
 ///
 /// ```
 /// use hasten::pipeline::Recipe;
 ///
 /// let recipe = Recipe::from_toml(r#"
 ///     mode = "gradual"
-///     fine_tune = { epochs = 1, lr = 0.01 }
+///     fine_tune = { epochs = 1, lr = 0.01, qat = true, distill = { temperature = 4.0, weight = 0.5 } }
 ///
 ///     [[steps]]
 ///     select = { kinds = ["conv"], except_first = 1 }
@@ -414,6 +418,37 @@ mod tests {
         assert_eq!(r.fine_tune_for(1).unwrap().batch, 64, "the default batch");
         assert_eq!(Recipe::from_toml(&r.to_toml().unwrap()).unwrap(), r);
         assert_eq!(Recipe::from_json(&r.to_json().unwrap()).unwrap(), r);
+    }
+
+    #[test]
+    fn qat_distillation_and_recalibration_settings_round_trip() {
+        let text = r#"
+            mode = "gradual"
+            recalibrate_bn = 3
+            fine_tune = { epochs = 1, lr = 0.01, qat = true, distill = { temperature = 2.0, weight = 0.25 } }
+            [[steps]]
+            method = { name = "binarize" }
+            [[steps]]
+            method = { name = "int8", input_range = [0.0, 4.0] }
+            fine_tune = { epochs = 1, lr = 0.01 }
+            [[steps]]
+            method = { name = "kmeans", k = 4 }
+            fine_tune = { epochs = 0, lr = 0.01, qat = true }
+        "#;
+        let r = Recipe::from_toml(text).unwrap();
+        assert_eq!(r.recalibrate_bn, 3);
+        let d = r.fine_tune.unwrap().distill.unwrap();
+        assert_eq!((d.temperature, d.weight), (2.0, 0.25));
+        // The step's own fine-tuning decides: none after k-means (zero
+        // epochs), so no quantization-aware training it has not got.
+        assert_eq!(
+            (r.qat_for(0), r.qat_for(1), r.qat_for(2)),
+            (true, false, false)
+        );
+        assert!(Recipe::from_toml(&text.replace("epochs = 0", "epochs = 1")).is_err());
+        assert_eq!(Recipe::from_toml(&r.to_toml().unwrap()).unwrap(), r);
+        assert_eq!(Recipe::from_json(&r.to_json().unwrap()).unwrap(), r);
+        assert_eq!(Recipe::from_toml(TOML).unwrap().recalibrate_bn, 8);
     }
 
     fn step_error(text: &str) -> (usize, String, String) {
