@@ -34,9 +34,10 @@ use std::sync::Arc;
 
 use hasten_core::graph::{GraphReport, NodeFilter};
 use hasten_core::ndarray::{Array2, ArrayD};
-use hasten_core::{Error, Graph, Result, Transform, WeightLayout};
+use hasten_core::{Error, Graph, IntType, Result, Transform, WeightLayout};
 use hasten_quant::{
-    Binarize, FixedPoint, Granularity, LayerWeights, Mode as FixedPointMode, Ternarize,
+    activation_params, Binarize, FixedPoint, Granularity, Int8Quantize, LayerWeights,
+    Mode as FixedPointMode, Ternarize,
 };
 use hasten_train::{FakeQuant, WeightQuantizer};
 
@@ -52,14 +53,28 @@ pub enum QatQuantizer {
         /// The clip region of the straight-through estimator, if any.
         clip: Option<f32>,
     },
+    /// BinaryConnect's `sign(W)` with unit scale (eq. (3),
+    /// [`Binarize::sign`]); clip region as for [`QatQuantizer::Binary`].
+    Sign {
+        /// The clip region of the straight-through estimator, if any.
+        clip: Option<f32>,
+    },
     /// Ternary weight networks, per filter ([`Ternarize::twn`]); plain
     /// straight-through gradient.
     Ternary,
+    /// Ternary weight networks with one threshold and scale for the whole
+    /// layer.
+    TernaryPerTensor,
     /// Symmetric fixed point with `bits` bits and one scale per output
     /// channel ([`FixedPoint`]); 8 bits are int8 weights (`|q| ≤ 127`,
     /// scale `max |W_t| / 127`). Plain straight-through gradient (the range
     /// follows the weights, so nothing saturates).
     FixedPoint {
+        /// Bits per weight, `2..=16`.
+        bits: u32,
+    },
+    /// Symmetric fixed point with one scale for the whole layer.
+    FixedPointPerTensor {
         /// Bits per weight, `2..=16`.
         bits: u32,
     },
@@ -81,11 +96,18 @@ impl QatQuantizer {
     pub fn transform(&self) -> Result<Box<dyn Transform>> {
         Ok(match *self {
             QatQuantizer::Binary { .. } => Box::new(Binarize::binary_weights()),
+            QatQuantizer::Sign { .. } => Box::new(Binarize::sign()),
             QatQuantizer::Ternary => Box::new(Ternarize::twn(Granularity::PerChannel)),
+            QatQuantizer::TernaryPerTensor => Box::new(Ternarize::twn(Granularity::PerTensor)),
             QatQuantizer::FixedPoint { bits } => Box::new(FixedPoint::new(
                 bits,
                 FixedPointMode::Symmetric,
                 Granularity::PerChannel,
+            )?),
+            QatQuantizer::FixedPointPerTensor { bits } => Box::new(FixedPoint::new(
+                bits,
+                FixedPointMode::Symmetric,
+                Granularity::PerTensor,
             )?),
         })
     }
@@ -96,11 +118,20 @@ impl QatQuantizer {
             QatQuantizer::Binary { .. } => {
                 Binarize::binary_weights().quantize(weights)?.dequantized()
             }
+            QatQuantizer::Sign { .. } => Binarize::sign().quantize(weights)?.dequantized(),
             QatQuantizer::Ternary => Ternarize::twn(Granularity::PerChannel)
+                .quantize(weights)?
+                .dequantized(),
+            QatQuantizer::TernaryPerTensor => Ternarize::twn(Granularity::PerTensor)
                 .quantize(weights)?
                 .dequantized(),
             QatQuantizer::FixedPoint { bits } => {
                 FixedPoint::new(bits, FixedPointMode::Symmetric, Granularity::PerChannel)?
+                    .quantize(weights)?
+                    .dequantized()
+            }
+            QatQuantizer::FixedPointPerTensor { bits } => {
+                FixedPoint::new(bits, FixedPointMode::Symmetric, Granularity::PerTensor)?
                     .quantize(weights)?
                     .dequantized()
             }
@@ -120,34 +151,84 @@ impl WeightQuantizer for QatQuantizer {
     /// row per output filter (every quantizer here works on that matrix,
     /// whatever the convolution's geometry).
     fn quantize(&self, weight: &ArrayD<f32>) -> Result<ArrayD<f32>> {
-        let shape = weight.shape().to_vec();
-        if !(shape.len() == 2 || shape.len() == 4) {
-            return Err(Error::shape(
-                "weight to quantize",
-                "[out, in] or [T, C/g, kh, kw]",
-                format!("{shape:?}"),
-            ));
-        }
-        hasten_core::error::ensure_nonempty("weight to quantize", &shape)?;
-        let rows = shape[0];
-        let cols = weight.len() / rows;
-        let matrix = weight
-            .as_standard_layout()
-            .into_owned()
-            .into_shape_with_order((rows, cols))
-            .expect("rows · cols values");
-        let weights = LayerWeights::new(WeightLayout::linear(rows, cols)?, matrix, None)?;
-        Ok(self
-            .dequantized(&weights)?
-            .into_shape_with_order(shape)
-            .expect("same element count"))
+        as_matrix(weight, |w| self.dequantized(w))
     }
 
     fn clip(&self) -> Option<f32> {
         match *self {
-            QatQuantizer::Binary { clip } => clip,
+            QatQuantizer::Binary { clip } | QatQuantizer::Sign { clip } => clip,
             _ => None,
         }
+    }
+}
+
+/// `q` applied to `weight` (a convolution's `[T, C/g, kh, kw]` or a linear
+/// layer's `[out, in]`) seen as the matrix with one row per output filter,
+/// the result in `weight`'s shape.
+fn as_matrix(
+    weight: &ArrayD<f32>,
+    q: impl FnOnce(&LayerWeights) -> Result<Array2<f32>>,
+) -> Result<ArrayD<f32>> {
+    let shape = weight.shape().to_vec();
+    if !(shape.len() == 2 || shape.len() == 4) {
+        return Err(Error::shape(
+            "weight to quantize",
+            "[out, in] or [T, C/g, kh, kw]",
+            format!("{shape:?}"),
+        ));
+    }
+    hasten_core::error::ensure_nonempty("weight to quantize", &shape)?;
+    let rows = shape[0];
+    let cols = weight.len() / rows;
+    let matrix = weight
+        .as_standard_layout()
+        .into_owned()
+        .into_shape_with_order((rows, cols))
+        .expect("rows · cols values");
+    let weights = LayerWeights::new(WeightLayout::linear(rows, cols)?, matrix, None)?;
+    Ok(q(&weights)?
+        .into_shape_with_order(shape)
+        .expect("same element count"))
+}
+
+/// The fake quantizer of an `Int8Conv`'s weights, exactly as
+/// [`Int8Quantize`] stores them: `s·clamp(round(W/s), ±127)` with
+/// `s = max |W_t| / 127` per output channel or for the whole layer (the
+/// int8 step of a recipe trained with `qat`; activations stay f32 while
+/// training). Plain straight-through gradient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Int8Weights {
+    /// One scale per output channel rather than per layer.
+    pub per_channel: bool,
+}
+
+impl WeightQuantizer for Int8Weights {
+    fn name(&self) -> String {
+        format!(
+            "int8 weights ({})",
+            if self.per_channel {
+                "per channel"
+            } else {
+                "per tensor"
+            }
+        )
+    }
+
+    fn quantize(&self, weight: &ArrayD<f32>) -> Result<ArrayD<f32>> {
+        let granularity = if self.per_channel {
+            Granularity::PerChannel
+        } else {
+            Granularity::PerTensor
+        };
+        // The input range only shapes the (unused) activation quantization.
+        let input = activation_params(0.0, 1.0, IntType::U8)?;
+        as_matrix(weight, |w| {
+            let op = Int8Quantize::new(input, None, granularity).quantize(w)?;
+            let q = op.weights();
+            Ok(Array2::from_shape_fn(q.dim(), |(t, j)| {
+                f32::from(q[[t, j]]) * op.weight_scale(t)
+            }))
+        })
     }
 }
 

@@ -7,13 +7,15 @@
 //!
 //! `L = (1 − λ)·H(y, p^S) + λ·τ²·H(p^T_τ, p^S_τ) + β·½‖u_T − r(u_S)‖²/N`,
 //!
-//! with `p_τ = softmax(z/τ)`. [`DistillTrainer`] composes `hasten-train`'s
-//! f32 [`TrainTape`], optimizers and schedules with `hasten-distill`'s losses
-//! (their values and exact gradients are reused, not re-derived): the
-//! teacher runs through a `hasten_fastconv` [`Plan`] in inference mode, the
-//! student through the tape in training mode; the hint regressor `r` is a
-//! learned 1×1 convolution, fitted by least squares on the first batch
-//! ([`HintRegressor::fit_conv`]) and then trained with the student.
+//! with `p_τ = softmax(z/τ)`. [`DistillLoss`] is this objective as a
+//! [`Loss`] of `hasten-train`'s [`Trainer`], built from `hasten-distill`'s
+//! losses (their values and exact gradients are reused, not re-derived):
+//! the teacher runs through a `hasten_fastconv` [`Plan`] in inference mode,
+//! the student through the trainer's tape in training mode; the hint
+//! regressor `r` is a learned 1×1 convolution, a parameter of the loss,
+//! fitted by least squares on the first batch ([`HintRegressor::fit_conv`])
+//! and then trained with the student. [`DistillTrainer`] is the trainer on
+//! that loss (its epochs, checkpoints and early stopping).
 //!
 //! ```
 //! use hasten::teacher_student::distillation_objective;
@@ -27,21 +29,19 @@
 //! # Ok::<(), hasten_core::Error>(())
 //! ```
 
-use std::time::Instant;
-
 use hasten_core::grad::Mode;
-use hasten_core::graph::NodeDef;
-use hasten_core::{Error, Graph, SeededRng};
+use hasten_core::{Error, Graph};
 use hasten_distill::{
     hard_label_loss, hint_loss_conv, soft_target_loss, softmax, DistillationConfig, HintRegressor,
     LossGrad, Real,
 };
 use hasten_fastconv::{Plan, PlanOptions};
-use hasten_train::data::{Dataset, Loader};
+use hasten_train::data::Dataset;
+use hasten_train::loss::with_extra_outputs;
 use hasten_train::optim::Optimizer;
 use hasten_train::schedule::Schedule;
 use hasten_train::{
-    evaluate, top1_hits, EpochStats, Grads, ParamStore, Result, TrainConfig, TrainTape,
+    EpochStats, Grads, Loss, LossInput, LossOutput, ParamStore, Result, TrainConfig, Trainer,
 };
 use ndarray::{Array2, Array4, ArrayD, ArrayView2, Ix2};
 
@@ -142,18 +142,6 @@ impl DistillSettings {
     }
 }
 
-/// `graph` with the value named `extra` appended to its outputs.
-fn with_extra_output(graph: &Graph, extra: &str, whose: &str) -> Result<Graph> {
-    if graph.value(extra).is_none() {
-        return Err(
-            Error::param(format!("{whose} hint value"), extra, "a value of the graph").into(),
-        );
-    }
-    let (inputs, nodes, mut outputs): (_, Vec<NodeDef>, Vec<String>) = graph.to_defs();
-    outputs.push(extra.to_string());
-    Ok(Graph::new(inputs, nodes, outputs)?)
-}
-
 /// `[N, K, 1, 1]` logits as `[N, K]`.
 fn logits2(x: &Array4<f32>) -> Result<ArrayView2<'_, f32>> {
     let s = x.shape();
@@ -180,39 +168,29 @@ pub struct StepGrads {
     pub buffers: Grads,
 }
 
-/// Trains a student classifier against a frozen teacher; see the
-/// [module docs](self).
+/// The distillation objective as a [`Loss`] of `hasten-train`'s
+/// [`Trainer`]: the teacher runs on each batch through a fast plan in
+/// inference mode; with a hint, the student's hinted value is tapped and
+/// the regressor ([`HINT_REGRESSOR`]) is a parameter of the loss.
 #[derive(Debug)]
-pub struct DistillTrainer<O, S> {
-    student: Graph,
-    /// The student with the hinted value as a second output, if any.
-    tapped: Graph,
+pub struct DistillLoss {
+    /// The teacher, with the hint value as a second output, if any.
     teacher: Graph,
     settings: DistillSettings,
-    store: ParamStore,
-    optimizer: O,
-    schedule: S,
-    config: TrainConfig,
+    /// The regressor's `[teacher, student]` channel counts, with a hint.
+    regressor: Option<(usize, usize)>,
     teacher_plans: Vec<(usize, Plan)>,
-    step: usize,
 }
 
-impl<O: Optimizer, S: Schedule> DistillTrainer<O, S> {
-    /// A trainer starting from the student's own parameters.
+impl DistillLoss {
+    /// The loss of `settings` for a student of the teacher `teacher` (one
+    /// input, one output).
     ///
-    /// Errors: a graph with other than one input and one output, teacher
-    /// and student inputs or output shapes that differ, an unknown hint
-    /// value, a student node named like the regressor, an invalid setting
-    /// (as for [`hasten_train::Trainer::new`]).
-    pub fn new(
-        student: Graph,
-        teacher: Graph,
-        settings: DistillSettings,
-        optimizer: O,
-        schedule: S,
-        config: TrainConfig,
-    ) -> Result<Self> {
-        for (g, who) in [(&student, "student"), (&teacher, "teacher")] {
+    /// Errors: invalid settings, a graph with other than one input and one
+    /// output, teacher and student inputs or output shapes that differ, an
+    /// unknown hint value, hinted values of different spatial sizes.
+    pub fn new(student: &Graph, teacher: Graph, settings: DistillSettings) -> Result<Self> {
+        for (g, who) in [(student, "student"), (&teacher, "teacher")] {
             if g.inputs().len() != 1 || g.outputs().len() != 1 {
                 return Err(Error::param(
                     format!("{who} inputs / outputs"),
@@ -241,30 +219,14 @@ impl<O: Optimizer, S: Schedule> DistillTrainer<O, S> {
             .into());
         }
         DistillSettings::new(settings.temperature, settings.lambda)?;
-        // Validates the common settings the way the plain trainer does.
-        hasten_train::Trainer::new(
-            student.clone(),
-            hasten_train::optim::Sgd::new(0.0)?,
-            hasten_train::schedule::Constant::new(0.0)?,
-            config.clone(),
-        )?;
-        let mut store = ParamStore::from_graph(&student);
-        let (tapped, teacher) = match &settings.hint {
-            None => (student.clone(), teacher),
+        let (teacher, regressor) = match &settings.hint {
+            None => (teacher, None),
             Some(h) => {
                 if !(h.weight.is_finite() && h.weight >= 0.0) {
                     return Err(Error::param("hint weight", h.weight, "finite and >= 0").into());
                 }
-                if store.iter().any(|(n, _, _)| HINT_REGRESSOR.contains(&n)) {
-                    return Err(Error::param(
-                        "student parameter",
-                        HINT_REGRESSOR[0],
-                        "a name the hint regressor does not use",
-                    )
-                    .into());
-                }
-                let tapped = with_extra_output(&student, &h.student, "student")?;
-                let teacher = with_extra_output(&teacher, &h.teacher, "teacher")?;
+                let tapped = with_extra_outputs(student, std::slice::from_ref(&h.student))?;
+                let teacher = with_extra_outputs(&teacher, std::slice::from_ref(&h.teacher))?;
                 let (s, t) = (tapped.output_shapes()[1], teacher.output_shapes()[1]);
                 if (s.height, s.width) != (t.height, t.width) {
                     return Err(Error::shape(
@@ -274,50 +236,20 @@ impl<O: Optimizer, S: Schedule> DistillTrainer<O, S> {
                     )
                     .into());
                 }
-                // Zero until the least-squares fit on the first batch.
-                store.insert(
-                    HINT_REGRESSOR[0],
-                    ArrayD::zeros(vec![t.channels, s.channels]),
-                    true,
-                )?;
-                store.insert(HINT_REGRESSOR[1], ArrayD::zeros(vec![t.channels]), true)?;
-                (tapped, teacher)
+                (teacher, Some((t.channels, s.channels)))
             }
         };
-        Ok(DistillTrainer {
-            student,
-            tapped,
+        Ok(DistillLoss {
             teacher,
             settings,
-            store,
-            optimizer,
-            schedule,
-            config,
+            regressor,
             teacher_plans: Vec::new(),
-            step: 0,
         })
     }
 
-    /// The student's parameters and buffers, and the hint regressor's
-    /// ([`HINT_REGRESSOR`]) when there is a hint.
-    pub fn params(&self) -> &ParamStore {
-        &self.store
-    }
-
-    /// The number of optimizer steps taken.
-    pub fn steps(&self) -> usize {
-        self.step
-    }
-
-    /// A copy of the student graph holding the current parameters.
-    pub fn student(&self) -> Result<Graph> {
-        let mut own = ParamStore::from_graph(&self.student);
-        for (name, v, trainable) in self.store.iter() {
-            if own.get(name).is_some() {
-                own.insert(name, v.clone(), trainable)?;
-            }
-        }
-        own.apply_to(&self.student)
+    /// The settings.
+    pub fn settings(&self) -> &DistillSettings {
+        &self.settings
     }
 
     /// The teacher's outputs (logits, then the hint value if any) on `x`,
@@ -334,6 +266,146 @@ impl<O: Optimizer, S: Schedule> DistillTrainer<O, S> {
         };
         Ok(self.teacher_plans[k].1.run_all(&[x])?.to_vec())
     }
+}
+
+impl Loss for DistillLoss {
+    fn taps(&self) -> Vec<String> {
+        self.settings
+            .hint
+            .iter()
+            .map(|h| h.student.clone())
+            .collect()
+    }
+
+    /// The hint regressor, zero until the least-squares fit on the first
+    /// batch.
+    fn params(&self) -> Vec<(String, ArrayD<f32>)> {
+        match self.regressor {
+            None => Vec::new(),
+            Some((t, s)) => vec![
+                (HINT_REGRESSOR[0].into(), ArrayD::zeros(vec![t, s])),
+                (HINT_REGRESSOR[1].into(), ArrayD::zeros(vec![t])),
+            ],
+        }
+    }
+
+    /// The objective of the [module docs](self); on the first step with a
+    /// hint and a zero regressor, fits the regressor by least squares on
+    /// this batch.
+    fn evaluate(&mut self, input: &LossInput<'_>, params: &mut ParamStore) -> Result<LossOutput> {
+        let teacher = self.teacher_outputs(input.x)?;
+        let logits = input.outputs[0];
+        let kd = distillation_objective(
+            logits2(logits)?,
+            logits2(&teacher[0])?,
+            input.labels,
+            self.settings.temperature,
+            self.settings.lambda,
+        )?;
+        let mut out = LossOutput {
+            value: kd.value,
+            output_grads: vec![kd
+                .grad
+                .into_shape_with_order(logits.raw_dim())
+                .expect("N·K values")],
+            param_grads: Grads::new(),
+        };
+        if let Some(h) = &self.settings.hint {
+            let u_s = input.outputs[1];
+            let u_t = &teacher[1];
+            let w = params
+                .get(HINT_REGRESSOR[0])
+                .ok_or_else(|| Error::param("hint regressor", HINT_REGRESSOR[0], "in the store"))?;
+            let regressor = if input.step == 0 && w.iter().all(|&v| v == 0.0) {
+                let fit = HintRegressor::fit_conv(u_s.view(), u_t.view())?;
+                params.insert(HINT_REGRESSOR[0], fit.weight().to_owned().into_dyn(), true)?;
+                params.insert(HINT_REGRESSOR[1], fit.bias().to_owned().into_dyn(), true)?;
+                fit
+            } else {
+                let w: Array2<f32> = w
+                    .clone()
+                    .into_dimensionality::<Ix2>()
+                    .map_err(|e| Error::numerical("hint regressor", e))?;
+                let b = params
+                    .get(HINT_REGRESSOR[1])
+                    .ok_or_else(|| {
+                        Error::param("hint regressor", HINT_REGRESSOR[1], "in the store")
+                    })?
+                    .clone()
+                    .into_dimensionality()
+                    .map_err(|e| Error::numerical("hint regressor", e))?;
+                HintRegressor::new(w, b)?
+            };
+            let hint = hint_loss_conv(u_s.view(), u_t.view(), &regressor)?;
+            out.value += h.weight * hint.student.value;
+            out.output_grads
+                .push(hint.student.grad.mapv(|g| g * h.weight));
+            out.param_grads.insert(
+                HINT_REGRESSOR[0].into(),
+                hint.weight.mapv(|g| g * h.weight).into_dyn(),
+            );
+            out.param_grads.insert(
+                HINT_REGRESSOR[1].into(),
+                hint.bias.mapv(|g| g * h.weight).into_dyn(),
+            );
+        }
+        Ok(out)
+    }
+}
+
+/// Trains a student classifier against a frozen teacher: `hasten-train`'s
+/// [`Trainer`] on the [`DistillLoss`] (so checkpoints and early stopping
+/// apply); see the [module docs](self).
+#[derive(Debug)]
+pub struct DistillTrainer<O, S> {
+    trainer: Trainer<O, S, DistillLoss>,
+}
+
+impl<O: Optimizer, S: Schedule> DistillTrainer<O, S> {
+    /// A trainer starting from the student's own parameters.
+    ///
+    /// Errors: a graph with other than one input and one output, teacher
+    /// and student inputs or output shapes that differ, an unknown hint
+    /// value, a student node named like the regressor, an invalid setting
+    /// (as for [`Trainer::new`]).
+    pub fn new(
+        student: Graph,
+        teacher: Graph,
+        settings: DistillSettings,
+        optimizer: O,
+        schedule: S,
+        config: TrainConfig,
+    ) -> Result<Self> {
+        let loss = DistillLoss::new(&student, teacher, settings)?;
+        let trainer = Trainer::new(student, optimizer, schedule, config)?.with_loss(loss)?;
+        Ok(DistillTrainer { trainer })
+    }
+
+    /// The underlying trainer (checkpoints, resumption, evaluation).
+    pub fn trainer(&self) -> &Trainer<O, S, DistillLoss> {
+        &self.trainer
+    }
+
+    /// The underlying trainer, mutably.
+    pub fn trainer_mut(&mut self) -> &mut Trainer<O, S, DistillLoss> {
+        &mut self.trainer
+    }
+
+    /// The student's parameters and buffers, and the hint regressor's
+    /// ([`HINT_REGRESSOR`]) when there is a hint.
+    pub fn params(&self) -> &ParamStore {
+        self.trainer.params()
+    }
+
+    /// The number of optimizer steps taken.
+    pub fn steps(&self) -> usize {
+        self.trainer.steps()
+    }
+
+    /// A copy of the student graph holding the current parameters.
+    pub fn student(&self) -> Result<Graph> {
+        self.trainer.graph()
+    }
 
     /// The loss and gradients of one batch `x` with `labels`, the student in
     /// `mode`; on the first call with a hint, fits the regressor by least
@@ -344,152 +416,26 @@ impl<O: Optimizer, S: Schedule> DistillTrainer<O, S> {
         labels: &[usize],
         mode: Mode,
     ) -> Result<StepGrads> {
-        let teacher = self.teacher_outputs(x)?;
-        let tape = TrainTape::forward(&self.tapped, &self.store, std::slice::from_ref(x), mode)?;
-        let outputs = tape.outputs();
-        let logits = outputs[0];
-        let kd = distillation_objective(
-            logits2(logits)?,
-            logits2(&teacher[0])?,
-            labels,
-            self.settings.temperature,
-            self.settings.lambda,
-        )?;
-        let mut loss = kd.value;
-        let mut output_grads = vec![kd
-            .grad
-            .into_shape_with_order(logits.raw_dim())
-            .expect("N·K values")];
-        let mut regressor_grads = Vec::new();
-        if let Some(h) = &self.settings.hint {
-            let u_s = outputs[1];
-            let u_t = &teacher[1];
-            let w = self.store.get(HINT_REGRESSOR[0]).expect("inserted in new");
-            let regressor = if self.step == 0 && w.iter().all(|&v| v == 0.0) {
-                let fit = HintRegressor::fit_conv(u_s.view(), u_t.view())?;
-                self.store
-                    .insert(HINT_REGRESSOR[0], fit.weight().to_owned().into_dyn(), true)?;
-                self.store
-                    .insert(HINT_REGRESSOR[1], fit.bias().to_owned().into_dyn(), true)?;
-                fit
-            } else {
-                let w: Array2<f32> = w
-                    .clone()
-                    .into_dimensionality::<Ix2>()
-                    .map_err(|e| Error::numerical("hint regressor", e))?;
-                let b = self
-                    .store
-                    .get(HINT_REGRESSOR[1])
-                    .expect("inserted in new")
-                    .clone()
-                    .into_dimensionality()
-                    .map_err(|e| Error::numerical("hint regressor", e))?;
-                HintRegressor::new(w, b)?
-            };
-            let hint = hint_loss_conv(u_s.view(), u_t.view(), &regressor)?;
-            loss += h.weight * hint.student.value;
-            output_grads.push(hint.student.grad.mapv(|g| g * h.weight));
-            regressor_grads.push((
-                HINT_REGRESSOR[0],
-                hint.weight.mapv(|g| g * h.weight).into_dyn(),
-            ));
-            regressor_grads.push((
-                HINT_REGRESSOR[1],
-                hint.bias.mapv(|g| g * h.weight).into_dyn(),
-            ));
-        }
-        let mut grads = tape.backward(&output_grads)?.params;
-        for (name, g) in regressor_grads {
-            grads.insert(name.to_string(), g);
-        }
+        let b = self.trainer.batch_grads(x, labels, mode)?;
         Ok(StepGrads {
-            loss,
-            logits: logits.clone(),
-            grads,
-            buffers: tape.buffers().clone(),
+            loss: b.loss,
+            logits: b.logits,
+            grads: b.grads,
+            buffers: b.buffers,
         })
-    }
-
-    /// One epoch over `data`: mean loss, training accuracy, samples, last lr.
-    fn train_epoch<D: Dataset + ?Sized>(
-        &mut self,
-        data: &D,
-        epoch: usize,
-    ) -> Result<(f64, f64, usize, f32)> {
-        let loader = Loader::new(data.len(), self.config.batch_size)?.shuffled(self.config.seed);
-        let (mut loss_sum, mut hits, mut seen, mut lr) = (0.0f64, 0usize, 0usize, 0.0f32);
-        for indices in loader.batches(epoch) {
-            let (x, labels) = loader.collate(data, &indices, &self.config.augment, epoch)?;
-            let mode = Mode::Train {
-                seed: SeededRng::new(self.config.seed)
-                    .fork(1 << 40 | self.step as u64)
-                    .next_u64(),
-                momentum: self.config.bn_momentum,
-            };
-            let mut step = self.step_grads(&x, &labels, mode)?;
-            hits += top1_hits(&step.logits, &labels);
-            if let Some(c) = self.config.clip_norm {
-                hasten_train::optim::clip_grad_norm(&mut step.grads, c)?;
-            }
-            lr = self.schedule.lr(self.step);
-            self.optimizer.step(&mut self.store, &step.grads, lr)?;
-            for (name, v) in step.buffers {
-                match self.store.get_mut(&name) {
-                    Some(slot) => *slot = v,
-                    None => self.store.insert(name, v, false)?,
-                }
-            }
-            loss_sum += f64::from(step.loss) * labels.len() as f64;
-            seen += labels.len();
-            self.step += 1;
-        }
-        Ok((
-            loss_sum / seen.max(1) as f64,
-            hits as f64 / seen.max(1) as f64,
-            seen,
-            lr,
-        ))
     }
 
     /// Trains the configured epochs on `train`, evaluating the student on
     /// `test` after each (a fast plan, inference mode) and calling
     /// `on_epoch` with the statistics; returns the history. Early stopping
-    /// is not applied.
+    /// applies as configured ([`TrainConfig::patience`]).
     pub fn fit<D: Dataset + ?Sized, T: Dataset + ?Sized>(
         &mut self,
         train: &D,
         test: &T,
-        mut on_epoch: impl FnMut(&EpochStats),
+        on_epoch: impl FnMut(&EpochStats),
     ) -> Result<Vec<EpochStats>> {
-        if train.is_empty() || test.is_empty() {
-            return Err(Error::param(
-                "data set size",
-                0,
-                "at least one training and one test sample",
-            )
-            .into());
-        }
-        let mut history = Vec::with_capacity(self.config.epochs);
-        for epoch in 0..self.config.epochs {
-            let start = Instant::now();
-            let (loss, train_accuracy, seen, lr) = self.train_epoch(train, epoch)?;
-            let seconds = start.elapsed().as_secs_f64();
-            let eval_start = Instant::now();
-            let test_accuracy = evaluate(&self.student()?, test, self.config.eval_batch_size)?;
-            let stats = EpochStats {
-                epoch,
-                loss,
-                train_accuracy,
-                test_accuracy,
-                images_per_sec: seen as f64 / seconds.max(1e-9),
-                seconds,
-                eval_seconds: eval_start.elapsed().as_secs_f64(),
-                lr,
-            };
-            on_epoch(&stats);
-            history.push(stats);
-        }
-        Ok(history)
+        self.trainer.fit(train, test, on_epoch)
     }
 }
 
@@ -498,8 +444,10 @@ mod tests {
     use super::*;
     use hasten_core::grad::check::{numeric_grad, relative_error, TOLERANCE};
     use hasten_core::op::{Flatten, Relu};
+    use hasten_core::SeededRng;
     use hasten_core::{ActShape, ConvLayer, ConvSpec, GraphBuilder, LinearLayer};
     use hasten_train::data::ImageSet;
+    use hasten_train::evaluate;
     use hasten_train::optim::Adam;
     use hasten_train::schedule::{Constant, Cosine};
     use ndarray::{array, s, Array1, Array2};
@@ -687,10 +635,10 @@ mod tests {
         // its gradient does not vanish.
         trainer.step_grads(&x, &labels, Mode::Eval).unwrap();
         for name in HINT_REGRESSOR {
-            let v = trainer.store.get_mut(name).unwrap();
+            let v = trainer.trainer.params_mut().get_mut(name).unwrap();
             v.mapv_inplace(|u| u * 0.8 + 0.05);
         }
-        trainer.step = 1;
+        // (The regressor is no longer zero: the step-0 refit cannot recur.)
         let analytic = trainer.step_grads(&x, &labels, Mode::Eval).unwrap();
         for name in [
             "conv.weight",
@@ -699,7 +647,7 @@ mod tests {
             HINT_REGRESSOR[1],
         ] {
             let base = trainer
-                .store
+                .params()
                 .get(name)
                 .unwrap()
                 .as_standard_layout()
@@ -710,13 +658,13 @@ mod tests {
                 let mut value_at = |d: f32| {
                     let mut p = base.clone();
                     p.as_slice_mut().unwrap()[i] += d;
-                    *trainer.store.get_mut(name).unwrap() = p;
+                    *trainer.trainer.params_mut().get_mut(name).unwrap() = p;
                     f64::from(trainer.step_grads(&x, &labels, Mode::Eval).unwrap().loss)
                 };
                 numeric.as_slice_mut().unwrap()[i] =
                     (value_at(h) - value_at(-h)) / (2.0 * f64::from(h));
             }
-            *trainer.store.get_mut(name).unwrap() = base;
+            *trainer.trainer.params_mut().get_mut(name).unwrap() = base;
             let got = analytic.grads[name].mapv(f64::from);
             let err = relative_error(&got, &numeric);
             assert!(err < 1e-3, "{name}: relative error {err:e}");

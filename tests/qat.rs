@@ -24,11 +24,14 @@ use hasten::train::{
     evaluate, FakeQuant, ParamStore, TrainConfig, TrainTape, Trainer, WeightQuantizer,
 };
 
-const QUANTIZERS: [QatQuantizer; 4] = [
+const QUANTIZERS: [QatQuantizer; 7] = [
     QatQuantizer::Binary { clip: Some(1.0) },
+    QatQuantizer::Sign { clip: Some(1.0) },
     QatQuantizer::Ternary,
+    QatQuantizer::TernaryPerTensor,
     QatQuantizer::FixedPoint { bits: 8 },
     QatQuantizer::FixedPoint { bits: 3 },
+    QatQuantizer::FixedPointPerTensor { bits: 4 },
 ];
 
 /// conv(1→8, 3×3, pad 1) → ReLU → conv(8→8, 3×3, stride 2) → ReLU →

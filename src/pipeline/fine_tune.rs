@@ -1,15 +1,19 @@
 //! Fine-tuning a compressed graph with `hasten_train`'s [`Trainer`] (SGD
-//! with momentum at a constant rate), and the check of whether a graph can
-//! be fine-tuned at all: quantized, packed and sparse ops have no backward.
+//! with momentum at a constant rate) — on the labels, or distilled from the
+//! original network (survey §7, [`DistillLoss`]), optionally
+//! quantization-aware ([`FakeQuant`], eq. (5)) — and the check of whether a
+//! graph can be fine-tuned at all: quantized, packed and sparse ops have no
+//! backward.
 
 use hasten_core::grad::{has_backward, inner_ops};
 use hasten_core::Graph;
 use hasten_train::optim::Sgd;
 use hasten_train::schedule::Constant;
-use hasten_train::{TrainConfig, Trainer};
+use hasten_train::{FakeQuant, Loss, TrainConfig, Trainer};
 
 use super::error::Result;
 use super::recipe::FineTune;
+use crate::teacher_student::{DistillLoss, DistillSettings};
 
 /// The training and test splits fine-tuning and evaluation use, already
 /// normalised as the network expects.
@@ -34,8 +38,17 @@ pub fn first_untrainable_op(graph: &Graph) -> Option<(&str, &'static str)> {
     })
 }
 
-/// `graph` after `settings.epochs` epochs on `data.train`.
-pub(crate) fn fine_tune(graph: Graph, settings: &FineTune, data: &FineTuneData) -> Result<Graph> {
+/// `graph` after `settings.epochs` epochs on `data.train` — distilled from
+/// `teacher` when the settings say so, with `fake_quant`'s weights
+/// quantized in the forward if given (the result then holds the
+/// full-precision shadow weights, for the caller to freeze).
+pub(crate) fn fine_tune(
+    graph: Graph,
+    settings: &FineTune,
+    data: &FineTuneData,
+    teacher: &Graph,
+    fake_quant: Option<FakeQuant>,
+) -> Result<Graph> {
     let config = TrainConfig {
         epochs: settings.epochs,
         batch_size: settings.batch,
@@ -48,6 +61,24 @@ pub(crate) fn fine_tune(graph: Graph, settings: &FineTune, data: &FineTuneData) 
         Constant::new(settings.lr)?,
         config,
     )?;
+    if let Some(fq) = fake_quant {
+        trainer = trainer.with_fake_quant(fq)?;
+    }
+    match settings.distill {
+        None => fit(trainer, data),
+        Some(d) => {
+            let loss = DistillLoss::new(
+                &trainer.graph()?,
+                teacher.clone(),
+                DistillSettings::new(d.temperature, d.weight)?,
+            )?;
+            fit(trainer.with_loss(loss)?, data)
+        }
+    }
+}
+
+/// The trainer's graph after its epochs.
+fn fit<L: Loss>(mut trainer: Trainer<Sgd, Constant, L>, data: &FineTuneData) -> Result<Graph> {
     trainer.fit(&data.train, &data.test, |_| {})?;
     Ok(trainer.graph()?)
 }

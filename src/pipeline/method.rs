@@ -7,6 +7,8 @@
 //! `method = { name = "tucker2", rank = { energy = 0.9 } }`. A new method is
 //! one more variant and one more arm of [`Method::transform`].
 
+use std::sync::Arc;
+
 use hasten_core::{IntType, Transform};
 use hasten_prune::perforation::{MaskKind, Perforation};
 use hasten_prune::removal::{ConnectionGroups, GroupwisePrune, KernelTrim, MagnitudeSparse};
@@ -16,9 +18,11 @@ use hasten_tensor_decomp::{
     BiclusterCp, BiclusterSvd, Monochromatic, RankSpec, SeparableFilters, TruncatedSvd, TtConv,
     TtMatrix, Tucker2,
 };
+use hasten_train::WeightQuantizer;
 use serde::{Deserialize, Serialize};
 
 use super::calibration::RangeRule;
+use crate::qat::{Int8Weights, QatQuantizer};
 
 /// A decomposition rank: a number (`rank = 16`), or a rule
 /// (`rank = { energy = 0.9 }`, `rank = { speedup = 3.0 }`, `rank = "evbmf"`).
@@ -436,6 +440,63 @@ impl Method {
                 ..
             } => Err("give `input_range` or `calibrate`, not both".into()),
             _ => self.transform().map(|_| ()),
+        }
+    }
+
+    /// The fake quantizer that trains this method quantization-aware
+    /// (`fine_tune.qat`, survey eq. (5)): `None` for a method that does not
+    /// quantize weights (it is applied as usual), a message for a quantizer
+    /// without one. Its `q(W)` is exactly the weights of the method's packed
+    /// op, so freezing after training keeps what was trained.
+    pub fn qat_quantizer(&self) -> std::result::Result<Option<Arc<dyn WeightQuantizer>>, String> {
+        let per_channel = |g: &Granularity| *g == Granularity::PerChannel;
+        Ok(Some(Arc::new(match self {
+            Method::Binarize {
+                kind: BinaryKind::Sign,
+            } => QatQuantizer::Sign { clip: Some(1.0) },
+            Method::Binarize {
+                kind: BinaryKind::BinaryWeights,
+            } => QatQuantizer::binary(),
+            Method::Ternarize { granularity } if per_channel(granularity) => QatQuantizer::Ternary,
+            Method::Ternarize { .. } => QatQuantizer::TernaryPerTensor,
+            Method::FixedPoint {
+                bits,
+                affine: false,
+                granularity,
+            } => match per_channel(granularity) {
+                true => QatQuantizer::FixedPoint { bits: *bits },
+                false => QatQuantizer::FixedPointPerTensor { bits: *bits },
+            },
+            Method::Int8 { granularity, .. } => {
+                return Ok(Some(Arc::new(Int8Weights {
+                    per_channel: per_channel(granularity),
+                })))
+            }
+            Method::Binarize {
+                kind: BinaryKind::XnorNet,
+            }
+            | Method::FixedPoint { affine: true, .. }
+            | Method::Kmeans { .. }
+            | Method::ProductQuantize { .. }
+            | Method::Dorefa { .. }
+            | Method::Lcnn { .. } => {
+                return Err(format!(
+                    "qat: {} has no quantization-aware training (supported: binarize sign and \
+                     binary-weights, ternarize, symmetric fixed-point, int8)",
+                    self.describe()
+                ))
+            }
+            _ => return Ok(None),
+        })))
+    }
+
+    /// The method's name with the parameter that rules out
+    /// quantization-aware training, for messages.
+    fn describe(&self) -> String {
+        match self {
+            Method::Binarize { .. } => "binarize kind xnor-net (binary activations)".into(),
+            Method::FixedPoint { .. } => "affine fixed-point".into(),
+            other => other.name().into(),
         }
     }
 

@@ -27,6 +27,6 @@ pub use fine_tune::{first_untrainable_op, FineTuneData};
 pub use method::{
     BinaryKind, ChannelCriterion, CpForm, Granularity, Method, PruneTarget, Rank, RankRule,
 };
-pub use recipe::{FineTune, LatencySettings, Mode, Recipe, Step};
+pub use recipe::{Distill, FineTune, LatencySettings, Mode, Recipe, Step};
 pub use report::{CompressionReport, Costs, Event, LatencyRow, NodeRow, StepReport};
 pub use selection::Selection;

@@ -20,7 +20,21 @@ pub enum Mode {
     Gradual,
 }
 
-/// Fine-tuning settings: SGD with momentum at a constant learning rate.
+/// Knowledge distillation during fine-tuning (survey §7, eq. (19)–(20)):
+/// the original, uncompressed network is the teacher.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Distill {
+    /// The softmax temperature τ (finite, > 0).
+    pub temperature: f32,
+    /// The weight λ of the teacher's soft targets, in `[0, 1]` (the hard
+    /// labels get `1 − λ`).
+    pub weight: f32,
+}
+
+/// Fine-tuning settings: SGD with momentum at a constant learning rate, on
+/// the labels or distilled from the original network, optionally
+/// quantization-aware.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FineTune {
@@ -34,6 +48,18 @@ pub struct FineTune {
     /// SGD momentum.
     #[serde(default = "default_momentum")]
     pub momentum: f32,
+    /// Quantization-aware training (survey eq. (5)): a weight-quantizer
+    /// step (binarize sign / binary-weights, ternarize, symmetric
+    /// fixed-point, int8) this fine-tuning follows is held back; this and
+    /// every later fine-tuning train its layers with fake-quantized weights
+    /// `q(W)` and full-precision shadow weights, and at the end the step
+    /// freezes them into its packed ops. Other quantizers are refused.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub qat: bool,
+    /// Distil from the original network instead of training on the labels
+    /// alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distill: Option<Distill>,
 }
 
 fn default_batch() -> usize {
@@ -57,6 +83,20 @@ impl FineTune {
                 "fine_tune.momentum {}: must be in [0, 1)",
                 self.momentum
             ));
+        }
+        if let Some(d) = &self.distill {
+            if !(d.temperature.is_finite() && d.temperature > 0.0) {
+                return Err(format!(
+                    "fine_tune.distill.temperature {}: must be finite and > 0",
+                    d.temperature
+                ));
+            }
+            if !(0.0..=1.0).contains(&d.weight) {
+                return Err(format!(
+                    "fine_tune.distill.weight {}: must be in [0, 1]",
+                    d.weight
+                ));
+            }
         }
         Ok(())
     }
@@ -111,14 +151,17 @@ impl Default for LatencySettings {
 /// [`Selection`] and a [`Method`], with fine-tuning in the survey's two
 /// regimes: "gradual" (transform a layer or stage at a time and fine-tune in
 /// between, section 1 and \[19\]) or "one-shot" (every step, then
-/// fine-tuning). Read from TOML or JSON:
+/// fine-tuning). Fine-tuning may be quantization-aware
+/// ([`FineTune::qat`]) and distilled from the original network
+/// ([`FineTune::distill`]); batch norms are recalibrated after each step
+/// ([`Recipe::recalibrate_bn`]). Read from TOML or JSON:
 ///
 /// ```
 /// use hasten::pipeline::Recipe;
 ///
 /// let recipe = Recipe::from_toml(r#"
 ///     mode = "gradual"
-///     fine_tune = { epochs = 1, lr = 0.01 }
+///     fine_tune = { epochs = 1, lr = 0.01, qat = true, distill = { temperature = 4.0, weight = 0.5 } }
 ///
 ///     [[steps]]
 ///     select = { kinds = ["conv"], except_first = 1 }
@@ -148,8 +191,17 @@ pub struct Recipe {
     /// range, activation criteria of channel pruning).
     #[serde(default)]
     pub calibration: CalibrationSettings,
+    /// Batch-norm recalibration: after each step (with data), the running
+    /// statistics are re-estimated on this many training batches of 64
+    /// (0: never).
+    #[serde(default = "default_recalibrate_bn")]
+    pub recalibrate_bn: usize,
     /// The steps, applied in order.
     pub steps: Vec<Step>,
+}
+
+fn default_recalibrate_bn() -> usize {
+    8
 }
 
 /// The top level with the steps still unread, so that a step's error can
@@ -165,6 +217,8 @@ struct RawRecipe {
     latency: LatencySettings,
     #[serde(default)]
     calibration: CalibrationSettings,
+    #[serde(default = "default_recalibrate_bn")]
+    recalibrate_bn: usize,
     steps: Vec<serde_json::Value>,
 }
 
@@ -240,6 +294,7 @@ impl Recipe {
             fine_tune: raw.fine_tune,
             latency: raw.latency,
             calibration: raw.calibration,
+            recalibrate_bn: raw.recalibrate_bn,
             steps,
         };
         recipe.check()?;
@@ -280,8 +335,23 @@ impl Recipe {
                 }
                 f.check().map_err(fail)?;
             }
+            if self.qat_for(i) {
+                step.method.qat_quantizer().map_err(fail)?;
+            }
         }
         Ok(())
+    }
+
+    /// Whether step `index` (from 0) is trained quantization-aware when it
+    /// quantizes weights: the fine-tuning that follows it — its own or the
+    /// recipe's in gradual mode, the recipe's in one-shot mode — has
+    /// `qat = true` and at least one epoch.
+    pub fn qat_for(&self, index: usize) -> bool {
+        let governing = match self.mode {
+            Mode::Gradual => self.fine_tune_for(index),
+            Mode::OneShot => self.fine_tune.filter(|f| f.epochs > 0),
+        };
+        governing.is_some_and(|f| f.qat)
     }
 
     /// The fine-tuning settings after step `index` (from 0): the step's
@@ -348,6 +418,37 @@ mod tests {
         assert_eq!(r.fine_tune_for(1).unwrap().batch, 64, "the default batch");
         assert_eq!(Recipe::from_toml(&r.to_toml().unwrap()).unwrap(), r);
         assert_eq!(Recipe::from_json(&r.to_json().unwrap()).unwrap(), r);
+    }
+
+    #[test]
+    fn qat_distillation_and_recalibration_settings_round_trip() {
+        let text = r#"
+            mode = "gradual"
+            recalibrate_bn = 3
+            fine_tune = { epochs = 1, lr = 0.01, qat = true, distill = { temperature = 2.0, weight = 0.25 } }
+            [[steps]]
+            method = { name = "binarize" }
+            [[steps]]
+            method = { name = "int8", input_range = [0.0, 4.0] }
+            fine_tune = { epochs = 1, lr = 0.01 }
+            [[steps]]
+            method = { name = "kmeans", k = 4 }
+            fine_tune = { epochs = 0, lr = 0.01, qat = true }
+        "#;
+        let r = Recipe::from_toml(text).unwrap();
+        assert_eq!(r.recalibrate_bn, 3);
+        let d = r.fine_tune.unwrap().distill.unwrap();
+        assert_eq!((d.temperature, d.weight), (2.0, 0.25));
+        // The step's own fine-tuning decides: none after k-means (zero
+        // epochs), so no quantization-aware training it has not got.
+        assert_eq!(
+            (r.qat_for(0), r.qat_for(1), r.qat_for(2)),
+            (true, false, false)
+        );
+        assert!(Recipe::from_toml(&text.replace("epochs = 0", "epochs = 1")).is_err());
+        assert_eq!(Recipe::from_toml(&r.to_toml().unwrap()).unwrap(), r);
+        assert_eq!(Recipe::from_json(&r.to_json().unwrap()).unwrap(), r);
+        assert_eq!(Recipe::from_toml(TOML).unwrap().recalibrate_bn, 8);
     }
 
     fn step_error(text: &str) -> (usize, String, String) {

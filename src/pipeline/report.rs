@@ -73,6 +73,11 @@ pub enum Event {
     FineTune(usize),
     /// Fine-tuning after this step was skipped (ops without a backward).
     FineTuneSkipped(usize),
+    /// This quantizer step, trained quantization-aware, was frozen into
+    /// its packed ops.
+    Freeze(usize),
+    /// Batch-norm statistics were re-estimated after this step.
+    RecalibrateBn(usize),
 }
 
 /// One recipe step's outcome.

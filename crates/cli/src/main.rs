@@ -160,6 +160,11 @@ enum Command {
         model: ModelArgs,
         #[command(flatten)]
         train: TrainOptions,
+        /// Re-estimate the batch-norm running statistics on N training
+        /// batches before fine-tuning (e.g. after a transform changed the
+        /// activations); 0: keep them.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        recalibrate_bn: usize,
     },
 }
 
@@ -211,6 +216,7 @@ impl From<TrainOptions> for TrainArgs {
             train_limit: o.train_limit,
             checkpoint: o.checkpoint,
             output: o.output,
+            recalibrate_bn: 0,
         }
     }
 }
@@ -278,6 +284,17 @@ fn run(command: Command) -> Result<()> {
             weights_out.as_deref(),
         ),
         Command::Train { model, train: t } => train(&model, &t.into(), true),
-        Command::Finetune { model, train: t } => train(&model, &t.into(), false),
+        Command::Finetune {
+            model,
+            train: t,
+            recalibrate_bn,
+        } => train(
+            &model,
+            &TrainArgs {
+                recalibrate_bn,
+                ..t.into()
+            },
+            false,
+        ),
     }
 }

@@ -747,6 +747,7 @@ fn train_and_finetune_learn_and_export_a_reimportable_model() {
         "{eval}\n{text}"
     );
     // Fine-tuning starts from those weights: already accurate after one epoch.
+    // LeNet-5 has no batch norm: recalibration leaves its accuracy as is.
     let text = ok(&[
         "finetune",
         path(&out),
@@ -760,10 +761,19 @@ fn train_and_finetune_learn_and_export_a_reimportable_model() {
         "0.4",
         "--std",
         "0.3",
+        "--recalibrate-bn",
+        "2",
         "-o",
         path(&tuned),
     ]);
     assert!(epochs(&text)[0].1 >= 95.0, "{text}");
+    assert!(
+        text.contains(&format!(
+            "batch norms recalibrated on 2 batches of 64: test {:.2} %",
+            last.1
+        )),
+        "{text}"
+    );
     ok(&["inspect", path(&tuned)]);
     // From scratch, one epoch at a tiny rate is near chance: `train` did
     // re-draw the weights rather than keep them.

@@ -22,7 +22,8 @@
 //!   forward with quantized weights, straight-through gradients to the
 //!   full-precision ones, for any [`WeightQuantizer`];
 //! - [`Trainer`]: seeded epochs with an optimizer and a schedule, per-epoch
-//!   evaluation through a `hasten_fastconv` plan, early stopping;
+//!   evaluation through a `hasten_fastconv` plan, early stopping, on
+//!   cross-entropy or any [`Loss`] (logits and tapped intermediate values);
 //! - [`recalibrate_batch_norm`]: batch-norm running statistics re-estimated
 //!   from data after a transform, weights untouched;
 //! - [`Checkpoint`]: a run's parameters, optimizer state and progress as
@@ -50,6 +51,7 @@ pub mod data;
 mod error;
 pub mod fake_quant;
 pub mod kernels;
+pub mod loss;
 pub mod optim;
 mod params;
 pub mod schedule;
@@ -60,6 +62,7 @@ pub use bn_recalibrate::recalibrate_batch_norm;
 pub use checkpoint::Checkpoint;
 pub use error::{Result, TrainError};
 pub use fake_quant::{FakeQuant, WeightQuantizer};
+pub use loss::{CrossEntropy, Loss, LossInput, LossOutput};
 pub use params::{Grads, ParamStore};
 pub use tape::{TapeGrads, TrainTape};
-pub use trainer::{evaluate, top1_hits, EpochStats, TrainConfig, Trainer};
+pub use trainer::{evaluate, top1_hits, BatchGrads, EpochStats, TrainConfig, Trainer};

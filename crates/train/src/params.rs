@@ -53,6 +53,11 @@ impl ParamStore {
         Ok(())
     }
 
+    /// Removes the value named `name`, returning it.
+    pub fn remove(&mut self, name: &str) -> Option<ArrayD<f32>> {
+        self.values.remove(name).map(|(v, _)| v)
+    }
+
     /// The value named `name`.
     pub fn get(&self, name: &str) -> Option<&ArrayD<f32>> {
         self.values.get(name).map(|(v, _)| v)

@@ -2,8 +2,9 @@
 //! per-epoch evaluation, a learning-rate schedule and early stopping.
 //!
 //! Each step collates a batch with the seeded [`Loader`], runs the f32
-//! [`TrainTape`] in training mode, takes softmax cross-entropy against the
-//! labels, back-propagates, optionally clips the gradient norm, updates the
+//! [`TrainTape`] in training mode, takes the loss — softmax cross-entropy
+//! against the labels, or any [`Loss`] given with [`Trainer::with_loss`]
+//! (e.g. distillation, survey eq. (19)–(21)) — back-propagates, optionally clips the gradient norm, updates the
 //! parameters with the optimizer at the schedule's rate and stores the new
 //! batch-norm running statistics. Evaluation writes the parameters back into
 //! the graph and runs it through a `hasten_fastconv` [`Plan`] in inference
@@ -17,7 +18,6 @@
 use std::path::Path;
 use std::time::Instant;
 
-use hasten_core::grad::loss::softmax_cross_entropy;
 use hasten_core::grad::Mode;
 use hasten_core::{Graph, SeededRng};
 use hasten_fastconv::{Plan, PlanOptions};
@@ -27,8 +27,9 @@ use crate::checkpoint::Checkpoint;
 use crate::data::{Augment, Dataset, Loader};
 use crate::error::{Result, TrainError};
 use crate::fake_quant::FakeQuant;
+use crate::loss::{with_extra_outputs, CrossEntropy, Loss, LossInput};
 use crate::optim::{clip_grad_norm, Optimizer};
-use crate::params::ParamStore;
+use crate::params::{Grads, ParamStore};
 use crate::schedule::Schedule;
 use crate::tape::TrainTape;
 
@@ -45,7 +46,7 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Batch-norm running-average momentum, in `[0, 1]`.
     pub bn_momentum: f64,
-    /// Label smoothing of the cross-entropy, in `[0, 1)`.
+    /// Label smoothing of the default cross-entropy loss, in `[0, 1)`.
     pub label_smoothing: f32,
     /// Clip the global gradient norm to this value, if set.
     pub clip_norm: Option<f32>,
@@ -96,10 +97,12 @@ pub struct EpochStats {
 }
 
 /// Trains a single-input, single-output classifier graph whose output is
-/// logits `[N, K, 1, 1]`; see the [module docs](self).
+/// logits `[N, K, 1, 1]` on the loss `L`; see the [module docs](self).
 #[derive(Debug, Clone)]
-pub struct Trainer<O, S> {
+pub struct Trainer<O, S, L = CrossEntropy> {
     graph: Graph,
+    /// The graph with the loss's tapped values as further outputs.
+    tapped: Graph,
     store: ParamStore,
     optimizer: O,
     schedule: S,
@@ -107,6 +110,22 @@ pub struct Trainer<O, S> {
     step: usize,
     epoch: usize,
     fake_quant: Option<FakeQuant>,
+    loss: L,
+}
+
+/// What one batch of [`Trainer::batch_grads`] computed.
+#[derive(Debug, Clone)]
+pub struct BatchGrads {
+    /// The batch loss.
+    pub loss: f32,
+    /// The logits `[N, K, 1, 1]`.
+    pub logits: Array4<f32>,
+    /// `∂L/∂θ` for every trainable value of [`Trainer::params`] (the
+    /// loss's own parameters included; straight-through to the
+    /// full-precision weights in a quantization-aware run).
+    pub grads: Grads,
+    /// The batch-norm running statistics after the batch.
+    pub buffers: Grads,
 }
 
 /// The number of samples whose arg-max logit (`logits` `[N, K, 1, 1]`) is
@@ -129,7 +148,8 @@ pub fn top1_hits(logits: &Array4<f32>, labels: &[usize]) -> usize {
 }
 
 impl<O: Optimizer, S: Schedule> Trainer<O, S> {
-    /// A trainer starting from the graph's own parameter values.
+    /// A trainer starting from the graph's own parameter values, with the
+    /// softmax cross-entropy loss.
     ///
     /// Errors: a graph with other than one input and one output, or an
     /// invalid setting (zero epochs or batch sizes, a momentum outside
@@ -172,7 +192,9 @@ impl<O: Optimizer, S: Schedule> Trainer<O, S> {
             }
         }
         let store = ParamStore::from_graph(&graph);
+        let smoothing = config.label_smoothing;
         Ok(Trainer {
+            tapped: graph.clone(),
             graph,
             store,
             optimizer,
@@ -181,7 +203,48 @@ impl<O: Optimizer, S: Schedule> Trainer<O, S> {
             step: 0,
             epoch: 0,
             fake_quant: None,
+            loss: CrossEntropy { smoothing },
         })
+    }
+
+    /// The same trainer with the loss `loss` instead of cross-entropy: its
+    /// tapped values become further outputs of the training forward and its
+    /// own parameters join the store (trained, checkpointed, left out of
+    /// [`Trainer::graph`]).
+    ///
+    /// Errors: a tapped name that is not a value of the graph, a loss
+    /// parameter named like one of the graph's or holding a non-finite value.
+    pub fn with_loss<L: Loss>(self, loss: L) -> Result<Trainer<O, S, L>> {
+        let tapped = with_extra_outputs(&self.graph, &loss.taps())?;
+        let mut store = self.store;
+        for (name, value) in loss.params() {
+            if store.get(&name).is_some() {
+                return Err(TrainError::param(
+                    &name,
+                    "a loss parameter named like a value of the graph",
+                ));
+            }
+            store.insert(name, value, true)?;
+        }
+        Ok(Trainer {
+            graph: self.graph,
+            tapped,
+            store,
+            optimizer: self.optimizer,
+            schedule: self.schedule,
+            config: self.config,
+            step: self.step,
+            epoch: self.epoch,
+            fake_quant: self.fake_quant,
+            loss,
+        })
+    }
+}
+
+impl<O: Optimizer, S: Schedule, L: Loss> Trainer<O, S, L> {
+    /// The loss.
+    pub fn loss(&self) -> &L {
+        &self.loss
     }
 
     /// Makes the training quantization-aware: the weights `fake_quant`
@@ -200,9 +263,15 @@ impl<O: Optimizer, S: Schedule> Trainer<O, S> {
         self.fake_quant.as_ref()
     }
 
-    /// The current parameters and buffers.
+    /// The current parameters and buffers (and the loss's own parameters).
     pub fn params(&self) -> &ParamStore {
         &self.store
+    }
+
+    /// The current parameters and buffers, mutably (to set values, e.g. for
+    /// a finite-difference check of [`Trainer::batch_grads`]).
+    pub fn params_mut(&mut self) -> &mut ParamStore {
+        &mut self.store
     }
 
     /// The settings.
@@ -291,10 +360,19 @@ impl<O: Optimizer, S: Schedule> Trainer<O, S> {
         self.restore(Checkpoint::load(path)?)
     }
 
+    /// The store without the loss's own parameters.
+    fn graph_store(&self) -> ParamStore {
+        let mut store = self.store.clone();
+        for (name, _) in self.loss.params() {
+            store.remove(&name);
+        }
+        store
+    }
+
     /// A copy of the graph holding the current parameters (in a
     /// quantization-aware run, the full-precision weights).
     pub fn graph(&self) -> Result<Graph> {
-        self.store.apply_to(&self.graph)
+        self.graph_store().apply_to(&self.graph)
     }
 
     /// A copy of the graph holding the weights the forward uses: the
@@ -302,9 +380,50 @@ impl<O: Optimizer, S: Schedule> Trainer<O, S> {
     /// [`Trainer::graph`] otherwise.
     pub fn forward_graph(&self) -> Result<Graph> {
         match &self.fake_quant {
-            Some(fq) => fq.quantized_graph(&self.graph, &self.store),
+            Some(fq) => fq.quantized_graph(&self.graph, &self.graph_store()),
             None => self.graph(),
         }
+    }
+
+    /// The loss of the batch `x` with `labels` and its gradients, the graph
+    /// run in `mode`, without updating anything but the loss's own state.
+    pub fn batch_grads(
+        &mut self,
+        x: &Array4<f32>,
+        labels: &[usize],
+        mode: Mode,
+    ) -> Result<BatchGrads> {
+        let quantized = match &self.fake_quant {
+            Some(fq) => Some(fq.forward_store(&self.store)?),
+            None => None,
+        };
+        let tape = TrainTape::forward(
+            &self.tapped,
+            quantized.as_ref().unwrap_or(&self.store),
+            std::slice::from_ref(x),
+            mode,
+        )?;
+        let outputs = tape.outputs();
+        let out = self.loss.evaluate(
+            &LossInput {
+                x,
+                labels,
+                outputs: &outputs,
+                step: self.step,
+            },
+            &mut self.store,
+        )?;
+        let mut grads = tape.backward(&out.output_grads)?.params;
+        if let Some(fq) = &self.fake_quant {
+            fq.straight_through(&self.store, &mut grads)?;
+        }
+        grads.extend(out.param_grads);
+        Ok(BatchGrads {
+            loss: out.value,
+            logits: outputs[0].clone(),
+            grads,
+            buffers: tape.buffers().clone(),
+        })
     }
 
     /// One epoch (number `epoch`) over `data`; returns the mean loss, the
@@ -325,23 +444,13 @@ impl<O: Optimizer, S: Schedule> Trainer<O, S> {
                     .next_u64(),
                 momentum: self.config.bn_momentum,
             };
-            let quantized = match &self.fake_quant {
-                Some(fq) => Some(fq.forward_store(&self.store)?),
-                None => None,
-            };
-            let tape = TrainTape::forward(
-                &self.graph,
-                quantized.as_ref().unwrap_or(&self.store),
-                std::slice::from_ref(&x),
-                mode,
-            )?;
-            let logits = tape.outputs()[0];
-            let loss = softmax_cross_entropy(logits.view(), &labels, self.config.label_smoothing)?;
-            hits += top1_hits(logits, &labels);
-            let mut grads = tape.backward(&[loss.grad])?.params;
-            if let Some(fq) = &self.fake_quant {
-                fq.straight_through(&self.store, &mut grads)?;
-            }
+            let BatchGrads {
+                loss,
+                logits,
+                mut grads,
+                buffers,
+            } = self.batch_grads(&x, &labels, mode)?;
+            hits += top1_hits(&logits, &labels);
             if let Some(c) = self.config.clip_norm {
                 clip_grad_norm(&mut grads, c)?;
             }
@@ -350,13 +459,13 @@ impl<O: Optimizer, S: Schedule> Trainer<O, S> {
             if let Some(fq) = &self.fake_quant {
                 fq.clip_shadow(&mut self.store)?;
             }
-            for (name, v) in tape.buffers() {
-                match self.store.get_mut(name) {
-                    Some(slot) => *slot = v.clone(),
-                    None => self.store.insert(name.clone(), v.clone(), false)?,
+            for (name, v) in buffers {
+                match self.store.get_mut(&name) {
+                    Some(slot) => *slot = v,
+                    None => self.store.insert(name, v, false)?,
                 }
             }
-            loss_sum += f64::from(loss.value) * labels.len() as f64;
+            loss_sum += f64::from(loss) * labels.len() as f64;
             seen += labels.len();
             self.step += 1;
         }
@@ -670,6 +779,139 @@ mod tests {
         assert!(t.restore(c).is_err());
         assert_eq!(t.epochs_done(), 0);
         assert_eq!(t.params(), trainer(3).params());
+    }
+
+    /// Cross-entropy plus `p · ½‖relu‖²/N` on the tapped hidden layer, `p`
+    /// a parameter of the loss: exercises taps, loss parameters and their
+    /// gradients.
+    #[derive(Debug, Clone)]
+    struct PenalisedHidden;
+
+    impl Loss for PenalisedHidden {
+        fn taps(&self) -> Vec<String> {
+            vec!["relu".into()]
+        }
+
+        fn params(&self) -> Vec<(String, ndarray::ArrayD<f32>)> {
+            vec![("penalty".into(), ndarray::arr1(&[0.3f32]).into_dyn())]
+        }
+
+        fn evaluate(
+            &mut self,
+            input: &LossInput<'_>,
+            params: &mut ParamStore,
+        ) -> Result<crate::loss::LossOutput> {
+            let mut out = CrossEntropy { smoothing: 0.0 }.evaluate(input, params)?;
+            let p = params.get("penalty").unwrap()[[0]];
+            let h = input.outputs[1];
+            let n = input.labels.len() as f32;
+            let energy = h.iter().map(|v| v * v).sum::<f32>() / (2.0 * n);
+            out.value += p * energy;
+            out.output_grads.push(h.mapv(|v| p * v / n));
+            out.param_grads
+                .insert("penalty".into(), ndarray::arr1(&[energy]).into_dyn());
+            Ok(out)
+        }
+    }
+
+    #[test]
+    fn a_custom_loss_with_taps_and_parameters_matches_finite_differences() {
+        let (train, test) = (separable(40, 13), separable(20, 14));
+        let mut t = Trainer::new(
+            mlp(),
+            Sgd::new(0.9).unwrap(),
+            Constant::new(0.05).unwrap(),
+            config(2),
+        )
+        .unwrap()
+        .with_loss(PenalisedHidden)
+        .unwrap();
+        let (x, labels) = {
+            let loader = Loader::new(train.len(), 8).unwrap();
+            loader
+                .collate(&train, &loader.batches(0)[0], &Augment::default(), 0)
+                .unwrap()
+        };
+        let analytic = t.batch_grads(&x, &labels, Mode::Eval).unwrap();
+        for name in ["fc1.weight", "fc2.bias", "penalty"] {
+            let base = t.params().get(name).unwrap().clone();
+            let h = 1e-2f32;
+            let mut numeric = base.mapv(|_| 0.0f64);
+            for i in 0..base.len() {
+                let mut at = |d: f32| {
+                    let mut p = base.clone();
+                    p.as_slice_mut().unwrap()[i] += d;
+                    *t.params_mut().get_mut(name).unwrap() = p;
+                    f64::from(t.batch_grads(&x, &labels, Mode::Eval).unwrap().loss)
+                };
+                numeric.as_slice_mut().unwrap()[i] = (at(h) - at(-h)) / (2.0 * f64::from(h));
+            }
+            *t.params_mut().get_mut(name).unwrap() = base;
+            let got = analytic.grads[name].mapv(f64::from);
+            let err = hasten_core::grad::check::relative_error(&got, &numeric);
+            assert!(err < 1e-3, "{name}: relative error {err:e}");
+            assert!(numeric.iter().any(|g| g.abs() > 1e-4), "{name}: vanishing");
+        }
+        // The loss parameter trains with the network but stays out of the graph.
+        t.fit(&train, &test, |_| {}).unwrap();
+        assert_ne!(t.params().get("penalty").unwrap()[[0]], 0.3);
+        assert!(t
+            .graph()
+            .unwrap()
+            .parameters()
+            .iter()
+            .all(|(n, _)| n != "penalty"));
+        // Cross-entropy given explicitly is the default run, bit for bit.
+        let run = |explicit: bool| {
+            let t = Trainer::new(
+                mlp(),
+                Sgd::new(0.9).unwrap(),
+                Constant::new(0.05).unwrap(),
+                config(2),
+            )
+            .unwrap();
+            let mut t = if explicit {
+                t.with_loss(CrossEntropy { smoothing: 0.0 }).unwrap()
+            } else {
+                t
+            };
+            t.fit(&train, &test, |_| {}).unwrap();
+            t.params().clone()
+        };
+        assert_eq!(run(true), run(false));
+    }
+
+    #[test]
+    fn bad_taps_and_clashing_loss_parameters_are_errors() {
+        #[derive(Debug)]
+        struct Named(&'static str, &'static str);
+        impl Loss for Named {
+            fn taps(&self) -> Vec<String> {
+                vec![self.0.into()]
+            }
+            fn params(&self) -> Vec<(String, ndarray::ArrayD<f32>)> {
+                vec![(self.1.into(), ndarray::ArrayD::zeros(vec![1]))]
+            }
+            fn evaluate(
+                &mut self,
+                _: &LossInput<'_>,
+                _: &mut ParamStore,
+            ) -> Result<crate::loss::LossOutput> {
+                unreachable!("never trained")
+            }
+        }
+        let make = || {
+            Trainer::new(
+                mlp(),
+                Sgd::new(0.9).unwrap(),
+                Constant::new(0.05).unwrap(),
+                config(1),
+            )
+            .unwrap()
+        };
+        assert!(make().with_loss(Named("relu", "own")).is_ok());
+        assert!(make().with_loss(Named("nope", "own")).is_err());
+        assert!(make().with_loss(Named("relu", "fc1.weight")).is_err());
     }
 
     #[test]

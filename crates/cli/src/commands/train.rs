@@ -3,13 +3,15 @@
 //! from freshly drawn weights (`train`) or from its own (`finetune`, e.g.
 //! after `hasten compress`); prints each epoch's loss and test accuracy,
 //! optionally writes a checkpoint, and exports the trained network to ONNX.
+//! `finetune --recalibrate-bn N` first re-estimates the batch-norm running
+//! statistics on N training batches.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use hasten_train::optim::Adam;
 use hasten_train::schedule::Cosine;
-use hasten_train::{EpochStats, TrainConfig, Trainer};
+use hasten_train::{evaluate, recalibrate_batch_norm, EpochStats, TrainConfig, Trainer};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::compress::load_data;
@@ -38,6 +40,8 @@ pub(crate) struct TrainArgs {
     pub(crate) checkpoint: Option<PathBuf>,
     /// Where to write the trained model.
     pub(crate) output: PathBuf,
+    /// Batch-norm recalibration batches before training (0: none).
+    pub(crate) recalibrate_bn: usize,
 }
 
 /// Trains `args.model`; `fresh` re-draws its weights first.
@@ -62,6 +66,24 @@ pub(crate) fn train(model: &ModelArgs, args: &TrainArgs, fresh: bool) -> Result<
     }
     let data = load_data(&args.data, args.mean, args.std, args.train_limit)?;
     check_shape(shape, data.train.images().shape(), "the training images")?;
+    if args.recalibrate_bn > 0 {
+        graph = recalibrate_batch_norm(
+            &graph,
+            &data.train,
+            args.batch,
+            args.recalibrate_bn,
+            args.seed,
+        )
+        .context(|| "cannot recalibrate the batch norms".into())?;
+        let acc = evaluate(&graph, &data.test, 256)
+            .context(|| "cannot evaluate the recalibrated model".into())?;
+        println!(
+            "batch norms recalibrated on {} batches of {}: test {:.2} %",
+            args.recalibrate_bn,
+            args.batch,
+            100.0 * acc
+        );
+    }
     let config = TrainConfig {
         epochs: args.epochs,
         batch_size: args.batch,
