@@ -78,6 +78,7 @@ mod peak;
 mod plan;
 mod pool;
 mod pooling;
+mod profile;
 mod shift;
 mod softmax;
 mod tiling;
@@ -91,6 +92,8 @@ pub use lowbit::{
 };
 pub use peak::{fma_run, FmaRun};
 pub use plan::{Outputs, Plan, PlanOptions, StepInfo, Winograd};
+#[cfg(feature = "step-profile")]
+pub use profile::StepProfile;
 
 use hasten_core::ndarray::Array4;
 use hasten_core::op::input_shape_of;

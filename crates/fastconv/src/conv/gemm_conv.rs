@@ -187,28 +187,90 @@ impl GemmConv {
             let k_blocks = depth.div_ceil(kc);
             let packed = SharedOut(shared_b.as_mut_slice().as_mut_ptr());
             (0..base * k_blocks).into_par_iter().for_each(|job| {
-                let (tile, kb) = (job / k_blocks, job % k_blocks);
+                crate::profile::task(|| {
+                    let (tile, kb) = (job / k_blocks, job % k_blocks);
+                    let (n, g, cols) = self.tile_of(tile, &cols_split);
+                    let ks = kb * kc..((kb + 1) * kc).min(depth);
+                    let n_panels = cols.len().div_ceil(nr);
+                    let sample = &input[n * in_len..][..in_len];
+                    // SAFETY: each job writes the disjoint range of K block kb of
+                    // column tile `tile` inside the buffer sized base·tile_len.
+                    let dst = unsafe {
+                        std::slice::from_raw_parts_mut(
+                            packed.ptr().add(tile * tile_len + ks.start * n_panels * nr),
+                            ks.len() * n_panels * nr,
+                        )
+                    };
+                    pool.with(|scratch| {
+                        if plain {
+                            let src = PlaneSource {
+                                geo,
+                                view: &self.view,
+                                sample,
+                                group: g,
+                            };
+                            gemm::pack::pack_b(&src, ks, cols, nr, &mut scratch.gemm.row, dst);
+                        } else {
+                            let src = ImageSource {
+                                geo,
+                                view: &self.view,
+                                sample,
+                                group: g,
+                            };
+                            gemm::pack::pack_b(&src, ks, cols, nr, &mut scratch.gemm.row, dst);
+                        }
+                    });
+                })
+            });
+        }
+        let shared_b = &*shared_b;
+        let dst_ptr = SharedOut(output.as_mut_ptr());
+        (0..base * row_tiles).into_par_iter().for_each(|task| {
+            crate::profile::task(|| {
+                let rt = task % row_tiles;
+                let tile = task / row_tiles;
                 let (n, g, cols) = self.tile_of(tile, &cols_split);
-                let ks = kb * kc..((kb + 1) * kc).min(depth);
-                let n_panels = cols.len().div_ceil(nr);
+                let panels = rt * panels_per_tile..((rt + 1) * panels_per_tile).min(m_panels);
                 let sample = &input[n * in_len..][..in_len];
-                // SAFETY: each job writes the disjoint range of K block kb of
-                // column tile `tile` inside the buffer sized base·tile_len.
-                let dst = unsafe {
-                    std::slice::from_raw_parts_mut(
-                        packed.ptr().add(tile * tile_len + ks.start * n_panels * nr),
-                        ks.len() * n_panels * nr,
-                    )
+                let dst = Output {
+                    // SAFETY: the offset is the first element of the group's
+                    // output rows of sample n, inside `output` (checked above).
+                    c: unsafe { dst_ptr.ptr().add(n * out_stride + g * geo.t_g * area) },
+                    rsc: area,
+                    bias: self.bias.as_ref().map(|b| b[g].as_slice()),
+                    // SAFETY: the same rows of the contiguous residual (checked
+                    // above); only read.
+                    residual: residual.map_or(std::ptr::null(), |r| unsafe {
+                        r.ptr().add((n * t_all + g * geo.t_g) * area).cast_const()
+                    }),
+                    clamp: self.clamp,
                 };
                 pool.with(|scratch| {
-                    if plain {
+                    if shared {
+                        let packed = &shared_b.as_slice()[tile * tile_len..][..tile_len];
+                        self.tile_gemm::<PlaneSource<'_>>(
+                            g,
+                            panels,
+                            BOperand::Packed(packed),
+                            cols,
+                            dst,
+                            &mut scratch.gemm,
+                        );
+                    } else if plain {
                         let src = PlaneSource {
                             geo,
                             view: &self.view,
                             sample,
                             group: g,
                         };
-                        gemm::pack::pack_b(&src, ks, cols, nr, &mut scratch.gemm.row, dst);
+                        self.tile_gemm(
+                            g,
+                            panels,
+                            BOperand::Source(&src),
+                            cols,
+                            dst,
+                            &mut scratch.gemm,
+                        );
                     } else {
                         let src = ImageSource {
                             geo,
@@ -216,75 +278,17 @@ impl GemmConv {
                             sample,
                             group: g,
                         };
-                        gemm::pack::pack_b(&src, ks, cols, nr, &mut scratch.gemm.row, dst);
+                        self.tile_gemm(
+                            g,
+                            panels,
+                            BOperand::Source(&src),
+                            cols,
+                            dst,
+                            &mut scratch.gemm,
+                        );
                     }
                 });
-            });
-        }
-        let shared_b = &*shared_b;
-        let dst_ptr = SharedOut(output.as_mut_ptr());
-        (0..base * row_tiles).into_par_iter().for_each(|task| {
-            let rt = task % row_tiles;
-            let tile = task / row_tiles;
-            let (n, g, cols) = self.tile_of(tile, &cols_split);
-            let panels = rt * panels_per_tile..((rt + 1) * panels_per_tile).min(m_panels);
-            let sample = &input[n * in_len..][..in_len];
-            let dst = Output {
-                // SAFETY: the offset is the first element of the group's
-                // output rows of sample n, inside `output` (checked above).
-                c: unsafe { dst_ptr.ptr().add(n * out_stride + g * geo.t_g * area) },
-                rsc: area,
-                bias: self.bias.as_ref().map(|b| b[g].as_slice()),
-                // SAFETY: the same rows of the contiguous residual (checked
-                // above); only read.
-                residual: residual.map_or(std::ptr::null(), |r| unsafe {
-                    r.ptr().add((n * t_all + g * geo.t_g) * area).cast_const()
-                }),
-                clamp: self.clamp,
-            };
-            pool.with(|scratch| {
-                if shared {
-                    let packed = &shared_b.as_slice()[tile * tile_len..][..tile_len];
-                    self.tile_gemm::<PlaneSource<'_>>(
-                        g,
-                        panels,
-                        BOperand::Packed(packed),
-                        cols,
-                        dst,
-                        &mut scratch.gemm,
-                    );
-                } else if plain {
-                    let src = PlaneSource {
-                        geo,
-                        view: &self.view,
-                        sample,
-                        group: g,
-                    };
-                    self.tile_gemm(
-                        g,
-                        panels,
-                        BOperand::Source(&src),
-                        cols,
-                        dst,
-                        &mut scratch.gemm,
-                    );
-                } else {
-                    let src = ImageSource {
-                        geo,
-                        view: &self.view,
-                        sample,
-                        group: g,
-                    };
-                    self.tile_gemm(
-                        g,
-                        panels,
-                        BOperand::Source(&src),
-                        cols,
-                        dst,
-                        &mut scratch.gemm,
-                    );
-                }
-            });
+            })
         });
     }
 
