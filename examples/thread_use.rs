@@ -31,7 +31,10 @@ fn main() -> Result<()> {
     } else {
         Isa::detect()
     };
-    println!("CPU: {}; kernels: {isa}; {threads} threads, batch 1, median of {runs} runs", cpu_model());
+    println!(
+        "CPU: {}; kernels: {isa}; {threads} threads, batch 1, median of {runs} runs",
+        cpu_model()
+    );
     for name in ["resnet18", "mobilenet_v1"]
         .into_iter()
         .filter(|n| n.contains(&filter))
@@ -97,6 +100,19 @@ fn main() -> Result<()> {
             busy_sum / threads as f64,
             busy_sum / (threads as f64 * wall_sum),
             idle_sum
+        );
+        let mut per_thread = vec![0.0; threads + 1];
+        for run in &profiles {
+            for step in run {
+                for (t, d) in step.per_thread.iter().enumerate() {
+                    per_thread[t] += d.as_secs_f64() * 1e3 / runs as f64;
+                }
+            }
+        }
+        let shares: Vec<String> = per_thread.iter().map(|ms| format!("{ms:.2}")).collect();
+        println!(
+            "{name}: busy ms per run by rayon thread (last: outside the pool): {}",
+            shares.join(", ")
         );
         let wall = median(whole.iter().map(|w| w.0).collect());
         let cpu = median(whole.iter().map(|w| w.1).collect());

@@ -79,6 +79,7 @@ mod plan;
 mod pool;
 mod pooling;
 mod profile;
+mod shares;
 mod shift;
 mod softmax;
 mod tiling;

@@ -205,7 +205,11 @@ impl OpKernel for PerforatedKernel {
                     clamp: self.clamp,
                 };
                 let b = if shared {
-                    BOperand::Packed(&packed.as_slice()[tile * tile_len..][..tile_len])
+                    BOperand::Packed {
+                        tile: &packed.as_slice()[tile * tile_len..][..tile_len],
+                        width: cols.len().div_ceil(nr),
+                        first: 0,
+                    }
                 } else {
                     BOperand::Source(&source)
                 };
