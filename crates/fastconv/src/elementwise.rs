@@ -97,7 +97,7 @@ impl<E: Elementwise + std::fmt::Debug + Send + Sync> OpKernel for MapKernel<E> {
     fn run(&self, src: &[f32], dst: &mut [f32], _batch: usize, _pool: &ScratchPool) {
         dst.par_chunks_mut(CHUNK)
             .zip(src.par_chunks(CHUNK))
-            .for_each(|(d, s)| self.isa.run(|| map_slice(&self.op, s, d)));
+            .for_each(|(d, s)| crate::profile::task(|| self.isa.run(|| map_slice(&self.op, s, d))));
     }
 }
 
@@ -122,8 +122,10 @@ pub(crate) fn affine(src: &[f32], dst: &mut [f32], area: usize, scale: &[f32], s
         .zip(src.par_chunks(area))
         .enumerate()
         .for_each(|(k, (d, s))| {
-            let (a, b) = (scale[k % channels], shift[k % channels]);
-            d.iter_mut().zip(s).for_each(|(d, &s)| *d = a * s + b);
+            crate::profile::task(|| {
+                let (a, b) = (scale[k % channels], shift[k % channels]);
+                d.iter_mut().zip(s).for_each(|(d, &s)| *d = a * s + b);
+            })
         });
 }
 
@@ -151,14 +153,16 @@ fn par_strided(
     let chunks = len.div_ceil(CHUNK).max(1);
     let out = SharedOut(dst.as_mut_ptr());
     (0..batch * chunks).into_par_iter().for_each(|task| {
-        let (n, c) = (task / chunks, task % chunks);
-        let range = c * CHUNK..((c + 1) * CHUNK).min(len);
-        // SAFETY: tasks own pairwise-disjoint ranges of distinct samples,
-        // inside `dst` (asserted above).
-        let d = unsafe {
-            std::slice::from_raw_parts_mut(out.ptr().add(n * stride + range.start), range.len())
-        };
-        f(n, range, d);
+        crate::profile::task(|| {
+            let (n, c) = (task / chunks, task % chunks);
+            let range = c * CHUNK..((c + 1) * CHUNK).min(len);
+            // SAFETY: tasks own pairwise-disjoint ranges of distinct samples,
+            // inside `dst` (asserted above).
+            let d = unsafe {
+                std::slice::from_raw_parts_mut(out.ptr().add(n * stride + range.start), range.len())
+            };
+            f(n, range, d);
+        })
     });
 }
 

@@ -31,8 +31,12 @@ impl OpKernel for GatherKernel {
     fn run(&self, src: &[f32], dst: &mut [f32], _batch: usize, _pool: &ScratchPool) {
         let (out_c, area) = (self.indices.len(), self.area);
         dst.par_chunks_mut(area).enumerate().for_each(|(k, plane)| {
-            let (n, o) = (k / out_c, k % out_c);
-            plane.copy_from_slice(&src[(n * self.in_channels + self.indices[o]) * area..][..area]);
+            crate::profile::task(|| {
+                let (n, o) = (k / out_c, k % out_c);
+                plane.copy_from_slice(
+                    &src[(n * self.in_channels + self.indices[o]) * area..][..area],
+                );
+            })
         });
     }
 }

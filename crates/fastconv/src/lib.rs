@@ -78,6 +78,8 @@ mod peak;
 mod plan;
 mod pool;
 mod pooling;
+mod profile;
+mod shares;
 mod shift;
 mod softmax;
 mod tiling;
@@ -91,6 +93,8 @@ pub use lowbit::{
 };
 pub use peak::{fma_run, FmaRun};
 pub use plan::{Outputs, Plan, PlanOptions, StepInfo, Winograd, INT8_CHAIN};
+#[cfg(feature = "step-profile")]
+pub use profile::StepProfile;
 
 use hasten_core::ndarray::Array4;
 use hasten_core::op::input_shape_of;

@@ -49,6 +49,6 @@ impl OpKernel for PadKernel {
     fn run(&self, src: &[f32], dst: &mut [f32], _batch: usize, _pool: &ScratchPool) {
         dst.par_chunks_mut(self.output.area())
             .zip(src.par_chunks(self.input.area()))
-            .for_each(|(d, s)| self.isa.run(|| self.plane(s, d)));
+            .for_each(|(d, s)| crate::profile::task(|| self.isa.run(|| self.plane(s, d))));
     }
 }

@@ -161,12 +161,14 @@ impl OpKernel for PoolKernel {
         dst.par_chunks_mut(out_area)
             .zip(src.par_chunks(in_area))
             .for_each(|(d, s)| {
-                pool.with(|scratch| {
-                    scratch.floats.resize(buf_len, 0.0);
-                    let buf = &mut scratch.floats[..buf_len];
-                    self.isa.run(|| match self.inverse_divisor {
-                        None => self.plane::<Max>(s, d, buf),
-                        Some(_) => self.plane::<Sum>(s, d, buf),
+                crate::profile::task(|| {
+                    pool.with(|scratch| {
+                        scratch.floats.resize(buf_len, 0.0);
+                        let buf = &mut scratch.floats[..buf_len];
+                        self.isa.run(|| match self.inverse_divisor {
+                            None => self.plane::<Max>(s, d, buf),
+                            Some(_) => self.plane::<Sum>(s, d, buf),
+                        })
                     })
                 })
             });
@@ -209,6 +211,8 @@ impl OpKernel for GlobalAvgKernel {
         let area = self.area;
         dst.par_iter_mut()
             .zip(src.par_chunks(area))
-            .for_each(|(d, s)| *d = (self.isa.run(|| sum_f64(s)) / area as f64) as f32);
+            .for_each(|(d, s)| {
+                crate::profile::task(|| *d = (self.isa.run(|| sum_f64(s)) / area as f64) as f32)
+            });
     }
 }

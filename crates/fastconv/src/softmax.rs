@@ -56,11 +56,14 @@ impl OpKernel for SoftmaxKernel {
         dst.par_chunks_mut(len)
             .zip(src.par_chunks(len))
             .for_each(|(d, s)| {
-                pool.with(|scratch| {
-                    scratch.floats.resize(area, 0.0);
-                    scratch.doubles.resize(area, 0.0);
-                    let (max, sum) = (&mut scratch.floats[..area], &mut scratch.doubles[..area]);
-                    self.isa.run(|| self.sample(s, d, max, sum));
+                crate::profile::task(|| {
+                    pool.with(|scratch| {
+                        scratch.floats.resize(area, 0.0);
+                        scratch.doubles.resize(area, 0.0);
+                        let (max, sum) =
+                            (&mut scratch.floats[..area], &mut scratch.doubles[..area]);
+                        self.isa.run(|| self.sample(s, d, max, sum));
+                    })
                 })
             });
     }

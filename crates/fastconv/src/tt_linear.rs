@@ -115,32 +115,34 @@ impl OpKernel for TtKernel {
             let row_tiles = m_panels.div_ceil(per_tile);
             let c = SharedOut(product.as_mut_ptr());
             (0..col_tiles * row_tiles).into_par_iter().for_each(|task| {
-                let (rt, ct) = (task % row_tiles, task / row_tiles);
-                let panels = rt * per_tile..((rt + 1) * per_tile).min(m_panels);
-                let out = Output {
-                    c: c.ptr(),
-                    rsc: cols,
-                    bias: None,
-                    residual: std::ptr::null(),
-                    clamp: Clamp::NONE,
-                };
-                pool.with(|scratch| {
-                    // SAFETY: the product buffer holds rows × cols floats
-                    // (asserted); tasks own disjoint (column tile, row tile)
-                    // blocks; the kernel packed `a` and its ISA was checked
-                    // when the plan was built.
-                    unsafe {
-                        gemm::gemm(
-                            &core.kernel,
-                            &core.a,
-                            panels,
-                            BOperand::Source(&source),
-                            ct * nc..((ct + 1) * nc).min(cols),
-                            out,
-                            &mut scratch.gemm,
-                        );
-                    }
-                });
+                crate::profile::task(|| {
+                    let (rt, ct) = (task % row_tiles, task / row_tiles);
+                    let panels = rt * per_tile..((rt + 1) * per_tile).min(m_panels);
+                    let out = Output {
+                        c: c.ptr(),
+                        rsc: cols,
+                        bias: None,
+                        residual: std::ptr::null(),
+                        clamp: Clamp::NONE,
+                    };
+                    pool.with(|scratch| {
+                        // SAFETY: the product buffer holds rows × cols floats
+                        // (asserted); tasks own disjoint (column tile, row tile)
+                        // blocks; the kernel packed `a` and its ISA was checked
+                        // when the plan was built.
+                        unsafe {
+                            gemm::gemm(
+                                &core.kernel,
+                                &core.a,
+                                panels,
+                                BOperand::Source(&source),
+                                ct * nc..((ct + 1) * nc).min(cols),
+                                out,
+                                &mut scratch.gemm,
+                            );
+                        }
+                    });
+                })
             });
             // next[p, (a, m), t] = product[(a, m), (p, t)].
             let target: &mut [f32] = if step == last {
@@ -153,20 +155,24 @@ impl OpKernel for TtKernel {
                 .par_chunks_mut(rows * tail)
                 .enumerate()
                 .for_each(|(p, block)| {
-                    for (row, run) in block.chunks_exact_mut(tail).enumerate() {
-                        run.copy_from_slice(&product[row * cols + p * tail..][..tail]);
-                    }
+                    crate::profile::task(|| {
+                        for (row, run) in block.chunks_exact_mut(tail).enumerate() {
+                            run.copy_from_slice(&product[row * cols + p * tail..][..tail]);
+                        }
+                    })
                 });
             std::mem::swap(&mut cur, &mut next);
         }
         let out_f = self.out_f;
         dst[..batch * out_f].par_chunks_mut(out_f).for_each(|y| {
-            if let Some(b) = &self.bias {
-                y.iter_mut().zip(b).for_each(|(v, b)| *v += b);
-            }
-            if !self.clamp.is_none() {
-                y.iter_mut().for_each(|v| *v = self.clamp.apply(*v));
-            }
+            crate::profile::task(|| {
+                if let Some(b) = &self.bias {
+                    y.iter_mut().zip(b).for_each(|(v, b)| *v += b);
+                }
+                if !self.clamp.is_none() {
+                    y.iter_mut().for_each(|v| *v = self.clamp.apply(*v));
+                }
+            })
         });
     }
 }

@@ -217,6 +217,44 @@ fn large_layers_match_reference() {
 }
 
 #[test]
+fn gemm_shares_match_reference_on_any_thread_count() {
+    // The GEMM's work split depends on the thread count: whole column tiles
+    // when there are many, equal shares of the output tiles (rows and
+    // columns of one tile split between tasks, `B` packed beforehand in
+    // shares of panels) when there are few — batch 1 and 3, grouped and
+    // strided layers, on pools of 1 to 5 threads.
+    for threads in [1, 3, 5, 2] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            for (t, c, k, hw, stride, groups, batch) in [
+                (90, 40, 3, 7, 1, 1, 1),
+                (100, 24, 3, 9, 2, 2, 1),
+                (36, 30, 3, 28, 1, 1, 1),
+                (52, 16, 1, 13, 1, 1, 3),
+                (20, 12, 5, 40, 1, 2, 1),
+                (7, 5, 3, 3, 1, 1, 1),
+            ] {
+                let mut rng = SeededRng::new((t * threads) as u64);
+                let layer = ConvLayer::new(
+                    hasten_core::Conv4d::new(rng.normal_array((t, c / groups, k, k), 1.0)).unwrap(),
+                    Some(rng.normal_array(t, 1.0)),
+                    ConvSpec::new()
+                        .with_stride(stride)
+                        .with_groups(groups)
+                        .with_padding_sides(Padding::same(k / 2)),
+                )
+                .unwrap();
+                let x: Array4<f32> = rng.normal_array((batch, c, hw, hw), 1.0);
+                check_all_paths(&Block::single(layer), &x).unwrap();
+            }
+        });
+    }
+}
+
+#[test]
 fn channel_gather_between_convolutions_matches_reference() {
     // Permutation, replication and omission of channels between two convs.
     let mut rng = SeededRng::new(6);

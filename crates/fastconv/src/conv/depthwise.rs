@@ -74,42 +74,44 @@ impl DepthwiseConv {
             .par_chunks_mut(per_task * out_area)
             .enumerate()
             .for_each(|(task, outs)| {
-                pool.with(|scratch| {
-                    // The column tables in `scratch` depend on the plane
-                    // only through the view's dx: built once per task and
-                    // whenever dx changes.
-                    let mut table_dx = None;
-                    for (k, out) in outs.chunks_exact_mut(out_area).enumerate() {
-                        let plane = task * per_task + k;
-                        let (n, t) = (plane / t_all, plane % t_all);
-                        let (c, dy, dx) = self.view.channel(t / geo.t_g);
-                        let job = PlaneJob {
-                            geo,
-                            src: &input[(n * c_all + c) * in_area..][..in_area],
-                            w: &self.weights[t * taps..][..taps],
-                            bias: self.bias.as_ref().map_or(0.0, |b| b[t]),
-                            clamp: self.clamp,
-                            dy,
-                            dx,
-                            fresh: table_dx != Some(dx),
-                        };
-                        table_dx = Some(dx);
-                        match self.isa {
-                            // SAFETY: plans only select supported ISAs
-                            // (`Isa::ensure_supported`).
-                            #[cfg(target_arch = "x86_64")]
-                            Isa::Avx512 if avx512_addresses(geo) => unsafe {
-                                plane_avx512(&job, out, scratch)
-                            },
-                            // SAFETY: as above.
-                            #[cfg(target_arch = "x86_64")]
-                            Isa::Avx2 => unsafe { plane_avx2(&job, out, scratch) },
-                            // Strides the AVX-512 kernel cannot address
-                            // take the portable path.
-                            _ => run_plane(&job, out, scratch, lanes_portable),
+                crate::profile::task(|| {
+                    pool.with(|scratch| {
+                        // The column tables in `scratch` depend on the plane
+                        // only through the view's dx: built once per task and
+                        // whenever dx changes.
+                        let mut table_dx = None;
+                        for (k, out) in outs.chunks_exact_mut(out_area).enumerate() {
+                            let plane = task * per_task + k;
+                            let (n, t) = (plane / t_all, plane % t_all);
+                            let (c, dy, dx) = self.view.channel(t / geo.t_g);
+                            let job = PlaneJob {
+                                geo,
+                                src: &input[(n * c_all + c) * in_area..][..in_area],
+                                w: &self.weights[t * taps..][..taps],
+                                bias: self.bias.as_ref().map_or(0.0, |b| b[t]),
+                                clamp: self.clamp,
+                                dy,
+                                dx,
+                                fresh: table_dx != Some(dx),
+                            };
+                            table_dx = Some(dx);
+                            match self.isa {
+                                // SAFETY: plans only select supported ISAs
+                                // (`Isa::ensure_supported`).
+                                #[cfg(target_arch = "x86_64")]
+                                Isa::Avx512 if avx512_addresses(geo) => unsafe {
+                                    plane_avx512(&job, out, scratch)
+                                },
+                                // SAFETY: as above.
+                                #[cfg(target_arch = "x86_64")]
+                                Isa::Avx2 => unsafe { plane_avx2(&job, out, scratch) },
+                                // Strides the AVX-512 kernel cannot address
+                                // take the portable path.
+                                _ => run_plane(&job, out, scratch, lanes_portable),
+                            }
                         }
-                    }
-                });
+                    });
+                })
             });
     }
 }

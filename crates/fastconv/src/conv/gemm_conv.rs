@@ -15,12 +15,14 @@ use std::sync::Mutex;
 
 use crate::aligned::AlignedVec;
 use crate::elementwise::Clamp;
-use crate::gemm::{self, BOperand, BSource, Kernel, Output, PackedA, Scratch};
+use crate::gemm::{self, BOperand, BSource, Kernel, Output, PackedA};
 use crate::pool::ScratchPool;
+use crate::shares;
 use crate::tiling::SharedOut;
+use std::ops::Range;
 
-/// Tasks per thread to aim for, so uneven tiles still balance.
-const TASKS_PER_THREAD: usize = 4;
+/// Column tiles per thread from which each task is one whole tile.
+const TILES_PER_THREAD: usize = 4;
 
 /// Largest shared packed-`B` workspace (floats, 64 MiB): beyond it, tasks
 /// that split the rows of one column tile each pack their own copy.
@@ -68,6 +70,150 @@ impl ColumnSplit {
     fn cols(&self, t: usize) -> std::ops::Range<usize> {
         let first = |t: usize| t * self.panels / self.tiles * self.nr;
         first(t).min(self.area)..first(t + 1).min(self.area)
+    }
+}
+
+/// How a GEMM convolution's work is cut into tasks for `threads` threads.
+/// The work is the `MR × NR` output tiles of every (sample, group) block in
+/// the order (block, column tile, row panel, column panel). With many column
+/// tiles each task is one whole tile, packing its own `B` lazily (tiles
+/// differ by at most one panel); with few (batch 1, small outputs, e.g. the
+/// 7×7 = 7 panels × 11 row panels of ResNet-18's last stage) there is one
+/// task per thread, each an equal [`shares::share`] of the output tiles
+/// (within one `MR × NR` tile of the others), and `B` is packed beforehand
+/// in equal shares of `KC × NR` panels. One share per thread, not more:
+/// small outputs make these layers weight-bound, and every further cut
+/// inside a row panel streams that panel of filters once more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct GemmSplit {
+    /// Column tiles of one block.
+    cols: ColumnSplit,
+    /// (sample, group) blocks.
+    blocks: usize,
+    /// Row panels of the filters.
+    m_panels: usize,
+    /// Whether each task is one whole column tile.
+    whole_tiles: bool,
+    /// Tasks.
+    tasks: usize,
+}
+
+impl GemmSplit {
+    /// The split of `blocks` blocks of `m_panels` row panels × the column
+    /// tiles `cols` for `threads` threads.
+    fn new(blocks: usize, m_panels: usize, cols: ColumnSplit, threads: usize) -> Self {
+        let threads = threads.max(1);
+        let whole_tiles = blocks * cols.tiles >= TILES_PER_THREAD * threads;
+        let tasks = if whole_tiles {
+            blocks * cols.tiles
+        } else {
+            threads.min(m_panels * blocks * cols.panels)
+        };
+        GemmSplit {
+            cols,
+            blocks,
+            m_panels,
+            whole_tiles,
+            tasks,
+        }
+    }
+
+    /// Column tiles of all blocks.
+    fn tiles(&self) -> usize {
+        self.blocks * self.cols.tiles
+    }
+
+    /// Column panels of all blocks.
+    fn panels(&self) -> usize {
+        self.blocks * self.cols.panels
+    }
+
+    /// The first column panel (of all blocks) of tile `tile`.
+    fn panel_start(&self, tile: usize) -> usize {
+        let ct = self.cols.tiles;
+        tile / ct * self.cols.panels + tile % ct * self.cols.panels / ct
+    }
+
+    /// The units of tile `tile` in a grid of `rows` rows per column panel.
+    fn tile_units(&self, rows: usize, tile: usize) -> Range<usize> {
+        rows * self.panel_start(tile)..rows * self.panel_start(tile + 1)
+    }
+
+    /// Calls `f(tile, rows, panels)` for every rectangle of units `range`
+    /// of the grid of `rows` rows per column panel, ordered (tile, row,
+    /// panel): `panels` counted from the tile's first.
+    fn pieces(
+        &self,
+        rows: usize,
+        range: Range<usize>,
+        mut f: impl FnMut(usize, Range<usize>, Range<usize>),
+    ) {
+        // The last tile starting at or before the range.
+        let (mut lo, mut hi) = (0, self.tiles());
+        while hi - lo > 1 {
+            let mid = (lo + hi) / 2;
+            if rows * self.panel_start(mid) <= range.start {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        for tile in lo..self.tiles() {
+            let units = self.tile_units(rows, tile);
+            if units.start >= range.end {
+                break;
+            }
+            let local = range.start.max(units.start) - units.start
+                ..range.end.min(units.end).saturating_sub(units.start);
+            for (r, p) in shares::rectangles(local, units.len() / rows) {
+                f(tile, r, p);
+            }
+        }
+    }
+
+    /// The columns of panels `ps` of a tile of columns `cols`.
+    fn sub_cols(&self, cols: &Range<usize>, ps: &Range<usize>) -> Range<usize> {
+        let nr = self.cols.nr;
+        cols.start + ps.start * nr..(cols.start + ps.end * nr).min(cols.end)
+    }
+}
+
+/// The `B` rows of one sample and group: its channel planes (`1×1`) or
+/// their lazy im2col.
+enum ConvSource<'a> {
+    /// The planes themselves.
+    Plane(PlaneSource<'a>),
+    /// Lazy im2col.
+    Image(ImageSource<'a>),
+}
+
+impl<'a> ConvSource<'a> {
+    /// The source of group `group` of `sample` read through `view`.
+    fn new(geo: &'a ConvGeometry, view: &'a ChannelView, sample: &'a [f32], group: usize) -> Self {
+        if PlaneSource::applies(geo, view) {
+            ConvSource::Plane(PlaneSource {
+                geo,
+                view,
+                sample,
+                group,
+            })
+        } else {
+            ConvSource::Image(ImageSource {
+                geo,
+                view,
+                sample,
+                group,
+            })
+        }
+    }
+}
+
+impl BSource for ConvSource<'_> {
+    fn row<'b>(&'b self, k: usize, cols: Range<usize>, tmp: &'b mut [f32]) -> &'b [f32] {
+        match self {
+            ConvSource::Plane(s) => s.row(k, cols, tmp),
+            ConvSource::Image(s) => s.row(k, cols, tmp),
+        }
     }
 }
 
@@ -165,126 +311,124 @@ impl GemmConv {
         let residual = out.residual.map(|r| SharedOut(r.as_ptr().cast_mut()));
         let out_stride = out.stride;
         let threads = rayon::current_num_threads();
-        let cols_split = ColumnSplit::new(area, self.kernel.nr, self.kernel.nc, threads);
-        let col_tiles = cols_split.tiles;
-        let m_panels = self.filters[0].panels();
-        let base = batch * geo.groups * col_tiles;
-        let want = TASKS_PER_THREAD * threads;
-        let row_tiles = want.div_ceil(base).clamp(1, m_panels);
-        let panels_per_tile = m_panels.div_ceil(row_tiles);
-        let row_tiles = m_panels.div_ceil(panels_per_tile);
-        let plain = PlaneSource::applies(geo, &self.view);
-        let depth = geo.depth();
         let nr = self.kernel.nr;
+        let split = GemmSplit::new(
+            batch * geo.groups,
+            self.filters[0].panels(),
+            ColumnSplit::new(area, nr, self.kernel.nc, threads),
+            threads,
+        );
+        let (depth, kc) = (geo.depth(), self.kernel.kc);
+        let k_blocks = depth.div_ceil(kc);
         let tile_len = depth * self.kernel.nc;
-        // Pack each column tile once (explicit im2col, packed) when several
-        // tasks would otherwise pack the same tile for their share of rows.
-        let shared = row_tiles > 1 && base * tile_len <= MAX_SHARED_B;
+        // Pack every column tile once (explicit im2col, packed) when tasks
+        // share tiles, so no task packs columns another packs too.
+        let shared = !split.whole_tiles && split.tiles() * tile_len <= MAX_SHARED_B;
+        let source = |tile: usize| {
+            let (n, g, cols) = self.tile_of(tile, &split.cols);
+            let src = ConvSource::new(geo, &self.view, &input[n * in_len..][..in_len], g);
+            (n, g, cols, src)
+        };
         let mut shared_b = self.shared_b.lock().unwrap_or_else(|e| e.into_inner());
         if shared {
-            shared_b.resize(base * tile_len);
-            let kc = self.kernel.kc;
-            let k_blocks = depth.div_ceil(kc);
+            shared_b.resize(split.tiles() * tile_len);
             let packed = SharedOut(shared_b.as_mut_slice().as_mut_ptr());
-            (0..base * k_blocks).into_par_iter().for_each(|job| {
-                let (tile, kb) = (job / k_blocks, job % k_blocks);
-                let (n, g, cols) = self.tile_of(tile, &cols_split);
-                let ks = kb * kc..((kb + 1) * kc).min(depth);
-                let n_panels = cols.len().div_ceil(nr);
-                let sample = &input[n * in_len..][..in_len];
-                // SAFETY: each job writes the disjoint range of K block kb of
-                // column tile `tile` inside the buffer sized base·tile_len.
-                let dst = unsafe {
-                    std::slice::from_raw_parts_mut(
-                        packed.ptr().add(tile * tile_len + ks.start * n_panels * nr),
-                        ks.len() * n_panels * nr,
-                    )
-                };
-                pool.with(|scratch| {
-                    if plain {
-                        let src = PlaneSource {
-                            geo,
-                            view: &self.view,
-                            sample,
-                            group: g,
-                        };
-                        gemm::pack::pack_b(&src, ks, cols, nr, &mut scratch.gemm.row, dst);
-                    } else {
-                        let src = ImageSource {
-                            geo,
-                            view: &self.view,
-                            sample,
-                            group: g,
-                        };
-                        gemm::pack::pack_b(&src, ks, cols, nr, &mut scratch.gemm.row, dst);
-                    }
-                });
+            let units = k_blocks * split.panels();
+            let jobs = split.tasks;
+            (0..jobs).into_par_iter().for_each(|job| {
+                crate::profile::task(|| {
+                    split.pieces(
+                        k_blocks,
+                        shares::share(units, jobs, job),
+                        |tile, kbs, ps| {
+                            let (_, _, cols, src) = source(tile);
+                            let width = cols.len().div_ceil(nr);
+                            let cols = split.sub_cols(&cols, &ps);
+                            for kb in kbs {
+                                let ks = kb * kc..((kb + 1) * kc).min(depth);
+                                let at =
+                                    tile * tile_len + (ks.start * width + ps.start * ks.len()) * nr;
+                                // SAFETY: panels `ps` of K block kb of column tile
+                                // `tile`, inside the buffer of tiles·tile_len floats;
+                                // the shares' pieces are pairwise disjoint.
+                                let dst = unsafe {
+                                    std::slice::from_raw_parts_mut(
+                                        packed.ptr().add(at),
+                                        ps.len() * ks.len() * nr,
+                                    )
+                                };
+                                pool.with(|scratch| {
+                                    gemm::pack::pack_b(
+                                        &src,
+                                        ks,
+                                        cols.clone(),
+                                        nr,
+                                        &mut scratch.gemm.row,
+                                        dst,
+                                    )
+                                });
+                            }
+                        },
+                    );
+                })
             });
         }
         let shared_b = &*shared_b;
         let dst_ptr = SharedOut(output.as_mut_ptr());
-        (0..base * row_tiles).into_par_iter().for_each(|task| {
-            let rt = task % row_tiles;
-            let tile = task / row_tiles;
-            let (n, g, cols) = self.tile_of(tile, &cols_split);
-            let panels = rt * panels_per_tile..((rt + 1) * panels_per_tile).min(m_panels);
-            let sample = &input[n * in_len..][..in_len];
-            let dst = Output {
-                // SAFETY: the offset is the first element of the group's
-                // output rows of sample n, inside `output` (checked above).
-                c: unsafe { dst_ptr.ptr().add(n * out_stride + g * geo.t_g * area) },
-                rsc: area,
-                bias: self.bias.as_ref().map(|b| b[g].as_slice()),
-                // SAFETY: the same rows of the contiguous residual (checked
-                // above); only read.
-                residual: residual.map_or(std::ptr::null(), |r| unsafe {
-                    r.ptr().add((n * t_all + g * geo.t_g) * area).cast_const()
-                }),
-                clamp: self.clamp,
-            };
-            pool.with(|scratch| {
-                if shared {
-                    let packed = &shared_b.as_slice()[tile * tile_len..][..tile_len];
-                    self.tile_gemm::<PlaneSource<'_>>(
-                        g,
-                        panels,
-                        BOperand::Packed(packed),
-                        cols,
-                        dst,
-                        &mut scratch.gemm,
-                    );
-                } else if plain {
-                    let src = PlaneSource {
-                        geo,
-                        view: &self.view,
-                        sample,
-                        group: g,
-                    };
-                    self.tile_gemm(
-                        g,
-                        panels,
-                        BOperand::Source(&src),
-                        cols,
-                        dst,
-                        &mut scratch.gemm,
-                    );
+        let units = split.m_panels * split.panels();
+        (0..split.tasks).into_par_iter().for_each(|task| {
+            crate::profile::task(|| {
+                let range = if split.whole_tiles {
+                    split.tile_units(split.m_panels, task)
                 } else {
-                    let src = ImageSource {
-                        geo,
-                        view: &self.view,
-                        sample,
-                        group: g,
+                    shares::share(units, split.tasks, task)
+                };
+                split.pieces(split.m_panels, range, |tile, panels, ps| {
+                    let (n, g, cols, src) = source(tile);
+                    let width = cols.len().div_ceil(nr);
+                    let sub = split.sub_cols(&cols, &ps);
+                    let dst = Output {
+                        // SAFETY: the offset is the first element of the group's
+                        // output rows of sample n, inside `output` (checked above).
+                        c: unsafe { dst_ptr.ptr().add(n * out_stride + g * geo.t_g * area) },
+                        rsc: area,
+                        bias: self.bias.as_ref().map(|b| b[g].as_slice()),
+                        // SAFETY: the same rows of the contiguous residual (checked
+                        // above); only read.
+                        residual: residual.map_or(std::ptr::null(), |r| unsafe {
+                            r.ptr().add((n * t_all + g * geo.t_g) * area).cast_const()
+                        }),
+                        clamp: self.clamp,
                     };
-                    self.tile_gemm(
-                        g,
-                        panels,
-                        BOperand::Source(&src),
-                        cols,
-                        dst,
-                        &mut scratch.gemm,
-                    );
-                }
-            });
+                    let b = if shared {
+                        BOperand::Packed {
+                            tile: &shared_b.as_slice()[tile * tile_len..][..tile_len],
+                            width,
+                            first: ps.start,
+                        }
+                    } else {
+                        BOperand::Source(&src)
+                    };
+                    pool.with(|scratch| {
+                        // SAFETY: `dst` is this sample's t_g × area block of
+                        // group g (row stride `area`); the shares' pieces are
+                        // pairwise-disjoint (n, g, rows, columns) blocks; the
+                        // kernel is the one that packed the filters and its ISA
+                        // was checked when the plan was built.
+                        unsafe {
+                            gemm::gemm(
+                                &self.kernel,
+                                &self.filters[g],
+                                panels,
+                                b,
+                                sub,
+                                dst,
+                                &mut scratch.gemm,
+                            )
+                        }
+                    });
+                });
+            })
         });
     }
 
@@ -295,38 +439,116 @@ impl GemmConv {
         let n = tile / (split.tiles * self.geo.groups);
         (n, g, split.cols(ct))
     }
-
-    /// One task's GEMM: rows `panels` of group `g` × columns `cols`.
-    fn tile_gemm<S: BSource>(
-        &self,
-        g: usize,
-        panels: std::ops::Range<usize>,
-        b: BOperand<'_, S>,
-        cols: std::ops::Range<usize>,
-        dst: Output<'_>,
-        scratch: &mut Scratch,
-    ) {
-        // SAFETY: `dst` is this sample's t_g × area block of group g (row
-        // stride `area`); tasks own pairwise-disjoint (n, g, column tile, row
-        // tile) blocks; the kernel is the one that packed the filters and its
-        // ISA was checked when the plan was built.
-        unsafe {
-            gemm::gemm(
-                &self.kernel,
-                &self.filters[g],
-                panels,
-                b,
-                cols,
-                dst,
-                scratch,
-            )
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::ColumnSplit;
+    use super::{ColumnSplit, GemmSplit};
+    use crate::shares;
+
+    /// `(T, OH·OW)` of the GEMM convolutions of ResNet-18 (any Winograd
+    /// layer run by GEMM) and MobileNet-v1 at 224², batch 1.
+    const SHAPES: [(usize, usize); 14] = [
+        (64, 12544),
+        (64, 3136),
+        (128, 784),
+        (256, 196),
+        (512, 49),
+        (32, 12544),
+        (128, 3136),
+        (256, 784),
+        (512, 196),
+        (1024, 49),
+        (1000, 1),
+        (10, 7),
+        (96, 49),
+        (144, 3136),
+    ];
+
+    #[test]
+    fn gemm_split_covers_every_output_tile_once_in_balanced_shares() {
+        // (MR, NR) of every microkernel: AVX-512 usual, narrow and tall, AVX2, portable.
+        for (mr, nr) in [(12, 32), (8, 32), (48, 8), (6, 16), (4, 8)] {
+            let nc = 256usize.div_ceil(nr) * nr;
+            for (t, area) in SHAPES {
+                for (blocks, threads) in [(1, 2), (1, 3), (1, 4), (2, 2), (8, 2)] {
+                    let m_panels = t.div_ceil(mr);
+                    let cols = ColumnSplit::new(area, nr, nc, threads);
+                    let split = GemmSplit::new(blocks, m_panels, cols, threads);
+                    let what =
+                        format!("{t}×{area} MR {mr} NR {nr}, {blocks} blocks, {threads} threads");
+                    let units = m_panels * split.panels();
+                    // Every MR × NR output tile of every block once.
+                    let mut seen = vec![0u8; units];
+                    let mut sizes = Vec::new();
+                    let mut cut_rows = 0;
+                    for task in 0..split.tasks {
+                        let range = if split.whole_tiles {
+                            split.tile_units(m_panels, task)
+                        } else {
+                            shares::share(units, split.tasks, task)
+                        };
+                        let mut size = 0;
+                        split.pieces(m_panels, range, |tile, rows, ps| {
+                            let c = cols.cols(tile % cols.tiles);
+                            let width = c.len().div_ceil(nr);
+                            assert!(ps.end <= width && rows.end <= m_panels, "{what}");
+                            let sub = split.sub_cols(&c, &ps);
+                            cut_rows += usize::from(ps.len() < width);
+                            assert!(sub.start >= c.start && sub.end <= c.end && !sub.is_empty());
+                            for r in rows {
+                                for p in ps.clone() {
+                                    let block = tile / cols.tiles;
+                                    let panel = block * cols.panels + (c.start / nr) + p;
+                                    seen[panel * m_panels + r] += 1;
+                                    size += 1;
+                                }
+                            }
+                        });
+                        sizes.push(size);
+                    }
+                    assert!(seen.iter().all(|&n| n == 1), "{what}: {seen:?}");
+                    // Tasks dealt out in turn: each thread's share of output
+                    // tiles within one column tile (whole tiles) or one MR × NR
+                    // tile (shares, one per thread) of every other thread's.
+                    let mut per_thread = vec![0; threads];
+                    for (k, s) in sizes.iter().enumerate() {
+                        per_thread[k % threads] += s;
+                    }
+                    let (lo, hi) = (
+                        per_thread.iter().min().unwrap(),
+                        per_thread.iter().max().unwrap(),
+                    );
+                    let (lo_t, hi_t) = (sizes.iter().min().unwrap(), sizes.iter().max().unwrap());
+                    if split.whole_tiles {
+                        assert_eq!(split.tasks, blocks * cols.tiles, "{what}");
+                        assert!(hi_t - lo_t <= m_panels, "{what}: {sizes:?}");
+                        assert!(hi - lo <= m_panels * nc / nr, "{what}: {per_thread:?}");
+                    } else {
+                        assert!(hi_t - lo_t <= 1, "{what}: {sizes:?}");
+                        assert!(hi - lo <= 1, "{what}: {per_thread:?}");
+                        assert_eq!(split.tasks, threads.min(units), "{what}");
+                        // Only the rows at the shares' boundaries are cut:
+                        // every other row panel of filters is streamed once.
+                        assert!(cut_rows <= 2 * (split.tasks - 1), "{what}: {cut_rows}");
+                    }
+                    assert!(
+                        split.tasks >= threads.min(units),
+                        "{what}: {} tasks",
+                        split.tasks
+                    );
+                }
+            }
+        }
+        // ResNet-18's last stage on the tall tile: 11 row panels × 7 column
+        // panels = 77 tiles, 2 tasks of 38 and 39 (was 6 tasks, five of 14 and one of 7).
+        let cols = ColumnSplit::new(49, 8, 256, 2);
+        let split = GemmSplit::new(1, 11, cols, 2);
+        assert_eq!((split.whole_tiles, split.tasks), (false, 2));
+        // 56²: 14 whole tiles of 7 panels.
+        let split = GemmSplit::new(1, 8, ColumnSplit::new(3136, 32, 256, 2), 2);
+        assert_eq!((split.whole_tiles, split.tasks), (true, 14));
+    }
 
     #[test]
     fn column_tiles_cover_every_column_once_in_balanced_whole_panels() {

@@ -131,12 +131,15 @@ impl OpKernel for PerforatedKernel {
             .par_chunks_mut(plane_p)
             .zip(src.par_chunks(geo.in_area()))
             .for_each(|(dst, plane)| {
-                for (d, row) in dst[geo.pad_top_left.0 * wp..]
-                    .chunks_mut(wp)
-                    .zip(plane.chunks_exact(geo.in_hw.1))
-                {
-                    d[geo.pad_top_left.1..geo.pad_top_left.1 + geo.in_hw.1].copy_from_slice(row);
-                }
+                crate::profile::task(|| {
+                    for (d, row) in dst[geo.pad_top_left.0 * wp..]
+                        .chunks_mut(wp)
+                        .zip(plane.chunks_exact(geo.in_hw.1))
+                    {
+                        d[geo.pad_top_left.1..geo.pad_top_left.1 + geo.in_hw.1]
+                            .copy_from_slice(row);
+                    }
+                })
             });
         let padded = &*padded;
         let in_len = geo.in_channels() * plane_p;
@@ -164,71 +167,81 @@ impl OpKernel for PerforatedKernel {
             let k_blocks = depth.div_ceil(kc);
             let dst_all = SharedOut(packed.as_mut_slice().as_mut_ptr());
             (0..base * k_blocks).into_par_iter().for_each(|job| {
-                let (tile, kb) = (job / k_blocks, job % k_blocks);
-                let (_, _, cols, src) = source(tile);
-                let ks = kb * kc..((kb + 1) * kc).min(depth);
-                let n_panels = cols.len().div_ceil(nr);
-                // SAFETY: each job writes the disjoint range of K block kb of
-                // column tile `tile`, inside the buffer of base·tile_len.
-                let dst = unsafe {
-                    std::slice::from_raw_parts_mut(
-                        dst_all
-                            .ptr()
-                            .add(tile * tile_len + ks.start * n_panels * nr),
-                        ks.len() * n_panels * nr,
-                    )
-                };
-                pool.with(|scratch| {
-                    gemm::pack::pack_b(&src, ks, cols, nr, &mut scratch.gemm.row, dst);
-                });
+                crate::profile::task(|| {
+                    let (tile, kb) = (job / k_blocks, job % k_blocks);
+                    let (_, _, cols, src) = source(tile);
+                    let ks = kb * kc..((kb + 1) * kc).min(depth);
+                    let n_panels = cols.len().div_ceil(nr);
+                    // SAFETY: each job writes the disjoint range of K block kb of
+                    // column tile `tile`, inside the buffer of base·tile_len.
+                    let dst = unsafe {
+                        std::slice::from_raw_parts_mut(
+                            dst_all
+                                .ptr()
+                                .add(tile * tile_len + ks.start * n_panels * nr),
+                            ks.len() * n_panels * nr,
+                        )
+                    };
+                    pool.with(|scratch| {
+                        gemm::pack::pack_b(&src, ks, cols, nr, &mut scratch.gemm.row, dst);
+                    });
+                })
             });
         }
         let packed = &*packed;
         let out = SharedOut(evaluated.as_mut_ptr());
         (0..base * row_tiles).into_par_iter().for_each(|task| {
-            let (rt, tile) = (task % row_tiles, task / row_tiles);
-            let (n, g, cols, source) = source(tile);
-            let panels = rt * per_tile..((rt + 1) * per_tile).min(m_panels);
-            let c = Output {
-                // SAFETY: the first of group g's rows of sample n, inside
-                // `evaluated` (asserted above).
-                c: unsafe { out.ptr().add((n * t_all + g * geo.t_g) * kept) },
-                rsc: kept,
-                bias: self.bias.as_ref().map(|b| b[g].as_slice()),
-                residual: std::ptr::null(),
-                clamp: self.clamp,
-            };
-            let b = if shared {
-                BOperand::Packed(&packed.as_slice()[tile * tile_len..][..tile_len])
-            } else {
-                BOperand::Source(&source)
-            };
-            pool.with(|scratch| {
-                // SAFETY: `c` is this sample's t_g × kept block of group g
-                // (row stride kept); tasks own disjoint (n, g, column tile,
-                // row tile) blocks; the kernel packed the filters and its ISA
-                // was checked when the plan was built.
-                unsafe {
-                    gemm::gemm(
-                        &self.kernel,
-                        &self.filters[g],
-                        panels,
-                        b,
-                        cols,
-                        c,
-                        &mut scratch.gemm,
-                    );
-                }
-            });
+            crate::profile::task(|| {
+                let (rt, tile) = (task % row_tiles, task / row_tiles);
+                let (n, g, cols, source) = source(tile);
+                let panels = rt * per_tile..((rt + 1) * per_tile).min(m_panels);
+                let c = Output {
+                    // SAFETY: the first of group g's rows of sample n, inside
+                    // `evaluated` (asserted above).
+                    c: unsafe { out.ptr().add((n * t_all + g * geo.t_g) * kept) },
+                    rsc: kept,
+                    bias: self.bias.as_ref().map(|b| b[g].as_slice()),
+                    residual: std::ptr::null(),
+                    clamp: self.clamp,
+                };
+                let b = if shared {
+                    BOperand::Packed {
+                        tile: &packed.as_slice()[tile * tile_len..][..tile_len],
+                        width: cols.len().div_ceil(nr),
+                        first: 0,
+                    }
+                } else {
+                    BOperand::Source(&source)
+                };
+                pool.with(|scratch| {
+                    // SAFETY: `c` is this sample's t_g × kept block of group g
+                    // (row stride kept); tasks own disjoint (n, g, column tile,
+                    // row tile) blocks; the kernel packed the filters and its ISA
+                    // was checked when the plan was built.
+                    unsafe {
+                        gemm::gemm(
+                            &self.kernel,
+                            &self.filters[g],
+                            panels,
+                            b,
+                            cols,
+                            c,
+                            &mut scratch.gemm,
+                        );
+                    }
+                });
+            })
         });
         let evaluated = &*evaluated;
         dst[..batch * t_all * area]
             .par_chunks_mut(area)
             .zip(evaluated.par_chunks(kept))
             .for_each(|(plane, values)| {
-                for (v, &k) in plane.iter_mut().zip(&self.nearest) {
-                    *v = values[k as usize];
-                }
+                crate::profile::task(|| {
+                    for (v, &k) in plane.iter_mut().zip(&self.nearest) {
+                        *v = values[k as usize];
+                    }
+                })
             });
     }
 }

@@ -184,34 +184,36 @@ impl WinogradConv {
         let area = geo.in_area();
         let vp = SharedOut(v.as_mut_ptr());
         (0..c_all).into_par_iter().for_each(|c| {
-            let (src_c, _, _) = self.view.channel(c);
-            let plane = &sample[src_c * area..][..area];
-            for q in 0..len {
-                let p = p0 + q;
-                let (ty, tx) = (p / tw, p % tw);
-                let y0 = (2 * ty) as isize - geo.pad_top_left.0 as isize;
-                let x0 = (2 * tx) as isize - geo.pad_top_left.1 as isize;
-                let mut d = [0.0f32; 16];
-                for i in 0..4 {
-                    let y = y0 + i as isize;
-                    if y < 0 || y >= geo.in_hw.0 as isize {
-                        continue;
-                    }
-                    let row = &plane[y as usize * geo.in_hw.1..][..geo.in_hw.1];
-                    for j in 0..4 {
-                        let x = x0 + j as isize;
-                        if x >= 0 && x < geo.in_hw.1 as isize {
-                            d[i * 4 + j] = row[x as usize];
+            crate::profile::task(|| {
+                let (src_c, _, _) = self.view.channel(c);
+                let plane = &sample[src_c * area..][..area];
+                for q in 0..len {
+                    let p = p0 + q;
+                    let (ty, tx) = (p / tw, p % tw);
+                    let y0 = (2 * ty) as isize - geo.pad_top_left.0 as isize;
+                    let x0 = (2 * tx) as isize - geo.pad_top_left.1 as isize;
+                    let mut d = [0.0f32; 16];
+                    for i in 0..4 {
+                        let y = y0 + i as isize;
+                        if y < 0 || y >= geo.in_hw.0 as isize {
+                            continue;
+                        }
+                        let row = &plane[y as usize * geo.in_hw.1..][..geo.in_hw.1];
+                        for j in 0..4 {
+                            let x = x0 + j as isize;
+                            if x >= 0 && x < geo.in_hw.1 as isize {
+                                d[i * 4 + j] = row[x as usize];
+                            }
                         }
                     }
+                    let t = input_tile_transform(&d);
+                    for (xi, &val) in t.iter().enumerate() {
+                        // SAFETY: index (ξ·C + c)·len + q < 16·C·len = v.len();
+                        // each channel task writes only its own c.
+                        unsafe { *vp.ptr().add((xi * c_all + c) * len + q) = val };
+                    }
                 }
-                let t = input_tile_transform(&d);
-                for (xi, &val) in t.iter().enumerate() {
-                    // SAFETY: index (ξ·C + c)·len + q < 16·C·len = v.len();
-                    // each channel task writes only its own c.
-                    unsafe { *vp.ptr().add((xi * c_all + c) * len + q) = val };
-                }
-            }
+            })
         });
     }
 
@@ -227,35 +229,37 @@ impl WinogradConv {
         let row_tiles = m_panels.div_ceil(per);
         let mp = SharedOut(m.as_mut_ptr());
         (0..XI * row_tiles).into_par_iter().for_each(|task| {
-            let (xi, rt) = (task / row_tiles, task % row_tiles);
-            let src = Component {
-                v: &v[xi * c_all * len..][..c_all * len],
-                tiles: len,
-            };
-            let dst = Output {
-                // SAFETY: component ξ's T × len block starts inside `m`.
-                c: unsafe { mp.ptr().add(xi * t_all * len) },
-                rsc: len,
-                bias: None,
-                residual: std::ptr::null(),
-                clamp: Clamp::NONE,
-            };
-            pool.with(|scratch| {
-                // SAFETY: the destination is component ξ's T × len block of
-                // `m` (row stride len); tasks own disjoint (ξ, row tile)
-                // blocks; the kernel packed the filters and is supported.
-                unsafe {
-                    gemm::gemm(
-                        &self.kernel,
-                        &self.filters[xi],
-                        rt * per..((rt + 1) * per).min(m_panels),
-                        BOperand::Source(&src),
-                        0..len,
-                        dst,
-                        &mut scratch.gemm,
-                    )
-                }
-            });
+            crate::profile::task(|| {
+                let (xi, rt) = (task / row_tiles, task % row_tiles);
+                let src = Component {
+                    v: &v[xi * c_all * len..][..c_all * len],
+                    tiles: len,
+                };
+                let dst = Output {
+                    // SAFETY: component ξ's T × len block starts inside `m`.
+                    c: unsafe { mp.ptr().add(xi * t_all * len) },
+                    rsc: len,
+                    bias: None,
+                    residual: std::ptr::null(),
+                    clamp: Clamp::NONE,
+                };
+                pool.with(|scratch| {
+                    // SAFETY: the destination is component ξ's T × len block of
+                    // `m` (row stride len); tasks own disjoint (ξ, row tile)
+                    // blocks; the kernel packed the filters and is supported.
+                    unsafe {
+                        gemm::gemm(
+                            &self.kernel,
+                            &self.filters[xi],
+                            rt * per..((rt + 1) * per).min(m_panels),
+                            BOperand::Source(&src),
+                            0..len,
+                            dst,
+                            &mut scratch.gemm,
+                        )
+                    }
+                });
+            })
         });
     }
 
@@ -267,29 +271,31 @@ impl WinogradConv {
         out.par_chunks_mut(geo.out_area())
             .enumerate()
             .for_each(|(t, plane)| {
-                let bias = self.bias.as_ref().map_or(0.0, |b| b[t]);
-                for q in 0..len {
-                    let mut mt = [0.0f32; 16];
-                    for (xi, v) in mt.iter_mut().enumerate() {
-                        *v = m[(xi * t_all + t) * len + q];
-                    }
-                    let y = output_tile_transform(&mt);
-                    let p = p0 + q;
-                    let (ty, tx) = (p / tw, p % tw);
-                    for i in 0..2 {
-                        let oy = 2 * ty + i;
-                        if oy >= geo.out_hw.0 {
-                            continue;
+                crate::profile::task(|| {
+                    let bias = self.bias.as_ref().map_or(0.0, |b| b[t]);
+                    for q in 0..len {
+                        let mut mt = [0.0f32; 16];
+                        for (xi, v) in mt.iter_mut().enumerate() {
+                            *v = m[(xi * t_all + t) * len + q];
                         }
-                        for j in 0..2 {
-                            let ox = 2 * tx + j;
-                            if ox < geo.out_hw.1 {
-                                let v = y[i * 2 + j] + bias;
-                                plane[oy * geo.out_hw.1 + ox] = self.clamp.apply(v);
+                        let y = output_tile_transform(&mt);
+                        let p = p0 + q;
+                        let (ty, tx) = (p / tw, p % tw);
+                        for i in 0..2 {
+                            let oy = 2 * ty + i;
+                            if oy >= geo.out_hw.0 {
+                                continue;
+                            }
+                            for j in 0..2 {
+                                let ox = 2 * tx + j;
+                                if ox < geo.out_hw.1 {
+                                    let v = y[i * 2 + j] + bias;
+                                    plane[oy * geo.out_hw.1 + ox] = self.clamp.apply(v);
+                                }
                             }
                         }
                     }
-                }
+                })
             });
     }
 }

@@ -144,14 +144,22 @@ pub(crate) struct Scratch {
     tile: Vec<f32>,
 }
 
-/// The `B` operand of a task: a source packed on the fly, or a column tile
-/// packed beforehand by [`pack::pack_b`] block by block (`KC` block at depth
-/// `k0` starting at `k0 · ⌈nc/NR⌉ · NR`).
+/// The `B` operand of a task: a source packed on the fly, or (some panels
+/// of) a column tile packed beforehand by [`pack::pack_b`] block by block.
 pub(crate) enum BOperand<'a, S: BSource> {
     /// Pack from this source per `KC` block.
     Source(&'a S),
-    /// Already packed.
-    Packed(&'a [f32]),
+    /// Already packed: a tile of `width` panels whose `KC` block at depth
+    /// `k0` starts at `k0 · width · NR`, its panel `p` `p · kc · NR` further;
+    /// the task's columns start at panel `first`.
+    Packed {
+        /// The packed tile.
+        tile: &'a [f32],
+        /// Panels in the tile.
+        width: usize,
+        /// The tile panel of the task's first column.
+        first: usize,
+    },
 }
 
 /// Where one task writes: `C` with row stride `rsc` (floats), the bias of
@@ -212,7 +220,9 @@ pub(crate) unsafe fn gemm(
                 );
                 scratch.packed_b.as_slice()
             }
-            BOperand::Packed(all) => &all[k0 * n_panels * nr..][..kc * n_panels * nr],
+            BOperand::Packed { tile, width, first } => {
+                &tile[(k0 * width + first * kc) * nr..][..kc * n_panels * nr]
+            }
         };
         for jp in 0..n_panels {
             let col = cols.start + jp * nr;

@@ -81,40 +81,42 @@ pub(crate) fn gemv(isa: Isa, g: &Gemv<'_>, y: &mut [f32], ldy: usize) {
     let out = SharedOut(y.as_mut_ptr());
     let tasks = rows.div_ceil(ROWS_PER_TASK);
     (0..tasks).into_par_iter().for_each(|t| {
-        let range = t * ROWS_PER_TASK..((t + 1) * ROWS_PER_TASK).min(rows);
-        let mut b0 = 0;
-        while b0 < batch {
-            let nb = MAX_BATCH.min(batch - b0);
-            let pass = Gemv {
-                x: &x[b0 * ldx..],
-                batch: nb,
-                ..*g
-            };
-            // Partial sums of this task's rows, `[row][sample]`.
-            let mut sums = [[0.0f32; MAX_BATCH]; ROWS_PER_TASK];
-            // Depth blocks whose slice of the samples stays in L1.
-            let kb = (L1_FLOATS / nb).max(16) / 16 * 16;
-            let mut k0 = 0;
-            while k0 < k {
-                let kc = kb.min(k - k0);
-                // SAFETY: the asserts above bound every read of `pass` over
-                // depth k0..k0+kc; `isa` is supported.
-                unsafe { pass_rows(isa, &pass, range.clone(), k0..k0 + kc, &mut sums) };
-                k0 += kc;
-            }
-            for (r, row) in sums.iter().enumerate().take(range.len()) {
-                let o = range.start + r;
-                let bias = bias.map_or(0.0, |b| b[o]);
-                for (b, &s) in row.iter().enumerate().take(nb) {
-                    let v = s + bias;
-                    let v = g.clamp.apply(v);
-                    // SAFETY: sample b0 + b < batch, row o < rows, inside `y`
-                    // (asserted); rows of this task are written by it alone.
-                    unsafe { *out.ptr().add((b0 + b) * ldy + o) = v };
+        crate::profile::task(|| {
+            let range = t * ROWS_PER_TASK..((t + 1) * ROWS_PER_TASK).min(rows);
+            let mut b0 = 0;
+            while b0 < batch {
+                let nb = MAX_BATCH.min(batch - b0);
+                let pass = Gemv {
+                    x: &x[b0 * ldx..],
+                    batch: nb,
+                    ..*g
+                };
+                // Partial sums of this task's rows, `[row][sample]`.
+                let mut sums = [[0.0f32; MAX_BATCH]; ROWS_PER_TASK];
+                // Depth blocks whose slice of the samples stays in L1.
+                let kb = (L1_FLOATS / nb).max(16) / 16 * 16;
+                let mut k0 = 0;
+                while k0 < k {
+                    let kc = kb.min(k - k0);
+                    // SAFETY: the asserts above bound every read of `pass` over
+                    // depth k0..k0+kc; `isa` is supported.
+                    unsafe { pass_rows(isa, &pass, range.clone(), k0..k0 + kc, &mut sums) };
+                    k0 += kc;
                 }
+                for (r, row) in sums.iter().enumerate().take(range.len()) {
+                    let o = range.start + r;
+                    let bias = bias.map_or(0.0, |b| b[o]);
+                    for (b, &s) in row.iter().enumerate().take(nb) {
+                        let v = s + bias;
+                        let v = g.clamp.apply(v);
+                        // SAFETY: sample b0 + b < batch, row o < rows, inside `y`
+                        // (asserted); rows of this task are written by it alone.
+                        unsafe { *out.ptr().add((b0 + b) * ldy + o) = v };
+                    }
+                }
+                b0 += nb;
             }
-            b0 += nb;
-        }
+        })
     });
 }
 

@@ -138,35 +138,37 @@ impl OpKernel for LinearKernel {
                 let (c_out, y_out) = (SharedOut(c.as_mut_ptr()), SharedOut(dst.as_mut_ptr()));
                 let xt = Transposed { x: src, in_f };
                 (0..tasks).into_par_iter().for_each(|t| {
-                    let panels = t * per_task..((t + 1) * per_task).min(m_panels);
-                    let rows = panels.start * kernel.mr..(panels.end * kernel.mr).min(out_f);
-                    let out = Output {
-                        c: c_out.ptr(),
-                        rsc: batch,
-                        bias: bias.as_deref(),
-                        residual: std::ptr::null(),
-                        clamp: self.clamp,
-                    };
-                    pool.with(|scratch| {
-                        // SAFETY: C holds ⌈out/MR⌉·MR × batch floats (asserted),
-                        // this task alone writes its panels' rows; `kernel` is
-                        // the one `w` was packed for, its ISA checked at build.
-                        unsafe {
-                            gemm::gemm(
-                                kernel,
-                                w,
-                                panels,
-                                BOperand::Source(&xt),
-                                0..batch,
-                                out,
-                                &mut scratch.gemm,
-                            );
-                        }
-                    });
-                    // SAFETY: rows `rows` of C were just written by this task;
-                    // Y[n, rows] (n < batch) are this task's alone, inside
-                    // `dst` (asserted).
-                    unsafe { transpose_rows(c_out.ptr(), y_out.ptr(), rows, batch, out_f) };
+                    crate::profile::task(|| {
+                        let panels = t * per_task..((t + 1) * per_task).min(m_panels);
+                        let rows = panels.start * kernel.mr..(panels.end * kernel.mr).min(out_f);
+                        let out = Output {
+                            c: c_out.ptr(),
+                            rsc: batch,
+                            bias: bias.as_deref(),
+                            residual: std::ptr::null(),
+                            clamp: self.clamp,
+                        };
+                        pool.with(|scratch| {
+                            // SAFETY: C holds ⌈out/MR⌉·MR × batch floats (asserted),
+                            // this task alone writes its panels' rows; `kernel` is
+                            // the one `w` was packed for, its ISA checked at build.
+                            unsafe {
+                                gemm::gemm(
+                                    kernel,
+                                    w,
+                                    panels,
+                                    BOperand::Source(&xt),
+                                    0..batch,
+                                    out,
+                                    &mut scratch.gemm,
+                                );
+                            }
+                        });
+                        // SAFETY: rows `rows` of C were just written by this task;
+                        // Y[n, rows] (n < batch) are this task's alone, inside
+                        // `dst` (asserted).
+                        unsafe { transpose_rows(c_out.ptr(), y_out.ptr(), rows, batch, out_f) };
+                    })
                 });
             }
         }

@@ -541,6 +541,30 @@ impl Plan {
         Ok(times)
     }
 
+    /// Runs the network once and reports, per step (in the order of
+    /// [`Plan::steps`]), how its parallel tasks used the threads of the
+    /// current rayon pool (feature `step-profile`; low-bit kernels' tasks
+    /// are not logged).
+    #[cfg(feature = "step-profile")]
+    pub fn run_profiled(
+        &mut self,
+        inputs: &[&Array4<f32>],
+    ) -> Result<Vec<crate::profile::StepProfile>> {
+        let threads = rayon::current_num_threads();
+        let mut profiles = Vec::with_capacity(self.steps.len());
+        crate::profile::take();
+        self.execute(inputs, |_, run| {
+            let start = Instant::now();
+            run();
+            let wall = start.elapsed();
+            let spans = crate::profile::take();
+            profiles.push(crate::profile::StepProfile::new(
+                start, wall, threads, &spans,
+            ));
+        })?;
+        Ok(profiles)
+    }
+
     /// Checks `inputs`, then runs every step through `each(k, run)`.
     fn execute(
         &mut self,
@@ -779,7 +803,7 @@ impl Step {
                 let (len, (h, w)) = (self.input.len(), (self.input.height, self.input.width));
                 dst.par_chunks_mut(len)
                     .zip(f.src(self.srcs[0]).par_chunks(len))
-                    .for_each(|(d, s)| view.materialize(s, d, h, w));
+                    .for_each(|(d, s)| crate::profile::task(|| view.materialize(s, d, h, w)));
             }
             Kind::Kernel(kernel) => kernel.run(f.src(self.srcs[0]), dst, batch, pool),
             Kind::Lowbit(l) => {
