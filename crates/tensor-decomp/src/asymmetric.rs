@@ -304,6 +304,30 @@ pub fn asymmetric_reconstruction(
 }
 
 /// Asymmetric reconstruction of a convolution from activation samples.
+///
+/// # Errors
+/// [`Transform::apply`](hasten_core::Transform::apply) fails with
+/// [`Error::Unsupported`] for a fully connected or grouped layer,
+/// [`Error::ShapeMismatch`] when the patches or targets do not fit the layer,
+/// [`Error::NonFinite`] for a NaN or infinity in them, [`Error::InvalidRank`]
+/// for a rank outside `1..=min(N, C·kh·kw)`, and with the input-shape errors of
+/// the layer.
+///
+/// ```
+/// use hasten_core::{ActShape, ConvLayer, ConvSpec, Layer, SeededRng, Transform};
+/// use hasten_tensor_decomp::asymmetric::{layer_responses, sample_patches};
+/// use hasten_tensor_decomp::{AsymmetricReconstruction, RankSpec};
+///
+/// let mut rng = SeededRng::new(0);
+/// let conv = ConvLayer::from_array(rng.normal_array((8, 3, 3, 3), 0.1), ConvSpec::new().with_padding(1))?;
+/// let x = rng.normal_array((2, 3, 8, 8), 1.0);
+/// let patches = sample_patches(&conv, &x, 200, 1)?;
+/// let targets = layer_responses(&conv, patches.view())?;
+/// let t = AsymmetricReconstruction::new(RankSpec::Fixed(4), patches, targets);
+/// let c = t.apply(&Layer::from(conv), ActShape::new(3, 8, 8))?;
+/// assert_eq!(c.block.ops().len(), 2);
+/// # Ok::<(), hasten_core::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct AsymmetricReconstruction {
     rank: RankSpec,
@@ -450,6 +474,35 @@ mod tests {
         assert_block_is_conv(&res.block, &rebuilt, &kernel, (4, 9, 9));
         let direct = Block::single(layer.clone()).reference_forward(&x).unwrap();
         assert!(crate::testutil::rel(&res.block.reference_forward(&x).unwrap(), &direct) < 1e-4);
+    }
+
+    #[test]
+    fn evbmf_picks_the_planted_rank_of_the_fitted_responses() {
+        // A rank-3 layer observed through responses with white noise 100×
+        // below the signal: the fitted values (the responses projected on
+        // the patch space) have 3 singular values near 100 and the rest
+        // near 0.06, below EVBMF's threshold (≈ σ(√L + √M) ≈ 0.2), so EVBMF
+        // picks rank 3, which Table 1's cost R·(C·k² + N) per pixel shows.
+        let spec = ConvSpec::new().with_padding(1).with_stride(2);
+        let (n, c, r) = (10, 4, 3);
+        let layer = low_rank_layer(n, c, r, spec, 5);
+        let x: Array4<f32> = SeededRng::new(6).normal_array((4, c, 9, 9), 1.0);
+        let patches = sample_patches(&layer, &x, 300, 7).unwrap();
+        let clean = layer_responses(&layer, patches.view()).unwrap();
+        let noisy = &clean + &SeededRng::new(8).normal_array(clean.dim(), 0.01);
+        let input = ActShape::new(c, 9, 9);
+        let area = layer.output_shape(input).unwrap().area();
+        let res = AsymmetricReconstruction::new(RankSpec::Evbmf, patches.clone(), noisy)
+            .apply(&as_layer(&layer), input)
+            .unwrap();
+        assert_eq!(res.report.after.macs, (r * (c * 9 + n) * area) as u64);
+        // Pure noise as targets: nothing above the threshold, a typed error.
+        let noise = SeededRng::new(9).normal_array(clean.dim(), 0.01);
+        assert!(
+            AsymmetricReconstruction::new(RankSpec::Evbmf, patches, noise)
+                .apply(&as_layer(&layer), input)
+                .is_err()
+        );
     }
 
     #[test]
