@@ -137,9 +137,10 @@ fn mobilenet(
 ///
 /// # Errors
 /// [`Error::InvalidParameter`](hasten_core::Error::InvalidParameter) for an
-/// invalid configuration (see [`ModelConfig::input_shape`](crate::ModelConfig::input_shape)),
-/// and a shape error when the input is too small for the network's
-/// strides and pools.
+/// invalid configuration (see
+/// [`ModelConfig::input_shape`](crate::ModelConfig::input_shape)), and a
+/// shape error when the input is too small for the network's strides and
+/// pools.
 ///
 /// ```
 /// use hasten_models::{mobilenet_v1, ModelConfig};
@@ -166,9 +167,10 @@ pub fn mobilenet_v1(config: &ModelConfig) -> Result<Graph> {
 ///
 /// # Errors
 /// [`Error::InvalidParameter`](hasten_core::Error::InvalidParameter) for an
-/// invalid configuration (see [`ModelConfig::input_shape`](crate::ModelConfig::input_shape)),
-/// and a shape error when the input is too small for the network's
-/// strides and pools.
+/// invalid configuration (see
+/// [`ModelConfig::input_shape`](crate::ModelConfig::input_shape)), and a
+/// shape error when the input is too small for the network's strides and
+/// pools.
 ///
 /// ```
 /// use hasten_models::{small_mobilenet, ModelConfig};

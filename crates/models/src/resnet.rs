@@ -110,9 +110,10 @@ fn imagenet_resnet(config: &ModelConfig, model: &str, blocks: [usize; 4]) -> Res
 ///
 /// # Errors
 /// [`Error::InvalidParameter`](hasten_core::Error::InvalidParameter) for an
-/// invalid configuration (see [`ModelConfig::input_shape`](crate::ModelConfig::input_shape)) or a width multiplier other than 1,
-/// and a shape error when the input is too small for the network's
-/// strides and pools.
+/// invalid configuration (see
+/// [`ModelConfig::input_shape`](crate::ModelConfig::input_shape)) or a
+/// width multiplier other than 1, and a shape error when the input is too
+/// small for the network's strides and pools.
 ///
 /// ```
 /// use hasten_models::{resnet18, ModelConfig};
@@ -135,9 +136,10 @@ pub fn resnet18(config: &ModelConfig) -> Result<Graph> {
 ///
 /// # Errors
 /// [`Error::InvalidParameter`](hasten_core::Error::InvalidParameter) for an
-/// invalid configuration (see [`ModelConfig::input_shape`](crate::ModelConfig::input_shape)) or a width multiplier other than 1,
-/// and a shape error when the input is too small for the network's
-/// strides and pools.
+/// invalid configuration (see
+/// [`ModelConfig::input_shape`](crate::ModelConfig::input_shape)) or a
+/// width multiplier other than 1, and a shape error when the input is too
+/// small for the network's strides and pools.
 ///
 /// ```
 /// use hasten_models::{resnet34, ModelConfig};
@@ -164,9 +166,10 @@ pub fn resnet34(config: &ModelConfig) -> Result<Graph> {
 ///
 /// # Errors
 /// [`Error::InvalidParameter`](hasten_core::Error::InvalidParameter) for an
-/// invalid configuration (see [`ModelConfig::input_shape`](crate::ModelConfig::input_shape)) or a width multiplier other than 1,
-/// and a shape error when the input is too small for the network's
-/// strides and pools.
+/// invalid configuration (see
+/// [`ModelConfig::input_shape`](crate::ModelConfig::input_shape)) or a
+/// width multiplier other than 1, and a shape error when the input is too
+/// small for the network's strides and pools.
 ///
 /// ```
 /// use hasten_models::{resnet8, ModelConfig};

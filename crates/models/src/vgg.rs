@@ -106,9 +106,10 @@ fn classifier(net: &mut Net, x: Value, hidden: &[usize], classes: usize) -> Resu
 ///
 /// # Errors
 /// [`Error::InvalidParameter`](hasten_core::Error::InvalidParameter) for an
-/// invalid configuration (see [`ModelConfig::input_shape`](crate::ModelConfig::input_shape)) or a width multiplier other than 1,
-/// and a shape error when the input is too small for the network's
-/// strides and pools.
+/// invalid configuration (see
+/// [`ModelConfig::input_shape`](crate::ModelConfig::input_shape)) or a
+/// width multiplier other than 1, and a shape error when the input is too
+/// small for the network's strides and pools.
 ///
 /// ```
 /// use hasten_models::{vgg16, ModelConfig};
@@ -149,9 +150,10 @@ pub fn vgg16(config: &ModelConfig) -> Result<Graph> {
 ///
 /// # Errors
 /// [`Error::InvalidParameter`](hasten_core::Error::InvalidParameter) for an
-/// invalid configuration (see [`ModelConfig::input_shape`](crate::ModelConfig::input_shape)) or a width multiplier other than 1,
-/// and a shape error when the input is too small for the network's
-/// strides and pools.
+/// invalid configuration (see
+/// [`ModelConfig::input_shape`](crate::ModelConfig::input_shape)) or a
+/// width multiplier other than 1, and a shape error when the input is too
+/// small for the network's strides and pools.
 ///
 /// ```
 /// use hasten_models::{small_vgg, ModelConfig};

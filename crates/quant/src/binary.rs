@@ -63,7 +63,7 @@ pub enum BinaryScale {
 /// let input = ActShape::new(4, 6, 6);
 /// let c = Binarize::xnor_net().apply(&layer, input)?;
 /// assert_eq!(c.block.ops()[0].kind(), "xnor_conv");
-/// assert!(c.report.compression_ratio() > 16.0);
+/// assert!(c.report.compression_ratio() > 8.0);
 /// # Ok::<(), hasten_core::Error>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

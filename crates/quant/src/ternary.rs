@@ -50,7 +50,7 @@ pub enum TernaryRule {
 /// let input = ActShape::new(4, 6, 6);
 /// let c = Ternarize::twn(Granularity::PerChannel).apply(&layer, input)?;
 /// assert_eq!(c.block.ops()[0].kind(), "ternary_conv");
-/// assert!(c.report.compression_ratio() > 8.0);
+/// assert!(c.report.compression_ratio() > 4.0);
 /// # Ok::<(), hasten_core::Error>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
