@@ -24,7 +24,7 @@ use crate::net::Net;
 /// # Errors
 /// [`Error::InvalidParameter`](hasten_core::Error::InvalidParameter) for an
 /// invalid configuration (see
-/// [`ModelConfig::input_shape`](crate::ModelConfig::input_shape)) or a
+/// [`ModelConfig::input_shape`]) or a
 /// width multiplier other than 1, and a shape error when the input is too
 /// small for the network's strides and pools.
 ///

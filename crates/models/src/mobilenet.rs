@@ -138,7 +138,7 @@ fn mobilenet(
 /// # Errors
 /// [`Error::InvalidParameter`](hasten_core::Error::InvalidParameter) for an
 /// invalid configuration (see
-/// [`ModelConfig::input_shape`](crate::ModelConfig::input_shape)), and a
+/// [`ModelConfig::input_shape`]), and a
 /// shape error when the input is too small for the network's strides and
 /// pools.
 ///
@@ -168,7 +168,7 @@ pub fn mobilenet_v1(config: &ModelConfig) -> Result<Graph> {
 /// # Errors
 /// [`Error::InvalidParameter`](hasten_core::Error::InvalidParameter) for an
 /// invalid configuration (see
-/// [`ModelConfig::input_shape`](crate::ModelConfig::input_shape)), and a
+/// [`ModelConfig::input_shape`]), and a
 /// shape error when the input is too small for the network's strides and
 /// pools.
 ///

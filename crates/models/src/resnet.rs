@@ -111,7 +111,7 @@ fn imagenet_resnet(config: &ModelConfig, model: &str, blocks: [usize; 4]) -> Res
 /// # Errors
 /// [`Error::InvalidParameter`](hasten_core::Error::InvalidParameter) for an
 /// invalid configuration (see
-/// [`ModelConfig::input_shape`](crate::ModelConfig::input_shape)) or a
+/// [`ModelConfig::input_shape`]) or a
 /// width multiplier other than 1, and a shape error when the input is too
 /// small for the network's strides and pools.
 ///
@@ -137,7 +137,7 @@ pub fn resnet18(config: &ModelConfig) -> Result<Graph> {
 /// # Errors
 /// [`Error::InvalidParameter`](hasten_core::Error::InvalidParameter) for an
 /// invalid configuration (see
-/// [`ModelConfig::input_shape`](crate::ModelConfig::input_shape)) or a
+/// [`ModelConfig::input_shape`]) or a
 /// width multiplier other than 1, and a shape error when the input is too
 /// small for the network's strides and pools.
 ///
@@ -167,7 +167,7 @@ pub fn resnet34(config: &ModelConfig) -> Result<Graph> {
 /// # Errors
 /// [`Error::InvalidParameter`](hasten_core::Error::InvalidParameter) for an
 /// invalid configuration (see
-/// [`ModelConfig::input_shape`](crate::ModelConfig::input_shape)) or a
+/// [`ModelConfig::input_shape`]) or a
 /// width multiplier other than 1, and a shape error when the input is too
 /// small for the network's strides and pools.
 ///

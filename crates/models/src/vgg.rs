@@ -105,9 +105,9 @@ fn classifier(net: &mut Net, x: Value, hidden: &[usize], classes: usize) -> Resu
 /// 1000 classes. Rejects a width multiplier other than 1.
 ///
 /// # Errors
-/// [`Error::InvalidParameter`](hasten_core::Error::InvalidParameter) for an
+/// [`Error::InvalidParameter`] for an
 /// invalid configuration (see
-/// [`ModelConfig::input_shape`](crate::ModelConfig::input_shape)) or a
+/// [`ModelConfig::input_shape`]) or a
 /// width multiplier other than 1, and a shape error when the input is too
 /// small for the network's strides and pools.
 ///
@@ -149,9 +149,9 @@ pub fn vgg16(config: &ModelConfig) -> Result<Graph> {
 /// 3136 features.
 ///
 /// # Errors
-/// [`Error::InvalidParameter`](hasten_core::Error::InvalidParameter) for an
+/// [`Error::InvalidParameter`] for an
 /// invalid configuration (see
-/// [`ModelConfig::input_shape`](crate::ModelConfig::input_shape)) or a
+/// [`ModelConfig::input_shape`]) or a
 /// width multiplier other than 1, and a shape error when the input is too
 /// small for the network's strides and pools.
 ///

@@ -100,7 +100,7 @@ pub enum MaskKind {
 /// Transform: a convolution becomes a [`PerforatedConv`] for the given input size.
 ///
 /// # Errors
-/// [`Transform::apply`](hasten_core::Transform::apply) fails with
+/// [`Transform::apply`] fails with
 /// [`Error::Unsupported`] for a fully connected layer, with
 /// [`Error::InvalidParameter`] for a zero stride or a fraction outside
 /// `[0, 1)`, [`Error::ShapeMismatch`] for impacts that do not cover the output

@@ -50,8 +50,8 @@ pub enum BinaryScale {
 /// Deterministic binarization (eq. (3), (8), (9)).
 ///
 /// # Errors
-/// [`Transform::apply`](hasten_core::Transform::apply) fails with
-/// [`Error::NonFinite`](hasten_core::Error::NonFinite) for a NaN or infinite
+/// [`Transform::apply`] fails with
+/// [`Error::NonFinite`] for a NaN or infinite
 /// weight and with the input-shape errors of the layer.
 ///
 /// ```
@@ -169,8 +169,8 @@ pub fn stochastic_binarize(weights: &[f32], rng: &mut SeededRng) -> Result<Vec<f
 /// `α = scale`; then `E[α·b] = W`.
 ///
 /// # Errors
-/// [`Transform::apply`](hasten_core::Transform::apply) fails with
-/// [`Error::NonFinite`](hasten_core::Error::NonFinite) for a NaN or infinite
+/// [`Transform::apply`] fails with
+/// [`Error::NonFinite`] for a NaN or infinite
 /// weight and with the input-shape errors of the layer; [`StochasticBinarize::with_scale`] refuses a scale that is not finite and positive.
 ///
 /// ```

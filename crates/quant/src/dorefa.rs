@@ -59,8 +59,8 @@ pub fn dorefa_weight_codes(weights: &[f32], bits: u32) -> Result<Vec<u32>> {
 /// DoReFa k-bit weight quantization of a layer.
 ///
 /// # Errors
-/// [`Transform::apply`](hasten_core::Transform::apply) fails with
-/// [`Error::NonFinite`](hasten_core::Error::NonFinite) for a NaN or infinite
+/// [`Transform::apply`] fails with
+/// [`Error::NonFinite`] for a NaN or infinite
 /// weight and with the input-shape errors of the layer; the constructors refuse bit widths outside `1..=16`.
 ///
 /// ```

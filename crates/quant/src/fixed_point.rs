@@ -187,8 +187,8 @@ pub fn calibrate(samples: &[f32], method: Calibration, bits: u32) -> Result<(f32
 /// Uniform k-bit weight quantization of a conv or linear layer.
 ///
 /// # Errors
-/// [`Transform::apply`](hasten_core::Transform::apply) fails with
-/// [`Error::NonFinite`](hasten_core::Error::NonFinite) for a NaN or infinite
+/// [`Transform::apply`] fails with
+/// [`Error::NonFinite`] for a NaN or infinite
 /// weight and with the input-shape errors of the layer; [`FixedPoint::new`] refuses bit widths outside `1..=16` (`2..=16` when symmetric).
 ///
 /// ```

@@ -65,8 +65,8 @@ pub fn omp(dictionary: &Array2<f64>, v: &[f64], sparsity: usize) -> Result<Vec<(
 /// LCNN: dictionary of `m` atoms, `s` taps per slice.
 ///
 /// # Errors
-/// [`Transform::apply`](hasten_core::Transform::apply) fails with
-/// [`Error::NonFinite`](hasten_core::Error::NonFinite) for a NaN or infinite
+/// [`Transform::apply`] fails with
+/// [`Error::NonFinite`] for a NaN or infinite
 /// weight and with the input-shape errors of the layer; [`Lcnn::new`] refuses a dictionary size outside `1..=65536` and a sparsity outside `1..=dictionary_size`.
 ///
 /// ```

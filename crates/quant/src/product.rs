@@ -17,8 +17,8 @@ use crate::weights::{LayerWeights, QuantizeLayer};
 /// Product quantization with `subblocks` column blocks and `k` centroids each.
 ///
 /// # Errors
-/// [`Transform::apply`](hasten_core::Transform::apply) fails with
-/// [`Error::NonFinite`](hasten_core::Error::NonFinite) for a NaN or infinite
+/// [`Transform::apply`] fails with
+/// [`Error::NonFinite`] for a NaN or infinite
 /// weight and with the input-shape errors of the layer, and when `subblocks` does not divide the row length or `k` exceeds the rows; [`ProductQuantize::new`] refuses zero sub-blocks and `k` outside `1..=65536`.
 ///
 /// ```

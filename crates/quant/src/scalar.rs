@@ -42,8 +42,8 @@ impl Solver {
 /// Scalar k-means quantization with `k` centroids per layer or per channel.
 ///
 /// # Errors
-/// [`Transform::apply`](hasten_core::Transform::apply) fails with
-/// [`Error::NonFinite`](hasten_core::Error::NonFinite) for a NaN or infinite
+/// [`Transform::apply`] fails with
+/// [`Error::NonFinite`] for a NaN or infinite
 /// weight and with the input-shape errors of the layer, and when `k` exceeds the weights of a group; [`ScalarKMeans::new`] refuses `k` outside `1..=65536`.
 ///
 /// ```

@@ -37,7 +37,7 @@ pub enum TernaryRule {
 /// Ternarization of a conv or linear layer into a [`TernaryConv`].
 ///
 /// # Errors
-/// [`Transform::apply`](hasten_core::Transform::apply) fails with
+/// [`Transform::apply`] fails with
 /// [`Error::NonFinite`](hasten_core::Error::NonFinite) for a NaN or infinite
 /// weight and with the input-shape errors of the layer.
 ///

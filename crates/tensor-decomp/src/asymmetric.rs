@@ -318,7 +318,7 @@ pub fn asymmetric_reconstruction(
 /// Asymmetric reconstruction of a convolution from activation samples.
 ///
 /// # Errors
-/// [`Transform::apply`](hasten_core::Transform::apply) fails with
+/// [`Transform::apply`] fails with
 /// [`Error::Unsupported`] for a fully connected or grouped layer,
 /// [`Error::ShapeMismatch`] when the patches or targets do not fit the layer,
 /// [`Error::NonFinite`] for a NaN or infinity in them, [`Error::InvalidRank`]

@@ -38,7 +38,7 @@ const KMEANS_ITERATIONS: usize = 50;
 /// Monochromatic approximation with `clusters` colour centroids (\[17\], §3.1).
 ///
 /// # Errors
-/// [`Transform::apply`](hasten_core::Transform::apply) fails with
+/// [`Transform::apply`] fails with
 /// [`Error::Unsupported`] for a fully connected or grouped layer,
 /// [`Error::InvalidParameter`] for `clusters` outside `1..=N`, and with the
 /// input-shape errors of the layer.
@@ -351,7 +351,7 @@ impl Biclusters {
 /// Biclustering + SVD (\[17\], §3.2).
 ///
 /// # Errors
-/// [`Transform::apply`](hasten_core::Transform::apply) fails with
+/// [`Transform::apply`] fails with
 /// [`Error::Unsupported`] for a fully connected or grouped layer, with
 /// [`Error::InvalidParameter`] or [`Error::InvalidRank`] when the cluster
 /// counts do not divide the channels or a rank is out of its range, and with

@@ -36,7 +36,7 @@ pub enum SeparableInit {
 /// Separable (`d×1` then `1×d`) approximation of a convolution, \[15\].
 ///
 /// # Errors
-/// [`Transform::apply`](hasten_core::Transform::apply) fails with
+/// [`Transform::apply`] fails with
 /// [`Error::Unsupported`] for a fully connected, grouped or 1-wide layer,
 /// [`Error::InvalidRank`] for a rank outside `1..=min(C·kh, N·kw)`, and with
 /// the input-shape errors of the layer.

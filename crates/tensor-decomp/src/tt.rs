@@ -241,7 +241,7 @@ fn tt_rank_of(spec: RankSpec, method: &str) -> Result<TtRank> {
 /// TT-matrix decomposition of a fully connected layer (Novikov et al. \[26\]).
 ///
 /// # Errors
-/// [`Transform::apply`](hasten_core::Transform::apply) fails with
+/// [`Transform::apply`] fails with
 /// [`Error::Unsupported`] for a convolution or for EVBMF rank selection,
 /// [`Error::ShapeMismatch`] when the mode products are not the layer's
 /// output and input widths, [`Error::InvalidParameter`] for a zero mode, and
@@ -396,7 +396,7 @@ impl Transform for TtMatrix {
 /// TT decomposition of a convolution kernel: `1×1`, `kh×1`, `1×kw`, `1×1`.
 ///
 /// # Errors
-/// [`Transform::apply`](hasten_core::Transform::apply) fails with
+/// [`Transform::apply`] fails with
 /// [`Error::Unsupported`] for a fully connected or grouped layer or for EVBMF
 /// rank selection, and with the rank and input-shape errors of the layer.
 ///

@@ -87,7 +87,7 @@ pub fn detect_groups(layer: &ConvLayer) -> Result<usize> {
 /// emit the grouped convolution.
 ///
 /// # Errors
-/// [`Transform::apply`](hasten_core::Transform::apply) fails with
+/// [`Transform::apply`] fails with
 /// [`Error::Unsupported`] for a fully connected layer, with the group errors of
 /// [`ConvSpec`](hasten_core::ConvSpec) when `groups` does not divide both channel counts, and with the
 /// input-shape errors of the layer.

@@ -43,9 +43,9 @@ pub fn groupwise_prune(layer: &ConvLayer, fraction: f64) -> Result<GroupwiseConv
 /// Transform: group-wise magnitude pruning of a fraction of the slices.
 ///
 /// # Errors
-/// [`Transform::apply`](hasten_core::Transform::apply) fails with
-/// [`Error::Unsupported`](hasten_core::Error::Unsupported) for a fully
-/// connected layer, [`Error::InvalidParameter`](hasten_core::Error::InvalidParameter)
+/// [`Transform::apply`] fails with
+/// [`Error::Unsupported`] for a fully
+/// connected layer, [`Error::InvalidParameter`]
 /// for a fraction outside `[0, 1)`, and with the input-shape errors of the layer.
 ///
 /// ```

@@ -86,8 +86,8 @@ pub fn trim_zero_taps(layer: &ConvLayer) -> Result<ConvLayer> {
 /// `Σ W[:, :, i, j]²` (L2 magnitude criterion, eq. (14)).
 ///
 /// # Errors
-/// [`Transform::apply`](hasten_core::Transform::apply) fails with
-/// [`Error::Unsupported`](hasten_core::Error::Unsupported) for a fully
+/// [`Transform::apply`] fails with
+/// [`Error::Unsupported`] for a fully
 /// connected layer or a window whose removed taps lie beyond the padding
 /// (the output would change size), [`Error::InvalidParameter`] for a size of
 /// zero or larger than the kernel, and with the input-shape errors of the

@@ -63,8 +63,8 @@ pub fn sparse_prune(layer: &Layer, fraction: f64) -> Result<(Op, f64)> {
 /// Transform: unstructured magnitude pruning to CSR.
 ///
 /// # Errors
-/// [`Transform::apply`](hasten_core::Transform::apply) fails with
-/// [`Error::InvalidParameter`](hasten_core::Error::InvalidParameter) for a
+/// [`Transform::apply`] fails with
+/// [`Error::InvalidParameter`] for a
 /// fraction outside `[0, 1)` and with the input-shape errors of the layer.
 ///
 /// ```
