@@ -239,9 +239,29 @@ pub(crate) const RECALIBRATION_BATCH: usize = 64;
 /// `recipe.calibration.samples` training images. Returns the compressed
 /// graph and its report.
 ///
-/// Errors name the step: an unknown method or bad parameter, a selection
-/// that matches no node or no layer, a transform that fails on a node, a
-/// data-driven step without data.
+/// # Errors
+/// [`PipelineError::Invalid`] or [`PipelineError::Step`] naming the step for
+/// a bad recipe setting, an unknown method or bad parameter, a selection that
+/// matches no node or no layer, or a data-driven step without data;
+/// [`PipelineError::Transform`] naming the node whose transform failed;
+/// [`PipelineError::Train`] when fine-tuning or evaluation fails.
+///
+/// ```
+/// use hasten::models::{lenet5, ModelConfig};
+/// use hasten::pipeline::{compress, Recipe};
+///
+/// let graph = lenet5(&ModelConfig::mnist())?;
+/// let recipe = Recipe::from_toml(r#"
+///     latency = { batches = [] }
+///     [[steps]]
+///     select = { kinds = ["conv"], except_first = 1 }
+///     method = { name = "tucker2", rank = { energy = 0.8 } }
+/// "#)?;
+/// let (small, report) = compress(&graph, &recipe, None)?;
+/// assert!(report.mac_speedup() > 1.0);
+/// assert_eq!(small.output_shapes(), graph.output_shapes());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn compress(
     graph: &Graph,
     recipe: &Recipe,
@@ -254,6 +274,9 @@ pub fn compress(
 /// As [`compress`], with the calibration inputs of the data-driven steps
 /// given by the caller: one NCHW batch for the graph's single input,
 /// normalised as the network expects (`None`: such steps are errors).
+///
+/// # Errors
+/// As [`compress`].
 pub fn compress_calibrated(
     graph: &Graph,
     recipe: &Recipe,

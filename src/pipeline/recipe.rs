@@ -223,7 +223,25 @@ struct RawRecipe {
 }
 
 impl Recipe {
-    /// Parses and checks a TOML recipe.
+    /// Parses and checks a TOML recipe (an example is on [`Recipe`]).
+    ///
+    /// # Errors
+    /// [`PipelineError::Parse`] for malformed TOML or an unknown top-level
+    /// field; [`PipelineError::Invalid`] or [`PipelineError::Step`] for a bad
+    /// setting, naming the step.
+    ///
+    /// ```
+    /// use hasten::pipeline::Recipe;
+    ///
+    /// let text = r#"
+    ///     [[steps]]
+    ///     select = { kinds = ["conv"] }
+    ///     method = { name = "int8", input_range = [0.0, 6.0] }
+    /// "#;
+    /// assert_eq!(Recipe::from_toml(text)?.steps.len(), 1);
+    /// assert!(Recipe::from_toml(&text.replace("int8", "int9")).is_err());
+    /// # Ok::<(), hasten::pipeline::PipelineError>(())
+    /// ```
     pub fn from_toml(text: &str) -> Result<Self> {
         let value: serde_json::Value = toml::from_str(text).map_err(|e| PipelineError::Parse {
             format: "TOML",
@@ -233,6 +251,20 @@ impl Recipe {
     }
 
     /// Parses and checks a JSON recipe.
+    ///
+    /// # Errors
+    /// [`PipelineError::Parse`] for malformed JSON; otherwise as
+    /// [`Recipe::from_toml`].
+    ///
+    /// ```
+    /// use hasten::pipeline::Recipe;
+    ///
+    /// let recipe = Recipe::from_json(r#"{"steps": [{"select": {"kinds": ["conv"]},
+    ///     "method": {"name": "int8", "input_range": [0.0, 6.0]}}]}"#)?;
+    /// assert_eq!(recipe.steps[0].method.name(), "int8");
+    /// assert!(Recipe::from_json("{").is_err());
+    /// # Ok::<(), hasten::pipeline::PipelineError>(())
+    /// ```
     pub fn from_json(text: &str) -> Result<Self> {
         let value: serde_json::Value =
             serde_json::from_str(text).map_err(|e| PipelineError::Parse {
@@ -243,6 +275,10 @@ impl Recipe {
     }
 
     /// Reads a recipe file: JSON for a `.json` extension, TOML otherwise.
+    ///
+    /// # Errors
+    /// [`PipelineError::Invalid`] when the file cannot be read; otherwise as
+    /// [`Recipe::from_toml`] or [`Recipe::from_json`].
     pub fn from_path(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| PipelineError::Invalid(format!("cannot read {}: {e}", path.display())))?;
@@ -257,11 +293,17 @@ impl Recipe {
     }
 
     /// The recipe as TOML.
+    ///
+    /// # Errors
+    /// [`PipelineError::Invalid`] when a value has no TOML form.
     pub fn to_toml(&self) -> Result<String> {
         toml::to_string(self).map_err(|e| PipelineError::Invalid(e.to_string()))
     }
 
     /// The recipe as pretty-printed JSON.
+    ///
+    /// # Errors
+    /// [`PipelineError::Invalid`] when serialization fails.
     pub fn to_json(&self) -> Result<String> {
         serde_json::to_string_pretty(self).map_err(|e| PipelineError::Invalid(e.to_string()))
     }

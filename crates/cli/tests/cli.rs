@@ -345,21 +345,38 @@ fn eval_counts_correct_predictions() {
     assert!(text.contains("accuracy: 60.00 % (6/10)"), "{text}");
 }
 
+/// Writes the executable script `name` with `text` into `dir`.
+///
+/// The executable is written by `install`, not by this process: a file this
+/// process holds open for writing is inherited by any child that another
+/// test thread forks meanwhile, and executing it while such a child has not
+/// yet called `exec` fails with "Text file busy" (a flake under load).
+#[cfg(unix)]
+fn install_script(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+    let source = dir.join(format!("{name}.txt"));
+    std::fs::write(&source, text).unwrap();
+    let script = dir.join(name);
+    let status = Command::new("install")
+        .args(["-m", "755"])
+        .arg(&source)
+        .arg(&script)
+        .status()
+        .unwrap();
+    assert!(status.success(), "install: {status}");
+    script
+}
+
 /// A stand-in interpreter in `dir` that answers like `scripts/ort_bench.py`
 /// when it is handed that script with `-c` and an exported model.
 #[cfg(unix)]
 fn fake_python(dir: &Path) -> std::path::PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    let fake = dir.join("python");
-    std::fs::write(
-        &fake,
+    install_script(
+        dir,
+        "python",
         "#!/bin/sh\ntest \"$1\" = -c || exit 7\n\
          case \"$2\" in *ort.InferenceSession*) ;; *) exit 8 ;; esac\n\
          test -s \"$3\" || exit 9\necho median_ms=2.5 min_ms=2.0 runs=$9\n",
     )
-    .unwrap();
-    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
-    fake
 }
 
 fn bench_compare(python: Option<&Path>, cwd: &Path) -> Output {
@@ -409,7 +426,6 @@ fn compare_ort_finds_the_venv_of_the_current_directory() {
 #[cfg(unix)]
 #[test]
 fn compare_ort_without_onnxruntime_says_so() {
-    use std::os::unix::fs::PermissionsExt;
     // An interpreter without onnxruntime: the script's own import check.
     let dir = tempfile::tempdir().unwrap();
     let Some(python) = ["python3", "python"].into_iter().find(|p| {
@@ -421,15 +437,13 @@ fn compare_ort_without_onnxruntime_says_so() {
         eprintln!("SKIPPED: no python3 on the PATH");
         return;
     };
-    let wrapper = dir.path().join("python");
     // `-S -s` and an empty PYTHONPATH hide site-packages, so onnxruntime
     // cannot be imported.
-    std::fs::write(
-        &wrapper,
-        format!("#!/bin/sh\nPYTHONPATH= exec {python} -S -s -I \"$@\"\n"),
-    )
-    .unwrap();
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let wrapper = install_script(
+        dir.path(),
+        "python",
+        &format!("#!/bin/sh\nPYTHONPATH= exec {python} -S -s -I \"$@\"\n"),
+    );
     let out = bench_compare(Some(&wrapper), dir.path());
     let text = stdout(&out);
     assert!(out.status.success(), "{}", stderr(&out));

@@ -10,8 +10,8 @@ use common::relative_error;
 use hasten_core::ndarray::Array4;
 use hasten_core::{
     ActShape, AvgPool, Block, Clip, ConvLayer, ConvSpec, Dropout, Flatten, GlobalAvgPool,
-    HardSigmoid, HardSwish, Identity, LinearLayer, MaxPool, Op, Pad, Padding, PoolSpec, Relu,
-    SeededRng, Sigmoid, Silu, Softmax,
+    HardSigmoid, HardSwish, Identity, LinearLayer, MaxPool, Op, Pad, Padding, PerforatedConv,
+    PoolSpec, Relu, SeededRng, Sigmoid, Silu, Softmax, TtLinear,
 };
 use hasten_fastconv::{Isa, Plan, PlanOptions, Winograd};
 use proptest::prelude::*;
@@ -227,7 +227,8 @@ proptest! {
 
 /// NaN reaching a fused ReLU or Clip stays NaN on every path and ISA: an
 /// input channel of NaN makes every output of a dense layer NaN (and only
-/// its own outputs in a depthwise one).
+/// its own outputs in a depthwise one). Dense, direct 1×1, depthwise,
+/// Winograd, linear (GEMV at batch 1), perforated and Tensor-Train kernels.
 #[test]
 fn fused_activations_keep_nan() {
     let mut rng = SeededRng::new(11);
@@ -253,6 +254,23 @@ fn fused_activations_keep_nan() {
             (c, 1, 1),
         ),
     ];
+    // The perforated kernel's GEMM epilogue and its nearest fill: half the
+    // output positions computed, the rest copied.
+    let Op::Conv(dense) = conv(&mut rng, 3, 1) else {
+        unreachable!()
+    };
+    let mask: Vec<bool> = (0..64).map(|p| p % 2 == 0).collect();
+    let perforated = PerforatedConv::new(dense, (8, 8), mask).unwrap();
+    // The Tensor-Train kernel's last GEMM epilogue: 20 = 4·5 outputs from
+    // 20 = 5·4 inputs, every output reading every input.
+    let cores = vec![
+        rng.normal_array((1, 4, 5, 3), 1.0),
+        rng.normal_array((3, 5, 4, 1), 1.0),
+    ];
+    let tt = TtLinear::new(cores, Some(rng.normal_array(c, 1.0))).unwrap();
+    let layers = layers
+        .into_iter()
+        .chain([(perforated.into(), (c, 8, 8)), (tt.into(), (c, 1, 1))]);
     for (layer, (ch, h, w)) in layers {
         for act in [Op::from(Relu), Clip::relu6().into()] {
             for batch in [1, 12] {

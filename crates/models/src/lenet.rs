@@ -21,6 +21,13 @@ use crate::net::Net;
 /// Other input sizes work as long as the features survive the two pools;
 /// `fc1` takes whatever `pool2` yields (400 features at 28 × 28).
 ///
+/// # Errors
+/// [`Error::InvalidParameter`](hasten_core::Error::InvalidParameter) for an
+/// invalid configuration (see
+/// [`ModelConfig::input_shape`]) or a
+/// width multiplier other than 1, and a shape error when the input is too
+/// small for the network's strides and pools.
+///
 /// ```
 /// use hasten_models::{lenet5, ModelConfig};
 /// use hasten_core::SeededRng;

@@ -135,6 +135,13 @@ fn mobilenet(
 /// parameters (Howard et al.'s 4.2 M) and 568.7 M multiply–adds of
 /// convolutions and `fc` (their 569 M).
 ///
+/// # Errors
+/// [`Error::InvalidParameter`](hasten_core::Error::InvalidParameter) for an
+/// invalid configuration (see
+/// [`ModelConfig::input_shape`]), and a
+/// shape error when the input is too small for the network's strides and
+/// pools.
+///
 /// ```
 /// use hasten_models::{mobilenet_v1, ModelConfig};
 /// use hasten_core::ActShape;
@@ -157,6 +164,13 @@ pub fn mobilenet_v1(config: &ModelConfig) -> Result<Graph> {
 /// separable blocks to 32, 64, 64, 128, 128 channels (times α; blocks 2 and
 /// 4 at stride 2), global average pool, flatten and `fc`. At `1 × 28 × 28`
 /// the blocks see 28², 14² and 7² planes.
+///
+/// # Errors
+/// [`Error::InvalidParameter`](hasten_core::Error::InvalidParameter) for an
+/// invalid configuration (see
+/// [`ModelConfig::input_shape`]), and a
+/// shape error when the input is too small for the network's strides and
+/// pools.
 ///
 /// ```
 /// use hasten_models::{small_mobilenet, ModelConfig};

@@ -108,6 +108,13 @@ fn imagenet_resnet(config: &ModelConfig, model: &str, blocks: [usize; 4]) -> Res
 /// accepts works (32 × 32 reaches `512 × 1 × 1`). Rejects a width
 /// multiplier other than 1.
 ///
+/// # Errors
+/// [`Error::InvalidParameter`](hasten_core::Error::InvalidParameter) for an
+/// invalid configuration (see
+/// [`ModelConfig::input_shape`]) or a
+/// width multiplier other than 1, and a shape error when the input is too
+/// small for the network's strides and pools.
+///
 /// ```
 /// use hasten_models::{resnet18, ModelConfig};
 /// use hasten_core::ActShape;
@@ -126,6 +133,13 @@ pub fn resnet18(config: &ModelConfig) -> Result<Graph> {
 ///
 /// 21,797,672 parameters and 3.66 G multiply–adds at `3 × 224 × 224` with
 /// 1000 classes.
+///
+/// # Errors
+/// [`Error::InvalidParameter`](hasten_core::Error::InvalidParameter) for an
+/// invalid configuration (see
+/// [`ModelConfig::input_shape`]) or a
+/// width multiplier other than 1, and a shape error when the input is too
+/// small for the network's strides and pools.
 ///
 /// ```
 /// use hasten_models::{resnet34, ModelConfig};
@@ -149,6 +163,13 @@ pub fn resnet34(config: &ModelConfig) -> Result<Graph> {
 ///
 /// At `1 × 28 × 28` the stages see 28², 14² and 7² planes; any input with
 /// the configured channels works.
+///
+/// # Errors
+/// [`Error::InvalidParameter`](hasten_core::Error::InvalidParameter) for an
+/// invalid configuration (see
+/// [`ModelConfig::input_shape`]) or a
+/// width multiplier other than 1, and a shape error when the input is too
+/// small for the network's strides and pools.
 ///
 /// ```
 /// use hasten_models::{resnet8, ModelConfig};

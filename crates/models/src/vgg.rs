@@ -104,6 +104,13 @@ fn classifier(net: &mut Net, x: Value, hidden: &[usize], classes: usize) -> Resu
 /// 138,357,544 parameters and 15.47 G multiply–adds at `3 × 224 × 224` with
 /// 1000 classes. Rejects a width multiplier other than 1.
 ///
+/// # Errors
+/// [`Error::InvalidParameter`] for an
+/// invalid configuration (see
+/// [`ModelConfig::input_shape`]) or a
+/// width multiplier other than 1, and a shape error when the input is too
+/// small for the network's strides and pools.
+///
 /// ```
 /// use hasten_models::{vgg16, ModelConfig};
 ///
@@ -140,6 +147,13 @@ pub fn vgg16(config: &ModelConfig) -> Result<Graph> {
 ///
 /// Any input of at least 4 × 4 works; at `1 × 28 × 28` the classifier takes
 /// 3136 features.
+///
+/// # Errors
+/// [`Error::InvalidParameter`] for an
+/// invalid configuration (see
+/// [`ModelConfig::input_shape`]) or a
+/// width multiplier other than 1, and a shape error when the input is too
+/// small for the network's strides and pools.
 ///
 /// ```
 /// use hasten_models::{small_vgg, ModelConfig};

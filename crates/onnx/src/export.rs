@@ -153,7 +153,7 @@ pub fn export_bytes(graph: &Graph) -> Result<Vec<u8>> {
 /// b.output(y);
 /// let graph = b.build()?;
 ///
-/// let path = std::env::temp_dir().join("hasten-export-file-doc.onnx");
+/// let path = std::env::temp_dir().join(format!("hasten-export-file-doc-{}.onnx", std::process::id()));
 /// hasten_onnx::export_file(&graph, &path)?;
 /// assert!(std::fs::metadata(&path)?.len() > 0);
 /// # std::fs::remove_file(&path)?;

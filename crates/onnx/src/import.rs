@@ -133,7 +133,7 @@ pub fn import_bytes(bytes: &[u8], options: &ImportOptions) -> Result<Graph> {
 /// b.output(y);
 /// let graph = b.build()?;
 ///
-/// let path = std::env::temp_dir().join("hasten-import-file-doc.onnx");
+/// let path = std::env::temp_dir().join(format!("hasten-import-file-doc-{}.onnx", std::process::id()));
 /// hasten_onnx::export_file(&graph, &path)?;
 /// let back = hasten_onnx::import_file(&path, &ImportOptions::default())?;
 /// assert_eq!(back.output_shapes(), graph.output_shapes());

@@ -346,7 +346,7 @@ pub fn read_weights(path: impl AsRef<Path>) -> Result<Params> {
 ///     b.build()
 /// };
 /// let (trained, mut fresh) = (build(1)?, build(2)?);
-/// let path = std::env::temp_dir().join("hasten-load-weights-doc.safetensors");
+/// let path = std::env::temp_dir().join(format!("hasten-load-weights-doc-{}.safetensors", std::process::id()));
 /// save_weights(&trained, &path)?;
 /// load_weights(&mut fresh, &path)?;
 /// assert_eq!(fresh.parameters(), trained.parameters());
@@ -382,7 +382,7 @@ pub fn load_weights(graph: &mut Graph, path: impl AsRef<Path>) -> Result<()> {
 /// let y = b.op("fc", LinearLayer::from_slice(2, 3, &[1.0; 6], None)?, x);
 /// b.output(y);
 /// let graph = b.build()?;
-/// let path = std::env::temp_dir().join("hasten-save-weights-doc.npz");
+/// let path = std::env::temp_dir().join(format!("hasten-save-weights-doc-{}.npz", std::process::id()));
 /// save_weights(&graph, &path)?;
 /// let names: Vec<String> = read_weights(&path)?.into_iter().map(|(n, _)| n).collect();
 /// assert_eq!(names, ["fc.weight"]);

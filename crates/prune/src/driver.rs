@@ -263,6 +263,37 @@ pub fn filter_magnitude(norm: Norm) -> impl FnMut(&ChainNet, usize) -> Result<Ve
 }
 
 /// Prunes `net` (inputs of shape `input`) as `config` says, scoring with `scorer`.
+///
+/// # Errors
+/// [`Error::InvalidParameter`] for a target outside `[0, 1)`, zero steps or a
+/// multiple of 0, [`Error::ShapeMismatch`] or [`Error::NonFinite`] for scores
+/// that are not one finite value per filter, and the scorer's own errors.
+///
+/// ```
+/// use hasten_core::{ActShape, ConvLayer, ConvSpec, SeededRng};
+/// use hasten_prune::criteria::Norm;
+/// use hasten_prune::driver::filter_magnitude;
+/// use hasten_prune::{prune_network, ChainLayer, ChainNet, PruneConfig, Schedule, Scope, Target};
+///
+/// let mut rng = SeededRng::new(0);
+/// let mut layer = |t, c| -> hasten_core::Result<ChainLayer> {
+///     let conv = ConvLayer::from_array(rng.normal_array((t, c, 3, 3), 0.1), ConvSpec::new().with_padding(1))?;
+///     Ok(ChainLayer { conv, bn: None, relu: true })
+/// };
+/// let input = ActShape::new(3, 8, 8);
+/// let net = ChainNet::new(vec![layer(8, 3)?, layer(8, 8)?, layer(4, 8)?], None, input)?;
+/// let config = PruneConfig {
+///     target: Target::Slices(0.5),
+///     schedule: Schedule::OneShot,
+///     scope: Scope::PerLayer,
+///     multiple: 1,
+/// };
+/// let (_, report) = prune_network(&net, input, &config, filter_magnitude(Norm::L2))?;
+/// // The last layer has no head and keeps its filters; the two others lose half.
+/// assert_eq!(report.channels_after, [4, 4]);
+/// assert!(report.mac_speedup() > 2.0);
+/// # Ok::<(), hasten_core::Error>(())
+/// ```
 pub fn prune_network(
     net: &ChainNet,
     input: ActShape,

@@ -98,6 +98,27 @@ pub enum MaskKind {
 }
 
 /// Transform: a convolution becomes a [`PerforatedConv`] for the given input size.
+///
+/// # Errors
+/// [`Transform::apply`] fails with
+/// [`Error::Unsupported`] for a fully connected layer, with
+/// [`Error::InvalidParameter`] for a zero stride or a fraction outside
+/// `[0, 1)`, [`Error::ShapeMismatch`] for impacts that do not cover the output
+/// plane, and with the input-shape errors of the layer.
+///
+/// ```
+/// use hasten_core::{ActShape, ConvLayer, ConvSpec, Layer, SeededRng, Transform};
+/// use hasten_prune::perforation::{MaskKind, Perforation};
+///
+/// let w = SeededRng::new(0).normal_array((8, 4, 3, 3), 0.1);
+/// let layer = Layer::from(ConvLayer::from_array(w, ConvSpec::new().with_padding(1))?);
+/// let input = ActShape::new(4, 6, 6);
+/// // Every other row and column: a quarter of the positions computed.
+/// let c = Perforation { mask: MaskKind::Grid((2, 2)) }.apply(&layer, input)?;
+/// assert_eq!(c.block.ops()[0].kind(), "perforated_conv");
+/// assert!(Perforation { mask: MaskKind::Grid((0, 2)) }.apply(&layer, input).is_err());
+/// # Ok::<(), hasten_core::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct Perforation {
     /// The mask rule.

@@ -7,6 +7,21 @@ use hasten_core::{Conv4d, Error, Result};
 use ndarray::Array4;
 
 /// How the kernel `W[t, c, i, j]` is cut into prunable slices.
+///
+/// ```
+/// use hasten_core::Conv4d;
+/// use hasten_prune::Slicing;
+///
+/// // 2 filters × 3 channels × 2×2 taps.
+/// let w = Conv4d::new(ndarray::Array4::from_elem((2, 3, 2, 2), 1.0))?;
+/// assert_eq!(Slicing::Groupwise.count(w.dims()), 12);
+/// assert_eq!(Slicing::Filter.slice_of(w.dims(), [1, 2, 0, 1]), 1);
+/// // Zeroing input channel 2 clears 2 · 2·2 = 8 of the 24 weights.
+/// let z = Slicing::Channel.zero_slices(&w, &[2])?;
+/// assert_eq!(z.array().iter().filter(|&&v| v == 0.0).count(), 8);
+/// assert!(Slicing::Channel.zero_slices(&w, &[3]).is_err());
+/// # Ok::<(), hasten_core::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Slicing {
     /// A whole filter `W[t, :, :, :]`: removes output channel `t`.
@@ -82,6 +97,9 @@ impl Slicing {
 
     /// Element-wise combination of two same-shape arrays aggregated per slice:
     /// `Σ_{e ∈ slice} f(a_e, b_e)`.
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] when `a` and `b` differ in shape.
     pub fn aggregate2(
         &self,
         a: &Array4<f32>,
@@ -104,6 +122,10 @@ impl Slicing {
     }
 
     /// The kernel with the listed slices set to zero.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] for a slice index beyond
+    /// [`Slicing::count`].
     pub fn zero_slices(&self, w: &Conv4d, slices: &[usize]) -> Result<Conv4d> {
         let dims = w.dims();
         let n = self.count(dims);

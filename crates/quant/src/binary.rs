@@ -48,6 +48,24 @@ pub enum BinaryScale {
 }
 
 /// Deterministic binarization (eq. (3), (8), (9)).
+///
+/// # Errors
+/// [`Transform::apply`] fails with
+/// [`Error::NonFinite`] for a NaN or infinite
+/// weight and with the input-shape errors of the layer.
+///
+/// ```
+/// use hasten_core::{ActShape, ConvLayer, ConvSpec, Layer, SeededRng, Transform};
+/// use hasten_quant::Binarize;
+///
+/// let w = SeededRng::new(0).normal_array((8, 4, 3, 3), 0.1);
+/// let layer = Layer::from(ConvLayer::from_array(w, ConvSpec::new().with_padding(1))?);
+/// let input = ActShape::new(4, 6, 6);
+/// let c = Binarize::xnor_net().apply(&layer, input)?;
+/// assert_eq!(c.block.ops()[0].kind(), "xnor_conv");
+/// assert!(c.report.compression_ratio() > 8.0);
+/// # Ok::<(), hasten_core::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Binarize {
     scale: BinaryScale,
@@ -90,6 +108,9 @@ impl Binarize {
     }
 
     /// Packs the signs of `matrix` and computes `α`; the op for `layer`.
+    ///
+    /// # Errors
+    /// As listed on [`Binarize`].
     pub fn quantize(&self, weights: &LayerWeights) -> Result<BinaryConv> {
         let m = &weights.matrix();
         let bits: Vec<u32> = m.iter().map(|&w| sign_bit(w)).collect();
@@ -146,6 +167,24 @@ pub fn stochastic_binarize(weights: &[f32], rng: &mut SeededRng) -> Result<Vec<f
 /// Weights are divided by `scale` (by default `max |W|`, so they lie in
 /// `[−1, 1]`), binarized stochastically with the hard sigmoid, and stored with
 /// `α = scale`; then `E[α·b] = W`.
+///
+/// # Errors
+/// [`Transform::apply`] fails with
+/// [`Error::NonFinite`] for a NaN or infinite
+/// weight and with the input-shape errors of the layer; [`StochasticBinarize::with_scale`] refuses a scale that is not finite and positive.
+///
+/// ```
+/// use hasten_core::{ActShape, ConvLayer, ConvSpec, Layer, SeededRng, Transform};
+/// use hasten_quant::StochasticBinarize;
+///
+/// let w = SeededRng::new(0).normal_array((8, 4, 3, 3), 0.1);
+/// let layer = Layer::from(ConvLayer::from_array(w, ConvSpec::new().with_padding(1))?);
+/// let input = ActShape::new(4, 6, 6);
+/// let c = StochasticBinarize::new(7).apply(&layer, input)?;
+/// assert_eq!(c.block.ops()[0].kind(), "binary_conv");
+/// assert!(StochasticBinarize::new(7).with_scale(0.0).is_err());
+/// # Ok::<(), hasten_core::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StochasticBinarize {
     seed: u64,
@@ -159,6 +198,9 @@ impl StochasticBinarize {
     }
 
     /// Uses a fixed `scale > 0` (BinaryConnect's clipped weights: `scale = 1`).
+    ///
+    /// # Errors
+    /// As listed on [`StochasticBinarize`].
     pub fn with_scale(mut self, scale: f32) -> Result<Self> {
         if !(scale.is_finite() && scale > 0.0) {
             return Err(Error::param(
@@ -172,6 +214,9 @@ impl StochasticBinarize {
     }
 
     /// The op for a layer's weights.
+    ///
+    /// # Errors
+    /// As listed on [`StochasticBinarize`].
     pub fn quantize(&self, weights: &LayerWeights) -> Result<BinaryConv> {
         let m = &weights.matrix();
         let scale = match self.scale {

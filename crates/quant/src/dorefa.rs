@@ -57,6 +57,24 @@ pub fn dorefa_weight_codes(weights: &[f32], bits: u32) -> Result<Vec<u32>> {
 }
 
 /// DoReFa k-bit weight quantization of a layer.
+///
+/// # Errors
+/// [`Transform::apply`] fails with
+/// [`Error::NonFinite`] for a NaN or infinite
+/// weight and with the input-shape errors of the layer; the constructors refuse bit widths outside `1..=16`.
+///
+/// ```
+/// use hasten_core::{ActShape, ConvLayer, ConvSpec, Layer, SeededRng, Transform};
+/// use hasten_quant::DoReFa;
+///
+/// let w = SeededRng::new(0).normal_array((8, 4, 3, 3), 0.1);
+/// let layer = Layer::from(ConvLayer::from_array(w, ConvSpec::new().with_padding(1))?);
+/// let input = ActShape::new(4, 6, 6);
+/// let c = DoReFa::new(4)?.apply(&layer, input)?;
+/// assert!(c.report.compression_ratio() > 4.0);
+/// assert!(DoReFa::new(0).is_err());
+/// # Ok::<(), hasten_core::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DoReFa {
     bits: u32,
@@ -65,6 +83,9 @@ pub struct DoReFa {
 
 impl DoReFa {
     /// `bits ∈ 1..=16`, levels scaled by `γ = max |W|`.
+    ///
+    /// # Errors
+    /// As listed on [`DoReFa`].
     pub fn new(bits: u32) -> Result<Self> {
         check_bits(bits)?;
         Ok(DoReFa {
@@ -74,6 +95,9 @@ impl DoReFa {
     }
 
     /// `bits ∈ 1..=16`, levels in `[−1, 1]` as in the paper.
+    ///
+    /// # Errors
+    /// As listed on [`DoReFa`].
     pub fn paper(bits: u32) -> Result<Self> {
         check_bits(bits)?;
         Ok(DoReFa {
@@ -83,6 +107,9 @@ impl DoReFa {
     }
 
     /// The op for a layer's weights.
+    ///
+    /// # Errors
+    /// As listed on [`DoReFa`].
     pub fn quantize(&self, weights: &LayerWeights) -> Result<FixedPointConv> {
         let m = &weights.matrix();
         let flat = m.as_slice().expect("standard layout");

@@ -185,6 +185,25 @@ pub fn calibrate(samples: &[f32], method: Calibration, bits: u32) -> Result<(f32
 }
 
 /// Uniform k-bit weight quantization of a conv or linear layer.
+///
+/// # Errors
+/// [`Transform::apply`] fails with
+/// [`Error::NonFinite`] for a NaN or infinite
+/// weight and with the input-shape errors of the layer; [`FixedPoint::new`] refuses bit widths outside `1..=16` (`2..=16` when symmetric).
+///
+/// ```
+/// use hasten_core::{ActShape, ConvLayer, ConvSpec, Layer, SeededRng, Transform};
+/// use hasten_quant::{FixedPoint, Granularity, Mode};
+///
+/// let w = SeededRng::new(0).normal_array((8, 4, 3, 3), 0.1);
+/// let layer = Layer::from(ConvLayer::from_array(w, ConvSpec::new().with_padding(1))?);
+/// let input = ActShape::new(4, 6, 6);
+/// let q = FixedPoint::new(4, Mode::Symmetric, Granularity::PerChannel)?;
+/// let c = q.apply(&layer, input)?;
+/// assert!(c.report.weight_error.unwrap() < 0.2);
+/// assert!(FixedPoint::new(1, Mode::Symmetric, Granularity::PerTensor).is_err());
+/// # Ok::<(), hasten_core::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FixedPoint {
     bits: u32,
@@ -194,6 +213,9 @@ pub struct FixedPoint {
 
 impl FixedPoint {
     /// `bits ∈ 1..=16` (`2..=16` for symmetric).
+    ///
+    /// # Errors
+    /// As listed on [`FixedPoint`].
     pub fn new(bits: u32, mode: Mode, granularity: Granularity) -> Result<Self> {
         check_bits(bits, mode)?;
         Ok(FixedPoint {
@@ -204,6 +226,9 @@ impl FixedPoint {
     }
 
     /// The op for a layer's weights.
+    ///
+    /// # Errors
+    /// As listed on [`FixedPoint`].
     pub fn quantize(&self, weights: &LayerWeights) -> Result<FixedPointConv> {
         let m = &weights.matrix();
         let (rows, cols) = m.dim();

@@ -63,6 +63,24 @@ pub fn omp(dictionary: &Array2<f64>, v: &[f64], sparsity: usize) -> Result<Vec<(
 }
 
 /// LCNN: dictionary of `m` atoms, `s` taps per slice.
+///
+/// # Errors
+/// [`Transform::apply`] fails with
+/// [`Error::NonFinite`] for a NaN or infinite
+/// weight and with the input-shape errors of the layer; [`Lcnn::new`] refuses a dictionary size outside `1..=65536` and a sparsity outside `1..=dictionary_size`.
+///
+/// ```
+/// use hasten_core::{ActShape, ConvLayer, ConvSpec, Layer, SeededRng, Transform};
+/// use hasten_quant::Lcnn;
+///
+/// let w = SeededRng::new(0).normal_array((8, 4, 3, 3), 0.1);
+/// let layer = Layer::from(ConvLayer::from_array(w, ConvSpec::new().with_padding(1))?);
+/// let input = ActShape::new(4, 6, 6);
+/// let c = Lcnn::new(4, 2, 5, 1)?.apply(&layer, input)?;
+/// assert_eq!(c.block.output_shape(input)?, ActShape::new(8, 6, 6));
+/// assert!(Lcnn::new(4, 5, 5, 1).is_err());
+/// # Ok::<(), hasten_core::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct Lcnn {
     dictionary_size: usize,
@@ -75,6 +93,9 @@ pub struct Lcnn {
 impl Lcnn {
     /// Learns a dictionary of `dictionary_size ∈ 1..=65536` atoms with
     /// `iterations` OMP / least-squares rounds; `sparsity ≥ 1` taps per slice.
+    ///
+    /// # Errors
+    /// As listed on [`Lcnn`].
     pub fn new(
         dictionary_size: usize,
         sparsity: usize,
@@ -105,6 +126,9 @@ impl Lcnn {
     }
 
     /// Uses the given dictionary `[m, C]` (finite) instead of learning one.
+    ///
+    /// # Errors
+    /// As listed on [`Lcnn`].
     pub fn with_dictionary(dictionary: Array2<f32>, sparsity: usize) -> Result<Self> {
         hasten_core::error::ensure_nonempty("LCNN dictionary", dictionary.shape())?;
         ensure_finite("LCNN dictionary", dictionary.iter())?;
@@ -141,6 +165,9 @@ impl Lcnn {
     }
 
     /// The op for a layer's weights.
+    ///
+    /// # Errors
+    /// As listed on [`Lcnn`].
     pub fn quantize(&self, weights: &LayerWeights) -> Result<LcnnConv> {
         let v = Self::slices(weights)?;
         let (n, c) = v.dim();

@@ -15,6 +15,25 @@ use crate::kmeans::kmeans;
 use crate::weights::{LayerWeights, QuantizeLayer};
 
 /// Product quantization with `subblocks` column blocks and `k` centroids each.
+///
+/// # Errors
+/// [`Transform::apply`] fails with
+/// [`Error::NonFinite`] for a NaN or infinite
+/// weight and with the input-shape errors of the layer, and when `subblocks` does not divide the row length or `k` exceeds the rows; [`ProductQuantize::new`] refuses zero sub-blocks and `k` outside `1..=65536`.
+///
+/// ```
+/// use hasten_core::{ActShape, ConvLayer, ConvSpec, Layer, SeededRng, Transform};
+/// use hasten_quant::ProductQuantize;
+///
+/// let w = SeededRng::new(0).normal_array((8, 4, 3, 3), 0.1);
+/// let layer = Layer::from(ConvLayer::from_array(w, ConvSpec::new().with_padding(1))?);
+/// let input = ActShape::new(4, 6, 6);
+/// // Rows of C·k² = 36 weights in 4 sub-blocks of 9, 4 centroids each.
+/// let c = ProductQuantize::new(4, 4, 20, 1)?.apply(&layer, input)?;
+/// assert_eq!(c.block.ops()[0].kind(), "product_quantized_conv");
+/// assert!(ProductQuantize::new(5, 4, 20, 1)?.apply(&layer, input).is_err());
+/// # Ok::<(), hasten_core::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProductQuantize {
     subblocks: usize,
@@ -25,6 +44,9 @@ pub struct ProductQuantize {
 
 impl ProductQuantize {
     /// `subblocks ≥ 1`, `k ∈ 1..=65536`, Lloyd capped at `max_iter`, seeded.
+    ///
+    /// # Errors
+    /// As listed on [`ProductQuantize`].
     pub fn new(subblocks: usize, k: usize, max_iter: usize, seed: u64) -> Result<Self> {
         if subblocks == 0 {
             return Err(Error::param("product sub-blocks", subblocks, ">= 1"));
@@ -42,6 +64,9 @@ impl ProductQuantize {
 
     /// The op for a layer's weights: `subblocks` must divide the row length
     /// and `k` must not exceed the number of rows.
+    ///
+    /// # Errors
+    /// As listed on [`ProductQuantize`].
     pub fn quantize(&self, weights: &LayerWeights) -> Result<ProductQuantizedConv> {
         let m = &weights.matrix();
         let (rows, cols) = m.dim();

@@ -40,6 +40,25 @@ impl Solver {
 }
 
 /// Scalar k-means quantization with `k` centroids per layer or per channel.
+///
+/// # Errors
+/// [`Transform::apply`] fails with
+/// [`Error::NonFinite`] for a NaN or infinite
+/// weight and with the input-shape errors of the layer, and when `k` exceeds the weights of a group; [`ScalarKMeans::new`] refuses `k` outside `1..=65536`.
+///
+/// ```
+/// use hasten_core::{ActShape, ConvLayer, ConvSpec, Layer, SeededRng, Transform};
+/// use hasten_quant::{Granularity, ScalarKMeans, Solver};
+///
+/// let w = SeededRng::new(0).normal_array((8, 4, 3, 3), 0.1);
+/// let layer = Layer::from(ConvLayer::from_array(w, ConvSpec::new().with_padding(1))?);
+/// let input = ActShape::new(4, 6, 6);
+/// let q = ScalarKMeans::new(16, Granularity::PerTensor, Solver::Optimal)?;
+/// let c = q.apply(&layer, input)?;
+/// assert_eq!(c.block.ops()[0].kind(), "codebook_conv");
+/// assert!(ScalarKMeans::new(0, Granularity::PerTensor, Solver::Optimal).is_err());
+/// # Ok::<(), hasten_core::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ScalarKMeans {
     k: usize,
@@ -49,6 +68,9 @@ pub struct ScalarKMeans {
 
 impl ScalarKMeans {
     /// `k ∈ 1..=65536` centroids (`⌈log₂ k⌉ ≤ 16` bits per weight).
+    ///
+    /// # Errors
+    /// As listed on [`ScalarKMeans`].
     pub fn new(k: usize, granularity: Granularity, solver: Solver) -> Result<Self> {
         if !(1..=1 << 16).contains(&k) {
             return Err(Error::param("k (codebook size)", k, "1..=65536"));
@@ -66,6 +88,9 @@ impl ScalarKMeans {
     }
 
     /// The op for a layer's weights; `k` must not exceed the weights per group.
+    ///
+    /// # Errors
+    /// As listed on [`ScalarKMeans`].
     pub fn quantize(&self, weights: &LayerWeights) -> Result<CodebookConv> {
         let m = &weights.matrix();
         let (rows, cols) = m.dim();

@@ -35,6 +35,24 @@ pub enum TernaryRule {
 }
 
 /// Ternarization of a conv or linear layer into a [`TernaryConv`].
+///
+/// # Errors
+/// [`Transform::apply`] fails with
+/// [`Error::NonFinite`](hasten_core::Error::NonFinite) for a NaN or infinite
+/// weight and with the input-shape errors of the layer.
+///
+/// ```
+/// use hasten_core::{ActShape, ConvLayer, ConvSpec, Layer, SeededRng, Transform};
+/// use hasten_quant::{Granularity, Ternarize};
+///
+/// let w = SeededRng::new(0).normal_array((8, 4, 3, 3), 0.1);
+/// let layer = Layer::from(ConvLayer::from_array(w, ConvSpec::new().with_padding(1))?);
+/// let input = ActShape::new(4, 6, 6);
+/// let c = Ternarize::twn(Granularity::PerChannel).apply(&layer, input)?;
+/// assert_eq!(c.block.ops()[0].kind(), "ternary_conv");
+/// assert!(c.report.compression_ratio() > 4.0);
+/// # Ok::<(), hasten_core::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ternarize {
     rule: TernaryRule,
@@ -100,6 +118,9 @@ impl Ternarize {
     }
 
     /// The op for a layer's weights.
+    ///
+    /// # Errors
+    /// As listed on [`Ternarize`].
     pub fn quantize(&self, weights: &LayerWeights) -> Result<TernaryConv> {
         let m = &weights.matrix();
         let (rows, cols) = m.dim();

@@ -36,6 +36,24 @@ use crate::rank::{RankProblem, RankSpec};
 const KMEANS_ITERATIONS: usize = 50;
 
 /// Monochromatic approximation with `clusters` colour centroids (\[17\], §3.1).
+///
+/// # Errors
+/// [`Transform::apply`] fails with
+/// [`Error::Unsupported`] for a fully connected or grouped layer,
+/// [`Error::InvalidParameter`] for `clusters` outside `1..=N`, and with the
+/// input-shape errors of the layer.
+///
+/// ```
+/// use hasten_core::{ActShape, ConvLayer, ConvSpec, Layer, SeededRng, Transform};
+/// use hasten_tensor_decomp::Monochromatic;
+///
+/// let w = SeededRng::new(0).normal_array((8, 3, 3, 3), 0.1);
+/// let layer = Layer::from(ConvLayer::from_array(w, ConvSpec::new().with_padding(1))?);
+/// let c = Monochromatic::new(4).apply(&layer, ActShape::new(3, 8, 8))?;
+/// assert_eq!(c.block.output_shape(ActShape::new(3, 8, 8))?, ActShape::new(8, 8, 8));
+/// assert!(Monochromatic::new(0).apply(&layer, ActShape::new(3, 8, 8)).is_err());
+/// # Ok::<(), hasten_core::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct Monochromatic {
     clusters: usize,
@@ -331,6 +349,26 @@ impl Biclusters {
 }
 
 /// Biclustering + SVD (\[17\], §3.2).
+///
+/// # Errors
+/// [`Transform::apply`] fails with
+/// [`Error::Unsupported`] for a fully connected or grouped layer, with
+/// [`Error::InvalidParameter`] or [`Error::InvalidRank`] when the cluster
+/// counts do not divide the channels or a rank is out of its range, and with
+/// the input-shape errors of the layer.
+///
+/// ```
+/// use hasten_core::{ActShape, ConvLayer, ConvSpec, Layer, SeededRng, Transform};
+/// use hasten_tensor_decomp::BiclusterSvd;
+///
+/// let w = SeededRng::new(0).normal_array((8, 6, 3, 3), 0.1);
+/// let layer = Layer::from(ConvLayer::from_array(w, ConvSpec::new().with_padding(1))?);
+/// // 3 input clusters of 2 channels, 2 output clusters of 4 filters.
+/// let c = BiclusterSvd::new(3, 2, 2, 2).apply(&layer, ActShape::new(6, 8, 8))?;
+/// assert_eq!(c.block.output_shape(ActShape::new(6, 8, 8))?, ActShape::new(8, 8, 8));
+/// assert!(BiclusterSvd::new(4, 2, 2, 2).apply(&layer, ActShape::new(6, 8, 8)).is_err());
+/// # Ok::<(), hasten_core::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct BiclusterSvd {
     input_clusters: usize,
@@ -462,6 +500,21 @@ impl Transform for BiclusterSvd {
 }
 
 /// Biclustering + outer product (rank-`K` CP per bicluster) (\[17\], §3.2).
+///
+/// # Errors
+/// As [`BiclusterSvd`]; the rank may be fixed or a target speed-up.
+///
+/// ```
+/// use hasten_core::{ActShape, ConvLayer, ConvSpec, Layer, SeededRng, Transform};
+/// use hasten_tensor_decomp::{BiclusterCp, RankSpec};
+///
+/// let w = SeededRng::new(0).normal_array((8, 6, 3, 3), 0.1);
+/// let layer = Layer::from(ConvLayer::from_array(w, ConvSpec::new().with_padding(1))?);
+/// let c = BiclusterCp::new(3, 2, RankSpec::Fixed(2)).apply(&layer, ActShape::new(6, 8, 8))?;
+/// assert_eq!(c.block.output_shape(ActShape::new(6, 8, 8))?, ActShape::new(8, 8, 8));
+/// assert!(BiclusterCp::new(3, 3, RankSpec::Fixed(2)).apply(&layer, ActShape::new(6, 8, 8)).is_err());
+/// # Ok::<(), hasten_core::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct BiclusterCp {
     input_clusters: usize,

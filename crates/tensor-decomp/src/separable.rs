@@ -34,6 +34,26 @@ pub enum SeparableInit {
 }
 
 /// Separable (`d×1` then `1×d`) approximation of a convolution, \[15\].
+///
+/// # Errors
+/// [`Transform::apply`] fails with
+/// [`Error::Unsupported`] for a fully connected, grouped or 1-wide layer,
+/// [`Error::InvalidRank`] for a rank outside `1..=min(C·kh, N·kw)`, and with
+/// the input-shape errors of the layer.
+///
+/// ```
+/// use hasten_core::{ActShape, ConvLayer, ConvSpec, Layer, SeededRng, Transform};
+/// use hasten_tensor_decomp::{RankSpec, SeparableFilters};
+///
+/// let w = SeededRng::new(0).normal_array((8, 4, 3, 3), 0.1);
+/// let layer = Layer::from(ConvLayer::from_array(w, ConvSpec::new().with_padding(1))?);
+/// // Full rank min(C·kh, N·kw) = 12 is exact: a 3×1 then a 1×3 convolution.
+/// let c = SeparableFilters::new(RankSpec::Fixed(12)).apply(&layer, ActShape::new(4, 8, 8))?;
+/// assert_eq!(c.block.ops().len(), 2);
+/// assert!(c.report.weight_error.unwrap() < 1e-6);
+/// assert!(SeparableFilters::new(RankSpec::Fixed(13)).apply(&layer, ActShape::new(4, 8, 8)).is_err());
+/// # Ok::<(), hasten_core::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct SeparableFilters {
     rank: RankSpec,
@@ -295,6 +315,29 @@ mod tests {
             .unwrap();
         assert_eq!(res.report.after.macs, (k * d * (c + n) * h * h) as u64);
         assert_eq!(res.report.before.macs, (c * n * d * d * h * h) as u64);
+    }
+
+    #[test]
+    fn evbmf_picks_the_planted_separable_rank() {
+        // Separable rank 4 plus white noise 100× below the signal: the
+        // (C·d) × (N·d) separable matrix has 4 singular values in the tens
+        // and the rest below EVBMF's threshold (≈ σ(√L + √M) ≈ 0.13), so
+        // EVBMF picks K = 4, which Table 1's cost K·d·(C + N) per pixel shows.
+        let (n, c, d, k, h) = (16, 12, 3, 4, 7);
+        let noisy = planted(n, c, d, k, 6) + SeededRng::new(7).normal_array_f64((n, c, d, d), 0.01);
+        let conv = layer_from(&noisy, ConvSpec::new().with_padding(1), 0);
+        let input = ActShape::new(c, h, h);
+        let res = SeparableFilters::new(RankSpec::Evbmf)
+            .apply(&as_layer(&conv), input)
+            .unwrap();
+        assert_eq!(res.report.after.macs, (k * d * (c + n) * h * h) as u64);
+        assert!(res.report.weight_error.unwrap() < 1e-2);
+        // Pure noise: no component above the threshold, a typed error.
+        let noise = SeededRng::new(8).normal_array_f64((n, c, d, d), 0.01);
+        let conv = layer_from(&noise, ConvSpec::new().with_padding(1), 0);
+        assert!(SeparableFilters::new(RankSpec::Evbmf)
+            .apply(&as_layer(&conv), input)
+            .is_err());
     }
 
     #[test]

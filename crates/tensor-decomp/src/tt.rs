@@ -239,6 +239,27 @@ fn tt_rank_of(spec: RankSpec, method: &str) -> Result<TtRank> {
 }
 
 /// TT-matrix decomposition of a fully connected layer (Novikov et al. \[26\]).
+///
+/// # Errors
+/// [`Transform::apply`] fails with
+/// [`Error::Unsupported`] for a convolution or for EVBMF rank selection,
+/// [`Error::ShapeMismatch`] when the mode products are not the layer's
+/// output and input widths, [`Error::InvalidParameter`] for a zero mode, and
+/// with the rank errors of [`RankSpec`].
+///
+/// ```
+/// use hasten_core::{ActShape, Layer, LinearLayer, SeededRng, Transform};
+/// use hasten_tensor_decomp::{RankSpec, TtMatrix};
+///
+/// let w = SeededRng::new(0).normal_array((12, 24), 0.1);
+/// let layer = Layer::from(LinearLayer::new(w, None)?);
+/// // 12 = 3·4 outputs, 24 = 4·6 inputs.
+/// let t = TtMatrix::new(vec![3, 4], vec![4, 6], RankSpec::Fixed(12));
+/// let c = t.apply(&layer, ActShape::new(24, 1, 1))?;
+/// assert!(c.report.weight_error.unwrap() < 1e-5);
+/// assert!(TtMatrix::new(vec![5, 3], vec![4, 6], RankSpec::Fixed(2)).apply(&layer, ActShape::new(24, 1, 1)).is_err());
+/// # Ok::<(), hasten_core::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct TtMatrix {
     out_modes: Vec<usize>,
@@ -373,6 +394,23 @@ impl Transform for TtMatrix {
 }
 
 /// TT decomposition of a convolution kernel: `1×1`, `kh×1`, `1×kw`, `1×1`.
+///
+/// # Errors
+/// [`Transform::apply`] fails with
+/// [`Error::Unsupported`] for a fully connected or grouped layer or for EVBMF
+/// rank selection, and with the rank and input-shape errors of the layer.
+///
+/// ```
+/// use hasten_core::{ActShape, ConvLayer, ConvSpec, Layer, SeededRng, Transform};
+/// use hasten_tensor_decomp::{RankSpec, TtConv};
+///
+/// let w = SeededRng::new(0).normal_array((8, 4, 3, 3), 0.1);
+/// let layer = Layer::from(ConvLayer::from_array(w, ConvSpec::new().with_padding(1))?);
+/// let c = TtConv::new(RankSpec::Fixed(3)).apply(&layer, ActShape::new(4, 8, 8))?;
+/// assert_eq!(c.block.ops().len(), 4);
+/// assert!(TtConv::new(RankSpec::Evbmf).apply(&layer, ActShape::new(4, 8, 8)).is_err());
+/// # Ok::<(), hasten_core::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct TtConv {
     rank: RankSpec,

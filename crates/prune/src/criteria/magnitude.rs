@@ -15,7 +15,19 @@ pub enum Norm {
     L2,
 }
 
-/// One score per slice of `weight`: the slice's L1 or L2 norm.
+/// One score per slice of `weight`: the slice's L1 or L2 norm (eq. (14)).
+///
+/// ```
+/// use hasten_core::Conv4d;
+/// use hasten_prune::criteria::{magnitude, Norm};
+/// use hasten_prune::Slicing;
+///
+/// // Filter 0 holds 3 and −4, filter 1 holds 1.
+/// let w = Conv4d::new(ndarray::Array4::from_shape_vec((2, 1, 1, 2), vec![3.0, -4.0, 0.0, 1.0])?)?;
+/// assert_eq!(magnitude(&w, Slicing::Filter, Norm::L2), [5.0, 1.0]);
+/// assert_eq!(magnitude(&w, Slicing::Filter, Norm::L1), [7.0, 1.0]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn magnitude(weight: &Conv4d, slicing: Slicing, norm: Norm) -> Vec<f64> {
     match norm {
         Norm::L1 => slicing.aggregate(weight.array(), f64::abs),

@@ -79,8 +79,29 @@ impl GraphPruneReport {
 
 /// Prunes `graph` (analysed as `groups`) by `config`, ranking each group's
 /// units by `scores` (one per unit, as [`super::group_scores`] returns).
-/// Errors: a target outside `(0, 1)`, a multiple of 0, scores of the wrong
-/// shape or not finite, or a graph other than the analysed one.
+///
+/// # Errors
+/// [`Error::InvalidParameter`] for a target outside `(0, 1)` or a multiple of
+/// 0, [`Error::ShapeMismatch`] or [`Error::NonFinite`] for scores of the
+/// wrong shape or not finite, and an error for a graph other than the
+/// analysed one.
+///
+/// ```
+/// use hasten_models::{lenet5, ModelConfig};
+/// use hasten_prune::criteria::Norm;
+/// use hasten_prune::graph::{group_scores, prune_graph, ChannelGroups, GraphPruneConfig, GraphTarget, GroupCriterion};
+///
+/// let graph = lenet5(&ModelConfig::mnist())?;
+/// let groups = ChannelGroups::analyze(&graph)?;
+/// let scores = group_scores(&graph, &groups, GroupCriterion::Magnitude(Norm::L2), None)?;
+/// let config = GraphPruneConfig { target: GraphTarget::PerGroup(0.5), multiple: 1 };
+/// let (pruned, report) = prune_graph(&graph, &groups, &scores, &config)?;
+/// assert_eq!(pruned.output_shapes(), graph.output_shapes());
+/// assert!(report.mac_speedup() > 1.5);
+/// let bad = GraphPruneConfig { target: GraphTarget::PerGroup(1.0), multiple: 1 };
+/// assert!(prune_graph(&graph, &groups, &scores, &bad).is_err());
+/// # Ok::<(), hasten_core::Error>(())
+/// ```
 pub fn prune_graph(
     graph: &Graph,
     groups: &ChannelGroups,

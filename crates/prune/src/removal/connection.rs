@@ -85,6 +85,26 @@ pub fn detect_groups(layer: &ConvLayer) -> Result<usize> {
 
 /// Transform: prune every connection outside `groups` diagonal blocks and
 /// emit the grouped convolution.
+///
+/// # Errors
+/// [`Transform::apply`] fails with
+/// [`Error::Unsupported`] for a fully connected layer, with the group errors of
+/// [`ConvSpec`](hasten_core::ConvSpec) when `groups` does not divide both channel counts, and with the
+/// input-shape errors of the layer.
+///
+/// ```
+/// use hasten_core::{ActShape, ConvLayer, ConvSpec, Layer, SeededRng, Transform};
+/// use hasten_prune::removal::ConnectionGroups;
+///
+/// let w = SeededRng::new(0).normal_array((8, 4, 3, 3), 0.1);
+/// let layer = Layer::from(ConvLayer::from_array(w, ConvSpec::new().with_padding(1))?);
+/// let input = ActShape::new(4, 6, 6);
+/// // 2 groups: each filter keeps the 2 input channels of its diagonal block.
+/// let c = ConnectionGroups { groups: 2 }.apply(&layer, input)?;
+/// assert!((c.report.mac_speedup() - 2.0).abs() < 1e-9);
+/// assert!(ConnectionGroups { groups: 3 }.apply(&layer, input).is_err());
+/// # Ok::<(), hasten_core::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectionGroups {
     /// Number of groups of the result.

@@ -180,7 +180,29 @@ fn check_chain(producer: &ConvLayer, bn: Option<&BatchNorm>, consumer: &Consumer
 }
 
 /// Physically removes every producer filter not in `keep` (ascending), with
-/// the matching batch-norm entries and consumer input channels.
+/// the matching batch-norm entries and consumer input channels (§4.1).
+///
+/// # Errors
+/// [`Error::ShapeMismatch`] when the batch-norm or consumer does not take the
+/// producer's channels (a linear consumer's input features must be a
+/// multiple of the producer's filters), and [`Error::InvalidParameter`] when
+/// `keep` is empty, not strictly increasing or names a missing filter.
+///
+/// ```
+/// use hasten_core::{ConvLayer, ConvSpec, SeededRng};
+/// use hasten_prune::{prune_filters, Consumer};
+///
+/// let mut rng = SeededRng::new(0);
+/// let producer = ConvLayer::from_array(rng.normal_array((4, 3, 3, 3), 0.1), ConvSpec::new())?;
+/// let consumer = Consumer::Conv(ConvLayer::from_array(rng.normal_array((5, 4, 1, 1), 0.1), ConvSpec::new())?);
+/// let pruned = prune_filters(&producer, None, &consumer, &[0, 2])?;
+/// assert_eq!(pruned.producer.out_channels(), 2);
+/// assert_eq!(pruned.removed, [1, 3]);
+/// let Consumer::Conv(next) = &pruned.consumer else { unreachable!() };
+/// assert_eq!(next.weight().dims(), [5, 2, 1, 1]);
+/// assert!(prune_filters(&producer, None, &consumer, &[2, 0]).is_err());
+/// # Ok::<(), hasten_core::Error>(())
+/// ```
 pub fn prune_filters(
     producer: &ConvLayer,
     bn: Option<&BatchNorm>,

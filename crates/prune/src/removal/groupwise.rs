@@ -41,6 +41,25 @@ pub fn groupwise_prune(layer: &ConvLayer, fraction: f64) -> Result<GroupwiseConv
 }
 
 /// Transform: group-wise magnitude pruning of a fraction of the slices.
+///
+/// # Errors
+/// [`Transform::apply`] fails with
+/// [`Error::Unsupported`] for a fully
+/// connected layer, [`Error::InvalidParameter`]
+/// for a fraction outside `[0, 1)`, and with the input-shape errors of the layer.
+///
+/// ```
+/// use hasten_core::{ActShape, ConvLayer, ConvSpec, Layer, SeededRng, Transform};
+/// use hasten_prune::removal::GroupwisePrune;
+///
+/// let w = SeededRng::new(0).normal_array((8, 4, 3, 3), 0.1);
+/// let layer = Layer::from(ConvLayer::from_array(w, ConvSpec::new().with_padding(1))?);
+/// let input = ActShape::new(4, 6, 6);
+/// let c = GroupwisePrune { fraction: 0.5 }.apply(&layer, input)?;
+/// assert_eq!(c.block.ops()[0].kind(), "groupwise_conv");
+/// assert!(GroupwisePrune { fraction: -0.1 }.apply(&layer, input).is_err());
+/// # Ok::<(), hasten_core::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct GroupwisePrune {
     /// Fraction of `(c, i, j)` slices removed, in `[0, 1)`.

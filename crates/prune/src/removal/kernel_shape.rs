@@ -84,6 +84,30 @@ pub fn trim_zero_taps(layer: &ConvLayer) -> Result<ConvLayer> {
 
 /// Transform: keep the `size` window of kernel taps with the largest energy
 /// `Σ W[:, :, i, j]²` (L2 magnitude criterion, eq. (14)).
+///
+/// # Errors
+/// [`Transform::apply`] fails with
+/// [`Error::Unsupported`] for a fully
+/// connected layer or a window whose removed taps lie beyond the padding
+/// (the output would change size), [`Error::InvalidParameter`] for a size of
+/// zero or larger than the kernel, and with the input-shape errors of the
+/// layer.
+///
+/// ```
+/// use hasten_core::{ActShape, ConvLayer, ConvSpec, Layer, SeededRng, Transform};
+/// use hasten_prune::removal::KernelTrim;
+///
+/// // Nearly all the energy in the middle row of taps: the 1×3 window keeps it.
+/// let mut w = SeededRng::new(0).normal_array((8, 4, 3, 3), 0.01);
+/// w.slice_mut(ndarray::s![.., .., 1, ..]).mapv_inplace(|v| v * 100.0);
+/// let layer = Layer::from(ConvLayer::from_array(w, ConvSpec::new().with_padding(1))?);
+/// let input = ActShape::new(4, 6, 6);
+/// let c = KernelTrim { size: (1, 3) }.apply(&layer, input)?;
+/// assert!((c.report.mac_speedup() - 3.0).abs() < 1e-9);
+/// assert!(c.report.weight_error.unwrap() < 0.03);
+/// assert!(KernelTrim { size: (4, 3) }.apply(&layer, input).is_err());
+/// # Ok::<(), hasten_core::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KernelTrim {
     /// Kernel height and width after trimming.

@@ -61,6 +61,25 @@ pub fn sparse_prune(layer: &Layer, fraction: f64) -> Result<(Op, f64)> {
 }
 
 /// Transform: unstructured magnitude pruning to CSR.
+///
+/// # Errors
+/// [`Transform::apply`] fails with
+/// [`Error::InvalidParameter`] for a
+/// fraction outside `[0, 1)` and with the input-shape errors of the layer.
+///
+/// ```
+/// use hasten_core::{ActShape, ConvLayer, ConvSpec, Layer, SeededRng, Transform};
+/// use hasten_prune::removal::MagnitudeSparse;
+///
+/// let w = SeededRng::new(0).normal_array((8, 4, 3, 3), 0.1);
+/// let layer = Layer::from(ConvLayer::from_array(w, ConvSpec::new().with_padding(1))?);
+/// let input = ActShape::new(4, 6, 6);
+/// let c = MagnitudeSparse { fraction: 0.75 }.apply(&layer, input)?;
+/// assert_eq!(c.block.ops()[0].kind(), "sparse_conv");
+/// assert!((c.report.mac_speedup() - 4.0).abs() < 1e-9);
+/// assert!(MagnitudeSparse { fraction: 1.0 }.apply(&layer, input).is_err());
+/// # Ok::<(), hasten_core::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct MagnitudeSparse {
     /// Fraction of weights removed, in `[0, 1)`.
