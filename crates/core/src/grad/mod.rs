@@ -56,6 +56,7 @@ mod tape;
 pub use activation::{activation_derivative, activation_value};
 pub use batch_norm::{batch_norm_batch_stats, BN_DEFAULT_MOMENTUM};
 pub use layout::dropout_mask;
+pub use packed::{dense_equivalent, dense_weight_grads, DenseEquivalent};
 pub use tape::{graph_with_params, Gradients, Tape};
 
 use std::collections::BTreeMap;

@@ -56,7 +56,55 @@ pub(super) fn handles(op: &Op) -> bool {
     }
 }
 
-/// An op seen as its dense layer: geometry, `W [rows, row_len]` and bias.
+/// A compressed op seen as its dense layer, for its parameter values: a
+/// fast training kernel runs the dense convolution or linear layer and maps
+/// the weight gradient back with [`dense_weight_grads`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct DenseEquivalent {
+    /// The geometry: a convolution (OIHW dims and spec) or a linear layer.
+    pub layout: WeightLayout,
+    /// The weight matrix `W(θ) [rows, row_len]` (the OIHW weight, row-major).
+    pub weight: Array2<f64>,
+    /// The bias, where the op has one.
+    pub bias: Option<Array1<f64>>,
+}
+
+/// The dense layer of `op` with parameter values `p` (by `state_dict`
+/// suffix, see [`super::op_params`]) when `op` is a compressed op whose
+/// forward is a dense layer with a weight built from its stored values
+/// (sparse, codebook, PQ, binary without XNOR inputs, ternary, fixed point,
+/// group-wise, LCNN, TT-linear); `None` for every other op. Errors: a
+/// missing parameter or one of the wrong shape.
+pub fn dense_equivalent(op: &Op, p: &OpParams) -> Result<Option<DenseEquivalent>> {
+    if !handles(op) {
+        return Ok(None);
+    }
+    dense(op, p).map(|d| {
+        Some(DenseEquivalent {
+            layout: d.layout,
+            weight: d.w,
+            bias: d.bias,
+        })
+    })
+}
+
+/// The gradients of `op`'s stored values (all but the bias) given the
+/// gradient `dw [rows, row_len]` of the weight matrix of its
+/// [`dense_equivalent`]: the chain rule through `W(θ)` (see the module
+/// docs). Errors: an op without a dense equivalent, a wrong `dw` shape.
+pub fn dense_weight_grads(op: &Op, p: &OpParams, dw: &Array2<f64>) -> Result<OpParams> {
+    let d = dense(op, p)?;
+    if dw.dim() != d.w.dim() {
+        return Err(Error::shape(
+            format!("{} weight gradient", op.kind()),
+            format!("{:?}", d.w.dim()),
+            format!("{:?}", dw.dim()),
+        ));
+    }
+    param_grads(op, p, dw)
+}
+
+/// An op seen as its dense layer (see [`DenseEquivalent`]).
 struct Dense {
     layout: WeightLayout,
     w: Array2<f64>,

@@ -457,3 +457,27 @@ fn every_compressed_op_but_int8_and_xnor_has_a_backward() {
     ));
     assert!(op_params(&op).is_empty());
 }
+
+/// The dense equivalent is the op's own dense layer (`to_dense`), and its
+/// weight-gradient map checks its argument.
+#[test]
+fn dense_equivalent_is_the_dense_layer() {
+    let mut rng = SeededRng::new(28);
+    let mut w: Array2<f32> = rng.normal_array((3, 5), 1.0);
+    w.mapv_inplace(|v| if v.abs() < 0.5 { 0.0 } else { v });
+    let lin = LinearLayer::new(w.clone(), None).unwrap();
+    let op = Op::SparseLinear(SparseLinear::from_linear(&lin).unwrap());
+    let p = op_params(&op);
+    let d = dense_equivalent(&op, &p).unwrap().unwrap();
+    assert_eq!(d.layout, WeightLayout::linear(3, 5).unwrap());
+    assert_eq!(d.weight, w.mapv(f64::from));
+    assert!(d.bias.is_none());
+    assert!(dense_weight_grads(&op, &p, &Array2::zeros((3, 4))).is_err());
+    let g = dense_weight_grads(&op, &p, &Array2::ones((3, 5))).unwrap();
+    assert_eq!(g["values"], ndarray::ArrayD::ones(p["values"].raw_dim()));
+    let relu = Op::Relu(Relu);
+    assert_eq!(dense_equivalent(&relu, &OpParams::new()).unwrap(), None);
+    assert!(dense_weight_grads(&relu, &OpParams::new(), &Array2::zeros((1, 1))).is_err());
+    // A missing stored value is a typed error.
+    assert!(dense_equivalent(&op, &OpParams::new()).is_err());
+}
