@@ -2,8 +2,9 @@
 //! with momentum at a constant rate) — on the labels, or distilled from the
 //! original network (survey §7, [`DistillLoss`]), optionally
 //! quantization-aware ([`FakeQuant`], eq. (5)) — and the check of whether a
-//! graph can be fine-tuned at all: quantized, packed and sparse ops have no
-//! backward.
+//! graph can be fine-tuned at all. The compressed ops train their stored
+//! values (sparse values, centroids, scales, TT cores; see
+//! `hasten_core::grad`); only int8 and XNOR-Net convolutions have no backward.
 
 use hasten_core::grad::{has_backward, inner_ops};
 use hasten_core::Graph;
@@ -27,8 +28,8 @@ pub(crate) fn untrainable(graph: &Graph) -> Option<&str> {
     first_untrainable_op(graph).map(|(node, _)| node)
 }
 
-/// The first node holding an op without a backward (a quantized, packed or
-/// sparse op, which cannot be trained) and that op's kind, if any.
+/// The first node holding an op without a backward (an int8 or XNOR-Net
+/// convolution, which cannot be trained) and that op's kind, if any.
 pub fn first_untrainable_op(graph: &Graph) -> Option<(&str, &'static str)> {
     graph.nodes().iter().find_map(|n| {
         inner_ops(n.op())
@@ -94,7 +95,11 @@ mod tests {
     fn the_first_op_without_a_backward_is_named_with_its_kind() {
         let mut g = lenet5(&ModelConfig::mnist()).unwrap();
         assert_eq!(first_untrainable_op(&g), None);
-        g.apply_transform(&Binarize::binary_weights(), &NodeFilter::name("fc2"))
+        // Binary weights train their scales; XNOR inputs have no backward.
+        g.apply_transform(&Binarize::binary_weights(), &NodeFilter::name("fc1"))
+            .unwrap();
+        assert_eq!(first_untrainable_op(&g), None);
+        g.apply_transform(&Binarize::xnor_net(), &NodeFilter::name("fc2"))
             .unwrap();
         let (node, kind) = first_untrainable_op(&g).unwrap();
         assert_eq!(node, "fc2");

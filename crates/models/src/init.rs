@@ -140,7 +140,9 @@ pub fn randomize_batch_norms(graph: &mut Graph, seed: u64) -> Result<usize> {
 /// them, for training an imported network from scratch: convolution and
 /// linear weights He-normal (fan-in from the weight's shape, the stream of
 /// the node's name), biases zero, batch norms at PyTorch's defaults
-/// (γ = 1, β = 0, μ = 0, σ² = 1). Returns how many tensors were set.
+/// (γ = 1, β = 0, μ = 0, σ² = 1); the stored values of compressed ops
+/// (`values`, `centroids`, …) are left as they are. Returns how many
+/// tensors were set.
 ///
 /// Errors: those of [`Graph::set_parameters`] (none for a valid graph).
 pub fn reinitialize(graph: &mut Graph, seed: u64) -> Result<usize> {
@@ -156,7 +158,10 @@ pub fn reinitialize(graph: &mut Graph, seed: u64) -> Result<usize> {
                     rng.normal_array(v.raw_dim(), he_std(fan_in))
                 }
                 ("weight" | "running_var", _) => v.mapv(|_| 1.0),
-                _ => v.mapv(|_| 0.0),
+                ("bias" | "running_mean", _) => v.mapv(|_| 0.0),
+                // The stored values of a compressed op (sparse values,
+                // centroids, scales, TT cores) are kept.
+                _ => v,
             };
             (name, value)
         })

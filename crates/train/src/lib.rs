@@ -47,6 +47,7 @@
 
 mod bn_recalibrate;
 pub mod checkpoint;
+mod compressed;
 pub mod data;
 mod error;
 pub mod fake_quant;

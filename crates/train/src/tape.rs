@@ -6,7 +6,8 @@
 //! (im2col + GEMM); ReLU, Clip, max / average / global average pooling,
 //! flatten, identity, batch norm (training mode with batch statistics and
 //! running-average update, or inference mode), dropout, `Add` and `Concat`
-//! through direct f32 loops; every other op the f64 reference of
+//! through direct f32 loops; the compressed ops with a dense equivalent
+//! through the same kernels; every other op the f64 reference of
 //! `hasten_core::grad` handles falls back to it (converting its input and
 //! parameters to f64 and its results back to f32).
 //!
@@ -23,6 +24,7 @@ use hasten_core::{Error as CoreError, SeededRng};
 use ndarray::{Array1, Array2, Array4, ArrayD, Axis, Ix1, Ix2, Ix4};
 use rayon::prelude::*;
 
+use crate::compressed;
 use crate::error::{Result, TrainError};
 use crate::kernels;
 use crate::params::{Grads, ParamStore};
@@ -241,6 +243,9 @@ fn op_forward(
             }
         },
         _ => {
+            if let Some(y) = compressed::forward(op, x, v)? {
+                return plain(y);
+            }
             let out = grad::forward(op, &x.mapv(f64::from), &to_f64_params(v), mode)?;
             let buffers = out
                 .buffers
@@ -340,6 +345,9 @@ fn op_backward(
         }
         (Op::Dropout(_), _) => plain(dy.clone()),
         _ => {
+            if let Some(g) = compressed::backward(op, x, dy, v)? {
+                return Ok(g);
+            }
             let g = grad::backward(
                 op,
                 &x.mapv(f64::from),

@@ -4,22 +4,23 @@
 //! `∂L/∂W[t,s,i,j] = Σ_{n,y,x} U[…] · ∂L/∂V[n,t,y,x]` and
 //! `∂L/∂b[t] = Σ_{n,y,x} ∂L/∂V[n,t,y,x]`.
 
-use ndarray::{Array1, Array4, Ix1, Ix4};
+use ndarray::{Array1, Array4, ArrayView1, ArrayView4, Ix1, Ix4};
 
 use super::{param, OpGrad, OpParams};
 use crate::error::Result;
 use crate::layer::ConvLayer;
+use crate::spec::ConvSpec;
 
 /// Visits every (output, weight tap, input) triple of the convolution that
 /// reads a real (non-padding) input: `f(n, t, y, x, s, i, j, c, iy, ix)`.
 fn for_each_tap(
-    layer: &ConvLayer,
+    dims: [usize; 4],
+    spec: &ConvSpec,
     xs: &[usize],
     out: [usize; 4],
     mut f: impl FnMut([usize; 4], [usize; 3], [usize; 3]),
 ) {
-    let [_, c_g, kh, kw] = layer.weight().dims();
-    let spec = layer.spec();
+    let [_, c_g, kh, kw] = dims;
     let t_g = out[1] / spec.groups;
     let (sh, sw) = spec.stride;
     let (dh, dw) = spec.dilation;
@@ -85,6 +86,20 @@ pub(super) fn forward(
     out: [usize; 4],
 ) -> Result<Array4<f64>> {
     let (w, b) = weights(layer, p)?;
+    Ok(forward_with(layer.spec(), w, b, x, out))
+}
+
+/// Equation (1) with the weight `w` (OIHW), bias `b` and `spec` given
+/// directly — the forward of every op that is a convolution with a weight
+/// derived from its own parameters (the compressed ops of [`super::packed`]).
+pub(super) fn forward_with(
+    spec: &ConvSpec,
+    w: ArrayView4<f64>,
+    b: Option<ArrayView1<f64>>,
+    x: &Array4<f64>,
+    out: [usize; 4],
+) -> Array4<f64> {
+    let dims = [w.shape()[0], w.shape()[1], w.shape()[2], w.shape()[3]];
     let mut y = Array4::<f64>::zeros(out);
     if let Some(b) = b {
         for ((_, t, _, _), v) in y.indexed_iter_mut() {
@@ -92,14 +107,15 @@ pub(super) fn forward(
         }
     }
     for_each_tap(
-        layer,
+        dims,
+        spec,
         x.shape(),
         out,
         |[n, t, oy, ox], [s, i, j], [c, iy, ix]| {
             y[[n, t, oy, ox]] += w[[t, s, i, j]] * x[[n, c, iy, ix]];
         },
     );
-    Ok(y)
+    y
 }
 
 pub(super) fn backward(
@@ -109,11 +125,31 @@ pub(super) fn backward(
     p: &OpParams,
 ) -> Result<OpGrad> {
     let (w, b) = weights(layer, p)?;
+    let (dx, dw, db) = backward_with(layer.spec(), w, b.is_some(), x, dy);
+    let mut params = OpParams::new();
+    params.insert("weight".into(), dw.into_dyn());
+    if let Some(db) = db {
+        params.insert("bias".into(), db.into_dyn());
+    }
+    Ok(OpGrad { input: dx, params })
+}
+
+/// The backward of [`forward_with`]: `(∂L/∂x, ∂L/∂W, ∂L/∂b)`, the bias
+/// gradient when `bias` is set.
+pub(super) fn backward_with(
+    spec: &ConvSpec,
+    w: ArrayView4<f64>,
+    bias: bool,
+    x: &Array4<f64>,
+    dy: &Array4<f64>,
+) -> (Array4<f64>, Array4<f64>, Option<Array1<f64>>) {
+    let dims = [w.shape()[0], w.shape()[1], w.shape()[2], w.shape()[3]];
     let out = [dy.shape()[0], dy.shape()[1], dy.shape()[2], dy.shape()[3]];
     let mut dx = Array4::<f64>::zeros(x.raw_dim());
     let mut dw = Array4::<f64>::zeros(w.raw_dim());
     for_each_tap(
-        layer,
+        dims,
+        spec,
         x.shape(),
         out,
         |[n, t, oy, ox], [s, i, j], [c, iy, ix]| {
@@ -122,14 +158,12 @@ pub(super) fn backward(
             dw[[t, s, i, j]] += x[[n, c, iy, ix]] * g;
         },
     );
-    let mut params = OpParams::new();
-    params.insert("weight".into(), dw.into_dyn());
-    if b.is_some() {
+    let db = bias.then(|| {
         let mut db = Array1::<f64>::zeros(out[1]);
         for ((_, t, _, _), &g) in dy.indexed_iter() {
             db[t] += g;
         }
-        params.insert("bias".into(), db.into_dyn());
-    }
-    Ok(OpGrad { input: dx, params })
+        db
+    });
+    (dx, dw, db)
 }

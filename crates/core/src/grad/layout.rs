@@ -99,3 +99,25 @@ pub(super) fn dropout_backward(d: &Dropout, dy: &Array4<f64>, mode: Mode) -> Arr
         Mode::Train { seed, .. } => dy * &dropout_mask(f64::from(d.ratio()), seed, dims_of(dy)),
     }
 }
+
+/// ShiftNet's shift (survey section 3): `out[c, y, x] = in[c, y − dy, x − dx]`
+/// (zero outside the image); with `back`, the adjoint, moving a gradient by
+/// `(−dy, −dx)` to the input it came from.
+pub(super) fn shift(op: &crate::op::Shift, x: &Array4<f64>, back: bool) -> Array4<f64> {
+    let mut y = Array4::<f64>::zeros(x.raw_dim());
+    let (h, w) = (x.shape()[2] as isize, x.shape()[3] as isize);
+    let sign = if back { -1 } else { 1 };
+    for n in 0..x.shape()[0] {
+        for (c, &(dy, dx)) in op.offsets().iter().enumerate() {
+            for yy in 0..h {
+                for xx in 0..w {
+                    let (sy, sx) = (yy - sign * dy, xx - sign * dx);
+                    if sy >= 0 && sy < h && sx >= 0 && sx < w {
+                        y[[n, c, yy as usize, xx as usize]] = x[[n, c, sy as usize, sx as usize]];
+                    }
+                }
+            }
+        }
+    }
+    y
+}

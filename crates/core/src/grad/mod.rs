@@ -23,8 +23,21 @@
 //!   value read by several nodes and returning parameter gradients by
 //!   `state_dict` name.
 //!
-//! Ops with no backward yet (the packed and sparse compressed ops, TT-linear,
-//! shift) are rejected with [`Error::Unsupported`].
+//! - The compressed ops train the values they store, never their structure
+//!   (`packed`): sparse `values` (removed weights stay zero), codebook and
+//!   PQ `centroids` (codes fixed; a centroid's gradient sums those of its
+//!   members), binary `alpha`, ternary and fixed-point `scales` (and
+//!   `offsets`), group-wise kept-tap `weight`, LCNN `dictionary` and
+//!   `coeffs`, TT-linear cores `core.0`, `core.1`, …, every `bias`; a
+//!   perforated convolution trains its dense `weight` and `bias` through the
+//!   nearest-neighbour fill; shift has an input gradient only. Binary,
+//!   ternary and fixed-point codes are fixed here: their latent
+//!   full-precision weights are trained before packing, by
+//!   quantization-aware training (`hasten-train`'s `FakeQuant`).
+//!
+//! Ops with no backward (`Int8Conv`, whose integer activation quantization
+//! has no useful gradient, and XNOR-Net binary convolutions with binarized
+//! inputs) are rejected with [`Error::Unsupported`].
 
 mod activation;
 mod batch_norm;
@@ -34,6 +47,8 @@ mod layout;
 mod linear;
 pub mod loss;
 pub mod merge;
+mod packed;
+mod perforated;
 mod pool;
 pub mod ste;
 mod tape;
@@ -41,6 +56,7 @@ mod tape;
 pub use activation::{activation_derivative, activation_value};
 pub use batch_norm::{batch_norm_batch_stats, BN_DEFAULT_MOMENTUM};
 pub use layout::dropout_mask;
+pub use packed::{dense_equivalent, dense_weight_grads, DenseEquivalent};
 pub use tape::{graph_with_params, Gradients, Tape};
 
 use std::collections::BTreeMap;
@@ -206,6 +222,9 @@ pub fn forward(op: &Op, x: &Array4<f64>, p: &OpParams, mode: Mode) -> Result<For
         | Op::Identity(_)
         | Op::ChannelShuffle(_)
         | Op::ChannelGather(_) => plain(layout::forward(op, x, dims)),
+        Op::Shift(s) => plain(layout::shift(s, x, false)),
+        Op::PerforatedConv(pc) => plain(perforated::forward(pc, x, p, dims)?),
+        _ if packed::handles(op) => plain(packed::forward(op, x, p, dims)?),
         _ => match activation::Activation::of(op) {
             Some(a) => plain(x.mapv(|v| a.value(v))),
             None => Err(Error::unsupported("reference backward", op.kind())),
@@ -245,6 +264,9 @@ pub fn backward(
         | Op::Identity(_)
         | Op::ChannelShuffle(_)
         | Op::ChannelGather(_) => plain(layout::backward(op, x, dy)),
+        Op::Shift(s) => plain(layout::shift(s, dy, true)),
+        Op::PerforatedConv(pc) => perforated::backward(pc, x, dy, p),
+        _ if packed::handles(op) => packed::backward(op, x, dy, p),
         _ => match activation::Activation::of(op) {
             Some(a) => plain(
                 ndarray::Zip::from(x)
@@ -257,8 +279,8 @@ pub fn backward(
 }
 
 /// Whether `op` has a reference backward ([`forward`] and [`backward`]
-/// accept it): false for the packed, sparse and other compressed ops, which
-/// therefore cannot be fine-tuned.
+/// accept it): false only for `Int8Conv` and XNOR-Net binary convolutions
+/// (see the module docs), which therefore cannot be fine-tuned.
 pub fn has_backward(op: &Op) -> bool {
     matches!(
         op,
@@ -275,11 +297,16 @@ pub fn has_backward(op: &Op) -> bool {
             | Op::Identity(_)
             | Op::ChannelShuffle(_)
             | Op::ChannelGather(_)
-    ) || activation::Activation::of(op).is_some()
+            | Op::Shift(_)
+            | Op::PerforatedConv(_)
+    ) || packed::handles(op)
+        || activation::Activation::of(op).is_some()
 }
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_compressed;
 
 pub use crate::graph::{inner_ops, prefix};
 

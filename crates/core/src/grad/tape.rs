@@ -4,7 +4,7 @@
 //! several nodes (or returned several times), and returns the gradients of
 //! the graph inputs and of every trainable parameter by `state_dict` name.
 
-use ndarray::{Array1, Array2, Array4, ArrayD, Ix1, Ix2, Ix4};
+use ndarray::{Array4, ArrayD};
 
 use super::{
     backward, forward, inner_ops, is_trainable, merge, op_mode, op_params, prefix, Mode, OpParams,
@@ -13,9 +13,7 @@ use super::{
 use crate::block::Block;
 use crate::error::{Error, Result};
 use crate::graph::{Graph, GraphError, NodeOp, ValueId};
-use crate::layer::{ConvLayer, LinearLayer};
-use crate::op::{BatchNorm, Op};
-use crate::weight::Conv4d;
+use crate::op::Op;
 
 /// The gradients [`Tape::backward`] returns.
 #[derive(Debug, Clone, PartialEq)]
@@ -280,18 +278,16 @@ fn unknown_param(name: String) -> Error {
     )
 }
 
-fn to_f32<D: ndarray::Dimension>(name: &str, v: &ArrayD<f64>) -> Result<ndarray::Array<f32, D>> {
-    v.mapv(|x| x as f32)
-        .into_dimensionality::<D>()
-        .map_err(|e| Error::shape(format!("parameter `{name}`"), "the op's rank", e))
-}
-
-/// `op` with the parameter values of `p` (by suffix) where given.
+/// `op` with the parameter values of `p` (by suffix) where given, rebuilt
+/// as [`Graph::set_parameters`] rebuilds it.
 fn op_with(op: &Op, pre: &str, p: &OpParams) -> Result<Op> {
-    let mut full = op_params(op);
+    let full = op_params(op);
+    let mut given = std::collections::BTreeMap::new();
     for (s, v) in p {
-        match full.get_mut(s) {
-            Some(slot) if slot.shape() == v.shape() => *slot = v.clone(),
+        match full.get(s) {
+            Some(slot) if slot.shape() == v.shape() => {
+                given.insert(s.as_str(), v.mapv(|x| x as f32));
+            }
             Some(slot) => {
                 return Err(Error::shape(
                     format!("parameter `{pre}.{s}`"),
@@ -302,29 +298,7 @@ fn op_with(op: &Op, pre: &str, p: &OpParams) -> Result<Op> {
             None => return Err(unknown_param(format!("{pre}.{s}"))),
         }
     }
-    let name = |s: &str| format!("{pre}.{s}");
-    let vec1 = |s: &str| -> Result<Option<Array1<f32>>> {
-        full.get(s).map(|v| to_f32::<Ix1>(&name(s), v)).transpose()
-    };
-    Ok(match op {
-        Op::Conv(c) => Op::Conv(ConvLayer::new(
-            Conv4d::new(to_f32::<Ix4>(&name("weight"), &full["weight"])?)?,
-            vec1("bias")?,
-            *c.spec(),
-        )?),
-        Op::Linear(_) => Op::Linear(LinearLayer::new(
-            to_f32::<Ix2>(&name("weight"), &full["weight"])? as Array2<f32>,
-            vec1("bias")?,
-        )?),
-        Op::BatchNorm(bn) => Op::BatchNorm(BatchNorm::new(
-            vec1("weight")?.expect("batch norm has γ"),
-            vec1("bias")?.expect("batch norm has β"),
-            vec1("running_mean")?.expect("batch norm has μ"),
-            vec1("running_var")?.expect("batch norm has σ²"),
-            bn.eps(),
-        )?),
-        other => other.clone(),
-    })
+    Ok(crate::graph::load::with_given(op, |s| given.get(s))?.unwrap_or_else(|| op.clone()))
 }
 
 /// A copy of `graph` whose parameters take the values of `params` (by

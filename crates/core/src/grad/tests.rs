@@ -15,7 +15,7 @@ use crate::shape::ActShape;
 use crate::spec::{ConvSpec, Padding};
 use crate::Block;
 
-fn assert_close(what: &str, err: f64, peak: f64) {
+pub(super) fn assert_close(what: &str, err: f64, peak: f64) {
     assert!(err < TOLERANCE, "{what}: relative gradient error {err:e}");
     assert!(
         peak > 1e-6,
@@ -25,7 +25,7 @@ fn assert_close(what: &str, err: f64, peak: f64) {
 
 /// Checks the input gradient and every trainable parameter gradient of `op`
 /// at `x` against central differences of `L = Σ r ⊙ forward(x)`.
-fn check_op(what: &str, op: &Op, x: &Array4<f64>, mode: Mode, rng: &mut SeededRng) {
+pub(super) fn check_op(what: &str, op: &Op, x: &Array4<f64>, mode: Mode, rng: &mut SeededRng) {
     let p = op_params(op);
     let y = forward(op, x, &p, mode).unwrap().output;
     let r: Array4<f64> = rng.normal_array_f64(y.raw_dim(), 1.0);
@@ -50,7 +50,7 @@ fn check_op(what: &str, op: &Op, x: &Array4<f64>, mode: Mode, rng: &mut SeededRn
 }
 
 /// The f64 forward in inference mode agrees with the f32 reference forward.
-fn check_matches_reference(what: &str, op: &Op, x: &Array4<f64>) {
+pub(super) fn check_matches_reference(what: &str, op: &Op, x: &Array4<f64>) {
     let y64 = forward(op, x, &op_params(op), Mode::Eval).unwrap().output;
     let y32 = op.reference_forward(&x.mapv(|v| v as f32)).unwrap();
     let err = crate::relative_error(&y32, &y64.mapv(|v| v as f32));
@@ -60,7 +60,7 @@ fn check_matches_reference(what: &str, op: &Op, x: &Array4<f64>) {
     );
 }
 
-fn conv(
+pub(super) fn conv(
     rng: &mut SeededRng,
     o: usize,
     i: usize,
@@ -518,13 +518,25 @@ fn losses_match_finite_differences_and_closed_forms() {
     assert!(mse(y.view(), z.view()).is_err());
 }
 
+/// An XNOR-Net binary convolution (binarized inputs: no backward) over
+/// `channels` input channels.
+fn xnor_conv_for(channels: usize) -> Op {
+    let layout = WeightLayout::conv([2, channels, 1, 1], ConvSpec::new()).unwrap();
+    let signs = crate::PackedCodes::pack(&vec![1; 2 * channels], 2, channels, 1).unwrap();
+    Op::BinaryConv(BinaryConv::new(layout, signs, Array1::ones(2), None, true).unwrap())
+}
+
+fn xnor_conv() -> Op {
+    xnor_conv_for(1)
+}
+
 #[test]
 fn unsupported_ops_and_bad_gradients_are_typed_errors() {
     let mut rng = SeededRng::new(10);
-    let shift = Op::Shift(Shift::new(vec![(0, 1)]).unwrap());
     let x = rng.normal_array_f64([1, 1, 3, 3], 1.0);
+    let xnor = xnor_conv();
     assert!(matches!(
-        forward(&shift, &x, &OpParams::new(), Mode::Eval),
+        forward(&xnor, &x, &op_params(&xnor), Mode::Eval),
         Err(crate::Error::Unsupported { .. })
     ));
     let op = Op::Relu(Relu);
@@ -566,6 +578,7 @@ fn has_backward_agrees_with_the_forward() {
         Op::Relu(Relu),
         Op::BatchNorm(batch_norm(&mut rng, 2)),
         Op::Shift(Shift::new(vec![(0, 1), (1, 0)]).unwrap()),
+        xnor_conv_for(2),
     ];
     for op in &ops {
         let p = op_params(op);
@@ -575,7 +588,8 @@ fn has_backward_agrees_with_the_forward() {
         );
         assert_eq!(has_backward(op), !unsupported, "{}", op.kind());
     }
-    assert!(!has_backward(&ops[3]), "the check must see both outcomes");
+    assert!(has_backward(&ops[3]));
+    assert!(!has_backward(&ops[4]), "the check must see both outcomes");
 }
 
 /// A small DAG: conv → BN → ReLU, a residual add reading the stem twice
@@ -645,7 +659,7 @@ fn small_dag(rng: &mut SeededRng) -> crate::Graph {
     b.build().unwrap()
 }
 
-fn f64_params(g: &crate::Graph) -> Params {
+pub(super) fn f64_params(g: &crate::Graph) -> Params {
     g.parameters()
         .into_iter()
         .map(|(k, v)| (k, v.mapv(f64::from)))

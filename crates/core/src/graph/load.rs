@@ -7,12 +7,15 @@
 
 use std::collections::BTreeMap;
 
-use ndarray::{Array1, Array2, ArrayD, Ix1, Ix2, Ix4};
+use ndarray::{Array1, Array2, ArrayD, Ix1, Ix2, Ix3, Ix4};
 
 use super::{inner_ops, prefix, Graph, GraphError, NodeOp};
 use crate::error::{Error, Result};
 use crate::layer::{ConvLayer, LinearLayer};
-use crate::op::{BatchNorm, Op};
+use crate::op::{
+    BatchNorm, BinaryConv, CodebookConv, Csr, FixedPointConv, GroupwiseConv, LcnnConv, Op,
+    PerforatedConv, ProductQuantizedConv, SparseConv, SparseLinear, TernaryConv, TtLinear,
+};
 use crate::weight::Conv4d;
 use crate::Block;
 
@@ -92,7 +95,10 @@ impl Graph {
 
 /// `op` with the parameters `get` returns by suffix (`weight`, `bias`, …)
 /// replaced; `None` when it gives none of them.
-fn with_given<'a>(op: &Op, get: impl Fn(&str) -> Option<&'a ArrayD<f32>>) -> Result<Option<Op>> {
+pub(crate) fn with_given<'a>(
+    op: &Op,
+    get: impl Fn(&str) -> Option<&'a ArrayD<f32>>,
+) -> Result<Option<Op>> {
     Ok(match op {
         Op::Conv(c) => {
             let (w, b) = (get("weight"), get("bias"));
@@ -140,8 +146,126 @@ fn with_given<'a>(op: &Op, get: impl Fn(&str) -> Option<&'a ArrayD<f32>>) -> Res
                 )
             }
         }
-        _ => None,
+        _ => compressed_with_given(op, get)?,
     })
+}
+
+/// [`with_given`] for the compressed ops: the op rebuilt around its fixed
+/// structure (sparsity pattern, codes, taps, dictionary indices) with the
+/// given stored values (see [`super::op_parameters`]).
+fn compressed_with_given<'a>(
+    op: &Op,
+    get: impl Fn(&str) -> Option<&'a ArrayD<f32>>,
+) -> Result<Option<Op>> {
+    let current = super::op_parameters(op);
+    if current.iter().all(|(n, _)| get(n).is_none()) {
+        return Ok(None);
+    }
+    let pick = |name: &str| -> ArrayD<f32> {
+        get(name).cloned().unwrap_or_else(|| {
+            current
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.clone())
+                .expect("a parameter of the op")
+        })
+    };
+    let bias = |has: bool| -> Result<Option<Array1<f32>>> {
+        has.then(|| dim::<Ix1>(&pick("bias"))).transpose()
+    };
+    let values = |csr: &Csr| -> Result<Csr> {
+        Csr::new(
+            csr.rows(),
+            csr.cols(),
+            csr.row_ptr().to_vec(),
+            csr.col_idx().to_vec(),
+            pick("values").iter().copied().collect(),
+        )
+    };
+    Ok(Some(match op {
+        Op::SparseConv(s) => SparseConv::new(
+            values(s.filters())?,
+            s.in_channels(),
+            s.kernel_hw(),
+            bias(s.bias().is_some())?,
+            *s.spec(),
+        )?
+        .into(),
+        Op::SparseLinear(s) => {
+            SparseLinear::new(values(s.weight())?, bias(s.bias().is_some())?)?.into()
+        }
+        Op::CodebookConv(c) => CodebookConv::new(
+            *c.layout(),
+            c.codes().clone(),
+            dim::<Ix2>(&pick("centroids"))?,
+            bias(c.bias().is_some())?,
+        )?
+        .into(),
+        Op::ProductQuantizedConv(q) => ProductQuantizedConv::new(
+            *q.layout(),
+            q.codes().clone(),
+            dim::<Ix3>(&pick("centroids"))?,
+            bias(q.bias().is_some())?,
+        )?
+        .into(),
+        Op::BinaryConv(b) => BinaryConv::new(
+            *b.layout(),
+            b.signs().clone(),
+            dim::<Ix1>(&pick("alpha"))?,
+            bias(b.bias().is_some())?,
+            b.binarize_input(),
+        )?
+        .into(),
+        Op::TernaryConv(t) => TernaryConv::new(
+            *t.layout(),
+            t.codes().clone(),
+            dim::<Ix1>(&pick("scales"))?,
+            bias(t.bias().is_some())?,
+        )?
+        .into(),
+        Op::FixedPointConv(f) => FixedPointConv::new(
+            *f.layout(),
+            f.codes().clone(),
+            dim::<Ix1>(&pick("scales"))?,
+            dim::<Ix1>(&pick("offsets"))?,
+            bias(f.bias().is_some())?,
+        )?
+        .into(),
+        Op::GroupwiseConv(g) => GroupwiseConv::new(
+            g.in_channels(),
+            g.kernel_hw(),
+            g.taps().to_vec(),
+            dim::<Ix2>(&pick("weight"))?,
+            bias(g.bias().is_some())?,
+            *g.spec(),
+        )?
+        .into(),
+        Op::PerforatedConv(p) => {
+            let conv = ConvLayer::new(
+                Conv4d::new(dim::<Ix4>(&pick("weight"))?)?,
+                bias(p.conv().bias().is_some())?,
+                *p.conv().spec(),
+            )?;
+            PerforatedConv::new(conv, p.out_hw(), p.mask().to_vec())?.into()
+        }
+        Op::LcnnConv(l) => LcnnConv::new(
+            *l.layout(),
+            dim::<Ix2>(&pick("dictionary"))?,
+            l.offsets().to_vec(),
+            l.indices().to_vec(),
+            pick("coeffs").iter().copied().collect(),
+            bias(l.bias().is_some())?,
+        )?
+        .into(),
+        Op::TtLinear(t) => TtLinear::new(
+            (0..t.cores().len())
+                .map(|k| dim::<Ix4>(&pick(&super::tt_core_name(k))))
+                .collect::<Result<_>>()?,
+            bias(t.bias().is_some())?,
+        )?
+        .into(),
+        _ => return Ok(None),
+    }))
 }
 
 fn dim<D: ndarray::Dimension>(a: &ArrayD<f32>) -> Result<ndarray::Array<f32, D>> {

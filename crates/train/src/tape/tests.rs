@@ -269,3 +269,118 @@ fn bad_inputs_and_parameters_are_typed_errors() {
     let s = ParamStore::from_graph(&g);
     assert!(TrainTape::forward(&g, &s, &[one], Mode::train(0)).is_err());
 }
+
+/// The compressed ops (sparse, codebook, product-quantized, ternary,
+/// binary, fixed-point, group-wise, perforated, TT-linear) train through
+/// the f32 kernels as the f64 reference does.
+#[test]
+fn compressed_ops_match_the_reference() {
+    use hasten_core::op::{
+        BinaryConv, CodebookConv, FixedPointConv, GroupwiseConv, PerforatedConv,
+        ProductQuantizedConv, SparseConv, SparseLinear, TernaryConv, TtLinear, WeightLayout,
+    };
+    use hasten_core::{bits_for, PackedCodes};
+    let mut rng = SeededRng::new(31);
+    let pad = ConvSpec::new().with_padding(1);
+    let mut codes = |rows: usize, cols: usize, k: usize| {
+        let idx: Vec<u32> = (0..rows * cols).map(|_| rng.below(k) as u32).collect();
+        PackedCodes::pack(&idx, rows, cols, bits_for(k)).unwrap()
+    };
+    let layout = |o: usize, i: usize, k: usize, spec: ConvSpec| {
+        WeightLayout::conv([o, i, k, k], spec).unwrap()
+    };
+    let (c1, c2, c3, c4, c5) = (
+        codes(4, 36, 4),
+        codes(2, 4, 2),
+        codes(4, 36, 3),
+        codes(4, 36, 2),
+        codes(4, 4, 16),
+    );
+    let mut rng = SeededRng::new(32);
+    let dense = |rng: &mut SeededRng, o: usize, i: usize, k: usize, spec: ConvSpec| {
+        let w: Array4<f32> = rng.normal_array((o, i, k, k), 0.4);
+        let w = w.mapv(|v| if v.abs() < 0.2 { 0.0 } else { v });
+        ConvLayer::new(
+            Conv4d::new(w).unwrap(),
+            Some(rng.normal_array(o, 0.1)),
+            spec,
+        )
+        .unwrap()
+    };
+    let ternary_codes = {
+        let v: Vec<u32> = (0..4 * 36)
+            .map(|i| c3.get(i / 36, i % 36).unwrap())
+            .collect();
+        PackedCodes::pack(&v, 4, 36, 2).unwrap()
+    };
+    let mut b = GraphBuilder::new();
+    let x = b.input("x", ActShape::new(2, 6, 6));
+    let y = b.op(
+        "sparse",
+        SparseConv::from_conv(&dense(&mut rng, 4, 2, 3, pad)).unwrap(),
+        x,
+    );
+    let y = b.op("relu", Relu, y);
+    let cb = CodebookConv::new(
+        layout(4, 4, 3, pad),
+        c1,
+        rng.normal_array((4, 4), 0.3),
+        None,
+    );
+    let y = b.op("codebook", cb.unwrap(), y);
+    let pq = ProductQuantizedConv::new(
+        layout(4, 4, 1, ConvSpec::new()),
+        c2,
+        rng.normal_array((2, 2, 2), 0.3),
+        Some(rng.normal_array(4, 0.1)),
+    );
+    let y = b.op("pq", pq.unwrap(), y);
+    let tern = TernaryConv::new(
+        layout(4, 4, 3, pad),
+        ternary_codes,
+        rng.normal_array(4, 0.3),
+        None,
+    );
+    let y = b.op("ternary", tern.unwrap(), y);
+    let bin = BinaryConv::new(
+        layout(4, 4, 3, pad.with_stride(2)),
+        c4,
+        rng.normal_array(4, 0.3),
+        Some(rng.normal_array(4, 0.1)),
+        false,
+    );
+    let y = b.op("binary", bin.unwrap(), y);
+    let fixed = FixedPointConv::new(
+        layout(4, 4, 1, ConvSpec::new()),
+        c5,
+        rng.normal_array(1, 0.05),
+        rng.normal_array(1, 0.1),
+        None,
+    );
+    let y = b.op("fixed", fixed.unwrap(), y);
+    let taps = vec![(0, 0, 0), (1, 1, 1), (2, 2, 0), (3, 0, 2), (3, 1, 1)];
+    let gw = GroupwiseConv::from_conv(&dense(&mut rng, 4, 4, 3, pad), taps).unwrap();
+    let y = b.op("groupwise", gw, y);
+    let mask: Vec<bool> = (0..9).map(|k| k % 2 == 0).collect();
+    let perf = PerforatedConv::new(dense(&mut rng, 4, 4, 3, pad), (3, 3), mask).unwrap();
+    let y = b.op("perforated", perf, y);
+    let y = b.op("flatten", Flatten, y);
+    let tt = TtLinear::new(
+        vec![
+            rng.normal_array((1, 2, 6, 2), 0.4),
+            rng.normal_array((2, 3, 6, 1), 0.4),
+        ],
+        Some(rng.normal_array(6, 0.1)),
+    )
+    .unwrap();
+    let y = b.op("tt", tt, y);
+    let lin = LinearLayer::new(rng.normal_array((3, 6), 0.5), None).unwrap();
+    let lin = lin.weight().mapv(|v| if v.abs() < 0.3 { 0.0 } else { v });
+    let sl =
+        SparseLinear::from_linear(&LinearLayer::new(lin, Some(rng.normal_array(3, 0.1))).unwrap());
+    let y = b.op("head", sl.unwrap(), y);
+    b.output(y);
+    let graph = b.build().unwrap();
+    compare("compressed eval", &graph, 3, Mode::Eval, 1);
+    compare("compressed train", &graph, 3, Mode::train(2), 2);
+}
