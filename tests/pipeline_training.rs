@@ -105,10 +105,11 @@ const QAT_RECIPE: &str = r#"
     method = { name = "ternarize", granularity = "per-channel" }
 "#;
 
-/// QAT in a recipe beats post-training quantization (the same recipe
-/// without `qat`, whose fine-tuning cannot run on packed ops) and
-/// fine-tune-then-quantize by at least 5 points (one run: float 90.0 %,
-/// PTQ 70.2 %, fine-tuned then quantized 70.1 %, QAT 80.1 %), and freezing keeps exactly the `q(W)` of the
+/// QAT in a recipe beats post-training quantization whose fine-tuning can
+/// only move the packed ops' scales and biases (the same recipe without
+/// `qat`), and beats fine-tune-then-quantize by at least 5 points (one run:
+/// float 90.0 %, PTQ with its scales fine-tuned 79.1 %, fine-tuned then
+/// quantized 70.1 %, QAT 80.1 %); freezing keeps exactly the `q(W)` of the
 /// training: the frozen ops equal the quantizers applied to the weights
 /// of the same quantization-aware run made by hand with the trainer.
 #[test]
@@ -125,12 +126,7 @@ fn qat_in_a_recipe_beats_post_training_quantization_and_freezes_the_trained_weig
     use Event::{FineTune, FineTuneSkipped, Freeze, Transform};
     assert_eq!(
         ptq_report.events,
-        [
-            Transform(1),
-            FineTuneSkipped(1),
-            Transform(2),
-            FineTuneSkipped(2)
-        ]
+        [Transform(1), FineTune(1), Transform(2), FineTune(2)]
     );
     assert_eq!(
         report.events,
@@ -166,7 +162,7 @@ fn qat_in_a_recipe_beats_post_training_quantization_and_freezes_the_trained_weig
         evaluate(&g, &data.test, 256).unwrap()
     };
     assert!(
-        qat_acc >= ptq_acc + 0.05 && qat_acc >= tuned_then_quantized + 0.05,
+        qat_acc > ptq_acc && qat_acc >= tuned_then_quantized + 0.05,
         "float {float_acc}, PTQ {ptq_acc}, fine-tuned then quantized {tuned_then_quantized}, QAT {qat_acc}"
     );
 
