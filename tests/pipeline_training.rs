@@ -123,7 +123,7 @@ fn qat_in_a_recipe_beats_post_training_quantization_and_freezes_the_trained_weig
     };
     let (ptq, ptq_report) = run(false);
     let (qat, report) = run(true);
-    use Event::{FineTune, FineTuneSkipped, Freeze, Transform};
+    use Event::{FineTune, Freeze, Transform};
     assert_eq!(
         ptq_report.events,
         [Transform(1), FineTune(1), Transform(2), FineTune(2)]
