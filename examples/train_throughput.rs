@@ -51,6 +51,12 @@ fn parse() -> Result<Args, String> {
             other => return Err(format!("unknown argument `{other}`")),
         }
     }
+    if args.model != "lenet5" && args.model != "resnet8" {
+        return Err(format!(
+            "--model: `{}`, expected `lenet5` or `resnet8`",
+            args.model
+        ));
+    }
     if args.steps == 0 || args.batch == 0 || args.threads == 0 {
         return Err("--steps, --batch and --threads must be >= 1".into());
     }
@@ -59,10 +65,10 @@ fn parse() -> Result<Args, String> {
 
 fn run(args: &Args) -> Result<(), TrainError> {
     let config = ModelConfig::mnist().with_seed(7);
-    let graph = match args.model.as_str() {
-        "lenet5" => lenet5(&config)?,
-        "resnet8" => resnet8(&config)?,
-        other => return Err(TrainError::invalid("model", other, "`lenet5` or `resnet8`")),
+    let graph = if args.model == "resnet8" {
+        resnet8(&config)?
+    } else {
+        lenet5(&config)?
     };
     let n = args.steps * args.batch;
     let mut rng = SeededRng::new(1);
