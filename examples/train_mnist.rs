@@ -99,7 +99,7 @@ fn train<O: Optimizer>(args: &Args, optimizer: O, lr: f32) -> Result<(), TrainEr
     let graph = lenet5(&ModelConfig::mnist().with_seed(7))?;
     let mut trainer = Trainer::new(graph, optimizer, schedule, config)?;
     // The test split is evaluated with the same normalisation.
-    let test = normalized(&splits.test)?;
+    let test = splits.test.normalized(&[0.1307], &[0.3081])?;
     let history = trainer.fit(&splits.train, &test, print_epoch)?;
     let last = history.last().expect("at least one epoch");
     let train_secs: f64 = history.iter().map(|e| e.seconds).sum();
@@ -111,13 +111,6 @@ fn train<O: Optimizer>(args: &Args, optimizer: O, lr: f32) -> Result<(), TrainEr
         start.elapsed().as_secs_f64()
     );
     Ok(())
-}
-
-fn normalized(
-    set: &hasten::train::data::ImageSet,
-) -> Result<hasten::train::data::ImageSet, TrainError> {
-    let images = set.images().mapv(|v| (v - 0.1307) / 0.3081);
-    hasten::train::data::ImageSet::new(images, set.labels().to_vec(), set.classes())
 }
 
 fn main() -> ExitCode {

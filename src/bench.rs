@@ -72,6 +72,16 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     Some(ns as f64 * 1e-9)
 }
 
+/// The peak resident memory of this process so far, in bytes (Linux
+/// `VmHWM` of `/proc/self/status`, the figure `getrusage`'s `ru_maxrss`
+/// reports), or `None` where the platform does not report it.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 /// The CPU model as the operating system names it (Linux `/proc/cpuinfo`),
 /// or the architecture where it is not available.
 pub fn cpu_model() -> String {
@@ -97,6 +107,21 @@ mod tests {
         assert_eq!(lat.runs, 7);
         assert_eq!(calls, 8, "one warm-up run plus the timed runs");
         assert!(lat.min <= lat.median);
+    }
+
+    #[test]
+    fn peak_rss_covers_a_touched_buffer() {
+        if let Some(before) = peak_rss_bytes() {
+            // 64 MiB written page by page must be resident at once.
+            let mut big = vec![0u8; 64 << 20];
+            for i in (0..big.len()).step_by(4096) {
+                big[i] = 1;
+            }
+            std::hint::black_box(&big);
+            let after = peak_rss_bytes().unwrap();
+            assert!(after >= 64 << 20, "{after}");
+            assert!(after >= before);
+        }
     }
 
     #[test]

@@ -102,6 +102,25 @@ impl ImageSet {
         }
     }
 
+    /// The set with channel `c` mapped to `(x − mean[c]) / std[c]` — the
+    /// [`Augment::normalize`] of a training pipeline applied once to a test
+    /// split; the same errors (lengths, non-finite or non-positive std, a
+    /// channel count other than the samples').
+    pub fn normalized(&self, mean: &[f32], std: &[f32]) -> Result<ImageSet> {
+        let augment = Augment::new().normalize(mean, std)?;
+        let mut images = self.images.clone();
+        let mut rng = hasten_core::SeededRng::new(0);
+        for mut sample in images.outer_iter_mut() {
+            let out = augment.apply(sample.view(), &mut rng)?;
+            sample.assign(&out);
+        }
+        Ok(ImageSet {
+            images,
+            labels: self.labels.clone(),
+            classes: self.classes,
+        })
+    }
+
     /// An IDX image file (`N×H×W` bytes) and label file (`N` bytes), pixels
     /// scaled to `[0, 1]`, labels `< classes`.
     pub fn from_idx_files(images: &Path, labels: &Path, classes: usize) -> Result<Self> {

@@ -271,3 +271,19 @@ fn full_data_sets_load_when_fetched() {
         assert!(counts.iter().all(|&c| c > 800), "{name}: {counts:?}");
     }
 }
+
+#[test]
+fn normalized_maps_each_channel_and_rejects_bad_statistics() {
+    let images = Array4::from_shape_fn((3, 2, 2, 2), |(n, c, y, x)| {
+        (n * 8 + c * 4 + y * 2 + x) as f32 / 24.0
+    });
+    let set = ImageSet::new(images.clone(), vec![0, 1, 2], 3).unwrap();
+    let norm = set.normalized(&[0.5, -1.0], &[2.0, 0.25]).unwrap();
+    for ((n, c, y, x), &v) in norm.images().indexed_iter() {
+        let (mean, std) = if c == 0 { (0.5, 2.0) } else { (-1.0, 0.25) };
+        assert_eq!(v, (images[[n, c, y, x]] - mean) / std);
+    }
+    assert_eq!(norm.labels(), set.labels());
+    assert!(set.normalized(&[0.5], &[1.0]).is_err());
+    assert!(set.normalized(&[0.5, 0.5], &[1.0, 0.0]).is_err());
+}
