@@ -40,7 +40,30 @@ impl LowRank {
     }
 }
 
-/// The best rank-`rank` factorisation of `m` (`1 ≤ rank ≤ min(m, n)`).
+/// The best rank-`rank` factorisation of `m` (`1 ≤ rank ≤ min(m, n)`) in
+/// the Frobenius norm (Eckart–Young): the truncated SVD of eq. (2), its
+/// singular values split evenly between the two factors.
+///
+/// # Errors
+/// [`Error::InvalidRank`] for a rank outside `1..=min(m, n)`, and the input
+/// errors of [`linalg::thin_svd`] (empty or non-finite matrix).
+///
+/// ```
+/// use hasten_core::{ndarray::Array2, SeededRng};
+/// use hasten_tensor_decomp::low_rank;
+///
+/// // A rank-2 matrix is recovered exactly at rank 2.
+/// let mut rng = SeededRng::new(0);
+/// let a: Array2<f64> = rng.normal_array_f64((6, 2), 1.0);
+/// let b: Array2<f64> = rng.normal_array_f64((2, 5), 1.0);
+/// let m = a.dot(&b);
+/// let f = low_rank(m.view(), 2)?;
+/// assert_eq!((f.left.dim(), f.right.dim()), ((6, 2), (2, 5)));
+/// let err = (&f.reconstruct()? - &m).iter().fold(0.0f64, |e, v| e.max(v.abs()));
+/// assert!(err < 1e-10);
+/// assert!(low_rank(m.view(), 6).is_err());
+/// # Ok::<(), hasten_core::Error>(())
+/// ```
 pub fn low_rank(m: ArrayView2<f64>, rank: usize) -> Result<LowRank> {
     let svd = linalg::thin_svd(m)?;
     from_svd(&svd, rank)

@@ -125,7 +125,32 @@ pub fn tt_bond_bounds(shape: &[usize]) -> Vec<usize> {
         .collect()
 }
 
-/// TT-SVD of `tensor` (order ≥ 2).
+/// TT-SVD of `tensor` (order ≥ 2): sequential truncated SVDs of its
+/// unfoldings (Oseledets), the decomposition behind Novikov et al. \[26\]
+/// (survey section 2). With [`TtRank::Accuracy`]`(ε)` each bond is truncated
+/// at `ε‖X‖/√(d−1)`, so the total error is at most `ε‖X‖`.
+///
+/// # Errors
+/// [`Error::ShapeMismatch`] for a tensor of order below 2,
+/// [`Error::EmptyDimension`] or [`Error::NonFinite`] for an empty or
+/// non-finite tensor, [`Error::InvalidRank`] for [`TtRank::Max`] outside
+/// `1..=` the largest bond bound, and [`Error::InvalidParameter`] for an
+/// accuracy outside `[0, 1)`.
+///
+/// ```
+/// use hasten_core::{ndarray::IxDyn, SeededRng};
+/// use hasten_tensor_decomp::{tt_svd, TtRank};
+///
+/// let x = SeededRng::new(0).normal_array_f64(IxDyn(&[3, 4, 5]), 1.0);
+/// // ε = 0 keeps every bond at full rank: the train is exact.
+/// let tt = tt_svd(&x, TtRank::Accuracy(0.0))?;
+/// assert_eq!(tt.ranks(), vec![1, 3, 5, 1]);
+/// let err = (&tt.to_tensor()? - &x).iter().fold(0.0f64, |e, v| e.max(v.abs()));
+/// assert!(err < 1e-10);
+/// assert_eq!(tt_svd(&x, TtRank::Max(2))?.ranks(), vec![1, 2, 2, 1]);
+/// assert!(tt_svd(&x, TtRank::Accuracy(1.0)).is_err());
+/// # Ok::<(), hasten_core::Error>(())
+/// ```
 pub fn tt_svd(tensor: &ArrayD<f64>, rank: TtRank) -> Result<TtTensor> {
     check_tensor("TT-SVD input", tensor)?;
     let shape = tensor.shape().to_vec();

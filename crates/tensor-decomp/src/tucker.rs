@@ -69,7 +69,33 @@ fn leading_subspace(m: &Array2<f64>, r: usize) -> Result<(Array2<f64>, f64)> {
 }
 
 /// Tucker decomposition of `tensor` over `modes` with `ranks[i]` for
-/// `modes[i]` (`1 ≤ rank ≤ I_mode`, modes distinct).
+/// `modes[i]` (`1 ≤ rank ≤ I_mode`, modes distinct): HOSVD start, then
+/// HOOI sweeps (section 2, Kim et al. \[24\]).
+///
+/// # Errors
+/// [`Error::ShapeMismatch`] for a tensor of order below 2 or when `modes`
+/// is empty or not as long as `ranks`, [`Error::EmptyDimension`] or
+/// [`Error::NonFinite`] for an empty or non-finite tensor,
+/// [`Error::InvalidParameter`] for a repeated or out-of-range mode or a
+/// negative or non-finite `tol`, and [`Error::InvalidRank`] for a rank
+/// outside `1..=I_mode`.
+///
+/// ```
+/// use hasten_core::{ndarray::IxDyn, SeededRng};
+/// use hasten_tensor_decomp::partial_tucker;
+/// use hasten_tensor_decomp::tucker::TuckerOptions;
+///
+/// let x = SeededRng::new(0).normal_array_f64(IxDyn(&[4, 5, 6]), 1.0);
+/// let t = partial_tucker(&x, &[0, 2], &[2, 3], &TuckerOptions::default())?;
+/// assert_eq!(t.core.shape(), &[2, 5, 3]);
+/// assert_eq!(t.to_tensor()?.shape(), x.shape());
+/// // Full ranks on the decomposed modes reproduce the tensor.
+/// let full = partial_tucker(&x, &[0, 2], &[4, 6], &TuckerOptions::default())?;
+/// let err = (&full.to_tensor()? - &x).iter().fold(0.0f64, |e, v| e.max(v.abs()));
+/// assert!(err < 1e-10);
+/// assert!(partial_tucker(&x, &[0, 0], &[2, 2], &TuckerOptions::default()).is_err());
+/// # Ok::<(), hasten_core::Error>(())
+/// ```
 pub fn partial_tucker(
     tensor: &ArrayD<f64>,
     modes: &[usize],
@@ -224,6 +250,28 @@ impl Tucker2Factors {
 /// contractions arranged for kernels: the kernel is stored once as
 /// `X[n, (s, c)]` (`s` the spatial position), so that every step is one GEMM
 /// and the Grams of both projected unfoldings are single GEMMs too.
+///
+/// # Errors
+/// [`Error::EmptyDimension`] or [`Error::NonFinite`] for an empty or
+/// non-finite kernel, [`Error::InvalidRank`] for a rank outside `1..=N` or
+/// `1..=C`, and [`Error::InvalidParameter`] for a negative or non-finite
+/// `tol`.
+///
+/// ```
+/// use hasten_core::{ndarray::Array4, SeededRng};
+/// use hasten_tensor_decomp::tucker2;
+/// use hasten_tensor_decomp::tucker::TuckerOptions;
+///
+/// let w: Array4<f64> = SeededRng::new(0).normal_array_f64((8, 6, 3, 3), 1.0);
+/// let f = tucker2(&w, 4, 3, &TuckerOptions::default())?;
+/// assert_eq!(f.core.dim(), (4, 3, 3, 3));
+/// assert_eq!((f.output.dim(), f.input.dim()), ((8, 4), (6, 3)));
+/// // Full channel ranks reproduce the kernel.
+/// let full = tucker2(&w, 8, 6, &TuckerOptions::default())?.reconstruct()?;
+/// assert!((&full - &w).iter().all(|v| v.abs() < 1e-10));
+/// assert!(tucker2(&w, 9, 3, &TuckerOptions::default()).is_err());
+/// # Ok::<(), hasten_core::Error>(())
+/// ```
 pub fn tucker2(
     kernel: &Array4<f64>,
     output_rank: usize,

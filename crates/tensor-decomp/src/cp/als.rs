@@ -126,6 +126,15 @@ pub struct CpResult {
 /// Fits a rank-`rank` CP decomposition to `tensor` (order ≥ 2, non-empty,
 /// finite; `1 ≤ rank ≤ Π I_n / max I_n`).
 ///
+/// # Errors
+/// [`Error::ShapeMismatch`](hasten_core::Error::ShapeMismatch) for a tensor
+/// of order below 2, [`Error::EmptyDimension`](hasten_core::Error::EmptyDimension)
+/// or [`Error::NonFinite`](hasten_core::Error::NonFinite) for an empty or
+/// non-finite tensor, [`Error::InvalidRank`](hasten_core::Error::InvalidRank)
+/// for a rank outside `1..=Π I_n / max I_n`, and
+/// [`Error::InvalidParameter`](hasten_core::Error::InvalidParameter) for a
+/// negative or non-finite `tol` or `l2`.
+///
 /// ```
 /// use hasten_core::{ndarray::IxDyn, SeededRng};
 /// use hasten_tensor_decomp::cp::{cp_als, CpOptions};

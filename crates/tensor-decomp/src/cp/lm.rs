@@ -89,6 +89,32 @@ fn gauss_newton_product(factors: &Factors, grams: &[Array2<f64>], v: &Factors) -
 /// Refines `start` by Levenberg–Marquardt on `tensor`. The error history
 /// holds the relative error of the start followed by that of every
 /// accepted step (non-increasing).
+///
+/// # Errors
+/// [`Error::ShapeMismatch`](hasten_core::Error::ShapeMismatch) for a tensor
+/// of order below 2, [`Error::EmptyDimension`](hasten_core::Error::EmptyDimension)
+/// or [`Error::NonFinite`](hasten_core::Error::NonFinite) for an empty or
+/// non-finite tensor, [`Error::InvalidRank`](hasten_core::Error::InvalidRank)
+/// for a rank outside `1..=Π I_n / max I_n` (the start's rank), the errors of
+/// [`CpTensor::validate`] for an invalid start,
+/// [`Error::ShapeMismatch`](hasten_core::Error::ShapeMismatch) when the
+/// start's shape is not the tensor's, and
+/// [`Error::InvalidParameter`](hasten_core::Error::InvalidParameter) for bad
+/// options.
+///
+/// ```
+/// use hasten_core::{ndarray::IxDyn, SeededRng};
+/// use hasten_tensor_decomp::cp::{cp_als, cp_lm, CpOptions, LmOptions};
+///
+/// let x = SeededRng::new(0).normal_array_f64(IxDyn(&[4, 5, 6]), 1.0);
+/// let start = cp_als(&x, 3, &CpOptions::default().with_max_iter(3))?;
+/// let fit = cp_lm(&x, &start.cp, &LmOptions::default())?;
+/// let h = &fit.error_history;
+/// assert!(h.windows(2).all(|w| w[1] <= w[0]));
+/// let y = SeededRng::new(0).normal_array_f64(IxDyn(&[4, 5, 7]), 1.0);
+/// assert!(cp_lm(&y, &start.cp, &LmOptions::default()).is_err());
+/// # Ok::<(), hasten_core::Error>(())
+/// ```
 pub fn cp_lm(tensor: &ArrayD<f64>, start: &CpTensor, options: &LmOptions) -> Result<CpResult> {
     check_tensor("CP-LM tensor", tensor)?;
     start.validate()?;

@@ -40,6 +40,34 @@ impl Default for PowerOptions {
 
 /// Rank-`rank` CP decomposition by the tensor power method with deflation.
 /// The error history holds the relative error after each component.
+///
+/// # Errors
+/// [`Error::ShapeMismatch`](hasten_core::Error::ShapeMismatch) for a tensor
+/// of order below 2, [`Error::EmptyDimension`](hasten_core::Error::EmptyDimension)
+/// or [`Error::NonFinite`](hasten_core::Error::NonFinite) for an empty or
+/// non-finite tensor, [`Error::InvalidRank`](hasten_core::Error::InvalidRank)
+/// for a rank outside `1..=Π I_n / max I_n`, and
+/// [`Error::InvalidParameter`](hasten_core::Error::InvalidParameter) for
+/// zero `restarts`.
+///
+/// ```
+/// use hasten_core::{ndarray::{Array1, ArrayD, IxDyn}, SeededRng};
+/// use hasten_tensor_decomp::cp::{cp_power, PowerOptions};
+///
+/// // A planted rank-1 tensor a ∘ b ∘ c is recovered by the power method.
+/// let mut rng = SeededRng::new(1);
+/// let (a, b, c): (Array1<f64>, Array1<f64>, Array1<f64>) = (
+///     rng.normal_array_f64(3, 1.0),
+///     rng.normal_array_f64(4, 1.0),
+///     rng.normal_array_f64(5, 1.0),
+/// );
+/// let x = ArrayD::from_shape_fn(IxDyn(&[3, 4, 5]), |i| a[i[0]] * b[i[1]] * c[i[2]]);
+/// let fit = cp_power(&x, 1, &PowerOptions::default())?;
+/// assert!(fit.error_history[0] < 1e-6);
+/// let none = PowerOptions { restarts: 0, ..PowerOptions::default() };
+/// assert!(cp_power(&x, 1, &none).is_err());
+/// # Ok::<(), hasten_core::Error>(())
+/// ```
 pub fn cp_power(tensor: &ArrayD<f64>, rank: usize, options: &PowerOptions) -> Result<CpResult> {
     check_tensor("tensor power method input", tensor)?;
     check_rank(tensor.shape(), rank)?;
