@@ -9,6 +9,19 @@ use rand_chacha::rand_core::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 /// A reproducible random stream.
+///
+/// ```
+/// use hasten_core::{ndarray::Array2, SeededRng};
+///
+/// // The same seed gives the same stream; forks are independent streams.
+/// let a: Array2<f32> = SeededRng::new(7).normal_array((3, 4), 1.0);
+/// let b: Array2<f32> = SeededRng::new(7).normal_array((3, 4), 1.0);
+/// assert_eq!(a, b);
+/// let mut rng = SeededRng::new(7);
+/// assert_ne!(rng.fork(0).next_u64(), rng.fork(1).next_u64());
+/// let u = rng.uniform_in(-1.0, 1.0);
+/// assert!((-1.0..1.0).contains(&u) && rng.below(5) < 5);
+/// ```
 #[derive(Debug, Clone)]
 pub struct SeededRng {
     inner: ChaCha8Rng,

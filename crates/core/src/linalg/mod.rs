@@ -57,6 +57,20 @@ fn check(what: &str, a: &ArrayView2<f64>) -> Result<()> {
 /// # Errors
 /// [`Error::EmptyDimension`] for an empty matrix, [`Error::NonFinite`] for a
 /// NaN or infinite entry, a backend error if the iteration fails.
+///
+/// ```
+/// use hasten_core::linalg::thin_svd;
+/// use hasten_core::ndarray::array;
+///
+/// // Singular values of diag(3, 4) padded with a zero column: 4 and 3.
+/// let a = array![[3.0, 0.0, 0.0], [0.0, 4.0, 0.0]];
+/// let svd = thin_svd(a.view())?;
+/// assert_eq!((svd.u.dim(), svd.vt.dim()), ((2, 2), (2, 3)));
+/// assert!((svd.s[0] - 4.0).abs() < 1e-12 && (svd.s[1] - 3.0).abs() < 1e-12);
+/// assert!((&svd.reconstruct(2) - &a).iter().all(|v| v.abs() < 1e-12));
+/// assert!(thin_svd(array![[f64::NAN]].view()).is_err());
+/// # Ok::<(), hasten_core::Error>(())
+/// ```
 pub fn thin_svd(a: ArrayView2<f64>) -> Result<Svd> {
     check("SVD input", &a)?;
     backend::svd(a)

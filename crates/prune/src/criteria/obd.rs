@@ -10,6 +10,23 @@ use ndarray::Array4;
 use crate::slice::Slicing;
 
 /// Per slice: `Σ_{k ∈ slice} ½ h_kk w_k²`, `hessian_diag` shaped like the kernel.
+///
+/// # Errors
+/// [`Error::NonFinite`] for a NaN or infinite Hessian entry and
+/// [`Error::ShapeMismatch`] when `hessian_diag` is not shaped like the kernel.
+///
+/// ```
+/// use hasten_core::{ndarray::Array4, Conv4d};
+/// use hasten_prune::criteria::obd;
+/// use hasten_prune::Slicing;
+///
+/// // Filter 0 holds 3 and −4, filter 1 holds 0 and 1; every curvature is 2.
+/// let w = Conv4d::new(Array4::from_shape_vec((2, 1, 1, 2), vec![3.0, -4.0, 0.0, 1.0])?)?;
+/// let h = Array4::from_elem((2, 1, 1, 2), 2.0);
+/// assert_eq!(obd(&w, &h, Slicing::Filter)?, [25.0, 1.0]); // ½·2·(9 + 16), ½·2·1
+/// assert!(obd(&w, &Array4::from_elem((2, 1, 1, 1), 2.0), Slicing::Filter).is_err());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn obd(weight: &Conv4d, hessian_diag: &Array4<f32>, slicing: Slicing) -> Result<Vec<f64>> {
     hasten_core::error::ensure_finite("Hessian diagonal", hessian_diag.iter())?;
     if hessian_diag.shape() != weight.array().shape() {

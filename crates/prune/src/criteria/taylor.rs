@@ -12,6 +12,26 @@ use super::{check_acts, same_shape};
 ///
 /// `acts` and `grads` are NCHW arrays of the same shape (the gradient of the
 /// loss with respect to those activations).
+///
+/// # Errors
+/// [`Error::EmptyDimension`](hasten_core::Error::EmptyDimension) for an empty
+/// batch and [`Error::NonFinite`](hasten_core::Error::NonFinite) for a NaN or
+/// infinite activation or gradient, and
+/// [`Error::ShapeMismatch`](hasten_core::Error::ShapeMismatch) when the two
+/// shapes differ.
+///
+/// ```
+/// use hasten_core::ndarray::Array4;
+/// use hasten_prune::criteria::taylor;
+///
+/// // One sample, two channels of two positions each.
+/// let a = Array4::from_shape_vec((1, 2, 1, 2), vec![1.0, 2.0, 3.0, -1.0])?;
+/// let g = Array4::from_shape_vec((1, 2, 1, 2), vec![0.5, -1.0, 1.0, 3.0])?;
+/// // |1·0.5 + 2·(−1)| = 1.5 and |3·1 + (−1)·3| = 0: channel 1's terms cancel.
+/// assert_eq!(taylor(&a, &g)?, [1.5, 0.0]);
+/// assert!(taylor(&a, &Array4::zeros((1, 2, 1, 3))).is_err());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn taylor(acts: &Array4<f32>, grads: &Array4<f32>) -> Result<Vec<f64>> {
     check_acts("activations", acts)?;
     check_acts("activation gradients", grads)?;
