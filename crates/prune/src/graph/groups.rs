@@ -213,6 +213,28 @@ impl Elements {
 impl ChannelGroups {
     /// Analyses `graph`'s channel dependencies (see the [module
     /// documentation](self)).
+    ///
+    /// # Errors
+    /// None at present: every op of a [`Graph`] is analysed (an op the
+    /// analysis does not model freezes the groups it touches instead of
+    /// failing).
+    ///
+    /// ```
+    /// use hasten_models::{lenet5, ModelConfig};
+    /// use hasten_prune::graph::ChannelGroups;
+    ///
+    /// // LeNet-5: one group per conv / linear layer; the classifier's channels
+    /// // are the graph output, so its group is frozen.
+    /// let graph = lenet5(&ModelConfig::mnist())?;
+    /// let groups = ChannelGroups::analyze(&graph)?;
+    /// assert_eq!(groups.len(), 5);
+    /// assert_eq!(groups.prunable(), [0, 1, 2, 3]);
+    /// let conv2 = &groups.groups()[groups.group_of("conv2")?];
+    /// assert_eq!((conv2.channels, conv2.consumers.as_slice()), (16, ["fc1".to_string()].as_slice()));
+    /// assert_eq!(conv2.unit(3)?, [("conv2", 3)]);
+    /// assert!(groups.groups()[groups.group_of("fc3")?].frozen.is_some());
+    /// # Ok::<(), hasten_core::Error>(())
+    /// ```
     pub fn analyze(graph: &Graph) -> Result<ChannelGroups> {
         let mut el = Elements::default();
         let mut input_maps = Vec::new();
@@ -420,6 +442,21 @@ impl ChannelGroups {
 
     /// The index of the group whose producers include node `node`; an unknown
     /// node or one that produces no channels is an error.
+    ///
+    /// # Errors
+    /// [`hasten_core::GraphError::UnknownNode`] (as [`Error::Graph`]) for a
+    /// name the graph lacks, and [`Error::InvalidParameter`] for a node that is
+    /// not a dense convolution or linear layer.
+    ///
+    /// ```
+    /// use hasten_models::{lenet5, ModelConfig};
+    /// use hasten_prune::graph::ChannelGroups;
+    ///
+    /// let groups = ChannelGroups::analyze(&lenet5(&ModelConfig::mnist())?)?;
+    /// assert_eq!(groups.group_of("fc1")?, 2);
+    /// assert!(groups.group_of("no such node").is_err());
+    /// # Ok::<(), hasten_core::Error>(())
+    /// ```
     pub fn group_of(&self, node: &str) -> Result<usize> {
         if !self.node_names.iter().any(|n| n == node) {
             return Err(hasten_core::GraphError::UnknownNode {
@@ -443,6 +480,18 @@ impl ChannelGroups {
     /// recording `reason`; returns how many groups stay prunable. Restricts
     /// pruning to the groups a caller selects (by the producers they tie,
     /// say) without touching the analysis of the others.
+    ///
+    /// ```
+    /// use hasten_models::{lenet5, ModelConfig};
+    /// use hasten_prune::graph::ChannelGroups;
+    ///
+    /// // Prune only the convolutions' channels.
+    /// let mut groups = ChannelGroups::analyze(&lenet5(&ModelConfig::mnist())?)?;
+    /// let left = groups.freeze_unless(|g| g.name().starts_with("conv"), "not selected");
+    /// assert_eq!((left, groups.prunable()), (2, vec![0, 1]));
+    /// assert_eq!(groups.groups()[2].frozen.as_deref(), Some("not selected"));
+    /// # Ok::<(), hasten_core::Error>(())
+    /// ```
     pub fn freeze_unless(
         &mut self,
         mut keep_prunable: impl FnMut(&ChannelGroup) -> bool,
