@@ -117,6 +117,23 @@ fn default_iterations() -> usize {
 }
 
 /// A per-layer compression method and its parameters.
+///
+/// # Errors
+/// Deserialising refuses an unknown `name` or field; [`Method::validate`]
+/// and [`Method::transform`] return a message naming a bad parameter.
+///
+/// ```
+/// use hasten::pipeline::Method;
+///
+/// // A recipe step's `method = { name = "tucker2", rank = { speedup = 2.0 } }`.
+/// let m: Method = toml::from_str("name = \"tucker2\"\nrank = { speedup = 2.0 }")?;
+/// assert_eq!(m.name(), "tucker2");
+/// assert!(m.validate().is_ok() && m.transform().is_ok());
+/// let bad: Method = toml::from_str("name = \"prune-channels\"\ntarget = \"macs\"\nfraction = 1.5")?;
+/// assert!(bad.validate().unwrap_err().contains("fraction"));
+/// assert!(toml::from_str::<Method>("name = \"no-such-method\"").is_err());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "name", rename_all = "kebab-case", deny_unknown_fields)]
 #[non_exhaustive]

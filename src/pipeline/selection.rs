@@ -14,6 +14,24 @@ use serde::{Deserialize, Serialize};
 /// A kind matches a node holding an op of that kind and a node holding a
 /// block (an earlier step's output) with an op of that kind inside, so that
 /// `kinds = ["conv"]` after Tucker-2 selects its factors.
+///
+/// # Errors
+/// Deserialising refuses an unknown field; a selection itself never fails
+/// (one that picks nothing is refused by the step that applies it).
+///
+/// ```
+/// use hasten::models::{lenet5, ModelConfig};
+/// use hasten::pipeline::Selection;
+///
+/// // A recipe step's `select = { kinds = ["linear"], except_last = 1 }`:
+/// // every linear layer but the classifier.
+/// let s: Selection = toml::from_str("kinds = [\"linear\"]\nexcept_last = 1")?;
+/// let g = lenet5(&ModelConfig::mnist())?;
+/// let picked: Vec<&str> = s.filter().select(&g).into_iter().map(|i| g.nodes()[i].name()).collect();
+/// assert_eq!(picked, ["fc1", "fc2"]);
+/// assert!(toml::from_str::<Selection>("kind = [\"conv\"]").is_err());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Selection {

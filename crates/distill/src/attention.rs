@@ -30,8 +30,21 @@ use crate::{validate, LossGrad, Real};
 /// Normalised attention maps `q = Q/‖Q‖₂`, `Q_j = Σ_c |a_{c,j}|^p`, of NCHW
 /// features, as `[N, H·W]` (rows in row-major pixel order).
 ///
-/// Errors: empty or non-finite features, `p` not finite and ≥ 1, a sample
-/// whose features are all zero.
+/// # Errors
+/// Empty or non-finite features, `p` not finite and ≥ 1, a sample whose
+/// features are all zero.
+///
+/// ```
+/// use hasten_distill::attention_map;
+/// use ndarray::Array4;
+///
+/// // One sample, one channel, pixels 3 and −4: with p = 1, Q = (3, 4), q = (0.6, 0.8).
+/// let a = Array4::from_shape_vec((1, 1, 1, 2), vec![3.0_f64, -4.0]).unwrap();
+/// let q = attention_map(a.view(), 1.0)?;
+/// assert!((q[[0, 0]] - 0.6).abs() < 1e-15 && (q[[0, 1]] - 0.8).abs() < 1e-15);
+/// assert!(attention_map(Array4::<f64>::zeros((1, 1, 1, 2)).view(), 2.0).is_err());
+/// # Ok::<(), hasten_core::Error>(())
+/// ```
 pub fn attention_map<F: Real>(features: ArrayView4<F>, p: F) -> Result<Array2<F>> {
     validate::tensor("feature map", &features)?;
     check_power(p)?;
@@ -47,7 +60,21 @@ pub fn attention_map<F: Real>(features: ArrayView4<F>, p: F) -> Result<Array2<F>
 /// Attention-transfer loss between student `[N, Cs, H, W]` and teacher
 /// `[N, Ct, H, W]` feature maps, and its gradient w.r.t. the student features.
 ///
-/// Errors: batch or spatial sizes differ, those of [`attention_map`].
+/// # Errors
+/// Batch or spatial sizes differ, and those of [`attention_map`].
+///
+/// ```
+/// use hasten_distill::attention_transfer_loss;
+/// use ndarray::Array4;
+///
+/// // Student and teacher with the same attention (one channel scaled): loss 0.
+/// let t = Array4::from_shape_vec((1, 1, 1, 2), vec![3.0_f64, 4.0]).unwrap();
+/// let s = t.mapv(|v| 2.0 * v);
+/// assert!(attention_transfer_loss(s.view(), t.view(), 2.0)?.value.abs() < 1e-15);
+/// let wide = Array4::from_elem((1, 1, 1, 3), 1.0_f64);
+/// assert!(attention_transfer_loss(s.view(), wide.view(), 2.0).is_err());
+/// # Ok::<(), hasten_core::Error>(())
+/// ```
 pub fn attention_transfer_loss<F: Real>(
     student: ArrayView4<F>,
     teacher: ArrayView4<F>,

@@ -19,7 +19,8 @@ use crate::{validate, Real};
 /// `(1/K) Σ_k softmax(z^{T_k}/τ)` for `K ≥ 1` teachers' `[batch, classes]`
 /// logits of one shape.
 ///
-/// Errors: no teacher, shapes differ, empty or non-finite logits, `τ` not
+/// # Errors
+/// No teacher, shapes differ, empty or non-finite logits, `τ` not
 /// finite and > 0.
 pub fn ensemble_soft_targets<F: Real>(
     teacher_logits: &[ArrayView2<F>],
@@ -44,7 +45,8 @@ pub fn ensemble_soft_targets<F: Real>(
 /// Loss (20) of a student against the averaged soft targets of an ensemble;
 /// see [`ensemble_soft_targets`] and [`distillation_loss_with_targets`].
 ///
-/// Errors: those of both.
+/// # Errors
+/// Those of both.
 pub fn ensemble_distillation_loss<F: Real>(
     student_logits: ArrayView2<F>,
     teacher_logits: &[ArrayView2<F>],

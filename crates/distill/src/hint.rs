@@ -50,7 +50,8 @@ impl<F: Real> HintRegressor<F> {
     /// A regressor from `W` (`[teacher_dim, student_dim]`) and `b`
     /// (`[teacher_dim]`).
     ///
-    /// Errors: empty or non-finite parameters, `b.len() ≠ W.nrows()`.
+    /// # Errors
+    /// Empty or non-finite parameters, `b.len() ≠ W.nrows()`.
     pub fn new(weight: Array2<F>, bias: Array1<F>) -> Result<Self> {
         validate::tensor("regressor weight", &weight)?;
         if bias.len() != weight.nrows() {
@@ -66,7 +67,8 @@ impl<F: Real> HintRegressor<F> {
 
     /// Least-squares fit on `[batch, dim]` features: `argmin_{W,b} ‖u_T − W u_S − b‖²`.
     ///
-    /// Errors: batch sizes differ, empty or non-finite features, a failed solve.
+    /// # Errors
+    /// Batch sizes differ, empty or non-finite features, a failed solve.
     pub fn fit_linear(student: ArrayView2<F>, teacher: ArrayView2<F>) -> Result<Self> {
         check_pair_linear(student, teacher)?;
         Self::fit_rows(student, teacher)
@@ -75,7 +77,8 @@ impl<F: Real> HintRegressor<F> {
     /// Least-squares fit of a 1×1 convolution on NCHW feature maps, pooling
     /// every pixel of every sample.
     ///
-    /// Errors: batch or spatial sizes differ, empty or non-finite features,
+    /// # Errors
+    /// Batch or spatial sizes differ, empty or non-finite features,
     /// a failed solve.
     pub fn fit_conv(student: ArrayView4<F>, teacher: ArrayView4<F>) -> Result<Self> {
         check_pair_conv(student, teacher)?;
@@ -119,7 +122,8 @@ impl<F: Real> HintRegressor<F> {
 
     /// `r(u_S)` on `[batch, student_dim]` features.
     ///
-    /// Errors: wrong feature dimension, empty or non-finite input.
+    /// # Errors
+    /// Wrong feature dimension, empty or non-finite input.
     pub fn apply_linear(&self, student: ArrayView2<F>) -> Result<Array2<F>> {
         validate::tensor("student features", &student)?;
         self.check_dim(student.ncols())?;
@@ -128,7 +132,8 @@ impl<F: Real> HintRegressor<F> {
 
     /// `r(u_S)` as a 1×1 convolution on NCHW feature maps.
     ///
-    /// Errors: wrong channel count, empty or non-finite input.
+    /// # Errors
+    /// Wrong channel count, empty or non-finite input.
     pub fn apply_conv(&self, student: ArrayView4<F>) -> Result<Array4<F>> {
         validate::tensor("student feature map", &student)?;
         self.check_dim(student.shape()[1])?;
@@ -139,7 +144,8 @@ impl<F: Real> HintRegressor<F> {
     /// The regressor as a 1×1 [`ConvLayer`] (f32), e.g. to run it with the
     /// op IR.
     ///
-    /// Errors: a parameter that does not fit in `f32`.
+    /// # Errors
+    /// A parameter that does not fit in `f32`.
     pub fn to_conv_layer(&self) -> Result<ConvLayer> {
         let (t, c) = self.weight.dim();
         let w = self
@@ -192,8 +198,25 @@ impl<F: Real> HintRegressor<F> {
 
 /// Hint loss (21) on `[batch, dim]` features, `u_S` `[N, Cs]`, `u_T` `[N, Ct]`.
 ///
-/// Errors: batch sizes differ, regressor dimensions do not match, empty or
+/// # Errors
+/// Batch sizes differ, regressor dimensions do not match, empty or
 /// non-finite features, overflow.
+///
+/// ```
+/// use hasten_distill::{hint_loss_linear, HintRegressor};
+/// use ndarray::{array, Array1};
+///
+/// // A regressor fitted to a teacher that is an affine map of the student
+/// // recovers the map: the hint loss and its gradients vanish.
+/// let s = array![[1.0_f64, 0.0], [0.0, 1.0], [1.0, 1.0], [2.0, -1.0]];
+/// let t = s.dot(&array![[2.0, 0.5], [-1.0, 1.0]]) + &array![1.0, -2.0];
+/// let r = HintRegressor::fit_linear(s.view(), t.view())?;
+/// let out = hint_loss_linear(s.view(), t.view(), &r)?;
+/// assert!(out.student.value < 1e-20 && out.bias.iter().all(|g| g.abs() < 1e-10));
+/// let wrong = HintRegressor::new(array![[1.0_f64, 0.0, 0.0]], Array1::zeros(1))?;
+/// assert!(hint_loss_linear(s.view(), t.view(), &wrong).is_err());
+/// # Ok::<(), hasten_core::Error>(())
+/// ```
 pub fn hint_loss_linear<F: Real>(
     student: ArrayView2<F>,
     teacher: ArrayView2<F>,
@@ -208,7 +231,8 @@ pub fn hint_loss_linear<F: Real>(
 /// Hint loss (21) on NCHW feature maps with a 1×1-convolution regressor,
 /// `u_S` `[N, Cs, H, W]`, `u_T` `[N, Ct, H, W]`.
 ///
-/// Errors: batch or spatial sizes differ, regressor channels do not match,
+/// # Errors
+/// Batch or spatial sizes differ, regressor channels do not match,
 /// empty or non-finite features, overflow.
 pub fn hint_loss_conv<F: Real>(
     student: ArrayView4<F>,

@@ -124,7 +124,20 @@ pub struct Distillation<F: Real> {
 /// Hard-label cross-entropy `−(1/N) Σ_n log softmax(z_n)_{y_n}` (temperature
 /// 1) and its gradient `(softmax(z) − onehot(y))/N`.
 ///
-/// Errors: empty or non-finite logits, `labels.len() ≠ N`, a label `≥ C`.
+/// # Errors
+/// Empty or non-finite logits, `labels.len() ≠ N`, a label `≥ C`.
+///
+/// ```
+/// use hasten_distill::hard_label_loss;
+/// use ndarray::array;
+///
+/// // Uniform logits over 4 classes: loss ln 4, gradient softmax − onehot.
+/// let out = hard_label_loss(array![[0.0_f64, 0.0, 0.0, 0.0]].view(), &[0])?;
+/// assert!((out.value - 4f64.ln()).abs() < 1e-15);
+/// assert_eq!(out.grad, array![[-0.75, 0.25, 0.25, 0.25]]);
+/// assert!(hard_label_loss(array![[0.0_f64, 0.0]].view(), &[2]).is_err());
+/// # Ok::<(), hasten_core::Error>(())
+/// ```
 pub fn hard_label_loss<F: Real>(
     student_logits: ArrayView2<F>,
     labels: &[usize],
@@ -139,8 +152,9 @@ pub fn hard_label_loss<F: Real>(
 /// `q` (`[batch, classes]`, rows non-negative and summing to 1). λ is not
 /// applied.
 ///
-/// Errors: shapes differ, non-finite or empty input, a negative target, a
-/// target row whose sum is not 1 (within `√ε`).
+/// # Errors
+/// Shapes differ, non-finite or empty input, a negative target, a target
+/// row whose sum is not 1 (within `√ε`).
 pub fn soft_target_loss<F: Real>(
     student_logits: ArrayView2<F>,
     targets: ArrayView2<F>,
@@ -158,7 +172,8 @@ pub fn soft_target_loss<F: Real>(
 /// ensemble probabilities at temperature τ): `H(y, p^S) + λ s D(q ‖ p^S_τ)`;
 /// without labels only the soft term is used (unlabelled transfer data).
 ///
-/// Errors: those of [`hard_label_loss`] and [`soft_target_loss`].
+/// # Errors
+/// Those of [`hard_label_loss`] and [`soft_target_loss`].
 pub fn distillation_loss_with_targets<F: Real>(
     student_logits: ArrayView2<F>,
     targets: ArrayView2<F>,
@@ -187,7 +202,8 @@ pub fn distillation_loss_with_targets<F: Real>(
 /// # Ok::<(), hasten_core::Error>(())
 /// ```
 ///
-/// Errors: shapes differ, empty or non-finite logits, bad labels.
+/// # Errors
+/// Shapes differ, empty or non-finite logits, bad labels.
 pub fn distillation_loss<F: Real>(
     student_logits: ArrayView2<F>,
     teacher_logits: ArrayView2<F>,

@@ -27,8 +27,23 @@ use crate::{validate, LossGrad, Real};
 /// `(1/(2N)) Σ_n ‖P (z^S_n − z^T_n)‖²` and its gradient `(1/N) P (z^S − z^T)`
 /// for `[batch, classes]` logits.
 ///
-/// Errors: shapes differ, empty or non-finite logits, overflow of the squared
+/// # Errors
+/// Shapes differ, empty or non-finite logits, overflow of the squared
 /// distance.
+///
+/// ```
+/// use hasten_distill::logit_matching_loss;
+/// use ndarray::array;
+///
+/// // z^S − z^T = (1, 2) centres to (−½, ½): L = ½·½ = ¼, gradient (−½, ½).
+/// let out = logit_matching_loss(array![[1.0_f64, 2.0]].view(), array![[0.0, 0.0]].view())?;
+/// assert!((out.value - 0.25).abs() < 1e-15);
+/// assert_eq!(out.grad, array![[-0.5, 0.5]]);
+/// // A per-sample constant is invisible, as it is to softmax.
+/// assert_eq!(logit_matching_loss(array![[5.0_f64, 5.0]].view(), array![[0.0, 0.0]].view())?.value, 0.0);
+/// assert!(logit_matching_loss(array![[1.0_f64]].view(), array![[0.0, 0.0]].view()).is_err());
+/// # Ok::<(), hasten_core::Error>(())
+/// ```
 pub fn logit_matching_loss<F: Real>(
     student_logits: ArrayView2<F>,
     teacher_logits: ArrayView2<F>,

@@ -82,8 +82,22 @@ impl<F: Real> RkdConfig<F> {
 /// Distance-wise relational loss `L_D` and its gradient w.r.t. the student
 /// embeddings (`[N, Ds]` vs `[N, Dt]`, `N ≥ 2`).
 ///
-/// Errors: batch sizes differ or `N < 2`, empty or non-finite embeddings,
-/// `δ` not finite and > 0, all samples of a batch identical.
+/// # Errors
+/// Batch sizes differ or `N < 2`, empty or non-finite embeddings, `δ` not
+/// finite and > 0, all samples of a batch identical.
+///
+/// ```
+/// use hasten_distill::rkd_distance_loss;
+/// use ndarray::array;
+///
+/// // Distances are normalised by their mean: a scaled teacher is matched exactly.
+/// let t = array![[0.0_f64, 0.0], [1.0, 0.0], [0.0, 2.0]];
+/// let s = t.mapv(|v| 3.0 * v);
+/// let out = rkd_distance_loss(s.view(), t.view(), 1.0)?;
+/// assert!(out.value.abs() < 1e-15);
+/// assert!(rkd_distance_loss(s.slice(ndarray::s![..1, ..]), t.slice(ndarray::s![..1, ..]), 1.0).is_err());
+/// # Ok::<(), hasten_core::Error>(())
+/// ```
 pub fn rkd_distance_loss<F: Real>(
     student: ArrayView2<F>,
     teacher: ArrayView2<F>,
@@ -96,8 +110,9 @@ pub fn rkd_distance_loss<F: Real>(
 /// Angle-wise relational loss `L_A` and its gradient w.r.t. the student
 /// embeddings (`N ≥ 3`).
 ///
-/// Errors: batch sizes differ or `N < 3`, empty or non-finite embeddings,
-/// `δ` not finite and > 0, two coincident samples.
+/// # Errors
+/// Batch sizes differ or `N < 3`, empty or non-finite embeddings, `δ` not
+/// finite and > 0, two coincident samples.
 pub fn rkd_angle_loss<F: Real>(
     student: ArrayView2<F>,
     teacher: ArrayView2<F>,
@@ -110,7 +125,8 @@ pub fn rkd_angle_loss<F: Real>(
 /// `w_D L_D + w_A L_A` and its gradient; a term with weight 0 is skipped (so
 /// `N = 2` is accepted when `w_A = 0`).
 ///
-/// Errors: those of [`rkd_distance_loss`] and [`rkd_angle_loss`] for the terms used.
+/// # Errors
+/// Those of [`rkd_distance_loss`] and [`rkd_angle_loss`] for the terms used.
 pub fn rkd_loss<F: Real>(
     student: ArrayView2<F>,
     teacher: ArrayView2<F>,

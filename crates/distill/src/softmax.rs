@@ -15,7 +15,23 @@ use crate::{validate, Real};
 
 /// Row-wise `log softmax(z/τ)` of `[batch, classes]` logits.
 ///
-/// Errors: empty or non-finite logits, `τ` not finite and > 0.
+/// # Errors
+/// [`Error::EmptyDimension`](hasten_core::Error::EmptyDimension) or
+/// [`Error::NonFinite`](hasten_core::Error::NonFinite) for empty or
+/// non-finite logits, and
+/// [`Error::InvalidParameter`](hasten_core::Error::InvalidParameter) for a
+/// temperature `τ` that is not finite and > 0.
+///
+/// ```
+/// use hasten_distill::log_softmax;
+/// use ndarray::array;
+///
+/// // Equal logits: every class has log-probability −ln 2.
+/// let l = log_softmax(array![[1.0_f64, 1.0]].view(), 3.0)?;
+/// assert!(l.iter().all(|v| (v + 2f64.ln()).abs() < 1e-15));
+/// assert!(log_softmax(array![[1.0_f64, 1.0]].view(), 0.0).is_err());
+/// # Ok::<(), hasten_core::Error>(())
+/// ```
 pub fn log_softmax<F: Real>(logits: ArrayView2<F>, temperature: F) -> Result<Array2<F>> {
     validate::tensor("logits", &logits)?;
     validate::positive("temperature", temperature)?;
@@ -24,7 +40,21 @@ pub fn log_softmax<F: Real>(logits: ArrayView2<F>, temperature: F) -> Result<Arr
 
 /// Row-wise `softmax(z/τ)` of `[batch, classes]` logits; each row sums to 1.
 ///
-/// Errors: as [`log_softmax`].
+/// # Errors
+/// As [`log_softmax`].
+///
+/// ```
+/// use hasten_distill::softmax;
+/// use ndarray::array;
+///
+/// // softmax((0, ln 3)) = (1/4, 3/4); τ = 2 halves the logits first.
+/// let p = softmax(array![[0.0_f64, 3f64.ln()]].view(), 1.0)?;
+/// assert!((p[[0, 0]] - 0.25).abs() < 1e-15 && (p[[0, 1]] - 0.75).abs() < 1e-15);
+/// let q = softmax(array![[0.0_f64, 2.0 * 3f64.ln()]].view(), 2.0)?;
+/// assert!((q[[0, 1]] - 0.75).abs() < 1e-15);
+/// assert!(softmax(array![[f64::NAN]].view(), 1.0).is_err());
+/// # Ok::<(), hasten_core::Error>(())
+/// ```
 pub fn softmax<F: Real>(logits: ArrayView2<F>, temperature: F) -> Result<Array2<F>> {
     Ok(log_softmax(logits, temperature)?.mapv_into(F::exp))
 }

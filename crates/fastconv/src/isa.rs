@@ -9,6 +9,27 @@ use std::fmt;
 use hasten_core::{Error, Result};
 
 /// A kernel family: AVX-512, AVX2 with FMA, or portable Rust.
+///
+/// Plans pick [`Isa::detect`] by default; [`Plan::with_isa`](crate::Plan::with_isa)
+/// or [`PlanOptions::isa`](crate::PlanOptions::isa) force another path (to
+/// measure AVX2 on an AVX-512 machine, say), which must be supported.
+///
+/// ```
+/// use hasten_core::{ActShape, Block, ConvLayer, ConvSpec, SeededRng};
+/// use hasten_fastconv::{Isa, Plan};
+///
+/// assert_eq!(Isa::supported().last(), Some(&Isa::Scalar));
+/// assert_eq!(Isa::detect(), Isa::supported()[0]);
+/// let w = SeededRng::new(0).normal_array((4, 2, 3, 3), 0.1);
+/// let block = Block::single(ConvLayer::from_array(w, ConvSpec::new())?);
+/// let plan = Plan::with_isa(&block, ActShape::new(2, 6, 6), 1, Isa::Scalar)?;
+/// assert_eq!(plan.isa(), Isa::Scalar);
+/// for isa in [Isa::Avx512, Isa::Avx2] {
+///     // Forcing a path the CPU lacks is a typed error, not a crash.
+///     assert_eq!(isa.ensure_supported().is_ok(), isa.is_supported());
+/// }
+/// # Ok::<(), hasten_core::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Isa {
     /// AVX-512F registers (32 × 512 bit): the 12×32 GEMM microkernel.

@@ -106,6 +106,24 @@ use hasten_core::{Block, Op, Result};
 ///
 /// The whole chain's shapes are validated before any work is done; an input
 /// the block cannot take is an error naming the offending op.
+///
+/// # Errors
+/// [`hasten_core::Error::ShapeMismatch`] (or another shape error) for an
+/// input the first op cannot take, [`hasten_core::Error::KernelLargerThanInput`]
+/// where a kernel does not fit, and the errors of [`Plan::new`].
+///
+/// ```
+/// use hasten_core::{Block, ConvLayer, ConvSpec, SeededRng};
+///
+/// let mut rng = SeededRng::new(1);
+/// let conv = ConvLayer::from_array(rng.normal_array((6, 3, 3, 3), 0.1), ConvSpec::new())?;
+/// let block = Block::single(conv);
+/// let y = hasten_fastconv::forward(&block, &rng.normal_array((1, 3, 8, 8), 1.0))?;
+/// assert_eq!(y.dim(), (1, 6, 6, 6));
+/// // Four input channels where the convolution takes three.
+/// assert!(hasten_fastconv::forward(&block, &rng.normal_array((1, 4, 8, 8), 1.0)).is_err());
+/// # Ok::<(), hasten_core::Error>(())
+/// ```
 pub fn forward(block: &Block, input: &Array4<f32>) -> Result<Array4<f32>> {
     let shape = input_shape_of(input)?;
     let mut plan = Plan::new(block, shape, input.shape()[0])?;
@@ -114,6 +132,18 @@ pub fn forward(block: &Block, input: &Array4<f32>) -> Result<Array4<f32>> {
 
 /// Runs one op on the NCHW batch `input` with its fast kernel, or with its
 /// reference semantics where it has none.
+///
+/// # Errors
+/// Those of [`forward`].
+///
+/// ```
+/// use hasten_core::{ndarray::Array4, Op, Relu};
+///
+/// let x = Array4::from_shape_vec((1, 1, 1, 3), vec![-1.0f32, 0.5, 2.0]).unwrap();
+/// let y = hasten_fastconv::forward_op(&Op::from(Relu), &x)?;
+/// assert_eq!(y.iter().copied().collect::<Vec<_>>(), [0.0, 0.5, 2.0]);
+/// # Ok::<(), hasten_core::Error>(())
+/// ```
 pub fn forward_op(op: &Op, input: &Array4<f32>) -> Result<Array4<f32>> {
     forward(&Block::single(op.clone()), input)
 }

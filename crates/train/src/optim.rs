@@ -92,6 +92,27 @@ pub struct Sgd {
 
 impl Sgd {
     /// SGD with momentum `μ ∈ [0, 1)` (0 for plain SGD).
+    ///
+    /// # Errors
+    /// [`TrainError::Invalid`] for `μ` outside `[0, 1)`.
+    ///
+    /// ```
+    /// use hasten_core::ndarray::{arr1, ArrayD};
+    /// use hasten_train::optim::{Optimizer, Sgd};
+    /// use hasten_train::{Grads, ParamStore};
+    ///
+    /// let mut params = ParamStore::new();
+    /// params.insert("w", arr1(&[1.0f32, -2.0]).into_dyn(), true)?;
+    /// let grads: Grads = [("w".to_string(), arr1(&[0.5f32, 1.0]).into_dyn())].into();
+    /// // The first step has no history: θ − η g whatever the momentum.
+    /// let mut sgd = Sgd::new(0.9)?.nesterov(false)?;
+    /// sgd.step(&mut params, &grads, 0.1)?;
+    /// let w: &ArrayD<f32> = params.get("w").unwrap();
+    /// assert!((w[[0]] - 0.95).abs() < 1e-7 && (w[[1]] + 2.1).abs() < 1e-7);
+    /// assert!(Sgd::new(1.0).is_err());
+    /// assert!(Sgd::new(0.0)?.nesterov(true).is_err());
+    /// # Ok::<(), hasten_train::TrainError>(())
+    /// ```
     pub fn new(momentum: f32) -> Result<Self> {
         Ok(Sgd {
             momentum: unit("momentum", momentum)?,
@@ -100,6 +121,9 @@ impl Sgd {
     }
 
     /// Enables Nesterov momentum (needs `μ > 0`).
+    ///
+    /// # Errors
+    /// [`TrainError::Invalid`] when turned on with `μ = 0`.
     pub fn nesterov(mut self, on: bool) -> Result<Self> {
         if on && self.momentum == 0.0 {
             return Err(TrainError::invalid(
@@ -206,6 +230,27 @@ impl Adam {
     }
 
     /// AdamW: decoupled weight decay `λ ≥ 0` (PyTorch's default is 0.01).
+    ///
+    /// # Errors
+    /// [`TrainError::Invalid`] for a negative or non-finite `λ`.
+    ///
+    /// ```
+    /// use hasten_core::ndarray::arr1;
+    /// use hasten_train::optim::{Adam, Optimizer};
+    /// use hasten_train::{Grads, ParamStore};
+    ///
+    /// // Adam's first step moves every weight by η·sign(g) (up to ε), whatever |g|.
+    /// let mut params = ParamStore::new();
+    /// params.insert("w", arr1(&[1.0f32, 1.0]).into_dyn(), true)?;
+    /// let grads: Grads = [("w".to_string(), arr1(&[1e-3f32, -5.0]).into_dyn())].into();
+    /// let mut adam = Adam::new().betas(0.9, 0.999)?;
+    /// adam.step(&mut params, &grads, 0.01)?;
+    /// let w = params.get("w").unwrap();
+    /// assert!((w[[0]] - 0.99).abs() < 1e-6 && (w[[1]] - 1.01).abs() < 1e-6);
+    /// assert_eq!(adam.steps(), 1);
+    /// assert!(Adam::adamw(-0.01).is_err() && Adam::new().betas(1.0, 0.999).is_err());
+    /// # Ok::<(), hasten_train::TrainError>(())
+    /// ```
     pub fn adamw(weight_decay: f32) -> Result<Self> {
         Ok(Adam {
             weight_decay: non_negative("weight decay", weight_decay)?,

@@ -58,6 +58,19 @@ pub struct StepDecay {
 
 impl StepDecay {
     /// Multiplies `base` by `gamma ∈ [0, 1]` every `step_size ≥ 1` steps.
+    ///
+    /// # Errors
+    /// [`TrainError::Invalid`] for a negative or non-finite `base`, `gamma`
+    /// outside `[0, 1]` or a zero `step_size`.
+    ///
+    /// ```
+    /// use hasten_train::schedule::{Schedule, StepDecay};
+    ///
+    /// let s = StepDecay::new(0.1, 0.5, 10)?;
+    /// assert_eq!([s.lr(0), s.lr(9), s.lr(10), s.lr(25)], [0.1, 0.1, 0.05, 0.025]);
+    /// assert!(StepDecay::new(0.1, 1.5, 10).is_err());
+    /// # Ok::<(), hasten_train::TrainError>(())
+    /// ```
     pub fn new(base: f32, gamma: f32, step_size: usize) -> Result<Self> {
         if !(0.0..=1.0).contains(&gamma) {
             return Err(TrainError::invalid("decay factor", gamma, "in [0, 1]"));
@@ -88,6 +101,22 @@ pub struct Cosine {
 
 impl Cosine {
     /// From `base` down to `min` over `total ≥ 1` steps.
+    ///
+    /// # Errors
+    /// [`TrainError::Invalid`] for a negative or non-finite rate or a zero
+    /// `total`.
+    ///
+    /// ```
+    /// use hasten_train::schedule::{Cosine, Schedule};
+    ///
+    /// // Half-way the rate is the mean of base and min; after `total`, min.
+    /// let s = Cosine::new(1.0, 0.0, 100)?;
+    /// assert_eq!(s.lr(0), 1.0);
+    /// assert!((s.lr(50) - 0.5).abs() < 1e-7);
+    /// assert_eq!(s.lr(500), 0.0);
+    /// assert!(Cosine::new(1.0, 0.0, 0).is_err());
+    /// # Ok::<(), hasten_train::TrainError>(())
+    /// ```
     pub fn new(base: f32, min: f32, total: usize) -> Result<Self> {
         Ok(Cosine {
             base: rate("learning rate", base)?,
@@ -119,6 +148,23 @@ pub struct OneCycle {
 impl OneCycle {
     /// `max_lr` over `total` steps, warming up for the fraction `pct_start`,
     /// with PyTorch's defaults `div = 25`, `final_div = 1e4`.
+    ///
+    /// # Errors
+    /// [`TrainError::Invalid`] for a negative or
+    /// non-finite `max_lr`, `pct_start` outside `(0, 1)`, or a `total` too
+    /// short for both phases.
+    ///
+    /// ```
+    /// use hasten_train::schedule::{OneCycle, Schedule};
+    ///
+    /// // 100 steps, peak at step 0.25·100 − 1 = 24.
+    /// let s = OneCycle::new(0.1, 100, 0.25)?;
+    /// assert!((s.lr(0) - 0.1 / 25.0).abs() < 1e-9);
+    /// assert_eq!(s.lr(24), 0.1);
+    /// assert!((s.lr(99) - 0.1 / 25.0 / 1e4).abs() < 1e-9);
+    /// assert!(OneCycle::new(f32::NAN, 100, 0.25).is_err() && OneCycle::new(0.1, 2, 0.25).is_err());
+    /// # Ok::<(), hasten_train::TrainError>(())
+    /// ```
     pub fn new(max_lr: f32, total: usize, pct_start: f32) -> Result<Self> {
         OneCycle::with_divisors(max_lr, total, pct_start, 25.0, 1e4)
     }
