@@ -46,6 +46,25 @@ fn io(what: &str, source: std::io::Error) -> TrainError {
 /// Parses an uncompressed IDX stream. `available`, when known, is the total
 /// length of the stream in bytes: a header claiming more (or fewer)
 /// elements than it holds is rejected before any element is read.
+///
+/// # Errors
+/// [`TrainError::Format`] for a bad magic number, an element type other
+/// than unsigned bytes, a header that disagrees with `available`, a short
+/// stream or trailing bytes, and [`TrainError::Io`] for a failed read.
+///
+/// ```
+/// use hasten_train::data::idx::{read_idx, write_idx};
+/// use hasten_train::TrainError;
+///
+/// let bytes = write_idx(&[2, 3], &[1, 2, 3, 4, 5, 6])?;
+/// let a = read_idx(bytes.as_slice(), "example", Some(bytes.len() as u64))?;
+/// assert_eq!((a.dims, a.data), (vec![2, 3], vec![1, 2, 3, 4, 5, 6]));
+/// // One element missing: the header claims more than the stream holds.
+/// let short = &bytes[..bytes.len() - 1];
+/// let err = read_idx(short, "example", Some(short.len() as u64)).unwrap_err();
+/// assert!(matches!(err, TrainError::Format { .. }));
+/// # Ok::<(), TrainError>(())
+/// ```
 pub fn read_idx<R: Read>(mut reader: R, what: &str, available: Option<u64>) -> Result<IdxArray> {
     let mut head = [0u8; 4];
     reader.read_exact(&mut head).map_err(|e| match e.kind() {
@@ -124,6 +143,22 @@ pub fn read_idx<R: Read>(mut reader: R, what: &str, available: Option<u64>) -> R
 }
 
 /// Reads an IDX file, gunzipping it when it starts with the gzip magic bytes.
+///
+/// # Errors
+/// [`TrainError::Io`] when the file cannot be opened or read, and the
+/// format errors of [`read_idx`].
+///
+/// ```
+/// use hasten_train::data::idx::{read_idx_file, write_idx};
+/// use hasten_train::TrainError;
+///
+/// let path = std::env::temp_dir().join("hasten-read-idx-file-example.idx");
+/// std::fs::write(&path, write_idx(&[3], &[7, 8, 9])?).unwrap();
+/// assert_eq!(read_idx_file(&path)?.data, [7, 8, 9]);
+/// std::fs::remove_file(&path).unwrap();
+/// assert!(matches!(read_idx_file(&path), Err(TrainError::Io { .. })));
+/// # Ok::<(), TrainError>(())
+/// ```
 pub fn read_idx_file(path: &Path) -> Result<IdxArray> {
     let what = path.display().to_string();
     let open = || File::open(path).map_err(|e| io(&what, e));
