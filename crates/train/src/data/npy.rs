@@ -22,6 +22,26 @@ fn read<T: ndarray_npy::ReadableElement>(path: &Path) -> Result<ArrayD<T>> {
 }
 
 /// Reads an f32 `.npy` array of any rank.
+///
+/// # Errors
+/// [`TrainError::Io`] when the file cannot be opened, and
+/// [`TrainError::Format`] for a file that is not an f32 `.npy` array.
+///
+/// ```
+/// use hasten_core::ndarray::array;
+/// use hasten_train::data::npy::{read_npy_f32, read_npy_u8};
+/// use hasten_train::TrainError;
+/// use ndarray_npy::WriteNpyExt;
+///
+/// let path = std::env::temp_dir().join("hasten-read-npy-f32-example.npy");
+/// let a = array![[1.5f32, -2.0], [0.0, 4.25]];
+/// a.write_npy(std::fs::File::create(&path).unwrap()).unwrap();
+/// assert_eq!(read_npy_f32(&path)?, a.into_dyn());
+/// // The same file read as bytes: a format error, not a reinterpretation.
+/// assert!(matches!(read_npy_u8(&path), Err(TrainError::Format { .. })));
+/// std::fs::remove_file(&path).unwrap();
+/// # Ok::<(), TrainError>(())
+/// ```
 pub fn read_npy_f32(path: &Path) -> Result<ArrayD<f32>> {
     read(path)
 }
