@@ -32,7 +32,7 @@ use ndarray::{Array1, Array2, Array4, ArrayD, ArrayView1, Ix1, Ix2};
 use super::{conv, linear, param, OpGrad, OpParams};
 use crate::error::{Error, Result};
 use crate::graph::tt_core_name;
-use crate::op::{ternary_value, Csr};
+use crate::op::{ternary_value, tt_prefixes, Csr};
 use crate::op::{
     BinaryConv, GroupwiseConv, LcnnConv, Op, SparseConv, TernaryConv, TtLinear, WeightLayout,
 };
@@ -348,36 +348,6 @@ fn tt_cores(tt: &TtLinear, p: &OpParams) -> Result<Vec<Array4<f64>>> {
                 .to_owned())
         })
         .collect()
-}
-
-/// The partial products of a TT chain: entry `k` is `[Π_{j<k} m_j ·
-/// Π_{j<k} n_j, r_k]` (row `o·cols + i` for the row and column prefixes `o`,
-/// `i`); the last entry, `[out·in, 1]`, is the dense weight.
-fn tt_prefixes(cores: &[Array4<f64>]) -> Vec<Array2<f64>> {
-    let mut out = vec![Array2::<f64>::ones((1, 1))];
-    let (mut rows, mut cols) = (1usize, 1usize);
-    for g in cores {
-        let acc = out.last().expect("seeded");
-        let (r0, m, n, r1) = g.dim();
-        let mut next = Array2::<f64>::zeros((rows * m * cols * n, r1));
-        for o in 0..rows {
-            for i in 0..cols {
-                let prev = acc.row(o * cols + i);
-                for a in 0..m {
-                    for b in 0..n {
-                        let row = (o * m + a) * (cols * n) + (i * n + b);
-                        for s in 0..r1 {
-                            next[[row, s]] = (0..r0).map(|r| prev[r] * g[[r, a, b, s]]).sum();
-                        }
-                    }
-                }
-            }
-        }
-        out.push(next);
-        rows *= m;
-        cols *= n;
-    }
-    out
 }
 
 /// The suffix products of a TT chain: entry `k` is `[Π_{j≥k} m_j ·

@@ -123,6 +123,7 @@ pub use softmax::Softmax;
 pub use sparse_conv::SparseConv;
 pub use sparse_linear::SparseLinear;
 pub use ternary_conv::{ternary_value, TernaryConv, TERNARY_MINUS, TERNARY_PLUS, TERNARY_ZERO};
+pub(crate) use tt_linear::tt_prefixes;
 pub use tt_linear::TtLinear;
 pub use weight_layout::WeightLayout;
 

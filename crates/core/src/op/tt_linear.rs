@@ -105,34 +105,11 @@ impl TtLinear {
     /// The dense `[out, in]` weight, each entry the product of core slices
     /// (accumulated in f64).
     pub fn to_dense(&self) -> Array2<f64> {
-        // acc[(o, i), r]: partial products over the first k cores.
-        let mut acc = Array2::<f64>::ones((1, 1));
-        let (mut rows, mut cols) = (1usize, 1usize);
-        for g in &self.cores {
-            let (r0, m, n, r1) = g.dim();
-            let mut next = Array2::<f64>::zeros((rows * m * cols * n, r1));
-            for o in 0..rows {
-                for i in 0..cols {
-                    let prev = acc.row(o * cols + i);
-                    for a in 0..m {
-                        for b in 0..n {
-                            let row = (o * m + a) * (cols * n) + (i * n + b);
-                            for s in 0..r1 {
-                                let mut v = 0.0;
-                                for r in 0..r0 {
-                                    v += prev[r] * f64::from(g[[r, a, b, s]]);
-                                }
-                                next[[row, s]] = v;
-                            }
-                        }
-                    }
-                }
-            }
-            acc = next;
-            rows *= m;
-            cols *= n;
-        }
-        acc.into_shape_with_order((rows, cols)).expect("r_d = 1")
+        let cores: Vec<Array4<f64>> = self.cores.iter().map(|g| g.mapv(f64::from)).collect();
+        let dense = tt_prefixes(&cores).pop().expect("at least one core");
+        dense
+            .into_shape_with_order((self.out_features(), self.in_features()))
+            .expect("r_d = 1")
     }
 
     /// The forward by sequential core contraction (the computation [`Operator::cost`]
@@ -232,6 +209,36 @@ impl Operator for TtLinear {
         }
         Ok(result)
     }
+}
+
+/// The partial products of a TT chain: entry `k` is `[Π_{j<k} m_j ·
+/// Π_{j<k} n_j, r_k]` (row `o·cols + i` for the row and column prefixes `o`,
+/// `i`); the last entry, `[out·in, 1]`, is the dense weight.
+pub(crate) fn tt_prefixes(cores: &[Array4<f64>]) -> Vec<Array2<f64>> {
+    let mut out = vec![Array2::<f64>::ones((1, 1))];
+    let (mut rows, mut cols) = (1usize, 1usize);
+    for g in cores {
+        let acc = out.last().expect("seeded");
+        let (r0, m, n, r1) = g.dim();
+        let mut next = Array2::<f64>::zeros((rows * m * cols * n, r1));
+        for o in 0..rows {
+            for i in 0..cols {
+                let prev = acc.row(o * cols + i);
+                for a in 0..m {
+                    for b in 0..n {
+                        let row = (o * m + a) * (cols * n) + (i * n + b);
+                        for s in 0..r1 {
+                            next[[row, s]] = (0..r0).map(|r| prev[r] * g[[r, a, b, s]]).sum();
+                        }
+                    }
+                }
+            }
+        }
+        out.push(next);
+        rows *= m;
+        cols *= n;
+    }
+    out
 }
 
 #[cfg(test)]
