@@ -8,7 +8,7 @@
 //!
 //! ```text
 //! bash scripts/fetch-datasets.sh      # puts Fashion-MNIST into data/fashion-mnist
-//! cargo run --release --example train_fashion -- [--epochs N] [--lr MAX] [--threads T] [--limit N] [--data DIR]
+//! cargo run --release --example train_fashion -- [--epochs N] [--lr MAX] [--threads T] [--limit N] [--data DIR] [--save OUT.onnx]
 //! ```
 //!
 //! `--limit N` trains on the first `N` training images only (a quick check).
@@ -22,7 +22,7 @@ use hasten::models::{resnet8, ModelConfig};
 use hasten::train::data::{load_mnist, mnist_present, Augment};
 use hasten::train::optim::Sgd;
 use hasten::train::schedule::{OneCycle, Schedule};
-use hasten::train::{EpochStats, TrainConfig, TrainError, Trainer};
+use hasten::train::{EpochStats, TrainConfig, Trainer};
 
 /// Fashion-MNIST's training-set pixel mean and standard deviation.
 const MEAN: f32 = 0.2860;
@@ -34,6 +34,7 @@ struct Args {
     threads: usize,
     limit: Option<usize>,
     data: PathBuf,
+    save: Option<PathBuf>,
 }
 
 fn parse() -> Result<Args, String> {
@@ -43,6 +44,7 @@ fn parse() -> Result<Args, String> {
         threads: 2,
         limit: None,
         data: PathBuf::from("data/fashion-mnist"),
+        save: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -67,6 +69,7 @@ fn parse() -> Result<Args, String> {
                 )
             }
             "--data" => args.data = PathBuf::from(value("--data")?),
+            "--save" => args.save = Some(PathBuf::from(value("--save")?)),
             other => return Err(format!("unknown argument `{other}`")),
         }
     }
@@ -87,7 +90,7 @@ fn print_epoch(e: &EpochStats) {
     );
 }
 
-fn train(args: &Args) -> Result<(), TrainError> {
+fn train(args: &Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let start = Instant::now();
     let splits = load_mnist(&args.data)?;
     let train = match args.limit {
@@ -138,6 +141,11 @@ fn train(args: &Args) -> Result<(), TrainError> {
         images / train_secs,
         start.elapsed().as_secs_f64()
     );
+    if let Some(path) = &args.save {
+        let graph = trainer.graph()?;
+        hasten::onnx::export_file(&graph, path)?;
+        println!("trained network written to {}", path.display());
+    }
     Ok(())
 }
 
