@@ -135,7 +135,9 @@ impl Schedule for Cosine {
 
 /// The one-cycle policy (Smith & Topin) as PyTorch's `OneCycleLR` with
 /// cosine annealing: from `η_max/div` up to `η_max` at step
-/// `⌊pct·T⌋ − 1`, then down to `η_max/(div·final_div)` at step `T − 1`.
+/// `pct·T − 1` (not rounded, as in PyTorch: when `pct·T` is fractional the
+/// peak lies between two steps and neither reaches `η_max` exactly), then
+/// down to `η_max/(div·final_div)` at step `T − 1`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct OneCycle {
     initial: f64,
