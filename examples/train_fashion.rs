@@ -12,6 +12,9 @@
 //! ```
 //!
 //! `--limit N` trains on the first `N` training images only (a quick check).
+//! The default 20 epochs reach 92.98 % test accuracy (docs/training.md);
+//! `--save` writes the trained network as ONNX, the float model that
+//! `qat_fashion` and the compression recipes start from.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,7 +42,7 @@ struct Args {
 
 fn parse() -> Result<Args, String> {
     let mut args = Args {
-        epochs: 10,
+        epochs: 20,
         lr: 0.1,
         threads: 2,
         limit: None,
