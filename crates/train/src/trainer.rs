@@ -436,8 +436,8 @@ impl<O: Optimizer, S: Schedule, L: Loss> Trainer<O, S, L> {
     ) -> Result<(f64, f64, usize, f32)> {
         let loader = Loader::new(data.len(), self.config.batch_size)?.shuffled(self.config.seed);
         let (mut loss_sum, mut hits, mut seen, mut lr) = (0.0f64, 0usize, 0usize, 0.0f32);
-        for indices in loader.batches(epoch) {
-            let (x, labels) = loader.collate(data, &indices, &self.config.augment, epoch)?;
+        let augment = self.config.augment.clone();
+        loader.for_each_prefetched(data, &augment, epoch, 2, |x, labels| {
             let mode = Mode::Train {
                 seed: SeededRng::new(self.config.seed)
                     .fork(1 << 40 | self.step as u64)
@@ -468,7 +468,8 @@ impl<O: Optimizer, S: Schedule, L: Loss> Trainer<O, S, L> {
             loss_sum += f64::from(loss) * labels.len() as f64;
             seen += labels.len();
             self.step += 1;
-        }
+            Ok(())
+        })?;
         Ok((
             loss_sum / seen.max(1) as f64,
             hits as f64 / seen.max(1) as f64,

@@ -1,5 +1,7 @@
 //! [`Loader`]: seeded shuffling and batching of a [`Dataset`].
 
+use std::sync::mpsc::sync_channel;
+
 use hasten_core::SeededRng;
 use ndarray::{s, Array4};
 
@@ -106,5 +108,65 @@ impl Loader {
             }
         }
         Ok((x, indices.iter().map(|&i| data.label(i)).collect()))
+    }
+
+    /// Runs `step` on every batch of epoch `epoch` in order, each batch
+    /// collated as [`Loader::collate`] does, while a background thread
+    /// collates up to `ahead ≥ 1` batches in advance (prefetching overlaps
+    /// augmentation with training). The batches are exactly those of
+    /// `collate`, so results do not depend on `ahead`. Stops at the first
+    /// error of `collate` or `step` and returns it.
+    ///
+    /// ```
+    /// use hasten_train::data::{Augment, ImageSet, Loader};
+    /// use ndarray::Array4;
+    ///
+    /// let data = ImageSet::new(Array4::from_elem((5, 1, 2, 2), 1.0), vec![0, 1, 0, 1, 0], 2)?;
+    /// let loader = Loader::new(5, 2)?;
+    /// let mut sizes = Vec::new();
+    /// loader.for_each_prefetched(&data, &Augment::default(), 0, 2, |x, labels| {
+    ///     sizes.push((x.shape()[0], labels.len()));
+    ///     Ok(())
+    /// })?;
+    /// assert_eq!(sizes, [(2, 2), (2, 2), (1, 1)]);
+    /// # Ok::<(), hasten_train::TrainError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`TrainError::Invalid`] for `ahead = 0`; otherwise the first error of
+    /// `collate` or of `step`.
+    pub fn for_each_prefetched<D, F>(
+        &self,
+        data: &D,
+        augment: &Augment,
+        epoch: usize,
+        ahead: usize,
+        mut step: F,
+    ) -> Result<()>
+    where
+        D: Dataset + ?Sized,
+        F: FnMut(Array4<f32>, Vec<usize>) -> Result<()>,
+    {
+        if ahead == 0 {
+            return Err(TrainError::invalid("prefetch depth", ahead, ">= 1"));
+        }
+        let (send, receive) = sync_channel(ahead);
+        std::thread::scope(|scope| {
+            scope.spawn(move || {
+                for indices in self.batches(epoch) {
+                    let batch = self.collate(data, &indices, augment, epoch);
+                    let failed = batch.is_err();
+                    // The receiver is gone once `step` has failed: stop.
+                    if send.send(batch).is_err() || failed {
+                        break;
+                    }
+                }
+            });
+            for batch in receive {
+                let (x, labels) = batch?;
+                step(x, labels)?;
+            }
+            Ok(())
+        })
     }
 }

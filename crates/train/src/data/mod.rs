@@ -17,8 +17,9 @@ use ndarray::{s, Array4, ArrayView3};
 
 use crate::error::{Result, TrainError};
 
-/// A labelled set of images (or any `C×H×W` samples).
-pub trait Dataset {
+/// A labelled set of images (or any `C×H×W` samples). `Sync`, so that
+/// the [`Loader`] can assemble the next batch on another thread.
+pub trait Dataset: Sync {
     /// The number of samples.
     fn len(&self) -> usize;
     /// Whether there are no samples.

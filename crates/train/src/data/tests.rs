@@ -185,6 +185,66 @@ fn loader_partitions_each_epoch_and_is_reproducible() {
 }
 
 #[test]
+fn prefetched_batches_are_the_collated_batches_in_order() {
+    let set = tiny_set(11);
+    let loader = Loader::new(11, 3).unwrap().shuffled(5);
+    let augment = Augment::new().random_crop(1).horizontal_flip(true);
+    for epoch in 0..2 {
+        let expected: Vec<_> = loader
+            .batches(epoch)
+            .iter()
+            .map(|b| loader.collate(&set, b, &augment, epoch).unwrap())
+            .collect();
+        for ahead in [1, 2, 5] {
+            let mut got = Vec::new();
+            loader
+                .for_each_prefetched(&set, &augment, epoch, ahead, |x, y| {
+                    got.push((x, y));
+                    Ok(())
+                })
+                .unwrap();
+            assert_eq!(got, expected, "epoch {epoch}, {ahead} ahead");
+        }
+    }
+}
+
+#[test]
+fn prefetching_stops_at_the_first_error() {
+    let set = tiny_set(10);
+    let loader = Loader::new(10, 2).unwrap();
+    let mut calls = 0;
+    let r = loader.for_each_prefetched(&set, &Augment::new(), 0, 2, |_, _| {
+        calls += 1;
+        if calls == 2 {
+            Err(TrainError::invalid("step", 2, "planted failure"))
+        } else {
+            Ok(())
+        }
+    });
+    assert!(matches!(r, Err(TrainError::Invalid { name: "step", .. })));
+    assert_eq!(calls, 2, "no batch after the failing one");
+    // A loader larger than the data set fails in `collate`, and that error
+    // comes back.
+    let too_long = Loader::new(12, 4).unwrap();
+    let mut seen = 0;
+    let r = too_long.for_each_prefetched(&set, &Augment::new(), 0, 1, |_, _| {
+        seen += 1;
+        Ok(())
+    });
+    assert!(matches!(
+        r,
+        Err(TrainError::Invalid {
+            name: "sample index",
+            ..
+        })
+    ));
+    assert_eq!(seen, 2);
+    assert!(loader
+        .for_each_prefetched(&set, &Augment::new(), 0, 0, |_, _| Ok(()))
+        .is_err());
+}
+
+#[test]
 fn augmentations_by_hand_and_reproducible() {
     let sample = Array3::from_shape_fn((1, 3, 3), |(_, h, w)| (h * 3 + w + 1) as f32);
     let mut rng = SeededRng::new(0);
