@@ -215,20 +215,6 @@ impl BSource for ConvSource<'_> {
             ConvSource::Image(s) => s.row(k, cols, tmp),
         }
     }
-
-    fn pack(
-        &self,
-        ks: Range<usize>,
-        cols: Range<usize>,
-        nr: usize,
-        row_tmp: &mut Vec<f32>,
-        dst: &mut [f32],
-    ) {
-        match self {
-            ConvSource::Plane(s) => s.pack(ks, cols, nr, row_tmp, dst),
-            ConvSource::Image(s) => s.pack(ks, cols, nr, row_tmp, dst),
-        }
-    }
 }
 
 /// A convolution with pre-packed filters, ready to run.

@@ -70,41 +70,12 @@ impl PackedA {
 pub(crate) trait BSource: Sync {
     /// `B[k, cols]`: either a slice of the source itself or `tmp`, filled.
     fn row<'a>(&'a self, k: usize, cols: Range<usize>, tmp: &'a mut [f32]) -> &'a [f32];
-
-    /// Packs rows `ks` × columns `cols` into `nr`-column panels as
-    /// [`pack_b`] documents. By default each row is produced by
-    /// [`BSource::row`] and copied into the panels ([`pack_rows`]); a
-    /// source that must compute its rows (im2col) writes them straight into
-    /// the panels instead, saving that copy.
-    fn pack(
-        &self,
-        ks: Range<usize>,
-        cols: Range<usize>,
-        nr: usize,
-        row_tmp: &mut Vec<f32>,
-        dst: &mut [f32],
-    ) {
-        pack_rows(self, ks, cols, nr, row_tmp, dst);
-    }
 }
 
 /// Packs rows `ks` × columns `cols` of `b` into `nr`-column panels
 /// (`dst[jp·kc·nr + kk·nr + q]`), zero-padding the last panel.
 pub(crate) fn pack_b(
     b: &impl BSource,
-    ks: Range<usize>,
-    cols: Range<usize>,
-    nr: usize,
-    row_tmp: &mut Vec<f32>,
-    dst: &mut [f32],
-) {
-    b.pack(ks, cols, nr, row_tmp, dst);
-}
-
-/// [`pack_b`] through [`BSource::row`]: each row segment produced (or
-/// borrowed) whole, then copied panel by panel.
-pub(crate) fn pack_rows<B: BSource + ?Sized>(
-    b: &B,
     ks: Range<usize>,
     cols: Range<usize>,
     nr: usize,
