@@ -5,9 +5,10 @@
 //! summing every tap of a run of 16 output columns in registers, and gives
 //! each task enough planes to amortise its scheduling. The AVX-512 path
 //! ([`super::depthwise_avx512`]) reads each plane in place; the AVX2 and
-//! portable paths here read unit-stride runs of a padded copy of the
-//! channel (column-phase copies at larger strides), and the compiler
-//! vectorises their fixed-width lane loop.
+//! portable paths read unit-stride runs of a padded copy of the channel
+//! (column-phase copies at larger strides): AVX2 in blocks of 4 output rows
+//! for the common shapes ([`super::depthwise_avx2`]), else one run of 16
+//! columns at a time, whose fixed-width lane loop the compiler vectorises.
 
 use rayon::prelude::*;
 

@@ -7,7 +7,9 @@
 //!
 //! This is the lowering of equation (1) of the survey to matrix
 //! multiplication; the microkernels per instruction set live in
-//! `kernel_avx512.rs`, `kernel_avx2.rs` and `kernel_scalar.rs`.
+//! `kernel_avx512.rs`, `kernel_avx2.rs` and `kernel_scalar.rs`, with tall
+//! tiles for narrow outputs in `kernel_avx512_tall.rs` and
+//! `kernel_avx2_tall.rs`.
 
 mod kernel_avx2;
 mod kernel_avx2_tall;
