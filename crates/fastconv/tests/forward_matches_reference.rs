@@ -195,12 +195,15 @@ fn large_layers_match_reference() {
         // Row counts that take the narrow 8-row AVX-512 tile.
         (64, 20, 3, 15, 1, 1),
         (16, 9, 3, 9, 2, 1),
-        // Few output columns and many rows: the tall 48×8 AVX-512 tile,
-        // with partial row and column panels, two K blocks (K = 1100 > 512)
-        // and the stride-2 ResNet-18 last-stage shape at reduced width.
+        // Few output columns and many rows: the tall tiles (AVX-512 48×7
+        // on 7×7 outputs, 48×8 on 6×6, AVX2 16×6), with partial row and
+        // column panels, two K blocks (K = 1100 > 512) and the stride-2
+        // ResNet-18 last-stage shape at reduced width.
         (90, 40, 3, 7, 1, 1),
         (96, 1100, 1, 7, 1, 0),
         (144, 64, 3, 14, 2, 1),
+        (96, 64, 3, 6, 1, 1),
+        (40, 300, 1, 6, 1, 0),
     ] {
         let mut rng = SeededRng::new(t as u64);
         let layer = ConvLayer::new(

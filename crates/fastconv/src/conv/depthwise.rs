@@ -5,12 +5,15 @@
 //! summing every tap of a run of 16 output columns in registers, and gives
 //! each task enough planes to amortise its scheduling. The AVX-512 path
 //! ([`super::depthwise_avx512`]) reads each plane in place; the AVX2 and
-//! portable paths here read unit-stride runs of a padded copy of the
-//! channel (column-phase copies at larger strides), and the compiler
-//! vectorises their fixed-width lane loop.
+//! portable paths read unit-stride runs of a padded copy of the channel
+//! (column-phase copies at larger strides): AVX2 in blocks of 4 output rows
+//! for the common shapes ([`super::depthwise_avx2`]), else one run of 16
+//! columns at a time, whose fixed-width lane loop the compiler vectorises.
 
 use rayon::prelude::*;
 
+#[cfg(target_arch = "x86_64")]
+use super::depthwise_avx2;
 #[cfg(target_arch = "x86_64")]
 use super::depthwise_avx512::plane_avx512;
 use super::{ChannelView, ConvGeometry};
@@ -144,14 +147,22 @@ fn avx512_addresses(geo: &ConvGeometry) -> bool {
         && geo.stride.1.checked_mul(LANES - 1).is_some_and(fits)
 }
 
-/// [`run_plane`] compiled for AVX2 + FMA.
+/// One output plane on AVX2 + FMA: the row-blocked kernel of
+/// [`super::depthwise_avx2`] where it has compile-time sizes, else
+/// [`run_plane`] with 16-lane runs.
 ///
 /// # Safety
 /// The CPU supports AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn plane_avx2(job: &PlaneJob<'_>, out: &mut [f32], scratch: &mut Scratch) {
-    // SAFETY: this function only runs where AVX2 and FMA are supported.
+    if depthwise_avx2::applies(job.geo) {
+        let padded = padded_plane(job, scratch);
+        // SAFETY: this function only runs where AVX2 and FMA are supported.
+        unsafe { depthwise_avx2::plane_avx2(job, &padded, out) };
+        return;
+    }
+    // SAFETY: as above.
     run_plane(job, out, scratch, |run, dst| unsafe {
         lanes_avx2(run, dst)
     })
@@ -161,27 +172,30 @@ unsafe fn plane_avx2(job: &PlaneJob<'_>, out: &mut [f32], scratch: &mut Scratch)
 /// (16 lanes of AVX-512, two AVX2 registers, four SSE registers).
 pub(super) const LANES: usize = 16;
 
-/// Computes one output plane. The channel (with its view offset and zero
-/// padding) is first copied into a padded plane `P` holding exactly the
-/// rows and columns the taps read (plus `LANES` floats of slack), so no tap
-/// needs a bounds test; with a horizontal stride `s > 1`, `P` is split into
-/// column phases (`phase[p][y][m] = P[y][m·s + p]`) so every tap reads a
-/// unit-stride run. Each run of `LANES` output columns then sums all
-/// `kh·kw` taps in registers and is stored once.
+/// The padded plane of one output plane's channel, as
+/// [`padded_plane`] leaves it: the buffer, its row pitch (floats) and the
+/// flat offset of every tap `(i, j)` (row-major) relative to output
+/// `(oy, x)` = `buf[oy·sh·pitch + x]`.
+pub(super) struct Padded<'a> {
+    pub(super) buf: &'a [f32],
+    pub(super) pitch: usize,
+    pub(super) offsets: &'a [usize],
+}
+
+/// Copies the channel (with its view offset and zero padding) into a
+/// padded plane `P` holding exactly the rows and columns the taps read
+/// (plus `LANES` floats of slack), so no tap needs a bounds test; with a
+/// horizontal stride `s > 1`, `P` is split into column phases
+/// (`phase[p][y][m] = P[y][m·s + p]`) so every tap reads a unit-stride run.
 #[inline(always)]
-fn run_plane(
-    job: &PlaneJob<'_>,
-    out: &mut [f32],
-    scratch: &mut Scratch,
-    lanes: impl Fn(&Run<'_>, &mut [f32]),
-) {
+pub(super) fn padded_plane<'s>(job: &PlaneJob<'_>, scratch: &'s mut Scratch) -> Padded<'s> {
     let geo = job.geo;
     let (kh, kw, sh, sw) = (geo.kernel.0, geo.kernel.1, geo.stride.0, geo.stride.1);
     let hp = (geo.out_hw.0 - 1) * sh + (kh - 1) * geo.dilation.0 + 1;
     let wp = (geo.out_hw.1 - 1) * sw + (kw - 1) * geo.dilation.1 + 1;
     fill_padded(job, hp, wp, &mut scratch.floats);
-    let (buf, pitch): (&[f32], usize) = if sw == 1 {
-        (&scratch.floats, wp)
+    let pitch = if sw == 1 {
+        wp
     } else {
         let pw = wp.div_ceil(sw);
         // Only phases below `wp` hold columns (and taps read only those):
@@ -215,9 +229,8 @@ fn run_plane(
                 }
             }
         }
-        (&scratch.floats2, pw)
+        pw
     };
-    // Flat offset of tap (i, j) relative to output (oy, x) = buf[oy·sh·pitch + x].
     let offsets = &mut scratch.offsets;
     offsets.clear();
     for i in 0..kh {
@@ -226,6 +239,35 @@ fn run_plane(
             offsets.push((p * hp + i * geo.dilation.0) * pitch + m);
         }
     }
+    let buf = if sw == 1 {
+        &scratch.floats[..]
+    } else {
+        &scratch.floats2[..]
+    };
+    Padded {
+        buf,
+        pitch,
+        offsets: &scratch.offsets[..],
+    }
+}
+
+/// Computes one output plane from its [`padded_plane`]: each run of
+/// `LANES` output columns sums all `kh·kw` taps in registers and is stored
+/// once.
+#[inline(always)]
+fn run_plane(
+    job: &PlaneJob<'_>,
+    out: &mut [f32],
+    scratch: &mut Scratch,
+    lanes: impl Fn(&Run<'_>, &mut [f32]),
+) {
+    let geo = job.geo;
+    let sh = geo.stride.0;
+    let Padded {
+        buf,
+        pitch,
+        offsets,
+    } = padded_plane(job, scratch);
     let w = &job.w[..offsets.len()];
     for (oy, row) in out.chunks_exact_mut(geo.out_hw.1).enumerate() {
         let base = oy * sh * pitch;

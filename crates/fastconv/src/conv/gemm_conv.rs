@@ -467,8 +467,17 @@ mod tests {
 
     #[test]
     fn gemm_split_covers_every_output_tile_once_in_balanced_shares() {
-        // (MR, NR) of every microkernel: AVX-512 usual, narrow and tall, AVX2, portable.
-        for (mr, nr) in [(12, 32), (8, 32), (48, 8), (6, 16), (4, 8)] {
+        // (MR, NR) of every microkernel: AVX-512 usual, narrow and the two
+        // tall, AVX2 usual and tall, portable.
+        for (mr, nr) in [
+            (12, 32),
+            (8, 32),
+            (48, 8),
+            (48, 7),
+            (6, 16),
+            (16, 6),
+            (4, 8),
+        ] {
             let nc = 256usize.div_ceil(nr) * nr;
             for (t, area) in SHAPES {
                 for (blocks, threads) in [(1, 2), (1, 3), (1, 4), (2, 2), (8, 2)] {

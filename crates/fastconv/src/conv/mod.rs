@@ -7,6 +7,8 @@
 
 mod depthwise;
 #[cfg(target_arch = "x86_64")]
+mod depthwise_avx2;
+#[cfg(target_arch = "x86_64")]
 mod depthwise_avx512;
 mod direct_1x1;
 mod gemm_conv;
@@ -139,7 +141,7 @@ impl ConvStep {
                 view,
             )),
             Choice::Gemm => ConvStep::Gemm(GemmConv::new(
-                Kernel::for_shape(isa, geo.t_g, geo.out_area()),
+                Kernel::for_shape(isa, geo.t_g, geo.out_area(), geo.depth()),
                 geo,
                 &weights,
                 bias.as_deref(),

@@ -7,9 +7,12 @@
 //!
 //! This is the lowering of equation (1) of the survey to matrix
 //! multiplication; the microkernels per instruction set live in
-//! `kernel_avx512.rs`, `kernel_avx2.rs` and `kernel_scalar.rs`.
+//! `kernel_avx512.rs`, `kernel_avx2.rs` and `kernel_scalar.rs`, with tall
+//! tiles for narrow outputs in `kernel_avx512_tall.rs` and
+//! `kernel_avx2_tall.rs`.
 
 mod kernel_avx2;
+mod kernel_avx2_tall;
 mod kernel_avx512;
 mod kernel_avx512_tall;
 mod kernel_scalar;
@@ -55,9 +58,38 @@ const fn max(a: usize, b: usize) -> usize {
     }
 }
 
-/// How much more padded work (`⌈m/MR⌉·MR × ⌈n/NR⌉·NR`) the usual AVX-512
-/// tile must do than the tall one before the tall one is chosen.
+/// How much more padded work (`⌈m/MR⌉·MR × ⌈n/NR⌉·NR`) the usual tile
+/// must do than a tall one before the tall one is chosen.
 const TALL_GAIN: f64 = 1.05;
+
+/// Least depth `K` for a tall tile: its transposed store costs about one
+/// scalar operation per tile element, negligible against `K` FMAs per
+/// element only for deep products (a 3-channel stem's `K` = 27 is not).
+const TALL_MIN_DEPTH: usize = 128;
+
+/// The tall tiles of `isa` (vectors down the rows): `(MR, NR, kernel)`.
+fn tall_tiles(isa: Isa) -> &'static [(usize, usize, KernelFn)] {
+    match isa {
+        Isa::Avx512 => &[
+            (
+                kernel_avx512_tall::MR,
+                kernel_avx512_tall::NR,
+                kernel_avx512_tall::kernel::<{ kernel_avx512_tall::NR }>,
+            ),
+            (
+                kernel_avx512_tall::MR,
+                kernel_avx512_tall::NR_NARROW,
+                kernel_avx512_tall::kernel::<{ kernel_avx512_tall::NR_NARROW }>,
+            ),
+        ],
+        Isa::Avx2 => &[(
+            kernel_avx2_tall::MR,
+            kernel_avx2_tall::NR,
+            kernel_avx2_tall::kernel,
+        )],
+        Isa::Scalar => &[],
+    }
+}
 
 /// A microkernel with its tile shape and blocking, for one [`Isa`].
 #[derive(Debug, Clone, Copy)]
@@ -74,28 +106,33 @@ pub(crate) struct Kernel {
 }
 
 impl Kernel {
-    /// The microkernel of `isa` best suited to an `m × n` output: on
-    /// AVX-512, the tall 48×8 tile where `n` is narrow enough that 32-column
-    /// panels would waste more (e.g. the 7×7 = 49 positions of ResNet-18's
-    /// last stage: 56 padded columns instead of 64), else
+    /// The microkernel of `isa` best suited to an `m × n` output of depth
+    /// `k`: the tall tile (48×8 or 48×7 on AVX-512, 16×6 on AVX2) that pads
+    /// least, where `n` is narrow enough that the usual wide panels would
+    /// pad [`TALL_GAIN`] times more (e.g. the 7×7 = 49 positions of
+    /// ResNet-18's last stage: 7 whole 7-column panels on AVX-512, 54 padded
+    /// columns on AVX2, instead of 64) and `k ≥` [`TALL_MIN_DEPTH`]; else
     /// [`Kernel::for_rows`].
-    pub fn for_shape(isa: Isa, m: usize, n: usize) -> Kernel {
+    pub fn for_shape(isa: Isa, m: usize, n: usize, k: usize) -> Kernel {
         let usual = Kernel::for_rows(isa, m);
-        if isa != Isa::Avx512 || m == 0 || n == 0 {
+        if m == 0 || n == 0 || k < TALL_MIN_DEPTH {
             return usual;
         }
         let padded = |mr: usize, nr: usize| (m.div_ceil(mr) * mr * n.div_ceil(nr) * nr) as f64;
-        let (mr, nr) = (kernel_avx512_tall::MR, kernel_avx512_tall::NR);
-        if padded(usual.mr, usual.nr) > TALL_GAIN * padded(mr, nr) {
-            Kernel {
-                mr,
-                nr,
-                kc: 512,
-                nc: usual.nc,
-                func: kernel_avx512_tall::kernel,
+        let best = tall_tiles(isa)
+            .iter()
+            .min_by(|a, b| padded(a.0, a.1).total_cmp(&padded(b.0, b.1)));
+        match best {
+            Some(&(mr, nr, func)) if padded(usual.mr, usual.nr) > TALL_GAIN * padded(mr, nr) => {
+                Kernel {
+                    mr,
+                    nr,
+                    kc: 512,
+                    nc: 256usize.div_ceil(nr) * nr,
+                    func,
+                }
             }
-        } else {
-            usual
+            _ => usual,
         }
     }
 
@@ -305,22 +342,45 @@ mod tests {
     #[test]
     fn tall_tile_only_where_it_pads_less() {
         if Isa::Avx512.is_supported() {
-            // ResNet-18's last stage: 512 × 49 pads to 528 × 56, not 512 × 64.
-            let tall = Kernel::for_shape(Isa::Avx512, 512, 49);
-            assert_eq!((tall.mr, tall.nr), (48, 8));
+            // ResNet-18's last stage: 512 × 49 is 7 whole 7-column panels
+            // (528 × 49), not 512 × 64 nor 528 × 56.
+            let tall = Kernel::for_shape(Isa::Avx512, 512, 49, 4608);
+            assert_eq!((tall.mr, tall.nr), (48, 7));
             assert_eq!(tall.nc % tall.nr, 0);
+            // 6² = 36 columns: 40 with 8-column panels, 42 with 7.
+            let eight = Kernel::for_shape(Isa::Avx512, 96, 36, 576);
+            assert_eq!((eight.mr, eight.nr), (48, 8));
             // 56² columns are whole 32-column panels: the usual tile.
-            let usual = Kernel::for_shape(Isa::Avx512, 64, 3136);
+            let usual = Kernel::for_shape(Isa::Avx512, 64, 3136, 576);
             assert_eq!((usual.mr, usual.nr), (8, 32));
+            // Too shallow for the transposed store to pay: the usual tile.
+            let shallow = Kernel::for_shape(Isa::Avx512, 512, 49, 27);
+            assert_eq!(
+                (shallow.mr, shallow.nr),
+                (kernel_avx512::MR_NARROW, kernel_avx512::NR)
+            );
             // The test layers of forward_matches_reference that need it.
-            for (m, n) in [(90, 49), (96, 49), (144, 49)] {
-                assert_eq!(Kernel::for_shape(Isa::Avx512, m, n).mr, 48, "{m} × {n}");
+            for (m, n, k) in [(90, 49, 360), (96, 49, 1100), (144, 49, 576), (96, 36, 576)] {
+                assert_eq!(Kernel::for_shape(Isa::Avx512, m, n, k).mr, 48, "{m} × {n}");
             }
         }
         if Isa::Avx2.is_supported() {
-            // Other instruction sets keep their one tile.
-            let avx2 = Kernel::for_shape(Isa::Avx2, 512, 49);
-            assert_eq!((avx2.mr, avx2.nr), (kernel_avx2::MR, kernel_avx2::NR));
+            // 512 × 49: 16 × 6 pads to 512 × 54 instead of 516 × 64.
+            let tall = Kernel::for_shape(Isa::Avx2, 512, 49, 4608);
+            assert_eq!((tall.mr, tall.nr), (16, 6));
+            assert_eq!(tall.nc % tall.nr, 0);
+            for (m, n, k) in [(90, 49, 360), (96, 49, 1100), (144, 49, 576)] {
+                assert_eq!(Kernel::for_shape(Isa::Avx2, m, n, k).mr, 16, "{m} × {n}");
+            }
+            // 64 × 56²: 66 × 3136 against 64 × 3138, under the gain.
+            let usual = Kernel::for_shape(Isa::Avx2, 64, 3136, 576);
+            assert_eq!((usual.mr, usual.nr), (kernel_avx2::MR, kernel_avx2::NR));
         }
+        // The portable path has one tile.
+        let scalar = Kernel::for_shape(Isa::Scalar, 512, 49, 4608);
+        assert_eq!(
+            (scalar.mr, scalar.nr),
+            (kernel_scalar::MR, kernel_scalar::NR)
+        );
     }
 }
