@@ -290,6 +290,13 @@ pub fn conv2d_backward(
     let (xs, ws, dys) = (standard(x), standard(w), standard(dy));
     let (k, p, t_g) = (g.k(), g.p(), g.t / g.groups);
     let in_group = g.c_g * g.h * g.w;
+    // W_gᵀ (`K × T_g`) per group, transposed once for all samples.
+    let wt: Vec<f32> = (0..g.groups)
+        .flat_map(|gi| {
+            let wg = &ws[gi * t_g * k..(gi + 1) * t_g * k];
+            (0..k).flat_map(move |r| (0..t_g).map(move |t| wg[t * k + r]))
+        })
+        .collect();
     let mut dx = Array4::<f32>::zeros(x.raw_dim());
     // Per sample: the weight gradient, then the bias gradient.
     let per_sample: Vec<Vec<f32>> = dx
@@ -305,9 +312,9 @@ pub fn conv2d_backward(
                 for gi in 0..g.groups {
                     let start = s * g.c_in * g.h * g.w + gi * in_group;
                     let dyg = &dys_s[gi * t_g * p..(gi + 1) * t_g * p];
-                    let wg = &ws[gi * t_g * k..(gi + 1) * t_g * k];
+                    let wtg = &wt[gi * t_g * k..(gi + 1) * t_g * k];
                     // ∂cols = W_gᵀ ∂V_g, then col2im.
-                    gemm(k, t_g, p, (wg, true), (dyg, false), dcols);
+                    gemm(k, t_g, p, (wtg, false), (dyg, false), dcols);
                     g.col2im(dcols, &mut dxslice[gi * in_group..(gi + 1) * in_group]);
                     // ∂W_g = ∂V_g colsᵀ.
                     g.im2col(&xs[start..start + in_group], cols);
