@@ -27,6 +27,9 @@
 //!   channels ([`Winograd`]), a direct vectorised kernel for depthwise
 //!   layers, GEMM over the kept positions for perforated layers (survey
 //!   section 6.1); bias and ReLU / Clip fused into the GEMM's store.
+//! - [`matmul`]: one single-threaded `C = op(A)·op(B)` on the same GEMM,
+//!   for callers that parallelise outside (the training kernels of
+//!   `hasten-train`).
 //! - Pooling (max, average, global average), padding, softmax over
 //!   channels and every element-wise activation (`hasten_core::Elementwise`)
 //!   have vectorisable kernels compiled per instruction set, as do the
@@ -73,6 +76,7 @@ mod gemm;
 mod isa;
 mod linear;
 mod lowbit;
+mod matmul;
 mod pad;
 mod peak;
 mod plan;
@@ -91,6 +95,7 @@ pub use lowbit::{
     GroupwiseGemm, Int8Gemm, Int8Output, PackedFilters, PackedSigns, PqLinear, TernaryGemm,
     U8Quant, XnorGemm,
 };
+pub use matmul::{matmul, Operand};
 pub use peak::{fma_run, FmaRun};
 pub use plan::{Outputs, Plan, PlanOptions, StepInfo, Winograd, INT8_CHAIN};
 #[cfg(feature = "step-profile")]

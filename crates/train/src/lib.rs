@@ -56,6 +56,7 @@ pub mod loss;
 pub mod optim;
 mod params;
 pub mod schedule;
+mod split;
 pub mod tape;
 pub mod trainer;
 

@@ -28,6 +28,7 @@ use crate::compressed;
 use crate::error::{Result, TrainError};
 use crate::kernels;
 use crate::params::{Grads, ParamStore};
+use crate::split::leaf;
 
 /// The parameter values of one op in f32, by `state_dict` suffix.
 type OpValues = Grads;
@@ -60,8 +61,9 @@ pub struct TrainTape<'g> {
     graph: &'g Graph,
     mode: Mode,
     inputs: Vec<Array4<f32>>,
-    /// Per node, the input of each inner op followed by the node's output
-    /// (merge nodes: the output only).
+    /// Per node, the output of each inner op, the last being the node's
+    /// output (merge nodes: the output only); an inner op's input is the
+    /// previous stage or, for the first, the node's input, never copied.
     stages: Vec<Vec<Array4<f32>>>,
     /// Per node, per inner op, the parameter values used.
     values: Vec<Vec<OpValues>>,
@@ -386,6 +388,7 @@ fn max_pool_forward(
     y.par_chunks_mut(out_area)
         .zip(arg.par_chunks_mut(out_area))
         .zip(xs.as_slice().expect("standard").par_chunks(h * w))
+        .with_max_len(leaf(x.shape()[0] * x.shape()[1]))
         .for_each(|((yp, ap), plane)| {
             for (oy, r) in rows.iter().enumerate() {
                 for (ox, q) in cols.iter().enumerate() {
@@ -418,6 +421,7 @@ fn max_pool_backward(x: &Array4<f32>, dy: &Array4<f32>, arg: &[u32]) -> Array4<f
     dx.par_chunks_mut(area)
         .zip(ds.as_slice().expect("standard").par_chunks(out_area))
         .zip(arg.par_chunks(out_area))
+        .with_max_len(leaf(x.shape()[0] * x.shape()[1]))
         .for_each(|((dp, gp), ap)| {
             for (&g, &i) in gp.iter().zip(ap) {
                 dp[i as usize] += g;
@@ -439,6 +443,7 @@ fn avg_pool_forward(
     let mut y = vec![0.0f32; dims.iter().product()];
     y.par_chunks_mut(out_area)
         .zip(xs.as_slice().expect("standard").par_chunks(h * w))
+        .with_max_len(leaf(x.shape()[0] * x.shape()[1]))
         .for_each(|(yp, plane)| {
             for (oy, r) in rows.iter().enumerate() {
                 for (ox, q) in cols.iter().enumerate() {
@@ -477,6 +482,7 @@ fn avg_pool_backward(
                 .expect("standard")
                 .par_chunks(dy.shape()[2] * ow),
         )
+        .with_max_len(leaf(x.shape()[0] * x.shape()[1]))
         .for_each(|(dp, gp)| {
             for (oy, r) in rows.iter().enumerate() {
                 for (ox, q) in cols.iter().enumerate() {
@@ -497,24 +503,68 @@ fn avg_pool_backward(
     Ok(Array4::from_shape_vec(x.raw_dim(), dx).expect("input shape"))
 }
 
-/// Per channel, the `(Σ x, Σ x²)`-free two-pass mean and biased variance in
-/// f64 over batch and plane.
-fn channel_stats(x: &Array4<f32>) -> (Vec<f64>, Vec<f64>) {
-    let c = x.shape()[1];
-    let m = (x.len() / c) as f64;
-    (0..c)
-        .into_par_iter()
-        .map(|ch| {
-            let lane = x.index_axis(Axis(1), ch);
-            let mu = lane.iter().map(|&u| f64::from(u)).sum::<f64>() / m;
-            let var = lane
-                .iter()
-                .map(|&u| (f64::from(u) - mu).powi(2))
-                .sum::<f64>()
-                / m;
-            (mu, var)
+/// Per channel `(Σ u, Σ u²)` of the shifted values `u = x − x[0, c, 0, 0]`
+/// over batch and plane, in f64: one pass over the contiguous planes,
+/// parallel over samples and summed in sample order. The shift keeps
+/// `Σ u² − (Σ u)²/m` free of cancellation for data far from zero.
+fn channel_sums(xs: &[f32], c: usize, area: usize) -> (Vec<f32>, Vec<(f64, f64)>) {
+    let shift: Vec<f32> = (0..c).map(|k| xs[k * area]).collect();
+    let n = xs.len() / (c * area);
+    let per_sample: Vec<Vec<(f64, f64)>> = xs
+        .par_chunks(c * area)
+        .with_max_len(leaf(n))
+        .map(|sample| {
+            sample
+                .chunks(area)
+                .zip(&shift)
+                .map(|(plane, &k0)| {
+                    plane.iter().fold((0.0, 0.0), |(s1, s2), &u| {
+                        let d = f64::from(u - k0);
+                        (s1 + d, s2 + d * d)
+                    })
+                })
+                .collect()
+        })
+        .collect();
+    let mut sums = vec![(0.0, 0.0); c];
+    for sample in &per_sample {
+        for (acc, s) in sums.iter_mut().zip(sample) {
+            acc.0 += s.0;
+            acc.1 += s.1;
+        }
+    }
+    (shift, sums)
+}
+
+/// Per channel, the batch mean and biased variance in f64 over batch and
+/// plane, in one pass (see [`channel_sums`]).
+fn channel_stats(xs: &[f32], c: usize, area: usize) -> (Vec<f64>, Vec<f64>) {
+    let m = (xs.len() / c) as f64;
+    let (shift, sums) = channel_sums(xs, c, area);
+    shift
+        .iter()
+        .zip(&sums)
+        .map(|(&k0, &(s1, s2))| {
+            let d = s1 / m;
+            (f64::from(k0) + d, (s2 / m - d * d).max(0.0))
         })
         .unzip()
+}
+
+/// A new array of `dim` whose every sample `s` (a `[C, H, W]` block) is
+/// filled by `f(s, block)`, in parallel over samples; `f` must write every
+/// value of its block.
+fn per_sample(dim: ndarray::Ix4, f: impl Fn(usize, &mut [f32]) + Sync) -> Array4<f32> {
+    let n = dim[0];
+    let len = ndarray::Dimension::size(&dim);
+    let mut out = vec![0.0f32; len];
+    if len > 0 {
+        out.par_chunks_mut(len / n)
+            .with_max_len(leaf(n))
+            .enumerate()
+            .for_each(|(s, block)| f(s, block));
+    }
+    Array4::from_shape_vec(dim, out).expect("N blocks of C·H·W values")
 }
 
 fn batch_norm_forward(
@@ -528,7 +578,10 @@ fn batch_norm_forward(
     let run_mean = get1(v, "running_mean").expect("batch norm has μ");
     let run_var = get1(v, "running_var").expect("batch norm has σ²");
     let c = x.shape()[1];
+    let area = x.shape()[2] * x.shape()[3];
     let per_channel = x.len() / c;
+    let xs = x.as_standard_layout();
+    let xs = xs.as_slice().expect("standard");
     let mut buffers = OpValues::new();
     let (mean, var): (Vec<f64>, Vec<f64>) = match mode {
         Mode::Train { momentum, .. } => {
@@ -546,7 +599,7 @@ fn batch_norm_forward(
                     "in [0, 1]",
                 ));
             }
-            let (mean, var) = channel_stats(x);
+            let (mean, var) = channel_stats(xs, c, area);
             let m = per_channel as f64;
             let new_mean: Array1<f32> = (0..c)
                 .map(|k| (f64::from(run_mean[k]) * (1.0 - momentum) + mean[k] * momentum) as f32)
@@ -572,20 +625,22 @@ fn batch_norm_forward(
         .map(|&s| (1.0 / (s + eps).sqrt()) as f32)
         .collect();
     let mean: Vec<f32> = mean.iter().map(|&u| u as f32).collect();
-    let mut y = standard(x.clone());
-    let area = x.shape()[2] * x.shape()[3];
-    y.as_slice_mut()
-        .expect("standard")
-        .par_chunks_mut(area)
-        .enumerate()
-        .for_each(|(plane, vals)| {
-            let k = plane % c;
-            let (mu, s, g, b) = (mean[k], inv[k], gamma[k], beta[k]);
-            vals.iter_mut().for_each(|u| *u = g * ((*u - mu) * s) + b);
-        });
+    let y = per_sample(x.raw_dim(), |s, block| {
+        let src = xs[s * c * area..(s + 1) * c * area].chunks(area);
+        for (k, (out, plane)) in block.chunks_mut(area).zip(src).enumerate() {
+            let (mu, sc, g, b) = (mean[k], inv[k], gamma[k], beta[k]);
+            for (o, &u) in out.iter_mut().zip(plane) {
+                *o = g * ((u - mu) * sc) + b;
+            }
+        }
+    });
     Ok((y, Saved::Norm(mean, inv), buffers))
 }
 
+/// The batch-norm backward: in training mode, per channel `Σ g` and
+/// `Σ g·x̂` in one pass over the contiguous planes (parallel over samples,
+/// summed in sample order), then `∂x = γσ⁻¹/m · (m·g − Σ g − x̂ Σ g·x̂)`;
+/// at inference `∂x = γσ⁻¹ g`.
 fn batch_norm_backward(
     x: &Array4<f32>,
     dy: &Array4<f32>,
@@ -596,44 +651,59 @@ fn batch_norm_backward(
 ) -> (Array4<f32>, OpValues) {
     let gamma = get1(v, "weight").expect("batch norm has γ");
     let c = x.shape()[1];
+    let area = x.shape()[2] * x.shape()[3];
+    let n = x.shape()[0];
     let m = (x.len() / c) as f64;
+    let (xs, ds) = (x.as_standard_layout(), dy.as_standard_layout());
+    let (xs, ds) = (
+        xs.as_slice().expect("standard"),
+        ds.as_slice().expect("standard"),
+    );
     // Per channel Σ g and Σ g·x̂, accumulated in f64.
-    let sums: Vec<(f64, f64)> = (0..c)
-        .into_par_iter()
-        .map(|k| {
-            let xc = x.index_axis(Axis(1), k);
-            let gc = dy.index_axis(Axis(1), k);
-            let (mut sg, mut sgx) = (0.0f64, 0.0f64);
-            for (&u, &g) in xc.iter().zip(gc.iter()) {
-                let xhat = f64::from((u - mean[k]) * inv[k]);
-                sg += f64::from(g);
-                sgx += f64::from(g) * xhat;
-            }
-            (sg, sgx)
+    let per: Vec<Vec<(f64, f64)>> = xs
+        .par_chunks(c * area)
+        .zip(ds.par_chunks(c * area))
+        .with_max_len(leaf(n))
+        .map(|(xb, db)| {
+            xb.chunks(area)
+                .zip(db.chunks(area))
+                .enumerate()
+                .map(|(k, (xp, gp))| {
+                    let (mu, s) = (mean[k], inv[k]);
+                    xp.iter().zip(gp).fold((0.0, 0.0), |(sg, sgx), (&u, &g)| {
+                        let xhat = f64::from((u - mu) * s);
+                        (sg + f64::from(g), sgx + f64::from(g) * xhat)
+                    })
+                })
+                .collect()
         })
         .collect();
-    let xs = x.as_standard_layout();
-    let mut dx = standard(dy.clone());
-    let area = x.shape()[2] * x.shape()[3];
-    dx.as_slice_mut()
-        .expect("standard")
-        .par_chunks_mut(area)
-        .zip(xs.as_slice().expect("standard").par_chunks(area))
-        .enumerate()
-        .for_each(|(plane, (dp, xp))| {
-            let k = plane % c;
-            let (mu, s, gm) = (mean[k], inv[k], gamma[k]);
+    let mut sums = vec![(0.0f64, 0.0f64); c];
+    for sample in &per {
+        for (acc, s) in sums.iter_mut().zip(sample) {
+            acc.0 += s.0;
+            acc.1 += s.1;
+        }
+    }
+    let dx = per_sample(x.raw_dim(), |s, block| {
+        let range = s * c * area..(s + 1) * c * area;
+        let planes = xs[range.clone()].chunks(area).zip(ds[range].chunks(area));
+        for (k, (out, (xp, gp))) in block.chunks_mut(area).zip(planes).enumerate() {
+            let (mu, sc, gm) = (mean[k], inv[k], gamma[k]);
             if train {
-                let a = gm * s / m as f32;
-                let (sg, sgx) = ((sums[k].0) as f32, (sums[k].1) as f32);
-                for (d, &u) in dp.iter_mut().zip(xp) {
-                    let xhat = (u - mu) * s;
-                    *d = a * (m as f32 * *d - sg - xhat * sgx);
+                let a = gm * sc / m as f32;
+                let (sg, sgx) = (sums[k].0 as f32, sums[k].1 as f32);
+                for ((o, &u), &g) in out.iter_mut().zip(xp).zip(gp) {
+                    let xhat = (u - mu) * sc;
+                    *o = a * (m as f32 * g - sg - xhat * sgx);
                 }
             } else {
-                dp.iter_mut().for_each(|d| *d *= gm * s);
+                for (o, &g) in out.iter_mut().zip(gp) {
+                    *o = g * (gm * sc);
+                }
             }
-        });
+        }
+    });
     let mut p = OpValues::new();
     p.insert(
         "weight".into(),
@@ -763,20 +833,22 @@ impl<'g> TrainTape<'g> {
                     node.inputs().iter().map(|&id| tape.value(id)).collect();
                 stages.push(merge_forward(node.op(), &args).map_err(wrap)?);
             } else {
-                let mut x = tape.value(node.inputs()[0]).clone();
                 for (i, op) in ops.iter().enumerate() {
                     let pre = prefix(node.name(), node.op(), i);
                     let v = op_values(op, &pre, params)?;
+                    let x = match stages.last() {
+                        Some(previous) => previous,
+                        None => tape.value(node.inputs()[0]),
+                    };
                     let (y, s, buffers) =
-                        op_forward(op, &x, &v, op_mode(mode, k, i)).map_err(wrap)?;
+                        op_forward(op, x, &v, op_mode(mode, k, i)).map_err(wrap)?;
                     for (suffix, b) in buffers {
                         tape.buffers.insert(format!("{pre}.{suffix}"), b);
                     }
-                    stages.push(std::mem::replace(&mut x, y));
+                    stages.push(y);
                     values.push(v);
                     saved.push(s);
                 }
-                stages.push(x);
             }
             tape.stages.push(stages);
             tape.values.push(values);
@@ -875,9 +947,13 @@ impl<'g> TrainTape<'g> {
             } else {
                 let mut d = dy;
                 for (i, op) in ops.iter().enumerate().rev() {
+                    let x = match i {
+                        0 => self.value(node.inputs()[0]),
+                        _ => &self.stages[k][i - 1],
+                    };
                     let (dx, gp) = op_backward(
                         op,
-                        &self.stages[k][i],
+                        x,
                         &d,
                         &self.values[k][i],
                         &self.saved[k][i],

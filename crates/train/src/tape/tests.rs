@@ -384,3 +384,81 @@ fn compressed_ops_match_the_reference() {
     compare("compressed eval", &graph, 3, Mode::Eval, 1);
     compare("compressed train", &graph, 3, Mode::train(2), 2);
 }
+
+/// The one-pass shifted batch statistics against the two-pass definition on
+/// data far from zero (mean 10⁷, spread 10), where the unshifted one-pass
+/// `Σx²/m − (Σx/m)²` loses about four digits even in f64.
+#[test]
+fn one_pass_batch_statistics_match_two_pass_far_from_zero() {
+    let mut rng = SeededRng::new(61);
+    let x: Array4<f32> = rng.normal_array((5, 3, 4, 3), 10.0) + 1.0e7;
+    let xs = x.as_slice().unwrap();
+    let (mean, var) = channel_stats(xs, 3, 12);
+    for k in 0..3 {
+        let lane: Vec<f64> = x
+            .index_axis(Axis(1), k)
+            .iter()
+            .map(|&u| f64::from(u))
+            .collect();
+        let mu = lane.iter().sum::<f64>() / lane.len() as f64;
+        let v = lane.iter().map(|u| (u - mu).powi(2)).sum::<f64>() / lane.len() as f64;
+        assert!((mean[k] - mu).abs() <= 1e-12 * mu.abs(), "mean {k}");
+        assert!(
+            (var[k] - v).abs() <= 1e-9 * v,
+            "variance {k}: {} vs {v}",
+            var[k]
+        );
+    }
+}
+
+/// Batch norm forward and backward, both modes, on random shapes and
+/// offsets against the f64 reference of `hasten_core::grad`, and
+/// bit-identical for 1 and 3 threads.
+#[test]
+fn batch_norm_kernels_match_the_reference_on_random_shapes() {
+    let mut rng = SeededRng::new(62);
+    for case in 0..12u64 {
+        let (n, c) = (1 + rng.below(5), 1 + rng.below(6));
+        let (h, w) = (1 + rng.below(5), 2 + rng.below(4));
+        let offset = rng.uniform_in(-5.0, 5.0) as f32;
+        let op = Op::BatchNorm(batch_norm(&mut rng, c));
+        let x: Array4<f32> = rng.normal_array((n, c, h, w), 1.5) + offset;
+        let dy: Array4<f32> = rng.normal_array((n, c, h, w), 1.0);
+        let v: OpValues = hasten_core::graph::op_parameters(&op)
+            .into_iter()
+            .map(|(k, a)| (k.to_string(), a))
+            .collect();
+        for mode in [Mode::train(case), Mode::Eval] {
+            let run = |threads| {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                pool.install(|| {
+                    let (y, saved, buffers) = op_forward(&op, &x, &v, mode).unwrap();
+                    let (dx, dp) = op_backward(&op, &x, &dy, &v, &saved, mode).unwrap();
+                    (y, buffers, dx, dp)
+                })
+            };
+            let (y, buffers, dx, dp) = run(1);
+            let bits = |a: &Array4<f32>| a.iter().map(|u| u.to_bits()).collect::<Vec<_>>();
+            let three = run(3);
+            assert_eq!(bits(&y), bits(&three.0), "forward, 1 and 3 threads");
+            assert_eq!(bits(&dx), bits(&three.2), "backward, 1 and 3 threads");
+            assert_eq!((&buffers, &dp), (&three.1, &three.3));
+            let p64 = to_f64_params(&v);
+            let x64 = x.mapv(f64::from);
+            let want = grad::forward(&op, &x64, &p64, mode).unwrap();
+            let what = format!("case {case} {mode:?} {:?}", x.shape());
+            assert!(rel(&want.output, &y) < 1e-5, "{what} forward");
+            for (name, b) in &want.buffers {
+                assert!(rel(b, &buffers[name]) < 1e-5, "{what} {name}");
+            }
+            let g = grad::backward(&op, &x64, &dy.mapv(f64::from), &p64, mode).unwrap();
+            assert!(rel(&g.input, &dx) < 1e-4, "{what} dx");
+            for name in ["weight", "bias"] {
+                assert!(rel(&g.params[name], &dp[name]) < 1e-4, "{what} d{name}");
+            }
+        }
+    }
+}
