@@ -190,15 +190,25 @@ mod tests {
     #[test]
     fn matches_the_definition_on_every_isa_and_transposition() {
         let mut rng = SeededRng::new(5);
+        let mut tall = Vec::new();
         // Shapes across tile edges, several K blocks (k > 512) and column
-        // blocks (n > NC).
+        // blocks (n > NC); 7×7 outputs of depth ≥ 128, where the tall
+        // tiles (48×7 AVX-512, 16×6 AVX2) are chosen.
         for (m, k, n) in [
             (1, 1, 1),
             (7, 3, 5),
             (16, 144, 784),
             (13, 600, 37),
             (50, 9, 300),
+            (96, 576, 49),
+            (40, 256, 49),
         ] {
+            for isa in Isa::supported() {
+                let (chosen, usual) = (Kernel::for_shape(isa, m, n, k), Kernel::for_rows(isa, m));
+                if (chosen.mr, chosen.nr) != (usual.mr, usual.nr) {
+                    tall.push(isa);
+                }
+            }
             let a: Vec<f32> = (0..m * k).map(|_| rng.normal() as f32).collect();
             let b: Vec<f32> = (0..k * n).map(|_| rng.normal() as f32).collect();
             for isa in Isa::supported() {
@@ -224,6 +234,9 @@ mod tests {
                     );
                 }
             }
+        }
+        for isa in Isa::supported().into_iter().filter(|&i| i != Isa::Scalar) {
+            assert!(tall.contains(&isa), "no shape took a tall tile on {isa:?}");
         }
     }
 
