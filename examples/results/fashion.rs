@@ -150,7 +150,11 @@ pub fn section(args: &Args, model: &Path, dir: Option<&Path>) -> Result<String, 
             .train
             .head(args.fashion_tune_samples)
             .normalized(&[MEAN], &[STD])?,
-        test: splits.test.normalized(&[MEAN], &[STD])?,
+        test: match args.fashion_test_samples {
+            Some(n) => splits.test.head(n),
+            None => splits.test,
+        }
+        .normalized(&[MEAN], &[STD])?,
     };
     let mut rows = compress_rows(&graph, METHODS, &data, dir, "fashion", args.only.as_deref());
     let measured = rows
@@ -162,10 +166,11 @@ pub fn section(args: &Args, model: &Path, dir: Option<&Path>) -> Result<String, 
         .iter()
         .find_map(|r| r.outcome.as_ref().ok().map(|m| m.accuracy_before));
     let mut text = format!(
-        "## ResNet-8 on Fashion-MNIST\n\nResNet-8 ({}), test accuracy {} before compression; fine-tuning: 1 epoch (SGD, momentum 0.9, lr 0.01, batch 64; the combined recipe: its own settings, after each step) on the first {} training images; CPU: {}; wall time {:.0} s.\n\n",
+        "## ResNet-8 on Fashion-MNIST\n\nResNet-8 ({}), test accuracy {} before compression; fine-tuning: 1 epoch (SGD, momentum 0.9, lr 0.01, batch 64; the combined recipe: its own settings, after each step) on the first {} training images; test accuracy on the first {} test images; CPU: {}; wall time {:.0} s.\n\n",
         model.file_name().map_or("".into(), |n| n.to_string_lossy()),
         accuracy.map_or("-".into(), |a| format!("{:.2} %", 100.0 * a)),
         data.train.labels().len(),
+        data.test.labels().len(),
         cpu_model(),
         start.elapsed().as_secs_f64()
     );

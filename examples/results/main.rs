@@ -19,8 +19,8 @@
 //! bash scripts/setup-python.sh        # .venv with onnx + onnxruntime
 //! cargo run --release --example results -- [--data DIR] [--epochs N] [--tune-samples N]
 //!     [--train-samples N] [--distill-samples N] [--distill-epochs N] [--threads T] [--checkpoint FILE]
-//!     [--only SUBSTRING] [--no-ort] [--no-lenet] [--fashion MODEL.onnx [--fashion-data DIR]
-//!     [--fashion-tune-samples N]] [--out FILE.md] [--svg FILE.svg]
+//!     [--only SUBSTRING[,SUBSTRING…]] [--no-ort] [--no-lenet] [--fashion MODEL.onnx [--fashion-data DIR]
+//!     [--fashion-tune-samples N] [--fashion-test-samples N]] [--out FILE.md] [--svg FILE.svg]
 //! ```
 
 #[path = "../common/thin_lenet.rs"]
@@ -244,6 +244,7 @@ struct Args {
     fashion: Option<PathBuf>,
     fashion_data: PathBuf,
     fashion_tune_samples: usize,
+    fashion_test_samples: Option<usize>,
     checkpoint: Option<PathBuf>,
     only: Option<String>,
     out: Option<PathBuf>,
@@ -264,6 +265,7 @@ fn parse() -> Result<Args, String> {
         fashion: None,
         fashion_data: PathBuf::from("data/fashion-mnist"),
         fashion_tune_samples: 5000,
+        fashion_test_samples: None,
         checkpoint: None,
         only: None,
         out: None,
@@ -294,6 +296,12 @@ fn parse() -> Result<Args, String> {
             "--no-lenet" => args.lenet = false,
             "--fashion" => args.fashion = Some(PathBuf::from(value("--fashion")?)),
             "--fashion-data" => args.fashion_data = PathBuf::from(value("--fashion-data")?),
+            "--fashion-test-samples" => {
+                args.fashion_test_samples = Some(number(
+                    "--fashion-test-samples",
+                    value("--fashion-test-samples")?,
+                )?)
+            }
             "--fashion-tune-samples" => {
                 args.fashion_tune_samples =
                     number("--fashion-tune-samples", value("--fashion-tune-samples")?)?
@@ -313,11 +321,12 @@ fn parse() -> Result<Args, String> {
         args.distill_samples,
         args.distill_epochs,
         args.fashion_tune_samples,
+        args.fashion_test_samples.unwrap_or(1),
         args.threads,
     ]
     .contains(&0)
     {
-        return Err("--epochs, --train-samples, --tune-samples, --distill-samples, --distill-epochs, --fashion-tune-samples and --threads must be at least 1".into());
+        return Err("--epochs, --train-samples, --tune-samples, --distill-samples, --distill-epochs, --fashion-tune-samples, --fashion-test-samples and --threads must be at least 1".into());
     }
     Ok(args)
 }
@@ -761,6 +770,12 @@ fn run_ort(
     })
 }
 
+/// Whether `label` is selected by `--only`: no filter, or one of its
+/// comma-separated substrings is in the label.
+fn selected(only: Option<&str>, label: &str) -> bool {
+    only.is_none_or(|o| o.split(',').any(|part| label.contains(part)))
+}
+
 /// Compresses `graph` by every recipe of `methods` (those whose label
 /// contains `only`) and measures each; with `dir`, exports each result
 /// there as `{tag}-{i}.onnx` for onnxruntime.
@@ -774,7 +789,7 @@ fn compress_rows(
 ) -> Vec<Row> {
     let mut rows = Vec::new();
     for (i, method) in methods.iter().enumerate() {
-        if only.is_some_and(|o| !method.label.contains(o)) {
+        if !selected(only, method.label) {
             continue;
         }
         let t = Instant::now();
@@ -844,7 +859,7 @@ fn lenet_section(args: &Args, dir: Option<&std::path::Path>) -> Result<String, E
     };
     let mut rows = compress_rows(&graph, METHODS, &data, dir, "lenet", args.only.as_deref());
     let mut distilled = match args.only.as_deref() {
-        Some(o) if !"distillation".contains(o) => None,
+        Some(o) if !o.split(',').any(|p| "distillation".contains(p)) => None,
         _ => {
             let t = Instant::now();
             let d = distillation(args, &graph, &train, &data.test)?;
