@@ -22,7 +22,7 @@ const MEAN: f32 = 0.2860;
 const STD: f32 = 0.3530;
 
 /// One-shot fine-tuning of the Fashion-MNIST rows.
-const FINE_TUNE: Option<&str> = Some("fine_tune = { epochs = 1, lr = 0.01, batch = 64 }");
+const FINE_TUNE: Option<&str> = Some("fine_tune = { epochs = 1, lr = 0.001, batch = 64 }");
 
 /// The recipes of the ResNet-8 rows; the last is the repository's combined
 /// recipe file, whole.
@@ -166,7 +166,7 @@ pub fn section(args: &Args, model: &Path, dir: Option<&Path>) -> Result<String, 
         .iter()
         .find_map(|r| r.outcome.as_ref().ok().map(|m| m.accuracy_before));
     let mut text = format!(
-        "## ResNet-8 on Fashion-MNIST\n\nResNet-8 ({}), test accuracy {} before compression; fine-tuning: 1 epoch (SGD, momentum 0.9, lr 0.01, batch 64; the combined recipe: its own settings, after each step) on the first {} training images; test accuracy on the first {} test images; CPU: {}; wall time {:.0} s.\n\n",
+        "## ResNet-8 on Fashion-MNIST\n\nResNet-8 ({}), test accuracy {} before compression; fine-tuning: 1 epoch (SGD, momentum 0.9, lr 0.001, batch 64; the combined recipe: its own settings, after each step) on the first {} training images; test accuracy on the first {} test images; CPU: {}; wall time {:.0} s.\n\n",
         model.file_name().map_or("".into(), |n| n.to_string_lossy()),
         accuracy.map_or("-".into(), |a| format!("{:.2} %", 100.0 * a)),
         data.train.labels().len(),
