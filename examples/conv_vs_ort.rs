@@ -24,7 +24,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -58,17 +58,7 @@ struct Ort {
 impl Ort {
     fn start() -> std::io::Result<Ort> {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let python = std::env::var_os("HASTEN_PYTHON")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                let venv = root.join(".venv/bin/python");
-                if venv.is_file() {
-                    venv
-                } else {
-                    "python3".into()
-                }
-            });
-        let mut child = Command::new(python)
+        let mut child = Command::new(hasten::bench::python(root))
             .arg(root.join("scripts/ort_bench.py"))
             .arg("--serve")
             .stdin(Stdio::piped())

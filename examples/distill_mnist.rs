@@ -13,19 +13,22 @@
 //!     [--samples K] [--temperature T] [--lambda L] [--hint] [--threads T] [--data DIR]
 //! ```
 
+#[path = "common/thin_lenet.rs"]
+mod thin_lenet;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use hasten::bench::{cpu_model, with_threads};
-use hasten::core::op::{Flatten, MaxPool, PoolSpec, Relu};
-use hasten::core::{ActShape, ConvLayer, ConvSpec, Graph, GraphBuilder, LinearLayer, SeededRng};
-use hasten::models::{he_std, lenet5, ModelConfig};
+use hasten::core::Graph;
+use hasten::models::{lenet5, ModelConfig};
 use hasten::teacher_student::{DistillSettings, DistillTrainer};
 use hasten::train::data::{load_mnist, mnist_present, Augment, ImageSet};
 use hasten::train::optim::Adam;
 use hasten::train::schedule::Cosine;
 use hasten::train::{evaluate, EpochStats, TrainConfig, TrainError, Trainer};
+use thin_lenet::thin_lenet5;
 
 struct Args {
     teacher_epochs: usize,
@@ -84,46 +87,6 @@ fn print_epoch(e: &EpochStats) {
     );
 }
 
-/// The thin student: LeNet-5's layout with 3 and 6 convolution channels
-/// and one 32-unit hidden layer, He-normal weights.
-fn student(seed: u64) -> Result<Graph, hasten::core::Error> {
-    let mut rng = SeededRng::new(seed);
-    let mut conv = |t: usize, c: usize, pad: usize| {
-        let w = rng.normal_array((t, c, 5, 5), he_std(c * 25));
-        ConvLayer::new(
-            hasten::core::Conv4d::new(w)?,
-            Some(ndarray::Array1::zeros(t)),
-            ConvSpec::new().with_padding(pad),
-        )
-    };
-    let (c1, c2) = (conv(3, 1, 2)?, conv(6, 3, 0)?);
-    let pool = || MaxPool::new(PoolSpec::square(2).with_stride(2));
-    let mut b = GraphBuilder::new();
-    let x = b.input("x", ActShape::new(1, 28, 28));
-    let y = b.op("conv1", c1, x);
-    let y = b.op("relu1", Relu, y);
-    let y = b.op("pool1", pool()?, y);
-    let y = b.op("conv2", c2, y);
-    let y = b.op("relu2", Relu, y);
-    let y = b.op("pool2", pool()?, y);
-    let y = b.op("flatten", Flatten, y);
-    let fc1 = rng.normal_array((32, 150), he_std(150));
-    let y = b.op(
-        "fc1",
-        LinearLayer::new(fc1, Some(ndarray::Array1::zeros(32)))?,
-        y,
-    );
-    let y = b.op("relu3", Relu, y);
-    let fc2 = rng.normal_array((10, 32), he_std(32));
-    let y = b.op(
-        "fc2",
-        LinearLayer::new(fc2, Some(ndarray::Array1::zeros(10)))?,
-        y,
-    );
-    b.output(y);
-    b.build()
-}
-
 fn config(epochs: usize) -> Result<TrainConfig, TrainError> {
     Ok(TrainConfig {
         epochs,
@@ -175,7 +138,7 @@ fn run(args: &Args) -> Result<(), TrainError> {
         few.labels().len()
     );
     let t0 = Instant::now();
-    let mut scratch = Trainer::new(student(11)?, Adam::new(), schedule()?, cfg.clone())?;
+    let mut scratch = Trainer::new(thin_lenet5(11)?, Adam::new(), schedule()?, cfg.clone())?;
     scratch.fit(&few, &test, print_epoch)?;
     let scratch_acc = evaluate(&scratch.graph()?, &test, 500)?;
     let scratch_secs = t0.elapsed().as_secs_f64();
@@ -197,7 +160,7 @@ fn run(args: &Args) -> Result<(), TrainError> {
     );
     let t0 = Instant::now();
     let mut distilled = DistillTrainer::new(
-        student(11)?,
+        thin_lenet5(11)?,
         teacher.clone(),
         settings,
         Adam::new(),

@@ -82,6 +82,21 @@ pub fn peak_rss_bytes() -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// The Python that runs the onnxruntime scripts of `scripts/`:
+/// `HASTEN_PYTHON` when set, else `root/.venv/bin/python` when present
+/// (`scripts/setup-python.sh` makes it), else `python3` on the `PATH`.
+pub fn python(root: &std::path::Path) -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os("HASTEN_PYTHON") {
+        return p.into();
+    }
+    let venv = root.join(".venv/bin/python");
+    if venv.is_file() {
+        venv
+    } else {
+        "python3".into()
+    }
+}
+
 /// The CPU model as the operating system names it (Linux `/proc/cpuinfo`),
 /// or the architecture where it is not available.
 pub fn cpu_model() -> String {

@@ -31,9 +31,14 @@ fn median_ms(graph: &Graph, x: &hasten_core::ndarray::Array4<f32>, runs: usize) 
     }
 }
 
-/// One row per batch size of `settings`; empty for a graph with other than
-/// one input.
-pub(crate) fn measure_latency(
+/// Median latency of `original` and `compressed`, one row per batch size
+/// of `settings`, each graph compiled into a fast plan and timed on the
+/// same seeded batch in the current rayon pool; empty for a graph with
+/// other than one input.
+///
+/// # Errors
+/// When a graph cannot be compiled into a plan or a run fails.
+pub fn measure_latency(
     original: &Graph,
     compressed: &Graph,
     settings: &LatencySettings,

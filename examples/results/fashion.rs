@@ -1,0 +1,185 @@
+//! The Fashion-MNIST section: the small ResNet (ResNet-8) that
+//! `examples/train_fashion.rs --save` trained, loaded from its ONNX file,
+//! compressed by the convolution methods, int8, filter pruning and the
+//! combined recipe of `recipes/resnet8-combined.toml`, each fine-tuned one
+//! epoch on a slice, with onnxruntime's f32 and static int8 latency of the
+//! original in the same run.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Instant;
+
+use hasten::bench::cpu_model;
+use hasten::onnx::{import_file, ImportOptions};
+use hasten::pipeline::FineTuneData;
+use hasten::train::data::{load_mnist, mnist_present};
+
+use crate::{compress_rows, find, ort_side, table, Args, Error, Method, OrtOriginal, Row};
+
+/// Fashion-MNIST's training-set pixel mean and standard deviation (as
+/// `examples/train_fashion.rs` normalises).
+const MEAN: f32 = 0.2860;
+const STD: f32 = 0.3530;
+
+/// One-shot fine-tuning of the Fashion-MNIST rows.
+const FINE_TUNE: Option<&str> = Some("fine_tune = { epochs = 1, lr = 0.001, batch = 64 }");
+
+/// The recipes of the ResNet-8 rows; the last is the repository's combined
+/// recipe file, whole.
+const METHODS: &[Method] = &[
+    Method {
+        family: "low rank",
+        label: "Tucker-2, residual 3x3 convs (2x fewer MACs each)",
+        steps: r#"select = { names = ["layer*.conv*"] }
+method = { name = "tucker2", rank = { speedup = 2.0 } }"#,
+        header: FINE_TUNE,
+    },
+    Method {
+        family: "low rank",
+        label: "CP, residual 3x3 convs (2x fewer MACs each)",
+        steps: r#"select = { names = ["layer*.conv*"] }
+method = { name = "cp", rank = { speedup = 2.0 } }"#,
+        header: FINE_TUNE,
+    },
+    Method {
+        family: "quantization",
+        label: "int8 post-training (calibrated)",
+        steps: r#"method = { name = "int8", granularity = "per-channel" }"#,
+        header: FINE_TUNE,
+    },
+    Method {
+        family: "pruning",
+        label: "filter pruning (L1), half the MACs",
+        steps: r#"method = { name = "prune-channels", target = "macs", fraction = 0.5, multiple = 1, criterion = "l1" }"#,
+        header: FINE_TUNE,
+    },
+    Method {
+        family: "combined",
+        label: "recipes/resnet8-combined.toml (prune → Tucker-2 → int8, distilled)",
+        steps: "",
+        header: Some(include_str!("../../recipes/resnet8-combined.toml")),
+    },
+];
+
+/// The side-by-side latency table of the original and its compressed forms.
+fn ort_table(rows: &[Row], ort: &OrtOriginal, threads: usize) -> String {
+    let mut s = format!(
+        "| model | runtime | test accuracy | latency (batch 1, {threads} threads) |\n|---|---|---:|---:|\n"
+    );
+    if let Some(m) = rows.iter().find_map(|r| r.outcome.as_ref().ok()) {
+        let _ = writeln!(
+            s,
+            "| ResNet-8 f32 | Hasten | {:.2} % | {:.3} ms |",
+            100.0 * m.accuracy_before,
+            m.original_ms
+        );
+    }
+    for (what, f) in [("f32", &ort.f32), ("static int8 (QOperator)", &ort.int8)] {
+        let _ = match f {
+            Ok(f) => writeln!(
+                s,
+                "| ResNet-8 {what} | onnxruntime | {:.2} % | {:.3} ms |",
+                100.0 * f.accuracy,
+                f.median_ms
+            ),
+            Err(e) => writeln!(s, "| ResNet-8 {what} | onnxruntime | fails: {e} | — |"),
+        };
+    }
+    for prefix in ["int8 post-training", "recipes/resnet8-combined"] {
+        if let Some(m) = find(rows, prefix) {
+            let _ = writeln!(
+                s,
+                "| {prefix} | Hasten | {:.2} % | {:.3} ms |",
+                100.0 * m.last(),
+                m.compressed_ms
+            );
+        }
+    }
+    s
+}
+
+/// The combined recipe's target on the small ResNet.
+fn target(rows: &[Row], ort: Option<&OrtOriginal>) -> String {
+    let asks = "combined recipe on the small ResNet: ≤ 0.5 % drop, latency ≤ ⅓ of onnxruntime f32 on the original and below its static int8";
+    let (measured, verdict) = match (find(rows, "recipes/resnet8-combined"), ort) {
+        (
+            Some(m),
+            Some(OrtOriginal {
+                f32: Ok(f),
+                int8: Ok(q),
+            }),
+        ) => {
+            let ok = -m.change() <= 0.5
+                && m.compressed_ms <= f.median_ms / 3.0
+                && m.compressed_ms < q.median_ms;
+            (
+                format!(
+                    "{:+.2} points; Hasten {:.3} ms, onnxruntime f32 {:.3} ms (⅓: {:.3} ms), static int8 {:.3} ms",
+                    m.change(),
+                    m.compressed_ms,
+                    f.median_ms,
+                    f.median_ms / 3.0,
+                    q.median_ms
+                ),
+                if ok { "met" } else { "not met" },
+            )
+        }
+        (Some(m), _) => (
+            format!("{:+.2} points; onnxruntime not run", m.change()),
+            "not measured here",
+        ),
+        (None, _) => ("not run".into(), "not measured here"),
+    };
+    format!("| target | measured | verdict |\n|---|---|---|\n| {asks} | {measured} | {verdict} |\n")
+}
+
+/// The section's markdown: the rows, onnxruntime side by side, the target.
+pub fn section(args: &Args, model: &Path, dir: Option<&Path>) -> Result<String, Error> {
+    let start = Instant::now();
+    if !mnist_present(&args.fashion_data) {
+        return Err(format!(
+            "Fashion-MNIST not found in {}: run `bash scripts/fetch-datasets.sh`",
+            args.fashion_data.display()
+        )
+        .into());
+    }
+    let graph = import_file(model, &ImportOptions::default())?;
+    let splits = load_mnist(&args.fashion_data)?;
+    let data = FineTuneData {
+        train: splits
+            .train
+            .head(args.fashion_tune_samples)
+            .normalized(&[MEAN], &[STD])?,
+        test: match args.fashion_test_samples {
+            Some(n) => splits.test.head(n),
+            None => splits.test,
+        }
+        .normalized(&[MEAN], &[STD])?,
+    };
+    let mut rows = compress_rows(&graph, METHODS, &data, dir, "fashion", args.only.as_deref());
+    let measured = rows
+        .iter_mut()
+        .filter_map(|r| r.outcome.as_mut().ok())
+        .collect();
+    let ort = ort_side(dir, &graph, &data, args.threads, measured);
+    let accuracy = rows
+        .iter()
+        .find_map(|r| r.outcome.as_ref().ok().map(|m| m.accuracy_before));
+    let mut text = format!(
+        "## ResNet-8 on Fashion-MNIST\n\nResNet-8 ({}), test accuracy {} before compression; fine-tuning: 1 epoch (SGD, momentum 0.9, lr 0.001, batch 64; the combined recipe: its own settings, after each step) on the first {} training images; test accuracy on the first {} test images; CPU: {}; wall time {:.0} s.\n\n",
+        model.file_name().map_or("".into(), |n| n.to_string_lossy()),
+        accuracy.map_or("-".into(), |a| format!("{:.2} %", 100.0 * a)),
+        data.train.labels().len(),
+        data.test.labels().len(),
+        cpu_model(),
+        start.elapsed().as_secs_f64()
+    );
+    text.push_str(&table(&rows, args.threads));
+    if let Some(ort) = &ort {
+        text.push_str("\n### Side by side with onnxruntime\n\n");
+        text.push_str(&ort_table(&rows, ort, args.threads));
+    }
+    text.push_str("\n### Target\n\n");
+    text.push_str(&target(&rows, ort.as_ref()));
+    Ok(text)
+}
