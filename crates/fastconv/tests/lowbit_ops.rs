@@ -5,9 +5,9 @@
 use hasten_core::ndarray::{Array1, Array2, Array3, Array4};
 use hasten_core::op::WeightLayout;
 use hasten_core::{
-    ActShape, BinaryConv, Block, CodebookConv, ConvLayer, ConvSpec, Csr, GroupwiseConv, Int8Conv,
-    IntType, LinearLayer, Op, Operator, PackedCodes, Padding, ProductQuantizedConv, QuantParams,
-    SeededRng, SparseConv, SparseLinear, TernaryConv,
+    ActShape, BinaryConv, Block, Clip, CodebookConv, ConvLayer, ConvSpec, Csr, GroupwiseConv,
+    Int8Conv, IntType, LinearLayer, Op, Operator, PackedCodes, Padding, ProductQuantizedConv,
+    QuantParams, Relu, SeededRng, SparseConv, SparseLinear, TernaryConv,
 };
 use hasten_fastconv::{Isa, Plan, PlanOptions, INT8_CHAIN};
 use proptest::prelude::*;
@@ -132,7 +132,9 @@ fn int8_layer(
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(16))]
-    /// A Tucker-2 shaped chain of int8 convolutions (1×1 → k×k → 1×1):
+    /// A Tucker-2 shaped chain of int8 convolutions (1×1 → k×k → 1×1),
+    /// each of the first two optionally followed by a ReLU or a Clip (which
+    /// fusion folds into the int8 step's epilogue, keeping the chain):
     /// the plan hands the u8 codes from step to step and stays bit-identical
     /// to the ops' reference forward one after the other, and to the
     /// unchained plan, on every int8 path of this CPU, with and without
@@ -141,7 +143,7 @@ proptest! {
     fn chained_int8_steps_are_bit_exact(
         c in 1usize..40, r in 1usize..40, t in 1usize..40, k in 1usize..4, hw in 3usize..9,
         batch in 1usize..3, signed in any::<[bool; 3]>(), requant in any::<[bool; 3]>(),
-        s in 0usize..3, nan in any::<bool>(), seed in any::<u64>(),
+        s in 0usize..3, nan in any::<bool>(), act in any::<[u8; 2]>(), seed in any::<u64>(),
     ) {
         let mut rng = SeededRng::new(seed);
         let spec = specs()[s];
@@ -150,6 +152,15 @@ proptest! {
             .into_iter()
             .enumerate()
             .map(|(i, (ci, ti, ki, sp))| Op::Int8Conv(int8_layer(&mut rng, (ci, ti, ki), sp, signed[i], requant[i])))
+            .enumerate()
+            .flat_map(|(i, op)| {
+                let act = match act.get(i).map(|a| a % 3) {
+                    Some(1) => Some(Op::Relu(Relu)),
+                    Some(2) => Some(Op::Clip(Clip::new(-0.5, 1.5).unwrap())),
+                    _ => None,
+                };
+                std::iter::once(op).chain(act)
+            })
             .collect();
         let block = Block::new(ops.clone()).unwrap();
         let mut x: Array4<f32> = rng.normal_array((batch, c, hw, hw), 2.0);
@@ -168,7 +179,8 @@ proptest! {
                 let options = PlanOptions { isa, fuse, ..PlanOptions::default() };
                 let mut plan = Plan::with_options(&block, shape, batch, options).unwrap();
                 let chained: Vec<bool> = plan.steps().iter().map(|st| st.fused.iter().any(|f| f == INT8_CHAIN)).collect();
-                prop_assert_eq!(chained, [fuse, fuse, false]);
+                let want = if fuse { vec![true, true, false] } else { vec![false; ops.len()] };
+                prop_assert_eq!(chained, want);
                 // Twice: a run must not leave codes behind for the next one.
                 for _ in 0..2 {
                     let fast = plan.run(&x).unwrap().to_owned();

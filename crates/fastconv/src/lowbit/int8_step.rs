@@ -9,7 +9,8 @@
 //! integer GEMM and one write of its output (the profile in
 //! `docs/performance.md` shows what the unfused, single-threaded passes
 //! cost). Inputs holding a NaN take the array path, which also marks the
-//! outputs that read it ([`hasten_core::Int8Conv::nan_outputs`]).
+//! outputs that read it ([`hasten_core::Int8Conv::nan_outputs`]); the
+//! quantizing copy finds them as it codes, so finite inputs pay no scan.
 //!
 //! **Chaining.** When the plan feeds one step's output to the next int8
 //! step and to nothing else, the producer runs [`Int8Step::run_chained`]:
@@ -21,12 +22,12 @@
 //! (the codes are the same function of the same f32 values).
 
 use hasten_core::{Int8Conv, QuantParams, Requant, Result};
-use rayon::prelude::*;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use super::int8_gemm::{Image, Int8Gemm};
 use super::Isa;
+use crate::elementwise::Clamp;
 use crate::pool::ScratchPool;
 
 /// Core's [`QuantParams::quantize`] followed by the kernel's u8 shift, with
@@ -73,13 +74,14 @@ impl InputCode {
 
 /// Core's output stage for accumulator `acc = Σ w·(q − z_in)` of filter `t`:
 /// `acc + bias`, then requantisation and dequantisation, or `acc·s_in·s_w`
-/// in f64.
+/// in f64; then the fused activation (a ReLU or Clip the plan folded in).
 #[derive(Debug, Clone, PartialEq)]
 struct Epilogue {
     bias: Vec<i32>,
     input_scale: f64,
     weight_scales: Vec<f64>,
     output: Option<(QuantParams, Vec<Requant>)>,
+    clamp: Clamp,
 }
 
 impl Epilogue {
@@ -92,13 +94,26 @@ impl Epilogue {
             input_scale: f64::from(op.input_params().scale()),
             weight_scales: (0..rows).map(|t| f64::from(op.weight_scale(t))).collect(),
             output: op.output_params().map(|p| (*p, op.requant().to_vec())),
+            clamp: Clamp::NONE,
         }
     }
 
     /// One pixel's f32 outputs (`[t]`) from its accumulators (`[t]`),
-    /// exactly as core's `reference_forward` computes them.
+    /// exactly as core's `reference_forward` followed by the activation
+    /// computes them.
     #[inline]
     fn apply(&self, acc: &[i32], out: &mut [f32]) {
+        self.dequantize(acc, out);
+        if !self.clamp.is_none() {
+            for o in out {
+                *o = self.clamp.apply(*o);
+            }
+        }
+    }
+
+    /// [`Self::apply`] without the activation.
+    #[inline]
+    fn dequantize(&self, acc: &[i32], out: &mut [f32]) {
         let per_filter = acc.iter().zip(&self.bias).zip(out);
         match &self.output {
             Some((quant, requant)) => {
@@ -161,6 +176,18 @@ impl Int8Step {
         &self.kernel
     }
 
+    /// The same step with `clamp` (the ReLU or Clip that reads its output
+    /// alone) applied to every f32 output in its epilogue.
+    pub(crate) fn with_clamp(mut self, clamp: Clamp) -> Self {
+        self.epilogue.clamp = clamp;
+        self
+    }
+
+    /// The fused activation ([`Clamp::NONE`] when there is none).
+    pub(crate) fn clamp(&self) -> Clamp {
+        self.epilogue.clamp
+    }
+
     /// Runs on `batch` NCHW samples of `in_hw` (a linear layer: 1 × 1) from
     /// `src` into `dst`; `Ok(false)` when `src` holds a NaN and nothing was
     /// written (the caller takes the array path). When the previous step of
@@ -188,10 +215,8 @@ impl Int8Step {
             );
             return Ok(true);
         }
-        if has_nan(src) {
-            return Ok(false);
-        }
-        self.kernel.forward_into(
+        // The quantizing copy finds a NaN as it codes (no scan of its own).
+        Ok(self.kernel.forward_into(
             src,
             &g,
             |v| self.code.code(v),
@@ -200,8 +225,7 @@ impl Int8Step {
             &mut image,
             pool,
             isa,
-        );
-        Ok(true)
+        ))
     }
 
     /// Runs as [`Self::run`] but hands the outputs to `next`, the step that
@@ -224,15 +248,11 @@ impl Int8Step {
         let next_g = next.kernel.geometry(batch, g.out_hw)?;
         let mut image = self.image.lock().unwrap_or_else(|e| e.into_inner());
         // A link inside a chain starts from the codes its producer left.
-        let src = if self.chained_input.swap(false, Ordering::AcqRel) {
-            None
-        } else if has_nan(src) {
-            return Ok(false);
-        } else {
-            Some(src)
-        };
+        // A NaN in `src` is found by the quantizing copy, before `next`'s
+        // image is touched.
+        let src = (!self.chained_input.swap(false, Ordering::AcqRel)).then_some(src);
         let mut next_image = next.image.lock().unwrap_or_else(|e| e.into_inner());
-        self.kernel.forward_chained(
+        let done = self.kernel.forward_chained(
             src,
             &g,
             |v| self.code.code(v),
@@ -245,15 +265,11 @@ impl Int8Step {
             pool,
             isa,
         );
-        next.chained_input.store(true, Ordering::Release);
-        Ok(true)
+        if done {
+            next.chained_input.store(true, Ordering::Release);
+        }
+        Ok(done)
     }
-}
-
-/// Whether `src` holds a NaN (checked in parallel).
-fn has_nan(src: &[f32]) -> bool {
-    src.par_chunks(1 << 14)
-        .any(|c| c.iter().fold(false, |a, v| a | v.is_nan()))
 }
 
 #[cfg(test)]

@@ -27,6 +27,7 @@ use super::groupwise::GroupwiseGemm;
 use super::int8_gemm::{Int8Gemm, U8Quant};
 use super::int8_step::Int8Step;
 use super::{capped_isa, check_isa, Isa, Needs};
+use crate::elementwise::Clamp;
 
 /// A core op compiled to a low-bit or sparse kernel.
 #[derive(Debug, Clone)]
@@ -234,6 +235,35 @@ impl Prepared {
         }
     }
 
+    /// Whether [`Self::with_clamp`] can fold an activation into the
+    /// kernel's epilogue (int8 convolutions and linear layers).
+    pub(crate) fn fuses_clamp(&self) -> bool {
+        matches!(self.kernel, Kernel::Int8 { .. })
+    }
+
+    /// Applies `clamp` (a ReLU or Clip reading this op's output alone) to
+    /// every output; for kernels with [`Self::fuses_clamp`] only.
+    pub(crate) fn with_clamp(self, clamp: Clamp) -> Self {
+        let kernel = match self.kernel {
+            Kernel::Int8 {
+                step,
+                op,
+                shift,
+                linear,
+            } => Kernel::Int8 {
+                step: Box::new(step.with_clamp(clamp)),
+                op,
+                shift,
+                linear,
+            },
+            other => {
+                debug_assert!(clamp.is_none(), "no fused activation here");
+                other
+            }
+        };
+        Prepared { kernel, ..self }
+    }
+
     /// The level a kernel needing `needs` runs on.
     fn level(&self, needs: Needs) -> Option<Isa> {
         self.isa.map(|isa| capped_isa(isa, needs))
@@ -290,6 +320,10 @@ impl Prepared {
                             *v = f32::NAN;
                         }
                     });
+                }
+                let clamp = step.clamp();
+                if !clamp.is_none() {
+                    y.mapv_inplace(|v| clamp.apply(v));
                 }
                 Ok(y)
             }

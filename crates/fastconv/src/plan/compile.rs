@@ -600,14 +600,19 @@ impl Compiler<'_> {
             }
             other => {
                 // Element-wise activations: one generic map.
-                let kind = match map_kernel(isa, other) {
-                    Some(k) => Kind::Kernel(k),
+                match map_kernel(isa, other) {
+                    Some(k) => (Kind::Kernel(k), None),
                     None => match crate::lowbit::prepare::prepare(other)? {
-                        Some(p) => Kind::Lowbit(Box::new(LowbitStep::new(p.with_isa(isa)))),
-                        None => Kind::Reference(Box::new(other.clone())),
+                        // An int8 step takes a ReLU / Clip into its epilogue,
+                        // which also lets it chain into the next int8 step.
+                        Some(p) => {
+                            let act = with_clamp(self).filter(|_| p.fuses_clamp());
+                            let p = p.with_isa(isa).with_clamp(clamp_of(act));
+                            (Kind::Lowbit(Box::new(LowbitStep::new(p))), act)
+                        }
+                        None => (Kind::Reference(Box::new(other.clone())), None),
                     },
-                };
-                (kind, None)
+                }
             }
         };
         let (kind, act) = kind;
