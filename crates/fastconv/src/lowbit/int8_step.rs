@@ -74,14 +74,56 @@ impl InputCode {
 
 /// Core's output stage for accumulator `acc = Σ w·(q − z_in)` of filter `t`:
 /// `acc + bias`, then requantisation and dequantisation, or `acc·s_in·s_w`
-/// in f64; then the fused activation (a ReLU or Clip the plan folded in).
+/// in f64; then what the plan folded in: a batch norm's per-channel
+/// `scale·y + shift` (the f32 expression of the plan's own affine step) and
+/// a ReLU or Clip.
 #[derive(Debug, Clone, PartialEq)]
 struct Epilogue {
     bias: Vec<i32>,
     input_scale: f64,
     weight_scales: Vec<f64>,
     output: Option<(QuantParams, Vec<Requant>)>,
-    clamp: Clamp,
+    post: Post,
+}
+
+/// The element-wise ops after an int8 convolution that its epilogue
+/// computes: `clamp(scale[t]·y + shift[t])`, each part optional.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Post {
+    /// A batch norm's `(scale, shift)` per output channel.
+    pub affine: Option<(Vec<f32>, Vec<f32>)>,
+    /// A ReLU or Clip ([`Clamp::NONE`]: none).
+    pub clamp: Clamp,
+}
+
+impl Post {
+    /// Nothing after the convolution.
+    pub(crate) const NONE: Post = Post {
+        affine: None,
+        clamp: Clamp::NONE,
+    };
+
+    /// Whether there is nothing to apply.
+    pub(crate) fn is_none(&self) -> bool {
+        self.affine.is_none() && self.clamp.is_none()
+    }
+
+    /// Applies the ops to `out`, value `k` belonging to output channel
+    /// `channel(k)`.
+    #[inline]
+    pub(crate) fn apply(&self, out: &mut [f32], channel: impl Fn(usize) -> usize) {
+        if let Some((scale, shift)) = &self.affine {
+            for (k, o) in out.iter_mut().enumerate() {
+                let t = channel(k);
+                *o = scale[t] * *o + shift[t];
+            }
+        }
+        if !self.clamp.is_none() {
+            for o in out {
+                *o = self.clamp.apply(*o);
+            }
+        }
+    }
 }
 
 impl Epilogue {
@@ -94,7 +136,7 @@ impl Epilogue {
             input_scale: f64::from(op.input_params().scale()),
             weight_scales: (0..rows).map(|t| f64::from(op.weight_scale(t))).collect(),
             output: op.output_params().map(|p| (*p, op.requant().to_vec())),
-            clamp: Clamp::NONE,
+            post: Post::NONE,
         }
     }
 
@@ -104,10 +146,8 @@ impl Epilogue {
     #[inline]
     fn apply(&self, acc: &[i32], out: &mut [f32]) {
         self.dequantize(acc, out);
-        if !self.clamp.is_none() {
-            for o in out {
-                *o = self.clamp.apply(*o);
-            }
+        if !self.post.is_none() {
+            self.post.apply(out, |t| t);
         }
     }
 
@@ -176,16 +216,16 @@ impl Int8Step {
         &self.kernel
     }
 
-    /// The same step with `clamp` (the ReLU or Clip that reads its output
-    /// alone) applied to every f32 output in its epilogue.
-    pub(crate) fn with_clamp(mut self, clamp: Clamp) -> Self {
-        self.epilogue.clamp = clamp;
+    /// The same step with `post` (the batch norm and ReLU / Clip that read
+    /// its output alone) applied to every f32 output in its epilogue.
+    pub(crate) fn with_post(mut self, post: Post) -> Self {
+        self.epilogue.post = post;
         self
     }
 
-    /// The fused activation ([`Clamp::NONE`] when there is none).
-    pub(crate) fn clamp(&self) -> Clamp {
-        self.epilogue.clamp
+    /// The fused element-wise ops ([`Post::NONE`] when there are none).
+    pub(crate) fn post(&self) -> &Post {
+        &self.epilogue.post
     }
 
     /// Runs on `batch` NCHW samples of `in_hw` (a linear layer: 1 × 1) from

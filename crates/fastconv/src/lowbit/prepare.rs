@@ -25,9 +25,8 @@ use super::codebook::{CodebookLinear, PqLinear};
 use super::csr::{CsrConv, CsrLinear};
 use super::groupwise::GroupwiseGemm;
 use super::int8_gemm::{Int8Gemm, U8Quant};
-use super::int8_step::Int8Step;
+use super::int8_step::{Int8Step, Post};
 use super::{capped_isa, check_isa, Isa, Needs};
-use crate::elementwise::Clamp;
 
 /// A core op compiled to a low-bit or sparse kernel.
 #[derive(Debug, Clone)]
@@ -235,33 +234,32 @@ impl Prepared {
         }
     }
 
-    /// Whether [`Self::with_clamp`] can fold an activation into the
-    /// kernel's epilogue (int8 convolutions and linear layers).
-    pub(crate) fn fuses_clamp(&self) -> bool {
+    /// Whether [`Self::with_post`] can fold a batch norm and an activation
+    /// into the kernel's epilogue (int8 convolutions and linear layers).
+    pub(crate) fn fuses_post(&self) -> bool {
         matches!(self.kernel, Kernel::Int8 { .. })
     }
 
-    /// Applies `clamp` (a ReLU or Clip reading this op's output alone) to
-    /// every output; for kernels with [`Self::fuses_clamp`] only.
-    pub(crate) fn with_clamp(self, clamp: Clamp) -> Self {
-        let kernel = match self.kernel {
-            Kernel::Int8 {
-                step,
-                op,
-                shift,
-                linear,
-            } => Kernel::Int8 {
-                step: Box::new(step.with_clamp(clamp)),
-                op,
-                shift,
-                linear,
-            },
-            other => {
-                debug_assert!(clamp.is_none(), "no fused activation here");
-                other
-            }
+    /// Applies `post` (a batch norm and a ReLU / Clip reading this op's
+    /// output alone) to every output; `None` for kernels without
+    /// [`Self::fuses_post`].
+    pub(crate) fn with_post(self, post: Post) -> Option<Self> {
+        let Kernel::Int8 {
+            step,
+            op,
+            shift,
+            linear,
+        } = self.kernel
+        else {
+            return None;
         };
-        Prepared { kernel, ..self }
+        let kernel = Kernel::Int8 {
+            step: Box::new(step.with_post(post)),
+            op,
+            shift,
+            linear,
+        };
+        Some(Prepared { kernel, ..self })
     }
 
     /// The level a kernel needing `needs` runs on.
@@ -321,9 +319,11 @@ impl Prepared {
                         }
                     });
                 }
-                let clamp = step.clamp();
-                if !clamp.is_none() {
-                    y.mapv_inplace(|v| clamp.apply(v));
+                let post = step.post();
+                if !post.is_none() {
+                    for ((_, t, _, _), v) in y.indexed_iter_mut() {
+                        post.apply(std::slice::from_mut(v), |_| t);
+                    }
                 }
                 Ok(y)
             }
