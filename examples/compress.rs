@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use hasten::core::{Graph, SeededRng};
-use hasten::fastconv::{Isa, Plan, PlanOptions};
+use hasten::fastconv::{Isa, Plan, PlanOptions, INT8_CHAIN};
 use hasten::models::{resnet18, ModelConfig};
 use hasten::pipeline::{compress, Recipe};
 
@@ -67,6 +67,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let (compressed, report) = compress(&graph, &recipe, None)?;
     print!("{report}");
+    let plan = Plan::for_graph(&compressed, 1, PlanOptions::default())?;
+    let int8: Vec<_> = plan
+        .steps()
+        .into_iter()
+        .filter(|s| s.kernel == "low-bit int8_conv")
+        .collect();
+    let chained = int8
+        .iter()
+        .filter(|s| s.fused.iter().any(|f| f == INT8_CHAIN))
+        .count();
+    println!(
+        "\nint8 steps in the plan: {}, of which {chained} hand u8 codes to the next",
+        int8.len()
+    );
     println!(
         "\nBatch 1 by SIMD level ({} threads, 15 alternating rounds, medians):",
         rayon::current_num_threads()
