@@ -3,11 +3,13 @@
 //! the residual stages' 3×3 convolutions, then int8 on the factors — and
 //! print the per-layer and total MAC speed-up, the weight bytes and the
 //! measured latency of the original and compressed networks (batch 1 and 8,
-//! fast plans, every core), then batch-1 latency of both networks with the
-//! plans forced to each SIMD level this CPU has (AVX-512, AVX2), the two
-//! networks timed in alternation.
+//! fast plans, every core), how many int8 steps the plan chains, then
+//! batch-1 latency of both networks with the plans forced to each SIMD level
+//! this CPU has (AVX-512, AVX2), the two networks timed in alternation
+//! (minimum and median wall time, median process CPU time).
 //!
 //! `cargo run --release --example compress [-- RECIPE.toml|RECIPE.json]`
+//! (`recipes/resnet18-int8.toml`: every convolution but the stem int8)
 
 use std::path::PathBuf;
 
