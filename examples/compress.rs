@@ -3,28 +3,32 @@
 //! the residual stages' 3×3 convolutions, then int8 on the factors — and
 //! print the per-layer and total MAC speed-up, the weight bytes and the
 //! measured latency of the original and compressed networks (batch 1 and 8,
-//! fast plans, every core), then batch-1 latency of both networks with the
-//! plans forced to each SIMD level this CPU has (AVX-512, AVX2), the two
-//! networks timed in alternation.
+//! fast plans, every core), how many int8 steps the plan chains, then
+//! batch-1 latency of both networks with the plans forced to each SIMD level
+//! this CPU has (AVX-512, AVX2), the two networks timed in alternation
+//! (minimum and median wall time, median process CPU time).
 //!
 //! `cargo run --release --example compress [-- RECIPE.toml|RECIPE.json]`
+//! (`recipes/resnet18-int8.toml`: every convolution but the stem int8)
 
 use std::path::PathBuf;
 
 use std::time::Instant;
 
+use hasten::bench::cpu_seconds;
 use hasten::core::{Graph, SeededRng};
-use hasten::fastconv::{Isa, Plan, PlanOptions};
+use hasten::fastconv::{Isa, Plan, PlanOptions, INT8_CHAIN};
 use hasten::models::{resnet18, ModelConfig};
 use hasten::pipeline::{compress, Recipe};
 
-/// Median ms of batch-1 runs of each graph's plan on `isa`, one run of each
-/// per round.
+/// Batch-1 runs of each graph's plan on `isa`, one run of each per round:
+/// per graph the minimum and median wall ms and the median process CPU ms
+/// (both threads' busy time, which a shared machine does not inflate).
 fn medians_on(
     isa: Isa,
     graphs: [&Graph; 2],
     rounds: usize,
-) -> Result<[f64; 2], Box<dyn std::error::Error>> {
+) -> Result<[[f64; 3]; 2], Box<dyn std::error::Error>> {
     let options = PlanOptions {
         isa,
         ..PlanOptions::default()
@@ -35,19 +39,22 @@ fn medians_on(
     ];
     let shape = graphs[0].inputs()[0].shape();
     let x = SeededRng::new(0).normal_array(shape.batched(1), 1.0);
-    let mut times = [Vec::new(), Vec::new()];
+    let cpu = || cpu_seconds(std::process::id()).unwrap_or(f64::NAN) * 1e3;
+    let mut times = [(Vec::new(), Vec::new()), (Vec::new(), Vec::new())];
     for round in 0..=rounds {
-        for (plan, t) in plans.iter_mut().zip(times.iter_mut()) {
-            let start = Instant::now();
+        for (plan, (wall, busy)) in plans.iter_mut().zip(times.iter_mut()) {
+            let (start, cpu0) = (Instant::now(), cpu());
             plan.run_all(&[&x])?;
             if round > 0 {
-                t.push(start.elapsed().as_secs_f64() * 1e3);
+                wall.push(start.elapsed().as_secs_f64() * 1e3);
+                busy.push(cpu() - cpu0);
             }
         }
     }
-    Ok(times.map(|mut t| {
-        t.sort_by(f64::total_cmp);
-        t[t.len() / 2]
+    Ok(times.map(|(mut wall, mut busy)| {
+        wall.sort_by(f64::total_cmp);
+        busy.sort_by(f64::total_cmp);
+        [wall[0], wall[wall.len() / 2], busy[busy.len() / 2]]
     }))
 }
 
@@ -67,15 +74,38 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let (compressed, report) = compress(&graph, &recipe, None)?;
     print!("{report}");
+    let plan = Plan::for_graph(&compressed, 1, PlanOptions::default())?;
+    let int8: Vec<_> = plan
+        .steps()
+        .into_iter()
+        .filter(|s| s.kernel == "low-bit int8_conv")
+        .collect();
+    let chained = int8
+        .iter()
+        .filter(|s| s.fused.iter().any(|f| f == INT8_CHAIN))
+        .count();
     println!(
-        "\nBatch 1 by SIMD level ({} threads, 15 alternating rounds, medians):",
+        "\nint8 steps in the plan: {}, of which {chained} hand u8 codes to the next",
+        int8.len()
+    );
+    println!(
+        "\nBatch 1 by SIMD level ({} threads, 15 alternating rounds; wall min / median, CPU median):",
         rayon::current_num_threads()
     );
     for isa in Isa::supported().into_iter().filter(|&i| i != Isa::Scalar) {
         let [a, b] = medians_on(isa, [&graph, &compressed], 15)?;
         println!(
-            "  {isa}: original {a:.1} ms, compressed {b:.1} ms ({:.2}x)",
-            a / b
+            "  {isa}: original {:.1} / {:.1} ms, CPU {:.1} ms; compressed {:.1} / {:.1} ms, CPU {:.1} ms \
+             ({:.2}x min, {:.2}x median, {:.2}x CPU)",
+            a[0],
+            a[1],
+            a[2],
+            b[0],
+            b[1],
+            b[2],
+            a[0] / b[0],
+            a[1] / b[1],
+            a[2] / b[2]
         );
     }
     Ok(())

@@ -3,10 +3,12 @@
 //! Tucker-2 factors of its 3×3 convolutions (1×1 reduction, 3×3 core on
 //! fewer channels, 1×1 expansion; ranks for a 2× MAC cut). Both plans are
 //! forced to the same [`Isa`] (the int8 step runs VNNI under `Avx512` where
-//! the CPU has it, the exact `vpmaddwd` kernel under `Avx2`). Medians of
-//! interleaved rounds, wall clock, one run. The last rows time whole
-//! Tucker-2 blocks (reduce → core → expand as one plan), where the int8
-//! steps hand their u8 codes to each other instead of f32 tensors.
+//! the CPU has it, the exact `vpmaddwd` kernel under `Avx2`). Minima and
+//! medians of interleaved rounds, wall clock, one run. The last rows time
+//! whole Tucker-2 blocks (reduce → core → expand as one plan) and a pair of
+//! 3×3 convolutions with a batch norm and ReLU between them (a ResNet basic
+//! block's first half), where the int8 steps hand their u8 codes to each
+//! other instead of f32 tensors.
 //!
 //! `cargo run --release -p hasten-fastconv --example int8_steps [-- avx2|avx512|scalar]`
 
@@ -15,12 +17,13 @@ use std::time::Instant;
 use hasten_core::ndarray::{Array1, Array2};
 use hasten_core::op::WeightLayout;
 use hasten_core::{
-    ActShape, Block, ConvLayer, ConvSpec, Int8Conv, IntType, Op, QuantParams, SeededRng,
+    ActShape, BatchNorm, Block, ConvLayer, ConvSpec, Int8Conv, IntType, Op, QuantParams, Relu,
+    SeededRng,
 };
 use hasten_fastconv::{Isa, Plan};
 
-/// Medians (ms) of `fs`, one call of each per round, for ~0.5 s.
-fn interleaved_ms(fs: &mut [&mut dyn FnMut()]) -> Vec<f64> {
+/// (minimum, median) ms of `fs`, one call of each per round, for ~0.5 s.
+fn interleaved_ms(fs: &mut [&mut dyn FnMut()]) -> Vec<(f64, f64)> {
     fs.iter_mut().for_each(|f| f());
     let mut times = vec![Vec::new(); fs.len()];
     let start = Instant::now();
@@ -35,7 +38,7 @@ fn interleaved_ms(fs: &mut [&mut dyn FnMut()]) -> Vec<f64> {
         .into_iter()
         .map(|mut t: Vec<f64>| {
             t.sort_by(|a, b| a.total_cmp(b));
-            t[t.len() / 2]
+            (t[0], t[t.len() / 2])
         })
         .collect()
 }
@@ -48,8 +51,8 @@ fn main() {
     };
     let threads = rayon::current_num_threads();
     println!("int8 vs f32 plan step, batch 1, {threads} threads, {isa}\n");
-    println!("| layer | C→T, k×k, H, stride | f32 ms | int8 ms | int8 × |");
-    println!("|---|---|---|---|---|");
+    println!("| layer | C→T, k×k, H, stride | f32 ms (min) | int8 ms (min) | int8 × (min) | int8 × (median) |");
+    println!("|---|---|---|---|---|---|");
     let mut rng = SeededRng::new(1);
     // (what, C, T, k, H = W, stride); Tucker ranks R from C·R + 9R² + R·T = 4.5·C·T.
     let shapes = [
@@ -91,6 +94,24 @@ fn main() {
             [f1, f2, f3],
             [i1, i2, i3],
             shape,
+            isa,
+        );
+    }
+    // 3×3 → batch norm → ReLU → 3×3: the int8 plan folds the batch norm and
+    // ReLU into the first step's epilogue and chains it into the second.
+    for (c, hw) in [(64, 56), (256, 14)] {
+        let (f1, i1) = layer_pair(&mut rng, (c, c, 3), 1);
+        let (f2, i2) = layer_pair(&mut rng, (c, c, 3), 1);
+        let ones = || Array1::from_elem(c, 1.0);
+        let bn = BatchNorm::new(ones(), ones() * 0.1, ones() * 0.05, ones(), 1e-5).unwrap();
+        let (bn, relu) = (Op::BatchNorm(bn), Op::Relu(Relu));
+        let row = format!("{c}→{c}→{c}, 3×3 · BN · ReLU · 3×3, {hw}, 1");
+        compare(
+            "basic-block half (chained)",
+            &row,
+            [f1, bn.clone(), relu.clone(), f2],
+            [i1, bn, relu, i2],
+            ActShape::new(c, hw, hw),
             isa,
         );
     }
@@ -136,9 +157,10 @@ fn compare<const N: usize>(
         },
     ]);
     println!(
-        "| {what} | {row} | {:.3} | {:.3} | {:.2} |",
-        ms[0],
-        ms[1],
-        ms[0] / ms[1]
+        "| {what} | {row} | {:.3} | {:.3} | {:.2} | {:.2} |",
+        ms[0].0,
+        ms[1].0,
+        ms[0].0 / ms[1].0,
+        ms[0].1 / ms[1].1
     );
 }

@@ -5,9 +5,9 @@
 use hasten_core::ndarray::{Array1, Array2, Array3, Array4};
 use hasten_core::op::WeightLayout;
 use hasten_core::{
-    ActShape, BinaryConv, Block, CodebookConv, ConvLayer, ConvSpec, Csr, GroupwiseConv, Int8Conv,
-    IntType, LinearLayer, Op, Operator, PackedCodes, Padding, ProductQuantizedConv, QuantParams,
-    SeededRng, SparseConv, SparseLinear, TernaryConv,
+    ActShape, BatchNorm, BinaryConv, Block, Clip, CodebookConv, ConvLayer, ConvSpec, Csr,
+    GroupwiseConv, Int8Conv, IntType, LinearLayer, Op, Operator, PackedCodes, Padding,
+    ProductQuantizedConv, QuantParams, Relu, SeededRng, SparseConv, SparseLinear, TernaryConv,
 };
 use hasten_fastconv::{Isa, Plan, PlanOptions, INT8_CHAIN};
 use proptest::prelude::*;
@@ -132,25 +132,41 @@ fn int8_layer(
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(16))]
-    /// A Tucker-2 shaped chain of int8 convolutions (1×1 → k×k → 1×1):
-    /// the plan hands the u8 codes from step to step and stays bit-identical
-    /// to the ops' reference forward one after the other, and to the
-    /// unchained plan, on every int8 path of this CPU, with and without
-    /// requantized outputs and NaN inputs.
+    /// A Tucker-2 shaped chain of int8 convolutions (1×1 → k×k → 1×1),
+    /// each of the first two optionally followed by a batch norm and a ReLU
+    /// or a Clip (which fusion folds into the int8 step's epilogue, keeping
+    /// the chain): the plan hands the u8 codes from step to step and stays
+    /// bit-identical to the ops' reference forward one after the other (a
+    /// batch norm as the plan's documented f32 `scale·x + shift` of
+    /// `BatchNorm::affine`), fused or not, on every int8 path of this CPU,
+    /// with and without requantized outputs and NaN inputs.
     #[test]
     fn chained_int8_steps_are_bit_exact(
         c in 1usize..40, r in 1usize..40, t in 1usize..40, k in 1usize..4, hw in 3usize..9,
         batch in 1usize..3, signed in any::<[bool; 3]>(), requant in any::<[bool; 3]>(),
-        s in 0usize..3, nan in any::<bool>(), seed in any::<u64>(),
+        s in 0usize..3, nan in any::<bool>(), act in any::<[u8; 2]>(), bn in any::<[bool; 2]>(),
+        seed in any::<u64>(),
     ) {
         let mut rng = SeededRng::new(seed);
         let spec = specs()[s];
         prop_assume!(spec.output_hw(hw, hw, k, k).is_ok());
-        let ops: Vec<Op> = [(c, r, 1, ConvSpec::new()), (r, r, k, spec), (r, t, 1, ConvSpec::new())]
+        let mut ops = Vec::new();
+        for (i, (ci, ti, ki, sp)) in [(c, r, 1, ConvSpec::new()), (r, r, k, spec), (r, t, 1, ConvSpec::new())]
             .into_iter()
             .enumerate()
-            .map(|(i, (ci, ti, ki, sp))| Op::Int8Conv(int8_layer(&mut rng, (ci, ti, ki), sp, signed[i], requant[i])))
-            .collect();
+        {
+            ops.push(Op::Int8Conv(int8_layer(&mut rng, (ci, ti, ki), sp, signed[i], requant[i])));
+            if i < 2 && bn[i] {
+                let mut v = |lo: f32, w: f32| Array1::from_shape_fn(ti, |_| lo + w * rng.below(1000) as f32 / 1000.0);
+                let (g, b, m, var) = (v(0.5, 1.0), v(-0.5, 1.0), v(-0.2, 0.4), v(0.1, 2.0));
+                ops.push(Op::BatchNorm(BatchNorm::new(g, b, m, var, 1e-5).unwrap()));
+            }
+            match act.get(i).map(|a| a % 3) {
+                Some(1) => ops.push(Op::Relu(Relu)),
+                Some(2) => ops.push(Op::Clip(Clip::new(-0.5, 1.5).unwrap())),
+                _ => {}
+            }
+        }
         let block = Block::new(ops.clone()).unwrap();
         let mut x: Array4<f32> = rng.normal_array((batch, c, hw, hw), 2.0);
         if nan {
@@ -158,7 +174,17 @@ proptest! {
         }
         let mut slow = x.clone();
         for op in &ops {
-            slow = op.reference_forward(&slow).unwrap();
+            slow = match op {
+                Op::BatchNorm(b) => {
+                    let (scale, shift) = b.affine();
+                    let mut y = slow.clone();
+                    for ((_, ch, _, _), v) in y.indexed_iter_mut() {
+                        *v = scale[ch] * *v + shift[ch];
+                    }
+                    y
+                }
+                _ => op.reference_forward(&slow).unwrap(),
+            };
         }
         let same = |a: &Array4<f32>| a.shape() == slow.shape()
             && a.iter().zip(slow.iter()).all(|(f, s)| f.to_bits() == s.to_bits() || (f.is_nan() && s.is_nan()));
@@ -168,7 +194,8 @@ proptest! {
                 let options = PlanOptions { isa, fuse, ..PlanOptions::default() };
                 let mut plan = Plan::with_options(&block, shape, batch, options).unwrap();
                 let chained: Vec<bool> = plan.steps().iter().map(|st| st.fused.iter().any(|f| f == INT8_CHAIN)).collect();
-                prop_assert_eq!(chained, [fuse, fuse, false]);
+                let want = if fuse { vec![true, true, false] } else { vec![false; ops.len()] };
+                prop_assert_eq!(chained, want);
                 // Twice: a run must not leave codes behind for the next one.
                 for _ in 0..2 {
                     let fast = plan.run(&x).unwrap().to_owned();

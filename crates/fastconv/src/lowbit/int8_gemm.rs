@@ -10,7 +10,10 @@
 //!
 //! Paths:
 //! - **AVX-512 VNNI**: `vpdpbusd` multiplies 4 u8 × 4 i8 and adds them into an
-//!   i32 lane; a register block is 4 output pixels × 64 filters (16 zmm).
+//!   i32 lane; a register block is 4 output pixels × 64 filters (16 zmm),
+//!   and the last 16, 32 or 48 filters run as a narrower block over more
+//!   pixels, so filters are padded only to a multiple of 16 (a 38-filter
+//!   Tucker factor computes 48, not 64).
 //! - **AVX2**: `vpmaddwd` on the input widened to u16 and the weights to
 //!   i16 (the oneDNN/MLAS `vpmaddubsw` → `vpmaddwd` sequence would saturate:
 //!   a pair `255·(−128)·2 = −65280` overflows the i16 of `vpmaddubsw`, and
@@ -38,14 +41,37 @@ use super::{check_isa, round_up, Isa, Needs};
 use crate::conv::ConvGeometry;
 use crate::pool::ScratchPool;
 
-/// Filters are padded to a multiple of this (the AVX-512 block: 4 × 16 lanes).
-const FILTER_BLOCK: usize = 64;
+/// Filters are padded to a multiple of this (one register of i32 lanes on
+/// AVX-512, the AVX2 block of [`AVX2_FILTERS`]).
+const FILTER_BLOCK: usize = 16;
 /// Output pixels of the AVX2 register block.
 pub(crate) const AVX2_PIXELS: usize = 6;
 /// Accumulator registers (8 filters each) per pixel of the AVX2 block.
 pub(crate) const AVX2_REGS: usize = 2;
 /// Filters of the AVX2 register block.
 const AVX2_FILTERS: usize = 8 * AVX2_REGS;
+
+/// A value the quantizing copy reads: f32 activations, or u8 codes
+/// already quantized (never NaN). The copy reports a NaN as it codes, so a
+/// step needs no separate scan of its input.
+pub(crate) trait Scanned: Copy + Sync {
+    /// Whether the value is a NaN.
+    fn is_nan(self) -> bool;
+}
+
+impl Scanned for f32 {
+    #[inline]
+    fn is_nan(self) -> bool {
+        f32::is_nan(self)
+    }
+}
+
+impl Scanned for u8 {
+    #[inline]
+    fn is_nan(self) -> bool {
+        false
+    }
+}
 
 /// The padded NHWC input images a layer reuses from run to run: u8 codes
 /// for the VNNI and scalar kernels, the same codes as u16 for the AVX2 one.
@@ -251,6 +277,7 @@ impl Int8Gemm {
         let writer = DisjointWriter::new(&mut out);
         let src = q.as_slice().expect("standard layout");
         let mut img = Image::default();
+        // u8 codes hold no NaN, so the rows always run.
         self.run_rows(
             src,
             &g,
@@ -268,9 +295,10 @@ impl Int8Gemm {
 
     /// Codes the NCHW batch `src` (geometry `g`) into the padded image of
     /// `isa`'s kernel (`code` maps each value; u8, or u16 for AVX2), then
-    /// runs [`Self::run_image`] on it.
+    /// runs [`Self::run_image`] on it; `false` (no row run) when `src`
+    /// holds a NaN.
     #[allow(clippy::too_many_arguments)]
-    fn run_rows<T: Copy + Sync, F>(
+    fn run_rows<T: Scanned, F>(
         &self,
         src: &[T],
         g: &ConvGeometry,
@@ -279,30 +307,35 @@ impl Int8Gemm {
         pool: &ScratchPool,
         isa: Isa,
         f: F,
-    ) where
+    ) -> bool
+    where
         F: Fn(usize, usize, &[i32], &mut [f32]) + Sync,
     {
-        self.fill_image(src, g, code, img, isa);
+        if self.fill_image(src, g, code, img, isa) {
+            return false;
+        }
         self.run_image(img, g, pool, isa, f);
+        true
     }
 
     /// Codes the NCHW batch `src` (geometry `g`) into the padded image of
-    /// `isa`'s kernel in `img` (`code` maps each value; u8, or u16 for AVX2).
-    fn fill_image<T: Copy + Sync>(
+    /// `isa`'s kernel in `img` (`code` maps each value; u8, or u16 for AVX2);
+    /// returns whether `src` holds a NaN (found in the same pass).
+    fn fill_image<T: Scanned>(
         &self,
         src: &[T],
         g: &ConvGeometry,
         code: impl Fn(T) -> u8 + Sync,
         img: &mut Image,
         isa: Isa,
-    ) {
+    ) -> bool {
         let len = self.image_len(g);
         if isa == Isa::Avx2 {
             let words = grown(&mut img.words, len);
-            self.padded_nhwc(src, g, |v| u16::from(code(v)), words);
+            self.padded_nhwc(src, g, |v| u16::from(code(v)), words)
         } else {
             let bytes = grown(&mut img.bytes, len);
-            self.padded_nhwc(src, g, code, bytes);
+            self.padded_nhwc(src, g, code, bytes)
         }
     }
 
@@ -454,6 +487,7 @@ impl Int8Gemm {
         let (oh, ow) = g.out_hw;
         let mut y = Array4::<f32>::zeros((g.batch, self.out_channels, oh, ow));
         let mut img = Image::default();
+        // Finite input (checked above): the rows always run.
         self.forward_into(
             x.as_slice().expect("standard layout"),
             &g,
@@ -493,7 +527,8 @@ impl Int8Gemm {
     /// accumulators `Σ v·(q − z_x)` (`[t]`) to its outputs (`[t]`, a loop
     /// over contiguous filters that vectorises), written to their NCHW
     /// places in `dst` inside the same row task (no NHWC accumulator buffer,
-    /// no second pass).
+    /// no second pass). Returns `false`, with `dst` unwritten, when `src`
+    /// holds a NaN (found by the copy itself, not by a scan of its own).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn forward_into(
         &self,
@@ -505,14 +540,14 @@ impl Int8Gemm {
         img: &mut Image,
         pool: &ScratchPool,
         isa: Isa,
-    ) {
+    ) -> bool {
         let (oh, ow) = g.out_hw;
         let (t_n, area) = (self.out_channels, oh * ow);
         assert_eq!(dst.len(), g.batch * t_n * area, "Int8Gemm output length");
         let writer = DisjointWriter::new(dst);
         self.run_rows(src, g, code, img, pool, isa, |n, yy, acc, out| {
             write_nchw(&writer, n, yy, acc, out, &epilogue, t_n, (oh, ow));
-        });
+        })
     }
 
     /// The step of [`Self::forward_into`] whose outputs are the input
@@ -525,7 +560,8 @@ impl Int8Gemm {
     /// image `next_img` for `isa` (its border set to `next`'s zero point;
     /// `img` is this layer's own image),
     /// so no f32 tensor is written and `next` skips its copy
-    /// ([`Self::forward_image`]).
+    /// ([`Self::forward_image`]). Returns `false`, with `next_img` left
+    /// as it was, when `src` holds a NaN.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn forward_chained(
         &self,
@@ -540,7 +576,7 @@ impl Int8Gemm {
         next_img: &mut Image,
         pool: &ScratchPool,
         isa: Isa,
-    ) {
+    ) -> bool {
         assert!(
             next_g.in_hw == g.out_hw
                 && next_g.batch == g.batch
@@ -553,7 +589,9 @@ impl Int8Gemm {
         let (pt, pl) = next_g.pad_top_left;
         let pixel = move |n: usize, y: usize, x: usize| ((n * hp + y + pt) * wp + x + pl) * next.c4;
         if let Some(src) = src {
-            self.fill_image(src, g, code, img, isa);
+            if self.fill_image(src, g, code, img, isa) {
+                return false;
+            }
         }
         macro_rules! chained {
             ($buf:expr, $conv:expr) => {{
@@ -577,6 +615,7 @@ impl Int8Gemm {
         } else {
             chained!(&mut next_img.bytes, |v: u8| v);
         }
+        true
     }
 
     /// [`Self::forward_into`] from the padded image `img` that
@@ -623,13 +662,15 @@ impl Int8Gemm {
     /// NCHW values → padded NHWC codes in `img` (`code` maps each value)
     /// with `c4` channels; padding pixels hold the zero point. The channels
     /// `c_n..c4` are left as they are: their packed weights are zero.
-    fn padded_nhwc<T: Copy + Sync, P: Copy + Default + Send + Sync + From<u8>>(
+    /// Returns whether `src` holds a NaN, checked in the same pass (the
+    /// codes written are then meaningless).
+    fn padded_nhwc<T: Scanned, P: Copy + Default + Send + Sync + From<u8>>(
         &self,
         src: &[T],
         g: &ConvGeometry,
         code: impl Fn(T) -> P + Sync,
         img: &mut [P],
-    ) {
+    ) -> bool {
         let (hp, wp) = g.padded_hw;
         let (h, w) = g.in_hw;
         let (pt, pl) = g.pad_top_left;
@@ -637,7 +678,7 @@ impl Int8Gemm {
         let z = P::from(self.input.zero_point);
         img.par_chunks_mut(wp * c4)
             .enumerate()
-            .for_each(|(row, dst)| {
+            .map(|(row, dst)| {
                 let (n, yp) = (row / hp, row % hp);
                 let inside_row = yp >= pt && yp < pt + h;
                 for xp in 0..wp {
@@ -645,6 +686,7 @@ impl Int8Gemm {
                         dst[xp * c4..xp * c4 + c_n].fill(z);
                     }
                 }
+                let mut nan = false;
                 if inside_row {
                     let y = yp - pt;
                     let dst = &mut dst[pl * c4..(pl + w) * c4];
@@ -657,6 +699,7 @@ impl Int8Gemm {
                         for (k, chunk) in row_src.chunks(BLOCK).enumerate() {
                             for (q, &v) in codes.iter_mut().zip(chunk) {
                                 *q = code(v);
+                                nan |= v.is_nan();
                             }
                             let pixels = dst[k * BLOCK * c4..].chunks_exact_mut(c4);
                             for (px, &q) in pixels.zip(&codes[..chunk.len()]) {
@@ -665,7 +708,9 @@ impl Int8Gemm {
                         }
                     }
                 }
-            });
+                nan
+            })
+            .reduce(|| false, |a, b| a | b)
     }
 
     fn row_scalar(&self, g: &ConvGeometry, img: &[u8], y: usize, acc: &mut [i32]) {
@@ -728,7 +773,9 @@ mod x86 {
     use super::{ConvGeometry, Int8Gemm};
     use std::arch::x86_64::*;
 
-    /// VNNI micro-kernel: 4 output pixels × 64 filters.
+    /// VNNI micro-kernel over every filter: blocks of 64 filters as 4
+    /// output pixels × 4 zmm, then the remaining 16, 32 or 48 (`t_pad` is
+    /// a multiple of 16) as one narrower block over more pixels.
     ///
     /// # Safety
     /// AVX-512F/BW/VNNI available; `img` is one sample's padded NHWC image
@@ -741,59 +788,99 @@ mod x86 {
         y: usize,
         acc: &mut [i32],
     ) {
+        let (tp, full) = (f.t_pad, f.t_pad / 64 * 64);
+        // SAFETY: the caller's contract; each call covers whole blocks of
+        // filters inside `t_pad`.
+        unsafe {
+            tile_vnni::<4, 4>(f, g, img, y, acc, 0..full);
+            match (tp - full) / 16 {
+                1 => tile_vnni::<12, 1>(f, g, img, y, acc, full..tp),
+                2 => tile_vnni::<8, 2>(f, g, img, y, acc, full..tp),
+                3 => tile_vnni::<6, 3>(f, g, img, y, acc, full..tp),
+                _ => {}
+            }
+        }
+    }
+
+    /// `P` output pixels × `16·R` filters of `filters` (whole blocks) at a
+    /// time: `P·R` accumulators, `R` weight registers and one broadcast.
+    ///
+    /// # Safety
+    /// As [`row_vnni`].
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    unsafe fn tile_vnni<const P: usize, const R: usize>(
+        f: &Int8Gemm,
+        g: &ConvGeometry,
+        img: &[u8],
+        y: usize,
+        acc: &mut [i32],
+        filters: std::ops::Range<usize>,
+    ) {
         let (kh, kw) = g.kernel;
         let wp = g.padded_hw.1;
         let ow = g.out_hw.1;
         let (c4, tp) = (f.c4, f.t_pad);
         let cq_n = c4 / 4;
+        assert!(
+            ow * tp <= acc.len()
+                && filters.end <= tp
+                && filters.len().is_multiple_of(16 * R)
+                && f.packed.len() == kh * kw * c4 * tp,
+            "tile_vnni contract"
+        );
         let wptr = f.packed.as_ptr();
         let ip = img.as_ptr();
         let mut x0 = 0;
         while x0 < ow {
-            let xs: [usize; 4] = std::array::from_fn(|q| (x0 + q).min(ow - 1));
-            let mut tb = 0;
-            while tb < tp {
-                let mut a = [_mm512_setzero_si512(); 16];
+            let mut xs = [0usize; P];
+            for (q, x) in xs.iter_mut().enumerate() {
+                *x = (x0 + q).min(ow - 1) * g.stride.1;
+            }
+            let mut tb = filters.start;
+            while tb < filters.end {
+                let mut a = [[_mm512_setzero_si512(); R]; P];
                 for i in 0..kh {
                     let row = (y * g.stride.0 + i * g.dilation.0) * wp;
                     for j in 0..kw {
-                        let pix: [usize; 4] = std::array::from_fn(|q| {
-                            (row + xs[q] * g.stride.1 + j * g.dilation.1) * c4
-                        });
+                        let mut pix = [0usize; P];
+                        for q in 0..P {
+                            pix[q] = (row + xs[q] + j * g.dilation.1) * c4;
+                            assert!(pix[q] + c4 <= img.len(), "tile_vnni window");
+                        }
                         let tap = i * kw + j;
                         for cq in 0..cq_n {
                             let wo = ((tap * cq_n + cq) * tp + tb) * 4;
-                            // SAFETY: wo + 256 ≤ packed.len() (tb + 64 ≤ t_pad).
-                            let w = unsafe {
-                                [0, 64, 128, 192]
-                                    .map(|r| _mm512_loadu_si512(wptr.add(wo + r).cast()))
-                            };
-                            for q in 0..4 {
-                                // SAFETY: pix[q] + cq·4 + 4 ≤ img.len() (window inside the padded plane).
+                            let mut w = [_mm512_setzero_si512(); R];
+                            for (r, wr) in w.iter_mut().enumerate() {
+                                // SAFETY: wo + 64·R ≤ packed.len() (tb + 16R ≤ t_pad, asserted).
+                                *wr = unsafe { _mm512_loadu_si512(wptr.add(wo + r * 64).cast()) };
+                            }
+                            for q in 0..P {
+                                // SAFETY: pix[q] + c4 ≤ img.len() (asserted).
                                 let xv = _mm512_set1_epi32(unsafe {
                                     ip.add(pix[q] + cq * 4).cast::<i32>().read_unaligned()
                                 });
-                                for r in 0..4 {
-                                    a[q * 4 + r] = _mm512_dpbusd_epi32(a[q * 4 + r], xv, w[r]);
+                                for r in 0..R {
+                                    a[q][r] = _mm512_dpbusd_epi32(a[q][r], xv, w[r]);
                                 }
                             }
                         }
                     }
                 }
-                for q in 0..4.min(ow - x0) {
-                    for r in 0..4 {
-                        // SAFETY: (x0+q)·t_pad + tb + r·16 + 16 ≤ ow·t_pad ≤ acc.len().
+                for (q, aq) in a.iter().enumerate().take(P.min(ow - x0)) {
+                    for (r, ar) in aq.iter().enumerate() {
+                        // SAFETY: (x0+q)·t_pad + tb + 16r + 16 ≤ ow·t_pad ≤ acc.len().
                         unsafe {
                             _mm512_storeu_si512(
                                 acc.as_mut_ptr().add((x0 + q) * tp + tb + r * 16).cast(),
-                                a[q * 4 + r],
+                                *ar,
                             )
                         };
                     }
                 }
-                tb += 64;
+                tb += 16 * R;
             }
-            x0 += 4;
+            x0 += P;
         }
     }
 
@@ -942,6 +1029,41 @@ mod tests {
             let r = Int8Gemm::new(w.view(), &vec![0.1; ns], None, ConvSpec::new().with_groups(groups),
                 U8Quant { scale, zero_point: 0 });
             prop_assert_eq!(r.is_ok(), scale > 0.0 && ns == 2 && groups == 1);
+        }
+    }
+
+    /// Filter counts that end on each VNNI block (64s, then a 16-, 32- or
+    /// 48-filter tail) and on each AVX2 block, against the naive truth on
+    /// every path, with outputs narrower and wider than each pixel tile.
+    #[test]
+    fn every_filter_tile_is_bit_exact() {
+        let mut rng = SeededRng::new(11);
+        let spec = ConvSpec::new().with_padding(1);
+        for (t, w) in [
+            (16, 13),
+            (38, 5),
+            (48, 7),
+            (64, 3),
+            (80, 13),
+            (100, 9),
+            (112, 1),
+            (155, 6),
+        ] {
+            let q = Array4::from_shape_fn((1, 9, 3, w), |_| rng.below(256) as u8);
+            let wt = Array4::from_shape_fn((t, 9, 3, 3), |_| (rng.below(256) as i32 - 128) as i8);
+            let conv = Int8Gemm::new(
+                wt.view(),
+                &vec![0.1; t],
+                None,
+                spec,
+                U8Quant::new(0.1, 3).unwrap(),
+            )
+            .unwrap();
+            let truth = naive(&wt, &q, 3, &spec);
+            for isa in available_isas(Needs::Int8Dot) {
+                let (acc, _) = conv.accumulators(q.view(), Some(isa)).unwrap();
+                assert_eq!(acc, truth, "{t} filters, width {w}, {isa:?}");
+            }
         }
     }
 

@@ -9,7 +9,8 @@
 //! integer GEMM and one write of its output (the profile in
 //! `docs/performance.md` shows what the unfused, single-threaded passes
 //! cost). Inputs holding a NaN take the array path, which also marks the
-//! outputs that read it ([`hasten_core::Int8Conv::nan_outputs`]).
+//! outputs that read it ([`hasten_core::Int8Conv::nan_outputs`]); the
+//! quantizing copy finds them as it codes, so finite inputs pay no scan.
 //!
 //! **Chaining.** When the plan feeds one step's output to the next int8
 //! step and to nothing else, the producer runs [`Int8Step::run_chained`]:
@@ -21,12 +22,12 @@
 //! (the codes are the same function of the same f32 values).
 
 use hasten_core::{Int8Conv, QuantParams, Requant, Result};
-use rayon::prelude::*;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use super::int8_gemm::{Image, Int8Gemm};
 use super::Isa;
+use crate::elementwise::Clamp;
 use crate::pool::ScratchPool;
 
 /// Core's [`QuantParams::quantize`] followed by the kernel's u8 shift, with
@@ -73,13 +74,56 @@ impl InputCode {
 
 /// Core's output stage for accumulator `acc = Σ w·(q − z_in)` of filter `t`:
 /// `acc + bias`, then requantisation and dequantisation, or `acc·s_in·s_w`
-/// in f64.
+/// in f64; then what the plan folded in: a batch norm's per-channel
+/// `scale·y + shift` (the f32 expression of the plan's own affine step) and
+/// a ReLU or Clip.
 #[derive(Debug, Clone, PartialEq)]
 struct Epilogue {
     bias: Vec<i32>,
     input_scale: f64,
     weight_scales: Vec<f64>,
     output: Option<(QuantParams, Vec<Requant>)>,
+    post: Post,
+}
+
+/// The element-wise ops after an int8 convolution that its epilogue
+/// computes: `clamp(scale[t]·y + shift[t])`, each part optional.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Post {
+    /// A batch norm's `(scale, shift)` per output channel.
+    pub affine: Option<(Vec<f32>, Vec<f32>)>,
+    /// A ReLU or Clip ([`Clamp::NONE`]: none).
+    pub clamp: Clamp,
+}
+
+impl Post {
+    /// Nothing after the convolution.
+    pub(crate) const NONE: Post = Post {
+        affine: None,
+        clamp: Clamp::NONE,
+    };
+
+    /// Whether there is nothing to apply.
+    pub(crate) fn is_none(&self) -> bool {
+        self.affine.is_none() && self.clamp.is_none()
+    }
+
+    /// Applies the ops to `out`, value `k` belonging to output channel
+    /// `channel(k)`.
+    #[inline]
+    pub(crate) fn apply(&self, out: &mut [f32], channel: impl Fn(usize) -> usize) {
+        if let Some((scale, shift)) = &self.affine {
+            for (k, o) in out.iter_mut().enumerate() {
+                let t = channel(k);
+                *o = scale[t] * *o + shift[t];
+            }
+        }
+        if !self.clamp.is_none() {
+            for o in out {
+                *o = self.clamp.apply(*o);
+            }
+        }
+    }
 }
 
 impl Epilogue {
@@ -92,13 +136,24 @@ impl Epilogue {
             input_scale: f64::from(op.input_params().scale()),
             weight_scales: (0..rows).map(|t| f64::from(op.weight_scale(t))).collect(),
             output: op.output_params().map(|p| (*p, op.requant().to_vec())),
+            post: Post::NONE,
         }
     }
 
     /// One pixel's f32 outputs (`[t]`) from its accumulators (`[t]`),
-    /// exactly as core's `reference_forward` computes them.
+    /// exactly as core's `reference_forward` followed by the activation
+    /// computes them.
     #[inline]
     fn apply(&self, acc: &[i32], out: &mut [f32]) {
+        self.dequantize(acc, out);
+        if !self.post.is_none() {
+            self.post.apply(out, |t| t);
+        }
+    }
+
+    /// [`Self::apply`] without the activation.
+    #[inline]
+    fn dequantize(&self, acc: &[i32], out: &mut [f32]) {
         let per_filter = acc.iter().zip(&self.bias).zip(out);
         match &self.output {
             Some((quant, requant)) => {
@@ -161,6 +216,18 @@ impl Int8Step {
         &self.kernel
     }
 
+    /// The same step with `post` (the batch norm and ReLU / Clip that read
+    /// its output alone) applied to every f32 output in its epilogue.
+    pub(crate) fn with_post(mut self, post: Post) -> Self {
+        self.epilogue.post = post;
+        self
+    }
+
+    /// The fused element-wise ops ([`Post::NONE`] when there are none).
+    pub(crate) fn post(&self) -> &Post {
+        &self.epilogue.post
+    }
+
     /// Runs on `batch` NCHW samples of `in_hw` (a linear layer: 1 × 1) from
     /// `src` into `dst`; `Ok(false)` when `src` holds a NaN and nothing was
     /// written (the caller takes the array path). When the previous step of
@@ -188,10 +255,8 @@ impl Int8Step {
             );
             return Ok(true);
         }
-        if has_nan(src) {
-            return Ok(false);
-        }
-        self.kernel.forward_into(
+        // The quantizing copy finds a NaN as it codes (no scan of its own).
+        Ok(self.kernel.forward_into(
             src,
             &g,
             |v| self.code.code(v),
@@ -200,8 +265,7 @@ impl Int8Step {
             &mut image,
             pool,
             isa,
-        );
-        Ok(true)
+        ))
     }
 
     /// Runs as [`Self::run`] but hands the outputs to `next`, the step that
@@ -224,15 +288,11 @@ impl Int8Step {
         let next_g = next.kernel.geometry(batch, g.out_hw)?;
         let mut image = self.image.lock().unwrap_or_else(|e| e.into_inner());
         // A link inside a chain starts from the codes its producer left.
-        let src = if self.chained_input.swap(false, Ordering::AcqRel) {
-            None
-        } else if has_nan(src) {
-            return Ok(false);
-        } else {
-            Some(src)
-        };
+        // A NaN in `src` is found by the quantizing copy, before `next`'s
+        // image is touched.
+        let src = (!self.chained_input.swap(false, Ordering::AcqRel)).then_some(src);
         let mut next_image = next.image.lock().unwrap_or_else(|e| e.into_inner());
-        self.kernel.forward_chained(
+        let done = self.kernel.forward_chained(
             src,
             &g,
             |v| self.code.code(v),
@@ -245,15 +305,11 @@ impl Int8Step {
             pool,
             isa,
         );
-        next.chained_input.store(true, Ordering::Release);
-        Ok(true)
+        if done {
+            next.chained_input.store(true, Ordering::Release);
+        }
+        Ok(done)
     }
-}
-
-/// Whether `src` holds a NaN (checked in parallel).
-fn has_nan(src: &[f32]) -> bool {
-    src.par_chunks(1 << 14)
-        .any(|c| c.iter().fold(false, |a, v| a | v.is_nan()))
 }
 
 #[cfg(test)]

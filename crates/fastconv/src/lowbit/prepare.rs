@@ -25,7 +25,7 @@ use super::codebook::{CodebookLinear, PqLinear};
 use super::csr::{CsrConv, CsrLinear};
 use super::groupwise::GroupwiseGemm;
 use super::int8_gemm::{Int8Gemm, U8Quant};
-use super::int8_step::Int8Step;
+use super::int8_step::{Int8Step, Post};
 use super::{capped_isa, check_isa, Isa, Needs};
 
 /// A core op compiled to a low-bit or sparse kernel.
@@ -234,6 +234,34 @@ impl Prepared {
         }
     }
 
+    /// Whether [`Self::with_post`] can fold a batch norm and an activation
+    /// into the kernel's epilogue (int8 convolutions and linear layers).
+    pub(crate) fn fuses_post(&self) -> bool {
+        matches!(self.kernel, Kernel::Int8 { .. })
+    }
+
+    /// Applies `post` (a batch norm and a ReLU / Clip reading this op's
+    /// output alone) to every output; `None` for kernels without
+    /// [`Self::fuses_post`].
+    pub(crate) fn with_post(self, post: Post) -> Option<Self> {
+        let Kernel::Int8 {
+            step,
+            op,
+            shift,
+            linear,
+        } = self.kernel
+        else {
+            return None;
+        };
+        let kernel = Kernel::Int8 {
+            step: Box::new(step.with_post(post)),
+            op,
+            shift,
+            linear,
+        };
+        Some(Prepared { kernel, ..self })
+    }
+
     /// The level a kernel needing `needs` runs on.
     fn level(&self, needs: Needs) -> Option<Isa> {
         self.isa.map(|isa| capped_isa(isa, needs))
@@ -290,6 +318,12 @@ impl Prepared {
                             *v = f32::NAN;
                         }
                     });
+                }
+                let post = step.post();
+                if !post.is_none() {
+                    for ((_, t, _, _), v) in y.indexed_iter_mut() {
+                        post.apply(std::slice::from_mut(v), |_| t);
+                    }
                 }
                 Ok(y)
             }

@@ -600,14 +600,17 @@ impl Compiler<'_> {
             }
             other => {
                 // Element-wise activations: one generic map.
-                let kind = match map_kernel(isa, other) {
-                    Some(k) => Kind::Kernel(k),
+                match map_kernel(isa, other) {
+                    Some(k) => (Kind::Kernel(k), None),
                     None => match crate::lowbit::prepare::prepare(other)? {
-                        Some(p) => Kind::Lowbit(Box::new(LowbitStep::new(p.with_isa(isa)))),
-                        None => Kind::Reference(Box::new(other.clone())),
+                        Some(p) if p.fuses_post() => return self.lowbit_with_post(i, p),
+                        Some(p) => (
+                            Kind::Lowbit(Box::new(LowbitStep::new(p.with_isa(isa)))),
+                            None,
+                        ),
+                        None => (Kind::Reference(Box::new(other.clone())), None),
                     },
-                };
-                (kind, None)
+                }
             }
         };
         let (kind, act) = kind;
@@ -616,6 +619,45 @@ impl Compiler<'_> {
         let dst = self.new_buf(self.nodes[tail].shape.len());
         let names: Vec<usize> = std::iter::once(i).chain(act.map(|a| a.0)).collect();
         self.push(kind, tail, &names, vec![src], dst, input);
+        Ok(())
+    }
+
+    /// A low-bit step whose epilogue takes `BatchNorm? → ReLU/Clip?` (an
+    /// int8 convolution): one step, which also lets it chain into a next
+    /// int8 step across them (`chain_int8_steps`).
+    fn lowbit_with_post(&mut self, i: usize, p: crate::lowbit::prepare::Prepared) -> Result<()> {
+        let bn = self.sole_reader(i).filter(|&r| {
+            self.options.fuse && matches!(self.nodes[r].op, LOp::Op(Op::BatchNorm(_)))
+        });
+        let affine = self.bn(bn).map(|b| {
+            let (scale, shift) = b.affine();
+            (scale.to_vec(), shift.to_vec())
+        });
+        let act = self.fused_clamp(bn.unwrap_or(i));
+        let post = crate::lowbit::int8_step::Post {
+            affine,
+            clamp: act.map_or(Clamp::NONE, |a| a.1),
+        };
+        let p = p
+            .with_isa(self.options.isa)
+            .with_post(post)
+            .expect("fuses_post: an int8 kernel");
+        let input = self.nodes[self.nodes[i].inputs[0]].shape;
+        let src = self.materialize(self.nodes[i].inputs[0]);
+        let tail = act.map(|a| a.0).or(bn).unwrap_or(i);
+        let dst = self.new_buf(self.nodes[tail].shape.len());
+        let names: Vec<usize> = [Some(i), bn, act.map(|a| a.0)]
+            .into_iter()
+            .flatten()
+            .collect();
+        self.push(
+            Kind::Lowbit(Box::new(LowbitStep::new(p))),
+            tail,
+            &names,
+            vec![src],
+            dst,
+            input,
+        );
         Ok(())
     }
 
