@@ -41,6 +41,9 @@ use hasten_quant::{
 };
 use hasten_train::{FakeQuant, WeightQuantizer};
 
+mod activations;
+pub use activations::{calibrate_inputs, Int8Qat};
+
 /// A weight quantizer for quantization-aware training, each one of
 /// `hasten-quant`'s transforms.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -156,5 +156,9 @@ fn quantize_dequantize_is_the_input_quantizer() {
         }
     }
     assert!(Int8Conv::quantize_dequantize(0, p).is_err());
+    assert!(op.is_quantize_dequantize());
+    let mut rng = SeededRng::new(45);
+    assert!(!int8_conv(&mut rng, None).is_quantize_dequantize());
+    assert!(!int8_linear(&mut rng).is_quantize_dequantize());
     assert!(has_backward(&Op::Int8Conv(op)));
 }

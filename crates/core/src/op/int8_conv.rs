@@ -262,6 +262,22 @@ impl Int8Conv {
         )
     }
 
+    /// Whether this op is an activation fake quantizer made by
+    /// [`Int8Conv::quantize_dequantize`] (unit 1×1 depthwise weights, weight
+    /// scale 1, no bias, no requantization): its output is then
+    /// `s·(q(x) − z)` elementwise.
+    pub fn is_quantize_dequantize(&self) -> bool {
+        let WeightLayout::Conv { dims, spec } = *self.layout else {
+            return false;
+        };
+        dims[1..] == [1, 1, 1]
+            && spec == crate::spec::ConvSpec::new().with_groups(dims[0])
+            && self.weights.iter().all(|&w| w == 1)
+            && self.weight_scales.iter().all(|&s| s == 1.0)
+            && self.bias.is_none()
+            && self.output.is_none()
+    }
+
     /// The geometry.
     pub fn layout(&self) -> &WeightLayout {
         &self.layout
