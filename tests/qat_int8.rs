@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use hasten::core::grad::Mode;
+use hasten::core::grad::{inner_ops, Mode};
 use hasten::core::graph::NodeOp;
 use hasten::core::ndarray::{s, Array4};
 use hasten::core::op::Op;
@@ -81,7 +81,7 @@ fn frozen_int8_ops_are_the_fake_quantized_layers() {
         let (Op::Int8Conv(q), layer) = (&ops[0], &ops[1]) else {
             panic!("{name}: not [quantize_dequantize, layer]")
         };
-        let NodeOp::Op(Op::Int8Conv(op)) = frozen.node(name).unwrap().op() else {
+        let [Op::Int8Conv(op)] = inner_ops(frozen.node(name).unwrap().op()) else {
             panic!("{name} is not an Int8Conv once frozen");
         };
         // The same input quantization, bit for bit.
