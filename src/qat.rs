@@ -41,6 +41,9 @@ use hasten_quant::{
 };
 use hasten_train::{FakeQuant, WeightQuantizer};
 
+pub mod activations;
+pub use activations::{calibrate_inputs, Int8Qat};
+
 /// A weight quantizer for quantization-aware training, each one of
 /// `hasten-quant`'s transforms.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -194,8 +197,9 @@ fn as_matrix(
 /// The fake quantizer of an `Int8Conv`'s weights, exactly as
 /// [`Int8Quantize`] stores them: `s·clamp(round(W/s), ±127)` with
 /// `s = max |W_t| / 127` per output channel or for the whole layer (the
-/// int8 step of a recipe trained with `qat`; activations stay f32 while
-/// training). Plain straight-through gradient.
+/// int8 step of a recipe trained with `qat`, where activations stay f32
+/// while training; [`Int8Qat`] also fake-quantizes the activations). Plain
+/// straight-through gradient.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Int8Weights {
     /// One scale per output channel rather than per layer.

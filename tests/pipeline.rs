@@ -193,17 +193,21 @@ fn gradual_and_one_shot_order_transforms_and_fine_tuning() {
     use Event::{FineTune, FineTuneSkipped, Transform};
     let svd = r#"{ name = "svd", rank = 8 }"#;
     let int8 = r#"{ name = "int8", input_range = [0.0, 4.0] }"#;
-    let (e, notes, _) = events("one-shot", svd);
-    assert_eq!(e, [Transform(1), Transform(2), FineTune(2)]);
-    assert!(notes.is_empty(), "{notes:?}");
-    let (e, _, _) = events("gradual", svd);
-    assert_eq!(e, [Transform(1), FineTune(1), Transform(2), FineTune(2)]);
-    // int8 ops have no backward: one-shot fine-tunes before that step,
+    let xnor = r#"{ name = "binarize", kind = "xnor-net" }"#;
+    // int8 ops train through their straight-through backward, like SVD.
+    for method in [svd, int8] {
+        let (e, notes, _) = events("one-shot", method);
+        assert_eq!(e, [Transform(1), Transform(2), FineTune(2)]);
+        assert!(notes.is_empty(), "{notes:?}");
+        let (e, _, _) = events("gradual", method);
+        assert_eq!(e, [Transform(1), FineTune(1), Transform(2), FineTune(2)]);
+    }
+    // XNOR-Net ops have no backward: one-shot fine-tunes before that step,
     // gradual skips the fine-tuning after it, each with a note.
-    let (e, notes, tuned) = events("one-shot", int8);
+    let (e, notes, tuned) = events("one-shot", xnor);
     assert_eq!(e, [Transform(1), FineTune(1), Transform(2)]);
-    assert!(notes[0].contains("before step 2 (int8)"), "{notes:?}");
-    let (e, notes, _) = events("gradual", int8);
+    assert!(notes[0].contains("before step 2 (binarize)"), "{notes:?}");
+    let (e, notes, _) = events("gradual", xnor);
     assert_eq!(
         e,
         [Transform(1), FineTune(1), Transform(2), FineTuneSkipped(2)]
@@ -212,7 +216,7 @@ fn gradual_and_one_shot_order_transforms_and_fine_tuning() {
     // Fine-tuning changed the weights the later step quantized.
     let untuned = {
         let recipe = Recipe::from_toml(&format!(
-            "latency = {{ batches = [] }}\n[[steps]]\nselect = {{ names = [\"fc1\"] }}\nmethod = {svd}\n[[steps]]\nselect = {{ names = [\"fc2\"] }}\nmethod = {int8}\n"
+            "latency = {{ batches = [] }}\n[[steps]]\nselect = {{ names = [\"fc1\"] }}\nmethod = {svd}\n[[steps]]\nselect = {{ names = [\"fc2\"] }}\nmethod = {xnor}\n"
         ))
         .unwrap();
         compress(&lenet5(&ModelConfig::mnist()).unwrap(), &recipe, None)

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::method::Granularity;
 use super::selection::plain_layers;
+use crate::qat::calibrate_inputs;
 
 /// How a calibrated activation range is read from the captured values.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -83,23 +84,13 @@ pub(super) fn calibrated_int8(
         "its inner layers' inputs are not captured, give the int8 step an input_range",
         "convolution or linear layer to calibrate",
     )?;
-    let inputs: Vec<&str> = layers
-        .iter()
-        .map(|n| graph.value_name(n.inputs()[0]))
-        .collect();
-    let trace = graph.reference_trace(&[batch], &inputs).map_err(err)?;
+    let names: Vec<&str> = layers.iter().map(|n| n.name()).collect();
     let dtype = if signed { IntType::I8 } else { IntType::U8 };
+    let inputs = calibrate_inputs(graph, &names, batch, rule.calibration(), dtype).map_err(err)?;
     let before = graph.cost().map_err(err)?;
     let mut next = graph.clone();
     let mut nodes = Vec::with_capacity(layers.len());
-    for (node, input) in layers.iter().zip(&inputs) {
-        let values = trace.captured[*input].as_standard_layout().into_owned();
-        let samples = values
-            .as_slice()
-            .ok_or("calibration activations are not contiguous")?;
-        let (lo, hi) = quant::calibrate(samples, rule.calibration(), 8)
-            .map_err(|e| format!("node {}: {e}", node.name()))?;
-        let params = quant::activation_params(lo, hi, dtype).map_err(err)?;
+    for (node, params) in layers.iter().zip(inputs) {
         let transform = quant::Int8Quantize::new(params, None, granularity.into());
         let name = node.name().to_string();
         let only = NodeFilter::predicate(&format!("name {name}"), move |n| n.name() == name);

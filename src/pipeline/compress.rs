@@ -1,8 +1,9 @@
 //! [`compress`]: a [`Recipe`] applied to a whole network. Each step's
 //! transform goes through `Graph::apply_transform` (which also reaches the
 //! ops inside blocks an earlier step produced); fine-tuning runs after every
-//! step (gradual) or once after the last (one-shot). Ops without a backward
-//! (int8 and XNOR-Net convolutions) cannot be fine-tuned: one-shot mode then
+//! step (gradual) or once after the last (one-shot). Int8 convolutions train
+//! through their straight-through backward; ops without a backward (XNOR-Net
+//! convolutions, binary activations) cannot be fine-tuned: one-shot mode then
 //! fine-tunes just before the step that introduces them and applies that
 //! step to the fine-tuned weights; gradual mode skips the fine-tuning with a
 //! note. Nothing is skipped silently. Data-driven steps (int8 without a

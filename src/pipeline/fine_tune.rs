@@ -4,7 +4,8 @@
 //! quantization-aware ([`FakeQuant`], eq. (5)) — and the check of whether a
 //! graph can be fine-tuned at all. The compressed ops train their stored
 //! values (sparse values, centroids, scales, TT cores; see
-//! `hasten_core::grad`); only int8 and XNOR-Net convolutions have no backward.
+//! `hasten_core::grad`; int8 convolutions pass their input gradient straight
+//! through); only XNOR-Net convolutions have no backward.
 
 use hasten_core::grad::{has_backward, inner_ops};
 use hasten_core::Graph;
@@ -28,7 +29,7 @@ pub(crate) fn untrainable(graph: &Graph) -> Option<&str> {
     first_untrainable_op(graph).map(|(node, _)| node)
 }
 
-/// The first node holding an op without a backward (an int8 or XNOR-Net
+/// The first node holding an op without a backward (an XNOR-Net
 /// convolution, which cannot be trained) and that op's kind, if any.
 pub fn first_untrainable_op(graph: &Graph) -> Option<(&str, &'static str)> {
     graph.nodes().iter().find_map(|n| {

@@ -7,9 +7,16 @@
 //! goes back to the stored values by `hasten_core::grad::dense_weight_grads`
 //! (sums over a centroid's members, the CSR pattern's entries, the TT
 //! chain rule) — so the sparsity pattern and the codes never change.
+//!
+//! Also here: the activation fake quantizer of quantization-aware training
+//! (`Int8Conv::quantize_dequantize`), elementwise in f32: `s·(q(x) − z)`
+//! forward (what the op's integer reference computes) and the
+//! straight-through gradient masked to the quantizer's range backward
+//! (`hasten_core::grad::ste::passes_activation`).
 
-use hasten_core::grad::{dense_equivalent, dense_weight_grads, DenseEquivalent, OpParams};
-use hasten_core::op::{Op, WeightLayout};
+use hasten_core::grad::{dense_equivalent, dense_weight_grads, ste, DenseEquivalent, OpParams};
+use hasten_core::op::{Op, Operator, WeightLayout};
+use hasten_core::ActShape;
 use ndarray::{Array1, Array2, Array4};
 
 use crate::error::Result;
@@ -43,6 +50,21 @@ fn bias32(d: &DenseEquivalent) -> Option<Array1<f32>> {
 /// The forward of a compressed `op` with values `v`; `None` when `op` has no
 /// dense equivalent (the caller falls back to the f64 reference).
 pub(crate) fn forward(op: &Op, x: &Array4<f32>, v: &Grads) -> Result<Option<Array4<f32>>> {
+    if let Op::Int8Conv(q) = op {
+        if q.is_quantize_dequantize() {
+            let s = x.shape();
+            hasten_core::error::ensure_nonempty("input activation (NCHW)", s)?;
+            Operator::output_shape(q, ActShape::new(s[1], s[2], s[3]))?;
+            let p = *q.input_params();
+            return Ok(Some(x.mapv(|u| {
+                if u.is_nan() {
+                    f32::NAN
+                } else {
+                    p.dequantize(p.quantize(u))
+                }
+            })));
+        }
+    }
     let Some((d, _)) = dense(op, v)? else {
         return Ok(None);
     };
@@ -65,6 +87,18 @@ pub(crate) fn backward(
     dy: &Array4<f32>,
     v: &Grads,
 ) -> Result<Option<(Array4<f32>, Grads)>> {
+    if let Op::Int8Conv(q) = op {
+        if q.is_quantize_dequantize() {
+            let p = q.input_params();
+            let mut dx = dy.to_owned();
+            dx.zip_mut_with(x, |g, &u| {
+                if !ste::passes_activation(p, f64::from(u)) {
+                    *g = 0.0;
+                }
+            });
+            return Ok(Some((dx, Grads::new())));
+        }
+    }
     let Some((d, p)) = dense(op, v)? else {
         return Ok(None);
     };
@@ -90,4 +124,48 @@ pub(crate) fn backward(
         grads.insert("bias".into(), db.into_dyn());
     }
     Ok(Some((dx, grads)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hasten_core::grad::{self, Mode};
+    use hasten_core::op::{Int8Conv, IntType, QuantParams};
+    use hasten_core::SeededRng;
+
+    /// The f32 activation fake quantizer against the core reference:
+    /// forward bit-identical to the op's integer reference, backward equal
+    /// to the reference straight-through gradient.
+    #[test]
+    fn quantize_dequantize_matches_the_reference() {
+        let p = QuantParams::new(0.03, 100, IntType::U8).unwrap();
+        let q = Int8Conv::quantize_dequantize(3, p).unwrap();
+        let op = Op::Int8Conv(q.clone());
+        let mut rng = SeededRng::new(3);
+        let mut x: Array4<f32> = rng.normal_array([2, 3, 5, 5], 3.0);
+        x[[0, 1, 2, 2]] = f32::NAN;
+        let y = forward(&op, &x, &Grads::new()).unwrap().unwrap();
+        let r = q.reference_forward(&x).unwrap();
+        for (a, b) in y.iter().zip(&r) {
+            assert!(a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()));
+        }
+        x[[0, 1, 2, 2]] = 0.0;
+        let dy: Array4<f32> = rng.normal_array([2, 3, 5, 5], 1.0);
+        let (dx, g) = backward(&op, &x, &dy, &Grads::new()).unwrap().unwrap();
+        assert!(g.is_empty());
+        let want = grad::backward(
+            &op,
+            &x.mapv(f64::from),
+            &dy.mapv(f64::from),
+            &OpParams::new(),
+            Mode::Eval,
+        )
+        .unwrap()
+        .input
+        .mapv(|u| u as f32);
+        assert_eq!(dx, want);
+        assert!(dx.iter().any(|&u| u == 0.0) && dx.iter().any(|&u| u != 0.0));
+        // A batch of the wrong channel count is a typed error.
+        assert!(forward(&op, &Array4::zeros((1, 2, 2, 2)), &Grads::new()).is_err());
+    }
 }

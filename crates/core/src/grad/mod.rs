@@ -35,14 +35,20 @@
 //!   full-precision weights are trained before packing, by
 //!   quantization-aware training (`hasten-train`'s `FakeQuant`).
 //!
-//! Ops with no backward (`Int8Conv`, whose integer activation quantization
-//! has no useful gradient, and XNOR-Net binary convolutions with binarized
-//! inputs) are rejected with [`Error::Unsupported`].
+//! - `Int8Conv` (`int8`): the exact integer forward, and the
+//!   straight-through backward of its input quantization (the derivative of
+//!   `Ŵ ∗ clamp(x, lo, hi) + b̂`, [`ste::passes_activation`]); it has no
+//!   trainable values.
+//!
+//! The one op with no backward (XNOR-Net binary convolutions with binarized
+//! inputs, whose sign function has no useful gradient) is rejected with
+//! [`Error::Unsupported`].
 
 mod activation;
 mod batch_norm;
 pub mod check;
 mod conv;
+mod int8;
 mod layout;
 mod linear;
 pub mod loss;
@@ -224,6 +230,7 @@ pub fn forward(op: &Op, x: &Array4<f64>, p: &OpParams, mode: Mode) -> Result<For
         | Op::ChannelGather(_) => plain(layout::forward(op, x, dims)),
         Op::Shift(s) => plain(layout::shift(s, x, false)),
         Op::PerforatedConv(pc) => plain(perforated::forward(pc, x, p, dims)?),
+        Op::Int8Conv(q) => plain(int8::forward(q, x)?),
         _ if packed::handles(op) => plain(packed::forward(op, x, p, dims)?),
         _ => match activation::Activation::of(op) {
             Some(a) => plain(x.mapv(|v| a.value(v))),
@@ -266,6 +273,7 @@ pub fn backward(
         | Op::ChannelGather(_) => plain(layout::backward(op, x, dy)),
         Op::Shift(s) => plain(layout::shift(s, dy, true)),
         Op::PerforatedConv(pc) => perforated::backward(pc, x, dy, p),
+        Op::Int8Conv(q) => int8::backward(q, x, dy),
         _ if packed::handles(op) => packed::backward(op, x, dy, p),
         _ => match activation::Activation::of(op) {
             Some(a) => plain(
@@ -279,8 +287,8 @@ pub fn backward(
 }
 
 /// Whether `op` has a reference backward ([`forward`] and [`backward`]
-/// accept it): false only for `Int8Conv` and XNOR-Net binary convolutions
-/// (see the module docs), which therefore cannot be fine-tuned.
+/// accept it): false only for XNOR-Net binary convolutions (see the module
+/// docs), which therefore cannot be fine-tuned.
 pub fn has_backward(op: &Op) -> bool {
     matches!(
         op,
@@ -299,6 +307,7 @@ pub fn has_backward(op: &Op) -> bool {
             | Op::ChannelGather(_)
             | Op::Shift(_)
             | Op::PerforatedConv(_)
+            | Op::Int8Conv(_)
     ) || packed::handles(op)
         || activation::Activation::of(op).is_some()
 }
@@ -307,6 +316,8 @@ pub fn has_backward(op: &Op) -> bool {
 mod tests;
 #[cfg(test)]
 mod tests_compressed;
+#[cfg(test)]
+mod tests_int8;
 
 pub use crate::graph::{inner_ops, prefix};
 

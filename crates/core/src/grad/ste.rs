@@ -7,8 +7,15 @@
 //! `∂L/∂W = ∂L/∂Ŵ`, restricted to the clip region `|W| ≤ limit` (the
 //! saturating STE of Hubara et al. \[56\]). BinaryConnect also clips the
 //! full-precision weights to `[−1, 1]` after each update ([`clip_weights`]).
+//!
+//! Activations quantized by an int8 layer (section 5, Vanhoucke et al.
+//! \[49\]; the fake-quantized inputs of quantization-aware training) use the
+//! same saturating estimator: `x̂ = s·(clamp(round(x/s) + z) − z)` is
+//! differentiated as `clamp(x, lo, hi)` with `[lo, hi]` the representable
+//! range of [`activation_range`] ([`passes_activation`]).
 
 use crate::error::{ensure_finite, Error, Result};
+use crate::op::QuantParams;
 
 /// Clips every weight into `[−limit, limit]` (BinaryConnect uses `limit = 1`).
 pub fn clip_weights(weights: &mut [f32], limit: f32) -> Result<()> {
@@ -44,9 +51,41 @@ pub fn straight_through(weights: &[f32], grad_quantized: &[f32], limit: f32) -> 
         .collect())
 }
 
+/// The real range `[s·(q_min − z), s·(q_max − z)]` an activation quantizer
+/// represents: its codes' range mapped back through scale `s` and zero
+/// point `z`.
+pub fn activation_range(params: &QuantParams) -> (f64, f64) {
+    let (lo, hi) = params.dtype().range();
+    let (s, z) = (f64::from(params.scale()), params.zero_point());
+    (s * f64::from(lo - z), s * f64::from(hi - z))
+}
+
+/// Whether the straight-through gradient of the activation quantizer
+/// `params` passes at `x`: inside [`activation_range`] (the derivative of
+/// the surrogate `clamp(x, lo, hi)`); a NaN passes nothing.
+pub fn passes_activation(params: &QuantParams, x: f64) -> bool {
+    let (lo, hi) = activation_range(params);
+    (lo..=hi).contains(&x)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::op::IntType;
+
+    #[test]
+    fn activation_range_is_the_codes_range() {
+        let p = QuantParams::new(0.5, 10, IntType::U8).unwrap();
+        assert_eq!(activation_range(&p), (-5.0, 122.5));
+        // The range's ends are the extreme codes' values.
+        assert_eq!(f64::from(p.dequantize(0)), -5.0);
+        assert_eq!(f64::from(p.dequantize(255)), 122.5);
+        let s = QuantParams::new(0.25, 0, IntType::I8).unwrap();
+        assert_eq!(activation_range(&s), (-32.0, 31.75));
+        assert!(passes_activation(&p, -5.0) && passes_activation(&p, 122.5));
+        assert!(!passes_activation(&p, -5.01) && !passes_activation(&p, 122.6));
+        assert!(!passes_activation(&p, f64::NAN));
+    }
 
     #[test]
     fn ste_masks_saturated_weights() {

@@ -3,7 +3,7 @@
 //! every f64 forward against the op's own f32 reference forward, and a
 //! graph of compressed ops through the tape and the parameter write-back.
 
-use ndarray::{Array1, Array2, Array3, Array4};
+use ndarray::{Array2, Array3, Array4};
 
 use super::tests::{assert_close, check_matches_reference, check_op, conv, f64_params};
 use super::*;
@@ -439,23 +439,6 @@ fn compressed_graph_trains_its_stored_values_and_writes_them_back() {
         ndarray::ArrayD::<f32>::zeros(vec![1]),
     )];
     assert!(loaded.set_parameters(&wrong).is_err());
-}
-
-#[test]
-fn every_compressed_op_but_int8_and_xnor_has_a_backward() {
-    let mut rng = SeededRng::new(27);
-    let layout = WeightLayout::conv([2, 1, 1, 1], ConvSpec::new()).unwrap();
-    let w = ndarray::Array2::from_elem((2, 1), 3i8);
-    let q = QuantParams::new(0.1, 0, IntType::I8).unwrap();
-    let int8 = Int8Conv::new(layout, w, Array1::from_elem(2, 0.05), q, None, None).unwrap();
-    let op = Op::Int8Conv(int8);
-    assert!(!has_backward(&op));
-    let x = rng.normal_array_f64([1, 1, 2, 2], 1.0);
-    assert!(matches!(
-        forward(&op, &x, &op_params(&op), Mode::Eval),
-        Err(crate::Error::Unsupported { .. })
-    ));
-    assert!(op_params(&op).is_empty());
 }
 
 /// The dense equivalent is the op's own dense layer (`to_dense`), and its

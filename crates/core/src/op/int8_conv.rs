@@ -240,6 +240,44 @@ impl Int8Conv {
         })
     }
 
+    /// The activation fake quantizer of `channels` channels as an int8
+    /// layer: a 1×1 depthwise convolution with unit weights and weight
+    /// scale 1, so `y = s·(q(x) − z)` — exactly the input `x̂` every
+    /// `Int8Conv` with input quantization `input` computes with (step 1 of
+    /// the module docs). Quantization-aware training puts it in front of a
+    /// float layer so the training forward sees the int8 layer's inputs.
+    ///
+    /// # Errors
+    /// `channels == 0`.
+    pub fn quantize_dequantize(channels: usize, input: QuantParams) -> Result<Self> {
+        let spec = crate::spec::ConvSpec::new().with_groups(channels.max(1));
+        let layout = WeightLayout::conv([channels, 1, 1, 1], spec)?;
+        Int8Conv::new(
+            layout,
+            Array2::ones((channels, 1)),
+            Array1::ones(1),
+            input,
+            None,
+            None,
+        )
+    }
+
+    /// Whether this op is an activation fake quantizer made by
+    /// [`Int8Conv::quantize_dequantize`] (unit 1×1 depthwise weights, weight
+    /// scale 1, no bias, no requantization): its output is then
+    /// `s·(q(x) − z)` elementwise.
+    pub fn is_quantize_dequantize(&self) -> bool {
+        let WeightLayout::Conv { dims, spec } = *self.layout else {
+            return false;
+        };
+        dims[1..] == [1, 1, 1]
+            && spec == crate::spec::ConvSpec::new().with_groups(dims[0])
+            && self.weights.iter().all(|&w| w == 1)
+            && self.weight_scales.iter().all(|&s| s == 1.0)
+            && self.bias.is_none()
+            && self.output.is_none()
+    }
+
     /// The geometry.
     pub fn layout(&self) -> &WeightLayout {
         &self.layout

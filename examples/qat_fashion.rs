@@ -1,0 +1,285 @@
+//! Quantization-aware training of the small ResNet (ResNet-8) on
+//! Fashion-MNIST (survey eq. (5)), starting from the float network that
+//! `train_fashion --save` writes:
+//!
+//! - (a) binary weights `α_t·sign(W_t)` (eq. (8); BinaryConnect's clipped
+//!   straight-through gradient, eq. (6)–(7)) on every convolution but the
+//!   first; the first convolution and the last (linear) layer stay float,
+//!   as is customary;
+//! - (b) int8 weights (symmetric, per channel) *and* activations (u8,
+//!   per tensor, input ranges calibrated by min–max on 256 training
+//!   images, then fixed) on every convolution and linear layer.
+//!
+//! Each is fine-tuned for `--epochs` epochs (Adam, cosine schedule), then
+//! frozen into real packed binary / `Int8Conv` ops. Every accuracy is that
+//! of a graph run by a fast `Plan`: float, post-training quantized, QAT;
+//! also the drops from float, the latency at batch 1 and the wall time.
+//!
+//! ```text
+//! cargo run --release --example train_fashion -- --epochs 20 --save data/resnet8-fashion.onnx
+//! cargo run --release --example qat_fashion -- [--float FILE] [--epochs N] [--limit N] [--lr-binary LR] [--lr-int8 LR] [--threads T] [--data DIR]
+//! ```
+//!
+//! `--limit N` fine-tunes on the first `N` training images only (a quick
+//! check); the test split is always whole.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use hasten::bench::{cpu_model, measure, with_threads};
+use hasten::core::ndarray::Array4;
+use hasten::core::{Graph, IntType, NodeFilter};
+use hasten::fastconv::{Plan, PlanOptions};
+use hasten::onnx::{import_file, ImportOptions};
+use hasten::qat::{Int8Qat, QatQuantizer, QuantAwareTraining};
+use hasten::quant::Calibration;
+use hasten::train::data::{load_mnist, mnist_present, Augment, ImageSet};
+use hasten::train::optim::Adam;
+use hasten::train::schedule::Cosine;
+use hasten::train::{evaluate, EpochStats, FakeQuant, TrainConfig, Trainer};
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// Fashion-MNIST's training-set pixel mean and standard deviation (as in
+/// `train_fashion`).
+const MEAN: f32 = 0.2860;
+const STD: f32 = 0.3530;
+
+struct Args {
+    float: PathBuf,
+    epochs: usize,
+    limit: Option<usize>,
+    lr_binary: f32,
+    lr_int8: f32,
+    threads: usize,
+    data: PathBuf,
+}
+
+fn parse() -> Result<Args, String> {
+    let mut args = Args {
+        float: PathBuf::from("data/resnet8-fashion.onnx"),
+        epochs: 1,
+        limit: None,
+        lr_binary: 1e-3,
+        lr_int8: 1e-4,
+        threads: 2,
+        data: PathBuf::from("data/fashion-mnist"),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value"));
+        fn number<T: std::str::FromStr>(name: &str, v: String) -> Result<T, String>
+        where
+            T::Err: std::fmt::Display,
+        {
+            v.parse().map_err(|e| format!("{name}: {e}"))
+        }
+        match a.as_str() {
+            "--float" => args.float = PathBuf::from(value("--float")?),
+            "--epochs" => args.epochs = number("--epochs", value("--epochs")?)?,
+            "--limit" => args.limit = Some(number("--limit", value("--limit")?)?),
+            "--lr-binary" => args.lr_binary = number("--lr-binary", value("--lr-binary")?)?,
+            "--lr-int8" => args.lr_int8 = number("--lr-int8", value("--lr-int8")?)?,
+            "--threads" => args.threads = number("--threads", value("--threads")?)?,
+            "--data" => args.data = PathBuf::from(value("--data")?),
+            other => return Err(format!("unknown argument `{other}`")),
+        }
+    }
+    Ok(args)
+}
+
+fn print_epoch(e: &EpochStats) {
+    println!(
+        "  epoch {:>2}  loss {:.4}  train {:6.2} %  test {:6.2} %  {:6.0} images/s  {:6.1} s",
+        e.epoch + 1,
+        e.loss,
+        100.0 * e.train_accuracy,
+        100.0 * e.test_accuracy,
+        e.images_per_sec,
+        e.seconds
+    );
+}
+
+/// `epochs` of Adam on a cosine schedule from `lr` with the weights
+/// `fake_quant` selects quantized in the forward; returns the trained graph
+/// (full-precision weights).
+fn fine_tune(
+    graph: Graph,
+    fake_quant: FakeQuant,
+    epochs: usize,
+    lr: f32,
+    train: &ImageSet,
+    test: &ImageSet,
+) -> Result<Graph, Error> {
+    let config = TrainConfig {
+        epochs,
+        batch_size: 128,
+        eval_batch_size: 500,
+        seed: 2024,
+        augment: Augment::new()
+            .random_crop(2)
+            .horizontal_flip(true)
+            .normalize(&[MEAN], &[STD])?,
+        ..TrainConfig::default()
+    };
+    let steps = epochs * train.labels().len().div_ceil(config.batch_size);
+    let schedule = Cosine::new(lr, 0.0, steps.max(1))?;
+    let mut trainer = Trainer::new(graph, Adam::new(), schedule, config)?;
+    trainer = trainer.with_fake_quant(fake_quant)?;
+    trainer.fit(train, test, print_epoch)?;
+    Ok(trainer.graph()?)
+}
+
+/// Median latency at batch 1 of `graph` run by a fast plan, milliseconds.
+fn latency_ms(graph: &Graph, x: &Array4<f32>) -> Result<f64, Error> {
+    let mut plan = Plan::for_graph(graph, 1, PlanOptions::default())?;
+    plan.run(x)?;
+    Ok(measure(
+        || {
+            plan.run(x).expect("the plan ran once already");
+        },
+        20,
+        Duration::from_secs(2),
+    )
+    .median_ms())
+}
+
+fn run(args: &Args) -> Result<(), Error> {
+    let start = Instant::now();
+    let splits = load_mnist(&args.data)?;
+    let train = match args.limit {
+        Some(n) => splits.train.head(n),
+        None => splits.train,
+    };
+    let test = splits.test.normalized(&[MEAN], &[STD])?;
+    let float = import_file(&args.float, &ImportOptions::default())?;
+    println!(
+        "ResNet-8 on Fashion-MNIST from {}: fine-tuning on {} training images, {} epoch(s) each, batch 128, Adam, cosine, crop ±2 px + flip; {} test images; {} threads",
+        args.float.display(),
+        train.labels().len(),
+        args.epochs,
+        test.labels().len(),
+        args.threads
+    );
+    println!("CPU: {}", cpu_model());
+    let float_acc = evaluate(&float, &test, 500)?;
+    println!("float: {:.2} %", 100.0 * float_acc);
+
+    // (a) Binary weights on every convolution but the first.
+    let binary = QuantAwareTraining::new().quantize(
+        NodeFilter::kind("conv").except_first(1),
+        QatQuantizer::binary(),
+    );
+    let (ptq, _) = binary.freeze(&float)?;
+    let binary_ptq = evaluate(&ptq, &test, 500)?;
+    println!(
+        "binary α·sign(W), every conv but the first (first conv and the linear head float): post-training {:.2} %; QAT, lr {}:",
+        100.0 * binary_ptq,
+        args.lr_binary
+    );
+    let tuned = fine_tune(
+        float.clone(),
+        binary.fake_quant(&float)?,
+        args.epochs,
+        args.lr_binary,
+        &train,
+        &test,
+    )?;
+    let (binary_net, _) = binary.freeze(&tuned)?;
+    let binary_acc = evaluate(&binary_net, &test, 500)?;
+
+    // (b) Int8 weights and activations on every convolution and linear layer.
+    let calibration = train.head(256).normalized(&[MEAN], &[STD])?;
+    let int8 = Int8Qat::calibrate(
+        &float,
+        &NodeFilter::all(),
+        calibration.images(),
+        Calibration::MinMax,
+        IntType::U8,
+        true,
+    )?;
+    let training = int8.training_graph(&float)?;
+    let int8_ptq = evaluate(&int8.freeze(&training)?, &test, 500)?;
+    println!(
+        "int8 weights (per channel) + u8 activations (min–max on 256 images), {} layers: post-training {:.2} %; QAT, lr {}:",
+        int8.layers().len(),
+        100.0 * int8_ptq,
+        args.lr_int8
+    );
+    let tuned = fine_tune(
+        training,
+        int8.fake_quant()?,
+        args.epochs,
+        args.lr_int8,
+        &train,
+        &test,
+    )?;
+    let int8_net = int8.freeze(&tuned)?;
+    let int8_acc = evaluate(&int8_net, &test, 500)?;
+
+    let x = test
+        .images()
+        .slice(hasten::core::ndarray::s![..1, .., .., ..])
+        .to_owned();
+    println!();
+    println!(
+        "{:<8} {:>10} {:>12} {:>12} {:>16}",
+        "network", "PTQ", "QAT", "QAT − float", "latency, batch 1"
+    );
+    println!(
+        "{:<8} {:>10} {:>10.2} % {:>12} {:>13.3} ms",
+        "float",
+        "",
+        100.0 * float_acc,
+        "",
+        latency_ms(&float, &x)?
+    );
+    for (name, ptq, acc, net) in [
+        ("binary", binary_ptq, binary_acc, &binary_net),
+        ("int8", int8_ptq, int8_acc, &int8_net),
+    ] {
+        println!(
+            "{:<8} {:>8.2} % {:>10.2} % {:>+9.2} pp {:>13.3} ms",
+            name,
+            100.0 * ptq,
+            100.0 * acc,
+            100.0 * (acc - float_acc),
+            latency_ms(net, &x)?
+        );
+    }
+    println!("wall time {:.1} s", start.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args = match parse() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("qat_fashion: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if !mnist_present(&args.data) {
+        println!(
+            "Fashion-MNIST not found in {}: run `bash scripts/fetch-datasets.sh` first (it puts the IDX files into data/fashion-mnist).",
+            args.data.display()
+        );
+        return ExitCode::SUCCESS;
+    }
+    if !args.float.exists() {
+        println!(
+            "No float network at {}: train one first with `cargo run --release --example train_fashion -- --epochs 20 --save {}`.",
+            args.float.display(),
+            args.float.display()
+        );
+        return ExitCode::SUCCESS;
+    }
+    match with_threads(args.threads.max(1), || run(&args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("qat_fashion: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
