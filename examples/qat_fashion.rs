@@ -10,14 +10,15 @@
 //!   per tensor, input ranges calibrated by min–max on 256 training
 //!   images, then fixed) on every convolution and linear layer.
 //!
-//! Each is fine-tuned for `--epochs` epochs (Adam, cosine schedule), then
+//! Binary weights are fine-tuned for 2 epochs and int8 for 1 by default
+//! (`--epochs` sets both; Adam, cosine schedule), then
 //! frozen into real packed binary / `Int8Conv` ops. Every accuracy is that
 //! of a graph run by a fast `Plan`: float, post-training quantized, QAT;
 //! also the drops from float, the latency at batch 1 and the wall time.
 //!
 //! ```text
 //! cargo run --release --example train_fashion -- --epochs 20 --save data/resnet8-fashion.onnx
-//! cargo run --release --example qat_fashion -- [--float FILE] [--epochs N] [--limit N] [--lr-binary LR] [--lr-int8 LR] [--threads T] [--data DIR]
+//! cargo run --release --example qat_fashion -- [--float FILE] [--epochs N | --binary-epochs N --int8-epochs N] [--only binary|int8] [--limit N] [--lr-binary LR] [--lr-int8 LR] [--threads T] [--data DIR]
 //! ```
 //!
 //! `--limit N` fine-tunes on the first `N` training images only (a quick
@@ -48,7 +49,9 @@ const STD: f32 = 0.3530;
 
 struct Args {
     float: PathBuf,
-    epochs: usize,
+    binary_epochs: usize,
+    int8_epochs: usize,
+    only: Option<String>,
     limit: Option<usize>,
     lr_binary: f32,
     lr_int8: f32,
@@ -59,7 +62,9 @@ struct Args {
 fn parse() -> Result<Args, String> {
     let mut args = Args {
         float: PathBuf::from("data/resnet8-fashion.onnx"),
-        epochs: 1,
+        binary_epochs: 2,
+        int8_epochs: 1,
+        only: None,
         limit: None,
         lr_binary: 1e-3,
         lr_int8: 1e-4,
@@ -77,7 +82,18 @@ fn parse() -> Result<Args, String> {
         }
         match a.as_str() {
             "--float" => args.float = PathBuf::from(value("--float")?),
-            "--epochs" => args.epochs = number("--epochs", value("--epochs")?)?,
+            "--epochs" => {
+                let n = number("--epochs", value("--epochs")?)?;
+                (args.binary_epochs, args.int8_epochs) = (n, n);
+            }
+            "--binary-epochs" => {
+                args.binary_epochs = number("--binary-epochs", value("--binary-epochs")?)?
+            }
+            "--int8-epochs" => args.int8_epochs = number("--int8-epochs", value("--int8-epochs")?)?,
+            "--only" => match value("--only")?.as_str() {
+                v @ ("binary" | "int8") => args.only = Some(v.to_string()),
+                v => return Err(format!("--only: `{v}`, expected binary or int8")),
+            },
             "--limit" => args.limit = Some(number("--limit", value("--limit")?)?),
             "--lr-binary" => args.lr_binary = number("--lr-binary", value("--lr-binary")?)?,
             "--lr-int8" => args.lr_int8 = number("--lr-int8", value("--lr-int8")?)?,
@@ -155,10 +171,11 @@ fn run(args: &Args) -> Result<(), Error> {
     let test = splits.test.normalized(&[MEAN], &[STD])?;
     let float = import_file(&args.float, &ImportOptions::default())?;
     println!(
-        "ResNet-8 on Fashion-MNIST from {}: fine-tuning on {} training images, {} epoch(s) each, batch 128, Adam, cosine, crop ±2 px + flip; {} test images; {} threads",
+        "ResNet-8 on Fashion-MNIST from {}: fine-tuning on {} training images, {} epoch(s) binary, {} int8, batch 128, Adam, cosine, crop ±2 px + flip; {} test images; {} threads",
         args.float.display(),
         train.labels().len(),
-        args.epochs,
+        args.binary_epochs,
+        args.int8_epochs,
         test.labels().len(),
         args.threads
     );
@@ -166,57 +183,65 @@ fn run(args: &Args) -> Result<(), Error> {
     let float_acc = evaluate(&float, &test, 500)?;
     println!("float: {:.2} %", 100.0 * float_acc);
 
+    let wanted = |name: &str| args.only.as_deref().is_none_or(|o| o == name);
+    let mut rows = Vec::new();
     // (a) Binary weights on every convolution but the first.
-    let binary = QuantAwareTraining::new().quantize(
-        NodeFilter::kind("conv").except_first(1),
-        QatQuantizer::binary(),
-    );
-    let (ptq, _) = binary.freeze(&float)?;
-    let binary_ptq = evaluate(&ptq, &test, 500)?;
-    println!(
-        "binary α·sign(W), every conv but the first (first conv and the linear head float): post-training {:.2} %; QAT, lr {}:",
-        100.0 * binary_ptq,
-        args.lr_binary
-    );
-    let tuned = fine_tune(
-        float.clone(),
-        binary.fake_quant(&float)?,
-        args.epochs,
-        args.lr_binary,
-        &train,
-        &test,
-    )?;
-    let (binary_net, _) = binary.freeze(&tuned)?;
-    let binary_acc = evaluate(&binary_net, &test, 500)?;
+    if wanted("binary") {
+        let binary = QuantAwareTraining::new().quantize(
+            NodeFilter::kind("conv").except_first(1),
+            QatQuantizer::binary(),
+        );
+        let (ptq, _) = binary.freeze(&float)?;
+        let binary_ptq = evaluate(&ptq, &test, 500)?;
+        println!(
+            "binary α·sign(W), every conv but the first (first conv and the linear head float): post-training {:.2} %; QAT, lr {}:",
+            100.0 * binary_ptq,
+            args.lr_binary
+        );
+        let tuned = fine_tune(
+            float.clone(),
+            binary.fake_quant(&float)?,
+            args.binary_epochs,
+            args.lr_binary,
+            &train,
+            &test,
+        )?;
+        let (binary_net, _) = binary.freeze(&tuned)?;
+        let binary_acc = evaluate(&binary_net, &test, 500)?;
+        rows.push(("binary", binary_ptq, binary_acc, binary_net));
+    }
 
     // (b) Int8 weights and activations on every convolution and linear layer.
-    let calibration = train.head(256).normalized(&[MEAN], &[STD])?;
-    let int8 = Int8Qat::calibrate(
-        &float,
-        &NodeFilter::all(),
-        calibration.images(),
-        Calibration::MinMax,
-        IntType::U8,
-        true,
-    )?;
-    let training = int8.training_graph(&float)?;
-    let int8_ptq = evaluate(&int8.freeze(&training)?, &test, 500)?;
-    println!(
-        "int8 weights (per channel) + u8 activations (min–max on 256 images), {} layers: post-training {:.2} %; QAT, lr {}:",
-        int8.layers().len(),
-        100.0 * int8_ptq,
-        args.lr_int8
-    );
-    let tuned = fine_tune(
-        training,
-        int8.fake_quant()?,
-        args.epochs,
-        args.lr_int8,
-        &train,
-        &test,
-    )?;
-    let int8_net = int8.freeze(&tuned)?;
-    let int8_acc = evaluate(&int8_net, &test, 500)?;
+    if wanted("int8") {
+        let calibration = train.head(256).normalized(&[MEAN], &[STD])?;
+        let int8 = Int8Qat::calibrate(
+            &float,
+            &NodeFilter::all(),
+            calibration.images(),
+            Calibration::MinMax,
+            IntType::U8,
+            true,
+        )?;
+        let training = int8.training_graph(&float)?;
+        let int8_ptq = evaluate(&int8.freeze(&training)?, &test, 500)?;
+        println!(
+            "int8 weights (per channel) + u8 activations (min–max on 256 images), {} layers: post-training {:.2} %; QAT, lr {}:",
+            int8.layers().len(),
+            100.0 * int8_ptq,
+            args.lr_int8
+        );
+        let tuned = fine_tune(
+            training,
+            int8.fake_quant()?,
+            args.int8_epochs,
+            args.lr_int8,
+            &train,
+            &test,
+        )?;
+        let int8_net = int8.freeze(&tuned)?;
+        let int8_acc = evaluate(&int8_net, &test, 500)?;
+        rows.push(("int8", int8_ptq, int8_acc, int8_net));
+    }
 
     let x = test
         .images()
@@ -235,10 +260,7 @@ fn run(args: &Args) -> Result<(), Error> {
         "",
         latency_ms(&float, &x)?
     );
-    for (name, ptq, acc, net) in [
-        ("binary", binary_ptq, binary_acc, &binary_net),
-        ("int8", int8_ptq, int8_acc, &int8_net),
-    ] {
+    for (name, ptq, acc, net) in &rows {
         println!(
             "{:<8} {:>8.2} % {:>10.2} % {:>+9.2} pp {:>13.3} ms",
             name,
