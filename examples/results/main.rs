@@ -515,7 +515,7 @@ fn table(rows: &[Row], threads: usize) -> String {
                     m.kib_after,
                     100.0 * m.after_transform,
                     m.after_fine_tune.map_or_else(
-                        || "— (int8 / XNOR ops have no backward)".to_string(),
+                        || "— (not fine-tuned: an op without a backward)".to_string(),
                         |a| format!("{:.2} %", 100.0 * a)
                     ),
                     m.change(),
