@@ -40,9 +40,13 @@
 //!   `Ŵ ∗ clamp(x, lo, hi) + b̂`, [`ste::passes_activation`]); it has no
 //!   trainable values.
 //!
-//! The one op with no backward (XNOR-Net binary convolutions with binarized
-//! inputs, whose sign function has no useful gradient) is rejected with
-//! [`Error::Unsupported`].
+//! - XNOR-Net binary convolutions (`BinaryConv` with binarized inputs,
+//!   `xnor`, eq. (9)): the straight-through estimator of `sign(x)` (the
+//!   gradient passes where `|x| ≤ 1`), the scaling map `K` held constant;
+//!   `alpha` and `bias` are trained.
+//!
+//! Every op of the IR has a backward; an op that had none would be rejected
+//! with [`Error::Unsupported`].
 
 mod activation;
 mod batch_norm;
@@ -58,6 +62,7 @@ mod perforated;
 mod pool;
 pub mod ste;
 mod tape;
+mod xnor;
 
 pub use activation::{activation_derivative, activation_value};
 pub use batch_norm::{batch_norm_batch_stats, BN_DEFAULT_MOMENTUM};
@@ -231,6 +236,7 @@ pub fn forward(op: &Op, x: &Array4<f64>, p: &OpParams, mode: Mode) -> Result<For
         Op::Shift(s) => plain(layout::shift(s, x, false)),
         Op::PerforatedConv(pc) => plain(perforated::forward(pc, x, p, dims)?),
         Op::Int8Conv(q) => plain(int8::forward(q, x)?),
+        Op::BinaryConv(b) if b.binarize_input() => plain(xnor::forward(b, x, p, dims)?),
         _ if packed::handles(op) => plain(packed::forward(op, x, p, dims)?),
         _ => match activation::Activation::of(op) {
             Some(a) => plain(x.mapv(|v| a.value(v))),
@@ -274,6 +280,7 @@ pub fn backward(
         Op::Shift(s) => plain(layout::shift(s, dy, true)),
         Op::PerforatedConv(pc) => perforated::backward(pc, x, dy, p),
         Op::Int8Conv(q) => int8::backward(q, x, dy),
+        Op::BinaryConv(b) if b.binarize_input() => xnor::backward(b, x, dy, p),
         _ if packed::handles(op) => packed::backward(op, x, dy, p),
         _ => match activation::Activation::of(op) {
             Some(a) => plain(
@@ -287,8 +294,9 @@ pub fn backward(
 }
 
 /// Whether `op` has a reference backward ([`forward`] and [`backward`]
-/// accept it): false only for XNOR-Net binary convolutions (see the module
-/// docs), which therefore cannot be fine-tuned.
+/// accept it): true for every op of the IR since XNOR-Net convolutions
+/// gained their straight-through backward (see the module docs); an op
+/// without one could not be fine-tuned.
 pub fn has_backward(op: &Op) -> bool {
     matches!(
         op,
@@ -308,6 +316,7 @@ pub fn has_backward(op: &Op) -> bool {
             | Op::Shift(_)
             | Op::PerforatedConv(_)
             | Op::Int8Conv(_)
+            | Op::BinaryConv(_)
     ) || packed::handles(op)
         || activation::Activation::of(op).is_some()
 }
@@ -318,6 +327,8 @@ mod tests;
 mod tests_compressed;
 #[cfg(test)]
 mod tests_int8;
+#[cfg(test)]
+mod tests_xnor;
 
 pub use crate::graph::{inner_ops, prefix};
 
