@@ -142,35 +142,50 @@ pub fn matmul(
             // `packed` was packed for `kernel`, whose ISA was checked above.
             unsafe {
                 if b.transposed {
-                    let src = Columns { b: b.data, k };
-                    let b_op = BOperand::Source(&src);
-                    gemm::gemm(
+                    columns(
                         &kernel,
                         &packed,
-                        0..packed.panels(),
-                        b_op,
+                        &Columns { b: b.data, k },
                         cols,
                         out,
                         scratch,
                     );
                 } else {
-                    let src = Rows { b: b.data, n };
-                    let b_op = BOperand::Source(&src);
-                    gemm::gemm(
-                        &kernel,
-                        &packed,
-                        0..packed.panels(),
-                        b_op,
-                        cols,
-                        out,
-                        scratch,
-                    );
+                    columns(&kernel, &packed, &Rows { b: b.data, n }, cols, out, scratch);
                 }
             }
             col += kernel.nc;
         }
         Ok(())
     })
+}
+
+/// One `gemm` call over the output columns `cols`, `B` packed from `src`.
+///
+/// # Safety
+/// As [`gemm::gemm`]: `out` addresses `packed`'s rows × `cols` with no
+/// other borrow, and `packed` was packed for `kernel`, whose ISA this CPU
+/// has.
+unsafe fn columns<S: BSource>(
+    kernel: &Kernel,
+    packed: &PackedA,
+    src: &S,
+    cols: Range<usize>,
+    out: Output<'_>,
+    scratch: &mut Scratch,
+) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        gemm::gemm(
+            kernel,
+            packed,
+            0..packed.panels(),
+            BOperand::Source(src),
+            cols,
+            out,
+            scratch,
+        );
+    }
 }
 
 #[cfg(test)]
