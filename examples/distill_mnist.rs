@@ -16,6 +16,9 @@
 #[path = "common/thin_lenet.rs"]
 mod thin_lenet;
 
+#[path = "common/frame.rs"]
+mod frame;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -24,7 +27,7 @@ use hasten::bench::{cpu_model, with_threads};
 use hasten::core::Graph;
 use hasten::models::{lenet5, ModelConfig};
 use hasten::teacher_student::{DistillSettings, DistillTrainer};
-use hasten::train::data::{load_mnist, mnist_present, Augment, ImageSet};
+use hasten::train::data::{load_mnist, Augment, ImageSet};
 use hasten::train::optim::Adam;
 use hasten::train::schedule::Cosine;
 use hasten::train::{evaluate, EpochStats, TrainConfig, TrainError, Trainer};
@@ -205,25 +208,15 @@ fn run(args: &Args) -> Result<(), TrainError> {
 }
 
 fn main() -> ExitCode {
-    let args = match parse() {
+    let args = match frame::parsed("distill_mnist", parse()) {
         Ok(a) => a,
-        Err(e) => {
-            eprintln!("distill_mnist: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
-    if !mnist_present(&args.data) {
-        println!(
-            "MNIST not found in {}: run `bash scripts/fetch-datasets.sh` first (it puts the IDX files into data/mnist).",
-            args.data.display()
-        );
+    if frame::data_missing("MNIST", &args.data) {
         return ExitCode::SUCCESS;
     }
-    match with_threads(args.threads.max(1), || run(&args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("distill_mnist: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    frame::exit_code(
+        "distill_mnist",
+        with_threads(args.threads.max(1), || run(&args)),
+    )
 }

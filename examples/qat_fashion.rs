@@ -24,6 +24,9 @@
 //! `--limit N` fine-tunes on the first `N` training images only (a quick
 //! check); the test split is always whole.
 
+#[path = "common/frame.rs"]
+mod frame;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -35,7 +38,7 @@ use hasten::fastconv::{Plan, PlanOptions};
 use hasten::onnx::{import_file, ImportOptions};
 use hasten::qat::{Int8Qat, QatQuantizer, QuantAwareTraining};
 use hasten::quant::Calibration;
-use hasten::train::data::{load_mnist, mnist_present, Augment, ImageSet};
+use hasten::train::data::{load_mnist, Augment, ImageSet};
 use hasten::train::optim::Adam;
 use hasten::train::schedule::Cosine;
 use hasten::train::{evaluate, EpochStats, FakeQuant, TrainConfig, Trainer};
@@ -275,18 +278,11 @@ fn run(args: &Args) -> Result<(), Error> {
 }
 
 fn main() -> ExitCode {
-    let args = match parse() {
+    let args = match frame::parsed("qat_fashion", parse()) {
         Ok(a) => a,
-        Err(e) => {
-            eprintln!("qat_fashion: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
-    if !mnist_present(&args.data) {
-        println!(
-            "Fashion-MNIST not found in {}: run `bash scripts/fetch-datasets.sh` first (it puts the IDX files into data/fashion-mnist).",
-            args.data.display()
-        );
+    if frame::data_missing("Fashion-MNIST", &args.data) {
         return ExitCode::SUCCESS;
     }
     if !args.float.exists() {
@@ -297,11 +293,8 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    match with_threads(args.threads.max(1), || run(&args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("qat_fashion: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    frame::exit_code(
+        "qat_fashion",
+        with_threads(args.threads.max(1), || run(&args)),
+    )
 }

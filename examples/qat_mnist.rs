@@ -12,6 +12,9 @@
 //! cargo run --release --example qat_mnist -- [--epochs N] [--qat-epochs M] [--threads T] [--data DIR]
 //! ```
 
+#[path = "common/frame.rs"]
+mod frame;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -20,7 +23,7 @@ use hasten::bench::{cpu_model, with_threads};
 use hasten::core::{Graph, NodeFilter};
 use hasten::models::{lenet5, ModelConfig};
 use hasten::qat::{QatQuantizer, QuantAwareTraining};
-use hasten::train::data::{load_mnist, mnist_present, Augment, ImageSet};
+use hasten::train::data::{load_mnist, Augment, ImageSet};
 use hasten::train::optim::Adam;
 use hasten::train::schedule::Cosine;
 use hasten::train::{evaluate, EpochStats, TrainConfig, TrainError, Trainer};
@@ -183,25 +186,15 @@ fn run(args: &Args) -> Result<(), TrainError> {
 }
 
 fn main() -> ExitCode {
-    let args = match parse() {
+    let args = match frame::parsed("qat_mnist", parse()) {
         Ok(a) => a,
-        Err(e) => {
-            eprintln!("qat_mnist: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
-    if !mnist_present(&args.data) {
-        println!(
-            "MNIST not found in {}: run `bash scripts/fetch-datasets.sh` first (it puts the IDX files into data/mnist).",
-            args.data.display()
-        );
+    if frame::data_missing("MNIST", &args.data) {
         return ExitCode::SUCCESS;
     }
-    match with_threads(args.threads.max(1), || run(&args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("qat_mnist: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    frame::exit_code(
+        "qat_mnist",
+        with_threads(args.threads.max(1), || run(&args)),
+    )
 }

@@ -16,13 +16,16 @@
 //! `--save` writes the trained network as ONNX, the float model that
 //! `qat_fashion` and the compression recipes start from.
 
+#[path = "common/frame.rs"]
+mod frame;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use hasten::bench::{cpu_model, with_threads};
 use hasten::models::{resnet8, ModelConfig};
-use hasten::train::data::{load_mnist, mnist_present, Augment};
+use hasten::train::data::{load_mnist, Augment};
 use hasten::train::optim::Sgd;
 use hasten::train::schedule::{OneCycle, Schedule};
 use hasten::train::{EpochStats, TrainConfig, Trainer};
@@ -153,25 +156,15 @@ fn train(args: &Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 }
 
 fn main() -> ExitCode {
-    let args = match parse() {
+    let args = match frame::parsed("train_fashion", parse()) {
         Ok(a) => a,
-        Err(e) => {
-            eprintln!("train_fashion: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
-    if !mnist_present(&args.data) {
-        println!(
-            "Fashion-MNIST not found in {}: run `bash scripts/fetch-datasets.sh` first (it puts the IDX files into data/fashion-mnist).",
-            args.data.display()
-        );
+    if frame::data_missing("Fashion-MNIST", &args.data) {
         return ExitCode::SUCCESS;
     }
-    match with_threads(args.threads.max(1), || train(&args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("train_fashion: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    frame::exit_code(
+        "train_fashion",
+        with_threads(args.threads.max(1), || train(&args)),
+    )
 }

@@ -9,13 +9,16 @@
 //! cargo run --release --example train_mnist -- [--epochs N] [--sgd] [--threads T] [--data DIR]
 //! ```
 
+#[path = "common/frame.rs"]
+mod frame;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use hasten::bench::{cpu_model, with_threads};
 use hasten::models::{lenet5, ModelConfig};
-use hasten::train::data::{load_mnist, mnist_present, Augment};
+use hasten::train::data::{load_mnist, Augment};
 use hasten::train::optim::{Adam, Optimizer, Sgd};
 use hasten::train::schedule::{Cosine, Schedule};
 use hasten::train::{EpochStats, TrainConfig, TrainError, Trainer};
@@ -114,18 +117,11 @@ fn train<O: Optimizer>(args: &Args, optimizer: O, lr: f32) -> Result<(), TrainEr
 }
 
 fn main() -> ExitCode {
-    let args = match parse() {
+    let args = match frame::parsed("train_mnist", parse()) {
         Ok(a) => a,
-        Err(e) => {
-            eprintln!("train_mnist: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
-    if !mnist_present(&args.data) {
-        println!(
-            "MNIST not found in {}: run `bash scripts/fetch-datasets.sh` first (it puts the IDX files into data/mnist).",
-            args.data.display()
-        );
+    if frame::data_missing("MNIST", &args.data) {
         return ExitCode::SUCCESS;
     }
     let result = with_threads(args.threads.max(1), || {
@@ -135,11 +131,5 @@ fn main() -> ExitCode {
             train(&args, Adam::new(), 2e-3)
         }
     });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("train_mnist: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    frame::exit_code("train_mnist", result)
 }

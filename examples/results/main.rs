@@ -31,6 +31,9 @@ mod ort;
 mod plot;
 mod targets;
 
+#[path = "../common/frame.rs"]
+mod frame;
+
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,7 +46,7 @@ use hasten::pipeline::{
     compress, measure_latency, CompressionReport, FineTuneData, LatencySettings, Recipe,
 };
 use hasten::teacher_student::{DistillSettings, DistillTrainer};
-use hasten::train::data::{load_mnist, mnist_present, Augment, ImageSet};
+use hasten::train::data::{load_mnist, Augment, ImageSet};
 use hasten::train::optim::Adam;
 use hasten::train::schedule::Cosine;
 use hasten::train::{evaluate, TrainConfig, Trainer};
@@ -962,27 +965,15 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 fn main() -> ExitCode {
-    let args = match parse() {
+    let args = match frame::parsed("results", parse()) {
         Ok(a) => a,
-        Err(e) => {
-            eprintln!("results: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
-    if args.lenet && !mnist_present(&args.data) {
-        println!(
-            "MNIST not found in {}: run `bash scripts/fetch-datasets.sh` first (it puts the IDX files into data/mnist).",
-            args.data.display()
-        );
+    if args.lenet && frame::data_missing("MNIST", &args.data) {
         return ExitCode::SUCCESS;
     }
-    match with_threads(args.threads, || {
+    let result = with_threads(args.threads, || {
         run(&args).map_err(|e| error_chain(e.as_ref()))
-    }) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("results: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    });
+    frame::exit_code("results", result)
 }
