@@ -109,15 +109,7 @@ fn parse() -> Result<Args, String> {
 }
 
 fn print_epoch(e: &EpochStats) {
-    println!(
-        "  epoch {:>2}  loss {:.4}  train {:6.2} %  test {:6.2} %  {:6.0} images/s  {:6.1} s",
-        e.epoch + 1,
-        e.loss,
-        100.0 * e.train_accuracy,
-        100.0 * e.test_accuracy,
-        e.images_per_sec,
-        e.seconds
-    );
+    println!("  {e}");
 }
 
 /// `epochs` of Adam on a cosine schedule from `lr` with the weights

@@ -58,15 +58,7 @@ fn parse() -> Result<Args, String> {
 }
 
 fn print_epoch(e: &EpochStats) {
-    println!(
-        "  epoch {:>2}  loss {:.4}  train {:6.2} %  test {:6.2} %  {:6.0} images/s  lr {:.5}",
-        e.epoch + 1,
-        e.loss,
-        100.0 * e.train_accuracy,
-        100.0 * e.test_accuracy,
-        e.images_per_sec,
-        e.lr
-    );
+    println!("  {e}");
 }
 
 fn config(epochs: usize) -> Result<TrainConfig, TrainError> {

@@ -60,17 +60,7 @@ fn parse() -> Result<Args, String> {
 }
 
 fn print_epoch(e: &EpochStats) {
-    println!(
-        "epoch {:>2}  loss {:.4}  train {:6.2} %  test {:6.2} %  {:7.0} images/s  {:5.1} s (+{:.1} s eval)  lr {:.4}",
-        e.epoch + 1,
-        e.loss,
-        100.0 * e.train_accuracy,
-        100.0 * e.test_accuracy,
-        e.images_per_sec,
-        e.seconds,
-        e.eval_seconds,
-        e.lr
-    );
+    println!("{e}");
 }
 
 fn train<O: Optimizer>(args: &Args, optimizer: O, lr: f32) -> Result<(), TrainError> {

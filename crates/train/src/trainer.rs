@@ -96,6 +96,38 @@ pub struct EpochStats {
     pub lr: f32,
 }
 
+/// One line: epoch (from 1), loss, train and test accuracy, throughput,
+/// training and evaluation seconds, learning rate.
+///
+/// ```
+/// use hasten_train::EpochStats;
+///
+/// let e = EpochStats {
+///     epoch: 0, loss: 0.5, train_accuracy: 0.9, test_accuracy: 0.925,
+///     images_per_sec: 640.0, seconds: 93.75, eval_seconds: 2.5, lr: 0.1,
+/// };
+/// assert_eq!(
+///     e.to_string(),
+///     "epoch  1  loss 0.5000  train  90.00 %  test  92.50 %      640 images/s    93.8 s (+2.5 s eval)  lr 0.1000"
+/// );
+/// ```
+impl std::fmt::Display for EpochStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "epoch {:>2}  loss {:.4}  train {:6.2} %  test {:6.2} %  {:7.0} images/s  {:6.1} s (+{:.1} s eval)  lr {:.4}",
+            self.epoch + 1,
+            self.loss,
+            100.0 * self.train_accuracy,
+            100.0 * self.test_accuracy,
+            self.images_per_sec,
+            self.seconds,
+            self.eval_seconds,
+            self.lr
+        )
+    }
+}
+
 /// Trains a single-input, single-output classifier graph whose output is
 /// logits `[N, K, 1, 1]` on the loss `L`; see the [module docs](self).
 #[derive(Debug, Clone)]
