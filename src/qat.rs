@@ -227,8 +227,6 @@ impl WeightQuantizer for QatQuantizer {
     fn backward(&self, weight: &ArrayD<f32>, grad: &ArrayD<f32>) -> Result<ArrayD<f32>> {
         match (*self, self.clip()) {
             (QatQuantizer::DoReFa { .. }, _) => {
-                let w: Vec<f64> = weight.iter().map(|&v| f64::from(v)).collect();
-                let g: Vec<f64> = grad.iter().map(|&v| f64::from(v)).collect();
                 if weight.shape() != grad.shape() {
                     return Err(Error::shape(
                         "DoReFa gradient",
@@ -236,6 +234,8 @@ impl WeightQuantizer for QatQuantizer {
                         format!("{:?}", grad.shape()),
                     ));
                 }
+                let w: Vec<f64> = weight.iter().map(|&v| f64::from(v)).collect();
+                let g: Vec<f64> = grad.iter().map(|&v| f64::from(v)).collect();
                 let d = dorefa_weight_grad(&w, &g)?;
                 Ok(ArrayD::from_shape_vec(
                     weight.raw_dim(),
