@@ -8,7 +8,16 @@
 //!   as is customary;
 //! - (b) int8 weights (symmetric, per channel) *and* activations (u8,
 //!   per tensor, input ranges calibrated by min–max on 256 training
-//!   images, then fixed) on every convolution and linear layer.
+//!   images, then fixed) on every convolution and linear layer;
+//! - (c) BinaryConnect's stochastic binary weights (eq. (3): `+1` with
+//!   probability `clip((w + 1)/2, 0, 1)`, a fresh draw each step; frozen
+//!   as the deterministic `sign(W)`, whose batch-norm statistics are then
+//!   re-estimated on 1024 training images) on the layers of (a);
+//! - (d) DoReFa-Net 4-bit weights and 4-bit activations (inputs clipped to
+//!   `[0, 1]`) on the layers of (a).
+//!
+//! (c) and (d) run only when `--only` names them, with the binary settings
+//! (`--binary-epochs`, `--lr-binary`).
 //!
 //! Binary weights are fine-tuned for 2 epochs and int8 for 1 by default
 //! (`--epochs` sets both; Adam, cosine schedule), then
@@ -18,7 +27,7 @@
 //!
 //! ```text
 //! cargo run --release --example train_fashion -- --epochs 20 --save data/resnet8-fashion.onnx
-//! cargo run --release --example qat_fashion -- [--float FILE] [--epochs N | --binary-epochs N --int8-epochs N] [--only binary|int8] [--limit N] [--lr-binary LR] [--lr-int8 LR] [--threads T] [--data DIR]
+//! cargo run --release --example qat_fashion -- [--float FILE] [--epochs N | --binary-epochs N --int8-epochs N] [--only binary|int8|stochastic|dorefa] [--limit N] [--lr-binary LR] [--lr-int8 LR] [--threads T] [--data DIR]
 //! ```
 //!
 //! `--limit N` fine-tunes on the first `N` training images only (a quick
@@ -36,12 +45,14 @@ use hasten::core::ndarray::Array4;
 use hasten::core::{Graph, IntType, NodeFilter};
 use hasten::fastconv::{Plan, PlanOptions};
 use hasten::onnx::{import_file, ImportOptions};
-use hasten::qat::{Int8Qat, QatQuantizer, QuantAwareTraining};
+use hasten::qat::{DoReFaQat, Int8Qat, QatQuantizer, QuantAwareTraining};
 use hasten::quant::Calibration;
 use hasten::train::data::{load_mnist, Augment, ImageSet};
 use hasten::train::optim::Adam;
 use hasten::train::schedule::Cosine;
-use hasten::train::{evaluate, EpochStats, FakeQuant, TrainConfig, Trainer};
+use hasten::train::{
+    evaluate, recalibrate_batch_norm, EpochStats, FakeQuant, TrainConfig, Trainer,
+};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -94,8 +105,14 @@ fn parse() -> Result<Args, String> {
             }
             "--int8-epochs" => args.int8_epochs = number("--int8-epochs", value("--int8-epochs")?)?,
             "--only" => match value("--only")?.as_str() {
-                v @ ("binary" | "int8") => args.only = Some(v.to_string()),
-                v => return Err(format!("--only: `{v}`, expected binary or int8")),
+                v @ ("binary" | "int8" | "stochastic" | "dorefa") => {
+                    args.only = Some(v.to_string())
+                }
+                v => {
+                    return Err(format!(
+                        "--only: `{v}`, expected binary, int8, stochastic or dorefa"
+                    ))
+                }
             },
             "--limit" => args.limit = Some(number("--limit", value("--limit")?)?),
             "--lr-binary" => args.lr_binary = number("--lr-binary", value("--lr-binary")?)?,
@@ -179,6 +196,7 @@ fn run(args: &Args) -> Result<(), Error> {
     println!("float: {:.2} %", 100.0 * float_acc);
 
     let wanted = |name: &str| args.only.as_deref().is_none_or(|o| o == name);
+    let only = |name: &str| args.only.as_deref() == Some(name);
     let mut rows = Vec::new();
     // (a) Binary weights on every convolution but the first.
     if wanted("binary") {
@@ -236,6 +254,66 @@ fn run(args: &Args) -> Result<(), Error> {
         let int8_net = int8.freeze(&tuned)?;
         let int8_acc = evaluate(&int8_net, &test, 500)?;
         rows.push(("int8", int8_ptq, int8_acc, int8_net));
+    }
+
+    // (c) Stochastic binary weights on the layers of (a).
+    if only("stochastic") {
+        let stochastic = QuantAwareTraining::new().quantize(
+            NodeFilter::kind("conv").except_first(1),
+            QatQuantizer::StochasticBinary { seed: 7 },
+        );
+        let (ptq, _) = stochastic.freeze(&float)?;
+        let stochastic_ptq = evaluate(&ptq, &test, 500)?;
+        println!(
+            "stochastic binary weights (eq. (3)), every conv but the first, frozen as sign(W): post-training {:.2} %; QAT, lr {}:",
+            100.0 * stochastic_ptq,
+            args.lr_binary
+        );
+        let tuned = fine_tune(
+            float.clone(),
+            stochastic.fake_quant(&float)?,
+            args.binary_epochs,
+            args.lr_binary,
+            &train,
+            &test,
+        )?;
+        let (frozen, _) = stochastic.freeze(&tuned)?;
+        let frozen_acc = evaluate(&frozen, &test, 500)?;
+        // The running statistics were gathered with random ±1 draws; the
+        // deterministic sign(W) needs its own.
+        let recalibration = train.head(1024).normalized(&[MEAN], &[STD])?;
+        let net = recalibrate_batch_norm(&frozen, &recalibration, 128, 8, 0)?;
+        let acc = evaluate(&net, &test, 500)?;
+        println!(
+            "  frozen sign(W): {:.2} %; after batch-norm recalibration on 1024 training images: {:.2} %",
+            100.0 * frozen_acc,
+            100.0 * acc
+        );
+        rows.push(("stoch.", stochastic_ptq, acc, net));
+    }
+
+    // (d) DoReFa 4-bit weights and activations on the layers of (a).
+    if only("dorefa") {
+        let dorefa = DoReFaQat::new(&float, &NodeFilter::kind("conv").except_first(1), 4, 4)?;
+        let training = dorefa.training_graph(&float)?;
+        let dorefa_ptq = evaluate(&dorefa.freeze(&training)?, &test, 500)?;
+        println!(
+            "DoReFa 4-bit weights + 4-bit activations, {} layers: post-training {:.2} %; QAT, lr {}:",
+            dorefa.layers().len(),
+            100.0 * dorefa_ptq,
+            args.lr_binary
+        );
+        let tuned = fine_tune(
+            training,
+            dorefa.fake_quant()?,
+            args.binary_epochs,
+            args.lr_binary,
+            &train,
+            &test,
+        )?;
+        let net = dorefa.freeze(&tuned)?;
+        let acc = evaluate(&net, &test, 500)?;
+        rows.push(("dorefa", dorefa_ptq, acc, net));
     }
 
     let x = test

@@ -2,7 +2,8 @@
 //! weights in the forward and full-precision "shadow" weights in the
 //! optimizer, then freeze it into the real packed ops — the loop of survey
 //! eq. (5) (Anwar et al. \[53\]; BinaryConnect \[54\], eq. (6)–(7); XNOR-Net
-//! \[59\], eq. (8); ternary weights \[55\]; fixed point \[49\]).
+//! \[59\], eq. (8); ternary weights \[55\]; fixed point \[49\]; DoReFa-Net
+//! \[61\]).
 //!
 //! [`QuantAwareTraining`] composes `hasten-train`'s
 //! [`FakeQuant`] (the forward with `Ŵ = q(W)`, the straight-through
@@ -34,15 +35,19 @@ use std::sync::Arc;
 
 use hasten_core::graph::{GraphReport, NodeFilter};
 use hasten_core::ndarray::{Array2, ArrayD};
+use hasten_core::SeededRng;
 use hasten_core::{Error, Graph, IntType, Result, Transform, WeightLayout};
+use hasten_quant::dorefa::dorefa_weight_grad;
 use hasten_quant::{
-    activation_params, Binarize, FixedPoint, Granularity, Int8Quantize, LayerWeights,
-    Mode as FixedPointMode, Ternarize,
+    activation_params, Binarize, DoReFa, FixedPoint, Granularity, Int8Quantize, LayerWeights,
+    Mode as FixedPointMode, StochasticBinarize, Ternarize,
 };
 use hasten_train::{FakeQuant, WeightQuantizer};
 
 pub mod activations;
+pub mod dorefa;
 pub use activations::{calibrate_inputs, Int8Qat};
+pub use dorefa::DoReFaQat;
 
 /// A weight quantizer for quantization-aware training, each one of
 /// `hasten-quant`'s transforms.
@@ -81,6 +86,37 @@ pub enum QatQuantizer {
         /// Bits per weight, `2..=16`.
         bits: u32,
     },
+    /// BinaryConnect's stochastic binarization (eq. (3)): each training
+    /// forward draws `w_b = +1` with probability
+    /// `σ(w) = clip((w + 1)/2, 0, 1)`, else `−1`
+    /// ([`hasten_quant::StochasticBinarize`] with unit scale); the draw of
+    /// step `s` for parameter `p` is seeded by `(seed, s, p)` alone, so runs
+    /// are bit-identical for a seed whatever the threads. Straight-through
+    /// gradient where `|W| ≤ 1`, shadow weights clipped to `[−1, 1]`
+    /// (eq. (6)–(7)). Evaluation and freezing use the deterministic
+    /// `sign(W)` ([`Binarize::sign`], BinaryConnect's test-time rule).
+    StochasticBinary {
+        /// The seed of the draws.
+        seed: u64,
+    },
+    /// DoReFa-Net k-bit weights with the layer's range kept
+    /// ([`DoReFa::new`]): `γ · (2 quantize_k(tanh(W)/(2 max |tanh(W)|) + ½) − 1)`,
+    /// `γ = max |W|`. Its straight-through gradient is the derivative of
+    /// the smooth `tanh` normalisation
+    /// ([`hasten_quant::dorefa::dorefa_weight_grad`]).
+    DoReFa {
+        /// Bits per weight, `1..=16`.
+        bits: u32,
+    },
+}
+
+/// The seed of a stochastic draw: step `step` of parameter `name` of a run
+/// seeded by `seed` (FNV-1a of the name, so no process-dependent hashing).
+fn draw_seed(seed: u64, step: u64, name: &str) -> u64 {
+    let node = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    SeededRng::new(seed).fork(step).fork(node).next_u64()
 }
 
 impl QatQuantizer {
@@ -99,7 +135,10 @@ impl QatQuantizer {
     pub fn transform(&self) -> Result<Box<dyn Transform>> {
         Ok(match *self {
             QatQuantizer::Binary { .. } => Box::new(Binarize::binary_weights()),
-            QatQuantizer::Sign { .. } => Box::new(Binarize::sign()),
+            QatQuantizer::Sign { .. } | QatQuantizer::StochasticBinary { .. } => {
+                Box::new(Binarize::sign())
+            }
+            QatQuantizer::DoReFa { bits } => Box::new(DoReFa::new(bits)?),
             QatQuantizer::Ternary => Box::new(Ternarize::twn(Granularity::PerChannel)),
             QatQuantizer::TernaryPerTensor => Box::new(Ternarize::twn(Granularity::PerTensor)),
             QatQuantizer::FixedPoint { bits } => Box::new(FixedPoint::new(
@@ -121,7 +160,10 @@ impl QatQuantizer {
             QatQuantizer::Binary { .. } => {
                 Binarize::binary_weights().quantize(weights)?.dequantized()
             }
-            QatQuantizer::Sign { .. } => Binarize::sign().quantize(weights)?.dequantized(),
+            QatQuantizer::Sign { .. } | QatQuantizer::StochasticBinary { .. } => {
+                Binarize::sign().quantize(weights)?.dequantized()
+            }
+            QatQuantizer::DoReFa { bits } => DoReFa::new(bits)?.quantize(weights)?.dequantized(),
             QatQuantizer::Ternary => Ternarize::twn(Granularity::PerChannel)
                 .quantize(weights)?
                 .dequantized(),
@@ -160,7 +202,49 @@ impl WeightQuantizer for QatQuantizer {
     fn clip(&self) -> Option<f32> {
         match *self {
             QatQuantizer::Binary { clip } | QatQuantizer::Sign { clip } => clip,
+            QatQuantizer::StochasticBinary { .. } => Some(1.0),
             _ => None,
+        }
+    }
+
+    /// A fresh stochastic draw for [`QatQuantizer::StochasticBinary`]
+    /// (seeded by the quantizer's seed, `step` and `name`), `quantize`
+    /// otherwise.
+    fn quantize_train(&self, weight: &ArrayD<f32>, step: u64, name: &str) -> Result<ArrayD<f32>> {
+        match *self {
+            QatQuantizer::StochasticBinary { seed } => as_matrix(weight, |w| {
+                Ok(StochasticBinarize::new(draw_seed(seed, step, name))
+                    .with_scale(1.0)?
+                    .quantize(w)?
+                    .dequantized())
+            }),
+            _ => self.quantize(weight),
+        }
+    }
+
+    /// DoReFa's derivative of the `tanh` normalisation over the layer; the
+    /// clipped straight-through gradient otherwise.
+    fn backward(&self, weight: &ArrayD<f32>, grad: &ArrayD<f32>) -> Result<ArrayD<f32>> {
+        match (*self, self.clip()) {
+            (QatQuantizer::DoReFa { .. }, _) => {
+                if weight.shape() != grad.shape() {
+                    return Err(Error::shape(
+                        "DoReFa gradient",
+                        format!("{:?}", weight.shape()),
+                        format!("{:?}", grad.shape()),
+                    ));
+                }
+                let w: Vec<f64> = weight.iter().map(|&v| f64::from(v)).collect();
+                let g: Vec<f64> = grad.iter().map(|&v| f64::from(v)).collect();
+                let d = dorefa_weight_grad(&w, &g)?;
+                Ok(ArrayD::from_shape_vec(
+                    weight.raw_dim(),
+                    d.into_iter().map(|v| v as f32).collect(),
+                )
+                .expect("same length"))
+            }
+            (_, Some(limit)) => hasten_train::clipped_straight_through(weight, grad, limit),
+            (_, None) => Ok(grad.clone()),
         }
     }
 }

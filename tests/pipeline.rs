@@ -440,6 +440,27 @@ fn int8_calibrated_ranges_are_the_traced_min_max() {
     }
 }
 
+/// A range that cannot be calibrated (the selected layer's captured input
+/// holds a NaN) is a step error naming the node and the value it captured.
+#[test]
+fn int8_calibration_failure_names_the_node() {
+    let g = lenet5(&ModelConfig::mnist().with_seed(3)).unwrap();
+    let mut batch = SeededRng::new(8).normal_array((2, 1, 28, 28), 1.0);
+    batch[[1, 0, 14, 14]] = f32::NAN;
+    let recipe = Recipe::from_toml(
+        "latency = { batches = [] }\n[[steps]]\nselect = { names = [\"conv2\"] }\n\
+         method = { name = \"int8\" }\n",
+    )
+    .unwrap();
+    let err = compress_calibrated(&g, &recipe, None, Some(&batch)).unwrap_err();
+    let input = g.value_name(g.node("conv2").unwrap().inputs()[0]);
+    let message = err.to_string();
+    assert!(
+        message.contains("`conv2`") && message.contains(&format!("`{input}`")),
+        "{message}"
+    );
+}
+
 /// Planted case: labels are the float network's own predictions; a fixed
 /// range far wider than the activations (a step of ~16 where they are a few
 /// units) rounds most of them to zero, while int8 calibrated on the inputs

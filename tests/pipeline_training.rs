@@ -85,6 +85,7 @@ fn packed_weights(g: &Graph, node: &str) -> Array2<f32> {
     match op {
         Op::BinaryConv(b) => b.dequantized(),
         Op::TernaryConv(t) => t.dequantized(),
+        Op::FixedPointConv(f) => f.dequantized(),
         Op::Int8Conv(q) => {
             let w = q.weights();
             Array2::from_shape_fn(w.dim(), |(t, j)| f32::from(w[[t, j]]) * q.weight_scale(t))
@@ -271,6 +272,59 @@ fn int8_qat_freezes_exact_weights_and_unsupported_quantizers_are_refused() {
         "fine_tune = { epochs = 1, lr = 0.01 }\n[[steps]]\nmethod = { name = \"kmeans\", k = 4 }\n",
     )
     .unwrap();
+}
+
+/// A DoReFa step trained quantization-aware (formerly refused) freezes into
+/// the k-bit op whose weights are the trained shadow weights' DoReFa `q(W)`
+/// (the same run by hand, bit for bit), and training moved them away from
+/// the untrained quantization.
+#[test]
+fn dorefa_qat_in_a_recipe_freezes_the_trained_quantized_weights() {
+    let data = data();
+    let float = trained_mlp(&data);
+    let recipe = Recipe::from_toml(
+        r#"
+        fine_tune = { epochs = 2, lr = 0.01, batch = 32, qat = true }
+        latency = { batches = [] }
+        [[steps]]
+        select = { names = ["fc1"] }
+        method = { name = "dorefa", bits = 2 }
+        "#,
+    )
+    .unwrap();
+    let (g, report) = compress(&float, &recipe, Some(&data)).unwrap();
+    assert!(
+        report.events.contains(&Event::Freeze(1)),
+        "{:?}",
+        report.events
+    );
+    let config = TrainConfig {
+        epochs: 2,
+        batch_size: 32,
+        ..TrainConfig::default()
+    };
+    let q = QatQuantizer::DoReFa { bits: 2 };
+    let fq = FakeQuant::select(&float, &NodeFilter::name("fc1"), Arc::new(q)).unwrap();
+    let mut t = Trainer::new(
+        float.clone(),
+        Sgd::new(0.9).unwrap(),
+        Constant::new(0.01).unwrap(),
+        config,
+    )
+    .unwrap()
+    .with_fake_quant(fq)
+    .unwrap();
+    t.fit(&data.train, &data.test, |_| {}).unwrap();
+    let w = t.params().get("fc1.weight").unwrap().clone();
+    let frozen = packed_weights(&g, "fc1").into_dyn();
+    assert_eq!(frozen, q.quantize(&w).unwrap());
+    let before = float
+        .parameters()
+        .into_iter()
+        .find(|(n, _)| *n == "fc1.weight")
+        .unwrap()
+        .1;
+    assert_ne!(frozen, q.quantize(&before).unwrap());
 }
 
 /// `fine_tune.distill` trains the compressed student on the original

@@ -24,7 +24,7 @@ use hasten::train::{
     evaluate, FakeQuant, ParamStore, TrainConfig, TrainTape, Trainer, WeightQuantizer,
 };
 
-const QUANTIZERS: [QatQuantizer; 7] = [
+const QUANTIZERS: [QatQuantizer; 10] = [
     QatQuantizer::Binary { clip: Some(1.0) },
     QatQuantizer::Sign { clip: Some(1.0) },
     QatQuantizer::Ternary,
@@ -32,6 +32,9 @@ const QUANTIZERS: [QatQuantizer; 7] = [
     QatQuantizer::FixedPoint { bits: 8 },
     QatQuantizer::FixedPoint { bits: 3 },
     QatQuantizer::FixedPointPerTensor { bits: 4 },
+    QatQuantizer::StochasticBinary { seed: 3 },
+    QatQuantizer::DoReFa { bits: 4 },
+    QatQuantizer::DoReFa { bits: 1 },
 ];
 
 /// conv(1→8, 3×3, pad 1) → ReLU → conv(8→8, 3×3, stride 2) → ReLU →

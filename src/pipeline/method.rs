@@ -484,6 +484,7 @@ impl Method {
                 true => QatQuantizer::FixedPoint { bits: *bits },
                 false => QatQuantizer::FixedPointPerTensor { bits: *bits },
             },
+            Method::Dorefa { bits } => QatQuantizer::DoReFa { bits: *bits },
             Method::Int8 { granularity, .. } => {
                 return Ok(Some(Arc::new(Int8Weights {
                     per_channel: per_channel(granularity),
@@ -495,11 +496,10 @@ impl Method {
             | Method::FixedPoint { affine: true, .. }
             | Method::Kmeans { .. }
             | Method::ProductQuantize { .. }
-            | Method::Dorefa { .. }
             | Method::Lcnn { .. } => {
                 return Err(format!(
                     "qat: {} has no quantization-aware training (supported: binarize sign and \
-                     binary-weights, ternarize, symmetric fixed-point, int8)",
+                     binary-weights, ternarize, symmetric fixed-point, dorefa, int8)",
                     self.describe()
                 ))
             }

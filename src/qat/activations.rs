@@ -40,7 +40,8 @@ pub struct Int8Qat {
 /// forward), as `dtype` codes.
 ///
 /// # Errors
-/// An unknown node, a batch the graph cannot run, non-finite activations.
+/// An unknown node, a batch the graph cannot run; a range that cannot be
+/// calibrated (non-finite activations) is an error naming its node.
 pub fn calibrate_inputs(
     graph: &Graph,
     names: &[&str],
@@ -58,12 +59,16 @@ pub fn calibrate_inputs(
         })
         .collect::<Result<Vec<&str>>>()?;
     let trace = graph.reference_trace(&[batch], &inputs)?;
-    inputs
+    names
         .iter()
-        .map(|input| {
+        .zip(&inputs)
+        .map(|(name, input)| {
             let values = trace.captured[*input].as_standard_layout().into_owned();
-            let (lo, hi) = calibrate(values.as_slice().expect("standard"), rule, 8)?;
-            activation_params(lo, hi, dtype)
+            calibrate(values.as_slice().expect("standard"), rule, 8)
+                .and_then(|(lo, hi)| activation_params(lo, hi, dtype))
+                .map_err(|e| {
+                    Error::numerical(format!("calibration of node `{name}`'s input `{input}`"), e)
+                })
         })
         .collect()
 }

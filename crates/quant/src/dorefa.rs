@@ -10,6 +10,11 @@
 //! range is kept.
 //!
 //! Activations: `a_k = quantize_k(clip(a, 0, 1))` ([`dorefa_activation`]).
+//!
+//! Training (DoReFa's straight-through estimator): `quantize_k` passes its
+//! gradient unchanged, so `∂L/∂W` is the derivative of the smooth part
+//! `f(W) = γ · tanh(W) / max |tanh(W)|` ([`dorefa_weight_smooth`],
+//! [`dorefa_weight_grad`]).
 
 use hasten_core::error::ensure_finite;
 use hasten_core::ndarray::Array1;
@@ -54,6 +59,62 @@ pub fn dorefa_weight_codes(weights: &[f32], bits: u32) -> Result<Vec<u32>> {
             (r * levels).round() as u32
         })
         .collect())
+}
+
+/// The smooth part of [`DoReFa::new`]'s weights (the rounding left out):
+/// `f(W)_i = γ · tanh(w_i) / max_j |tanh(w_j)|` with `γ = max |W|`; all-zero
+/// weights map to themselves.
+pub fn dorefa_weight_smooth(weights: &[f64]) -> Vec<f64> {
+    let gamma = weights.iter().fold(0.0f64, |a, &v| a.max(v.abs()));
+    let max = weights.iter().fold(0.0f64, |a, &v| a.max(v.tanh().abs()));
+    if max == 0.0 {
+        return weights.to_vec();
+    }
+    weights.iter().map(|&w| gamma * w.tanh() / max).collect()
+}
+
+/// DoReFa's straight-through gradient of [`DoReFa::new`]'s weights: with
+/// `quantize_k` passing its gradient, `∂L/∂W = (∂f/∂W)ᵀ · ∂L/∂Ŵ` for the
+/// smooth part `f` of [`dorefa_weight_smooth`]. With `t = tanh(W)`, `a` the
+/// index of `max |W|` (the first at a tie), `A = |w_a|`, `M = |t_a|`:
+/// `∂L/∂w_k = (A/M)(1 − t_k²) g_k + [k = a] sign(w_a)(1/M − A(1 − M²)/M²) Σ_i g_i t_i`.
+/// All-zero weights pass `grad` unchanged (the limit of `A/M → 1`).
+///
+/// # Errors
+/// Lengths that differ, non-finite weights or gradients.
+pub fn dorefa_weight_grad(weights: &[f64], grad: &[f64]) -> Result<Vec<f64>> {
+    if weights.len() != grad.len() {
+        return Err(Error::shape(
+            "DoReFa gradient length",
+            weights.len(),
+            grad.len(),
+        ));
+    }
+    ensure_finite("weights", weights.iter())?;
+    ensure_finite("gradient", grad.iter())?;
+    let Some((a, big_a)) = weights.iter().map(|w| w.abs()).enumerate().fold(
+        None,
+        |best: Option<(usize, f64)>, (i, v)| match best {
+            Some((_, b)) if b >= v => best,
+            _ => Some((i, v)),
+        },
+    ) else {
+        return Ok(Vec::new());
+    };
+    if big_a == 0.0 {
+        return Ok(grad.to_vec());
+    }
+    let t: Vec<f64> = weights.iter().map(|w| w.tanh()).collect();
+    let m = t[a].abs();
+    let r = big_a / m;
+    let mut out: Vec<f64> = t
+        .iter()
+        .zip(grad)
+        .map(|(&tk, &g)| r * (1.0 - tk * tk) * g)
+        .collect();
+    let gt: f64 = grad.iter().zip(&t).map(|(g, t)| g * t).sum();
+    out[a] += weights[a].signum() * (1.0 / m - big_a * (1.0 - m * m) / (m * m)) * gt;
+    Ok(out)
 }
 
 /// DoReFa k-bit weight quantization of a layer.
@@ -176,6 +237,57 @@ mod tests {
         assert_eq!(a, vec![0.0, 1.0 / 3.0, 2.0 / 3.0, 1.0, 1.0]);
         assert!(dorefa_activation(&[0.0], 0).is_err());
         assert!(dorefa_activation(&[f32::INFINITY], 2).is_err());
+    }
+
+    #[test]
+    fn smooth_part_is_the_rounded_levels_before_rounding() {
+        // 16 bits: the levels are 2γ/65535 apart, so the rounded weights are
+        // the smooth part within half a step.
+        let mut rng = SeededRng::new(4);
+        let w: Vec<f32> = (0..40).map(|_| 0.7 * rng.normal() as f32).collect();
+        let layer: Layer = LinearLayer::from_slice(4, 10, &w, None).unwrap().into();
+        let op = DoReFa::new(16)
+            .unwrap()
+            .quantize(&LayerWeights::of(&layer))
+            .unwrap();
+        let smooth = dorefa_weight_smooth(&w.iter().map(|&v| f64::from(v)).collect::<Vec<_>>());
+        let gamma = w.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+        for (q, f) in op.dequantized().iter().zip(&smooth) {
+            assert!((f64::from(*q) - f).abs() <= f64::from(gamma) / 65535.0 + 1e-6);
+        }
+    }
+
+    #[test]
+    fn weight_grad_matches_central_differences() {
+        // L = Σ c_i f_i(W): its gradient is dorefa_weight_grad(W, c).
+        let mut rng = SeededRng::new(8);
+        for n in [1usize, 2, 7, 30] {
+            let w: Vec<f64> = (0..n).map(|_| 1.5 * rng.normal()).collect();
+            let c: Vec<f64> = (0..n).map(|_| rng.normal()).collect();
+            let loss = |w: &[f64]| -> f64 {
+                dorefa_weight_smooth(w)
+                    .iter()
+                    .zip(&c)
+                    .map(|(f, c)| f * c)
+                    .sum()
+            };
+            let got = dorefa_weight_grad(&w, &c).unwrap();
+            let h = 1e-6;
+            for k in 0..n {
+                let (mut p, mut m) = (w.clone(), w.clone());
+                p[k] += h;
+                m[k] -= h;
+                let want = (loss(&p) - loss(&m)) / (2.0 * h);
+                let rel = (got[k] - want).abs() / want.abs().max(1e-3);
+                assert!(rel < 1e-5, "n {n} k {k}: {} vs {want}", got[k]);
+            }
+        }
+        assert_eq!(
+            dorefa_weight_grad(&[0.0, 0.0], &[1.0, 2.0]).unwrap(),
+            vec![1.0, 2.0]
+        );
+        assert!(dorefa_weight_grad(&[1.0], &[1.0, 2.0]).is_err());
+        assert!(dorefa_weight_grad(&[f64::NAN], &[1.0]).is_err());
     }
 
     proptest! {

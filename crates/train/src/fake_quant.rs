@@ -6,10 +6,14 @@
 //! The parameter store keeps the full-precision weights `W`. Each training
 //! step
 //! 1. runs the forward with `Ŵ = q(W)` for every selected weight
-//!    ([`FakeQuant::forward_store`]; `q` is a [`WeightQuantizer`]);
-//! 2. back-propagates to `∂L/∂Ŵ` and passes it straight through to `W`,
-//!    masked by the quantizer's clip region `|W| ≤ limit`
-//!    ([`FakeQuant::straight_through`], `hasten_core::grad::ste`);
+//!    ([`FakeQuant::training_store`]; `q` is a [`WeightQuantizer`], whose
+//!    training draw may depend on the step and the parameter, as
+//!    BinaryConnect's stochastic binarization, eq. (3));
+//! 2. back-propagates to `∂L/∂Ŵ` and passes it straight through to `W`
+//!    ([`FakeQuant::straight_through`], [`WeightQuantizer::backward`]): by
+//!    default masked by the quantizer's clip region `|W| ≤ limit`
+//!    (`hasten_core::grad::ste`), or through the derivative of a smooth
+//!    normalisation (DoReFa's `tanh`);
 //! 3. updates `W` with the optimizer and clips it into `[−limit, limit]`
 //!    ([`FakeQuant::clip_shadow`]).
 //!
@@ -45,6 +49,57 @@ pub trait WeightQuantizer: fmt::Debug + Send + Sync {
     fn clip(&self) -> Option<f32> {
         None
     }
+
+    /// `q(W)` in the forward of training step `step` for parameter `name`:
+    /// [`WeightQuantizer::quantize`] unless the quantizer draws afresh each
+    /// step (stochastic binarization); a draw must depend only on its
+    /// arguments and the quantizer, so that runs are bit-identical.
+    fn quantize_train(
+        &self,
+        weight: &ArrayD<f32>,
+        step: u64,
+        name: &str,
+    ) -> hasten_core::Result<ArrayD<f32>> {
+        let _ = (step, name);
+        self.quantize(weight)
+    }
+
+    /// The straight-through `∂L/∂W` from `∂L/∂Ŵ` (`grad`, `weight`'s shape):
+    /// by default `grad` where `|W| ≤ limit` of [`WeightQuantizer::clip`]
+    /// and 0 elsewhere, `grad` itself without a clip region.
+    fn backward(
+        &self,
+        weight: &ArrayD<f32>,
+        grad: &ArrayD<f32>,
+    ) -> hasten_core::Result<ArrayD<f32>> {
+        match self.clip() {
+            Some(limit) => clipped_straight_through(weight, grad, limit),
+            None => Ok(grad.clone()),
+        }
+    }
+}
+
+/// `grad` where `|weight| ≤ limit`, 0 elsewhere (`hasten_core::grad::ste`),
+/// in `weight`'s shape; a shape mismatch is an error.
+pub fn clipped_straight_through(
+    weight: &ArrayD<f32>,
+    grad: &ArrayD<f32>,
+    limit: f32,
+) -> hasten_core::Result<ArrayD<f32>> {
+    if grad.shape() != weight.shape() {
+        return Err(hasten_core::Error::shape(
+            "straight-through gradient",
+            format!("{:?}", weight.shape()),
+            format!("{:?}", grad.shape()),
+        ));
+    }
+    let (ws, gs) = (weight.as_standard_layout(), grad.as_standard_layout());
+    let masked = ste::straight_through(
+        ws.as_slice().expect("standard"),
+        gs.as_slice().expect("standard"),
+        limit,
+    )?;
+    Ok(ArrayD::from_shape_vec(weight.raw_dim(), masked).expect("same length"))
 }
 
 /// Which weights are fake-quantized, and how; see the [module docs](self).
@@ -142,15 +197,30 @@ impl FakeQuant {
         Ok(())
     }
 
-    /// Step 1: a copy of `shadow` whose selected weights are replaced by
-    /// `Ŵ = q(W)`. A missing weight, a quantizer error, a changed shape or a
-    /// non-finite `Ŵ` is an error.
+    /// A copy of `shadow` whose selected weights are replaced by the
+    /// evaluation forward's `Ŵ = q(W)` ([`WeightQuantizer::quantize`], what
+    /// the network freezes into). A missing weight, a quantizer error, a
+    /// changed shape or a non-finite `Ŵ` is an error.
     pub fn forward_store(&self, shadow: &ParamStore) -> Result<ParamStore> {
+        self.quantized_store(shadow, |q, w, _| q.quantize(w))
+    }
+
+    /// Step 1: as [`FakeQuant::forward_store`] with the training forward's
+    /// `Ŵ` of step `step` ([`WeightQuantizer::quantize_train`]).
+    pub fn training_store(&self, shadow: &ParamStore, step: u64) -> Result<ParamStore> {
+        self.quantized_store(shadow, |q, w, name| q.quantize_train(w, step, name))
+    }
+
+    fn quantized_store(
+        &self,
+        shadow: &ParamStore,
+        quantize: impl Fn(&dyn WeightQuantizer, &ArrayD<f32>, &str) -> hasten_core::Result<ArrayD<f32>>,
+    ) -> Result<ParamStore> {
         self.check(shadow)?;
         let mut store = shadow.clone();
         for (name, q) in &self.entries {
             let w = shadow.get(name).expect("checked above");
-            let wq = q.quantize(w)?;
+            let wq = quantize(q.as_ref(), w, name)?;
             if wq.shape() != w.shape() {
                 return Err(TrainError::param(
                     name,
@@ -167,12 +237,11 @@ impl FakeQuant {
         Ok(store)
     }
 
-    /// Step 2: turns `∂L/∂Ŵ` in `grads` into the straight-through `∂L/∂W`,
-    /// zero where `|W| > limit` for quantizers with a clip limit.
+    /// Step 2: turns `∂L/∂Ŵ` in `grads` into the straight-through `∂L/∂W`
+    /// of each quantizer ([`WeightQuantizer::backward`]).
     pub fn straight_through(&self, shadow: &ParamStore, grads: &mut Grads) -> Result<()> {
         self.check(shadow)?;
         for (name, q) in &self.entries {
-            let Some(limit) = q.clip() else { continue };
             let Some(g) = grads.get_mut(name) else {
                 continue;
             };
@@ -183,13 +252,17 @@ impl FakeQuant {
                     format!("gradient shape {:?}, weight {:?}", g.shape(), w.shape()),
                 ));
             }
-            let (ws, gs) = (w.as_standard_layout(), g.as_standard_layout());
-            let masked = ste::straight_through(
-                ws.as_slice().expect("standard"),
-                gs.as_slice().expect("standard"),
-                limit,
-            )?;
-            *g = ArrayD::from_shape_vec(w.raw_dim(), masked).expect("same length");
+            *g = q.backward(w, g)?;
+            if g.shape() != w.shape() {
+                return Err(TrainError::param(
+                    name,
+                    format!(
+                        "`{}` returned a gradient of shape {:?}",
+                        q.name(),
+                        g.shape()
+                    ),
+                ));
+            }
         }
         Ok(())
     }

@@ -63,7 +63,7 @@ pub mod trainer;
 pub use bn_recalibrate::recalibrate_batch_norm;
 pub use checkpoint::Checkpoint;
 pub use error::{Result, TrainError};
-pub use fake_quant::{FakeQuant, WeightQuantizer};
+pub use fake_quant::{clipped_straight_through, FakeQuant, WeightQuantizer};
 pub use loss::{CrossEntropy, Loss, LossInput, LossOutput};
 pub use params::{Grads, ParamStore};
 pub use tape::{TapeGrads, TrainTape};

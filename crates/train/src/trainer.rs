@@ -426,7 +426,7 @@ impl<O: Optimizer, S: Schedule, L: Loss> Trainer<O, S, L> {
         mode: Mode,
     ) -> Result<BatchGrads> {
         let quantized = match &self.fake_quant {
-            Some(fq) => Some(fq.forward_store(&self.store)?),
+            Some(fq) => Some(fq.training_store(&self.store, self.step as u64)?),
             None => None,
         };
         let tape = TrainTape::forward(

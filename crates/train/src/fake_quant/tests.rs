@@ -302,3 +302,60 @@ fn the_trainer_evaluates_and_trains_through_the_quantized_weights() {
     bad.insert("x.weight", Arc::new(Round)).unwrap();
     assert!(trainer.clone().with_fake_quant(bad).is_err());
 }
+
+/// Adds the step to every weight in training (a per-step draw stand-in);
+/// its own backward doubles the gradient.
+#[derive(Debug)]
+struct StepShift;
+
+impl WeightQuantizer for StepShift {
+    fn name(&self) -> String {
+        "W + step".into()
+    }
+
+    fn quantize(&self, w: &ArrayD<f32>) -> hasten_core::Result<ArrayD<f32>> {
+        Ok(w.clone())
+    }
+
+    fn quantize_train(
+        &self,
+        w: &ArrayD<f32>,
+        step: u64,
+        name: &str,
+    ) -> hasten_core::Result<ArrayD<f32>> {
+        assert_eq!(name, "fc.weight");
+        Ok(w.mapv(|v| v + step as f32))
+    }
+
+    fn backward(&self, _: &ArrayD<f32>, g: &ArrayD<f32>) -> hasten_core::Result<ArrayD<f32>> {
+        Ok(g.mapv(|v| 2.0 * v))
+    }
+}
+
+#[test]
+fn training_forward_and_backward_are_the_quantizers_own() {
+    let graph = net(&mut SeededRng::new(2));
+    let shadow = ParamStore::from_graph(&graph);
+    let mut fq = FakeQuant::new();
+    fq.insert("fc.weight", Arc::new(StepShift)).unwrap();
+    let w = shadow.get("fc.weight").unwrap();
+    // Evaluation: `quantize`; step s of training: `quantize_train`.
+    assert_eq!(fq.forward_store(&shadow).unwrap().get("fc.weight"), Some(w));
+    let trained = fq.training_store(&shadow, 3).unwrap();
+    assert_eq!(trained.get("fc.weight").unwrap(), &w.mapv(|v| v + 3.0));
+    assert_eq!(trained.get("conv.weight"), shadow.get("conv.weight"));
+    // The gradient goes through the quantizer's backward.
+    let mut grads = Grads::new();
+    grads.insert("fc.weight".into(), w.mapv(|_| 1.5));
+    fq.straight_through(&shadow, &mut grads).unwrap();
+    assert!(grads["fc.weight"].iter().all(|&g| g == 3.0));
+    // The default backward: the clipped identity of `clip`.
+    let g = ArrayD::from_shape_vec(vec![3], vec![1.0, 2.0, 3.0]).unwrap();
+    let wc = ArrayD::from_shape_vec(vec![3], vec![0.5, -1.5, 1.0]).unwrap();
+    assert_eq!(
+        SignScale.backward(&wc, &g).unwrap().as_slice().unwrap(),
+        &[1.0, 0.0, 3.0]
+    );
+    assert_eq!(Round.backward(&wc, &g).unwrap(), g);
+    assert!(SignScale.backward(&wc, &ArrayD::zeros(vec![2])).is_err());
+}
