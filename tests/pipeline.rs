@@ -346,6 +346,21 @@ fn prune_channels_step_equals_the_driver_and_composes() {
     assert!(report.mac_speedup() > 2.0, "{}", report.mac_speedup());
     assert_plan_matches_reference(&c, 1);
 
+    // The gradual LeNet-5 recipe: three cuts of at least 21 % of the
+    // current MACs each (whole channels: a cut may overshoot) leave at most
+    // half of the original (0.79³ ≈ 0.493).
+    let mut gradual = Recipe::from_path(&dir.join("lenet5-prune-half.toml")).unwrap();
+    gradual.latency.batches.clear();
+    let lenet = lenet5(&ModelConfig::mnist()).unwrap();
+    let (c, report) = compress(&lenet, &gradual, None).unwrap();
+    assert_eq!(report.steps.len(), 3);
+    assert!(report.mac_speedup() >= 2.0, "{}", report.mac_speedup());
+    for s in &report.steps {
+        let kept = s.after.macs as f64 / s.before.macs as f64;
+        assert!(kept <= 0.79, "step {}: {kept}", s.step);
+    }
+    assert_plan_matches_reference(&c, 1);
+
     // Restricted to layer1: only the groups tied to layer1's producers
     // shrink; layer3's convolutions keep their widths.
     let restricted = Recipe::from_toml(
