@@ -346,18 +346,18 @@ fn prune_channels_step_equals_the_driver_and_composes() {
     assert!(report.mac_speedup() > 2.0, "{}", report.mac_speedup());
     assert_plan_matches_reference(&c, 1);
 
-    // The gradual LeNet-5 recipe: three cuts of at least 21 % of the
-    // current MACs each (whole channels: a cut may overshoot) leave at most
-    // half of the original (0.79³ ≈ 0.493).
+    // The gradual LeNet-5 recipe: cuts of at least 30 % and 25 % of the
+    // current MACs (whole channels: a cut may overshoot) leave at most half
+    // of the original (0.7 · 0.75 = 0.525 asked, rounded down by channels).
     let mut gradual = Recipe::from_path(&dir.join("lenet5-prune-half.toml")).unwrap();
     gradual.latency.batches.clear();
     let lenet = lenet5(&ModelConfig::mnist()).unwrap();
     let (c, report) = compress(&lenet, &gradual, None).unwrap();
-    assert_eq!(report.steps.len(), 3);
+    assert_eq!(report.steps.len(), 2);
     assert!(report.mac_speedup() >= 2.0, "{}", report.mac_speedup());
-    for s in &report.steps {
+    for (s, asked) in report.steps.iter().zip([0.7, 0.75]) {
         let kept = s.after.macs as f64 / s.before.macs as f64;
-        assert!(kept <= 0.79, "step {}: {kept}", s.step);
+        assert!(kept <= asked, "step {}: {kept}", s.step);
     }
     assert_plan_matches_reference(&c, 1);
 

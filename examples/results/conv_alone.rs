@@ -4,7 +4,8 @@
 //! convolutions is timed as a single-node graph — the original layer and
 //! its block, on the same input shape, batch 1, in the current pool — in
 //! alternating rounds, and the medians of the rounds are summed over the
-//! decomposed layers.
+//! decomposed layers (those whose input and output shapes no other step
+//! changed).
 
 use std::time::Duration;
 
@@ -84,13 +85,21 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// The decomposed convolutions of `compressed` against the same layers of
-/// `original`, timed alone; `None` when `compressed` has none.
+/// `original` (those with the same input and output shapes in both),
+/// timed alone; `None` when there are none.
 pub fn conv_alone(original: &Graph, compressed: &Graph) -> Result<Option<ConvAlone>, Error> {
+    let shapes = |g: &Graph, name: &str| {
+        g.node(name)
+            .map(|n| (g.value_shape(n.inputs()[0]), n.output_shape()))
+    };
+    // Layers whose input or output another step changed (e.g. pruned
+    // channels) have no original counterpart to time against.
     let layers: Vec<String> = compressed
         .nodes()
         .iter()
         .filter(|n| decomposed(n.op()))
         .map(|n| n.name().to_string())
+        .filter(|name| shapes(original, name) == shapes(compressed, name))
         .collect();
     if layers.is_empty() {
         return Ok(None);

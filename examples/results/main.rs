@@ -6,7 +6,9 @@
 //! (one epoch on a slice of the training set) where the compressed ops have
 //! a backward, and measured: MAC speed-up, whole-network latency speed-up of
 //! the fast plans (batch 1, `--threads` threads), weight bytes, test
-//! accuracy before and after fine-tuning. Besides, a thin student trained
+//! accuracy before and after fine-tuning; the convolutions a decomposition
+//! replaced are also timed alone, for the CP / Tucker-2 target. Besides, a
+//! thin student trained
 //! from scratch and distilled from the LeNet-5 (section 7), and — in the
 //! same run, through onnxruntime in a child process — onnxruntime's own
 //! static int8 quantization of the same LeNet-5 and every exported
@@ -194,7 +196,7 @@ method = { name = "product-quantize", subblocks = 20, k = 16 }"#,
     },
     Method {
         family: "pruning",
-        label: "filter pruning (L1), half the MACs, gradual (recipes/lenet5-prune-half.toml)",
+        label: "filter pruning (L1), half the MACs, gradual, distilled (recipes/lenet5-prune-half.toml)",
         steps: "",
         header: Some(include_str!("../../recipes/lenet5-prune-half.toml")),
     },
