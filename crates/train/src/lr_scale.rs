@@ -167,6 +167,48 @@ mod tests {
     }
 
     #[test]
+    fn a_trainer_leaves_a_frozen_parameter_and_refuses_unknown_names() {
+        use crate::data::ImageSet;
+        use crate::schedule::Constant;
+        use crate::{TrainConfig, Trainer};
+        use hasten_core::SeededRng;
+        use hasten_models::{lenet5, ModelConfig};
+
+        let g = lenet5(&ModelConfig::mnist()).unwrap();
+        let mut rng = SeededRng::new(3);
+        let data = ImageSet::new(
+            rng.normal_array((16, 1, 28, 28), 1.0),
+            (0..16).map(|i| i % 10).collect(),
+            10,
+        )
+        .unwrap();
+        let config = TrainConfig {
+            epochs: 1,
+            batch_size: 8,
+            ..TrainConfig::default()
+        };
+        let trainer = || {
+            Trainer::new(
+                g.clone(),
+                Sgd::new(0.9).unwrap(),
+                Constant::new(0.05).unwrap(),
+                config.clone(),
+            )
+            .unwrap()
+        };
+        let mut unknown = LrScales::new();
+        unknown.set("conv9.weight", 0.5).unwrap();
+        assert!(trainer().with_lr_scales(unknown).is_err());
+        let mut frozen = LrScales::new();
+        frozen.set("conv1.weight", 0.0).unwrap();
+        let mut t = trainer().with_lr_scales(frozen).unwrap();
+        t.fit(&data, &data, |_| {}).unwrap();
+        let before = ParamStore::from_graph(&g);
+        assert_eq!(t.params().get("conv1.weight"), before.get("conv1.weight"));
+        assert_ne!(t.params().get("conv2.weight"), before.get("conv2.weight"));
+    }
+
+    #[test]
     fn bad_multipliers_and_unknown_names_are_errors() {
         let mut s = LrScales::new();
         assert!(s.set("a", -1.0).is_err());
