@@ -47,10 +47,14 @@ pub fn first_untrainable_op(graph: &Graph) -> Option<(&str, &'static str)> {
 
 /// The learning-rate multipliers of a fine-tuning of `graph`: the
 /// fixed-point step sizes and offsets scaled so that their steps are those
-/// of the weights they set ([`LrScales::fixed_point_projected`]), and `settings.factor_lr_scale` for the
-/// weights and biases of the factors of decomposed layers — the convolutions
-/// and linear layers of a block holding two or more (CP, Tucker-2, SVD,
-/// separable filters, asymmetric reconstruction).
+/// of the weights they set ([`LrScales::fixed_point_projected`]), and
+/// `settings.factor_lr_scale` for the weights and biases of the factors of
+/// decomposed layers — the convolutions and linear layers of a block
+/// holding two or more (CP, Tucker-2, SVD, separable filters, asymmetric
+/// reconstruction; survey section 2).
+///
+/// # Errors
+/// A negative or non-finite `factor_lr_scale`.
 pub fn fine_tune_lr_scales(graph: &Graph, settings: &FineTune) -> Result<LrScales> {
     let mut scales = LrScales::fixed_point_projected(graph);
     let Some(factor) = settings.factor_lr_scale else {
