@@ -346,6 +346,21 @@ fn prune_channels_step_equals_the_driver_and_composes() {
     assert!(report.mac_speedup() > 2.0, "{}", report.mac_speedup());
     assert_plan_matches_reference(&c, 1);
 
+    // The gradual LeNet-5 recipe: cuts of at least 30 % and 25 % of the
+    // current MACs (whole channels: a cut may overshoot) leave at most half
+    // of the original (0.7 · 0.75 = 0.525 asked, rounded down by channels).
+    let mut gradual = Recipe::from_path(&dir.join("lenet5-prune-half.toml")).unwrap();
+    gradual.latency.batches.clear();
+    let lenet = lenet5(&ModelConfig::mnist()).unwrap();
+    let (c, report) = compress(&lenet, &gradual, None).unwrap();
+    assert_eq!(report.steps.len(), 2);
+    assert!(report.mac_speedup() >= 2.0, "{}", report.mac_speedup());
+    for (s, asked) in report.steps.iter().zip([0.7, 0.75]) {
+        let kept = s.after.macs as f64 / s.before.macs as f64;
+        assert!(kept <= asked, "step {}: {kept}", s.step);
+    }
+    assert_plan_matches_reference(&c, 1);
+
     // Restricted to layer1: only the groups tied to layer1's producers
     // shrink; layer3's convolutions keep their widths.
     let restricted = Recipe::from_toml(

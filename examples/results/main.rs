@@ -6,7 +6,9 @@
 //! (one epoch on a slice of the training set) where the compressed ops have
 //! a backward, and measured: MAC speed-up, whole-network latency speed-up of
 //! the fast plans (batch 1, `--threads` threads), weight bytes, test
-//! accuracy before and after fine-tuning. Besides, a thin student trained
+//! accuracy before and after fine-tuning; the convolutions a decomposition
+//! replaced are also timed alone, for the CP / Tucker-2 target. Besides, a
+//! thin student trained
 //! from scratch and distilled from the LeNet-5 (section 7), and — in the
 //! same run, through onnxruntime in a child process — onnxruntime's own
 //! static int8 quantization of the same LeNet-5 and every exported
@@ -26,6 +28,7 @@
 #[path = "../common/thin_lenet.rs"]
 mod thin_lenet;
 
+mod conv_alone;
 mod fashion;
 mod ort;
 mod plot;
@@ -190,6 +193,12 @@ method = { name = "product-quantize", subblocks = 20, k = 16 }"#,
         label: "filter pruning (L1), half the MACs",
         steps: r#"method = { name = "prune-channels", target = "macs", fraction = 0.5, multiple = 1, criterion = "l1" }"#,
         header: None,
+    },
+    Method {
+        family: "pruning",
+        label: "filter pruning (L1), half the MACs, gradual, distilled (recipes/lenet5-prune-half.toml)",
+        steps: "",
+        header: Some(include_str!("../../recipes/lenet5-prune-half.toml")),
     },
     Method {
         family: "pruning",
@@ -431,6 +440,8 @@ pub struct Measured {
     onnx: Option<PathBuf>,
     /// onnxruntime's accuracy and latency of that model.
     ort: Option<Result<OrtFigures, String>>,
+    /// The decomposed convolutions timed alone, where there are any.
+    conv_alone: Option<conv_alone::ConvAlone>,
 }
 
 impl Measured {
@@ -470,6 +481,7 @@ fn measure(report: &CompressionReport, seconds: f64) -> Result<Measured, String>
         seconds,
         onnx: None,
         ort: None,
+        conv_alone: None,
     })
 }
 
@@ -617,6 +629,7 @@ fn distillation(
                 seconds: t.elapsed().as_secs_f64(),
                 onnx,
                 ort: None,
+                conv_alone: None,
             },
         ));
     }
@@ -801,6 +814,8 @@ fn compress_rows(
             .and_then(|r| compress(graph, &r, Some(data)).map_err(|e| error_chain(&e)))
             .and_then(|(compressed, report)| {
                 let mut m = measure(&report, t.elapsed().as_secs_f64())?;
+                m.conv_alone = conv_alone::conv_alone(graph, &compressed)
+                    .map_err(|e| format!("timing the decomposed convolutions: {e}"))?;
                 if let Some(dir) = dir {
                     let path = dir.join(format!("{tag}-{i}.onnx"));
                     match hasten::onnx::export_file(&compressed, &path) {

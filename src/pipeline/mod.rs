@@ -23,7 +23,7 @@ mod selection;
 pub use calibration::{CalibrationSettings, RangeRule};
 pub use compress::{compress, compress_calibrated};
 pub use error::{PipelineError, Result};
-pub use fine_tune::{first_untrainable_op, FineTuneData};
+pub use fine_tune::{fine_tune_lr_scales, first_untrainable_op, FineTuneData};
 pub use latency::measure_latency;
 pub use method::{
     BinaryKind, ChannelCriterion, CpForm, Granularity, Method, PruneTarget, Rank, RankRule,

@@ -56,6 +56,12 @@ pub struct FineTune {
     /// freezes them into its packed ops. Other quantizers are refused.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub qat: bool,
+    /// Learning-rate multiplier of the factors of decomposed layers (the
+    /// dense ops of a block holding two or more; 0 freezes them): fine-tuning
+    /// CP-decomposed layers at the network's rate is unstable (Lebedev et
+    /// al., survey section 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub factor_lr_scale: Option<f32>,
     /// Distil from the original network instead of training on the labels
     /// alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -77,6 +83,14 @@ impl FineTune {
         }
         if self.batch == 0 {
             return Err("fine_tune.batch must be at least 1".into());
+        }
+        if let Some(f) = self
+            .factor_lr_scale
+            .filter(|f| !(f.is_finite() && *f >= 0.0))
+        {
+            return Err(format!(
+                "fine_tune.factor_lr_scale {f}: must be finite and >= 0"
+            ));
         }
         if !(0.0..1.0).contains(&self.momentum) {
             return Err(format!(

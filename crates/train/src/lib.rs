@@ -21,6 +21,8 @@
 //! - [`FakeQuant`]: quantization-aware training (survey eq. (5)) — the
 //!   forward with quantized weights, straight-through gradients to the
 //!   full-precision ones, for any [`WeightQuantizer`];
+//! - [`LrScales`]: per-parameter learning-rate multipliers (decomposed
+//!   factors at a smaller rate, quantizer step sizes scaled as in LSQ);
 //! - [`Trainer`]: seeded epochs with an optimizer and a schedule, per-epoch
 //!   evaluation through a `hasten_fastconv` plan, early stopping, on
 //!   cross-entropy or any [`Loss`] (logits and tapped intermediate values);
@@ -53,6 +55,7 @@ mod error;
 pub mod fake_quant;
 pub mod kernels;
 pub mod loss;
+mod lr_scale;
 pub mod optim;
 mod params;
 pub mod schedule;
@@ -65,6 +68,7 @@ pub use checkpoint::Checkpoint;
 pub use error::{Result, TrainError};
 pub use fake_quant::{clipped_straight_through, FakeQuant, WeightQuantizer};
 pub use loss::{CrossEntropy, Loss, LossInput, LossOutput};
+pub use lr_scale::LrScales;
 pub use params::{Grads, ParamStore};
 pub use tape::{TapeGrads, TrainTape};
 pub use trainer::{evaluate, top1_hits, BatchGrads, EpochStats, TrainConfig, Trainer};

@@ -28,6 +28,7 @@ use crate::data::{Augment, Dataset, Loader};
 use crate::error::{Result, TrainError};
 use crate::fake_quant::FakeQuant;
 use crate::loss::{with_extra_outputs, CrossEntropy, Loss, LossInput};
+use crate::lr_scale::LrScales;
 use crate::optim::{clip_grad_norm, Optimizer};
 use crate::params::{Grads, ParamStore};
 use crate::schedule::Schedule;
@@ -142,6 +143,7 @@ pub struct Trainer<O, S, L = CrossEntropy> {
     step: usize,
     epoch: usize,
     fake_quant: Option<FakeQuant>,
+    lr_scales: LrScales,
     loss: L,
 }
 
@@ -235,6 +237,7 @@ impl<O: Optimizer, S: Schedule> Trainer<O, S> {
             step: 0,
             epoch: 0,
             fake_quant: None,
+            lr_scales: LrScales::new(),
             loss: CrossEntropy { smoothing },
         })
     }
@@ -268,6 +271,7 @@ impl<O: Optimizer, S: Schedule> Trainer<O, S> {
             step: self.step,
             epoch: self.epoch,
             fake_quant: self.fake_quant,
+            lr_scales: self.lr_scales,
             loss,
         })
     }
@@ -287,6 +291,15 @@ impl<O: Optimizer, S: Schedule, L: Loss> Trainer<O, S, L> {
     pub fn with_fake_quant(mut self, fake_quant: FakeQuant) -> Result<Self> {
         fake_quant.check(&self.store)?;
         self.fake_quant = Some(fake_quant);
+        Ok(self)
+    }
+
+    /// Per-parameter learning-rate multipliers: each gradient is scaled by
+    /// its parameter's before every step (after clipping). Errors: a name
+    /// that is not a trainable parameter.
+    pub fn with_lr_scales(mut self, scales: LrScales) -> Result<Self> {
+        scales.check(&self.store)?;
+        self.lr_scales = scales;
         Ok(self)
     }
 
@@ -486,6 +499,7 @@ impl<O: Optimizer, S: Schedule, L: Loss> Trainer<O, S, L> {
             if let Some(c) = self.config.clip_norm {
                 clip_grad_norm(&mut grads, c)?;
             }
+            self.lr_scales.apply(&mut grads);
             lr = self.schedule.lr(self.step);
             self.optimizer.step(&mut self.store, &grads, lr)?;
             if let Some(fq) = &self.fake_quant {
