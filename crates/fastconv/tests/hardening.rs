@@ -298,9 +298,10 @@ fn plans_say_which_kernel_runs() {
     let shape = ActShape::new(4, 8, 8);
     let ways = [
         (Winograd::Always, "conv winograd"),
-        (Winograd::Off, "conv gemm"),
+        // GEMM on the rows of a zero-padded copy: stride 1, 6-pixel rows.
+        (Winograd::Off, "conv gemm (padded rows)"),
         // Auto: 4 channels are far below the 128 where Winograd pays.
-        (Winograd::Auto, "conv gemm"),
+        (Winograd::Auto, "conv gemm (padded rows)"),
     ];
     for (w, name) in ways {
         let plan = Plan::with_options(&block, shape, 1, options(w)).unwrap();
