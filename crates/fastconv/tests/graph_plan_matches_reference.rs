@@ -308,21 +308,21 @@ proptest! {
     }
 }
 
-/// `relu(bn(conv(x)) + r)` for a stride-1 convolution of kernel `k`,
+/// `relu(bn(conv(x)) + r)` for a convolution of kernel `k`, stride `st`,
 /// dilation `d`, padding `pad` (top, bottom, left, right) and `groups`
 /// groups on `hw` inputs: the layers that run on padded rows, the residual
 /// `r` a second graph input.
 fn padded_rows_graph(
     seed: u64,
     (c_g, t_g, groups): (usize, usize, usize),
-    (k, d): ((usize, usize), (usize, usize)),
+    (k, st, d): ((usize, usize), (usize, usize), (usize, usize)),
     pad: [usize; 4],
     hw: (usize, usize),
     batch: usize,
 ) -> (Graph, Vec<Array4<f32>>) {
     let mut rng = SeededRng::new(seed);
     let spec = ConvSpec {
-        stride: (1, 1),
+        stride: st,
         padding: Padding {
             top: pad[0],
             bottom: pad[1],
@@ -353,14 +353,15 @@ fn padded_rows_graph(
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(32))]
 
-    /// Stride-1 convolutions with short rows run as a GEMM over a padded
-    /// copy (no im2col), batch norm, residual add and ReLU fused, and equal
-    /// the reference on every ISA, with and without fusion.
+    /// Convolutions with short rows run as a GEMM over a padded copy split
+    /// into stride phases (no im2col), batch norm, residual add and ReLU
+    /// fused, and equal the reference on every ISA, with and without fusion.
     #[test]
     fn padded_rows_convolutions_match_reference(
         seed in any::<u64>(),
         (c_g, t_g, groups) in (1..=9usize, 1..=20usize, 1..=2usize),
         (kh, kw, dh, dw) in (1..=5usize, 2..=5usize, 1..=2usize, 1..=2usize),
+        (sh, sw) in (1..=3usize, 1..=3usize),
         pad in proptest::array::uniform4(0..=2usize),
         (eh, ew) in (0..=6usize, 0..=6usize),
         batch in 1..=3usize,
@@ -369,7 +370,7 @@ proptest! {
         let c_g = if groups > 1 { c_g.max(2) } else { c_g };
         let (h, w) = (dh * (kh - 1) + 1 + eh, dw * (kw - 1) + 1 + ew);
         let (graph, inputs) =
-            padded_rows_graph(seed, (c_g, t_g, groups), ((kh, kw), (dh, dw)), pad, (h, w), batch);
+            padded_rows_graph(seed, (c_g, t_g, groups), ((kh, kw), (sh, sw), (dh, dw)), pad, (h, w), batch);
         let options = PlanOptions { winograd: Winograd::Off, ..PlanOptions::default() };
         let plan = Plan::for_graph(&graph, batch, options).unwrap();
         let step = &plan.steps()[0];

@@ -1,14 +1,16 @@
-//! Implicit GEMM over a zero-padded copy for stride-1 convolutions with
-//! short rows (equation (1) of the survey as a matrix product without
-//! im2col): with the input zero-padded to `Hp × Wp` planes, tap `(i, j)` of
-//! every output pixel `(y, x)` reads `padded[c, (y + i·dh)·Wp + x + j·dw]`,
-//! so row `k = (c, i, j)` of the lowered matrix over the `OH × Wp` "wide"
-//! output positions `p = y·Wp + x` is the contiguous slice of the padded
-//! planes starting at `c·Hp·Wp + i·dh·Wp + j·dw`. The `Wp − OW` extra
-//! columns of every output row are computed and dropped when the result is
-//! copied out. Packing `B` is then a copy of contiguous rows instead of
-//! lazy im2col, whose per-row segments dominate small feature maps (a
-//! 28-wide row costs a division, two fills and a 27-float copy per tap).
+//! Implicit GEMM over a zero-padded copy for convolutions with short rows
+//! (equation (1) of the survey as a matrix product without im2col). With
+//! the input zero-padded to `Hp × Wp` planes and, for stride `(sy, sx)`,
+//! each plane split into its `sy·sx` phases (`phase[py, px][Y, X] =
+//! padded[Y·sy + py, X·sx + px]`, `Hq × Wq` each), tap `(i, j)` of output
+//! pixel `(y, x)` reads `phase[a % sy, b % sx][y + a / sy, x + b / sx]` with
+//! `(a, b) = (i·dh, j·dw)`. So row `k = (c, i, j)` of the lowered matrix
+//! over the `OH × Wq` "wide" output positions `p = y·Wq + x` is one
+//! contiguous slice of the phase planes; the `Wq − OW` extra columns of
+//! every output row are computed and dropped when the result is copied out.
+//! Packing `B` is then a copy of contiguous rows instead of lazy im2col,
+//! whose per-row segments dominate small feature maps (a 28-wide row costs a
+//! division, two fills and a 27-float copy per tap).
 
 use std::ops::Range;
 
@@ -23,23 +25,34 @@ use crate::gemm::BSource;
 const SHORT_ROW: usize = 32;
 
 /// Whether a convolution of these sizes, read through `view`, runs on
-/// padded rows: stride 1, a kernel larger than `1×1` (those read the planes
-/// themselves), an identity view and output rows of at most
-/// [`SHORT_ROW`] pixels.
+/// padded rows: a kernel larger than `1×1` (those read the planes
+/// themselves or are cheap to lower), an identity view and output rows of
+/// at most [`SHORT_ROW`] pixels.
 pub(crate) fn applies(geo: &ConvGeometry, view: &ChannelView) -> bool {
-    geo.stride == (1, 1) && geo.kernel != (1, 1) && view.is_identity() && geo.out_hw.1 <= SHORT_ROW
+    geo.kernel != (1, 1) && view.is_identity() && geo.out_hw.1 <= SHORT_ROW
 }
 
-/// Floats of one zero-padded sample: `C` planes of `Hp × Wp` and the
-/// `dw·(kw − 1)` floats the last tap's wide row reads past them.
-pub(crate) fn sample_len(geo: &ConvGeometry) -> usize {
+/// Height and width of one phase plane: `⌈Hp / sy⌉ × ⌈Wp / sx⌉`.
+fn phase_hw(geo: &ConvGeometry) -> (usize, usize) {
     let (hp, wp) = geo.padded_hw;
-    geo.in_channels() * hp * wp + geo.dilation.1 * (geo.kernel.1 - 1)
+    (hp.div_ceil(geo.stride.0), wp.div_ceil(geo.stride.1))
 }
 
-/// GEMM columns of one sample and group: `OH × Wp`.
+/// Offset of the phase plane `(py, px)` of channel `c` in a sample.
+fn plane(geo: &ConvGeometry, c: usize, py: usize, px: usize) -> usize {
+    let (hq, wq) = phase_hw(geo);
+    ((c * geo.stride.0 + py) * geo.stride.1 + px) * hq * wq
+}
+
+/// Floats of one zero-padded sample: `C·sy·sx` phase planes and the
+/// `dw·(kw − 1)` floats the last tap's wide row may read past them.
+pub(crate) fn sample_len(geo: &ConvGeometry) -> usize {
+    plane(geo, geo.in_channels(), 0, 0) + geo.dilation.1 * (geo.kernel.1 - 1)
+}
+
+/// GEMM columns of one sample and group: `OH × Wq`.
 pub(crate) fn columns(geo: &ConvGeometry) -> usize {
-    geo.out_hw.0 * geo.padded_hw.1
+    geo.out_hw.0 * phase_hw(geo).1
 }
 
 /// The zero-padded copy of a batch, owned by a convolution: borders and
@@ -63,15 +76,32 @@ impl PaddedInput {
             self.batch = batch;
         }
         let (h, w) = geo.in_hw;
-        let (hp, wp) = geo.padded_hw;
+        let (sy, sx) = geo.stride;
+        let wq = phase_hw(geo).1;
         let (top, left) = geo.pad_top_left;
         let planes = input[..batch * geo.in_channels() * h * w].chunks_exact(h * w);
         let dst = self.buf.as_mut_slice();
-        for (p, plane) in planes.enumerate() {
+        for (p, image) in planes.enumerate() {
             let (n, c) = (p / geo.in_channels(), p % geo.in_channels());
-            let base = n * len + c * hp * wp + top * wp + left;
-            for (y, row) in plane.chunks_exact(w).enumerate() {
-                dst[base + y * wp..][..w].copy_from_slice(row);
+            for (y, row) in image.chunks_exact(w).enumerate() {
+                let (py, yq) = ((y + top) % sy, (y + top) / sy);
+                for px in 0..sx {
+                    // Image columns x with (x + left) % sx == px, from xq on.
+                    let x0 = (px + sx - left % sx) % sx;
+                    if x0 >= w {
+                        continue;
+                    }
+                    let xq = (x0 + left) / sx;
+                    let at = n * len + plane(geo, c, py, px) + yq * wq + xq;
+                    let d = &mut dst[at..][..(w - x0).div_ceil(sx)];
+                    if sx == 1 {
+                        d.copy_from_slice(row);
+                    } else {
+                        for (d, &v) in d.iter_mut().zip(row[x0..].iter().step_by(sx)) {
+                            *d = v;
+                        }
+                    }
+                }
             }
         }
         self.buf.as_slice()
@@ -94,14 +124,15 @@ impl BSource for PaddedSource<'_> {
         let geo = self.geo;
         let taps = geo.kernel.0 * geo.kernel.1;
         let (s, i, j) = (k / taps, (k % taps) / geo.kernel.1, k % geo.kernel.1);
-        let (hp, wp) = geo.padded_hw;
+        let (a, b) = (i * geo.dilation.0, j * geo.dilation.1);
+        let (sy, sx) = geo.stride;
         let c = self.group * geo.c_g + s;
-        let start = c * hp * wp + i * geo.dilation.0 * wp + j * geo.dilation.1;
+        let start = plane(geo, c, a % sy, b % sx) + a / sy * phase_hw(geo).1 + b / sx;
         &self.sample[start + cols.start..start + cols.end]
     }
 }
 
-/// Copies the wide result `wide` (`batch × T × OH × Wp`) to `output`
+/// Copies the wide result `wide` (`batch × T × OH × Wq`) to `output`
 /// (sample `n` at `n · stride`, `T × OH × OW`), dropping the extra columns;
 /// with `residual = Some((r, clamp))` it adds `r` (`batch × T × OH × OW`)
 /// and then clamps (the GEMM stored `wide` unclamped), as the fused
@@ -115,7 +146,7 @@ pub(crate) fn scatter(
     batch: usize,
 ) {
     let (oh, ow) = geo.out_hw;
-    let wp = geo.padded_hw.1;
+    let wp = phase_hw(geo).1;
     let t_all = geo.out_channels();
     let area = oh * ow;
     for n in 0..batch {
