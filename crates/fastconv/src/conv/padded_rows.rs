@@ -26,10 +26,15 @@ const SHORT_ROW: usize = 32;
 
 /// Whether a convolution of these sizes, read through `view`, runs on
 /// padded rows: a kernel larger than `1×1` (those read the planes
-/// themselves or are cheap to lower), an identity view and output rows of
-/// at most [`SHORT_ROW`] pixels.
+/// themselves or are cheap to lower), an identity view, output rows of at
+/// most [`SHORT_ROW`] pixels and wide rows at most twice as long (`Wq ≤
+/// 2·OW`: at most half the GEMM's columns are dropped, and the wide result
+/// is at most twice the output the plan's arena holds).
 pub(crate) fn applies(geo: &ConvGeometry, view: &ChannelView) -> bool {
-    geo.kernel != (1, 1) && view.is_identity() && geo.out_hw.1 <= SHORT_ROW
+    geo.kernel != (1, 1)
+        && view.is_identity()
+        && geo.out_hw.1 <= SHORT_ROW
+        && phase_hw(geo).1 <= 2 * geo.out_hw.1
 }
 
 /// Height and width of one phase plane: `⌈Hp / sy⌉ × ⌈Wp / sx⌉`.
