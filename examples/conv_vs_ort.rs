@@ -17,9 +17,18 @@
 //! single-thread runs times the thread count), then each network's
 //! convolution sum with every layer counted as often as it occurs.
 //!
+//! With `networks` as the filter it compares whole small networks instead:
+//! ResNet-8 (the `.onnx` file at `data/resnet8-fashion.onnx` when present,
+//! else the built-in one exported) and LeNet-5 on 28×28 inputs, at batch 1
+//! and 8, each network one plan against onnxruntime on the same ONNX model,
+//! interleaved the same way (onnxruntime with its default spinning threads);
+//! it prints the medians of the wall time per run (the latency) and of the
+//! CPU-normalised time.
+//!
 //! ```text
 //! scripts/setup-python.sh   # once: .venv with onnxruntime (or set HASTEN_PYTHON)
 //! cargo run --release --example conv_vs_ort [-- [NAME-FILTER] [ROUNDS] [THREADS]]
+//! cargo run --release --example conv_vs_ort -- networks [ROUNDS] [THREADS]
 //! ```
 
 use std::collections::BTreeMap;
@@ -77,11 +86,27 @@ impl Ort {
     /// `1 × c × h × w` input (the script's median wall time where `/proc`
     /// is missing).
     fn ms(&mut self, model: &Path, dims: [usize; 3], threads: usize, runs: usize) -> f64 {
+        self.timed(model, 1, dims, threads, runs, false).1
+    }
+
+    /// The median wall ms of `runs` runs of `model` on a `batch × c × h × w`
+    /// input and the CPU-normalised ms per run (the wall median where
+    /// `/proc` is missing); idle threads spinning when `spin`.
+    fn timed(
+        &mut self,
+        model: &Path,
+        batch: usize,
+        dims: [usize; 3],
+        threads: usize,
+        runs: usize,
+        spin: bool,
+    ) -> (f64, f64) {
         let [c, h, w] = dims;
         let before = cpu_seconds(self.child.id());
+        let spin = if spin { " spin" } else { "" };
         writeln!(
             self.stdin,
-            "{} 1 {c} {h} {w} {threads} {runs}",
+            "{} {batch} {c} {h} {w} {threads} {runs}{spin}",
             model.display()
         )
         .expect("onnxruntime process accepts requests");
@@ -95,8 +120,8 @@ impl Ort {
             .and_then(|m| m.parse().ok())
             .unwrap_or_else(|| panic!("onnxruntime failed: {}", line.trim()));
         match (before, cpu_seconds(self.child.id())) {
-            (Some(a), Some(b)) => (b - a) * 1e3 / (runs * threads) as f64,
-            _ => wall,
+            (Some(a), Some(b)) => (wall, (b - a) * 1e3 / (runs * threads) as f64),
+            _ => (wall, wall),
         }
     }
 }
@@ -192,11 +217,122 @@ fn plan_ms(plan: &mut Plan, x: &Array4<f32>, runs: usize, threads: usize) -> f64
     }
 }
 
+/// The median wall ms of `runs` runs of `plan` on `x` and the
+/// CPU-normalised ms per run (the wall median where `/proc` is missing).
+fn plan_timed(plan: &mut Plan, x: &Array4<f32>, runs: usize, threads: usize) -> (f64, f64) {
+    let pid = std::process::id();
+    let c0 = cpu_seconds(pid);
+    let mut walls: Vec<f64> = (0..runs)
+        .map(|_| {
+            let t0 = Instant::now();
+            plan.run(x).expect("the plan runs");
+            t0.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    let wall = median(&mut walls);
+    match (c0, cpu_seconds(pid)) {
+        (Some(a), Some(b)) => (wall, (b - a) * 1e3 / (runs * threads) as f64),
+        _ => (wall, wall),
+    }
+}
+
+/// Whole small networks against onnxruntime on the same ONNX models, batch
+/// 1 and 8, `rounds` interleaved rounds of about [`ROUND`] each (order
+/// alternated), medians of the rounds' wall medians and CPU-normalised times;
+/// onnxruntime's idle threads spin (its default), so its CPU time includes
+/// the spinning, as Hasten's includes rayon's.
+fn networks(
+    ort: &mut Ort,
+    rounds: usize,
+    threads: usize,
+) -> std::result::Result<(), Box<dyn std::error::Error>> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = std::env::temp_dir();
+    let resnet8 = root.join("data/resnet8-fashion.onnx");
+    // (label, graph, ONNX model, whether this run wrote the model).
+    let mut nets: Vec<(&str, Graph, std::path::PathBuf, bool)> = Vec::new();
+    for name in ["resnet8", "lenet5"] {
+        if name == "resnet8" && resnet8.exists() {
+            let graph = hasten::onnx::import_file(&resnet8, &Default::default())?;
+            nets.push((
+                "ResNet-8 (data/resnet8-fashion.onnx)",
+                graph,
+                resnet8.clone(),
+                false,
+            ));
+            continue;
+        }
+        let arch = models::architecture(name).expect("a built-in architecture");
+        let graph = (arch.build)(&(arch.default_config)())?;
+        let path = dir.join(format!(
+            "hasten-net-vs-ort-{}-{name}.onnx",
+            std::process::id()
+        ));
+        hasten::onnx::export_file(&graph, &path)?;
+        nets.push((name, graph, path, true));
+    }
+    println!(
+        "CPU: {}; {threads} threads, kernels {}, median of {rounds} interleaved rounds",
+        cpu_model(),
+        Isa::detect()
+    );
+    println!("| network | batch | Hasten ms | onnxruntime ms | Hasten / ort | Hasten CPU-normalised ms | ort CPU-normalised ms |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for (label, graph, onnx, written) in &nets {
+        let s = graph.inputs()[0].shape();
+        let dims = [s.channels, s.height, s.width];
+        for batch in [1, 8] {
+            let x = SeededRng::new(1).normal_array(s.batched(batch), 1.0);
+            let (ours, theirs) = with_threads(threads, || -> Result<_> {
+                let mut plan = Plan::for_graph(graph, batch, PlanOptions::default())?;
+                plan_timed(&mut plan, &x, 5, threads);
+                let one = plan_timed(&mut plan, &x, 5, threads).0;
+                let runs = ((ROUND.as_secs_f64() * 1e3 / one) as usize).clamp(5, 2000);
+                let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+                for r in 0..rounds {
+                    if r % 2 == 0 {
+                        ours.push(plan_timed(&mut plan, &x, runs, threads));
+                        theirs.push(ort.timed(onnx, batch, dims, threads, runs, true));
+                    } else {
+                        theirs.push(ort.timed(onnx, batch, dims, threads, runs, true));
+                        ours.push(plan_timed(&mut plan, &x, runs, threads));
+                    }
+                }
+                Ok((ours, theirs))
+            })?;
+            let med = |v: &[(f64, f64)], cpu: bool| {
+                median(
+                    &mut v
+                        .iter()
+                        .map(|t| if cpu { t.1 } else { t.0 })
+                        .collect::<Vec<_>>(),
+                )
+            };
+            let (ours_ms, theirs_ms) = (med(&ours, false), med(&theirs, false));
+            println!(
+                "| {label} | {batch} | {ours_ms:.3} | {theirs_ms:.3} | {:.2} | {:.3} | {:.3} |",
+                ours_ms / theirs_ms,
+                med(&ours, true),
+                med(&theirs, true)
+            );
+            std::io::stdout().flush().ok();
+        }
+        if *written {
+            let _ = std::fs::remove_file(onnx);
+        }
+    }
+    Ok(())
+}
+
 fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let filter = args.first().cloned().unwrap_or_default();
     let rounds: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(7);
     let threads: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(2);
+    if filter == "networks" {
+        let mut ort = Ort::start().map_err(|e| format!("cannot start python: {e}"))?;
+        return networks(&mut ort, rounds, threads);
+    }
     let isas: Vec<Isa> = [Isa::Avx512, Isa::Avx2]
         .into_iter()
         .filter(|i| i.is_supported())

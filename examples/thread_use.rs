@@ -1,5 +1,5 @@
 //! Thread utilisation per plan step at batch 1: for every step of the
-//! ResNet-18 and MobileNet-v1 plans, its wall time, how many parallel tasks
+//! ResNet-18, MobileNet-v1, ResNet-8 and LeNet-5 plans, its wall time, how many parallel tasks
 //! it ran, their summed busy time over `threads × wall` (1 = every thread
 //! worked the whole step), the part of the step no task ran (serial work:
 //! set-up, joins, waking the workers), and the busiest thread's share over
@@ -35,7 +35,7 @@ fn main() -> Result<()> {
         "CPU: {}; kernels: {isa}; {threads} threads, batch 1, median of {runs} runs",
         cpu_model()
     );
-    for name in ["resnet18", "mobilenet_v1"]
+    for name in ["resnet18", "mobilenet_v1", "resnet8", "lenet5"]
         .into_iter()
         .filter(|n| n.contains(&filter))
     {

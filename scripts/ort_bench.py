@@ -14,8 +14,9 @@ seven arguments separated by spaces, and answers each with that line (the
 session of each model is created once and kept; warm-up runs only on the
 first request), so a caller can interleave its own runs with onnxruntime's
 in one process. Idle intra-op threads sleep instead of spinning, so the
-caller can read this process's CPU time as onnxruntime's work. Used by
-`examples/conv_vs_ort.rs`.
+caller can read this process's CPU time as onnxruntime's work, unless the
+request ends with an eighth word, `spin` (onnxruntime's default, its lowest
+latency). Used by `examples/conv_vs_ort.rs`.
 """
 import sys
 import time
@@ -72,10 +73,11 @@ def serve(np, ort) -> int:
         if not args:
             continue
         try:
-            model, dims, runs = parse(args)
-            key = (model, dims)
+            spin = args[7:] == ["spin"]
+            model, dims, runs = parse(args[:7])
+            key = (model, dims, spin)
             if key not in sessions:
-                sessions[key] = Bench(np, ort, model, *dims, spin=False)
+                sessions[key] = Bench(np, ort, model, *dims, spin=spin)
             print(sessions[key].time(runs), flush=True)
         except Exception as e:  # report and keep serving
             print(f"error={type(e).__name__}: {e}".replace("\n", " "), flush=True)

@@ -160,6 +160,7 @@ impl OpKernel for PoolKernel {
         let buf_len = self.input.height * self.output.width;
         dst.par_chunks_mut(out_area)
             .zip(src.par_chunks(in_area))
+            .with_min_len(crate::shares::min_items(in_area))
             .for_each(|(d, s)| {
                 crate::profile::task(|| {
                     pool.with(|scratch| {
@@ -211,6 +212,7 @@ impl OpKernel for GlobalAvgKernel {
         let area = self.area;
         dst.par_iter_mut()
             .zip(src.par_chunks(area))
+            .with_min_len(crate::shares::min_items(area))
             .for_each(|(d, s)| {
                 crate::profile::task(|| *d = (self.isa.run(|| sum_f64(s)) / area as f64) as f32)
             });

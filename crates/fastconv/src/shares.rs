@@ -8,6 +8,20 @@
 
 use std::ops::Range;
 
+/// Floats a task of a streaming kernel (pooling) must read at least: a
+/// rayon fork-join (waking a worker, then joining it) costs a few
+/// microseconds, about the time one thread takes to stream this many floats
+/// through such a kernel, so smaller tasks cost more than they save — e.g.
+/// the global pooling of ResNet-8 at batch 1, 64 planes of 49 floats, is
+/// one task, run on the calling thread.
+pub(crate) const MIN_TASK_FLOATS: usize = 1 << 14;
+
+/// The fewest items of `item_floats` floats each that a task of a parallel
+/// loop over them gets (rayon's `with_min_len`), per [`MIN_TASK_FLOATS`].
+pub(crate) fn min_items(item_floats: usize) -> usize {
+    MIN_TASK_FLOATS.div_ceil(item_floats.max(1))
+}
+
 /// Share `s` of `shares` equal contiguous shares of `0..total`: sizes
 /// `⌊total/shares⌋` or one more, in order, covering `0..total` once.
 pub(crate) fn share(total: usize, shares: usize, s: usize) -> Range<usize> {
@@ -46,6 +60,28 @@ pub(crate) fn rectangles(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tasks_get_at_least_the_minimum_work_and_one_item() {
+        for floats in [
+            0,
+            1,
+            49,
+            196,
+            784,
+            MIN_TASK_FLOATS - 1,
+            MIN_TASK_FLOATS,
+            1 << 20,
+        ] {
+            let n = min_items(floats);
+            assert!(n >= 1, "{floats}");
+            // Enough items to reach the minimum, and no more than needed.
+            assert!(n * floats.max(1) >= MIN_TASK_FLOATS || n == 1, "{floats}");
+            assert!((n - 1) * floats.max(1) < MIN_TASK_FLOATS, "{floats}");
+        }
+        // ResNet-8's global pooling at batch 1: 64 planes of 49, one task.
+        assert!(min_items(49) >= 64);
+    }
 
     #[test]
     fn shares_cover_once_and_differ_by_at_most_one() {

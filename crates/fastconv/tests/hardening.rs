@@ -298,9 +298,10 @@ fn plans_say_which_kernel_runs() {
     let shape = ActShape::new(4, 8, 8);
     let ways = [
         (Winograd::Always, "conv winograd"),
-        (Winograd::Off, "conv gemm"),
+        // GEMM on the rows of a zero-padded copy: stride 1, 6-pixel rows.
+        (Winograd::Off, "conv gemm (padded rows)"),
         // Auto: 4 channels are far below the 128 where Winograd pays.
-        (Winograd::Auto, "conv gemm"),
+        (Winograd::Auto, "conv gemm (padded rows)"),
     ];
     for (w, name) in ways {
         let plan = Plan::with_options(&block, shape, 1, options(w)).unwrap();
@@ -309,6 +310,12 @@ fn plans_say_which_kernel_runs() {
     let dw = Block::single(conv(4, 1, 3, ConvSpec::new().with_groups(4)));
     let plan = Plan::new(&dw, shape, 1).unwrap();
     assert_eq!(kernels(&plan), ["conv depthwise"]);
+    // Padded rows up to 64 filters; lazy im2col beyond.
+    for (t, name) in [(64, "conv gemm (padded rows)"), (65, "conv gemm")] {
+        let block = Block::single(winograd_layer(4, t));
+        let plan = Plan::with_options(&block, shape, 1, options(Winograd::Off)).unwrap();
+        assert_eq!(kernels(&plan), [name], "{t} filters");
+    }
 }
 
 #[test]

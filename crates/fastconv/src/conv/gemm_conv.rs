@@ -10,6 +10,7 @@ use rayon::prelude::*;
 
 use super::direct_1x1::PlaneSource;
 use super::im2col::ImageSource;
+use super::padded_rows::{self, PaddedInput, PaddedSource};
 use super::{ChannelView, ConvGeometry};
 use std::sync::Mutex;
 
@@ -178,19 +179,30 @@ impl GemmSplit {
     }
 }
 
-/// The `B` rows of one sample and group: its channel planes (`1×1`) or
-/// their lazy im2col.
+/// The `B` rows of one sample and group: its channel planes (`1×1`), slices
+/// of its zero-padded copy ([`super::padded_rows`]) or their lazy im2col.
 enum ConvSource<'a> {
     /// The planes themselves.
     Plane(PlaneSource<'a>),
+    /// Rows of the zero-padded planes over the wide output positions.
+    Padded(PaddedSource<'a>),
     /// Lazy im2col.
     Image(ImageSource<'a>),
 }
 
 impl<'a> ConvSource<'a> {
-    /// The source of group `group` of `sample` read through `view`.
-    fn new(geo: &'a ConvGeometry, view: &'a ChannelView, sample: &'a [f32], group: usize) -> Self {
-        if PlaneSource::applies(geo, view) {
+    /// The source of group `group` of `sample` read through `view`; a
+    /// zero-padded sample when `padded`.
+    fn new(
+        geo: &'a ConvGeometry,
+        view: &'a ChannelView,
+        sample: &'a [f32],
+        group: usize,
+        padded: bool,
+    ) -> Self {
+        if padded {
+            ConvSource::Padded(PaddedSource { geo, sample, group })
+        } else if PlaneSource::applies(geo, view) {
             ConvSource::Plane(PlaneSource {
                 geo,
                 view,
@@ -212,9 +224,19 @@ impl BSource for ConvSource<'_> {
     fn row<'b>(&'b self, k: usize, cols: Range<usize>, tmp: &'b mut [f32]) -> &'b [f32] {
         match self {
             ConvSource::Plane(s) => s.row(k, cols, tmp),
+            ConvSource::Padded(s) => s.row(k, cols, tmp),
             ConvSource::Image(s) => s.row(k, cols, tmp),
         }
     }
+}
+
+/// Where [`GemmConv::gemm_all`] writes: sample `n`'s `T × columns` rows
+/// at `c + n · stride`, with the residual and clamp of its fused store.
+struct Dst<'a> {
+    c: SharedOut,
+    stride: usize,
+    residual: Option<&'a [f32]>,
+    clamp: Clamp,
 }
 
 /// A convolution with pre-packed filters, ready to run.
@@ -229,6 +251,9 @@ pub(crate) struct GemmConv {
     /// Packed `B` shared by the tasks of one column tile (explicit, packed
     /// im2col), used when the rows of a tile are split between tasks.
     shared_b: Mutex<AlignedVec>,
+    /// The zero-padded input and the wide output of a convolution on padded
+    /// rows ([`super::padded_rows`]); `None` for the others.
+    padded: Option<Mutex<(PaddedInput, AlignedVec)>>,
 }
 
 /// The per-group GEMM operands of a grouped convolution (equation (1) of the
@@ -277,6 +302,7 @@ impl GemmConv {
         view: ChannelView,
     ) -> Self {
         let (filters, bias) = pack_groups(&kernel, &geo, weights, bias);
+        let padded = padded_rows::applies(&geo, &view).then(Mutex::default);
         GemmConv {
             geo,
             view,
@@ -285,13 +311,30 @@ impl GemmConv {
             bias,
             clamp,
             shared_b: Mutex::new(AlignedVec::default()),
+            padded,
         }
     }
 
-    /// Runs on `batch` samples: `input` is `batch × C × H × W` row-major;
-    /// sample `n`'s `T × OH × OW` output starts at `output[n · out.stride]`
-    /// (`out.stride ≥ T·OH·OW`, so a sample can be a channel slice of a
-    /// wider tensor), plus `out.residual` (`batch × T × OH × OW`) when given.
+    /// The GEMM's columns per sample and group for a convolution of `geo`
+    /// read through `view`: `OH × Wp` on padded rows, else `OH × OW` — the
+    /// `N` its kernel is chosen for.
+    pub fn columns(geo: &ConvGeometry, view: &ChannelView) -> usize {
+        if padded_rows::applies(geo, view) {
+            padded_rows::columns(geo)
+        } else {
+            geo.out_area()
+        }
+    }
+
+    /// Whether it runs on padded rows (named in plan descriptions).
+    pub fn on_padded_rows(&self) -> bool {
+        self.padded.is_some()
+    }
+
+    /// Runs on `batch` samples as [`GemmConv::run`] says: on padded rows
+    /// (the input copied into its padded planes, the GEMM written to the
+    /// wide output, then copied out with the residual and clamp), else
+    /// straight into `output`.
     pub fn run(
         &self,
         input: &[f32],
@@ -301,15 +344,56 @@ impl GemmConv {
         out: super::ConvOut<'_>,
     ) {
         let geo = &self.geo;
-        let area = geo.out_area();
-        let in_len = geo.in_channels() * geo.in_area();
-        let t_all = geo.out_channels();
-        let out_len = t_all * area;
-        assert!(batch >= 1 && input.len() >= batch * in_len && out.stride >= out_len);
-        assert!(output.len() >= (batch - 1) * out.stride + out_len);
+        let out_len = geo.out_channels() * geo.out_area();
+        assert!(batch >= 1 && input.len() >= batch * geo.in_channels() * geo.in_area());
+        assert!(out.stride >= out_len && output.len() >= (batch - 1) * out.stride + out_len);
         assert!(out.residual.is_none_or(|r| r.len() >= batch * out_len));
-        let residual = out.residual.map(|r| SharedOut(r.as_ptr().cast_mut()));
-        let out_stride = out.stride;
+        let Some(padded) = &self.padded else {
+            let dst = Dst {
+                c: SharedOut(output.as_mut_ptr()),
+                stride: out.stride,
+                residual: out.residual,
+                clamp: self.clamp,
+            };
+            return self.gemm_all(input, geo.in_channels() * geo.in_area(), dst, batch, pool);
+        };
+        let mut guard = padded.lock().unwrap_or_else(|e| e.into_inner());
+        let (pad, wide) = &mut *guard;
+        let src = pad.fill(geo, input, batch);
+        let wide_len = geo.out_channels() * padded_rows::columns(geo);
+        wide.resize(batch * wide_len);
+        let dst = Dst {
+            c: SharedOut(wide.as_mut_slice().as_mut_ptr()),
+            stride: wide_len,
+            residual: None,
+            clamp: if out.residual.is_some() {
+                Clamp::NONE
+            } else {
+                self.clamp
+            },
+        };
+        self.gemm_all(src, padded_rows::sample_len(geo), dst, batch, pool);
+        let residual = out.residual.map(|r| (r, self.clamp));
+        padded_rows::scatter(geo, wide.as_slice(), output, out.stride, residual, batch);
+    }
+
+    /// The GEMM of every sample and group: `input` holds `batch` samples
+    /// `in_len` floats apart (images, or padded copies on padded rows);
+    /// sample `n`'s `T × columns` result goes to `dst.c + n · dst.stride`.
+    fn gemm_all(
+        &self,
+        input: &[f32],
+        in_len: usize,
+        dst: Dst<'_>,
+        batch: usize,
+        pool: &ScratchPool,
+    ) {
+        let geo = &self.geo;
+        let padded = self.padded.is_some();
+        let area = Self::columns(geo, &self.view);
+        let t_all = geo.out_channels();
+        let residual = dst.residual.map(|r| SharedOut(r.as_ptr().cast_mut()));
+        let out_stride = dst.stride;
         let threads = rayon::current_num_threads();
         let nr = self.kernel.nr;
         let split = GemmSplit::new(
@@ -326,7 +410,8 @@ impl GemmConv {
         let shared = !split.whole_tiles && split.tiles() * tile_len <= MAX_SHARED_B;
         let source = |tile: usize| {
             let (n, g, cols) = self.tile_of(tile, &split.cols);
-            let src = ConvSource::new(geo, &self.view, &input[n * in_len..][..in_len], g);
+            let sample = &input[n * in_len..][..in_len];
+            let src = ConvSource::new(geo, &self.view, sample, g, padded);
             (n, g, cols, src)
         };
         let mut shared_b = self.shared_b.lock().unwrap_or_else(|e| e.into_inner());
@@ -374,7 +459,7 @@ impl GemmConv {
             });
         }
         let shared_b = &*shared_b;
-        let dst_ptr = SharedOut(output.as_mut_ptr());
+        let dst_ptr = dst.c;
         let units = split.m_panels * split.panels();
         (0..split.tasks).into_par_iter().for_each(|task| {
             crate::profile::task(|| {
@@ -398,7 +483,7 @@ impl GemmConv {
                         residual: residual.map_or(std::ptr::null(), |r| unsafe {
                             r.ptr().add((n * t_all + g * geo.t_g) * area).cast_const()
                         }),
-                        clamp: self.clamp,
+                        clamp: dst.clamp,
                     };
                     let b = if shared {
                         BOperand::Packed {

@@ -1,5 +1,6 @@
 //! Convolution kernels (equation (1) of the survey): GEMM with lazy im2col
-//! for dense and grouped layers, plain GEMM for `1×1` layers, a direct kernel
+//! for dense and grouped layers (on the rows of a zero-padded copy, without
+//! im2col, for stride-1 layers with short output rows), plain GEMM for `1×1` layers, a direct kernel
 //! for depthwise layers, Winograd F(2×2, 3×3) for stride-1 3×3 layers, and
 //! GEMM over the kept positions for perforated layers.
 //! [`ConvStep::new`] picks one and folds a following
@@ -14,6 +15,7 @@ mod direct_1x1;
 mod gemm_conv;
 mod geometry;
 mod im2col;
+mod padded_rows;
 mod perforated;
 mod view;
 mod winograd;
@@ -141,7 +143,7 @@ impl ConvStep {
                 view,
             )),
             Choice::Gemm => ConvStep::Gemm(GemmConv::new(
-                Kernel::for_shape(isa, geo.t_g, geo.out_area(), geo.depth()),
+                Kernel::for_shape(isa, geo.t_g, GemmConv::columns(&geo, &view), geo.depth()),
                 geo,
                 &weights,
                 bias.as_deref(),
@@ -154,6 +156,7 @@ impl ConvStep {
     /// The kernel's name, for plan descriptions.
     pub fn name(&self) -> &'static str {
         match self {
+            ConvStep::Gemm(c) if c.on_padded_rows() => "conv gemm (padded rows)",
             ConvStep::Gemm(_) => "conv gemm",
             ConvStep::Depthwise(_) => "conv depthwise",
             ConvStep::Winograd(_) => "conv winograd",
