@@ -36,6 +36,7 @@ use hasten_core::{ConvSpec, Error, Result};
 use ndarray::{Array4, ArrayView4};
 use rayon::prelude::*;
 
+use super::int8_quantize::code_each;
 use super::layout::{nhwc_to_nchw, DisjointWriter};
 use super::{check_isa, round_up, Isa, Needs};
 use crate::conv::ConvGeometry;
@@ -44,34 +45,14 @@ use crate::pool::ScratchPool;
 /// Filters are padded to a multiple of this (one register of i32 lanes on
 /// AVX-512, the AVX2 block of [`AVX2_FILTERS`]).
 const FILTER_BLOCK: usize = 16;
+/// Values coded per run of the quantizing copies.
+const CODE_BLOCK: usize = 64;
 /// Output pixels of the AVX2 register block.
 pub(crate) const AVX2_PIXELS: usize = 6;
 /// Accumulator registers (8 filters each) per pixel of the AVX2 block.
 pub(crate) const AVX2_REGS: usize = 2;
 /// Filters of the AVX2 register block.
 const AVX2_FILTERS: usize = 8 * AVX2_REGS;
-
-/// A value the quantizing copy reads: f32 activations, or u8 codes
-/// already quantized (never NaN). The copy reports a NaN as it codes, so a
-/// step needs no separate scan of its input.
-pub(crate) trait Scanned: Copy + Sync {
-    /// Whether the value is a NaN.
-    fn is_nan(self) -> bool;
-}
-
-impl Scanned for f32 {
-    #[inline]
-    fn is_nan(self) -> bool {
-        f32::is_nan(self)
-    }
-}
-
-impl Scanned for u8 {
-    #[inline]
-    fn is_nan(self) -> bool {
-        false
-    }
-}
 
 /// The padded NHWC input images a layer reuses from run to run: u8 codes
 /// for the VNNI and scalar kernels, the same codes as u16 for the AVX2 one.
@@ -281,7 +262,10 @@ impl Int8Gemm {
         self.run_rows(
             src,
             &g,
-            |v| v,
+            |s: &[u8], d: &mut [u8]| {
+                d.copy_from_slice(s);
+                false
+            },
             &mut img,
             &ScratchPool::new(),
             isa,
@@ -294,15 +278,16 @@ impl Int8Gemm {
     }
 
     /// Codes the NCHW batch `src` (geometry `g`) into the padded image of
-    /// `isa`'s kernel (`code` maps each value; u8, or u16 for AVX2), then
-    /// runs [`Self::run_image`] on it; `false` (no row run) when `src`
-    /// holds a NaN.
+    /// `isa`'s kernel (`code` codes a run of values and says whether it
+    /// held a NaN; u8, widened to u16 for AVX2), then runs
+    /// [`Self::run_image`] on it; `false` (no row run) when `src` holds a
+    /// NaN.
     #[allow(clippy::too_many_arguments)]
-    fn run_rows<T: Scanned, F>(
+    fn run_rows<T: Copy + Sync, F>(
         &self,
         src: &[T],
         g: &ConvGeometry,
-        code: impl Fn(T) -> u8 + Sync,
+        code: impl Fn(&[T], &mut [u8]) -> bool + Sync,
         img: &mut Image,
         pool: &ScratchPool,
         isa: Isa,
@@ -319,20 +304,21 @@ impl Int8Gemm {
     }
 
     /// Codes the NCHW batch `src` (geometry `g`) into the padded image of
-    /// `isa`'s kernel in `img` (`code` maps each value; u8, or u16 for AVX2);
-    /// returns whether `src` holds a NaN (found in the same pass).
-    fn fill_image<T: Scanned>(
+    /// `isa`'s kernel in `img` (`code` codes a run of values and says
+    /// whether it held a NaN; u8, widened to u16 for AVX2); returns whether
+    /// `src` holds a NaN (found in the same pass).
+    fn fill_image<T: Copy + Sync>(
         &self,
         src: &[T],
         g: &ConvGeometry,
-        code: impl Fn(T) -> u8 + Sync,
+        code: impl Fn(&[T], &mut [u8]) -> bool + Sync,
         img: &mut Image,
         isa: Isa,
     ) -> bool {
         let len = self.image_len(g);
         if isa == Isa::Avx2 {
             let words = grown(&mut img.words, len);
-            self.padded_nhwc(src, g, |v| u16::from(code(v)), words)
+            self.padded_nhwc(src, g, code, words)
         } else {
             let bytes = grown(&mut img.bytes, len);
             self.padded_nhwc(src, g, code, bytes)
@@ -491,7 +477,7 @@ impl Int8Gemm {
         self.forward_into(
             x.as_slice().expect("standard layout"),
             &g,
-            |v| self.input.quantize(v),
+            |s, d| code_each(s, d, |v| self.input.quantize(v)),
             |acc, out| {
                 for (t, (&a, o)) in acc.iter().zip(out).enumerate() {
                     *o = self.requantize(a, t, Int8Output::F32);
@@ -520,8 +506,8 @@ impl Int8Gemm {
         )
     }
 
-    /// The whole f32 step, allocation-free: `code` quantises each value of
-    /// the NCHW batch `src` (geometry `g`) inside the parallel padded-NHWC
+    /// The whole f32 step, allocation-free: `code` quantises runs of values
+    /// of the NCHW batch `src` (geometry `g`) inside the parallel padded-NHWC
     /// copy into `img` (grown to [`Self::image_len`] codes), the integer GEMM runs
     /// row-parallel, and `epilogue(acc, out)` maps one pixel's exact
     /// accumulators `Σ v·(q − z_x)` (`[t]`) to its outputs (`[t]`, a loop
@@ -534,7 +520,7 @@ impl Int8Gemm {
         &self,
         src: &[f32],
         g: &ConvGeometry,
-        code: impl Fn(f32) -> u8 + Sync,
+        code: impl Fn(&[f32], &mut [u8]) -> bool + Sync,
         epilogue: impl Fn(&[i32], &mut [f32]) + Sync,
         dst: &mut [f32],
         img: &mut Image,
@@ -555,7 +541,7 @@ impl Int8Gemm {
     /// this layer's output), from `src` (coded by `code` into `img`) or,
     /// when `None`, from the image `img` already holds (this layer being
     /// itself chained): `epilogue(acc, out)` maps one pixel's
-    /// accumulators to its f32 outputs as there, `next_code` codes each of
+    /// accumulators to its f32 outputs as there, `next_code` codes runs of
     /// them, and the codes go straight to their pixels of `next`'s padded
     /// image `next_img` for `isa` (its border set to `next`'s zero point;
     /// `img` is this layer's own image),
@@ -567,12 +553,12 @@ impl Int8Gemm {
         &self,
         src: Option<&[f32]>,
         g: &ConvGeometry,
-        code: impl Fn(f32) -> u8 + Sync,
+        code: impl Fn(&[f32], &mut [u8]) -> bool + Sync,
         epilogue: impl Fn(&[i32], &mut [f32]) + Sync,
         img: &mut Image,
         next: &Int8Gemm,
         next_g: &ConvGeometry,
-        next_code: impl Fn(f32) -> u8 + Sync,
+        next_code: impl Fn(&[f32], &mut [u8]) -> bool + Sync,
         next_img: &mut Image,
         pool: &ScratchPool,
         isa: Isa,
@@ -599,12 +585,19 @@ impl Int8Gemm {
                 next.fill_border(next_g, buf, $conv(next.input.zero_point));
                 let writer = DisjointWriter::new(buf);
                 self.run_image(img, g, pool, isa, |n, yy, acc, out| {
+                    let mut codes = [0u8; CODE_BLOCK];
                     for (x, (a, o)) in acc.chunks_exact(t_n).zip(out.chunks_exact_mut(t_n)).enumerate() {
                         epilogue(a, o);
                         let base = pixel(n, yy, x);
-                        for (t, &v) in o.iter().enumerate() {
-                            // SAFETY: pixel (n, yy, x) of the next image belongs to this row task alone.
-                            unsafe { writer.write(base + t, $conv(next_code(v))) };
+                        for (k, run) in o.chunks(CODE_BLOCK).enumerate() {
+                            let codes = &mut codes[..run.len()];
+                            // Finite codes in, so the outputs hold no NaN
+                            // the flag would need to report.
+                            next_code(run, codes);
+                            for (t, &q) in codes.iter().enumerate() {
+                                // SAFETY: pixel (n, yy, x) of the next image belongs to this row task alone.
+                                unsafe { writer.write(base + k * CODE_BLOCK + t, $conv(q)) };
+                            }
                         }
                     }
                 });
@@ -659,16 +652,16 @@ impl Int8Gemm {
             });
     }
 
-    /// NCHW values → padded NHWC codes in `img` (`code` maps each value)
-    /// with `c4` channels; padding pixels hold the zero point. The channels
+    /// NCHW values → padded NHWC codes in `img` (`code` codes a run of
+    /// values and says whether it held a NaN) with `c4` channels; padding pixels hold the zero point. The channels
     /// `c_n..c4` are left as they are: their packed weights are zero.
     /// Returns whether `src` holds a NaN, checked in the same pass (the
     /// codes written are then meaningless).
-    fn padded_nhwc<T: Scanned, P: Copy + Default + Send + Sync + From<u8>>(
+    fn padded_nhwc<T: Copy + Sync, P: Copy + Default + Send + Sync + From<u8>>(
         &self,
         src: &[T],
         g: &ConvGeometry,
-        code: impl Fn(T) -> P + Sync,
+        code: impl Fn(&[T], &mut [u8]) -> bool + Sync,
         img: &mut [P],
     ) -> bool {
         let (hp, wp) = g.padded_hw;
@@ -690,20 +683,17 @@ impl Int8Gemm {
                 if inside_row {
                     let y = yp - pt;
                     let dst = &mut dst[pl * c4..(pl + w) * c4];
-                    // Codes first into a small contiguous block (a loop that
-                    // vectorises), then scattered to their pixels.
-                    const BLOCK: usize = 64;
-                    let mut codes = [P::default(); BLOCK];
+                    // Codes first into a small contiguous block (the
+                    // vectorised run), then scattered to their pixels.
+                    let mut codes = [0u8; CODE_BLOCK];
                     for c in 0..c_n {
                         let row_src = &src[((n * c_n + c) * h + y) * w..][..w];
-                        for (k, chunk) in row_src.chunks(BLOCK).enumerate() {
-                            for (q, &v) in codes.iter_mut().zip(chunk) {
-                                *q = code(v);
-                                nan |= v.is_nan();
-                            }
-                            let pixels = dst[k * BLOCK * c4..].chunks_exact_mut(c4);
-                            for (px, &q) in pixels.zip(&codes[..chunk.len()]) {
-                                px[c] = q;
+                        for (k, chunk) in row_src.chunks(CODE_BLOCK).enumerate() {
+                            let codes = &mut codes[..chunk.len()];
+                            nan |= code(chunk, codes);
+                            let pixels = dst[k * CODE_BLOCK * c4..].chunks_exact_mut(c4);
+                            for (px, &q) in pixels.zip(codes.iter()) {
+                                px[c] = P::from(q);
                             }
                         }
                     }

@@ -26,51 +26,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use super::int8_gemm::{Image, Int8Gemm};
+use super::int8_quantize::InputCode;
 use super::Isa;
 use crate::elementwise::Clamp;
 use crate::pool::ScratchPool;
-
-/// Core's [`QuantParams::quantize`] followed by the kernel's u8 shift, with
-/// the same f64 division but no libm call: `round` half away from zero as a
-/// truncation and a comparison of the exact fractional part.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct InputCode {
-    scale: f64,
-    zero_point: i32,
-    range: (i32, i32),
-    shift: i32,
-}
-
-impl InputCode {
-    /// The code of `params` plus `shift` (128 for i8 inputs, else 0).
-    pub(crate) fn new(params: &QuantParams, shift: i32) -> Self {
-        InputCode {
-            scale: f64::from(params.scale()),
-            zero_point: params.zero_point(),
-            range: params.dtype().range(),
-            shift,
-        }
-    }
-
-    /// `clamp(round(x / scale) + zero_point) + shift` as u8; NaN gives the
-    /// zero point, as in core.
-    #[inline]
-    pub(crate) fn code(&self, x: f32) -> u8 {
-        let t = f64::from(x) / self.scale;
-        // Every code saturates beyond ±1024 steps (ranges lie in −128..=255),
-        // so clamping first is exact and keeps the truncation in i32.
-        let t = if t.is_nan() {
-            0.0
-        } else {
-            t.clamp(-1024.0, 1024.0)
-        };
-        let whole = t as i32;
-        // Exact: t and its truncation share sign and exponent range.
-        let frac = t - f64::from(whole);
-        let r = whole + i32::from(frac >= 0.5) - i32::from(frac <= -0.5);
-        ((r + self.zero_point).clamp(self.range.0, self.range.1) + self.shift) as u8
-    }
-}
 
 /// Core's output stage for accumulator `acc = Σ w·(q − z_in)` of filter `t`:
 /// `acc + bias`, then requantisation and dequantisation, or `acc·s_in·s_w`
@@ -259,7 +218,7 @@ impl Int8Step {
         Ok(self.kernel.forward_into(
             src,
             &g,
-            |v| self.code.code(v),
+            |s, d| self.code.code_run(s, d, isa),
             |acc, out| self.epilogue.apply(acc, out),
             dst,
             &mut image,
@@ -295,12 +254,12 @@ impl Int8Step {
         let done = self.kernel.forward_chained(
             src,
             &g,
-            |v| self.code.code(v),
+            |s, d| self.code.code_run(s, d, isa),
             |acc, out| self.epilogue.apply(acc, out),
             &mut image,
             &next.kernel,
             &next_g,
-            |v| next.code.code(v),
+            |s, d| next.code.code_run(s, d, isa),
             &mut next_image,
             pool,
             isa,
@@ -309,37 +268,5 @@ impl Int8Step {
             next.chained_input.store(true, Ordering::Release);
         }
         Ok(done)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use hasten_core::IntType;
-    use proptest::prelude::*;
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(2000))]
-        /// Bit-exact against core's own quantiser on arbitrary f32 bit
-        /// patterns (NaN, infinities, subnormals) and on the exact
-        /// half-steps, where the rounding mode shows.
-        #[test]
-        fn code_equals_core_quantize(
-            bits in any::<u32>(), k in -300i32..300, near in -2i32..3,
-            scale in 1e-3f32..2.0, z in any::<u8>(), signed in any::<bool>(),
-        ) {
-            let (dtype, zp, shift) = if signed {
-                (IntType::I8, i32::from(z) - 128, 128)
-            } else {
-                (IntType::U8, i32::from(z), 0)
-            };
-            let p = QuantParams::new(scale, zp, dtype).unwrap();
-            let code = InputCode::new(&p, shift);
-            let half = (k as f32 + 0.5) * scale;
-            let nudged = f32::from_bits((half.to_bits() as i32 + near) as u32);
-            for x in [f32::from_bits(bits), half, nudged, -half] {
-                prop_assert_eq!(i32::from(code.code(x)), p.quantize(x) + shift, "x = {}", x);
-            }
-        }
     }
 }
