@@ -10,7 +10,9 @@
 //! block's first half), where the int8 steps hand their u8 codes to each
 //! other instead of f32 tensors.
 //!
-//! `cargo run --release -p hasten-fastconv --example int8_steps [-- avx2|avx512|scalar]`
+//! `cargo run --release -p hasten-fastconv --example int8_steps [-- avx2|avx512|scalar [ROW]]`
+//! (`ROW`: time only the rows whose shape contains it, e.g. `64→38`, for a
+//! profiler).
 
 use std::time::Instant;
 
@@ -144,6 +146,11 @@ fn compare<const N: usize>(
     shape: ActShape,
     isa: Isa,
 ) {
+    if let Some(only) = std::env::args().nth(2) {
+        if !row.contains(&only) {
+            return;
+        }
+    }
     let x = SeededRng::new(2).normal_array((1, shape.channels, shape.height, shape.width), 1.0);
     let block = |ops: [Op; N]| Block::new(ops.to_vec()).unwrap();
     let mut f32_plan = Plan::with_isa(&block(f32_ops), shape, 1, isa).unwrap();

@@ -136,12 +136,12 @@ pub(crate) fn code_each(src: &[f32], dst: &mut [u8], code: impl Fn(f32) -> u8) -
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{code_each, InputCode};
+    use super::InputCode;
     use std::arch::x86_64::*;
 
     const NEAREST: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
 
-    /// 16 values at a time (module doc); the tail through the reference.
+    /// 16 values at a time (module doc), the last block padded.
     ///
     /// # Safety
     /// AVX-512F available; `src.len() == dst.len()`.
@@ -159,11 +159,17 @@ mod x86 {
         let (lo, hi) = (_mm512_set1_epi32(c.range.0), _mm512_set1_epi32(c.range.1));
         let shift = _mm512_set1_epi32(c.shift);
         let mut nan: __mmask16 = 0;
-        let body = src.len() / 16 * 16;
+        // A short last block runs through these, padded with zeros.
+        let (mut xs, mut codes) = ([0f32; 16], [0u8; 16]);
         let mut i = 0;
-        while i < body {
-            // SAFETY: i + 16 ≤ src.len() = dst.len().
-            let x = unsafe { _mm512_loadu_ps(src.as_ptr().add(i)) };
+        while i < src.len() {
+            let full = src.len() - i >= 16;
+            if !full {
+                xs[..src.len() - i].copy_from_slice(&src[i..]);
+            }
+            let from = if full { src[i..].as_ptr() } else { xs.as_ptr() };
+            // SAFETY: 16 values from `from` (src[i..i + 16] or xs).
+            let x = unsafe { _mm512_loadu_ps(from) };
             let is_nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x);
             nan |= is_nan;
             let t = _mm512_max_ps(
@@ -184,15 +190,24 @@ mod x86 {
             v = _mm512_mask_sub_epi32(v, down, v, one);
             v = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(v, zp), lo), hi);
             v = _mm512_add_epi32(v, shift);
-            // SAFETY: i + 16 ≤ dst.len(); every lane is in 0..=255.
-            unsafe { _mm_storeu_si128(dst.as_mut_ptr().add(i).cast(), _mm512_cvtepi32_epi8(v)) };
+            let to = if full {
+                dst[i..].as_mut_ptr()
+            } else {
+                codes.as_mut_ptr()
+            };
+            // SAFETY: 16 bytes at `to` (dst[i..i + 16] or codes); every
+            // lane is in 0..=255.
+            unsafe { _mm_storeu_si128(to.cast(), _mm512_cvtepi32_epi8(v)) };
+            if !full {
+                let rest = dst.len() - i;
+                dst[i..].copy_from_slice(&codes[..rest]);
+            }
             i += 16;
         }
-        let tail = code_each(&src[body..], &mut dst[body..], |v| c.code(v));
-        nan != 0 || tail
+        nan != 0
     }
 
-    /// 8 values at a time (module doc); the tail through the reference.
+    /// 8 values at a time (module doc), the last block padded.
     ///
     /// # Safety
     /// AVX2 and FMA available; `src.len() == dst.len()`.
@@ -209,11 +224,17 @@ mod x86 {
         let (lo, hi) = (_mm256_set1_epi32(c.range.0), _mm256_set1_epi32(c.range.1));
         let shift = _mm256_set1_epi32(c.shift);
         let mut nan = _mm256_setzero_ps();
-        let body = src.len() / 8 * 8;
+        // A short last block runs through these, padded with zeros.
+        let (mut xs, mut codes) = ([0f32; 8], [0u8; 8]);
         let mut i = 0;
-        while i < body {
-            // SAFETY: i + 8 ≤ src.len() = dst.len().
-            let x = unsafe { _mm256_loadu_ps(src.as_ptr().add(i)) };
+        while i < src.len() {
+            let full = src.len() - i >= 8;
+            if !full {
+                xs[..src.len() - i].copy_from_slice(&src[i..]);
+            }
+            let from = if full { src[i..].as_ptr() } else { xs.as_ptr() };
+            // SAFETY: 8 values from `from` (src[i..i + 8] or xs).
+            let x = unsafe { _mm256_loadu_ps(from) };
             let is_nan = _mm256_cmp_ps::<_CMP_UNORD_Q>(x, x);
             nan = _mm256_or_ps(nan, is_nan);
             let t = _mm256_max_ps(
@@ -249,18 +270,23 @@ mod x86 {
             let bytes = _mm256_packus_epi16(words, words);
             let low = _mm_cvtsi128_si32(_mm256_castsi256_si128(bytes));
             let high = _mm_cvtsi128_si32(_mm256_extracti128_si256::<1>(bytes));
-            // SAFETY: i + 8 ≤ dst.len().
+            let to = if full {
+                dst[i..].as_mut_ptr()
+            } else {
+                codes.as_mut_ptr()
+            };
+            // SAFETY: 8 bytes at `to` (dst[i..i + 8] or codes).
             unsafe {
-                dst.as_mut_ptr().add(i).cast::<i32>().write_unaligned(low);
-                dst.as_mut_ptr()
-                    .add(i + 4)
-                    .cast::<i32>()
-                    .write_unaligned(high);
+                to.cast::<i32>().write_unaligned(low);
+                to.add(4).cast::<i32>().write_unaligned(high);
+            }
+            if !full {
+                let rest = dst.len() - i;
+                dst[i..].copy_from_slice(&codes[..rest]);
             }
             i += 8;
         }
-        let tail = code_each(&src[body..], &mut dst[body..], |v| c.code(v));
-        _mm256_movemask_ps(nan) != 0 || tail
+        _mm256_movemask_ps(nan) != 0
     }
 }
 

@@ -69,7 +69,7 @@ impl Post {
 
     /// Applies the ops to `out`, value `k` belonging to output channel
     /// `channel(k)`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn apply(&self, out: &mut [f32], channel: impl Fn(usize) -> usize) {
         if let Some((scale, shift)) = &self.affine {
             for (k, o) in out.iter_mut().enumerate() {
@@ -101,9 +101,45 @@ impl Epilogue {
 
     /// One pixel's f32 outputs (`[t]`) from its accumulators (`[t]`),
     /// exactly as core's `reference_forward` followed by the activation
-    /// computes them.
+    /// computes them, the loops compiled for `isa` (a level checked for the
+    /// int8 kernel): the same IEEE operations in the same order on every
+    /// level (no contraction), so every level gives the same bits.
     #[inline]
-    fn apply(&self, acc: &[i32], out: &mut [f32]) {
+    fn apply(&self, acc: &[i32], out: &mut [f32], isa: Isa) {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: the int8 kernel's Avx512 level implies avx512f.
+            Isa::Avx512 => unsafe { self.apply_avx512(acc, out) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: the int8 kernel's Avx2 level implies avx2.
+            Isa::Avx2 => unsafe { self.apply_avx2(acc, out) },
+            _ => self.apply_portable(acc, out),
+        }
+    }
+
+    /// [`Self::apply`] vectorised for AVX-512.
+    ///
+    /// # Safety
+    /// AVX-512F available.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn apply_avx512(&self, acc: &[i32], out: &mut [f32]) {
+        self.apply_portable(acc, out);
+    }
+
+    /// [`Self::apply`] vectorised for AVX2.
+    ///
+    /// # Safety
+    /// AVX2 available.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn apply_avx2(&self, acc: &[i32], out: &mut [f32]) {
+        self.apply_portable(acc, out);
+    }
+
+    /// [`Self::apply`]'s loops, inlined into each level's copy.
+    #[inline(always)]
+    fn apply_portable(&self, acc: &[i32], out: &mut [f32]) {
         self.dequantize(acc, out);
         if !self.post.is_none() {
             self.post.apply(out, |t| t);
@@ -111,7 +147,7 @@ impl Epilogue {
     }
 
     /// [`Self::apply`] without the activation.
-    #[inline]
+    #[inline(always)]
     fn dequantize(&self, acc: &[i32], out: &mut [f32]) {
         let per_filter = acc.iter().zip(&self.bias).zip(out);
         match &self.output {
@@ -207,7 +243,7 @@ impl Int8Step {
             self.kernel.forward_image(
                 &image,
                 &g,
-                |acc, out| self.epilogue.apply(acc, out),
+                |acc, out| self.epilogue.apply(acc, out, isa),
                 dst,
                 pool,
                 isa,
@@ -219,7 +255,7 @@ impl Int8Step {
             src,
             &g,
             |s, d| self.code.code_run(s, d, isa),
-            |acc, out| self.epilogue.apply(acc, out),
+            |acc, out| self.epilogue.apply(acc, out, isa),
             dst,
             &mut image,
             pool,
@@ -255,7 +291,7 @@ impl Int8Step {
             src,
             &g,
             |s, d| self.code.code_run(s, d, isa),
-            |acc, out| self.epilogue.apply(acc, out),
+            |acc, out| self.epilogue.apply(acc, out, isa),
             &mut image,
             &next.kernel,
             &next_g,
