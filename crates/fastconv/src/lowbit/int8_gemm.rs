@@ -142,8 +142,8 @@ pub struct Int8Gemm {
     /// The AVX2 weights, `[t_pad / AVX2_FILTERS][tap][c4 / 2][AVX2_FILTERS][2]`
     /// i16; empty where the CPU has no AVX2.
     packed16: Vec<i16>,
-    /// `Σ_{c, taps} v[t]`, the zero-point correction.
-    weight_sum: Vec<i32>,
+    /// `z_x · Σ_{c, taps} v[t]` (wrapping), the zero-point correction.
+    zero_correction: Vec<i32>,
     /// `s_x · s_w[t]`.
     multiplier: Vec<f32>,
     bias: Vec<f32>,
@@ -215,7 +215,10 @@ impl Int8Gemm {
             t_pad,
             packed,
             packed16,
-            weight_sum,
+            zero_correction: weight_sum
+                .iter()
+                .map(|&s| i32::from(input.zero_point).wrapping_mul(s))
+                .collect(),
             multiplier: weight_scale.iter().map(|s| s * input.scale).collect(),
             bias,
             input,
@@ -394,7 +397,6 @@ impl Int8Gemm {
     {
         let (oh, ow) = g.out_hw;
         let t_n = self.out_channels;
-        let z = i32::from(self.input.zero_point);
         let (acc_len, out_len) = (ow * self.t_pad, ow * t_n);
         (0..g.batch * oh).into_par_iter().for_each(|row| {
             pool.with(|scratch| {
@@ -409,10 +411,13 @@ impl Int8Gemm {
                 let floats = &mut scratch.floats[..out_len];
                 let (n, y) = (row / oh, row % oh);
                 kernel(n, y, acc);
-                for x in 0..ow {
-                    for t in 0..t_n {
-                        row_out[x * t_n + t] = acc[x * self.t_pad + t]
-                            .wrapping_sub(z.wrapping_mul(self.weight_sum[t]));
+                let pixels = row_out
+                    .chunks_exact_mut(t_n)
+                    .zip(acc.chunks_exact(self.t_pad));
+                for (out, acc) in pixels {
+                    let per_filter = out.iter_mut().zip(&acc[..t_n]).zip(&self.zero_correction);
+                    for ((o, &a), &c) in per_filter {
+                        *o = a.wrapping_sub(c);
                     }
                 }
                 f(n, y, row_out, floats);
@@ -602,6 +607,7 @@ impl Int8Gemm {
                 let writer = DisjointWriter::new(buf);
                 self.run_image(img, g, pool, isa, |n, yy, acc, out| {
                     let mut codes = [0u8; CODE_BLOCK];
+                    let mut converted = [$conv(0u8); CODE_BLOCK];
                     for (x, (a, o)) in acc.chunks_exact(t_n).zip(out.chunks_exact_mut(t_n)).enumerate() {
                         epilogue(a, o);
                         let base = pixel(n, yy, x);
@@ -610,10 +616,12 @@ impl Int8Gemm {
                             // Finite codes in, so the outputs hold no NaN
                             // the flag would need to report.
                             next_code(run, codes);
-                            for (t, &q) in codes.iter().enumerate() {
-                                // SAFETY: pixel (n, yy, x) of the next image belongs to this row task alone.
-                                unsafe { writer.write(base + k * CODE_BLOCK + t, $conv(q)) };
+                            let converted = &mut converted[..run.len()];
+                            for (d, &q) in converted.iter_mut().zip(codes.iter()) {
+                                *d = $conv(q);
                             }
+                            // SAFETY: pixel (n, yy, x) of the next image belongs to this row task alone.
+                            unsafe { writer.write_slice(base + k * CODE_BLOCK, converted) };
                         }
                     }
                 });
@@ -751,11 +759,17 @@ fn write_nchw(
         epilogue(a, o);
     }
     let area = oh * ow;
+    // Each plane's row gathered on the stack, then written in one copy.
+    let mut line = [0f32; CODE_BLOCK];
     for t in 0..t_n {
         let base = (n * t_n + t) * area + yy * ow;
-        for x in 0..ow {
+        for x0 in (0..ow).step_by(CODE_BLOCK) {
+            let line = &mut line[..CODE_BLOCK.min(ow - x0)];
+            for (k, v) in line.iter_mut().enumerate() {
+                *v = out[(x0 + k) * t_n + t];
+            }
             // SAFETY: output row (n, ·, yy, ·) belongs to this task alone.
-            unsafe { writer.write(base + x, out[x * t_n + t]) };
+            unsafe { writer.write_slice(base + x0, line) };
         }
     }
 }
