@@ -1,14 +1,15 @@
 //! The plan step of core's `Int8Conv` (8-bit arithmetic of Vanhoucke et al.
 //! \[49\], survey Section 5): core's exact semantics — its input rounding,
 //! i32 bias, fixed-point requantisation or f64 dequantisation — run on the
-//! [`Int8Gemm`] kernel from f32 NCHW to f32 NCHW in one pass each way, on
-//! every thread and without allocating.
+//! [`Int8Gemm`] kernel from f32 NCHW to f32 NCHW, on every thread and
+//! without allocating.
 //!
-//! Quantisation is fused into the kernel's parallel padded-NHWC copy and the
-//! epilogue into its row tasks, so a step costs one read of its input, the
-//! integer GEMM and one write of its output (the profile in
-//! `docs/performance.md` shows what the unfused, single-threaded passes
-//! cost). Inputs holding a NaN take the array path, which also marks the
+//! The input is quantised in its own order by the vector code of
+//! [`super::int8_quantize`] and moved as bytes into the kernel's padded
+//! NHWC image; the epilogue runs in the GEMM's row tasks, so a step costs
+//! one read of its input, a byte transpose, the integer GEMM and one write
+//! of its output (the profiles in `docs/performance.md` show what each
+//! part cost). Inputs holding a NaN take the array path, which also marks the
 //! outputs that read it ([`hasten_core::Int8Conv::nan_outputs`]); the
 //! quantizing copy finds them as it codes, so finite inputs pay no scan.
 //!
