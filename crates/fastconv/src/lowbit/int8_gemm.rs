@@ -703,9 +703,24 @@ impl Int8Gemm {
                 if inside_row {
                     let y = yp - pt;
                     let dst = &mut dst[pl * c4..(pl + w) * c4];
-                    for c in 0..c_n {
-                        let row_codes = &codes[((n * c_n + c) * h + y) * w..][..w];
-                        for (px, &q) in dst.chunks_exact_mut(c4).zip(row_codes) {
+                    let row_codes = |c: usize| &codes[((n * c_n + c) * h + y) * w..][..w];
+                    // Four channels per store; the last 1–3 one at a time.
+                    let whole = c_n / 4 * 4;
+                    for c in (0..whole).step_by(4) {
+                        let rows = [
+                            row_codes(c),
+                            row_codes(c + 1),
+                            row_codes(c + 2),
+                            row_codes(c + 3),
+                        ];
+                        for (x, px) in dst.chunks_exact_mut(c4).enumerate() {
+                            let quad: &mut [P; 4] =
+                                (&mut px[c..c + 4]).try_into().expect("four channels");
+                            *quad = rows.map(|r| P::from(r[x]));
+                        }
+                    }
+                    for c in whole..c_n {
+                        for (px, &q) in dst.chunks_exact_mut(c4).zip(row_codes(c)) {
                             px[c] = P::from(q);
                         }
                     }
