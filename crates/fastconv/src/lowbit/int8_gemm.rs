@@ -45,7 +45,7 @@ use crate::pool::ScratchPool;
 /// Filters are padded to a multiple of this (one register of i32 lanes on
 /// AVX-512, the AVX2 block of [`AVX2_FILTERS`]).
 const FILTER_BLOCK: usize = 16;
-/// Values coded per run of the chained epilogue.
+/// Values per run of the chained epilogue's codes and of the output rows' writes.
 const CODE_BLOCK: usize = 64;
 /// Values coded per parallel task of the quantizing copy.
 const CODE_CHUNK: usize = 1 << 14;
