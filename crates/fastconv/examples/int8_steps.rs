@@ -1,7 +1,8 @@
 //! One `Int8Conv` as a plan step against the f32 `Conv` step of the same
-//! shape, at batch 1: ResNet-18's 3×3 and strided 1×1 convolutions and the
+//! shape, at batch 1: ResNet-18's 3×3 and strided 1×1 convolutions, the
 //! Tucker-2 factors of its 3×3 convolutions (1×1 reduction, 3×3 core on
-//! fewer channels, 1×1 expansion; ranks for a 2× MAC cut). Both plans are
+//! fewer channels, 1×1 expansion; ranks for a 2× MAC cut) and the 3×3
+//! convolutions of a small 28×28 network (ResNet-8: 16–64 channels). Both plans are
 //! forced to the same [`Isa`] (the int8 step runs VNNI under `Avx512` where
 //! the CPU has it, the exact `vpmaddwd` kernel under `Avx2`). Minima and
 //! medians of interleaved rounds, wall clock, one run. The last rows time
@@ -10,7 +11,9 @@
 //! block's first half), where the int8 steps hand their u8 codes to each
 //! other instead of f32 tensors.
 //!
-//! `cargo run --release -p hasten-fastconv --example int8_steps [-- avx2|avx512|scalar]`
+//! `cargo run --release -p hasten-fastconv --example int8_steps [-- avx2|avx512|scalar [ROW]]`
+//! (`ROW`: time only the rows whose shape contains it, e.g. `64→38`, for a
+//! profiler).
 
 use std::time::Instant;
 
@@ -68,6 +71,10 @@ fn main() {
         ("Tucker reduce", 256, 155, 1, 14, 1),
         ("Tucker core", 155, 155, 3, 14, 1),
         ("Tucker expand", 155, 256, 1, 14, 1),
+        // A small network's layers (ResNet-8 on 28×28 Fashion-MNIST).
+        ("small 3×3", 16, 16, 3, 28, 1),
+        ("small 3×3", 32, 32, 3, 14, 1),
+        ("small 3×3", 64, 64, 3, 7, 1),
     ];
     for (what, c, t, k, hw, s) in shapes {
         let (f32_op, int8_op) = layer_pair(&mut rng, (c, t, k), s);
@@ -144,6 +151,11 @@ fn compare<const N: usize>(
     shape: ActShape,
     isa: Isa,
 ) {
+    if let Some(only) = std::env::args().nth(2) {
+        if !row.contains(&only) {
+            return;
+        }
+    }
     let x = SeededRng::new(2).normal_array((1, shape.channels, shape.height, shape.width), 1.0);
     let block = |ops: [Op; N]| Block::new(ops.to_vec()).unwrap();
     let mut f32_plan = Plan::with_isa(&block(f32_ops), shape, 1, isa).unwrap();

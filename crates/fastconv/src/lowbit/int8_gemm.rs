@@ -36,6 +36,7 @@ use hasten_core::{ConvSpec, Error, Result};
 use ndarray::{Array4, ArrayView4};
 use rayon::prelude::*;
 
+use super::int8_quantize::code_each;
 use super::layout::{nhwc_to_nchw, DisjointWriter};
 use super::{check_isa, round_up, Isa, Needs};
 use crate::conv::ConvGeometry;
@@ -44,6 +45,10 @@ use crate::pool::ScratchPool;
 /// Filters are padded to a multiple of this (one register of i32 lanes on
 /// AVX-512, the AVX2 block of [`AVX2_FILTERS`]).
 const FILTER_BLOCK: usize = 16;
+/// Values per run of the chained epilogue's codes and of the output rows' writes.
+const CODE_BLOCK: usize = 64;
+/// Values coded per parallel task of the quantizing copy.
+const CODE_CHUNK: usize = 1 << 14;
 /// Output pixels of the AVX2 register block.
 pub(crate) const AVX2_PIXELS: usize = 6;
 /// Accumulator registers (8 filters each) per pixel of the AVX2 block.
@@ -51,34 +56,14 @@ pub(crate) const AVX2_REGS: usize = 2;
 /// Filters of the AVX2 register block.
 const AVX2_FILTERS: usize = 8 * AVX2_REGS;
 
-/// A value the quantizing copy reads: f32 activations, or u8 codes
-/// already quantized (never NaN). The copy reports a NaN as it codes, so a
-/// step needs no separate scan of its input.
-pub(crate) trait Scanned: Copy + Sync {
-    /// Whether the value is a NaN.
-    fn is_nan(self) -> bool;
-}
-
-impl Scanned for f32 {
-    #[inline]
-    fn is_nan(self) -> bool {
-        f32::is_nan(self)
-    }
-}
-
-impl Scanned for u8 {
-    #[inline]
-    fn is_nan(self) -> bool {
-        false
-    }
-}
-
 /// The padded NHWC input images a layer reuses from run to run: u8 codes
 /// for the VNNI and scalar kernels, the same codes as u16 for the AVX2 one.
 #[derive(Debug, Default)]
 pub(crate) struct Image {
     bytes: Vec<u8>,
     words: Vec<u16>,
+    /// The input's codes in its own NCHW order, before the padded copy.
+    codes: Vec<u8>,
 }
 
 /// `buf[..len]`, grown (zero-filled) first if shorter.
@@ -157,8 +142,8 @@ pub struct Int8Gemm {
     /// The AVX2 weights, `[t_pad / AVX2_FILTERS][tap][c4 / 2][AVX2_FILTERS][2]`
     /// i16; empty where the CPU has no AVX2.
     packed16: Vec<i16>,
-    /// `Σ_{c, taps} v[t]`, the zero-point correction.
-    weight_sum: Vec<i32>,
+    /// `z_x · Σ_{c, taps} v[t]` (wrapping), the zero-point correction.
+    zero_correction: Vec<i32>,
     /// `s_x · s_w[t]`.
     multiplier: Vec<f32>,
     bias: Vec<f32>,
@@ -230,7 +215,10 @@ impl Int8Gemm {
             t_pad,
             packed,
             packed16,
-            weight_sum,
+            zero_correction: weight_sum
+                .iter()
+                .map(|&s| i32::from(input.zero_point).wrapping_mul(s))
+                .collect(),
             multiplier: weight_scale.iter().map(|s| s * input.scale).collect(),
             bias,
             input,
@@ -281,7 +269,10 @@ impl Int8Gemm {
         self.run_rows(
             src,
             &g,
-            |v| v,
+            |s: &[u8], d: &mut [u8]| {
+                d.copy_from_slice(s);
+                false
+            },
             &mut img,
             &ScratchPool::new(),
             isa,
@@ -294,15 +285,16 @@ impl Int8Gemm {
     }
 
     /// Codes the NCHW batch `src` (geometry `g`) into the padded image of
-    /// `isa`'s kernel (`code` maps each value; u8, or u16 for AVX2), then
-    /// runs [`Self::run_image`] on it; `false` (no row run) when `src`
-    /// holds a NaN.
+    /// `isa`'s kernel (`code` codes a run of values and says whether it
+    /// held a NaN; u8, widened to u16 for AVX2), then runs
+    /// [`Self::run_image`] on it; `false` (no row run) when `src` holds a
+    /// NaN.
     #[allow(clippy::too_many_arguments)]
-    fn run_rows<T: Scanned, F>(
+    fn run_rows<T: Copy + Sync, F>(
         &self,
         src: &[T],
         g: &ConvGeometry,
-        code: impl Fn(T) -> u8 + Sync,
+        code: impl Fn(&[T], &mut [u8]) -> bool + Sync,
         img: &mut Image,
         pool: &ScratchPool,
         isa: Isa,
@@ -319,24 +311,37 @@ impl Int8Gemm {
     }
 
     /// Codes the NCHW batch `src` (geometry `g`) into the padded image of
-    /// `isa`'s kernel in `img` (`code` maps each value; u8, or u16 for AVX2);
-    /// returns whether `src` holds a NaN (found in the same pass).
-    fn fill_image<T: Scanned>(
+    /// `isa`'s kernel in `img` (`code` codes a run of values and says
+    /// whether it held a NaN; u8, widened to u16 for AVX2); returns whether
+    /// `src` holds a NaN (found in the same pass).
+    fn fill_image<T: Copy + Sync>(
         &self,
         src: &[T],
         g: &ConvGeometry,
-        code: impl Fn(T) -> u8 + Sync,
+        code: impl Fn(&[T], &mut [u8]) -> bool + Sync,
         img: &mut Image,
         isa: Isa,
     ) -> bool {
+        // Coding first, in the input's own order: long contiguous runs for
+        // the vector code, in parallel; the strided transpose then moves
+        // bytes, a quarter of the f32 traffic.
+        let codes = grown(&mut img.codes, src.len());
+        let nan = src
+            .par_chunks(CODE_CHUNK)
+            .zip(codes.par_chunks_mut(CODE_CHUNK))
+            .map(|(s, d)| code(s, d))
+            .reduce(|| false, |a, b| a | b);
+        if nan {
+            return true;
+        }
+        let codes = &img.codes[..src.len()];
         let len = self.image_len(g);
         if isa == Isa::Avx2 {
-            let words = grown(&mut img.words, len);
-            self.padded_nhwc(src, g, |v| u16::from(code(v)), words)
+            self.padded_nhwc(codes, g, grown(&mut img.words, len));
         } else {
-            let bytes = grown(&mut img.bytes, len);
-            self.padded_nhwc(src, g, code, bytes)
+            self.padded_nhwc(codes, g, grown(&mut img.bytes, len));
         }
+        false
     }
 
     /// Runs [`Self::rows`] with `isa`'s kernel on the padded image `img`
@@ -392,7 +397,6 @@ impl Int8Gemm {
     {
         let (oh, ow) = g.out_hw;
         let t_n = self.out_channels;
-        let z = i32::from(self.input.zero_point);
         let (acc_len, out_len) = (ow * self.t_pad, ow * t_n);
         (0..g.batch * oh).into_par_iter().for_each(|row| {
             pool.with(|scratch| {
@@ -407,10 +411,13 @@ impl Int8Gemm {
                 let floats = &mut scratch.floats[..out_len];
                 let (n, y) = (row / oh, row % oh);
                 kernel(n, y, acc);
-                for x in 0..ow {
-                    for t in 0..t_n {
-                        row_out[x * t_n + t] = acc[x * self.t_pad + t]
-                            .wrapping_sub(z.wrapping_mul(self.weight_sum[t]));
+                let pixels = row_out
+                    .chunks_exact_mut(t_n)
+                    .zip(acc.chunks_exact(self.t_pad));
+                for (out, acc) in pixels {
+                    let per_filter = out.iter_mut().zip(&acc[..t_n]).zip(&self.zero_correction);
+                    for ((o, &a), &c) in per_filter {
+                        *o = a.wrapping_sub(c);
                     }
                 }
                 f(n, y, row_out, floats);
@@ -491,7 +498,7 @@ impl Int8Gemm {
         self.forward_into(
             x.as_slice().expect("standard layout"),
             &g,
-            |v| self.input.quantize(v),
+            |s, d| code_each(s, d, |v| self.input.quantize(v)),
             |acc, out| {
                 for (t, (&a, o)) in acc.iter().zip(out).enumerate() {
                     *o = self.requantize(a, t, Int8Output::F32);
@@ -520,8 +527,8 @@ impl Int8Gemm {
         )
     }
 
-    /// The whole f32 step, allocation-free: `code` quantises each value of
-    /// the NCHW batch `src` (geometry `g`) inside the parallel padded-NHWC
+    /// The whole f32 step, allocation-free: `code` quantises runs of values
+    /// of the NCHW batch `src` (geometry `g`) inside the parallel padded-NHWC
     /// copy into `img` (grown to [`Self::image_len`] codes), the integer GEMM runs
     /// row-parallel, and `epilogue(acc, out)` maps one pixel's exact
     /// accumulators `Σ v·(q − z_x)` (`[t]`) to its outputs (`[t]`, a loop
@@ -534,7 +541,7 @@ impl Int8Gemm {
         &self,
         src: &[f32],
         g: &ConvGeometry,
-        code: impl Fn(f32) -> u8 + Sync,
+        code: impl Fn(&[f32], &mut [u8]) -> bool + Sync,
         epilogue: impl Fn(&[i32], &mut [f32]) + Sync,
         dst: &mut [f32],
         img: &mut Image,
@@ -555,7 +562,7 @@ impl Int8Gemm {
     /// this layer's output), from `src` (coded by `code` into `img`) or,
     /// when `None`, from the image `img` already holds (this layer being
     /// itself chained): `epilogue(acc, out)` maps one pixel's
-    /// accumulators to its f32 outputs as there, `next_code` codes each of
+    /// accumulators to its f32 outputs as there, `next_code` codes runs of
     /// them, and the codes go straight to their pixels of `next`'s padded
     /// image `next_img` for `isa` (its border set to `next`'s zero point;
     /// `img` is this layer's own image),
@@ -567,12 +574,12 @@ impl Int8Gemm {
         &self,
         src: Option<&[f32]>,
         g: &ConvGeometry,
-        code: impl Fn(f32) -> u8 + Sync,
+        code: impl Fn(&[f32], &mut [u8]) -> bool + Sync,
         epilogue: impl Fn(&[i32], &mut [f32]) + Sync,
         img: &mut Image,
         next: &Int8Gemm,
         next_g: &ConvGeometry,
-        next_code: impl Fn(f32) -> u8 + Sync,
+        next_code: impl Fn(&[f32], &mut [u8]) -> bool + Sync,
         next_img: &mut Image,
         pool: &ScratchPool,
         isa: Isa,
@@ -599,12 +606,22 @@ impl Int8Gemm {
                 next.fill_border(next_g, buf, $conv(next.input.zero_point));
                 let writer = DisjointWriter::new(buf);
                 self.run_image(img, g, pool, isa, |n, yy, acc, out| {
+                    let mut codes = [0u8; CODE_BLOCK];
+                    let mut converted = [$conv(0u8); CODE_BLOCK];
                     for (x, (a, o)) in acc.chunks_exact(t_n).zip(out.chunks_exact_mut(t_n)).enumerate() {
                         epilogue(a, o);
                         let base = pixel(n, yy, x);
-                        for (t, &v) in o.iter().enumerate() {
+                        for (k, run) in o.chunks(CODE_BLOCK).enumerate() {
+                            let codes = &mut codes[..run.len()];
+                            // Finite codes in, so the outputs hold no NaN
+                            // the flag would need to report.
+                            next_code(run, codes);
+                            let converted = &mut converted[..run.len()];
+                            for (d, &q) in converted.iter_mut().zip(codes.iter()) {
+                                *d = $conv(q);
+                            }
                             // SAFETY: pixel (n, yy, x) of the next image belongs to this row task alone.
-                            unsafe { writer.write(base + t, $conv(next_code(v))) };
+                            unsafe { writer.write_slice(base + k * CODE_BLOCK, converted) };
                         }
                     }
                 });
@@ -659,18 +676,15 @@ impl Int8Gemm {
             });
     }
 
-    /// NCHW values → padded NHWC codes in `img` (`code` maps each value)
-    /// with `c4` channels; padding pixels hold the zero point. The channels
-    /// `c_n..c4` are left as they are: their packed weights are zero.
-    /// Returns whether `src` holds a NaN, checked in the same pass (the
-    /// codes written are then meaningless).
-    fn padded_nhwc<T: Scanned, P: Copy + Default + Send + Sync + From<u8>>(
+    /// NCHW codes → padded NHWC codes in `img` with `c4` channels;
+    /// padding pixels hold the zero point. The channels `c_n..c4` are left
+    /// as they are: their packed weights are zero.
+    fn padded_nhwc<P: Copy + Send + Sync + From<u8>>(
         &self,
-        src: &[T],
+        codes: &[u8],
         g: &ConvGeometry,
-        code: impl Fn(T) -> P + Sync,
         img: &mut [P],
-    ) -> bool {
+    ) {
         let (hp, wp) = g.padded_hw;
         let (h, w) = g.in_hw;
         let (pt, pl) = g.pad_top_left;
@@ -678,7 +692,7 @@ impl Int8Gemm {
         let z = P::from(self.input.zero_point);
         img.par_chunks_mut(wp * c4)
             .enumerate()
-            .map(|(row, dst)| {
+            .for_each(|(row, dst)| {
                 let (n, yp) = (row / hp, row % hp);
                 let inside_row = yp >= pt && yp < pt + h;
                 for xp in 0..wp {
@@ -686,31 +700,32 @@ impl Int8Gemm {
                         dst[xp * c4..xp * c4 + c_n].fill(z);
                     }
                 }
-                let mut nan = false;
                 if inside_row {
                     let y = yp - pt;
                     let dst = &mut dst[pl * c4..(pl + w) * c4];
-                    // Codes first into a small contiguous block (a loop that
-                    // vectorises), then scattered to their pixels.
-                    const BLOCK: usize = 64;
-                    let mut codes = [P::default(); BLOCK];
-                    for c in 0..c_n {
-                        let row_src = &src[((n * c_n + c) * h + y) * w..][..w];
-                        for (k, chunk) in row_src.chunks(BLOCK).enumerate() {
-                            for (q, &v) in codes.iter_mut().zip(chunk) {
-                                *q = code(v);
-                                nan |= v.is_nan();
-                            }
-                            let pixels = dst[k * BLOCK * c4..].chunks_exact_mut(c4);
-                            for (px, &q) in pixels.zip(&codes[..chunk.len()]) {
-                                px[c] = q;
-                            }
+                    let row_codes = |c: usize| &codes[((n * c_n + c) * h + y) * w..][..w];
+                    // Four channels per store; the last 1–3 one at a time.
+                    let whole = c_n / 4 * 4;
+                    for c in (0..whole).step_by(4) {
+                        let rows = [
+                            row_codes(c),
+                            row_codes(c + 1),
+                            row_codes(c + 2),
+                            row_codes(c + 3),
+                        ];
+                        for (x, px) in dst.chunks_exact_mut(c4).enumerate() {
+                            let quad: &mut [P; 4] =
+                                (&mut px[c..c + 4]).try_into().expect("four channels");
+                            *quad = rows.map(|r| P::from(r[x]));
+                        }
+                    }
+                    for c in whole..c_n {
+                        for (px, &q) in dst.chunks_exact_mut(c4).zip(row_codes(c)) {
+                            px[c] = P::from(q);
                         }
                     }
                 }
-                nan
-            })
-            .reduce(|| false, |a, b| a | b)
+            });
     }
 
     fn row_scalar(&self, g: &ConvGeometry, img: &[u8], y: usize, acc: &mut [i32]) {
@@ -759,11 +774,17 @@ fn write_nchw(
         epilogue(a, o);
     }
     let area = oh * ow;
+    // Each plane's row gathered on the stack, then written in one copy.
+    let mut line = [0f32; CODE_BLOCK];
     for t in 0..t_n {
         let base = (n * t_n + t) * area + yy * ow;
-        for x in 0..ow {
+        for x0 in (0..ow).step_by(CODE_BLOCK) {
+            let line = &mut line[..CODE_BLOCK.min(ow - x0)];
+            for (k, v) in line.iter_mut().enumerate() {
+                *v = out[(x0 + k) * t_n + t];
+            }
             // SAFETY: output row (n, ·, yy, ·) belongs to this task alone.
-            unsafe { writer.write(base + x, out[x * t_n + t]) };
+            unsafe { writer.write_slice(base + x0, line) };
         }
     }
 }

@@ -1,14 +1,15 @@
 //! The plan step of core's `Int8Conv` (8-bit arithmetic of Vanhoucke et al.
 //! \[49\], survey Section 5): core's exact semantics — its input rounding,
 //! i32 bias, fixed-point requantisation or f64 dequantisation — run on the
-//! [`Int8Gemm`] kernel from f32 NCHW to f32 NCHW in one pass each way, on
-//! every thread and without allocating.
+//! [`Int8Gemm`] kernel from f32 NCHW to f32 NCHW, on every thread and
+//! without allocating.
 //!
-//! Quantisation is fused into the kernel's parallel padded-NHWC copy and the
-//! epilogue into its row tasks, so a step costs one read of its input, the
-//! integer GEMM and one write of its output (the profile in
-//! `docs/performance.md` shows what the unfused, single-threaded passes
-//! cost). Inputs holding a NaN take the array path, which also marks the
+//! The input is quantised in its own order by the vector code of
+//! [`super::int8_quantize`] and moved as bytes into the kernel's padded
+//! NHWC image; the epilogue runs in the GEMM's row tasks, so a step costs
+//! one read of its input, a byte transpose, the integer GEMM and one write
+//! of its output (the profiles in `docs/performance.md` show what each
+//! part cost). Inputs holding a NaN take the array path, which also marks the
 //! outputs that read it ([`hasten_core::Int8Conv::nan_outputs`]); the
 //! quantizing copy finds them as it codes, so finite inputs pay no scan.
 //!
@@ -26,51 +27,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use super::int8_gemm::{Image, Int8Gemm};
+use super::int8_quantize::InputCode;
 use super::Isa;
 use crate::elementwise::Clamp;
 use crate::pool::ScratchPool;
-
-/// Core's [`QuantParams::quantize`] followed by the kernel's u8 shift, with
-/// the same f64 division but no libm call: `round` half away from zero as a
-/// truncation and a comparison of the exact fractional part.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct InputCode {
-    scale: f64,
-    zero_point: i32,
-    range: (i32, i32),
-    shift: i32,
-}
-
-impl InputCode {
-    /// The code of `params` plus `shift` (128 for i8 inputs, else 0).
-    pub(crate) fn new(params: &QuantParams, shift: i32) -> Self {
-        InputCode {
-            scale: f64::from(params.scale()),
-            zero_point: params.zero_point(),
-            range: params.dtype().range(),
-            shift,
-        }
-    }
-
-    /// `clamp(round(x / scale) + zero_point) + shift` as u8; NaN gives the
-    /// zero point, as in core.
-    #[inline]
-    pub(crate) fn code(&self, x: f32) -> u8 {
-        let t = f64::from(x) / self.scale;
-        // Every code saturates beyond ±1024 steps (ranges lie in −128..=255),
-        // so clamping first is exact and keeps the truncation in i32.
-        let t = if t.is_nan() {
-            0.0
-        } else {
-            t.clamp(-1024.0, 1024.0)
-        };
-        let whole = t as i32;
-        // Exact: t and its truncation share sign and exponent range.
-        let frac = t - f64::from(whole);
-        let r = whole + i32::from(frac >= 0.5) - i32::from(frac <= -0.5);
-        ((r + self.zero_point).clamp(self.range.0, self.range.1) + self.shift) as u8
-    }
-}
 
 /// Core's output stage for accumulator `acc = Σ w·(q − z_in)` of filter `t`:
 /// `acc + bias`, then requantisation and dequantisation, or `acc·s_in·s_w`
@@ -110,7 +70,7 @@ impl Post {
 
     /// Applies the ops to `out`, value `k` belonging to output channel
     /// `channel(k)`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn apply(&self, out: &mut [f32], channel: impl Fn(usize) -> usize) {
         if let Some((scale, shift)) = &self.affine {
             for (k, o) in out.iter_mut().enumerate() {
@@ -142,9 +102,45 @@ impl Epilogue {
 
     /// One pixel's f32 outputs (`[t]`) from its accumulators (`[t]`),
     /// exactly as core's `reference_forward` followed by the activation
-    /// computes them.
+    /// computes them, the loops compiled for `isa` (a level checked for the
+    /// int8 kernel): the same IEEE operations in the same order on every
+    /// level (no contraction), so every level gives the same bits.
     #[inline]
-    fn apply(&self, acc: &[i32], out: &mut [f32]) {
+    fn apply(&self, acc: &[i32], out: &mut [f32], isa: Isa) {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: the int8 kernel's Avx512 level implies avx512f.
+            Isa::Avx512 => unsafe { self.apply_avx512(acc, out) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: the int8 kernel's Avx2 level implies avx2.
+            Isa::Avx2 => unsafe { self.apply_avx2(acc, out) },
+            _ => self.apply_portable(acc, out),
+        }
+    }
+
+    /// [`Self::apply`] vectorised for AVX-512.
+    ///
+    /// # Safety
+    /// AVX-512F available.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn apply_avx512(&self, acc: &[i32], out: &mut [f32]) {
+        self.apply_portable(acc, out);
+    }
+
+    /// [`Self::apply`] vectorised for AVX2.
+    ///
+    /// # Safety
+    /// AVX2 available.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn apply_avx2(&self, acc: &[i32], out: &mut [f32]) {
+        self.apply_portable(acc, out);
+    }
+
+    /// [`Self::apply`]'s loops, inlined into each level's copy.
+    #[inline(always)]
+    fn apply_portable(&self, acc: &[i32], out: &mut [f32]) {
         self.dequantize(acc, out);
         if !self.post.is_none() {
             self.post.apply(out, |t| t);
@@ -152,7 +148,7 @@ impl Epilogue {
     }
 
     /// [`Self::apply`] without the activation.
-    #[inline]
+    #[inline(always)]
     fn dequantize(&self, acc: &[i32], out: &mut [f32]) {
         let per_filter = acc.iter().zip(&self.bias).zip(out);
         match &self.output {
@@ -248,7 +244,7 @@ impl Int8Step {
             self.kernel.forward_image(
                 &image,
                 &g,
-                |acc, out| self.epilogue.apply(acc, out),
+                |acc, out| self.epilogue.apply(acc, out, isa),
                 dst,
                 pool,
                 isa,
@@ -259,8 +255,8 @@ impl Int8Step {
         Ok(self.kernel.forward_into(
             src,
             &g,
-            |v| self.code.code(v),
-            |acc, out| self.epilogue.apply(acc, out),
+            |s, d| self.code.code_run(s, d, isa),
+            |acc, out| self.epilogue.apply(acc, out, isa),
             dst,
             &mut image,
             pool,
@@ -295,12 +291,12 @@ impl Int8Step {
         let done = self.kernel.forward_chained(
             src,
             &g,
-            |v| self.code.code(v),
-            |acc, out| self.epilogue.apply(acc, out),
+            |s, d| self.code.code_run(s, d, isa),
+            |acc, out| self.epilogue.apply(acc, out, isa),
             &mut image,
             &next.kernel,
             &next_g,
-            |v| next.code.code(v),
+            |s, d| next.code.code_run(s, d, isa),
             &mut next_image,
             pool,
             isa,
@@ -309,37 +305,5 @@ impl Int8Step {
             next.chained_input.store(true, Ordering::Release);
         }
         Ok(done)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use hasten_core::IntType;
-    use proptest::prelude::*;
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(2000))]
-        /// Bit-exact against core's own quantiser on arbitrary f32 bit
-        /// patterns (NaN, infinities, subnormals) and on the exact
-        /// half-steps, where the rounding mode shows.
-        #[test]
-        fn code_equals_core_quantize(
-            bits in any::<u32>(), k in -300i32..300, near in -2i32..3,
-            scale in 1e-3f32..2.0, z in any::<u8>(), signed in any::<bool>(),
-        ) {
-            let (dtype, zp, shift) = if signed {
-                (IntType::I8, i32::from(z) - 128, 128)
-            } else {
-                (IntType::U8, i32::from(z), 0)
-            };
-            let p = QuantParams::new(scale, zp, dtype).unwrap();
-            let code = InputCode::new(&p, shift);
-            let half = (k as f32 + 0.5) * scale;
-            let nudged = f32::from_bits((half.to_bits() as i32 + near) as u32);
-            for x in [f32::from_bits(bits), half, nudged, -half] {
-                prop_assert_eq!(i32::from(code.code(x)), p.quantize(x) + shift, "x = {}", x);
-            }
-        }
     }
 }

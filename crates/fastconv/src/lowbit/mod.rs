@@ -30,6 +30,7 @@ pub(crate) mod csr;
 pub(crate) mod dense;
 pub(crate) mod groupwise;
 pub(crate) mod int8_gemm;
+pub(crate) mod int8_quantize;
 pub(crate) mod int8_step;
 pub(crate) mod layout;
 pub(crate) mod popcount;
