@@ -41,6 +41,35 @@ pub fn measure(mut job: impl FnMut(), min_runs: usize, budget: Duration) -> Late
     }
 }
 
+/// Times `plan` on `x` with [`measure`] (`min_runs` runs after a warm-up,
+/// no extra budget), stopping at the first error a run returns.
+///
+/// # Errors
+/// The first error of [`Plan::run_all`](hasten_fastconv::Plan::run_all)
+/// (e.g. an input of the wrong shape).
+pub fn plan_latency(
+    plan: &mut hasten_fastconv::Plan,
+    x: &hasten_core::ndarray::Array4<f32>,
+    min_runs: usize,
+) -> hasten_core::Result<Latency> {
+    let mut error = None;
+    let latency = measure(
+        || {
+            if error.is_none() {
+                if let Err(e) = plan.run_all(&[x]) {
+                    error = Some(e);
+                }
+            }
+        },
+        min_runs,
+        Duration::ZERO,
+    );
+    match error {
+        Some(e) => Err(e),
+        None => Ok(latency),
+    }
+}
+
 /// Runs `f` inside a rayon pool of `threads` threads (every kernel of
 /// `hasten-fastconv` parallelises over the current pool).
 pub fn with_threads<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {

@@ -7,9 +7,7 @@
 //! decomposed layers (those whose input and output shapes no other step
 //! changed).
 
-use std::time::Duration;
-
-use hasten::bench::measure;
+use hasten::bench::plan_latency;
 use hasten::core::graph::{GraphBuilder, NodeOp};
 use hasten::core::op::Op;
 use hasten::core::{Graph, SeededRng};
@@ -62,20 +60,7 @@ fn alone(network: &Graph, node: &str) -> Result<Plan, Error> {
 
 /// Median milliseconds of `RUNS_PER_ROUND` runs of `plan` on `x`.
 fn round(plan: &mut Plan, x: &hasten::core::ndarray::Array4<f32>) -> Result<f64, Error> {
-    let mut error = None;
-    let t = measure(
-        || {
-            if let Err(e) = plan.run_all(&[x]) {
-                error.get_or_insert(e);
-            }
-        },
-        RUNS_PER_ROUND,
-        Duration::ZERO,
-    );
-    match error {
-        Some(e) => Err(e.into()),
-        None => Ok(t.median_ms()),
-    }
+    Ok(plan_latency(plan, x, RUNS_PER_ROUND)?.median_ms())
 }
 
 /// The median of `v` (not empty).

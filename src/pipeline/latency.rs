@@ -1,8 +1,6 @@
 //! Measured latency of the original and compressed graphs: each compiled
-//! into a `hasten_fastconv` [`Plan`] and timed with [`crate::bench::measure`]
+//! into a `hasten_fastconv` [`Plan`] and timed with [`crate::bench::plan_latency`]
 //! on the same seeded batch.
-
-use std::time::Duration;
 
 use hasten_core::{Graph, SeededRng};
 use hasten_fastconv::{Plan, PlanOptions};
@@ -10,25 +8,12 @@ use hasten_fastconv::{Plan, PlanOptions};
 use super::error::Result;
 use super::recipe::LatencySettings;
 use super::report::LatencyRow;
-use crate::bench::measure;
+use crate::bench::plan_latency;
 
 /// Median milliseconds of at least `runs` runs of `graph`'s plan on `x`.
 fn median_ms(graph: &Graph, x: &hasten_core::ndarray::Array4<f32>, runs: usize) -> Result<f64> {
     let mut plan = Plan::for_graph(graph, x.shape()[0], PlanOptions::default())?;
-    let mut error = None;
-    let latency = measure(
-        || {
-            if let Err(e) = plan.run_all(&[x]) {
-                error.get_or_insert(e);
-            }
-        },
-        runs,
-        Duration::ZERO,
-    );
-    match error {
-        Some(e) => Err(e.into()),
-        None => Ok(latency.median_ms()),
-    }
+    Ok(plan_latency(&mut plan, x, runs)?.median_ms())
 }
 
 /// Median latency of `original` and `compressed`, one row per batch size
