@@ -75,6 +75,34 @@ fn trained_mlp(data: &FineTuneData) -> Graph {
     t.graph().unwrap()
 }
 
+/// The shadow weights of `node` after the recipes' QAT fine-tuning
+/// (`epochs = 2, lr = 0.01, batch = 32`, SGD momentum 0.9) run by hand with
+/// the fake quantizer `q` on that node alone.
+fn qat_by_hand(
+    float: &Graph,
+    data: &FineTuneData,
+    node: &str,
+    q: Arc<dyn WeightQuantizer>,
+) -> hasten::core::ndarray::ArrayD<f32> {
+    let config = TrainConfig {
+        epochs: 2,
+        batch_size: 32,
+        ..TrainConfig::default()
+    };
+    let fq = FakeQuant::select(float, &NodeFilter::name(node), q).unwrap();
+    let mut t = Trainer::new(
+        float.clone(),
+        Sgd::new(0.9).unwrap(),
+        Constant::new(0.01).unwrap(),
+        config,
+    )
+    .unwrap()
+    .with_fake_quant(fq)
+    .unwrap();
+    t.fit(&data.train, &data.test, |_| {}).unwrap();
+    t.params().get(&format!("{node}.weight")).unwrap().clone()
+}
+
 /// The frozen node's packed weights, dequantized, as `[out, in]`.
 fn packed_weights(g: &Graph, node: &str) -> Array2<f32> {
     let op = match g.node(node).unwrap().op() {
@@ -233,24 +261,8 @@ fn int8_qat_freezes_exact_weights_and_unsupported_quantizers_are_refused() {
         report.events
     );
     // The shadow weights: the same run by hand.
-    let config = TrainConfig {
-        epochs: 2,
-        batch_size: 32,
-        ..TrainConfig::default()
-    };
     let q = Int8Weights { per_channel: true };
-    let fq = FakeQuant::select(&float, &NodeFilter::name("fc2"), Arc::new(q)).unwrap();
-    let mut t = Trainer::new(
-        float.clone(),
-        Sgd::new(0.9).unwrap(),
-        Constant::new(0.01).unwrap(),
-        config,
-    )
-    .unwrap()
-    .with_fake_quant(fq)
-    .unwrap();
-    t.fit(&data.train, &data.test, |_| {}).unwrap();
-    let w = t.params().get("fc2.weight").unwrap().clone();
+    let w = qat_by_hand(&float, &data, "fc2", Arc::new(q));
     assert_eq!(
         packed_weights(&g, "fc2").into_dyn(),
         q.quantize(&w).unwrap()
@@ -298,24 +310,8 @@ fn dorefa_qat_in_a_recipe_freezes_the_trained_quantized_weights() {
         "{:?}",
         report.events
     );
-    let config = TrainConfig {
-        epochs: 2,
-        batch_size: 32,
-        ..TrainConfig::default()
-    };
     let q = QatQuantizer::DoReFa { bits: 2 };
-    let fq = FakeQuant::select(&float, &NodeFilter::name("fc1"), Arc::new(q)).unwrap();
-    let mut t = Trainer::new(
-        float.clone(),
-        Sgd::new(0.9).unwrap(),
-        Constant::new(0.01).unwrap(),
-        config,
-    )
-    .unwrap()
-    .with_fake_quant(fq)
-    .unwrap();
-    t.fit(&data.train, &data.test, |_| {}).unwrap();
-    let w = t.params().get("fc1.weight").unwrap().clone();
+    let w = qat_by_hand(&float, &data, "fc1", Arc::new(q));
     let frozen = packed_weights(&g, "fc1").into_dyn();
     assert_eq!(frozen, q.quantize(&w).unwrap());
     let before = float
