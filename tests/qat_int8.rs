@@ -244,6 +244,22 @@ fn learned_ranges_shrink_a_ten_times_too_wide_range_and_freeze_exactly() {
     );
     assert!(s1 < 0.5 * s0, "the input step size {s0} → {s1}");
     assert!(after < before, "loss {before} → {after}");
+    // For the trained weights, the learned step sizes beat the calibrated
+    // ones: putting the initial scales back raises the loss.
+    let mut reset = trainer.clone();
+    for (name, p) in int8.layers() {
+        let slot = reset
+            .params_mut()
+            .get_mut(&format!("{name}.0.scale"))
+            .unwrap();
+        slot[[0]] = p.scale();
+    }
+    let with_initial = loss(&mut reset, &x, data.labels());
+    eprintln!("trained weights with the initial scales: loss {with_initial}");
+    assert!(
+        after < with_initial,
+        "learned {after}, initial {with_initial}"
+    );
     // The frozen ops quantize with the learned scales, bit for bit: the
     // codes of every layer's input are those of the training forward.
     let frozen = int8.freeze(&trainer.graph().unwrap()).unwrap();
