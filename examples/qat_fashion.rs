@@ -10,7 +10,9 @@
 //!   per tensor, input ranges calibrated by min–max on 256 training
 //!   images, then fixed) on every convolution and linear layer;
 //! - (c) BinaryConnect's stochastic binary weights (eq. (3): `+1` with
-//!   probability `clip((w + 1)/2, 0, 1)`, a fresh draw each step; frozen
+//!   probability `clip((w + 1)/2, 0, 1)`, a fresh draw each step, from
+//!   shadow weights rescaled to `max |W| = 1` per layer
+//!   (`QuantAwareTraining::rescale_shadow_weights`); frozen
 //!   as the deterministic `sign(W)`, whose batch-norm statistics are then
 //!   re-estimated on 1024 training images) on the layers of (a);
 //! - (d) DoReFa-Net 4-bit weights and 4-bit activations (inputs clipped to
@@ -269,8 +271,19 @@ fn run(args: &Args) -> Result<(), Error> {
             100.0 * stochastic_ptq,
             args.lr_binary
         );
+        // Shadow weights at BinaryConnect's scale (max |W| = 1 per layer,
+        // batch norm rescaled to keep the function): the float network's
+        // weights ≪ 1 would make every draw of eq. (3) a near-fair coin.
+        let (start, factors) = stochastic.rescale_shadow_weights(&float)?;
+        let (lo, hi) = factors
+            .iter()
+            .fold((f32::MAX, 0.0f32), |(l, h), (_, a)| (l.min(*a), h.max(*a)));
+        println!(
+            "  shadow weights rescaled to max |W| = 1 (factors {lo:.1}–{hi:.1}); float after rescaling {:.2} %",
+            100.0 * evaluate(&start, &test, 500)?
+        );
         let tuned = fine_tune(
-            float.clone(),
+            start,
             stochastic.fake_quant(&float)?,
             args.binary_epochs,
             args.lr_binary,

@@ -362,6 +362,90 @@ impl QuantAwareTraining {
         Ok(fq)
     }
 
+    /// BinaryConnect's shadow weights at the scale of its initialisation:
+    /// a copy of `graph` in which every convolution or linear layer a rule
+    /// selects has its weight (and bias) multiplied by `a = 1/max |W|`, so
+    /// that `max |W| = 1`, and the batch norm that alone reads its output
+    /// has its running mean multiplied by `a` and its running variance by
+    /// `a²`. Batch norm normalises a positive per-layer rescaling away, so
+    /// the network computes the same function (exactly with batch
+    /// statistics; in inference mode up to its `ε`, which acts as `ε/a²`).
+    /// A trained float network's weights are ≪ 1, which makes each draw of
+    /// eq. (3), `P(+1) = clip((w + 1)/2, 0, 1)`, nearly a fair coin and
+    /// leaves the clip region `|W| ≤ 1` of eq. (6)–(7) unused; after this
+    /// rescaling the draws follow the weights. Returns the graph and each
+    /// rescaled layer's `a`, in graph order.
+    ///
+    /// # Errors
+    /// No rule; a selected layer whose output is not read by exactly one
+    /// batch norm (nor a graph output), or whose weight is all zeros.
+    pub fn rescale_shadow_weights(&self, graph: &Graph) -> Result<(Graph, Vec<(String, f32)>)> {
+        use hasten_core::graph::{NodeOp, ValueId};
+        use hasten_core::op::Op;
+        if self.rules.is_empty() {
+            return Err(Error::param("quantization-aware rules", 0, ">= 1"));
+        }
+        let mut selected: Vec<usize> = self
+            .rules
+            .iter()
+            .flat_map(|(f, _)| f.select(graph))
+            .filter(|&i| {
+                matches!(
+                    graph.nodes()[i].op(),
+                    NodeOp::Op(Op::Conv(_) | Op::Linear(_))
+                )
+            })
+            .collect();
+        selected.sort_unstable();
+        selected.dedup();
+        let values: std::collections::BTreeMap<String, ArrayD<f32>> =
+            graph.parameters().into_iter().collect();
+        let mut params = hasten_core::grad::Params::new();
+        let mut factors = Vec::with_capacity(selected.len());
+        for i in selected {
+            let name = graph.nodes()[i].name();
+            let readers = graph.consumers(ValueId::Node(i));
+            let bn = match readers[..] {
+                [r] if !graph.is_output(ValueId::Node(i))
+                    && matches!(graph.nodes()[r].op(), NodeOp::Op(Op::BatchNorm(_))) =>
+                {
+                    graph.nodes()[r].name()
+                }
+                _ => {
+                    return Err(Error::param(
+                        "layer to rescale",
+                        name,
+                        "a layer whose output only a batch norm reads",
+                    ))
+                }
+            };
+            let w = &values[&format!("{name}.weight")];
+            let max = w.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            if !(max.is_finite() && max > 0.0) {
+                return Err(Error::param(
+                    "layer to rescale",
+                    name,
+                    "a non-zero finite weight",
+                ));
+            }
+            let a = f64::from(1.0 / max);
+            let mut put = |key: String, factor: f64| {
+                if let Some(v) = values.get(&key) {
+                    params.insert(key, v.mapv(|u| f64::from(u) * factor));
+                }
+            };
+            put(format!("{name}.weight"), a);
+            put(format!("{name}.bias"), a);
+            put(format!("{bn}.running_mean"), a);
+            put(format!("{bn}.running_var"), a * a);
+            factors.push((name.to_string(), a as f32));
+        }
+        Ok((
+            hasten_core::grad::graph_with_params(graph, &params)?,
+            factors,
+        ))
+    }
+
     /// Replaces every node a rule selects by its quantizer's packed op,
     /// quantizing the weights `graph` holds (the trainer's full-precision
     /// ones: the ops then carry exactly the `Ŵ` of the last training

@@ -308,3 +308,43 @@ fn dorefa_weights_and_activations_train() {
         "{frozen_accuracy} vs {accuracy:?}"
     );
 }
+
+#[test]
+fn shadow_rescaling_sets_max_one_and_keeps_the_function_under_batch_norm() {
+    use hasten::core::ndarray::Array4;
+    use hasten::models::{resnet8, ModelConfig};
+    let graph = resnet8(&ModelConfig::mnist().with_random_batch_norm()).unwrap();
+    let qat = QuantAwareTraining::new().quantize(
+        NodeFilter::kind("conv").except_first(1),
+        QatQuantizer::StochasticBinary { seed: 1 },
+    );
+    let (scaled, factors) = qat.rescale_shadow_weights(&graph).unwrap();
+    assert_eq!(factors.len(), 8, "7 convolutions but the stem, 2 shortcuts");
+    let before: std::collections::BTreeMap<_, _> = graph.parameters().into_iter().collect();
+    let after: std::collections::BTreeMap<_, _> = scaled.parameters().into_iter().collect();
+    for (name, a) in &factors {
+        let w = &after[&format!("{name}.weight")];
+        let max = w.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        assert!((max - 1.0).abs() < 1e-6, "{name}: max |W| = {max}");
+        let w0 = &before[&format!("{name}.weight")];
+        let max0 = w0.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        assert!((a * max0 - 1.0).abs() < 1e-6, "{name}: a = {a}");
+    }
+    // The same function in inference mode (batch norm's ε aside).
+    let x: Array4<f32> = SeededRng::new(3).normal_array((4, 1, 28, 28), 1.0);
+    let y0 = graph.reference_forward(&[&x]).unwrap().remove(0);
+    let y1 = scaled.reference_forward(&[&x]).unwrap().remove(0);
+    let peak = y0.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let err = y0
+        .iter()
+        .zip(&y1)
+        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(err < 1e-3 * peak, "{err} of {peak}");
+    // The linear head has no batch norm after it: refused.
+    let head =
+        QuantAwareTraining::new().quantize(NodeFilter::kind("linear"), QatQuantizer::binary());
+    assert!(head.rescale_shadow_weights(&graph).is_err());
+    assert!(QuantAwareTraining::new()
+        .rescale_shadow_weights(&graph)
+        .is_err());
+}

@@ -13,6 +13,16 @@
 //! training, [`Int8Qat::freeze`] replaces each block by the `Int8Conv` of
 //! its full-precision weights with the calibrated input quantization.
 //!
+//! With [`Int8Qat::learn_ranges`] the activation quantizer's scale `s` is a
+//! trained parameter instead (LSQ, Esser et al. 2020: the block's first op
+//! is [`Int8Conv::learned_quantize_dequantize`], parameter
+//! `<node>.0.scale`, initialised by the calibration, gradient
+//! `hasten_core::grad::lsq`). The zero point stays the calibrated one, so
+//! the range `[s·(lo − z), s·(hi − z)]` widens or narrows around it (after
+//! a ReLU `z = 0`: an unsigned range `[0, 255·s]`). Freezing always uses the
+//! scale the training graph holds, so the frozen `Int8Conv` computes the
+//! codes the last training forward saw.
+//!
 //! What differs between the trained and the frozen layer: the frozen op
 //! accumulates exactly in integers and stores its bias in units of
 //! `s_in·s_w[t]` (rounded), while training sums in f32 with the float bias.
@@ -33,6 +43,7 @@ use super::Int8Weights;
 pub struct Int8Qat {
     layers: Vec<(String, QuantParams)>,
     per_channel: bool,
+    learn_ranges: bool,
 }
 
 /// The input quantization of each node of `names`, calibrated by `rule` on
@@ -107,10 +118,24 @@ impl Int8Qat {
         Ok(Int8Qat {
             layers: names.iter().map(|n| n.to_string()).zip(params).collect(),
             per_channel,
+            learn_ranges: false,
         })
     }
 
-    /// The quantized layers and their input quantization, in graph order.
+    /// Whether the activation quantizers' scales are trained (LSQ, from the
+    /// calibrated value; see the [module docs](self)) rather than fixed.
+    pub fn learn_ranges(mut self, learn: bool) -> Self {
+        self.learn_ranges = learn;
+        self
+    }
+
+    /// Whether the activation quantizers' scales are trained.
+    pub fn learns_ranges(&self) -> bool {
+        self.learn_ranges
+    }
+
+    /// The quantized layers and their calibrated input quantization (the
+    /// initial value of a learned range), in graph order.
     pub fn layers(&self) -> &[(String, QuantParams)] {
         &self.layers
     }
@@ -125,7 +150,8 @@ impl Int8Qat {
 
     /// The graph to train: every layer node becomes the block
     /// `[quantize_dequantize, layer]` (its parameters are then named
-    /// `<node>.1.weight`, `<node>.1.bias`).
+    /// `<node>.1.weight`, `<node>.1.bias`, and with learned ranges
+    /// `<node>.0.scale`).
     ///
     /// # Errors
     /// A layer that is not a plain convolution or linear node of `graph`.
@@ -143,7 +169,11 @@ impl Int8Qat {
                 ));
             };
             let channels = node.input_shapes()[0].channels;
-            let q = Int8Conv::quantize_dequantize(channels, *params)?;
+            let q = if self.learn_ranges {
+                Int8Conv::learned_quantize_dequantize(channels, *params)?
+            } else {
+                Int8Conv::quantize_dequantize(channels, *params)?
+            };
             let block = Block::new(vec![Op::Int8Conv(q), layer.clone()])?;
             g.replace(name, block)?;
         }
@@ -168,34 +198,42 @@ impl Int8Qat {
 
     /// Freezes a trained training graph (holding the full-precision
     /// weights, `Trainer::graph`): each block becomes the `Int8Conv` of its
-    /// layer with the calibrated input quantization.
+    /// layer with the input quantization of the block's quantizer (the
+    /// calibrated one, or the learned scale).
     ///
     /// # Errors
     /// A layer node that is not such a block; a quantization error.
     pub fn freeze(&self, trained: &Graph) -> Result<Graph> {
         let mut g = trained.clone();
-        for (name, params) in &self.layers {
+        for (name, _) in &self.layers {
             let node = g
                 .node(name)
                 .ok_or_else(|| Error::param("int8 layer", name, "a node of the graph"))?;
-            let layer = match node.op() {
-                NodeOp::Block(b) if b.ops().len() == 2 => b.ops()[1].clone(),
-                _ => {
-                    return Err(Error::param(
-                        "int8 layer",
-                        name,
-                        "a [quantize_dequantize, layer] block of the training graph",
-                    ))
-                }
+            let (params, layer) = match node.op() {
+                NodeOp::Block(b) if b.ops().len() == 2 => match &b.ops()[0] {
+                    Op::Int8Conv(q) if q.is_quantize_dequantize() => {
+                        (*q.input_params(), b.ops()[1].clone())
+                    }
+                    _ => return Err(not_a_block(name)),
+                },
+                _ => return Err(not_a_block(name)),
             };
             g.replace(name, layer)?;
             let only = name.clone();
             let filter = NodeFilter::predicate(&format!("name {name}"), move |n| n.name() == only);
             g.apply_transform(
-                &Int8Quantize::new(*params, None, self.granularity()),
+                &Int8Quantize::new(params, None, self.granularity()),
                 &filter,
             )?;
         }
         Ok(g)
     }
+}
+
+fn not_a_block(name: &str) -> Error {
+    Error::param(
+        "int8 layer",
+        name,
+        "a [quantize_dequantize, layer] block of the training graph",
+    )
 }

@@ -12,10 +12,14 @@
 //! (`Int8Conv::quantize_dequantize`), elementwise in f32: `s·(q(x) − z)`
 //! forward (what the op's integer reference computes) and the
 //! straight-through gradient masked to the quantizer's range backward
-//! (`hasten_core::grad::ste::passes_activation`).
+//! (`hasten_core::grad::ste::passes_activation`); with a learned step size
+//! the scale is the store's `scale` and gets LSQ's gradient
+//! (`hasten_core::grad::lsq`).
 
-use hasten_core::grad::{dense_equivalent, dense_weight_grads, ste, DenseEquivalent, OpParams};
-use hasten_core::op::{Op, Operator, WeightLayout};
+use hasten_core::grad::{
+    dense_equivalent, dense_weight_grads, lsq, ste, DenseEquivalent, OpParams,
+};
+use hasten_core::op::{Int8Conv, Op, Operator, QuantParams, WeightLayout};
 use hasten_core::ActShape;
 use ndarray::{Array1, Array2, Array4};
 
@@ -47,6 +51,13 @@ fn bias32(d: &DenseEquivalent) -> Option<Array1<f32>> {
     d.bias.as_ref().map(|b| b.mapv(|u| u as f32))
 }
 
+/// The quantization of the fake quantizer `q` with values `v` (a learned
+/// `scale` from `v`).
+fn quantizer(q: &Int8Conv, v: &Grads) -> Result<QuantParams> {
+    let scale = v.get("scale").and_then(|a| a.iter().next()).copied();
+    Ok(lsq::quantizer_params(q, scale.map(f64::from))?)
+}
+
 /// The forward of a compressed `op` with values `v`; `None` when `op` has no
 /// dense equivalent (the caller falls back to the f64 reference).
 pub(crate) fn forward(op: &Op, x: &Array4<f32>, v: &Grads) -> Result<Option<Array4<f32>>> {
@@ -55,7 +66,7 @@ pub(crate) fn forward(op: &Op, x: &Array4<f32>, v: &Grads) -> Result<Option<Arra
             let s = x.shape();
             hasten_core::error::ensure_nonempty("input activation (NCHW)", s)?;
             Operator::output_shape(q, ActShape::new(s[1], s[2], s[3]))?;
-            let p = *q.input_params();
+            let p = quantizer(q, v)?;
             return Ok(Some(x.mapv(|u| {
                 if u.is_nan() {
                     f32::NAN
@@ -89,14 +100,24 @@ pub(crate) fn backward(
 ) -> Result<Option<(Array4<f32>, Grads)>> {
     if let Op::Int8Conv(q) = op {
         if q.is_quantize_dequantize() {
-            let p = q.input_params();
+            let p = quantizer(q, v)?;
             let mut dx = dy.to_owned();
             dx.zip_mut_with(x, |g, &u| {
-                if !ste::passes_activation(p, f64::from(u)) {
+                if !ste::passes_activation(&p, f64::from(u)) {
                     *g = 0.0;
                 }
             });
-            return Ok(Some((dx, Grads::new())));
+            let mut grads = Grads::new();
+            if q.learns_scale() {
+                let per_sample = x.len() / x.shape()[0].max(1);
+                let pairs = x
+                    .iter()
+                    .zip(dy)
+                    .map(|(&u, &g)| (f64::from(u), f64::from(g)));
+                let g = lsq::lsq_scale_gradient(&p, per_sample, pairs) as f32;
+                grads.insert("scale".into(), ndarray::arr1(&[g]).into_dyn());
+            }
+            return Ok(Some((dx, grads)));
         }
     }
     let Some((d, p)) = dense(op, v)? else {
@@ -167,5 +188,43 @@ mod tests {
         assert!(dx.iter().any(|&u| u == 0.0) && dx.iter().any(|&u| u != 0.0));
         // A batch of the wrong channel count is a typed error.
         assert!(forward(&op, &Array4::zeros((1, 2, 2, 2)), &Grads::new()).is_err());
+    }
+
+    /// The learned step size: the f32 forward runs with the store's
+    /// `scale` bit for bit as the op rebuilt with it, and the input and
+    /// scale gradients are the core reference's.
+    #[test]
+    fn learned_quantize_dequantize_matches_the_reference() {
+        let p = QuantParams::new(0.03, 0, IntType::U8).unwrap();
+        let q = Int8Conv::learned_quantize_dequantize(3, p).unwrap();
+        let op = Op::Int8Conv(q.clone());
+        let mut rng = SeededRng::new(4);
+        let x: Array4<f32> = rng.normal_array([2, 3, 5, 5], 3.0);
+        let mut v = Grads::new();
+        v.insert("scale".into(), ndarray::arr1(&[0.02f32]).into_dyn());
+        let y = forward(&op, &x, &v).unwrap().unwrap();
+        let r = q
+            .with_learned_scale(0.02)
+            .unwrap()
+            .reference_forward(&x)
+            .unwrap();
+        assert_eq!(y, r);
+        let dy: Array4<f32> = rng.normal_array([2, 3, 5, 5], 1.0);
+        let (dx, g) = backward(&op, &x, &dy, &v).unwrap().unwrap();
+        let want = grad::backward(
+            &op,
+            &x.mapv(f64::from),
+            &dy.mapv(f64::from),
+            &to_f64(&v),
+            Mode::Eval,
+        )
+        .unwrap();
+        assert_eq!(dx, want.input.mapv(|u| u as f32));
+        let gs = g["scale"][[0]];
+        assert_eq!(gs, want.params["scale"][[0]] as f32);
+        assert!(gs != 0.0);
+        // A scale the optimizer drove to zero is a typed error.
+        v.insert("scale".into(), ndarray::arr1(&[0.0f32]).into_dyn());
+        assert!(forward(&op, &x, &v).is_err());
     }
 }

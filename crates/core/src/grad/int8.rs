@@ -11,16 +11,32 @@
 //! straight through the same way. The op stores codes and fixed scales and
 //! has no trainable values, so there are no parameter gradients; its
 //! full-precision weights are trained before quantization by
-//! quantization-aware training instead.
+//! quantization-aware training instead. The one exception is the
+//! activation fake quantizer with a learned step size, whose `scale` gets
+//! LSQ's gradient (`lsq`).
 
 use ndarray::{Array2, Array4};
 
-use super::{conv, linear, ste, OpGrad, OpParams};
+use std::borrow::Cow;
+
+use super::{conv, linear, lsq, param, ste, OpGrad, OpParams};
 use crate::error::Result;
 use crate::op::{Int8Conv, Operator, WeightLayout};
 
+/// `op` as it runs with the values `p`: a learned fake quantizer takes its
+/// `scale` from `p` (rounded to f32, as the op stores it).
+fn with_values<'a>(op: &'a Int8Conv, p: &OpParams) -> Result<Cow<'a, Int8Conv>> {
+    if !op.learns_scale() {
+        return Ok(Cow::Borrowed(op));
+    }
+    let s = param(p, "learned int8 quantizer", "scale", &[1])?[[0]];
+    let input = lsq::quantizer_params(op, Some(s))?;
+    Ok(Cow::Owned(op.with_learned_scale(input.scale())?))
+}
+
 /// The f64 forward: the op's integer reference on the batch's f32 values.
-pub(super) fn forward(op: &Int8Conv, x: &Array4<f64>) -> Result<Array4<f64>> {
+pub(super) fn forward(op: &Int8Conv, x: &Array4<f64>, p: &OpParams) -> Result<Array4<f64>> {
+    let op = with_values(op, p)?;
     let y = op.reference_forward(&x.mapv(|v| v as f32))?;
     Ok(y.mapv(f64::from))
 }
@@ -34,8 +50,16 @@ fn dequantized_weights(op: &Int8Conv) -> Array2<f64> {
 }
 
 /// The straight-through backward: `∂L/∂x = (Ŵᵀ ∗ dy)` where `x` lies in
-/// the input quantizer's range, 0 elsewhere; no parameter gradients.
-pub(super) fn backward(op: &Int8Conv, x: &Array4<f64>, dy: &Array4<f64>) -> Result<OpGrad> {
+/// the input quantizer's range, 0 elsewhere; no parameter gradients but a
+/// learned fake quantizer's `scale` (LSQ, `lsq::lsq_scale_gradient`).
+pub(super) fn backward(
+    op: &Int8Conv,
+    x: &Array4<f64>,
+    dy: &Array4<f64>,
+    p: &OpParams,
+) -> Result<OpGrad> {
+    let op = with_values(op, p)?;
+    let op = op.as_ref();
     let w = dequantized_weights(op);
     let mut dx = match *op.layout() {
         WeightLayout::Conv { dims, spec } => {
@@ -53,10 +77,14 @@ pub(super) fn backward(op: &Int8Conv, x: &Array4<f64>, dy: &Array4<f64>) -> Resu
             *g = 0.0;
         }
     });
-    Ok(OpGrad {
-        input: dx,
-        params: OpParams::new(),
-    })
+    let mut params = OpParams::new();
+    if op.learns_scale() {
+        let per_sample = x.len() / x.shape()[0];
+        let g =
+            lsq::lsq_scale_gradient(input, per_sample, x.iter().copied().zip(dy.iter().copied()));
+        params.insert("scale".into(), ndarray::arr1(&[g]).into_dyn());
+    }
+    Ok(OpGrad { input: dx, params })
 }
 
 /// The surrogate the backward differentiates, `Ŵ ∗ clamp(x, lo, hi) + b̂`

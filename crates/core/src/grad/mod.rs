@@ -38,7 +38,8 @@
 //! - `Int8Conv` (`int8`): the exact integer forward, and the
 //!   straight-through backward of its input quantization (the derivative of
 //!   `Ŵ ∗ clamp(x, lo, hi) + b̂`, [`ste::passes_activation`]); it has no
-//!   trainable values.
+//!   trainable values, but for the activation fake quantizer with a learned
+//!   step size, whose `scale` gets LSQ's gradient ([`lsq`]).
 //!
 //! - XNOR-Net binary convolutions (`BinaryConv` with binarized inputs,
 //!   `xnor`, eq. (9)): the straight-through estimator of `sign(x)` (the
@@ -56,6 +57,7 @@ mod int8;
 mod layout;
 mod linear;
 pub mod loss;
+pub mod lsq;
 pub mod merge;
 mod packed;
 mod perforated;
@@ -235,7 +237,7 @@ pub fn forward(op: &Op, x: &Array4<f64>, p: &OpParams, mode: Mode) -> Result<For
         | Op::ChannelGather(_) => plain(layout::forward(op, x, dims)),
         Op::Shift(s) => plain(layout::shift(s, x, false)),
         Op::PerforatedConv(pc) => plain(perforated::forward(pc, x, p, dims)?),
-        Op::Int8Conv(q) => plain(int8::forward(q, x)?),
+        Op::Int8Conv(q) => plain(int8::forward(q, x, p)?),
         Op::BinaryConv(b) if b.binarize_input() => plain(xnor::forward(b, x, p, dims)?),
         _ if packed::handles(op) => plain(packed::forward(op, x, p, dims)?),
         _ => match activation::Activation::of(op) {
@@ -279,7 +281,7 @@ pub fn backward(
         | Op::ChannelGather(_) => plain(layout::backward(op, x, dy)),
         Op::Shift(s) => plain(layout::shift(s, dy, true)),
         Op::PerforatedConv(pc) => perforated::backward(pc, x, dy, p),
-        Op::Int8Conv(q) => int8::backward(q, x, dy),
+        Op::Int8Conv(q) => int8::backward(q, x, dy, p),
         Op::BinaryConv(b) if b.binarize_input() => xnor::backward(b, x, dy, p),
         _ if packed::handles(op) => packed::backward(op, x, dy, p),
         _ => match activation::Activation::of(op) {

@@ -257,6 +257,13 @@ fn compressed_with_given<'a>(
             bias(l.bias().is_some())?,
         )?
         .into(),
+        Op::Int8Conv(q) if q.learns_scale() => {
+            let s = dim::<Ix1>(&pick("scale"))?;
+            if s.len() != 1 {
+                return Err(Error::shape("learned activation scale", 1, s.len()));
+            }
+            q.with_learned_scale(s[0])?.into()
+        }
         Op::TtLinear(t) => TtLinear::new(
             (0..t.cores().len())
                 .map(|k| dim::<Ix4>(&pick(&super::tt_core_name(k))))

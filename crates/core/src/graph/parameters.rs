@@ -15,7 +15,9 @@
 //! `offsets` (fixed point), `weight` (group-wise kept taps `[T, kept]`,
 //! perforated convolution `[T, C, kh, kw]`), `dictionary` and `coeffs`
 //! (LCNN), `core.0`, `core.1`, … (TT-linear), and `bias`. Int8
-//! convolutions, with integer weights and bias, list none.
+//! convolutions, with integer weights and bias, list none, but for the
+//! activation fake quantizer with a learned step size
+//! (`Int8Conv::learned_quantize_dequantize`), which lists its `scale` `[1]`.
 
 use ndarray::ArrayD;
 
@@ -139,6 +141,10 @@ pub fn op_parameters(op: &Op) -> Vec<(String, ArrayD<f32>)> {
             push("dictionary", l.dictionary().clone().into_dyn());
             push("coeffs", dyn1(l.coeffs()));
             l.bias()
+        }
+        Op::Int8Conv(q) if q.learns_scale() => {
+            push("scale", dyn1(&[q.input_params().scale()]));
+            None
         }
         Op::TtLinear(t) => {
             for (k, g) in t.cores().iter().enumerate() {

@@ -172,6 +172,7 @@ pub struct Int8Conv {
     bias: Option<Array1<i32>>,
     output: Option<QuantParams>,
     requant: Vec<Requant>,
+    learned: bool,
 }
 
 impl Int8Conv {
@@ -237,6 +238,7 @@ impl Int8Conv {
             bias,
             output,
             requant,
+            learned: false,
         })
     }
 
@@ -260,6 +262,44 @@ impl Int8Conv {
             None,
             None,
         )
+    }
+
+    /// [`Int8Conv::quantize_dequantize`] whose scale `s` is a trainable
+    /// parameter (`scale`, shape `[1]`, in `Graph::parameters`): the learned
+    /// step size of LSQ (Esser et al. 2020), the zero point and type fixed.
+    /// It computes exactly what the fixed quantizer of the same
+    /// [`QuantParams`] computes; only training treats it differently.
+    ///
+    /// # Errors
+    /// `channels == 0`.
+    pub fn learned_quantize_dequantize(channels: usize, input: QuantParams) -> Result<Self> {
+        let mut op = Int8Conv::quantize_dequantize(channels, input)?;
+        op.learned = true;
+        Ok(op)
+    }
+
+    /// Whether this op is a fake quantizer with a learned scale
+    /// ([`Int8Conv::learned_quantize_dequantize`]).
+    pub fn learns_scale(&self) -> bool {
+        self.learned
+    }
+
+    /// This learned fake quantizer with the scale `scale` (zero point and
+    /// type kept), as training writes the trained value back.
+    ///
+    /// # Errors
+    /// An op that does not learn its scale; a scale that is not finite and
+    /// positive.
+    pub fn with_learned_scale(&self, scale: f32) -> Result<Self> {
+        if !self.learned {
+            return Err(Error::param(
+                "int8 learned scale",
+                scale,
+                "an op made by Int8Conv::learned_quantize_dequantize",
+            ));
+        }
+        let input = QuantParams::new(scale, self.input.zero_point, self.input.dtype)?;
+        Int8Conv::learned_quantize_dequantize(self.layout.rows(), input)
     }
 
     /// Whether this op is an activation fake quantizer made by
