@@ -137,12 +137,15 @@ where
     trainer.batch_grads(x, labels, Mode::Eval).unwrap().loss
 }
 
-#[test]
-fn int8_quantization_aware_fine_tuning_lowers_the_loss() {
-    let Some(data) = slice(128) else { return };
-    let graph = resnet8(&ModelConfig::mnist().with_seed(3)).unwrap();
-    let int8 = calibrated(&graph, &data);
-    let training = int8.training_graph(&graph).unwrap();
+/// Three epochs of int8 QAT of `graph` on `data` (Adam, lr 1e-3, batch
+/// 32), asserting that the loss on the first 64 images falls below 0.8× its
+/// starting value; returns the trainer and those 64 images.
+fn fine_tune_lowers_the_loss(
+    graph: &Graph,
+    int8: &Int8Qat,
+    data: &ImageSet,
+) -> (Trainer<Adam, Constant>, Array4<f32>) {
+    let training = int8.training_graph(graph).unwrap();
     let config = TrainConfig {
         epochs: 3,
         batch_size: 32,
@@ -157,9 +160,18 @@ fn int8_quantization_aware_fine_tuning_lowers_the_loss() {
     let x = data.images().slice(s![..64, .., .., ..]).to_owned();
     let labels = &data.labels()[..64];
     let before = loss(&mut trainer, &x, labels);
-    trainer.fit(&data, &data.head(64), |_| {}).unwrap();
+    trainer.fit(data, &data.head(64), |_| {}).unwrap();
     let after = loss(&mut trainer, &x, labels);
     assert!(after < 0.8 * before, "loss {before} → {after}");
+    (trainer, x)
+}
+
+#[test]
+fn int8_quantization_aware_fine_tuning_lowers_the_loss() {
+    let Some(data) = slice(128) else { return };
+    let graph = resnet8(&ModelConfig::mnist().with_seed(3)).unwrap();
+    let int8 = calibrated(&graph, &data);
+    let (trainer, _) = fine_tune_lowers_the_loss(&graph, &int8, &data);
     // The frozen network still computes what the fake-quantized one does:
     // its accuracy on the slice is within one image of the trainer's.
     let frozen = int8.freeze(&trainer.graph().unwrap()).unwrap();
@@ -316,24 +328,7 @@ fn learned_ranges_fine_tune_on_a_fashion_slice() {
     let Some(data) = slice(128) else { return };
     let graph = resnet8(&ModelConfig::mnist().with_seed(3)).unwrap();
     let int8 = calibrated(&graph, &data).learn_ranges(true);
-    let training = int8.training_graph(&graph).unwrap();
-    let config = TrainConfig {
-        epochs: 3,
-        batch_size: 32,
-        eval_batch_size: 64,
-        seed: 5,
-        ..TrainConfig::default()
-    };
-    let mut trainer = Trainer::new(training, Adam::new(), Constant::new(1e-3).unwrap(), config)
-        .unwrap()
-        .with_fake_quant(int8.fake_quant().unwrap())
-        .unwrap();
-    let x = data.images().slice(s![..64, .., .., ..]).to_owned();
-    let labels = &data.labels()[..64];
-    let before = loss(&mut trainer, &x, labels);
-    trainer.fit(&data, &data.head(64), |_| {}).unwrap();
-    let after = loss(&mut trainer, &x, labels);
-    assert!(after < 0.8 * before, "loss {before} → {after}");
+    let (trainer, x) = fine_tune_lowers_the_loss(&graph, &int8, &data);
     let frozen = int8.freeze(&trainer.graph().unwrap()).unwrap();
     let fake = trainer.forward_graph().unwrap();
     codes_are_the_training_forwards(&int8, trainer.params(), &fake, &frozen, &x);
