@@ -158,24 +158,14 @@ impl Int8Qat {
     pub fn training_graph(&self, graph: &Graph) -> Result<Graph> {
         let mut g = graph.clone();
         for (name, params) in &self.layers {
-            let node = g
-                .node(name)
-                .ok_or_else(|| Error::param("int8 layer", name, "a node of the graph"))?;
-            let NodeOp::Op(layer @ (Op::Conv(_) | Op::Linear(_))) = node.op() else {
-                return Err(Error::param(
-                    "int8 layer",
-                    name,
-                    "a plain convolution or linear node",
-                ));
-            };
-            let channels = node.input_shapes()[0].channels;
-            let q = if self.learn_ranges {
-                Int8Conv::learned_quantize_dequantize(channels, *params)?
-            } else {
-                Int8Conv::quantize_dequantize(channels, *params)?
-            };
-            let block = Block::new(vec![Op::Int8Conv(q), layer.clone()])?;
-            g.replace(name, block)?;
+            prefix_layer(&mut g, name, "int8 layer", |channels| {
+                let q = if self.learn_ranges {
+                    Int8Conv::learned_quantize_dequantize(channels, *params)?
+                } else {
+                    Int8Conv::quantize_dequantize(channels, *params)?
+                };
+                Ok(vec![Op::Int8Conv(q)])
+            })?;
         }
         Ok(g)
     }
@@ -236,4 +226,33 @@ fn not_a_block(name: &str) -> Error {
         name,
         "a [quantize_dequantize, layer] block of the training graph",
     )
+}
+
+/// Replaces the plain convolution or linear node `name` of `graph` by the
+/// block `[prefix…, layer]`, `prefix` built from the layer's input channel
+/// count — the activation fake quantizers of QAT training graphs.
+///
+/// # Errors
+/// `name` is not a plain convolution or linear node of `graph` (`what`
+/// names the role in the message); an error of `prefix` or of the block.
+pub(crate) fn prefix_layer(
+    graph: &mut Graph,
+    name: &str,
+    what: &str,
+    prefix: impl FnOnce(usize) -> Result<Vec<Op>>,
+) -> Result<()> {
+    let node = graph
+        .node(name)
+        .ok_or_else(|| Error::param(what, name, "a node of the graph"))?;
+    let NodeOp::Op(layer @ (Op::Conv(_) | Op::Linear(_))) = node.op() else {
+        return Err(Error::param(
+            what,
+            name,
+            "a plain convolution or linear node",
+        ));
+    };
+    let layer = layer.clone();
+    let mut ops = prefix(node.input_shapes()[0].channels)?;
+    ops.push(layer);
+    graph.replace(name, Block::new(ops)?)
 }

@@ -23,6 +23,7 @@ use hasten_core::{Block, Error, Graph, IntType, Layer, Result, Transform};
 use hasten_quant::DoReFa;
 use hasten_train::FakeQuant;
 
+use super::activations::prefix_layer;
 use super::QatQuantizer;
 
 /// DoReFa quantization-aware training of the convolution and linear layers
@@ -107,19 +108,9 @@ impl DoReFaQat {
     pub fn training_graph(&self, graph: &Graph) -> Result<Graph> {
         let mut g = graph.clone();
         for name in &self.layers {
-            let node = g
-                .node(name)
-                .ok_or_else(|| Error::param("DoReFa layer", name, "a node of the graph"))?;
-            let NodeOp::Op(layer @ (Op::Conv(_) | Op::Linear(_))) = node.op() else {
-                return Err(Error::param(
-                    "DoReFa layer",
-                    name,
-                    "a plain convolution or linear node",
-                ));
-            };
-            let [clip, q] = self.activation_ops(node.input_shapes()[0].channels)?;
-            let block = Block::new(vec![clip, q, layer.clone()])?;
-            g.replace(name, block)?;
+            prefix_layer(&mut g, name, "DoReFa layer", |channels| {
+                Ok(self.activation_ops(channels)?.to_vec())
+            })?;
         }
         Ok(g)
     }
