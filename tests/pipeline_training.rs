@@ -75,6 +75,19 @@ fn trained_mlp(data: &FineTuneData) -> Graph {
     t.graph().unwrap()
 }
 
+/// A one-step recipe: `method` (a TOML table) on `node`, then the QAT
+/// fine-tuning that [`qat_by_hand`] repeats by hand.
+fn qat_recipe(node: &str, method: &str) -> Recipe {
+    Recipe::from_toml(&format!(
+        "fine_tune = {{ epochs = 2, lr = 0.01, batch = 32, qat = true }}\n\
+         latency = {{ batches = [] }}\n\
+         [[steps]]\n\
+         select = {{ names = [\"{node}\"] }}\n\
+         method = {method}\n"
+    ))
+    .unwrap()
+}
+
 /// The shadow weights of `node` after the recipes' QAT fine-tuning
 /// (`epochs = 2, lr = 0.01, batch = 32`, SGD momentum 0.9) run by hand with
 /// the fake quantizer `q` on that node alone.
@@ -244,16 +257,10 @@ fn qat_in_a_recipe_beats_post_training_quantization_and_freezes_the_trained_weig
 fn int8_qat_freezes_exact_weights_and_unsupported_quantizers_are_refused() {
     let data = data();
     let float = trained_mlp(&data);
-    let recipe = Recipe::from_toml(
-        r#"
-        fine_tune = { epochs = 2, lr = 0.01, batch = 32, qat = true }
-        latency = { batches = [] }
-        [[steps]]
-        select = { names = ["fc2"] }
-        method = { name = "int8", input_range = [0.0, 8.0], granularity = "per-channel" }
-        "#,
-    )
-    .unwrap();
+    let recipe = qat_recipe(
+        "fc2",
+        r#"{ name = "int8", input_range = [0.0, 8.0], granularity = "per-channel" }"#,
+    );
     let (g, report) = compress(&float, &recipe, Some(&data)).unwrap();
     assert!(
         report.events.contains(&Event::Freeze(1)),
@@ -294,16 +301,7 @@ fn int8_qat_freezes_exact_weights_and_unsupported_quantizers_are_refused() {
 fn dorefa_qat_in_a_recipe_freezes_the_trained_quantized_weights() {
     let data = data();
     let float = trained_mlp(&data);
-    let recipe = Recipe::from_toml(
-        r#"
-        fine_tune = { epochs = 2, lr = 0.01, batch = 32, qat = true }
-        latency = { batches = [] }
-        [[steps]]
-        select = { names = ["fc1"] }
-        method = { name = "dorefa", bits = 2 }
-        "#,
-    )
-    .unwrap();
+    let recipe = qat_recipe("fc1", r#"{ name = "dorefa", bits = 2 }"#);
     let (g, report) = compress(&float, &recipe, Some(&data)).unwrap();
     assert!(
         report.events.contains(&Event::Freeze(1)),
