@@ -22,13 +22,14 @@
 //! cargo run --release --example results -- [--data DIR] [--epochs N] [--tune-samples N]
 //!     [--train-samples N] [--distill-samples N] [--distill-epochs N] [--threads T] [--checkpoint FILE]
 //!     [--only SUBSTRING[,SUBSTRING…]] [--no-ort] [--no-lenet] [--fashion MODEL.onnx [--fashion-data DIR]
-//!     [--fashion-tune-samples N] [--fashion-test-samples N]] [--out FILE.md] [--svg FILE.svg]
+//!     [--fashion-tune-samples N] [--fashion-test-samples N]] [--efficientnet] [--out FILE.md] [--svg FILE.svg]
 //! ```
 
 #[path = "../common/thin_lenet.rs"]
 mod thin_lenet;
 
 mod conv_alone;
+mod efficientnet;
 mod fashion;
 mod ort;
 mod plot;
@@ -257,6 +258,7 @@ struct Args {
     fashion_data: PathBuf,
     fashion_tune_samples: usize,
     fashion_test_samples: Option<usize>,
+    efficientnet: bool,
     checkpoint: Option<PathBuf>,
     only: Option<String>,
     out: Option<PathBuf>,
@@ -278,6 +280,7 @@ fn parse() -> Result<Args, String> {
         fashion_data: PathBuf::from("data/fashion-mnist"),
         fashion_tune_samples: 5000,
         fashion_test_samples: None,
+        efficientnet: false,
         checkpoint: None,
         only: None,
         out: None,
@@ -318,6 +321,7 @@ fn parse() -> Result<Args, String> {
                 args.fashion_tune_samples =
                     number("--fashion-tune-samples", value("--fashion-tune-samples")?)?
             }
+            "--efficientnet" => args.efficientnet = true,
             "--threads" => args.threads = number("--threads", value("--threads")?)?,
             "--checkpoint" => args.checkpoint = Some(PathBuf::from(value("--checkpoint")?)),
             "--only" => args.only = Some(value("--only")?),
@@ -955,6 +959,13 @@ fn run(args: &Args) -> Result<(), Error> {
             text.push('\n');
         }
         let section = fashion::section(args, model, dir.as_deref());
+        text.push_str(&section?);
+    }
+    if args.efficientnet {
+        if !text.is_empty() {
+            text.push('\n');
+        }
+        let section = efficientnet::section(args, dir.as_deref());
         text.push_str(&section?);
     }
     if let Some(dir) = &dir {

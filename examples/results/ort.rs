@@ -30,7 +30,7 @@ fn root() -> &'static Path {
 
 /// Runs `scripts/NAME` with `args`; its standard output, or an error with
 /// the last line it wrote to standard error.
-fn script(name: &str, args: &[&Path]) -> Result<String, Error> {
+pub fn script(name: &str, args: &[&Path]) -> Result<String, Error> {
     let python = hasten::bench::python(root());
     let out = Command::new(&python)
         .arg(root().join("scripts").join(name))
@@ -46,7 +46,7 @@ fn script(name: &str, args: &[&Path]) -> Result<String, Error> {
 }
 
 /// Writes `array` as `.npy` to `path`.
-fn write(path: &Path, array: ArrayD<f32>) -> Result<(), Error> {
+pub fn write(path: &Path, array: ArrayD<f32>) -> Result<(), Error> {
     std::fs::write(path, hasten::onnx::weights::write_npy(&array)?)?;
     Ok(())
 }

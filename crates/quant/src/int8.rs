@@ -56,7 +56,8 @@ pub fn activation_params(lo: f32, hi: f32, dtype: IntType) -> Result<QuantParams
 ///
 /// [`Transform::apply`] fails with a typed error for weights that are not
 /// finite, and for a bias too large for the input scale (it must fit in
-/// ±2³⁰ once quantized).
+/// ±2³⁰ once quantized; a channel's weight scale is coarsened until it
+/// does, so this only happens where no finite scale can).
 ///
 /// # Examples
 ///
@@ -80,6 +81,11 @@ pub struct Int8Quantize {
     granularity: Granularity,
 }
 
+/// The largest quantized bias magnitude a weight scale is chosen for
+/// (2^29: half the i32 accumulator's headroom of ±2^30, so that rounding
+/// and f32 scales never push it over).
+const BIAS_LIMIT: f64 = (1u32 << 29) as f64;
+
 impl Int8Quantize {
     /// Inputs quantized with `input`; outputs requantized with `output` when given.
     pub fn new(input: QuantParams, output: Option<QuantParams>, granularity: Granularity) -> Self {
@@ -96,12 +102,28 @@ impl Int8Quantize {
         let rows = m.nrows();
         let groups = self.granularity.groups(rows);
         let mut scales = Array1::<f32>::zeros(groups.len());
+        let input_scale = f64::from(self.input.scale());
         for (g, range) in groups.iter().enumerate() {
             let max = m
                 .slice(hasten_core::ndarray::s![range.clone(), ..])
                 .iter()
                 .fold(0.0f32, |a, &v| a.max(v.abs()));
-            scales[g] = if max > 0.0 { max / 127.0 } else { 1.0 };
+            let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
+            // The bias is stored in i32 at scale `input · weight`: a channel
+            // whose weights are tiny next to its bias (a dead filter after
+            // batch-norm folding) gets the coarser weight scale that keeps
+            // its quantized bias within ±2^29, its weights rounding to 0.
+            let bias_max = weights.bias().map_or(0.0, |b| {
+                b.slice(hasten_core::ndarray::s![range.clone()])
+                    .iter()
+                    .fold(0.0f64, |a, &v| a.max(f64::from(v).abs()))
+            });
+            let floor = (bias_max / (input_scale * BIAS_LIMIT)) as f32;
+            scales[g] = if floor.is_finite() {
+                scale.max(floor)
+            } else {
+                scale
+            };
         }
         let scale_of = |t: usize| scales[if scales.len() == 1 { 0 } else { t }];
         let q = hasten_core::ndarray::Array2::from_shape_fn(m.dim(), |(t, j)| {
@@ -202,6 +224,46 @@ mod tests {
         assert!((num / den).sqrt() < 0.02, "{}", (num / den).sqrt());
         // 1 byte per weight + 6 scales + 6 i32 biases.
         assert_eq!(c.report.after.weight_bytes, 216 + 24 + 24);
+    }
+
+    #[test]
+    fn dead_filter_with_large_bias_keeps_its_bias() {
+        // Batch-norm folding leaves filters with weights ~1e-9 and a bias of
+        // order 1: at the per-channel scale max|w|/127 that bias would need
+        // ~1e12 in i32. The coarser scale keeps it, the weights go to 0.
+        let mut rng = SeededRng::new(3);
+        let mut w = rng.normal_array((3, 2, 3, 3), 0.3);
+        w.slice_mut(hasten_core::ndarray::s![1, .., .., ..])
+            .mapv_inplace(|v| v * 1e-8);
+        let b = Array1::from(vec![0.1f32, -1.5, 0.2]);
+        let layer = ConvLayer::new(
+            hasten_core::Conv4d::new(w).unwrap(),
+            Some(b),
+            ConvSpec::new(),
+        )
+        .unwrap();
+        let input = activation_params(-2.0, 2.0, IntType::U8).unwrap();
+        let c = Int8Quantize::new(input, None, Granularity::PerChannel)
+            .apply(&layer.clone().into(), ActShape::new(2, 4, 4))
+            .unwrap();
+        let Op::Int8Conv(op) = &c.block.ops()[0] else {
+            panic!()
+        };
+        assert!(op.weights().row(1).iter().all(|&q| q == 0));
+        // The other channels keep their usual scale max|w|/127.
+        let m = layer.weight().array().to_shape((3, 18)).unwrap().to_owned();
+        let usual = m.row(0).iter().fold(0.0f32, |a, &v| a.max(v.abs())) / 127.0;
+        assert_eq!(op.weight_scale(0), usual);
+        // Truth: the float layer; the dead channel's output is its bias.
+        let x = rng.normal_array((1, 2, 4, 4), 0.6);
+        let got = op.reference_forward(&x).unwrap();
+        let dense = layer.reference_forward(&x).unwrap();
+        for (a, d) in got.iter().zip(dense.iter()) {
+            assert!((a - d).abs() < 0.05, "{a} vs {d}");
+        }
+        for &v in got.slice(hasten_core::ndarray::s![0, 1, .., ..]).iter() {
+            assert!((v + 1.5).abs() < 1e-5, "{v}");
+        }
     }
 
     #[test]
