@@ -19,14 +19,14 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use hasten::bench::{cpu_model, cpu_seconds};
-use hasten::core::graph::NodeOp;
-use hasten::core::ndarray::{s, Array2, Array4, Ix2, Ix4};
-use hasten::core::{relative_error, Graph, Op};
+use hasten::core::ndarray::{s, Array2, Array4, Ix2};
+use hasten::core::{relative_error, Graph};
 use hasten::fastconv::{Plan, PlanOptions};
 use hasten::onnx::weights::read_npy;
 use hasten::onnx::{import_file, ImportOptions};
 use hasten::pipeline::{compress_calibrated, Recipe};
 
+use crate::efficientnet_photos::{layers, model_dir, Photos};
 use crate::{error_chain, ort, Args, Error};
 
 /// The photos the int8 versions (Hasten's and onnxruntime's) are calibrated
@@ -39,41 +39,6 @@ const RUNS_PER_ROUND: usize = 4;
 
 /// onnxruntime's timed batch-1 runs per model.
 const ORT_RUNS: usize = 100;
-
-/// The model's folder: `HASTEN_MODELS_DIR/efficientnet_lite0`.
-pub fn model_dir() -> PathBuf {
-    std::env::var_os("HASTEN_MODELS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/models"))
-        .join("efficientnet_lite0")
-}
-
-/// The 20 preprocessed photos, the original framework's logits and the
-/// labels.
-struct Photos {
-    inputs: Array4<f32>,
-    logits: Array2<f32>,
-    labels: Vec<usize>,
-}
-
-impl Photos {
-    fn load(dir: &Path) -> Result<Photos, Error> {
-        let read =
-            |name: &str| -> Result<_, Error> { Ok(read_npy(&std::fs::read(dir.join(name))?)?) };
-        let inputs = read("inputs.npy")?.into_dimensionality::<Ix4>()?;
-        let logits = read("logits.npy")?.into_dimensionality::<Ix2>()?;
-        let labels = read("labels.npy")?.iter().map(|&l| l as usize).collect();
-        Ok(Photos {
-            inputs,
-            logits,
-            labels,
-        })
-    }
-
-    fn len(&self) -> usize {
-        self.labels.len()
-    }
-}
 
 /// One version of the network.
 struct Version {
@@ -189,22 +154,6 @@ fn latencies(
             )
         })
         .collect())
-}
-
-/// The depthwise convolutions of `graph` (grouped, one input channel per
-/// group) and its other convolution and linear layers, by name.
-fn layers(graph: &Graph) -> (Vec<String>, Vec<String>) {
-    let (mut depthwise, mut other) = (Vec::new(), Vec::new());
-    for node in graph.nodes() {
-        match node.op() {
-            NodeOp::Op(Op::Conv(c)) if c.spec().groups > 1 => {
-                depthwise.push(node.name().to_string())
-            }
-            NodeOp::Op(Op::Conv(_) | Op::Linear(_)) => other.push(node.name().to_string()),
-            _ => {}
-        }
-    }
-    (depthwise, other)
 }
 
 /// `graph` compressed by the one-step recipe `method` on the nodes

@@ -38,6 +38,9 @@ mod targets;
 #[path = "../common/frame.rs"]
 mod frame;
 
+#[path = "../common/efficientnet_photos.rs"]
+mod efficientnet_photos;
+
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
