@@ -601,3 +601,52 @@ fn asymmetric_step_recovers_a_planted_low_rank_layer() {
     let err = compress(&g, &recipe, None).unwrap_err();
     assert!(err.to_string().contains("calibration data"), "{err}");
 }
+
+/// A `prune-channels` step with `compensate = true` equals the driver's
+/// channels removed by hand with their means on the same calibration
+/// batch put back, differs from the step without it, and is an error
+/// without calibration data.
+#[test]
+fn prune_channels_compensate_puts_back_the_calibration_means() {
+    use hasten::prune::criteria::Norm;
+    use hasten::prune::graph::{
+        consumer_input_means, group_scores, prune_graph, remove_channels_compensated,
+        ChannelGroups, GraphPruneConfig, GraphTarget, GroupCriterion,
+    };
+    let g = resnet8(&ModelConfig::mnist().with_random_batch_norm()).unwrap();
+    let batch = SeededRng::new(2).normal_array((4, 1, 28, 28), 1.0);
+    let recipe = |compensate: bool| {
+        Recipe::from_toml(&format!(
+            "latency = {{ batches = [] }}\n[[steps]]\nmethod = {{ name = \"prune-channels\", \
+             target = \"per-group\", fraction = 0.25, multiple = 1, compensate = {compensate} }}\n"
+        ))
+        .unwrap()
+    };
+    let (c, _) = compress_calibrated(&g, &recipe(true), None, Some(&batch)).unwrap();
+    let (plain, _) = compress_calibrated(&g, &recipe(false), None, Some(&batch)).unwrap();
+
+    let groups = ChannelGroups::analyze(&g).unwrap();
+    let scores = group_scores(&g, &groups, GroupCriterion::Magnitude(Norm::L1), None).unwrap();
+    let config = GraphPruneConfig {
+        target: GraphTarget::PerGroup(0.25),
+        multiple: 1,
+    };
+    let (_, pruning) = prune_graph(&g, &groups, &scores, &config).unwrap();
+    let keep = pruning
+        .groups
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.kept.len() < r.total)
+        .map(|(i, r)| (i, r.kept.clone()))
+        .collect();
+    let means = consumer_input_means(&g, &groups, &[&batch]).unwrap();
+    let by_hand = remove_channels_compensated(&g, &groups, &keep, &means).unwrap();
+    let x = SeededRng::new(6).normal_array((2, 1, 28, 28), 1.0);
+    let y = c.reference_forward(&[&x]).unwrap();
+    assert_eq!(y, by_hand.reference_forward(&[&x]).unwrap());
+    assert_ne!(y, plain.reference_forward(&[&x]).unwrap());
+    // The same MACs; consumers without a bias gain one.
+    assert_eq!(c.cost().unwrap().macs, plain.cost().unwrap().macs);
+    let err = compress(&g, &recipe(true), None).unwrap_err();
+    assert!(err.to_string().contains("calibration data"), "{err}");
+}

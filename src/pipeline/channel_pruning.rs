@@ -6,7 +6,8 @@ use hasten_core::graph::{GraphReport, NodeFilter, NodeReport};
 use hasten_core::{Graph, Report};
 use hasten_prune::criteria::Norm;
 use hasten_prune::graph::{
-    group_scores, prune_graph, ChannelGroups, GraphPruneConfig, GraphTarget, GroupCriterion,
+    consumer_input_means, group_scores, prune_graph, remove_channels_compensated, ChannelGroups,
+    GraphPruneConfig, GraphTarget, GroupCriterion,
 };
 
 use hasten_core::ndarray::Array4;
@@ -16,7 +17,8 @@ use super::method::{ChannelCriterion, Method, PruneTarget};
 /// Prunes the channel groups of `graph` one of whose producers `filter`
 /// selects, as `method` (a [`Method::PruneChannels`]) says; the activation
 /// criteria score the channels on `calibration` (one NCHW batch for the
-/// graph's single input), which they require. Every node whose
+/// graph's single input), which they require, and so does `compensate`
+/// (removed channels replaced by their means there). Every node whose
 /// MACs, parameters or weight bytes changed gets a row (activations and
 /// pooling, which only carry fewer channels, get none); the weight error is not defined for removed
 /// channels and stays `None`. Errors are messages for the step's error.
@@ -31,6 +33,7 @@ pub(super) fn prune_channels(
         fraction,
         multiple,
         criterion,
+        compensate,
     } = method
     else {
         return Err(format!("{} is not a graph-level method", method.name()));
@@ -84,7 +87,22 @@ pub(super) fn prune_channels(
         },
         multiple: *multiple,
     };
-    let (pruned, pruning) = prune_graph(graph, &groups, &scores, &config).map_err(err)?;
+    let (mut pruned, pruning) = prune_graph(graph, &groups, &scores, &config).map_err(err)?;
+    if *compensate {
+        let batch = calibration.ok_or(
+            "compensate replaces removed channels by their means on calibration data, \
+             and none was given",
+        )?;
+        let means = consumer_input_means(graph, &groups, &[batch]).map_err(err)?;
+        let keep = pruning
+            .groups
+            .iter()
+            .enumerate()
+            .filter(|(_, g)| g.kept.len() < g.total)
+            .map(|(i, g)| (i, g.kept.clone()))
+            .collect();
+        pruned = remove_channels_compensated(graph, &groups, &keep, &means).map_err(err)?;
+    }
     let mut nodes = Vec::new();
     for old in graph.nodes() {
         let new = pruned

@@ -353,6 +353,12 @@ pub enum Method {
         /// energy (eq. (15)) or APoZ of the channels on calibration data.
         #[serde(default)]
         criterion: ChannelCriterion,
+        /// Replace each removed channel by its mean on the calibration data:
+        /// its consumers' biases absorb `Σ W[:, c] · mean(c)` — what a
+        /// removed filter still contributed through its bias (large after
+        /// batch-norm folding) when there is no fine-tuning to recover it.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        compensate: bool,
     },
 }
 

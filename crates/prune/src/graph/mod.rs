@@ -47,7 +47,9 @@ pub mod score;
 
 pub use driver::{prune_graph, GraphPruneConfig, GraphPruneReport, GraphTarget, GroupReport};
 pub use groups::{ChannelGroup, ChannelGroups};
-pub use remove::{remove_channels, remove_channels_by_name};
+pub use remove::{
+    consumer_input_means, remove_channels, remove_channels_by_name, remove_channels_compensated,
+};
 pub use score::{group_scores, group_scores_with, GroupCriterion};
 
 #[cfg(test)]
