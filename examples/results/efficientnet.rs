@@ -6,7 +6,9 @@
 //! quantization (survey section 5) calibrated on photos 0–9 — the
 //! pointwise, dense and linear layers, and, as a second version, the
 //! depthwise ones too — and dependency-aware filter pruning (survey section
-//! 6.1, L1 criterion eq. (14)) of 10 % and 25 % of the MACs. Each version:
+//! 6.1, L1 criterion eq. (14)) of 10 % and 25 % of the MACs, with and
+//! without the removed channels' means put back (`compensate`), and by
+//! activation energy (eq. (15)) at 10 %. Each version:
 //! MACs, weight bytes, batch-1 latency (medians over alternating rounds in
 //! this process), and agreement with the original on the photos; then, in
 //! a child process, onnxruntime on every exported version and on its own
@@ -269,9 +271,9 @@ pub fn section(args: &Args, dir: Option<&Path>) -> Result<String, Error> {
     let calibration = photos.inputs.slice(s![CALIBRATION, .., .., ..]).to_owned();
     let (depthwise, other) = layers(&graph);
     let int8 = r#"{ name = "int8", granularity = "per-channel" }"#;
-    let prune = |f: f64, compensate: bool| {
+    let prune = |f: f64, criterion: &str, compensate: bool| {
         format!(
-            r#"{{ name = "prune-channels", target = "macs", fraction = {f}, multiple = 8, criterion = "l1", compensate = {compensate} }}"#
+            r#"{{ name = "prune-channels", target = "macs", fraction = {f}, multiple = 8, criterion = "{criterion}", compensate = {compensate} }}"#
         )
     };
     let mut versions = vec![Version {
@@ -286,22 +288,27 @@ pub fn section(args: &Args, dir: Option<&Path>) -> Result<String, Error> {
         ("int8, depthwise too", int8.to_string(), all),
         (
             "filter pruning (L1), 10 % of the MACs",
-            prune(0.10, false),
+            prune(0.10, "l1", false),
             Vec::new(),
         ),
         (
             "filter pruning (L1), 10 % of the MACs, means put back",
-            prune(0.10, true),
+            prune(0.10, "l1", true),
             Vec::new(),
         ),
         (
             "filter pruning (L1), 25 % of the MACs",
-            prune(0.25, false),
+            prune(0.25, "l1", false),
             Vec::new(),
         ),
         (
             "filter pruning (L1), 25 % of the MACs, means put back",
-            prune(0.25, true),
+            prune(0.25, "l1", true),
+            Vec::new(),
+        ),
+        (
+            "channel pruning (activation energy), 10 % of the MACs, means put back",
+            prune(0.10, "energy", true),
             Vec::new(),
         ),
     ] {
@@ -372,7 +379,7 @@ pub fn section(args: &Args, dir: Option<&Path>) -> Result<String, Error> {
          EfficientNet-Lite0 (ImageNet-pretrained, ReLU6, batch norm folded; `shared/models/efficientnet_lite0`) imported from ONNX and run as a Hasten fast plan on its 20 photos: top-1 {}/{n}, top-5 {}/{n} against the labels (the model's own figures: 18/20, 19/20); relative error of the logits against the original framework's `logits.npy`: mean {:.2e}, max {:.2e}. \
          No fine-tuning (no ImageNet training set here): every version is the transform alone. \
          Int8: post-training, per-channel weights, u8 activations with min–max ranges calibrated on photos {}–{} (onnxruntime's static int8 on the same photos); \"held out\" counts photos {}–{} only. \
-         Pruning: dependency-aware filter pruning of the whole graph (channels tied by residual `Add`s and depthwise convolutions pruned together), L1 norm of the filters, kept counts multiples of 8; \"means put back\": each removed channel replaced by its mean on photos {}–{} (its consumers' biases absorb it, `compensate = true`). \
+         Pruning: dependency-aware filter pruning of the whole graph (channels tied by residual `Add`s and depthwise convolutions pruned together), L1 norm of the filters (or the activation energy of the channels on photos 0–9, eq. (15)), kept counts multiples of 8; \"means put back\": each removed channel replaced by its mean on photos {}–{} (its consumers' biases absorb it, `compensate = true`). \
          Latency: batch 1, {} threads, median of {} runs in {ROUNDS} alternating rounds of {RUNS_PER_ROUND} runs per version in one process; CPU ms: process CPU time per run ÷ threads. CPU: {}; wall time {:.0} s.\n\n",
         reference.top1,
         reference.top5,
