@@ -15,6 +15,9 @@
 //! compressed model's accuracy under onnxruntime. Prints the tables and the
 //! issue's targets as markdown (also to `--out`) and draws the
 //! speed/accuracy plot in the style of the survey's Fig. 2 (`--svg`).
+//! `--fashion` adds the ResNet-8 / Fashion-MNIST section (`fashion.rs`),
+//! `--efficientnet` the EfficientNet-Lite0 section on its 20 ImageNet photos
+//! (`efficientnet.rs`).
 //!
 //! ```text
 //! bash scripts/fetch-datasets.sh      # puts MNIST into data/mnist
