@@ -32,7 +32,8 @@ use crate::efficientnet_photos::{layers, model_dir, Photos};
 use crate::{error_chain, ort, Args, Error};
 
 /// The photos the int8 versions (Hasten's and onnxruntime's) are calibrated
-/// on; the others are held out.
+/// on, and the pruning's activation energies and channel means measured on;
+/// the others are held out.
 const CALIBRATION: Range<usize> = 0..10;
 
 /// Alternating timing rounds, and batch-1 runs of each version per round.
