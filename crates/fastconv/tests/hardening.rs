@@ -275,14 +275,20 @@ fn winograd_propagates_infinities_like_the_reference() {
     );
     assert!(slow.iter().any(|v| v.is_finite()));
     for isa in Isa::supported() {
-        let opts = PlanOptions {
-            isa,
-            ..options(Winograd::Always)
-        };
-        let mut plan = Plan::with_options(&block, shape, 3, opts).unwrap();
-        assert_eq!(kernels(&plan), ["conv winograd"]);
-        let fast = plan.run(&x).unwrap().to_owned();
-        assert_same_ieee(&fast, &slow, 1e-5, &format!("{isa}"));
+        // Each tile's stated error bound (the Winograd module's documentation).
+        for (winograd, name, tol) in [
+            (Winograd::F2, "conv winograd", 1e-5),
+            (Winograd::F4, "conv winograd f4", 2e-5),
+        ] {
+            let opts = PlanOptions {
+                isa,
+                ..options(winograd)
+            };
+            let mut plan = Plan::with_options(&block, shape, 3, opts).unwrap();
+            assert_eq!(kernels(&plan), [name]);
+            let fast = plan.run(&x).unwrap().to_owned();
+            assert_same_ieee(&fast, &slow, tol, &format!("{isa} {winograd:?}"));
+        }
     }
 }
 
@@ -297,7 +303,9 @@ fn plans_say_which_kernel_runs() {
     let block = Block::single(layer);
     let shape = ActShape::new(4, 8, 8);
     let ways = [
-        (Winograd::Always, "conv winograd"),
+        (Winograd::Always, "conv winograd f4"),
+        (Winograd::F4, "conv winograd f4"),
+        (Winograd::F2, "conv winograd"),
         // GEMM on the rows of a zero-padded copy: stride 1, 6-pixel rows.
         (Winograd::Off, "conv gemm (padded rows)"),
         // Auto: 4 channels are far below the 128 where Winograd pays.
