@@ -377,7 +377,11 @@ fn winograd_errors() -> Vec<(Winograd, String, f64)> {
     let mut rng = SeededRng::new(11);
     let mut found = Vec::new();
     for (case, c, t, h, w) in [("unit", 48, 32, 17, 20), ("resnet", 128, 128, 68, 68)] {
-        let std = if case == "unit" { 1.0 } else { (2.0 / (9.0 * c as f64)).sqrt() };
+        let std = if case == "unit" {
+            1.0
+        } else {
+            (2.0 / (9.0 * c as f64)).sqrt()
+        };
         let layer = ConvLayer::new(
             hasten_core::Conv4d::new(rng.normal_array((t, c, 3, 3), std)).unwrap(),
             Some(rng.normal_array(t, std)),

@@ -308,12 +308,26 @@ fn plans_say_which_kernel_runs() {
         (Winograd::F2, "conv winograd"),
         // GEMM on the rows of a zero-padded copy: stride 1, 6-pixel rows.
         (Winograd::Off, "conv gemm (padded rows)"),
-        // Auto: 4 channels are far below the 128 where Winograd pays.
+        // Auto: 4 channels are far below the 64 where Winograd pays.
         (Winograd::Auto, "conv gemm (padded rows)"),
     ];
     for (w, name) in ways {
         let plan = Plan::with_options(&block, shape, 1, options(w)).unwrap();
         assert_eq!(kernels(&plan), [name], "{w:?}");
+    }
+    // Auto's measured rule: F(4×4) from 64 channels and 13×13 outputs,
+    // F(2×2) from 256 channels on smaller outputs, GEMM below 64 channels.
+    for (c, t, hw, name) in [
+        (64, 64, 13, "conv winograd f4"),
+        (64, 64, 12, "conv gemm (padded rows)"),
+        (256, 256, 12, "conv winograd"),
+        (256, 256, 7, "conv winograd"),
+        (63, 64, 13, "conv gemm (padded rows)"),
+    ] {
+        let block = Block::single(winograd_layer(c, t));
+        let plan = Plan::with_options(&block, ActShape::new(c, hw, hw), 1, options(Winograd::Auto))
+            .unwrap();
+        assert_eq!(kernels(&plan), [name], "{c} channels at {hw}×{hw}");
     }
     let dw = Block::single(conv(4, 1, 3, ConvSpec::new().with_groups(4)));
     let plan = Plan::new(&dw, shape, 1).unwrap();

@@ -131,7 +131,9 @@ impl ConvStep {
             Choice::Winograd(tile) => ConvStep::Winograd(WinogradConv::new(
                 tile,
                 isa,
-                Kernel::for_rows(isa, geo.t_g),
+                // Few tiles (7×7 or 14×14 outputs): a tall microkernel
+                // pads the GEMM columns less.
+                Kernel::for_shape(isa, geo.t_g, WinogradConv::tiles(&geo, tile), geo.c_g),
                 geo,
                 &weights,
                 bias.as_deref(),

@@ -104,15 +104,35 @@ impl WinogradConv {
     }
 
     /// The tile `Winograd::Auto` runs a supported layer with, or `None` for
-    /// the GEMM path, from the roofline measurements (docs/performance.md):
-    /// the transforms cost `O(C + T)` per tile against the GEMM's `O(C·T)`,
-    /// so both channel counts must be large (≥ 128); below ~32 tiles (7×7
-    /// outputs) the tiny GEMMs waste their tiles, and above ~400 tiles
-    /// (large images) the transformed buffers leave the caches.
+    /// the GEMM path. Measured with `conv_vs_ort` (docs/performance.md,
+    /// AMD EPYC Zen 4, batch 1, 2 threads, CPU-normalised ms, AVX-512 /
+    /// forced AVX2; GEMM, F(2×2), F(4×4)):
+    ///
+    /// | layer | GEMM | F(2×2) | F(4×4) |
+    /// |---|---:|---:|---:|
+    /// | 64→64 @56 | 1.25 / 1.52 | 1.38 / 1.47 | 0.91 / 0.96 |
+    /// | 128→128 @28 | 1.30 / 1.37 | 1.01 / 1.05 | 0.67 / 0.71 |
+    /// | 256→256 @14 | 1.37 / 1.32 | 0.90 / 0.91 | 0.71 / 0.64 |
+    /// | 512→512 @7 | 1.37 / 1.53 | 0.92 / 1.05 | 1.38 / 1.38 |
+    /// | 64→64 @224 | 22.3 / 25.0 | 24.2 / 25.7 | 16.6 / 17.5 |
+    /// | 3→64 @224 | 1.51 / 1.19 | 6.89 / 7.03 | 5.10 / 5.26 |
+    ///
+    /// F(4×4) wins wherever both channel counts are ≥ 64 and the output has
+    /// at least 16 tiles of 4×4 (outputs from 13×13). On 7×7 outputs (4
+    /// tiles of 4×4, mostly padding in the GEMM and the transforms) F(2×2)
+    /// wins at 512 channels; smaller outputs take it from 256 channels
+    /// (the 512-channel margin, 1.5×, leaves room; 64 to 256 channels on
+    /// such outputs were not measured and stay on the GEMM). With 3 input
+    /// channels the transforms dominate and the GEMM wins.
     pub fn auto_tile(geo: &ConvGeometry) -> Option<WinogradTile> {
-        let (th, tw) = tile_grid(geo, 2);
-        (geo.c_g >= 128 && geo.t_g >= 128 && (32..=400).contains(&(th * tw)))
-            .then_some(WinogradTile::F2)
+        let channels = geo.c_g.min(geo.t_g);
+        if channels >= 64 && Self::tiles(geo, WinogradTile::F4) >= 16 {
+            Some(WinogradTile::F4)
+        } else if channels >= 256 {
+            Some(WinogradTile::F2)
+        } else {
+            None
+        }
     }
 
     /// Transforms the OIHW `weights` (`T × C × 3 × 3`): `U = G g Gᵀ`, packed
@@ -170,6 +190,12 @@ impl WinogradConv {
             work: Mutex::new((AlignedVec::default(), AlignedVec::default())),
             fallback,
         }
+    }
+
+    /// Output tiles of one sample with `tile`: the GEMMs' column count.
+    pub fn tiles(geo: &ConvGeometry, tile: WinogradTile) -> usize {
+        let (th, tw) = tile_grid(geo, tile.m());
+        th * tw
     }
 
     /// The tile this convolution runs with.
@@ -275,7 +301,11 @@ impl WinogradConv {
                     } else {
                         for (j, e) in row_d.iter_mut().enumerate() {
                             let x = x0 + j as isize;
-                            e[l] = if x >= 0 && x < iw { row[x as usize] } else { 0.0 };
+                            e[l] = if x >= 0 && x < iw {
+                                row[x as usize]
+                            } else {
+                                0.0
+                            };
                         }
                     }
                 }

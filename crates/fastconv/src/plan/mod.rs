@@ -53,8 +53,10 @@ pub enum Winograd {
     /// Never.
     Off,
     /// With the tile, or the GEMM, that measurements show fastest for the
-    /// layer's channels and size (the default; the rule and its numbers are
-    /// in docs/performance.md).
+    /// layer's channels and size (the default): F(4×4) with at least 64
+    /// input and output channels and outputs from 13×13, F(2×2) with at
+    /// least 256 channels on smaller outputs, else GEMM (the numbers are in
+    /// docs/performance.md).
     Auto,
     /// Whenever the layer allows it, with F(4×4, 3×3) (for tests and
     /// comparisons).
