@@ -38,7 +38,7 @@ use std::sync::Mutex;
 use rayon::prelude::*;
 
 pub(crate) use super::winograd_tile::WinogradTile;
-use super::winograd_tile::LANES;
+use super::winograd_tile::{Lanes, LANES};
 
 use super::gemm_conv::GemmConv;
 use super::{ChannelView, ConvGeometry};
@@ -249,15 +249,74 @@ impl WinogradConv {
             crate::profile::task(|| {
                 let (src_c, _, _) = self.view.channel(c);
                 let plane = &sample[src_c * area..][..area];
-                self.isa
-                    .run(|| self.input_channel(plane, c, p0, len, tw, vp));
+                match self.tile {
+                    WinogradTile::F2 => self.input_for_isa::<2>(plane, c, p0, len, tw, vp),
+                    WinogradTile::F4 => self.input_for_isa::<4>(plane, c, p0, len, tw, vp),
+                }
             })
         });
     }
 
+    /// [`Self::input_channel`] for tile side `M`, compiled for the ISA.
+    fn input_for_isa<const M: usize>(
+        &self,
+        plane: &[f32],
+        c: usize,
+        p0: usize,
+        len: usize,
+        tw: usize,
+        vp: SharedOut,
+    ) {
+        match self.isa {
+            // SAFETY: plans only build kernels of supported ISAs.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { self.input_avx512::<M>(plane, c, p0, len, tw, vp) },
+            // SAFETY: as above.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { self.input_avx2::<M>(plane, c, p0, len, tw, vp) },
+            _ => self.input_channel::<M>(plane, c, p0, len, tw, vp),
+        }
+    }
+
+    /// [`Self::input_channel`] compiled for AVX-512F (512-bit lanes).
+    ///
+    /// # Safety
+    /// The CPU supports AVX-512F.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn input_avx512<const M: usize>(
+        &self,
+        plane: &[f32],
+        c: usize,
+        p0: usize,
+        len: usize,
+        tw: usize,
+        vp: SharedOut,
+    ) {
+        self.input_channel::<M>(plane, c, p0, len, tw, vp)
+    }
+
+    /// [`Self::input_channel`] compiled for AVX2 and FMA.
+    ///
+    /// # Safety
+    /// The CPU supports AVX2 and FMA.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn input_avx2<const M: usize>(
+        &self,
+        plane: &[f32],
+        c: usize,
+        p0: usize,
+        len: usize,
+        tw: usize,
+        vp: SharedOut,
+    ) {
+        self.input_channel::<M>(plane, c, p0, len, tw, vp)
+    }
+
     /// The input transform of channel `c` (`plane`), [`LANES`] tiles at a time.
     #[inline(always)]
-    fn input_channel(
+    fn input_channel<const M: usize>(
         &self,
         plane: &[f32],
         c: usize,
@@ -267,7 +326,10 @@ impl WinogradConv {
         vp: SharedOut,
     ) {
         let geo = &self.geo;
-        let (m, a) = (self.tile.m(), self.tile.alpha());
+        // Compile-time sizes and matrices: the loops unroll and the zero
+        // coefficients fold away.
+        let tile = WinogradTile::with_m(M);
+        let (m, a) = (M, M + 2);
         let xi_n = a * a;
         let (ih, iw) = (geo.in_hw.0 as isize, geo.in_hw.1 as isize);
         let mut d = [[0.0f32; LANES]; MAX_XI];
@@ -310,18 +372,19 @@ impl WinogradConv {
                     }
                 }
             }
-            self.tile
-                .input_transform(&d[..xi_n], &mut tmp[..xi_n], &mut v[..xi_n]);
+            tile.input_transform(&d[..xi_n], &mut tmp[..xi_n], &mut v[..xi_n]);
             for (xi, lanes) in v[..xi_n].iter().enumerate() {
                 // SAFETY: (ξ·C + c)·len + q + valid ≤ α²·C·len = v.len();
                 // each channel task writes only its own c.
-                let dst = unsafe {
-                    std::slice::from_raw_parts_mut(
-                        vp.ptr().add((xi * self.geo.c_g + c) * len + q),
-                        valid,
-                    )
-                };
-                dst.copy_from_slice(&lanes[..valid]);
+                let dst = unsafe { vp.ptr().add((xi * self.geo.c_g + c) * len + q) };
+                if valid == LANES {
+                    // SAFETY: as above, LANES floats.
+                    unsafe { dst.cast::<Lanes>().write_unaligned(*lanes) };
+                } else {
+                    // SAFETY: as above, `valid` floats.
+                    unsafe { std::slice::from_raw_parts_mut(dst, valid) }
+                        .copy_from_slice(&lanes[..valid]);
+                }
             }
         }
     }
@@ -380,17 +443,74 @@ impl WinogradConv {
         out.par_chunks_mut(self.geo.out_area())
             .enumerate()
             .for_each(|(t, plane)| {
-                crate::profile::task(|| {
-                    self.isa
-                        .run(|| self.output_channel(m, t, p0, len, tw, plane))
+                crate::profile::task(|| match self.tile {
+                    WinogradTile::F2 => self.output_for_isa::<2>(m, t, p0, len, tw, plane),
+                    WinogradTile::F4 => self.output_for_isa::<4>(m, t, p0, len, tw, plane),
                 })
             });
+    }
+
+    /// [`Self::output_channel`] for tile side `M`, compiled for the ISA.
+    fn output_for_isa<const M: usize>(
+        &self,
+        m: &[f32],
+        t: usize,
+        p0: usize,
+        len: usize,
+        tw: usize,
+        plane: &mut [f32],
+    ) {
+        match self.isa {
+            // SAFETY: plans only build kernels of supported ISAs.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { self.output_avx512::<M>(m, t, p0, len, tw, plane) },
+            // SAFETY: as above.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { self.output_avx2::<M>(m, t, p0, len, tw, plane) },
+            _ => self.output_channel::<M>(m, t, p0, len, tw, plane),
+        }
+    }
+
+    /// [`Self::output_channel`] compiled for AVX-512F (512-bit lanes).
+    ///
+    /// # Safety
+    /// The CPU supports AVX-512F.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn output_avx512<const M: usize>(
+        &self,
+        m: &[f32],
+        t: usize,
+        p0: usize,
+        len: usize,
+        tw: usize,
+        plane: &mut [f32],
+    ) {
+        self.output_channel::<M>(m, t, p0, len, tw, plane)
+    }
+
+    /// [`Self::output_channel`] compiled for AVX2 and FMA.
+    ///
+    /// # Safety
+    /// The CPU supports AVX2 and FMA.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn output_avx2<const M: usize>(
+        &self,
+        m: &[f32],
+        t: usize,
+        p0: usize,
+        len: usize,
+        tw: usize,
+        plane: &mut [f32],
+    ) {
+        self.output_channel::<M>(m, t, p0, len, tw, plane)
     }
 
     /// The output transform of channel `t` into its `plane`, [`LANES`]
     /// tiles at a time.
     #[inline(always)]
-    fn output_channel(
+    fn output_channel<const M: usize>(
         &self,
         m: &[f32],
         t: usize,
@@ -400,7 +520,8 @@ impl WinogradConv {
         plane: &mut [f32],
     ) {
         let geo = &self.geo;
-        let (mm, xi_n) = (self.tile.m(), self.tile.components());
+        let tile = WinogradTile::with_m(M);
+        let (mm, xi_n) = (M, (M + 2) * (M + 2));
         let bias = self.bias.as_ref().map_or(0.0, |b| b[t]);
         let mut mt = [[0.0f32; LANES]; MAX_XI];
         let mut tmp = [[0.0f32; LANES]; MAX_XI];
@@ -408,10 +529,14 @@ impl WinogradConv {
         for q in (0..len).step_by(LANES) {
             let valid = LANES.min(len - q);
             for (xi, lanes) in mt[..xi_n].iter_mut().enumerate() {
-                lanes[..valid].copy_from_slice(&m[(xi * geo.t_g + t) * len + q..][..valid]);
+                let src = &m[(xi * geo.t_g + t) * len + q..];
+                if valid == LANES {
+                    *lanes = src[..LANES].try_into().expect("LANES floats");
+                } else {
+                    lanes[..valid].copy_from_slice(&src[..valid]);
+                }
             }
-            self.tile
-                .output_transform(&mt[..xi_n], &mut tmp[..xi_n], &mut y[..mm * mm]);
+            tile.output_transform(&mt[..xi_n], &mut tmp[..xi_n], &mut y[..mm * mm]);
             for lanes in &mut y[..mm * mm] {
                 for e in lanes.iter_mut() {
                     *e = self.clamp.apply(*e + bias);

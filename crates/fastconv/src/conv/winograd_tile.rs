@@ -89,7 +89,19 @@ const AT4: [f32; 24] = [
 ];
 
 impl WinogradTile {
+    /// The tile with `m` outputs per side (2, else 4); a constant `m`
+    /// makes the tile, and so its matrices, known at compile time.
+    #[inline(always)]
+    pub const fn with_m(m: usize) -> Self {
+        if m == 2 {
+            WinogradTile::F2
+        } else {
+            WinogradTile::F4
+        }
+    }
+
     /// Outputs per tile side, `m`.
+    #[inline(always)]
     pub fn m(self) -> usize {
         match self {
             WinogradTile::F2 => 2,
@@ -98,6 +110,7 @@ impl WinogradTile {
     }
 
     /// Input tile side, `α = m + 2`.
+    #[inline(always)]
     pub fn alpha(self) -> usize {
         self.m() + 2
     }
@@ -107,6 +120,7 @@ impl WinogradTile {
         self.alpha() * self.alpha()
     }
 
+    #[inline(always)]
     fn bt(self) -> &'static [f32] {
         match self {
             WinogradTile::F2 => &BT2,
@@ -114,6 +128,7 @@ impl WinogradTile {
         }
     }
 
+    #[inline(always)]
     fn g(self) -> &'static [f64] {
         match self {
             WinogradTile::F2 => &G2,
@@ -121,6 +136,7 @@ impl WinogradTile {
         }
     }
 
+    #[inline(always)]
     fn at(self) -> &'static [f32] {
         match self {
             WinogradTile::F2 => &AT2,
