@@ -14,15 +14,17 @@
 //! their extra outputs.
 //!
 //! Numerical error, relative to the output's largest magnitude, against
-//! the f64 reference (`forward_matches_reference::winograd_error_is_stated_bound`):
-//! F(2×2)'s transforms only add, subtract and halve, and the error stays
-//! below `1e-5` on unit-variance data. F(4×4)'s transforms scale by up to
-//! 8 · 5 and its filter transform by fractions down to 1/24, so values of
-//! very different size meet in one sum and cancel: measured `≈ 1e-6`
-//! (48 channels, unit-variance data and filters) to `≈ 3e-6` (512 channels
-//! with He-scaled filters, ResNet-like magnitudes), stated bound `2e-5`, an
-//! order of magnitude above F(2×2)'s own measured error and five times below
-//! the `1e-4` every fast kernel is held to.
+//! the f64 reference (`forward_matches_reference::winograd_error_is_stated_bound`,
+//! every ISA path): F(2×2)'s transforms only add, subtract and halve —
+//! measured 2.3e-7 on unit-variance data and filters (48 → 32 channels)
+//! and 4.3e-7 at ResNet-like magnitudes (128 → 128 channels, He-scaled
+//! filters, post-ReLU inputs, 68² plane); stated bound `1e-5`. F(4×4)'s
+//! `Bᵀ` and `Aᵀ` scale by up to 5 and 8 and its `G` by fractions down to
+//! 1/24, so terms of different size meet in each sum and cancel: measured
+//! 1.5e-6 and 2.6e-6 on the same two cases (6–7× F(2×2)'s), stated bound
+//! `2e-5` — about 8× the measured error, room for wider channel sums
+//! (the GEMM's accumulation error grows with `C`), and still 5× below the
+//! `1e-4` every fast kernel is held to.
 //!
 //! Non-finite inputs: the input transform subtracts neighbouring values, so
 //! an infinity becomes `Inf − Inf = NaN`, and a NaN or infinity spreads to
@@ -110,18 +112,19 @@ impl WinogradConv {
     ///
     /// | layer | GEMM | F(2×2) | F(4×4) |
     /// |---|---:|---:|---:|
-    /// | 64→64 @56 | 1.25 / 1.52 | 1.38 / 1.47 | 0.91 / 0.96 |
-    /// | 128→128 @28 | 1.30 / 1.37 | 1.01 / 1.05 | 0.67 / 0.71 |
-    /// | 256→256 @14 | 1.37 / 1.32 | 0.90 / 0.91 | 0.71 / 0.64 |
-    /// | 512→512 @7 | 1.37 / 1.53 | 0.92 / 1.05 | 1.38 / 1.38 |
-    /// | 64→64 @224 | 22.3 / 25.0 | 24.2 / 25.7 | 16.6 / 17.5 |
-    /// | 3→64 @224 | 1.51 / 1.19 | 6.89 / 7.03 | 5.10 / 5.26 |
+    /// | 64→64 @56 | 1.44 / 1.55 | 1.33 / 1.45 | 1.00 / 1.10 |
+    /// | 128→128 @28 | 1.40 / 1.57 | 0.96 / 1.07 | 0.70 / 0.96 |
+    /// | 256→256 @14 | 1.47 / 1.57 | 0.89 / 0.87 | 0.73 / 0.83 |
+    /// | 512→512 @7 | 1.60 / 1.75 | 0.99 / 1.01 | 1.69 / 1.61 |
+    /// | 64→64 @224 | 22.4 / 26.1 | 24.5 / 25.1 | 17.7 / 18.2 |
+    /// | 3→64 @224 | 1.65 / 1.21 | 7.36 / 7.69 | 7.39 / 6.04 |
     ///
-    /// F(4×4) wins wherever both channel counts are ≥ 64 and the output has
-    /// at least 16 tiles of 4×4 (outputs from 13×13). On 7×7 outputs (4
+    /// F(4×4) wins on every measured layer with both channel counts ≥ 64
+    /// and at least 16 tiles of 4×4 (measured from 14×14 outputs; the rule
+    /// starts at 13×13, the same 16 tiles). On 7×7 outputs (4
     /// tiles of 4×4, mostly padding in the GEMM and the transforms) F(2×2)
     /// wins at 512 channels; smaller outputs take it from 256 channels
-    /// (the 512-channel margin, 1.5×, leaves room; 64 to 256 channels on
+    /// (the 512-channel margin over GEMM, 1.6×, leaves room; 64 to 256 channels on
     /// such outputs were not measured and stay on the GEMM). With 3 input
     /// channels the transforms dominate and the GEMM wins.
     pub fn auto_tile(geo: &ConvGeometry) -> Option<WinogradTile> {
