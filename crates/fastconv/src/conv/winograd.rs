@@ -252,69 +252,18 @@ impl WinogradConv {
             crate::profile::task(|| {
                 let (src_c, _, _) = self.view.channel(c);
                 let plane = &sample[src_c * area..][..area];
-                match self.tile {
-                    WinogradTile::F2 => self.input_for_isa::<2>(plane, c, p0, len, tw, vp),
-                    WinogradTile::F4 => self.input_for_isa::<4>(plane, c, p0, len, tw, vp),
-                }
+                let task = InputTask {
+                    conv: self,
+                    plane,
+                    c,
+                    p0,
+                    len,
+                    tw,
+                    vp,
+                };
+                dispatch(self.isa, self.tile, task);
             })
         });
-    }
-
-    /// [`Self::input_channel`] for tile side `M`, compiled for the ISA.
-    fn input_for_isa<const M: usize>(
-        &self,
-        plane: &[f32],
-        c: usize,
-        p0: usize,
-        len: usize,
-        tw: usize,
-        vp: SharedOut,
-    ) {
-        match self.isa {
-            // SAFETY: plans only build kernels of supported ISAs.
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => unsafe { self.input_avx512::<M>(plane, c, p0, len, tw, vp) },
-            // SAFETY: as above.
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => unsafe { self.input_avx2::<M>(plane, c, p0, len, tw, vp) },
-            _ => self.input_channel::<M>(plane, c, p0, len, tw, vp),
-        }
-    }
-
-    /// [`Self::input_channel`] compiled for AVX-512F (512-bit lanes).
-    ///
-    /// # Safety
-    /// The CPU supports AVX-512F.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn input_avx512<const M: usize>(
-        &self,
-        plane: &[f32],
-        c: usize,
-        p0: usize,
-        len: usize,
-        tw: usize,
-        vp: SharedOut,
-    ) {
-        self.input_channel::<M>(plane, c, p0, len, tw, vp)
-    }
-
-    /// [`Self::input_channel`] compiled for AVX2 and FMA.
-    ///
-    /// # Safety
-    /// The CPU supports AVX2 and FMA.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn input_avx2<const M: usize>(
-        &self,
-        plane: &[f32],
-        c: usize,
-        p0: usize,
-        len: usize,
-        tw: usize,
-        vp: SharedOut,
-    ) {
-        self.input_channel::<M>(plane, c, p0, len, tw, vp)
     }
 
     /// The input transform of channel `c` (`plane`), [`LANES`] tiles at a time.
@@ -446,68 +395,19 @@ impl WinogradConv {
         out.par_chunks_mut(self.geo.out_area())
             .enumerate()
             .for_each(|(t, plane)| {
-                crate::profile::task(|| match self.tile {
-                    WinogradTile::F2 => self.output_for_isa::<2>(m, t, p0, len, tw, plane),
-                    WinogradTile::F4 => self.output_for_isa::<4>(m, t, p0, len, tw, plane),
+                crate::profile::task(|| {
+                    let task = OutputTask {
+                        conv: self,
+                        m,
+                        t,
+                        p0,
+                        len,
+                        tw,
+                        plane,
+                    };
+                    dispatch(self.isa, self.tile, task)
                 })
             });
-    }
-
-    /// [`Self::output_channel`] for tile side `M`, compiled for the ISA.
-    fn output_for_isa<const M: usize>(
-        &self,
-        m: &[f32],
-        t: usize,
-        p0: usize,
-        len: usize,
-        tw: usize,
-        plane: &mut [f32],
-    ) {
-        match self.isa {
-            // SAFETY: plans only build kernels of supported ISAs.
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => unsafe { self.output_avx512::<M>(m, t, p0, len, tw, plane) },
-            // SAFETY: as above.
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => unsafe { self.output_avx2::<M>(m, t, p0, len, tw, plane) },
-            _ => self.output_channel::<M>(m, t, p0, len, tw, plane),
-        }
-    }
-
-    /// [`Self::output_channel`] compiled for AVX-512F (512-bit lanes).
-    ///
-    /// # Safety
-    /// The CPU supports AVX-512F.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn output_avx512<const M: usize>(
-        &self,
-        m: &[f32],
-        t: usize,
-        p0: usize,
-        len: usize,
-        tw: usize,
-        plane: &mut [f32],
-    ) {
-        self.output_channel::<M>(m, t, p0, len, tw, plane)
-    }
-
-    /// [`Self::output_channel`] compiled for AVX2 and FMA.
-    ///
-    /// # Safety
-    /// The CPU supports AVX2 and FMA.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn output_avx2<const M: usize>(
-        &self,
-        m: &[f32],
-        t: usize,
-        p0: usize,
-        len: usize,
-        tw: usize,
-        plane: &mut [f32],
-    ) {
-        self.output_channel::<M>(m, t, p0, len, tw, plane)
     }
 
     /// The output transform of channel `t` into its `plane`, [`LANES`]
@@ -559,4 +459,107 @@ impl WinogradConv {
             }
         }
     }
+}
+
+/// A per-channel transform, run with the tile side `M` as a constant.
+trait ChannelTask {
+    /// Runs the transform for tiles of side `M` (inlined into the caller,
+    /// whose instruction set it is then compiled for).
+    fn run<const M: usize>(self);
+}
+
+/// The input transform of one channel ([`WinogradConv::input_channel`]).
+struct InputTask<'a> {
+    conv: &'a WinogradConv,
+    plane: &'a [f32],
+    c: usize,
+    p0: usize,
+    len: usize,
+    tw: usize,
+    vp: SharedOut,
+}
+
+impl ChannelTask for InputTask<'_> {
+    #[inline(always)]
+    fn run<const M: usize>(self) {
+        let InputTask {
+            conv,
+            plane,
+            c,
+            p0,
+            len,
+            tw,
+            vp,
+        } = self;
+        conv.input_channel::<M>(plane, c, p0, len, tw, vp)
+    }
+}
+
+/// The output transform of one channel ([`WinogradConv::output_channel`]).
+struct OutputTask<'a> {
+    conv: &'a WinogradConv,
+    m: &'a [f32],
+    t: usize,
+    p0: usize,
+    len: usize,
+    tw: usize,
+    plane: &'a mut [f32],
+}
+
+impl ChannelTask for OutputTask<'_> {
+    #[inline(always)]
+    fn run<const M: usize>(self) {
+        let OutputTask {
+            conv,
+            m,
+            t,
+            p0,
+            len,
+            tw,
+            plane,
+        } = self;
+        conv.output_channel::<M>(m, t, p0, len, tw, plane)
+    }
+}
+
+/// Runs `task` with `tile`'s side as a constant (loops unrolled, zero
+/// coefficients folded), compiled for `isa` (512-bit or 256-bit lanes).
+fn dispatch<T: ChannelTask>(isa: Isa, tile: WinogradTile, task: T) {
+    match tile {
+        WinogradTile::F2 => for_isa::<T, 2>(isa, task),
+        WinogradTile::F4 => for_isa::<T, 4>(isa, task),
+    }
+}
+
+/// `task.run::<M>()` compiled for `isa`.
+fn for_isa<T: ChannelTask, const M: usize>(isa: Isa, task: T) {
+    match isa {
+        // SAFETY: plans only build kernels of supported ISAs.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { on_avx512::<T, M>(task) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { on_avx2::<T, M>(task) },
+        _ => task.run::<M>(),
+    }
+}
+
+/// `task.run::<M>()` compiled with AVX-512F.
+///
+/// # Safety
+/// The CPU supports AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn on_avx512<T: ChannelTask, const M: usize>(task: T) {
+    task.run::<M>()
+}
+
+/// `task.run::<M>()` compiled with AVX2 and FMA.
+///
+/// # Safety
+/// The CPU supports AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn on_avx2<T: ChannelTask, const M: usize>(task: T) {
+    task.run::<M>()
 }
