@@ -29,7 +29,12 @@
 //! scripts/setup-python.sh   # once: .venv with onnxruntime (or set HASTEN_PYTHON)
 //! cargo run --release --example conv_vs_ort [-- [NAME-FILTER] [ROUNDS] [THREADS]]
 //! cargo run --release --example conv_vs_ort -- networks [ROUNDS] [THREADS]
+//! HASTEN_WINOGRAD=f4 cargo run --release --example conv_vs_ort -- "3x3 @"
 //! ```
+//!
+//! `HASTEN_WINOGRAD` (`auto`, the default, `off`, `f2` or `f4`) sets the
+//! plans' [`Winograd`] option, to compare the Winograd tiles on the same
+//! layers.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -40,11 +45,25 @@ use std::time::{Duration, Instant};
 use hasten::bench::{cpu_model, cpu_seconds, with_threads};
 use hasten::core::ndarray::Array4;
 use hasten::core::{Graph, NodeOp, Op, Result, SeededRng};
-use hasten::fastconv::{fma_run, Isa, Plan, PlanOptions};
+use hasten::fastconv::{fma_run, Isa, Plan, PlanOptions, Winograd};
 use hasten::models;
 
 /// Target time of one round of one contender.
 const ROUND: Duration = Duration::from_millis(25);
+
+/// The default plan options with the Winograd setting of `HASTEN_WINOGRAD`.
+fn plan_options() -> PlanOptions {
+    let winograd = match std::env::var("HASTEN_WINOGRAD").as_deref() {
+        Ok("off") => Winograd::Off,
+        Ok("f2") => Winograd::F2,
+        Ok("f4") => Winograd::F4,
+        _ => Winograd::Auto,
+    };
+    PlanOptions {
+        winograd,
+        ..PlanOptions::default()
+    }
+}
 
 /// A distinct convolution shape and the networks' layers that have it.
 struct Layer {
@@ -167,7 +186,7 @@ fn layers() -> Result<Vec<Layer>> {
             }
             label += &format!(" @{hw}");
             let single = graph.node_graph(node.name())?;
-            let kernel = Plan::for_graph(&single, 1, PlanOptions::default())?
+            let kernel = Plan::for_graph(&single, 1, plan_options())?
                 .steps()
                 .first()
                 .map_or_else(String::new, |s| s.kernel.clone());
@@ -384,7 +403,7 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
                         1,
                         PlanOptions {
                             isa,
-                            ..PlanOptions::default()
+                            ..plan_options()
                         },
                     )
                 })

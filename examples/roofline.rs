@@ -7,7 +7,7 @@
 //! prints GFLOP/s and the fraction of the GEMM peak — or, for memory-bound
 //! depthwise layers, the fraction of copy bandwidth — and for decomposed
 //! blocks the measured speed-up over the dense layer next to the MAC
-//! speed-up — with the default kernels (Winograd F(2×2, 3×3) on) and with
+//! speed-up — with the default kernels (Winograd F(4×4) / F(2×2) on) and with
 //! GEMM only.
 //!
 //! Times are *CPU-normalised*: the CPU time all our threads spent running
@@ -221,7 +221,7 @@ fn main() -> hasten::core::Result<()> {
         );
     }
     println!("- Copy bandwidth (128 MiB, read + write): **{bandwidth:.1} GB/s**\n");
-    println!("Effective GFLOP/s count the direct convolution's 2·MACs. Default kernels use Winograd F(2×2, 3×3) where `Winograd::Auto` expects it to pay; \"GEMM only\" runs the same workload with Winograd off; block speed-ups are measured against the dense layer under the same setting.\n");
+    println!("Effective GFLOP/s count the direct convolution's 2·MACs. Default kernels use Winograd F(4×4, 3×3) or F(2×2, 3×3) where `Winograd::Auto` expects it to pay; \"GEMM only\" runs the same workload with Winograd off; block speed-ups are measured against the dense layer under the same setting.\n");
     println!("| workload | MMAC/sample | time (ms) | best wall (ms) | GFLOP/s | % GEMM peak | GEMM only: % peak | GB/s | % copy bw | speed-up: measured / MACs |");
     println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
     let mut dense = std::collections::HashMap::new();

@@ -64,7 +64,7 @@ fn case(u: &mut Unstructured) -> Result<()> {
     let isa = *u.choose(&[Isa::Avx512, Isa::Avx2, Isa::Scalar])?;
     let options = PlanOptions {
         isa: if isa.is_supported() { isa } else { Isa::Scalar },
-        winograd: *u.choose(&[Winograd::Off, Winograd::Auto, Winograd::Always])?,
+        winograd: *u.choose(&[Winograd::Off, Winograd::Auto, Winograd::Always, Winograd::F2])?,
         fuse: u.arbitrary()?,
         memory_limit: PLAN_LIMIT,
     };

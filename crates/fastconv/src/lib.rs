@@ -23,8 +23,8 @@
 //!   batch 1 uses every core.
 //! - Convolution (equation (1) of the survey): our own BLIS-style GEMM with
 //!   lazy im2col packing for dense and grouped layers, plain GEMM for `1×1`
-//!   layers, Winograd F(2×2, 3×3) for stride-1 3×3 layers with many
-//!   channels ([`Winograd`]), a direct vectorised kernel for depthwise
+//!   layers, Winograd F(4×4, 3×3) or F(2×2, 3×3) for stride-1 3×3 layers
+//!   with many channels ([`Winograd`]), a direct vectorised kernel for depthwise
 //!   layers, GEMM over the kept positions for perforated layers (survey
 //!   section 6.1); bias and ReLU / Clip fused into the GEMM's store.
 //! - [`matmul`]: one single-threaded `C = op(A)·op(B)` on the same GEMM,

@@ -263,7 +263,7 @@ fn random_graph(seed: u64, steps: usize, batch: usize) -> (Graph, Vec<Array4<f32
     (graph, vec![x])
 }
 
-/// Every supported ISA, fused and unfused, Winograd always and never: the
+/// Every supported ISA, fused and unfused, Winograd (either tile) and never: the
 /// plan's outputs (on two runs) equal the reference's.
 fn check_graph(graph: &Graph, inputs: &[Array4<f32>]) -> Result<(), TestCaseError> {
     let refs: Vec<&Array4<f32>> = inputs.iter().collect();
@@ -272,7 +272,8 @@ fn check_graph(graph: &Graph, inputs: &[Array4<f32>]) -> Result<(), TestCaseErro
     for isa in Isa::supported() {
         for (fuse, winograd) in [
             (true, Winograd::Off),
-            (true, Winograd::Always),
+            (true, Winograd::F4),
+            (true, Winograd::F2),
             (false, Winograd::Off),
         ] {
             let options = PlanOptions {

@@ -275,14 +275,20 @@ fn winograd_propagates_infinities_like_the_reference() {
     );
     assert!(slow.iter().any(|v| v.is_finite()));
     for isa in Isa::supported() {
-        let opts = PlanOptions {
-            isa,
-            ..options(Winograd::Always)
-        };
-        let mut plan = Plan::with_options(&block, shape, 3, opts).unwrap();
-        assert_eq!(kernels(&plan), ["conv winograd"]);
-        let fast = plan.run(&x).unwrap().to_owned();
-        assert_same_ieee(&fast, &slow, 1e-5, &format!("{isa}"));
+        // Each tile's stated error bound (the Winograd module's documentation).
+        for (winograd, name, tol) in [
+            (Winograd::F2, "conv winograd", 1e-5),
+            (Winograd::F4, "conv winograd f4", 2e-5),
+        ] {
+            let opts = PlanOptions {
+                isa,
+                ..options(winograd)
+            };
+            let mut plan = Plan::with_options(&block, shape, 3, opts).unwrap();
+            assert_eq!(kernels(&plan), [name]);
+            let fast = plan.run(&x).unwrap().to_owned();
+            assert_same_ieee(&fast, &slow, tol, &format!("{isa} {winograd:?}"));
+        }
     }
 }
 
@@ -297,15 +303,31 @@ fn plans_say_which_kernel_runs() {
     let block = Block::single(layer);
     let shape = ActShape::new(4, 8, 8);
     let ways = [
-        (Winograd::Always, "conv winograd"),
+        (Winograd::Always, "conv winograd f4"),
+        (Winograd::F4, "conv winograd f4"),
+        (Winograd::F2, "conv winograd"),
         // GEMM on the rows of a zero-padded copy: stride 1, 6-pixel rows.
         (Winograd::Off, "conv gemm (padded rows)"),
-        // Auto: 4 channels are far below the 128 where Winograd pays.
+        // Auto: 4 channels are far below the 64 where Winograd pays.
         (Winograd::Auto, "conv gemm (padded rows)"),
     ];
     for (w, name) in ways {
         let plan = Plan::with_options(&block, shape, 1, options(w)).unwrap();
         assert_eq!(kernels(&plan), [name], "{w:?}");
+    }
+    // Auto's measured rule: F(4×4) from 64 channels and 13×13 outputs,
+    // F(2×2) from 256 channels on smaller outputs, GEMM below 64 channels.
+    for (c, t, hw, name) in [
+        (64, 64, 13, "conv winograd f4"),
+        (64, 64, 12, "conv gemm (padded rows)"),
+        (256, 256, 12, "conv winograd"),
+        (256, 256, 7, "conv winograd"),
+        (63, 64, 13, "conv gemm (padded rows)"),
+    ] {
+        let block = Block::single(winograd_layer(c, t));
+        let plan = Plan::with_options(&block, ActShape::new(c, hw, hw), 1, options(Winograd::Auto))
+            .unwrap();
+        assert_eq!(kernels(&plan), [name], "{c} channels at {hw}×{hw}");
     }
     let dw = Block::single(conv(4, 1, 3, ConvSpec::new().with_groups(4)));
     let plan = Plan::new(&dw, shape, 1).unwrap();

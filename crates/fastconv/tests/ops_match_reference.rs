@@ -50,7 +50,7 @@ fn check(block: &Block, x: &Array4<f32>) -> Result<(), TestCaseError> {
     let slow = block.reference_forward(x).unwrap();
     let shape = ActShape::new(x.shape()[1], x.shape()[2], x.shape()[3]);
     for isa in Isa::supported() {
-        for winograd in [Winograd::Always, Winograd::Off] {
+        for winograd in [Winograd::F4, Winograd::F2, Winograd::Off] {
             let options = PlanOptions {
                 isa,
                 winograd,

@@ -1,7 +1,7 @@
 //! Convolution kernels (equation (1) of the survey): GEMM with lazy im2col
 //! for dense and grouped layers (on the rows of a zero-padded copy, without
 //! im2col, for stride-1 layers with short output rows), plain GEMM for `1×1` layers, a direct kernel
-//! for depthwise layers, Winograd F(2×2, 3×3) for stride-1 3×3 layers, and
+//! for depthwise layers, Winograd F(2×2, 3×3) or F(4×4, 3×3) for stride-1 3×3 layers, and
 //! GEMM over the kept positions for perforated layers.
 //! [`ConvStep::new`] picks one and folds a following
 //! batch norm and ReLU into it.
@@ -19,6 +19,7 @@ mod padded_rows;
 mod perforated;
 mod view;
 mod winograd;
+mod winograd_tile;
 
 pub(crate) use geometry::ConvGeometry;
 pub(crate) use perforated::PerforatedKernel;
@@ -34,7 +35,7 @@ use crate::pool::ScratchPool;
 use crate::{Isa, Winograd};
 use depthwise::DepthwiseConv;
 use gemm_conv::GemmConv;
-use winograd::WinogradConv;
+use winograd::{WinogradConv, WinogradTile};
 
 /// A convolution with its kernel chosen and its weights prepared.
 #[derive(Debug)]
@@ -43,7 +44,7 @@ pub(crate) enum ConvStep {
     Gemm(GemmConv),
     /// Depthwise: direct.
     Depthwise(DepthwiseConv),
-    /// Stride-1 3×3: Winograd F(2×2, 3×3).
+    /// Stride-1 3×3: Winograd F(2×2, 3×3) or F(4×4, 3×3).
     Winograd(WinogradConv),
 }
 
@@ -64,19 +65,20 @@ pub(crate) struct ConvOut<'a> {
 enum Choice {
     Gemm,
     Depthwise,
-    Winograd,
+    Winograd(WinogradTile),
 }
 
 impl Choice {
     fn of(winograd: Winograd, geo: &ConvGeometry, view: &ChannelView) -> Choice {
-        let use_winograd = WinogradConv::supports(geo, view)
-            && match winograd {
-                Winograd::Off => false,
-                Winograd::Auto => WinogradConv::profitable(geo),
-                Winograd::Always => true,
-            };
-        if use_winograd {
-            Choice::Winograd
+        let tile = match winograd {
+            _ if !WinogradConv::supports(geo, view) => None,
+            Winograd::Off => None,
+            Winograd::Auto => WinogradConv::auto_tile(geo),
+            Winograd::Always | Winograd::F4 => Some(WinogradTile::F4),
+            Winograd::F2 => Some(WinogradTile::F2),
+        };
+        if let Some(tile) = tile {
+            Choice::Winograd(tile)
         } else if DepthwiseConv::applies(geo) {
             Choice::Depthwise
         } else {
@@ -126,8 +128,12 @@ impl ConvStep {
             }
         }
         Ok(match Choice::of(winograd, &geo, &view) {
-            Choice::Winograd => ConvStep::Winograd(WinogradConv::new(
-                Kernel::for_rows(isa, geo.t_g),
+            Choice::Winograd(tile) => ConvStep::Winograd(WinogradConv::new(
+                tile,
+                isa,
+                // Few tiles (7×7 or 14×14 outputs): a tall microkernel
+                // pads the GEMM columns less.
+                Kernel::for_shape(isa, geo.t_g, WinogradConv::tiles(&geo, tile), geo.c_g),
                 geo,
                 &weights,
                 bias.as_deref(),
@@ -159,7 +165,10 @@ impl ConvStep {
             ConvStep::Gemm(c) if c.on_padded_rows() => "conv gemm (padded rows)",
             ConvStep::Gemm(_) => "conv gemm",
             ConvStep::Depthwise(_) => "conv depthwise",
-            ConvStep::Winograd(_) => "conv winograd",
+            ConvStep::Winograd(c) => match c.tile() {
+                WinogradTile::F2 => "conv winograd",
+                WinogradTile::F4 => "conv winograd f4",
+            },
         }
     }
 

@@ -31,7 +31,7 @@ use crate::Isa;
 pub struct PlanOptions {
     /// Instruction set of every kernel (must be supported by this CPU).
     pub isa: Isa,
-    /// When stride-1 3×3 dense convolutions run by Winograd F(2×2, 3×3).
+    /// When stride-1 3×3 dense convolutions run by Winograd, and with which tile.
     pub winograd: Winograd,
     /// Whether to fuse ops into their producers' steps (batch norm, residual
     /// add and ReLU into convolutions, ReLU into adds and linear layers) and
@@ -46,16 +46,25 @@ pub struct PlanOptions {
 }
 
 /// When a plan runs a stride-1, undilated, dense 3×3 convolution by
-/// Winograd F(2×2, 3×3) instead of GEMM.
+/// Winograd — F(2×2, 3×3) (kernel name `conv winograd`) or F(4×4, 3×3)
+/// (`conv winograd f4`) — instead of GEMM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Winograd {
     /// Never.
     Off,
-    /// Where measurements show it faster: at least 128 input and output
-    /// channels and between 32 and 400 output tiles of 2×2 (the default).
+    /// With the tile, or the GEMM, that measurements show fastest for the
+    /// layer's channels and size (the default): F(4×4) with at least 64
+    /// input and output channels and outputs from 13×13, F(2×2) with at
+    /// least 256 channels on smaller outputs, else GEMM (the numbers are in
+    /// docs/performance.md).
     Auto,
-    /// Whenever the layer allows it (for tests and comparisons).
+    /// Whenever the layer allows it, with F(4×4, 3×3) (for tests and
+    /// comparisons).
     Always,
+    /// Whenever the layer allows it, with F(2×2, 3×3).
+    F2,
+    /// Whenever the layer allows it, with F(4×4, 3×3) (the same as `Always`).
+    F4,
 }
 
 impl Default for PlanOptions {
