@@ -198,12 +198,14 @@ fn random_graph(seed: u64, steps: usize, batch: usize) -> (Graph, Vec<Array4<f32
                     let pad = Pad::new(sides, value).unwrap();
                     let ps = hasten_core::Operator::output_shape(&pad, s).unwrap();
                     let y = b.op(name("pad"), pad, v);
-                    if rng.below(3) > 0 {
-                        let layer = conv(&mut rng, 3, s.channels, (3, 3), ConvSpec::new());
-                        let out = hasten_core::Operator::output_shape(&layer, ps).unwrap();
-                        values.push((b.op(name("padconv"), layer, y), out));
-                    } else {
-                        values.push((y, ps));
+                    let layer = conv(&mut rng, 3, s.channels, (3, 3), ConvSpec::new());
+                    // A padded plane smaller than 3×3 takes no unpadded 3×3
+                    // convolution; the pad alone stays in the graph then.
+                    match hasten_core::Operator::output_shape(&layer, ps) {
+                        Ok(out) if rng.below(3) > 0 => {
+                            values.push((b.op(name("padconv"), layer, y), out))
+                        }
+                        _ => values.push((y, ps)),
                     }
                 }
                 4 => {
