@@ -15,14 +15,17 @@
 //! compressed model's accuracy under onnxruntime. Prints the tables and the
 //! issue's targets as markdown (also to `--out`) and draws the
 //! speed/accuracy plot in the style of the survey's Fig. 2 (`--svg`).
+//! Each `--fashion [ARCH=]MODEL.onnx` adds a Fashion-MNIST section for a
+//! network `train_fashion --model ARCH --save` wrote (`ARCH`: `resnet8`,
+//! the default, `small_vgg` or `small_mobilenet`; see `fashion.rs`).
 //!
 //! ```text
 //! bash scripts/fetch-datasets.sh      # puts MNIST into data/mnist
 //! bash scripts/setup-python.sh        # .venv with onnx + onnxruntime
 //! cargo run --release --example results -- [--data DIR] [--epochs N] [--tune-samples N]
 //!     [--train-samples N] [--distill-samples N] [--distill-epochs N] [--threads T] [--checkpoint FILE]
-//!     [--only SUBSTRING[,SUBSTRING…]] [--no-ort] [--no-lenet] [--fashion MODEL.onnx [--fashion-data DIR]
-//!     [--fashion-tune-samples N] [--fashion-test-samples N]] [--out FILE.md] [--svg FILE.svg]
+//!     [--only SUBSTRING[,SUBSTRING…]] [--no-ort] [--no-lenet] [--fashion [ARCH=]MODEL.onnx …] [--fashion-data DIR]
+//!     [--fashion-tune-samples N] [--fashion-test-samples N] [--out FILE.md] [--svg FILE.svg]
 //! ```
 
 #[path = "../common/thin_lenet.rs"]
@@ -30,6 +33,7 @@ mod thin_lenet;
 
 mod conv_alone;
 mod fashion;
+mod fashion_nets;
 mod ort;
 mod plot;
 mod targets;
@@ -253,7 +257,7 @@ struct Args {
     threads: usize,
     ort: bool,
     lenet: bool,
-    fashion: Option<PathBuf>,
+    fashion: Vec<(&'static fashion::Network, PathBuf)>,
     fashion_data: PathBuf,
     fashion_tune_samples: usize,
     fashion_test_samples: Option<usize>,
@@ -274,7 +278,7 @@ fn parse() -> Result<Args, String> {
         threads: 2,
         ort: true,
         lenet: true,
-        fashion: None,
+        fashion: Vec::new(),
         fashion_data: PathBuf::from("data/fashion-mnist"),
         fashion_tune_samples: 5000,
         fashion_test_samples: None,
@@ -306,7 +310,9 @@ fn parse() -> Result<Args, String> {
             }
             "--no-ort" => args.ort = false,
             "--no-lenet" => args.lenet = false,
-            "--fashion" => args.fashion = Some(PathBuf::from(value("--fashion")?)),
+            "--fashion" => args
+                .fashion
+                .push(fashion::parse_model(&value("--fashion")?)?),
             "--fashion-data" => args.fashion_data = PathBuf::from(value("--fashion-data")?),
             "--fashion-test-samples" => {
                 args.fashion_test_samples = Some(number(
@@ -530,7 +536,7 @@ fn table(rows: &[Row], threads: usize) -> String {
                     m.kib_after,
                     100.0 * m.after_transform,
                     m.after_fine_tune.map_or_else(
-                        || "— (not fine-tuned: an op without a backward)".to_string(),
+                        || "— (not fine-tuned)".to_string(),
                         |a| format!("{:.2} %", 100.0 * a)
                     ),
                     m.change(),
@@ -950,11 +956,11 @@ fn run(args: &Args) -> Result<(), Error> {
         let section = lenet_section(args, dir.as_deref());
         text.push_str(&section?);
     }
-    if let Some(model) = &args.fashion {
+    for (network, model) in &args.fashion {
         if !text.is_empty() {
             text.push('\n');
         }
-        let section = fashion::section(args, model, dir.as_deref());
+        let section = fashion::section(args, network, model, dir.as_deref());
         text.push_str(&section?);
     }
     if let Some(dir) = &dir {
