@@ -441,6 +441,9 @@ pub struct Measured {
     accuracy_before: f64,
     after_transform: f64,
     after_fine_tune: Option<f64>,
+    /// The compressed network's accuracy as exported: after fine-tuning
+    /// where it ran, after batch-norm recalibration otherwise.
+    accuracy_after: f64,
     seconds: f64,
     /// The exported ONNX model, where onnxruntime checks it.
     onnx: Option<PathBuf>,
@@ -451,9 +454,9 @@ pub struct Measured {
 }
 
 impl Measured {
-    /// The accuracy the row ends with (after fine-tuning where it ran).
+    /// The accuracy the row ends with (that of the exported network).
     fn last(&self) -> f64 {
-        self.after_fine_tune.unwrap_or(self.after_transform)
+        self.accuracy_after
     }
 
     /// The change in accuracy, in percentage points.
@@ -484,6 +487,9 @@ fn measure(report: &CompressionReport, seconds: f64) -> Result<Measured, String>
         accuracy_before: before,
         after_transform,
         after_fine_tune: if tuned { report.accuracy_after } else { None },
+        accuracy_after: report
+            .accuracy_after
+            .ok_or("no accuracy after compression")?,
         seconds,
         onnx: None,
         ort: None,
@@ -512,6 +518,19 @@ fn ort_cell(ort: Option<&Result<OrtFigures, String>>, hasten: f64) -> String {
     }
 }
 
+/// The "after fine-tuning" cell: the accuracy, or why there is none (and
+/// the accuracy after batch-norm recalibration where that changed it).
+fn fine_tune_cell(m: &Measured) -> String {
+    match m.after_fine_tune {
+        Some(a) => format!("{:.2} %", 100.0 * a),
+        None if m.accuracy_after != m.after_transform => format!(
+            "— (not fine-tuned; {:.2} % after batch-norm recalibration)",
+            100.0 * m.accuracy_after
+        ),
+        None => "— (not fine-tuned)".into(),
+    }
+}
+
 /// The markdown table of `rows`.
 fn table(rows: &[Row], threads: usize) -> String {
     let mut s = String::new();
@@ -535,10 +554,7 @@ fn table(rows: &[Row], threads: usize) -> String {
                     m.kib_before,
                     m.kib_after,
                     100.0 * m.after_transform,
-                    m.after_fine_tune.map_or_else(
-                        || "— (not fine-tuned)".to_string(),
-                        |a| format!("{:.2} %", 100.0 * a)
-                    ),
+                    fine_tune_cell(m),
                     m.change(),
                     ort_cell(m.ort.as_ref(), m.last()),
                 );
@@ -632,6 +648,7 @@ fn distillation(
                 accuracy_before: teacher_accuracy,
                 after_transform: accuracy,
                 after_fine_tune: None,
+                accuracy_after: accuracy,
                 seconds: t.elapsed().as_secs_f64(),
                 onnx,
                 ort: None,
