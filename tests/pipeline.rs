@@ -11,7 +11,7 @@ use hasten::core::graph::NodeOp;
 use hasten::core::ndarray::Array4;
 use hasten::core::{relative_error, Graph, Layer, Op, SeededRng, Transform};
 use hasten::fastconv::{Plan, PlanOptions};
-use hasten::models::{lenet5, resnet8, ModelConfig};
+use hasten::models::{lenet5, resnet8, small_mobilenet, small_vgg, ModelConfig};
 use hasten::pipeline::{compress, compress_calibrated, Event, FineTuneData, PipelineError, Recipe};
 use hasten::quant::{activation_params, Granularity, Int8Quantize};
 use hasten::train::data::{ImageSet, Splits};
@@ -280,6 +280,39 @@ fn shipped_recipes_parse_and_compress_lenet5() {
     assert!(report.notes[0].contains("no data"), "{:?}", report.notes);
     assert!(c.cost().unwrap().params < g.cost().unwrap().params);
     assert_plan_matches_reference(&c, 1);
+}
+
+/// `kmeans` with 16 centroids per channel on every layer of the small VGG
+/// and the small MobileNet, whose first convolution has 9 weights per
+/// filter: the step runs, that layer is kept exactly (each weight its own
+/// centroid) and the compressed graph's plan matches its reference.
+#[test]
+fn kmeans_per_channel_keeps_filters_of_at_most_k_weights_exactly() {
+    let recipe = Recipe::from_toml(
+        r#"
+        latency = { batches = [] }
+        [[steps]]
+        method = { name = "kmeans", k = 16, granularity = "per-channel" }
+        "#,
+    )
+    .unwrap();
+    for (g, first) in [
+        (small_vgg(&ModelConfig::mnist()).unwrap(), "features.0"),
+        (small_mobilenet(&ModelConfig::mnist()).unwrap(), "model.0.0"),
+    ] {
+        let (c, report) = compress(&g, &recipe, None).unwrap();
+        let row = report.nodes.iter().find(|r| r.node == first).unwrap();
+        assert_eq!(row.weight_error, Some(0.0), "{first}");
+        let Op::CodebookConv(q) = &block_ops(&c, first)[0] else {
+            panic!("{first} is not a codebook conv")
+        };
+        let NodeOp::Op(Op::Conv(original)) = g.node(first).unwrap().op() else {
+            panic!("{first} is not a convolution")
+        };
+        let w = original.weight().array();
+        assert_eq!(q.dequantized().as_slice(), w.as_slice(), "{first}");
+        assert_plan_matches_reference(&c, 1);
+    }
 }
 
 /// A `prune-channels` step equals the graph pruning driver called by hand

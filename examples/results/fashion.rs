@@ -1,12 +1,14 @@
-//! The Fashion-MNIST section: the small ResNet (ResNet-8) that
-//! `examples/train_fashion.rs --save` trained, loaded from its ONNX file,
-//! compressed by the convolution methods, int8, filter pruning and the
-//! combined recipe of `recipes/resnet8-combined.toml`, each fine-tuned one
-//! epoch on a slice, with onnxruntime's f32 and static int8 latency of the
-//! original in the same run.
+//! The Fashion-MNIST sections, one per network that
+//! `examples/train_fashion.rs --model … --save` trained, loaded from its
+//! ONNX file: the small ResNet (ResNet-8) compressed by the convolution
+//! methods, int8, filter pruning and the combined recipe of
+//! `recipes/resnet8-combined.toml`; the small VGG and the small MobileNet by
+//! the recipes of [`crate::fashion_nets`]; each row fine-tuned one epoch on
+//! a slice (post-training int8: not at all), with onnxruntime's f32 and
+//! static int8 latency of the original in the same run.
 
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use hasten::bench::cpu_model;
@@ -14,15 +16,14 @@ use hasten::onnx::{import_file, ImportOptions};
 use hasten::pipeline::FineTuneData;
 use hasten::train::data::{load_mnist, mnist_present};
 
+use crate::fashion_nets::{self, FINE_TUNE};
+use crate::targets::{low_rank_line, row_line};
 use crate::{compress_rows, find, ort_side, table, Args, Error, Method, OrtOriginal, Row};
 
 /// Fashion-MNIST's training-set pixel mean and standard deviation (as
 /// `examples/train_fashion.rs` normalises).
 const MEAN: f32 = 0.2860;
 const STD: f32 = 0.3530;
-
-/// One-shot fine-tuning of the Fashion-MNIST rows.
-const FINE_TUNE: Option<&str> = Some("fine_tune = { epochs = 1, lr = 0.001, batch = 64 }");
 
 /// The recipes of the ResNet-8 rows; the last is the repository's combined
 /// recipe file, whole.
@@ -68,15 +69,62 @@ method = { name = "cp", rank = { speedup = 2.0 } }"#,
     },
 ];
 
+/// A network of the section: the architecture's name (as
+/// `hasten::models::by_name` and `--fashion ARCH=MODEL.onnx` spell it), its
+/// title and the recipes of its rows.
+pub struct Network {
+    arch: &'static str,
+    title: &'static str,
+    methods: &'static [Method],
+}
+
+/// The networks `train_fashion --model` trains.
+const NETWORKS: [Network; 3] = [
+    Network {
+        arch: "resnet8",
+        title: "ResNet-8",
+        methods: METHODS,
+    },
+    Network {
+        arch: "small_vgg",
+        title: "Small VGG",
+        methods: fashion_nets::VGG,
+    },
+    Network {
+        arch: "small_mobilenet",
+        title: "Small MobileNet",
+        methods: fashion_nets::MOBILENET,
+    },
+];
+
+/// `--fashion`'s value, `[ARCH=]MODEL.onnx` (ResNet-8 without `ARCH=`):
+/// the network and its file.
+///
+/// # Errors
+/// An unknown `ARCH`.
+pub fn parse_model(value: &str) -> Result<(&'static Network, PathBuf), String> {
+    match value.split_once('=') {
+        Some((arch, path)) => NETWORKS
+            .iter()
+            .find(|n| n.arch == arch)
+            .map(|n| (n, PathBuf::from(path)))
+            .ok_or_else(|| {
+                let known: Vec<&str> = NETWORKS.iter().map(|n| n.arch).collect();
+                format!("--fashion: `{arch}` is not one of {}", known.join(", "))
+            }),
+        None => Ok((&NETWORKS[0], PathBuf::from(value))),
+    }
+}
+
 /// The side-by-side latency table of the original and its compressed forms.
-fn ort_table(rows: &[Row], ort: &OrtOriginal, threads: usize) -> String {
+fn ort_table(title: &str, rows: &[Row], ort: &OrtOriginal, threads: usize) -> String {
     let mut s = format!(
         "| model | runtime | test accuracy | latency (batch 1, {threads} threads) |\n|---|---|---:|---:|\n"
     );
     if let Some(m) = rows.iter().find_map(|r| r.outcome.as_ref().ok()) {
         let _ = writeln!(
             s,
-            "| ResNet-8 f32 | Hasten | {:.2} % | {:.3} ms |",
+            "| {title} f32 | Hasten | {:.2} % | {:.3} ms |",
             100.0 * m.accuracy_before,
             m.original_ms
         );
@@ -85,11 +133,11 @@ fn ort_table(rows: &[Row], ort: &OrtOriginal, threads: usize) -> String {
         let _ = match f {
             Ok(f) => writeln!(
                 s,
-                "| ResNet-8 {what} | onnxruntime | {:.2} % | {:.3} ms |",
+                "| {title} {what} | onnxruntime | {:.2} % | {:.3} ms |",
                 100.0 * f.accuracy,
                 f.median_ms
             ),
-            Err(e) => writeln!(s, "| ResNet-8 {what} | onnxruntime | fails: {e} | — |"),
+            Err(e) => writeln!(s, "| {title} {what} | onnxruntime | fails: {e} | — |"),
         };
     }
     for prefix in ["int8 post-training", "recipes/resnet8-combined"] {
@@ -105,9 +153,8 @@ fn ort_table(rows: &[Row], ort: &OrtOriginal, threads: usize) -> String {
     s
 }
 
-/// The CP / Tucker-2 target and the combined recipe's target on the
-/// small ResNet.
-fn target(rows: &[Row], ort: Option<&OrtOriginal>) -> String {
+/// The combined recipe's target on the small ResNet.
+fn combined_target(rows: &[Row], ort: Option<&OrtOriginal>) -> String {
     let asks = "combined recipe on the small ResNet: ≤ 0.5 % drop, latency ≤ ⅓ of onnxruntime f32 on the original and below its static int8";
     let (measured, verdict) = match (find(rows, "recipes/resnet8-combined"), ort) {
         (
@@ -138,15 +185,54 @@ fn target(rows: &[Row], ort: Option<&OrtOriginal>) -> String {
         ),
         (None, _) => ("not run".into(), "not measured here"),
     };
-    format!(
-        "| target | measured | verdict |\n|---|---|---|\n{}| {asks} | {measured} | {verdict} |\n",
-        crate::targets::low_rank_line(rows)
-    )
+    format!("| {asks} | {measured} | {verdict} |\n")
 }
 
-/// The section's markdown: the rows, onnxruntime side by side, the target.
-pub fn section(args: &Args, model: &Path, dir: Option<&Path>) -> Result<String, Error> {
+/// The issue's targets that apply to `network`'s rows: CP / Tucker-2 where
+/// it has such rows; int8, k-means 4-bit and filter pruning likewise; the
+/// combined recipe on the small ResNet.
+fn targets(network: &Network, rows: &[Row], ort: Option<&OrtOriginal>) -> String {
+    let has = |prefix: &str| network.methods.iter().any(|m| m.label.starts_with(prefix));
+    let mut s = String::from("| target | measured | verdict |\n|---|---|---|\n");
+    if has("CP") || has("Tucker-2") {
+        s.push_str(&low_rank_line(rows));
+    }
+    let lines: [(&str, &str, f64, Option<f64>); 3] = [
+        (
+            "int8: ≤ 0.3 % drop and ≥ 2× measured speed-up",
+            "int8 post-training",
+            0.3,
+            Some(2.0),
+        ),
+        ("k-means 4-bit: ≤ 0.3 % drop", "k-means 4-bit", 0.3, None),
+        (
+            "filter pruning to half the MACs: ≤ 0.5 % drop and ≥ 1.7× measured",
+            "filter pruning (L1), half the MACs",
+            0.5,
+            Some(1.7),
+        ),
+    ];
+    for (asks, prefix, drop_max, speedup_min) in lines {
+        if has(prefix) {
+            s.push_str(&row_line(rows, asks, prefix, drop_max, speedup_min));
+        }
+    }
+    if network.arch == "resnet8" {
+        s.push_str(&combined_target(rows, ort));
+    }
+    s
+}
+
+/// `network`'s section in markdown: the rows, onnxruntime side by side,
+/// the targets.
+pub fn section(
+    args: &Args,
+    network: &Network,
+    model: &Path,
+    dir: Option<&Path>,
+) -> Result<String, Error> {
     let start = Instant::now();
+    let title = network.title;
     if !mnist_present(&args.fashion_data) {
         return Err(format!(
             "Fashion-MNIST not found in {}: run `bash scripts/fetch-datasets.sh`",
@@ -167,7 +253,15 @@ pub fn section(args: &Args, model: &Path, dir: Option<&Path>) -> Result<String, 
         }
         .normalized(&[MEAN], &[STD])?,
     };
-    let mut rows = compress_rows(&graph, METHODS, &data, dir, "fashion", args.only.as_deref());
+    let tag = format!("fashion-{}", network.arch);
+    let mut rows = compress_rows(
+        &graph,
+        network.methods,
+        &data,
+        dir,
+        &tag,
+        args.only.as_deref(),
+    );
     let measured = rows
         .iter_mut()
         .filter_map(|r| r.outcome.as_mut().ok())
@@ -177,7 +271,7 @@ pub fn section(args: &Args, model: &Path, dir: Option<&Path>) -> Result<String, 
         .iter()
         .find_map(|r| r.outcome.as_ref().ok().map(|m| m.accuracy_before));
     let mut text = format!(
-        "## ResNet-8 on Fashion-MNIST\n\nResNet-8 ({}), test accuracy {} before compression; fine-tuning: 1 epoch (SGD, momentum 0.9, lr 0.001, batch 64; the combined recipe: its own settings, after each step) on the first {} training images; test accuracy on the first {} test images; CPU: {}; wall time {:.0} s.\n\n",
+        "## {title} on Fashion-MNIST\n\n{title} ({}), test accuracy {} before compression; fine-tuning: 1 epoch (SGD, momentum 0.9, lr 0.001, batch 64; rows that say so: their own settings; int8 post-training: none) on the first {} training images; test accuracy on the first {} test images; CPU: {}; wall time {:.0} s.\n\n",
         model.file_name().map_or("".into(), |n| n.to_string_lossy()),
         accuracy.map_or("-".into(), |a| format!("{:.2} %", 100.0 * a)),
         data.train.labels().len(),
@@ -188,9 +282,9 @@ pub fn section(args: &Args, model: &Path, dir: Option<&Path>) -> Result<String, 
     text.push_str(&table(&rows, args.threads));
     if let Some(ort) = &ort {
         text.push_str("\n### Side by side with onnxruntime\n\n");
-        text.push_str(&ort_table(&rows, ort, args.threads));
+        text.push_str(&ort_table(network.title, &rows, ort, args.threads));
     }
     text.push_str("\n### Targets\n\n");
-    text.push_str(&target(&rows, ort.as_ref()));
+    text.push_str(&targets(network, &rows, ort.as_ref()));
     Ok(text)
 }

@@ -15,17 +15,19 @@
 //! compressed model's accuracy under onnxruntime. Prints the tables and the
 //! issue's targets as markdown (also to `--out`) and draws the
 //! speed/accuracy plot in the style of the survey's Fig. 2 (`--svg`).
-//! `--fashion` adds the ResNet-8 / Fashion-MNIST section (`fashion.rs`),
-//! `--efficientnet` the EfficientNet-Lite0 section on its 20 ImageNet photos
-//! (`efficientnet.rs`).
+//! Each `--fashion [ARCH=]MODEL.onnx` adds a Fashion-MNIST section for a
+//! network `train_fashion --model ARCH --save` wrote (`ARCH`: `resnet8`,
+//! the default, `small_vgg` or `small_mobilenet`; see `fashion.rs`);
+//! `--efficientnet` adds the EfficientNet-Lite0 section on its 20 ImageNet
+//! photos (`efficientnet.rs`).
 //!
 //! ```text
 //! bash scripts/fetch-datasets.sh      # puts MNIST into data/mnist
 //! bash scripts/setup-python.sh        # .venv with onnx + onnxruntime
 //! cargo run --release --example results -- [--data DIR] [--epochs N] [--tune-samples N]
 //!     [--train-samples N] [--distill-samples N] [--distill-epochs N] [--threads T] [--checkpoint FILE]
-//!     [--only SUBSTRING[,SUBSTRING…]] [--no-ort] [--no-lenet] [--fashion MODEL.onnx [--fashion-data DIR]
-//!     [--fashion-tune-samples N] [--fashion-test-samples N]] [--efficientnet] [--out FILE.md] [--svg FILE.svg]
+//!     [--only SUBSTRING[,SUBSTRING…]] [--no-ort] [--no-lenet] [--fashion [ARCH=]MODEL.onnx …] [--fashion-data DIR]
+//!     [--fashion-tune-samples N] [--fashion-test-samples N] [--efficientnet] [--out FILE.md] [--svg FILE.svg]
 //! ```
 
 #[path = "../common/thin_lenet.rs"]
@@ -34,6 +36,7 @@ mod thin_lenet;
 mod conv_alone;
 mod efficientnet;
 mod fashion;
+mod fashion_nets;
 mod ort;
 mod plot;
 mod targets;
@@ -260,7 +263,7 @@ struct Args {
     threads: usize,
     ort: bool,
     lenet: bool,
-    fashion: Option<PathBuf>,
+    fashion: Vec<(&'static fashion::Network, PathBuf)>,
     fashion_data: PathBuf,
     fashion_tune_samples: usize,
     fashion_test_samples: Option<usize>,
@@ -282,7 +285,7 @@ fn parse() -> Result<Args, String> {
         threads: 2,
         ort: true,
         lenet: true,
-        fashion: None,
+        fashion: Vec::new(),
         fashion_data: PathBuf::from("data/fashion-mnist"),
         fashion_tune_samples: 5000,
         fashion_test_samples: None,
@@ -315,7 +318,9 @@ fn parse() -> Result<Args, String> {
             }
             "--no-ort" => args.ort = false,
             "--no-lenet" => args.lenet = false,
-            "--fashion" => args.fashion = Some(PathBuf::from(value("--fashion")?)),
+            "--fashion" => args
+                .fashion
+                .push(fashion::parse_model(&value("--fashion")?)?),
             "--fashion-data" => args.fashion_data = PathBuf::from(value("--fashion-data")?),
             "--fashion-test-samples" => {
                 args.fashion_test_samples = Some(number(
@@ -445,6 +450,9 @@ pub struct Measured {
     accuracy_before: f64,
     after_transform: f64,
     after_fine_tune: Option<f64>,
+    /// The compressed network's accuracy as exported: after fine-tuning
+    /// where it ran, after batch-norm recalibration otherwise.
+    accuracy_after: f64,
     seconds: f64,
     /// The exported ONNX model, where onnxruntime checks it.
     onnx: Option<PathBuf>,
@@ -455,9 +463,9 @@ pub struct Measured {
 }
 
 impl Measured {
-    /// The accuracy the row ends with (after fine-tuning where it ran).
+    /// The accuracy the row ends with (that of the exported network).
     fn last(&self) -> f64 {
-        self.after_fine_tune.unwrap_or(self.after_transform)
+        self.accuracy_after
     }
 
     /// The change in accuracy, in percentage points.
@@ -488,6 +496,9 @@ fn measure(report: &CompressionReport, seconds: f64) -> Result<Measured, String>
         accuracy_before: before,
         after_transform,
         after_fine_tune: if tuned { report.accuracy_after } else { None },
+        accuracy_after: report
+            .accuracy_after
+            .ok_or("no accuracy after compression")?,
         seconds,
         onnx: None,
         ort: None,
@@ -516,6 +527,19 @@ fn ort_cell(ort: Option<&Result<OrtFigures, String>>, hasten: f64) -> String {
     }
 }
 
+/// The "after fine-tuning" cell: the accuracy, or why there is none (and
+/// the accuracy after batch-norm recalibration where that changed it).
+fn fine_tune_cell(m: &Measured) -> String {
+    match m.after_fine_tune {
+        Some(a) => format!("{:.2} %", 100.0 * a),
+        None if m.accuracy_after != m.after_transform => format!(
+            "— (not fine-tuned; {:.2} % after batch-norm recalibration)",
+            100.0 * m.accuracy_after
+        ),
+        None => "— (not fine-tuned)".into(),
+    }
+}
+
 /// The markdown table of `rows`.
 fn table(rows: &[Row], threads: usize) -> String {
     let mut s = String::new();
@@ -539,10 +563,7 @@ fn table(rows: &[Row], threads: usize) -> String {
                     m.kib_before,
                     m.kib_after,
                     100.0 * m.after_transform,
-                    m.after_fine_tune.map_or_else(
-                        || "— (not fine-tuned: an op without a backward)".to_string(),
-                        |a| format!("{:.2} %", 100.0 * a)
-                    ),
+                    fine_tune_cell(m),
                     m.change(),
                     ort_cell(m.ort.as_ref(), m.last()),
                 );
@@ -636,6 +657,7 @@ fn distillation(
                 accuracy_before: teacher_accuracy,
                 after_transform: accuracy,
                 after_fine_tune: None,
+                accuracy_after: accuracy,
                 seconds: t.elapsed().as_secs_f64(),
                 onnx,
                 ort: None,
@@ -960,11 +982,11 @@ fn run(args: &Args) -> Result<(), Error> {
         let section = lenet_section(args, dir.as_deref());
         text.push_str(&section?);
     }
-    if let Some(model) = &args.fashion {
+    for (network, model) in &args.fashion {
         if !text.is_empty() {
             text.push('\n');
         }
-        let section = fashion::section(args, model, dir.as_deref());
+        let section = fashion::section(args, network, model, dir.as_deref());
         text.push_str(&section?);
     }
     if args.efficientnet {

@@ -104,10 +104,22 @@ fn low_rank_target(rows: &[Row]) -> Target {
     }
 }
 
-/// The CP / Tucker-2 target as one markdown table line (for the ResNet-8
-/// section).
+/// The CP / Tucker-2 target as one markdown table line (for the
+/// Fashion-MNIST sections).
 pub fn low_rank_line(rows: &[Row]) -> String {
     let t = low_rank_target(rows);
+    format!("| {} | {} | {} |\n", t.asks, t.measured, t.verdict)
+}
+
+/// A target on one row (see `row_target`) as one markdown table line.
+pub fn row_line(
+    rows: &[Row],
+    asks: &'static str,
+    prefix: &str,
+    drop_max: f64,
+    speedup_min: Option<f64>,
+) -> String {
+    let t = row_target(rows, asks, prefix, drop_max, speedup_min);
     format!("| {} | {} | {} |\n", t.asks, t.measured, t.verdict)
 }
 

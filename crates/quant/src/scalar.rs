@@ -44,7 +44,10 @@ impl Solver {
 /// # Errors
 /// [`Transform::apply`] fails with
 /// [`Error::NonFinite`] for a NaN or infinite
-/// weight and with the input-shape errors of the layer, and when `k` exceeds the weights of a group; [`ScalarKMeans::new`] refuses `k` outside `1..=65536`.
+/// weight and with the input-shape errors of the layer; [`ScalarKMeans::new`] refuses `k` outside `1..=65536`.
+/// A group with no more weights than `k` (the 3×3 filters of a first
+/// convolution on one input channel, per channel) is coded exactly: each
+/// weight is its own centroid.
 ///
 /// ```
 /// use hasten_core::{ActShape, ConvLayer, ConvSpec, Layer, SeededRng, Transform};
@@ -87,7 +90,8 @@ impl ScalarKMeans {
         self.k
     }
 
-    /// The op for a layer's weights; `k` must not exceed the weights per group.
+    /// The op for a layer's weights; a group of at most `k` weights keeps
+    /// them exactly (its unused codebook entries are 0).
     ///
     /// # Errors
     /// As listed on [`ScalarKMeans`].
@@ -101,7 +105,9 @@ impl ScalarKMeans {
         for (g, range) in groups.iter().enumerate() {
             let span = range.start * cols..range.end * cols;
             let values = &flat[span.clone()];
-            let sol = self.solver.solve(values, self.k, g as u64)?;
+            let sol = self
+                .solver
+                .solve(values, self.k.min(values.len()), g as u64)?;
             codes[span].copy_from_slice(&assign_1d(values, &sol.centroids));
             for (b, &c) in books.row_mut(g).iter_mut().zip(&sol.centroids) {
                 *b = c as f32;
@@ -204,8 +210,39 @@ mod tests {
         let layer: Layer = LinearLayer::from_slice(2, 3, &[1., 2., 3., 4., 5., 6.], None)
             .unwrap()
             .into();
-        let t = ScalarKMeans::new(4, Granularity::PerChannel, Solver::Optimal).unwrap();
-        assert!(t.apply(&layer, ActShape::flat(3)).is_err());
+        let t = ScalarKMeans::new(2, Granularity::PerChannel, Solver::Optimal).unwrap();
+        assert!(t.apply(&layer, ActShape::flat(4)).is_err());
+    }
+
+    #[test]
+    fn groups_smaller_than_k_are_coded_exactly() {
+        // Per channel, a 1-input-channel 3×3 convolution has 9 weights per
+        // group: k = 16 (4 bits) keeps every weight, at 4 bits per code.
+        let mut rng = SeededRng::new(4);
+        let w = rng.normal_array((6, 1, 3, 3), 0.5);
+        let layer: Layer = ConvLayer::from_array(w.clone(), ConvSpec::new().with_padding(1))
+            .unwrap()
+            .into();
+        for solver in [
+            Solver::Optimal,
+            Solver::Lloyd {
+                max_iter: 20,
+                seed: 1,
+            },
+        ] {
+            let c = ScalarKMeans::new(16, Granularity::PerChannel, solver)
+                .unwrap()
+                .apply(&layer, ActShape::new(1, 8, 8))
+                .unwrap();
+            let Op::CodebookConv(op) = &c.block.ops()[0] else {
+                panic!("not a codebook conv")
+            };
+            assert_eq!(op.codebooks().dim(), (6, 16));
+            assert_eq!(op.codes().bits(), 4);
+            let w = w.as_slice().unwrap();
+            assert_eq!(op.dequantized().as_slice().unwrap(), w);
+            assert_eq!(c.report.weight_error, Some(0.0));
+        }
     }
 
     proptest! {
@@ -215,16 +252,16 @@ mod tests {
             let mut rng = SeededRng::new(seed);
             let layer: Layer = LinearLayer::new(rng.normal_array((rows, cols), 1.0), None).unwrap().into();
             let t = ScalarKMeans::new(k, Granularity::PerTensor, Solver::Lloyd { max_iter: 20, seed }).unwrap();
-            match t.quantize(&LayerWeights::of(&layer)) {
-                Ok(op) => {
-                    prop_assert!(k <= rows * cols);
-                    let deq = op.dequantized();
-                    let codes = op.codes().unpack();
-                    for (v, c) in deq.iter().zip(&codes) {
-                        prop_assert_eq!(*v, op.codebooks()[[0, *c as usize]]);
-                    }
-                }
-                Err(_) => prop_assert!(k > rows * cols),
+            let op = t.quantize(&LayerWeights::of(&layer)).unwrap();
+            let deq = op.dequantized();
+            let codes = op.codes().unpack();
+            for (v, c) in deq.iter().zip(&codes) {
+                prop_assert_eq!(*v, op.codebooks()[[0, *c as usize]]);
+            }
+            if k >= rows * cols {
+                // No more weights than centroids: every weight is kept.
+                let weights = LayerWeights::of(&layer);
+                prop_assert_eq!(deq.as_slice().unwrap(), weights.matrix().as_slice().unwrap());
             }
         }
     }
