@@ -10,8 +10,9 @@
 //!
 //! Also here: a frozen int8 layer (`Int8Conv` with integer weights, survey
 //! section 5), forward and straight-through backward on the same kernels
-//! (`int8_forward`, `int8_backward`), and the activation fake quantizer of quantization-aware training
-//! (`Int8Conv::quantize_dequantize`), elementwise in f32: `s·(q(x) − z)`
+//! (`int8_forward`, `int8_backward`); and the activation fake quantizer of
+//! quantization-aware training (`Int8Conv::quantize_dequantize`),
+//! elementwise in f32: `s·(q(x) − z)`
 //! forward (what the op's integer reference computes) and the
 //! straight-through gradient masked to the quantizer's range backward
 //! (`hasten_core::grad::ste::passes_activation`); with a learned step size
