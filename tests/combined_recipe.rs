@@ -4,12 +4,14 @@
 //! slice, and its result exports to ONNX that Hasten's importer turns back
 //! into a network computing the same function.
 
+use hasten::core::grad::Mode;
 use hasten::core::ndarray::Array4;
 use hasten::core::{relative_error, SeededRng};
 use hasten::models::{resnet8, ModelConfig};
 use hasten::onnx::{export_bytes, import_bytes, ImportOptions};
 use hasten::pipeline::{compress, Event, Recipe};
 use hasten::train::data::{ImageSet, Splits};
+use hasten::train::{ParamStore, TrainTape};
 
 #[test]
 fn the_combined_recipe_compresses_resnet8_and_its_onnx_export_reproduces_it() {
@@ -56,6 +58,24 @@ fn the_combined_recipe_compresses_resnet8_and_its_onnx_export_reproduces_it() {
         after.macs
     );
     assert!(c.nodes().iter().any(|n| n.kind() == "block"));
+    // The int8 layers it ends with (inside the Tucker blocks too) train on
+    // the f32 kernels: its fine-tuning after the int8 step, and any later
+    // one, runs no node on the f64 reference.
+    let int8 = c
+        .nodes()
+        .iter()
+        .flat_map(|n| hasten::core::grad::inner_ops(n.op()))
+        .filter(|op| matches!(op, hasten::core::Op::Int8Conv(_)))
+        .count();
+    assert!(int8 > 10, "{int8} int8 ops");
+    let store = ParamStore::from_graph(&c);
+    let x: Array4<f32> = SeededRng::new(4).uniform_array((2, 1, 28, 28), 0.0, 1.0);
+    let tape = TrainTape::forward(&c, &store, &[x], Mode::train(1)).unwrap();
+    assert!(
+        tape.reference_nodes().is_empty(),
+        "{:?}",
+        tape.reference_nodes()
+    );
     // Export, re-import, same function.
     let back = import_bytes(&export_bytes(&c).unwrap(), &ImportOptions::default()).unwrap();
     let x: Array4<f32> = SeededRng::new(5).uniform_array((3, 1, 28, 28), 0.0, 1.0);

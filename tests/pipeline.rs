@@ -488,6 +488,72 @@ fn int8_calibrated_ranges_are_the_traced_min_max() {
     }
 }
 
+/// Calibrated int8 after Tucker-2: each factor of the block gets the
+/// min/max of its own input — the block's traced input run through the
+/// float factors before it, by hand — signed as asked, and the report
+/// names the factors `node.i`.
+#[test]
+fn int8_calibrates_each_factor_inside_a_block() {
+    let g = lenet5(&ModelConfig::mnist().with_seed(3)).unwrap();
+    let batch = SeededRng::new(8).normal_array((6, 1, 28, 28), 1.5);
+    let tucker = r#"latency = { batches = [] }
+[[steps]]
+select = { names = ["conv2"] }
+method = { name = "tucker2", rank = 3 }
+"#;
+    let recipe = Recipe::from_toml(&format!(
+        r#"{tucker}[[steps]]
+select = {{ names = ["conv2", "fc1"] }}
+method = {{ name = "int8", signed = true }}
+"#
+    ))
+    .unwrap();
+    let tucker = Recipe::from_toml(tucker).unwrap();
+    let (t, _) = compress(&g, &tucker, None).unwrap();
+    let (c, report) = compress_calibrated(&g, &recipe, None, Some(&batch)).unwrap();
+    let factors = block_ops(&t, "conv2");
+    assert_eq!(factors.len(), 3);
+    let input = t.value_name(t.node("conv2").unwrap().inputs()[0]);
+    let trace = t.reference_trace(&[&batch], &[input]).unwrap();
+    let mut x = trace.captured[input].clone();
+    let i8 = hasten::core::IntType::I8;
+    let ops = block_ops(&c, "conv2");
+    assert_eq!(ops.len(), 3);
+    for (i, (factor, op)) in factors.iter().zip(&ops).enumerate() {
+        let (lo, hi) = x
+            .iter()
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
+                (a.min(v), b.max(v))
+            });
+        let Op::Int8Conv(q) = op else {
+            panic!("factor {i} is not int8")
+        };
+        assert_eq!(
+            *q.input_params(),
+            activation_params(lo, hi, i8).unwrap(),
+            "{i}"
+        );
+        x = hasten::core::Operator::reference_forward(factor, &x).unwrap();
+    }
+    // The three factors see different ranges.
+    let scales: Vec<f32> = ops
+        .iter()
+        .map(|op| match op {
+            Op::Int8Conv(q) => q.input_params().scale(),
+            _ => unreachable!(),
+        })
+        .collect();
+    assert!(
+        scales[0] != scales[1] && scales[1] != scales[2],
+        "{scales:?}"
+    );
+    let names: Vec<&str> = report.nodes.iter().map(|n| n.node.as_str()).collect();
+    assert!(
+        names.ends_with(&["conv2.0", "conv2.1", "conv2.2", "fc1"]),
+        "{names:?}"
+    );
+}
+
 /// A range that cannot be calibrated (the selected layer's captured input
 /// holds a NaN) is a step error naming the node and the value it captured.
 #[test]

@@ -841,6 +841,7 @@ fn compress_rows(
             continue;
         }
         let t = Instant::now();
+        let cpu = hasten::bench::cpu_seconds(std::process::id());
         let outcome = recipe(method)
             .map_err(|e| e.to_string())
             .and_then(|r| compress(graph, &r, Some(data)).map_err(|e| error_chain(&e)))
@@ -858,7 +859,14 @@ fn compress_rows(
                 Ok(m)
             });
         match &outcome {
-            Ok(m) => eprintln!("{}: done in {:.1} s", method.label, m.seconds),
+            Ok(m) => {
+                // CPU time of this process (not of onnxruntime): the wall
+                // time on a machine shared with other busy processes says
+                // little.
+                let cpu = cpu.zip(hasten::bench::cpu_seconds(std::process::id()));
+                let cpu = cpu.map_or(String::new(), |(a, b)| format!(", {:.1} s CPU", b - a));
+                eprintln!("{}: done in {:.1} s{cpu}", method.label, m.seconds)
+            }
             Err(e) => eprintln!("{}: failed: {e}", method.label),
         }
         rows.push(Row {

@@ -92,8 +92,9 @@ fn kind(k: &str) -> NodeFilter {
 }
 
 /// The nodes `filter` selects whose op kind `accepts`, and the names of the
-/// other selected nodes (skipped). A block an earlier step produced is an
-/// error (`block_reason` says why the step cannot take it), and so is a
+/// other selected nodes (skipped). A block an earlier step produced that
+/// `accepts` refuses is an error (`block_reason` says why the step cannot
+/// take it), and so is a
 /// selection with no accepted node (`wanted` names what the step looks
 /// for). Errors are messages for the step's error.
 pub(super) fn plain_layers<'g>(
@@ -108,13 +109,13 @@ pub(super) fn plain_layers<'g>(
     for index in filter.select(graph) {
         let node = &graph.nodes()[index];
         match node.kind() {
+            kind if accepts(kind) => layers.push(node),
             "block" => {
                 return Err(format!(
                     "node {} is a block of an earlier step: {block_reason}",
                     node.name()
                 ))
             }
-            kind if accepts(kind) => layers.push(node),
             _ => skipped.push(node.name().to_string()),
         }
     }

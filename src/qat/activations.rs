@@ -74,14 +74,31 @@ pub fn calibrate_inputs(
         .iter()
         .zip(&inputs)
         .map(|(name, input)| {
-            let values = trace.captured[*input].as_standard_layout().into_owned();
-            calibrate(values.as_slice().expect("standard"), rule, 8)
-                .and_then(|(lo, hi)| activation_params(lo, hi, dtype))
-                .map_err(|e| {
-                    Error::numerical(format!("calibration of node `{name}`'s input `{input}`"), e)
-                })
+            calibrate_values(
+                &trace.captured[*input],
+                rule,
+                dtype,
+                &format!("node `{name}`'s input `{input}`"),
+            )
         })
         .collect()
+}
+
+/// The input quantization `rule` reads from the activations `values`, as
+/// `dtype` codes; `what` names them in the error.
+///
+/// # Errors
+/// A range that cannot be calibrated (non-finite activations).
+pub(crate) fn calibrate_values(
+    values: &Array4<f32>,
+    rule: Calibration,
+    dtype: IntType,
+    what: &str,
+) -> Result<QuantParams> {
+    let values = values.as_standard_layout();
+    calibrate(values.as_slice().expect("standard"), rule, 8)
+        .and_then(|(lo, hi)| activation_params(lo, hi, dtype))
+        .map_err(|e| Error::numerical(format!("calibration of {what}"), e))
 }
 
 impl Int8Qat {

@@ -278,6 +278,36 @@ pub fn conv2d_backward(
     dy: &Array4<f32>,
     spec: &ConvSpec,
 ) -> Result<ConvGrads> {
+    let (input, wb) = conv2d_backward_with(x, w, dy, spec, true)?;
+    let (weight, bias) = wb.expect("weight gradients asked for");
+    Ok(ConvGrads {
+        input,
+        weight,
+        bias,
+    })
+}
+
+/// The data gradient `∂L/∂x` of [`conv2d_forward`] alone (what
+/// [`conv2d_backward`] returns as `input`, bit for bit), for a layer whose
+/// weights are not trained; `x` gives the input's shape and geometry.
+pub fn conv2d_backward_input(
+    x: &Array4<f32>,
+    w: &Array4<f32>,
+    dy: &Array4<f32>,
+    spec: &ConvSpec,
+) -> Result<Array4<f32>> {
+    Ok(conv2d_backward_with(x, w, dy, spec, false)?.0)
+}
+
+/// `∂L/∂x`, and `(∂L/∂W, ∂L/∂b)` when `weights`.
+#[allow(clippy::type_complexity)]
+fn conv2d_backward_with(
+    x: &Array4<f32>,
+    w: &Array4<f32>,
+    dy: &Array4<f32>,
+    spec: &ConvSpec,
+    weights: bool,
+) -> Result<(Array4<f32>, Option<(Array4<f32>, Array1<f32>)>)> {
     let g = Geometry::new(x.shape(), w.shape(), spec)?;
     let n = x.shape()[0];
     if dy.shape() != [n, g.t, g.oh, g.ow] {
@@ -298,7 +328,7 @@ pub fn conv2d_backward(
         })
         .collect();
     let mut dx = Array4::<f32>::zeros(x.raw_dim());
-    // Per sample: the weight gradient, then the bias gradient.
+    // Per sample: the weight gradient, then the bias gradient (when asked).
     let per_sample: Vec<Vec<f32>> = dx
         .as_slice_mut()
         .expect("fresh array")
@@ -306,7 +336,11 @@ pub fn conv2d_backward(
         .with_max_len(leaf(n))
         .enumerate()
         .map(|(s, dxslice)| {
-            let mut dw = vec![0.0f32; g.t * k + g.t];
+            let mut dw = if weights {
+                vec![0.0f32; g.t * k + g.t]
+            } else {
+                Vec::new()
+            };
             let dys_s = &dys[s * g.t * p..(s + 1) * g.t * p];
             with_cols(k * p, |cols, dcols| {
                 for gi in 0..g.groups {
@@ -316,18 +350,25 @@ pub fn conv2d_backward(
                     // ∂cols = W_gᵀ ∂V_g, then col2im.
                     gemm(k, t_g, p, (wtg, false), (dyg, false), dcols);
                     g.col2im(dcols, &mut dxslice[gi * in_group..(gi + 1) * in_group]);
-                    // ∂W_g = ∂V_g colsᵀ.
-                    g.im2col(&xs[start..start + in_group], cols);
-                    let dwg = &mut dw[gi * t_g * k..(gi + 1) * t_g * k];
-                    gemm(t_g, p, k, (dyg, false), (cols, true), dwg);
+                    if weights {
+                        // ∂W_g = ∂V_g colsᵀ.
+                        g.im2col(&xs[start..start + in_group], cols);
+                        let dwg = &mut dw[gi * t_g * k..(gi + 1) * t_g * k];
+                        gemm(t_g, p, k, (dyg, false), (cols, true), dwg);
+                    }
                 }
             });
-            for (db, plane) in dw[g.t * k..].iter_mut().zip(dys_s.chunks(p)) {
-                *db = plane.iter().sum::<f32>();
+            if weights {
+                for (db, plane) in dw[g.t * k..].iter_mut().zip(dys_s.chunks(p)) {
+                    *db = plane.iter().sum::<f32>();
+                }
             }
             dw
         })
         .collect();
+    if !weights {
+        return Ok((dx, None));
+    }
     let mut dw = vec![0.0f32; g.t * k];
     let mut db = Array1::<f32>::zeros(g.t);
     for sample in &per_sample {
@@ -336,11 +377,8 @@ pub fn conv2d_backward(
             .zip(&sample[g.t * k..])
             .for_each(|(a, b)| *a += b);
     }
-    Ok(ConvGrads {
-        input: dx,
-        weight: Array4::from_shape_vec(w.raw_dim(), dw).expect("O·I·H·W values"),
-        bias: db,
-    })
+    let dw = Array4::from_shape_vec(w.raw_dim(), dw).expect("O·I·H·W values");
+    Ok((dx, Some((dw, db))))
 }
 
 fn flat(x: &Array4<f32>) -> Array2<f32> {
@@ -368,7 +406,11 @@ pub fn linear_forward(
     if let Some(b) = bias {
         y += b;
     }
-    Ok(y.into_shape_with_order((n, w.nrows(), 1, 1))
+    // `dot` returns a column-major product when both operands are also
+    // column-major (one input feature): reshape a row-major copy then.
+    Ok(y.as_standard_layout()
+        .into_owned()
+        .into_shape_with_order((n, w.nrows(), 1, 1))
         .expect("N × O"))
 }
 
@@ -391,6 +433,8 @@ pub fn linear_backward(
     let dyf = flat(dy);
     let dx = dyf
         .dot(w)
+        .as_standard_layout()
+        .into_owned()
         .into_shape_with_order(x.raw_dim())
         .expect("input shape");
     Ok((dx, dyf.t().dot(&xf), dyf.sum_axis(Axis(0))))
@@ -528,6 +572,8 @@ mod tests {
             let dy: Array4<f32> = rng.normal_array(y.raw_dim(), 1.0);
             let g = backward(&op, &x64, &dy.mapv(f64::from), &p, Mode::Eval).unwrap();
             let fast = conv2d_backward(&x, &wt, &dy, &spec).unwrap();
+            let dx_alone = conv2d_backward_input(&x, &wt, &dy, &spec).unwrap();
+            assert_eq!(dx_alone, fast.input, "{what} dx alone");
             assert!(
                 rel(&g.input.into_dyn(), &fast.input.into_dyn()) < 1e-4,
                 "{what} dx"
@@ -588,6 +634,30 @@ mod tests {
         assert!(rel(&g.input.into_dyn(), &dx.into_dyn()) < 1e-4);
         assert!(rel(&g.params["weight"], &dw.into_dyn()) < 1e-4);
         assert!(rel(&g.params["bias"], &db.into_dyn()) < 1e-4);
+        // One input feature, one sample, one output: `dot`'s operands are
+        // then column-major too, and so may be its product.
+        for (xs, ws) in [
+            ([3, 1, 1, 1], [4, 1]),
+            ([1, 12, 1, 1], [4, 12]),
+            ([3, 12, 1, 1], [1, 12]),
+        ] {
+            let x1: Array4<f32> = rng.normal_array(xs, 1.0);
+            let w1: Array2<f32> = rng.normal_array(ws, 0.5);
+            let op1 = Op::Linear(LinearLayer::new(w1.clone(), None).unwrap());
+            let want = forward(&op1, &x1.mapv(f64::from), &op_params(&op1), Mode::Eval);
+            let y1 = linear_forward(&x1, &w1, None).unwrap();
+            assert!(rel(&want.unwrap().output.into_dyn(), &y1.clone().into_dyn()) < 1e-5);
+            let dy1: Array4<f32> = rng.normal_array(y1.raw_dim(), 1.0);
+            let g1 = backward(
+                &op1,
+                &x1.mapv(f64::from),
+                &dy1.mapv(f64::from),
+                &op_params(&op1),
+                Mode::Eval,
+            );
+            let (dx1, _, _) = linear_backward(&x1, &w1, &dy1).unwrap();
+            assert!(rel(&g1.unwrap().input.into_dyn(), &dx1.into_dyn()) < 1e-5);
+        }
         assert!(linear_forward(&x, &w.t().to_owned(), None).is_err());
         assert!(linear_backward(&x, &w, &x).is_err());
         let spec = ConvSpec::new();

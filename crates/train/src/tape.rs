@@ -6,10 +6,12 @@
 //! (im2col + GEMM); ReLU, Clip, max / average / global average pooling,
 //! flatten, identity, batch norm (training mode with batch statistics and
 //! running-average update, or inference mode), dropout, `Add` and `Concat`
-//! through direct f32 loops; the compressed ops with a dense equivalent
-//! through the same kernels; every other op the f64 reference of
+//! through direct f32 loops; the compressed ops with a dense equivalent,
+//! frozen int8 layers and int8 fake quantizers through the same kernels;
+//! every other op the f64 reference of
 //! `hasten_core::grad` handles falls back to it (converting its input and
-//! parameters to f64 and its results back to f32).
+//! parameters to f64 and its results back to f32;
+//! [`TrainTape::reference_nodes`] names them).
 //!
 //! The semantics are those of `hasten_core::grad::Tape` — same parameter
 //! names, same batch-norm momentum convention, same dropout masks for a seed
@@ -43,6 +45,9 @@ enum Saved {
     Norm(Vec<f32>, Vec<f32>),
     /// Dropout: the scaled keep-mask.
     Mask(Vec<f32>),
+    /// An op without an f32 path: its forward ran on the f64 reference,
+    /// and so does its backward.
+    Reference,
 }
 
 /// The gradients [`TrainTape::backward`] returns.
@@ -254,7 +259,7 @@ fn op_forward(
                 .iter()
                 .map(|(k, a)| (k.clone(), a.mapv(|u| u as f32)))
                 .collect();
-            Ok((out.output.mapv(|u| u as f32), Saved::None, buffers))
+            Ok((out.output.mapv(|u| u as f32), Saved::Reference, buffers))
         }
     }
 }
@@ -871,6 +876,20 @@ impl<'g> TrainTape<'g> {
             .outputs()
             .iter()
             .map(|&id| self.value(id))
+            .collect()
+    }
+
+    /// The nodes holding an op that ran on the f64 reference of
+    /// `hasten_core::grad` (one thread, converted to and from f64) instead
+    /// of the f32 paths, in topological order; empty when every op ran in
+    /// f32 (see the [module docs](self) for which ops do).
+    pub fn reference_nodes(&self) -> Vec<&str> {
+        self.graph
+            .nodes()
+            .iter()
+            .zip(&self.saved)
+            .filter(|(_, saved)| saved.iter().any(|s| matches!(s, Saved::Reference)))
+            .map(|(node, _)| node.name())
             .collect()
     }
 

@@ -41,12 +41,9 @@ pub(super) fn forward(op: &Int8Conv, x: &Array4<f64>, p: &OpParams) -> Result<Ar
     Ok(y.mapv(f64::from))
 }
 
-/// The dequantized weight matrix `Ŵ [rows, row_len]`.
+/// The dequantized weight matrix `Ŵ [rows, row_len]` (`Int8Conv::dequantized`).
 fn dequantized_weights(op: &Int8Conv) -> Array2<f64> {
-    let w = op.weights();
-    Array2::from_shape_fn(w.dim(), |(t, j)| {
-        f64::from(w[[t, j]]) * f64::from(op.weight_scale(t))
-    })
+    op.dequantized().mapv(f64::from)
 }
 
 /// The straight-through backward: `∂L/∂x = (Ŵᵀ ∗ dy)` where `x` lies in

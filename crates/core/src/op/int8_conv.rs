@@ -448,6 +448,63 @@ impl Int8Conv {
         Ok(acc)
     }
 
+    /// The dequantized weight matrix `Ŵ[t, ·] = s_w[t] · w[t, ·]`
+    /// `[rows, row_len]` (each product exact in f64, rounded once to f32):
+    /// the float weights the op's arithmetic stands for, which the
+    /// straight-through backward propagates through.
+    pub fn dequantized(&self) -> Array2<f32> {
+        Array2::from_shape_fn(self.weights.dim(), |(t, j)| {
+            (f64::from(self.weights[[t, j]]) * f64::from(self.weight_scale(t))) as f32
+        })
+    }
+
+    /// Steps 3 and 4: the f32 outputs from the i32 accumulators `acc`
+    /// (`[N, rows, oh, ow]`, as [`Int8Conv::accumulate`] computes them on
+    /// the codes of `input`) — requantized and dequantized with `output`,
+    /// `acc · s_in · s_w[t]` without — and NaN wherever an output reads a
+    /// NaN of `input`. Any kernel that computes the accumulators exactly
+    /// gets the reference's outputs bit for bit.
+    ///
+    /// # Errors
+    /// An input the op cannot take; `acc` not of the output's shape.
+    pub fn outputs_from_accumulators(
+        &self,
+        input: &Array4<f32>,
+        acc: &Array4<i32>,
+    ) -> Result<Array4<f32>> {
+        let s = input.shape();
+        crate::error::ensure_nonempty("input activation (NCHW)", s)?;
+        let out = self.layout.output_shape(ActShape::new(s[1], s[2], s[3]))?;
+        let want = [s[0], out.channels, out.height, out.width];
+        if acc.shape() != want {
+            return Err(Error::shape(
+                "int8 accumulators",
+                format!("{want:?}"),
+                format!("{:?}", acc.shape()),
+            ));
+        }
+        let mut y = match (self.requantize(acc), &self.output) {
+            (Some(q), Some(out)) => q.mapv(|v| out.dequantize(v)),
+            _ => {
+                let mut y = Array4::<f32>::zeros(acc.raw_dim());
+                for ((n, t, a, b), v) in y.indexed_iter_mut() {
+                    *v = (f64::from(acc[[n, t, a, b]])
+                        * f64::from(self.input.scale)
+                        * f64::from(self.weight_scale(t))) as f32;
+                }
+                y
+            }
+        };
+        if let Some(nan) = self.nan_outputs(input)? {
+            y.zip_mut_with(&nan, |v, &n| {
+                if n {
+                    *v = f32::NAN;
+                }
+            });
+        }
+        Ok(y)
+    }
+
     /// Step 3 (with `output`): the requantized output codes; `None` without `output`.
     pub fn requantize(&self, acc: &Array4<i32>) -> Option<Array4<i32>> {
         let out = self.output.as_ref()?;
@@ -480,26 +537,7 @@ impl Operator for Int8Conv {
 
     fn reference_forward(&self, input: &Array4<f32>) -> Result<Array4<f32>> {
         let acc = self.accumulate(&self.quantize_input(input))?;
-        let mut y = match (self.requantize(&acc), &self.output) {
-            (Some(q), Some(out)) => q.mapv(|v| out.dequantize(v)),
-            _ => {
-                let mut y = Array4::<f32>::zeros(acc.raw_dim());
-                for ((n, t, a, b), v) in y.indexed_iter_mut() {
-                    *v = (f64::from(acc[[n, t, a, b]])
-                        * f64::from(self.input.scale)
-                        * f64::from(self.weight_scale(t))) as f32;
-                }
-                y
-            }
-        };
-        if let Some(nan) = self.nan_outputs(input)? {
-            y.zip_mut_with(&nan, |v, &n| {
-                if n {
-                    *v = f32::NAN;
-                }
-            });
-        }
-        Ok(y)
+        self.outputs_from_accumulators(input, &acc)
     }
 }
 

@@ -462,3 +462,58 @@ fn batch_norm_kernels_match_the_reference_on_random_shapes() {
         }
     }
 }
+
+/// Frozen int8 layers (a requantized, per-channel convolution and a linear
+/// head) train on the f32 kernels: outputs, input and parameter gradients
+/// as the f64 reference tape's, the output the graph's integer reference
+/// forward bit for bit, and no node falls back to the f64 reference —
+/// while an op without an f32 path is named (the sigmoid of `small_dag`).
+#[test]
+fn int8_layers_run_on_the_f32_path_and_fallbacks_are_named() {
+    use hasten_core::op::{Int8Conv, IntType, QuantParams, WeightLayout};
+    let mut rng = SeededRng::new(61);
+    let mut codes = |rows: usize, cols: usize| {
+        Array2::from_shape_fn((rows, cols), |_| {
+            (rng.uniform() * 255.0 - 127.0).round() as i8
+        })
+    };
+    let spec = ConvSpec::new().with_padding(1).with_stride(2);
+    let conv8 = Int8Conv::new(
+        WeightLayout::conv([4, 2, 3, 3], spec).unwrap(),
+        codes(4, 18),
+        Array1::from_shape_fn(4, |t| 0.01 + 0.005 * t as f32),
+        QuantParams::new(0.02, 0, IntType::I8).unwrap(),
+        Some(Array1::from_shape_fn(4, |t| 100 * t as i32 - 150)),
+        Some(QuantParams::new(0.05, 120, IntType::U8).unwrap()),
+    )
+    .unwrap();
+    let head8 = Int8Conv::new(
+        WeightLayout::linear(3, 64).unwrap(),
+        codes(3, 64),
+        Array1::from_elem(1, 0.004),
+        QuantParams::new(0.04, 10, IntType::U8).unwrap(),
+        None,
+        None,
+    )
+    .unwrap();
+    let mut b = GraphBuilder::new();
+    let x = b.input("x", ActShape::new(2, 8, 8));
+    let y = b.op("conv8", Op::Int8Conv(conv8), x);
+    let y = b.op("relu", Relu, y);
+    let y = b.op("flatten", Flatten, y);
+    let y = b.op("head8", Op::Int8Conv(head8), y);
+    b.output(y);
+    let graph = b.build().unwrap();
+    compare("int8", &graph, 3, Mode::train(3), 5);
+    let store = ParamStore::from_graph(&graph);
+    let x: Array4<f32> = SeededRng::new(9).normal_array([3, 2, 8, 8], 1.0);
+    let tape = TrainTape::forward(&graph, &store, std::slice::from_ref(&x), Mode::Eval).unwrap();
+    assert!(tape.reference_nodes().is_empty());
+    let want = graph.reference_forward(&[&x]).unwrap().remove(0);
+    assert_eq!(tape.outputs()[0], &want);
+    let dag = small_dag(&mut SeededRng::new(100));
+    let store = ParamStore::from_graph(&dag);
+    let x: Array4<f32> = SeededRng::new(9).normal_array([2, 2, 8, 8], 1.0);
+    let tape = TrainTape::forward(&dag, &store, std::slice::from_ref(&x), Mode::Eval).unwrap();
+    assert_eq!(tape.reference_nodes(), ["se.gate"]);
+}
