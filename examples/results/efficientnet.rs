@@ -212,29 +212,19 @@ fn run_ort(
     let mut args: Vec<&Path> = vec![&images, &threads, &runs];
     args.extend(models.iter().map(PathBuf::as_path));
     let text = ort::script("ort_logits.py", &args)?;
-    let mut out = HashMap::new();
-    for line in text.lines() {
-        let field = |key: &str| {
-            line.split_whitespace()
-                .find_map(|w| w.strip_prefix(key))
-                .map(str::to_string)
-        };
-        let Some(model) = field("model=") else {
-            continue;
-        };
-        let parsed = match (field("logits="), field("median_ms=")) {
-            (Some(path), Some(ms)) => std::fs::read(&path)
+    Ok(ort::per_model(&text, |line| {
+        let (path, ms) = (
+            ort::field(line, "logits=")?,
+            ort::field(line, "median_ms=")?,
+        );
+        Some(
+            std::fs::read(path)
                 .map_err(|e| e.to_string())
                 .and_then(|b| read_npy(&b).map_err(|e| e.to_string()))
                 .and_then(|a| a.into_dimensionality::<Ix2>().map_err(|e| e.to_string()))
                 .and_then(|a| Ok((a, ms.parse::<f64>().map_err(|e| e.to_string())?))),
-            _ => Err(line
-                .split_once("error=")
-                .map_or(line.to_string(), |(_, e)| e.to_string())),
-        };
-        out.insert(PathBuf::from(model), parsed);
-    }
-    Ok(out)
+        )
+    }))
 }
 
 /// The agreement cells: same top-1 as the original (all, held out), top-1

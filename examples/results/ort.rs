@@ -88,29 +88,41 @@ pub fn evaluate(
     let mut args: Vec<&Path> = vec![&images, &labels, &threads, &runs];
     args.extend(models.iter().map(PathBuf::as_path));
     let text = script("ort_eval.py", &args)?;
-    let mut figures = HashMap::new();
+    Ok(per_model(&text, |line| {
+        let (a, m) = (field(line, "accuracy=")?, field(line, "median_ms=")?);
+        Some(match (a.parse(), m.parse()) {
+            (Ok(accuracy), Ok(median_ms)) => Ok(OrtFigures {
+                accuracy,
+                median_ms,
+            }),
+            _ => Err(format!("unreadable figures: {line}")),
+        })
+    }))
+}
+
+/// The value of `key` (`"accuracy="`, say) in a script's output line.
+pub fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    line.split_whitespace().find_map(|w| w.strip_prefix(key))
+}
+
+/// The `model=PATH key=value …` lines a script printed, by model path:
+/// `figures` reads a line's values (`None` when they are missing), and a
+/// model the script could not run maps to the text after its `error=`.
+pub fn per_model<T>(
+    text: &str,
+    figures: impl Fn(&str) -> Option<Result<T, String>>,
+) -> HashMap<PathBuf, Result<T, String>> {
+    let mut out = HashMap::new();
     for line in text.lines() {
-        let field = |key: &str| {
-            line.split_whitespace()
-                .find_map(|w| w.strip_prefix(key))
-                .map(str::to_string)
-        };
-        let Some(model) = field("model=") else {
+        let Some(model) = field(line, "model=") else {
             continue;
         };
-        let parsed = match (field("accuracy="), field("median_ms=")) {
-            (Some(a), Some(m)) => match (a.parse(), m.parse()) {
-                (Ok(accuracy), Ok(median_ms)) => Ok(OrtFigures {
-                    accuracy,
-                    median_ms,
-                }),
-                _ => Err(format!("unreadable figures: {line}")),
-            },
-            _ => Err(line
+        let parsed = figures(line).unwrap_or_else(|| {
+            Err(line
                 .split_once("error=")
-                .map_or(line.to_string(), |(_, e)| e.to_string())),
-        };
-        figures.insert(PathBuf::from(model), parsed);
+                .map_or(line.to_string(), |(_, e)| e.to_string()))
+        });
+        out.insert(PathBuf::from(model), parsed);
     }
-    Ok(figures)
+    out
 }
