@@ -294,7 +294,14 @@ fn codebook_and_pq_linear_layouts() {
         Some(Array1::from_elem(o, 0.5)),
     )
     .unwrap();
-    assert!(runs_lowbit(&Op::CodebookConv(cb.clone()), &x));
+    // Decoded once at plan build: the dense linear kernel, not a per-call decode.
+    let plan = Plan::new(
+        &Block::single(Op::CodebookConv(cb.clone())),
+        ActShape::new(3, 4, 4),
+        2,
+    )
+    .unwrap();
+    assert_eq!(plan.steps()[0].kernel, "linear");
     let (fast, slow) = run(Op::CodebookConv(cb), &x);
     assert_close(&fast, &slow, 1e-5);
     let (s, k, d) = (12, 32, 4);

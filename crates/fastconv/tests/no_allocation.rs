@@ -233,7 +233,7 @@ fn perforated_plan_does_not_allocate() {
     });
 }
 
-/// The fully connected low-bit kernels (codebook, product-quantized, CSR)
+/// The fully connected kernels (codebook decoded to dense, product-quantized, CSR)
 /// chained in one block; checked against the reference on the second run.
 fn lowbit_plan_does_not_allocate() {
     let mut rng = SeededRng::new(7);

@@ -6,11 +6,10 @@
 //! |---|---|
 //! | `BinaryConv` with binarised inputs (XNOR-Net, eq. (9)) | [`super::binary_gemm`]: exact integer dot products; `K` summed in another order than the reference (agreement to f32 rounding) |
 //! | `Int8Conv` (u8 or i8 inputs) | [`super::int8_step`] on [`super::int8_gemm`]: exact i32 accumulators, core's rounding and requantisation, fused into the layout passes |
-//! | `CodebookConv`, linear layout, one codebook of ≤ 256 entries | [`super::codebook::CodebookLinear`] |
 //! | `ProductQuantizedConv`, linear layout, ≤ 256 centroids | [`super::codebook::PqLinear`] |
 //! | `SparseConv` / `SparseLinear` | [`super::csr`] |
 //! | `GroupwiseConv` | [`super::groupwise`] |
-//! | weight-only formats on real inputs (BinaryConnect `BinaryConv`, `TernaryConv`, `CodebookConv` / `ProductQuantizedConv` convolutions, `FixedPointConv`) | decoded once by [`decode_weight_only`] into a dense op for the f32 GEMM: with real-valued activations a ±α or codebook weight still needs one FMA per MAC, so decoding at plan time is the fastest correct choice |
+//! | weight-only formats on real inputs (BinaryConnect `BinaryConv`, `TernaryConv`, `CodebookConv` (convolutions and linear layers, per-layer or per-channel codebooks), `ProductQuantizedConv` convolutions, `FixedPointConv`) | decoded once by [`decode_weight_only`] into a dense op for the f32 GEMM / linear kernels: with real-valued activations a ±α or codebook weight still needs one FMA per MAC, so decoding at plan time is the fastest correct choice (measured in a plan at batch 1, 2 threads, [`super::codebook::CodebookLinear`] runs a 3136 → 256 layer at 0.64× and a 400 → 120 one at 0.33× the dense linear step). The compressed model keeps its codes; the plan holds the decoded f32 weights |
 //!
 //! Everything else (grouped XNOR / int8, LCNN) returns `None` and runs its
 //! reference semantics; perforated convolutions have their own plan kernel
@@ -21,7 +20,7 @@ use hasten_core::op::WeightLayout;
 use hasten_core::{Error, IntType, Op, Operator, Result};
 
 use super::binary_gemm::{ActivationScale, XnorGemm};
-use super::codebook::{CodebookLinear, PqLinear};
+use super::codebook::PqLinear;
 use super::csr::{CsrConv, CsrLinear};
 use super::groupwise::GroupwiseGemm;
 use super::int8_gemm::{Int8Gemm, U8Quant};
@@ -48,7 +47,6 @@ enum Kernel {
         shift: i32,
         linear: bool,
     },
-    Codebook(CodebookLinear),
     Pq(PqLinear),
     SparseConv(CsrConv),
     SparseLinear(CsrLinear),
@@ -87,9 +85,7 @@ pub fn decode_weight_only(op: &Op) -> Result<Op> {
         }
         Op::TernaryConv(t) => t.layout().dense_layer(t.dequantized(), t.bias().cloned())?,
         Op::FixedPointConv(f) => f.layout().dense_layer(f.dequantized(), f.bias().cloned())?,
-        Op::CodebookConv(c) if matches!(c.layout(), WeightLayout::Conv { .. }) => {
-            c.layout().dense_layer(c.dequantized(), c.bias().cloned())?
-        }
+        Op::CodebookConv(c) => c.layout().dense_layer(c.dequantized(), c.bias().cloned())?,
         Op::ProductQuantizedConv(p) if matches!(p.layout(), WeightLayout::Conv { .. }) => {
             p.layout().dense_layer(p.dequantized(), p.bias().cloned())?
         }
@@ -144,25 +140,6 @@ pub fn prepare(op: &Op) -> Result<Option<Prepared>> {
                 shift,
                 linear,
             }
-        }
-        Op::CodebookConv(c) => {
-            let (WeightLayout::Linear { out, inp }, 1, k) =
-                (*c.layout(), c.codebooks().nrows(), c.k())
-            else {
-                return Ok(None);
-            };
-            if k > 256 {
-                return Ok(None);
-            }
-            let codes = c.codes().unpack().into_iter().map(|v| v as u8).collect();
-            let bias = c.bias().map(|b| b.to_vec());
-            Kernel::Codebook(CodebookLinear::new(
-                out,
-                inp,
-                c.codebooks().row(0).to_vec(),
-                codes,
-                bias,
-            )?)
         }
         Op::ProductQuantizedConv(p) => {
             let WeightLayout::Linear { out, inp } = *p.layout() else {
@@ -327,10 +304,6 @@ impl Prepared {
                 }
                 Ok(y)
             }
-            Kernel::Codebook(l) => {
-                let isa = self.level(Needs::Float);
-                linear_forward(x, l.out_features(), |xs, b| l.forward(xs, b, isa))
-            }
             Kernel::Pq(l) => {
                 let isa = self.level(Needs::Float);
                 linear_forward(x, l.out_features(), |xs, b| l.forward(xs, b, isa))
@@ -347,7 +320,7 @@ impl Prepared {
 
 impl Prepared {
     /// Runs on `batch` row-major NCHW samples of shape `input` from `src`
-    /// into `dst`. The fully connected kernels (codebook, product-quantized,
+    /// into `dst`. The fully connected kernels (product-quantized,
     /// CSR) and the int8 step read `src` in place and use `buf`, `pool` and
     /// their own buffers as their only scratch, so they allocate nothing
     /// once those have grown (int8 inputs holding a NaN excepted); the other
@@ -363,10 +336,6 @@ impl Prepared {
         pool: &crate::pool::ScratchPool,
     ) -> Result<()> {
         match &self.kernel {
-            Kernel::Codebook(l) => {
-                let isa = check_isa(self.level(Needs::Float), Needs::Float, "CodebookLinear")?;
-                l.forward_into(src, batch, isa, dst, buf, pool)
-            }
             Kernel::Pq(l) => {
                 let isa = check_isa(self.level(Needs::Float), Needs::Float, "PqLinear")?;
                 l.forward_into(src, batch, isa, dst, buf)
