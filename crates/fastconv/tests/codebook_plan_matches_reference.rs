@@ -2,7 +2,9 @@
 //! layers — per-layer or per-channel codebooks, random kernels, strides,
 //! padding, groups and bias, followed by batch norms and ReLUs — compile to
 //! the dense f32 kernels with their weights decoded once, and the plan
-//! equals the graph's reference forward on every instruction-set path.
+//! equals the graph's reference forward on every instruction-set path;
+//! only a 4-bit one-codebook linear layer of ≥ 32 MiB of decoded weights at
+//! batch 1 keeps its codes (the codebook kernel, faster there).
 
 mod common;
 
@@ -10,6 +12,7 @@ use common::relative_error;
 use hasten_core::graph::{Graph, GraphBuilder};
 use hasten_core::ndarray::Array4;
 use hasten_core::op::WeightLayout;
+use hasten_core::Block;
 use hasten_core::{
     ActShape, BatchNorm, CodebookConv, ConvSpec, Flatten, Op, Operator, PackedCodes, Padding, Relu,
     SeededRng,
@@ -132,6 +135,36 @@ proptest! {
             let fast = plan.run(&x).unwrap().to_owned();
             let err = relative_error(&fast, &slow[0]);
             prop_assert!(err < TOL, "{isa}: relative error {err}\n{plan}");
+        }
+    }
+}
+
+/// A 4096 → 2048 linear layer with one 16-entry codebook (32 MiB of f32
+/// weights) runs the codebook kernel at batch 1 and the dense linear step
+/// at batch 2; both equal the reference. With one codebook per output it is
+/// decoded at any batch.
+#[test]
+fn large_four_bit_linear_keeps_its_codes_at_batch_one() {
+    let mut rng = SeededRng::new(3);
+    let (out, inp) = (2048, 4096);
+    let shape = ActShape::new(inp, 1, 1);
+    for (per_channel, kernel_at_1) in [(false, "low-bit codebook_conv"), (true, "linear")] {
+        let op = codebook(
+            &mut rng,
+            WeightLayout::linear(out, inp).unwrap(),
+            16,
+            per_channel,
+        );
+        let block = Block::single(op.clone());
+        for (batch, kernel) in [(1, kernel_at_1), (2, "linear")] {
+            let x: Array4<f32> = rng.normal_array((batch, inp, 1, 1), 1.0);
+            let slow = op.reference_forward(&x).unwrap();
+            for isa in Isa::supported() {
+                let mut plan = Plan::with_isa(&block, shape, batch, isa).unwrap();
+                assert_eq!(plan.steps()[0].kernel, kernel, "{isa}, batch {batch}");
+                let err = relative_error(&plan.run(&x).unwrap().to_owned(), &slow);
+                assert!(err < TOL, "{isa}, batch {batch}: relative error {err}");
+            }
         }
     }
 }

@@ -6,10 +6,11 @@
 //! |---|---|
 //! | `BinaryConv` with binarised inputs (XNOR-Net, eq. (9)) | [`super::binary_gemm`]: exact integer dot products; `K` summed in another order than the reference (agreement to f32 rounding) |
 //! | `Int8Conv` (u8 or i8 inputs) | [`super::int8_step`] on [`super::int8_gemm`]: exact i32 accumulators, core's rounding and requantisation, fused into the layout passes |
+//! | `CodebookConv`, linear layout, one codebook of ≤ 16 entries, ≥ [`CODEBOOK_LINEAR_MIN_BYTES`] of decoded weights, batch 1 | [`super::codebook::CodebookLinear`] (4-bit codes decoded in registers per call: the only case measured faster than the dense linear step) |
 //! | `ProductQuantizedConv`, linear layout, ≤ 256 centroids | [`super::codebook::PqLinear`] |
 //! | `SparseConv` / `SparseLinear` | [`super::csr`] |
 //! | `GroupwiseConv` | [`super::groupwise`] |
-//! | weight-only formats on real inputs (BinaryConnect `BinaryConv`, `TernaryConv`, `CodebookConv` (convolutions and linear layers, per-layer or per-channel codebooks), `ProductQuantizedConv` convolutions, `FixedPointConv`) | decoded once by [`decode_weight_only`] into a dense op for the f32 GEMM / linear kernels: with real-valued activations a ±α or codebook weight still needs one FMA per MAC, so decoding at plan time is the fastest correct choice (measured in a plan at batch 1, 2 threads, [`super::codebook::CodebookLinear`] runs a 3136 → 256 layer at 0.64× and a 400 → 120 one at 0.33× the dense linear step). The compressed model keeps its codes; the plan holds the decoded f32 weights |
+//! | weight-only formats on real inputs (BinaryConnect `BinaryConv`, `TernaryConv`, `CodebookConv` (convolutions and linear layers, per-layer or per-channel codebooks), `ProductQuantizedConv` convolutions, `FixedPointConv`) | decoded once by [`decode_weight_only`] into a dense op for the f32 GEMM / linear kernels: with real-valued activations a ±α or codebook weight still needs one FMA per MAC, so decoding at plan time is the fastest correct choice (measured in a plan at batch 1, 2 threads, [`super::codebook::CodebookLinear`] runs 400 → 120 at 0.33×, 3136 → 256 at 0.55×, 4096 → 1000 at 0.81× and 4096 → 4096 at 1.76× the speed of the dense linear step: it wins only once the f32 weights outgrow the last-level cache). The compressed model keeps its codes; the plan holds the decoded f32 weights |
 //!
 //! Everything else (grouped XNOR / int8, LCNN) returns `None` and runs its
 //! reference semantics; perforated convolutions have their own plan kernel
@@ -20,7 +21,7 @@ use hasten_core::op::WeightLayout;
 use hasten_core::{Error, IntType, Op, Operator, Result};
 
 use super::binary_gemm::{ActivationScale, XnorGemm};
-use super::codebook::PqLinear;
+use super::codebook::{CodebookLinear, PqLinear};
 use super::csr::{CsrConv, CsrLinear};
 use super::groupwise::GroupwiseGemm;
 use super::int8_gemm::{Int8Gemm, U8Quant};
@@ -47,6 +48,7 @@ enum Kernel {
         shift: i32,
         linear: bool,
     },
+    Codebook(CodebookLinear),
     Pq(PqLinear),
     SparseConv(CsrConv),
     SparseLinear(CsrLinear),
@@ -76,16 +78,35 @@ fn as_linear_input(x: &Array4<f32>) -> Array4<f32> {
     .expect("same element count")
 }
 
+/// Decoded f32 weight bytes from which a 4-bit, one-codebook linear layer
+/// at batch 1 keeps its codes and runs [`super::codebook::CodebookLinear`]
+/// (the 32 MiB last-level cache of the machine measured: 16 MB of f32
+/// weights ran 0.81×, 64 MB 1.76× the dense linear step).
+pub const CODEBOOK_LINEAR_MIN_BYTES: usize = 32 << 20;
+
+/// Whether the codebook op `c` runs on its own kernel at `batch` rather
+/// than decoded: see [`CODEBOOK_LINEAR_MIN_BYTES`].
+fn keeps_codes(c: &hasten_core::CodebookConv, batch: usize) -> bool {
+    batch == 1
+        && matches!(c.layout(), WeightLayout::Linear { .. })
+        && c.codebooks().nrows() == 1
+        && c.k() <= 16
+        && c.layout().weight_count() * 4 >= CODEBOOK_LINEAR_MIN_BYTES
+}
+
 /// Replaces a weight-only quantized op (real-valued inputs) by the dense op
-/// with its decoded weights; any other op is returned unchanged.
-pub fn decode_weight_only(op: &Op) -> Result<Op> {
+/// with its decoded weights for a plan of batches of `batch`; any other op
+/// (and a codebook layer that [`keeps_codes`]) is returned unchanged.
+pub fn decode_weight_only(op: &Op, batch: usize) -> Result<Op> {
     let decoded = match op {
         Op::BinaryConv(b) if !b.binarize_input() => {
             b.layout().dense_layer(b.dequantized(), b.bias().cloned())?
         }
         Op::TernaryConv(t) => t.layout().dense_layer(t.dequantized(), t.bias().cloned())?,
         Op::FixedPointConv(f) => f.layout().dense_layer(f.dequantized(), f.bias().cloned())?,
-        Op::CodebookConv(c) => c.layout().dense_layer(c.dequantized(), c.bias().cloned())?,
+        Op::CodebookConv(c) if !keeps_codes(c, batch) => {
+            c.layout().dense_layer(c.dequantized(), c.bias().cloned())?
+        }
         Op::ProductQuantizedConv(p) if matches!(p.layout(), WeightLayout::Conv { .. }) => {
             p.layout().dense_layer(p.dequantized(), p.bias().cloned())?
         }
@@ -140,6 +161,25 @@ pub fn prepare(op: &Op) -> Result<Option<Prepared>> {
                 shift,
                 linear,
             }
+        }
+        Op::CodebookConv(c) => {
+            let (WeightLayout::Linear { out, inp }, 1, k) =
+                (*c.layout(), c.codebooks().nrows(), c.k())
+            else {
+                return Ok(None);
+            };
+            if k > 256 {
+                return Ok(None);
+            }
+            let codes = c.codes().unpack().into_iter().map(|v| v as u8).collect();
+            let bias = c.bias().map(|b| b.to_vec());
+            Kernel::Codebook(CodebookLinear::new(
+                out,
+                inp,
+                c.codebooks().row(0).to_vec(),
+                codes,
+                bias,
+            )?)
         }
         Op::ProductQuantizedConv(p) => {
             let WeightLayout::Linear { out, inp } = *p.layout() else {
@@ -304,6 +344,10 @@ impl Prepared {
                 }
                 Ok(y)
             }
+            Kernel::Codebook(l) => {
+                let isa = self.level(Needs::Float);
+                linear_forward(x, l.out_features(), |xs, b| l.forward(xs, b, isa))
+            }
             Kernel::Pq(l) => {
                 let isa = self.level(Needs::Float);
                 linear_forward(x, l.out_features(), |xs, b| l.forward(xs, b, isa))
@@ -320,7 +364,7 @@ impl Prepared {
 
 impl Prepared {
     /// Runs on `batch` row-major NCHW samples of shape `input` from `src`
-    /// into `dst`. The fully connected kernels (product-quantized,
+    /// into `dst`. The fully connected kernels (codebook, product-quantized,
     /// CSR) and the int8 step read `src` in place and use `buf`, `pool` and
     /// their own buffers as their only scratch, so they allocate nothing
     /// once those have grown (int8 inputs holding a NaN excepted); the other
@@ -336,6 +380,10 @@ impl Prepared {
         pool: &crate::pool::ScratchPool,
     ) -> Result<()> {
         match &self.kernel {
+            Kernel::Codebook(l) => {
+                let isa = check_isa(self.level(Needs::Float), Needs::Float, "CodebookLinear")?;
+                l.forward_into(src, batch, isa, dst, buf, pool)
+            }
             Kernel::Pq(l) => {
                 let isa = check_isa(self.level(Needs::Float), Needs::Float, "PqLinear")?;
                 l.forward_into(src, batch, isa, dst, buf)

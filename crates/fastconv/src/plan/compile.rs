@@ -80,7 +80,7 @@ pub(super) struct Compiled {
 
 /// Compiles `graph` for batches of `batch` with `options` (ISA checked).
 pub(super) fn compile(graph: &Graph, batch: usize, options: PlanOptions) -> Result<Compiled> {
-    let (nodes, index) = lower(graph)?;
+    let (nodes, index) = lower(graph, batch)?;
     let mut readers = vec![Vec::new(); nodes.len()];
     for (i, node) in nodes.iter().enumerate() {
         for &v in &node.inputs {
@@ -154,7 +154,7 @@ pub(super) fn compile(graph: &Graph, batch: usize, options: PlanOptions) -> Resu
 /// Graph inputs, then the nodes with block nodes expanded to op chains
 /// (op `k` of block node `b` named `b[k]`; an empty chain aliases its
 /// input), and the lowered index of every graph node's output.
-fn lower(graph: &Graph) -> Result<(Vec<LNode>, Vec<usize>)> {
+fn lower(graph: &Graph, batch: usize) -> Result<(Vec<LNode>, Vec<usize>)> {
     let mut nodes: Vec<LNode> = graph
         .inputs()
         .iter()
@@ -181,7 +181,7 @@ fn lower(graph: &Graph) -> Result<(Vec<LNode>, Vec<usize>)> {
         };
         match node.op() {
             NodeOp::Op(op) => {
-                nodes.push(simple(LOp::Op(decode(op)?)));
+                nodes.push(simple(LOp::Op(decode(op, batch)?)));
             }
             NodeOp::Block(block) => {
                 let shapes = block.shapes(node.input_shapes()[0])?;
@@ -189,7 +189,7 @@ fn lower(graph: &Graph) -> Result<(Vec<LNode>, Vec<usize>)> {
                 for (k, op) in block.ops().iter().enumerate() {
                     nodes.push(LNode {
                         name: format!("{}[{k}]", node.name()),
-                        op: LOp::Op(decode(op)?),
+                        op: LOp::Op(decode(op, batch)?),
                         inputs: vec![cur],
                         shape: shapes[k + 1],
                     });
@@ -219,9 +219,10 @@ fn lower(graph: &Graph) -> Result<(Vec<LNode>, Vec<usize>)> {
     Ok((nodes, index))
 }
 
-/// Weight-only quantized ops on real inputs run as dense ops with decoded weights.
-fn decode(op: &Op) -> Result<Op> {
-    crate::lowbit::prepare::decode_weight_only(op)
+/// Weight-only quantized ops on real inputs run as dense ops with decoded
+/// weights (for batches of `batch`).
+fn decode(op: &Op, batch: usize) -> Result<Op> {
+    crate::lowbit::prepare::decode_weight_only(op, batch)
 }
 
 /// The state of one compilation.
