@@ -8,14 +8,13 @@
 
 mod common;
 
-use common::relative_error;
+use common::{random_batch_norm as bn, relative_error};
 use hasten_core::graph::{Graph, GraphBuilder};
 use hasten_core::ndarray::Array4;
 use hasten_core::op::WeightLayout;
 use hasten_core::Block;
 use hasten_core::{
-    ActShape, BatchNorm, CodebookConv, ConvSpec, Flatten, Op, Operator, PackedCodes, Padding, Relu,
-    SeededRng,
+    ActShape, CodebookConv, ConvSpec, Flatten, Op, Operator, PackedCodes, Padding, Relu, SeededRng,
 };
 use hasten_fastconv::{Isa, Plan, PlanOptions};
 use proptest::prelude::*;
@@ -42,17 +41,6 @@ fn codebook(rng: &mut SeededRng, layout: WeightLayout, k: usize, per_channel: bo
     )
     .unwrap()
     .into()
-}
-
-fn bn(rng: &mut SeededRng, c: usize) -> BatchNorm {
-    BatchNorm::new(
-        rng.uniform_array(c, 0.5, 1.5),
-        rng.normal_array(c, 0.5),
-        rng.normal_array(c, 0.5),
-        rng.uniform_array(c, 0.5, 1.5),
-        1e-5,
-    )
-    .unwrap()
 }
 
 /// `convs` codebook convolutions (each with a batch norm and a ReLU), then

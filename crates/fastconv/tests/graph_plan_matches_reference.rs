@@ -9,13 +9,13 @@
 
 mod common;
 
-use common::relative_error;
+use common::{random_batch_norm as bn, relative_error};
 use hasten_core::graph::{Graph, GraphBuilder, Value};
 use hasten_core::ndarray::Array4;
 use hasten_core::{
-    ActShape, AvgPool, BatchNorm, Block, ChannelShuffle, Clip, ConvLayer, ConvSpec, Dropout,
-    Flatten, GlobalAvgPool, HardSwish, Identity, LinearLayer, MaxPool, Op, Pad, Padding, PoolSpec,
-    Relu, SeededRng, Shift, Sigmoid, Silu, Softmax,
+    ActShape, AvgPool, Block, ChannelShuffle, Clip, ConvLayer, ConvSpec, Dropout, Flatten,
+    GlobalAvgPool, HardSwish, Identity, LinearLayer, MaxPool, Op, Pad, Padding, PoolSpec, Relu,
+    SeededRng, Shift, Sigmoid, Silu, Softmax,
 };
 use hasten_fastconv::{Isa, Plan, PlanOptions, Winograd};
 use proptest::prelude::*;
@@ -30,17 +30,6 @@ fn conv(rng: &mut SeededRng, t: usize, c_g: usize, k: (usize, usize), spec: Conv
         hasten_core::Conv4d::new(rng.normal_array((t, c_g, k.0, k.1), scale)).unwrap(),
         Some(rng.normal_array(t, 0.5)),
         spec,
-    )
-    .unwrap()
-}
-
-fn bn(rng: &mut SeededRng, c: usize) -> BatchNorm {
-    BatchNorm::new(
-        rng.uniform_array(c, 0.5, 1.5),
-        rng.normal_array(c, 0.5),
-        rng.normal_array(c, 0.5),
-        rng.uniform_array(c, 0.5, 1.5),
-        1e-5,
     )
     .unwrap()
 }

@@ -3,12 +3,26 @@
 #![allow(dead_code)]
 
 use hasten_core::ndarray::Array4;
-use hasten_core::{ConvLayer, ConvSpec, Padding, SeededRng};
+use hasten_core::{BatchNorm, ConvLayer, ConvSpec, Padding, SeededRng};
 
 /// `‖fast − reference‖_F / ‖reference‖_F` (core's shared metric).
 pub fn relative_error(fast: &Array4<f32>, reference: &Array4<f32>) -> f64 {
     assert_eq!(fast.shape(), reference.shape(), "output shapes differ");
     hasten_core::relative_error(reference, fast)
+}
+
+/// A batch norm over `c` channels with random statistics and affine
+/// parameters (scales in `[0.5, 1.5]`), so that a fused normalisation
+/// changes every channel differently.
+pub fn random_batch_norm(rng: &mut SeededRng, c: usize) -> BatchNorm {
+    BatchNorm::new(
+        rng.uniform_array(c, 0.5, 1.5),
+        rng.normal_array(c, 0.5),
+        rng.normal_array(c, 0.5),
+        rng.uniform_array(c, 0.5, 1.5),
+        1e-5,
+    )
+    .unwrap()
 }
 
 /// Sizes of a random convolution.
