@@ -70,6 +70,15 @@ impl Csr {
                     format!(">= row_ptr[{r}] = {a}"),
                 ));
             }
+            // The ends match, but a row may still point past them
+            // ([0, 5, 0] with no non-zeros).
+            if b > values.len() {
+                return Err(Error::param(
+                    format!("CSR row_ptr[{}]", r + 1),
+                    b,
+                    format!("<= {} (the non-zeros)", values.len()),
+                ));
+            }
             let row = &col_idx[a..b];
             if let Some(&bad) = row.iter().find(|&&c| c as usize >= cols) {
                 return Err(Error::param(
@@ -200,10 +209,12 @@ mod tests {
         assert!(Csr::new(2, 2, vec![0, 1, 0], vec![0], vec![1.0]).is_err());
         assert!(Csr::new(1, 2, vec![0, 1], vec![0], vec![f32::NAN]).is_err());
         assert!(Csr::new(0, 2, vec![0], vec![], vec![]).is_err());
+        // Ends that match the (empty) non-zeros around a row past them.
+        assert!(Csr::new(2, 2, vec![0, 5, 0], vec![], vec![]).is_err());
     }
 
     proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4096))]
         #[test]
         fn random_parts_never_panic(
             rows in 0usize..4, cols in 0usize..4,
