@@ -57,7 +57,7 @@ fn codebook_net(seed: u64, convs: usize, batch: usize) -> (Graph, Array4<f32>) {
         let c = shape.channels;
         let groups = if c.is_multiple_of(groups) { groups } else { 1 };
         let t = groups * (1 + rng.below(12));
-        let k = 1 + rng.below(shape.height.min(5));
+        let k = 1 + rng.below(shape.height.min(shape.width).min(5));
         let stride = 1 + rng.below(2);
         let pad = |r: &mut SeededRng| r.below(k);
         let spec = ConvSpec::new()
@@ -155,4 +155,15 @@ fn large_four_bit_linear_keeps_its_codes_at_batch_one() {
             }
         }
     }
+}
+
+/// The generator once drew a 3×3 kernel for a 3×2 plane (asymmetric
+/// padding had made the plane non-square) and built no graph at all.
+#[test]
+fn kernels_fit_planes_made_non_square_by_padding() {
+    let (graph, x) = codebook_net(13451370090139860597, 2, 1);
+    let slow = graph.reference_forward(&[&x]).unwrap();
+    let mut plan = Plan::for_graph(&graph, 1, PlanOptions::default()).unwrap();
+    let fast = plan.run(&x).unwrap().to_owned();
+    assert!(relative_error(&fast, &slow[0]) < TOL);
 }
