@@ -32,16 +32,32 @@ def load():
     return np, ort
 
 
+def session(ort, model, threads, spin=True):
+    """A CPU session of `model` with `threads` intra-op threads (one inter-op
+    thread); idle threads sleep instead of spinning when `spin` is false."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
+def each_model(models, report):
+    """Prints `model=<path> <report(path)>` for each model, or
+    `model=<path> error=<message>` when it fails, and goes on with the next."""
+    for model in models:
+        try:
+            print(f"model={model} {report(model)}", flush=True)
+        except Exception as e:  # report and go on with the next model
+            print(f"model={model} error={type(e).__name__}: {e}".replace("\n", " "), flush=True)
+
+
 class Bench:
     """One onnxruntime session on one random input."""
 
     def __init__(self, np, ort, model, batch, c, h, w, threads, spin=True):
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        if not spin:
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        self.session = session(ort, model, threads, spin)
         x = np.random.default_rng(0).standard_normal((batch, c, h, w)).astype(np.float32)
         self.feeds = {self.session.get_inputs()[0].name: x}
         for _ in range(3):

@@ -19,9 +19,7 @@ import ort_bench  # noqa: E402
 
 
 def accuracy(np, ort, model, images, labels, threads):
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    session = ort_bench.session(ort, model, threads)
     name = session.get_inputs()[0].name
     correct = 0
     for start in range(0, images.shape[0], 500):
@@ -42,13 +40,13 @@ def main() -> int:
     labels = np.load(sys.argv[2]).astype(np.int64).reshape(-1)
     threads, runs = int(sys.argv[3]), int(sys.argv[4])
     _, c, h, w = images.shape
-    for model in sys.argv[5:]:
-        try:
-            acc = accuracy(np, ort, model, images, labels, threads)
-            timing = ort_bench.Bench(np, ort, model, 1, c, h, w, threads).time(runs)
-            print(f"model={model} accuracy={acc:.6f} {timing}", flush=True)
-        except Exception as e:  # report and go on with the next model
-            print(f"model={model} error={type(e).__name__}: {e}".replace("\n", " "), flush=True)
+
+    def report(model):
+        acc = accuracy(np, ort, model, images, labels, threads)
+        timing = ort_bench.Bench(np, ort, model, 1, c, h, w, threads).time(runs)
+        return f"accuracy={acc:.6f} {timing}"
+
+    ort_bench.each_model(sys.argv[5:], report)
     return 0
 
 

@@ -20,9 +20,7 @@ import ort_bench  # noqa: E402
 
 
 def outputs(np, ort, model, images, threads):
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    session = ort_bench.session(ort, model, threads)
     name = session.get_inputs()[0].name
     rows = [session.run(None, {name: images[i : i + 1]})[0].reshape(1, -1) for i in range(images.shape[0])]
     return np.concatenate(rows).astype(np.float32)
@@ -39,14 +37,14 @@ def main() -> int:
     images = np.load(sys.argv[1]).astype(np.float32)
     threads, runs = int(sys.argv[2]), int(sys.argv[3])
     _, c, h, w = images.shape
-    for model in sys.argv[4:]:
-        try:
-            logits = model + ".logits.npy"
-            np.save(logits, outputs(np, ort, model, images, threads))
-            timing = ort_bench.Bench(np, ort, model, 1, c, h, w, threads).time(runs)
-            print(f"model={model} logits={logits} {timing}", flush=True)
-        except Exception as e:  # report and go on with the next model
-            print(f"model={model} error={type(e).__name__}: {e}".replace("\n", " "), flush=True)
+
+    def report(model):
+        logits = model + ".logits.npy"
+        np.save(logits, outputs(np, ort, model, images, threads))
+        timing = ort_bench.Bench(np, ort, model, 1, c, h, w, threads).time(runs)
+        return f"logits={logits} {timing}"
+
+    ort_bench.each_model(sys.argv[4:], report)
     return 0
 
 
