@@ -74,7 +74,7 @@ fn conv_128x28(c: &mut Criterion) {
         }
         let gw = GroupwiseGemm::from_dense(wg.view(), None, spec, ch).unwrap();
         group.bench_function(format!("groupwise_density_{density}"), |b| {
-            b.iter(|| black_box(gw.forward(black_box(&x)).unwrap()))
+            b.iter(|| black_box(gw.forward(black_box(&x), None).unwrap()))
         });
     }
     group.finish();

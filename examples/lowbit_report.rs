@@ -335,10 +335,10 @@ fn groupwise_section(rng: &mut SeededRng, isa: Option<Isa>) {
                 plan.run(&x).unwrap();
             },
             &mut || {
-                dense_gw.forward(&x).unwrap();
+                dense_gw.forward(&x, isa).unwrap();
             },
             &mut || {
-                gw.forward(&x).unwrap();
+                gw.forward(&x, isa).unwrap();
             },
         ]);
         let gw_speed = t[1] / t[2];

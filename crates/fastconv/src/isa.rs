@@ -41,36 +41,85 @@ pub enum Isa {
 }
 
 impl Isa {
-    /// The fastest path this CPU supports.
+    /// Every level, from the widest to the portable one.
+    pub const ALL: [Isa; 3] = [Isa::Avx512, Isa::Avx2, Isa::Scalar];
+
+    /// The fastest path this CPU supports for the f32 kernels.
     pub fn detect() -> Isa {
-        [Isa::Avx512, Isa::Avx2]
+        Isa::detect_for(Needs::Float)
+    }
+
+    /// The fastest level this CPU supports for kernels needing `needs`.
+    pub fn detect_for(needs: Needs) -> Isa {
+        Isa::ALL
             .into_iter()
-            .find(|isa| isa.is_supported())
+            .find(|isa| isa.supports(needs))
             .unwrap_or(Isa::Scalar)
     }
 
-    /// Every path this CPU can run, fastest first (always ends with `Scalar`).
+    /// Every f32 path this CPU can run, fastest first (always ends with
+    /// `Scalar`).
     pub fn supported() -> Vec<Isa> {
-        [Isa::Avx512, Isa::Avx2, Isa::Scalar]
+        Isa::supported_for(Needs::Float)
+    }
+
+    /// Every level this CPU can run kernels needing `needs` on, fastest
+    /// first (always ends with `Scalar`).
+    pub fn supported_for(needs: Needs) -> Vec<Isa> {
+        Isa::ALL
             .into_iter()
-            .filter(|isa| isa.is_supported())
+            .filter(|isa| isa.supports(needs))
             .collect()
     }
 
-    /// Whether this CPU can run the path.
+    /// Whether this CPU can run the f32 kernels of this level.
     pub fn is_supported(self) -> bool {
+        self.supports(Needs::Float)
+    }
+
+    /// The crate's one feature table: whether this CPU has what a kernel
+    /// family needing `needs` uses at this level.
+    ///
+    /// | level | [`Needs::Float`] | [`Needs::Int8Dot`] | [`Needs::Popcount`] |
+    /// |---|---|---|---|
+    /// | `Avx512` | `avx512f` | `avx512f`, `avx512bw`, `avx512vnni` | `avx512f`, `avx512vpopcntdq` |
+    /// | `Avx2` | `avx2`, `fma` | `avx2` | `avx2` |
+    /// | `Scalar` | — | — | — |
+    pub fn supports(self, needs: Needs) -> bool {
         match self {
             Isa::Scalar => true,
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
-            #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => {
                 std::arch::is_x86_feature_detected!("avx2")
-                    && std::arch::is_x86_feature_detected!("fma")
+                    && (needs != Needs::Float || std::arch::is_x86_feature_detected!("fma"))
+            }
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => {
+                std::arch::is_x86_feature_detected!("avx512f")
+                    && match needs {
+                        Needs::Popcount => std::arch::is_x86_feature_detected!("avx512vpopcntdq"),
+                        Needs::Int8Dot => {
+                            std::arch::is_x86_feature_detected!("avx512bw")
+                                && std::arch::is_x86_feature_detected!("avx512vnni")
+                        }
+                        Needs::Float => true,
+                    }
             }
             #[cfg(not(target_arch = "x86_64"))]
             _ => false,
         }
+    }
+
+    /// The widest level no wider than this one that this CPU supports for
+    /// `needs` (a plan forced to AVX2 runs its int8 steps on AVX2 too; an
+    /// AVX-512 plan on a CPU without VNNI runs them on AVX2).
+    pub fn capped(self, needs: Needs) -> Isa {
+        let from = Isa::ALL.iter().position(|&l| l == self).unwrap_or(0);
+        Isa::ALL[from..]
+            .iter()
+            .copied()
+            .find(|&l| l.supports(needs))
+            .unwrap_or(Isa::Scalar)
     }
 
     /// `Ok(self)` when supported, else an [`Error::Unsupported`] naming it.
@@ -83,6 +132,31 @@ impl Isa {
                 format!("instruction set {self} on this CPU"),
             ))
         }
+    }
+}
+
+/// What a kernel family needs from the CPU at each [`Isa`] level, beyond
+/// the level's registers: see [`Isa::supports`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Needs {
+    /// Floating-point FMAs and gathers (the f32 kernels; AVX2 needs FMA).
+    Float,
+    /// Integer u8 × i8 dot products (AVX-512: VNNI `vpdpbusd` and BW).
+    Int8Dot,
+    /// Binary / ternary popcounts (AVX-512: `VPOPCNTDQ`).
+    Popcount,
+}
+
+/// `isa` when given and usable for `needs`, the widest usable level when
+/// `None`, else [`Error::Unsupported`] naming `kernel` and the level.
+pub(crate) fn check_isa(isa: Option<Isa>, needs: Needs, kernel: &str) -> Result<Isa> {
+    match isa {
+        None => Ok(Isa::detect_for(needs)),
+        Some(isa) if isa.supports(needs) => Ok(isa),
+        Some(isa) => Err(Error::unsupported(
+            kernel,
+            format!("{isa:?} on this CPU (missing extensions for {needs:?})"),
+        )),
     }
 }
 
@@ -135,5 +209,36 @@ impl fmt::Display for Isa {
             Isa::Avx2 => "AVX2+FMA",
             Isa::Scalar => "scalar",
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL_NEEDS: [Needs; 3] = [Needs::Float, Needs::Int8Dot, Needs::Popcount];
+
+    /// The feature table's derived views agree with it: the detected level
+    /// is the first supported one, capping never widens a level and keeps a
+    /// supported one, and forcing an unsupported level is a typed error.
+    #[test]
+    fn views_of_the_feature_table_agree() {
+        assert_eq!(Isa::supported(), Isa::supported_for(Needs::Float));
+        for needs in ALL_NEEDS {
+            let levels = Isa::supported_for(needs);
+            assert_eq!(levels.last(), Some(&Isa::Scalar));
+            assert_eq!(Isa::detect_for(needs), levels[0]);
+            for (i, isa) in Isa::ALL.into_iter().enumerate() {
+                let capped = isa.capped(needs);
+                assert!(capped.supports(needs));
+                assert!(Isa::ALL.iter().position(|&l| l == capped).unwrap() >= i);
+                if isa.supports(needs) {
+                    assert_eq!(capped, isa);
+                    assert_eq!(check_isa(Some(isa), needs, "k").unwrap(), isa);
+                } else {
+                    assert!(check_isa(Some(isa), needs, "k").is_err());
+                }
+            }
+        }
     }
 }

@@ -89,7 +89,7 @@ mod softmax;
 mod tiling;
 mod tt_linear;
 
-pub use isa::Isa;
+pub use isa::{Isa, Needs};
 pub use lowbit::{
     dense_conv, dense_gemv, xor_popcount, ActivationScale, CodebookLinear, CsrConv, CsrLinear,
     GroupwiseGemm, Int8Gemm, Int8Output, PackedFilters, PackedSigns, PqLinear, TernaryGemm,

@@ -39,9 +39,10 @@ impl<'a> Operand<'a> {
 }
 
 thread_local! {
-    /// Per-thread GEMM buffers and the transposed copy of `A`, reused
-    /// across calls.
-    static SCRATCH: RefCell<(Scratch, Vec<f32>)> = RefCell::new(Default::default());
+    /// Per-thread GEMM buffers, the transposed copy of `A` and packed `A`,
+    /// reused across calls (a call allocates only when its operands outgrow
+    /// every earlier call's on this thread).
+    static SCRATCH: RefCell<(Scratch, Vec<f32>, PackedA)> = RefCell::new(Default::default());
 }
 
 /// `op(B)` (`k × n`) stored row-major `k × n`.
@@ -119,14 +120,15 @@ pub fn matmul(
     }
     let kernel = Kernel::for_shape(isa, m, n, k);
     SCRATCH.with(|cell| {
-        let (scratch, at) = &mut *cell.borrow_mut();
-        let packed = if a.transposed {
+        let (scratch, at, packed) = &mut *cell.borrow_mut();
+        if a.transposed {
             at.clear();
             at.extend((0..m).flat_map(|i| (0..k).map(move |j| a.data[j * m + i])));
-            PackedA::new(&kernel, at, m, k)
+            packed.repack(&kernel, at, m, k);
         } else {
-            PackedA::new(&kernel, a.data, m, k)
-        };
+            packed.repack(&kernel, a.data, m, k);
+        }
+        let packed = &*packed;
         let out = Output {
             c: c.as_mut_ptr(),
             rsc: n,
@@ -144,14 +146,14 @@ pub fn matmul(
                 if b.transposed {
                     columns(
                         &kernel,
-                        &packed,
+                        packed,
                         &Columns { b: b.data, k },
                         cols,
                         out,
                         scratch,
                     );
                 } else {
-                    columns(&kernel, &packed, &Rows { b: b.data, n }, cols, out, scratch);
+                    columns(&kernel, packed, &Rows { b: b.data, n }, cols, out, scratch);
                 }
             }
             col += kernel.nc;

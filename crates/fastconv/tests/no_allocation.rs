@@ -12,9 +12,10 @@ use hasten_core::ndarray::{Array1, Array2, Array3, Array4};
 use hasten_core::op::WeightLayout;
 use hasten_core::{
     ActShape, AvgPool, BatchNorm, Block, ChannelShuffle, Clip, CodebookConv, ConvLayer, ConvSpec,
-    Csr, Dropout, Flatten, GlobalAvgPool, HardSwish, Identity, Int8Conv, IntType, LinearLayer,
-    MaxPool, PackedCodes, Pad, Padding, PerforatedConv, PoolSpec, ProductQuantizedConv,
-    QuantParams, Relu, SeededRng, Shift, Softmax, SparseLinear, TtLinear,
+    Csr, Dropout, Flatten, GlobalAvgPool, GroupwiseConv, HardSwish, Identity, Int8Conv, IntType,
+    LinearLayer, MaxPool, PackedCodes, Pad, Padding, PerforatedConv, PoolSpec,
+    ProductQuantizedConv, QuantParams, Relu, SeededRng, Shift, Softmax, SparseConv, SparseLinear,
+    TtLinear,
 };
 use hasten_fastconv::{Isa, Plan, PlanOptions, Winograd};
 
@@ -301,6 +302,65 @@ fn lowbit_plan_does_not_allocate() {
             let during = allocations_in_five_runs(&mut plan, &x);
             assert_eq!(plan.run(&x).unwrap(), block.reference_forward(&x).unwrap());
             assert_eq!(during, 0, "int8, {isa}: {during} allocations in 5 runs");
+        }
+    });
+}
+
+#[test]
+/// A CSR-sparse 3×3 convolution (stride 2) then a group-wise pruned 3×3
+/// convolution, on every f32 path and batch 1 and 3: their im2col rows live
+/// in the plan's buffer; checked against the reference.
+fn sparse_conv_plan_does_not_allocate() {
+    let mut rng = SeededRng::new(11);
+    let (c, t1, t2, hw) = (6, 10, 7, 11);
+    let w = Array2::from_shape_fn((t1, c * 9), |_| {
+        if rng.uniform() < 0.3 {
+            rng.normal() as f32
+        } else {
+            0.0
+        }
+    });
+    let spec = ConvSpec::new().with_padding(1).with_stride(2);
+    let sparse = SparseConv::new(
+        Csr::from_dense(w.view()).unwrap(),
+        c,
+        (3, 3),
+        Some(rng.normal_array(t1, 1.0)),
+        spec,
+    )
+    .unwrap();
+    let taps: Vec<(usize, usize, usize)> = (0..t1)
+        .flat_map(|ch| (0..3).flat_map(move |i| (0..3).map(move |j| (ch, i, j))))
+        .filter(|&(ch, i, j)| (ch + i + j) % 3 != 0)
+        .collect();
+    let weight = rng.normal_array((t2, taps.len()), 0.3);
+    let groupwise = GroupwiseConv::new(
+        t1,
+        (3, 3),
+        taps,
+        weight,
+        Some(rng.normal_array(t2, 1.0)),
+        ConvSpec::new().with_padding(1),
+    )
+    .unwrap();
+    let block = Block::new(vec![sparse.into(), Relu.into(), groupwise.into()]).unwrap();
+    let pool = single_worker_pool();
+    pool.install(|| {
+        for batch in [1, 3] {
+            let x: Array4<f32> = rng.normal_array((batch, c, hw, hw), 1.0);
+            let slow = block.reference_forward(&x).unwrap();
+            for isa in Isa::supported() {
+                let mut plan =
+                    Plan::with_isa(&block, ActShape::new(c, hw, hw), batch, isa).unwrap();
+                let during = allocations_in_five_runs(&mut plan, &x);
+                let fast = plan.run(&x).unwrap().to_owned();
+                let err = hasten_core::relative_error(&slow, &fast);
+                assert!(err < 1e-4, "{isa}, batch {batch}: relative error {err}");
+                assert_eq!(
+                    during, 0,
+                    "{isa}, batch {batch}: {during} allocations in 5 runs"
+                );
+            }
         }
     });
 }

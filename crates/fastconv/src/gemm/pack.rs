@@ -9,7 +9,7 @@ use crate::aligned::AlignedVec;
 
 /// A row-major `M × K` matrix packed for one microkernel: for every `KC`
 /// block, `⌈M/MR⌉` panels of `kc × MR` values, `k` outer, `MR` rows inner.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct PackedA {
     data: AlignedVec,
     m: usize,
@@ -21,10 +21,18 @@ pub(crate) struct PackedA {
 impl PackedA {
     /// Packs the `m × k` matrix `a` (row stride `k`) for `kernel`.
     pub fn new(kernel: &Kernel, a: &[f32], m: usize, k: usize) -> Self {
+        let mut packed = PackedA::default();
+        packed.repack(kernel, a, m, k);
+        packed
+    }
+
+    /// Packs `a` as [`PackedA::new`] does into this buffer, allocating only
+    /// when it is larger than any matrix packed into it before.
+    pub fn repack(&mut self, kernel: &Kernel, a: &[f32], m: usize, k: usize) {
         let (mr, kc) = (kernel.mr, kernel.kc);
         let m_pad = m.div_ceil(mr) * mr;
-        let mut data = AlignedVec::zeros(m_pad * k);
-        let d = data.as_mut_slice();
+        self.data.resize(m_pad * k);
+        let d = self.data.as_mut_slice();
         let mut k0 = 0;
         while k0 < k {
             let len = kc.min(k - k0);
@@ -39,7 +47,7 @@ impl PackedA {
             }
             k0 += len;
         }
-        PackedA { data, m, k, mr, kc }
+        (self.m, self.k, self.mr, self.kc) = (m, k, mr, kc);
     }
 
     /// Rows `M`.

@@ -458,7 +458,7 @@ impl XnorGemm {
 
 /// The gather ISA paired with a popcount ISA for packing the input.
 pub(crate) fn float_isa(isa: Isa) -> Isa {
-    if super::isa_available(isa, Needs::Float) {
+    if isa.supports(Needs::Float) {
         isa
     } else {
         Isa::Scalar
@@ -692,7 +692,6 @@ mod x86 {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::lowbit::available_isas;
     use hasten_core::SeededRng;
     use proptest::prelude::*;
 
@@ -780,7 +779,7 @@ pub(crate) mod tests {
                 return Ok(());
             }
             let truth = naive_dots(&wt, &x, &spec);
-            for isa in available_isas(Needs::Popcount) {
+            for isa in Isa::supported_for(Needs::Popcount) {
                 let packed = conv.pack_input(x.view(), Some(isa)).unwrap();
                 let (dots, _) = conv.dot_products(&packed, Some(isa)).unwrap();
                 prop_assert_eq!(&dots, &truth, "{:?}", isa);
@@ -862,7 +861,7 @@ pub(crate) mod tests {
             let conv =
                 XnorGemm::new(wt.view(), vec![1.0; 20], None, spec, ActivationScale::None).unwrap();
             let truth = naive_dots(&wt, &x, &spec);
-            for isa in available_isas(Needs::Popcount) {
+            for isa in Isa::supported_for(Needs::Popcount) {
                 let packed = conv.pack_input(x.view(), Some(isa)).unwrap();
                 let (dots, _) = conv.dot_products(&packed, Some(isa)).unwrap();
                 assert_eq!(dots, truth, "{isa:?}");

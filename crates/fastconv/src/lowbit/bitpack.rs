@@ -237,7 +237,6 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lowbit::available_isas;
     use hasten_core::SeededRng;
     use proptest::prelude::*;
 
@@ -255,7 +254,7 @@ mod tests {
             x[[n - 1, c - 1, h - 1, w - 1]] = -0.0;
             if c > 2 { x[[0, 2, 0, 0]] = f32::NAN; }
             let padding = Padding::symmetric(pad, pad + 1);
-            for isa in available_isas(Needs::Float) {
+            for isa in Isa::supported_for(Needs::Float) {
                 let p = pack_signs(x.view(), padding, Some(isa)).unwrap();
                 let signs = p.to_signs();
                 for ((i, &v), &s) in x.indexed_iter().zip(signs.iter()) {

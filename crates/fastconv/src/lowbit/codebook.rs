@@ -926,7 +926,6 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lowbit::available_isas;
     use hasten_core::SeededRng;
     use proptest::prelude::*;
 
@@ -950,7 +949,7 @@ mod tests {
         let layer =
             CodebookLinear::new(o, i, cb.clone(), codes.clone(), Some(bias.clone())).unwrap();
         prop_assert_eq!(layer.is_4bit(), k <= 16);
-        for isa in available_isas(Needs::Float) {
+        for isa in Isa::supported_for(Needs::Float) {
             let y = layer.forward(&x, batch, Some(isa)).unwrap();
             for b in 0..batch {
                 for r in 0..o {
@@ -985,7 +984,7 @@ mod tests {
         let x: Vec<f32> = (0..i).map(|_| rng.normal() as f32).collect();
         let bias: Vec<f32> = (0..o).map(|v| v as f32 * 0.01).collect();
         let layer = PqLinear::new(o, i, d, cbs.clone(), codes.clone(), Some(bias.clone())).unwrap();
-        for isa in available_isas(Needs::Float) {
+        for isa in Isa::supported_for(Needs::Float) {
             let y = layer.forward(&x, 1, Some(isa)).unwrap();
             for r in 0..o {
                 let (mut want, mut scale) = (f64::from(bias[r]), 1.0);
@@ -1028,7 +1027,7 @@ mod tests {
             let codes: Vec<u8> = (0..o * s_n).map(|_| rng.below(k) as u8).collect();
             let x: Vec<f32> = (0..batch * i).map(|_| rng.normal() as f32).collect();
             let layer = PqLinear::new(o, i, d, cbs.clone(), codes.clone(), None).unwrap();
-            for isa in available_isas(Needs::Float) {
+            for isa in Isa::supported_for(Needs::Float) {
                 let y = layer.forward(&x, batch, Some(isa)).unwrap();
                 for b in 0..batch { for r in 0..o {
                     let (mut want, mut scale) = (0f64, 1.0);

@@ -203,39 +203,69 @@ impl CsrConv {
     /// col[k, p]`, vectorised over output pixels and parallel over tiles of
     /// (pixels × filters).
     pub fn forward(&self, x: &Array4<f32>, isa: Option<Isa>) -> Result<Array4<f32>> {
-        let isa = check_isa(isa, Needs::Float, "CsrConv")?;
         let xs = x.shape();
-        if xs[1] != self.in_channels {
+        let dims = [xs[0], xs[1], xs[2], xs[3]];
+        let g = self.geometry(dims)?;
+        let x = x.as_standard_layout();
+        let mut y = Array4::<f32>::zeros((g.batch, self.matrix.rows(), g.out_hw.0, g.out_hw.1));
+        self.forward_into(
+            x.as_slice().expect("standard layout"),
+            dims,
+            isa,
+            y.as_slice_mut().expect("fresh array"),
+            &mut Vec::new(),
+        )?;
+        Ok(y)
+    }
+
+    /// The geometry of an NCHW input of `dims`.
+    fn geometry(&self, dims: [usize; 4]) -> Result<ConvGeometry> {
+        if dims[1] != self.in_channels {
             return Err(Error::shape(
                 "CsrConv input channels",
                 self.in_channels,
-                xs[1],
+                dims[1],
             ));
         }
-        let g = ConvGeometry::batched(
-            [xs[0], xs[1], xs[2], xs[3]],
-            self.matrix.rows(),
-            self.kernel,
-            &self.spec,
-        )?;
+        ConvGeometry::batched(dims, self.matrix.rows(), self.kernel, &self.spec)
+    }
+
+    /// As [`CsrConv::forward`], from the row-major NCHW batch `x` of `dims`
+    /// into the row-major output `y`, with `cols` as the im2col scratch:
+    /// allocates nothing once `cols` has grown to this layer's size.
+    pub(crate) fn forward_into(
+        &self,
+        x: &[f32],
+        dims: [usize; 4],
+        isa: Option<Isa>,
+        y: &mut [f32],
+        cols: &mut Vec<f32>,
+    ) -> Result<()> {
+        let isa = check_isa(isa, Needs::Float, "CsrConv")?;
+        let g = self.geometry(dims)?;
         let p = g.out_area();
-        let used = self.used_rows.len();
-        let t_n = self.matrix.rows();
-        let x = x.as_standard_layout();
-        let xs_all = x.as_slice().expect("standard layout");
         let sample = g.in_channels() * g.in_hw.0 * g.in_hw.1;
-        let mut cols = vec![0f32; used * p];
-        let mut y = Array4::<f32>::zeros((g.batch, t_n, g.out_hw.0, g.out_hw.1));
-        for (n, mut yn) in y.outer_iter_mut().enumerate() {
-            im2col_rows(
-                &xs_all[n * sample..(n + 1) * sample],
-                &g,
-                &self.used_rows,
-                &mut cols,
-            );
-            self.sparse_times_cols(isa, &cols, p, yn.as_slice_mut().expect("fresh array"));
+        if x.len() != g.batch * sample {
+            return Err(Error::shape("CsrConv input", g.batch * sample, x.len()));
         }
-        Ok(y)
+        let out_sample = self.matrix.rows() * p;
+        if y.len() != g.batch * out_sample {
+            return Err(Error::shape(
+                "CsrConv output",
+                g.batch * out_sample,
+                y.len(),
+            ));
+        }
+        let used = self.used_rows.len();
+        if cols.len() < used * p {
+            cols.resize(used * p, 0.0);
+        }
+        let cols = &mut cols[..used * p];
+        for (xn, yn) in x.chunks_exact(sample).zip(y.chunks_exact_mut(out_sample)) {
+            im2col_rows(xn, &g, &self.used_rows, cols);
+            self.sparse_times_cols(isa, cols, p, yn);
+        }
+        Ok(())
     }
 
     /// `y[t][p] = b[t] + Σ w · cols[k][p]` over tiles of [`TILE`] pixels ×
@@ -485,7 +515,6 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lowbit::available_isas;
     use crate::lowbit::binary_gemm::tests::conv_case;
     use hasten_core::{ConvLayer, Operator, SeededRng};
     use proptest::prelude::*;
@@ -517,7 +546,7 @@ mod tests {
             let u = f64::from(f32::EPSILON) / 2.0;
             let terms = (c * k * k + 2) as f64;
             let gamma = terms * u / (1.0 - terms * u);
-            for isa in available_isas(Needs::Float) {
+            for isa in Isa::supported_for(Needs::Float) {
                 let y = conv.forward(&x, Some(isa)).unwrap();
                 for (((a, b), s), (o, _)) in y.iter().zip(truth.iter()).zip(abs_sum.iter()).zip(truth.indexed_iter()) {
                     let bias = f64::from(bias[o.1]).abs();
@@ -535,7 +564,7 @@ mod tests {
             let m = Csr::from_dense(ArrayView2::from_shape((o, i), &w).unwrap()).unwrap();
             prop_assert_eq!(m.nnz(), w.iter().filter(|v| **v != 0.0).count());
             let layer = CsrLinear::new(m, None).unwrap();
-            for isa in available_isas(Needs::Float) {
+            for isa in Isa::supported_for(Needs::Float) {
                 let y = layer.forward(&x, batch, Some(isa)).unwrap();
                 for b in 0..batch { for r in 0..o {
                     let want: f64 = (0..i).map(|c| f64::from(w[r * i + c]) * f64::from(x[b * i + c])).sum();
@@ -582,7 +611,7 @@ mod wide_tests {
         )
         .unwrap();
         let truth = layer.reference_forward(&x).unwrap();
-        for isa in crate::lowbit::available_isas(Needs::Float) {
+        for isa in Isa::supported_for(Needs::Float) {
             let y = conv.forward(&x, Some(isa)).unwrap();
             for (a, b) in y.iter().zip(truth.iter()) {
                 assert!((a - b).abs() < 1e-4, "{isa:?} {a} vs {b}");
@@ -610,7 +639,7 @@ mod wide_tests {
             .unwrap();
         let conv = CsrConv::from_dense(wt.view(), None, spec).unwrap();
         assert!(conv.used_rows.len() * TILE * 4 > 640 * 1024);
-        for isa in crate::lowbit::available_isas(Needs::Float) {
+        for isa in Isa::supported_for(Needs::Float) {
             let y = conv.forward(&x, Some(isa)).unwrap();
             for (a, b) in y.iter().zip(truth.iter()) {
                 assert!((a - b).abs() < 1e-3, "{isa:?} {a} vs {b}");
@@ -633,7 +662,7 @@ mod wide_tests {
                 .reference_forward(&x)
                 .unwrap();
             let conv = CsrConv::from_dense(wt.view(), None, spec).unwrap();
-            for isa in crate::lowbit::available_isas(Needs::Float) {
+            for isa in Isa::supported_for(Needs::Float) {
                 let y = conv.forward(&x, Some(isa)).unwrap();
                 for (a, b) in y.iter().zip(truth.iter()) {
                     assert!((a - b).abs() < 1e-4, "{isa:?} {a} vs {b}");

@@ -200,7 +200,7 @@ mod tests {
         let mut rng = SeededRng::new(2);
         let w: Vec<f32> = (0..37 * 101).map(|_| rng.normal() as f32).collect();
         let x: Vec<f32> = (0..101).map(|_| rng.normal() as f32).collect();
-        for isa in crate::lowbit::available_isas(Needs::Float) {
+        for isa in Isa::supported_for(Needs::Float) {
             let y = dense_gemv(&w, 37, &x, Some(isa)).unwrap();
             for o in 0..37 {
                 let want: f64 = (0..101)

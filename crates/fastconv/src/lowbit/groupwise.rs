@@ -10,8 +10,10 @@
 use hasten_core::{ConvSpec, Error, Result};
 use ndarray::{Array4, ArrayView4};
 
-use super::dense::{im2col_rows, sgemm};
+use super::dense::im2col_rows;
+use super::{check_isa, Isa, Needs};
 use crate::conv::ConvGeometry;
+use crate::matmul::{matmul, Operand};
 
 /// A contiguous range of filters sharing one set of retained im2col rows.
 #[derive(Debug, Clone, PartialEq)]
@@ -150,37 +152,76 @@ impl GroupwiseGemm {
     }
 
     /// Forward of an NCHW batch: per group, im2col of the retained rows and
-    /// one thinner sgemm.
-    pub fn forward(&self, x: &Array4<f32>) -> Result<Array4<f32>> {
+    /// one thinner GEMM on the crate's kernels of `isa` (`None`: the widest
+    /// this CPU has).
+    pub fn forward(&self, x: &Array4<f32>, isa: Option<Isa>) -> Result<Array4<f32>> {
         let xs = x.shape();
-        if xs[1] != self.in_channels {
+        let g = self.geometry([xs[0], xs[1], xs[2], xs[3]])?;
+        let x = x.as_standard_layout();
+        let mut y = Array4::<f32>::zeros((g.batch, self.out_channels, g.out_hw.0, g.out_hw.1));
+        self.forward_into(
+            x.as_slice().expect("standard layout"),
+            [xs[0], xs[1], xs[2], xs[3]],
+            isa,
+            y.as_slice_mut().expect("fresh array"),
+            &mut Vec::new(),
+        )?;
+        Ok(y)
+    }
+
+    /// The geometry of an NCHW input of `dims`.
+    fn geometry(&self, dims: [usize; 4]) -> Result<ConvGeometry> {
+        if dims[1] != self.in_channels {
             return Err(Error::shape(
                 "GroupwiseGemm input channels",
                 self.in_channels,
-                xs[1],
+                dims[1],
             ));
         }
-        let g = ConvGeometry::batched(
-            [xs[0], xs[1], xs[2], xs[3]],
-            self.out_channels,
-            self.kernel,
-            &self.spec,
-        )?;
+        ConvGeometry::batched(dims, self.out_channels, self.kernel, &self.spec)
+    }
+
+    /// As [`GroupwiseGemm::forward`], from the row-major NCHW batch `x` of
+    /// `dims` into the row-major output `y`, with `cols` as the im2col
+    /// scratch: allocates nothing once `cols` (and the calling thread's GEMM
+    /// buffers) have grown to this layer's size.
+    pub(crate) fn forward_into(
+        &self,
+        x: &[f32],
+        dims: [usize; 4],
+        isa: Option<Isa>,
+        y: &mut [f32],
+        cols: &mut Vec<f32>,
+    ) -> Result<()> {
+        let isa = check_isa(isa, Needs::Float, "GroupwiseGemm")?;
+        let g = self.geometry(dims)?;
         let p = g.out_area();
-        let x = x.as_standard_layout();
-        let xa = x.as_slice().expect("standard layout");
         let sample = g.in_channels() * g.in_hw.0 * g.in_hw.1;
+        if x.len() != g.batch * sample {
+            return Err(Error::shape(
+                "GroupwiseGemm input",
+                g.batch * sample,
+                x.len(),
+            ));
+        }
+        let out_sample = self.out_channels * p;
+        if y.len() != g.batch * out_sample {
+            return Err(Error::shape(
+                "GroupwiseGemm output",
+                g.batch * out_sample,
+                y.len(),
+            ));
+        }
         let max_rows = self
             .groups
             .iter()
             .map(|gr| gr.rows.len())
             .max()
             .unwrap_or(0);
-        let mut cols = vec![0f32; max_rows * p];
-        let mut y = Array4::<f32>::zeros((g.batch, self.out_channels, g.out_hw.0, g.out_hw.1));
-        for (n, mut yn) in y.outer_iter_mut().enumerate() {
-            let out = yn.as_slice_mut().expect("fresh array");
-            let xn = &xa[n * sample..(n + 1) * sample];
+        if cols.len() < max_rows * p {
+            cols.resize(max_rows * p, 0.0);
+        }
+        for (xn, out) in x.chunks_exact(sample).zip(y.chunks_exact_mut(out_sample)) {
             for gr in &self.groups {
                 let r = gr.rows.len();
                 let dst = &mut out[gr.first * p..(gr.first + gr.count) * p];
@@ -189,7 +230,15 @@ impl GroupwiseGemm {
                     continue;
                 }
                 im2col_rows(xn, &g, &gr.rows, &mut cols[..r * p]);
-                sgemm(gr.count, r, p, &gr.weights, &cols[..r * p], dst);
+                matmul(
+                    isa,
+                    gr.count,
+                    r,
+                    p,
+                    Operand::new(&gr.weights),
+                    Operand::new(&cols[..r * p]),
+                    dst,
+                )?;
             }
             if let Some(b) = &self.bias {
                 for (t, plane) in out.chunks_mut(p).enumerate() {
@@ -197,7 +246,7 @@ impl GroupwiseGemm {
                 }
             }
         }
-        Ok(y)
+        Ok(())
     }
 }
 
@@ -230,9 +279,11 @@ mod tests {
             prop_assert!((conv.density() - kept).abs() < 1e-12);
             let truth = ConvLayer::new(Conv4d::new(wt).unwrap(), Some(ndarray::Array1::from(bias)), spec).unwrap()
                 .reference_forward(&x).unwrap();
-            let y = conv.forward(&x).unwrap();
-            for (a, b) in y.iter().zip(truth.iter()) {
-                prop_assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()) + 1e-5 * (c * k * k) as f32, "{} vs {}", a, b);
+            for isa in Isa::supported_for(Needs::Float) {
+                let y = conv.forward(&x, Some(isa)).unwrap();
+                for (a, b) in y.iter().zip(truth.iter()) {
+                    prop_assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()) + 1e-5 * (c * k * k) as f32, "{}: {} vs {}", isa, a, b);
+                }
             }
         }
 

@@ -193,7 +193,7 @@ impl Int8Gemm {
         let t_pad = round_up(t_n, FILTER_BLOCK);
         let mut packed = vec![0i8; kh * kw * c4 * t_pad];
         let mut weight_sum = vec![0i32; t_n];
-        let avx2 = super::isa_available(Isa::Avx2, Needs::Int8Dot);
+        let avx2 = Isa::Avx2.supports(Needs::Int8Dot);
         let mut packed16 = vec![0i16; if avx2 { packed.len() } else { 0 }];
         let taps = kh * kw;
         for ((t, c, i, j), &v) in weights.indexed_iter() {
@@ -998,7 +998,6 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lowbit::available_isas;
     use crate::lowbit::binary_gemm::tests::{conv_case, naive_int_conv};
     use hasten_core::SeededRng;
     use proptest::prelude::*;
@@ -1032,7 +1031,7 @@ mod tests {
             let truth = naive(&wt, &q, z, &spec);
             let out = Int8Output::U8 { quant: U8Quant::new(0.5, 7).unwrap(), relu: true };
             let (oh, ow) = spec.output_hw(h, w, k, k).unwrap();
-            for isa in available_isas(Needs::Int8Dot) {
+            for isa in Isa::supported_for(Needs::Int8Dot) {
                 let (acc, _) = conv.accumulators(q.view(), Some(isa)).unwrap();
                 prop_assert_eq!(&acc, &truth, "{:?}", isa);
                 let y = conv.forward_quantized(q.view(), out, Some(isa)).unwrap();
@@ -1081,7 +1080,7 @@ mod tests {
             )
             .unwrap();
             let truth = naive(&wt, &q, 3, &spec);
-            for isa in available_isas(Needs::Int8Dot) {
+            for isa in Isa::supported_for(Needs::Int8Dot) {
                 let (acc, _) = conv.accumulators(q.view(), Some(isa)).unwrap();
                 assert_eq!(acc, truth, "{t} filters, width {w}, {isa:?}");
             }

@@ -293,7 +293,7 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lowbit::{available_isas, Needs};
+    use crate::lowbit::Needs;
     use hasten_core::IntType;
     use proptest::prelude::*;
 
@@ -313,7 +313,7 @@ mod tests {
     fn assert_runs_match(code: &InputCode, xs: &[f32]) {
         let want: Vec<u8> = xs.iter().map(|&x| code.code(x)).collect();
         let nan = xs.iter().any(|x| x.is_nan());
-        for isa in available_isas(Needs::Int8Dot) {
+        for isa in Isa::supported_for(Needs::Int8Dot) {
             let mut got = vec![0u8; xs.len()];
             assert_eq!(code.code_run(xs, &mut got, isa), nan, "{isa:?}");
             for (k, (&g, &w)) in got.iter().zip(&want).enumerate() {
@@ -422,7 +422,7 @@ mod tests {
                     *x = f32::from_bits(start + k as u32);
                 }
                 code_each(&xs, &mut want, |v| code.code(v));
-                for isa in available_isas(Needs::Int8Dot) {
+                for isa in Isa::supported_for(Needs::Int8Dot) {
                     code.code_run(&xs, &mut got, isa);
                     if got != want {
                         let k = got.iter().zip(&want).position(|(g, w)| g != w).unwrap();

@@ -47,94 +47,13 @@ pub use int8_gemm::{Int8Gemm, Int8Output, U8Quant};
 pub use popcount::xor_popcount;
 pub use ternary::TernaryGemm;
 
-use hasten_core::{Error, Result};
-
 /// The instruction-set level a kernel can be forced to use — the crate's
-/// [`crate::Isa`]. What each level needs depends on the kernel: the binary
-/// kernel's `Avx512` needs `avx512f` + `avx512vpopcntdq`, the int8 kernel's
-/// `avx512f` + `avx512bw` + `avx512vnni`, the float kernels' `avx512f` (AVX2:
-/// `avx2`, plus `fma` for floating point); a level the machine lacks is
-/// rejected with [`Error::Unsupported`].
+/// [`crate::Isa`]. What each level needs depends on the kernel family
+/// ([`crate::Needs`], the table of [`Isa::supports`]); a level the machine
+/// lacks is rejected with [`hasten_core::Error::Unsupported`].
 pub use crate::Isa;
 
-/// Levels from the widest to the portable one.
-const ALL_ISAS: [Isa; 3] = [Isa::Avx512, Isa::Avx2, Isa::Scalar];
-
-/// Which CPU extensions a kernel family needs at each [`Isa`] level.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Needs {
-    /// Binary / ternary popcount kernels (AVX-512: `VPOPCNTDQ`).
-    Popcount,
-    /// Integer u8 × i8 dot products (AVX-512: `VNNI` + `BW`).
-    Int8Dot,
-    /// Floating-point gathers and FMAs (AVX-512F; AVX2 + FMA).
-    Float,
-}
-
-/// Whether `isa` is usable on this machine for kernels of kind `needs`.
-pub(crate) fn isa_available(isa: Isa, needs: Needs) -> bool {
-    match isa {
-        Isa::Scalar => true,
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => {
-            std::arch::is_x86_feature_detected!("avx2")
-                && (needs != Needs::Float || std::arch::is_x86_feature_detected!("fma"))
-        }
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => {
-            std::arch::is_x86_feature_detected!("avx512f")
-                && match needs {
-                    Needs::Popcount => std::arch::is_x86_feature_detected!("avx512vpopcntdq"),
-                    Needs::Int8Dot => {
-                        std::arch::is_x86_feature_detected!("avx512bw")
-                            && std::arch::is_x86_feature_detected!("avx512vnni")
-                    }
-                    Needs::Float => true,
-                }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        _ => false,
-    }
-}
-
-/// The widest available level for `needs`.
-pub(crate) fn best_isa(needs: Needs) -> Isa {
-    ALL_ISAS
-        .into_iter()
-        .find(|&isa| isa_available(isa, needs))
-        .unwrap_or(Isa::Scalar)
-}
-
-/// The widest level no wider than `isa` that is usable for `needs`.
-pub(crate) fn capped_isa(isa: Isa, needs: Needs) -> Isa {
-    let from = ALL_ISAS.iter().position(|&l| l == isa).unwrap_or(0);
-    ALL_ISAS[from..]
-        .iter()
-        .copied()
-        .find(|&l| isa_available(l, needs))
-        .unwrap_or(Isa::Scalar)
-}
-
-/// `Ok(isa)` if usable, else a typed error naming the missing level.
-pub(crate) fn check_isa(isa: Option<Isa>, needs: Needs, kernel: &str) -> Result<Isa> {
-    match isa {
-        None => Ok(best_isa(needs)),
-        Some(isa) if isa_available(isa, needs) => Ok(isa),
-        Some(isa) => Err(Error::unsupported(
-            kernel,
-            format!("{isa:?} on this CPU (missing extensions for {needs:?})"),
-        )),
-    }
-}
-
-/// The ISA levels usable for `needs` on this machine (for tests and reports).
-#[cfg_attr(not(test), allow(dead_code))]
-pub(crate) fn available_isas(needs: Needs) -> Vec<Isa> {
-    ALL_ISAS
-        .into_iter()
-        .filter(|&isa| isa_available(isa, needs))
-        .collect()
-}
+pub(crate) use crate::isa::{check_isa, Needs};
 
 /// Rounds `x` up to a multiple of `m` (`m ≥ 1`).
 pub(crate) const fn round_up(x: usize, m: usize) -> usize {
@@ -185,7 +104,7 @@ mod no_panic_tests {
                 prop_assert_eq!(c.forward(&x, None).is_ok(), valid);
             }
             if let Ok(g) = GroupwiseGemm::from_dense(w.view(), None, spec, 2) {
-                prop_assert_eq!(g.forward(&x).is_ok(), valid);
+                prop_assert_eq!(g.forward(&x, None).is_ok(), valid);
             }
         }
     }

@@ -118,7 +118,6 @@ pub(crate) mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lowbit::available_isas;
     use proptest::prelude::*;
 
     proptest! {
@@ -129,7 +128,7 @@ mod tests {
             let truth: u64 = a.iter().zip(&b).map(|(x, y)| {
                 (0..64).filter(|k| ((x >> k) & 1) != ((y >> k) & 1)).count() as u64
             }).sum();
-            for isa in available_isas(Needs::Popcount) {
+            for isa in Isa::supported_for(Needs::Popcount) {
                 prop_assert_eq!(xor_popcount(&a, &b, Some(isa)).unwrap(), truth);
             }
         }

@@ -26,7 +26,7 @@ use super::csr::{CsrConv, CsrLinear};
 use super::groupwise::GroupwiseGemm;
 use super::int8_gemm::{Int8Gemm, U8Quant};
 use super::int8_step::{Int8Step, Post};
-use super::{capped_isa, check_isa, Isa, Needs};
+use super::{check_isa, Isa, Needs};
 
 /// A core op compiled to a low-bit or sparse kernel.
 #[derive(Debug, Clone)]
@@ -281,7 +281,7 @@ impl Prepared {
 
     /// The level a kernel needing `needs` runs on.
     fn level(&self, needs: Needs) -> Option<Isa> {
-        self.isa.map(|isa| capped_isa(isa, needs))
+        self.isa.map(|isa| isa.capped(needs))
     }
 
     /// Runs the kernel on an NCHW batch; agrees with the op's
@@ -357,7 +357,7 @@ impl Prepared {
                 linear_forward(x, l.matrix().rows(), |xs, b| l.forward(xs, b, isa))
             }
             Kernel::SparseConv(c) => c.forward(x, self.level(Needs::Float)),
-            Kernel::Groupwise(g) => g.forward(x),
+            Kernel::Groupwise(g) => g.forward(x, self.level(Needs::Float)),
         }
     }
 }
@@ -365,11 +365,11 @@ impl Prepared {
 impl Prepared {
     /// Runs on `batch` row-major NCHW samples of shape `input` from `src`
     /// into `dst`. The fully connected kernels (codebook, product-quantized,
-    /// CSR) and the int8 step read `src` in place and use `buf`, `pool` and
-    /// their own buffers as their only scratch, so they allocate nothing
-    /// once those have grown (int8 inputs holding a NaN excepted); the other
-    /// convolution kernels still copy the batch into an array and allocate
-    /// their own buffers.
+    /// CSR), the CSR and group-wise convolutions and the int8 step read
+    /// `src` in place and use `buf`, `pool` and their own buffers as their
+    /// only scratch, so they allocate nothing once those have grown (int8
+    /// inputs holding a NaN excepted); the XNOR kernel still copies the
+    /// batch into an array and allocates its own buffers.
     pub(crate) fn run(
         &self,
         src: &[f32],
@@ -389,6 +389,14 @@ impl Prepared {
                 l.forward_into(src, batch, isa, dst, buf)
             }
             Kernel::SparseLinear(l) => l.forward_into(src, batch, dst),
+            Kernel::SparseConv(c) => {
+                let dims = input.batched(batch);
+                c.forward_into(src, dims, self.level(Needs::Float), dst, buf)
+            }
+            Kernel::Groupwise(g) => {
+                let dims = input.batched(batch);
+                g.forward_into(src, dims, self.level(Needs::Float), dst, buf)
+            }
             Kernel::Int8 { step, linear, .. } => {
                 let isa = check_isa(self.level(Needs::Int8Dot), Needs::Int8Dot, "Int8Gemm")?;
                 let hw = if *linear {

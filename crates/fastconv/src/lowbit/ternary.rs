@@ -77,7 +77,7 @@ impl TernaryGemm {
 mod tests {
     use super::*;
     use crate::lowbit::binary_gemm::tests::{conv_case, naive_dots};
-    use crate::lowbit::{available_isas, Needs};
+    use crate::lowbit::Needs;
     use hasten_core::SeededRng;
     use proptest::prelude::*;
 
@@ -92,7 +92,7 @@ mod tests {
                 .mapv(|v: f32| if v < -0.5 { -1.0 } else if v > 0.5 { 1.0 } else { 0.0 });
             let conv = TernaryGemm::new(levels.view(), vec![0.5; t], None, spec, ActivationScale::None).unwrap();
             let truth = naive_dots(&levels, &x, &spec);
-            for isa in available_isas(Needs::Popcount) {
+            for isa in Isa::supported_for(Needs::Popcount) {
                 let packed = conv.pack_input(x.view(), Some(isa)).unwrap();
                 let (dots, _) = conv.dot_products(&packed, Some(isa)).unwrap();
                 prop_assert_eq!(&dots, &truth, "{:?}", isa);
