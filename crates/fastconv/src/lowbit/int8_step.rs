@@ -38,7 +38,7 @@ use crate::pool::ScratchPool;
 /// `scale·y + shift` (the f32 expression of the plan's own affine step) and
 /// a ReLU or Clip.
 #[derive(Debug, Clone, PartialEq)]
-struct Epilogue {
+pub(crate) struct Epilogue {
     bias: Vec<i32>,
     input_scale: f64,
     weight_scales: Vec<f64>,
@@ -87,7 +87,8 @@ impl Post {
 }
 
 impl Epilogue {
-    fn new(op: &Int8Conv) -> Self {
+    /// The output stage of `op`, with nothing fused after it.
+    pub(crate) fn new(op: &Int8Conv) -> Self {
         let rows = op.layout().rows();
         Epilogue {
             bias: op
@@ -153,19 +154,67 @@ impl Epilogue {
         let per_filter = acc.iter().zip(&self.bias).zip(out);
         match &self.output {
             Some((quant, requant)) => {
-                let (lo, hi) = quant.dtype().range();
                 for (((&a, &b), o), m) in per_filter.zip(requant) {
-                    let r = m.apply(a + b) + i64::from(quant.zero_point());
-                    *o = quant.dequantize(r.clamp(i64::from(lo), i64::from(hi)) as i32);
+                    *o = requantized(quant, m, a + b);
                 }
             }
             None => {
                 for (((&a, &b), o), &s) in per_filter.zip(&self.weight_scales) {
-                    *o = (f64::from(a + b) * self.input_scale * s) as f32;
+                    *o = scaled(a + b, self.input_scale, s);
                 }
             }
         }
     }
+
+    /// The outputs of filter `t` over a run of pixels (one output plane),
+    /// in place: `plane` holds the accumulators as f32 values — integers
+    /// the caller proved exact — and gets the same bits as [`Self::apply`]
+    /// gives each of them, the fused ops included.
+    pub(crate) fn apply_plane(&self, t: usize, plane: &mut [f32]) {
+        let b = self.bias[t];
+        match &self.output {
+            Some((quant, requant)) => {
+                for v in plane.iter_mut() {
+                    *v = requantized(quant, &requant[t], *v as i32 + b);
+                }
+            }
+            None => {
+                let s = self.weight_scales[t];
+                for v in plane.iter_mut() {
+                    *v = scaled(*v as i32 + b, self.input_scale, s);
+                }
+            }
+        }
+        if !self.post.is_none() {
+            self.post.apply(plane, |_| t);
+        }
+    }
+
+    /// Sets the fused element-wise ops.
+    pub(crate) fn set_post(&mut self, post: Post) {
+        self.post = post;
+    }
+
+    /// The fused element-wise ops ([`Post::NONE`] when there are none).
+    pub(crate) fn post(&self) -> &Post {
+        &self.post
+    }
+}
+
+/// Core's requantisation of one biased accumulator `a` with multiplier `m`,
+/// clamped to the output type and dequantised.
+#[inline(always)]
+fn requantized(quant: &QuantParams, m: &Requant, a: i32) -> f32 {
+    let (lo, hi) = quant.dtype().range();
+    let r = m.apply(a) + i64::from(quant.zero_point());
+    quant.dequantize(r.clamp(i64::from(lo), i64::from(hi)) as i32)
+}
+
+/// Core's dequantisation of one biased accumulator `a` without an output
+/// code: `a · s_in · s_w` in f64, rounded once to f32.
+#[inline(always)]
+fn scaled(a: i32, input_scale: f64, weight_scale: f64) -> f32 {
+    (f64::from(a) * input_scale * weight_scale) as f32
 }
 
 /// An `Int8Conv` compiled for the plan: the packed kernel, the input code,
@@ -215,13 +264,13 @@ impl Int8Step {
     /// The same step with `post` (the batch norm and ReLU / Clip that read
     /// its output alone) applied to every f32 output in its epilogue.
     pub(crate) fn with_post(mut self, post: Post) -> Self {
-        self.epilogue.post = post;
+        self.epilogue.set_post(post);
         self
     }
 
     /// The fused element-wise ops ([`Post::NONE`] when there are none).
     pub(crate) fn post(&self) -> &Post {
-        &self.epilogue.post
+        self.epilogue.post()
     }
 
     /// Runs on `batch` NCHW samples of `in_hw` (a linear layer: 1 × 1) from
