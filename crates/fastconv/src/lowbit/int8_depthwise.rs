@@ -65,9 +65,7 @@ pub(crate) struct Int8Depthwise {
 struct State {
     /// The float kernel for an input shape on an ISA level.
     kernel: Option<(ActShape, Isa, DepthwiseConv)>,
-    /// The input codes.
-    codes: Vec<u8>,
-    /// `q − z` of every code.
+    /// `q − z` of every input code.
     centred: Vec<f32>,
 }
 
@@ -155,22 +153,20 @@ impl Int8Depthwise {
             ));
         }
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let State {
-            kernel,
-            codes,
-            centred,
-        } = &mut *state;
-        codes.resize(n_in, 0);
+        let State { kernel, centred } = &mut *state;
         centred.resize(n_in, 0.0);
         let chunk = MIN_TASK.max(n_in.div_ceil(4 * rayon::current_num_threads()));
         let nan = src
             .par_chunks(chunk)
-            .zip(codes.par_chunks_mut(chunk))
             .zip(centred.par_chunks_mut(chunk))
-            .map(|((s, q), c)| {
-                let nan = self.code.code_run(s, q, isa);
-                for (c, &q) in c.iter_mut().zip(q.iter()) {
-                    *c = f32::from(q) - self.zero;
+            .map(|(s, c)| {
+                // Codes in cache-sized runs, widened at once.
+                let mut codes = [0u8; CODE_RUN];
+                let mut nan = false;
+                for (s, c) in s.chunks(CODE_RUN).zip(c.chunks_mut(CODE_RUN)) {
+                    let q = &mut codes[..s.len()];
+                    nan |= self.code.code_run(s, q, isa);
+                    centre(q, c, self.zero, isa);
                 }
                 nan
             })
@@ -196,7 +192,45 @@ impl Int8Depthwise {
         dst.par_chunks_mut(area)
             .with_min_len(MIN_TASK.div_ceil(area))
             .enumerate()
-            .for_each(|(plane, values)| self.epilogue.apply_plane(plane % channels, values));
+            .for_each(|(plane, values)| self.epilogue.apply_plane(plane % channels, values, isa));
         Ok(true)
+    }
+}
+
+/// Input values coded per run of the coding pass.
+const CODE_RUN: usize = 1024;
+
+/// `out[k] = q[k] − zero` as f32 (exact), the loop compiled for `isa`.
+fn centre(q: &[u8], out: &mut [f32], zero: f32, isa: Isa) {
+    #[inline(always)]
+    fn portable(q: &[u8], out: &mut [f32], zero: f32) {
+        for (c, &q) in out.iter_mut().zip(q) {
+            *c = f32::from(q) - zero;
+        }
+    }
+    /// # Safety
+    /// AVX-512F available.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn avx512(q: &[u8], out: &mut [f32], zero: f32) {
+        portable(q, out, zero);
+    }
+    /// # Safety
+    /// AVX2 available.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn avx2(q: &[u8], out: &mut [f32], zero: f32) {
+        portable(q, out, zero);
+    }
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: avx512f detected.
+        Isa::Avx512 if std::arch::is_x86_feature_detected!("avx512f") => unsafe {
+            avx512(q, out, zero)
+        },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: avx2 detected.
+        Isa::Avx2 if std::arch::is_x86_feature_detected!("avx2") => unsafe { avx2(q, out, zero) },
+        _ => portable(q, out, zero),
     }
 }

@@ -160,7 +160,7 @@ impl Epilogue {
             }
             None => {
                 for (((&a, &b), o), &s) in per_filter.zip(&self.weight_scales) {
-                    *o = scaled(a + b, self.input_scale, s);
+                    *o = scaled(f64::from(a + b), self.input_scale, s);
                 }
             }
         }
@@ -170,7 +170,47 @@ impl Epilogue {
     /// in place: `plane` holds the accumulators as f32 values — integers
     /// the caller proved exact — and gets the same bits as [`Self::apply`]
     /// gives each of them, the fused ops included.
-    pub(crate) fn apply_plane(&self, t: usize, plane: &mut [f32]) {
+    /// The loops are compiled for `isa` (any level; one the CPU lacks runs
+    /// the portable loops), the same IEEE operations on every level.
+    pub(crate) fn apply_plane(&self, t: usize, plane: &mut [f32], isa: Isa) {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: avx512f detected.
+            Isa::Avx512 if std::arch::is_x86_feature_detected!("avx512f") => unsafe {
+                self.plane_avx512(t, plane)
+            },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: avx2 detected.
+            Isa::Avx2 if std::arch::is_x86_feature_detected!("avx2") => unsafe {
+                self.plane_avx2(t, plane)
+            },
+            _ => self.plane_portable(t, plane),
+        }
+    }
+
+    /// [`Self::apply_plane`] vectorised for AVX-512.
+    ///
+    /// # Safety
+    /// AVX-512F available.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn plane_avx512(&self, t: usize, plane: &mut [f32]) {
+        self.plane_portable(t, plane);
+    }
+
+    /// [`Self::apply_plane`] vectorised for AVX2.
+    ///
+    /// # Safety
+    /// AVX2 available.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn plane_avx2(&self, t: usize, plane: &mut [f32]) {
+        self.plane_portable(t, plane);
+    }
+
+    /// [`Self::apply_plane`]'s loops, inlined into each level's copy.
+    #[inline(always)]
+    fn plane_portable(&self, t: usize, plane: &mut [f32]) {
         let b = self.bias[t];
         match &self.output {
             Some((quant, requant)) => {
@@ -179,9 +219,11 @@ impl Epilogue {
                 }
             }
             None => {
-                let s = self.weight_scales[t];
+                // `v + b` is exact in f64 and equals the i32 sum (core
+                // proves it fits), without a per-value saturating cast.
+                let (s, b) = (self.weight_scales[t], f64::from(b));
                 for v in plane.iter_mut() {
-                    *v = scaled(*v as i32 + b, self.input_scale, s);
+                    *v = scaled(f64::from(*v) + b, self.input_scale, s);
                 }
             }
         }
@@ -210,11 +252,12 @@ fn requantized(quant: &QuantParams, m: &Requant, a: i32) -> f32 {
     quant.dequantize(r.clamp(i64::from(lo), i64::from(hi)) as i32)
 }
 
-/// Core's dequantisation of one biased accumulator `a` without an output
-/// code: `a · s_in · s_w` in f64, rounded once to f32.
+/// Core's dequantisation of one biased accumulator `a` (an integer, as
+/// f64) without an output code: `a · s_in · s_w` in f64, rounded once to
+/// f32.
 #[inline(always)]
-fn scaled(a: i32, input_scale: f64, weight_scale: f64) -> f32 {
-    (f64::from(a) * input_scale * weight_scale) as f32
+fn scaled(a: f64, input_scale: f64, weight_scale: f64) -> f32 {
+    (a * input_scale * weight_scale) as f32
 }
 
 /// An `Int8Conv` compiled for the plan: the packed kernel, the input code,
