@@ -215,7 +215,7 @@ fn saturated_depthwise_sums_are_exact() {
             // The sums do not wrap: the centre output holds ±255·128·taps.
             let y = op.reference_forward(&xs).unwrap();
             let code = if x > 0.0 { 255.0 } else { -255.0 };
-            let centre = (f64::from(-128.0 * code) * 0.5 * 0.25 * (kh * kw) as f64) as f32;
+            let centre = (-128.0 * code * 0.5 * 0.25 * (kh * kw) as f64) as f32;
             assert_eq!(y[[0, 0, 1, 1]], centre, "{kh}×{kw} {dtype:?} z {z}");
             assert_plans_match(&ops, &xs).unwrap();
         }
