@@ -15,14 +15,14 @@
 //! kernel performs — in whatever order, on whatever ISA — is exact, and
 //! the plane it writes holds core's accumulators `Σ w·(q − z)` exactly
 //! (zero padding reads `0.0`, core's `z_in`). The epilogue
-//! ([`Epilogue::apply_plane`]) converts them to i32 and runs the int8
-//! step's own output stage, so the outputs are bit-identical to
+//! ([`Epilogue::apply_plane`], on each plane as the kernel finishes it)
+//! runs the int8 step's own output stage on them, so the outputs are bit-identical to
 //! `Int8Conv::reference_forward` (then the fused batch norm and clamp).
 //!
 //! The float kernel is the depthwise kernel of the f32 plans (AVX-512,
 //! AVX2 + FMA, portable; every stride, dilation and padding), so a step
-//! costs one coding pass over its input, the depthwise sums on f32 lanes
-//! and one epilogue pass over its output. Inputs holding a NaN return
+//! costs one coding pass over its input and the depthwise sums on f32
+//! lanes, each output plane finished by the epilogue while in cache. Inputs holding a NaN return
 //! `Ok(false)`: the caller runs the reference (core's NaN outputs).
 
 use std::sync::Mutex;
@@ -41,7 +41,7 @@ use crate::pool::ScratchPool;
 /// < 2^24` (module doc).
 pub(crate) const MAX_TAPS: usize = (1 << 24) / (255 * 128);
 
-/// Values per task of the coding and epilogue passes at least.
+/// Values per task of the coding pass at least.
 const MIN_TASK: usize = 8192;
 
 /// A depthwise `Int8Conv` compiled for the plan.
@@ -187,12 +187,10 @@ impl Int8Depthwise {
             *kernel = Some((input, isa, conv));
         }
         let (_, _, conv) = kernel.as_ref().expect("built above");
-        conv.run(centred, dst, batch, pool);
-        let (area, channels) = (out.height * out.width, out.channels);
-        dst.par_chunks_mut(area)
-            .with_min_len(MIN_TASK.div_ceil(area))
-            .enumerate()
-            .for_each(|(plane, values)| self.epilogue.apply_plane(plane % channels, values, isa));
+        // The epilogue runs on each plane as the kernel finishes it.
+        conv.run_then(centred, dst, batch, pool, |t, plane| {
+            self.epilogue.apply_plane(t, plane, isa)
+        });
         Ok(true)
     }
 }
