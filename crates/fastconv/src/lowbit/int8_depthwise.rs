@@ -16,14 +16,16 @@
 //! the plane it writes holds core's accumulators `Σ w·(q − z)` exactly
 //! (zero padding reads `0.0`, core's `z_in`). The epilogue
 //! ([`Epilogue::apply_plane`], on each plane as the kernel finishes it)
-//! runs the int8 step's own output stage on them, so the outputs are bit-identical to
-//! `Int8Conv::reference_forward` (then the fused batch norm and clamp).
+//! runs the int8 step's own output stage on them, so the outputs are
+//! bit-identical to `Int8Conv::reference_forward` (then the fused batch
+//! norm and clamp).
 //!
 //! The float kernel is the depthwise kernel of the f32 plans (AVX-512,
 //! AVX2 + FMA, portable; every stride, dilation and padding), so a step
 //! costs one coding pass over its input and the depthwise sums on f32
-//! lanes, each output plane finished by the epilogue while in cache. Inputs holding a NaN return
-//! `Ok(false)`: the caller runs the reference (core's NaN outputs).
+//! lanes, each output plane finished by the epilogue while in cache.
+//! Inputs holding a NaN return `Ok(false)`: the caller runs the reference
+//! (core's NaN outputs).
 
 use std::sync::Mutex;
 
