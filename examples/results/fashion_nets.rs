@@ -80,8 +80,8 @@ method = { name = "binarize", kind = "binary-weights" }"#,
 ];
 
 /// The small MobileNet's rows: channel pruning through the depthwise
-/// convolutions, quantization (int8 also with the depthwise convolutions,
-/// which have no int8 kernel yet, left in f32), and binary or ternary
+/// convolutions, quantization (int8 of every layer, and with the depthwise
+/// convolutions left in f32), and binary or ternary
 /// pointwise convolutions (`model.{i}.3`).
 pub const MOBILENET: &[Method] = &[
     FILTER_PRUNING,

@@ -9,7 +9,10 @@
 //! whole Tucker-2 blocks (reduce → core → expand as one plan) and a pair of
 //! 3×3 convolutions with a batch norm and ReLU between them (a ResNet basic
 //! block's first half), where the int8 steps hand their u8 codes to each
-//! other instead of f32 tensors.
+//! other instead of f32 tensors. A second table times MobileNet-v1's
+//! depthwise 3×3 layers (one channel per group) as f32, as the int8
+//! depthwise step, and as the op's reference forward (where grouped int8
+//! layers ran before they had a plan step).
 //!
 //! `cargo run --release -p hasten-fastconv --example int8_steps [-- avx2|avx512|scalar [ROW]]`
 //! (`ROW`: time only the rows whose shape contains it, e.g. `64→38`, for a
@@ -122,12 +125,74 @@ fn main() {
             isa,
         );
     }
+    println!("\n| MobileNet-v1 depthwise | C, k×k, H, stride | f32 ms (min) | int8 ms (min) | int8 × (min) | int8 × (median) | int8 reference ms (min) |");
+    println!("|---|---|---|---|---|---|---|");
+    for (c, hw, s) in [
+        (32, 112, 1),
+        (64, 112, 2),
+        (128, 56, 1),
+        (128, 56, 2),
+        (256, 28, 1),
+        (512, 14, 1),
+        (1024, 7, 1),
+    ] {
+        let (f32_op, int8_op) = grouped_pair(&mut rng, (c, c, 3), s, c);
+        let row = format!("dw {c}, 3×3, {hw}, {s}");
+        compare_with_reference(&row, f32_op, int8_op, ActShape::new(c, hw, hw), isa);
+    }
+}
+
+/// Times an f32 layer, its int8 twin as a plan step and the int8 op's
+/// reference forward in alternating rounds and prints a row.
+fn compare_with_reference(row: &str, f32_op: Op, int8_op: Op, shape: ActShape, isa: Isa) {
+    if let Some(only) = std::env::args().nth(2) {
+        if !row.contains(&only) {
+            return;
+        }
+    }
+    let x = SeededRng::new(2).normal_array((1, shape.channels, shape.height, shape.width), 1.0);
+    let mut f32_plan = Plan::with_isa(&Block::single(f32_op), shape, 1, isa).unwrap();
+    let block = Block::single(int8_op.clone());
+    let mut int8_plan = Plan::with_isa(&block, shape, 1, isa).unwrap();
+    let ms = interleaved_ms(&mut [
+        &mut || {
+            f32_plan.run(&x).unwrap();
+        },
+        &mut || {
+            int8_plan.run(&x).unwrap();
+        },
+        &mut || {
+            hasten_core::Operator::reference_forward(&int8_op, &x).unwrap();
+        },
+    ]);
+    println!(
+        "| | {row} | {:.3} | {:.3} | {:.2} | {:.2} | {:.2} |",
+        ms[0].0,
+        ms[1].0,
+        ms[0].0 / ms[1].0,
+        ms[0].1 / ms[1].1,
+        ms[2].0
+    );
 }
 
 /// The f32 convolution `c → t`, `k × k` (padding `k / 2`, `stride`) with
 /// random weights, and its int8 twin (weights rounded at step 0.002).
 fn layer_pair(rng: &mut SeededRng, (c, t, k): (usize, usize, usize), stride: usize) -> (Op, Op) {
-    let spec = ConvSpec::new().with_padding(k / 2).with_stride(stride);
+    grouped_pair(rng, (c, t, k), stride, 1)
+}
+
+/// [`layer_pair`] with `groups` groups (`c / groups` input channels each).
+fn grouped_pair(
+    rng: &mut SeededRng,
+    (c, t, k): (usize, usize, usize),
+    stride: usize,
+    groups: usize,
+) -> (Op, Op) {
+    let spec = ConvSpec::new()
+        .with_padding(k / 2)
+        .with_stride(stride)
+        .with_groups(groups);
+    let c = c / groups;
     let w = rng.normal_array((t, c, k, k), 0.05);
     let ws = w.as_slice().unwrap();
     let q = Array2::from_shape_fn((t, c * k * k), |(tt, j)| {

@@ -282,7 +282,7 @@ fn lowbit_plan_does_not_allocate() {
                 "low-bit, batch {batch}: {during} allocations in 5 runs"
             );
         }
-        // Int8 convolutions (3×3 then 1×1) on every int8 path.
+        // Int8 convolutions (3×3, depthwise 3×3, 1×1) on every int8 path.
         let (c1, c2) = (5, 7);
         let int8 = |rng: &mut SeededRng, t: usize, c: usize, k: usize| {
             let layout =
@@ -291,9 +291,21 @@ fn lowbit_plan_does_not_allocate() {
             let input = QuantParams::new(0.03, 120, IntType::U8).unwrap();
             Int8Conv::new(layout, w, Array1::from_elem(t, 0.01), input, None, None).unwrap()
         };
+        // A depthwise one (multiplier 2, stride 2) between them.
+        let depthwise = |rng: &mut SeededRng, c: usize| {
+            let spec = ConvSpec::new()
+                .with_padding(1)
+                .with_stride(2)
+                .with_groups(c);
+            let layout = WeightLayout::conv([2 * c, 1, 3, 3], spec).unwrap();
+            let w = Array2::from_shape_fn((2 * c, 9), |_| (rng.below(255) as i32 - 127) as i8);
+            let input = QuantParams::new(0.05, 7, IntType::I8).unwrap();
+            Int8Conv::new(layout, w, Array1::from_elem(2 * c, 0.02), input, None, None).unwrap()
+        };
         let block = Block::new(vec![
             int8(&mut rng, c2, c1, 3).into(),
-            int8(&mut rng, c1, c2, 1).into(),
+            depthwise(&mut rng, c2).into(),
+            int8(&mut rng, c1, 2 * c2, 1).into(),
         ])
         .unwrap();
         let x: Array4<f32> = rng.normal_array((2, c1, 9, 8), 1.0);

@@ -62,6 +62,19 @@ impl DepthwiseConv {
 
     /// Runs on `batch` samples, consecutive output planes grouped into tasks.
     pub fn run(&self, input: &[f32], output: &mut [f32], batch: usize, pool: &ScratchPool) {
+        self.run_then(input, output, batch, pool, |_, _| {});
+    }
+
+    /// [`Self::run`], handing each output plane of filter `t` to
+    /// `finish(t, plane)` as soon as it is written (while it is in cache).
+    pub fn run_then(
+        &self,
+        input: &[f32],
+        output: &mut [f32],
+        batch: usize,
+        pool: &ScratchPool,
+        finish: impl Fn(usize, &mut [f32]) + Sync,
+    ) {
         let geo = &self.geo;
         let (in_area, out_area, taps) =
             (geo.in_area(), geo.out_area(), geo.kernel.0 * geo.kernel.1);
@@ -112,6 +125,7 @@ impl DepthwiseConv {
                                 // take the portable path.
                                 _ => run_plane(&job, out, scratch, lanes_portable),
                             }
+                            finish(t, out);
                         }
                     });
                 })

@@ -40,8 +40,18 @@ impl ConvGeometry {
     /// (`batch` is 1).
     pub fn new(layer: &ConvLayer, input: ActShape) -> Result<Self> {
         let out = layer.output_shape(input)?;
-        let spec = layer.spec();
-        let [t, c_g, kh, kw] = layer.weight().dims();
+        Self::of_dims(layer.weight().dims(), layer.spec(), input, out)
+    }
+
+    /// The sizes of a convolution with OIHW weight `dims` (`I` per group)
+    /// and `spec` on one sample of `input`, whose output shape `out` the
+    /// caller validated (e.g. with the op's `output_shape`).
+    pub fn of_dims(
+        [t, c_g, kh, kw]: [usize; 4],
+        spec: &ConvSpec,
+        input: ActShape,
+        out: ActShape,
+    ) -> Result<Self> {
         let p = spec.padding;
         Ok(ConvGeometry {
             batch: 1,

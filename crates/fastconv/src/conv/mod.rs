@@ -21,6 +21,7 @@ mod view;
 mod winograd;
 mod winograd_tile;
 
+pub(crate) use depthwise::DepthwiseConv;
 pub(crate) use geometry::ConvGeometry;
 pub(crate) use perforated::PerforatedKernel;
 pub(crate) use view::ChannelView;
@@ -33,7 +34,6 @@ use crate::elementwise::Clamp;
 use crate::gemm::Kernel;
 use crate::pool::ScratchPool;
 use crate::{Isa, Winograd};
-use depthwise::DepthwiseConv;
 use gemm_conv::GemmConv;
 use winograd::{WinogradConv, WinogradTile};
 

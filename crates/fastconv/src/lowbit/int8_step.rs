@@ -38,7 +38,7 @@ use crate::pool::ScratchPool;
 /// `scale·y + shift` (the f32 expression of the plan's own affine step) and
 /// a ReLU or Clip.
 #[derive(Debug, Clone, PartialEq)]
-struct Epilogue {
+pub(crate) struct Epilogue {
     bias: Vec<i32>,
     input_scale: f64,
     weight_scales: Vec<f64>,
@@ -87,7 +87,8 @@ impl Post {
 }
 
 impl Epilogue {
-    fn new(op: &Int8Conv) -> Self {
+    /// The output stage of `op`, with nothing fused after it.
+    pub(crate) fn new(op: &Int8Conv) -> Self {
         let rows = op.layout().rows();
         Epilogue {
             bias: op
@@ -153,19 +154,110 @@ impl Epilogue {
         let per_filter = acc.iter().zip(&self.bias).zip(out);
         match &self.output {
             Some((quant, requant)) => {
-                let (lo, hi) = quant.dtype().range();
                 for (((&a, &b), o), m) in per_filter.zip(requant) {
-                    let r = m.apply(a + b) + i64::from(quant.zero_point());
-                    *o = quant.dequantize(r.clamp(i64::from(lo), i64::from(hi)) as i32);
+                    *o = requantized(quant, m, a + b);
                 }
             }
             None => {
                 for (((&a, &b), o), &s) in per_filter.zip(&self.weight_scales) {
-                    *o = (f64::from(a + b) * self.input_scale * s) as f32;
+                    *o = scaled(f64::from(a + b), self.input_scale, s);
                 }
             }
         }
     }
+
+    /// The outputs of filter `t` over a run of pixels (one output plane),
+    /// in place: `plane` holds the accumulators as f32 values — integers
+    /// the caller proved exact — and gets the same bits as [`Self::apply`]
+    /// gives each of them, the fused ops included.
+    /// The loops are compiled for `isa` (any level; one the CPU lacks runs
+    /// the portable loops), the same IEEE operations on every level.
+    pub(crate) fn apply_plane(&self, t: usize, plane: &mut [f32], isa: Isa) {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: avx512f detected.
+            Isa::Avx512 if std::arch::is_x86_feature_detected!("avx512f") => unsafe {
+                self.plane_avx512(t, plane)
+            },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: avx2 detected.
+            Isa::Avx2 if std::arch::is_x86_feature_detected!("avx2") => unsafe {
+                self.plane_avx2(t, plane)
+            },
+            _ => self.plane_portable(t, plane),
+        }
+    }
+
+    /// [`Self::apply_plane`] vectorised for AVX-512.
+    ///
+    /// # Safety
+    /// AVX-512F available.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn plane_avx512(&self, t: usize, plane: &mut [f32]) {
+        self.plane_portable(t, plane);
+    }
+
+    /// [`Self::apply_plane`] vectorised for AVX2.
+    ///
+    /// # Safety
+    /// AVX2 available.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn plane_avx2(&self, t: usize, plane: &mut [f32]) {
+        self.plane_portable(t, plane);
+    }
+
+    /// [`Self::apply_plane`]'s loops, inlined into each level's copy.
+    #[inline(always)]
+    fn plane_portable(&self, t: usize, plane: &mut [f32]) {
+        let b = self.bias[t];
+        match &self.output {
+            Some((quant, requant)) => {
+                for v in plane.iter_mut() {
+                    *v = requantized(quant, &requant[t], *v as i32 + b);
+                }
+            }
+            None => {
+                // `v + b` is exact in f64 and equals the i32 sum (core
+                // proves it fits), without a per-value saturating cast.
+                let (s, b) = (self.weight_scales[t], f64::from(b));
+                for v in plane.iter_mut() {
+                    *v = scaled(f64::from(*v) + b, self.input_scale, s);
+                }
+            }
+        }
+        if !self.post.is_none() {
+            self.post.apply(plane, |_| t);
+        }
+    }
+
+    /// Sets the fused element-wise ops.
+    pub(crate) fn set_post(&mut self, post: Post) {
+        self.post = post;
+    }
+
+    /// The fused element-wise ops ([`Post::NONE`] when there are none).
+    pub(crate) fn post(&self) -> &Post {
+        &self.post
+    }
+}
+
+/// Core's requantisation of one biased accumulator `a` with multiplier `m`,
+/// clamped to the output type and dequantised.
+#[inline(always)]
+fn requantized(quant: &QuantParams, m: &Requant, a: i32) -> f32 {
+    let (lo, hi) = quant.dtype().range();
+    let r = m.apply(a) + i64::from(quant.zero_point());
+    quant.dequantize(r.clamp(i64::from(lo), i64::from(hi)) as i32)
+}
+
+/// Core's dequantisation of one biased accumulator `a` (an integer, as
+/// f64) without an output code: `a · s_in · s_w` in f64, rounded once to
+/// f32.
+#[inline(always)]
+fn scaled(a: f64, input_scale: f64, weight_scale: f64) -> f32 {
+    (a * input_scale * weight_scale) as f32
 }
 
 /// An `Int8Conv` compiled for the plan: the packed kernel, the input code,
@@ -215,13 +307,13 @@ impl Int8Step {
     /// The same step with `post` (the batch norm and ReLU / Clip that read
     /// its output alone) applied to every f32 output in its epilogue.
     pub(crate) fn with_post(mut self, post: Post) -> Self {
-        self.epilogue.post = post;
+        self.epilogue.set_post(post);
         self
     }
 
     /// The fused element-wise ops ([`Post::NONE`] when there are none).
     pub(crate) fn post(&self) -> &Post {
-        &self.epilogue.post
+        self.epilogue.post()
     }
 
     /// Runs on `batch` NCHW samples of `in_hw` (a linear layer: 1 × 1) from

@@ -13,7 +13,9 @@
 //! - [`int8_gemm`]: u8 × i8 → i32 convolution (AVX-512 VNNI `vpdpbusd`, AVX2
 //!   `vpmaddwd` on u16 × i16, exact without saturation) with fused
 //!   per-channel requantisation; consecutive int8 steps of a plan pass u8
-//!   codes to each other ([`int8_step`]);
+//!   codes to each other ([`int8_step`]); depthwise int8 layers run exactly
+//!   on the direct depthwise kernel ([`int8_depthwise`]), other grouped ones
+//!   on the GEMM with block-diagonal weights;
 //! - [`codebook`]: scalar-codebook (k-means) and product-quantized fully
 //!   connected layers, decoding codes in registers or through lookup tables;
 //! - [`csr`]: CSR-sparse convolution (sparse × dense GEMM over im2col) and FC;
@@ -29,6 +31,7 @@ pub(crate) mod codebook;
 pub(crate) mod csr;
 pub(crate) mod dense;
 pub(crate) mod groupwise;
+pub(crate) mod int8_depthwise;
 pub(crate) mod int8_gemm;
 pub(crate) mod int8_quantize;
 pub(crate) mod int8_step;

@@ -6,13 +6,15 @@
 //! |---|---|
 //! | `BinaryConv` with binarised inputs (XNOR-Net, eq. (9)) | [`super::binary_gemm`]: exact integer dot products; `K` summed in another order than the reference (agreement to f32 rounding) |
 //! | `Int8Conv` (u8 or i8 inputs) | [`super::int8_step`] on [`super::int8_gemm`]: exact i32 accumulators, core's rounding and requantisation, fused into the layout passes |
+//! | depthwise `Int8Conv` (one input channel per group, ≤ [`super::int8_depthwise::MAX_TAPS`] taps) | [`super::int8_depthwise`]: the direct depthwise kernel on exact integer sums, the same input code and epilogue |
+//! | other grouped `Int8Conv` | [`super::int8_step`] on [`super::int8_gemm`] with block-diagonal weights (zero outside each group: the same exact accumulators, `groups`× the MACs) |
 //! | `CodebookConv`, linear layout, one codebook of ≤ 16 entries, ≥ [`CODEBOOK_LINEAR_MIN_BYTES`] of decoded weights, batch 1 | [`super::codebook::CodebookLinear`] (4-bit codes decoded in registers per call: the only case measured faster than the dense linear step) |
 //! | `ProductQuantizedConv`, linear layout, ≤ 256 centroids | [`super::codebook::PqLinear`] |
 //! | `SparseConv` / `SparseLinear` | [`super::csr`] |
 //! | `GroupwiseConv` | [`super::groupwise`] |
 //! | weight-only formats on real inputs (BinaryConnect `BinaryConv`, `TernaryConv`, `CodebookConv` (convolutions and linear layers, per-layer or per-channel codebooks), `ProductQuantizedConv` convolutions, `FixedPointConv`) | decoded once by [`decode_weight_only`] into a dense op for the f32 GEMM / linear kernels: with real-valued activations a ±α or codebook weight still needs one FMA per MAC, so decoding at plan time is the fastest correct choice (measured in a plan at batch 1, 2 threads, [`super::codebook::CodebookLinear`] runs 400 → 120 at 0.33×, 3136 → 256 at 0.55×, 4096 → 1000 at 0.81× and 4096 → 4096 at 1.76× the speed of the dense linear step: it wins only once the f32 weights outgrow the last-level cache). The compressed model keeps its codes; the plan holds the decoded f32 weights |
 //!
-//! Everything else (grouped XNOR / int8, LCNN) returns `None` and runs its
+//! Everything else (grouped XNOR, LCNN) returns `None` and runs its
 //! reference semantics; perforated convolutions have their own plan kernel
 //! (`conv/perforated.rs`).
 
@@ -24,6 +26,7 @@ use super::binary_gemm::{ActivationScale, XnorGemm};
 use super::codebook::{CodebookLinear, PqLinear};
 use super::csr::{CsrConv, CsrLinear};
 use super::groupwise::GroupwiseGemm;
+use super::int8_depthwise::Int8Depthwise;
 use super::int8_gemm::{Int8Gemm, U8Quant};
 use super::int8_step::{Int8Step, Post};
 use super::{check_isa, Isa, Needs};
@@ -48,6 +51,10 @@ enum Kernel {
         shift: i32,
         linear: bool,
     },
+    Int8Depthwise {
+        step: Box<Int8Depthwise>,
+        op: Box<hasten_core::Int8Conv>,
+    },
     Codebook(CodebookLinear),
     Pq(PqLinear),
     SparseConv(CsrConv),
@@ -65,6 +72,35 @@ fn conv_dims(layout: &WeightLayout) -> Option<([usize; 4], hasten_core::ConvSpec
         }
         _ => None,
     }
+}
+
+/// [`conv_dims`] for int8 layers, whose grouped convolutions run as one
+/// dense convolution over all channels ([`block_diagonal`]): the OIHW dims
+/// of that dense convolution and its one-group spec.
+fn int8_dims(layout: &WeightLayout) -> Option<([usize; 4], hasten_core::ConvSpec, bool)> {
+    match *layout {
+        WeightLayout::Conv {
+            dims: [t, c_g, kh, kw],
+            spec,
+        } if spec.groups > 1 => Some(([t, c_g * spec.groups, kh, kw], spec.with_groups(1), false)),
+        _ => conv_dims(layout),
+    }
+}
+
+/// The weights of `q` as the dense OIHW array of sizes `dims` (all input
+/// channels): filter `t` of group `g` holds its weights at the channels of
+/// `g` and zeros elsewhere, so the dense sums equal the grouped ones.
+fn block_diagonal(q: &hasten_core::Int8Conv, dims: [usize; 4]) -> Array4<i8> {
+    let [t_n, c_n, kh, kw] = dims;
+    let c_g = q.weights().ncols() / (kh * kw);
+    let groups = (c_n / c_g.max(1)).max(1);
+    let t_g = t_n / groups;
+    let mut w = Array4::<i8>::zeros(dims);
+    for ((t, j), &v) in q.weights().indexed_iter() {
+        let (c, tap) = (j / (kh * kw), j % (kh * kw));
+        w[[t, (t / t_g) * c_g + c, tap / kw, tap % kw]] = v;
+    }
+    w
 }
 
 /// Flattens `[N, C, H, W]` to `[N, C·H·W, 1, 1]` for linear layouts.
@@ -138,11 +174,6 @@ pub fn prepare(op: &Op) -> Result<Option<Prepared>> {
             }
         }
         Op::Int8Conv(q) => {
-            let Some((dims, spec, linear)) = conv_dims(q.layout()) else {
-                return Ok(None);
-            };
-            let w = Array4::from_shape_vec(dims, q.weights().iter().copied().collect())
-                .map_err(|e| Error::shape("int8 weight matrix", format!("{dims:?}"), e))?;
             // i8 inputs run shifted by +128 as u8: (q + 128) − (z + 128) = q − z.
             let shift = if q.input_params().dtype() == IntType::I8 {
                 128
@@ -153,6 +184,22 @@ pub fn prepare(op: &Op) -> Result<Option<Prepared>> {
             let Ok(z) = u8::try_from(z) else {
                 return Ok(None);
             };
+            if let WeightLayout::Conv { dims, spec } = *q.layout() {
+                if Int8Depthwise::applies(dims, &spec) {
+                    let step = Int8Depthwise::new(q, dims, spec, shift, z);
+                    return Ok(Some(Prepared {
+                        kernel: Kernel::Int8Depthwise {
+                            step: Box::new(step),
+                            op: Box::new(q.clone()),
+                        },
+                        isa: None,
+                    }));
+                }
+            }
+            let Some((dims, spec, linear)) = int8_dims(q.layout()) else {
+                return Ok(None);
+            };
+            let w = block_diagonal(q, dims);
             let quant = U8Quant::new(q.input_params().scale(), z)?;
             let kernel = Int8Gemm::new(w.view(), &vec![1.0; dims[0]], None, spec, quant)?;
             Kernel::Int8 {
@@ -254,27 +301,33 @@ impl Prepared {
     /// Whether [`Self::with_post`] can fold a batch norm and an activation
     /// into the kernel's epilogue (int8 convolutions and linear layers).
     pub(crate) fn fuses_post(&self) -> bool {
-        matches!(self.kernel, Kernel::Int8 { .. })
+        matches!(
+            self.kernel,
+            Kernel::Int8 { .. } | Kernel::Int8Depthwise { .. }
+        )
     }
 
     /// Applies `post` (a batch norm and a ReLU / Clip reading this op's
     /// output alone) to every output; `None` for kernels without
     /// [`Self::fuses_post`].
     pub(crate) fn with_post(self, post: Post) -> Option<Self> {
-        let Kernel::Int8 {
-            step,
-            op,
-            shift,
-            linear,
-        } = self.kernel
-        else {
-            return None;
-        };
-        let kernel = Kernel::Int8 {
-            step: Box::new(step.with_post(post)),
-            op,
-            shift,
-            linear,
+        let kernel = match self.kernel {
+            Kernel::Int8 {
+                step,
+                op,
+                shift,
+                linear,
+            } => Kernel::Int8 {
+                step: Box::new(step.with_post(post)),
+                op,
+                shift,
+                linear,
+            },
+            Kernel::Int8Depthwise { step, op } => Kernel::Int8Depthwise {
+                step: Box::new(step.with_post(post)),
+                op,
+            },
+            _ => return None,
         };
         Some(Prepared { kernel, ..self })
     }
@@ -344,6 +397,18 @@ impl Prepared {
                 }
                 Ok(y)
             }
+            Kernel::Int8Depthwise { step, op } => {
+                let input = hasten_core::op::input_shape_of(x)?;
+                let out = op.output_shape(input)?;
+                let batch = x.shape()[0];
+                let mut y = Array4::<f32>::zeros(out.batched(batch));
+                let x = x.as_standard_layout();
+                let src = x.as_slice().expect("standard layout");
+                let dst = y.as_slice_mut().expect("fresh array");
+                let pool = crate::pool::ScratchPool::new();
+                self.run_depthwise(step, op, src, dst, batch, input, &pool)?;
+                Ok(y)
+            }
             Kernel::Codebook(l) => {
                 let isa = self.level(Needs::Float);
                 linear_forward(x, l.out_features(), |xs, b| l.forward(xs, b, isa))
@@ -409,6 +474,9 @@ impl Prepared {
                 }
                 self.run_arrays(src, dst, batch, input)
             }
+            Kernel::Int8Depthwise { step, op } => {
+                self.run_depthwise(step, op, src, dst, batch, input, pool)
+            }
             _ => self.run_arrays(src, dst, batch, input),
         }
     }
@@ -452,6 +520,45 @@ impl Prepared {
             }
             _ => Ok(false),
         }
+    }
+
+    /// Runs the depthwise int8 step on its float kernel's level; an input
+    /// holding a NaN runs the op's reference (core's NaN outputs), then the
+    /// fused ops.
+    #[allow(clippy::too_many_arguments)]
+    fn run_depthwise(
+        &self,
+        step: &Int8Depthwise,
+        op: &hasten_core::Int8Conv,
+        src: &[f32],
+        dst: &mut [f32],
+        batch: usize,
+        input: hasten_core::ActShape,
+        pool: &crate::pool::ScratchPool,
+    ) -> Result<()> {
+        let isa = check_isa(self.level(Needs::Float), Needs::Float, "Int8Depthwise")?;
+        if step.run(src, dst, batch, input, pool, isa)? {
+            return Ok(());
+        }
+        let x = hasten_core::ndarray::ArrayView4::from_shape(input.batched(batch), src)
+            .map_err(|e| Error::shape("int8 depthwise input", input, e))?
+            .to_owned();
+        let y = op.reference_forward(&x)?;
+        let channels = y.shape()[1];
+        let area = y.shape()[2] * y.shape()[3];
+        let y = y.as_standard_layout();
+        let ys = y.as_slice().expect("standard layout");
+        if ys.len() != dst.len() {
+            return Err(Error::shape("int8 depthwise output", dst.len(), ys.len()));
+        }
+        dst.copy_from_slice(ys);
+        let post = step.post();
+        if !post.is_none() {
+            for (plane, values) in dst.chunks_mut(area.max(1)).enumerate() {
+                post.apply(values, |_| plane % channels);
+            }
+        }
+        Ok(())
     }
 
     /// [`Self::forward`] on a copy of the batch, the result copied to `dst`.
