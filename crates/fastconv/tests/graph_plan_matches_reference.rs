@@ -370,11 +370,11 @@ proptest! {
         // Padded rows where the wide rows (the padded width over the
         // stride) are at most twice the output rows, and either at most 64
         // filters per group and output rows of at most 32, or a stride
-        // other than 1 and at most one extra wide column per 16 output
+        // other than 1 and at most one extra wide column per 12 output
         // columns.
         let (ow, wq) = (step.output.width, (w + pad[2] + pad[3]).div_ceil(sw));
         let short = t_g <= 64 && ow <= 32;
-        let strided = (sh, sw) != (1, 1) && 16 * (wq - ow) <= ow;
+        let strided = (sh, sw) != (1, 1) && 12 * (wq - ow) <= ow;
         let expected = if wq <= 2 * ow && (short || strided) {
             "conv gemm (padded rows)"
         } else {
@@ -398,6 +398,7 @@ fn strided_layers_run_on_padded_rows() {
         (2, (16, 80), (3, 3), [1, 1, 1, 1], (34, 66)),
         (3, (5, 70), (2, 2), [0, 0, 0, 0], (10, 80)),
         (4, (4, 72), (3, 3), [0, 2, 1, 0], (35, 67)),
+        (5, (8, 70), (3, 3), [1, 1, 1, 1], (28, 28)),
     ] {
         let (graph, inputs) =
             padded_rows_graph(seed, (c_g, t_g, 1), (k, (2, 2), (1, 1)), pad, hw, 2);

@@ -41,9 +41,10 @@ const MAX_FILTERS: usize = 64;
 /// padded rows), and then either
 /// - a strided layer (any filter count and row length) whose wide rows are
 ///   at most [`STRIDED_WASTE`] longer than its output rows (3×3/2 with
-///   padding 1 on 56², `Wq` = 29 for `OW` = 28; the 7×7/2 stem, 115 for
-///   112): lazy im2col de-interleaves every row segment of every tap, the
-///   phases are split once; or
+///   padding 1 on 56², `Wq` = 29 for `OW` = 28, and on 28², 15 for 14; the
+///   7×7/2 stem, 115 for 112; not on 14², 8 for 7, which measured slower):
+///   lazy im2col de-interleaves every row segment of every tap, the phases
+///   are split once; or
 /// - at most [`MAX_FILTERS`] filters per group and output rows of at most
 ///   [`SHORT_ROW`] pixels.
 pub(crate) fn applies(geo: &ConvGeometry, view: &ChannelView) -> bool {
@@ -56,7 +57,7 @@ pub(crate) fn applies(geo: &ConvGeometry, view: &ChannelView) -> bool {
 /// Largest fraction `(a, b)`, `a / b`, of extra wide columns per output
 /// column for which a strided layer runs on padded rows whatever its
 /// filter count and row length.
-const STRIDED_WASTE: (usize, usize) = (1, 16);
+const STRIDED_WASTE: (usize, usize) = (1, 12);
 
 /// Height and width of one phase plane: `⌈Hp / sy⌉ × ⌈Wp / sx⌉`.
 fn phase_hw(geo: &ConvGeometry) -> (usize, usize) {
