@@ -345,17 +345,18 @@ fn padded_rows_graph(
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(32))]
 
-    /// Convolutions with short rows run as a GEMM over a padded copy split
-    /// into stride phases (no im2col), batch norm, residual add and ReLU
-    /// fused, and equal the reference on every ISA, with and without fusion.
+    /// Convolutions with short rows, and strided ones with long rows or
+    /// many filters, run as a GEMM over a padded copy split into stride
+    /// phases (no im2col), batch norm, residual add and ReLU fused, and
+    /// equal the reference on every ISA, with and without fusion.
     #[test]
     fn padded_rows_convolutions_match_reference(
         seed in any::<u64>(),
-        (c_g, t_g, groups) in (1..=9usize, 1..=20usize, 1..=2usize),
-        (kh, kw, dh, dw) in (1..=5usize, 2..=5usize, 1..=2usize, 1..=2usize),
+        (c_g, t_g, groups) in (1..=9usize, prop_oneof![1..=20usize, 60..=70usize], 1..=2usize),
+        (kh, kw, dh, dw) in (1..=5usize, 2..=7usize, 1..=2usize, 1..=2usize),
         (sh, sw) in (1..=3usize, 1..=3usize),
-        pad in proptest::array::uniform4(0..=2usize),
-        (eh, ew) in (0..=6usize, 0..=6usize),
+        pad in proptest::array::uniform4(0..=3usize),
+        (eh, ew) in (0..=6usize, prop_oneof![0..=6usize, 60..=80usize]),
         batch in 1..=3usize,
     ) {
         // One input channel per group would be a depthwise layer.
@@ -366,13 +367,48 @@ proptest! {
         let options = PlanOptions { winograd: Winograd::Off, ..PlanOptions::default() };
         let plan = Plan::for_graph(&graph, batch, options).unwrap();
         let step = &plan.steps()[0];
-        // Padded rows unless the wide rows (the padded width over the
-        // stride) are over twice the output rows.
+        // Padded rows where the wide rows (the padded width over the
+        // stride) are at most twice the output rows, and either at most 64
+        // filters per group and output rows of at most 32, or a stride
+        // other than 1 and at most one extra wide column per 12 output
+        // columns.
         let (ow, wq) = (step.output.width, (w + pad[2] + pad[3]).div_ceil(sw));
-        let expected = if wq <= 2 * ow { "conv gemm (padded rows)" } else { "conv gemm" };
+        let short = t_g <= 64 && ow <= 32;
+        let strided = (sh, sw) != (1, 1) && 12 * (wq - ow) <= ow;
+        let expected = if wq <= 2 * ow && (short || strided) {
+            "conv gemm (padded rows)"
+        } else {
+            "conv gemm"
+        };
         prop_assert_eq!(&step.kernel, expected, "{}", plan);
         prop_assert_eq!(&step.fused, &["batch_norm", "residual add", "relu"], "{}", plan);
         check_graph(&graph, &inputs)?;
+    }
+}
+
+/// The strided layers of ResNet-18 at reduced sizes run on padded rows
+/// however many filters and however long their rows — the 7×7/2 stem, a
+/// 3×3/2 layer with more than 64 filters, and a 2×2/2 layer whose wide rows
+/// are its output rows (the GEMM writes the output directly, the residual
+/// and ReLU in its epilogue) — and equal the reference on every ISA.
+#[test]
+fn strided_layers_run_on_padded_rows() {
+    for (seed, (c_g, t_g), k, pad, hw) in [
+        (1, (3, 66), (7, 7), [3, 3, 3, 3], (38, 110)),
+        (2, (16, 80), (3, 3), [1, 1, 1, 1], (34, 66)),
+        (3, (5, 70), (2, 2), [0, 0, 0, 0], (10, 80)),
+        (4, (4, 72), (3, 3), [0, 2, 1, 0], (35, 67)),
+        (5, (8, 70), (3, 3), [1, 1, 1, 1], (28, 28)),
+    ] {
+        let (graph, inputs) =
+            padded_rows_graph(seed, (c_g, t_g, 1), (k, (2, 2), (1, 1)), pad, hw, 2);
+        let options = PlanOptions {
+            winograd: Winograd::Off,
+            ..PlanOptions::default()
+        };
+        let plan = Plan::for_graph(&graph, 2, options).unwrap();
+        assert_eq!(plan.steps()[0].kernel, "conv gemm (padded rows)", "{plan}");
+        check_graph(&graph, &inputs).unwrap();
     }
 }
 

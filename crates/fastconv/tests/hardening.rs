@@ -338,6 +338,21 @@ fn plans_say_which_kernel_runs() {
         let plan = Plan::with_options(&block, shape, 1, options(Winograd::Off)).unwrap();
         assert_eq!(kernels(&plan), [name], "{t} filters");
     }
+    // Strided, 128 filters: padded rows where the wide rows waste at most
+    // one column per 12 output columns (3×3/2 on 56²: 29 for 28; on 28²:
+    // 15 for 14), lazy im2col beyond (on 14²: 8 for 7) and for 1×1/2.
+    for (k, hw, name) in [
+        (3, 56, "conv gemm (padded rows)"),
+        (3, 28, "conv gemm (padded rows)"),
+        (3, 14, "conv gemm"),
+        (1, 56, "conv gemm"),
+    ] {
+        let spec = ConvSpec::new().with_stride(2).with_padding(k / 2);
+        let block = Block::single(conv(128, 4, k, spec));
+        let plan = Plan::with_options(&block, ActShape::new(4, hw, hw), 1, options(Winograd::Auto))
+            .unwrap();
+        assert_eq!(kernels(&plan), [name], "{k}×{k}/2 at {hw}×{hw}");
+    }
 }
 
 #[test]

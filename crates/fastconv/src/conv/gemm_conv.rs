@@ -333,7 +333,8 @@ impl GemmConv {
 
     /// Runs on `batch` samples as [`GemmConv::run`] says: on padded rows
     /// (the input copied into its padded planes, the GEMM written to the
-    /// wide output, then copied out with the residual and clamp), else
+    /// wide output, then copied out with the residual and clamp; straight
+    /// into `output` where the wide rows are the output rows), else
     /// straight into `output`.
     pub fn run(
         &self,
@@ -360,6 +361,17 @@ impl GemmConv {
         let mut guard = padded.lock().unwrap_or_else(|e| e.into_inner());
         let (pad, wide) = &mut *guard;
         let src = pad.fill(geo, input, batch);
+        if padded_rows::columns(geo) == geo.out_area() {
+            // No extra columns (e.g. a 2×2/2 kernel, no padding): the wide
+            // rows are the output's, written with the fused epilogue.
+            let dst = Dst {
+                c: SharedOut(output.as_mut_ptr()),
+                stride: out.stride,
+                residual: out.residual,
+                clamp: self.clamp,
+            };
+            return self.gemm_all(src, padded_rows::sample_len(geo), dst, batch, pool);
+        }
         let wide_len = geo.out_channels() * padded_rows::columns(geo);
         wide.resize(batch * wide_len);
         let dst = Dst {

@@ -1,6 +1,7 @@
 //! Convolution kernels (equation (1) of the survey): GEMM with lazy im2col
-//! for dense and grouped layers (on the rows of a zero-padded copy, without
-//! im2col, for stride-1 layers with short output rows), plain GEMM for `1×1` layers, a direct kernel
+//! for dense and grouped layers (on the rows of a zero-padded copy split into
+//! stride phases, without im2col, for layers with short output rows and
+//! strided layers), plain GEMM for `1×1` layers, a direct kernel
 //! for depthwise layers, Winograd F(2×2, 3×3) or F(4×4, 3×3) for stride-1 3×3 layers, and
 //! GEMM over the kept positions for perforated layers.
 //! [`ConvStep::new`] picks one and folds a following

@@ -1,5 +1,5 @@
 //! Implicit GEMM over a zero-padded copy for convolutions with short rows
-//! (equation (1) of the survey as a matrix product without im2col). With
+//! and strided convolutions (equation (1) of the survey as a matrix product without im2col). With
 //! the input zero-padded to `Hp × Wp` planes and, for stride `(sy, sx)`,
 //! each plane split into its `sy·sx` phases (`phase[py, px][Y, X] =
 //! padded[Y·sy + py, X·sx + px]`, `Hq × Wq` each), tap `(i, j)` of output
@@ -18,9 +18,10 @@ use super::{ChannelView, ConvGeometry};
 use crate::aligned::AlignedVec;
 use crate::elementwise::Clamp;
 use crate::gemm::BSource;
+use rayon::prelude::*;
 
-/// Longest output row (in pixels) for which a stride-1 convolution runs on
-/// padded rows: beyond it lazy im2col's per-segment cost is amortised and
+/// Longest output row (in pixels) for which a convolution runs on padded
+/// rows whatever its stride: beyond it lazy im2col's per-segment cost is amortised and
 /// the padded copy's dropped columns and extra pass are not worth it.
 const SHORT_ROW: usize = 32;
 
@@ -32,19 +33,31 @@ const SHORT_ROW: usize = 32;
 const MAX_FILTERS: usize = 64;
 
 /// Whether a convolution of these sizes, read through `view`, runs on
-/// padded rows: a kernel larger than `1×1` (those read the planes
-/// themselves or are cheap to lower), at most [`MAX_FILTERS`] filters per
-/// group, an identity view, output rows of at most [`SHORT_ROW`] pixels
-/// and wide rows at most twice as long (`Wq ≤ 2·OW`: at most half the
-/// GEMM's columns are dropped, and the wide result is at most twice the
-/// output the plan's arena holds).
+/// padded rows. Always with an identity view, wide rows at most twice as
+/// long as the output's (`Wq ≤ 2·OW`: at most half the GEMM's columns are
+/// dropped, and the wide result is at most twice the output the plan's
+/// arena holds) and a kernel larger than `1×1` (a `1×1` layer reads the
+/// planes themselves or is cheap to lower; `1×1/2` measured no faster on
+/// padded rows), and then either
+/// - a strided layer (any filter count and row length) whose wide rows are
+///   at most [`STRIDED_WASTE`] longer than its output rows (3×3/2 with
+///   padding 1 on 56², `Wq` = 29 for `OW` = 28, and on 28², 15 for 14; the
+///   7×7/2 stem, 115 for 112; not on 14², 8 for 7, which measured slower):
+///   lazy im2col de-interleaves every row segment of every tap, the phases
+///   are split once; or
+/// - at most [`MAX_FILTERS`] filters per group and output rows of at most
+///   [`SHORT_ROW`] pixels.
 pub(crate) fn applies(geo: &ConvGeometry, view: &ChannelView) -> bool {
-    geo.kernel != (1, 1)
-        && geo.t_g <= MAX_FILTERS
-        && view.is_identity()
-        && geo.out_hw.1 <= SHORT_ROW
-        && phase_hw(geo).1 <= 2 * geo.out_hw.1
+    let (ow, wq) = (geo.out_hw.1, phase_hw(geo).1);
+    let strided = geo.stride != (1, 1) && (wq - ow) * STRIDED_WASTE.1 <= ow * STRIDED_WASTE.0;
+    let short = geo.t_g <= MAX_FILTERS && ow <= SHORT_ROW;
+    geo.kernel != (1, 1) && view.is_identity() && wq <= 2 * ow && (strided || short)
 }
+
+/// Largest fraction `(a, b)`, `a / b`, of extra wide columns per output
+/// column for which a strided layer runs on padded rows whatever its
+/// filter count and row length.
+const STRIDED_WASTE: (usize, usize) = (1, 12);
 
 /// Height and width of one phase plane: `⌈Hp / sy⌉ × ⌈Wp / sx⌉`.
 fn phase_hw(geo: &ConvGeometry) -> (usize, usize) {
@@ -81,7 +94,8 @@ pub(crate) struct PaddedInput {
 
 impl PaddedInput {
     /// Copies `batch` samples of `input` (`C × H × W` each) into their
-    /// padded planes and returns all of them (`batch ×` [`sample_len`]).
+    /// padded planes and returns all of them (`batch ×` [`sample_len`]):
+    /// one channel per task, only the phases some tap reads.
     pub fn fill(&mut self, geo: &ConvGeometry, input: &[f32], batch: usize) -> &[f32] {
         let len = sample_len(geo);
         if self.batch != batch {
@@ -90,35 +104,82 @@ impl PaddedInput {
             self.batch = batch;
         }
         let (h, w) = geo.in_hw;
-        let (sy, sx) = geo.stride;
-        let wq = phase_hw(geo).1;
-        let (top, left) = geo.pad_top_left;
-        let planes = input[..batch * geo.in_channels() * h * w].chunks_exact(h * w);
-        let dst = self.buf.as_mut_slice();
-        for (p, image) in planes.enumerate() {
-            let (n, c) = (p / geo.in_channels(), p % geo.in_channels());
-            for (y, row) in image.chunks_exact(w).enumerate() {
-                let (py, yq) = ((y + top) % sy, (y + top) / sy);
-                for px in 0..sx {
-                    // Image columns x with (x + left) % sx == px, from xq on.
-                    let x0 = (px + sx - left % sx) % sx;
-                    if x0 >= w {
-                        continue;
+        let c_all = geo.in_channels();
+        // A channel's phase planes are contiguous: `sy·sx·Hq·Wq` floats.
+        let block = plane(geo, 1, 0, 0);
+        let read = read_phases(geo);
+        let images = &input[..batch * c_all * h * w];
+        self.buf
+            .as_mut_slice()
+            .par_chunks_mut(len)
+            .zip(images.par_chunks_exact(c_all * h * w))
+            .for_each(|(dst, sample)| {
+                dst[..c_all * block]
+                    .par_chunks_exact_mut(block)
+                    .zip(sample.par_chunks_exact(h * w))
+                    .for_each(|(phases, image)| fill_channel(geo, read, image, phases));
+            });
+        self.buf.as_slice()
+    }
+}
+
+/// The phases `(py, px)` some tap reads, as bit masks of `py` and of `px`:
+/// `py = (i·dh) mod sy` for a kernel row `i`, `px = (j·dw) mod sx` for a
+/// kernel column `j` (one phase, `(0, 0)`, for a `1×1/2` layer).
+fn read_phases(geo: &ConvGeometry) -> (u64, u64) {
+    let mask = |k: usize, d: usize, s: usize| {
+        (0..k.min(s)).fold(0u64, |m, i| m | 1 << ((i * d) % s).min(63))
+    };
+    (
+        mask(geo.kernel.0, geo.dilation.0, geo.stride.0),
+        mask(geo.kernel.1, geo.dilation.1, geo.stride.1),
+    )
+}
+
+/// Copies one channel's `image` (`H × W`) into its phase planes `phases`
+/// (zero borders already in place), the phases outside `read` skipped.
+fn fill_channel(geo: &ConvGeometry, read: (u64, u64), image: &[f32], phases: &mut [f32]) {
+    let w = geo.in_hw.1;
+    let (sy, sx) = geo.stride;
+    let wq = phase_hw(geo).1;
+    let (top, left) = geo.pad_top_left;
+    let bit = |mask: u64, p: usize| p >= 64 || mask & 1 << p != 0;
+    for (y, row) in image.chunks_exact(w).enumerate() {
+        let (py, yq) = ((y + top) % sy, (y + top) / sy);
+        if !bit(read.0, py) {
+            continue;
+        }
+        for px in (0..sx).filter(|&px| bit(read.1, px)) {
+            // Image columns x with (x + left) % sx == px, from xq on.
+            let x0 = (px + sx - left % sx) % sx;
+            if x0 >= w {
+                continue;
+            }
+            let xq = (x0 + left) / sx;
+            let at = plane(geo, 0, py, px) + yq * wq + xq;
+            let d = &mut phases[at..][..(w - x0).div_ceil(sx)];
+            let src = &row[x0..];
+            match sx {
+                1 => d.copy_from_slice(src),
+                2 => {
+                    // A constant stride the compiler vectorises as a de-interleave.
+                    let pairs = src.chunks_exact(2);
+                    let tail = pairs.remainder().first().copied();
+                    let n = pairs.len();
+                    for (d, pair) in d.iter_mut().zip(pairs) {
+                        *d = pair[0];
                     }
-                    let xq = (x0 + left) / sx;
-                    let at = n * len + plane(geo, c, py, px) + yq * wq + xq;
-                    let d = &mut dst[at..][..(w - x0).div_ceil(sx)];
-                    if sx == 1 {
-                        d.copy_from_slice(row);
-                    } else {
-                        for (d, &v) in d.iter_mut().zip(row[x0..].iter().step_by(sx)) {
-                            *d = v;
-                        }
+                    if let Some(v) = tail {
+                        d[n] = v;
+                    }
+                }
+                _ => {
+                    for (d, &v) in d.iter_mut().zip(src.iter().step_by(sx)) {
+                        *d = v;
                     }
                 }
             }
         }
-        self.buf.as_slice()
     }
 }
 
