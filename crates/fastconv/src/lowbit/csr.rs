@@ -17,7 +17,7 @@ use hasten_core::{ConvSpec, Error, Result};
 use ndarray::{Array4, ArrayView2, ArrayView4};
 use rayon::prelude::*;
 
-use super::dense::im2col_rows;
+use super::dense::{conv_on_array, im2col_rows};
 use super::layout::DisjointWriter;
 use super::{check_isa, Isa, Needs};
 use crate::conv::ConvGeometry;
@@ -203,19 +203,12 @@ impl CsrConv {
     /// col[k, p]`, vectorised over output pixels and parallel over tiles of
     /// (pixels × filters).
     pub fn forward(&self, x: &Array4<f32>, isa: Option<Isa>) -> Result<Array4<f32>> {
-        let xs = x.shape();
-        let dims = [xs[0], xs[1], xs[2], xs[3]];
-        let g = self.geometry(dims)?;
-        let x = x.as_standard_layout();
-        let mut y = Array4::<f32>::zeros((g.batch, self.matrix.rows(), g.out_hw.0, g.out_hw.1));
-        self.forward_into(
-            x.as_slice().expect("standard layout"),
-            dims,
-            isa,
-            y.as_slice_mut().expect("fresh array"),
-            &mut Vec::new(),
-        )?;
-        Ok(y)
+        conv_on_array(
+            x,
+            self.matrix.rows(),
+            |d| self.geometry(d),
+            |x, dims, y| self.forward_into(x, dims, isa, y, &mut Vec::new()),
+        )
     }
 
     /// The geometry of an NCHW input of `dims`.

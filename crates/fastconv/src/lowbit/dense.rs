@@ -12,6 +12,28 @@ use super::{check_isa, Isa, Needs};
 use crate::conv::ConvGeometry;
 use crate::elementwise::Clamp;
 
+/// Runs the slice form `run(x, dims, y)` of a convolution kernel with
+/// `out_channels` filters on the NCHW array `x` (the geometry checked by
+/// `geometry` first) and returns the output array.
+pub(crate) fn conv_on_array(
+    x: &Array4<f32>,
+    out_channels: usize,
+    geometry: impl FnOnce([usize; 4]) -> Result<ConvGeometry>,
+    run: impl FnOnce(&[f32], [usize; 4], &mut [f32]) -> Result<()>,
+) -> Result<Array4<f32>> {
+    let xs = x.shape();
+    let dims = [xs[0], xs[1], xs[2], xs[3]];
+    let g = geometry(dims)?;
+    let x = x.as_standard_layout();
+    let mut y = Array4::<f32>::zeros((g.batch, out_channels, g.out_hw.0, g.out_hw.1));
+    run(
+        x.as_slice().expect("standard layout"),
+        dims,
+        y.as_slice_mut().expect("fresh array"),
+    )?;
+    Ok(y)
+}
+
 /// Writes the im2col rows `rows` (row id `(c·kh + i)·kw + j`) of one CHW
 /// sample into `cols` (`[rows.len()][out_h·out_w]`), zero for padding.
 pub(crate) fn im2col_rows(sample: &[f32], g: &ConvGeometry, rows: &[u32], cols: &mut [f32]) {

@@ -10,7 +10,7 @@
 use hasten_core::{ConvSpec, Error, Result};
 use ndarray::{Array4, ArrayView4};
 
-use super::dense::im2col_rows;
+use super::dense::{conv_on_array, im2col_rows};
 use super::{check_isa, Isa, Needs};
 use crate::conv::ConvGeometry;
 use crate::matmul::{matmul, Operand};
@@ -155,18 +155,12 @@ impl GroupwiseGemm {
     /// one thinner GEMM on the crate's kernels of `isa` (`None`: the widest
     /// this CPU has).
     pub fn forward(&self, x: &Array4<f32>, isa: Option<Isa>) -> Result<Array4<f32>> {
-        let xs = x.shape();
-        let g = self.geometry([xs[0], xs[1], xs[2], xs[3]])?;
-        let x = x.as_standard_layout();
-        let mut y = Array4::<f32>::zeros((g.batch, self.out_channels, g.out_hw.0, g.out_hw.1));
-        self.forward_into(
-            x.as_slice().expect("standard layout"),
-            [xs[0], xs[1], xs[2], xs[3]],
-            isa,
-            y.as_slice_mut().expect("fresh array"),
-            &mut Vec::new(),
-        )?;
-        Ok(y)
+        conv_on_array(
+            x,
+            self.out_channels,
+            |d| self.geometry(d),
+            |x, dims, y| self.forward_into(x, dims, isa, y, &mut Vec::new()),
+        )
     }
 
     /// The geometry of an NCHW input of `dims`.
