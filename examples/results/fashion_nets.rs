@@ -20,10 +20,10 @@ const QAT: Option<&str> = Some("fine_tune = { epochs = 1, lr = 0.001, batch = 64
 /// The stronger low-rank rows' fine-tuning: distilled from the original
 /// (survey section 7, eq. (19)–(20)); CP's factors at a tenth of the rate
 /// (Lebedev et al., section 2).
-const STRONG_CP: &str = "fine_tune = { epochs = 1, lr = 0.001, batch = 64, factor_lr_scale = 0.1, distill = { temperature = 4.0, weight = 0.5 } }";
+pub const STRONG_CP: &str = "fine_tune = { epochs = 1, lr = 0.001, batch = 64, factor_lr_scale = 0.1, distill = { temperature = 4.0, weight = 0.5 } }";
 
 /// As [`STRONG_CP`], every weight at the network's rate (Tucker-2).
-const STRONG_TUCKER: &str =
+pub const STRONG_TUCKER: &str =
     "fine_tune = { epochs = 1, lr = 0.001, batch = 64, distill = { temperature = 4.0, weight = 0.5 } }";
 
 /// int8 post-training: per-channel weights, calibrated activation ranges.
