@@ -749,3 +749,54 @@ fn prune_channels_compensate_puts_back_the_calibration_means() {
     let err = compress(&g, &recipe(true), None).unwrap_err();
     assert!(err.to_string().contains("calibration data"), "{err}");
 }
+
+/// The shipped small-VGG low-rank recipes (CP three-way and Tucker-2, each
+/// asking 4× fewer MACs per 3×3 convolution but the first): they decompose
+/// exactly `features.3`, `.7` and `.10`, each block at most a quarter of
+/// its layer's MACs (counted on the original graph), CP as `1×1`, one
+/// `3×3` depthwise, `1×1`; the fine-tuning they ask for is distilled (CP's
+/// factors at a tenth of the rate); the plans match the reference forward.
+#[test]
+fn shipped_small_vgg_low_rank_recipes_cut_each_layer_fourfold() {
+    let g = small_vgg(&ModelConfig::mnist()).unwrap();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes");
+    for (file, factor_lr) in [
+        ("small-vgg-cp4.toml", Some(0.1)),
+        ("small-vgg-tucker4.toml", None),
+    ] {
+        let mut recipe = Recipe::from_path(&dir.join(file)).unwrap();
+        let tune = recipe.fine_tune.expect("fine-tuning");
+        assert_eq!(tune.factor_lr_scale, factor_lr, "{file}");
+        assert!(tune.distill.is_some(), "{file}");
+        recipe.latency.batches.clear();
+        let (c, _) = compress(&g, &recipe, None).unwrap();
+        let blocks: Vec<&str> = c
+            .nodes()
+            .iter()
+            .filter(|n| matches!(n.op(), NodeOp::Block(_)))
+            .map(|n| n.name())
+            .collect();
+        assert_eq!(
+            blocks,
+            ["features.3", "features.7", "features.10"],
+            "{file}"
+        );
+        for name in blocks {
+            let input = [g.value_shape(g.node(name).unwrap().inputs()[0])];
+            let before = g.node(name).unwrap().op().cost(&input).unwrap().macs;
+            let after = c.node(name).unwrap().op().cost(&input).unwrap().macs;
+            assert!(4 * after <= before, "{file} {name}: {before} → {after}");
+            let ops = block_ops(&c, name);
+            assert_eq!(ops.len(), 3, "{file} {name}");
+            if file.contains("cp") {
+                let Op::Conv(core) = &ops[1] else {
+                    panic!("{name}: the CP core is a convolution")
+                };
+                let [r, per_group, kh, kw] = core.weight().dims();
+                assert_eq!((per_group, kh, kw), (1, 3, 3), "{name}");
+                assert_eq!(core.spec().groups, r, "{name}: depthwise");
+            }
+        }
+        assert_plan_matches_reference(&c, 1);
+    }
+}

@@ -17,6 +17,15 @@ const POST_TRAINING: Option<&str> = Some("");
 /// Quantization-aware fine-tuning of the preceding quantizer (survey eq. (5)).
 const QAT: Option<&str> = Some("fine_tune = { epochs = 1, lr = 0.001, batch = 64, qat = true }");
 
+/// The stronger low-rank rows' fine-tuning: distilled from the original
+/// (survey section 7, eq. (19)–(20)); CP's factors at a tenth of the rate
+/// (Lebedev et al., section 2).
+pub const STRONG_CP: &str = "fine_tune = { epochs = 1, lr = 0.001, batch = 64, factor_lr_scale = 0.1, distill = { temperature = 4.0, weight = 0.5 } }";
+
+/// As [`STRONG_CP`], every weight at the network's rate (Tucker-2).
+pub const STRONG_TUCKER: &str =
+    "fine_tune = { epochs = 1, lr = 0.001, batch = 64, distill = { temperature = 4.0, weight = 0.5 } }";
+
 /// int8 post-training: per-channel weights, calibrated activation ranges.
 const INT8: Method = Method {
     family: "quantization",
@@ -59,6 +68,27 @@ method = { name = "tucker2", rank = { speedup = 2.0 } }"#,
         steps: r#"select = { kinds = ["conv"], except_first = 1 }
 method = { name = "cp", rank = { speedup = 2.0 } }"#,
         header: Some("fine_tune = { epochs = 1, lr = 0.001, batch = 64, factor_lr_scale = 0.1 }"),
+    },
+    Method {
+        family: "low rank",
+        label: "CP at 4x fewer MACs per 3x3 conv but the first, factors at 0.1× the rate, distilled",
+        steps: r#"select = { kinds = ["conv"], except_first = 1 }
+method = { name = "cp", rank = { speedup = 4.0 } }"#,
+        header: Some(STRONG_CP),
+    },
+    Method {
+        family: "low rank",
+        label: "CP three-way (1x1, 3x3 depthwise, 1x1) at 4x fewer MACs per 3x3 conv but the first, factors at 0.1× the rate, distilled",
+        steps: r#"select = { kinds = ["conv"], except_first = 1 }
+method = { name = "cp", rank = { speedup = 4.0 }, form = "three-way" }"#,
+        header: Some(STRONG_CP),
+    },
+    Method {
+        family: "low rank",
+        label: "Tucker-2 at 4x fewer MACs per 3x3 conv but the first, distilled",
+        steps: r#"select = { kinds = ["conv"], except_first = 1 }
+method = { name = "tucker2", rank = { speedup = 4.0 } }"#,
+        header: Some(STRONG_TUCKER),
     },
     Method {
         family: "low rank",
