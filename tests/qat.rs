@@ -424,3 +424,19 @@ proptest::proptest! {
         }
     }
 }
+
+/// The property above once drew a 3-bit fixed-point row of `1.7e38`: its
+/// scale times the top code overflowed f32 and the fake-quantized weight
+/// read infinity. Such a range is now an error.
+#[test]
+fn weights_too_large_for_their_fixed_point_codes_are_an_error() {
+    let w = ArrayD::from_shape_vec(vec![2, 1], vec![1.738_818_7e38_f32, 0.0]).unwrap();
+    assert!(QatQuantizer::FixedPoint { bits: 3 }.quantize(&w).is_err());
+    for q in [
+        QatQuantizer::Binary { clip: Some(0.0) },
+        QatQuantizer::Ternary,
+    ] {
+        let out = q.quantize(&w).unwrap();
+        assert!(out.iter().all(|v| v.is_finite()), "{q:?}: {out}");
+    }
+}

@@ -59,6 +59,13 @@ fn check_bits(bits: u32, mode: Mode) -> Result<()> {
 
 impl UniformQuantizer {
     /// The quantizer covering `[lo, hi]` (finite, `lo ≤ hi`) with `bits` bits.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] for a bit width outside `1..=16`
+    /// (`2..=16` when symmetric), a range that is not finite or has
+    /// `lo > hi`, and a range too wide for its codes' values `scale · u`
+    /// (`u ≤ 2^bits − 1`) to stay finite in f32 (e.g. `±1.7e38` at 3 bits:
+    /// `scale · 7` overflows, and every code read back as infinity).
     pub fn for_range(lo: f32, hi: f32, bits: u32, mode: Mode) -> Result<Self> {
         check_bits(bits, mode)?;
         if !(lo.is_finite() && hi.is_finite() && lo <= hi) {
@@ -68,7 +75,7 @@ impl UniformQuantizer {
                 "finite with lo <= hi",
             ));
         }
-        Ok(match mode {
+        let q = match mode {
             Mode::Symmetric => {
                 let half = (1u32 << (bits - 1)) as f32;
                 let m = lo.abs().max(hi.abs());
@@ -92,7 +99,18 @@ impl UniformQuantizer {
                     min_code: 0,
                 }
             }
-        })
+        };
+        // `|offset| ≤ scale · max_code` in both modes, and `x − offset` for
+        // `x` in the range is at most `scale · max_code` too: one finite
+        // product keeps `code` and `value` finite.
+        if !(q.scale * q.max_code() as f32).is_finite() {
+            return Err(Error::param(
+                "quantization range",
+                format!("[{lo}, {hi}]"),
+                format!("a range whose {bits}-bit codes' values stay finite in f32"),
+            ));
+        }
+        Ok(q)
     }
 
     /// The quantizer fitted to the min and max of `values`.
@@ -289,6 +307,31 @@ mod tests {
         assert!(UniformQuantizer::fit(&[1.0], 1, Mode::Symmetric).is_err());
         assert!(UniformQuantizer::fit(&[1.0], 17, Mode::Affine).is_err());
         assert!(UniformQuantizer::fit(&[f32::NAN], 8, Mode::Affine).is_err());
+    }
+
+    /// A range so wide that `scale · u` overflows f32 is an error, not a
+    /// quantizer whose codes all read back as infinity (a 3-bit symmetric
+    /// range of ±1.7e38 had `scale · 7 = 4e38`); the widest ranges that fit
+    /// keep every value finite and the range's ends within half a step.
+    #[test]
+    fn ranges_too_wide_for_f32_values_are_errors() {
+        assert!(UniformQuantizer::fit(&[1.7388187e38, 0.0], 3, Mode::Symmetric).is_err());
+        for mode in [Mode::Symmetric, Mode::Affine] {
+            assert!(UniformQuantizer::for_range(-f32::MAX, f32::MAX, 8, mode).is_err());
+            for bits in 2..=16 {
+                // scale · max_code: m (2^b − 1)/(2^(b−1) − 1) ≤ 3m symmetric, 2m affine.
+                let m = f32::MAX / 3.5;
+                let q = UniformQuantizer::for_range(-m, m, bits, mode).unwrap();
+                for x in [-m, -m / 3.0, 0.0, m / 7.0, m] {
+                    let y = q.fake_quantize(x);
+                    assert!(y.is_finite(), "{mode:?} {bits} bits: {x} → {y}");
+                }
+                // Half a step (the affine zero point moves the grid by up
+                // to that), to f32 rounding.
+                let err = (q.fake_quantize(m) - m).abs();
+                assert!(err <= q.scale * 0.5 + m * 1e-6, "{mode:?} {bits}: {err}");
+            }
+        }
     }
 
     #[test]

@@ -11,6 +11,27 @@ pub fn relative_error(fast: &Array4<f32>, reference: &Array4<f32>) -> f64 {
     hasten_core::relative_error(reference, fast)
 }
 
+/// `‖fast − reference‖_F / ‖scale‖_F` (the absolute error if `scale` is
+/// zero): the error of a kernel against the size of the value it computed
+/// (`scale`), when the outputs compared went through maps that do not grow
+/// an error but may shrink the output (ReLU, Clip).
+pub fn error_relative_to(fast: &Array4<f32>, reference: &Array4<f32>, scale: &Array4<f32>) -> f64 {
+    assert_eq!(fast.shape(), reference.shape(), "output shapes differ");
+    let norm = |it: &mut dyn Iterator<Item = f64>| it.map(|v| v * v).sum::<f64>().sqrt();
+    let diff = norm(
+        &mut fast
+            .iter()
+            .zip(reference)
+            .map(|(&f, &r)| f64::from(f) - f64::from(r)),
+    );
+    let size = norm(&mut scale.iter().map(|&v| f64::from(v)));
+    if size == 0.0 {
+        diff
+    } else {
+        diff / size
+    }
+}
+
 /// A batch norm over `c` channels with random statistics and affine
 /// parameters (scales in `[0.5, 1.5]`), so that a fused normalisation
 /// changes every channel differently.
