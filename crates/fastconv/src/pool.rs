@@ -20,6 +20,8 @@ pub(crate) struct Scratch {
     pub offsets: Vec<usize>,
     /// Integers for a kernel's own use (e.g. one row of int8 accumulators).
     pub ints: Vec<i32>,
+    /// Unsigned counters (e.g. one row of XNOR popcounts).
+    pub uints: Vec<u32>,
 }
 
 /// One [`Scratch`] per rayon worker (plus one for callers outside the pool).

@@ -11,9 +11,9 @@ use hasten_core::graph::GraphBuilder;
 use hasten_core::ndarray::{Array1, Array2, Array3, Array4};
 use hasten_core::op::WeightLayout;
 use hasten_core::{
-    ActShape, AvgPool, BatchNorm, Block, ChannelShuffle, Clip, CodebookConv, ConvLayer, ConvSpec,
-    Csr, Dropout, Flatten, GlobalAvgPool, GroupwiseConv, HardSwish, Identity, Int8Conv, IntType,
-    LinearLayer, MaxPool, PackedCodes, Pad, Padding, PerforatedConv, PoolSpec,
+    ActShape, AvgPool, BatchNorm, BinaryConv, Block, ChannelShuffle, Clip, CodebookConv, ConvLayer,
+    ConvSpec, Csr, Dropout, Flatten, GlobalAvgPool, GroupwiseConv, HardSwish, Identity, Int8Conv,
+    IntType, LinearLayer, MaxPool, PackedCodes, Pad, Padding, PerforatedConv, PoolSpec,
     ProductQuantizedConv, QuantParams, Relu, SeededRng, Shift, Softmax, SparseConv, SparseLinear,
     TtLinear,
 };
@@ -368,6 +368,64 @@ fn sparse_conv_plan_does_not_allocate() {
                 let fast = plan.run(&x).unwrap().to_owned();
                 let err = hasten_core::relative_error(&slow, &fast);
                 assert!(err < 1e-4, "{isa}, batch {batch}: relative error {err}");
+                assert_eq!(
+                    during, 0,
+                    "{isa}, batch {batch}: {during} allocations in 5 runs"
+                );
+            }
+        }
+    });
+}
+
+#[test]
+/// XNOR convolutions (binary weights and inputs, XNOR-Net's `K`): a 3×3
+/// stride-1 layer with padding, then a linear layer on the flattened
+/// output, on every path and batch 1 and 3: the packed signs, `K` and the
+/// popcount rows live in the steps' buffers; checked against the reference.
+fn xnor_plan_does_not_allocate() {
+    let mut rng = SeededRng::new(13);
+    let (c, t, hw, o) = (70, 9, 6, 5);
+    let spec = ConvSpec::new().with_padding(1);
+    let bits: Vec<u32> = (0..t * c * 9).map(|_| rng.below(2) as u32).collect();
+    let conv = BinaryConv::new(
+        WeightLayout::conv([t, c, 3, 3], spec).unwrap(),
+        PackedCodes::pack(&bits, t, c * 9, 1).unwrap(),
+        Array1::from_shape_fn(t, |i| 0.1 + 0.01 * i as f32),
+        Some(rng.normal_array(t, 0.5)),
+        true,
+    )
+    .unwrap();
+    let inputs = t * hw * hw;
+    let bits: Vec<u32> = (0..o * inputs).map(|_| rng.below(2) as u32).collect();
+    let linear = BinaryConv::new(
+        WeightLayout::linear(o, inputs).unwrap(),
+        PackedCodes::pack(&bits, o, inputs, 1).unwrap(),
+        Array1::from_elem(o, 0.5),
+        None,
+        true,
+    )
+    .unwrap();
+    let block = Block::new(vec![conv.into(), Flatten.into(), linear.into()]).unwrap();
+    let pool = single_worker_pool();
+    pool.install(|| {
+        for batch in [1, 3] {
+            let x: Array4<f32> = rng.normal_array((batch, c, hw, hw), 1.0);
+            let slow = block.reference_forward(&x).unwrap();
+            for isa in Isa::supported() {
+                let mut plan =
+                    Plan::with_isa(&block, ActShape::new(c, hw, hw), batch, isa).unwrap();
+                assert!(
+                    plan.steps()
+                        .iter()
+                        .filter(|s| s.kernel.starts_with("low-bit"))
+                        .count()
+                        == 2,
+                    "{plan}"
+                );
+                let during = allocations_in_five_runs(&mut plan, &x);
+                let fast = plan.run(&x).unwrap().to_owned();
+                let err = hasten_core::relative_error(&slow, &fast);
+                assert!(err < 1e-5, "{isa}, batch {batch}: relative error {err}");
                 assert_eq!(
                     during, 0,
                     "{isa}, batch {batch}: {during} allocations in 5 runs"

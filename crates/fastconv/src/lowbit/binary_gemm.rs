@@ -31,10 +31,12 @@ use hasten_core::{ConvSpec, Error, Padding, Result};
 use ndarray::{Array4, ArrayView4};
 use rayon::prelude::*;
 
-use super::bitpack::{pack_signs, PackedSigns};
+use super::bitpack::{pack_signs, pack_signs_into, PackedSigns};
+use super::dense::conv_on_array;
 use super::layout::DisjointWriter;
 use super::{check_isa, round_up, Isa, Needs};
 use crate::conv::ConvGeometry;
+use crate::pool::ScratchPool;
 
 /// Filters are padded to a multiple of this (the AVX-512 block: 4 × 8 lanes).
 const FILTER_BLOCK: usize = 32;
@@ -154,28 +156,32 @@ impl PackedFilters {
 
     /// Computes the exact dot products of every output row in parallel and
     /// hands each row to `f(n, y, dots)`, `dots` being `[x][t]`.
-    pub(crate) fn rows<F>(&self, input: &PackedSigns, g: &ConvGeometry, isa: Isa, f: F)
-    where
+    /// The row buffers come from `pool`.
+    pub(crate) fn rows<F>(
+        &self,
+        input: &PackedSigns,
+        g: &ConvGeometry,
+        isa: Isa,
+        pool: &ScratchPool,
+        f: F,
+    ) where
         F: Fn(usize, usize, &[i32]) + Sync,
     {
         let (oh, ow) = g.out_hw;
         let (hp, wp) = g.padded_hw;
         let img_len = hp * wp * self.words;
-        (0..g.batch * oh).into_par_iter().for_each_init(
-            || {
-                (
-                    vec![0u32; ow * self.t_pad],
-                    vec![0i32; ow * self.out_channels],
-                )
-            },
-            |(acc, dots), row| {
+        (0..g.batch * oh).into_par_iter().for_each(|row| {
+            pool.with(|scratch| {
+                let (acc, dots) = (&mut scratch.uints, &mut scratch.ints);
+                acc.resize(ow * self.t_pad, 0);
+                dots.resize(ow * self.out_channels, 0);
                 let (n, y) = (row / oh, row % oh);
                 let img = &input.bits()[n * img_len..(n + 1) * img_len];
                 self.row_popcounts(isa, g, img, y, acc);
                 self.finish_row(g, y, acc, dots);
                 f(n, y, dots);
-            },
-        );
+            })
+        });
     }
 
     /// Exact integer dot products `Σ_{valid taps, c} w · sign(x)` for every
@@ -191,7 +197,7 @@ impl PackedFilters {
         let row_len = ow * self.out_channels;
         let mut out = vec![0i32; g.batch * oh * row_len];
         let writer = DisjointWriter::new(&mut out);
-        self.rows(input, &g, isa, |n, y, dots| {
+        self.rows(input, &g, isa, &ScratchPool::new(), |n, y, dots| {
             // SAFETY: row (n, y) is written by this task only.
             unsafe { writer.write_slice((n * oh + y) * row_len, dots) };
         });
@@ -292,6 +298,35 @@ pub enum ActivationScale {
     XnorK,
 }
 
+/// The per-run buffers of [`XnorGemm::forward_into`], kept by a plan step.
+#[derive(Debug, Default)]
+pub(crate) struct XnorBuffers {
+    /// The input's packed signs.
+    packed: PackedSigns,
+    /// The channel-mean `|x|` of every input pixel (XNOR-Net's `A`).
+    abs_mean: Vec<f32>,
+    /// XNOR-Net's `K` of every output pixel.
+    k: Vec<f32>,
+}
+
+/// [`XnorBuffers`] behind a lock, for a plan step that runs from `&self`;
+/// a clone starts with empty buffers.
+#[derive(Debug, Default)]
+pub(crate) struct XnorState(std::sync::Mutex<XnorBuffers>);
+
+impl Clone for XnorState {
+    fn clone(&self) -> Self {
+        XnorState::default()
+    }
+}
+
+impl XnorState {
+    /// The buffers (a poisoned lock's too: they are overwritten per run).
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, XnorBuffers> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// A binary convolution with binary activations, ready to run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct XnorGemm {
@@ -382,21 +417,62 @@ impl XnorGemm {
 
     /// [`Self::forward`] on a forced instruction set.
     pub fn forward_with(&self, x: &Array4<f32>, isa: Option<Isa>) -> Result<Array4<f32>> {
-        let isa = check_isa(isa, Needs::Popcount, "XnorGemm")?;
-        let packed = pack_signs(x.view(), self.spec.padding, Some(float_isa(isa)))?;
-        let g = self.filters.geometry(&packed, &self.spec)?;
-        let k = match self.scale {
-            ActivationScale::None => None,
-            ActivationScale::XnorK => Some(xnor_k(x.view(), &g)),
+        let geometry = |dims: [usize; 4]| {
+            ConvGeometry::batched(
+                dims,
+                self.filters.out_channels,
+                self.filters.kernel,
+                &self.spec,
+            )
         };
+        conv_on_array(x, self.filters.out_channels, geometry, |x, dims, y| {
+            let mut buffers = XnorBuffers::default();
+            self.forward_into(x, dims, isa, y, &mut buffers, &ScratchPool::new())
+        })
+    }
+
+    /// As [`Self::forward_with`], from the row-major NCHW batch `x` of
+    /// `dims` into the row-major output `y`, with the packed signs and `K`
+    /// in `buffers` and the row buffers in `pool`: allocates nothing once
+    /// they have grown to this layer's size.
+    pub(crate) fn forward_into(
+        &self,
+        x: &[f32],
+        dims: [usize; 4],
+        isa: Option<Isa>,
+        y: &mut [f32],
+        buffers: &mut XnorBuffers,
+        pool: &ScratchPool,
+    ) -> Result<()> {
+        let isa = check_isa(isa, Needs::Popcount, "XnorGemm")?;
+        let XnorBuffers {
+            packed,
+            abs_mean,
+            k,
+        } = buffers;
+        pack_signs_into(x, dims, self.spec.padding, float_isa(isa), packed, pool)?;
+        let g = self.filters.geometry(packed, &self.spec)?;
         let (oh, ow) = g.out_hw;
         let t_n = self.filters.out_channels;
         let area = oh * ow;
-        let mut y = Array4::<f32>::zeros((g.batch, t_n, oh, ow));
-        let writer = DisjointWriter::new(y.as_slice_mut().expect("fresh array"));
+        if y.len() != g.batch * t_n * area {
+            return Err(Error::shape(
+                "XnorGemm output",
+                g.batch * t_n * area,
+                y.len(),
+            ));
+        }
+        let k = match self.scale {
+            ActivationScale::None => None,
+            ActivationScale::XnorK => {
+                xnor_k(x, &g, abs_mean, k);
+                Some(&k[..])
+            }
+        };
+        let writer = DisjointWriter::new(y);
         // The epilogue runs inside each row task: no NHWC buffer, no second pass.
-        self.filters.rows(&packed, &g, isa, |n, yy, dots| {
-            let kr = k.as_ref().map(|k| &k[n * area + yy * ow..][..ow]);
+        self.filters.rows(packed, &g, isa, pool, |n, yy, dots| {
+            let kr = k.map(|k| &k[n * area + yy * ow..][..ow]);
             for t in 0..t_n {
                 let b = self.bias.as_ref().map_or(0.0, |b| b[t]);
                 let base = (n * t_n + t) * area + yy * ow;
@@ -409,7 +485,7 @@ impl XnorGemm {
                 }
             }
         });
-        Ok(y)
+        Ok(())
     }
 
     /// Runs on already-packed signs and returns the signs of
@@ -465,18 +541,22 @@ pub(crate) fn float_isa(isa: Isa) -> Isa {
     }
 }
 
-/// XNOR-Net's `K[n, y, x]`: mean over the (zero-padded) window of the
-/// channel-mean absolute input.
-pub(crate) fn xnor_k(x: ArrayView4<'_, f32>, g: &ConvGeometry) -> Vec<f32> {
+/// XNOR-Net's `K[n, y, x]` into `k`: mean over the (zero-padded) window of
+/// the channel-mean absolute input (the row-major NCHW batch `x`), with
+/// that mean in `a`.
+pub(crate) fn xnor_k(x: &[f32], g: &ConvGeometry, a: &mut Vec<f32>, k: &mut Vec<f32>) {
     let (h, w) = g.in_hw;
     let c = g.in_channels();
-    let mut a = vec![0f32; g.batch * h * w];
-    for ((n, _, y, xx), &v) in x.indexed_iter() {
-        a[(n * h + y) * w + xx] += v.abs() / c as f32;
+    a.clear();
+    a.resize(g.batch * h * w, 0.0);
+    for (i, &v) in x.iter().enumerate() {
+        let (n, p) = (i / (c * h * w), i % (h * w));
+        a[n * h * w + p] += v.abs() / c as f32;
     }
     let (oh, ow) = g.out_hw;
     let (kh, kw) = g.kernel;
-    let mut k = vec![0f32; g.batch * oh * ow];
+    k.clear();
+    k.resize(g.batch * oh * ow, 0.0);
     for n in 0..g.batch {
         for y in 0..oh {
             for xx in 0..ow {
@@ -494,7 +574,6 @@ pub(crate) fn xnor_k(x: ArrayView4<'_, f32>, g: &ConvGeometry) -> Vec<f32> {
             }
         }
     }
-    k
 }
 
 #[cfg(target_arch = "x86_64")]

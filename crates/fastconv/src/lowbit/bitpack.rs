@@ -19,6 +19,7 @@ use ndarray::{Array4, ArrayView4};
 use rayon::prelude::*;
 
 use super::{check_isa, Isa, Needs};
+use crate::pool::ScratchPool;
 
 /// The binarisation rule: −1 unless `v ≥ 0` (so NaN reads as −1, −0.0 as +1).
 pub fn reads_as_minus_one(v: f32) -> bool {
@@ -26,7 +27,7 @@ pub fn reads_as_minus_one(v: f32) -> bool {
 }
 
 /// Channel-packed signs of an NCHW batch, with zero padding built in.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PackedSigns {
     batch: usize,
     channels: usize,
@@ -44,19 +45,34 @@ impl PackedSigns {
         in_hw: (usize, usize),
         padding: Padding,
     ) -> Self {
+        let mut packed = PackedSigns::default();
+        packed.reset(batch, channels, in_hw, padding);
+        packed
+    }
+
+    /// Makes this the all-`+1` (all-zero-bit) packing of the given shape,
+    /// reusing its buffer (allocating only when it must grow).
+    pub(crate) fn reset(
+        &mut self,
+        batch: usize,
+        channels: usize,
+        in_hw: (usize, usize),
+        padding: Padding,
+    ) {
         let words = channels.div_ceil(64);
         let (hp, wp) = (
             in_hw.0 + padding.top + padding.bottom,
             in_hw.1 + padding.left + padding.right,
         );
-        PackedSigns {
-            batch,
-            channels,
-            in_hw,
-            padding,
-            words,
-            bits: vec![0; batch * hp * wp * words],
-        }
+        (
+            self.batch,
+            self.channels,
+            self.in_hw,
+            self.padding,
+            self.words,
+        ) = (batch, channels, in_hw, padding, words);
+        self.bits.clear();
+        self.bits.resize(batch * hp * wp * words, 0);
     }
 
     /// Batch size.
@@ -128,27 +144,55 @@ pub fn pack_signs(
 ) -> Result<PackedSigns> {
     let isa = check_isa(isa, Needs::Float, "pack_signs")?;
     let dims = x.shape();
-    let (batch, channels, h, w) = (dims[0], dims[1], dims[2], dims[3]);
-    hasten_core::error::ensure_nonempty("pack_signs input (NCHW)", dims)?;
+    let dims = [dims[0], dims[1], dims[2], dims[3]];
     let x = x.as_standard_layout();
-    let data = x.as_slice().expect("standard layout");
-    let mut packed = PackedSigns::zeroed(batch, channels, (h, w), padding);
+    let mut packed = PackedSigns::default();
+    pack_signs_into(
+        x.as_slice().expect("standard layout"),
+        dims,
+        padding,
+        isa,
+        &mut packed,
+        &ScratchPool::new(),
+    )?;
+    Ok(packed)
+}
+
+/// As [`pack_signs`], from the row-major NCHW batch `data` of `dims` into
+/// `packed` on `isa` (a level the caller checked for float kernels), with
+/// the transposed rows in `pool`'s buffers: allocates nothing once `packed`
+/// and the pool have grown to this size.
+pub(crate) fn pack_signs_into(
+    data: &[f32],
+    dims: [usize; 4],
+    padding: Padding,
+    isa: Isa,
+    packed: &mut PackedSigns,
+    pool: &ScratchPool,
+) -> Result<()> {
+    let [batch, channels, h, w] = dims;
+    hasten_core::error::ensure_nonempty("pack_signs input (NCHW)", &dims)?;
+    let sample = channels * h * w;
+    if data.len() != batch * sample {
+        return Err(Error::shape("pack_signs input", batch * sample, data.len()));
+    }
+    packed.reset(batch, channels, (h, w), padding);
     let (hp, wp) = packed.padded_hw();
     let words = packed.words;
-    let sample = channels * h * w;
     packed
         .bits
         .par_chunks_mut(wp * words)
         .enumerate()
-        .for_each_init(
-            || vec![0f32; w * channels],
-            |row_buf, (row, out)| {
-                let (n, yp) = (row / hp, row % hp);
-                if yp < padding.top || yp >= padding.top + h {
-                    return;
-                }
-                let y = yp - padding.top;
-                let plane = &data[n * sample..(n + 1) * sample];
+        .for_each(|(row, out)| {
+            let (n, yp) = (row / hp, row % hp);
+            if yp < padding.top || yp >= padding.top + h {
+                return;
+            }
+            let y = yp - padding.top;
+            let plane = &data[n * sample..(n + 1) * sample];
+            pool.with(|scratch| {
+                let row_buf = &mut scratch.floats;
+                row_buf.resize(w * channels, 0.0);
                 for c in 0..channels {
                     let src = &plane[(c * h + y) * w..][..w];
                     for (x, &v) in src.iter().enumerate() {
@@ -159,9 +203,9 @@ pub fn pack_signs(
                     let dst = &mut out[(x + padding.left) * words..(x + padding.left + 1) * words];
                     pack_pixel(isa, &row_buf[x * channels..(x + 1) * channels], dst);
                 }
-            },
-        );
-    Ok(packed)
+            });
+        });
+    Ok(())
 }
 
 /// Packs the signs of one pixel's contiguous channel values into `dst`.

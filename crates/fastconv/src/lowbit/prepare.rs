@@ -22,7 +22,7 @@ use hasten_core::ndarray::Array4;
 use hasten_core::op::WeightLayout;
 use hasten_core::{Error, IntType, Op, Operator, Result};
 
-use super::binary_gemm::{ActivationScale, XnorGemm};
+use super::binary_gemm::{ActivationScale, XnorGemm, XnorState};
 use super::codebook::{CodebookLinear, PqLinear};
 use super::csr::{CsrConv, CsrLinear};
 use super::groupwise::GroupwiseGemm;
@@ -44,6 +44,7 @@ enum Kernel {
     Xnor {
         kernel: Box<XnorGemm>,
         linear: bool,
+        buffers: XnorState,
     },
     Int8 {
         step: Box<Int8Step>,
@@ -171,6 +172,7 @@ pub fn prepare(op: &Op) -> Result<Option<Prepared>> {
             Kernel::Xnor {
                 kernel: Box::new(kernel),
                 linear,
+                buffers: XnorState::default(),
             }
         }
         Op::Int8Conv(q) => {
@@ -342,7 +344,7 @@ impl Prepared {
     /// XNOR, to f32 GEMM rounding for the others).
     pub fn forward(&self, x: &Array4<f32>) -> Result<Array4<f32>> {
         match &self.kernel {
-            Kernel::Xnor { kernel, linear } => {
+            Kernel::Xnor { kernel, linear, .. } => {
                 if *linear {
                     kernel.forward_with(&as_linear_input(x), self.level(Needs::Popcount))
                 } else {
@@ -433,8 +435,8 @@ impl Prepared {
     /// CSR), the CSR and group-wise convolutions and the int8 step read
     /// `src` in place and use `buf`, `pool` and their own buffers as their
     /// only scratch, so they allocate nothing once those have grown (int8
-    /// inputs holding a NaN excepted); the XNOR kernel still copies the
-    /// batch into an array and allocates its own buffers.
+    /// inputs holding a NaN excepted); so does the XNOR convolution, with
+    /// its packed signs and `K` in buffers of its own.
     pub(crate) fn run(
         &self,
         src: &[f32],
@@ -454,6 +456,19 @@ impl Prepared {
                 l.forward_into(src, batch, isa, dst, buf)
             }
             Kernel::SparseLinear(l) => l.forward_into(src, batch, dst),
+            Kernel::Xnor {
+                kernel,
+                linear,
+                buffers,
+            } => {
+                let dims = if *linear {
+                    [batch, input.len(), 1, 1]
+                } else {
+                    input.batched(batch)
+                };
+                let isa = self.level(Needs::Popcount);
+                kernel.forward_into(src, dims, isa, dst, &mut buffers.lock(), pool)
+            }
             Kernel::SparseConv(c) => {
                 let dims = input.batched(batch);
                 c.forward_into(src, dims, self.level(Needs::Float), dst, buf)
@@ -477,7 +492,6 @@ impl Prepared {
             Kernel::Int8Depthwise { step, op } => {
                 self.run_depthwise(step, op, src, dst, batch, input, pool)
             }
-            _ => self.run_arrays(src, dst, batch, input),
         }
     }
 
