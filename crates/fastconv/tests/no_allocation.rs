@@ -356,18 +356,37 @@ fn sparse_conv_plan_does_not_allocate() {
     )
     .unwrap();
     let block = Block::new(vec![sparse.into(), Relu.into(), groupwise.into()]).unwrap();
+    assert_lowbit_steps_do_not_allocate(&block, ActShape::new(c, hw, hw), 2, 1e-4, &mut rng);
+}
+
+/// Plans of `block` on every f32 path at batch 1 and 3 run `lowbit` low-bit
+/// steps, equal the reference within `tol` (relative) and allocate nothing
+/// once built.
+fn assert_lowbit_steps_do_not_allocate(
+    block: &Block,
+    input: ActShape,
+    lowbit: usize,
+    tol: f64,
+    rng: &mut SeededRng,
+) {
     let pool = single_worker_pool();
     pool.install(|| {
         for batch in [1, 3] {
-            let x: Array4<f32> = rng.normal_array((batch, c, hw, hw), 1.0);
+            let x: Array4<f32> =
+                rng.normal_array((batch, input.channels, input.height, input.width), 1.0);
             let slow = block.reference_forward(&x).unwrap();
             for isa in Isa::supported() {
-                let mut plan =
-                    Plan::with_isa(&block, ActShape::new(c, hw, hw), batch, isa).unwrap();
+                let mut plan = Plan::with_isa(block, input, batch, isa).unwrap();
+                let steps = plan.steps();
+                let count = steps
+                    .iter()
+                    .filter(|s| s.kernel.starts_with("low-bit"))
+                    .count();
+                assert_eq!(count, lowbit, "{plan}");
                 let during = allocations_in_five_runs(&mut plan, &x);
                 let fast = plan.run(&x).unwrap().to_owned();
                 let err = hasten_core::relative_error(&slow, &fast);
-                assert!(err < 1e-4, "{isa}, batch {batch}: relative error {err}");
+                assert!(err < tol, "{isa}, batch {batch}: relative error {err}");
                 assert_eq!(
                     during, 0,
                     "{isa}, batch {batch}: {during} allocations in 5 runs"
@@ -406,33 +425,7 @@ fn xnor_plan_does_not_allocate() {
     )
     .unwrap();
     let block = Block::new(vec![conv.into(), Flatten.into(), linear.into()]).unwrap();
-    let pool = single_worker_pool();
-    pool.install(|| {
-        for batch in [1, 3] {
-            let x: Array4<f32> = rng.normal_array((batch, c, hw, hw), 1.0);
-            let slow = block.reference_forward(&x).unwrap();
-            for isa in Isa::supported() {
-                let mut plan =
-                    Plan::with_isa(&block, ActShape::new(c, hw, hw), batch, isa).unwrap();
-                assert!(
-                    plan.steps()
-                        .iter()
-                        .filter(|s| s.kernel.starts_with("low-bit"))
-                        .count()
-                        == 2,
-                    "{plan}"
-                );
-                let during = allocations_in_five_runs(&mut plan, &x);
-                let fast = plan.run(&x).unwrap().to_owned();
-                let err = hasten_core::relative_error(&slow, &fast);
-                assert!(err < 1e-5, "{isa}, batch {batch}: relative error {err}");
-                assert_eq!(
-                    during, 0,
-                    "{isa}, batch {batch}: {during} allocations in 5 runs"
-                );
-            }
-        }
-    });
+    assert_lowbit_steps_do_not_allocate(&block, ActShape::new(c, hw, hw), 2, 1e-5, &mut rng);
 }
 
 /// A three-core Tensor-Train layer with bias and ReLU, batch 3.
