@@ -20,6 +20,11 @@ use crate::fashion_nets::{self, FINE_TUNE, STRONG_CP, STRONG_TUCKER};
 use crate::targets::{low_rank_line, row_line};
 use crate::{compress_rows, find, ort_side, table, Args, Error, Method, OrtOriginal, Row};
 
+/// CP three-way (1×1, 3×3 depthwise, 1×1) at 4× fewer MACs on each residual
+/// 3×3 convolution: the step of the ResNet-8 rows at 4×.
+const RESIDUAL_CP_4X: &str = r#"select = { names = ["layer*.conv*"] }
+method = { name = "cp", rank = { speedup = 4.0 }, form = "three-way" }"#;
+
 /// Fashion-MNIST's training-set pixel mean and standard deviation (as
 /// `examples/train_fashion.rs` normalises).
 const MEAN: f32 = 0.2860;
@@ -52,22 +57,19 @@ method = { name = "cp", rank = { speedup = 2.0 } }"#,
     Method {
         family: "low rank",
         label: "CP three-way (1x1, 3x3 depthwise, 1x1) at 4x fewer MACs per residual 3x3 conv, factors at 0.1× the rate, distilled",
-        steps: r#"select = { names = ["layer*.conv*"] }
-method = { name = "cp", rank = { speedup = 4.0 }, form = "three-way" }"#,
+        steps: RESIDUAL_CP_4X,
         header: Some(STRONG_CP),
     },
     Method {
         family: "low rank",
         label: "CP three-way at 4x fewer MACs per residual 3x3 conv, lr 0.01, factors at 0.1× the rate, distilled",
-        steps: r#"select = { names = ["layer*.conv*"] }
-method = { name = "cp", rank = { speedup = 4.0 }, form = "three-way" }"#,
+        steps: RESIDUAL_CP_4X,
         header: Some("fine_tune = { epochs = 1, lr = 0.01, batch = 64, factor_lr_scale = 0.1, distill = { temperature = 4.0, weight = 0.5 } }"),
     },
     Method {
         family: "low rank",
         label: "CP three-way at 4x fewer MACs per residual 3x3 conv, two epochs, factors at 0.1× the rate, distilled",
-        steps: r#"select = { names = ["layer*.conv*"] }
-method = { name = "cp", rank = { speedup = 4.0 }, form = "three-way" }"#,
+        steps: RESIDUAL_CP_4X,
         header: Some("fine_tune = { epochs = 2, lr = 0.001, batch = 64, factor_lr_scale = 0.1, distill = { temperature = 4.0, weight = 0.5 } }"),
     },
     Method {
