@@ -32,7 +32,7 @@ use ndarray::{Array4, ArrayView4};
 use rayon::prelude::*;
 
 use super::bitpack::{pack_signs, pack_signs_into, PackedSigns};
-use super::dense::conv_on_array;
+use super::dense::{checked_io_lens, conv_on_array};
 use super::layout::DisjointWriter;
 use super::{check_isa, round_up, Isa, Needs};
 use crate::conv::ConvGeometry;
@@ -455,13 +455,7 @@ impl XnorGemm {
         let (oh, ow) = g.out_hw;
         let t_n = self.filters.out_channels;
         let area = oh * ow;
-        if y.len() != g.batch * t_n * area {
-            return Err(Error::shape(
-                "XnorGemm output",
-                g.batch * t_n * area,
-                y.len(),
-            ));
-        }
+        checked_io_lens("XnorGemm", &g, t_n, x.len(), y.len())?;
         let k = match self.scale {
             ActivationScale::None => None,
             ActivationScale::XnorK => {

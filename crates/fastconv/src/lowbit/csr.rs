@@ -17,7 +17,7 @@ use hasten_core::{ConvSpec, Error, Result};
 use ndarray::{Array4, ArrayView2, ArrayView4};
 use rayon::prelude::*;
 
-use super::dense::{conv_on_array, im2col_rows};
+use super::dense::{checked_io_lens, conv_on_array, im2col_rows};
 use super::layout::DisjointWriter;
 use super::{check_isa, Isa, Needs};
 use crate::conv::ConvGeometry;
@@ -237,18 +237,8 @@ impl CsrConv {
         let isa = check_isa(isa, Needs::Float, "CsrConv")?;
         let g = self.geometry(dims)?;
         let p = g.out_area();
-        let sample = g.in_channels() * g.in_hw.0 * g.in_hw.1;
-        if x.len() != g.batch * sample {
-            return Err(Error::shape("CsrConv input", g.batch * sample, x.len()));
-        }
-        let out_sample = self.matrix.rows() * p;
-        if y.len() != g.batch * out_sample {
-            return Err(Error::shape(
-                "CsrConv output",
-                g.batch * out_sample,
-                y.len(),
-            ));
-        }
+        let (sample, out_sample) =
+            checked_io_lens("CsrConv", &g, self.matrix.rows(), x.len(), y.len())?;
         let used = self.used_rows.len();
         if cols.len() < used * p {
             cols.resize(used * p, 0.0);

@@ -34,6 +34,33 @@ pub(crate) fn conv_on_array(
     Ok(y)
 }
 
+/// The per-sample input and output lengths of a convolution kernel of
+/// geometry `g` with `out_channels` filters, after checking that `x_len` and
+/// `y_len` hold exactly `g.batch` of each (typed errors naming `kernel`,
+/// also when a length overflows).
+pub(crate) fn checked_io_lens(
+    kernel: &str,
+    g: &ConvGeometry,
+    out_channels: usize,
+    x_len: usize,
+    y_len: usize,
+) -> Result<(usize, usize)> {
+    let overflow = || Error::shape(kernel, "a length that fits in usize", "an overflow");
+    let sample = (g.in_channels().checked_mul(g.in_hw.0))
+        .and_then(|v| v.checked_mul(g.in_hw.1))
+        .ok_or_else(overflow)?;
+    let out_sample = out_channels
+        .checked_mul(g.out_area())
+        .ok_or_else(overflow)?;
+    for (what, per, len) in [("input", sample, x_len), ("output", out_sample, y_len)] {
+        let want = g.batch.checked_mul(per).ok_or_else(overflow)?;
+        if len != want {
+            return Err(Error::shape(format!("{kernel} {what}"), want, len));
+        }
+    }
+    Ok((sample, out_sample))
+}
+
 /// Writes the im2col rows `rows` (row id `(c·kh + i)·kw + j`) of one CHW
 /// sample into `cols` (`[rows.len()][out_h·out_w]`), zero for padding.
 pub(crate) fn im2col_rows(sample: &[f32], g: &ConvGeometry, rows: &[u32], cols: &mut [f32]) {
@@ -177,6 +204,23 @@ pub fn dense_gemv(w: &[f32], out: usize, x: &[f32], isa: Option<Isa>) -> Result<
 mod tests {
     use super::*;
     use hasten_core::{ConvLayer, Operator, Padding, SeededRng};
+
+    /// Exact lengths pass with the per-sample sizes; a sample too few or
+    /// too many on either side, or a length past `usize`, is a typed error.
+    #[test]
+    fn io_lengths_are_checked_exactly() {
+        let g = ConvGeometry::batched([2, 3, 5, 4], 7, (3, 3), &ConvSpec::new().with_padding(1))
+            .unwrap();
+        let (x, y) = (2 * 3 * 5 * 4, 2 * 7 * 5 * 4);
+        assert_eq!(checked_io_lens("k", &g, 7, x, y).unwrap(), (60, 140));
+        for (xl, yl) in [(x - 1, y), (x + 60, y), (x, y - 1), (x, y + 140), (0, y)] {
+            assert!(matches!(
+                checked_io_lens("k", &g, 7, xl, yl),
+                Err(Error::ShapeMismatch { .. })
+            ));
+        }
+        assert!(checked_io_lens("k", &g, usize::MAX, x, y).is_err());
+    }
 
     #[test]
     fn dense_conv_matches_the_reference() {

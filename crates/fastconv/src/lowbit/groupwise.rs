@@ -10,7 +10,7 @@
 use hasten_core::{ConvSpec, Error, Result};
 use ndarray::{Array4, ArrayView4};
 
-use super::dense::{conv_on_array, im2col_rows};
+use super::dense::{checked_io_lens, conv_on_array, im2col_rows};
 use super::{check_isa, Isa, Needs};
 use crate::conv::ConvGeometry;
 use crate::matmul::{matmul, Operand};
@@ -190,22 +190,8 @@ impl GroupwiseGemm {
         let isa = check_isa(isa, Needs::Float, "GroupwiseGemm")?;
         let g = self.geometry(dims)?;
         let p = g.out_area();
-        let sample = g.in_channels() * g.in_hw.0 * g.in_hw.1;
-        if x.len() != g.batch * sample {
-            return Err(Error::shape(
-                "GroupwiseGemm input",
-                g.batch * sample,
-                x.len(),
-            ));
-        }
-        let out_sample = self.out_channels * p;
-        if y.len() != g.batch * out_sample {
-            return Err(Error::shape(
-                "GroupwiseGemm output",
-                g.batch * out_sample,
-                y.len(),
-            ));
-        }
+        let (sample, out_sample) =
+            checked_io_lens("GroupwiseGemm", &g, self.out_channels, x.len(), y.len())?;
         let max_rows = self
             .groups
             .iter()
