@@ -200,37 +200,12 @@ impl Int8Depthwise {
 /// Input values coded per run of the coding pass.
 const CODE_RUN: usize = 1024;
 
-/// `out[k] = q[k] − zero` as f32 (exact), the loop compiled for `isa`.
+/// `out[k] = q[k] − zero` as f32 (exact), the loop compiled for `isa` (a
+/// float level this CPU supports).
 fn centre(q: &[u8], out: &mut [f32], zero: f32, isa: Isa) {
-    #[inline(always)]
-    fn portable(q: &[u8], out: &mut [f32], zero: f32) {
+    isa.run(|| {
         for (c, &q) in out.iter_mut().zip(q) {
             *c = f32::from(q) - zero;
         }
-    }
-    /// # Safety
-    /// AVX-512F available.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn avx512(q: &[u8], out: &mut [f32], zero: f32) {
-        portable(q, out, zero);
-    }
-    /// # Safety
-    /// AVX2 available.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    unsafe fn avx2(q: &[u8], out: &mut [f32], zero: f32) {
-        portable(q, out, zero);
-    }
-    match isa {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: avx512f detected.
-        Isa::Avx512 if std::arch::is_x86_feature_detected!("avx512f") => unsafe {
-            avx512(q, out, zero)
-        },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: avx2 detected.
-        Isa::Avx2 if std::arch::is_x86_feature_detected!("avx2") => unsafe { avx2(q, out, zero) },
-        _ => portable(q, out, zero),
-    }
+    })
 }
