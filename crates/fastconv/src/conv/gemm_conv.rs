@@ -192,16 +192,20 @@ enum ConvSource<'a> {
 
 impl<'a> ConvSource<'a> {
     /// The source of group `group` of `sample` read through `view`; a
-    /// zero-padded sample when `padded`.
+    /// zero-padded sample whose rows start at `padded_starts` when given.
     fn new(
         geo: &'a ConvGeometry,
         view: &'a ChannelView,
         sample: &'a [f32],
         group: usize,
-        padded: bool,
+        padded_starts: Option<&'a [usize]>,
     ) -> Self {
-        if padded {
-            ConvSource::Padded(PaddedSource { geo, sample, group })
+        if let Some(starts) = padded_starts {
+            ConvSource::Padded(PaddedSource {
+                sample,
+                starts,
+                group_start: padded_rows::group_start(geo, group),
+            })
         } else if PlaneSource::applies(geo, view) {
             ConvSource::Plane(PlaneSource {
                 geo,
@@ -254,6 +258,9 @@ pub(crate) struct GemmConv {
     /// The zero-padded input and the wide output of a convolution on padded
     /// rows ([`super::padded_rows`]); `None` for the others.
     padded: Option<Mutex<(PaddedInput, AlignedVec)>>,
+    /// Where each row of `B` starts in a padded sample
+    /// ([`padded_rows::row_starts`]); empty off padded rows.
+    padded_starts: Vec<usize>,
 }
 
 /// The per-group GEMM operands of a grouped convolution (equation (1) of the
@@ -303,6 +310,11 @@ impl GemmConv {
     ) -> Self {
         let (filters, bias) = pack_groups(&kernel, &geo, weights, bias);
         let padded = padded_rows::applies(&geo, &view).then(Mutex::default);
+        let padded_starts = if padded.is_some() {
+            padded_rows::row_starts(&geo)
+        } else {
+            Vec::new()
+        };
         GemmConv {
             geo,
             view,
@@ -312,6 +324,7 @@ impl GemmConv {
             clamp,
             shared_b: Mutex::new(AlignedVec::default()),
             padded,
+            padded_starts,
         }
     }
 
@@ -401,7 +414,7 @@ impl GemmConv {
         pool: &ScratchPool,
     ) {
         let geo = &self.geo;
-        let padded = self.padded.is_some();
+        let padded_starts = self.padded.is_some().then_some(self.padded_starts.as_slice());
         let area = Self::columns(geo, &self.view);
         let t_all = geo.out_channels();
         let residual = dst.residual.map(|r| SharedOut(r.as_ptr().cast_mut()));
@@ -423,7 +436,7 @@ impl GemmConv {
         let source = |tile: usize| {
             let (n, g, cols) = self.tile_of(tile, &split.cols);
             let sample = &input[n * in_len..][..in_len];
-            let src = ConvSource::new(geo, &self.view, sample, g, padded);
+            let src = ConvSource::new(geo, &self.view, sample, g, padded_starts);
             (n, g, cols, src)
         };
         let mut shared_b = self.shared_b.lock().unwrap_or_else(|e| e.into_inner());

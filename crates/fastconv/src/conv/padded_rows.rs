@@ -18,6 +18,7 @@ use super::{ChannelView, ConvGeometry};
 use crate::aligned::AlignedVec;
 use crate::elementwise::Clamp;
 use crate::gemm::BSource;
+use crate::shares;
 use rayon::prelude::*;
 
 /// Longest output row (in pixels) for which a convolution runs on padded
@@ -109,14 +110,18 @@ impl PaddedInput {
         let block = plane(geo, 1, 0, 0);
         let read = read_phases(geo);
         let images = &input[..batch * c_all * h * w];
+        // Tasks of at least `MIN_TASK_FLOATS` image floats: a sample of
+        // ResNet-8 (16 planes of 28²) is copied on the calling thread.
         self.buf
             .as_mut_slice()
             .par_chunks_mut(len)
             .zip(images.par_chunks_exact(c_all * h * w))
+            .with_min_len(shares::min_items(c_all * h * w))
             .for_each(|(dst, sample)| {
                 dst[..c_all * block]
                     .par_chunks_exact_mut(block)
                     .zip(sample.par_chunks_exact(h * w))
+                    .with_min_len(shares::min_items(h * w))
                     .for_each(|(phases, image)| fill_channel(geo, read, image, phases));
             });
         self.buf.as_slice()
@@ -143,6 +148,13 @@ fn fill_channel(geo: &ConvGeometry, read: (u64, u64), image: &[f32], phases: &mu
     let (sy, sx) = geo.stride;
     let wq = phase_hw(geo).1;
     let (top, left) = geo.pad_top_left;
+    if (sy, sx) == (1, 1) {
+        // One phase: row y at (y + top, left), no division per row.
+        for (y, row) in image.chunks_exact(w).enumerate() {
+            phases[(y + top) * wq + left..][..w].copy_from_slice(row);
+        }
+        return;
+    }
     let bit = |mask: u64, p: usize| p >= 64 || mask & 1 << p != 0;
     for (y, row) in image.chunks_exact(w).enumerate() {
         let (py, yq) = ((y + top) % sy, (y + top) / sy);
@@ -183,26 +195,46 @@ fn fill_channel(geo: &ConvGeometry, read: (u64, u64), image: &[f32], phases: &mu
     }
 }
 
+/// Where row `k = (c, i, j)` of the lowered matrix of group 0 starts in a
+/// padded sample (the phase plane of tap `(i, j)` of channel `c`, moved
+/// down `a / sy` rows and right `b / sx` columns): computed once per
+/// convolution, so packing a row is one look-up instead of the divisions
+/// that split `k`. Group `g` adds [`group_start`].
+pub(crate) fn row_starts(geo: &ConvGeometry) -> Vec<usize> {
+    let (kh, kw) = geo.kernel;
+    let (sy, sx) = geo.stride;
+    let wq = phase_hw(geo).1;
+    let mut starts = Vec::with_capacity(geo.depth());
+    for c in 0..geo.c_g {
+        for i in 0..kh {
+            for j in 0..kw {
+                let (a, b) = (i * geo.dilation.0, j * geo.dilation.1);
+                starts.push(plane(geo, c, a % sy, b % sx) + a / sy * wq + b / sx);
+            }
+        }
+    }
+    starts
+}
+
+/// Offset of group `group`'s first phase plane in a padded sample.
+pub(crate) fn group_start(geo: &ConvGeometry, group: usize) -> usize {
+    plane(geo, group * geo.c_g, 0, 0)
+}
+
 /// The lowered matrix of one padded sample and group over the wide output
 /// positions, row `k` a slice of the padded planes.
 pub(crate) struct PaddedSource<'a> {
-    /// Sizes.
-    pub geo: &'a ConvGeometry,
     /// The padded sample ([`sample_len`] floats).
     pub sample: &'a [f32],
-    /// Group.
-    pub group: usize,
+    /// Where each row of group 0 starts ([`row_starts`]).
+    pub starts: &'a [usize],
+    /// The group's offset ([`group_start`]).
+    pub group_start: usize,
 }
 
 impl BSource for PaddedSource<'_> {
     fn row<'b>(&'b self, k: usize, cols: Range<usize>, _tmp: &'b mut [f32]) -> &'b [f32] {
-        let geo = self.geo;
-        let taps = geo.kernel.0 * geo.kernel.1;
-        let (s, i, j) = (k / taps, (k % taps) / geo.kernel.1, k % geo.kernel.1);
-        let (a, b) = (i * geo.dilation.0, j * geo.dilation.1);
-        let (sy, sx) = geo.stride;
-        let c = self.group * geo.c_g + s;
-        let start = plane(geo, c, a % sy, b % sx) + a / sy * phase_hw(geo).1 + b / sx;
+        let start = self.group_start + self.starts[k];
         &self.sample[start + cols.start..start + cols.end]
     }
 }

@@ -95,10 +95,40 @@ pub(crate) fn pack_b(
     row_tmp.resize(nc, 0.0);
     for (kk, k) in ks.enumerate() {
         let row = b.row(k, cols.clone(), row_tmp);
-        for (jp, chunk) in row.chunks(nr).enumerate() {
-            let panel = &mut dst[jp * kc * nr + kk * nr..][..nr];
-            panel[..chunk.len()].copy_from_slice(chunk);
-            panel[chunk.len()..].fill(0.0);
+        let dst = &mut dst[kk * nr..];
+        match nr {
+            32 => spread_row::<32>(row, kc, dst),
+            16 => spread_row::<16>(row, kc, dst),
+            8 => spread_row::<8>(row, kc, dst),
+            _ => {
+                for (jp, chunk) in row.chunks(nr).enumerate() {
+                    let panel = &mut dst[jp * kc * nr..][..nr];
+                    panel[..chunk.len()].copy_from_slice(chunk);
+                    panel[chunk.len()..].fill(0.0);
+                }
+            }
         }
+    }
+}
+
+/// Copies one row of `B` into its place in every `NR`-column panel
+/// (`dst[jp·kc·NR..][..NR]`), zero-padding the last: whole panels are
+/// fixed-size copies the compiler inlines as a few vector moves, where a
+/// copy of run-time length calls `memmove` per panel (a tenth of ResNet-8's
+/// time at batch 1).
+fn spread_row<const NR: usize>(row: &[f32], kc: usize, dst: &mut [f32]) {
+    let whole = row.chunks_exact(NR);
+    let tail = whole.remainder();
+    let n = whole.len();
+    for (jp, chunk) in whole.enumerate() {
+        let panel: &mut [f32; NR] = (&mut dst[jp * kc * NR..][..NR])
+            .try_into()
+            .expect("NR floats");
+        *panel = chunk.try_into().expect("NR floats");
+    }
+    if !tail.is_empty() {
+        let panel = &mut dst[n * kc * NR..][..NR];
+        panel[..tail.len()].copy_from_slice(tail);
+        panel[tail.len()..].fill(0.0);
     }
 }
