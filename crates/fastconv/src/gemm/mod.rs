@@ -137,13 +137,13 @@ impl Kernel {
     }
 
     /// The microkernel of `isa` best suited to `m` rows (AVX-512 has a
-    /// narrow 8-row tile for row counts that 8 divides and 12 does not);
+    /// narrow 8-row tile for row counts it pads less than the 12-row one:
+    /// 64 rows as 64, not 72; LeNet-5's 6 filters as 8, not 12);
     /// `isa` must be supported by this CPU (checked by
     /// [`Isa::ensure_supported`] where plans are built).
     pub fn for_rows(isa: Isa, m: usize) -> Kernel {
-        let narrow = m > 0
-            && m.is_multiple_of(kernel_avx512::MR_NARROW)
-            && !m.is_multiple_of(kernel_avx512::MR);
+        let padded = |mr: usize| m.div_ceil(mr) * mr;
+        let narrow = padded(kernel_avx512::MR_NARROW) < padded(kernel_avx512::MR);
         let (mr, nr, func): (usize, usize, KernelFn) = match isa {
             Isa::Avx512 if narrow => (
                 kernel_avx512::MR_NARROW,
@@ -338,6 +338,30 @@ pub(crate) unsafe fn gemm(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn narrow_tile_only_where_it_pads_less() {
+        if Isa::Avx512.is_supported() {
+            let rows = |m| Kernel::for_rows(Isa::Avx512, m).mr;
+            // (rows, tile rows): 8 where ⌈m/8⌉·8 < ⌈m/12⌉·12, else 12.
+            for (m, mr) in [
+                (1, 8),
+                (6, 8),
+                (8, 8),
+                (10, 12),
+                (12, 12),
+                (16, 8),
+                (20, 12),
+                (24, 12),
+                (32, 8),
+                (64, 8),
+                (96, 12),
+                (512, 8),
+            ] {
+                assert_eq!(rows(m), mr, "{m} rows");
+            }
+        }
+    }
 
     #[test]
     fn tall_tile_only_where_it_pads_less() {
