@@ -414,7 +414,10 @@ impl GemmConv {
         pool: &ScratchPool,
     ) {
         let geo = &self.geo;
-        let padded_starts = self.padded.is_some().then_some(self.padded_starts.as_slice());
+        let padded_starts = self
+            .padded
+            .is_some()
+            .then_some(self.padded_starts.as_slice());
         let area = Self::columns(geo, &self.view);
         let t_all = geo.out_channels();
         let residual = dst.residual.map(|r| SharedOut(r.as_ptr().cast_mut()));

@@ -96,7 +96,8 @@ pub(crate) struct PaddedInput {
 impl PaddedInput {
     /// Copies `batch` samples of `input` (`C × H × W` each) into their
     /// padded planes and returns all of them (`batch ×` [`sample_len`]):
-    /// one channel per task, only the phases some tap reads.
+    /// channels grouped into tasks of at least 16 Ki floats, only the phases
+    /// some tap reads.
     pub fn fill(&mut self, geo: &ConvGeometry, input: &[f32], batch: usize) -> &[f32] {
         let len = sample_len(geo);
         if self.batch != batch {
