@@ -261,7 +261,9 @@ fn main() -> hasten::core::Result<()> {
         );
     }
     println!("- Copy bandwidth (128 MiB, read + write): **{bandwidth:.1} GB/s**");
-    microkernel_rates(isa)?;
+    for simd in Isa::supported().into_iter().filter(|&i| i != Isa::Scalar) {
+        microkernel_rates(simd)?;
+    }
     println!();
     println!("Effective GFLOP/s count the direct convolution's 2·MACs. Default kernels use Winograd F(4×4, 3×3) or F(2×2, 3×3) where `Winograd::Auto` expects it to pay; \"GEMM only\" runs the same workload with Winograd off; block speed-ups are measured against the dense layer under the same setting.\n");
     println!("| workload | MMAC/sample | time (ms) | best wall (ms) | GFLOP/s | % GEMM peak | GEMM only: % peak | GB/s | % copy bw | speed-up: measured / MACs |");

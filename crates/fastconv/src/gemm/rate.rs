@@ -50,10 +50,10 @@ impl BSource for Dense<'_> {
 }
 
 /// Runs `reps` products `C = A·B` (`A` random `m × k`, `B` random `k × n`)
-/// on the calling thread through the microkernel and blocking
-/// [`Kernel::for_shape`] picks for `isa` (as a convolution with `m` filters,
-/// `n` output positions and depth `k` gets), with both operands packed
-/// beforehand. Errors: `isa` unsupported here, a zero extent, or operands
+/// on the calling thread through the GEMM driver with the microkernel and
+/// blocking a convolution of `m` filters, `n` output positions and depth `k`
+/// gets on `isa`, both operands packed beforehand (equation (1) of the
+/// survey lowered to this product, without the lowering). Errors: `isa` unsupported here, a zero extent, or operands
 /// of more than 2²⁸ floats in all.
 pub fn gemm_kernel_run(isa: Isa, m: usize, n: usize, k: usize, reps: usize) -> Result<KernelRun> {
     isa.ensure_supported()?;
