@@ -89,6 +89,7 @@ mod softmax;
 mod tiling;
 mod tt_linear;
 
+pub use gemm::rate::{gemm_kernel_run, KernelRun};
 pub use isa::{Isa, Needs};
 pub use lowbit::{
     dense_conv, dense_gemv, xor_popcount, ActivationScale, CodebookLinear, CsrConv, CsrLinear,

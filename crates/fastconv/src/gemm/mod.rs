@@ -17,6 +17,7 @@ mod kernel_avx512;
 mod kernel_avx512_tall;
 mod kernel_scalar;
 pub(crate) mod pack;
+pub(crate) mod rate;
 
 use std::ops::Range;
 
