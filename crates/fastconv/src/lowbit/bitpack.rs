@@ -38,18 +38,6 @@ pub struct PackedSigns {
 }
 
 impl PackedSigns {
-    /// An all-zero (all +1) packed batch, ready to be filled.
-    pub(crate) fn zeroed(
-        batch: usize,
-        channels: usize,
-        in_hw: (usize, usize),
-        padding: Padding,
-    ) -> Self {
-        let mut packed = PackedSigns::default();
-        packed.reset(batch, channels, in_hw, padding);
-        packed
-    }
-
     /// Makes this the all-`+1` (all-zero-bit) packing of the given shape,
     /// reusing its buffer (allocating only when it must grow).
     pub(crate) fn reset(
