@@ -31,7 +31,7 @@ use hasten_core::{ConvSpec, Error, Padding, Result};
 use ndarray::{Array4, ArrayView4};
 use rayon::prelude::*;
 
-use super::bitpack::{pack_signs, pack_signs_into, PackedSigns};
+use super::bitpack::{pack_pixel, pack_signs, pack_signs_into, PackedSigns};
 use super::dense::{checked_io_lens, conv_on_array};
 use super::layout::DisjointWriter;
 use super::post::Post;
@@ -156,7 +156,8 @@ impl PackedFilters {
     }
 
     /// Computes the exact dot products of every output row in parallel and
-    /// hands each row to `f(n, y, dots)`, `dots` being `[x][t]`.
+    /// hands each row to `f(n, y, dots, floats)`, `dots` being `[x][t]` and
+    /// `floats` a scratch buffer of the row task.
     /// The row buffers come from `pool`.
     pub(crate) fn rows<F>(
         &self,
@@ -166,7 +167,7 @@ impl PackedFilters {
         pool: &ScratchPool,
         f: F,
     ) where
-        F: Fn(usize, usize, &[i32]) + Sync,
+        F: Fn(usize, usize, &[i32], &mut Vec<f32>) + Sync,
     {
         let (oh, ow) = g.out_hw;
         let (hp, wp) = g.padded_hw;
@@ -174,13 +175,14 @@ impl PackedFilters {
         (0..g.batch * oh).into_par_iter().for_each(|row| {
             pool.with(|scratch| {
                 let (acc, dots) = (&mut scratch.uints, &mut scratch.ints);
+                let floats = &mut scratch.floats;
                 acc.resize(ow * self.t_pad, 0);
                 dots.resize(ow * self.out_channels, 0);
                 let (n, y) = (row / oh, row % oh);
                 let img = &input.bits()[n * img_len..(n + 1) * img_len];
                 self.row_popcounts(isa, g, img, y, acc);
                 self.finish_row(g, y, acc, dots);
-                f(n, y, dots);
+                f(n, y, dots, floats);
             })
         });
     }
@@ -198,7 +200,7 @@ impl PackedFilters {
         let row_len = ow * self.out_channels;
         let mut out = vec![0i32; g.batch * oh * row_len];
         let writer = DisjointWriter::new(&mut out);
-        self.rows(input, &g, isa, &ScratchPool::new(), |n, y, dots| {
+        self.rows(input, &g, isa, &ScratchPool::new(), |n, y, dots, _| {
             // SAFETY: row (n, y) is written by this task only.
             unsafe { writer.write_slice((n * oh + y) * row_len, dots) };
         });
@@ -509,14 +511,25 @@ impl XnorGemm {
         Ok(g)
     }
 
-    /// The epilogue value of filter `t` at an output pixel of scale `kp`
-    /// (1 without `K`) and dot product `dot`: `post(α[t]·K·dot + b[t])`.
-    /// The one expression of both outputs, so a chained step thresholds
-    /// exactly the value its unchained twin writes.
+    /// The epilogue values of one output pixel of scale `kp` (1 without
+    /// `K`) from its dot products `dots[t]`: `post(α[t]·K·dot + b[t])` into
+    /// `out[t]`. The one expression of both outputs, so a chained step
+    /// thresholds exactly the values its unchained twin writes.
     #[inline(always)]
-    fn value(&self, t: usize, kp: f32, dot: i32, post: &Post) -> f32 {
-        let b = self.bias.as_ref().map_or(0.0, |b| b[t]);
-        post.value(self.alpha[t] * kp * dot as f32 + b, t)
+    fn pixel_values(&self, kp: f32, dots: &[i32], post: &Post, out: &mut [f32]) {
+        match &self.bias {
+            Some(b) => {
+                for (((o, &d), &a), &b) in out.iter_mut().zip(dots).zip(&self.alpha).zip(b) {
+                    *o = a * kp * d as f32 + b;
+                }
+            }
+            None => {
+                for ((o, &d), &a) in out.iter_mut().zip(dots).zip(&self.alpha) {
+                    *o = a * kp * d as f32 + 0.0;
+                }
+            }
+        }
+        post.apply(out, |t| t);
     }
 
     /// `K` of the loaded run, when this layer uses it.
@@ -544,16 +557,19 @@ impl XnorGemm {
         let writer = DisjointWriter::new(y);
         // The epilogue runs inside each row task: no NHWC buffer, no second pass.
         self.filters
-            .rows(&buffers.packed, g, isa, pool, |n, yy, dots| {
+            .rows(&buffers.packed, g, isa, pool, |n, yy, dots, values| {
                 let kr = k.map(|k| &k[n * area + yy * ow..][..ow]);
+                values.resize(ow * t_n, 0.0);
+                for (x, pixel) in values.chunks_exact_mut(t_n).enumerate() {
+                    let kp = kr.map_or(1.0, |k| k[x]);
+                    self.pixel_values(kp, &dots[x * t_n..][..t_n], post, pixel);
+                }
                 for t in 0..t_n {
                     let base = (n * t_n + t) * area + yy * ow;
                     for x in 0..ow {
-                        let kp = kr.map_or(1.0, |k| k[x]);
-                        let v = self.value(t, kp, dots[x * t_n + t], post);
                         // SAFETY: output row (n, ·, yy, ·) belongs to this task
                         // alone; base + x < batch·t_n·area.
-                        unsafe { writer.write(base + x, v) };
+                        unsafe { writer.write(base + x, values[x * t_n + t]) };
                     }
                 }
             });
@@ -563,8 +579,8 @@ impl XnorGemm {
     /// Runs the loaded input and writes the signs of the epilogue values
     /// into `next`, made the packing of the output with `next_padding`
     /// (the input of a following binary layer): bit 1 where the value is
-    /// not `≥ 0` ([`super::bitpack::reads_as_minus_one`], as `pack_signs`
-    /// would pack the f32 output). Allocates nothing once `next` has grown.
+    /// not `≥ 0` (by the packing of `pack_signs`, as it would pack the f32
+    /// output). Allocates nothing once `next` has grown.
     pub(crate) fn write_signs(
         &self,
         buffers: &XnorBuffers,
@@ -582,21 +598,21 @@ impl XnorGemm {
         let words = next.words_per_pixel();
         let k = self.k_of(buffers);
         let writer = DisjointWriter::new(next.bits_mut());
+        let pack_isa = float_isa(isa);
         self.filters
-            .rows(&buffers.packed, g, isa, pool, |n, yy, dots| {
+            .rows(&buffers.packed, g, isa, pool, |n, yy, dots, values| {
                 let kr = k.map(|k| &k[(n * oh + yy) * ow..][..ow]);
                 let row = ((n * hp + yy + next_padding.top) * wp + next_padding.left) * words;
+                values.resize(t_n, 0.0);
                 for x in 0..ow {
                     let kp = kr.map_or(1.0, |k| k[x]);
-                    let pixel = &dots[x * t_n..(x + 1) * t_n];
-                    for (wi, chunk) in pixel.chunks(64).enumerate() {
-                        let word = chunk.iter().enumerate().fold(0u64, |bits, (b, &d)| {
-                            let v = self.value(wi * 64 + b, kp, d, post);
-                            bits | (u64::from(super::bitpack::reads_as_minus_one(v)) << b)
-                        });
+                    self.pixel_values(kp, &dots[x * t_n..][..t_n], post, values);
+                    for (wi, chunk) in values.chunks(64).enumerate() {
+                        let mut word = [0u64];
+                        pack_pixel(pack_isa, chunk, &mut word);
                         // SAFETY: the pixels of output row (n, yy) belong to
                         // this task alone; inside the reset buffer.
-                        unsafe { writer.write(row + x * words + wi, word) };
+                        unsafe { writer.write(row + x * words + wi, word[0]) };
                     }
                 }
             });

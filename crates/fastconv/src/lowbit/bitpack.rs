@@ -196,8 +196,10 @@ pub(crate) fn pack_signs_into(
     Ok(())
 }
 
-/// Packs the signs of one pixel's contiguous channel values into `dst`.
-fn pack_pixel(isa: Isa, values: &[f32], dst: &mut [u64]) {
+/// Packs the signs of one pixel's contiguous channel values into `dst`
+/// (`⌈values.len() / 64⌉` words) on `isa`, a level checked for float
+/// kernels.
+pub(crate) fn pack_pixel(isa: Isa, values: &[f32], dst: &mut [u64]) {
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `isa` was validated by check_isa (avx512f);
