@@ -4,8 +4,8 @@
 //! Run with `cargo run --release --example lowbit_report` (uses every core;
 //! set `RAYON_NUM_THREADS` to change that). `-- --isa avx2` (or `avx512`,
 //! `scalar`) forces one instruction set on every kernel that takes one and on
-//! the f32 baselines; `--only xnor,fc,csr,groupwise,fc-sparse` runs some
-//! sections. All times are medians of repeated runs (`--min`: minima, the
+//! the f32 baselines; `--only xnor,xnor-chain,fc,csr,groupwise,fc-sparse`
+//! runs some sections. All times are medians of repeated runs (`--min`: minima, the
 //! estimate of the unpreempted time on a heavily shared machine); ratios
 //! compare numbers measured in the same run.
 
@@ -181,6 +181,9 @@ fn main() {
     );
     }
 
+    if run("xnor-chain") {
+        chain_section(&mut rng, isa, &shapes);
+    }
     if run("fc") {
         fc_section(&mut rng, isa);
     }
@@ -193,6 +196,89 @@ fn main() {
     if run("fc-sparse") {
         sparse_fc_section(&mut rng, isa);
     }
+}
+
+/// Layers per chain in [`chain_section`].
+const CHAIN_LAYERS: usize = 4;
+
+/// Chains of [`CHAIN_LAYERS`] binary 3×3 layers with sign inputs (no `K`)
+/// per ResNet-18 stage, end to end in a plan: f32 in, f32 out, against the
+/// f32 plan of the same chain; unchained (every layer packs its f32 input
+/// and writes f32: the plan without fusion) and chained (packed signs
+/// between the layers).
+fn chain_section(rng: &mut SeededRng, isa: Option<Isa>, shapes: &[(usize, usize)]) {
+    use hasten::core::op::WeightLayout;
+    use hasten::core::{ActShape, BinaryConv, BinaryInput, PackedCodes};
+    use hasten::fastconv::PlanOptions;
+    println!(
+        "## Chains of {CHAIN_LAYERS} binary 3×3 layers (sign inputs, no K), ResNet-18 shapes\n"
+    );
+    println!("| C=T, H=W | f32 chain ms | binary unchained ms | binary chained ms | unchained × | chained × | chained ms per layer |");
+    println!("|---|---|---|---|---|---|---|");
+    let spec = ConvSpec::new().with_padding(1);
+    for &(c, hw) in shapes {
+        let mut f32_ops = Vec::new();
+        let mut bin_ops = Vec::new();
+        for _ in 0..CHAIN_LAYERS {
+            let w = rng.normal_array((c, c, 3, 3), 0.05);
+            f32_ops.push(Op::Conv(ConvLayer::from_array(w.clone(), spec).unwrap()));
+            let bits: Vec<u32> = w.iter().map(|&v| u32::from(v >= 0.0)).collect();
+            let op = BinaryConv::new(
+                WeightLayout::conv([c, c, 3, 3], spec).unwrap(),
+                PackedCodes::pack(&bits, c, c * 9, 1).unwrap(),
+                hasten::core::ndarray::Array1::from_elem(c, 0.05),
+                None,
+                false,
+            )
+            .unwrap()
+            .with_input(BinaryInput::Sign);
+            bin_ops.push(Op::BinaryConv(op));
+        }
+        let shape = ActShape::new(c, hw, hw);
+        let x = rng.normal_array((1, c, hw, hw), 1.0);
+        let options = |fuse| PlanOptions {
+            isa: isa.unwrap_or_else(Isa::detect),
+            fuse,
+            ..PlanOptions::default()
+        };
+        let chain = |ops: &[Op], fuse| {
+            Plan::with_options(&Block::new(ops.to_vec()).unwrap(), shape, 1, options(fuse)).unwrap()
+        };
+        let mut f32_plan = chain(&f32_ops, true);
+        let mut unchained = chain(&bin_ops, false);
+        let mut chained = chain(&bin_ops, true);
+        let links = chained
+            .steps()
+            .iter()
+            .filter(|s| s.fused.iter().any(|f| f == hasten::fastconv::BINARY_CHAIN))
+            .count();
+        assert_eq!(links, CHAIN_LAYERS - 1, "{chained}");
+        let t = interleaved_ms(&mut [
+            &mut || {
+                f32_plan.run(&x).unwrap();
+            },
+            &mut || {
+                unchained.run(&x).unwrap();
+            },
+            &mut || {
+                chained.run(&x).unwrap();
+            },
+        ]);
+        println!(
+            "| {c}, {hw} | {:.3} | {:.3} | {:.3} | {:.1} | {:.1} | {:.3} |",
+            t[0],
+            t[1],
+            t[2],
+            t[0] / t[1],
+            t[0] / t[2],
+            t[2] / CHAIN_LAYERS as f64,
+        );
+    }
+    println!(
+        "\n× = f32 chain time / binary chain time (the per-layer end-to-end speed-up of the \
+         chain: every layer has the same shape). Unchained: every binary layer packs the signs of \
+         its f32 input and writes f32; chained: signs packed once, f32 written once.\n"
+    );
 }
 
 /// Codebook and PQ fully connected layers against the f32 GEMV.

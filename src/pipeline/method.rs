@@ -91,6 +91,9 @@ pub enum BinaryKind {
     BinaryWeights,
     /// XNOR-Net: binary weights and binary activations.
     XnorNet,
+    /// Binary weights and sign activations without XNOR-Net's `K` (BNN):
+    /// consecutive such layers run on packed sign bits in a plan.
+    Bnn,
 }
 
 /// The factors of a CP-decomposed convolution (survey Fig. 1).
@@ -497,7 +500,7 @@ impl Method {
                 })))
             }
             Method::Binarize {
-                kind: BinaryKind::XnorNet,
+                kind: BinaryKind::XnorNet | BinaryKind::Bnn,
             }
             | Method::FixedPoint { affine: true, .. }
             | Method::Kmeans { .. }
@@ -599,6 +602,7 @@ impl Method {
                 BinaryKind::Sign => quant::Binarize::sign(),
                 BinaryKind::BinaryWeights => quant::Binarize::binary_weights(),
                 BinaryKind::XnorNet => quant::Binarize::xnor_net(),
+                BinaryKind::Bnn => quant::Binarize::bnn(),
             }),
             Method::Ternarize { granularity } => {
                 Box::new(quant::Ternarize::twn((*granularity).into()))

@@ -54,8 +54,8 @@ pub use graph::{Graph, GraphBuilder, GraphError, NodeFilter, NodeOp};
 pub use layer::{ConvLayer, Layer, LinearLayer};
 pub use metrics::relative_error;
 pub use op::{
-    AvgPool, BatchNorm, BinaryConv, ChannelGather, ChannelShuffle, Clip, CodebookConv, Csr,
-    Dropout, Elementwise, FixedPointConv, Flatten, GlobalAvgPool, GroupwiseConv, HardSigmoid,
+    AvgPool, BatchNorm, BinaryConv, BinaryInput, ChannelGather, ChannelShuffle, Clip, CodebookConv,
+    Csr, Dropout, Elementwise, FixedPointConv, Flatten, GlobalAvgPool, GroupwiseConv, HardSigmoid,
     HardSwish, Identity, Int8Conv, IntType, LcnnConv, MaxPool, Op, Operator, Pad, PerforatedConv,
     PoolSpec, PoolWindow, ProductQuantizedConv, QuantParams, Relu, Requant, Shift, Sigmoid, Silu,
     Softmax, SparseConv, SparseLinear, TernaryConv, TtLinear, WeightLayout,

@@ -98,7 +98,7 @@ pub use lowbit::{
 };
 pub use matmul::{matmul, Operand};
 pub use peak::{fma_run, FmaRun};
-pub use plan::{Outputs, Plan, PlanOptions, StepInfo, Winograd, INT8_CHAIN};
+pub use plan::{Outputs, Plan, PlanOptions, StepInfo, Winograd, BINARY_CHAIN, INT8_CHAIN};
 #[cfg(feature = "step-profile")]
 pub use profile::StepProfile;
 

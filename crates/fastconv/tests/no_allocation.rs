@@ -11,13 +11,13 @@ use hasten_core::graph::GraphBuilder;
 use hasten_core::ndarray::{Array1, Array2, Array3, Array4};
 use hasten_core::op::WeightLayout;
 use hasten_core::{
-    ActShape, AvgPool, BatchNorm, BinaryConv, Block, ChannelShuffle, Clip, CodebookConv, ConvLayer,
-    ConvSpec, Csr, Dropout, Flatten, GlobalAvgPool, GroupwiseConv, HardSwish, Identity, Int8Conv,
-    IntType, LinearLayer, MaxPool, PackedCodes, Pad, Padding, PerforatedConv, PoolSpec,
-    ProductQuantizedConv, QuantParams, Relu, SeededRng, Shift, Softmax, SparseConv, SparseLinear,
-    TtLinear,
+    ActShape, AvgPool, BatchNorm, BinaryConv, BinaryInput, Block, ChannelShuffle, Clip,
+    CodebookConv, ConvLayer, ConvSpec, Csr, Dropout, Flatten, GlobalAvgPool, GroupwiseConv,
+    HardSwish, Identity, Int8Conv, IntType, LinearLayer, MaxPool, PackedCodes, Pad, Padding,
+    PerforatedConv, PoolSpec, ProductQuantizedConv, QuantParams, Relu, SeededRng, Shift, Softmax,
+    SparseConv, SparseLinear, TtLinear,
 };
-use hasten_fastconv::{Isa, Plan, PlanOptions, Winograd};
+use hasten_fastconv::{Isa, Plan, PlanOptions, Winograd, BINARY_CHAIN};
 
 /// The system allocator, counting allocations.
 struct Counting;
@@ -426,6 +426,58 @@ fn xnor_plan_does_not_allocate() {
     .unwrap();
     let block = Block::new(vec![conv.into(), Flatten.into(), linear.into()]).unwrap();
     assert_lowbit_steps_do_not_allocate(&block, ActShape::new(c, hw, hw), 2, 1e-5, &mut rng);
+}
+
+#[test]
+/// A chain of binary convolutions: an XNOR-Net layer (with `K`) and a Clip
+/// hand packed signs to two sign-input layers (stride 2, no padding, then
+/// padding 2), the last writing f32 for an XNOR linear layer: the packed
+/// signs pass through the consumers' own buffers.
+fn binary_chain_plan_does_not_allocate() {
+    let mut rng = SeededRng::new(14);
+    let mut layer = |c: usize, t: usize, spec: ConvSpec, input: BinaryInput| {
+        let bits: Vec<u32> = (0..t * c * 9).map(|_| rng.below(2) as u32).collect();
+        BinaryConv::new(
+            WeightLayout::conv([t, c, 3, 3], spec).unwrap(),
+            PackedCodes::pack(&bits, t, c * 9, 1).unwrap(),
+            Array1::from_shape_fn(t, |i| 0.1 + 0.01 * i as f32),
+            Some(Array1::from_shape_fn(t, |i| 0.25 * i as f32 - 1.0)),
+            false,
+        )
+        .unwrap()
+        .with_input(input)
+    };
+    let (c, hw, o) = (70, 9, 5);
+    let first = layer(c, 65, ConvSpec::new().with_padding(1), BinaryInput::XnorK);
+    let second = layer(65, 20, ConvSpec::new().with_stride(2), BinaryInput::Sign);
+    let third = layer(20, 9, ConvSpec::new().with_padding(2), BinaryInput::Sign);
+    let inputs = 9 * 6 * 6;
+    let bits: Vec<u32> = (0..o * inputs).map(|_| rng.below(2) as u32).collect();
+    let linear = BinaryConv::new(
+        WeightLayout::linear(o, inputs).unwrap(),
+        PackedCodes::pack(&bits, o, inputs, 1).unwrap(),
+        Array1::from_elem(o, 0.5),
+        None,
+        true,
+    )
+    .unwrap();
+    let ops = vec![
+        first.into(),
+        Clip::new(-1.0, 1.0).unwrap().into(),
+        second.into(),
+        third.into(),
+        Flatten.into(),
+        linear.into(),
+    ];
+    let block = Block::new(ops).unwrap();
+    let plan = Plan::new(&block, ActShape::new(c, hw, hw), 1).unwrap();
+    let chained = plan
+        .steps()
+        .iter()
+        .filter(|s| s.fused.iter().any(|f| f == BINARY_CHAIN))
+        .count();
+    assert_eq!(chained, 2, "{plan}");
+    assert_lowbit_steps_do_not_allocate(&block, ActShape::new(c, hw, hw), 4, 1e-5, &mut rng);
 }
 
 /// A three-core Tensor-Train layer with bias and ReLU, batch 3.

@@ -38,7 +38,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use hasten_core::graph::{Graph, NodeOp};
-use hasten_core::op::{BinaryConv, Int8Conv, Op, PerforatedConv, WeightLayout};
+use hasten_core::op::{BinaryConv, BinaryInput, Int8Conv, Op, PerforatedConv, WeightLayout};
 use hasten_core::{ActShape, ConvLayer, ConvSpec, Layer, LinearLayer};
 use ndarray::{Array1, Array2, ArrayD};
 use prost::Message;
@@ -640,7 +640,7 @@ impl Exporter {
     }
 
     /// XNOR: `(sign(x) ∗ B) ⊙ K · α + b` with `K` the box-filtered channel
-    /// mean of `|x|`.
+    /// mean of `|x|`; in sign mode the same without `K`.
     fn xnor(&mut self, p: &str, b: &BinaryConv, x: &str, y: &str) -> Result<usize> {
         let core = |e: hasten_core::Error| OnnxError::core(format!("op `{p}`"), e);
         let layout = b.layout();
@@ -656,10 +656,8 @@ impl Exporter {
         );
         self.push("GreaterOrEqual", &ge, &[&x, &zero], &ge, vec![]);
         self.push("Where", &sign, &[&ge, &one, &minus], &sign, vec![]);
-        self.push("Abs", &abs, &[&x], &abs, vec![]);
         let r = self.rank_of(&x);
         self.rank.insert(sign.clone(), r);
-        self.rank.insert(abs.clone(), r);
         let (prod, kmap) = (format!("{p}.binary"), format!("{p}.scaling"));
         let rank = self.dense(
             &format!("{p}.signs"),
@@ -669,34 +667,39 @@ impl Exporter {
             &sign,
             &prod,
         )?;
-        match *layout {
-            WeightLayout::Conv { dims, spec } => {
-                let g = spec.groups;
-                let box_layout =
-                    WeightLayout::conv([g, dims[1], dims[2], dims[3]], spec).map_err(core)?;
-                let n = box_layout.row_len();
-                let k = Array2::from_elem((g, n), 1.0 / n as f32);
-                let kraw = format!("{p}.scaling_groups");
-                self.dense(&format!("{p}.box"), &box_layout, k, None, &abs, &kraw)?;
-                if g == 1 {
-                    self.push("Identity", &kmap, &[&kraw], &kmap, vec![]);
-                } else {
-                    let per = dims[0] / g;
-                    let idx: Vec<i64> = (0..dims[0]).map(|t| (t / per) as i64).collect();
-                    let i = self.init(&format!("{p}.scaling_index"), i64_vec(&idx));
-                    self.push(
-                        "Gather",
-                        &kmap,
-                        &[&kraw, &i],
-                        &kmap,
-                        vec![attr_int("axis", 1)],
-                    );
+        let with_k = b.input() == BinaryInput::XnorK;
+        if with_k {
+            self.push("Abs", &abs, &[&x], &abs, vec![]);
+            self.rank.insert(abs.clone(), r);
+            match *layout {
+                WeightLayout::Conv { dims, spec } => {
+                    let g = spec.groups;
+                    let box_layout =
+                        WeightLayout::conv([g, dims[1], dims[2], dims[3]], spec).map_err(core)?;
+                    let n = box_layout.row_len();
+                    let k = Array2::from_elem((g, n), 1.0 / n as f32);
+                    let kraw = format!("{p}.scaling_groups");
+                    self.dense(&format!("{p}.box"), &box_layout, k, None, &abs, &kraw)?;
+                    if g == 1 {
+                        self.push("Identity", &kmap, &[&kraw], &kmap, vec![]);
+                    } else {
+                        let per = dims[0] / g;
+                        let idx: Vec<i64> = (0..dims[0]).map(|t| (t / per) as i64).collect();
+                        let i = self.init(&format!("{p}.scaling_index"), i64_vec(&idx));
+                        self.push(
+                            "Gather",
+                            &kmap,
+                            &[&kraw, &i],
+                            &kmap,
+                            vec![attr_int("axis", 1)],
+                        );
+                    }
                 }
-            }
-            WeightLayout::Linear { inp, .. } => {
-                let box_layout = WeightLayout::linear(1, inp).map_err(core)?;
-                let k = Array2::from_elem((1, inp), 1.0 / inp as f32);
-                self.dense(&format!("{p}.box"), &box_layout, k, None, &abs, &kmap)?;
+                WeightLayout::Linear { inp, .. } => {
+                    let box_layout = WeightLayout::linear(1, inp).map_err(core)?;
+                    let k = Array2::from_elem((1, inp), 1.0 / inp as f32);
+                    self.dense(&format!("{p}.box"), &box_layout, k, None, &abs, &kmap)?;
+                }
             }
         }
         let rows = layout.rows();
@@ -712,7 +715,12 @@ impl Exporter {
             .map_err(|e| OnnxError::InvalidModel(e.to_string()))?;
         let alpha = self.init(&format!("{p}.alpha"), Tensor::F32(alpha.into_dyn()));
         let (m1, m2) = (format!("{p}.scaled"), format!("{p}.weighted"));
-        self.push("Mul", &m1, &[&prod, &kmap], &m1, vec![]);
+        let m1 = if with_k {
+            self.push("Mul", &m1, &[&prod, &kmap], &m1, vec![]);
+            m1
+        } else {
+            prod
+        };
         match b.bias() {
             None => self.push("Mul", p, &[&m1, &alpha], y, vec![]),
             Some(bias) => {

@@ -12,13 +12,17 @@
 //!   the scaling map `K`. The XNOR-Net block order is BN → binary activation
 //!   (computes `K` and `sign(I)`) → binary convolution → pooling; the op
 //!   fuses the middle two, so BN and pooling stay as separate ops around it.
+//! - [`Binarize::bnn`]: binary weights with `α` and binarized inputs without
+//!   `K` ([`BinaryInput::Sign`], the binarized networks of Courbariaux,
+//!   Hubara et al.): consecutive such layers run on packed sign bits.
 //! - [`StochasticBinarize`]: eq. (6) with the hard sigmoid of eq. (7) on
 //!   `W / scale` (clipped to `[−1, 1]` as in BinaryConnect), `α = scale`, so
 //!   `E[α·b] = W` inside the clip range.
 
 use hasten_core::ndarray::Array1;
 use hasten_core::{
-    ActShape, BinaryConv, Compressed, Error, Layer, PackedCodes, Result, SeededRng, Transform,
+    ActShape, BinaryConv, BinaryInput, Compressed, Error, Layer, PackedCodes, Result, SeededRng,
+    Transform,
 };
 
 use crate::ste::hard_sigmoid;
@@ -69,7 +73,7 @@ pub enum BinaryScale {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Binarize {
     scale: BinaryScale,
-    xnor_inputs: bool,
+    input: BinaryInput,
 }
 
 impl Binarize {
@@ -77,7 +81,7 @@ impl Binarize {
     pub fn sign() -> Self {
         Binarize {
             scale: BinaryScale::Unit,
-            xnor_inputs: false,
+            input: BinaryInput::Real,
         }
     }
 
@@ -85,7 +89,7 @@ impl Binarize {
     pub fn binary_weights() -> Self {
         Binarize {
             scale: BinaryScale::MeanAbs,
-            xnor_inputs: false,
+            input: BinaryInput::Real,
         }
     }
 
@@ -93,7 +97,16 @@ impl Binarize {
     pub fn xnor_net() -> Self {
         Binarize {
             scale: BinaryScale::MeanAbs,
-            xnor_inputs: true,
+            input: BinaryInput::XnorK,
+        }
+    }
+
+    /// Binary weights with `α` and binarized inputs without `K`
+    /// ([`BinaryInput::Sign`]).
+    pub fn bnn() -> Self {
+        Binarize {
+            scale: BinaryScale::MeanAbs,
+            input: BinaryInput::Sign,
         }
     }
 
@@ -102,9 +115,14 @@ impl Binarize {
         self.scale
     }
 
-    /// Whether inputs are binarized.
+    /// Whether inputs are binarized (with or without `K`).
     pub fn xnor_inputs(&self) -> bool {
-        self.xnor_inputs
+        self.input != BinaryInput::Real
+    }
+
+    /// What the produced ops do with their inputs.
+    pub fn input(&self) -> BinaryInput {
+        self.input
     }
 
     /// Packs the signs of `matrix` and computes `α`; the op for `layer`.
@@ -127,17 +145,19 @@ impl Binarize {
             PackedCodes::pack(&bits, m.nrows(), m.ncols(), 1)?,
             alpha,
             weights.bias().cloned(),
-            self.xnor_inputs,
+            false,
         )
+        .map(|op| op.with_input(self.input))
     }
 }
 
 impl Transform for Binarize {
     fn name(&self) -> &str {
-        match (self.scale, self.xnor_inputs) {
+        match (self.scale, self.input) {
             (BinaryScale::Unit, _) => "binarize (eq. 3)",
-            (BinaryScale::MeanAbs, false) => "binary weights α·sign(W) (eq. 8)",
-            (BinaryScale::MeanAbs, true) => "XNOR-Net (eq. 9)",
+            (BinaryScale::MeanAbs, BinaryInput::Real) => "binary weights α·sign(W) (eq. 8)",
+            (BinaryScale::MeanAbs, BinaryInput::XnorK) => "XNOR-Net (eq. 9)",
+            (BinaryScale::MeanAbs, BinaryInput::Sign) => "binary weights and sign inputs (BNN)",
         }
     }
 

@@ -11,7 +11,7 @@ use super::check::gradient_error;
 use super::tests::assert_close;
 use super::*;
 use crate::layer::{ConvLayer, LinearLayer};
-use crate::op::{BinaryConv, Operator, WeightLayout};
+use crate::op::{BinaryConv, BinaryInput, Operator, WeightLayout};
 use crate::rng::SeededRng;
 use crate::spec::ConvSpec;
 
@@ -78,10 +78,14 @@ fn cases(rng: &mut SeededRng) -> Vec<(BinaryConv, [usize; 4])> {
     ]
 }
 
+/// Also in sign mode (`K ≡ 1`).
 #[test]
 fn xnor_forward_is_the_op_reference() {
     let mut rng = SeededRng::new(51);
-    for (op, dims) in cases(&mut rng) {
+    let both = |(op, dims): (BinaryConv, [usize; 4])| {
+        [BinaryInput::XnorK, BinaryInput::Sign].map(|m| (op.clone().with_input(m), dims))
+    };
+    for (op, dims) in cases(&mut rng).into_iter().flat_map(both) {
         let x = spread_input(&mut rng, dims);
         let want = op.reference_forward(&x.mapv(|v| v as f32)).unwrap();
         let p = op_params(&Op::BinaryConv(op.clone()));

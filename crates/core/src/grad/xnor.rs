@@ -13,7 +13,7 @@
 //! XNOR-Net: the gradient passes where `|x| ≤ 1` and is 0 elsewhere. `K` is
 //! treated as a constant of the input (no gradient flows through `|x|`),
 //! as in XNOR-Net's own training: `∂L/∂x = 1[|x| ≤ 1] · (Bᵀ ∗ (∂L/∂y ⊙ K ·
-//! α))`. The signs `B` are fixed codes (their latent weights are trained by
+//! α))`. In sign mode ([`BinaryInput::Sign`]) `K ≡ 1`. The signs `B` are fixed codes (their latent weights are trained by
 //! quantization-aware training); the trainable values are the per-filter
 //! `alpha`, with `∂L/∂α_t = Σ ∂L/∂y_t ⊙ S_t ⊙ K` (exact: the forward is
 //! linear in `α`), and the `bias`.
@@ -22,7 +22,7 @@ use ndarray::{Array1, Array2, Array4, Ix1};
 
 use super::{conv, linear, param, OpGrad, OpParams};
 use crate::error::Result;
-use crate::op::{binary_sign, BinaryConv, WeightLayout};
+use crate::op::{binary_sign, BinaryConv, BinaryInput, WeightLayout};
 
 /// The op's values read once: signs, `alpha`, bias, `K` and `S`.
 struct Parts {
@@ -114,7 +114,11 @@ fn parts(op: &BinaryConv, x: &Array4<f64>, p: &OpParams, out: [usize; 4]) -> Res
     let signs = op.sign_matrix().mapv(f64::from);
     let alpha = vector("alpha")?;
     let bias = op.bias().map(|_| vector("bias")).transpose()?;
-    let k = scaling_map(op, x, out)?;
+    let k = match op.input() {
+        BinaryInput::XnorK => scaling_map(op, x, out)?,
+        // Sign mode: `K ≡ 1` (one map, every filter).
+        _ => Array4::ones([out[0], 1, out[2], out[3]]),
+    };
     let s = apply(op.layout(), &signs, &binarized(x), out)?;
     Ok(Parts {
         signs,

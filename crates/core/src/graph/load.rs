@@ -213,8 +213,9 @@ fn compressed_with_given<'a>(
             b.signs().clone(),
             dim::<Ix1>(&pick("alpha"))?,
             bias(b.bias().is_some())?,
-            b.binarize_input(),
+            false,
         )?
+        .with_input(b.input())
         .into(),
         Op::TernaryConv(t) => TernaryConv::new(
             *t.layout(),

@@ -22,6 +22,14 @@
 //! In an XNOR-Net the block order is BN → binary activation (computes `K` and
 //! `sign(I)`) → binary convolution → optional pooling; this op fuses the
 //! binary activation and the binary convolution.
+//!
+//! # Sign mode (binarized networks without `K`)
+//! [`BinaryInput::Sign`] binarizes the input without XNOR-Net's scaling map,
+//! as the binarized networks of Courbariaux, Hubara et al. that the survey
+//! cites alongside XNOR-Net: `V = (sign(I) ∗ B) · α_t + b_t`, with the same
+//! `sign` and zero padding. The output of such a layer depends on its input
+//! only through the input's signs, so consecutive layers of this kind can
+//! pass each other packed sign bits (the fast kernels do).
 
 use ndarray::{Array1, Array2, Array4};
 
@@ -33,19 +41,35 @@ use crate::cost::Cost;
 use crate::error::{Error, Result};
 use crate::shape::ActShape;
 
-/// Binary weights (1 bit each) with per-filter scales; optionally XNOR inputs.
+/// What a [`BinaryConv`] does with its input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BinaryInput {
+    /// Real-valued input, binary weights only (BinaryConnect, eq. (6)–(7)):
+    /// `V = (α·B) ∗ I + b`.
+    #[default]
+    Real,
+    /// XNOR-Net (eq. (9)): `V = (sign(I) ∗ B) ⊙ K · α + b`.
+    XnorK,
+    /// Binarized input without a scaling map (BNN):
+    /// `V = (sign(I) ∗ B) · α + b`.
+    Sign,
+}
+
+/// Binary weights (1 bit each) with per-filter scales; optionally binarized
+/// inputs ([`BinaryInput`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct BinaryConv {
     layout: Box<WeightLayout>,
     signs: PackedCodes,
     alpha: Array1<f32>,
     bias: Option<Array1<f32>>,
-    binarize_input: bool,
+    input: BinaryInput,
 }
 
 impl BinaryConv {
     /// Validates a 1-bit `rows × row_len` sign matrix, one finite `alpha` per
-    /// filter and the bias.
+    /// filter and the bias; `binarize_input` selects [`BinaryInput::XnorK`]
+    /// (else [`BinaryInput::Real`]; see [`Self::with_input`] for the others).
     pub fn new(
         layout: WeightLayout,
         signs: PackedCodes,
@@ -64,8 +88,22 @@ impl BinaryConv {
             signs,
             alpha,
             bias,
-            binarize_input,
+            input: if binarize_input {
+                BinaryInput::XnorK
+            } else {
+                BinaryInput::Real
+            },
         })
+    }
+
+    /// The same op with its input treated as `input`.
+    pub fn with_input(self, input: BinaryInput) -> Self {
+        BinaryConv { input, ..self }
+    }
+
+    /// What the op does with its input.
+    pub fn input(&self) -> BinaryInput {
+        self.input
     }
 
     /// The geometry.
@@ -88,9 +126,9 @@ impl BinaryConv {
         self.bias.as_ref()
     }
 
-    /// Whether inputs are binarized too (XNOR-Net, eq. (9)).
+    /// Whether inputs are binarized too (XNOR-Net, eq. (9), or sign mode).
     pub fn binarize_input(&self) -> bool {
-        self.binarize_input
+        self.input != BinaryInput::Real
     }
 
     /// The `±1` sign matrix `B [rows, row_len]`.
@@ -156,19 +194,25 @@ impl Operator for BinaryConv {
     }
 
     fn reference_forward(&self, input: &Array4<f32>) -> Result<Array4<f32>> {
-        if !self.binarize_input {
+        if self.input == BinaryInput::Real {
             return self
                 .layout
                 .dense_forward(self.dequantized(), self.bias.clone(), input);
         }
-        let k = self.scaling_map(input)?;
         let mut y =
             self.layout
                 .dense_forward(self.sign_matrix(), None, &input.mapv(binary_sign))?;
+        let bias = |t: usize| self.bias.as_ref().map_or(0.0, |b| b[t]);
+        if self.input == BinaryInput::Sign {
+            for ((_, t, _, _), v) in y.indexed_iter_mut() {
+                *v = *v * self.alpha[t] + bias(t);
+            }
+            return Ok(y);
+        }
+        let k = self.scaling_map(input)?;
         let per_group = self.layout.rows() / k.shape()[1];
         for ((n, t, yy, xx), v) in y.indexed_iter_mut() {
-            let b = self.bias.as_ref().map_or(0.0, |b| b[t]);
-            *v = *v * k[[n, t / per_group, yy, xx]] * self.alpha[t] + b;
+            *v = *v * k[[n, t / per_group, yy, xx]] * self.alpha[t] + bias(t);
         }
         Ok(y)
     }
@@ -256,6 +300,28 @@ mod tests {
         // signs (+1, −1, −1)·(+1, +1, −1) = 1; K = 2; 1·2·0.5 + 1 = 2.
         assert_eq!(op.reference_forward(&x).unwrap()[[0, 0, 0, 0]], 2.0);
         assert_eq!(op.kind(), "xnor_conv");
+    }
+
+    #[test]
+    fn sign_mode_has_no_scaling_map() {
+        // As xnor_mode_matches_hand_formula_on_1x1, without K: 2·2 = 4, 0.
+        let l = WeightLayout::conv([1, 2, 1, 1], ConvSpec::new()).unwrap();
+        let op = BinaryConv::new(
+            l,
+            PackedCodes::pack(&[1, 0], 1, 2, 1).unwrap(),
+            Array1::from(vec![2.0]),
+            Some(Array1::from(vec![0.5])),
+            false,
+        )
+        .unwrap()
+        .with_input(BinaryInput::Sign);
+        assert!(op.binarize_input());
+        assert_eq!(op.kind(), "bnn_conv");
+        let x = Array4::from_shape_vec((1, 2, 1, 3), vec![3.0, -1.0, f32::NAN, -1.0, -4.0, 0.0])
+            .unwrap();
+        // pixel 2: sign(NaN) = −1, sign(0) = +1: (−1, +1)·(+1, −1) = −2.
+        let y = op.reference_forward(&x).unwrap();
+        assert_eq!(y.iter().copied().collect::<Vec<_>>(), vec![4.5, 0.5, -3.5]);
     }
 
     #[test]

@@ -94,7 +94,7 @@ mod tt_linear;
 mod weight_layout;
 
 pub use batch_norm::BatchNorm;
-pub use binary_conv::{binary_sign, BinaryConv};
+pub use binary_conv::{binary_sign, BinaryConv, BinaryInput};
 pub use channel_gather::ChannelGather;
 pub use channel_shuffle::ChannelShuffle;
 pub use clip::Clip;
@@ -210,8 +210,13 @@ ops! {
     BatchNorm(_: BatchNorm) => "batch_norm",
     /// Rectified linear unit.
     Relu(_: Relu) => "relu",
-    /// Bit-packed binary weights with per-filter scale; optional XNOR inputs.
-    BinaryConv(op: BinaryConv) => if op.binarize_input() { "xnor_conv" } else { "binary_conv" },
+    /// Bit-packed binary weights with per-filter scale; optional binarized
+    /// inputs (XNOR-Net's with `K`, or plain signs).
+    BinaryConv(op: BinaryConv) => match op.input() {
+        BinaryInput::Real => "binary_conv",
+        BinaryInput::XnorK => "xnor_conv",
+        BinaryInput::Sign => "bnn_conv",
+    },
     /// 2-bit packed ternary weights with per-filter scale.
     TernaryConv(_: TernaryConv) => "ternary_conv",
     /// k-means codebook indices with per-layer or per-channel codebooks.

@@ -31,9 +31,10 @@ use hasten_core::{ConvSpec, Error, Padding, Result};
 use ndarray::{Array4, ArrayView4};
 use rayon::prelude::*;
 
-use super::bitpack::{pack_signs, pack_signs_into, PackedSigns};
+use super::bitpack::{pack_pixel, pack_signs, pack_signs_into, PackedSigns};
 use super::dense::{checked_io_lens, conv_on_array};
 use super::layout::DisjointWriter;
+use super::post::Post;
 use super::{check_isa, round_up, Isa, Needs};
 use crate::conv::ConvGeometry;
 use crate::pool::ScratchPool;
@@ -155,7 +156,8 @@ impl PackedFilters {
     }
 
     /// Computes the exact dot products of every output row in parallel and
-    /// hands each row to `f(n, y, dots)`, `dots` being `[x][t]`.
+    /// hands each row to `f(n, y, dots, floats)`, `dots` being `[x][t]` and
+    /// `floats` a scratch buffer of the row task.
     /// The row buffers come from `pool`.
     pub(crate) fn rows<F>(
         &self,
@@ -165,7 +167,7 @@ impl PackedFilters {
         pool: &ScratchPool,
         f: F,
     ) where
-        F: Fn(usize, usize, &[i32]) + Sync,
+        F: Fn(usize, usize, &[i32], &mut Vec<f32>) + Sync,
     {
         let (oh, ow) = g.out_hw;
         let (hp, wp) = g.padded_hw;
@@ -173,13 +175,14 @@ impl PackedFilters {
         (0..g.batch * oh).into_par_iter().for_each(|row| {
             pool.with(|scratch| {
                 let (acc, dots) = (&mut scratch.uints, &mut scratch.ints);
+                let floats = &mut scratch.floats;
                 acc.resize(ow * self.t_pad, 0);
                 dots.resize(ow * self.out_channels, 0);
                 let (n, y) = (row / oh, row % oh);
                 let img = &input.bits()[n * img_len..(n + 1) * img_len];
                 self.row_popcounts(isa, g, img, y, acc);
                 self.finish_row(g, y, acc, dots);
-                f(n, y, dots);
+                f(n, y, dots, floats);
             })
         });
     }
@@ -197,7 +200,7 @@ impl PackedFilters {
         let row_len = ow * self.out_channels;
         let mut out = vec![0i32; g.batch * oh * row_len];
         let writer = DisjointWriter::new(&mut out);
-        self.rows(input, &g, isa, &ScratchPool::new(), |n, y, dots| {
+        self.rows(input, &g, isa, &ScratchPool::new(), |n, y, dots, _| {
             // SAFETY: row (n, y) is written by this task only.
             unsafe { writer.write_slice((n * oh + y) * row_len, dots) };
         });
@@ -309,6 +312,13 @@ pub(crate) struct XnorBuffers {
     k: Vec<f32>,
 }
 
+impl XnorBuffers {
+    /// The packed input signs.
+    pub(crate) fn packed_mut(&mut self) -> &mut PackedSigns {
+        &mut self.packed
+    }
+}
+
 /// [`XnorBuffers`] behind a lock, for a plan step that runs from `&self`;
 /// a clone starts with empty buffers.
 #[derive(Debug, Default)]
@@ -392,6 +402,10 @@ impl XnorGemm {
     pub fn spec(&self) -> &ConvSpec {
         &self.spec
     }
+    /// How the dot products are scaled by the input's magnitude.
+    pub fn scale(&self) -> ActivationScale {
+        self.scale
+    }
 
     /// Exact dot products `Σ w · sign(x)` (zero padding contributes 0), NHWC
     /// `[n][y][x][t]`, with the output height and width.
@@ -445,41 +459,163 @@ impl XnorGemm {
         pool: &ScratchPool,
     ) -> Result<()> {
         let isa = check_isa(isa, Needs::Popcount, "XnorGemm")?;
+        let g = self.load_input(Some(x), dims, isa, buffers, pool)?;
+        self.write_values(buffers, &g, isa, &Post::NONE, y, pool)
+    }
+
+    /// Loads a run's input into `buffers` on `isa` (a checked popcount
+    /// level): packs the signs of the row-major NCHW batch `x` of `dims`
+    /// (and computes `K` when this layer uses it) or, for `x = None`,
+    /// checks that `buffers` already hold the packed signs of a batch of
+    /// `dims` with this layer's padding (left there by a chained producer;
+    /// [`ActivationScale::XnorK`] is then an error: `K` needs real values).
+    /// The geometry of the run.
+    pub(crate) fn load_input(
+        &self,
+        x: Option<&[f32]>,
+        dims: [usize; 4],
+        isa: Isa,
+        buffers: &mut XnorBuffers,
+        pool: &ScratchPool,
+    ) -> Result<ConvGeometry> {
         let XnorBuffers {
             packed,
             abs_mean,
             k,
         } = buffers;
-        pack_signs_into(x, dims, self.spec.padding, float_isa(isa), packed, pool)?;
+        match x {
+            Some(x) => pack_signs_into(x, dims, self.spec.padding, float_isa(isa), packed, pool)?,
+            None if self.scale != ActivationScale::None => {
+                return Err(Error::unsupported(
+                    "XnorGemm on packed signs",
+                    "ActivationScale::XnorK (needs real-valued input)",
+                ))
+            }
+            None => {
+                let (h, w) = packed.in_hw();
+                let have = [packed.batch(), packed.channels(), h, w];
+                if have != dims {
+                    return Err(Error::shape(
+                        "chained packed input (NCHW)",
+                        format!("{dims:?}"),
+                        format!("{have:?}"),
+                    ));
+                }
+            }
+        }
         let g = self.filters.geometry(packed, &self.spec)?;
+        if let (Some(x), ActivationScale::XnorK) = (x, self.scale) {
+            // `x` holds `dims` (checked by the packing).
+            xnor_k(x, &g, abs_mean, k);
+        }
+        Ok(g)
+    }
+
+    /// The epilogue values of one output pixel of scale `kp` (1 without
+    /// `K`) from its dot products `dots[t]`: `post(α[t]·K·dot + b[t])` into
+    /// `out[t]`. The one expression of both outputs, so a chained step
+    /// thresholds exactly the values its unchained twin writes.
+    #[inline(always)]
+    fn pixel_values(&self, kp: f32, dots: &[i32], post: &Post, out: &mut [f32]) {
+        match &self.bias {
+            Some(b) => {
+                for (((o, &d), &a), &b) in out.iter_mut().zip(dots).zip(&self.alpha).zip(b) {
+                    *o = a * kp * d as f32 + b;
+                }
+            }
+            None => {
+                for ((o, &d), &a) in out.iter_mut().zip(dots).zip(&self.alpha) {
+                    *o = a * kp * d as f32 + 0.0;
+                }
+            }
+        }
+        post.apply(out, |t| t);
+    }
+
+    /// `K` of the loaded run, when this layer uses it.
+    fn k_of<'b>(&self, buffers: &'b XnorBuffers) -> Option<&'b [f32]> {
+        (self.scale == ActivationScale::XnorK).then_some(&buffers.k[..])
+    }
+
+    /// Runs the loaded input (see [`Self::load_input`]) and writes the
+    /// epilogue values as the row-major NCHW f32 output `y`.
+    pub(crate) fn write_values(
+        &self,
+        buffers: &XnorBuffers,
+        g: &ConvGeometry,
+        isa: Isa,
+        post: &Post,
+        y: &mut [f32],
+        pool: &ScratchPool,
+    ) -> Result<()> {
         let (oh, ow) = g.out_hw;
         let t_n = self.filters.out_channels;
         let area = oh * ow;
-        checked_io_lens("XnorGemm", &g, t_n, x.len(), y.len())?;
-        let k = match self.scale {
-            ActivationScale::None => None,
-            ActivationScale::XnorK => {
-                xnor_k(x, &g, abs_mean, k);
-                Some(&k[..])
-            }
-        };
+        let input_len = g.batch * g.in_channels() * g.in_hw.0 * g.in_hw.1;
+        checked_io_lens("XnorGemm", g, t_n, input_len, y.len())?;
+        let k = self.k_of(buffers);
         let writer = DisjointWriter::new(y);
         // The epilogue runs inside each row task: no NHWC buffer, no second pass.
-        self.filters.rows(packed, &g, isa, pool, |n, yy, dots| {
-            let kr = k.map(|k| &k[n * area + yy * ow..][..ow]);
-            for t in 0..t_n {
-                let b = self.bias.as_ref().map_or(0.0, |b| b[t]);
-                let base = (n * t_n + t) * area + yy * ow;
+        self.filters
+            .rows(&buffers.packed, g, isa, pool, |n, yy, dots, values| {
+                let kr = k.map(|k| &k[n * area + yy * ow..][..ow]);
+                values.resize(ow * t_n, 0.0);
+                for (x, pixel) in values.chunks_exact_mut(t_n).enumerate() {
+                    let kp = kr.map_or(1.0, |k| k[x]);
+                    self.pixel_values(kp, &dots[x * t_n..][..t_n], post, pixel);
+                }
+                for t in 0..t_n {
+                    let base = (n * t_n + t) * area + yy * ow;
+                    for x in 0..ow {
+                        // SAFETY: output row (n, ·, yy, ·) belongs to this task
+                        // alone; base + x < batch·t_n·area.
+                        unsafe { writer.write(base + x, values[x * t_n + t]) };
+                    }
+                }
+            });
+        Ok(())
+    }
+
+    /// Runs the loaded input and writes the signs of the epilogue values
+    /// into `next`, made the packing of the output with `next_padding`
+    /// (the input of a following binary layer): bit 1 where the value is
+    /// not `≥ 0` (by the packing of `pack_signs`, as it would pack the f32
+    /// output). Allocates nothing once `next` has grown.
+    pub(crate) fn write_signs(
+        &self,
+        buffers: &XnorBuffers,
+        g: &ConvGeometry,
+        isa: Isa,
+        post: &Post,
+        next: &mut PackedSigns,
+        next_padding: Padding,
+        pool: &ScratchPool,
+    ) {
+        let (oh, ow) = g.out_hw;
+        let t_n = self.filters.out_channels;
+        next.reset(g.batch, t_n, (oh, ow), next_padding);
+        let (hp, wp) = next.padded_hw();
+        let words = next.words_per_pixel();
+        let k = self.k_of(buffers);
+        let writer = DisjointWriter::new(next.bits_mut());
+        let pack_isa = float_isa(isa);
+        self.filters
+            .rows(&buffers.packed, g, isa, pool, |n, yy, dots, values| {
+                let kr = k.map(|k| &k[(n * oh + yy) * ow..][..ow]);
+                let row = ((n * hp + yy + next_padding.top) * wp + next_padding.left) * words;
+                values.resize(t_n, 0.0);
                 for x in 0..ow {
                     let kp = kr.map_or(1.0, |k| k[x]);
-                    let v = self.alpha[t] * kp * dots[x * t_n + t] as f32 + b;
-                    // SAFETY: output row (n, ·, yy, ·) belongs to this task
-                    // alone; base + x < batch·t_n·area.
-                    unsafe { writer.write(base + x, v) };
+                    self.pixel_values(kp, &dots[x * t_n..][..t_n], post, values);
+                    for (wi, chunk) in values.chunks(64).enumerate() {
+                        let mut word = [0u64];
+                        pack_pixel(pack_isa, chunk, &mut word);
+                        // SAFETY: the pixels of output row (n, yy) belong to
+                        // this task alone; inside the reset buffer.
+                        unsafe { writer.write(row + x * words + wi, word[0]) };
+                    }
                 }
-            }
-        });
-        Ok(())
+            });
     }
 
     /// Runs on already-packed signs and returns the signs of
@@ -493,35 +629,25 @@ impl XnorGemm {
         next_padding: Padding,
         isa: Option<Isa>,
     ) -> Result<PackedSigns> {
-        if self.scale != ActivationScale::None {
-            return Err(Error::unsupported(
-                "XnorGemm::forward_packed",
-                "ActivationScale::XnorK (needs real-valued input; use forward)",
-            ));
-        }
         let isa = check_isa(isa, Needs::Popcount, "XnorGemm")?;
-        let (g, dots) = self.filters.dot_products(input, &self.spec, isa)?;
-        let (oh, ow) = g.out_hw;
-        let t_n = self.filters.out_channels;
-        let mut out = PackedSigns::zeroed(g.batch, t_n, (oh, ow), next_padding);
-        let (hp, wp) = out.padded_hw();
-        let words = out.words_per_pixel();
-        let bits = out.bits_mut();
-        for n in 0..g.batch {
-            for y in 0..oh {
-                for x in 0..ow {
-                    let src = &dots[((n * oh + y) * ow + x) * t_n..][..t_n];
-                    let pix =
-                        ((n * hp + y + next_padding.top) * wp + x + next_padding.left) * words;
-                    for (t, &d) in src.iter().enumerate() {
-                        let b = self.bias.as_ref().map_or(0.0, |b| b[t]);
-                        if super::bitpack::reads_as_minus_one(self.alpha[t] * d as f32 + b) {
-                            bits[pix + t / 64] |= 1 << (t % 64);
-                        }
-                    }
-                }
-            }
-        }
+        let (h, w) = input.in_hw();
+        let dims = [input.batch(), input.channels(), h, w];
+        let mut buffers = XnorBuffers {
+            packed: input.clone(),
+            ..XnorBuffers::default()
+        };
+        let pool = ScratchPool::new();
+        let g = self.load_input(None, dims, isa, &mut buffers, &pool)?;
+        let mut out = PackedSigns::default();
+        self.write_signs(
+            &buffers,
+            &g,
+            isa,
+            &Post::NONE,
+            &mut out,
+            next_padding,
+            &pool,
+        );
         Ok(out)
     }
 }

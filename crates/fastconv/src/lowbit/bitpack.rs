@@ -38,18 +38,6 @@ pub struct PackedSigns {
 }
 
 impl PackedSigns {
-    /// An all-zero (all +1) packed batch, ready to be filled.
-    pub(crate) fn zeroed(
-        batch: usize,
-        channels: usize,
-        in_hw: (usize, usize),
-        padding: Padding,
-    ) -> Self {
-        let mut packed = PackedSigns::default();
-        packed.reset(batch, channels, in_hw, padding);
-        packed
-    }
-
     /// Makes this the all-`+1` (all-zero-bit) packing of the given shape,
     /// reusing its buffer (allocating only when it must grow).
     pub(crate) fn reset(
@@ -208,8 +196,10 @@ pub(crate) fn pack_signs_into(
     Ok(())
 }
 
-/// Packs the signs of one pixel's contiguous channel values into `dst`.
-fn pack_pixel(isa: Isa, values: &[f32], dst: &mut [u64]) {
+/// Packs the signs of one pixel's contiguous channel values into `dst`
+/// (`⌈values.len() / 64⌉` words) on `isa`, a level checked for float
+/// kernels.
+pub(crate) fn pack_pixel(isa: Isa, values: &[f32], dst: &mut [u64]) {
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `isa` was validated by check_isa (avx512f);

@@ -28,8 +28,8 @@ use std::sync::Mutex;
 
 use super::int8_gemm::{Image, Int8Gemm};
 use super::int8_quantize::InputCode;
+pub(crate) use super::post::Post;
 use super::Isa;
-use crate::elementwise::Clamp;
 use crate::pool::ScratchPool;
 
 /// Core's output stage for accumulator `acc = Σ w·(q − z_in)` of filter `t`:
@@ -44,46 +44,6 @@ pub(crate) struct Epilogue {
     weight_scales: Vec<f64>,
     output: Option<(QuantParams, Vec<Requant>)>,
     post: Post,
-}
-
-/// The element-wise ops after an int8 convolution that its epilogue
-/// computes: `clamp(scale[t]·y + shift[t])`, each part optional.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Post {
-    /// A batch norm's `(scale, shift)` per output channel.
-    pub affine: Option<(Vec<f32>, Vec<f32>)>,
-    /// A ReLU or Clip ([`Clamp::NONE`]: none).
-    pub clamp: Clamp,
-}
-
-impl Post {
-    /// Nothing after the convolution.
-    pub(crate) const NONE: Post = Post {
-        affine: None,
-        clamp: Clamp::NONE,
-    };
-
-    /// Whether there is nothing to apply.
-    pub(crate) fn is_none(&self) -> bool {
-        self.affine.is_none() && self.clamp.is_none()
-    }
-
-    /// Applies the ops to `out`, value `k` belonging to output channel
-    /// `channel(k)`.
-    #[inline(always)]
-    pub(crate) fn apply(&self, out: &mut [f32], channel: impl Fn(usize) -> usize) {
-        if let Some((scale, shift)) = &self.affine {
-            for (k, o) in out.iter_mut().enumerate() {
-                let t = channel(k);
-                *o = scale[t] * *o + shift[t];
-            }
-        }
-        if !self.clamp.is_none() {
-            for o in out {
-                *o = self.clamp.apply(*o);
-            }
-        }
-    }
 }
 
 impl Epilogue {

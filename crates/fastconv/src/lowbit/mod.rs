@@ -8,7 +8,9 @@
 //!
 //! - [`bitpack`] / [`popcount`] / [`binary_gemm`]: XNOR–popcount convolution
 //!   for binary weights *and* activations (XNOR-Net, survey ref. on
-//!   binarization), with exact zero-padding correction;
+//!   binarization), with exact zero-padding correction; consecutive binary
+//!   steps of a plan whose consumers take `sign(x)` without `K` pass each
+//!   other packed sign bits ([`binary_chain`]);
 //! - [`ternary`]: ternary weights as two bit-planes on the binary kernel;
 //! - [`int8_gemm`]: u8 × i8 → i32 convolution (AVX-512 VNNI `vpdpbusd`, AVX2
 //!   `vpmaddwd` on u16 × i16, exact without saturation) with fused
@@ -25,6 +27,7 @@
 //! with an [`Isa`] argument (an unavailable ISA is an error, never undefined
 //! behaviour), so tests check each path against a naive scalar truth.
 
+pub(crate) mod binary_chain;
 pub(crate) mod binary_gemm;
 pub(crate) mod bitpack;
 pub(crate) mod codebook;
@@ -37,6 +40,7 @@ pub(crate) mod int8_quantize;
 pub(crate) mod int8_step;
 pub(crate) mod layout;
 pub(crate) mod popcount;
+pub(crate) mod post;
 pub(crate) mod prepare;
 pub(crate) mod ternary;
 

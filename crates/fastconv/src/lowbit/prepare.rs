@@ -4,7 +4,7 @@
 //!
 //! | core op | kernel |
 //! |---|---|
-//! | `BinaryConv` with binarised inputs (XNOR-Net, eq. (9)) | [`super::binary_gemm`]: exact integer dot products; `K` summed in another order than the reference (agreement to f32 rounding) |
+//! | `BinaryConv` with binarised inputs (XNOR-Net, eq. (9), or sign inputs without `K`) | [`super::binary_chain`] on [`super::binary_gemm`]: exact integer dot products; `K` summed in another order than the reference (agreement to f32 rounding; bit-exact without `K`); a batch norm and ReLU / Clip fused; packed signs handed to a following sign-mode binary step |
 //! | `Int8Conv` (u8 or i8 inputs) | [`super::int8_step`] on [`super::int8_gemm`]: exact i32 accumulators, core's rounding and requantisation, fused into the layout passes |
 //! | depthwise `Int8Conv` (one input channel per group, ≤ [`super::int8_depthwise::MAX_TAPS`] taps) | [`super::int8_depthwise`]: the direct depthwise kernel on exact integer sums, the same input code and epilogue |
 //! | other grouped `Int8Conv` | [`super::int8_step`] on [`super::int8_gemm`] with block-diagonal weights (zero outside each group: the same exact accumulators, `groups`× the MACs) |
@@ -19,17 +19,29 @@
 //! (`conv/perforated.rs`).
 
 use hasten_core::ndarray::Array4;
-use hasten_core::op::WeightLayout;
+use hasten_core::op::{BinaryInput, WeightLayout};
 use hasten_core::{Error, IntType, Op, Operator, Result};
 
-use super::binary_gemm::{ActivationScale, XnorGemm, XnorState};
+use super::binary_chain::BinaryStep;
+use super::binary_gemm::{ActivationScale, XnorGemm};
 use super::codebook::{CodebookLinear, PqLinear};
 use super::csr::{CsrConv, CsrLinear};
 use super::groupwise::GroupwiseGemm;
 use super::int8_depthwise::Int8Depthwise;
 use super::int8_gemm::{Int8Gemm, U8Quant};
-use super::int8_step::{Int8Step, Post};
+use super::int8_step::Int8Step;
+use super::post::Post;
 use super::{check_isa, Isa, Needs};
+
+/// What a low-bit step hands the next one instead of its f32 output
+/// ([`Prepared::chains_into`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Chain {
+    /// The next int8 step's u8 input codes.
+    Int8,
+    /// The next binary step's packed input signs.
+    Binary,
+}
 
 /// A core op compiled to a low-bit or sparse kernel.
 #[derive(Debug, Clone)]
@@ -42,9 +54,8 @@ pub struct Prepared {
 #[derive(Debug, Clone)]
 enum Kernel {
     Xnor {
-        kernel: Box<XnorGemm>,
+        step: Box<BinaryStep>,
         linear: bool,
-        buffers: XnorState,
     },
     Int8 {
         step: Box<Int8Step>,
@@ -162,17 +173,14 @@ pub fn prepare(op: &Op) -> Result<Option<Prepared>> {
             let signs = Array4::from_shape_vec(dims, b.sign_matrix().iter().copied().collect())
                 .map_err(|e| Error::shape("binary sign matrix", format!("{dims:?}"), e))?;
             let bias = b.bias().map(|v| v.to_vec());
-            let kernel = XnorGemm::new(
-                signs.view(),
-                b.alpha().to_vec(),
-                bias,
-                spec,
-                ActivationScale::XnorK,
-            )?;
+            let scale = match b.input() {
+                BinaryInput::XnorK => ActivationScale::XnorK,
+                _ => ActivationScale::None,
+            };
+            let kernel = XnorGemm::new(signs.view(), b.alpha().to_vec(), bias, spec, scale)?;
             Kernel::Xnor {
-                kernel: Box::new(kernel),
+                step: Box::new(BinaryStep::new(kernel)),
                 linear,
-                buffers: XnorState::default(),
             }
         }
         Op::Int8Conv(q) => {
@@ -301,11 +309,12 @@ impl Prepared {
     }
 
     /// Whether [`Self::with_post`] can fold a batch norm and an activation
-    /// into the kernel's epilogue (int8 convolutions and linear layers).
+    /// into the kernel's epilogue (int8 and binary convolutions and linear
+    /// layers).
     pub(crate) fn fuses_post(&self) -> bool {
         matches!(
             self.kernel,
-            Kernel::Int8 { .. } | Kernel::Int8Depthwise { .. }
+            Kernel::Int8 { .. } | Kernel::Int8Depthwise { .. } | Kernel::Xnor { .. }
         )
     }
 
@@ -329,6 +338,10 @@ impl Prepared {
                 step: Box::new(step.with_post(post)),
                 op,
             },
+            Kernel::Xnor { step, linear } => Kernel::Xnor {
+                step: Box::new(step.with_post(post)),
+                linear,
+            },
             _ => return None,
         };
         Some(Prepared { kernel, ..self })
@@ -344,12 +357,20 @@ impl Prepared {
     /// XNOR, to f32 GEMM rounding for the others).
     pub fn forward(&self, x: &Array4<f32>) -> Result<Array4<f32>> {
         match &self.kernel {
-            Kernel::Xnor { kernel, linear, .. } => {
-                if *linear {
-                    kernel.forward_with(&as_linear_input(x), self.level(Needs::Popcount))
+            Kernel::Xnor { step, linear } => {
+                let isa = self.level(Needs::Popcount);
+                let mut y = if *linear {
+                    step.kernel().forward_with(&as_linear_input(x), isa)?
                 } else {
-                    kernel.forward_with(x, self.level(Needs::Popcount))
+                    step.kernel().forward_with(x, isa)?
+                };
+                let post = step.post();
+                if !post.is_none() {
+                    for ((_, t, _, _), v) in y.indexed_iter_mut() {
+                        *v = post.value(*v, t);
+                    }
                 }
+                Ok(y)
             }
             Kernel::Int8 {
                 step,
@@ -456,18 +477,14 @@ impl Prepared {
                 l.forward_into(src, batch, isa, dst, buf)
             }
             Kernel::SparseLinear(l) => l.forward_into(src, batch, dst),
-            Kernel::Xnor {
-                kernel,
-                linear,
-                buffers,
-            } => {
+            Kernel::Xnor { step, linear } => {
                 let dims = if *linear {
                     [batch, input.len(), 1, 1]
                 } else {
                     input.batched(batch)
                 };
-                let isa = self.level(Needs::Popcount);
-                kernel.forward_into(src, dims, isa, dst, &mut buffers.lock(), pool)
+                let isa = check_isa(self.level(Needs::Popcount), Needs::Popcount, "XnorGemm")?;
+                step.run(src, dst, dims, pool, isa)
             }
             Kernel::SparseConv(c) => {
                 let dims = input.batched(batch);
@@ -495,24 +512,39 @@ impl Prepared {
         }
     }
 
-    /// Whether [`Self::run_chained`] can hand this step's output to `next`:
-    /// both are int8 convolutions (not linear layers) running on the same
-    /// level.
-    pub(crate) fn chains_into(&self, next: &Prepared) -> bool {
-        matches!(
-            (&self.kernel, &next.kernel),
+    /// What [`Self::run_chained`] hands `next` of this step's output, if
+    /// it can: u8 codes ([`Chain::Int8`]) when both are int8 convolutions,
+    /// packed signs ([`Chain::Binary`]) when both are binary convolutions
+    /// and `next` takes its input's signs only (no `K`); neither a linear
+    /// layer, both on the same level.
+    pub(crate) fn chains_into(&self, next: &Prepared) -> Option<Chain> {
+        match (&self.kernel, &next.kernel) {
+            (Kernel::Int8 { linear: false, .. }, Kernel::Int8 { linear: false, .. })
+                if self.level(Needs::Int8Dot) == next.level(Needs::Int8Dot) =>
+            {
+                Some(Chain::Int8)
+            }
             (
-                Kernel::Int8 { linear: false, .. },
-                Kernel::Int8 { linear: false, .. }
-            )
-        ) && self.level(Needs::Int8Dot) == next.level(Needs::Int8Dot)
+                Kernel::Xnor { linear: false, .. },
+                Kernel::Xnor {
+                    linear: false,
+                    step,
+                },
+            ) if step.takes_signs()
+                && self.level(Needs::Popcount) == next.level(Needs::Popcount) =>
+            {
+                Some(Chain::Binary)
+            }
+            _ => None,
+        }
     }
 
     /// Runs on `batch` samples of shape `input` from `src` and leaves the
-    /// output as `next`'s input codes in `next`'s own buffers (see
-    /// [`super::int8_step`]), to be read by `next`'s following
-    /// [`Self::run`]; `Ok(false)` when it did nothing (not a chain per
-    /// [`Self::chains_into`], or a NaN input): run both unchained.
+    /// output as `next`'s input codes or packed signs in `next`'s own
+    /// buffers (see [`super::int8_step`], [`super::binary_chain`]), to be
+    /// read by `next`'s following [`Self::run`]; `Ok(false)` when it did
+    /// nothing (not a chain per [`Self::chains_into`], or a NaN input to an
+    /// int8 step): run both unchained.
     pub(crate) fn run_chained(
         &self,
         src: &[f32],
@@ -527,10 +559,21 @@ impl Prepared {
                 Kernel::Int8 {
                     step: next_step, ..
                 },
-            ) if self.chains_into(next) => {
+            ) if self.chains_into(next).is_some() => {
                 let isa = check_isa(self.level(Needs::Int8Dot), Needs::Int8Dot, "Int8Gemm")?;
                 let hw = (input.height, input.width);
                 step.run_chained(src, batch, hw, next_step, pool, isa)
+            }
+            (
+                Kernel::Xnor { step, .. },
+                Kernel::Xnor {
+                    step: next_step, ..
+                },
+            ) if self.chains_into(next).is_some() => {
+                let isa = check_isa(self.level(Needs::Popcount), Needs::Popcount, "XnorGemm")?;
+                let dims = input.batched(batch);
+                step.run_chained(src, dims, next_step, pool, isa)?;
+                Ok(true)
             }
             _ => Ok(false),
         }

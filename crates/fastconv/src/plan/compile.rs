@@ -624,8 +624,8 @@ impl Compiler<'_> {
     }
 
     /// A low-bit step whose epilogue takes `BatchNorm? → ReLU/Clip?` (an
-    /// int8 convolution): one step, which also lets it chain into a next
-    /// int8 step across them (`chain_int8_steps`).
+    /// int8 or binary convolution): one step, which also lets it chain into
+    /// a next int8 or binary step across them (`chain_lowbit_steps`).
     fn lowbit_with_post(&mut self, i: usize, p: crate::lowbit::prepare::Prepared) -> Result<()> {
         let bn = self.sole_reader(i).filter(|&r| {
             self.options.fuse && matches!(self.nodes[r].op, LOp::Op(Op::BatchNorm(_)))
@@ -635,14 +635,14 @@ impl Compiler<'_> {
             (scale.to_vec(), shift.to_vec())
         });
         let act = self.fused_clamp(bn.unwrap_or(i));
-        let post = crate::lowbit::int8_step::Post {
+        let post = crate::lowbit::post::Post {
             affine,
             clamp: act.map_or(Clamp::NONE, |a| a.1),
         };
         let p = p
             .with_isa(self.options.isa)
             .with_post(post)
-            .expect("fuses_post: an int8 kernel");
+            .expect("fuses_post: an int8 or binary kernel");
         let input = self.nodes[self.nodes[i].inputs[0]].shape;
         let src = self.materialize(self.nodes[i].inputs[0]);
         let tail = act.map(|a| a.0).or(bn).unwrap_or(i);

@@ -160,7 +160,8 @@ struct LowbitStep {
     prepared: crate::lowbit::prepare::Prepared,
     scratch: Mutex<Vec<f32>>,
     /// Whether it hands its output to the next step as that int8 step's
-    /// input codes instead of writing f32 (set by [`chain_int8_steps`]).
+    /// input codes or that binary step's packed signs instead of writing
+    /// f32 (set by [`chain_lowbit_steps`]).
     feeds_next: bool,
 }
 
@@ -179,12 +180,19 @@ impl LowbitStep {
 /// to the next one as u8 codes.
 pub const INT8_CHAIN: &str = "u8 codes to next int8 step";
 
-/// Marks the int8 steps whose output is read only by the step right after
-/// them, itself an int8 step, so that they pass it on as that step's u8
-/// input codes (`lowbit::int8_step`): the chains of a Tucker-2 block
-/// (1×1 → 3×3 → 1×1) or of consecutive quantized layers. Results are
-/// bit-identical; the f32 tensor between them is never written.
-fn chain_int8_steps(steps: &mut [Step], bufs: &[Buf], outputs: &[(Slot, ActShape)]) {
+/// What [`StepInfo::fused`] lists for a binary step that hands its output
+/// to the next one as packed sign bits.
+pub const BINARY_CHAIN: &str = "packed signs to next binary step";
+
+/// Marks the low-bit steps whose output is read only by the step right
+/// after them so that they pass it on in that step's own input form: u8
+/// codes between int8 steps (`lowbit::int8_step`: the chains of a Tucker-2
+/// block (1×1 → 3×3 → 1×1) or of consecutive quantized layers), packed sign
+/// bits into a binary step that takes `sign(x)` without `K`
+/// (`lowbit::binary_chain`). Results are bit-identical; the f32 tensor
+/// between them is never written.
+fn chain_lowbit_steps(steps: &mut [Step], bufs: &[Buf], outputs: &[(Slot, ActShape)]) {
+    use crate::lowbit::prepare::Chain;
     for k in 1..steps.len() {
         let dst = steps[k - 1].dst;
         let sole = steps[k].srcs == [dst]
@@ -196,11 +204,15 @@ fn chain_int8_steps(steps: &mut [Step], bufs: &[Buf], outputs: &[(Slot, ActShape
                 .enumerate()
                 .all(|(j, s)| j == k || s.srcs.iter().all(|r| r.buf != dst.buf));
         if let (Kind::Lowbit(a), Kind::Lowbit(b)) = (&steps[k - 1].kind, &steps[k].kind) {
-            if sole && a.prepared.chains_into(&b.prepared) {
+            let chain = a.prepared.chains_into(&b.prepared).filter(|_| sole);
+            if let Some(chain) = chain {
                 if let Kind::Lowbit(a) = &mut steps[k - 1].kind {
                     a.feeds_next = true;
                 }
-                steps[k - 1].fused.push(INT8_CHAIN);
+                steps[k - 1].fused.push(match chain {
+                    Chain::Int8 => INT8_CHAIN,
+                    Chain::Binary => BINARY_CHAIN,
+                });
             }
         }
     }
@@ -225,7 +237,9 @@ pub struct StepInfo {
     pub nodes: Vec<String>,
     /// What is fused into the kernel, in order (`"batch_norm"`,
     /// `"residual add"`, `"relu"`; [`INT8_CHAIN`] for an int8 step whose
-    /// output goes to the next int8 step as its u8 input codes).
+    /// output goes to the next int8 step as its u8 input codes,
+    /// [`BINARY_CHAIN`] for a binary step whose output goes to the next
+    /// binary step as its packed input signs).
     pub fused: Vec<String>,
     /// Per-sample input shape (the first source's).
     pub input: ActShape,
@@ -352,7 +366,7 @@ impl Plan {
         crate::conv::check_padded_inputs(unary_ops(graph)?, batch, options.memory_limit)?;
         let mut compiled = compile::compile(graph, batch, options)?;
         if options.fuse {
-            chain_int8_steps(&mut compiled.steps, &compiled.bufs, &compiled.outputs);
+            chain_lowbit_steps(&mut compiled.steps, &compiled.bufs, &compiled.outputs);
         }
         let mut lifetimes: Vec<arena::Lifetime> = Vec::new();
         let mut arena_index = vec![usize::MAX; compiled.bufs.len()];
