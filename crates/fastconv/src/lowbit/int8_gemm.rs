@@ -49,6 +49,11 @@ const FILTER_BLOCK: usize = 16;
 const CODE_BLOCK: usize = 64;
 /// Values coded per parallel task of the quantizing copy.
 const CODE_CHUNK: usize = 1 << 14;
+/// Multiply-adds a row task of the integer GEMM must do at least: waking a
+/// worker and joining it costs a few microseconds, about the time the VNNI
+/// kernel takes for this many, so the rows of a small step (a 28×28
+/// network's) run as fewer, larger tasks, or on the calling thread alone.
+const MIN_TASK_MACS: usize = 1 << 20;
 /// Output pixels of the AVX2 register block.
 pub(crate) const AVX2_PIXELS: usize = 6;
 /// Accumulator registers (8 filters each) per pixel of the AVX2 block.
@@ -398,7 +403,9 @@ impl Int8Gemm {
         let (oh, ow) = g.out_hw;
         let t_n = self.out_channels;
         let (acc_len, out_len) = (ow * self.t_pad, ow * t_n);
-        (0..g.batch * oh).into_par_iter().for_each(|row| {
+        let row_macs = ow * self.t_pad * self.c4 * g.kernel.0 * g.kernel.1;
+        let min_rows = MIN_TASK_MACS.div_ceil(row_macs.max(1));
+        (0..g.batch * oh).into_par_iter().with_min_len(min_rows).for_each(|row| {
             pool.with(|scratch| {
                 if scratch.ints.len() < acc_len + out_len {
                     scratch.ints.resize(acc_len + out_len, 0);
@@ -664,6 +671,7 @@ impl Int8Gemm {
         let (pt, pl) = g.pad_top_left;
         let c4 = self.c4;
         img.par_chunks_mut(wp * c4)
+            .with_min_len(crate::shares::min_items(wp * c4))
             .enumerate()
             .for_each(|(row, dst)| {
                 let yp = row % hp;
@@ -691,6 +699,7 @@ impl Int8Gemm {
         let (c_n, c4) = (self.in_channels, self.c4);
         let z = P::from(self.input.zero_point);
         img.par_chunks_mut(wp * c4)
+            .with_min_len(crate::shares::min_items(wp * c4))
             .enumerate()
             .for_each(|(row, dst)| {
                 let (n, yp) = (row / hp, row % hp);
