@@ -142,7 +142,10 @@ pub struct Int8Gemm {
     spec: ConvSpec,
     c4: usize,
     t_pad: usize,
-    /// `[tap][c4 / 4][t_pad][4]` i8.
+    /// The VNNI weights, per block of filters (64 each, then one block of
+    /// the last `t_pad mod 64`) `[tap][c4 / 4][block width][4]` i8, each
+    /// block contiguous in the order the kernel reads it (see
+    /// [`Self::packed_index`]).
     packed: Vec<i8>,
     /// The AVX2 weights, `[t_pad / AVX2_FILTERS][tap][c4 / 2][AVX2_FILTERS][2]`
     /// i16; empty where the CPU has no AVX2.
@@ -197,13 +200,14 @@ impl Int8Gemm {
         let c4 = round_up(c_n, 4);
         let t_pad = round_up(t_n, FILTER_BLOCK);
         let mut packed = vec![0i8; kh * kw * c4 * t_pad];
+        let at = |t: usize, tap: usize, c: usize| packed_index(t, tap, c, taps_of(kh, kw), c4, t_pad);
         let mut weight_sum = vec![0i32; t_n];
         let avx2 = Isa::Avx2.supports(Needs::Int8Dot);
         let mut packed16 = vec![0i16; if avx2 { packed.len() } else { 0 }];
-        let taps = kh * kw;
+        let taps = taps_of(kh, kw);
         for ((t, c, i, j), &v) in weights.indexed_iter() {
             let tap = i * kw + j;
-            packed[((tap * (c4 / 4) + c / 4) * t_pad + t) * 4 + c % 4] = v;
+            packed[at(t, tap, c)] = v;
             if avx2 {
                 let (tb, tr) = (t / AVX2_FILTERS, t % AVX2_FILTERS);
                 let block = ((tb * taps + tap) * (c4 / 2) + c / 2) * AVX2_FILTERS;
@@ -752,9 +756,9 @@ impl Int8Gemm {
                         * c4;
                     for cq in 0..c4 / 4 {
                         let xs = &img[pix + cq * 4..pix + cq * 4 + 4];
-                        let wbase = ((i * kw + j) * (c4 / 4) + cq) * tp * 4;
                         for (t, d) in dst.iter_mut().enumerate() {
-                            let wv = &self.packed[wbase + t * 4..wbase + t * 4 + 4];
+                            let wv = packed_index(t, i * kw + j, cq * 4, kh * kw, c4, tp);
+                            let wv = &self.packed[wv..wv + 4];
                             *d = (0..4).fold(*d, |a, l| {
                                 a.wrapping_add(i32::from(xs[l]) * i32::from(wv[l]))
                             });
@@ -764,6 +768,24 @@ impl Int8Gemm {
             }
         }
     }
+}
+
+/// Filters per block of the VNNI weights (the widest register block).
+const VNNI_BLOCK: usize = 64;
+
+/// Taps of a `kh × kw` kernel.
+fn taps_of(kh: usize, kw: usize) -> usize {
+    kh * kw
+}
+
+/// Where weight `(t, tap, c)` lies in [`Int8Gemm::packed`]: filters in
+/// blocks of [`VNNI_BLOCK`] (the last one `t_pad mod 64` wide), each block
+/// `[tap][c / 4][t in block][c mod 4]`, so the kernel walks a block's
+/// weights front to back, one contiguous run per 4 channels of a tap.
+fn packed_index(t: usize, tap: usize, c: usize, taps: usize, c4: usize, t_pad: usize) -> usize {
+    let start = t / VNNI_BLOCK * VNNI_BLOCK;
+    let width = VNNI_BLOCK.min(t_pad - start);
+    start * taps * c4 + ((tap * (c4 / 4) + c / 4) * width + t - start) * 4 + c % 4
 }
 
 /// Output row `yy` of sample `n`: `epilogue(acc, out)` per pixel (`acc`
@@ -855,9 +877,13 @@ mod x86 {
             ow * tp <= acc.len()
                 && filters.end <= tp
                 && filters.len().is_multiple_of(16 * R)
+                && filters.start.is_multiple_of(super::VNNI_BLOCK)
+                && (16 * R == super::VNNI_BLOCK || filters.end == tp && filters.len() == 16 * R)
                 && f.packed.len() == kh * kw * c4 * tp,
             "tile_vnni contract"
         );
+        // Each block of 16·R filters is one block of `packed`, read front to back.
+        let block_len = kh * kw * c4 * 16 * R;
         let wptr = f.packed.as_ptr();
         let ip = img.as_ptr();
         let mut x0 = 0;
@@ -869,6 +895,8 @@ mod x86 {
             let mut tb = filters.start;
             while tb < filters.end {
                 let mut a = [[_mm512_setzero_si512(); R]; P];
+                // SAFETY: tb·kh·kw·c4 + block_len ≤ t_pad·kh·kw·c4 = packed.len().
+                let mut wb = unsafe { wptr.add(tb * kh * kw * c4) };
                 for i in 0..kh {
                     let row = (y * g.stride.0 + i * g.dilation.0) * wp;
                     for j in 0..kw {
@@ -877,14 +905,15 @@ mod x86 {
                             pix[q] = (row + xs[q] + j * g.dilation.1) * c4;
                             assert!(pix[q] + c4 <= img.len(), "tile_vnni window");
                         }
-                        let tap = i * kw + j;
                         for cq in 0..cq_n {
-                            let wo = ((tap * cq_n + cq) * tp + tb) * 4;
                             let mut w = [_mm512_setzero_si512(); R];
                             for (r, wr) in w.iter_mut().enumerate() {
-                                // SAFETY: wo + 64·R ≤ packed.len() (tb + 16R ≤ t_pad, asserted).
-                                *wr = unsafe { _mm512_loadu_si512(wptr.add(wo + r * 64).cast()) };
+                                // SAFETY: the block's kh·kw·cq_n runs of 64·R
+                                // bytes lie inside `packed` (block_len, above).
+                                *wr = unsafe { _mm512_loadu_si512(wb.add(r * 64).cast()) };
                             }
+                            // SAFETY: as above; ends at the block's end.
+                            wb = unsafe { wb.add(64 * R) };
                             for q in 0..P {
                                 // SAFETY: pix[q] + c4 ≤ img.len() (asserted).
                                 let xv = _mm512_set1_epi32(unsafe {
@@ -908,6 +937,11 @@ mod x86 {
                         };
                     }
                 }
+                debug_assert_eq!(
+                    wb,
+                    wptr.wrapping_add(tb * kh * kw * c4 + block_len),
+                    "one block read"
+                );
                 tb += 16 * R;
             }
             x0 += P;
