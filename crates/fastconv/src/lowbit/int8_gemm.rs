@@ -200,7 +200,8 @@ impl Int8Gemm {
         let c4 = round_up(c_n, 4);
         let t_pad = round_up(t_n, FILTER_BLOCK);
         let mut packed = vec![0i8; kh * kw * c4 * t_pad];
-        let at = |t: usize, tap: usize, c: usize| packed_index(t, tap, c, taps_of(kh, kw), c4, t_pad);
+        let at =
+            |t: usize, tap: usize, c: usize| packed_index(t, tap, c, taps_of(kh, kw), c4, t_pad);
         let mut weight_sum = vec![0i32; t_n];
         let avx2 = Isa::Avx2.supports(Needs::Int8Dot);
         let mut packed16 = vec![0i16; if avx2 { packed.len() } else { 0 }];
@@ -409,31 +410,34 @@ impl Int8Gemm {
         let (acc_len, out_len) = (ow * self.t_pad, ow * t_n);
         let row_macs = ow * self.t_pad * self.c4 * g.kernel.0 * g.kernel.1;
         let min_rows = MIN_TASK_MACS.div_ceil(row_macs.max(1));
-        (0..g.batch * oh).into_par_iter().with_min_len(min_rows).for_each(|row| {
-            pool.with(|scratch| {
-                if scratch.ints.len() < acc_len + out_len {
-                    scratch.ints.resize(acc_len + out_len, 0);
-                }
-                let (acc, row_out) = scratch.ints.split_at_mut(acc_len);
-                let row_out = &mut row_out[..out_len];
-                if scratch.floats.len() < out_len {
-                    scratch.floats.resize(out_len, 0.0);
-                }
-                let floats = &mut scratch.floats[..out_len];
-                let (n, y) = (row / oh, row % oh);
-                kernel(n, y, acc);
-                let pixels = row_out
-                    .chunks_exact_mut(t_n)
-                    .zip(acc.chunks_exact(self.t_pad));
-                for (out, acc) in pixels {
-                    let per_filter = out.iter_mut().zip(&acc[..t_n]).zip(&self.zero_correction);
-                    for ((o, &a), &c) in per_filter {
-                        *o = a.wrapping_sub(c);
+        (0..g.batch * oh)
+            .into_par_iter()
+            .with_min_len(min_rows)
+            .for_each(|row| {
+                pool.with(|scratch| {
+                    if scratch.ints.len() < acc_len + out_len {
+                        scratch.ints.resize(acc_len + out_len, 0);
                     }
-                }
-                f(n, y, row_out, floats);
-            })
-        });
+                    let (acc, row_out) = scratch.ints.split_at_mut(acc_len);
+                    let row_out = &mut row_out[..out_len];
+                    if scratch.floats.len() < out_len {
+                        scratch.floats.resize(out_len, 0.0);
+                    }
+                    let floats = &mut scratch.floats[..out_len];
+                    let (n, y) = (row / oh, row % oh);
+                    kernel(n, y, acc);
+                    let pixels = row_out
+                        .chunks_exact_mut(t_n)
+                        .zip(acc.chunks_exact(self.t_pad));
+                    for (out, acc) in pixels {
+                        let per_filter = out.iter_mut().zip(&acc[..t_n]).zip(&self.zero_correction);
+                        for ((o, &a), &c) in per_filter {
+                            *o = a.wrapping_sub(c);
+                        }
+                    }
+                    f(n, y, row_out, floats);
+                })
+            });
     }
 
     /// The fused epilogue for filter `t`: `y = s_x·s_w[t]·acc + b[t]`, then
