@@ -8,8 +8,10 @@
 //! this CPU has (AVX-512, AVX2), the two networks timed in alternation
 //! (minimum and median wall time, median process CPU time).
 //!
-//! `cargo run --release --example compress [-- RECIPE.toml|RECIPE.json]`
-//! (`recipes/resnet18-int8.toml`: every convolution but the stem int8)
+//! `cargo run --release --example compress [-- RECIPE.toml|RECIPE.json [MODEL]]`
+//! (`recipes/resnet18-int8.toml`: every convolution but the stem int8;
+//! `MODEL`: another built-in architecture with its default input and
+//! seeded weights instead of ResNet-18, e.g. `resnet8` or `lenet5` at 28×28)
 
 use std::path::PathBuf;
 
@@ -18,7 +20,7 @@ use std::time::Instant;
 use hasten::bench::cpu_seconds;
 use hasten::core::{Graph, SeededRng};
 use hasten::fastconv::{Isa, Plan, PlanOptions, INT8_CHAIN};
-use hasten::models::{resnet18, ModelConfig};
+use hasten::models::architecture;
 use hasten::pipeline::{compress, Recipe};
 
 /// Batch-1 runs of each graph's plan on `isa`, one run of each per round:
@@ -64,9 +66,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         PathBuf::from,
     );
     let recipe = Recipe::from_path(&path)?;
-    let graph = resnet18(&ModelConfig::imagenet().with_seed(0))?;
+    let model = std::env::args().nth(2).unwrap_or_else(|| "resnet18".into());
+    let arch = architecture(&model).ok_or_else(|| format!("no built-in model {model}"))?;
+    let graph = (arch.build)(&(arch.default_config)().with_seed(0))?;
     println!(
-        "ResNet-18 by {} ({} steps, no data: no fine-tuning)\n",
+        "{} by {} ({} steps, no data: no fine-tuning)\n",
+        arch.description,
         path.file_name().map_or(path.display().to_string(), |n| n
             .to_string_lossy()
             .into_owned()),

@@ -49,6 +49,11 @@ const FILTER_BLOCK: usize = 16;
 const CODE_BLOCK: usize = 64;
 /// Values coded per parallel task of the quantizing copy.
 const CODE_CHUNK: usize = 1 << 14;
+/// Multiply-adds a row task of the integer GEMM must do at least: waking a
+/// worker and joining it costs a few microseconds, about the time the VNNI
+/// kernel takes for this many, so the rows of a small step (a 28×28
+/// network's) run as fewer, larger tasks, or on the calling thread alone.
+const MIN_TASK_MACS: usize = 1 << 20;
 /// Output pixels of the AVX2 register block.
 pub(crate) const AVX2_PIXELS: usize = 6;
 /// Accumulator registers (8 filters each) per pixel of the AVX2 block.
@@ -137,7 +142,10 @@ pub struct Int8Gemm {
     spec: ConvSpec,
     c4: usize,
     t_pad: usize,
-    /// `[tap][c4 / 4][t_pad][4]` i8.
+    /// The VNNI weights, per block of filters (64 each, then one block of
+    /// the last `t_pad mod 64`) `[tap][c4 / 4][block width][4]` i8, each
+    /// block contiguous in the order the kernel reads it (see
+    /// [`Self::packed_index`]).
     packed: Vec<i8>,
     /// The AVX2 weights, `[t_pad / AVX2_FILTERS][tap][c4 / 2][AVX2_FILTERS][2]`
     /// i16; empty where the CPU has no AVX2.
@@ -192,13 +200,15 @@ impl Int8Gemm {
         let c4 = round_up(c_n, 4);
         let t_pad = round_up(t_n, FILTER_BLOCK);
         let mut packed = vec![0i8; kh * kw * c4 * t_pad];
+        let at =
+            |t: usize, tap: usize, c: usize| packed_index(t, tap, c, taps_of(kh, kw), c4, t_pad);
         let mut weight_sum = vec![0i32; t_n];
         let avx2 = Isa::Avx2.supports(Needs::Int8Dot);
         let mut packed16 = vec![0i16; if avx2 { packed.len() } else { 0 }];
-        let taps = kh * kw;
+        let taps = taps_of(kh, kw);
         for ((t, c, i, j), &v) in weights.indexed_iter() {
             let tap = i * kw + j;
-            packed[((tap * (c4 / 4) + c / 4) * t_pad + t) * 4 + c % 4] = v;
+            packed[at(t, tap, c)] = v;
             if avx2 {
                 let (tb, tr) = (t / AVX2_FILTERS, t % AVX2_FILTERS);
                 let block = ((tb * taps + tap) * (c4 / 2) + c / 2) * AVX2_FILTERS;
@@ -398,31 +408,36 @@ impl Int8Gemm {
         let (oh, ow) = g.out_hw;
         let t_n = self.out_channels;
         let (acc_len, out_len) = (ow * self.t_pad, ow * t_n);
-        (0..g.batch * oh).into_par_iter().for_each(|row| {
-            pool.with(|scratch| {
-                if scratch.ints.len() < acc_len + out_len {
-                    scratch.ints.resize(acc_len + out_len, 0);
-                }
-                let (acc, row_out) = scratch.ints.split_at_mut(acc_len);
-                let row_out = &mut row_out[..out_len];
-                if scratch.floats.len() < out_len {
-                    scratch.floats.resize(out_len, 0.0);
-                }
-                let floats = &mut scratch.floats[..out_len];
-                let (n, y) = (row / oh, row % oh);
-                kernel(n, y, acc);
-                let pixels = row_out
-                    .chunks_exact_mut(t_n)
-                    .zip(acc.chunks_exact(self.t_pad));
-                for (out, acc) in pixels {
-                    let per_filter = out.iter_mut().zip(&acc[..t_n]).zip(&self.zero_correction);
-                    for ((o, &a), &c) in per_filter {
-                        *o = a.wrapping_sub(c);
+        let row_macs = ow * self.t_pad * self.c4 * g.kernel.0 * g.kernel.1;
+        let min_rows = MIN_TASK_MACS.div_ceil(row_macs.max(1));
+        (0..g.batch * oh)
+            .into_par_iter()
+            .with_min_len(min_rows)
+            .for_each(|row| {
+                pool.with(|scratch| {
+                    if scratch.ints.len() < acc_len + out_len {
+                        scratch.ints.resize(acc_len + out_len, 0);
                     }
-                }
-                f(n, y, row_out, floats);
-            })
-        });
+                    let (acc, row_out) = scratch.ints.split_at_mut(acc_len);
+                    let row_out = &mut row_out[..out_len];
+                    if scratch.floats.len() < out_len {
+                        scratch.floats.resize(out_len, 0.0);
+                    }
+                    let floats = &mut scratch.floats[..out_len];
+                    let (n, y) = (row / oh, row % oh);
+                    kernel(n, y, acc);
+                    let pixels = row_out
+                        .chunks_exact_mut(t_n)
+                        .zip(acc.chunks_exact(self.t_pad));
+                    for (out, acc) in pixels {
+                        let per_filter = out.iter_mut().zip(&acc[..t_n]).zip(&self.zero_correction);
+                        for ((o, &a), &c) in per_filter {
+                            *o = a.wrapping_sub(c);
+                        }
+                    }
+                    f(n, y, row_out, floats);
+                })
+            });
     }
 
     /// The fused epilogue for filter `t`: `y = s_x·s_w[t]·acc + b[t]`, then
@@ -664,6 +679,7 @@ impl Int8Gemm {
         let (pt, pl) = g.pad_top_left;
         let c4 = self.c4;
         img.par_chunks_mut(wp * c4)
+            .with_min_len(crate::shares::min_items(wp * c4))
             .enumerate()
             .for_each(|(row, dst)| {
                 let yp = row % hp;
@@ -691,6 +707,7 @@ impl Int8Gemm {
         let (c_n, c4) = (self.in_channels, self.c4);
         let z = P::from(self.input.zero_point);
         img.par_chunks_mut(wp * c4)
+            .with_min_len(crate::shares::min_items(wp * c4))
             .enumerate()
             .for_each(|(row, dst)| {
                 let (n, yp) = (row / hp, row % hp);
@@ -743,9 +760,9 @@ impl Int8Gemm {
                         * c4;
                     for cq in 0..c4 / 4 {
                         let xs = &img[pix + cq * 4..pix + cq * 4 + 4];
-                        let wbase = ((i * kw + j) * (c4 / 4) + cq) * tp * 4;
                         for (t, d) in dst.iter_mut().enumerate() {
-                            let wv = &self.packed[wbase + t * 4..wbase + t * 4 + 4];
+                            let wv = packed_index(t, i * kw + j, cq * 4, kh * kw, c4, tp);
+                            let wv = &self.packed[wv..wv + 4];
                             *d = (0..4).fold(*d, |a, l| {
                                 a.wrapping_add(i32::from(xs[l]) * i32::from(wv[l]))
                             });
@@ -755,6 +772,24 @@ impl Int8Gemm {
             }
         }
     }
+}
+
+/// Filters per block of the VNNI weights (the widest register block).
+const VNNI_BLOCK: usize = 64;
+
+/// Taps of a `kh × kw` kernel.
+fn taps_of(kh: usize, kw: usize) -> usize {
+    kh * kw
+}
+
+/// Where weight `(t, tap, c)` lies in [`Int8Gemm::packed`]: filters in
+/// blocks of [`VNNI_BLOCK`] (the last one `t_pad mod 64` wide), each block
+/// `[tap][c / 4][t in block][c mod 4]`, so the kernel walks a block's
+/// weights front to back, one contiguous run per 4 channels of a tap.
+fn packed_index(t: usize, tap: usize, c: usize, taps: usize, c4: usize, t_pad: usize) -> usize {
+    let start = t / VNNI_BLOCK * VNNI_BLOCK;
+    let width = VNNI_BLOCK.min(t_pad - start);
+    start * taps * c4 + ((tap * (c4 / 4) + c / 4) * width + t - start) * 4 + c % 4
 }
 
 /// Output row `yy` of sample `n`: `epilogue(acc, out)` per pixel (`acc`
@@ -846,9 +881,13 @@ mod x86 {
             ow * tp <= acc.len()
                 && filters.end <= tp
                 && filters.len().is_multiple_of(16 * R)
+                && filters.start.is_multiple_of(super::VNNI_BLOCK)
+                && (16 * R == super::VNNI_BLOCK || filters.end == tp && filters.len() == 16 * R)
                 && f.packed.len() == kh * kw * c4 * tp,
             "tile_vnni contract"
         );
+        // Each block of 16·R filters is one block of `packed`, read front to back.
+        let block_len = kh * kw * c4 * 16 * R;
         let wptr = f.packed.as_ptr();
         let ip = img.as_ptr();
         let mut x0 = 0;
@@ -860,6 +899,8 @@ mod x86 {
             let mut tb = filters.start;
             while tb < filters.end {
                 let mut a = [[_mm512_setzero_si512(); R]; P];
+                // SAFETY: tb·kh·kw·c4 + block_len ≤ t_pad·kh·kw·c4 = packed.len().
+                let mut wb = unsafe { wptr.add(tb * kh * kw * c4) };
                 for i in 0..kh {
                     let row = (y * g.stride.0 + i * g.dilation.0) * wp;
                     for j in 0..kw {
@@ -868,14 +909,15 @@ mod x86 {
                             pix[q] = (row + xs[q] + j * g.dilation.1) * c4;
                             assert!(pix[q] + c4 <= img.len(), "tile_vnni window");
                         }
-                        let tap = i * kw + j;
                         for cq in 0..cq_n {
-                            let wo = ((tap * cq_n + cq) * tp + tb) * 4;
                             let mut w = [_mm512_setzero_si512(); R];
                             for (r, wr) in w.iter_mut().enumerate() {
-                                // SAFETY: wo + 64·R ≤ packed.len() (tb + 16R ≤ t_pad, asserted).
-                                *wr = unsafe { _mm512_loadu_si512(wptr.add(wo + r * 64).cast()) };
+                                // SAFETY: the block's kh·kw·cq_n runs of 64·R
+                                // bytes lie inside `packed` (block_len, above).
+                                *wr = unsafe { _mm512_loadu_si512(wb.add(r * 64).cast()) };
                             }
+                            // SAFETY: as above; ends at the block's end.
+                            wb = unsafe { wb.add(64 * R) };
                             for q in 0..P {
                                 // SAFETY: pix[q] + c4 ≤ img.len() (asserted).
                                 let xv = _mm512_set1_epi32(unsafe {
@@ -899,6 +941,11 @@ mod x86 {
                         };
                     }
                 }
+                debug_assert_eq!(
+                    wb,
+                    wptr.wrapping_add(tb * kh * kw * c4 + block_len),
+                    "one block read"
+                );
                 tb += 16 * R;
             }
             x0 += P;
