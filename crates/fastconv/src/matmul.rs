@@ -10,7 +10,7 @@ use std::ops::Range;
 use hasten_core::{Error, Result};
 
 use crate::elementwise::Clamp;
-use crate::gemm::{self, BOperand, BSource, Kernel, Output, PackedA, Scratch};
+use crate::gemm::{self, BOperand, BSource, Kernel, Output, PackedA, RowMajor, Scratch};
 use crate::Isa;
 
 /// A row-major matrix operand of [`matmul`], used as stored or transposed.
@@ -43,18 +43,6 @@ thread_local! {
     /// reused across calls (a call allocates only when its operands outgrow
     /// every earlier call's on this thread).
     static SCRATCH: RefCell<(Scratch, Vec<f32>, PackedA)> = RefCell::new(Default::default());
-}
-
-/// `op(B)` (`k × n`) stored row-major `k × n`.
-struct Rows<'a> {
-    b: &'a [f32],
-    n: usize,
-}
-
-impl BSource for Rows<'_> {
-    fn row<'b>(&'b self, k: usize, cols: Range<usize>, _tmp: &'b mut [f32]) -> &'b [f32] {
-        &self.b[k * self.n..][cols]
-    }
 }
 
 /// `op(B) = Bᵀ` (`k × n`), `B` stored row-major `n × k`.
@@ -153,7 +141,14 @@ pub fn matmul(
                         scratch,
                     );
                 } else {
-                    columns(&kernel, packed, &Rows { b: b.data, n }, cols, out, scratch);
+                    columns(
+                        &kernel,
+                        packed,
+                        &RowMajor { b: b.data, n },
+                        cols,
+                        out,
+                        scratch,
+                    );
                 }
             }
             col += kernel.nc;

@@ -16,10 +16,13 @@ use hasten_core::ndarray::{Array1, Array4};
 use hasten_core::op::WeightLayout;
 use hasten_core::{
     relative_error, ActShape, BatchNorm, BinaryConv, BinaryInput, Block, Clip, ConvLayer, ConvSpec,
-    Op, Operator, PackedCodes, Padding, Relu, SeededRng,
+    Op, PackedCodes, Padding, Relu, SeededRng,
 };
 use hasten_fastconv::{Isa, Plan, PlanOptions, BINARY_CHAIN};
 use proptest::prelude::*;
+
+mod common;
+use common::{reference_with_f32_batch_norm, same_bits};
 
 /// A `k×k` binary convolution `c → t` with random signs, `α` and bias.
 fn binary(
@@ -47,30 +50,6 @@ fn batch_norm(rng: &mut SeededRng, t: usize) -> BatchNorm {
     let mut v = |lo: f32, w: f32| Array1::from_shape_fn(t, |_| lo + w * rng.uniform() as f32);
     let (g, b, m, var) = (v(-1.0, 2.0), v(-0.5, 1.0), v(-2.0, 4.0), v(0.1, 2.0));
     BatchNorm::new(g, b, m, var, 1e-5).unwrap()
-}
-
-/// The ops' references one after the other, batch norms by their f32
-/// affine form (see the module docs).
-fn reference(ops: &[Op], x: &Array4<f32>) -> Array4<f32> {
-    let mut y = x.clone();
-    for op in ops {
-        y = match op {
-            Op::BatchNorm(b) => {
-                let (scale, shift) = b.affine();
-                let mut z = y.clone();
-                for ((_, c, _, _), v) in z.indexed_iter_mut() {
-                    *v = scale[c] * *v + shift[c];
-                }
-                z
-            }
-            _ => op.reference_forward(&y).unwrap(),
-        };
-    }
-    y
-}
-
-fn same_bits(a: &Array4<f32>, b: &Array4<f32>) -> bool {
-    a.shape() == b.shape() && a.iter().zip(b).all(|(p, q)| p.to_bits() == q.to_bits())
 }
 
 /// Which steps of `plan` hand packed signs to the next.
@@ -139,7 +118,7 @@ proptest! {
         if nan {
             x[[batch - 1, c - 1, hw / 2, 1]] = f32::NAN;
         }
-        let want = reference(&ops, &x);
+        let want = reference_with_f32_batch_norm(&ops, &x);
         prop_assert!(want.iter().all(|v| v.is_finite()));
         let n = layers.len();
         for isa in Isa::supported() {
@@ -240,7 +219,7 @@ fn chained_and_unchained_plans_agree() {
     ];
     let block = Block::new(ops.clone()).unwrap();
     let x = rng.normal_array((1, 64, 12, 12), 1.0);
-    let want = reference(&ops, &x);
+    let want = reference_with_f32_batch_norm(&ops, &x);
     for isa in Isa::supported() {
         let run = |fuse| {
             let options = PlanOptions {

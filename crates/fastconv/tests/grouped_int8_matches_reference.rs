@@ -14,40 +14,15 @@ use hasten_core::{
 use hasten_fastconv::{Isa, Plan, PlanOptions};
 use proptest::prelude::*;
 
-/// The reference forward of `ops` one after the other, a batch norm as the
-/// plan's f32 `scale·x + shift` of `BatchNorm::affine`.
-fn reference(ops: &[Op], x: &Array4<f32>) -> Array4<f32> {
-    let mut y = x.clone();
-    for op in ops {
-        y = match op {
-            Op::BatchNorm(b) => {
-                let (scale, shift) = b.affine();
-                let mut z = y.clone();
-                for ((_, ch, _, _), v) in z.indexed_iter_mut() {
-                    *v = scale[ch] * *v + shift[ch];
-                }
-                z
-            }
-            _ => op.reference_forward(&y).unwrap(),
-        };
-    }
-    y
-}
-
-/// Whether `a` and `b` hold the same bits (any NaN equal to any NaN).
-fn same_bits(a: &Array4<f32>, b: &Array4<f32>) -> bool {
-    a.shape() == b.shape()
-        && a.iter()
-            .zip(b.iter())
-            .all(|(f, s)| f.to_bits() == s.to_bits() || (f.is_nan() && s.is_nan()))
-}
+mod common;
+use common::{reference_with_f32_batch_norm, same_bits};
 
 /// Runs `ops` in a plan on every ISA of this CPU, fused and not, and
 /// checks that the int8 layer (the first op) runs on a low-bit step and
-/// that the outputs equal [`reference`] bit for bit (twice per plan).
+/// that the outputs equal [`reference_with_f32_batch_norm`] bit for bit (twice per plan).
 fn assert_plans_match(ops: &[Op], x: &Array4<f32>) -> Result<(), TestCaseError> {
     let block = Block::new(ops.to_vec()).unwrap();
-    let slow = reference(ops, x);
+    let slow = reference_with_f32_batch_norm(ops, x);
     let s = x.shape();
     let shape = ActShape::new(s[1], s[2], s[3]);
     for isa in Isa::supported() {

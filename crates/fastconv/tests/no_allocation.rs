@@ -415,15 +415,7 @@ fn xnor_plan_does_not_allocate() {
     )
     .unwrap();
     let inputs = t * hw * hw;
-    let bits: Vec<u32> = (0..o * inputs).map(|_| rng.below(2) as u32).collect();
-    let linear = BinaryConv::new(
-        WeightLayout::linear(o, inputs).unwrap(),
-        PackedCodes::pack(&bits, o, inputs, 1).unwrap(),
-        Array1::from_elem(o, 0.5),
-        None,
-        true,
-    )
-    .unwrap();
+    let linear = xnor_linear(o, inputs, &mut rng);
     let block = Block::new(vec![conv.into(), Flatten.into(), linear.into()]).unwrap();
     assert_lowbit_steps_do_not_allocate(&block, ActShape::new(c, hw, hw), 2, 1e-5, &mut rng);
 }
@@ -452,15 +444,7 @@ fn binary_chain_plan_does_not_allocate() {
     let second = layer(65, 20, ConvSpec::new().with_stride(2), BinaryInput::Sign);
     let third = layer(20, 9, ConvSpec::new().with_padding(2), BinaryInput::Sign);
     let inputs = 9 * 6 * 6;
-    let bits: Vec<u32> = (0..o * inputs).map(|_| rng.below(2) as u32).collect();
-    let linear = BinaryConv::new(
-        WeightLayout::linear(o, inputs).unwrap(),
-        PackedCodes::pack(&bits, o, inputs, 1).unwrap(),
-        Array1::from_elem(o, 0.5),
-        None,
-        true,
-    )
-    .unwrap();
+    let linear = xnor_linear(o, inputs, &mut rng);
     let ops = vec![
         first.into(),
         Clip::new(-1.0, 1.0).unwrap().into(),
@@ -552,4 +536,18 @@ fn graph_plan_does_not_allocate() {
             }
         }
     });
+}
+
+/// An XNOR-Net fully connected layer (`o` outputs of `inputs`, random signs,
+/// `α = 0.5`, no bias) with binarized inputs.
+fn xnor_linear(o: usize, inputs: usize, rng: &mut SeededRng) -> BinaryConv {
+    let bits: Vec<u32> = (0..o * inputs).map(|_| rng.below(2) as u32).collect();
+    BinaryConv::new(
+        WeightLayout::linear(o, inputs).unwrap(),
+        PackedCodes::pack(&bits, o, inputs, 1).unwrap(),
+        Array1::from_elem(o, 0.5),
+        None,
+        true,
+    )
+    .unwrap()
 }

@@ -1,7 +1,7 @@
 //! AVX-512F GEMM microkernel: an `MR×32` tile held in `2·MR` zmm
 //! accumulators, two B vectors and one broadcast per k step — 12×32 (27 of
-//! 32 registers) by default, 8×32 for layers whose row count is a multiple
-//! of 8 but not of 12 (64 output channels would waste 11% of a 12-row tile).
+//! 32 registers) by default, 8×32 where that pads fewer rows than the
+//! 12-row tile (`Kernel::for_rows`: 64 filters as 64, not 72; 6 as 8, not 12).
 
 use super::Epilogue;
 #[cfg(target_arch = "x86_64")]

@@ -24,7 +24,7 @@ use std::ops::Range;
 use crate::aligned::AlignedVec;
 use crate::elementwise::Clamp;
 use crate::Isa;
-pub(crate) use pack::{BSource, PackedA};
+pub(crate) use pack::{BSource, PackedA, RowMajor};
 
 /// What the microkernel does when it stores its tile.
 #[derive(Debug, Clone, Copy)]

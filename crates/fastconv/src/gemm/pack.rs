@@ -80,6 +80,21 @@ pub(crate) trait BSource: Sync {
     fn row<'a>(&'a self, k: usize, cols: Range<usize>, tmp: &'a mut [f32]) -> &'a [f32];
 }
 
+/// A `K × N` matrix stored row-major in `b`: every row segment is a slice
+/// of it.
+pub(crate) struct RowMajor<'a> {
+    /// The `K·N` values.
+    pub(crate) b: &'a [f32],
+    /// Columns per row.
+    pub(crate) n: usize,
+}
+
+impl BSource for RowMajor<'_> {
+    fn row<'b>(&'b self, k: usize, cols: Range<usize>, _tmp: &'b mut [f32]) -> &'b [f32] {
+        &self.b[k * self.n..][cols]
+    }
+}
+
 /// Packs rows `ks` × columns `cols` of `b` into `nr`-column panels
 /// (`dst[jp·kc·nr + kk·nr + q]`), zero-padding the last panel.
 pub(crate) fn pack_b(

@@ -4,12 +4,11 @@
 //! the work around it in a convolution (im2col, packing, padded columns,
 //! the split over threads).
 
-use std::ops::Range;
 use std::time::Instant;
 
 use hasten_core::{Error, Result, SeededRng};
 
-use super::{pack, BOperand, BSource, Kernel, Output, PackedA, Scratch};
+use super::{pack, BOperand, Kernel, Output, PackedA, RowMajor, Scratch};
 use crate::aligned::AlignedVec;
 use crate::elementwise::Clamp;
 use crate::Isa;
@@ -34,18 +33,6 @@ impl KernelRun {
     /// GFLOP/s of this run.
     pub fn gflops(&self) -> f64 {
         self.flops / self.seconds / 1e9
-    }
-}
-
-/// A row-major `K × N` matrix.
-struct Dense<'a> {
-    b: &'a [f32],
-    n: usize,
-}
-
-impl BSource for Dense<'_> {
-    fn row<'b>(&'b self, k: usize, cols: Range<usize>, _tmp: &'b mut [f32]) -> &'b [f32] {
-        &self.b[k * self.n..][cols]
     }
 }
 
@@ -86,7 +73,7 @@ pub fn gemm_kernel_run(isa: Isa, m: usize, n: usize, k: usize, reps: usize) -> R
     let mut random = |len: usize| -> Vec<f32> { (0..len).map(|_| rng.normal() as f32).collect() };
     let a = PackedA::new(&kernel, &random(a_len), m, k);
     let b = random(b_len);
-    let source = Dense { b: &b, n };
+    let source = RowMajor { b: &b, n };
     // The layout of `BOperand::Packed`: K block `k0` at `k0 · width · NR`.
     let mut packed = AlignedVec::default();
     packed.resize(packed_len);
@@ -108,7 +95,7 @@ pub fn gemm_kernel_run(isa: Isa, m: usize, n: usize, k: usize, reps: usize) -> R
             residual: std::ptr::null(),
             clamp: Clamp::NONE,
         };
-        let b: BOperand<'_, Dense<'_>> = BOperand::Packed {
+        let b: BOperand<'_, RowMajor<'_>> = BOperand::Packed {
             tile: packed.as_slice(),
             width,
             first: 0,

@@ -17,10 +17,12 @@
 
 use hasten_core::Result;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::MutexGuard;
 
-use super::binary_gemm::{ActivationScale, XnorGemm, XnorState};
+use super::binary_gemm::{ActivationScale, XnorBuffers, XnorGemm, XnorState};
 use super::post::Post;
 use super::Isa;
+use crate::conv::ConvGeometry;
 use crate::pool::ScratchPool;
 
 /// A binary convolution with binarized inputs, ready to run in a plan.
@@ -81,6 +83,22 @@ impl BinaryStep {
         self.kernel.scale() == ActivationScale::None
     }
 
+    /// Locks this step's buffers and loads its input: `src` of `dims`
+    /// packed, or the signs a producer left by [`Self::run_chained`] (then
+    /// `src` is not read).
+    fn load(
+        &self,
+        src: &[f32],
+        dims: [usize; 4],
+        pool: &ScratchPool,
+        isa: Isa,
+    ) -> Result<(MutexGuard<'_, XnorBuffers>, ConvGeometry)> {
+        let mut buffers = self.buffers.lock();
+        let src = (!self.chained_input.swap(false, Ordering::AcqRel)).then_some(src);
+        let g = self.kernel.load_input(src, dims, isa, &mut buffers, pool)?;
+        Ok((buffers, g))
+    }
+
     /// Runs on the row-major NCHW batch `src` of `dims` into the row-major
     /// NCHW output `dst` on `isa` (a checked popcount level). When a chain
     /// has filled this step's packed input ([`Self::run_chained`]), `src`
@@ -93,9 +111,7 @@ impl BinaryStep {
         pool: &ScratchPool,
         isa: Isa,
     ) -> Result<()> {
-        let mut buffers = self.buffers.lock();
-        let src = (!self.chained_input.swap(false, Ordering::AcqRel)).then_some(src);
-        let g = self.kernel.load_input(src, dims, isa, &mut buffers, pool)?;
+        let (buffers, g) = self.load(src, dims, pool, isa)?;
         self.kernel
             .write_values(&buffers, &g, isa, &self.post, dst, pool)
     }
@@ -113,9 +129,7 @@ impl BinaryStep {
         pool: &ScratchPool,
         isa: Isa,
     ) -> Result<()> {
-        let mut buffers = self.buffers.lock();
-        let src = (!self.chained_input.swap(false, Ordering::AcqRel)).then_some(src);
-        let g = self.kernel.load_input(src, dims, isa, &mut buffers, pool)?;
+        let (buffers, g) = self.load(src, dims, pool, isa)?;
         let mut next_buffers = next.buffers.lock();
         self.kernel.write_signs(
             &buffers,

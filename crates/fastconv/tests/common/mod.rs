@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use hasten_core::ndarray::Array4;
-use hasten_core::{BatchNorm, ConvLayer, ConvSpec, Padding, SeededRng};
+use hasten_core::{BatchNorm, ConvLayer, ConvSpec, Op, Operator, Padding, SeededRng};
 
 /// `‖fast − reference‖_F / ‖reference‖_F` (core's shared metric).
 pub fn relative_error(fast: &Array4<f32>, reference: &Array4<f32>) -> f64 {
@@ -151,4 +151,33 @@ pub fn conv_case(
                 }
             },
         )
+}
+
+/// The reference forward of `ops` one after the other, a batch norm as the
+/// plan's f32 `scale·x + shift` of `BatchNorm::affine` (core's own batch
+/// norm computes in f64, which may differ in the last bit).
+pub fn reference_with_f32_batch_norm(ops: &[Op], x: &Array4<f32>) -> Array4<f32> {
+    let mut y = x.clone();
+    for op in ops {
+        y = match op {
+            Op::BatchNorm(b) => {
+                let (scale, shift) = b.affine();
+                let mut z = y.clone();
+                for ((_, ch, _, _), v) in z.indexed_iter_mut() {
+                    *v = scale[ch] * *v + shift[ch];
+                }
+                z
+            }
+            _ => op.reference_forward(&y).unwrap(),
+        };
+    }
+    y
+}
+
+/// Whether `a` and `b` hold the same bits (any NaN equal to any NaN).
+pub fn same_bits(a: &Array4<f32>, b: &Array4<f32>) -> bool {
+    a.shape() == b.shape()
+        && a.iter()
+            .zip(b.iter())
+            .all(|(f, s)| f.to_bits() == s.to_bits() || (f.is_nan() && s.is_nan()))
 }
