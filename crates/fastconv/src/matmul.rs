@@ -9,7 +9,6 @@ use std::ops::Range;
 
 use hasten_core::{Error, Result};
 
-use crate::elementwise::Clamp;
 use crate::gemm::{self, BOperand, BSource, Kernel, Output, PackedA, RowMajor, Scratch};
 use crate::Isa;
 
@@ -117,13 +116,7 @@ pub fn matmul(
             packed.repack(&kernel, a.data, m, k);
         }
         let packed = &*packed;
-        let out = Output {
-            c: c.as_mut_ptr(),
-            rsc: n,
-            bias: None,
-            residual: std::ptr::null(),
-            clamp: Clamp::NONE,
-        };
+        let out = Output::plain(c.as_mut_ptr(), n);
         let mut col = 0;
         while col < n {
             let cols = col..(col + kernel.nc).min(n);

@@ -118,13 +118,7 @@ impl OpKernel for TtKernel {
                 crate::profile::task(|| {
                     let (rt, ct) = (task % row_tiles, task / row_tiles);
                     let panels = rt * per_tile..((rt + 1) * per_tile).min(m_panels);
-                    let out = Output {
-                        c: c.ptr(),
-                        rsc: cols,
-                        bias: None,
-                        residual: std::ptr::null(),
-                        clamp: Clamp::NONE,
-                    };
+                    let out = Output::plain(c.ptr(), cols);
                     pool.with(|scratch| {
                         // SAFETY: the product buffer holds rows × cols floats
                         // (asserted); tasks own disjoint (column tile, row tile)

@@ -360,14 +360,8 @@ impl WinogradConv {
                     v: &v[xi * c_all * len..][..c_all * len],
                     tiles: len,
                 };
-                let dst = Output {
-                    // SAFETY: component ξ's T × len block starts inside `m`.
-                    c: unsafe { mp.ptr().add(xi * t_all * len) },
-                    rsc: len,
-                    bias: None,
-                    residual: std::ptr::null(),
-                    clamp: Clamp::NONE,
-                };
+                // SAFETY: component ξ's T × len block starts inside `m`.
+                let dst = Output::plain(unsafe { mp.ptr().add(xi * t_all * len) }, len);
                 pool.with(|scratch| {
                     // SAFETY: the destination is component ξ's T × len block of
                     // `m` (row stride len); tasks own disjoint (ξ, row tile)

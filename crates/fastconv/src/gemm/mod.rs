@@ -217,6 +217,20 @@ pub(crate) struct Output<'a> {
     pub clamp: Clamp,
 }
 
+impl Output<'_> {
+    /// `C` at `c` with row stride `rsc` and nothing fused: no bias, no
+    /// residual, no clamp.
+    pub(crate) fn plain(c: *mut f32, rsc: usize) -> Self {
+        Output {
+            c,
+            rsc,
+            bias: None,
+            residual: std::ptr::null(),
+            clamp: Clamp::NONE,
+        }
+    }
+}
+
 /// Computes rows `panels` (in `MR` units) × columns `cols` of `C = A·B`.
 ///
 /// # Safety

@@ -10,7 +10,6 @@ use hasten_core::{Error, Result, SeededRng};
 
 use super::{pack, BOperand, Kernel, Output, PackedA, RowMajor, Scratch};
 use crate::aligned::AlignedVec;
-use crate::elementwise::Clamp;
 use crate::Isa;
 
 /// Most floats the operands of [`gemm_kernel_run`] may hold (1 GiB), so a
@@ -88,13 +87,7 @@ pub fn gemm_kernel_run(isa: Isa, m: usize, n: usize, k: usize, reps: usize) -> R
     let mut c = vec![0f32; c_len];
     let mut scratch = Scratch::default();
     let mut product = |c: &mut [f32]| {
-        let out = Output {
-            c: c.as_mut_ptr(),
-            rsc: n,
-            bias: None,
-            residual: std::ptr::null(),
-            clamp: Clamp::NONE,
-        };
+        let out = Output::plain(c.as_mut_ptr(), n);
         let b: BOperand<'_, RowMajor<'_>> = BOperand::Packed {
             tile: packed.as_slice(),
             width,
